@@ -1,0 +1,17 @@
+"""pyrocluster: a light Python compute and crawl cluster on Pyro5."""
+
+from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
+from pyrocluster.tasks import task
+
+__all__ = ["Cluster", "PyroClusterError", "TaskFailed", "WorkerUnavailable", "task"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # Cluster pulls in the coordinator; load it on first use so `import pyrocluster` in a
+    # worker's task processes stays light.
+    if name == "Cluster":
+        from pyrocluster.coordinator.cluster import Cluster
+
+        return Cluster
+    raise AttributeError(name)

@@ -1,0 +1,416 @@
+"""Connection security: the cluster-secret handshake (both sides), the serializer guard and TLS setup.
+
+Every proxy pyrocluster opens comes from :func:`make_proxy`, and every daemon it runs is a
+:class:`SecureDaemon` (or mixes in :class:`HandshakeValidator`), so this is the one place where
+authentication is decided.
+
+The handshake rides on Pyro5's single connect round trip, so both proofs fit in it:
+
+* the client sends ``{"v", "nonce", "ts", "obj", "mac"}`` where ``mac`` is
+  HMAC-SHA256(secret, "pyrocluster/1|client|nonce|ts|obj"), with a fresh random nonce per
+  connection (reconnects included);
+* the server refuses a timestamp more than :data:`HANDSHAKE_WINDOW_S` off its clock, a wrong mac,
+  an object it does not hold (so a handshake captured on one daemon is useless on another that
+  holds other objects) and a nonce it has already accepted within the window (a replay);
+* the server answers ``{"v", "nonce", "mac"}`` with mac = HMAC-SHA256(secret,
+  "pyrocluster/1|server|client nonce|server nonce"), which the client checks, so a server that does
+  not know the secret is refused too.
+
+Only MACs cross the wire, never the secret. Without TLS a handshake authenticates the connection
+only at its start: use TLS where the network itself is not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import logging
+import secrets
+import ssl
+import threading
+import time
+from typing import Any
+
+import Pyro5
+import Pyro5.api
+import Pyro5.core
+import Pyro5.errors
+import Pyro5.nameserver
+import Pyro5.serializers
+import Pyro5.socketutil
+
+from pyrocluster.config import SAFE_SERIALIZERS, Settings
+from pyrocluster.errors import AuthenticationError, ConfigError
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_VERSION = 1
+"""Version of the handshake format; a peer speaking another one is refused."""
+HANDSHAKE_WINDOW_S = 60.0
+"""Seconds a client handshake's timestamp may be off the server clock (clocks must agree this well)."""
+MAX_REMEMBERED_NONCES = 100_000
+"""Accepted client nonces a daemon remembers at most (the ones younger than the window)."""
+REFUSAL_TAG = "pyrocluster authentication refused"
+"""Prefix of every handshake refusal a daemon sends, so the client can report it as such."""
+
+_NONCE_BYTES = 16
+_NONCE_HEX = 2 * _NONCE_BYTES
+_MAC_HEX = 2 * hashlib.sha256().digest_size
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+class HandshakeRefused(Pyro5.errors.SecurityError):
+    """A daemon refused a client's handshake; Pyro5 sends ``str(self)`` back as the refusal."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{REFUSAL_TAG}: {reason}")
+        self.reason = reason
+
+
+# --- the handshake itself: pure functions, clock passed in ---------------------------------------
+
+
+def _mac(secret: bytes, *fields: str) -> str:
+    message = "|".join(("pyrocluster/1", *fields)).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _is_hex(value: Any, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and set(value) <= _HEX_DIGITS
+
+
+def client_hello(secret: bytes, object_id: str, now: float) -> dict[str, Any]:
+    """A fresh client handshake proving ``secret`` for a connection to ``object_id``."""
+    nonce = secrets.token_hex(_NONCE_BYTES)
+    ts = int(now)
+    return {
+        "v": HANDSHAKE_VERSION,
+        "nonce": nonce,
+        "ts": ts,
+        "obj": object_id,
+        "mac": _mac(secret, "client", nonce, str(ts), object_id),
+    }
+
+
+def check_client_hello(secret: bytes, hello: Any, now: float, window_s: float = HANDSHAKE_WINDOW_S) -> None:
+    """Raise :class:`HandshakeRefused` unless ``hello`` is a well-formed, timely proof of ``secret``."""
+    if not isinstance(hello, dict) or "mac" not in hello:
+        raise HandshakeRefused("this server requires the cluster secret and the client sent no proof of it")
+    if hello.get("v") != HANDSHAKE_VERSION:
+        raise HandshakeRefused(f"unsupported handshake version {hello.get('v')!r}")
+    nonce, ts, obj, mac = hello.get("nonce"), hello.get("ts"), hello.get("obj"), hello.get("mac")
+    if (
+        not _is_hex(nonce, _NONCE_HEX)
+        or not _is_hex(mac, _MAC_HEX)
+        or type(ts) is not int
+        or not isinstance(obj, str)
+    ):
+        raise HandshakeRefused("malformed handshake")
+    skew = now - ts
+    if abs(skew) > window_s:
+        raise HandshakeRefused(
+            f"handshake timestamp is {skew:+.0f} s off the server clock (allowed: {window_s:.0f} s);"
+            " an old handshake replayed, or clocks out of sync"
+        )
+    if not hmac.compare_digest(mac, _mac(secret, "client", nonce, str(ts), obj)):
+        raise HandshakeRefused("wrong cluster secret")
+
+
+def server_reply(secret: bytes, client_nonce: str) -> dict[str, Any]:
+    """The server's proof of ``secret``, bound to the client's nonce."""
+    nonce = secrets.token_hex(_NONCE_BYTES)
+    return {"v": HANDSHAKE_VERSION, "nonce": nonce, "mac": _mac(secret, "server", client_nonce, nonce)}
+
+
+def check_server_reply(secret: bytes, client_nonce: str, reply: Any) -> bool:
+    """True when ``reply`` proves the server knows ``secret`` (for this connection's nonce)."""
+    if not isinstance(reply, dict) or reply.get("v") != HANDSHAKE_VERSION:
+        return False
+    nonce, mac = reply.get("nonce"), reply.get("mac")
+    if not _is_hex(nonce, _NONCE_HEX) or not _is_hex(mac, _MAC_HEX):
+        return False
+    return hmac.compare_digest(mac, _mac(secret, "server", client_nonce, nonce))
+
+
+class ReplayGuard:
+    """Remembers accepted client nonces until their timestamps leave the window; thread-safe."""
+
+    def __init__(self, window_s: float = HANDSHAKE_WINDOW_S, max_entries: int = MAX_REMEMBERED_NONCES) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []  # heap of (forget after, nonce)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, nonce: str, ts: float, now: float) -> None:
+        """Record ``nonce``; HandshakeRefused when it was already accepted or the guard is full."""
+        with self._lock:
+            # A nonce can be forgotten once its timestamp is outside the window: any replay of it
+            # is refused by the timestamp check from then on.
+            while self._expiry and self._expiry[0][0] < now:
+                self._seen.discard(heapq.heappop(self._expiry)[1])
+            if nonce in self._seen:
+                raise HandshakeRefused("handshake replayed (this nonce was already used)")
+            if len(self._seen) >= self.max_entries:
+                # Failing closed: only clients that know the secret get this far.
+                raise HandshakeRefused("too many handshakes within the window; try again later")
+            self._seen.add(nonce)
+            heapq.heappush(self._expiry, (ts + self.window_s, nonce))
+
+
+# --- server side ---------------------------------------------------------------------------------
+
+
+class HandshakeValidator:
+    """Daemon mixin: checks the client's proof of the cluster secret in ``validateHandshake``.
+
+    Put it before the Pyro5 daemon class in the bases and pass ``secret=`` to the constructor.
+    """
+
+    pyrocluster_secret: bytes | None = None
+    objectsById: dict[str, Any]  # provided by the Pyro5 daemon
+
+    def __init__(self, *args: Any, secret: bytes | None = None, **kwargs: Any) -> None:
+        self.pyrocluster_secret = secret
+        self.pyrocluster_replays = ReplayGuard()
+        super().__init__(*args, **kwargs)
+
+    def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 (Pyro5 hook name)
+        """Accept every client when no secret is set; otherwise check its proof and prove ours."""
+        secret = self.pyrocluster_secret
+        if secret is None:
+            return "hello"
+        try:
+            now = time.time()
+            check_client_hello(secret, data, now, self.pyrocluster_replays.window_s)
+            if data["obj"] not in self.objectsById:
+                # Not an authentication failure: a stale URI (a restarted worker on the same port)
+                # must keep failing the way Pyro5 reports it, as a retryable CommunicationError.
+                raise Pyro5.errors.DaemonError("unknown object")
+            self.pyrocluster_replays.remember(data["nonce"], data["ts"], now)
+        except HandshakeRefused as exc:
+            log.warning("refused a connection from %s: %s", _peer(conn), exc.reason)
+            raise
+        return server_reply(secret, data["nonce"])
+
+
+def _peer(conn: Any) -> str:
+    try:
+        host, port = conn.sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (OSError, AttributeError, ValueError):
+        return "?"
+
+
+class SecureDaemon(HandshakeValidator, Pyro5.api.Daemon):
+    """A Pyro5 daemon that enforces the cluster secret and refuses unsafe serializers."""
+
+    def __init__(self, settings: Settings, host: str, port: int = 0) -> None:
+        prepare_transport(settings)
+        super().__init__(host=host, port=port, secret=settings.secret)
+
+
+class SecureNameServerDaemon(HandshakeValidator, Pyro5.nameserver.NameServerDaemon):
+    """Pyro5's own name server daemon, enforcing the cluster secret (no broadcast responder)."""
+
+    def __init__(self, settings: Settings, host: str, port: int, storage: str) -> None:
+        prepare_transport(settings)
+        super().__init__(host=host, port=port, storage=storage, secret=settings.secret)
+
+
+# --- client side ---------------------------------------------------------------------------------
+
+
+class SecureProxy(Pyro5.api.Proxy):
+    """A Pyro5 proxy that proves the cluster secret on every (re)connect and checks the server's proof."""
+
+    # Class-level defaults: Proxy.__getattr__ would turn a missing attribute into a remote call,
+    # and Proxy.__setattr__ refuses unknown names, so instances set these with object.__setattr__.
+    _pyrocluster_secret: bytes | None = None
+    _pyrocluster_nonce: str = ""
+
+    @property
+    def _pyroHandshake(self) -> Any:  # noqa: N802 (Pyro5 attribute name)
+        """Pyro5 reads this once per connection attempt: each read is a fresh handshake."""
+        secret = self._pyrocluster_secret
+        if secret is None:
+            return "hello"
+        hello = client_hello(secret, self._pyroUri.object, time.time())
+        object.__setattr__(self, "_pyrocluster_nonce", hello["nonce"])
+        return hello
+
+    @_pyroHandshake.setter
+    def _pyroHandshake(self, value: Any) -> None:  # noqa: N802
+        pass  # Pyro5's __init__ and __setstate__ assign "hello"; ours is computed per connection.
+
+    def _pyroValidateHandshake(self, response: Any) -> None:  # noqa: N802 (Pyro5 hook name)
+        """Refuse a server that cannot prove the cluster secret."""
+        secret = self._pyrocluster_secret
+        if secret is None or check_server_reply(secret, self._pyrocluster_nonce, response):
+            return
+        # Pyro5 has already adopted the connection when it calls this hook: drop it, so the
+        # proxy does not go on talking to a server it refused.
+        self._pyroRelease()
+        raise AuthenticationError(
+            f"{self._pyroUri.location} did not prove it knows the cluster secret"
+            " (it runs without a secret or with another one)"
+        )
+
+    def _Proxy__pyroCreateConnection(self, replaceUri: bool = False, connected_socket: Any = None) -> bool:  # noqa: N802
+        # Every connect (first call, _pyroBind, metadata, reconnects) goes through this private
+        # Pyro5 method. A daemon's refusal reaches the client only as the text of a
+        # CommunicationError; turn ours into AuthenticationError so that callers, which retry
+        # communication errors, do not retry a wrong secret.
+        try:
+            return bool(super()._Proxy__pyroCreateConnection(replaceUri, connected_socket))  # type: ignore[misc]
+        except Pyro5.errors.CommunicationError as exc:
+            _, tag, reason = str(exc).partition(f"{REFUSAL_TAG}: ")
+            if not tag:
+                raise
+            raise AuthenticationError(f"{self._pyroUri.location} refused the connection: {reason}") from exc
+
+    def __copy__(self) -> SecureProxy:
+        """A copy for another thread, keeping the secret (Pyro5's copy knows only its own state)."""
+        copied: SecureProxy = super().__copy__()
+        object.__setattr__(copied, "_pyrocluster_secret", self._pyrocluster_secret)
+        return copied
+
+
+def make_proxy(uri: Any, settings: Settings, timeout_s: float | None = None) -> Pyro5.api.Proxy:
+    """A new proxy to ``uri`` (a ``PYRO:`` URI) that speaks our serializer and proves the cluster secret."""
+    if settings.serializer not in SAFE_SERIALIZERS:
+        raise ConfigError(f"serializer {settings.serializer!r} is not allowed (use msgpack or serpent)")
+    uri = Pyro5.core.URI(uri) if isinstance(uri, str) else uri
+    if uri.protocol != "PYRO":
+        # PYRONAME/PYROMETA would be resolved by Pyro5 through a plain name-server proxy,
+        # which cannot prove the secret: look the name up with a proxy from here instead.
+        raise ValueError(f"make_proxy needs a PYRO: URI, not {uri.protocol}: ({uri})")
+    prepare_transport(settings)
+    proxy = SecureProxy(uri)
+    object.__setattr__(proxy, "_pyrocluster_secret", settings.secret)
+    proxy._pyroSerializer = settings.serializer
+    if timeout_s:
+        proxy._pyroTimeout = timeout_s
+    return proxy
+
+
+# --- process-wide transport setup: serializer guard and TLS contexts -----------------------------
+
+
+def prepare_transport(settings: Settings) -> None:
+    """Install the serializer guard and, with TLS, our TLS contexts (idempotent)."""
+    refuse_unsafe_serializers()
+    if settings.tls:
+        if not Pyro5.config.SSL:
+            raise ConfigError("TLS is configured but Pyro5 is not: call pyrocluster.config.apply(settings) first")
+        install_tls(settings)
+
+
+class _RefusedSerializer:
+    """Stands in Pyro5's by-id table for an unsafe serializer: never decodes, still encodes.
+
+    Pyro5 looks up the serializer of every incoming message by its id (whatever
+    ``Pyro5.serializers.serializers`` says) and answers in the same one; keeping ``dumps`` lets
+    the peer read the refusal, while ``loads`` refuses before any untrusted byte is decoded.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.serializer_id: int = real.serializer_id
+        self.name = type(real).__name__.removesuffix("Serializer").lower()
+
+    def _refuse(self, *_: Any) -> Any:
+        raise Pyro5.errors.SecurityError(
+            f"pyrocluster refuses the {self.name} serializer; use {' or '.join(SAFE_SERIALIZERS)}"
+        )
+
+    loads = loadsCall = _refuse  # noqa: N815 (Pyro5 method name)
+
+    def dumps(self, data: Any) -> bytes:
+        """Encode with the real serializer (encoding a reply is safe, decoding is not)."""
+        return bytes(self.real.dumps(data))
+
+    def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: Any) -> bytes:  # noqa: N802
+        """Encode a call with the real serializer."""
+        return bytes(self.real.dumpsCall(obj, method, vargs, kwargs))
+
+
+_SAFE_SERIALIZER_IDS = frozenset(
+    {Pyro5.serializers.SerpentSerializer.serializer_id, Pyro5.serializers.MsgpackSerializer.serializer_id}
+)
+
+
+def refuse_unsafe_serializers() -> None:
+    """Make every Pyro5 endpoint in this process refuse to decode marshal and json (idempotent)."""
+    table = Pyro5.serializers.serializers_by_id
+    for serializer_id, serializer in list(table.items()):
+        if serializer_id not in _SAFE_SERIALIZER_IDS and not isinstance(serializer, _RefusedSerializer):
+            table[serializer_id] = _RefusedSerializer(serializer)
+
+
+class _ServerTLSContext(ssl.SSLContext):
+    """Server context whose accepted sockets do the TLS handshake in their own worker thread.
+
+    Pyro5 wraps the listening socket, so by default ``accept()`` runs each TLS handshake in the
+    daemon's single accept loop: one client that connects and stays silent would stop the daemon
+    from accepting anyone else.
+    """
+
+    def wrap_socket(self, sock: Any, server_side: bool = False, do_handshake_on_connect: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+        if server_side:
+            do_handshake_on_connect = False  # OpenSSL then handshakes on the first read
+        return super().wrap_socket(
+            sock, server_side=server_side, do_handshake_on_connect=do_handshake_on_connect, **kwargs
+        )
+
+
+def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for mutual TLS that trust the cluster CA and nothing else.
+
+    Both sides present ``tls_cert`` and require the peer's certificate to be signed by ``tls_ca``.
+    Host names are not checked: membership is "holds a certificate from the cluster CA", which
+    lets workers join by IP address without a certificate naming each one.
+    """
+    if not settings.tls_cert or not settings.tls_ca:
+        raise ConfigError("mutual TLS needs --tls-cert and --tls-ca (and --tls-key unless the cert holds it)")
+    server = _ServerTLSContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    for context in (server, client):
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+            context.load_verify_locations(cafile=settings.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate, key or CA: {exc}") from exc
+    return server, client
+
+
+_tls_lock = threading.Lock()
+_tls_installed: tuple[str | None, str | None, str | None] | None = None
+
+
+def install_tls(settings: Settings) -> None:
+    """Make Pyro5 use :func:`tls_contexts` for every TLS socket in this process.
+
+    Pyro5 builds its contexts once per process (trusting the system CAs as well as ours, and
+    checking the server's host name) and caches them in two module globals; we fill that cache
+    with ours, again whenever the certificate files change.
+    """
+    global _tls_installed
+    key = (settings.tls_cert, settings.tls_key, settings.tls_ca)
+    with _tls_lock:
+        if _tls_installed == key:
+            return
+        server, client = tls_contexts(settings)
+        for name in ("__ssl_server_context", "__ssl_client_context"):
+            if not hasattr(Pyro5.socketutil, name):
+                raise RuntimeError(f"this Pyro5 version has no socketutil.{name}: cannot install TLS contexts")
+        setattr(Pyro5.socketutil, "__ssl_server_context", server)  # noqa: B010 (a mangling-proof name)
+        setattr(Pyro5.socketutil, "__ssl_client_context", client)  # noqa: B010
+        _tls_installed = key

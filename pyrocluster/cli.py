@@ -1,0 +1,216 @@
+"""The ``pyrocluster`` command: nameserver | worker | submit | status. Thin: parse, call, render."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pyrocluster import __version__, render
+from pyrocluster.config import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, Settings, check_bind
+from pyrocluster.errors import ClusterUnreachable, ConfigError, JobFileError, PyroClusterError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach the settings every command takes (section 2 of the spec)."""
+    options = [
+        click.option("--ns", envvar="PYROCLUSTER_NS", show_envvar=True, metavar="HOST:PORT",
+                     help="Name server address [default: 127.0.0.1:9090]."),
+        click.option("--secret-file", envvar="PYROCLUSTER_SECRET_FILE", show_envvar=True,
+                     type=click.Path(dir_okay=False), help="File holding the cluster secret (or set PYROCLUSTER_SECRET)."),
+        click.option("--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."),
+        click.option("--tls-key", envvar="PYROCLUSTER_TLS_KEY", show_envvar=True, help="TLS private key (PEM)."),
+        click.option("--tls-ca", envvar="PYROCLUSTER_TLS_CA", show_envvar=True, help="CA that signs every peer (PEM)."),
+        click.option("--serializer", envvar="PYROCLUSTER_SERIALIZER", show_envvar=True,
+                     type=click.Choice(["msgpack", "serpent"]), help="Wire serializer [default: msgpack]."),
+        click.option("--debug", is_flag=True, envvar="PYROCLUSTER_DEBUG", show_envvar=True,
+                     help="Verbose logs and tracebacks."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(kw: dict[str, Any]) -> Settings:
+    """Settings from the shared options (removed from ``kw``); also sets up logging."""
+    from pyrocluster import logs
+
+    try:
+        settings = Settings.from_sources(
+            ns=kw.pop("ns"), secret_file=kw.pop("secret_file"), tls_cert=kw.pop("tls_cert"),
+            tls_key=kw.pop("tls_key"), tls_ca=kw.pop("tls_ca"), serializer=kw.pop("serializer"),
+            debug=kw.pop("debug") or None,
+        )
+    except OSError as exc:
+        raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    logs.configure(settings.debug)
+    return settings
+
+
+def _command(func: Callable[..., int | None]) -> Callable[..., None]:
+    """Run a command body: map our errors to one ``error:`` line and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(**kw: Any) -> None:
+        debug = bool(kw.get("debug"))
+        try:
+            code = func(**kw) or EXIT_OK
+        except KeyboardInterrupt:
+            render.error("interrupted")
+            code = EXIT_INTERRUPTED
+        except (ConfigError, JobFileError) as exc:
+            render.error(str(exc))
+            code = EXIT_USAGE
+        except ClusterUnreachable as exc:
+            render.error(str(exc))
+            code = EXIT_UNREACHABLE
+        except PyroClusterError as exc:
+            render.error(str(exc))
+            code = EXIT_FAILED
+        except Exception as exc:  # the last line of defence: one line, never a bare traceback
+            if debug:
+                traceback.print_exc()
+            render.error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            code = EXIT_FAILED
+        sys.exit(code)
+
+    return wrapper
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop`` (a second SIGINT is ignored while we shut down)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pyrocluster")
+def main() -> None:
+    """A light Python compute and crawl cluster on Pyro5."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option("--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@_shared_options
+@_command
+def nameserver(host: str, port: int, storage: str, insecure: bool, **kw: Any) -> int:
+    """Run the Pyro5 name server that workers and coordinators meet at."""
+    from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
+
+    settings = _settings(kw)
+    try:
+        check_bind(host, settings, insecure)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    daemon = start_nameserver(settings, host, port, storage)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
+    serve_until(daemon, stop)
+    return EXIT_OK
+
+
+def _split(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+@main.command()
+@click.option("--name", default="", help="Worker name [default: <hostname>-<pid>].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (reachable by coordinators).")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option("--services", default="compute,crawl", show_default=True, help="Services to offer.")
+@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE_OR_FILE", help="User tasks to load (repeatable).")
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=None, help="Compute slots [default: CPUs].")
+@click.option("--pool", type=click.Choice(["process", "thread"]), default="process", show_default=True,
+              help="Run compute tasks in processes (CPU-bound) or threads (I/O-bound).")
+@click.option("--crawl-concurrency", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Concurrent fetches of the crawl service.")
+@click.option("--tags", default="", help="Comma-separated tags that jobs can ask for.")
+@click.option("--heartbeat", type=click.FloatRange(0.1, 3600), default=DEFAULT_HEARTBEAT_S, show_default=True,
+              help="Seconds between registration checks.")
+@click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=DEFAULT_DRAIN_TIMEOUT_S, show_default=True,
+              help="Seconds to finish held tasks when stopping.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@_shared_options
+@_command
+def worker(name: str, host: str, port: int, services: str, task_modules: tuple[str, ...], concurrency: int | None,
+           pool: str, crawl_concurrency: int, tags: str, heartbeat: float, drain_timeout: float, insecure: bool,
+           **kw: Any) -> int:
+    """Run a worker offering compute and crawl services."""
+    from pyrocluster.worker import Worker, WorkerOptions
+
+    settings = _settings(kw)
+    options = WorkerOptions(
+        name=name, host=host, port=port, services=_split(services), task_modules=list(task_modules),
+        concurrency=concurrency or 0, pool=pool, crawl_concurrency=crawl_concurrency, tags=_split(tags),
+        heartbeat_s=heartbeat, drain_timeout_s=drain_timeout, insecure=insecure,
+    )
+    wk = Worker(settings, options)
+    _stop_on_signals(wk.state.stop_event)
+    wk.start()
+    render.line(
+        f"pyrocluster worker {wk.name} ready at {wk.state.address} services {','.join(options.services)} "
+        f"slots {wk.slots_n} pool {pool}"
+    )
+    wk.serve()
+    render.line(f"pyrocluster worker {wk.name} stopped")
+    return EXIT_OK
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--watch", is_flag=False, flag_value=2.0, type=float, default=None, metavar="[SECONDS]",
+              help="Refresh in place every SECONDS (default 2).")
+@_shared_options
+@_command
+def status(as_json: bool, watch: float | None, **kw: Any) -> int:
+    """Show the name server, the workers and the running jobs."""
+    from pyrocluster import config
+    from pyrocluster.coordinator.status import cluster_status, unreachable_status
+
+    settings = _settings(kw)
+    config.apply(settings)
+    if watch is None:
+        try:
+            data = cluster_status(settings)
+        except ClusterUnreachable:
+            if as_json:
+                render.print_json(unreachable_status(settings))
+            raise
+        if as_json:
+            render.print_json(data)
+        else:
+            render.out.print(render.status_view(data))
+        return EXIT_OK
+    from rich.live import Live
+
+    with Live(render.status_view(unreachable_status(settings)), console=render.out, auto_refresh=False) as live:
+        while True:
+            try:
+                view = render.status_view(cluster_status(settings))
+            except ClusterUnreachable:
+                view = render.status_view(unreachable_status(settings))
+            live.update(view, refresh=True)
+            time.sleep(max(0.2, watch))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""One typed settings object and the defaults; the only writer of ``Pyro5.config``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import Pyro5
+import Pyro5.serializers
+
+DEFAULT_NS_HOST = "127.0.0.1"
+"""Name server host when neither ``--ns`` nor ``PYROCLUSTER_NS`` is given."""
+DEFAULT_NS_PORT = 9090
+"""Name server port (TCP) when none is given."""
+DEFAULT_HEARTBEAT_S = 5.0
+"""Seconds between a worker's registration checks."""
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+"""Seconds a stopping worker waits for the tasks it holds."""
+DEFAULT_TASK_TIMEOUT_S = 60.0
+"""Seconds one attempt of a task may take."""
+DEFAULT_RETRIES = 3
+"""Further attempts after a worker died, hung or was unreachable."""
+DEFAULT_PROBE_TIMEOUT_S = 3.0
+"""Seconds of liveness-probe silence after which a worker counts as dead."""
+PROBE_INTERVAL_S = 1.0
+"""Seconds between liveness probes of a worker that holds work."""
+DEFAULT_WAIT_S = 30.0
+"""Seconds a call waits for any live worker offering its service (API)."""
+DEFAULT_SUBMIT_WAIT_S = 10.0
+"""Seconds ``submit`` waits for a worker offering a needed service or tag."""
+DISCOVERY_INTERVAL_S = 1.0
+"""Seconds between a coordinator's name-server look-ups for new workers."""
+DEFAULT_CRAWL_CONCURRENCY = 16
+"""Concurrent fetches a worker's crawl service runs."""
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Largest Pyro5 message accepted, in bytes."""
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds for control-plane calls (name server, info, ping)."""
+
+SAFE_SERIALIZERS = ("msgpack", "serpent")
+"""The only serializers any pyrocluster daemon speaks or accepts."""
+
+
+def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (or ``HOST``) into its parts; ValueError when malformed."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        host, port_text = port_text, str(default_port)
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"{text!r} has no host (expected HOST:PORT)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{text!r} has a port that is not a number (expected HOST:PORT)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r} has a port outside 0-65535")
+    return host, port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection settings shared by every command and by the Python API."""
+
+    ns_host: str = DEFAULT_NS_HOST
+    ns_port: int = DEFAULT_NS_PORT
+    secret: bytes | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    serializer: str = "msgpack"
+    debug: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    @property
+    def ns_address(self) -> str:
+        """The name server as ``HOST:PORT``."""
+        return f"{self.ns_host}:{self.ns_port}"
+
+    @property
+    def tls(self) -> bool:
+        """True when mutual TLS is configured."""
+        return bool(self.tls_cert or self.tls_key or self.tls_ca)
+
+    def with_ns(self, address: str) -> Settings:
+        """A copy pointing at another name server."""
+        host, port = parse_address(address)
+        return replace(self, ns_host=host, ns_port=port)
+
+    @classmethod
+    def from_sources(
+        cls,
+        ns: str | None = None,
+        secret: str | bytes | None = None,
+        secret_file: str | os.PathLike[str] | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        serializer: str | None = None,
+        debug: bool | None = None,
+    ) -> Settings:
+        """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
+        env = os.environ
+        host, port = parse_address(ns or env.get("PYROCLUSTER_NS") or f"{DEFAULT_NS_HOST}:{DEFAULT_NS_PORT}")
+        if secret_file:
+            secret = Path(secret_file).read_bytes().strip()
+            if not secret:
+                raise ValueError(f"secret file {secret_file} is empty")
+        elif secret is None:
+            secret = env.get("PYROCLUSTER_SECRET") or None
+        if isinstance(secret, str):
+            secret = secret.encode()
+        serializer = serializer or env.get("PYROCLUSTER_SERIALIZER") or "msgpack"
+        if serializer not in SAFE_SERIALIZERS:
+            raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
+        if debug is None:
+            debug = env.get("PYROCLUSTER_DEBUG", "") not in ("", "0", "false", "no")
+        return cls(
+            ns_host=host,
+            ns_port=port,
+            secret=secret,
+            tls_cert=tls_cert or env.get("PYROCLUSTER_TLS_CERT") or None,
+            tls_key=tls_key or env.get("PYROCLUSTER_TLS_KEY") or None,
+            tls_ca=tls_ca or env.get("PYROCLUSTER_TLS_CA") or None,
+            serializer=serializer,
+            debug=debug,
+        )
+
+
+def apply(settings: Settings) -> None:
+    """Write ``settings`` into Pyro5's global configuration, ignoring ``PYRO_*`` variables."""
+    cfg = Pyro5.config
+    cfg.reset(use_environment=False)
+    cfg.SERIALIZER = settings.serializer
+    cfg.SERVERTYPE = "thread"
+    cfg.THREADPOOL_SIZE = 512
+    cfg.THREADPOOL_SIZE_MIN = 8
+    cfg.SOCK_NODELAY = True
+    cfg.POLLTIMEOUT = 0.5
+    cfg.COMMTIMEOUT = 0.0
+    cfg.MAX_RETRIES = 0
+    cfg.DETAILED_TRACEBACK = False
+    cfg.MAX_MESSAGE_SIZE = settings.max_message_bytes
+    cfg.NS_HOST = settings.ns_host
+    cfg.NS_PORT = settings.ns_port
+    cfg.SSL = settings.tls
+    if settings.tls:
+        cfg.SSL_SERVERCERT = settings.tls_cert or ""
+        cfg.SSL_SERVERKEY = settings.tls_key or ""
+        cfg.SSL_CLIENTCERT = settings.tls_cert or ""
+        cfg.SSL_CLIENTKEY = settings.tls_key or ""
+        cfg.SSL_CACERTS = settings.tls_ca or ""
+        cfg.SSL_REQUIRECLIENTCERT = True
+    _drop_unsafe_serializers()
+
+
+def _drop_unsafe_serializers() -> None:
+    """Remove marshal and json from Pyro5's tables so no daemon of ours decodes them."""
+    for name in list(Pyro5.serializers.serializers):
+        if name not in SAFE_SERIALIZERS:
+            del Pyro5.serializers.serializers[name]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, settings: Settings, insecure: bool) -> None:
+    """Refuse a non-loopback bind without a cluster secret unless ``insecure``; ValueError says why."""
+    if not is_loopback(host) and settings.secret is None and not insecure:
+        raise ValueError(
+            f"refusing to listen on {host} without a cluster secret: anyone who can reach it could "
+            "run tasks; set --secret-file or PYROCLUSTER_SECRET, or pass --insecure"
+        )

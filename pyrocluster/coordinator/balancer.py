@@ -1,0 +1,60 @@
+"""Pure choices of the dispatcher: which worker gets the next batch, and how big it is."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+MIN_BATCH = 1
+MAX_BATCH = 2048
+"""Most calls sent in one batch."""
+TARGET_BATCH_S = 0.01
+"""A batch should take about this long on the worker: long enough to hide the round trip."""
+
+
+class Candidate(Protocol):
+    """What the balancer needs to know of a worker."""
+
+    name: str
+
+    def free_slots(self, service: str) -> int: ...
+
+
+def choose(candidates: Iterable[Candidate], service: str) -> Candidate | None:
+    """The candidate with the most free slots for ``service`` (ties: by name), or None if all are full."""
+    best: Candidate | None = None
+    best_free = 0
+    for cand in candidates:
+        free = cand.free_slots(service)
+        if free > best_free or (free == best_free and free > 0 and best is not None and cand.name < best.name):
+            best, best_free = cand, free
+    return best
+
+
+def share(queued: int, free_slots_total: int) -> int:
+    """Calls per batch that still spread ``queued`` calls over every free slot."""
+    return max(1, math.ceil(queued / max(1, free_slots_total)))
+
+
+@dataclass
+class BatchSizer:
+    """Adaptive batch size for one worker and service: grow while batches are quick, shrink when slow."""
+
+    size: int = 4
+    per_call_s: float | None = None
+
+    def observe(self, calls: int, elapsed_s: float) -> None:
+        """Learn from a finished batch of ``calls`` that took ``elapsed_s`` on the wire."""
+        if calls <= 0:
+            return
+        sample = elapsed_s / calls
+        self.per_call_s = sample if self.per_call_s is None else 0.7 * self.per_call_s + 0.3 * sample
+        ideal = TARGET_BATCH_S / max(self.per_call_s, 1e-7)
+        # Grow by at most 4x a step so one lucky batch cannot make the next one huge.
+        self.size = int(max(MIN_BATCH, min(MAX_BATCH, ideal, self.size * 4)))
+
+    def next_size(self, queued: int, free_slots_total: int) -> int:
+        """Size of the next batch for ``queued`` waiting calls."""
+        return max(MIN_BATCH, min(self.size, share(queued, free_slots_total), queued))

@@ -1,0 +1,164 @@
+"""The ``Cluster`` facade: submit, map, fetch, status, and ``Cluster.local``."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pyrocluster import config
+from pyrocluster.config import (
+    DEFAULT_PROBE_TIMEOUT_S,
+    DEFAULT_RETRIES,
+    DEFAULT_TASK_TIMEOUT_S,
+    DEFAULT_WAIT_S,
+    Settings,
+)
+from pyrocluster.coordinator.calls import Call, TaskFuture
+from pyrocluster.coordinator.dispatch import Dispatcher
+from pyrocluster.coordinator.status import cluster_status
+from pyrocluster.local import LocalCluster
+
+MAP_WINDOW = 16384
+"""Calls of a ``map`` in flight or queued at once: bounds memory for endless iterables."""
+
+
+def as_args(item: Any) -> list[Any]:
+    """A map item as call arguments: a list or tuple is the args, anything else one arg."""
+    return list(item) if isinstance(item, (list, tuple)) else [item]
+
+
+class Cluster:
+    """A coordinator: discovers workers through the name server and spreads calls over them."""
+
+    def __init__(
+        self,
+        ns: str | None = None,
+        *,
+        secret: str | bytes | None = None,
+        timeout: float = DEFAULT_TASK_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+        probe_timeout: float = DEFAULT_PROBE_TIMEOUT_S,
+        wait: float = DEFAULT_WAIT_S,
+        settings: Settings | None = None,
+    ) -> None:
+        if settings is None:
+            settings = Settings.from_sources(ns=ns, secret=secret)
+        elif ns:
+            settings = settings.with_ns(ns)
+        config.apply(settings)
+        self.settings = settings
+        self.timeout = timeout
+        self.retries = retries
+        self._local: LocalCluster | None = None
+        self._dispatcher = Dispatcher(settings, probe_timeout, wait)
+        self._dispatcher.start()
+
+    @classmethod
+    def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
+        """Start a private name server and ``workers`` workers on loopback; ``close()`` stops them."""
+        secret = kwargs.get("secret")
+        env = {"PYROCLUSTER_SECRET": secret.decode() if isinstance(secret, bytes) else secret} if secret else None
+        local = LocalCluster(workers, worker_args, env=env)
+        try:
+            cluster = cls(local.address, **kwargs)
+        except BaseException:
+            local.close()
+            raise
+        cluster._local = local
+        return cluster
+
+    @property
+    def address(self) -> str:
+        """The name server's ``HOST:PORT``."""
+        return self.settings.ns_address
+
+    @property
+    def local_cluster(self) -> LocalCluster | None:
+        """The processes started by ``Cluster.local``, if any."""
+        return self._local
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def make_call(
+        self, service: str, name: str, args: list[Any], kwargs: dict[str, Any], *, tags: Iterable[str] = (),
+        timeout: float | None = None, retries: int | None = None, retry_on_error: bool = False,
+    ) -> Call:
+        """A call not yet submitted (see :meth:`submit_calls`)."""
+        return Call(
+            service, name, args, kwargs, frozenset(tags), float(timeout or self.timeout),
+            self.retries if retries is None else retries, retry_on_error,
+        )
+
+    def submit_calls(self, calls: Iterable[Call]) -> None:
+        """Queue prepared calls; their futures are ``call.future``."""
+        self._dispatcher.submit(calls)
+
+    def submit(self, name: str, *args: Any, tags: Iterable[str] = (), timeout: float | None = None,
+               **kwargs: Any) -> TaskFuture:
+        """Run compute task ``name`` somewhere; returns a future of its result."""
+        call = self.make_call("compute", name, list(args), kwargs, tags=tags, timeout=timeout)
+        self._dispatcher.submit((call,))
+        return call.future
+
+    def map(self, name: str, items: Iterable[Any], *, tags: Iterable[str] = (),
+            timeout: float | None = None) -> Iterator[Any]:
+        """Run ``name`` once per item, yielding results in input order as they are ready.
+
+        At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
+        bounded memory. A failed call raises (TaskFailed or WorkerUnavailable) when reached.
+        """
+        source = iter(items)
+        window: deque[TaskFuture] = deque()
+
+        def refill() -> None:
+            batch = []
+            for item in source:
+                batch.append(self.make_call("compute", name, as_args(item), {}, tags=tags, timeout=timeout))
+                if len(window) + len(batch) >= MAP_WINDOW:
+                    break
+            if batch:
+                window.extend(c.future for c in batch)
+                self._dispatcher.submit(batch)
+
+        refill()
+        while window:
+            future = window.popleft()
+            if len(window) < MAP_WINDOW // 2:
+                refill()
+            yield future.result()
+
+    def fetch(self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any) -> Any:
+        """Fetch one page through a worker's crawl service and return its record."""
+        opts = dict(options)
+        call = self.make_call("crawl", "fetch", [url], opts, tags=tags, timeout=timeout or opts.get("timeout"))
+        self._dispatcher.submit((call,))
+        return call.future.result()
+
+    @property
+    def retried(self) -> int:
+        """Calls re-queued after a failed attempt so far."""
+        return self._dispatcher.retried
+
+    def in_flight(self) -> int:
+        """Calls currently on workers."""
+        return self._dispatcher.in_flight()
+
+    def status(self) -> dict[str, Any]:
+        """The name server, the workers and the running jobs, as ``status --json`` prints them."""
+        return cluster_status(self.settings)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop dispatching (unsettled calls fail) and stop the local cluster if we started one."""
+        self._dispatcher.close()
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

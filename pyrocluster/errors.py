@@ -1,0 +1,48 @@
+"""One exception root for pyrocluster; none of these crosses the wire (replies carry plain dicts)."""
+
+from __future__ import annotations
+
+
+class PyroClusterError(Exception):
+    """Root of every pyrocluster error."""
+
+
+class ConfigError(PyroClusterError):
+    """A bad setting or command-line value (exit code 2)."""
+
+
+class ClusterUnreachable(PyroClusterError):
+    """The name server or every worker could not be reached, or refused us (exit code 3)."""
+
+
+class AuthenticationError(ClusterUnreachable):
+    """A handshake was refused: wrong or missing cluster secret, or a server that cannot prove it."""
+
+
+class WorkerUnavailable(PyroClusterError):
+    """A call ran out of attempts, or found no live worker offering its service within ``wait``."""
+
+
+class TaskFailed(PyroClusterError):
+    """The task itself raised on the worker; carries the remote type, message and traceback."""
+
+    def __init__(self, type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+
+    def as_dict(self) -> dict[str, str]:
+        """The error as the results file records it."""
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+class JobFileError(PyroClusterError):
+    """A job file that cannot be run: names the file, the place and what is wrong (exit code 2)."""
+
+    def __init__(self, path: str, where: str, message: str) -> None:
+        self.path = path
+        self.where = where
+        self.message = message
+        place = f"{path}: {where}: " if where else f"{path}: "
+        super().__init__(place + message)

@@ -1,0 +1,150 @@
+"""Start and stop real name-server and worker processes on loopback (``--local``, tests, benches)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import IO
+
+from pyrocluster.errors import ClusterUnreachable
+
+READY_TIMEOUT_S = 30.0
+"""Seconds a started process has to print its ready line."""
+STOP_TIMEOUT_S = 10.0
+"""Seconds a stopped process has to exit after SIGTERM before it is killed."""
+
+
+class ManagedProcess:
+    """A pyrocluster child process whose output is watched for its ``ready`` line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.output: deque[str] = deque(maxlen=200)
+        self.ready_line = ""
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyrocluster", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not theirs
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.output.append(line.rstrip("\n"))
+            if not self._ready.is_set() and " ready" in line:
+                self.ready_line = line.strip()
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def pid(self) -> int:
+        """Process id."""
+        return self.proc.pid
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> str:
+        """Block until the ready line; ClusterUnreachable with the process output if it never comes."""
+        if not self._ready.wait(timeout_s) or not self.ready_line:
+            self.kill()
+            tail = "\n".join(self.output)
+            raise ClusterUnreachable(f"`pyrocluster {' '.join(self.args)}` did not become ready:\n{tail}")
+        return self.ready_line
+
+    def signal(self, sig: int) -> None:
+        """Send a signal (if it still runs)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, wait, SIGKILL if needed; return the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reader.join(timeout=2)
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def ready_address(line: str) -> str:
+    """The ``HOST:PORT`` after ``at`` in a ready line."""
+    words = line.split()
+    return words[words.index("at") + 1]
+
+
+def start_nameserver(extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None) -> tuple[ManagedProcess, str]:
+    """Start ``pyrocluster nameserver`` on loopback; return it and its ``HOST:PORT``."""
+    proc = ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
+    return proc, ready_address(proc.wait_ready())
+
+
+def start_worker(ns: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
+                 wait: bool = True) -> ManagedProcess:
+    """Start ``pyrocluster worker`` against ``ns``; wait for its ready line unless ``wait`` is False."""
+    proc = ManagedProcess(["worker", "--ns", ns, "--host", "127.0.0.1", *(extra or [])], env)
+    if wait:
+        proc.wait_ready()
+    return proc
+
+
+class LocalCluster:
+    """A private name server and ``n`` workers on loopback, stopped on ``close()``."""
+
+    def __init__(self, workers: int = 2, worker_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.worker_args = list(worker_args or [])
+        self.workers: list[ManagedProcess] = []
+        self.nameserver, self.address = start_nameserver(env=env)
+        try:
+            procs = [self.add_worker(wait=False) for _ in range(workers)]
+            for p in procs:
+                p.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def add_worker(self, extra: list[str] | None = None, wait: bool = True) -> ManagedProcess:
+        """Start one more worker."""
+        proc = start_worker(self.address, [*self.worker_args, *(extra or [])], self.env, wait=wait)
+        self.workers.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop every worker, then the name server."""
+        for p in self.workers:
+            p.signal(signal.SIGCONT)
+            p.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for p in self.workers:
+            try:
+                p.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+            p.stop()
+        self.nameserver.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,147 @@
+"""The naming scheme in the name server, and plain functions to register and find workers and jobs.
+
+Workers register one object per service under ``pyrocluster.worker.<name>.<service>`` with
+metadata ``pyrocluster.service:<service>``, ``pyrocluster.worker:<name>``,
+``pyrocluster.tag:<tag>`` (one per tag) and ``pyrocluster.slots:<n>``. Jobs register under
+``pyrocluster.job.<name>`` with ``pyrocluster.service:job``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import Pyro5.errors
+
+from pyrocluster.auth import make_proxy
+from pyrocluster.config import CONNECT_TIMEOUT_S, Settings
+from pyrocluster.errors import AuthenticationError, ClusterUnreachable
+
+WORKER_PREFIX = "pyrocluster.worker."
+JOB_PREFIX = "pyrocluster.job."
+META_SERVICE = "pyrocluster.service:"
+META_WORKER = "pyrocluster.worker:"
+META_TAG = "pyrocluster.tag:"
+META_SLOTS = "pyrocluster.slots:"
+CONTROL = "control"
+"""Every worker's control object, registered like a service."""
+
+
+@dataclass(frozen=True)
+class WorkerEntry:
+    """One worker as the name server lists it."""
+
+    name: str
+    uris: Mapping[str, str] = field(default_factory=dict)
+    slots: Mapping[str, int] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()
+
+    @property
+    def services(self) -> list[str]:
+        """The services it offers (not counting control)."""
+        return sorted(s for s in self.uris if s != CONTROL)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of its daemon."""
+        uri = self.uris.get(CONTROL) or next(iter(self.uris.values()), "")
+        return uri.rpartition("@")[2]
+
+
+def object_name(worker: str, service: str) -> str:
+    """The registered name of one of a worker's objects."""
+    return f"{WORKER_PREFIX}{worker}.{service}"
+
+
+def job_name(job: str) -> str:
+    """The registered name of a running job."""
+    return f"{JOB_PREFIX}{job}"
+
+
+def service_metadata(worker: str, service: str, tags: Iterable[str], slots: int) -> set[str]:
+    """Metadata for one registered object of a worker."""
+    meta = {META_SERVICE + service, META_WORKER + worker, f"{META_SLOTS}{slots}"}
+    meta.update(META_TAG + t for t in tags)
+    return meta
+
+
+def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
+    """Group a ``list(prefix=WORKER_PREFIX, return_metadata=True)`` answer into workers."""
+    uris: dict[str, dict[str, str]] = {}
+    slots: dict[str, dict[str, int]] = {}
+    tags: dict[str, set[str]] = {}
+    for value in listing.values():
+        uri, metadata = value
+        worker = service = None
+        worker_slots = 0
+        worker_tags = set()
+        for item in metadata:
+            if item.startswith(META_WORKER):
+                worker = item[len(META_WORKER) :]
+            elif item.startswith(META_SERVICE):
+                service = item[len(META_SERVICE) :]
+            elif item.startswith(META_TAG):
+                worker_tags.add(item[len(META_TAG) :])
+            elif item.startswith(META_SLOTS):
+                worker_slots = int(item[len(META_SLOTS) :])
+        if not worker or not service:
+            continue
+        uris.setdefault(worker, {})[service] = str(uri)
+        slots.setdefault(worker, {})[service] = worker_slots
+        tags.setdefault(worker, set()).update(worker_tags)
+    return [
+        WorkerEntry(name, uris[name], slots[name], frozenset(tags[name]))
+        for name in sorted(uris)
+        if CONTROL in uris[name]
+    ]
+
+
+def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
+    """A proxy to the name server, already connected; ClusterUnreachable when it is not there."""
+    proxy = make_proxy(f"PYRO:Pyro.NameServer@{settings.ns_host}:{settings.ns_port}", settings, timeout_s)
+    try:
+        proxy._pyroBind()
+    except Pyro5.errors.SecurityError as exc:
+        proxy._pyroRelease()
+        raise AuthenticationError(f"name server at {settings.ns_address} refused us: {exc}") from None
+    except Pyro5.errors.CommunicationError as exc:
+        proxy._pyroRelease()
+        raise ClusterUnreachable(f"cannot reach the name server at {settings.ns_address}: {exc}") from None
+    return proxy
+
+
+def find_workers(ns: Any) -> list[WorkerEntry]:
+    """Every worker registered in the name server."""
+    return parse_listing(ns.list(prefix=WORKER_PREFIX, return_metadata=True))
+
+
+def register_worker(
+    ns: Any, worker: str, uris: Mapping[str, str], slots: Mapping[str, int], tags: Iterable[str]
+) -> None:
+    """(Re-)register every object of a worker."""
+    tags = list(tags)
+    for service, uri in uris.items():
+        meta = service_metadata(worker, service, tags, slots.get(service, 0))
+        ns.register(object_name(worker, service), uri, safe=False, metadata=meta)
+
+
+def unregister_worker(ns: Any, worker: str) -> None:
+    """Remove every object of a worker."""
+    ns.remove(prefix=f"{WORKER_PREFIX}{worker}.")
+
+
+def register_job(ns: Any, job: str, uri: str) -> None:
+    """Register a running job's progress object."""
+    ns.register(job_name(job), uri, safe=False, metadata={META_SERVICE + "job"})
+
+
+def unregister_job(ns: Any, job: str) -> None:
+    """Remove a job's registration."""
+    ns.remove(job_name(job))
+
+
+def find_jobs(ns: Any) -> dict[str, str]:
+    """Registered jobs: name -> URI."""
+    listing = ns.list(prefix=JOB_PREFIX)
+    return {name[len(JOB_PREFIX) :]: str(uri) for name, uri in listing.items()}

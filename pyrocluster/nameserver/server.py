@@ -1,0 +1,51 @@
+"""Run the real Pyro5 name server with our storage and authentication."""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+import Pyro5.errors
+
+from pyrocluster import config
+from pyrocluster.auth import SecureNameServerDaemon
+from pyrocluster.config import Settings
+from pyrocluster.errors import ConfigError
+
+
+def storage_url(storage: str) -> str:
+    """Turn ``memory`` or ``PATH.sqlite`` into Pyro5's storage setting."""
+    if storage == "memory":
+        return "memory"
+    if not storage.endswith((".sqlite", ".db", ".sqlite3")):
+        raise ConfigError(f"--storage {storage}: expected 'memory' or a PATH ending in .sqlite")
+    return "sql:" + storage
+
+
+def start_nameserver(settings: Settings, host: str, port: int, storage: str = "memory") -> SecureNameServerDaemon:
+    """Bind the name server daemon; ConfigError when the address is taken or not ours."""
+    config.apply(settings)
+    url = storage_url(storage)
+    try:
+        return SecureNameServerDaemon(settings, host=host, port=port, storage=url)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"cannot listen on {host}:{port}: the port is already in use") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (Pyro5.errors.PyroError, ValueError) as exc:
+        raise ConfigError(f"cannot start the name server: {exc}") from None
+
+
+def bound_address(daemon: object) -> str:
+    """``HOST:PORT`` the daemon actually listens on."""
+    host, port = daemon.sock.getsockname()[:2]  # type: ignore[attr-defined]
+    return f"{host}:{port}"
+
+
+def serve_until(daemon: object, stop: threading.Event) -> None:
+    """Serve requests in a thread until ``stop`` is set, then shut the daemon down."""
+    loop = threading.Thread(target=daemon.requestLoop, name="pyro-request-loop", daemon=True)  # type: ignore[attr-defined]
+    loop.start()
+    stop.wait()
+    daemon.shutdown()  # type: ignore[attr-defined]
+    loop.join(timeout=5)

@@ -1,0 +1,99 @@
+"""What a worker knows about itself: name, state, counters; shared by its services."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from pyrocluster.tasks import OK
+
+
+@dataclass
+class WorkerState:
+    """Counters and lifecycle flags of one worker, safe to update from many threads."""
+
+    name: str
+    services: list[str]
+    tags: list[str]
+    slots: int
+    pool: str
+    address: str = ""
+    started: float = field(default_factory=time.time)
+    draining: bool = False
+    done: int = 0
+    failed: int = 0
+    total_ms: float = 0.0
+    active_calls: int = 0
+    busy_fn: Any = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _procs: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def accepting(self) -> bool:
+        """False once the worker is draining."""
+        return not self.draining
+
+    def enter(self) -> None:
+        """A batch call started."""
+        with self._lock:
+            self.active_calls += 1
+
+    def leave(self) -> None:
+        """A batch call ended."""
+        with self._lock:
+            self.active_calls -= 1
+
+    def record(self, outcomes: list[list[Any]]) -> None:
+        """Count a batch's outcomes."""
+        ok = sum(1 for o in outcomes if o[0] == OK)
+        ms = sum(o[2] for o in outcomes)
+        with self._lock:
+            self.done += ok
+            self.failed += len(outcomes) - ok
+            self.total_ms += ms
+
+    def _resources(self) -> tuple[float, float]:
+        """CPU % and RSS in MB of this process and its slot processes."""
+        me = self._procs.setdefault(os.getpid(), psutil.Process())
+        procs = [me]
+        try:
+            for child in me.children():
+                procs.append(self._procs.setdefault(child.pid, child))
+        except psutil.Error:
+            pass
+        cpu = rss = 0.0
+        for proc in procs:
+            try:
+                cpu += proc.cpu_percent(interval=None)
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                self._procs.pop(proc.pid, None)
+        return cpu, rss / 1e6
+
+    def info(self) -> dict[str, Any]:
+        """The worker as ``status --json`` shows it."""
+        cpu, rss = self._resources()
+        with self._lock:
+            finished = self.done + self.failed
+            return {
+                "name": self.name,
+                "address": self.address,
+                "services": list(self.services),
+                "tags": list(self.tags),
+                "state": "draining" if self.draining else "ready",
+                "slots": self.slots,
+                "busy": self.busy_fn() if self.busy_fn else 0,
+                "done": self.done,
+                "failed": self.failed,
+                "mean_ms": round(self.total_ms / finished, 3) if finished else 0.0,
+                "uptime_s": round(time.time() - self.started, 1),
+                "cpu_percent": round(cpu, 1),
+                "rss_mb": round(rss, 1),
+                "pool": self.pool,
+                "pid": os.getpid(),
+            }

@@ -1,0 +1,193 @@
+"""The worker daemon: its services, its registration and heartbeat, and its graceful drain."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import Pyro5.errors
+
+from pyrocluster import config, tasks
+from pyrocluster.auth import SecureDaemon, make_proxy
+from pyrocluster.config import Settings
+from pyrocluster.errors import ConfigError
+from pyrocluster.nameserver import registry
+from pyrocluster.nameserver.server import bound_address
+from pyrocluster.services.compute import ComputeService
+from pyrocluster.services.control import ControlService
+from pyrocluster.services.state import WorkerState
+from pyrocluster.slots import make_slots
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("compute", "crawl")
+"""Services a worker can offer."""
+REPLY_GRACE_S = 0.3
+"""Seconds a draining worker keeps serving after its last call, so replies reach the client."""
+
+
+@dataclass
+class WorkerOptions:
+    """Everything ``pyrocluster worker`` is told."""
+
+    name: str = ""
+    host: str = "127.0.0.1"
+    port: int = 0
+    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    task_modules: list[str] = field(default_factory=list)
+    concurrency: int = 0
+    pool: str = "process"
+    crawl_concurrency: int = config.DEFAULT_CRAWL_CONCURRENCY
+    tags: list[str] = field(default_factory=list)
+    heartbeat_s: float = config.DEFAULT_HEARTBEAT_S
+    drain_timeout_s: float = config.DEFAULT_DRAIN_TIMEOUT_S
+    insecure: bool = False
+
+    def resolved_name(self) -> str:
+        """The name, defaulting to ``<hostname>-<pid>``."""
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """One worker process: ``start()`` binds and registers, ``serve()`` runs until stopped."""
+
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.name = options.resolved_name()
+        bad = [s for s in options.services if s not in SERVICES]
+        if bad or not options.services:
+            raise ConfigError(f"--services: unknown service {bad[0]!r} (choose from compute, crawl)" if bad
+                              else "--services: name at least one of compute, crawl")
+        if "." in self.name or not self.name.strip():
+            raise ConfigError(f"--name {self.name!r}: a worker name must be non-empty and contain no '.'")
+        self.slots_n = options.concurrency or os.cpu_count() or 1
+        self.state = WorkerState(self.name, list(options.services), list(options.tags), self.slots_n, options.pool)
+        self.uris: dict[str, str] = {}
+        self._daemon: Any = None
+        self._slots: Any = None
+        self._crawl: Any = None
+        self._ns: Any = None
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load tasks, check the name, bind the daemon and register; raises ConfigError/ClusterUnreachable."""
+        config.apply(self.settings)
+        try:
+            config.check_bind(self.options.host, self.settings, self.options.insecure)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for spec in self.options.task_modules:
+            tasks.load_task_module(spec)
+        self._ns = registry.connect(self.settings)
+        self._claim_name()
+        try:
+            self._daemon = SecureDaemon(self.settings, host=self.options.host, port=self.options.port)
+        except OSError as exc:
+            where = f"{self.options.host}:{self.options.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"cannot listen on {where}: the port is already in use") from None
+            raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        self.state.address = bound_address(self._daemon)
+        if "compute" in self.options.services:
+            self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
+            self.state.busy_fn = lambda: self._slots.busy
+            self._register_object("compute", ComputeService(self.state, self._slots))
+        if "crawl" in self.options.services:
+            from pyrocluster.services.crawl import CrawlService
+
+            self._crawl = CrawlService(self.options.crawl_concurrency, self.state)
+            self._register_object("crawl", self._crawl)
+        self._register_object(registry.CONTROL, ControlService(self.state))
+        self._register()
+
+    def _register_object(self, service: str, obj: Any) -> None:
+        self.uris[service] = str(self._daemon.register(obj, objectId=registry.object_name(self.name, service)))
+
+    def _slot_counts(self) -> dict[str, int]:
+        return {"compute": self.slots_n, "crawl": self.options.crawl_concurrency, registry.CONTROL: self.slots_n}
+
+    def _register(self) -> None:
+        registry.register_worker(self._ns, self.name, self.uris, self._slot_counts(), self.options.tags)
+
+    def _claim_name(self) -> None:
+        """Refuse a name a live worker holds; clear a dead worker's stale registration."""
+        listing = self._ns.list(prefix=f"{registry.WORKER_PREFIX}{self.name}.")
+        control = listing.get(registry.object_name(self.name, registry.CONTROL))
+        if control is not None:
+            probe = make_proxy(control, self.settings, timeout_s=2.0)
+            try:
+                probe.ping()
+            except Pyro5.errors.PyroError:
+                pass  # dead: its registration is stale
+            else:
+                address = str(control).rpartition("@")[2]
+                raise ConfigError(f"--name {self.name}: a live worker with that name is already registered at {address}")
+            finally:
+                probe._pyroRelease()
+        if listing:
+            registry.unregister_worker(self._ns, self.name)
+
+    # -- run --------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until ``state.stop_event`` is set (a signal or a remote drain), then drain and exit."""
+        loop = threading.Thread(target=self._daemon.requestLoop, name="pyro-request-loop", daemon=True)
+        loop.start()
+        stop = self.state.stop_event
+        while not stop.wait(self.options.heartbeat_s):
+            self.heartbeat()
+        self.drain()
+        self._daemon.shutdown()
+        loop.join(timeout=5)
+        self._close()
+
+    def heartbeat(self) -> None:
+        """Re-register when the name server lost our entries (e.g. it restarted)."""
+        try:
+            if self._ns is None:
+                self._ns = registry.connect(self.settings)
+            listing = self._ns.list(prefix=f"{registry.WORKER_PREFIX}{self.name}.")
+            if {str(v) for v in listing.values()} != set(self.uris.values()):
+                self._register()
+                log.info("re-registered with the name server at %s", self.settings.ns_address)
+        except Pyro5.errors.PyroError as exc:
+            log.warning("name server at %s unreachable: %s", self.settings.ns_address, exc)
+            self._drop_ns()
+        except Exception as exc:  # ClusterUnreachable and friends: try again next beat
+            log.warning("heartbeat failed: %s", exc)
+            self._drop_ns()
+
+    def drain(self) -> None:
+        """Stop taking work, wait for what is held (up to the drain timeout), unregister."""
+        self.state.draining = True
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        while self.state.active_calls > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(REPLY_GRACE_S)
+        try:
+            if self._ns is None:
+                self._ns = registry.connect(self.settings, timeout_s=2.0)
+            registry.unregister_worker(self._ns, self.name)
+        except Exception as exc:  # an unreachable name server must not keep us alive
+            log.warning("could not unregister: %s", exc)
+
+    def _drop_ns(self) -> None:
+        if self._ns is not None:
+            self._ns._pyroRelease()
+            self._ns = None
+
+    def _close(self) -> None:
+        self._drop_ns()
+        if self._slots is not None:
+            self._slots.close()
+        if self._crawl is not None and hasattr(self._crawl, "close"):
+            self._crawl.close()
+        self._daemon.close()
