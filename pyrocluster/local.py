@@ -75,14 +75,20 @@ class ManagedProcess:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        code = self.proc.wait()
         self._reader.join(timeout=2)
-        return self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
 
     def kill(self) -> None:
         """SIGKILL and reap."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._reader.join(timeout=2)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def ready_address(line: str) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

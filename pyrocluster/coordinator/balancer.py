@@ -42,7 +42,7 @@ def share(queued: int, free_slots_total: int) -> int:
 class BatchSizer:
     """Adaptive batch size for one worker and service: grow while batches are quick, shrink when slow."""
 
-    size: int = 4
+    size: int = 1
     per_call_s: float | None = None
 
     def observe(self, calls: int, elapsed_s: float) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import Pyro5.errors
 
-from pyrocluster.config import DISCOVERY_INTERVAL_S, Settings
+from pyrocluster.config import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S, Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.calls import Batch, Call, gave_up, settle, task_failed
 from pyrocluster.coordinator.links import DRAINING, GONE, READY, SUSPECT, WorkerLink
@@ -49,16 +49,17 @@ class Dispatcher:
         self._no_worker_since: dict[Requirement, float] = {}
         self._ns: Any = None
         self._ns_ok = False
+        self._first_discovery = threading.Event()
         self._threads = [
             threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True),
             threading.Thread(target=self._discovery_loop, name="discovery", daemon=True),
         ]
 
     def start(self) -> None:
-        """Discover workers once, then start dispatching."""
-        self.discover()
+        """Start dispatching once the first look-up of workers is done."""
         for t in self._threads:
             t.start()
+        self._first_discovery.wait(CONNECT_TIMEOUT_S * 2)
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable."""
@@ -75,8 +76,6 @@ class Dispatcher:
         for t in self._threads:
             if t.is_alive():
                 t.join(timeout=2)
-        if self._ns is not None:
-            self._ns._pyroRelease()
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -142,10 +141,13 @@ class Dispatcher:
         settle(resolutions)
 
     def _discovery_loop(self) -> None:
+        """Look up workers now and then every DISCOVERY_INTERVAL_S (the NS proxy is this thread's)."""
         while not self.closed:
+            self.discover()
+            self._first_discovery.set()
             time.sleep(DISCOVERY_INTERVAL_S)
-            if not self.closed:
-                self.discover()
+        if self._ns is not None:
+            self._ns._pyroRelease()
 
     # -- dispatching -------------------------------------------------------------------------
 

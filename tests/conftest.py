@@ -1,0 +1,87 @@
+"""Fixtures: a real name server and real worker processes on loopback, all stopped at teardown."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
+
+HERE = Path(__file__).parent
+TASKS_FILE = str(HERE / "helpers" / "testtasks.py")
+"""A user tasks module the integration tests load into workers."""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+            cwd: str | os.PathLike[str] | None = None) -> "subprocess.CompletedProcess[str]":
+    """Run ``pyrocluster ARGS`` to completion and capture its output."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "pyrocluster", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd,
+    )
+
+
+class Processes:
+    """Every process a test started, stopped at teardown whatever happened."""
+
+    def __init__(self) -> None:
+        self.started: list[ManagedProcess] = []
+
+    def add(self, proc: ManagedProcess) -> ManagedProcess:
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop(timeout_s=5)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def nameserver(processes: Processes) -> str:
+    """A fresh name server on an ephemeral port; its ``HOST:PORT``."""
+    proc, address = start_nameserver()
+    processes.add(proc)
+    return address
+
+
+WorkerFactory = Callable[..., list[ManagedProcess]]
+
+
+@pytest.fixture
+def worker_factory(nameserver: str, processes: Processes) -> WorkerFactory:
+    """``worker_factory(n, *args)`` starts ``n`` workers against the fixture's name server."""
+
+    def create(n: int = 1, *args: str, wait: bool = True) -> list[ManagedProcess]:
+        procs = [processes.add(start_worker(nameserver, [*args], wait=False)) for _ in range(n)]
+        if wait:
+            for p in procs:
+                p.wait_ready()
+        return procs
+
+    return create
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> object:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)

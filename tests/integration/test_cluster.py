@@ -1,0 +1,131 @@
+"""The coordinator against real worker processes: balancing, failover, liveness, elasticity."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+
+import pytest
+
+from pyrocluster import Cluster, TaskFailed, WorkerUnavailable
+from tests.conftest import TASKS_FILE, wait_for
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def test_map_spreads_over_both_workers_in_order_within_slots(nameserver, worker_factory):
+    worker_factory(2, "--concurrency", "2", "--tasks", TASKS_FILE, "--services", "compute")
+    with Cluster(nameserver) as cluster:
+        results = list(cluster.map("add", [(i, i) for i in range(2000)]))
+        assert results == [2 * i for i in range(2000)]
+        futures = [cluster.submit("interval", 0.01) for _ in range(200)]
+        per_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for fut in futures:
+            _pid, start, end = fut.result(timeout=60)
+            per_worker[fut.worker].append((start, end))
+        status = cluster.status()
+    assert len(per_worker) == 2, f"both workers should run tasks: {dict(per_worker)}"
+    for worker, intervals in per_worker.items():
+        assert max_overlap(intervals) <= 2, f"{worker} ran more than its 2 slots at once"
+    done = {w["name"]: w["done"] for w in status["workers"]}
+    assert all(d > 0 for d in done.values()), done
+    assert sum(done.values()) >= 2200
+
+
+def test_sigkill_mid_map_loses_nothing(nameserver, worker_factory):
+    victim, _other = worker_factory(2, "--concurrency", "2", "--services", "compute")
+    with Cluster(nameserver, probe_timeout=2) as cluster:
+        futures = [cluster.submit("sleep", 0.05) for _ in range(120)]
+        wait_for(lambda: sum(f.done() for f in futures) >= 10, 30)
+        victim.signal(signal.SIGKILL)
+        results = [f.result(timeout=90) for f in futures]
+    assert results == [0.05] * 120
+    assert all(f.attempts >= 1 for f in futures)
+
+
+@pytest.mark.slow
+def test_sigstop_fails_over_by_liveness_not_task_timeout(nameserver, worker_factory):
+    paused, _other = worker_factory(2, "--concurrency", "1", "--services", "compute", "--name", "p") if False else (
+        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "paused")[0],
+        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "steady")[0],
+    )
+    with Cluster(nameserver, timeout=60, probe_timeout=2) as cluster:
+        futures = [cluster.submit("sleep", 0.2) for _ in range(20)]
+        wait_for(lambda: any(f.done() and f.worker == "paused" for f in futures), 30)
+        paused.signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        for f in futures:
+            f.result(timeout=30)
+        took = time.monotonic() - stopped_at
+        assert took < 20, f"calls of the stopped worker took {took:.1f} s to finish elsewhere"
+        paused.signal(signal.SIGCONT)
+
+        def used_again() -> bool:
+            batch = [cluster.submit("sleep", 0.05) for _ in range(6)]
+            return any(f.result(timeout=30) is not None and f.worker == "paused" for f in batch)
+
+        wait_for(used_again, 30, interval_s=0.5)
+
+
+def test_worker_started_mid_job_gets_work(nameserver, worker_factory):
+    worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "first")
+    with Cluster(nameserver) as cluster:
+        futures = [cluster.submit("sleep", 0.1) for _ in range(80)]
+        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "late")
+        workers = {f.result(timeout=60) and f.worker for f in futures}
+    assert "late" in workers, workers
+
+
+def test_errors_are_clear_and_the_worker_keeps_serving(nameserver, worker_factory):
+    worker_factory(1, "--concurrency", "1", "--tasks", TASKS_FILE, "--services", "compute")
+    with Cluster(nameserver) as cluster:
+        with pytest.raises(TaskFailed) as failed:
+            cluster.submit("fail", "boom").result(timeout=30)
+        assert failed.value.type == "RuntimeError"
+        assert failed.value.message == "boom"
+        assert "RuntimeError: boom" in failed.value.traceback
+        with pytest.raises(TaskFailed, match="unknown task 'no_such_task'"):
+            cluster.submit("no_such_task").result(timeout=30)
+        with pytest.raises(TaskFailed, match="type object cannot be sent"):
+            cluster.submit("unsendable").result(timeout=30)
+        assert cluster.submit("add", 40, 2).result(timeout=30) == 42
+
+
+def test_no_worker_within_wait_raises_worker_unavailable(nameserver):
+    with Cluster(nameserver, wait=1) as cluster, pytest.raises(WorkerUnavailable, match="no live worker offers compute"):
+        cluster.submit("add", 1, 2).result(timeout=30)
+
+
+def test_tags_route_calls_to_workers_that_carry_them(nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--name", "plain", "--concurrency", "1")
+    worker_factory(1, "--services", "compute", "--name", "gpu", "--tags", "gpu,fast", "--concurrency", "1")
+    with Cluster(nameserver) as cluster:
+        futures = [cluster.submit("add", i, 1, tags=["gpu"]) for i in range(50)]
+        assert {f.result(timeout=30) and f.worker for f in futures} == {"gpu"}
+
+
+@pytest.mark.slow
+def test_two_workers_beat_one_on_cpu_bound_work(nameserver, worker_factory):
+    ranges = [(10**9 + k * 15_000_000, 10**9 + (k + 1) * 15_000_000) for k in range(12)]
+    worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "solo")
+    with Cluster(nameserver) as cluster:
+        start = time.monotonic()
+        one = list(cluster.map("count_primes", ranges))
+        t_one = time.monotonic() - start
+        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "second")
+        wait_for(lambda: len(cluster.status()["workers"]) == 2, 10)
+        time.sleep(1.5)  # one discovery round so the coordinator knows the second worker
+        start = time.monotonic()
+        two = list(cluster.map("count_primes", ranges))
+        t_two = time.monotonic() - start
+    assert one == two
+    assert t_one / t_two > 1.3, f"1 worker {t_one:.2f} s, 2 workers {t_two:.2f} s"

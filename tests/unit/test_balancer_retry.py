@@ -1,0 +1,72 @@
+"""Pure dispatch policy: worker choice, batch sizing, attempts and backoff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyrocluster.coordinator.balancer import MAX_BATCH, BatchSizer, choose, share
+from pyrocluster.coordinator.retry import BACKOFF_MAX_S, Quarantine, attempts_left
+
+
+@dataclass
+class Fake:
+    name: str
+    free: int
+
+    def free_slots(self, service: str) -> int:
+        return self.free
+
+
+def test_choose_takes_most_free_slots_and_none_when_full():
+    a, b, c = Fake("a", 1), Fake("b", 3), Fake("c", 2)
+    assert choose([a, b, c], "compute") is b
+    assert choose([Fake("x", 0), Fake("y", 0)], "compute") is None
+    assert choose([], "compute") is None
+
+
+def test_choose_breaks_ties_by_name():
+    assert choose([Fake("b", 2), Fake("a", 2)], "compute").name == "a"
+
+
+def test_share_spreads_over_free_slots():
+    assert share(10, 4) == 3
+    assert share(1, 4) == 1
+    assert share(5, 0) == 5
+
+
+def test_batch_sizer_grows_for_fast_calls_and_shrinks_for_slow_ones():
+    sizer = BatchSizer()
+    assert sizer.size == 1
+    for _ in range(10):
+        sizer.observe(sizer.size, sizer.size * 1e-6)  # 1 us per call
+    assert sizer.size == MAX_BATCH
+    for _ in range(10):
+        sizer.observe(sizer.size, sizer.size * 0.5)  # 0.5 s per call
+    assert sizer.size == 1
+
+
+def test_batch_sizer_never_exceeds_queue_or_fair_share():
+    sizer = BatchSizer(size=1000)
+    assert sizer.next_size(queued=10, free_slots_total=1) == 10
+    assert sizer.next_size(queued=100, free_slots_total=4) == 25
+    assert sizer.next_size(queued=0, free_slots_total=4) == 1
+
+
+def test_attempts_left_counts_further_attempts():
+    assert attempts_left(1, 3) and attempts_left(3, 3)
+    assert not attempts_left(4, 3)
+    assert not attempts_left(1, 0)
+
+
+def test_quarantine_backs_off_exponentially_with_a_cap():
+    q = Quarantine()
+    delays = []
+    now = 100.0
+    for _ in range(8):
+        q.set_aside(now)
+        delays.append(q.next_probe_at - now)
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(delays) == BACKOFF_MAX_S
+    assert not q.due(now + 1) and q.due(now + BACKOFF_MAX_S)
+    q.clear()
+    assert q.due(now) and q.failures == 0

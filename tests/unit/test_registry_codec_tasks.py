@@ -1,0 +1,89 @@
+"""Name-server naming scheme, the pipe codec and the built-in tasks, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyrocluster import codec, tasks
+from pyrocluster.config import Settings, check_bind, parse_address
+from pyrocluster.nameserver import registry
+
+
+def test_parse_listing_groups_objects_by_worker():
+    listing = {}
+    for service, port in (("compute", 1), ("control", 1), ("crawl", 1)):
+        name = registry.object_name("w1", service)
+        meta = registry.service_metadata("w1", service, ["gpu"], 4 if service != "crawl" else 16)
+        listing[name] = (f"PYRO:{name}@127.0.0.1:400{port}", meta)
+    orphan = registry.object_name("w2", "compute")  # no control object: not a usable worker
+    listing[orphan] = (f"PYRO:{orphan}@127.0.0.1:4002", registry.service_metadata("w2", "compute", [], 1))
+    (entry,) = registry.parse_listing(listing)
+    assert entry.name == "w1"
+    assert entry.services == ["compute", "crawl"]
+    assert entry.tags == frozenset({"gpu"})
+    assert entry.slots["compute"] == 4 and entry.slots["crawl"] == 16
+    assert entry.address == "127.0.0.1:4001"
+
+
+def test_codec_round_trips_plain_values_and_names_the_bad_type():
+    value = {"a": [1, 2.5, None, True, "x", b"\x00"], "big": 2**100, "s": {3}}
+    assert codec.unpack(codec.pack(value)) == {**value, "s": [3]}
+    with pytest.raises(codec.NotSendable, match="type object"):
+        codec.pack([object()])
+
+
+def test_sendable_outcomes_fails_only_the_bad_result():
+    outcomes = [[tasks.OK, 1, 0.1], [tasks.OK, object(), 0.2]]
+    good, bad = codec.unpack(codec.sendable_outcomes(outcomes))
+    assert good == [tasks.OK, 1, 0.1]
+    assert bad[0] == tasks.ERROR and bad[1]["type"] == "NotSendable" and "object" in bad[1]["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expected"),
+    [
+        ("add", [40, 2], 42),
+        ("echo", [{"k": [1]}], {"k": [1]}),
+        ("sleep", [0], 0),
+        ("count_primes", [0, 100], 25),
+        ("count_primes", [10, 2], 0),
+        ("fib", [10], 55),
+        ("sha256", ["abc"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("word_count", ["a b a"], {"a": 2, "b": 1}),
+    ],
+)
+def test_builtin_tasks(name, args, expected):
+    kind, value, _ms = tasks.run_call(name, args, {})
+    assert (kind, value) == (tasks.OK, expected)
+
+
+def test_run_call_reports_failures_without_raising():
+    kind, error, _ = tasks.run_call("fail", ["boom"], {})
+    assert kind == tasks.ERROR and error["type"] == "RuntimeError" and error["message"] == "boom"
+    assert "Traceback" in error["traceback"]
+    assert tasks.run_call("nope", [], {})[1]["type"] == "UnknownTask"
+    assert tasks.run_call("sleep", [-1], {})[1]["type"] == "ValueError"
+    assert tasks.run_call("count_primes", [0, 10**12], {})[1]["type"] == "ValueError"
+
+
+def test_task_decorator_registers_under_a_chosen_name():
+    @tasks.task(name="stats.mean_test")
+    def mean(values):
+        return sum(values) / len(values)
+
+    try:
+        assert tasks.run_call("stats.mean_test", [[1, 2, 3]], {})[1] == 2
+    finally:
+        del tasks.REGISTRY["stats.mean_test"]
+
+
+def test_addresses_and_bind_policy():
+    assert parse_address("10.0.0.1:9091") == ("10.0.0.1", 9091)
+    assert parse_address("example") == ("example", 9090)
+    with pytest.raises(ValueError):
+        parse_address("host:99999")
+    check_bind("127.0.0.5", Settings(), insecure=False)
+    check_bind("0.0.0.0", Settings(secret=b"s"), insecure=False)
+    check_bind("0.0.0.0", Settings(), insecure=True)
+    with pytest.raises(ValueError, match="without a cluster secret"):
+        check_bind("0.0.0.0", Settings(), insecure=False)
