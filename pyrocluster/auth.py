@@ -26,11 +26,13 @@ import hashlib
 import heapq
 import hmac
 import logging
+import os
 import secrets
+import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 import Pyro5
 import Pyro5.api
@@ -68,6 +70,14 @@ class HandshakeRefused(Pyro5.errors.SecurityError):
         self.reason = reason
 
 
+class AuthenticationRefused(AuthenticationError, Pyro5.errors.SecurityError):
+    """Raised by our proxies when either side refuses the handshake.
+
+    It is our ``AuthenticationError`` (exit code 3) and also Pyro5's ``SecurityError``, so code
+    that sorts Pyro5 errors does not mistake it for a retryable ``CommunicationError``.
+    """
+
+
 # --- the handshake itself: pure functions, clock passed in ---------------------------------------
 
 
@@ -76,7 +86,7 @@ def _mac(secret: bytes, *fields: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _is_hex(value: Any, length: int) -> bool:
+def _is_hex(value: Any, length: int) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == length and set(value) <= _HEX_DIGITS
 
 
@@ -107,10 +117,10 @@ def check_client_hello(secret: bytes, hello: Any, now: float, window_s: float = 
         or not isinstance(obj, str)
     ):
         raise HandshakeRefused("malformed handshake")
-    skew = now - ts
+    skew = int(now) - ts  # int arithmetic: a huge ts must not overflow a float
     if abs(skew) > window_s:
         raise HandshakeRefused(
-            f"handshake timestamp is {skew:+.0f} s off the server clock (allowed: {window_s:.0f} s);"
+            f"handshake timestamp is {skew:+d} s off the server clock (allowed: {window_s:.0f} s);"
             " an old handshake replayed, or clocks out of sync"
         )
     if not hmac.compare_digest(mac, _mac(secret, "client", nonce, str(ts), obj)):
@@ -136,7 +146,9 @@ def check_server_reply(secret: bytes, client_nonce: str, reply: Any) -> bool:
 class ReplayGuard:
     """Remembers accepted client nonces until their timestamps leave the window; thread-safe."""
 
-    def __init__(self, window_s: float = HANDSHAKE_WINDOW_S, max_entries: int = MAX_REMEMBERED_NONCES) -> None:
+    def __init__(
+        self, window_s: float = HANDSHAKE_WINDOW_S, max_entries: int = MAX_REMEMBERED_NONCES
+    ) -> None:
         self.window_s = window_s
         self.max_entries = max_entries
         self._lock = threading.Lock()
@@ -255,7 +267,7 @@ class SecureProxy(Pyro5.api.Proxy):
         # Pyro5 has already adopted the connection when it calls this hook: drop it, so the
         # proxy does not go on talking to a server it refused.
         self._pyroRelease()
-        raise AuthenticationError(
+        raise AuthenticationRefused(
             f"{self._pyroUri.location} did not prove it knows the cluster secret"
             " (it runs without a secret or with another one)"
         )
@@ -263,15 +275,15 @@ class SecureProxy(Pyro5.api.Proxy):
     def _Proxy__pyroCreateConnection(self, replaceUri: bool = False, connected_socket: Any = None) -> bool:  # noqa: N802
         # Every connect (first call, _pyroBind, metadata, reconnects) goes through this private
         # Pyro5 method. A daemon's refusal reaches the client only as the text of a
-        # CommunicationError; turn ours into AuthenticationError so that callers, which retry
+        # CommunicationError; turn ours into AuthenticationRefused so that callers, which retry
         # communication errors, do not retry a wrong secret.
         try:
-            return bool(super()._Proxy__pyroCreateConnection(replaceUri, connected_socket))  # type: ignore[misc]
+            return bool(super()._Proxy__pyroCreateConnection(replaceUri, connected_socket))
         except Pyro5.errors.CommunicationError as exc:
             _, tag, reason = str(exc).partition(f"{REFUSAL_TAG}: ")
             if not tag:
                 raise
-            raise AuthenticationError(f"{self._pyroUri.location} refused the connection: {reason}") from exc
+            raise AuthenticationRefused(f"{self._pyroUri.location} refused the connection: {reason}") from exc
 
     def __copy__(self) -> SecureProxy:
         """A copy for another thread, keeping the secret (Pyro5's copy knows only its own state)."""
@@ -303,10 +315,14 @@ def make_proxy(uri: Any, settings: Settings, timeout_s: float | None = None) -> 
 
 def prepare_transport(settings: Settings) -> None:
     """Install the serializer guard and, with TLS, our TLS contexts (idempotent)."""
+    if settings.secret is not None and not settings.secret:
+        raise ConfigError("the cluster secret is empty")
     refuse_unsafe_serializers()
     if settings.tls:
         if not Pyro5.config.SSL:
-            raise ConfigError("TLS is configured but Pyro5 is not: call pyrocluster.config.apply(settings) first")
+            raise ConfigError(
+                "TLS is configured but Pyro5 is not: call pyrocluster.config.apply(settings) first"
+            )
         install_tls(settings)
 
 
@@ -360,11 +376,23 @@ class _ServerTLSContext(ssl.SSLContext):
     from accepting anyone else.
     """
 
-    def wrap_socket(self, sock: Any, server_side: bool = False, do_handshake_on_connect: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
-        if server_side:
-            do_handshake_on_connect = False  # OpenSSL then handshakes on the first read
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """Wrap as usual, except that server sockets handshake on their first read."""
         return super().wrap_socket(
-            sock, server_side=server_side, do_handshake_on_connect=do_handshake_on_connect, **kwargs
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect and not server_side,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
         )
 
 
@@ -385,7 +413,10 @@ def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         context.verify_mode = ssl.CERT_REQUIRED
         try:
             context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
-            context.load_verify_locations(cafile=settings.tls_ca)
+            if os.path.isdir(settings.tls_ca):
+                context.load_verify_locations(capath=settings.tls_ca)
+            else:
+                context.load_verify_locations(cafile=settings.tls_ca)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the TLS certificate, key or CA: {exc}") from exc
     return server, client
@@ -398,9 +429,11 @@ _tls_installed: tuple[str | None, str | None, str | None] | None = None
 def install_tls(settings: Settings) -> None:
     """Make Pyro5 use :func:`tls_contexts` for every TLS socket in this process.
 
-    Pyro5 builds its contexts once per process (trusting the system CAs as well as ours, and
-    checking the server's host name) and caches them in two module globals; we fill that cache
-    with ours, again whenever the certificate files change.
+    Pyro5 builds its contexts once per process and caches them in two module globals: its client
+    context also trusts the system CAs and checks the server's host name (so a certificate
+    without the IP address as a SAN fails on 127.0.0.1), and its server context completes each
+    TLS handshake in the accept loop. We fill that cache with ours, again whenever the
+    certificate files change.
     """
     global _tls_installed
     key = (settings.tls_cert, settings.tls_key, settings.tls_ca)
@@ -410,7 +443,9 @@ def install_tls(settings: Settings) -> None:
         server, client = tls_contexts(settings)
         for name in ("__ssl_server_context", "__ssl_client_context"):
             if not hasattr(Pyro5.socketutil, name):
-                raise RuntimeError(f"this Pyro5 version has no socketutil.{name}: cannot install TLS contexts")
+                raise RuntimeError(
+                    f"this Pyro5 version has no socketutil.{name}: cannot install TLS contexts"
+                )
         setattr(Pyro5.socketutil, "__ssl_server_context", server)  # noqa: B010 (a mangling-proof name)
         setattr(Pyro5.socketutil, "__ssl_client_context", client)  # noqa: B010
         _tls_installed = key

@@ -89,7 +89,10 @@ def _command(func: Callable[..., int | None]) -> Callable[..., None]:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM set ``stop`` (a second SIGINT is ignored while we shut down)."""
+    """SIGINT and SIGTERM set ``stop``; so does the end of a ``--local`` parent that started us."""
+    from pyrocluster.local import stop_when_parent_dies
+
+    stop_when_parent_dies(stop)
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
@@ -173,6 +176,41 @@ def worker(name: str, host: str, port: int, services: str, task_modules: tuple[s
     wk.serve()
     render.line(f"pyrocluster worker {wk.name} stopped")
     return EXIT_OK
+
+
+@main.command()
+@click.argument("job_file", metavar="JOB.yaml")
+@click.option("--out", type=click.Path(dir_okay=False), help="Results file (overrides the job's output).")
+@click.option("--resume", is_flag=True, help="Keep ok results from the results file and run the rest.")
+@click.option("--local", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Start a private name server and N workers on loopback for this job.")
+@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE_OR_FILE",
+              help="With --local: user tasks the local workers load (repeatable).")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=10.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for a worker offering each needed service or tag.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@_shared_options
+@_command
+def submit(job_file: str, out: str | None, resume: bool, local: int | None, task_modules: tuple[str, ...],
+           wait: float, as_json: bool, quiet: bool, **kw: Any) -> int:
+    """Run a job file on the cluster and write its results file."""
+    from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
+
+    settings = _settings(kw)
+    options = SubmitOptions(job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules),
+                            wait_s=wait)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    progress = not (quiet or as_json) and render.out.is_terminal
+    summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
+    if as_json:
+        render.print_json(summary.as_json())
+    elif not quiet:
+        render.out.print(render.job_summary(summary.as_json()))
+    if summary.interrupted:
+        render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
+    return summary.exit_code
 
 
 @main.command()

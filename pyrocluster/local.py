@@ -13,6 +13,8 @@ from typing import IO
 
 from pyrocluster.errors import ClusterUnreachable
 
+PARENT_ENV = "PYROCLUSTER_PARENT_PID"
+"""Set for the processes we start: they stop when that process is gone (no orphans after SIGKILL)."""
 READY_TIMEOUT_S = 30.0
 """Seconds a started process has to print its ready line."""
 STOP_TIMEOUT_S = 10.0
@@ -33,7 +35,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C in the terminal is ours to forward, not theirs
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
@@ -89,6 +91,20 @@ class ManagedProcess:
         self._reader.join(timeout=2)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def stop_when_parent_dies(stop: threading.Event, interval_s: float = 1.0) -> None:
+    """If we were started by a ManagedProcess, set ``stop`` once that parent process is gone."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while not stop.wait(interval_s):
+            if os.getppid() != int(parent):
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def ready_address(line: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -12,6 +14,7 @@ from rich.table import Table
 # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
 
 
 def error(message: str) -> None:
@@ -66,3 +69,73 @@ def status_view(status: dict[str, Any]) -> Group:
             jobs.add_row(j["name"], f"{j['done']}/{j['total']}", str(j["failed"]), f"{j.get('rate', 0.0):.1f}/s")
         parts.append(jobs)
     return Group(*parts)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return _fmt_uptime(seconds) if seconds >= 1 else "<1s"
+
+
+def job_progress(snap: dict[str, Any]) -> Group:
+    """The live view of a running job: a bar, the counters and each worker's share."""
+    from rich.progress_bar import ProgressBar
+
+    total = max(snap["total"], 1)
+    counts = Table.grid(padding=(0, 2))
+    counts.add_row(
+        f"[bold]{snap['name']}[/]",
+        ProgressBar(total=total, completed=snap["done"], width=40),
+        f"{snap['done']}/{snap['total']}",
+        f"[green]ok {snap['ok']}[/]",
+        f"[red]failed {snap['failed']}[/]",
+        f"[yellow]retried {snap['retried']}[/]",
+        f"skipped {snap['skipped']}",
+        f"in flight {snap['in_flight']}",
+        f"{snap['rate']:.0f}/s",
+        f"ETA {_eta(snap['eta_s'])}",
+    )
+    parts: list[Any] = [counts]
+    if snap["per_worker"]:
+        shares = Table(show_header=True, box=None, padding=(0, 2))
+        shares.add_column("worker")
+        shares.add_column("ok", justify="right")
+        shares.add_column("share", justify="right")
+        finished = sum(snap["per_worker"].values()) or 1
+        for name, n in sorted(snap["per_worker"].items()):
+            shares.add_row(name, str(n), f"{100 * n / finished:.0f}%")
+        parts.append(shares)
+    return Group(*parts)
+
+
+def job_summary(summary: dict[str, Any]) -> Table:
+    """The table printed when ``submit`` ends."""
+    table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("total", "ok", "failed", "skipped", "retried"):
+        table.add_row(key, str(summary[key]))
+    table.add_row("wall time", f"{summary['wall_s']:.2f} s")
+    table.add_row("tasks/s", f"{summary['tasks_per_s']:.1f}")
+    table.add_row("results", summary["output"])
+    return table
+
+
+REFRESH_S = 0.25
+"""Seconds between progress display refreshes."""
+
+
+def run_with_progress(run: Callable[[], T], snapshot: Callable[[], dict[str, Any]]) -> T:
+    """Run ``run`` in a thread while a live view of ``snapshot()`` refreshes in place."""
+    from rich.live import Live
+
+    result: list[T] = []
+    worker = threading.Thread(target=lambda: result.append(run()), name="job", daemon=True)
+    with Live(job_progress(snapshot()), console=out, refresh_per_second=8) as live:
+        worker.start()
+        while worker.is_alive():
+            worker.join(REFRESH_S)
+            live.update(job_progress(snapshot()))
+    if not result:
+        raise RuntimeError("the job stopped without a summary")
+    return result[0]

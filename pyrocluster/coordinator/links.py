@@ -137,8 +137,8 @@ class WorkerLink:
             proxy._pyroTimeout = CONNECT_TIMEOUT_S
             try:
                 proxy._pyroBind()
-            except Pyro5.errors.SecurityError:
-                raise
+            except Pyro5.errors.SecurityError as exc:
+                raise Unsent(f"authentication refused: {exc}") from None
             except Pyro5.errors.CommunicationError as exc:
                 raise Unsent(f"{type(exc).__name__}: {exc}") from None
         proxy._pyroTimeout = max(c.timeout_s for c in batch.calls) + CALL_GRACE_S

@@ -104,7 +104,7 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         proxy._pyroBind()
     except Pyro5.errors.SecurityError as exc:
         proxy._pyroRelease()
-        raise AuthenticationError(f"name server at {settings.ns_address} refused us: {exc}") from None
+        raise AuthenticationError(f"name server authentication failed: {exc}") from None
     except Pyro5.errors.CommunicationError as exc:
         proxy._pyroRelease()
         raise ClusterUnreachable(f"cannot reach the name server at {settings.ns_address}: {exc}") from None

@@ -94,6 +94,4 @@ class WorkerState:
                 "uptime_s": round(time.time() - self.started, 1),
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),
-                "pool": self.pool,
-                "pid": os.getpid(),
             }

@@ -1,0 +1,431 @@
+"""Crawl frontier: URL normalisation, seen-set, depth, scope, robots.txt and per-host rate.
+
+Pure logic: no sockets, no Pyro5, no httpx. The clock is injected (``now``) so that tests of
+the rate limit need no real waiting. The caller (the crawl runner) drives it::
+
+    frontier = Frontier(seeds, allow, max_pages=500, max_depth=3, robots=True, per_host_rate=20)
+    loop:
+        for host in frontier.needs_robots():        # fetch frontier.robots_url(host), then
+            ...                                     # frontier.set_robots(host, text or None)
+        for url, depth in frontier.next_ready(limit=free_slots):
+            ...                                     # dispatch a fetch of url
+        on a page:    frontier.add_links(url, depth, page["links"], final_url=page["final_url"])
+                      frontier.mark_done(url)
+        on a failure: frontier.mark_done(url)       # or frontier.requeue(url) to retry it later
+        for url, depth, reason in frontier.pop_skipped():
+            ...                                     # record it as skipped
+        sleep until frontier.next_ready_time() (or an outcome arrives); stop when is_finished()
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit
+
+from protego import Protego
+from url_normalize import url_normalize
+
+MAX_URL_CHARS = 8192
+"""Longest URL the frontier accepts, in characters."""
+NORMALIZE_CACHE_SIZE = 65536
+"""Normalised URLs remembered: a site's navigation links repeat on every page."""
+MAX_CRAWL_DELAY_S = 30.0
+"""Longest robots.txt ``Crawl-delay`` honoured, in seconds (a longer one would stall the job)."""
+ROBOTS_AGENT = "pyrocluster"
+"""User-agent token matched against robots.txt groups."""
+SKIPPED_ROBOTS = "disallowed by robots.txt"
+"""``reason`` of a URL skipped because robots.txt disallows it."""
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_UNKNOWN, _WANTED, _REQUESTED, _KNOWN = 0, 1, 2, 3  # robots.txt state of a host
+_NOT_QUEUED = (-1, -1)
+
+
+def normalize_url(url: str, base: str | None = None) -> str | None:
+    """Absolute, normalised form of ``url`` (resolved against ``base``), or None if not http(s).
+
+    Normalisation is done by ``url-normalize`` (RFC 3986 section 6: lowercase scheme and host,
+    IDNA host, default port dropped, ``.``/``..`` resolved, percent-encoding normalised,
+    empty path -> ``/``); we drop the fragment first. ``url-normalize`` was picked over
+    ``w3lib.url.canonicalize_url`` because the latter always sorts query arguments: that makes
+    two URLs equal that a server may treat differently, and changes the URL actually fetched.
+    Query order is kept here, so ``?a=1&b=2`` and ``?b=2&a=1`` are two URLs. One liberty it
+    takes: empty path segments collapse (``/a//b`` -> ``/a/b``).
+    """
+    if not isinstance(url, str):
+        return None
+    if base is not None:
+        if not isinstance(base, str) or len(url) > MAX_URL_CHARS:
+            return None
+        try:
+            url = urljoin(base, url.strip())
+        except ValueError:
+            return None
+    return _normalize_absolute(url)
+
+
+@lru_cache(maxsize=NORMALIZE_CACHE_SIZE)
+def _normalize_absolute(url: str) -> str | None:
+    url = url.strip().partition("#")[0]
+    if not url or len(url) > MAX_URL_CHARS:
+        return None
+    try:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+            return None
+        port = parts.port  # ValueError when not a number in 0..65535
+        if port == 0:
+            return None
+        normal = url_normalize(url)
+    except Exception:  # url-normalize/idna raise several types on hostile input: all mean "malformed"
+        return None
+    if not normal or len(normal) > MAX_URL_CHARS:
+        return None
+    return normal
+
+
+def _key_of_normal(normal: str) -> str:
+    """host[:port] of a normalised URL (``scheme://netloc/...``), without userinfo."""
+    return normal.split("/", 3)[2].rpartition("@")[2]
+
+
+def host_key(url: str) -> str:
+    """``host[:port]`` of an http(s) URL or of a bare ``host[:port]``, as ``allow`` names hosts.
+
+    Lowercase, IDNA-encoded, port omitted when it is the scheme's default (for a bare entry,
+    80 and 443 are both dropped). Raises ValueError when ``url`` is neither.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("not an http(s) URL or host[:port]")
+    text = url.strip()
+    bare = "://" not in text
+    normal = normalize_url(f"http://{text}/" if bare else text)
+    if normal is None:
+        raise ValueError(f"not an http(s) URL or host[:port]: {url!r}")
+    key = _key_of_normal(normal)
+    if bare and key.endswith(":443"):
+        key = key[: -len(":443")]
+    return key
+
+
+@dataclass
+class _Host:
+    """Per-host queue, robots.txt rules and rate-limit state."""
+
+    scheme: str
+    queue: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, url)
+    robots_state: int = _UNKNOWN
+    rules: Protego | None = None
+    next_at: float = float("-inf")  # earliest time the next request may start
+    interval: float = 0.0  # seconds between two requests (0: no limit)
+
+
+class Frontier:
+    """What to crawl next: dedupes, bounds depth and page count, scopes, honours robots.txt and rate."""
+
+    def __init__(
+        self,
+        seeds: Iterable[str],
+        allow: Iterable[str] | None = None,
+        max_pages: int | None = None,
+        max_depth: int | None = None,
+        robots: bool = True,
+        per_host_rate: float | None = None,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        agent: str = ROBOTS_AGENT,
+    ) -> None:
+        """Queue the seeds at depth 0; ``allow`` defaults to the seeds' hosts.
+
+        ``max_pages``/``max_depth`` None mean no limit; ``per_host_rate`` is in requests per
+        second per host (None or 0: no limit), with a burst of one.
+        """
+        if per_host_rate is not None and per_host_rate < 0:
+            raise ValueError("per_host_rate must be positive")
+        self.max_pages = max_pages
+        self.max_depth = max_depth
+        self.robots = robots
+        self.agent = agent
+        self._interval = 1.0 / per_host_rate if per_host_rate else 0.0
+        self._now = now
+        self._seq = 0
+        self._seen: set[str] = set()  # every URL ever queued, handed out, restored or skipped
+        # url -> (depth, seq) of its live heap entry; entries whose seq differs are stale
+        self._queued: dict[str, tuple[int, int]] = {}
+        self._in_flight: dict[str, int] = {}  # url -> depth, handed out and not yet done
+        self._hosts: dict[str, _Host] = {}
+        self._robots_wanted: list[str] = []
+        self._skipped: list[tuple[str, int, str]] = []
+        self.handed_out = 0
+        """Pages handed out for fetching (and pages restored from a previous run)."""
+        self.done = 0
+        """Pages marked done."""
+        self.skipped = 0
+        """URLs skipped (robots.txt)."""
+        normal_seeds = []
+        for seed in seeds:
+            normal = normalize_url(seed)
+            if normal is None:
+                raise ValueError(f"seed is not an http(s) URL: {seed!r}")
+            normal_seeds.append(normal)
+        self.allow = (
+            {host_key(entry) for entry in allow} if allow else {_key_of_normal(s) for s in normal_seeds}
+        )
+        for normal in normal_seeds:
+            self._offer(normal, 0, seed=True)
+
+    # ---- feeding ---------------------------------------------------------------------------
+
+    def add_links(
+        self, parent_url: str, depth: int, links: Iterable[str], final_url: str | None = None
+    ) -> int:
+        """Queue the in-scope links of a page fetched at ``depth`` (at ``depth + 1``); return how many.
+
+        ``final_url`` (after redirects) is marked seen so that it is not fetched again; relative
+        links resolve against it.
+        """
+        base = final_url or parent_url
+        if final_url:
+            normal = normalize_url(final_url)
+            if normal is not None and normal not in self._seen:
+                self._seen.add(normal)
+        child = depth + 1
+        if self.max_depth is not None and child > self.max_depth:
+            return 0
+        if self.max_pages is not None and self.handed_out >= self.max_pages:
+            return 0
+        added = 0
+        for link in links:
+            if not isinstance(link, str):
+                continue
+            normal = (
+                _normalize_absolute(link) if link[:8].lower().startswith(("http://", "https://")) else None
+            )
+            if normal is None:
+                normal = normalize_url(link, base)
+            if normal is not None and self._offer(normal, child):
+                added += 1
+        return added
+
+    def restore(self, url: str, depth: int, links: Iterable[str] = ()) -> None:
+        """For ``--resume``: a page already fetched ok in an earlier run; counts toward max_pages."""
+        normal = normalize_url(url)
+        if normal is None:
+            return
+        if normal in self._queued or normal not in self._seen:
+            self._queued.pop(normal, None)  # a stale heap entry stays behind and is skipped
+            self._seen.add(normal)
+            self.handed_out += 1
+            self.done += 1
+        self.add_links(normal, depth, links)
+
+    def _offer(self, url: str, depth: int, seed: bool = False) -> bool:
+        """Queue one normalised URL if it is new and in scope; True when queued."""
+        if url in self._seen:
+            queued = self._queued.get(url)
+            if queued is not None and depth < queued[0]:  # found by a shorter path: move it up
+                self._push(self._hosts[_key_of_normal(url)], url, depth, depth)
+            return False
+        key = _key_of_normal(url)
+        if not seed and key not in self.allow:
+            return False
+        self._seen.add(url)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+        if self.robots:
+            if host.robots_state == _KNOWN and not self._allowed(host, url):
+                self._skip(url, depth)
+                return False
+            if host.robots_state == _UNKNOWN:
+                host.robots_state = _WANTED
+                self._robots_wanted.append(key)
+        self._push(host, url, depth, depth)
+        return True
+
+    def _push(self, host: _Host, url: str, depth: int, priority: int) -> None:
+        self._seq += 1
+        self._queued[url] = (depth, self._seq)
+        heapq.heappush(host.queue, (priority, self._seq, url))
+
+    # ---- robots.txt ------------------------------------------------------------------------
+
+    def needs_robots(self, now: float | None = None) -> list[str]:
+        """Hosts whose robots.txt must be fetched now (each reported once); their URLs wait for it.
+
+        Reporting a host takes one request from its rate limit, for the robots.txt fetch.
+        """
+        if not self._robots_wanted or self._budget() <= 0:
+            return []
+        now = self._now() if now is None else now
+        wanted, self._robots_wanted = self._robots_wanted, []
+        for key in wanted:
+            host = self._hosts[key]
+            host.robots_state = _REQUESTED
+            if host.interval:
+                host.next_at = max(now, host.next_at) + host.interval
+        return wanted
+
+    def robots_url(self, host: str) -> str:
+        """URL of the robots.txt of a host that ``needs_robots`` reported."""
+        known = self._hosts.get(host)
+        return f"{known.scheme if known else 'http'}://{host}/robots.txt"
+
+    def set_robots(self, host: str, text: str | None) -> None:
+        """Give a host's robots.txt; None (none there, or the fetch failed) allows everything.
+
+        Queued URLs it disallows move to the skipped list; a ``Crawl-delay`` slows the host
+        (up to ``MAX_CRAWL_DELAY_S``).
+        """
+        key = host.lower()
+        entry = self._hosts.get(key)
+        if entry is None:
+            entry = self._hosts[key] = _Host(scheme="http", interval=self._interval)
+        entry.robots_state = _KNOWN
+        entry.rules = None
+        if text:
+            try:
+                entry.rules = Protego.parse(text)
+                delay = entry.rules.crawl_delay(self.agent)
+            except Exception:  # an unparsable robots.txt is treated as none
+                entry.rules, delay = None, None
+            if delay:
+                entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
+        if entry.rules is None or not self.robots:
+            return
+        kept = []
+        for priority, seq, url in entry.queue:
+            depth, live_seq = self._queued.get(url, _NOT_QUEUED)
+            if live_seq != seq:
+                continue  # stale entry
+            if self._allowed(entry, url):
+                kept.append((priority, seq, url))
+            else:
+                del self._queued[url]
+                self._skip(url, depth)
+        heapq.heapify(kept)
+        entry.queue = kept
+
+    def _allowed(self, host: _Host, url: str) -> bool:
+        if host.rules is None:
+            return True
+        try:
+            return bool(host.rules.can_fetch(url, self.agent))
+        except Exception:  # protego failing on an odd URL: do not let it stop the crawl
+            return True
+
+    def _skip(self, url: str, depth: int) -> None:
+        self.skipped += 1
+        self._skipped.append((url, depth, SKIPPED_ROBOTS))
+
+    def pop_skipped(self) -> list[tuple[str, int, str]]:
+        """URLs skipped since the last call, as ``(url, depth, reason)``; each reported once."""
+        skipped, self._skipped = self._skipped, []
+        return skipped
+
+    # ---- handing out -----------------------------------------------------------------------
+
+    def _budget(self) -> float:
+        return float("inf") if self.max_pages is None else self.max_pages - self.handed_out
+
+    def _head(self, host: _Host) -> tuple[int, int, str] | None:
+        """The host's next live queue entry (dropping stale ones), or None."""
+        queue = host.queue
+        while queue:
+            _, seq, url = queue[0]
+            if self._queued.get(url, _NOT_QUEUED)[1] == seq:
+                return queue[0]
+            heapq.heappop(queue)
+        return None
+
+    def _dispatchable(self, host: _Host) -> bool:
+        return not (self.robots and host.robots_state != _KNOWN) and self._head(host) is not None
+
+    def next_ready(self, now: float | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        """URLs that may be fetched now, as ``(url, depth)``: shallowest first, hosts in turn.
+
+        At most ``limit`` (e.g. the free slots), never past ``max_pages``, and no host above its
+        rate. Each URL is handed out once; give it back with ``mark_done`` or ``requeue``.
+        """
+        now = self._now() if now is None else now
+        room = self._budget() if limit is None else min(self._budget(), limit)
+        out: list[tuple[str, int]] = []
+        while room > 0:
+            progressed = False
+            for host in self._hosts.values():
+                if host.next_at > now or not self._dispatchable(host):
+                    continue
+                url = heapq.heappop(host.queue)[2]
+                depth = self._queued.pop(url)[0]
+                self._in_flight[url] = depth
+                self.handed_out += 1
+                if host.interval:
+                    host.next_at = max(now, host.next_at) + host.interval
+                out.append((url, depth))
+                progressed = True
+                room -= 1
+                if room <= 0:
+                    break
+            if not progressed:
+                break
+        return out
+
+    def next_ready_time(self, now: float | None = None) -> float | None:
+        """When the next URL may be handed out (``now`` if one may now), or None if none is waiting.
+
+        URLs held back for a robots.txt that is being fetched do not count: the caller waits
+        for that fetch anyway.
+        """
+        if self._budget() <= 0:
+            return None
+        now = self._now() if now is None else now
+        times = [max(now, host.next_at) for host in self._hosts.values() if self._dispatchable(host)]
+        return min(times) if times else None
+
+    def mark_done(self, url: str) -> bool:
+        """A handed-out URL is finished (ok or failed for good); False if it was not in flight."""
+        if self._in_flight.pop(url, None) is None:
+            return False
+        self.done += 1
+        return True
+
+    def requeue(self, url: str) -> bool:
+        """Put a handed-out URL back at the head of its host's queue to retry it under the rate limit.
+
+        It does not count again toward ``max_pages``. False if it was not in flight.
+        """
+        depth = self._in_flight.pop(url, None)
+        if depth is None:
+            return False
+        self.handed_out -= 1
+        self._push(self._hosts[_key_of_normal(url)], url, depth, -1)  # -1: before every real depth
+        return True
+
+    # ---- progress --------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """URLs waiting to be handed out (including those held for robots.txt), within max_pages."""
+        return int(min(len(self._queued), max(self._budget(), 0)))
+
+    def in_flight(self) -> int:
+        """URLs handed out and not yet marked done."""
+        return len(self._in_flight)
+
+    def is_finished(self) -> bool:
+        """Nothing in flight and nothing more to hand out."""
+        return not self._in_flight and self.pending() == 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for progress displays."""
+        return {
+            "seen": len(self._seen),
+            "pending": self.pending(),
+            "in_flight": len(self._in_flight),
+            "handed_out": self.handed_out,
+            "done": self.done,
+            "skipped": self.skipped,
+        }

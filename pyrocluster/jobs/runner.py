@@ -1,0 +1,196 @@
+"""Run a job spec through a Cluster: stream its calls, record every outcome once, report progress."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyrocluster.coordinator.calls import Call, TaskFuture
+from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.errors import TaskFailed
+from pyrocluster.jobs.results import ResultsStore
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
+
+WINDOW = 20_000
+"""Calls of a job queued or in flight at once: bounds the coordinator's memory."""
+SUBMIT_CHUNK = 512
+"""Calls handed to the dispatcher together."""
+INTERRUPT_GRACE_S = 3.0
+"""Seconds an interrupted job waits for outcomes already under way."""
+
+
+@dataclass
+class JobSummary:
+    """What ``submit`` prints at the end (``--json`` keys) and its exit status."""
+
+    name: str
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    retried: int
+    wall_s: float
+    tasks_per_s: float
+    output: str
+    interrupted: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary object of ``submit --json``."""
+        keys = ("name", "total", "ok", "failed", "skipped", "retried", "wall_s", "tasks_per_s", "output")
+        return {k: getattr(self, k) for k in keys}
+
+    @property
+    def exit_code(self) -> int:
+        """130 when interrupted, 1 when a task failed, else 0."""
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+
+def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
+    """The results-file line of a finished compute call."""
+    record: dict[str, Any] = {"id": item.id, "kind": "compute", "call": item.call, "args": item.args,
+                              "kwargs": item.kwargs}
+    exc = future.exception()
+    if exc is None:
+        record["status"] = "ok"
+        record["result"] = future.result()
+    else:
+        record["status"] = "failed"
+        record["error"] = exc.as_dict() if isinstance(exc, TaskFailed) else {
+            "type": type(exc).__name__, "message": str(exc), "traceback": ""}
+    record["worker"] = future.worker
+    record["attempts"] = future.attempts
+    record["elapsed_ms"] = round(future.elapsed_ms, 3)
+    return record
+
+
+class JobRunner:
+    """One run of a job: owns its results store and counters; ``run()`` blocks until done or stopped."""
+
+    def __init__(self, spec: JobSpec, cluster: Cluster, output: Path, resume: bool) -> None:
+        self.spec = spec
+        self.cluster = cluster
+        self.output = output
+        self.resume = resume
+        self.total = count_task_items(spec)
+        self.ok = self.failed = self.skipped = self.resumed = 0
+        self.per_worker: Counter[str] = Counter()
+        self._started = time.monotonic()
+        self._retried_base = cluster.retried
+        self._lock = threading.Lock()
+        self._window = threading.Semaphore(WINDOW)
+        self._outstanding = 0
+        self._idle = threading.Event()
+        self._closing = False
+        self._store = ResultsStore(output)
+        self.extra_sources: list[Callable[[threading.Event], None]] = []
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for progress displays and the job's ``progress()``."""
+        with self._lock:
+            elapsed = max(1e-9, time.monotonic() - self._started)
+            done = self.ok + self.failed + self.skipped
+            rate = (done - self.resumed) / elapsed
+            left = self.total - done
+            return {
+                "name": self.spec.name, "total": self.total, "done": done, "ok": self.ok, "failed": self.failed,
+                "skipped": self.skipped, "retried": self.cluster.retried - self._retried_base,
+                "in_flight": self._outstanding, "rate": round(rate, 1),
+                "eta_s": left / rate if rate > 0 else None, "per_worker": dict(self.per_worker),
+            }
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Append one outcome and count it (thread-safe)."""
+        self._store.append(record)
+        with self._lock:
+            status = record["status"]
+            if status == "ok":
+                self.ok += 1
+                if record.get("worker"):
+                    self.per_worker[record["worker"]] += 1
+            elif status == "skipped":
+                self.skipped += 1
+            else:
+                self.failed += 1
+
+    def add_total(self, n: int) -> None:
+        """More tasks became known (crawl pages)."""
+        with self._lock:
+            self.total += n
+
+    def _finished(self, item: TaskItem, future: TaskFuture) -> None:
+        if not self._closing:
+            self.record(compute_record(item, future))
+        with self._lock:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.set()
+        self._window.release()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def open(self) -> dict[str, dict[str, Any]]:
+        """Open the results file (kept ``ok`` records with ``--resume``); OSError if it cannot be written."""
+        return self._store.open(self.resume)
+
+    def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
+        """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return."""
+        self._started = time.monotonic()
+        self._idle.set()
+        pending: list[Call] = []
+        for item in iter_task_items(self.spec):
+            if item.id in kept:
+                with self._lock:
+                    self.ok += 1
+                    self.resumed += 1
+                continue
+            while not self._window.acquire(timeout=0.2):
+                if stop.is_set():
+                    break
+            if stop.is_set():
+                break
+            call = self.cluster.make_call("compute", item.call, item.args, item.kwargs, tags=item.tags,
+                                          timeout=item.timeout_s, retries=item.retries,
+                                          retry_on_error=item.retry_on_error)
+            with self._lock:
+                self._outstanding += 1
+                self._idle.clear()
+            call.future.add_done_callback(lambda fut, item=item: self._finished(item, fut))
+            pending.append(call)
+            if len(pending) >= SUBMIT_CHUNK:
+                self.cluster.submit_calls(pending)
+                pending = []
+        if pending:
+            self.cluster.submit_calls(pending)
+        for source in self.extra_sources:
+            if not stop.is_set():
+                source(stop)
+        while not self._idle.wait(0.2):
+            if stop.is_set():
+                self._idle.wait(INTERRUPT_GRACE_S)
+                break
+        self._closing = stop.is_set()
+        return self._summary(stop.is_set())
+
+    def _summary(self, interrupted: bool) -> JobSummary:
+        wall = time.monotonic() - self._started
+        snap = self.snapshot()
+        ran = snap["done"] - self.resumed
+        return JobSummary(
+            name=self.spec.name, total=self.total, ok=self.ok, failed=self.failed, skipped=self.skipped,
+            retried=snap["retried"], wall_s=round(wall, 3), tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
+            output=str(self.output), interrupted=interrupted,
+        )
+
+    def close(self) -> int:
+        """Compact the results file to one line per id; return its line count."""
+        self._closing = True
+        return self._store.close(compact=True)

@@ -1,0 +1,91 @@
+"""``pyrocluster submit``: load and check a job, find the cluster (or start one), run, summarise."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrocluster.config import DEFAULT_WAIT_S, Settings
+from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
+from pyrocluster.errors import ConfigError, JobFileError
+from pyrocluster.jobs.announce import Announcement
+from pyrocluster.jobs.runner import JobRunner, JobSummary
+from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
+from pyrocluster.local import LocalCluster
+
+@dataclass
+class SubmitOptions:
+    """What ``submit`` was told besides the shared settings."""
+
+    job_file: str
+    out: str | None = None
+    resume: bool = False
+    local: int | None = None
+    task_modules: list[str] = field(default_factory=list)
+    wait_s: float = 10.0
+
+
+def needs_of(spec: JobSpec) -> set[Need]:
+    """The services (with tags) the job needs some live worker to offer."""
+    needs: set[Need] = set()
+    if spec.tasks:
+        needs.add(("compute", frozenset()))
+        needs.update(("compute", frozenset(tags)) for tags in required_tags(spec))
+    if spec.crawl is not None:
+        needs.add(("crawl", frozenset()))
+    return needs
+
+
+def check_task_names(spec: JobSpec, offered: set[str]) -> None:
+    """JobFileError at the first task whose ``call`` no worker offers."""
+    for index, task in enumerate(spec.tasks):
+        if task.call not in offered:
+            known = ", ".join(sorted(offered)) or "none"
+            raise JobFileError(spec.path, f"tasks[{index}].call",
+                               f"unknown task {task.call!r} (the workers offer: {known})")
+
+
+def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
+    """Run without a progress display."""
+    return run()
+
+
+def submit_job(settings: Settings, options: SubmitOptions, stop: threading.Event,
+               show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
+               ) -> JobSummary:
+    """Run the job end to end; raises JobFileError/ConfigError (exit 2) or ClusterUnreachable (exit 3).
+
+    ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
+    """
+    spec = load_job(options.job_file)
+    output = Path(options.out or spec.output)
+    local = None
+    if options.local:
+        worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
+        secret = settings.secret.decode() if settings.secret else None
+        local = LocalCluster(options.local, worker_args, env={"PYROCLUSTER_SECRET": secret} if secret else None)
+        settings = settings.with_ns(local.address)
+    cluster = None
+    try:
+        entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
+        if spec.tasks:
+            check_task_names(spec, offered_tasks(settings, entries))
+        cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
+        runner = JobRunner(spec, cluster, output, options.resume)
+        try:
+            kept = runner.open()
+        except OSError as exc:
+            raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
+        with Announcement(settings, spec.name, runner.snapshot):
+            summary = show(lambda: runner.run(stop, kept), runner.snapshot)
+        runner.close()
+        return summary
+    finally:
+        if cluster is not None:
+            cluster.close()
+        if local is not None:
+            local.close()
