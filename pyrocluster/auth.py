@@ -22,6 +22,7 @@ only at its start: use TLS where the network itself is not trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import hmac
@@ -39,6 +40,7 @@ import Pyro5.api
 import Pyro5.core
 import Pyro5.errors
 import Pyro5.nameserver
+import Pyro5.protocol
 import Pyro5.serializers
 import Pyro5.socketutil
 
@@ -53,6 +55,10 @@ HANDSHAKE_WINDOW_S = 60.0
 """Seconds a client handshake's timestamp may be off the server clock (clocks must agree this well)."""
 MAX_REMEMBERED_NONCES = 100_000
 """Accepted client nonces a daemon remembers at most (the ones younger than the window)."""
+HANDSHAKE_TIMEOUT_S = 5.0
+"""Seconds a new connection has to complete its (TLS and) Pyro5 handshake before the daemon drops it."""
+MAX_HANDSHAKE_BYTES = 64 * 1024
+"""Most bytes a daemon reads of a connect message, from a client that has not authenticated yet."""
 REFUSAL_TAG = "pyrocluster authentication refused"
 """Prefix of every handshake refusal a daemon sends, so the client can report it as such."""
 
@@ -189,7 +195,37 @@ class HandshakeValidator:
     def __init__(self, *args: Any, secret: bytes | None = None, **kwargs: Any) -> None:
         self.pyrocluster_secret = secret
         self.pyrocluster_replays = ReplayGuard()
+        self.pyrocluster_handshakes: dict[Any, float] = {}  # connection -> monotonic deadline
+        self.pyrocluster_handshakes_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+
+    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
+        """Pyro5's connect handshake, bounded in time and size for clients not yet authenticated.
+
+        Pyro5 waits for the connect message without a timeout and reads up to the maximum
+        message size, in a pool thread: a few hundred clients that connect and say nothing (or
+        drip bytes) would hold every thread, and nobody else would be served.
+        """
+        with self.pyrocluster_handshakes_lock:
+            self.pyrocluster_handshakes[conn] = time.monotonic() + HANDSHAKE_TIMEOUT_S
+        try:
+            return super()._handshake(_BoundedConnection(conn, MAX_HANDSHAKE_BYTES), denied_reason)  # type: ignore[misc]
+        finally:
+            with self.pyrocluster_handshakes_lock:
+                self.pyrocluster_handshakes.pop(conn, None)
+
+    def _housekeeping(self) -> None:
+        """Pyro5's periodic housekeeping, plus: cut off the connections whose handshake is late."""
+        super()._housekeeping()  # type: ignore[misc]
+        now = time.monotonic()
+        with self.pyrocluster_handshakes_lock:
+            late = [conn for conn, deadline in self.pyrocluster_handshakes.items() if deadline < now]
+        for conn in late:
+            log.warning("dropped %s: no handshake within %.0f s", _peer(conn), HANDSHAKE_TIMEOUT_S)
+            # the plain socket's shutdown (not SSLSocket's): it wakes the blocked read in the
+            # handshake thread without touching the TLS state that thread is using
+            with contextlib.suppress(OSError, AttributeError):
+                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
 
     def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 (Pyro5 hook name)
         """Accept every client when no secret is set; otherwise check its proof and prove ours."""
@@ -208,6 +244,26 @@ class HandshakeValidator:
             log.warning("refused a connection from %s: %s", _peer(conn), exc.reason)
             raise
         return server_reply(secret, data["nonce"])
+
+
+class _BoundedConnection:
+    """A Pyro5 connection that refuses to read more than ``limit`` bytes in all (for the handshake)."""
+
+    def __init__(self, conn: Any, limit: int) -> None:
+        self._conn = conn
+        self._left = limit
+
+    def recv(self, size: int) -> bytes:
+        """Read ``size`` bytes, or raise ProtocolError when that would exceed the limit."""
+        if size > self._left:
+            raise Pyro5.errors.ProtocolError(
+                f"pyrocluster refuses a connect message over {MAX_HANDSHAKE_BYTES} bytes"
+            )
+        self._left -= size
+        return bytes(self._conn.recv(size))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 def _peer(conn: Any) -> str:
@@ -318,6 +374,7 @@ def prepare_transport(settings: Settings) -> None:
     if settings.secret is not None and not settings.secret:
         raise ConfigError("the cluster secret is empty")
     refuse_unsafe_serializers()
+    refuse_compressed_messages()
     if settings.tls:
         if not Pyro5.config.SSL:
             raise ConfigError(
@@ -366,6 +423,28 @@ def refuse_unsafe_serializers() -> None:
     for serializer_id, serializer in list(table.items()):
         if serializer_id not in _SAFE_SERIALIZER_IDS and not isinstance(serializer, _RefusedSerializer):
             table[serializer_id] = _RefusedSerializer(serializer)
+
+
+def refuse_compressed_messages() -> None:
+    """Make every Pyro5 endpoint in this process refuse compressed messages (idempotent).
+
+    Pyro5 inflates a compressed payload with no limit on the result, and does so before the
+    handshake is checked: half a megabyte from anyone who can connect becomes a gigabyte in the
+    daemon's memory (a decompression bomb). pyrocluster never compresses (``config.apply`` leaves
+    Pyro5's COMPRESSION off), so a compressed message is refused unread.
+    """
+    cls = Pyro5.protocol.ReceivingMessage
+    if getattr(cls.add_payload, "pyrocluster_guard", False):
+        return
+    original = cls.add_payload
+
+    def add_payload(self: Any, payload: Any) -> None:
+        if self.flags & Pyro5.protocol.FLAGS_COMPRESSED:
+            raise Pyro5.errors.ProtocolError("pyrocluster refuses compressed messages")
+        original(self, payload)
+
+    add_payload.pyrocluster_guard = True  # type: ignore[attr-defined]
+    cls.add_payload = add_payload  # type: ignore[method-assign]
 
 
 class _ServerTLSContext(ssl.SSLContext):

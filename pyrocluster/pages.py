@@ -9,8 +9,10 @@ fix (4xx, refused scheme, bad options, too many redirects) and ``TRANSIENT`` for
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import re
+import threading
 import time
 import traceback
 from functools import lru_cache
@@ -98,10 +100,18 @@ def check_options(options: Any) -> str | None:
     if unknown:
         return f"unknown option(s) {sorted(map(str, unknown))}; known: {sorted(OPTION_KEYS)}"
     max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 < max_bytes <= LARGEST_MAX_BYTES:
+    if (
+        isinstance(max_bytes, bool)
+        or not isinstance(max_bytes, int)
+        or not 0 < max_bytes <= LARGEST_MAX_BYTES
+    ):
         return f"max_bytes must be an integer in (0, {LARGEST_MAX_BYTES}]"
     timeout = options.get("timeout", DEFAULT_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= LARGEST_TIMEOUT_S:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= LARGEST_TIMEOUT_S
+    ):
         return f"timeout must be a number of seconds in (0, {LARGEST_TIMEOUT_S:g}]"
     agent = options.get("user_agent", USER_AGENT)
     if not isinstance(agent, str) or not 0 < len(agent) <= 512 or any(c in agent for c in "\r\n\0"):
@@ -161,10 +171,8 @@ def extract_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
     if base_node is not None:
         href = (base_node.attributes.get("href") or "").strip()
         if href:
-            try:
+            with contextlib.suppress(ValueError):
                 base = urljoin(page_url, href)
-            except ValueError:
-                pass
     links: dict[str, None] = {}
     for node in tree.css("a[href], area[href]"):
         href = (node.attributes.get("href") or "").strip()
@@ -196,6 +204,10 @@ class PageFetcher:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive integer")
         self.concurrency = concurrency
+        # At most `concurrency` requests at once, so none ever waits inside httpcore's pool:
+        # httpcore 1.0.9 can close a connection it has just handed to a waiting request
+        # (encode/httpcore#1110), which surfaces as a ReadError or a read timeout.
+        self._gate = threading.BoundedSemaphore(concurrency)
         # Redirects are followed by hand (see _fetch) so that each hop's scheme is checked and
         # the whole chain shares one deadline; httpx's own follower could do neither.
         self._client = httpx.Client(
@@ -224,8 +236,10 @@ class PageFetcher:
         self.close()
 
     def fetch(self, url: str, options: dict[str, Any] | None = None) -> list[Any]:
-        """Fetch one http(s) URL: ``[OK, page, ms]``, ``[ERROR, error, ms]`` or ``[TRANSIENT, error, ms]``."""
-        start = time.perf_counter()
+        """Fetch one http(s) URL: ``[OK, page, ms]``, ``[ERROR, error, ms]`` or ``[TRANSIENT, error, ms]``.
+
+        Callers beyond ``concurrency`` wait for a free connection before their timeout starts.
+        """
         if not isinstance(url, str):
             return [ERROR, _error("InvalidURL", "url must be a string"), 0.0]
         if len(url) > MAX_URL_CHARS:
@@ -238,9 +252,18 @@ class PageFetcher:
             return [ERROR, _error("InvalidOptions", problem), 0.0]
         try:
             parsed = httpx.URL(url)
-            if not parsed.host:
-                return [ERROR, _error("InvalidURL", "url has no host"), 0.0]
-            kind, value = self._fetch(url, parsed, options or {}, start)
+        except httpx.InvalidURL as exc:
+            return [ERROR, _error("InvalidURL", str(exc)), 0.0]
+        if not parsed.host:
+            return [ERROR, _error("InvalidURL", "url has no host"), 0.0]
+        with self._gate:
+            return self._guarded_fetch(url, parsed, options or {})
+
+    def _guarded_fetch(self, url: str, parsed: httpx.URL, options: dict[str, Any]) -> list[Any]:
+        """``fetch`` past validation: classify every failure by exception class, never raise."""
+        start = time.perf_counter()
+        try:
+            kind, value = self._fetch(url, parsed, options, start)
         except httpx.TimeoutException as exc:
             kind, value = TRANSIENT, _error(type(exc).__name__, str(exc) or "timed out")
         except httpx.UnsupportedProtocol as exc:
@@ -249,7 +272,7 @@ class PageFetcher:
             kind, value = ERROR, _error(type(exc).__name__, str(exc))
         except httpx.TransportError as exc:  # connect/read/write errors, protocol errors, proxy
             kind, value = TRANSIENT, _error(type(exc).__name__, str(exc) or type(exc).__name__)
-        except httpx.InvalidURL as exc:
+        except httpx.InvalidURL as exc:  # e.g. a redirect whose Location is not a URL
             kind, value = ERROR, _error("InvalidURL", str(exc))
         except Exception as exc:  # never raise: an unexpected failure is reported with its traceback
             kind = ERROR

@@ -91,6 +91,7 @@ def job_progress(snap: dict[str, Any]) -> Group:
         f"[red]failed {snap['failed']}[/]",
         f"[yellow]retried {snap['retried']}[/]",
         f"skipped {snap['skipped']}",
+        f"queued {snap['queued']}" if snap.get("queued") else "",
         f"in flight {snap['in_flight']}",
         f"{snap['rate']:.0f}/s",
         f"ETA {_eta(snap['eta_s'])}",

@@ -13,8 +13,9 @@ every request path so that tests can assert what was (and was not) fetched::
     /status/<code>          that status
     /status/500-once/<key>  500 the first time for each key, 200 afterwards
     /slow                   no answer until ``slow_s`` seconds pass or the server stops
-    /delay/<ms>             answers after ``ms`` milliseconds (``max_active`` tracks concurrency)
+    /delay/<ms>             answers after ``ms`` milliseconds (``max_active``: most waiting at once)
     /big                    an HTML page of ``big_bytes`` bytes
+    /headers                the request headers, as text/plain
     /text.txt, /base.html, /extract.html, /latin1.html   content-type, <base>, extract, charset cases
 
 A second server on 127.0.0.2 plays the external host: ``site.external_url`` is linked from ``/``
@@ -23,6 +24,7 @@ and ``/page/0.html`` and ``site.external_requests`` must stay empty in a scoped 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -69,15 +71,17 @@ class _Server(ThreadingHTTPServer):
         with self.conn_lock:
             conns = list(self.connections)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_S
+    # Headers and body leave in one write (flushed after each request) and Nagle is off:
+    # otherwise delayed ACKs add ~40 ms to every kept-alive request.
+    wbufsize = 65536
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -90,17 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "<html><head><title>External</title></head><body>out of scope</body></html>")
             return
         site._log(self.path)
-        site._enter()
         try:
             site._route(self)
         except ValueError:  # a malformed number in the path
             self._send(404, _html("Not found", "bad path"))
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        finally:
-            site._leave()
 
-    def _send(self, status: int, body: str | bytes, ctype: str = "text/html; charset=utf-8", **headers: str) -> None:
+    def _send(
+        self, status: int, body: str | bytes, ctype: str = "text/html; charset=utf-8", **headers: str
+    ) -> None:
         data = body.encode() if isinstance(body, str) else body
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -141,6 +144,7 @@ class SiteServer:
         self.root_links = list(root_links)
         self._lock = threading.Lock()
         self._requests: list[str] = []
+        self._times: list[float] = []
         self._external: list[str] = []
         self._once: Counter[str] = Counter()
         self._active = 0
@@ -160,7 +164,9 @@ class SiteServer:
         self.port = main.server_address[1]
         self.external_port = ext.server_address[1]
         for server in (main, ext):
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -207,6 +213,12 @@ class SiteServer:
             return list(self._requests)
 
     @property
+    def request_times(self) -> list[float]:
+        """``time.monotonic()`` of every request to the main host, in arrival order."""
+        with self._lock:
+            return list(self._times)
+
+    @property
     def external_requests(self) -> list[str]:
         """Every request path received by the external host."""
         with self._lock:
@@ -221,6 +233,7 @@ class SiteServer:
         """Forget the request log, the 500-once keys and ``max_active``."""
         with self._lock:
             self._requests.clear()
+            self._times.clear()
             self._external.clear()
             self._once.clear()
             self.max_active = 0
@@ -232,7 +245,12 @@ class SiteServer:
         if path.startswith("/page/"):
             i = int(path[len("/page/") : -len(".html")])
             n = self.pages
-            targets = [f"/page/{(i + 1) % n}.html", f"/page/{(2 * i + 1) % n}.html", f"/page/{(7 * i + 3) % n}.html", "/"]
+            targets = [
+                f"/page/{(i + 1) % n}.html",
+                f"/page/{(2 * i + 1) % n}.html",
+                f"/page/{(7 * i + 3) % n}.html",
+                "/",
+            ]
             return list(dict.fromkeys(targets))
         if path.startswith("/private/"):
             i = int(path[len("/private/") : -len(".html")])
@@ -262,6 +280,8 @@ class SiteServer:
     def _log(self, path: str, external: bool = False) -> None:
         with self._lock:
             (self._external if external else self._requests).append(path)
+            if not external:
+                self._times.append(time.monotonic())
 
     def _enter(self) -> None:
         with self._lock:
@@ -307,7 +327,9 @@ class SiteServer:
                 h._send(404, _html("Not found", "no such page"))
         elif path.startswith("/private/") and path.endswith(".html"):
             i = int(path[len("/private/") : -len(".html")] or 0) % PRIVATE_PAGES
-            body = f'<h1>Private {i}</h1><a href="{(i + 1) % PRIVATE_PAGES}.html">next</a> <a href="/">home</a>'
+            body = (
+                f'<h1>Private {i}</h1><a href="{(i + 1) % PRIVATE_PAGES}.html">next</a> <a href="/">home</a>'
+            )
             h._send(200, _html(f"Private {i}", body))
         elif path == "/robots.txt":
             if self.robots is None:
@@ -342,12 +364,19 @@ class SiteServer:
             h._send(200, _html("Slow", "finally"))
         elif path.startswith("/delay/"):
             ms = int(path.rsplit("/", 1)[1])
-            if self._stop.wait(ms / 1000.0):
-                h.close_connection = True
-                return
+            self._enter()
+            try:
+                if self._stop.wait(ms / 1000.0):
+                    h.close_connection = True
+                    return
+            finally:
+                self._leave()
             h._send(200, _html(f"Delay {ms}", "done"))
         elif path == "/big":
             self._send_big(h)
+        elif path == "/headers":
+            echo = "".join(f"{k}: {v}\n" for k, v in h.headers.items())
+            h._send(200, echo, "text/plain; charset=utf-8")
         elif path == "/text.txt":
             h._send(200, '<title>not html</title><a href="/page/1.html">x</a>', "text/plain; charset=utf-8")
         elif path == "/base.html":

@@ -131,9 +131,45 @@ class Cluster:
     def fetch(self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any) -> Any:
         """Fetch one page through a worker's crawl service and return its record."""
         opts = dict(options)
-        call = self.make_call("crawl", "fetch", [url], opts, tags=tags, timeout=timeout or opts.get("timeout"))
+        if timeout is not None:
+            opts.setdefault("timeout", timeout)
+        call = self.make_call("crawl", "fetch", [url], opts, tags=tags, timeout=opts.get("timeout", 30.0))
         self._dispatcher.submit((call,))
         return call.future.result()
+
+    def crawl(self, seeds: Iterable[str] | str, **options: Any) -> Iterator[dict[str, Any]]:
+        """Crawl from ``seeds``, yielding page records (ok, failed or skipped) as they arrive.
+
+        Options: ``allow``, ``max_pages``, ``max_depth``, ``per_host_rate``, ``robots``, ``extract``,
+        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``. Closing the generator stops the crawl.
+        """
+        import queue
+        import threading
+
+        from pyrocluster.coordinator.crawl import CrawlRun
+
+        run = CrawlRun(self, [seeds] if isinstance(seeds, str) else list(seeds), **options)
+        records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        stop = threading.Event()
+        done = object()
+
+        def body() -> None:
+            try:
+                run.run(records.put, stop)
+            except BaseException as exc:  # handed to the consumer, raised there
+                records.put(exc)
+            records.put(done)
+
+        thread = threading.Thread(target=body, name="crawl", daemon=True)
+        thread.start()
+        try:
+            while (item := records.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
 
     @property
     def retried(self) -> int:

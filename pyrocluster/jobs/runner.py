@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyrocluster.coordinator.calls import Call, TaskFuture
 from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import TaskFailed
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
@@ -71,7 +71,8 @@ def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
 class JobRunner:
     """One run of a job: owns its results store and counters; ``run()`` blocks until done or stopped."""
 
-    def __init__(self, spec: JobSpec, cluster: Cluster, output: Path, resume: bool) -> None:
+    def __init__(self, spec: JobSpec, cluster: Cluster, output: Path, resume: bool,
+                 crawl: CrawlRun | None = None) -> None:
         self.spec = spec
         self.cluster = cluster
         self.output = output
@@ -87,7 +88,7 @@ class JobRunner:
         self._idle = threading.Event()
         self._closing = False
         self._store = ResultsStore(output)
-        self.extra_sources: list[Callable[[threading.Event], None]] = []
+        self.crawl = crawl
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -97,9 +98,11 @@ class JobRunner:
             elapsed = max(1e-9, time.monotonic() - self._started)
             done = self.ok + self.failed + self.skipped
             rate = (done - self.resumed) / elapsed
-            left = self.total - done
+            total = self.total + (self.crawl.known() if self.crawl else 0)
+            left = total - done
             return {
-                "name": self.spec.name, "total": self.total, "done": done, "ok": self.ok, "failed": self.failed,
+                "name": self.spec.name, "total": total, "done": done, "ok": self.ok, "failed": self.failed,
+                "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "skipped": self.skipped, "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding, "rate": round(rate, 1),
                 "eta_s": left / rate if rate > 0 else None, "per_worker": dict(self.per_worker),
@@ -121,10 +124,9 @@ class JobRunner:
             else:
                 self.failed += 1
 
-    def add_total(self, n: int) -> None:
-        """More tasks became known (crawl pages)."""
-        with self._lock:
-            self.total += n
+    def _crawled(self, record: dict[str, Any]) -> None:
+        if not self._closing:
+            self.record(record)
 
     def _finished(self, item: TaskItem, future: TaskFuture) -> None:
         if not self._closing:
@@ -139,7 +141,14 @@ class JobRunner:
 
     def open(self) -> dict[str, dict[str, Any]]:
         """Open the results file (kept ``ok`` records with ``--resume``); OSError if it cannot be written."""
-        return self._store.open(self.resume)
+        kept = self._store.open(self.resume)
+        if self.crawl is not None:
+            restored = self.crawl.restore(kept.values())
+            with self._lock:
+                self.ok += restored
+                self.resumed += restored
+                self.total += restored
+        return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
         """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return."""
@@ -170,9 +179,8 @@ class JobRunner:
                 pending = []
         if pending:
             self.cluster.submit_calls(pending)
-        for source in self.extra_sources:
-            if not stop.is_set():
-                source(stop)
+        if self.crawl is not None and not stop.is_set():
+            self.crawl.run(self._crawled, stop)
         while not self._idle.wait(0.2):
             if stop.is_set():
                 self._idle.wait(INTERRUPT_GRACE_S)
@@ -185,7 +193,7 @@ class JobRunner:
         snap = self.snapshot()
         ran = snap["done"] - self.resumed
         return JobSummary(
-            name=self.spec.name, total=self.total, ok=self.ok, failed=self.failed, skipped=self.skipped,
+            name=self.spec.name, total=snap["total"], ok=self.ok, failed=self.failed, skipped=self.skipped,
             retried=snap["retried"], wall_s=round(wall, 3), tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
             output=str(self.output), interrupted=interrupted,
         )

@@ -12,8 +12,15 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-from pydantic import StringConstraints as _Str
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+)
 
 from pyrocluster.errors import JobFileError
 
@@ -32,36 +39,123 @@ DEFAULT_CRAWL_MAX_BYTES = 5_000_000
 DEFAULT_CRAWL_TIMEOUT_S = 30.0
 """Seconds one page fetch may take."""
 PAGE_FIELDS = frozenset(
-    "url final_url http_status content_type title links bytes sha256 elapsed_ms truncated".split()
+    {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
+    | {"truncated"}
 )
 """Fields of a crawl page record; ``extract`` may not reuse them."""
 RESERVED_ID_PREFIX = "crawl:"
 """Task ids starting with this are kept for crawl records."""
 
 _HOST_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML = "tag:yaml.org,2002:"
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_START = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_END = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):  # type: ignore[misc]
     """Safe (C when available) loader that refuses duplicate keys and keeps dates as strings."""
 
     # A date in args must reach the task as the text the user wrote, not a datetime msgpack can't send.
     yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        first: [(tag, rx) for tag, rx in resolvers if tag != _YAML + "timestamp"]
         for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
     }
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML + "merge":
                 if (key_node.tag, key_node.value) in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
                     )
                 seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+
+class _Slow(Exception):
+    """The document uses a YAML feature (tags, merge keys, complex keys) left to PyYAML's constructor."""
+
+
+def _scalar(event: Any, loader: Any) -> Any:
+    value = event.value
+    if event.tag not in (None, "!"):
+        raise _Slow
+    if not event.implicit[0]:  # quoted
+        return value
+    if value.isdigit() and value.isascii() and (value[0] != "0" or value == "0"):
+        return int(value)
+    resolvers = _Loader.yaml_implicit_resolvers
+    for tag, rx in resolvers.get(value[:1], []) + resolvers.get(None, []):
+        if rx.match(value):
+            if tag not in _Loader.yaml_constructors:
+                raise _Slow
+            return _Loader.yaml_constructors[tag](loader, yaml.ScalarNode(tag, value))
+    return value
+
+
+def _read_yaml(text: str) -> Any:
+    """Load YAML like ``_Loader`` does, building objects straight from the C parser's events.
+
+    PyYAML's constructor keeps a node per value and takes ~40 s on a 1,000,000-item ``map``;
+    this takes a few seconds. Rare features fall back to the full loader.
+    """
+    loader = _Loader(text)
+    stack: list[list[Any]] = []  # [container, pending key, has key, key mark]
+    anchors: dict[str, Any] = {}
+    result, documents = None, 0
+    try:
+        while True:
+            event = loader.get_event()
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                obj = _scalar(event, loader)
+                if event.anchor:
+                    anchors[event.anchor] = obj
+            elif kind in _START:
+                is_list = kind is yaml.SequenceStartEvent
+                if event.tag not in (None, "!", _YAML + ("seq" if is_list else "map")):
+                    raise _Slow
+                obj = [] if is_list else {}
+                if event.anchor:
+                    anchors[event.anchor] = obj
+                stack.append([obj, None, False, None])
+                continue
+            elif kind in _END:
+                obj = stack.pop()[0]
+            elif kind is yaml.AliasEvent:
+                if event.anchor not in anchors:
+                    raise _Slow
+                obj = anchors[event.anchor]
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Slow
+                continue
+            elif kind is yaml.StreamEndEvent:
+                return result
+            else:
+                continue
+            if not stack:
+                result = obj
+                continue
+            top = stack[-1]
+            if type(top[0]) is list:
+                top[0].append(obj)
+            elif top[2]:
+                if top[1] in top[0]:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {top[1]!r}", top[3])
+                top[0][top[1]] = obj
+                top[2] = False
+            elif isinstance(obj, (list, dict)):
+                raise _Slow
+            else:
+                top[1:] = [obj, True, event.start_mark]
+    except _Slow:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    finally:
+        loader.dispose()
 
 
 def _host_ok(host: str | None) -> bool:
@@ -105,7 +199,7 @@ def _check_allow(entry: str) -> str:
     return _host_port(str(parts.hostname), port)
 
 
-NonEmpty = Annotated[str, _Str(min_length=1)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[str, AfterValidator(_check_seed)]
 Allow = Annotated[str, AfterValidator(_check_allow)]
@@ -118,7 +212,7 @@ class _Model(BaseModel):
 class Defaults(_Model):
     """The ``defaults`` section: settings every task inherits unless it gives its own."""
 
-    retries: int = Field(DEFAULT_RETRIES, ge=0)
+    retries: int = Field(default=DEFAULT_RETRIES, ge=0)
     timeout: Seconds = DEFAULT_TIMEOUT_S
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
@@ -143,12 +237,12 @@ class CrawlSpec(_Model):
 
     seeds: Annotated[list[Seed], Field(min_length=1)]
     allow: Annotated[list[Allow], Field(min_length=1)]
-    max_pages: int = Field(DEFAULT_CRAWL_MAX_PAGES, ge=0)
-    max_depth: int = Field(DEFAULT_CRAWL_MAX_DEPTH, ge=0)
+    max_pages: int = Field(default=DEFAULT_CRAWL_MAX_PAGES, ge=0)
+    max_depth: int = Field(default=DEFAULT_CRAWL_MAX_DEPTH, ge=0)
     per_host_rate: Seconds = DEFAULT_CRAWL_PER_HOST_RATE
     robots: bool = True
     extract: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
-    max_bytes: int = Field(DEFAULT_CRAWL_MAX_BYTES, gt=0)
+    max_bytes: int = Field(default=DEFAULT_CRAWL_MAX_BYTES, gt=0)
     timeout: Seconds = DEFAULT_CRAWL_TIMEOUT_S
     user_agent: NonEmpty | None = None
 
@@ -171,7 +265,7 @@ class JobSpec(_Model):
 
 @dataclass(frozen=True, slots=True)
 class TaskItem:
-    """One compute call of a job, defaults applied (``kwargs`` is shared by a map's items: don't mutate)."""
+    """One compute call of a job, defaults applied; ``tags`` sorted; ``kwargs`` shared by a map's items."""
 
     id: str
     call: str
@@ -189,16 +283,20 @@ _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
     ("tasks",): TaskSpec,
     ("crawl",): CrawlSpec,
 }
-_EXPECTED = {
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "string_type": "a string",
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-}
+_EXPECTED = dict(
+    list_type="a list",
+    dict_type="a mapping",
+    model_type="a mapping",
+    model_attributes_type="a mapping",
+    string_type="a string",
+    int_type="an integer",
+    float_type="a number",
+    bool_type="true or false",
+)
+_FIXED = dict(
+    string_too_short="must not be empty", too_short="must not be empty", finite_number="must be finite"
+)
+_NAMES: dict[type, str] = {list: "a list", dict: "a mapping", bytes: "binary data"}
 
 
 def _describe(value: Any) -> str:
@@ -210,7 +308,7 @@ def _describe(value: Any) -> str:
         return f"{'an integer' if isinstance(value, int) else 'a number'} ({value})"
     if isinstance(value, str):
         return f"a string ({value[:40]!r})"
-    return {list: "a list", dict: "a mapping", bytes: "binary data"}.get(type(value), type(value).__name__)
+    return _NAMES.get(type(value), type(value).__name__)
 
 
 def _message(err: dict[str, Any]) -> str:
@@ -218,7 +316,7 @@ def _message(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind in ("extra_forbidden", "invalid_key"):
-        allowed = _SECTIONS[tuple(p for p in loc[:-1] if isinstance(p, str))].model_fields
+        allowed = _SECTIONS.get(tuple(p for p in loc[:-1] if isinstance(p, str)), JobSpec).model_fields
         close = difflib.get_close_matches(str(loc[-1]), list(allowed), n=1)
         hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
         return f"unknown key {str(loc[-1])!r} ({hint})"
@@ -230,36 +328,54 @@ def _message(err: dict[str, Any]) -> str:
         return f"must be at least {ctx['ge']}, got {value!r}"
     if kind == "greater_than":
         return f"must be greater than {ctx['gt']}, got {value!r}"
-    if kind in ("string_too_short", "too_short"):
-        return "must not be empty"
-    if kind == "finite_number":
-        return "must be a finite number"
+    if kind in _FIXED:
+        return _FIXED[kind]
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return str(err["msg"])
 
 
+def _skip(loader: Any, event: Any) -> None:
+    depth = 1 if isinstance(event, _START) else 0
+    while depth:
+        event = loader.get_event()
+        depth += 1 if isinstance(event, _START) else -1 if isinstance(event, _END) else 0
+
+
 def _line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest node of ``loc`` present in the file (composes the YAML: error path only)."""
+    """1-based line of the deepest part of ``loc`` present in the file (error path only)."""
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        while not isinstance(event := loader.get_event(), (yaml.NodeEvent, yaml.StreamEndEvent)):
+            pass
+        line = event.start_mark.line
+        for key in loc:
+            if isinstance(event, yaml.MappingStartEvent):
+                while not isinstance(event := loader.get_event(), yaml.MappingEndEvent):
+                    found = isinstance(event, yaml.ScalarEvent) and event.value == str(key)
+                    _skip(loader, event)
+                    if found:
+                        line, event = event.start_mark.line, loader.get_event()
+                        break
+                    _skip(loader, loader.get_event())
+                else:
+                    break
+            elif isinstance(event, yaml.SequenceStartEvent) and isinstance(key, int):
+                for _ in range(key):
+                    if isinstance(event := loader.get_event(), yaml.SequenceEndEvent):
+                        return int(line) + 1
+                    _skip(loader, event)
+                event = loader.get_event()
+                if isinstance(event, yaml.SequenceEndEvent):
+                    break
+                line = event.start_mark.line
+            else:
+                break
+        return int(line) + 1
     except yaml.YAMLError:
         return None
-    if node is None:
-        return None
-    line = node.start_mark.line
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
-            if not found:
-                break
-            line, node = found[-1][0].start_mark.line, found[-1][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line
-        else:
-            break
-    return int(line) + 1
+    finally:
+        loader.dispose()
 
 
 def _fail(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
@@ -284,13 +400,17 @@ def _prepare(data: dict[Any, Any], stem: str) -> set[int]:
     data.setdefault("name", stem)
     if isinstance(data["name"], str):
         data.setdefault("output", f"{data['name']}.results.jsonl")
-    tasks, unnamed = data.get("tasks"), set[int]()
-    for index, task in enumerate(tasks if isinstance(tasks, list) else ()):
-        if isinstance(task, dict) and "id" not in task:
-            task["id"] = f"task-{index}"
-            unnamed.add(index)
+    unnamed: set[int] = set()
+    if isinstance(data.get("tasks"), list):
+        # Copies: a task written once with an anchor and reused by alias still gets one id per entry.
+        data["tasks"] = [dict(task) if isinstance(task, dict) else task for task in data["tasks"]]
+        for index, task in enumerate(data["tasks"]):
+            if isinstance(task, dict) and "id" not in task:
+                task["id"] = f"task-{index}"
+                unnamed.add(index)
     crawl = data.get("crawl")
     if isinstance(crawl, dict) and "allow" not in crawl and isinstance(crawl.get("seeds"), list):
+        crawl = data["crawl"] = dict(crawl)
         allow: list[str] = []
         for seed in crawl["seeds"]:
             try:
@@ -300,7 +420,8 @@ def _prepare(data: dict[Any, Any], stem: str) -> set[int]:
                 continue  # the seed itself is reported
             if entry not in allow:
                 allow.append(entry)
-        crawl["allow"] = allow or ["-"]  # nothing valid: the seed error is reported first
+        if allow:  # else the seeds are reported
+            crawl["allow"] = allow
     return unnamed
 
 
@@ -314,7 +435,9 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
         # A default id names the task, not an ``id`` key the user never wrote.
         id_loc = ("tasks", j) if j in unnamed else ("tasks", j, "id")
         if task.id.startswith(RESERVED_ID_PREFIX):
-            raise fail(id_loc, f"task id {task.id!r}: ids starting {RESERVED_ID_PREFIX!r} are for crawl pages")
+            raise fail(
+                id_loc, f"task id {task.id!r}: ids starting {RESERVED_ID_PREFIX!r} are for crawl pages"
+            )
         if task.map is None:
             if task.id in singles:
                 raise fail(id_loc, f"duplicate task id {task.id!r} (also tasks[{singles[task.id]}])")
@@ -367,11 +490,13 @@ def load_job(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise JobFileError(shown, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        data = _read_yaml(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise JobFileError(shown, where, f"invalid YAML: {exc.problem or exc.context}") from None
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        raise JobFileError(shown, where, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise JobFileError(shown, "", f"invalid YAML: {exc}") from None
 

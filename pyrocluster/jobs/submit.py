@@ -10,6 +10,7 @@ from typing import Any
 
 from pyrocluster.config import DEFAULT_WAIT_S, Settings
 from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
 from pyrocluster.errors import ConfigError, JobFileError
 from pyrocluster.jobs.announce import Announcement
@@ -75,7 +76,14 @@ def submit_job(settings: Settings, options: SubmitOptions, stop: threading.Event
         if spec.tasks:
             check_task_names(spec, offered_tasks(settings, entries))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
-        runner = JobRunner(spec, cluster, output, options.resume)
+        crawl = None
+        if spec.crawl is not None:
+            c = spec.crawl
+            crawl = CrawlRun(cluster, c.seeds, allow=c.allow, max_pages=c.max_pages, max_depth=c.max_depth,
+                             per_host_rate=c.per_host_rate, robots=c.robots, retries=spec.defaults.retries,
+                             extract=c.extract or None, max_bytes=c.max_bytes, timeout=c.timeout,
+                             user_agent=c.user_agent)
+        runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
             kept = runner.open()
         except OSError as exc:

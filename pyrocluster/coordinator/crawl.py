@@ -1,0 +1,142 @@
+"""Drive a crawl: the frontier decides what to fetch, the cluster's crawl service fetches it.
+
+All frontier calls happen on the thread that runs :meth:`CrawlRun.run`; futures only post their
+outcomes to a queue, so the frontier needs no lock.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from pyrocluster.coordinator.calls import TaskFuture
+from pyrocluster.coordinator.frontier import Frontier
+from pyrocluster.errors import TaskFailed
+
+MAX_IN_FLIGHT = 512
+"""Pages being fetched at once by one crawl."""
+ROBOTS_MAX_BYTES = 500_000
+"""Largest robots.txt read, in bytes."""
+IDLE_WAIT_S = 0.5
+"""Longest sleep of the crawl loop when nothing happens."""
+
+PAGE_OPTIONS = ("extract", "max_bytes", "timeout", "user_agent")
+"""Crawl options that go to the worker with every fetch."""
+
+
+def crawl_id(url: str) -> str:
+    """The results-file id of a page."""
+    return f"crawl:{url}"
+
+
+class CrawlRun:
+    """One crawl: seeds, scope, limits; ``run(emit, stop)`` fetches until the frontier is done."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        seeds: Iterable[str],
+        *,
+        allow: Iterable[str] | None = None,
+        max_pages: int | None = None,
+        max_depth: int | None = None,
+        per_host_rate: float | None = None,
+        robots: bool = True,
+        retries: int | None = None,
+        tags: Iterable[str] = (),
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - set(PAGE_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown crawl option(s): {', '.join(sorted(unknown))}")
+        self.cluster = cluster
+        self.frontier = Frontier(seeds, list(allow) if allow else None, max_pages, max_depth, robots, per_host_rate)
+        self.options = {k: v for k, v in options.items() if v is not None}
+        self.timeout = float(self.options.get("timeout", 30.0))
+        self.retries = retries
+        self.tags = tuple(tags)
+        self.in_flight = 0
+        self.emitted = 0
+        self._outcomes: queue.SimpleQueue[tuple[str, Any, int, Future[Any]]] = queue.SimpleQueue()
+
+    def restore(self, records: Iterable[dict[str, Any]]) -> int:
+        """Feed pages already ``ok`` in a results file (not fetched again; their links still count)."""
+        n = 0
+        for rec in records:
+            if rec.get("kind") == "crawl" and rec.get("status") == "ok" and isinstance(rec.get("url"), str):
+                result = rec.get("result") or {}
+                self.frontier.restore(rec["url"], int(rec.get("depth", 0)), result.get("links") or ())
+                n += 1
+        return n
+
+    def known(self) -> int:
+        """Pages recorded, being fetched or waiting: the crawl's total so far."""
+        return self.emitted + self.in_flight + self.frontier.pending()
+
+    def _fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> None:
+        call = self.cluster.make_call("crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout,
+                                      retries=self.retries)
+        self.in_flight += 1
+        call.future.add_done_callback(lambda fut: self._outcomes.put((tag, key, depth, fut)))
+        self.cluster.submit_calls((call,))
+
+    def run(self, emit: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
+        """Crawl until done or ``stop``; ``emit`` gets every page record (ok, failed or skipped)."""
+        frontier = self.frontier
+        while not stop.is_set():
+            for host in frontier.needs_robots():
+                self._fetch("robots", host, 0, frontier.robots_url(host), {"body": True, "max_bytes": ROBOTS_MAX_BYTES})
+            room = MAX_IN_FLIGHT - self.in_flight
+            if room > 0:
+                for url, depth in frontier.next_ready(limit=room):
+                    self._fetch("page", url, depth, url, self.options)
+            for url, depth, reason in frontier.pop_skipped():
+                self._emit(emit, {"id": crawl_id(url), "kind": "crawl", "url": url, "depth": depth,
+                                  "status": "skipped", "reason": reason, "worker": None, "attempts": 0,
+                                  "elapsed_ms": 0.0})
+            if self.in_flight == 0 and frontier.is_finished():
+                return
+            wake_at = frontier.next_ready_time()
+            wait = IDLE_WAIT_S if wake_at is None else min(IDLE_WAIT_S, max(0.0, wake_at - time.monotonic()))
+            try:
+                item = self._outcomes.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self._settle(item, emit)
+            while True:
+                try:
+                    self._settle(self._outcomes.get_nowait(), emit)
+                except queue.Empty:
+                    break
+
+    def _emit(self, emit: Callable[[dict[str, Any]], None], record: dict[str, Any]) -> None:
+        self.emitted += 1
+        emit(record)
+
+    def _settle(self, item: tuple[str, Any, int, Future[Any]], emit: Callable[[dict[str, Any]], None]) -> None:
+        tag, key, depth, fut = item
+        self.in_flight -= 1
+        exc = fut.exception()
+        if tag == "robots":
+            page = None if exc is not None else fut.result()
+            ok = isinstance(page, dict) and page.get("http_status") == 200
+            self.frontier.set_robots(key, page.get("text") if ok else None)
+            return
+        record: dict[str, Any] = {"id": crawl_id(key), "kind": "crawl", "url": key, "depth": depth}
+        if exc is None:
+            page = fut.result()
+            record["status"] = "ok"
+            record["result"] = page
+            self.frontier.add_links(key, depth, page.get("links") or (), final_url=page.get("final_url"))
+        else:
+            record["status"] = "failed"
+            record["error"] = exc.as_dict() if isinstance(exc, TaskFailed) else {
+                "type": type(exc).__name__, "message": str(exc), "traceback": ""}
+        assert isinstance(fut, TaskFuture)
+        record.update(worker=fut.worker, attempts=fut.attempts, elapsed_ms=round(fut.elapsed_ms, 3))
+        self.frontier.mark_done(key)
+        self._emit(emit, record)

@@ -1,0 +1,143 @@
+"""The exposed crawl service: validates a batch of fetch calls and runs them on a thread pool."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+import Pyro5.api
+
+from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, TRANSIENT, PageFetcher
+from pyrocluster.tasks import ERROR
+
+MAX_BATCH = 10_000
+"""Most fetch calls accepted in one batch."""
+
+
+class CrawlState(Protocol):
+    """What the service needs from the worker: whether it takes work, and where to count it."""
+
+    def accepting(self) -> bool: ...
+
+    def record(self, outcomes: list[list[Any]]) -> None: ...
+
+
+def _invalid(message: str) -> list[Any]:
+    return [ERROR, {"type": "InvalidCall", "message": message, "traceback": ""}, 0.0]
+
+
+def _closed() -> list[Any]:
+    # TRANSIENT: another worker can still do this fetch
+    return [TRANSIENT, {"type": "Closed", "message": "crawl service closed", "traceback": ""}, 0.0]
+
+
+def _result(slot: list[Any] | Future[list[Any]]) -> list[Any]:
+    if not isinstance(slot, Future):
+        return slot
+    try:
+        return slot.result()
+    except CancelledError:
+        return _closed()
+
+
+def check_call(call: Any) -> str | None:
+    """What is wrong with one ``["fetch", [url], options, timeout_s]`` call, or None."""
+    if not isinstance(call, (list, tuple)) or len(call) != 4:
+        return "a call must be [name, args, kwargs, timeout_s]"
+    name, args, kwargs, timeout_s = call
+    if name != "fetch":
+        if not isinstance(name, str):
+            return "name must be a string"
+        return f"unknown crawl call {name[:100]!r}: only 'fetch'"
+    if not isinstance(args, (list, tuple)) or len(args) != 1 or not isinstance(args[0], str):
+        return "args must be [url] with url a string"
+    if len(args[0]) > MAX_URL_CHARS:
+        return f"url longer than {MAX_URL_CHARS} characters"
+    if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
+        return "kwargs must be a dict of fetch options"
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0
+    ):
+        return "timeout must be a positive number of seconds or null"
+    return None
+
+
+def _options(kwargs: dict[str, Any] | None, timeout_s: float | None) -> dict[str, Any]:
+    """The fetch options, with the call's timeout as a ceiling on the fetch's own."""
+    options = dict(kwargs or {})
+    if timeout_s is not None:
+        ceiling = min(float(timeout_s), LARGEST_TIMEOUT_S)
+        own = options.get("timeout")
+        if not isinstance(own, (int, float)) or isinstance(own, bool) or own > ceiling:
+            options["timeout"] = ceiling
+    return options
+
+
+class CrawlService:
+    """Fetches pages for coordinators; at most ``concurrency`` fetches at once across all batches."""
+
+    def __init__(self, concurrency: int, state: CrawlState) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError("concurrency must be a positive integer")
+        self.concurrency = concurrency
+        self._state = state
+        self._fetcher = PageFetcher(concurrency)
+        # The pool's size is the bound: every batch and single fetch of this worker shares it.
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="crawl")
+        self._closed = threading.Event()
+
+    @Pyro5.api.expose
+    def run_batch(self, calls: Any) -> dict[str, Any]:
+        """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``."""
+        if not self._state.accepting():
+            return {"refused": "draining"}
+        if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
+            return {"error": f"a batch must be a list of 1 to {MAX_BATCH} calls"}
+        enter = getattr(self._state, "enter", None)
+        leave = getattr(self._state, "leave", None)
+        if enter is not None:
+            enter()
+        try:
+            outcomes = self._run(calls)
+        finally:
+            if leave is not None:
+                leave()
+        self._record(outcomes)
+        return {"outcomes": outcomes}
+
+    @Pyro5.api.expose
+    def fetch(self, url: Any, options: Any = None) -> list[Any]:
+        """Fetch one page: ``[kind, value, elapsed_ms]``; a draining worker answers TRANSIENT ``Draining``."""
+        if not self._state.accepting():
+            return [TRANSIENT, {"type": "Draining", "message": "worker is draining", "traceback": ""}, 0.0]
+        outcomes = self._run([["fetch", [url], options, None]])
+        self._record(outcomes)
+        return outcomes[0]
+
+    def _run(self, calls: list[Any] | tuple[Any, ...]) -> list[list[Any]]:
+        slots: list[list[Any] | Future[list[Any]]] = []
+        for call in calls:
+            problem = check_call(call)
+            if problem is not None:
+                slots.append(_invalid(problem))
+                continue
+            _, args, kwargs, timeout_s = call
+            try:
+                slots.append(self._pool.submit(self._fetcher.fetch, args[0], _options(kwargs, timeout_s)))
+            except RuntimeError:  # the pool was shut down: the worker is closing
+                slots.append(_closed())
+        return [_result(slot) for slot in slots]
+
+    def _record(self, outcomes: list[list[Any]]) -> None:
+        with contextlib.suppress(Exception):  # stats must never cost a batch its results
+            self._state.record(outcomes)
+
+    def close(self) -> None:
+        """Stop the thread pool (waiting for running fetches) and close the HTTP connections."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._fetcher.close()

@@ -1,0 +1,141 @@
+"""Crawl jobs and the crawl API against a real local site: once per page, scope, robots, rate, failures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import Cluster, TaskFailed
+from tests.conftest import run_cli, wait_for
+from tests.sites import SiteServer
+
+
+def crawl_job(tmp_path: Path, seeds: list[str], **crawl: object) -> Path:
+    lines = ["name: crawl", "crawl:", f"  seeds: {json.dumps(seeds)}"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in crawl.items()]
+    path = tmp_path / "crawl.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "crawl.results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def crawlers(worker_factory):
+    return worker_factory(2, "--services", "crawl", "--crawl-concurrency", "8")
+
+
+def test_site_with_cycles_is_crawled_once_per_page_and_robots_are_honoured(tmp_path, nameserver, crawlers):
+    with SiteServer(pages=300) as site:
+        job = crawl_job(tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=1000)
+        result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
+        requested = Counter(site.requests)
+        external = site.external_requests
+    assert result.returncode == 0, result
+    expected = site.reachable(disallow=["/private/"])
+    recs = records(tmp_path)
+    ok = {r["url"].split(str(site.port), 1)[1] for r in recs if r["status"] == "ok"}
+    assert ok == set(expected), set(expected) ^ ok
+    assert all(n == 1 for path, n in requested.items()), [p for p, n in requested.items() if n > 1]
+    assert requested["/robots.txt"] == 1
+    skipped = [r for r in recs if r["status"] == "skipped"]
+    assert [r["url"].endswith("/private/0.html") for r in skipped] == [True]
+    assert "robots.txt" in skipped[0]["reason"]
+    assert not any(p.startswith("/private/") for p in requested)
+    assert external == [], "a host outside allow was requested"
+    page = next(r for r in recs if r["url"].endswith("/page/5.html"))
+    assert page["kind"] == "crawl" and page["id"] == "crawl:" + page["url"]
+    assert page["result"]["title"] == "Page 5" and page["result"]["http_status"] == 200
+    assert page["depth"] >= expected["/page/5.html"]  # parallel fetches may find a longer path first
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == len(expected) and summary["skipped"] == 1 and summary["failed"] == 0
+
+
+def test_depth_and_max_pages_are_honoured(nameserver, crawlers):
+    with SiteServer(pages=300) as site, Cluster(nameserver) as cluster:
+        shallow = list(cluster.crawl([site.url("/")], max_depth=2, robots=False))
+        assert {r["depth"] for r in shallow} <= {0, 1, 2}
+        fetched = {r["url"].split(str(site.port), 1)[1] for r in shallow if r["status"] == "ok"}
+        assert fetched == set(site.reachable(max_depth=2))
+        site.reset()
+        capped = list(cluster.crawl([site.url("/")], max_pages=25, max_depth=50, robots=False))
+        assert len([r for r in capped if r["status"] == "ok"]) == 25
+        assert len([p for p in site.requests if p != "/robots.txt"]) == 25
+
+
+def test_failures_are_recorded_as_the_spec_says(tmp_path, nameserver, crawlers):
+    with SiteServer(pages=5, big_bytes=300_000) as site:
+        roots = ["/redirect/3", "/status/404", "/status/500-once/a", "/slow", "/big"]
+        site_seeds = [site.url(p) for p in roots]
+        job = crawl_job(tmp_path, site_seeds, max_depth=0, timeout=1, max_bytes=100_000, robots=False)
+        result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result  # the 404 and the page that never answers fail
+    by_path = {r["url"].split(str(site.port), 1)[1]: r for r in records(tmp_path)}
+    redirect = by_path["/redirect/3"]
+    assert redirect["status"] == "ok" and redirect["result"]["final_url"].endswith("/redirect/0")
+    not_found = by_path["/status/404"]
+    assert not_found["status"] == "failed" and not_found["attempts"] == 1
+    assert not_found["error"]["type"] == "HTTPError" and "404" in not_found["error"]["message"]
+    flaky = by_path["/status/500-once/a"]
+    assert flaky["status"] == "ok" and flaky["attempts"] == 2
+    slow = by_path["/slow"]
+    assert slow["status"] == "failed" and slow["attempts"] == 4  # 1 + 3 retries, each cut at the timeout
+    big = by_path["/big"]
+    assert big["status"] == "ok" and big["result"]["truncated"] is True and big["result"]["bytes"] == 100_000
+
+
+def test_per_host_rate_holds_across_workers(nameserver, crawlers):
+    with SiteServer(pages=120) as site, Cluster(nameserver) as cluster:
+        pages = list(cluster.crawl([site.url("/")], max_pages=60, per_host_rate=20, robots=False))
+        assert len(pages) == 60
+        times = site.request_times
+    assert len(times) == 60
+    worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert worst <= 24, f"{worst} requests within one second at per_host_rate 20"
+
+
+def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worker_factory):
+    victim, _ = worker_factory(2, "--services", "crawl", "--crawl-concurrency", "4")
+    with SiteServer(pages=400) as site:
+        job = crawl_job(tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=200, robots=False)
+        proc = subprocess.Popen([sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver,
+                                 "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            out = tmp_path / "crawl.results.jsonl"
+            wait_for(lambda: out.exists() and out.read_text().count("\n") >= 40, 60, interval_s=0.05)
+            victim.signal(signal.SIGKILL)
+            assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+    recs = records(tmp_path)
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(set(ids))
+    assert {r["url"].split(str(site.port), 1)[1] for r in recs} == set(site.reachable())
+    assert all(r["status"] == "ok" for r in recs)
+
+
+def test_non_http_schemes_are_refused_and_never_read(tmp_path, nameserver, crawlers):
+    job = crawl_job(tmp_path, ["file:///etc/passwd"])
+    result = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+    assert result.returncode == 2 and "crawl.seeds[0]" in result.stderr
+    with Cluster(nameserver) as cluster:
+        with pytest.raises(TaskFailed) as refused:
+            cluster.fetch("file:///etc/passwd")
+        assert refused.value.type == "RefusedScheme"
+        with SiteServer(pages=5) as site:
+            redirected = site.url("/redirect-to?url=file:///etc/passwd")
+            with pytest.raises(TaskFailed, match="file"):
+                cluster.fetch(redirected)
+            page = cluster.fetch(site.url("/page/0.html"))
+            assert "ftp://127.0.0.1/file" not in page["links"]
+            assert all(link.startswith("http") for link in page["links"])
