@@ -66,6 +66,7 @@ _NONCE_BYTES = 16
 _NONCE_HEX = 2 * _NONCE_BYTES
 _MAC_HEX = 2 * hashlib.sha256().digest_size
 _HEX_DIGITS = frozenset("0123456789abcdef")
+_MSGPACK = Pyro5.serializers.MsgpackSerializer()
 
 
 class HandshakeRefused(Pyro5.errors.SecurityError):
@@ -206,6 +207,19 @@ class HandshakeValidator:
         message size, in a pool thread: a few hundred clients that connect and say nothing (or
         drip bytes) would hold every thread, and nobody else would be served.
         """
+        if denied_reason:
+            # The pool is full and Pyro5 runs this in its accept loop, where it would first wait
+            # for the client's connect message: one silent client would stop all accepting.
+            # Answer without reading (the client takes it as the reply to its connect); over TLS
+            # not at all, since writing would run the TLS handshake here.
+            if not hasattr(conn.sock, "getpeercert"):
+                refusal = _MSGPACK.dumps(str(denied_reason))
+                reply = Pyro5.protocol.SendingMessage(
+                    Pyro5.protocol.MSG_CONNECTFAIL, 0, 0, _MSGPACK.serializer_id, refusal
+                )
+                with contextlib.suppress(OSError, Pyro5.errors.PyroError):
+                    conn.send(reply.data)
+            return False
         with self.pyrocluster_handshakes_lock:
             self.pyrocluster_handshakes[conn] = time.monotonic() + HANDSHAKE_TIMEOUT_S
         try:

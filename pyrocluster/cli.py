@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from pyrocluster import __version__, render
-from pyrocluster.config import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, Settings, check_bind
+from pyrocluster.config import Settings, check_bind
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError, JobFileError, PyroClusterError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -24,19 +24,13 @@ import httpx
 from selectolax.lexbor import LexborHTMLParser
 
 from pyrocluster import __version__
-from pyrocluster.tasks import ERROR, OK
-
-TRANSIENT = 4
-"""Outcome kind of a fetch that failed in a way a later attempt may fix."""
+from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
+from pyrocluster.tasks import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"
 """User-Agent header sent unless the options give ``user_agent``."""
-DEFAULT_MAX_BYTES = 5_000_000
-"""Body bytes read before the page is cut off with ``truncated: true``."""
 LARGEST_MAX_BYTES = 1_000_000_000
 """Largest ``max_bytes`` option accepted."""
-DEFAULT_TIMEOUT_S = 30.0
-"""Whole-fetch timeout (connect, each read, and the total of all hops), in seconds."""
 LARGEST_TIMEOUT_S = 3600.0
 """Largest ``timeout`` option accepted, in seconds."""
 MAX_REDIRECTS = 5
@@ -99,14 +93,14 @@ def check_options(options: Any) -> str | None:
     unknown = [k for k in options if k not in OPTION_KEYS]
     if unknown:
         return f"unknown option(s) {sorted(map(str, unknown))}; known: {sorted(OPTION_KEYS)}"
-    max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
+    max_bytes = options.get("max_bytes", DEFAULT_CRAWL_MAX_BYTES)
     if (
         isinstance(max_bytes, bool)
         or not isinstance(max_bytes, int)
         or not 0 < max_bytes <= LARGEST_MAX_BYTES
     ):
         return f"max_bytes must be an integer in (0, {LARGEST_MAX_BYTES}]"
-    timeout = options.get("timeout", DEFAULT_TIMEOUT_S)
+    timeout = options.get("timeout", DEFAULT_CRAWL_TIMEOUT_S)
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
@@ -216,7 +210,7 @@ class PageFetcher:
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
-            timeout=httpx.Timeout(DEFAULT_TIMEOUT_S),
+            timeout=httpx.Timeout(DEFAULT_CRAWL_TIMEOUT_S),
             limits=httpx.Limits(
                 max_connections=concurrency,
                 max_keepalive_connections=concurrency,
@@ -290,8 +284,8 @@ class PageFetcher:
         self, url: str, parsed: httpx.URL, options: dict[str, Any], start: float
     ) -> tuple[int, dict[str, Any]]:
         """One fetch with its redirects; raises httpx errors for the caller to classify."""
-        timeout_s = float(options.get("timeout", DEFAULT_TIMEOUT_S))
-        max_bytes = options.get("max_bytes", DEFAULT_MAX_BYTES)
+        timeout_s = float(options.get("timeout", DEFAULT_CRAWL_TIMEOUT_S))
+        max_bytes = options.get("max_bytes", DEFAULT_CRAWL_MAX_BYTES)
         deadline = start + timeout_s
         headers = {"User-Agent": options["user_agent"]} if "user_agent" in options else None
         request = self._client.build_request("GET", parsed, headers=headers, timeout=timeout_s)

@@ -20,8 +20,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 REGISTRY: dict[str, Callable[..., Any]] = {}
 """Every task this process can run, by name."""
 
-OK, ERROR, TIMEOUT, CRASHED = 0, 1, 2, 3
-"""Outcome kinds a worker reports per call: ``[kind, value, elapsed_ms]``."""
+OK, ERROR, TIMEOUT, CRASHED, TRANSIENT = 0, 1, 2, 3, 4
+"""Outcome kinds a worker reports per call: ``[kind, value, elapsed_ms]``. ERROR is the task's own
+failure (retried only with ``retry_on_error``); TIMEOUT, CRASHED and TRANSIENT (a fetch that a
+later attempt may fix) are retried while attempts remain."""
 
 
 @overload

@@ -16,6 +16,7 @@ import Pyro5.errors
 from pyrocluster import config, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings
+from pyrocluster.defaults import DEFAULT_CRAWL_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S
 from pyrocluster.errors import ConfigError
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.server import bound_address
@@ -43,10 +44,10 @@ class WorkerOptions:
     task_modules: list[str] = field(default_factory=list)
     concurrency: int = 0
     pool: str = "process"
-    crawl_concurrency: int = config.DEFAULT_CRAWL_CONCURRENCY
+    crawl_concurrency: int = DEFAULT_CRAWL_CONCURRENCY
     tags: list[str] = field(default_factory=list)
-    heartbeat_s: float = config.DEFAULT_HEARTBEAT_S
-    drain_timeout_s: float = config.DEFAULT_DRAIN_TIMEOUT_S
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     insecure: bool = False
 
     def resolved_name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +21,6 @@ TASKS_FILE = str(HERE / "helpers" / "testtasks.py")
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
             cwd: str | os.PathLike[str] | None = None) -> "subprocess.CompletedProcess[str]":
     """Run ``pyrocluster ARGS`` to completion and capture its output."""
-    import subprocess
-
     return subprocess.run(
         [sys.executable, "-m", "pyrocluster", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd,

@@ -7,16 +7,16 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyrocluster import config
-from pyrocluster.config import (
+from pyrocluster.config import Settings
+from pyrocluster.coordinator.calls import Call, TaskFuture
+from pyrocluster.coordinator.dispatch import Dispatcher
+from pyrocluster.coordinator.status import cluster_status
+from pyrocluster.defaults import (
     DEFAULT_PROBE_TIMEOUT_S,
     DEFAULT_RETRIES,
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
-    Settings,
 )
-from pyrocluster.coordinator.calls import Call, TaskFuture
-from pyrocluster.coordinator.dispatch import Dispatcher
-from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.local import LocalCluster
 
 MAP_WINDOW = 16384

@@ -16,11 +16,12 @@ from typing import Any
 
 import Pyro5.errors
 
-from pyrocluster.config import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S, Settings
+from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.calls import Batch, Call, gave_up, settle, task_failed
 from pyrocluster.coordinator.links import DRAINING, GONE, READY, SUSPECT, WorkerLink
 from pyrocluster.coordinator.retry import attempts_left
+from pyrocluster.defaults import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S
 from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import WorkerEntry

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import Pyro5.errors
 
 from pyrocluster.auth import make_proxy
-from pyrocluster.config import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S, Settings
+from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import BatchSizer
 from pyrocluster.coordinator.calls import Batch
 from pyrocluster.coordinator.retry import Quarantine
+from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 
 if TYPE_CHECKING:

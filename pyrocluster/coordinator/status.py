@@ -8,7 +8,8 @@ from typing import Any
 import Pyro5.errors
 
 from pyrocluster.auth import make_proxy
-from pyrocluster.config import CONNECT_TIMEOUT_S, Settings
+from pyrocluster.config import Settings
+from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry

@@ -22,22 +22,17 @@ from pydantic import (
     ValidationError,
 )
 
+from pyrocluster.defaults import (
+    DEFAULT_CRAWL_MAX_BYTES,
+    DEFAULT_CRAWL_MAX_DEPTH,
+    DEFAULT_CRAWL_MAX_PAGES,
+    DEFAULT_CRAWL_PER_HOST_RATE,
+    DEFAULT_CRAWL_TIMEOUT_S,
+    DEFAULT_RETRIES,
+    DEFAULT_TASK_TIMEOUT_S,
+)
 from pyrocluster.errors import JobFileError
 
-DEFAULT_RETRIES = 3
-"""Further attempts of a task after a worker died, hung or was unreachable."""
-DEFAULT_TIMEOUT_S = 60.0
-"""Seconds one attempt of a task may take."""
-DEFAULT_CRAWL_MAX_PAGES = 1000
-"""Pages a crawl fetches at most."""
-DEFAULT_CRAWL_MAX_DEPTH = 3
-"""Link depth a crawl follows at most (seeds are depth 0)."""
-DEFAULT_CRAWL_PER_HOST_RATE = 10.0
-"""Requests per second per host, across all workers."""
-DEFAULT_CRAWL_MAX_BYTES = 5_000_000
-"""Bytes of a page body kept; the rest is cut off (``truncated: true``)."""
-DEFAULT_CRAWL_TIMEOUT_S = 30.0
-"""Seconds one page fetch may take."""
 PAGE_FIELDS = frozenset(
     {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
     | {"truncated"}
@@ -213,7 +208,7 @@ class Defaults(_Model):
     """The ``defaults`` section: settings every task inherits unless it gives its own."""
 
     retries: int = Field(default=DEFAULT_RETRIES, ge=0)
-    timeout: Seconds = DEFAULT_TIMEOUT_S
+    timeout: Seconds = DEFAULT_TASK_TIMEOUT_S
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
 

@@ -8,15 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrocluster.config import DEFAULT_WAIT_S, Settings
+from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
+from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
 from pyrocluster.local import LocalCluster
+
 
 @dataclass
 class SubmitOptions:

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import Pyro5.api
 
-from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, TRANSIENT, PageFetcher
-from pyrocluster.tasks import ERROR
+from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, PageFetcher
+from pyrocluster.tasks import ERROR, TRANSIENT
 
 MAX_BATCH = 10_000
 """Most fetch calls accepted in one batch."""

@@ -14,8 +14,9 @@ import pytest
 from Pyro5.server import _get_exposed_members
 
 from pyrocluster.coordinator.frontier import Frontier
-from pyrocluster.pages import ERROR, OK, TRANSIENT, USER_AGENT, PageFetcher
+from pyrocluster.pages import USER_AGENT, PageFetcher
 from pyrocluster.services.crawl import CrawlService
+from pyrocluster.tasks import ERROR, OK, TRANSIENT
 from tests.sites import SiteServer
 
 BIG = 300_000
