@@ -24,17 +24,43 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 
 def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach the settings every command takes (section 2 of the spec)."""
     options = [
-        click.option("--ns", envvar="PYROCLUSTER_NS", show_envvar=True, metavar="HOST:PORT",
-                     help="Name server address [default: 127.0.0.1:9090]."),
-        click.option("--secret-file", envvar="PYROCLUSTER_SECRET_FILE", show_envvar=True,
-                     type=click.Path(dir_okay=False), help="File holding the cluster secret (or set PYROCLUSTER_SECRET)."),
-        click.option("--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."),
-        click.option("--tls-key", envvar="PYROCLUSTER_TLS_KEY", show_envvar=True, help="TLS private key (PEM)."),
-        click.option("--tls-ca", envvar="PYROCLUSTER_TLS_CA", show_envvar=True, help="CA that signs every peer (PEM)."),
-        click.option("--serializer", envvar="PYROCLUSTER_SERIALIZER", show_envvar=True,
-                     type=click.Choice(["msgpack", "serpent"]), help="Wire serializer [default: msgpack]."),
-        click.option("--debug", is_flag=True, envvar="PYROCLUSTER_DEBUG", show_envvar=True,
-                     help="Verbose logs and tracebacks."),
+        click.option(
+            "--ns",
+            envvar="PYROCLUSTER_NS",
+            show_envvar=True,
+            metavar="HOST:PORT",
+            help="Name server address [default: 127.0.0.1:9090].",
+        ),
+        click.option(
+            "--secret-file",
+            envvar="PYROCLUSTER_SECRET_FILE",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="File holding the cluster secret (or set PYROCLUSTER_SECRET).",
+        ),
+        click.option(
+            "--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."
+        ),
+        click.option(
+            "--tls-key", envvar="PYROCLUSTER_TLS_KEY", show_envvar=True, help="TLS private key (PEM)."
+        ),
+        click.option(
+            "--tls-ca", envvar="PYROCLUSTER_TLS_CA", show_envvar=True, help="CA that signs every peer (PEM)."
+        ),
+        click.option(
+            "--serializer",
+            envvar="PYROCLUSTER_SERIALIZER",
+            show_envvar=True,
+            type=click.Choice(["msgpack", "serpent"]),
+            help="Wire serializer [default: msgpack].",
+        ),
+        click.option(
+            "--debug",
+            is_flag=True,
+            envvar="PYROCLUSTER_DEBUG",
+            show_envvar=True,
+            help="Verbose logs and tracebacks.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,8 +73,12 @@ def _settings(kw: dict[str, Any]) -> Settings:
 
     try:
         settings = Settings.from_sources(
-            ns=kw.pop("ns"), secret_file=kw.pop("secret_file"), tls_cert=kw.pop("tls_cert"),
-            tls_key=kw.pop("tls_key"), tls_ca=kw.pop("tls_ca"), serializer=kw.pop("serializer"),
+            ns=kw.pop("ns"),
+            secret_file=kw.pop("secret_file"),
+            tls_cert=kw.pop("tls_cert"),
+            tls_key=kw.pop("tls_key"),
+            tls_ca=kw.pop("tls_ca"),
+            serializer=kw.pop("serializer"),
             debug=kw.pop("debug") or None,
         )
     except OSError as exc:
@@ -110,8 +140,16 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
-@click.option("--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations.")
+@click.option(
+    "--port",
+    default=9090,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
+)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
 @_shared_options
 @_command
@@ -138,34 +176,87 @@ def _split(value: str) -> list[str]:
 
 @main.command()
 @click.option("--name", default="", help="Worker name [default: <hostname>-<pid>].")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (reachable by coordinators).")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (reachable by coordinators)."
+)
+@click.option(
+    "--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one)."
+)
 @click.option("--services", default="compute,crawl", show_default=True, help="Services to offer.")
-@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE_OR_FILE", help="User tasks to load (repeatable).")
-@click.option("--concurrency", type=click.IntRange(1, 4096), default=None, help="Compute slots [default: CPUs].")
-@click.option("--pool", type=click.Choice(["process", "thread"]), default="process", show_default=True,
-              help="Run compute tasks in processes (CPU-bound) or threads (I/O-bound).")
-@click.option("--crawl-concurrency", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Concurrent fetches of the crawl service.")
+@click.option(
+    "--tasks",
+    "task_modules",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="User tasks to load (repeatable).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 4096), default=None, help="Compute slots [default: CPUs]."
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Run compute tasks in processes (CPU-bound) or threads (I/O-bound).",
+)
+@click.option(
+    "--crawl-concurrency",
+    type=click.IntRange(1, 1024),
+    default=16,
+    show_default=True,
+    help="Concurrent fetches of the crawl service.",
+)
 @click.option("--tags", default="", help="Comma-separated tags that jobs can ask for.")
-@click.option("--heartbeat", type=click.FloatRange(0.1, 3600), default=DEFAULT_HEARTBEAT_S, show_default=True,
-              help="Seconds between registration checks.")
-@click.option("--drain-timeout", type=click.FloatRange(0, 86400), default=DEFAULT_DRAIN_TIMEOUT_S, show_default=True,
-              help="Seconds to finish held tasks when stopping.")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(0.1, 3600),
+    default=DEFAULT_HEARTBEAT_S,
+    show_default=True,
+    help="Seconds between registration checks.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_DRAIN_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to finish held tasks when stopping.",
+)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
 @_shared_options
 @_command
-def worker(name: str, host: str, port: int, services: str, task_modules: tuple[str, ...], concurrency: int | None,
-           pool: str, crawl_concurrency: int, tags: str, heartbeat: float, drain_timeout: float, insecure: bool,
-           **kw: Any) -> int:
+def worker(
+    name: str,
+    host: str,
+    port: int,
+    services: str,
+    task_modules: tuple[str, ...],
+    concurrency: int | None,
+    pool: str,
+    crawl_concurrency: int,
+    tags: str,
+    heartbeat: float,
+    drain_timeout: float,
+    insecure: bool,
+    **kw: Any,
+) -> int:
     """Run a worker offering compute and crawl services."""
     from pyrocluster.worker import Worker, WorkerOptions
 
     settings = _settings(kw)
     options = WorkerOptions(
-        name=name, host=host, port=port, services=_split(services), task_modules=list(task_modules),
-        concurrency=concurrency or 0, pool=pool, crawl_concurrency=crawl_concurrency, tags=_split(tags),
-        heartbeat_s=heartbeat, drain_timeout_s=drain_timeout, insecure=insecure,
+        name=name,
+        host=host,
+        port=port,
+        services=_split(services),
+        task_modules=list(task_modules),
+        concurrency=concurrency or 0,
+        pool=pool,
+        crawl_concurrency=crawl_concurrency,
+        tags=_split(tags),
+        heartbeat_s=heartbeat,
+        drain_timeout_s=drain_timeout,
+        insecure=insecure,
     )
     wk = Worker(settings, options)
     _stop_on_signals(wk.state.stop_event)
@@ -183,24 +274,52 @@ def worker(name: str, host: str, port: int, services: str, task_modules: tuple[s
 @click.argument("job_file", metavar="JOB.yaml")
 @click.option("--out", type=click.Path(dir_okay=False), help="Results file (overrides the job's output).")
 @click.option("--resume", is_flag=True, help="Keep ok results from the results file and run the rest.")
-@click.option("--local", type=click.IntRange(1, 64), default=None, metavar="N",
-              help="Start a private name server and N workers on loopback for this job.")
-@click.option("--tasks", "task_modules", multiple=True, metavar="MODULE_OR_FILE",
-              help="With --local: user tasks the local workers load (repeatable).")
-@click.option("--wait", type=click.FloatRange(0, 3600), default=10.0, show_default=True, metavar="SECONDS",
-              help="How long to wait for a worker offering each needed service or tag.")
+@click.option(
+    "--local",
+    type=click.IntRange(1, 64),
+    default=None,
+    metavar="N",
+    help="Start a private name server and N workers on loopback for this job.",
+)
+@click.option(
+    "--tasks",
+    "task_modules",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="With --local: user tasks the local workers load (repeatable).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for a worker offering each needed service or tag.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @_shared_options
 @_command
-def submit(job_file: str, out: str | None, resume: bool, local: int | None, task_modules: tuple[str, ...],
-           wait: float, as_json: bool, quiet: bool, **kw: Any) -> int:
+def submit(
+    job_file: str,
+    out: str | None,
+    resume: bool,
+    local: int | None,
+    task_modules: tuple[str, ...],
+    wait: float,
+    as_json: bool,
+    quiet: bool,
+    **kw: Any,
+) -> int:
     """Run a job file on the cluster and write its results file."""
+    from pyrocluster import config
     from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
 
     settings = _settings(kw)
-    options = SubmitOptions(job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules),
-                            wait_s=wait)
+    config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
+    options = SubmitOptions(
+        job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules), wait_s=wait
+    )
     stop = threading.Event()
     _stop_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
@@ -208,7 +327,7 @@ def submit(job_file: str, out: str | None, resume: bool, local: int | None, task
     if as_json:
         render.print_json(summary.as_json())
     elif not quiet:
-        render.out.print(render.job_summary(summary.as_json()))
+        render.out.print(render.job_summary(summary.as_json(), summary.failures))
     if summary.interrupted:
         render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
     return summary.exit_code
@@ -216,8 +335,15 @@ def submit(job_file: str, out: str | None, resume: bool, local: int | None, task
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--watch", is_flag=False, flag_value=2.0, type=float, default=None, metavar="[SECONDS]",
-              help="Refresh in place every SECONDS (default 2).")
+@click.option(
+    "--watch",
+    is_flag=False,
+    flag_value=2.0,
+    type=float,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh in place every SECONDS (default 2).",
+)
 @_shared_options
 @_command
 def status(as_json: bool, watch: float | None, **kw: Any) -> int:
@@ -241,7 +367,9 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
         return EXIT_OK
     from rich.live import Live
 
-    with Live(render.status_view(unreachable_status(settings)), console=render.out, auto_refresh=False) as live:
+    with Live(
+        render.status_view(unreachable_status(settings)), console=render.out, auto_refresh=False
+    ) as live:
         while True:
             try:
                 view = render.status_view(cluster_status(settings))

@@ -42,9 +42,26 @@ def pack(obj: Any) -> bytes:
         raise NotSendable(str(exc)) from None
 
 
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def _pairs_to_dict(pairs: Any) -> dict[Any, Any]:
+    return {_hashable(k): v for k, v in pairs}
+
+
 def unpack(data: bytes) -> Any:
     """Decode what :func:`pack` encoded."""
-    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    try:
+        return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    except NotSendable:
+        raise
+    except TypeError:
+        # A dict key that was a tuple (serpent delivers those) comes back as a list, which cannot
+        # be a key: decode again with such keys turned back into tuples (slower, and rare).
+        return msgpack.unpackb(
+            data, raw=False, ext_hook=_ext_hook, strict_map_key=False, object_pairs_hook=_pairs_to_dict
+        )
 
 
 def sendable_outcomes(outcomes: list[list[Any]]) -> bytes:

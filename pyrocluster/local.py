@@ -113,14 +113,17 @@ def ready_address(line: str) -> str:
     return words[words.index("at") + 1]
 
 
-def start_nameserver(extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None) -> tuple[ManagedProcess, str]:
+def start_nameserver(
+    extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, str]:
     """Start ``pyrocluster nameserver`` on loopback; return it and its ``HOST:PORT``."""
     proc = ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
     return proc, ready_address(proc.wait_ready())
 
 
-def start_worker(ns: str, extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 wait: bool = True) -> ManagedProcess:
+def start_worker(
+    ns: str, extra: list[str] | None = None, env: dict[str, str] | None = None, wait: bool = True
+) -> ManagedProcess:
     """Start ``pyrocluster worker`` against ``ns``; wait for its ready line unless ``wait`` is False."""
     proc = ManagedProcess(["worker", "--ns", ns, "--host", "127.0.0.1", *(extra or [])], env)
     if wait:
@@ -131,8 +134,9 @@ def start_worker(ns: str, extra: list[str] | None = None, env: dict[str, str] | 
 class LocalCluster:
     """A private name server and ``n`` workers on loopback, stopped on ``close()``."""
 
-    def __init__(self, workers: int = 2, worker_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workers: int = 2, worker_args: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.env = env
         self.worker_args = list(worker_args or [])
         self.workers: list[ManagedProcess] = []

@@ -13,7 +13,13 @@ def configure(debug: bool) -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "stream": "ext://sys.stderr",
+                }
+            },
             "root": {"handlers": ["stderr"], "level": level},
             "loggers": {"Pyro5": {"level": "DEBUG" if debug else "CRITICAL"}},
         }

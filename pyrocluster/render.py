@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console, Group
@@ -49,16 +49,38 @@ def status_view(status: dict[str, Any]) -> Group:
     ns_table.add_column("reachable")
     ns_table.add_row(ns["address"], "[green]yes[/]" if ns["reachable"] else "[red]no[/]")
     workers = Table(title=f"Workers ({len(status['workers'])})", title_justify="left")
-    for col in ("name", "address", "services", "tags", "state", "slots", "done", "failed", "mean ms",
-                "uptime", "CPU %", "memory"):
-        workers.add_column(col, justify="right" if col in ("slots", "done", "failed", "mean ms", "CPU %") else "left")
+    for col in (
+        "name",
+        "address",
+        "services",
+        "tags",
+        "state",
+        "slots",
+        "done",
+        "failed",
+        "mean ms",
+        "uptime",
+        "CPU %",
+        "memory",
+    ):
+        workers.add_column(
+            col, justify="right" if col in ("slots", "done", "failed", "mean ms", "CPU %") else "left"
+        )
     colours = {"ready": "green", "draining": "yellow", "unreachable": "red"}
     for w in status["workers"]:
         workers.add_row(
-            w["name"], w["address"], ",".join(w["services"]), ",".join(w["tags"]) or "-",
-            f"[{colours.get(w['state'], 'white')}]{w['state']}[/]", f"{w['busy']}/{w['slots']}",
-            str(w["done"]), str(w["failed"]), f"{w['mean_ms']:.1f}", _fmt_uptime(w["uptime_s"]),
-            f"{w['cpu_percent']:.0f}", f"{w['rss_mb']:.0f} MB",
+            w["name"],
+            w["address"],
+            ",".join(w["services"]),
+            ",".join(w["tags"]) or "-",
+            f"[{colours.get(w['state'], 'white')}]{w['state']}[/]",
+            f"{w['busy']}/{w['slots']}",
+            str(w["done"]),
+            str(w["failed"]),
+            f"{w['mean_ms']:.1f}",
+            _fmt_uptime(w["uptime_s"]),
+            f"{w['cpu_percent']:.0f}",
+            f"{w['rss_mb']:.0f} MB",
         )
     parts: list[Any] = [ns_table, workers]
     if status["jobs"]:
@@ -66,7 +88,9 @@ def status_view(status: dict[str, Any]) -> Group:
         for col in ("name", "done/total", "failed", "rate"):
             jobs.add_column(col)
         for j in status["jobs"]:
-            jobs.add_row(j["name"], f"{j['done']}/{j['total']}", str(j["failed"]), f"{j.get('rate', 0.0):.1f}/s")
+            jobs.add_row(
+                j["name"], f"{j['done']}/{j['total']}", str(j["failed"]), f"{j.get('rate', 0.0):.1f}/s"
+            )
         parts.append(jobs)
     return Group(*parts)
 
@@ -109,8 +133,8 @@ def job_progress(snap: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def job_summary(summary: dict[str, Any]) -> Table:
-    """The table printed when ``submit`` ends."""
+def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = ()) -> Group:
+    """The table printed when ``submit`` ends, and the first failed tasks."""
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -119,7 +143,15 @@ def job_summary(summary: dict[str, Any]) -> Table:
     table.add_row("wall time", f"{summary['wall_s']:.2f} s")
     table.add_row("tasks/s", f"{summary['tasks_per_s']:.1f}")
     table.add_row("results", summary["output"])
-    return table
+    parts: list[Any] = [table]
+    if failures:
+        failed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
+        for task_id, error in failures:
+            failed.add_row(f"[red]{task_id}[/]", error)
+        if summary["failed"] > len(failures):
+            failed.add_row("...", f"{summary['failed'] - len(failures)} more in {summary['output']}")
+        parts.append(failed)
+    return Group(*parts)
 
 
 REFRESH_S = 0.25

@@ -35,7 +35,11 @@ def batch_timeout(calls: list[Call]) -> float:
 
 
 def _failed_batch(calls: list[Call], kind: int, message: str) -> list[list[Any]]:
-    error = {"type": "TimeoutError" if kind == TIMEOUT else "ProcessDied", "message": message, "traceback": ""}
+    error = {
+        "type": "TimeoutError" if kind == TIMEOUT else "ProcessDied",
+        "message": message,
+        "traceback": "",
+    }
     return [[kind, error, 0.0] for _ in calls]
 
 

@@ -64,12 +64,17 @@ class Worker:
         self.name = options.resolved_name()
         bad = [s for s in options.services if s not in SERVICES]
         if bad or not options.services:
-            raise ConfigError(f"--services: unknown service {bad[0]!r} (choose from compute, crawl)" if bad
-                              else "--services: name at least one of compute, crawl")
+            raise ConfigError(
+                f"--services: unknown service {bad[0]!r} (choose from compute, crawl)"
+                if bad
+                else "--services: name at least one of compute, crawl"
+            )
         if "." in self.name or not self.name.strip():
             raise ConfigError(f"--name {self.name!r}: a worker name must be non-empty and contain no '.'")
         self.slots_n = options.concurrency or os.cpu_count() or 1
-        self.state = WorkerState(self.name, list(options.services), list(options.tags), self.slots_n, options.pool)
+        self.state = WorkerState(
+            self.name, list(options.services), list(options.tags), self.slots_n, options.pool
+        )
         self.uris: dict[str, str] = {}
         self._daemon: Any = None
         self._slots: Any = None
@@ -110,10 +115,16 @@ class Worker:
         self._register()
 
     def _register_object(self, service: str, obj: Any) -> None:
-        self.uris[service] = str(self._daemon.register(obj, objectId=registry.object_name(self.name, service)))
+        self.uris[service] = str(
+            self._daemon.register(obj, objectId=registry.object_name(self.name, service))
+        )
 
     def _slot_counts(self) -> dict[str, int]:
-        return {"compute": self.slots_n, "crawl": self.options.crawl_concurrency, registry.CONTROL: self.slots_n}
+        return {
+            "compute": self.slots_n,
+            "crawl": self.options.crawl_concurrency,
+            registry.CONTROL: self.slots_n,
+        }
 
     def _register(self) -> None:
         registry.register_worker(self._ns, self.name, self.uris, self._slot_counts(), self.options.tags)
@@ -130,7 +141,9 @@ class Worker:
                 pass  # dead: its registration is stale
             else:
                 address = str(control).rpartition("@")[2]
-                raise ConfigError(f"--name {self.name}: a live worker with that name is already registered at {address}")
+                raise ConfigError(
+                    f"--name {self.name}: a live worker with that name is already registered at {address}"
+                )
             finally:
                 probe._pyroRelease()
         if listing:

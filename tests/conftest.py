@@ -18,12 +18,21 @@ TASKS_FILE = str(HERE / "helpers" / "testtasks.py")
 """A user tasks module the integration tests load into workers."""
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
-            cwd: str | os.PathLike[str] | None = None) -> "subprocess.CompletedProcess[str]":
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``pyrocluster ARGS`` to completion and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "pyrocluster", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd,
+        [sys.executable, "-m", "pyrocluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
     )
 
 

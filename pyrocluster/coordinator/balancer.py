@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 MIN_BATCH = 1
 MAX_BATCH = 2048
@@ -22,13 +22,18 @@ class Candidate(Protocol):
     def free_slots(self, service: str) -> int: ...
 
 
-def choose(candidates: Iterable[Candidate], service: str) -> Candidate | None:
+C = TypeVar("C", bound=Candidate)
+
+
+def choose(candidates: Iterable[C], service: str) -> C | None:
     """The candidate with the most free slots for ``service`` (ties: by name), or None if all are full."""
-    best: Candidate | None = None
+    best: C | None = None
     best_free = 0
     for cand in candidates:
         free = cand.free_slots(service)
-        if free > best_free or (free == best_free and free > 0 and best is not None and cand.name < best.name):
+        if free > best_free or (
+            free == best_free and free > 0 and best is not None and cand.name < best.name
+        ):
             best, best_free = cand, free
     return best
 

@@ -16,13 +16,34 @@ class Call:
     """A task on its way through the coordinator: what to run, where it went, how it ended."""
 
     __slots__ = (
-        "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
-        "future", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at", "last_error",
+        "service",
+        "name",
+        "args",
+        "kwargs",
+        "tags",
+        "timeout_s",
+        "retries",
+        "retry_on_error",
+        "future",
+        "attempts",
+        "done",
+        "worker",
+        "elapsed_ms",
+        "batch_id",
+        "queued_at",
+        "last_error",
     )
 
     def __init__(
-        self, service: str, name: str, args: list[Any], kwargs: dict[str, Any], tags: frozenset[str],
-        timeout_s: float, retries: int, retry_on_error: bool,
+        self,
+        service: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        tags: frozenset[str],
+        timeout_s: float,
+        retries: int,
+        retry_on_error: bool,
     ) -> None:
         self.service = service
         self.name = name
@@ -52,7 +73,7 @@ class Call:
 
 
 class TaskFuture(Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` that also tells which worker ran the call and how often it was tried."""
+    """A ``concurrent.futures.Future`` that also tells which worker ran the call and its attempts."""
 
     def __init__(self, call: Call) -> None:
         super().__init__()
@@ -102,9 +123,13 @@ def task_failed(value: Any) -> TaskFailed:
     """TaskFailed from a worker's error dict."""
     if not isinstance(value, dict):
         return TaskFailed("Error", str(value))
-    return TaskFailed(str(value.get("type", "Error")), str(value.get("message", "")), str(value.get("traceback", "")))
+    return TaskFailed(
+        str(value.get("type", "Error")), str(value.get("message", "")), str(value.get("traceback", ""))
+    )
 
 
 def gave_up(call: Call, reason: str) -> WorkerUnavailable:
     """WorkerUnavailable for a call that ran out of attempts."""
-    return WorkerUnavailable(f"{call.service} call {call.name!r} gave up after {call.attempts} attempt(s): {reason}")
+    return WorkerUnavailable(
+        f"{call.service} call {call.name!r} gave up after {call.attempts} attempt(s): {reason}"
+    )

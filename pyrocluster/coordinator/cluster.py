@@ -58,7 +58,11 @@ class Cluster:
     def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
         """Start a private name server and ``workers`` workers on loopback; ``close()`` stops them."""
         secret = kwargs.get("secret")
-        env = {"PYROCLUSTER_SECRET": secret.decode() if isinstance(secret, bytes) else secret} if secret else None
+        env = (
+            {"PYROCLUSTER_SECRET": secret.decode() if isinstance(secret, bytes) else secret}
+            if secret
+            else None
+        )
         local = LocalCluster(workers, worker_args, env=env)
         try:
             cluster = cls(local.address, **kwargs)
@@ -81,28 +85,44 @@ class Cluster:
     # -- calls -------------------------------------------------------------------------------
 
     def make_call(
-        self, service: str, name: str, args: list[Any], kwargs: dict[str, Any], *, tags: Iterable[str] = (),
-        timeout: float | None = None, retries: int | None = None, retry_on_error: bool = False,
+        self,
+        service: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        tags: Iterable[str] = (),
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on_error: bool = False,
     ) -> Call:
         """A call not yet submitted (see :meth:`submit_calls`)."""
         return Call(
-            service, name, args, kwargs, frozenset(tags), float(timeout or self.timeout),
-            self.retries if retries is None else retries, retry_on_error,
+            service,
+            name,
+            args,
+            kwargs,
+            frozenset(tags),
+            float(timeout or self.timeout),
+            self.retries if retries is None else retries,
+            retry_on_error,
         )
 
     def submit_calls(self, calls: Iterable[Call]) -> None:
         """Queue prepared calls; their futures are ``call.future``."""
         self._dispatcher.submit(calls)
 
-    def submit(self, name: str, *args: Any, tags: Iterable[str] = (), timeout: float | None = None,
-               **kwargs: Any) -> TaskFuture:
+    def submit(
+        self, name: str, *args: Any, tags: Iterable[str] = (), timeout: float | None = None, **kwargs: Any
+    ) -> TaskFuture:
         """Run compute task ``name`` somewhere; returns a future of its result."""
         call = self.make_call("compute", name, list(args), kwargs, tags=tags, timeout=timeout)
         self._dispatcher.submit((call,))
         return call.future
 
-    def map(self, name: str, items: Iterable[Any], *, tags: Iterable[str] = (),
-            timeout: float | None = None) -> Iterator[Any]:
+    def map(
+        self, name: str, items: Iterable[Any], *, tags: Iterable[str] = (), timeout: float | None = None
+    ) -> Iterator[Any]:
         """Run ``name`` once per item, yielding results in input order as they are ready.
 
         At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
@@ -128,7 +148,9 @@ class Cluster:
                 refill()
             yield future.result()
 
-    def fetch(self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any) -> Any:
+    def fetch(
+        self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any
+    ) -> Any:
         """Fetch one page through a worker's crawl service and return its record."""
         opts = dict(options)
         if timeout is not None:
@@ -141,7 +163,8 @@ class Cluster:
         """Crawl from ``seeds``, yielding page records (ok, failed or skipped) as they arrive.
 
         Options: ``allow``, ``max_pages``, ``max_depth``, ``per_host_rate``, ``robots``, ``extract``,
-        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``. Closing the generator stops the crawl.
+        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``. Closing the generator
+        stops the crawl.
         """
         import queue
         import threading

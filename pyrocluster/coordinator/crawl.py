@@ -54,7 +54,9 @@ class CrawlRun:
         if unknown:
             raise TypeError(f"unknown crawl option(s): {', '.join(sorted(unknown))}")
         self.cluster = cluster
-        self.frontier = Frontier(seeds, list(allow) if allow else None, max_pages, max_depth, robots, per_host_rate)
+        self.frontier = Frontier(
+            seeds, list(allow) if allow else None, max_pages, max_depth, robots, per_host_rate
+        )
         self.options = {k: v for k, v in options.items() if v is not None}
         self.timeout = float(self.options.get("timeout", 30.0))
         self.retries = retries
@@ -78,8 +80,9 @@ class CrawlRun:
         return self.emitted + self.in_flight + self.frontier.pending()
 
     def _fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> None:
-        call = self.cluster.make_call("crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout,
-                                      retries=self.retries)
+        call = self.cluster.make_call(
+            "crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout, retries=self.retries
+        )
         self.in_flight += 1
         call.future.add_done_callback(lambda fut: self._outcomes.put((tag, key, depth, fut)))
         self.cluster.submit_calls((call,))
@@ -89,15 +92,32 @@ class CrawlRun:
         frontier = self.frontier
         while not stop.is_set():
             for host in frontier.needs_robots():
-                self._fetch("robots", host, 0, frontier.robots_url(host), {"body": True, "max_bytes": ROBOTS_MAX_BYTES})
+                self._fetch(
+                    "robots",
+                    host,
+                    0,
+                    frontier.robots_url(host),
+                    {"body": True, "max_bytes": ROBOTS_MAX_BYTES},
+                )
             room = MAX_IN_FLIGHT - self.in_flight
             if room > 0:
                 for url, depth in frontier.next_ready(limit=room):
                     self._fetch("page", url, depth, url, self.options)
             for url, depth, reason in frontier.pop_skipped():
-                self._emit(emit, {"id": crawl_id(url), "kind": "crawl", "url": url, "depth": depth,
-                                  "status": "skipped", "reason": reason, "worker": None, "attempts": 0,
-                                  "elapsed_ms": 0.0})
+                self._emit(
+                    emit,
+                    {
+                        "id": crawl_id(url),
+                        "kind": "crawl",
+                        "url": url,
+                        "depth": depth,
+                        "status": "skipped",
+                        "reason": reason,
+                        "worker": None,
+                        "attempts": 0,
+                        "elapsed_ms": 0.0,
+                    },
+                )
             if self.in_flight == 0 and frontier.is_finished():
                 return
             wake_at = frontier.next_ready_time()
@@ -117,14 +137,16 @@ class CrawlRun:
         self.emitted += 1
         emit(record)
 
-    def _settle(self, item: tuple[str, Any, int, Future[Any]], emit: Callable[[dict[str, Any]], None]) -> None:
+    def _settle(
+        self, item: tuple[str, Any, int, Future[Any]], emit: Callable[[dict[str, Any]], None]
+    ) -> None:
         tag, key, depth, fut = item
         self.in_flight -= 1
         exc = fut.exception()
         if tag == "robots":
             page = None if exc is not None else fut.result()
-            ok = isinstance(page, dict) and page.get("http_status") == 200
-            self.frontier.set_robots(key, page.get("text") if ok else None)
+            text = page.get("text") if isinstance(page, dict) and page.get("http_status") == 200 else None
+            self.frontier.set_robots(key, text)
             return
         record: dict[str, Any] = {"id": crawl_id(key), "kind": "crawl", "url": key, "depth": depth}
         if exc is None:
@@ -134,8 +156,11 @@ class CrawlRun:
             self.frontier.add_links(key, depth, page.get("links") or (), final_url=page.get("final_url"))
         else:
             record["status"] = "failed"
-            record["error"] = exc.as_dict() if isinstance(exc, TaskFailed) else {
-                "type": type(exc).__name__, "message": str(exc), "traceback": ""}
+            record["error"] = (
+                exc.as_dict()
+                if isinstance(exc, TaskFailed)
+                else {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
+            )
         assert isinstance(fut, TaskFuture)
         record.update(worker=fut.worker, attempts=fut.attempts, elapsed_ms=round(fut.elapsed_ms, 3))
         self.frontier.mark_done(key)

@@ -284,14 +284,19 @@ class Dispatcher:
                     for call in batch.calls:
                         if not call.done:
                             self._requeue(call, f"worker {link.name} is draining", False, out)
-            elif isinstance(reply, dict) and isinstance(reply.get("outcomes"), list) and \
-                    len(reply["outcomes"]) == len(batch.calls):
+            elif (
+                isinstance(reply, dict)
+                and isinstance(reply.get("outcomes"), list)
+                and len(reply["outcomes"]) == len(batch.calls)
+            ):
                 if live:
                     link.sizers[batch.service].observe(len(batch.calls), elapsed_s)
-                for call, outcome in zip(batch.calls, reply["outcomes"]):
+                for call, outcome in zip(batch.calls, reply["outcomes"], strict=False):
                     self._settle_outcome(link, call, outcome, live and call.batch_id == batch.id, out)
             else:
-                error = TaskFailed("InvalidReply", f"worker {link.name} sent a malformed reply: {str(reply)[:200]}")
+                error = TaskFailed(
+                    "InvalidReply", f"worker {link.name} sent a malformed reply: {str(reply)[:200]}"
+                )
                 for call in batch.calls:
                     if not call.done:
                         call.done = True
@@ -299,8 +304,9 @@ class Dispatcher:
             self._cond.notify()
         settle(out)
 
-    def _settle_outcome(self, link: WorkerLink, call: Call, outcome: Any, current: bool,
-                        out: list[Resolution]) -> None:
+    def _settle_outcome(
+        self, link: WorkerLink, call: Call, outcome: Any, current: bool, out: list[Resolution]
+    ) -> None:
         if call.done:
             return
         try:

@@ -7,6 +7,7 @@ the prober own their proxies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -41,7 +42,9 @@ class Unsent(Exception):
 class WorkerLink:
     """One worker as the dispatcher sees it: capacity, state, in-flight batches, threads."""
 
-    def __init__(self, entry: WorkerEntry, owner: Dispatcher, settings: Settings, probe_timeout_s: float) -> None:
+    def __init__(
+        self, entry: WorkerEntry, owner: Dispatcher, settings: Settings, probe_timeout_s: float
+    ) -> None:
         self.name = entry.name
         self.entry = entry
         self.tags = entry.tags
@@ -50,7 +53,9 @@ class WorkerLink:
         self.batches: dict[int, Batch] = {}
         self.in_flight: dict[str, int] = {s: 0 for s in entry.uris}
         self.sizers: dict[str, BatchSizer] = {s: BatchSizer() for s in entry.uris}
-        self.outboxes: dict[str, queue.SimpleQueue[Batch | None]] = {s: queue.SimpleQueue() for s in entry.uris}
+        self.outboxes: dict[str, queue.SimpleQueue[Batch | None]] = {
+            s: queue.SimpleQueue() for s in entry.uris
+        }
         self.idle: dict[str, int] = {s: 0 for s in entry.uris}
         self.senders: dict[str, int] = {s: 0 for s in entry.uris}
         self._owner = owner
@@ -88,8 +93,9 @@ class WorkerLink:
             if start:
                 self.senders[service] += 1
         if start:
-            threading.Thread(target=self._send_loop, args=(service,), name=f"send-{self.name}-{service}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._send_loop, args=(service,), name=f"send-{self.name}-{service}", daemon=True
+            ).start()
 
     def take_back_outbox(self) -> None:
         """Drop batches not yet picked up by a sender (the dispatcher re-queued their calls)."""
@@ -149,10 +155,9 @@ class WorkerLink:
     @staticmethod
     def _release(proxy: Any) -> None:
         if proxy is not None:
-            try:
+            # A proxy of a dead connection may fail to close; there is nothing more to do then.
+            with contextlib.suppress(Exception):
                 proxy._pyroRelease()
-            except Exception:  # a proxy of a dead connection may fail to close; nothing to do
-                pass
         return None
 
     # -- liveness ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _describe(need: Need) -> str:
 
 
 def wait_for_workers(settings: Settings, needs: Iterable[Need], wait_s: float) -> list[WorkerEntry]:
-    """Live workers, once every need is met by one; ClusterUnreachable naming what is missing after ``wait_s``."""
+    """Live workers once every need is met; ClusterUnreachable naming what is missing after ``wait_s``."""
     needs = set(needs)
     deadline = time.monotonic() + wait_s
     ns = registry.connect(settings)
@@ -46,7 +46,7 @@ def wait_for_workers(settings: Settings, needs: Iterable[Need], wait_s: float) -
             entries = registry.find_workers(ns)
             with ThreadPoolExecutor(max_workers=max(1, min(32, len(entries)))) as pool:
                 alive = list(pool.map(lambda e: _call(e, CONTROL, "ping", settings), entries))
-            live = [e for e, ok in zip(entries, alive) if ok]
+            live = [e for e, ok in zip(entries, alive, strict=False) if ok]
             missing = [n for n in needs if not any(n[0] in e.uris and n[1] <= e.tags for e in live)]
             if not missing:
                 return live

@@ -26,9 +26,19 @@ def _worker_info(entry: WorkerEntry, settings: Settings) -> dict[str, Any]:
         return info
     except Pyro5.errors.PyroError:
         return {
-            "name": entry.name, "address": entry.address, "services": entry.services, "tags": sorted(entry.tags),
-            "state": "unreachable", "slots": entry.slots.get("compute", 0), "busy": 0, "done": 0, "failed": 0,
-            "mean_ms": 0.0, "uptime_s": 0.0, "cpu_percent": 0.0, "rss_mb": 0.0,
+            "name": entry.name,
+            "address": entry.address,
+            "services": entry.services,
+            "tags": sorted(entry.tags),
+            "state": "unreachable",
+            "slots": entry.slots.get("compute", 0),
+            "busy": 0,
+            "done": 0,
+            "failed": 0,
+            "mean_ms": 0.0,
+            "uptime_s": 0.0,
+            "cpu_percent": 0.0,
+            "rss_mb": 0.0,
         }
     finally:
         proxy._pyroRelease()
@@ -68,4 +78,3 @@ def cluster_status(settings: Settings) -> dict[str, Any]:
 def unreachable_status(settings: Settings) -> dict[str, Any]:
     """The status document when the name server cannot be reached."""
     return {"nameserver": {"address": settings.ns_address, "reachable": False}, "workers": [], "jobs": []}
-

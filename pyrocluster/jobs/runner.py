@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ WINDOW = 20_000
 """Calls of a job queued or in flight at once: bounds the coordinator's memory."""
 SUBMIT_CHUNK = 512
 """Calls handed to the dispatcher together."""
+SHOWN_FAILURES = 10
+"""Failed tasks listed by name at the end of a job (all of them are in the results file)."""
 INTERRUPT_GRACE_S = 3.0
 """Seconds an interrupted job waits for outcomes already under way."""
 
@@ -38,6 +41,8 @@ class JobSummary:
     tasks_per_s: float
     output: str
     interrupted: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """The first few failed ids with their error, for the human summary."""
 
     def as_json(self) -> dict[str, Any]:
         """The summary object of ``submit --json``."""
@@ -52,16 +57,24 @@ class JobSummary:
 
 def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
     """The results-file line of a finished compute call."""
-    record: dict[str, Any] = {"id": item.id, "kind": "compute", "call": item.call, "args": item.args,
-                              "kwargs": item.kwargs}
+    record: dict[str, Any] = {
+        "id": item.id,
+        "kind": "compute",
+        "call": item.call,
+        "args": item.args,
+        "kwargs": item.kwargs,
+    }
     exc = future.exception()
     if exc is None:
         record["status"] = "ok"
         record["result"] = future.result()
     else:
         record["status"] = "failed"
-        record["error"] = exc.as_dict() if isinstance(exc, TaskFailed) else {
-            "type": type(exc).__name__, "message": str(exc), "traceback": ""}
+        record["error"] = (
+            exc.as_dict()
+            if isinstance(exc, TaskFailed)
+            else {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
+        )
     record["worker"] = future.worker
     record["attempts"] = future.attempts
     record["elapsed_ms"] = round(future.elapsed_ms, 3)
@@ -71,8 +84,9 @@ def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
 class JobRunner:
     """One run of a job: owns its results store and counters; ``run()`` blocks until done or stopped."""
 
-    def __init__(self, spec: JobSpec, cluster: Cluster, output: Path, resume: bool,
-                 crawl: CrawlRun | None = None) -> None:
+    def __init__(
+        self, spec: JobSpec, cluster: Cluster, output: Path, resume: bool, crawl: CrawlRun | None = None
+    ) -> None:
         self.spec = spec
         self.cluster = cluster
         self.output = output
@@ -80,6 +94,7 @@ class JobRunner:
         self.total = count_task_items(spec)
         self.ok = self.failed = self.skipped = self.resumed = 0
         self.per_worker: Counter[str] = Counter()
+        self.failures: list[tuple[str, str]] = []
         self._started = time.monotonic()
         self._retried_base = cluster.retried
         self._lock = threading.Lock()
@@ -101,11 +116,18 @@ class JobRunner:
             total = self.total + (self.crawl.known() if self.crawl else 0)
             left = total - done
             return {
-                "name": self.spec.name, "total": total, "done": done, "ok": self.ok, "failed": self.failed,
+                "name": self.spec.name,
+                "total": total,
+                "done": done,
+                "ok": self.ok,
+                "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
-                "skipped": self.skipped, "retried": self.cluster.retried - self._retried_base,
-                "in_flight": self._outstanding, "rate": round(rate, 1),
-                "eta_s": left / rate if rate > 0 else None, "per_worker": dict(self.per_worker),
+                "skipped": self.skipped,
+                "retried": self.cluster.retried - self._retried_base,
+                "in_flight": self._outstanding,
+                "rate": round(rate, 1),
+                "eta_s": left / rate if rate > 0 else None,
+                "per_worker": dict(self.per_worker),
             }
 
     # -- recording ---------------------------------------------------------------------------
@@ -123,6 +145,9 @@ class JobRunner:
                 self.skipped += 1
             else:
                 self.failed += 1
+                if len(self.failures) < SHOWN_FAILURES:
+                    err = record.get("error") or {}
+                    self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
 
     def _crawled(self, record: dict[str, Any]) -> None:
         if not self._closing:
@@ -166,13 +191,20 @@ class JobRunner:
                     break
             if stop.is_set():
                 break
-            call = self.cluster.make_call("compute", item.call, item.args, item.kwargs, tags=item.tags,
-                                          timeout=item.timeout_s, retries=item.retries,
-                                          retry_on_error=item.retry_on_error)
+            call = self.cluster.make_call(
+                "compute",
+                item.call,
+                item.args,
+                item.kwargs,
+                tags=item.tags,
+                timeout=item.timeout_s,
+                retries=item.retries,
+                retry_on_error=item.retry_on_error,
+            )
             with self._lock:
                 self._outstanding += 1
                 self._idle.clear()
-            call.future.add_done_callback(lambda fut, item=item: self._finished(item, fut))
+            call.future.add_done_callback(functools.partial(self._finished, item))
             pending.append(call)
             if len(pending) >= SUBMIT_CHUNK:
                 self.cluster.submit_calls(pending)
@@ -193,9 +225,17 @@ class JobRunner:
         snap = self.snapshot()
         ran = snap["done"] - self.resumed
         return JobSummary(
-            name=self.spec.name, total=snap["total"], ok=self.ok, failed=self.failed, skipped=self.skipped,
-            retried=snap["retried"], wall_s=round(wall, 3), tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
-            output=str(self.output), interrupted=interrupted,
+            name=self.spec.name,
+            total=snap["total"],
+            ok=self.ok,
+            failed=self.failed,
+            skipped=self.skipped,
+            retried=snap["retried"],
+            wall_s=round(wall, 3),
+            tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
+            output=str(self.output),
+            interrupted=interrupted,
+            failures=list(self.failures),
         )
 
     def close(self) -> int:

@@ -48,8 +48,9 @@ def check_task_names(spec: JobSpec, offered: set[str]) -> None:
     for index, task in enumerate(spec.tasks):
         if task.call not in offered:
             known = ", ".join(sorted(offered)) or "none"
-            raise JobFileError(spec.path, f"tasks[{index}].call",
-                               f"unknown task {task.call!r} (the workers offer: {known})")
+            raise JobFileError(
+                spec.path, f"tasks[{index}].call", f"unknown task {task.call!r} (the workers offer: {known})"
+            )
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -57,9 +58,12 @@ def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, An
     return run()
 
 
-def submit_job(settings: Settings, options: SubmitOptions, stop: threading.Event,
-               show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
-               ) -> JobSummary:
+def submit_job(
+    settings: Settings,
+    options: SubmitOptions,
+    stop: threading.Event,
+    show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
+) -> JobSummary:
     """Run the job end to end; raises JobFileError/ConfigError (exit 2) or ClusterUnreachable (exit 3).
 
     ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
@@ -70,7 +74,9 @@ def submit_job(settings: Settings, options: SubmitOptions, stop: threading.Event
     if options.local:
         worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
         secret = settings.secret.decode() if settings.secret else None
-        local = LocalCluster(options.local, worker_args, env={"PYROCLUSTER_SECRET": secret} if secret else None)
+        local = LocalCluster(
+            options.local, worker_args, env={"PYROCLUSTER_SECRET": secret} if secret else None
+        )
         settings = settings.with_ns(local.address)
     cluster = None
     try:
@@ -81,10 +87,20 @@ def submit_job(settings: Settings, options: SubmitOptions, stop: threading.Event
         crawl = None
         if spec.crawl is not None:
             c = spec.crawl
-            crawl = CrawlRun(cluster, c.seeds, allow=c.allow, max_pages=c.max_pages, max_depth=c.max_depth,
-                             per_host_rate=c.per_host_rate, robots=c.robots, retries=spec.defaults.retries,
-                             extract=c.extract or None, max_bytes=c.max_bytes, timeout=c.timeout,
-                             user_agent=c.user_agent)
+            crawl = CrawlRun(
+                cluster,
+                c.seeds,
+                allow=c.allow,
+                max_pages=c.max_pages,
+                max_depth=c.max_depth,
+                per_host_rate=c.per_host_rate,
+                robots=c.robots,
+                retries=spec.defaults.retries,
+                extract=c.extract or None,
+                max_bytes=c.max_bytes,
+                timeout=c.timeout,
+                user_agent=c.user_agent,
+            )
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
             kept = runner.open()

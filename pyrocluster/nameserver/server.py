@@ -22,7 +22,9 @@ def storage_url(storage: str) -> str:
     return "sql:" + storage
 
 
-def start_nameserver(settings: Settings, host: str, port: int, storage: str = "memory") -> SecureNameServerDaemon:
+def start_nameserver(
+    settings: Settings, host: str, port: int, storage: str = "memory"
+) -> SecureNameServerDaemon:
     """Bind the name server daemon; ConfigError when the address is taken or not ours."""
     config.apply(settings)
     url = storage_url(storage)

@@ -27,7 +27,11 @@ def check_call(call: Any) -> str | None:
         return "args must be a list"
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         return "kwargs must be a dict with string keys"
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, (int, float))
+        or not 0 < timeout_s <= MAX_TIMEOUT_S
+    ):
         return f"timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]"
     return None
 
@@ -51,14 +55,16 @@ class ComputeService:
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"a batch must be a list of 1 to {MAX_BATCH} calls"}
         problems = [check_call(c) for c in calls]
-        good = [list(c) for c, p in zip(calls, problems) if p is None]
+        good = [list(c) for c, p in zip(calls, problems, strict=False) if p is None]
         self._state.enter()
         try:
             ran = iter(self._slots.run(good)) if good else iter(())
         finally:
             self._state.leave()
         outcomes = [
-            next(ran) if p is None else [tasks.ERROR, {"type": "InvalidCall", "message": p, "traceback": ""}, 0.0]
+            next(ran)
+            if p is None
+            else [tasks.ERROR, {"type": "InvalidCall", "message": p, "traceback": ""}, 0.0]
             for p in problems
         ]
         self._state.record(outcomes)

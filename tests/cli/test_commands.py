@@ -90,10 +90,29 @@ def test_status_json_lists_workers_with_spec_fields(nameserver, worker_factory):
     assert data["nameserver"] == {"address": nameserver, "reachable": True}
     assert data["jobs"] == []
     (w,) = data["workers"]
-    for key in ("name", "address", "services", "tags", "state", "slots", "busy", "done", "failed",
-                "mean_ms", "uptime_s", "cpu_percent", "rss_mb"):
+    for key in (
+        "name",
+        "address",
+        "services",
+        "tags",
+        "state",
+        "slots",
+        "busy",
+        "done",
+        "failed",
+        "mean_ms",
+        "uptime_s",
+        "cpu_percent",
+        "rss_mb",
+    ):
         assert key in w, key
-    assert (w["name"], w["services"], w["tags"], w["state"], w["slots"]) == ("w1", ["compute"], ["x", "y"], "ready", 3)
+    assert (w["name"], w["services"], w["tags"], w["state"], w["slots"]) == (
+        "w1",
+        ["compute"],
+        ["x", "y"],
+        "ready",
+        3,
+    )
     table = run_cli("status", "--ns", nameserver)
     assert table.returncode == 0
     assert "w1" in table.stdout and "ready" in table.stdout

@@ -78,21 +78,34 @@ def test_unreachable_cluster_and_missing_tag_are_exit_3(tmp_path, nameserver, wo
 
 def test_5000_tasks_with_one_failure(tmp_path, nameserver, worker_factory):
     worker_factory(2, "--services", "compute", "--concurrency", "2")
-    job = write_job(tmp_path, "name: big\ntasks:\n  - id: sum\n    call: add\n    map: ["
-                    + ", ".join(f"[{i}, {i}]" for i in range(4999)) + "]\n  - id: bad\n    call: fail\n"
-                    "    args: [kaput]\n")
+    job = write_job(
+        tmp_path,
+        "name: big\ntasks:\n  - id: sum\n    call: add\n    map: ["
+        + ", ".join(f"[{i}, {i}]" for i in range(4999))
+        + "]\n  - id: bad\n    call: fail\n"
+        "    args: [kaput]\n",
+    )
     result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
     assert result.returncode == 1, result
     summary = json.loads(result.stdout)
     assert {k: summary[k] for k in ("name", "total", "ok", "failed", "skipped")} == {
-        "name": "big", "total": 5000, "ok": 4999, "failed": 1, "skipped": 0}
+        "name": "big",
+        "total": 5000,
+        "ok": 4999,
+        "failed": 1,
+        "skipped": 0,
+    }
     assert summary["output"] == "big.results.jsonl" and summary["tasks_per_s"] > 0
     records = read_lines(tmp_path / "big.results.jsonl")
     assert len(records) == 5000 and len({r["id"] for r in records}) == 5000
     by_id = {r["id"]: r for r in records}
     assert by_id["sum-4998"]["result"] == 9996 and by_id["sum-4998"]["status"] == "ok"
     bad = by_id["bad"]
-    assert bad["status"] == "failed" and bad["error"]["type"] == "RuntimeError" and bad["error"]["message"] == "kaput"
+    assert (
+        bad["status"] == "failed"
+        and bad["error"]["type"] == "RuntimeError"
+        and bad["error"]["message"] == "kaput"
+    )
     assert bad["attempts"] == 1 and bad["worker"]
 
 
@@ -102,8 +115,12 @@ def test_sigkill_submit_then_resume_reruns_no_ok_task(tmp_path, nameserver, work
     items = ", ".join(f"[k{i}, {json.dumps(str(log))}, 0.02]" for i in range(400))
     job = write_job(tmp_path, f"name: crashy\ntasks:\n  - id: t\n    call: logged\n    map: [{items}]\n")
     out = tmp_path / "crashy.results.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: out.exists() and out.read_text().count("\n") >= 60, 60, interval_s=0.02)
     finally:
@@ -119,7 +136,7 @@ def test_sigkill_submit_then_resume_reruns_no_ok_task(tmp_path, nameserver, work
     records = read_lines(out)
     assert len(records) == 400 and {r["id"] for r in records} == {f"t-{i}" for i in range(400)}
     assert all(r["status"] == "ok" for r in records)
-    runs_after = log.read_text().split()[len(runs_before):]
+    runs_after = log.read_text().split()[len(runs_before) :]
     rerun = {f"t-{key[1:]}" for key in runs_after} & ok_before
     assert not rerun, f"ok tasks ran again after --resume: {sorted(rerun)[:5]}"
     assert json.loads(result.stdout)["ok"] == 400
@@ -127,7 +144,9 @@ def test_sigkill_submit_then_resume_reruns_no_ok_task(tmp_path, nameserver, work
 
 def test_resume_repairs_a_torn_last_line(tmp_path, nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--concurrency", "2")
-    job = write_job(tmp_path, "name: torn\ntasks:\n  - id: a\n    call: add\n    map: [[1, 1], [2, 2], [3, 3]]\n")
+    job = write_job(
+        tmp_path, "name: torn\ntasks:\n  - id: a\n    call: add\n    map: [[1, 1], [2, 2], [3, 3]]\n"
+    )
     assert run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path).returncode == 0
     out = tmp_path / "torn.results.jsonl"
     text = out.read_text()
@@ -142,11 +161,19 @@ def test_resume_repairs_a_torn_last_line(tmp_path, nameserver, worker_factory):
 
 def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--concurrency", "2")
-    job = write_job(tmp_path, "name: slowjob\ntasks:\n  - id: nap\n    call: sleep\n    map: ["
-                    + ", ".join(["0.1"] * 60) + "]\n")
-    proc = subprocess.Popen([sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    job = write_job(
+        tmp_path,
+        "name: slowjob\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.1"] * 60) + "]\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def running_job():
             jobs = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["jobs"]
             return jobs and jobs[0]["done"] > 0 and jobs[0]
@@ -162,7 +189,9 @@ def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker
 
 
 def test_local_runs_the_demo_example(tmp_path):
-    result = run_cli("submit", str(EXAMPLES / "demo.yaml"), "--local", "2", "--json", cwd=tmp_path, timeout=120)
+    result = run_cli(
+        "submit", str(EXAMPLES / "demo.yaml"), "--local", "2", "--json", cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 1, result  # the demo has one task that fails on purpose
     summary = json.loads(result.stdout)
     assert summary["failed"] == 1 and summary["ok"] == summary["total"] - 1
@@ -171,8 +200,19 @@ def test_local_runs_the_demo_example(tmp_path):
 
 
 def test_local_with_user_tasks_and_out(tmp_path):
-    result = run_cli("submit", str(EXAMPLES / "usertasks.yaml"), "--local", "1", "--tasks",
-                     str(EXAMPLES / "mytasks.py"), "--out", "mine.jsonl", "--quiet", cwd=tmp_path, timeout=120)
+    result = run_cli(
+        "submit",
+        str(EXAMPLES / "usertasks.yaml"),
+        "--local",
+        "1",
+        "--tasks",
+        str(EXAMPLES / "mytasks.py"),
+        "--out",
+        "mine.jsonl",
+        "--quiet",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result
     assert result.stdout == ""
     records = {r["id"]: r["result"] for r in read_lines(tmp_path / "mine.jsonl")}

@@ -54,9 +54,13 @@ def test_sigkill_mid_map_loses_nothing(nameserver, worker_factory):
 
 @pytest.mark.slow
 def test_sigstop_fails_over_by_liveness_not_task_timeout(nameserver, worker_factory):
-    paused, _other = worker_factory(2, "--concurrency", "1", "--services", "compute", "--name", "p") if False else (
-        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "paused")[0],
-        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "steady")[0],
+    paused, _other = (
+        worker_factory(2, "--concurrency", "1", "--services", "compute", "--name", "p")
+        if False
+        else (
+            worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "paused")[0],
+            worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "steady")[0],
+        )
     )
     with Cluster(nameserver, timeout=60, probe_timeout=2) as cluster:
         futures = [cluster.submit("sleep", 0.2) for _ in range(20)]
@@ -101,7 +105,10 @@ def test_errors_are_clear_and_the_worker_keeps_serving(nameserver, worker_factor
 
 
 def test_no_worker_within_wait_raises_worker_unavailable(nameserver):
-    with Cluster(nameserver, wait=1) as cluster, pytest.raises(WorkerUnavailable, match="no live worker offers compute"):
+    with (
+        Cluster(nameserver, wait=1) as cluster,
+        pytest.raises(WorkerUnavailable, match="no live worker offers compute"),
+    ):
         cluster.submit("add", 1, 2).result(timeout=30)
 
 

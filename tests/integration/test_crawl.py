@@ -105,9 +105,16 @@ def test_per_host_rate_holds_across_workers(nameserver, crawlers):
 def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worker_factory):
     victim, _ = worker_factory(2, "--services", "crawl", "--crawl-concurrency", "4")
     with SiteServer(pages=400) as site:
-        job = crawl_job(tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=200, robots=False)
-        proc = subprocess.Popen([sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver,
-                                 "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        job = crawl_job(
+            tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=200, robots=False
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             out = tmp_path / "crawl.results.jsonl"
             wait_for(lambda: out.exists() and out.read_text().count("\n") >= 40, 60, interval_s=0.05)
@@ -139,3 +146,15 @@ def test_non_http_schemes_are_refused_and_never_read(tmp_path, nameserver, crawl
             page = cluster.fetch(site.url("/page/0.html"))
             assert "ftp://127.0.0.1/file" not in page["links"]
             assert all(link.startswith("http") for link in page["links"])
+
+
+def test_crawl_example_runs_against_a_local_site(tmp_path):
+    example = Path(__file__).parents[2] / "examples" / "crawl.yaml"
+    with SiteServer(pages=30) as site:
+        job = tmp_path / "crawl.yaml"
+        job.write_text(example.read_text().replace("127.0.0.1:8000", site.host))
+        result = run_cli("submit", str(job), "--local", "2", "--json", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == len(site.reachable(max_depth=3, disallow=["/private/"]))
+    assert summary["skipped"] == 1
