@@ -37,6 +37,13 @@ class TaskFailed(PyroClusterError):
         return {"type": self.type, "message": self.message, "traceback": self.traceback}
 
 
+def error_record(exc: BaseException) -> dict[str, str]:
+    """An exception as the results file records it: type, message, traceback."""
+    if isinstance(exc, TaskFailed):
+        return exc.as_dict()
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
+
+
 class JobFileError(PyroClusterError):
     """A job file that cannot be run: names the file, the place and what is wrong (exit code 2)."""
 

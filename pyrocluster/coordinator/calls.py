@@ -1,38 +1,34 @@
-"""One call's state as the coordinator tracks it, and the future handed to the caller."""
+"""One call's state as the coordinator tracks it, and who is told when it ends (its waiter)."""
 
 from __future__ import annotations
 
 import itertools
-import time
+import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
 
 _batch_ids = itertools.count(1)
 
 
+class Waiter(Protocol):
+    """Told once, outside the dispatcher's lock, when a call has its outcome."""
+
+    def settled(self, call: Call) -> None: ...
+
+
 class Call:
-    """A task on its way through the coordinator: what to run, where it went, how it ended."""
+    """A task on its way through the coordinator: what to run, where it went, how it ended.
+
+    ``value``/``error`` hold the outcome once ``done``; ``tag`` is the waiter's own payload.
+    """
 
     __slots__ = (
-        "service",
-        "name",
-        "args",
-        "kwargs",
-        "tags",
-        "timeout_s",
-        "retries",
-        "retry_on_error",
-        "future",
-        "attempts",
-        "done",
-        "worker",
-        "elapsed_ms",
-        "batch_id",
-        "queued_at",
-        "last_error",
-    )
+        "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
+        "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
+        "last_error", "value", "error",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -44,6 +40,8 @@ class Call:
         timeout_s: float,
         retries: int,
         retry_on_error: bool,
+        waiter: Waiter | None = None,
+        tag: Any = None,
     ) -> None:
         self.service = service
         self.name = name
@@ -53,14 +51,23 @@ class Call:
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_on_error = retry_on_error
-        self.future: TaskFuture = TaskFuture(self)
+        self.waiter: Waiter = waiter if waiter is not None else TaskFuture(self)
+        self.tag = tag
         self.attempts = 0
         self.done = False
         self.worker: str | None = None
         self.elapsed_ms = 0.0
         self.batch_id = 0
-        self.queued_at = time.monotonic()
+        self.queued_at = 0.0
         self.last_error = ""
+        self.value: Any = None
+        self.error: PyroClusterError | None = None
+
+    @property
+    def future(self) -> TaskFuture:
+        """The future of a call made without a waiter of its own."""
+        assert isinstance(self.waiter, TaskFuture)
+        return self.waiter
 
     @property
     def requirement(self) -> tuple[str, frozenset[str]]:
@@ -79,6 +86,15 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         super().__init__()
         self.call = call
 
+    def settled(self, call: Call) -> None:
+        """Complete the future with the call's outcome."""
+        if self.done():
+            return
+        if call.error is None:
+            self.set_result(call.value)
+        else:
+            self.set_exception(call.error)
+
     @property
     def worker(self) -> str | None:
         """Name of the worker whose outcome was recorded."""
@@ -95,6 +111,30 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         return self.call.elapsed_ms
 
 
+class CallGroup:
+    """A waiter for many calls at once (no future per call): ``wait()`` until all have ended."""
+
+    __slots__ = ("_remaining", "_lock", "_event")
+
+    def __init__(self, n: int) -> None:
+        self._remaining = n
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        if n == 0:
+            self._event.set()
+
+    def settled(self, call: Call) -> None:
+        """One more call has ended."""
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining == 0:
+                self._event.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until every call of the group has ended."""
+        return self._event.wait(timeout_s)
+
+
 class Batch:
     """Calls sent to one worker in one request."""
 
@@ -107,16 +147,16 @@ class Batch:
         self.sent_at = 0.0
 
 
-def settle(resolutions: list[tuple[Call, Any, PyroClusterError | None]]) -> None:
-    """Complete futures outside the dispatcher's lock (their callbacks may be slow)."""
+Resolution = tuple[Call, Any, "PyroClusterError | None"]
+"""A call and its outcome, decided under the dispatcher's lock and settled after it."""
+
+
+def settle(resolutions: list[Resolution]) -> None:
+    """Store outcomes and tell the waiters, outside the dispatcher's lock (waiters may be slow)."""
     for call, value, error in resolutions:
-        fut = call.future
-        if fut.done():
-            continue
-        if error is None:
-            fut.set_result(value)
-        else:
-            fut.set_exception(error)
+        call.value = value
+        call.error = error
+        call.waiter.settled(call)
 
 
 def task_failed(value: Any) -> TaskFailed:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyrocluster import config
 from pyrocluster.config import Settings
-from pyrocluster.coordinator.calls import Call, TaskFuture
+from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
@@ -21,6 +22,8 @@ from pyrocluster.local import LocalCluster
 
 MAP_WINDOW = 16384
 """Calls of a ``map`` in flight or queued at once: bounds memory for endless iterables."""
+MAP_CHUNK = 1024
+"""Most calls of a ``map`` whose results are awaited together."""
 
 
 def as_args(item: Any) -> list[Any]:
@@ -95,8 +98,10 @@ class Cluster:
         timeout: float | None = None,
         retries: int | None = None,
         retry_on_error: bool = False,
+        waiter: Waiter | None = None,
+        tag: Any = None,
     ) -> Call:
-        """A call not yet submitted (see :meth:`submit_calls`)."""
+        """A call not yet submitted (see :meth:`submit_calls`); without ``waiter``, ``call.future`` tells."""
         return Call(
             service,
             name,
@@ -106,6 +111,8 @@ class Cluster:
             float(timeout or self.timeout),
             self.retries if retries is None else retries,
             retry_on_error,
+            waiter,
+            tag,
         )
 
     def submit_calls(self, calls: Iterable[Call]) -> None:
@@ -129,24 +136,38 @@ class Cluster:
         bounded memory. A failed call raises (TaskFailed or WorkerUnavailable) when reached.
         """
         source = iter(items)
-        window: deque[TaskFuture] = deque()
+        tagset, timeout_s = frozenset(tags), float(timeout or self.timeout)
+        no_kwargs: dict[str, Any] = {}
+        chunks: deque[tuple[CallGroup, list[Call]]] = deque()
+        queued = 0
+        chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
 
         def refill() -> None:
-            batch = []
-            for item in source:
-                batch.append(self.make_call("compute", name, as_args(item), {}, tags=tags, timeout=timeout))
-                if len(window) + len(batch) >= MAP_WINDOW:
-                    break
-            if batch:
-                window.extend(c.future for c in batch)
-                self._dispatcher.submit(batch)
+            nonlocal queued, chunk_size
+            while queued < MAP_WINDOW:
+                args = [as_args(item) for item in itertools.islice(source, chunk_size)]
+                if not args:
+                    return
+                group = CallGroup(len(args))
+                calls = [
+                    Call("compute", name, a, no_kwargs, tagset, timeout_s, self.retries, False, group)
+                    for a in args
+                ]
+                chunks.append((group, calls))
+                queued += len(calls)
+                chunk_size = min(MAP_CHUNK, chunk_size * 2)
+                self._dispatcher.submit(calls)
 
         refill()
-        while window:
-            future = window.popleft()
-            if len(window) < MAP_WINDOW // 2:
-                refill()
-            yield future.result()
+        while chunks:
+            group, calls = chunks.popleft()
+            group.wait()
+            queued -= len(calls)
+            refill()
+            for call in calls:
+                if call.error is not None:
+                    raise call.error
+                yield call.value
 
     def fetch(
         self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any

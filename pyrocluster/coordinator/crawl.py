@@ -15,7 +15,7 @@ from typing import Any
 
 from pyrocluster.coordinator.calls import TaskFuture
 from pyrocluster.coordinator.frontier import Frontier
-from pyrocluster.errors import TaskFailed
+from pyrocluster.errors import error_record
 
 MAX_IN_FLIGHT = 512
 """Pages being fetched at once by one crawl."""
@@ -156,11 +156,7 @@ class CrawlRun:
             self.frontier.add_links(key, depth, page.get("links") or (), final_url=page.get("final_url"))
         else:
             record["status"] = "failed"
-            record["error"] = (
-                exc.as_dict()
-                if isinstance(exc, TaskFailed)
-                else {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
-            )
+            record["error"] = error_record(exc)
         assert isinstance(fut, TaskFuture)
         record.update(worker=fut.worker, attempts=fut.attempts, elapsed_ms=round(fut.elapsed_ms, 3))
         self.frontier.mark_done(key)

@@ -18,7 +18,7 @@ import Pyro5.errors
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
-from pyrocluster.coordinator.calls import Batch, Call, gave_up, settle, task_failed
+from pyrocluster.coordinator.calls import Batch, Call, Resolution, gave_up, settle, task_failed
 from pyrocluster.coordinator.links import DRAINING, GONE, READY, SUSPECT, WorkerLink
 from pyrocluster.coordinator.retry import attempts_left
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S
@@ -30,7 +30,6 @@ from pyrocluster.tasks import ERROR, OK
 log = logging.getLogger(__name__)
 
 Requirement = tuple[str, frozenset[str]]
-Resolution = tuple[Call, Any, "PyroClusterError | None"]
 WAIT_CHECK_S = 0.25
 """How often calls without any live worker are checked against ``wait``, in seconds."""
 
@@ -81,7 +80,7 @@ class Dispatcher:
     # -- submitting --------------------------------------------------------------------------
 
     def submit(self, calls: Iterable[Call]) -> None:
-        """Queue calls for dispatch."""
+        """Queue calls and send what free slots allow right away (no hop through the dispatch thread)."""
         now = time.monotonic()
         with self._cond:
             if self.closed:
@@ -89,7 +88,7 @@ class Dispatcher:
             for call in calls:
                 call.queued_at = now
                 self._pending.setdefault(call.requirement, deque()).append(call)
-            self._cond.notify()
+            self._dispatch_ready()
 
     def in_flight(self) -> int:
         """Calls currently sent to workers."""
@@ -203,7 +202,6 @@ class Dispatcher:
         link.batches[batch.id] = batch
         link.in_flight[batch.service] += 1
         link.send(batch)
-        link.wake()
 
     def _expire_waiting(self, now: float) -> list[Resolution]:
         """Fail calls that found no live worker for their service and tags within ``wait``."""
@@ -301,7 +299,7 @@ class Dispatcher:
                     if not call.done:
                         call.done = True
                         out.append((call, None, error))
-            self._cond.notify()
+            self._dispatch_ready()
         settle(out)
 
     def _settle_outcome(
@@ -344,7 +342,7 @@ class Dispatcher:
                     if not call.done and call.batch_id == batch.id:
                         self._requeue(call, f"worker {link.name} unreachable: {reason}", False, out)
                 out.extend(self._set_aside(link, f"is unreachable ({reason})"))
-            self._cond.notify()
+            self._dispatch_ready()
         settle(out)
 
     def batch_lost(self, link: WorkerLink, batch: Batch, reason: str) -> None:
@@ -353,7 +351,7 @@ class Dispatcher:
         with self._cond:
             if batch.id in link.batches:
                 out.extend(self._set_aside(link, f"failed during a call ({reason})"))
-            self._cond.notify()
+            self._dispatch_ready()
         settle(out)
 
     def batch_unserializable(self, link: WorkerLink, batch: Batch, exc: Exception) -> None:
@@ -371,7 +369,7 @@ class Dispatcher:
                         if not call.done:
                             self._requeue(call, str(exc), False, out)
                     link.sizers[batch.service].size = 1
-            self._cond.notify()
+            self._dispatch_ready()
         settle(out)
 
     def batch_raised(self, link: WorkerLink, batch: Batch, exc: Exception) -> None:
@@ -385,7 +383,7 @@ class Dispatcher:
                 if not call.done:
                     call.done = True
                     out.append((call, None, error))
-            self._cond.notify()
+            self._dispatch_ready()
         settle(out)
 
     # -- liveness (called from probers) ------------------------------------------------------

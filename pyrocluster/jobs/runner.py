@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections import Counter
@@ -10,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrocluster.coordinator.calls import Call, TaskFuture
+from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
-from pyrocluster.errors import TaskFailed
+from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
 
@@ -55,7 +54,7 @@ class JobSummary:
         return 130 if self.interrupted else (1 if self.failed else 0)
 
 
-def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
+def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     """The results-file line of a finished compute call."""
     record: dict[str, Any] = {
         "id": item.id,
@@ -64,20 +63,15 @@ def compute_record(item: TaskItem, future: TaskFuture) -> dict[str, Any]:
         "args": item.args,
         "kwargs": item.kwargs,
     }
-    exc = future.exception()
-    if exc is None:
+    if call.error is None:
         record["status"] = "ok"
-        record["result"] = future.result()
+        record["result"] = call.value
     else:
         record["status"] = "failed"
-        record["error"] = (
-            exc.as_dict()
-            if isinstance(exc, TaskFailed)
-            else {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
-        )
-    record["worker"] = future.worker
-    record["attempts"] = future.attempts
-    record["elapsed_ms"] = round(future.elapsed_ms, 3)
+        record["error"] = error_record(call.error)
+    record["worker"] = call.worker
+    record["attempts"] = call.attempts
+    record["elapsed_ms"] = round(call.elapsed_ms, 3)
     return record
 
 
@@ -153,9 +147,10 @@ class JobRunner:
         if not self._closing:
             self.record(record)
 
-    def _finished(self, item: TaskItem, future: TaskFuture) -> None:
+    def settled(self, call: Call) -> None:
+        """A compute call of this job ended (the dispatcher calls this; ``call.tag`` is its item)."""
         if not self._closing:
-            self.record(compute_record(item, future))
+            self.record(compute_record(call.tag, call))
         with self._lock:
             self._outstanding -= 1
             if self._outstanding == 0:
@@ -200,11 +195,12 @@ class JobRunner:
                 timeout=item.timeout_s,
                 retries=item.retries,
                 retry_on_error=item.retry_on_error,
+                waiter=self,
+                tag=item,
             )
             with self._lock:
                 self._outstanding += 1
                 self._idle.clear()
-            call.future.add_done_callback(functools.partial(self._finished, item))
             pending.append(call)
             if len(pending) >= SUBMIT_CHUNK:
                 self.cluster.submit_calls(pending)
