@@ -49,6 +49,8 @@ class BatchSizer:
 
     size: int = 1
     per_call_s: float | None = None
+    limit: int = MAX_BATCH
+    """Largest batch allowed (1 turns batching off)."""
 
     def observe(self, calls: int, elapsed_s: float) -> None:
         """Learn from a finished batch of ``calls`` that took ``elapsed_s`` on the wire."""
@@ -58,7 +60,7 @@ class BatchSizer:
         self.per_call_s = sample if self.per_call_s is None else 0.7 * self.per_call_s + 0.3 * sample
         ideal = TARGET_BATCH_S / max(self.per_call_s, 1e-7)
         # Grow by at most 4x a step so one lucky batch cannot make the next one huge.
-        self.size = int(max(MIN_BATCH, min(MAX_BATCH, ideal, self.size * 4)))
+        self.size = int(max(MIN_BATCH, min(self.limit, ideal, self.size * 4)))
 
     def next_size(self, queued: int, free_slots_total: int) -> int:
         """Size of the next batch for ``queued`` waiting calls."""

@@ -13,9 +13,9 @@ _batch_ids = itertools.count(1)
 
 
 class Waiter(Protocol):
-    """Told once, outside the dispatcher's lock, when a call has its outcome."""
+    """Told once per call, outside the dispatcher's lock, when calls have their outcome."""
 
-    def settled(self, call: Call) -> None: ...
+    def settled(self, calls: list[Call]) -> None: ...
 
 
 class Call:
@@ -86,8 +86,9 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         super().__init__()
         self.call = call
 
-    def settled(self, call: Call) -> None:
-        """Complete the future with the call's outcome."""
+    def settled(self, calls: list[Call]) -> None:
+        """Complete the future with its call's outcome."""
+        call = calls[0]
         if self.done():
             return
         if call.error is None:
@@ -123,10 +124,10 @@ class CallGroup:
         if n == 0:
             self._event.set()
 
-    def settled(self, call: Call) -> None:
-        """One more call has ended."""
+    def settled(self, calls: list[Call]) -> None:
+        """More calls of the group have ended."""
         with self._lock:
-            self._remaining -= 1
+            self._remaining -= len(calls)
             if self._remaining == 0:
                 self._event.set()
 
@@ -152,11 +153,18 @@ Resolution = tuple[Call, Any, "PyroClusterError | None"]
 
 
 def settle(resolutions: list[Resolution]) -> None:
-    """Store outcomes and tell the waiters, outside the dispatcher's lock (waiters may be slow)."""
+    """Store outcomes and tell each waiter once about its calls, outside the dispatcher's lock."""
+    by_waiter: dict[int, tuple[Waiter, list[Call]]] = {}
     for call, value, error in resolutions:
         call.value = value
         call.error = error
-        call.waiter.settled(call)
+        entry = by_waiter.get(id(call.waiter))
+        if entry is None:
+            by_waiter[id(call.waiter)] = (call.waiter, [call])
+        else:
+            entry[1].append(call)
+    for waiter, calls in by_waiter.values():
+        waiter.settled(calls)
 
 
 def task_failed(value: Any) -> TaskFailed:

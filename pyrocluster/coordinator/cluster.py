@@ -9,6 +9,7 @@ from typing import Any
 
 from pyrocluster import config
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.status import cluster_status
@@ -32,7 +33,13 @@ def as_args(item: Any) -> list[Any]:
 
 
 class Cluster:
-    """A coordinator: discovers workers through the name server and spreads calls over them."""
+    """A coordinator: discovers workers through the name server and spreads calls over them.
+
+    ``timeout`` is per attempt (seconds), ``retries`` the further attempts after a worker failure,
+    ``probe_timeout`` the liveness-probe silence that counts as death, ``wait`` how long a call
+    waits for any live worker offering its service, ``max_batch`` the most calls sent to a worker
+    in one request (1 turns batching off).
+    """
 
     def __init__(
         self,
@@ -43,6 +50,7 @@ class Cluster:
         retries: int = DEFAULT_RETRIES,
         probe_timeout: float = DEFAULT_PROBE_TIMEOUT_S,
         wait: float = DEFAULT_WAIT_S,
+        max_batch: int = MAX_BATCH,
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
@@ -54,7 +62,7 @@ class Cluster:
         self.timeout = timeout
         self.retries = retries
         self._local: LocalCluster | None = None
-        self._dispatcher = Dispatcher(settings, probe_timeout, wait)
+        self._dispatcher = Dispatcher(settings, probe_timeout, wait, max(1, max_batch))
         self._dispatcher.start()
 
     @classmethod

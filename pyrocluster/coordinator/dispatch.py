@@ -37,8 +37,9 @@ WAIT_CHECK_S = 0.25
 class Dispatcher:
     """Owns the queues, the worker links and the threads that discover workers and dispatch."""
 
-    def __init__(self, settings: Settings, probe_timeout_s: float, wait_s: float) -> None:
+    def __init__(self, settings: Settings, probe_timeout_s: float, wait_s: float, max_batch: int) -> None:
         self.settings = settings
+        self.max_batch = max_batch
         self.probe_timeout_s = probe_timeout_s
         self.wait_s = wait_s
         self.closed = False
@@ -128,7 +129,9 @@ class Dispatcher:
                 continue
             if link is not None:
                 self._forget(link, "was replaced by a new registration")
-            self.links[entry.name] = WorkerLink(entry, self, self.settings, self.probe_timeout_s)
+            self.links[entry.name] = WorkerLink(
+                entry, self, self.settings, self.probe_timeout_s, self.max_batch
+            )
         for name, link in list(self.links.items()):
             if name not in listed and link.state in (SUSPECT, DRAINING) and not link.busy():
                 self._forget(link, "left the cluster")

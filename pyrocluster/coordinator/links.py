@@ -43,7 +43,12 @@ class WorkerLink:
     """One worker as the dispatcher sees it: capacity, state, in-flight batches, threads."""
 
     def __init__(
-        self, entry: WorkerEntry, owner: Dispatcher, settings: Settings, probe_timeout_s: float
+        self,
+        entry: WorkerEntry,
+        owner: Dispatcher,
+        settings: Settings,
+        probe_timeout_s: float,
+        max_batch: int,
     ) -> None:
         self.name = entry.name
         self.entry = entry
@@ -52,7 +57,7 @@ class WorkerLink:
         self.quarantine = Quarantine()
         self.batches: dict[int, Batch] = {}
         self.in_flight: dict[str, int] = {s: 0 for s in entry.uris}
-        self.sizers: dict[str, BatchSizer] = {s: BatchSizer() for s in entry.uris}
+        self.sizers: dict[str, BatchSizer] = {s: BatchSizer(limit=max_batch) for s in entry.uris}
         self.outboxes: dict[str, queue.SimpleQueue[Batch | None]] = {
             s: queue.SimpleQueue() for s in entry.uris
         }

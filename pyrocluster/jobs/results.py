@@ -12,7 +12,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,18 +140,25 @@ class ResultsStore:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as a line and flush it; fsync at most every ``fsync_interval_s``."""
-        key = record.get("id")
-        if not isinstance(key, str):
-            raise ValueError("a results record needs a string 'id'")
-        line = encode_record(record)
+        self.append_many((record,))
+
+    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Write records as lines with one flush (outcomes arrive in batches)."""
+        lines = []
+        for record in records:
+            key = record.get("id")
+            if not isinstance(key, str):
+                raise ValueError("a results record needs a string 'id'")
+            lines.append((key, encode_record(record)))
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"{self.path} is not open")
-            self._file.write(line)
+            self._file.write(b"".join(line for _, line in lines))
             self._file.flush()
-            self._offsets[key] = self._size
-            self._size += len(line)
-            self._lines += 1
+            for key, line in lines:
+                self._offsets[key] = self._size
+                self._size += len(line)
+            self._lines += len(lines)
             now = self._clock()
             if now - self._last_sync >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())

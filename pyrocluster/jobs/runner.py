@@ -126,36 +126,37 @@ class JobRunner:
 
     # -- recording ---------------------------------------------------------------------------
 
-    def record(self, record: dict[str, Any]) -> None:
-        """Append one outcome and count it (thread-safe)."""
-        self._store.append(record)
+    def record(self, records: list[dict[str, Any]]) -> None:
+        """Append outcomes (one flush) and count them (thread-safe)."""
+        self._store.append_many(records)
         with self._lock:
-            status = record["status"]
-            if status == "ok":
-                self.ok += 1
-                if record.get("worker"):
-                    self.per_worker[record["worker"]] += 1
-            elif status == "skipped":
-                self.skipped += 1
-            else:
-                self.failed += 1
-                if len(self.failures) < SHOWN_FAILURES:
-                    err = record.get("error") or {}
-                    self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
+            for record in records:
+                status = record["status"]
+                if status == "ok":
+                    self.ok += 1
+                    if record.get("worker"):
+                        self.per_worker[record["worker"]] += 1
+                elif status == "skipped":
+                    self.skipped += 1
+                else:
+                    self.failed += 1
+                    if len(self.failures) < SHOWN_FAILURES:
+                        err = record.get("error") or {}
+                        self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
 
     def _crawled(self, record: dict[str, Any]) -> None:
         if not self._closing:
-            self.record(record)
+            self.record([record])
 
-    def settled(self, call: Call) -> None:
-        """A compute call of this job ended (the dispatcher calls this; ``call.tag`` is its item)."""
+    def settled(self, calls: list[Call]) -> None:
+        """Compute calls of this job ended (the dispatcher calls this; ``call.tag`` is the item)."""
         if not self._closing:
-            self.record(compute_record(call.tag, call))
+            self.record([compute_record(call.tag, call) for call in calls])
         with self._lock:
-            self._outstanding -= 1
+            self._outstanding -= len(calls)
             if self._outstanding == 0:
                 self._idle.set()
-        self._window.release()
+        self._window.release(len(calls))
 
     # -- running -----------------------------------------------------------------------------
 

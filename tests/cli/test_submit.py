@@ -217,3 +217,35 @@ def test_local_with_user_tasks_and_out(tmp_path):
     assert result.stdout == ""
     records = {r["id"]: r["result"] for r in read_lines(tmp_path / "mine.jsonl")}
     assert records["mean"] == 2.5 and records["collatz-0"] == 111 and records["shout"] == "HELLO HELLO"
+
+
+def test_ctrl_c_keeps_results_exits_130_and_resume_finishes(tmp_path, nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "2")
+    job = write_job(
+        tmp_path,
+        "name: stopme\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.1"] * 80) + "]\n",
+    )
+    out = tmp_path / "stopme.results.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: out.exists() and out.read_text().count("\n") >= 5, 30, interval_s=0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "--resume" in stderr
+    summary = json.loads(stdout)
+    assert 5 <= summary["ok"] < 80 and summary["failed"] == 0
+    kept = read_lines(out)
+    assert len(kept) == summary["ok"] and all(r["status"] == "ok" for r in kept)
+    result = run_cli("submit", str(job), "--ns", nameserver, "--resume", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["ok"] == 80 and len(read_lines(out)) == 80

@@ -70,3 +70,11 @@ def test_quarantine_backs_off_exponentially_with_a_cap():
     assert not q.due(now + 1) and q.due(now + BACKOFF_MAX_S)
     q.clear()
     assert q.due(now) and q.failures == 0
+
+
+def test_batch_sizer_limit_of_one_turns_batching_off():
+    sizer = BatchSizer(limit=1)
+    for _ in range(5):
+        sizer.observe(sizer.size, sizer.size * 1e-6)
+    assert sizer.size == 1
+    assert sizer.next_size(queued=1000, free_slots_total=1) == 1
