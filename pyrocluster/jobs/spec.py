@@ -32,6 +32,7 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
 )
 from pyrocluster.errors import JobFileError
+from pyrocluster.jobs.yamlread import line_of, read_yaml
 
 PAGE_FIELDS = frozenset(
     {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
@@ -42,115 +43,6 @@ RESERVED_ID_PREFIX = "crawl:"
 """Task ids starting with this are kept for crawl records."""
 
 _HOST_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
-_YAML = "tag:yaml.org,2002:"
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_START = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-_END = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """Safe (C when available) loader that refuses duplicate keys and keeps dates as strings."""
-
-    # A date in args must reach the task as the text the user wrote, not a datetime msgpack can't send.
-    yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != _YAML + "timestamp"]
-        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-    }
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML + "merge":
-                if (key_node.tag, key_node.value) in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
-                seen.add((key_node.tag, key_node.value))
-        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
-
-
-class _Slow(Exception):
-    """The document uses a YAML feature (tags, merge keys, complex keys) left to PyYAML's constructor."""
-
-
-def _scalar(event: Any, loader: Any) -> Any:
-    value = event.value
-    if event.tag not in (None, "!"):
-        raise _Slow
-    if not event.implicit[0]:  # quoted
-        return value
-    if value.isdigit() and value.isascii() and (value[0] != "0" or value == "0"):
-        return int(value)
-    resolvers = _Loader.yaml_implicit_resolvers
-    for tag, rx in resolvers.get(value[:1], []) + resolvers.get(None, []):
-        if rx.match(value):
-            if tag not in _Loader.yaml_constructors:
-                raise _Slow
-            return _Loader.yaml_constructors[tag](loader, yaml.ScalarNode(tag, value))
-    return value
-
-
-def _read_yaml(text: str) -> Any:
-    """Load YAML like ``_Loader`` does, building objects straight from the C parser's events.
-
-    PyYAML's constructor keeps a node per value and takes ~40 s on a 1,000,000-item ``map``;
-    this takes a few seconds. Rare features fall back to the full loader.
-    """
-    loader = _Loader(text)
-    stack: list[list[Any]] = []  # [container, pending key, has key, key mark]
-    anchors: dict[str, Any] = {}
-    result, documents = None, 0
-    try:
-        while True:
-            event = loader.get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                obj = _scalar(event, loader)
-                if event.anchor:
-                    anchors[event.anchor] = obj
-            elif kind in _START:
-                is_list = kind is yaml.SequenceStartEvent
-                if event.tag not in (None, "!", _YAML + ("seq" if is_list else "map")):
-                    raise _Slow
-                obj = [] if is_list else {}
-                if event.anchor:
-                    anchors[event.anchor] = obj
-                stack.append([obj, None, False, None])
-                continue
-            elif kind in _END:
-                obj = stack.pop()[0]
-            elif kind is yaml.AliasEvent:
-                if event.anchor not in anchors:
-                    raise _Slow
-                obj = anchors[event.anchor]
-            elif kind is yaml.DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    raise _Slow
-                continue
-            elif kind is yaml.StreamEndEvent:
-                return result
-            else:
-                continue
-            if not stack:
-                result = obj
-                continue
-            top = stack[-1]
-            if type(top[0]) is list:
-                top[0].append(obj)
-            elif top[2]:
-                if top[1] in top[0]:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {top[1]!r}", top[3])
-                top[0][top[1]] = obj
-                top[2] = False
-            elif isinstance(obj, (list, dict)):
-                raise _Slow
-            else:
-                top[1:] = [obj, True, event.start_mark]
-    except _Slow:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    finally:
-        loader.dispose()
 
 
 def _host_ok(host: str | None) -> bool:
@@ -330,49 +222,6 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
-def _skip(loader: Any, event: Any) -> None:
-    depth = 1 if isinstance(event, _START) else 0
-    while depth:
-        event = loader.get_event()
-        depth += 1 if isinstance(event, _START) else -1 if isinstance(event, _END) else 0
-
-
-def _line(text: str, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest part of ``loc`` present in the file (error path only)."""
-    loader = _Loader(text)
-    try:
-        while not isinstance(event := loader.get_event(), (yaml.NodeEvent, yaml.StreamEndEvent)):
-            pass
-        line = event.start_mark.line
-        for key in loc:
-            if isinstance(event, yaml.MappingStartEvent):
-                while not isinstance(event := loader.get_event(), yaml.MappingEndEvent):
-                    found = isinstance(event, yaml.ScalarEvent) and event.value == str(key)
-                    _skip(loader, event)
-                    if found:
-                        line, event = event.start_mark.line, loader.get_event()
-                        break
-                    _skip(loader, loader.get_event())
-                else:
-                    break
-            elif isinstance(event, yaml.SequenceStartEvent) and isinstance(key, int):
-                for _ in range(key):
-                    if isinstance(event := loader.get_event(), yaml.SequenceEndEvent):
-                        return int(line) + 1
-                    _skip(loader, event)
-                event = loader.get_event()
-                if isinstance(event, yaml.SequenceEndEvent):
-                    break
-                line = event.start_mark.line
-            else:
-                break
-        return int(line) + 1
-    except yaml.YAMLError:
-        return None
-    finally:
-        loader.dispose()
-
-
 def _fail(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
     parts: list[str] = []
     for key in loc:
@@ -384,7 +233,7 @@ def _fail(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -
         else:
             parts.append(f".{key}" if parts else str(key))
             data = data.get(key) if isinstance(data, dict) else None
-    where, line = "".join(parts), _line(text, loc)
+    where, line = "".join(parts), line_of(text, loc)
     if line is not None:
         where = f"{where} (line {line})" if where else f"line {line}"
     return JobFileError(path, where, message)
@@ -485,7 +334,7 @@ def load_job(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise JobFileError(shown, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = _read_yaml(text)
+        data = read_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyrocluster.errors import JobFileError
-from pyrocluster.jobs import spec as spec_module
+from pyrocluster.jobs import yamlread
 from pyrocluster.jobs.spec import (
     TaskItem,
     count_task_items,
@@ -472,7 +472,7 @@ _documents = st.recursive(
 @given(_documents, st.booleans())
 def test_fast_reader_agrees_with_pyyaml(document: object, flow: bool) -> None:
     text = yaml.safe_dump(document, default_flow_style=flow, allow_unicode=True)
-    assert spec_module._read_yaml(text) == yaml.load(text, Loader=spec_module._Loader)
+    assert yamlread.read_yaml(text) == yaml.load(text, Loader=yamlread._Loader)
 
 
 @pytest.mark.parametrize(
@@ -486,7 +486,7 @@ def test_fast_reader_agrees_with_pyyaml(document: object, flow: bool) -> None:
     ],
 )
 def test_fast_reader_handles_yaml_features(text: str) -> None:
-    assert spec_module._read_yaml(text) == yaml.load(text, Loader=spec_module._Loader)
+    assert yamlread.read_yaml(text) == yaml.load(text, Loader=yamlread._Loader)
 
 
 def test_a_task_reused_by_alias_gets_an_id_per_entry(tmp_path: Path) -> None:
