@@ -49,6 +49,7 @@ class ManagedProcess:
                 self.ready_line = line.strip()
                 self._ready.set()
         self._ready.set()
+        stream.close()  # here too: stop() leaves it open while a read is blocked
 
     @property
     def pid(self) -> int:
@@ -78,9 +79,7 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         code = self.proc.wait()
-        self._reader.join(timeout=2)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self._close_output()
         return code
 
     def kill(self) -> None:
@@ -88,8 +87,13 @@ class ManagedProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._close_output()
+
+    def _close_output(self) -> None:
         self._reader.join(timeout=2)
-        if self.proc.stdout is not None:
+        # A task process orphaned by a killed worker can hold the pipe open: the reader then
+        # blocks in a read, and closing the pipe under it would wait for that read for ever.
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
 

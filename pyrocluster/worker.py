@@ -80,6 +80,7 @@ class Worker:
         self._slots: Any = None
         self._crawl: Any = None
         self._ns: Any = None
+        self.name_taken_by: str | None = None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -129,30 +130,38 @@ class Worker:
     def _register(self) -> None:
         registry.register_worker(self._ns, self.name, self.uris, self._slot_counts(), self.options.tags)
 
+    def _live_holder(self, listing: dict[str, Any]) -> str | None:
+        """Address of another live worker registered under our name, or None."""
+        control = listing.get(registry.object_name(self.name, registry.CONTROL))
+        if control is None or str(control) == self.uris.get(registry.CONTROL):
+            return None
+        probe = make_proxy(control, self.settings, timeout_s=2.0)
+        try:
+            probe.ping()
+        except Pyro5.errors.PyroError:
+            return None  # dead: its registration is stale
+        finally:
+            probe._pyroRelease()
+        return str(control).rpartition("@")[2]
+
     def _claim_name(self) -> None:
         """Refuse a name a live worker holds; clear a dead worker's stale registration."""
         listing = self._ns.list(prefix=f"{registry.WORKER_PREFIX}{self.name}.")
-        control = listing.get(registry.object_name(self.name, registry.CONTROL))
-        if control is not None:
-            probe = make_proxy(control, self.settings, timeout_s=2.0)
-            try:
-                probe.ping()
-            except Pyro5.errors.PyroError:
-                pass  # dead: its registration is stale
-            else:
-                address = str(control).rpartition("@")[2]
-                raise ConfigError(
-                    f"--name {self.name}: a live worker with that name is already registered at {address}"
-                )
-            finally:
-                probe._pyroRelease()
+        holder = self._live_holder(listing)
+        if holder is not None:
+            raise ConfigError(
+                f"--name {self.name}: a live worker with that name is already registered at {holder}"
+            )
         if listing:
             registry.unregister_worker(self._ns, self.name)
 
     # -- run --------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Serve until ``state.stop_event`` is set (a signal or a remote drain), then drain and exit."""
+        """Serve until ``state.stop_event`` is set (a signal or a remote drain), then drain and exit.
+
+        ConfigError afterwards when another live worker took our name while we were unreachable.
+        """
         loop = threading.Thread(target=self._daemon.requestLoop, name="pyro-request-loop", daemon=True)
         loop.start()
         stop = self.state.stop_event
@@ -162,6 +171,10 @@ class Worker:
         self._daemon.shutdown()
         loop.join(timeout=5)
         self._close()
+        if self.name_taken_by:
+            raise ConfigError(
+                f"--name {self.name}: taken over by another live worker at {self.name_taken_by}"
+            )
 
     def heartbeat(self) -> None:
         """Re-register when the name server lost our entries (e.g. it restarted)."""
@@ -170,6 +183,13 @@ class Worker:
                 self._ns = registry.connect(self.settings)
             listing = self._ns.list(prefix=f"{registry.WORKER_PREFIX}{self.name}.")
             if {str(v) for v in listing.values()} != set(self.uris.values()):
+                holder = self._live_holder(listing)
+                if holder is not None:
+                    # Overwriting a live worker's entries would make the two flip-flop for ever.
+                    log.error("another live worker at %s took the name %s: stopping", holder, self.name)
+                    self.name_taken_by = holder
+                    self.state.stop_event.set()
+                    return
                 self._register()
                 log.info("re-registered with the name server at %s", self.settings.ns_address)
         except Pyro5.errors.PyroError as exc:
@@ -186,6 +206,8 @@ class Worker:
         while self.state.active_calls > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(REPLY_GRACE_S)
+        if self.name_taken_by:
+            return  # the entries are the other worker's now
         try:
             if self._ns is None:
                 self._ns = registry.connect(self.settings, timeout_s=2.0)

@@ -25,6 +25,7 @@ a host: ``python tests/netns.py watch-ns --ns HOST:PORT --expect w1,w2``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -60,9 +61,13 @@ _sequence = itertools.count(1)
 # -- availability ------------------------------------------------------------------------------
 
 
-def _ip(*args: str, check: bool = True, timeout: float = 10.0, tool: str = "ip") -> subprocess.CompletedProcess[str]:
+def _ip(
+    *args: str, check: bool = True, timeout: float = 10.0, tool: str = "ip"
+) -> subprocess.CompletedProcess[str]:
     """Run ``ip ARGS`` (or ``bridge ARGS``); RuntimeError with its stderr when it fails and ``check``."""
-    done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [tool, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"`{tool} {' '.join(args)}` failed: {done.stderr.strip()}")
     return done
@@ -82,8 +87,11 @@ def unavailable_reason() -> str | None:
         _ip("netns", "add", probe)
         try:
             _ip("-n", probe, "link", "add", "br0", "type", "bridge")
+            _ip("-n", probe, "link", "set", "br0", "up")
             _ip("-n", probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
             _ip("-n", probe, "link", "set", "v0", "master", "br0")
+            for dev in ("v0", "v1"):
+                _ip("-n", probe, "link", "set", dev, "up")
             _ip("-n", probe, "link", "set", "dev", "v0", "state", "0", tool="bridge")
         finally:
             _ip("netns", "del", probe, check=False)
@@ -124,8 +132,15 @@ class HostProcess:
     (a worker's pool processes): a SIGKILL or SIGSTOP here is the whole machine dying or freezing.
     """
 
-    def __init__(self, argv: Sequence[str], *, netns: str | None = None, env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike[str] | None = None, label: str = "") -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        netns: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        label: str = "",
+    ) -> None:
         self.argv = list(argv)
         self.label = label or " ".join(self.argv[:4])
         self.lines: list[tuple[float, str]] = []
@@ -134,8 +149,14 @@ class HostProcess:
         self._ready = threading.Event()
         cmd = ["ip", "netns", "exec", netns, *self.argv] if netns else self.argv
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
@@ -179,10 +200,8 @@ class HostProcess:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to its whole process group (if the group still exists)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def kill(self) -> None:
         """SIGKILL the group and reap it."""
@@ -195,10 +214,8 @@ class HostProcess:
         if self.running():
             self.signal(signal.SIGCONT)
             self.signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()  # also catches stragglers of its group (pool processes)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
@@ -223,30 +240,60 @@ class Host:
     def __repr__(self) -> str:
         return f"Host({self.name!r}, {self.ip})"
 
-    def run(self, argv: Sequence[str], *, timeout: float = 30.0, env: dict[str, str] | None = None,
-            cwd: str | os.PathLike[str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command on this host to completion and capture its output."""
         done = subprocess.run(
-            ["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, **self.network.env, **(env or {})}, cwd=cwd, stdin=subprocess.DEVNULL,
+            ["ip", "netns", "exec", self.netns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.network.env, **(env or {})},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
         )
         if check and done.returncode != 0:
-            raise RuntimeError(f"on {self.name}: {' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+            raise RuntimeError(
+                f"on {self.name}: {' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
         return done
 
-    def popen(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-              cwd: str | os.PathLike[str] | None = None, label: str = "") -> HostProcess:
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        label: str = "",
+    ) -> HostProcess:
         """Start a command on this host; it is stopped when the network closes."""
-        proc = HostProcess(argv, netns=self.netns, env={**self.network.env, **(env or {})}, cwd=cwd,
-                           label=f"{self.name}: {label or ' '.join(argv[:4])}")
+        proc = HostProcess(
+            argv,
+            netns=self.netns,
+            env={**self.network.env, **(env or {})},
+            cwd=cwd,
+            label=f"{self.name}: {label or ' '.join(argv[:4])}",
+        )
         self.network.processes.append(proc)
         return proc
 
-    def pyrocluster(self, *args: str, env: dict[str, str] | None = None,
-                    cwd: str | os.PathLike[str] | None = None) -> HostProcess:
+    def pyrocluster(
+        self, *args: str, env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None
+    ) -> HostProcess:
         """Start ``python -m pyrocluster ARGS`` on this host."""
-        return self.popen([sys.executable, "-m", "pyrocluster", *args], env=env, cwd=cwd,
-                          label=f"pyrocluster {' '.join(args[:2])}")
+        return self.popen(
+            [sys.executable, "-m", "pyrocluster", *args],
+            env=env,
+            cwd=cwd,
+            label=f"pyrocluster {' '.join(args[:2])}",
+        )
 
     def link_down(self, mode: str = "drop") -> float:
         """Cut this host off the switch; the wall-clock time it happened.
@@ -309,8 +356,20 @@ class Network:
             _ip("-n", self.switch, "link", "set", "br0", "up")
             for host in self.hosts.values():
                 self._add_namespace(host.netns)
-                _ip("-n", host.netns, "link", "add", "eth0", "type", "veth", "peer", "name", host.port,
-                    "netns", self.switch)
+                _ip(
+                    "-n",
+                    host.netns,
+                    "link",
+                    "add",
+                    "eth0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    host.port,
+                    "netns",
+                    self.switch,
+                )
                 _ip("-n", self.switch, "link", "set", host.port, "master", "br0")
                 _ip("-n", self.switch, "link", "set", host.port, "up")
                 _ip("-n", host.netns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
@@ -328,9 +387,14 @@ class Network:
     def close(self) -> None:
         """Kill every process started on the network, then delete every namespace."""
         errors = []
+        for proc in self.processes:  # all at once: each may take a moment to drain
+            if proc.running():
+                proc.signal(signal.SIGCONT)
+                proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         for proc in reversed(self.processes):
             try:
-                proc.stop()
+                proc.stop(timeout_s=max(0.1, deadline - time.monotonic()))
             except Exception as exc:  # keep going: the namespaces must go whatever happened
                 errors.append(f"{proc.label}: {exc}")
         for name in reversed(self._created):
@@ -350,7 +414,7 @@ class Network:
     # -- cluster roles -----------------------------------------------------------------------
 
     def start_nameserver(self, host: str, *extra: str, port: int = NAMESERVER_PORT) -> HostProcess:
-        """``pyrocluster nameserver`` bound to the host's address (secret in the environment); waits for ready."""
+        """``pyrocluster nameserver`` on the host's address (secret in the environment); waits for ready."""
         h = self.hosts[host]
         proc = h.pyrocluster("nameserver", "--host", h.ip, "--port", str(port), *extra)
         proc.wait_ready()
@@ -409,10 +473,14 @@ class ResultsTail:
 def read_results(path: Path) -> list[dict[str, Any]]:
     """The complete lines of a results file as it is now."""
     text = Path(path).read_text()
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+    return [
+        json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()
+    ]
 
 
-def write_job(path: Path, name: str, call: str, items: Sequence[Any], defaults: dict[str, Any] | None = None) -> Path:
+def write_job(
+    path: Path, name: str, call: str, items: Sequence[Any], defaults: dict[str, Any] | None = None
+) -> Path:
     """A job file with one mapped task ``<name>`` (ids ``<name>-<k>``) over ``items``."""
     lines = [f"name: {name}"]
     if defaults:
@@ -468,7 +536,11 @@ def watch_nameserver(ns: str, expect: set[str], timeout_s: float, out: IO[str] =
                     up = True
                     print(json.dumps({"event": "up", "t": now}), file=out, flush=True)
                 if expect <= names:
-                    print(json.dumps({"event": "registered", "t": now, "workers": sorted(names)}), file=out, flush=True)
+                    print(
+                        json.dumps({"event": "registered", "t": now, "workers": sorted(names)}),
+                        file=out,
+                        flush=True,
+                    )
                     return 0
                 time.sleep(0.02)
         except Pyro5.errors.PyroError:
@@ -483,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python tests/netns.py watch-ns --ns HOST:PORT --expect a,b [--timeout S]``."""
     parser = argparse.ArgumentParser(prog="tests/netns.py")
     sub = parser.add_subparsers(dest="command", required=True)
-    watch = sub.add_parser("watch-ns", help="report when the name server answers and lists the expected workers")
+    watch = sub.add_parser(
+        "watch-ns", help="report when the name server answers and lists the expected workers"
+    )
     watch.add_argument("--ns", required=True)
     watch.add_argument("--expect", default="")
     watch.add_argument("--timeout", type=float, default=30.0)

@@ -270,6 +270,7 @@ class Dispatcher:
         log.warning("worker %s %s: its calls go elsewhere", link.name, reason)
         link.state = SUSPECT
         link.quarantine.set_aside(time.monotonic())
+        link.abort_calls()
         link.wake()
         self._cond.notify()
         return self._take_back(link, reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,7 @@ class WorkerLink:
         self._probe_timeout_s = probe_timeout_s
         self._wake = threading.Event()
         self._lock = threading.Lock()
+        self._calling: set[Any] = set()
         self._prober = threading.Thread(target=self._probe_loop, name=f"probe-{self.name}", daemon=True)
         self._prober.start()
 
@@ -155,7 +157,25 @@ class WorkerLink:
                 raise Unsent(f"{type(exc).__name__}: {exc}") from None
         proxy._pyroTimeout = max(c.timeout_s for c in batch.calls) + CALL_GRACE_S
         batch.sent_at = time.monotonic()
-        return proxy.run_batch([c.wire() for c in batch.calls])
+        conn = proxy._pyroConnection
+        with self._lock:
+            self._calling.add(conn)
+        try:
+            return proxy.run_batch([c.wire() for c in batch.calls])
+        finally:
+            with self._lock:
+                self._calling.discard(conn)
+
+    def abort_calls(self) -> None:
+        """Cut the connections of calls under way (the worker was set aside): their threads return now.
+
+        Without this, a thread waiting on a silent worker would hold its socket until the call's timeout.
+        """
+        with self._lock:
+            connections = list(self._calling)
+        for conn in connections:
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
 
     @staticmethod
     def _release(proxy: Any) -> None:

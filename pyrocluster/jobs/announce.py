@@ -17,6 +17,9 @@ from pyrocluster.nameserver import registry
 
 log = logging.getLogger(__name__)
 
+RENEW_INTERVAL_S = 2.0
+"""Seconds between checks that a running job is still registered."""
+
 
 @Pyro5.api.expose
 class JobProgress:
@@ -41,14 +44,16 @@ def local_address_towards(host: str) -> str:
 
 
 class Announcement:
-    """Registers a job while it runs; every failure here is logged, never fatal to the job."""
+    """Registers a job while it runs (again after a name-server restart); failures are logged, never fatal."""
 
     def __init__(self, settings: Settings, name: str, snapshot: Callable[[], dict[str, Any]]) -> None:
         self._settings = settings
         self._registered_as = f"{name}@{socket.gethostname()}-{os.getpid()}"
         self._snapshot = snapshot
         self._daemon: Any = None
-        self._thread: threading.Thread | None = None
+        self._uri = ""
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Announcement:
         try:
@@ -57,30 +62,50 @@ class Announcement:
                 log.warning("not announcing the job: no cluster secret to protect a non-loopback listener")
                 return self
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
-            uri = self._daemon.register(JobProgress(self._snapshot))
-            self._thread = threading.Thread(target=self._daemon.requestLoop, name="job-announce", daemon=True)
-            self._thread.start()
-            ns = registry.connect(self._settings)
-            try:
-                registry.register_job(ns, self._registered_as, str(uri))
-            finally:
-                ns._pyroRelease()
+            self._uri = str(self._daemon.register(JobProgress(self._snapshot)))
         except Exception as exc:  # status is a convenience: the job runs without it
-            log.warning("could not announce the job in the name server: %s", exc)
+            log.warning("could not announce the job: %s", exc)
+            return self
+        self._threads = [
+            threading.Thread(target=self._daemon.requestLoop, name="job-announce", daemon=True),
+            threading.Thread(target=self._keep_registered, name="job-renew", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
+
+    def _keep_registered(self) -> None:
+        """Register now, and again whenever the name server lost the entry (it restarted)."""
+        ns: Any = None
+        while True:
+            try:
+                if ns is None:
+                    ns = registry.connect(self._settings, timeout_s=2.0)
+                if registry.find_jobs(ns).get(self._registered_as) != self._uri:
+                    registry.register_job(ns, self._registered_as, self._uri)
+            except Exception as exc:  # name server away: try again on the next round
+                log.debug("job registration failed: %s", exc)
+                if ns is not None:
+                    ns._pyroRelease()
+                    ns = None
+            if self._stop.wait(RENEW_INTERVAL_S):
+                break
+        try:
+            if ns is None:
+                ns = registry.connect(self._settings, timeout_s=2.0)
+            registry.unregister_job(ns, self._registered_as)
+        except Exception as exc:  # the name server may be gone; the entry then dies with it
+            log.warning("could not remove the job from the name server: %s", exc)
+        finally:
+            if ns is not None:
+                ns._pyroRelease()
 
     def __exit__(self, *exc: object) -> None:
         if self._daemon is None:
             return
-        try:
-            ns = registry.connect(self._settings, timeout_s=2.0)
-            try:
-                registry.unregister_job(ns, self._registered_as)
-            finally:
-                ns._pyroRelease()
-        except Exception as exc:  # the name server may be gone; the entry then dies with it
-            log.warning("could not remove the job from the name server: %s", exc)
+        self._stop.set()
+        if self._threads:
+            self._threads[1].join(timeout=5)
         self._daemon.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._threads[0].join(timeout=5)
         self._daemon.close()

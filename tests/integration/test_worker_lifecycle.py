@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 
 from pyrocluster import Cluster
-from pyrocluster.local import start_nameserver, start_worker
+from pyrocluster.local import ready_address, start_nameserver, start_worker
 from tests.conftest import run_cli, wait_for
 
 
@@ -16,8 +17,6 @@ def listed_workers(ns: str) -> list[str]:
     result = run_cli("status", "--ns", ns, "--json")
     if result.returncode != 0:
         return []
-    import json
-
     return [w["name"] for w in json.loads(result.stdout)["workers"]]
 
 
@@ -75,3 +74,16 @@ def test_live_name_is_refused_and_stale_name_replaced(nameserver, worker_factory
     worker_factory(1, "--services", "compute", "--name", "dup")  # stale entry of a dead worker: replaced
     with Cluster(nameserver) as cluster:
         assert cluster.submit("add", 1, 1).result(timeout=30) == 2
+
+
+def test_worker_whose_name_was_taken_while_frozen_steps_aside(nameserver, worker_factory):
+    (frozen,) = worker_factory(1, "--services", "compute", "--name", "same", "--heartbeat", "0.5")
+    frozen.signal(signal.SIGSTOP)
+    (taker,) = worker_factory(1, "--services", "compute", "--name", "same", "--heartbeat", "0.5")
+    frozen.signal(signal.SIGCONT)
+    assert frozen.proc.wait(timeout=20) == 2
+    assert "taken over by another live worker" in "\n".join(frozen.output)
+    time.sleep(1.5)  # a few of the taker's heartbeats: its entries must stay its own
+    assert listed_workers(nameserver) == ["same"]
+    (w,) = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["workers"]
+    assert w["address"] == ready_address(taker.ready_line) and w["state"] == "ready"
