@@ -89,6 +89,9 @@ class Settings:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
         if debug is None:
             debug = env.get("PYROCLUSTER_DEBUG", "") not in ("", "0", "false", "no")
+        max_mb = env.get("PYROCLUSTER_MAX_MESSAGE_MB")
+        if max_mb is not None and not (max_mb.isdigit() and 1 <= int(max_mb) <= 4096):
+            raise ValueError(f"PYROCLUSTER_MAX_MESSAGE_MB={max_mb!r}: expected a whole number from 1 to 4096")
         return cls(
             ns_host=host,
             ns_port=port,
@@ -98,7 +101,19 @@ class Settings:
             tls_ca=tls_ca or env.get("PYROCLUSTER_TLS_CA") or None,
             serializer=serializer,
             debug=debug,
+            max_message_bytes=int(max_mb) * 1024 * 1024 if max_mb else DEFAULT_MAX_MESSAGE_BYTES,
         )
+
+    def child_env(self) -> dict[str, str]:
+        """Environment that gives processes we start (``--local``) the same security settings."""
+        env = {"PYROCLUSTER_SERIALIZER": self.serializer}
+        if self.secret:
+            env["PYROCLUSTER_SECRET"] = self.secret.decode()
+        for name, value in (("CERT", self.tls_cert), ("KEY", self.tls_key), ("CA", self.tls_ca)):
+            if value:
+                env[f"PYROCLUSTER_TLS_{name}"] = str(Path(value).resolve())
+        env["PYROCLUSTER_MAX_MESSAGE_MB"] = str(max(1, self.max_message_bytes // (1024 * 1024)))
+        return env
 
 
 def apply(settings: Settings) -> None:

@@ -9,9 +9,11 @@ batch is reported as timed out and keeps its slot busy until it really ends.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from multiprocessing.connection import Connection
@@ -43,9 +45,22 @@ def _failed_batch(calls: list[Call], kind: int, message: str) -> list[list[Any]]
     return [[kind, error, 0.0] for _ in calls]
 
 
+def _exit_with_parent(interval_s: float = 1.0) -> None:
+    """End this slot process soon after its worker is gone (SIGKILLed), even mid-task."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _child_main(conn: Connection, task_modules: list[str]) -> None:
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
+    _exit_with_parent()
     for spec in task_modules:
         load_task_module(spec)
     while True:

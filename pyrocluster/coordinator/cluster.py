@@ -68,15 +68,10 @@ class Cluster:
     @classmethod
     def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
         """Start a private name server and ``workers`` workers on loopback; ``close()`` stops them."""
-        secret = kwargs.get("secret")
-        env = (
-            {"PYROCLUSTER_SECRET": secret.decode() if isinstance(secret, bytes) else secret}
-            if secret
-            else None
-        )
-        local = LocalCluster(workers, worker_args, env=env)
+        settings = kwargs.pop("settings", None) or Settings.from_sources(secret=kwargs.pop("secret", None))
+        local = LocalCluster(workers, worker_args, env=settings.child_env())
         try:
-            cluster = cls(local.address, **kwargs)
+            cluster = cls(settings=settings.with_ns(local.address), **kwargs)
         except BaseException:
             local.close()
             raise

@@ -73,10 +73,7 @@ def submit_job(
     local = None
     if options.local:
         worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
-        secret = settings.secret.decode() if settings.secret else None
-        local = LocalCluster(
-            options.local, worker_args, env={"PYROCLUSTER_SECRET": secret} if secret else None
-        )
+        local = LocalCluster(options.local, worker_args, env=settings.child_env())
         settings = settings.with_ns(local.address)
     cluster = None
     try:

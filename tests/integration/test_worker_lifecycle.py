@@ -6,6 +6,7 @@ import json
 import signal
 import time
 
+import psutil
 import pytest
 
 from pyrocluster import Cluster
@@ -87,3 +88,17 @@ def test_worker_whose_name_was_taken_while_frozen_steps_aside(nameserver, worker
     assert listed_workers(nameserver) == ["same"]
     (w,) = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["workers"]
     assert w["address"] == ready_address(taker.ready_line) and w["state"] == "ready"
+
+
+def test_slot_processes_end_soon_after_their_worker_is_killed(nameserver, worker_factory):
+    (worker,) = worker_factory(1, "--services", "compute", "--concurrency", "2")
+    children = psutil.Process(worker.pid).children()
+    assert len(children) >= 2
+    with Cluster(nameserver) as cluster:
+        busy = cluster.submit("sleep", 60)
+        wait_for(lambda: cluster.in_flight() == 1, 10)
+        worker.signal(signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"slot processes outlived their worker: {[p.pid for p in alive]}"
+        busy.cancel()
