@@ -223,6 +223,10 @@ class Cluster:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried
 
+    def capacity(self, service: str) -> int:
+        """Slots for ``service`` over the live workers known now."""
+        return self._dispatcher.capacity(service)
+
     def in_flight(self) -> int:
         """Calls currently on workers."""
         return self._dispatcher.in_flight()

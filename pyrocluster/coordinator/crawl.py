@@ -99,7 +99,9 @@ class CrawlRun:
                     frontier.robots_url(host),
                     {"body": True, "max_bytes": ROBOTS_MAX_BYTES},
                 )
-            room = MAX_IN_FLIGHT - self.in_flight
+            # Hand out no more than the workers can fetch now, so the per-host rate applies to
+            # requests, not to a queue in front of them.
+            room = min(MAX_IN_FLIGHT, max(1, self.cluster.capacity("crawl"))) - self.in_flight
             if room > 0:
                 for url, depth in frontier.next_ready(limit=room):
                     self._fetch("page", url, depth, url, self.options)
@@ -120,7 +122,7 @@ class CrawlRun:
                 )
             if self.in_flight == 0 and frontier.is_finished():
                 return
-            wake_at = frontier.next_ready_time()
+            wake_at = frontier.next_ready_time() if room > 0 else None  # full: only an outcome helps
             wait = IDLE_WAIT_S if wake_at is None else min(IDLE_WAIT_S, max(0.0, wake_at - time.monotonic()))
             try:
                 item = self._outcomes.get(timeout=wait)

@@ -51,6 +51,7 @@ class Dispatcher:
         self._ns: Any = None
         self._ns_ok = False
         self._first_discovery = threading.Event()
+        self._closing = threading.Event()
         self._threads = [
             threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True),
             threading.Thread(target=self._discovery_loop, name="discovery", daemon=True),
@@ -64,6 +65,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable."""
+        self._closing.set()
         with self._cond:
             self.closed = True
             leftovers = [c for q in self._pending.values() for c in q if not c.done]
@@ -90,6 +92,11 @@ class Dispatcher:
                 call.queued_at = now
                 self._pending.setdefault(call.requirement, deque()).append(call)
             self._dispatch_ready()
+
+    def capacity(self, service: str) -> int:
+        """Slots for ``service`` over the workers that take work now."""
+        with self._cond:
+            return sum(lk.entry.slots.get(service, 0) for lk in self.links.values() if lk.state == READY)
 
     def in_flight(self) -> int:
         """Calls currently sent to workers."""
@@ -148,7 +155,7 @@ class Dispatcher:
         while not self.closed:
             self.discover()
             self._first_discovery.set()
-            time.sleep(DISCOVERY_INTERVAL_S)
+            self._closing.wait(DISCOVERY_INTERVAL_S)
         if self._ns is not None:
             self._ns._pyroRelease()
 

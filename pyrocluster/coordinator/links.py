@@ -155,7 +155,9 @@ class WorkerLink:
                 raise Unsent(f"authentication refused: {exc}") from None
             except Pyro5.errors.CommunicationError as exc:
                 raise Unsent(f"{type(exc).__name__}: {exc}") from None
-        proxy._pyroTimeout = max(c.timeout_s for c in batch.calls) + CALL_GRACE_S
+        timeout_s = max(c.timeout_s for c in batch.calls) + CALL_GRACE_S
+        if proxy._pyroTimeout != timeout_s:  # the setter is a syscall: skip it when nothing changes
+            proxy._pyroTimeout = timeout_s
         batch.sent_at = time.monotonic()
         conn = proxy._pyroConnection
         with self._lock:

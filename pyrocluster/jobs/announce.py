@@ -104,8 +104,11 @@ class Announcement:
         if self._daemon is None:
             return
         self._stop.set()
-        if self._threads:
-            self._threads[1].join(timeout=5)
+        self._threads[1].join(timeout=5)  # unregistered: status no longer asks the daemon
+        # Pyro5's shutdown sleeps a little; the job's result need not wait for it.
+        threading.Thread(target=self._close_daemon, name="job-announce-close", daemon=True).start()
+
+    def _close_daemon(self) -> None:
         self._daemon.shutdown()
         self._threads[0].join(timeout=5)
         self._daemon.close()

@@ -1,0 +1,62 @@
+"""W1 latency: one ``cluster.submit("add", 1, 2).result()`` at a time, in microseconds per call.
+
+Baseline: one raw Pyro5 ``proxy.add(1, 2)`` at a time (daemon in a thread of this process, the
+target's baseline, and in a process of its own).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import raw
+from bench.common import Context, round_robin
+from bench.report import BASE, PYRO
+
+NAME = "W1 latency"
+
+
+def run(ctx: Context) -> None:
+    """Measure W1 latency and add its rows and target."""
+    calls = ctx.sizes.latency_calls
+    cluster = ctx.default_cluster()
+    p_thread = raw.proxy(ctx.raw_thread())
+    p_proc = raw.proxy(ctx.raw_process())
+
+    def pyro() -> float:
+        submit = cluster.submit
+        start = time.perf_counter()
+        for _ in range(calls):
+            if submit("add", 1, 2).result() != 3:
+                raise AssertionError("cluster.submit: wrong result")
+        return (time.perf_counter() - start) / calls * 1e6
+
+    def sequential(p: Any) -> float:
+        add = p.add
+        start = time.perf_counter()
+        for _ in range(calls):
+            add(1, 2)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    ctx.log(f"{NAME}: {calls} sequential calls, {ctx.sizes.reps} reps")
+    s = round_robin(
+        {"submit": pyro, "raw-thread": lambda: sequential(p_thread), "raw-proc": lambda: sequential(p_proc)},
+        ctx.sizes.reps,
+        log=ctx.log,
+    )
+    p_thread._pyroRelease()
+    p_proc._pyroRelease()
+    rep = ctx.report
+    u = "us/call"
+    pr = rep.add(NAME, 'cluster.submit("add", 1, 2).result(), one at a time', PYRO, u, s["submit"])
+    base = rep.add(NAME, "raw Pyro5 proxy.add(1, 2), daemon in a thread", BASE, u, s["raw-thread"])
+    other = rep.add(NAME, "raw Pyro5 proxy.add(1, 2), daemon in another process", BASE, u, s["raw-proc"])
+    rep.target(
+        "W1 latency vs a raw sequential Pyro5 call (daemon in a thread)",
+        "time ratio <= 1.5",
+        "<=",
+        1.5,
+        rep.ratio(pr, base),
+        detail=f"best-of-n {rep.best_ratio(pr, base) or 0:.2f}x; vs the daemon in another process "
+        f"{rep.compare(pr, other)}",
+    )
