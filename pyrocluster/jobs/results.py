@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
 
@@ -44,11 +46,22 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
 
 
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
-    """One compact JSON line (with its newline) as UTF-8."""
+    """One compact JSON line (with its newline) as UTF-8.
+
+    orjson on the hot path (about 15x faster; it writes NaN and infinities as null); the standard
+    library for what orjson refuses: integers beyond 64 bits, lone surrogates.
+    """
+    try:
+        return bytes(orjson.dumps(record, default=_default, option=_ORJSON_OPTIONS))
+    except TypeError:
+        pass
     try:
         return (_ENCODER.encode(record) + "\n").encode("utf-8")
-    except ValueError:  # NaN or infinity somewhere, or a lone surrogate (UnicodeEncodeError)
+    except ValueError:  # a lone surrogate (UnicodeEncodeError)
         # The ASCII form escapes lone surrogates, which then round-trip as valid JSON.
         return (_ASCII_ENCODER.encode(_finite(record)) + "\n").encode("ascii")
 

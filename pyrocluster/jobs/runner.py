@@ -92,9 +92,9 @@ class JobRunner:
         self._started = time.monotonic()
         self._retried_base = cluster.retried
         self._lock = threading.Lock()
-        self._window = threading.Semaphore(WINDOW)
+        self._room = threading.Condition()
         self._outstanding = 0
-        self._idle = threading.Event()
+        """Calls submitted and not yet settled (guarded by ``_room``)."""
         self._closing = False
         self._store = ResultsStore(output)
         self.crawl = crawl
@@ -152,11 +152,9 @@ class JobRunner:
         """Compute calls of this job ended (the dispatcher calls this; ``call.tag`` is the item)."""
         if not self._closing:
             self.record([compute_record(call.tag, call) for call in calls])
-        with self._lock:
+        with self._room:
             self._outstanding -= len(calls)
-            if self._outstanding == 0:
-                self._idle.set()
-        self._window.release(len(calls))
+            self._room.notify_all()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -174,48 +172,50 @@ class JobRunner:
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
         """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return."""
         self._started = time.monotonic()
-        self._idle.set()
-        pending: list[Call] = []
+        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
+        chunk: list[Call] = []
         for item in iter_task_items(self.spec):
             if item.id in kept:
                 with self._lock:
                     self.ok += 1
                     self.resumed += 1
                 continue
-            while not self._window.acquire(timeout=0.2):
-                if stop.is_set():
+            tags = tagsets.get(item.tags)
+            if tags is None:
+                tags = tagsets[item.tags] = frozenset(item.tags)
+            chunk.append(
+                Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
+                     item.retry_on_error, self, item)
+            )  # fmt: skip
+            if len(chunk) >= SUBMIT_CHUNK:
+                if not self._submit(chunk, stop):
                     break
-            if stop.is_set():
-                break
-            call = self.cluster.make_call(
-                "compute",
-                item.call,
-                item.args,
-                item.kwargs,
-                tags=item.tags,
-                timeout=item.timeout_s,
-                retries=item.retries,
-                retry_on_error=item.retry_on_error,
-                waiter=self,
-                tag=item,
-            )
-            with self._lock:
-                self._outstanding += 1
-                self._idle.clear()
-            pending.append(call)
-            if len(pending) >= SUBMIT_CHUNK:
-                self.cluster.submit_calls(pending)
-                pending = []
-        if pending:
-            self.cluster.submit_calls(pending)
+                chunk = []
+        else:
+            if chunk:
+                self._submit(chunk, stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
-        while not self._idle.wait(0.2):
+        with self._room:
+            while self._outstanding and not stop.is_set():
+                self._room.wait(0.2)
             if stop.is_set():
-                self._idle.wait(INTERRUPT_GRACE_S)
-                break
+                deadline = time.monotonic() + INTERRUPT_GRACE_S
+                while self._outstanding and time.monotonic() < deadline:
+                    self._room.wait(0.1)
         self._closing = stop.is_set()
         return self._summary(stop.is_set())
+
+    def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
+        """Hand calls to the cluster once the window has room; False when stopped first."""
+        with self._room:
+            while self._outstanding + len(chunk) > WINDOW:
+                if stop.is_set():
+                    return False
+                self._room.wait(0.2)
+            self._outstanding += len(chunk)
+        self.cluster.submit_calls(chunk)
+        return True
 
     def _summary(self, interrupted: bool) -> JobSummary:
         wall = time.monotonic() - self._started
