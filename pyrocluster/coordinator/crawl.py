@@ -10,10 +10,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import Any
 
-from pyrocluster.coordinator.calls import TaskFuture
+from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.frontier import Frontier
 from pyrocluster.errors import error_record
 
@@ -63,7 +62,7 @@ class CrawlRun:
         self.tags = tuple(tags)
         self.in_flight = 0
         self.emitted = 0
-        self._outcomes: queue.SimpleQueue[tuple[str, Any, int, Future[Any]]] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[Call] = queue.SimpleQueue()
 
     def restore(self, records: Iterable[dict[str, Any]]) -> int:
         """Feed pages already ``ok`` in a results file (not fetched again; their links still count)."""
@@ -81,11 +80,16 @@ class CrawlRun:
 
     def _fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> None:
         call = self.cluster.make_call(
-            "crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout, retries=self.retries
-        )
+            "crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout, retries=self.retries,
+            waiter=self, tag=(tag, key, depth),
+        )  # fmt: skip
         self.in_flight += 1
-        call.future.add_done_callback(lambda fut: self._outcomes.put((tag, key, depth, fut)))
         self.cluster.submit_calls((call,))
+
+    def settled(self, calls: list[Call]) -> None:
+        """Fetches ended (called by the dispatcher): hand them to the crawl loop's thread."""
+        for call in calls:
+            self._outcomes.put(call)
 
     def run(self, emit: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
         """Crawl until done or ``stop``; ``emit`` gets every page record (ok, failed or skipped)."""
@@ -139,27 +143,23 @@ class CrawlRun:
         self.emitted += 1
         emit(record)
 
-    def _settle(
-        self, item: tuple[str, Any, int, Future[Any]], emit: Callable[[dict[str, Any]], None]
-    ) -> None:
-        tag, key, depth, fut = item
+    def _settle(self, call: Call, emit: Callable[[dict[str, Any]], None]) -> None:
+        tag, key, depth = call.tag
         self.in_flight -= 1
-        exc = fut.exception()
         if tag == "robots":
-            page = None if exc is not None else fut.result()
+            page = call.value if call.error is None else None
             text = page.get("text") if isinstance(page, dict) and page.get("http_status") == 200 else None
             self.frontier.set_robots(key, text)
             return
         record: dict[str, Any] = {"id": crawl_id(key), "kind": "crawl", "url": key, "depth": depth}
-        if exc is None:
-            page = fut.result()
+        if call.error is None:
+            page = call.value
             record["status"] = "ok"
             record["result"] = page
             self.frontier.add_links(key, depth, page.get("links") or (), final_url=page.get("final_url"))
         else:
             record["status"] = "failed"
-            record["error"] = error_record(exc)
-        assert isinstance(fut, TaskFuture)
-        record.update(worker=fut.worker, attempts=fut.attempts, elapsed_ms=round(fut.elapsed_ms, 3))
+            record["error"] = error_record(call.error)
+        record.update(worker=call.worker, attempts=call.attempts, elapsed_ms=round(call.elapsed_ms, 3))
         self.frontier.mark_done(key)
         self._emit(emit, record)

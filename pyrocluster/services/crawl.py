@@ -117,18 +117,31 @@ class CrawlService:
         return outcomes[0]
 
     def _run(self, calls: list[Any] | tuple[Any, ...]) -> list[list[Any]]:
-        slots: list[list[Any] | Future[list[Any]]] = []
+        """Fetch a batch's calls at once: the last one in this (request) thread, the others in the pool.
+
+        A batch of one, the usual case, then costs no thread hand-off; the fetcher's own gate
+        still keeps the whole worker at ``concurrency`` fetches.
+        """
+        slots: list[list[Any] | Future[list[Any]] | None] = []
+        inline: tuple[int, Any, dict[str, Any]] | None = None
         for call in calls:
             problem = check_call(call)
             if problem is not None:
                 slots.append(_invalid(problem))
                 continue
             _, args, kwargs, timeout_s = call
-            try:
-                slots.append(self._pool.submit(self._fetcher.fetch, args[0], _options(kwargs, timeout_s)))
-            except RuntimeError:  # the pool was shut down: the worker is closing
-                slots.append(_closed())
-        return [_result(slot) for slot in slots]
+            if inline is not None:
+                index, url, options = inline
+                try:
+                    slots[index] = self._pool.submit(self._fetcher.fetch, url, options)
+                except RuntimeError:  # the pool was shut down: the worker is closing
+                    slots[index] = _closed()
+            inline = (len(slots), args[0], _options(kwargs, timeout_s))
+            slots.append(None)
+        if inline is not None:
+            index, url, options = inline
+            slots[index] = _closed() if self._closed.is_set() else self._fetcher.fetch(url, options)
+        return [_result(slot) for slot in slots if slot is not None]
 
     def _record(self, outcomes: list[list[Any]]) -> None:
         with contextlib.suppress(Exception):  # stats must never cost a batch its results
