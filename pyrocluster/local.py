@@ -111,6 +111,20 @@ def stop_when_parent_dies(stop: threading.Event, interval_s: float = 1.0) -> Non
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def stop_processes(procs: list[ManagedProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM them all at once (they drain in parallel), then reap each, killing laggards."""
+    for proc in procs:
+        proc.signal(signal.SIGCONT)
+        proc.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.stop()
+
+
 def ready_address(line: str) -> str:
     """The ``HOST:PORT`` after ``at`` in a ready line."""
     words = line.split()
@@ -161,16 +175,7 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop every worker, then the name server."""
-        for p in self.workers:
-            p.signal(signal.SIGCONT)
-            p.signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for p in self.workers:
-            try:
-                p.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-            p.stop()
+        stop_processes(self.workers)
         self.nameserver.stop()
 
     def __enter__(self) -> LocalCluster:

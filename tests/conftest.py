@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker, stop_processes
 
 HERE = Path(__file__).parent
 TASKS_FILE = str(HERE / "helpers" / "testtasks.py")
@@ -48,12 +47,7 @@ class Processes:
         return proc
 
     def stop_all(self) -> None:
-        """SIGTERM every process at once (they drain in parallel), then reap each."""
-        for proc in self.started:
-            proc.signal(signal.SIGCONT)
-            proc.signal(signal.SIGTERM)
-        for proc in reversed(self.started):
-            proc.stop(timeout_s=5)
+        stop_processes(list(reversed(self.started)), timeout_s=5)
 
 
 @pytest.fixture
@@ -86,6 +80,17 @@ def worker_factory(nameserver: str, processes: Processes) -> WorkerFactory:
         return procs
 
     return create
+
+
+def start_submit(job: Path, ns: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``pyrocluster submit JOB --ns NS ARGS`` in the background; stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", ns, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> object:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TASKS_FILE, run_cli, wait_for
+from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -165,13 +165,7 @@ def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker
         tmp_path,
         "name: slowjob\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.1"] * 60) + "]\n",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_submit(job, nameserver, tmp_path, "--quiet")
     try:
 
         def running_job():
@@ -183,8 +177,7 @@ def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-        proc.wait()
-        proc.stderr.close()
+        proc.communicate()
     assert json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["jobs"] == []
 
 
@@ -226,13 +219,7 @@ def test_ctrl_c_keeps_results_exits_130_and_resume_finishes(tmp_path, nameserver
         "name: stopme\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.1"] * 80) + "]\n",
     )
     out = tmp_path / "stopme.results.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--json"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_submit(job, nameserver, tmp_path, "--json")
     try:
         wait_for(lambda: out.exists() and out.read_text().count("\n") >= 5, 30, interval_s=0.05)
         proc.send_signal(signal.SIGINT)

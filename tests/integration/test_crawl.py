@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from pyrocluster import Cluster, TaskFailed
-from tests.conftest import run_cli, wait_for
+from tests.conftest import run_cli, start_submit, wait_for
 from tests.sites import SiteServer
 
 
@@ -108,22 +106,16 @@ def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worke
         job = crawl_job(
             tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=200, robots=False
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", nameserver, "--quiet"],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_submit(job, nameserver, tmp_path, "--quiet")
         try:
             out = tmp_path / "crawl.results.jsonl"
             wait_for(lambda: out.exists() and out.read_text().count("\n") >= 40, 60, interval_s=0.05)
             victim.signal(signal.SIGKILL)
-            assert proc.wait(timeout=120) == 0, proc.stderr.read()
+            proc.wait(timeout=120)
         finally:
             proc.kill()
-            proc.wait()
-            proc.stderr.close()
+            _, stderr = proc.communicate()
+        assert proc.returncode == 0, stderr
     recs = records(tmp_path)
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids))
