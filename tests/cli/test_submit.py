@@ -236,3 +236,32 @@ def test_ctrl_c_keeps_results_exits_130_and_resume_finishes(tmp_path, nameserver
     result = run_cli("submit", str(job), "--ns", nameserver, "--resume", "--json", cwd=tmp_path)
     assert result.returncode == 0, result
     assert json.loads(result.stdout)["ok"] == 80 and len(read_lines(out)) == 80
+
+
+def test_running_job_is_listed_again_after_a_nameserver_restart(tmp_path, processes):
+    from pyrocluster.local import start_nameserver, start_worker
+
+    ns_proc, address = start_nameserver()
+    processes.add(ns_proc)
+    processes.add(
+        start_worker(address, ["--services", "compute", "--concurrency", "2", "--heartbeat", "0.5"])
+    )
+    job = write_job(
+        tmp_path,
+        "name: phoenix\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.2"] * 50) + "]\n",
+    )
+
+    def listed_jobs():
+        result = run_cli("status", "--ns", address, "--json")
+        return result.returncode == 0 and [j["name"] for j in json.loads(result.stdout)["jobs"]]
+
+    proc = start_submit(job, address, tmp_path, "--quiet")
+    try:
+        wait_for(lambda: listed_jobs() == ["phoenix"], 20)
+        ns_proc.stop()
+        processes.add(start_nameserver(port=int(address.rsplit(":", 1)[1]))[0])
+        wait_for(lambda: listed_jobs() == ["phoenix"], 10)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
