@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,13 +94,15 @@ def start_submit(job: Path, ns: str, cwd: Path, *args: str) -> subprocess.Popen[
     )
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> object:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout_s``."""
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it is truthy and return its value; fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s")
+            pytest.fail(f"{what}: not within {timeout_s:g} s")
         time.sleep(interval_s)

@@ -42,6 +42,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from tests.conftest import wait_for
+
 SUBNET = "10.77.0"
 """The /24 the test hosts live in; it exists only inside the namespaces of one Network."""
 NS_PREFIX = "pcr"
@@ -492,15 +494,8 @@ def write_job(
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll ``predicate`` until truthy; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(interval_s)
+    """Poll ``predicate`` until truthy; the test fails naming ``what`` after ``timeout_s``."""
+    return wait_for(predicate, timeout_s, interval_s, what)
 
 
 # -- helper run inside a host: watch the name server -------------------------------------------
