@@ -437,6 +437,20 @@ class Network:
             proc.wait_ready()
         return proc
 
+    def start_workers(self, hosts: Sequence[str], *extra: str) -> list[HostProcess]:
+        """One worker on each host, started together, then waited for."""
+        procs = [self.start_worker(h, *extra, wait=False) for h in hosts]
+        for proc in procs:
+            proc.wait_ready()
+        return procs
+
+    def submit(self, job: Path, cwd: Path, host: str = "coord") -> tuple[HostProcess, ResultsTail]:
+        """``pyrocluster submit JOB --json --quiet`` on ``host``, and a tail of its results file."""
+        proc = self.hosts[host].pyrocluster(
+            "submit", str(job), "--ns", self.ns_address, "--json", "--quiet", cwd=cwd
+        )
+        return proc, ResultsTail(cwd / f"{job.stem}.results.jsonl")
+
 
 # -- results files -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TASKS_FILE
-from tests.netns import Network, ResultsTail, read_results, require_netns, wait_until, write_job
+from tests.netns import Network, read_results, require_netns, wait_until, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -50,14 +50,10 @@ def started(record: dict) -> float:
 
 def test_job_survives_nameserver_loss_and_workers_reregister(net, tmp_path):
     nameserver = net.start_nameserver("ns")
-    for w in [net.start_worker(h, *WORKER_ARGS, wait=False) for h in ("w1", "w2")]:
-        w.wait_ready()
+    net.start_workers(("w1", "w2"), *WORKER_ARGS)
     job = write_job(tmp_path / "nsloss.yaml", "nsloss", "interval", [TASK_S] * TASKS)
     out = tmp_path / "nsloss.results.jsonl"
-    submit = net["coord"].pyrocluster(
-        "submit", str(job), "--ns", net.ns_address, "--json", "--quiet", cwd=tmp_path
-    )
-    tail = ResultsTail(out)
+    submit, tail = net.submit(job, tmp_path)
     try:
         wait_until(lambda: len(tail.poll()) >= 40, 40, "the job is under way")
 

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import TASKS_FILE
-from tests.netns import Network, ResultsTail, read_results, require_netns, wait_until, write_job
+from tests.netns import Network, read_results, require_netns, wait_until, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -113,15 +113,10 @@ def started(record: dict) -> float:
 
 def test_silent_partition_fails_over_within_probe_timeout_and_the_worker_returns(net, tmp_path):
     net.start_nameserver("ns")
-    workers = [net.start_worker(h, *WORKER_ARGS, wait=False) for h in ("w1", "w2", "w3")]
-    for w in workers:
-        w.wait_ready()
+    net.start_workers(("w1", "w2", "w3"), *WORKER_ARGS)
     job = write_job(tmp_path / "part.yaml", "part", "interval", [TASK_S] * TASKS)
     out = tmp_path / "part.results.jsonl"
-    submit = net["coord"].pyrocluster(
-        "submit", str(job), "--ns", net.ns_address, "--json", "--quiet", cwd=tmp_path
-    )
-    tail = ResultsTail(out)
+    submit, tail = net.submit(job, tmp_path)
     try:
         wait_until(
             lambda: sum(r["worker"] == "w1" for r in tail.poll()) >= 20, 40, "w1 takes part in the job"
