@@ -1,144 +1,27 @@
-"""The ``pyrocluster`` command: nameserver | worker | submit | status. Thin: parse, call, render."""
+"""The cluster commands: nameserver, worker, submit, status. Thin: parse, call, render."""
 
 from __future__ import annotations
 
-import functools
-import signal
-import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pyrocluster import __version__, render
-from pyrocluster.config import Settings, check_bind
+from pyrocluster import render
+from pyrocluster.cli.common import (
+    EXIT_OK,
+    command,
+    settings_from,
+    shared_options,
+    stop_on_signals,
+)
+from pyrocluster.config import check_bind
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S
-from pyrocluster.errors import ClusterUnreachable, ConfigError, JobFileError, PyroClusterError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from pyrocluster.errors import ClusterUnreachable, ConfigError
 
 
-def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Attach the settings every command takes (section 2 of the spec)."""
-    options = [
-        click.option(
-            "--ns",
-            envvar="PYROCLUSTER_NS",
-            show_envvar=True,
-            metavar="HOST:PORT",
-            help="Name server address [default: 127.0.0.1:9090].",
-        ),
-        click.option(
-            "--secret-file",
-            envvar="PYROCLUSTER_SECRET_FILE",
-            show_envvar=True,
-            type=click.Path(dir_okay=False),
-            help="File holding the cluster secret (or set PYROCLUSTER_SECRET).",
-        ),
-        click.option(
-            "--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."
-        ),
-        click.option(
-            "--tls-key", envvar="PYROCLUSTER_TLS_KEY", show_envvar=True, help="TLS private key (PEM)."
-        ),
-        click.option(
-            "--tls-ca", envvar="PYROCLUSTER_TLS_CA", show_envvar=True, help="CA that signs every peer (PEM)."
-        ),
-        click.option(
-            "--serializer",
-            envvar="PYROCLUSTER_SERIALIZER",
-            show_envvar=True,
-            type=click.Choice(["msgpack", "serpent"]),
-            help="Wire serializer [default: msgpack].",
-        ),
-        click.option(
-            "--debug",
-            is_flag=True,
-            envvar="PYROCLUSTER_DEBUG",
-            show_envvar=True,
-            help="Verbose logs and tracebacks.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _settings(kw: dict[str, Any]) -> Settings:
-    """Settings from the shared options (removed from ``kw``); also sets up logging."""
-    from pyrocluster import logs
-
-    try:
-        settings = Settings.from_sources(
-            ns=kw.pop("ns"),
-            secret_file=kw.pop("secret_file"),
-            tls_cert=kw.pop("tls_cert"),
-            tls_key=kw.pop("tls_key"),
-            tls_ca=kw.pop("tls_ca"),
-            serializer=kw.pop("serializer"),
-            debug=kw.pop("debug") or None,
-        )
-    except OSError as exc:
-        raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    logs.configure(settings.debug)
-    return settings
-
-
-def _command(func: Callable[..., int | None]) -> Callable[..., None]:
-    """Run a command body: map our errors to one ``error:`` line and the documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(**kw: Any) -> None:
-        debug = bool(kw.get("debug"))
-        try:
-            code = func(**kw) or EXIT_OK
-        except KeyboardInterrupt:
-            render.error("interrupted")
-            code = EXIT_INTERRUPTED
-        except (ConfigError, JobFileError) as exc:
-            render.error(str(exc))
-            code = EXIT_USAGE
-        except ClusterUnreachable as exc:
-            render.error(str(exc))
-            code = EXIT_UNREACHABLE
-        except PyroClusterError as exc:
-            render.error(str(exc))
-            code = EXIT_FAILED
-        except Exception as exc:  # the last line of defence: one line, never a bare traceback
-            if debug:
-                traceback.print_exc()
-            render.error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-            code = EXIT_FAILED
-        sys.exit(code)
-
-    return wrapper
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM set ``stop``; so does the end of a ``--local`` parent that started us."""
-    from pyrocluster.local import stop_when_parent_dies
-
-    stop_when_parent_dies(stop)
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="pyrocluster")
-def main() -> None:
-    """A light Python compute and crawl cluster on Pyro5."""
-
-
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -151,20 +34,20 @@ def main() -> None:
     "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
-@_shared_options
-@_command
+@shared_options
+@command
 def nameserver(host: str, port: int, storage: str, insecure: bool, **kw: Any) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
     from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
 
-    settings = _settings(kw)
+    settings = settings_from(kw)
     try:
         check_bind(host, settings, insecure)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     daemon = start_nameserver(settings, host, port, storage)
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
     serve_until(daemon, stop)
     return EXIT_OK
@@ -174,7 +57,7 @@ def _split(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-@main.command()
+@click.command()
 @click.option("--name", default="", help="Worker name [default: <hostname>-<pid>].")
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (reachable by coordinators)."
@@ -223,8 +106,8 @@ def _split(value: str) -> list[str]:
     help="Seconds to finish held tasks when stopping.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
-@_shared_options
-@_command
+@shared_options
+@command
 def worker(
     name: str,
     host: str,
@@ -243,7 +126,7 @@ def worker(
     """Run a worker offering compute and crawl services."""
     from pyrocluster.worker import Worker, WorkerOptions
 
-    settings = _settings(kw)
+    settings = settings_from(kw)
     options = WorkerOptions(
         name=name,
         host=host,
@@ -259,7 +142,7 @@ def worker(
         insecure=insecure,
     )
     wk = Worker(settings, options)
-    _stop_on_signals(wk.state.stop_event)
+    stop_on_signals(wk.state.stop_event)
     wk.start()
     render.line(
         f"pyrocluster worker {wk.name} ready at {wk.state.address} services {','.join(options.services)} "
@@ -270,7 +153,7 @@ def worker(
     return EXIT_OK
 
 
-@main.command()
+@click.command()
 @click.argument("job_file", metavar="JOB.yaml")
 @click.option("--out", type=click.Path(dir_okay=False), help="Results file (overrides the job's output).")
 @click.option("--resume", is_flag=True, help="Keep ok results from the results file and run the rest.")
@@ -298,8 +181,8 @@ def worker(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-@_shared_options
-@_command
+@shared_options
+@command
 def submit(
     job_file: str,
     out: str | None,
@@ -315,13 +198,13 @@ def submit(
     from pyrocluster import config
     from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
 
-    settings = _settings(kw)
+    settings = settings_from(kw)
     config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
     options = SubmitOptions(
         job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules), wait_s=wait
     )
     stop = threading.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
     if as_json:
@@ -333,7 +216,7 @@ def submit(
     return summary.exit_code
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option(
     "--watch",
@@ -344,14 +227,14 @@ def submit(
     metavar="[SECONDS]",
     help="Refresh in place every SECONDS (default 2).",
 )
-@_shared_options
-@_command
+@shared_options
+@command
 def status(as_json: bool, watch: float | None, **kw: Any) -> int:
     """Show the name server, the workers and the running jobs."""
     from pyrocluster import config
     from pyrocluster.coordinator.status import cluster_status, unreachable_status
 
-    settings = _settings(kw)
+    settings = settings_from(kw)
     config.apply(settings)
     if watch is None:
         try:
@@ -377,7 +260,3 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
                 view = render.status_view(unreachable_status(settings))
             live.update(view, refresh=True)
             time.sleep(max(0.2, watch))
-
-
-if __name__ == "__main__":
-    main()
