@@ -102,6 +102,7 @@ class Defaults(_Model):
     timeout: Seconds = DEFAULT_TASK_TIMEOUT_S
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
+    priority: int = 0
 
 
 class TaskSpec(_Model):
@@ -116,6 +117,7 @@ class TaskSpec(_Model):
     timeout: Seconds | None = None
     retries: Annotated[int, Field(ge=0)] | None = None
     retry_on_error: bool | None = None
+    priority: int | None = None
 
 
 class CrawlSpec(_Model):
@@ -163,6 +165,8 @@ class TaskItem(NamedTuple):
     timeout_s: float
     retries: int
     retry_on_error: bool
+    priority: int = 0
+    """Higher runs first among waiting work (SPEC 5.6); the task's own or the ``defaults`` one."""
 
 
 _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
@@ -361,26 +365,31 @@ def load_job(path: str | Path) -> JobSpec:
     return spec
 
 
-def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], float, int, bool]:
+def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], float, int, bool, int]:
     tags = task.tags if task.tags is not None else defaults.tags
     return (
         tuple(sorted(set(tags))),
         task.timeout if task.timeout is not None else defaults.timeout,
         task.retries if task.retries is not None else defaults.retries,
         task.retry_on_error if task.retry_on_error is not None else defaults.retry_on_error,
+        task.priority if task.priority is not None else defaults.priority,
     )
 
 
 def iter_task_items(spec: JobSpec) -> Iterator[TaskItem]:
     """Yield every compute call of the job lazily, maps expanded to ``<id>-<k>``."""
     for task in spec.tasks:
-        tags, timeout_s, retries, on_error = _resolved(task, spec.defaults)
+        tags, timeout_s, retries, on_error, priority = _resolved(task, spec.defaults)
         if task.map is None:
-            yield TaskItem(task.id, task.call, task.args, task.kwargs, tags, timeout_s, retries, on_error)
+            yield TaskItem(
+                task.id, task.call, task.args, task.kwargs, tags, timeout_s, retries, on_error, priority
+            )
             continue
         for k, item in enumerate(task.map):
             args = item if isinstance(item, list) else [item]
-            yield TaskItem(f"{task.id}-{k}", task.call, args, task.kwargs, tags, timeout_s, retries, on_error)
+            yield TaskItem(
+                f"{task.id}-{k}", task.call, args, task.kwargs, tags, timeout_s, retries, on_error, priority
+            )
 
 
 def count_task_items(spec: JobSpec) -> int:

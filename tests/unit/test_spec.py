@@ -85,6 +85,18 @@ def test_task_settings_override_defaults(tmp_path: Path) -> None:
     assert task_names(spec) == {"add"}
 
 
+def test_priority_defaults_to_0_and_a_task_overrides_the_defaults_one(tmp_path: Path) -> None:
+    spec = load_job(write(tmp_path, "tasks: [{id: a, call: add}, {id: b, call: add, priority: -2}]\n"))
+    assert [item.priority for item in iter_task_items(spec)] == [0, -2]
+    spec = load_job(
+        write(tmp_path, "defaults: {priority: 5}\ntasks:\n  - {id: m, call: fib, map: [1, 2]}\n"
+              "  - {id: c, call: add, priority: 9}\n")
+    )  # fmt: skip
+    assert [(item.id, item.priority) for item in iter_task_items(spec)] == [("m-0", 5), ("m-1", 5), ("c", 9)]
+    assert_error(error(tmp_path, "tasks:\n  - {call: add, priority: high}\n"), "tasks[0].priority (line 2)",
+                 "integer")  # fmt: skip
+
+
 def test_default_ids_count_list_positions(tmp_path: Path) -> None:
     spec = load_job(write(tmp_path, "tasks: [{call: echo}, {id: x, call: echo}, {call: fib}]\n"))
     assert [item.id for item in iter_task_items(spec)] == ["task-0", "x", "task-2"]
