@@ -7,7 +7,7 @@ import contextlib
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
@@ -80,6 +80,11 @@ def is_html(content_type: str | None, body: bytes) -> bool:
     return mime in _HTML_TYPES or (not mime and _looks_like_html(body))
 
 
+def _plain_path(href: str) -> bool:
+    """True for ``/path...`` that urljoin would append as is (no ``//host``, dot segment or backslash)."""
+    return href[0] == "/" and href[1:2] != "/" and "/." not in href and "\\" not in href
+
+
 def extract_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
     """Absolute http(s) links of a parsed page, fragments removed, deduplicated in page order."""
     base = page_url
@@ -89,12 +94,17 @@ def extract_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
         if href:
             with contextlib.suppress(ValueError):
                 base = urljoin(page_url, href)
+    # "/path" links (most of them) join by concatenation: urljoin costs more than the parse
+    parts = urlsplit(base)
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else None
     links: dict[str, None] = {}
     for node in tree.css("a[href], area[href]"):
         href = (node.attributes.get("href") or "").strip()
         if not href or href[0] == "#":  # no target, or a place in this same page
             continue
-        if not href[:8].lower().startswith(("http://", "https://")):
+        if origin is not None and _plain_path(href):
+            href = origin + href
+        elif not href[:8].lower().startswith(("http://", "https://")):
             try:
                 href = urljoin(base, href)
             except ValueError:
@@ -120,11 +130,10 @@ def fill_record(page: dict[str, Any], body: bytes, html: bool, options: dict[str
     the final URL (or the page's ``<base href>``).
     """
     extract: dict[str, str] = options.get("extract") or {}
-    text: str | None = None
-    if html or options.get("body"):
-        text = body.decode(_charset(page["content_type"] or "", body, html), "replace")
-    if html and text is not None:
-        tree = LexborHTMLParser(text)
+    charset = _charset(page["content_type"] or "", body, html) if html or options.get("body") else ""
+    if html:
+        # selectolax decodes UTF-8 itself (bad bytes become U+FFFD, as decode("replace") does)
+        tree = LexborHTMLParser(body if charset == "utf-8" else body.decode(charset, "replace"))
         title = tree.css_first("title")
         if title is not None:
             page["title"] = _WS.sub(" ", title.text(deep=True)).strip()
@@ -135,5 +144,5 @@ def fill_record(page: dict[str, Any], body: bytes, html: bool, options: dict[str
         for field in extract:
             page[field] = None
     if options.get("body"):
-        page["text"] = text
+        page["text"] = body.decode(charset, "replace")
     return page

@@ -172,11 +172,14 @@ class PageFetcher:
         # httpcore 1.0.9 can close a connection it has just handed to a waiting request
         # (encode/httpcore#1110), which surfaces as a ReadError or a read timeout.
         self._gate = asyncio.Semaphore(concurrency)
-        # Redirects are followed by hand (see _fetch) so that each hop's scheme is checked and
-        # the whole chain shares one deadline; httpx's own follower could do neither.
         limits = httpx.Limits(
             max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=30.0
         )
+        self._transport = LoopTransport(limits)
+        # The client builds every request (default headers, URL checks); requests go straight
+        # to its transport: redirects are followed by hand (see _fetch) so that each hop's scheme
+        # is checked and the whole chain shares one deadline, and fetches keep no cookies, so
+        # the client's redirect, auth and cookie layers would only cost CPU on every page.
         self._client = httpx.AsyncClient(
             headers={"User-Agent": USER_AGENT},
             # Stateless fetches: no cookie carries from one page or job to the next.
@@ -184,7 +187,7 @@ class PageFetcher:
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
             timeout=httpx.Timeout(DEFAULT_CRAWL_TIMEOUT_S),
-            transport=LoopTransport(limits),
+            transport=self._transport,
             trust_env=False,
         )
         self._parsers = ThreadPoolExecutor(PARSER_THREADS, thread_name_prefix="crawl-parse")
@@ -286,27 +289,28 @@ class PageFetcher:
         max_bytes = options.get("max_bytes", DEFAULT_CRAWL_MAX_BYTES)
         deadline = start + timeout_s
         headers = {"User-Agent": options["user_agent"]} if "user_agent" in options else None
-        request = self._client.build_request("GET", parsed, headers=headers, timeout=timeout_s)
+        target = parsed
         redirects = 0
         while True:
             remaining = deadline - time.perf_counter()
+            request = self._client.build_request("GET", target, headers=headers, timeout=remaining)
             if remaining <= 0:
                 raise httpx.ReadTimeout(f"no complete answer within {timeout_s:g} s", request=request)
-            request.extensions["timeout"] = httpx.Timeout(remaining).as_dict()
-            response = await self._client.send(request, stream=True, follow_redirects=False)
+            response = await self._transport.handle_async_request(request)
+            response.request = request
             try:
-                next_request = response.next_request
-                if next_request is None:
+                location = response.headers.get("location") if response.is_redirect else None
+                if location is None:
                     return await self._read(url, response, options, max_bytes, deadline, timeout_s)
             finally:
                 await response.aclose()
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 return ERROR, _error("TooManyRedirects", f"more than {MAX_REDIRECTS} redirects")
-            if next_request.url.scheme not in ("http", "https"):
-                target = str(next_request.url)[:200]
-                return ERROR, _error("RefusedScheme", f"redirect to {target!r} refused: only http and https")
-            request = next_request
+            target = request.url.join(location)  # InvalidURL when Location is not a URL
+            if target.scheme not in ("http", "https"):
+                shown = str(target)[:200]
+                return ERROR, _error("RefusedScheme", f"redirect to {shown!r} refused: only http and https")
 
     async def _read(
         self,

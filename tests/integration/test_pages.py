@@ -227,7 +227,7 @@ def test_other_schemes_are_refused_without_any_io(url, monkeypatch):
         def boom(*args: Any, **kwargs: Any) -> None:
             raise AssertionError("nothing may be sent")
 
-        monkeypatch.setattr(f._client, "send", boom)
+        monkeypatch.setattr(f._transport, "handle_async_request", boom)
         kind, error, elapsed_ms = f.fetch(url, {})
     assert kind == ERROR and error["type"] == "RefusedScheme" and elapsed_ms == 0.0
 
