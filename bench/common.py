@@ -335,3 +335,8 @@ def worker_name(ready_line: str) -> str:
     """The worker's name in its ``pyrocluster worker NAME ready at ...`` line."""
     words = ready_line.split()
     return words[words.index("ready") - 1]
+
+
+def starmap(cluster: Any, name: str, items: Any) -> Any:
+    """``cluster.starmap`` (each item is the argument list), or ``map`` before it existed."""
+    return getattr(cluster, "starmap", cluster.map)(name, items)

@@ -32,7 +32,7 @@ from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import REPO_ROOT, Context, PeakSampler, run_cli, worker_name
+from bench.common import REPO_ROOT, Context, PeakSampler, run_cli, starmap, worker_name
 from bench.report import BASE, INFO, PYRO
 
 NAME = "Scale"
@@ -89,8 +89,9 @@ def settled_threads(timeout_s: float = 5.0) -> int:
 
 def link_sends_to(cluster: Any, name: str) -> bool:
     """True while the coordinator would still send work to worker ``name``."""
-    link = cluster._dispatcher.links.get(name)
-    return link is not None and link.state == "ready"
+    dispatcher = cluster._dispatcher
+    known = getattr(dispatcher, "records", dispatcher.links).get(name)  # records: since protocol v2
+    return known is not None and known.state == "ready"
 
 
 def grow(ctx: Context, local: Any, count: int) -> None:
@@ -117,7 +118,7 @@ def kill_detection(cluster: Any, local: Any) -> float | None:
             i += 1
 
     def body() -> None:
-        for _ in cluster.map("add", endless()):
+        for _ in starmap(cluster, "add", endless()):
             pass
 
     runner = threading.Thread(target=body, name="kill-map", daemon=True)
@@ -174,11 +175,11 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
 
         args = [(i, i) for i in range(items)]
         expected = [2 * i for i in range(items)]
-        list(cluster.map("add", args[: 4 * count]))  # every link connected, batch sizes learnt
+        list(starmap(cluster, "add", args[: 4 * count]))  # every link connected, batch sizes learnt
         with PeakSampler(base) as peak:
             for r in range(reps + 1):
                 t0 = time.perf_counter()
-                results = list(cluster.map("add", args))
+                results = list(starmap(cluster, "add", args))
                 rate = items / (time.perf_counter() - t0)
                 if results != expected:
                     raise AssertionError(f"{NAME}: map over {count} workers: wrong results")

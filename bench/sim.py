@@ -23,7 +23,7 @@ import time
 from concurrent.futures import wait
 from typing import Any
 
-from bench.common import REPO_ROOT, Context, PeakSampler, run_cli
+from bench.common import REPO_ROOT, Context, PeakSampler, run_cli, starmap
 from bench.report import INFO, PYRO
 from bench.scale import live_threads, settled_threads
 
@@ -165,14 +165,14 @@ def run(ctx: Context) -> None:
 
             args = [(i, i) for i in range(items)]
             expected = [2 * i for i in range(items)]
-            list(cluster.map("add", args))  # warm-up: connections, batch sizes
+            list(starmap(cluster, "add", args))  # warm-up: connections, batch sizes
             totals(procs, settings, reset=True)
             map_rates: list[float] = []
             map_wall = 0.0
             with PeakSampler(base) as during_map:
                 for _ in range(reps):
                     t0 = time.perf_counter()
-                    results = list(cluster.map("add", args))
+                    results = list(starmap(cluster, "add", args))
                     wall = time.perf_counter() - t0
                     map_wall += wall
                     if results != expected:
