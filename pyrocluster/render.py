@@ -245,6 +245,49 @@ def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (
     return Group(*parts)
 
 
+SHOWN_RESULT_FAILURES = 20
+"""Failed tasks ``results`` lists (one line each) without ``--failed``."""
+
+
+def results_view(data: dict[str, Any], show_failed: bool) -> Group:
+    """``pyrocluster results``: the summary table, then the failures (with tracebacks if asked)."""
+    from rich.panel import Panel
+
+    title = f"Results {data['file']}" + (f" (job {data['job']})" if data.get("job") else "")
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
+    run = {None: "unknown (no run file)", True: "yes", False: "[red]no[/] (finish it with submit --resume)"}
+    for key in ("total", "ok", "failed", "skipped", "cancelled", "retried"):
+        table.add_row(key, str(data[key]))
+    table.add_row("mean ms", f"{data['mean_ms']:.1f}")
+    table.add_row("run finished", run[data.get("finished")])
+    for worker, n in sorted(data["workers"].items()):
+        table.add_row(f"ok on {worker}", str(n))
+    parts: list[Any] = [table]
+    failures = data.get("failures") or []
+    if failures and show_failed:
+        for record in failures:
+            err = record.get("error") or {}
+            where = f"{record.get('call') or record.get('url', '')} on {record.get('worker') or '?'}"
+            body = Text(f"{err.get('type')}: {err.get('message')}\n", style="bold red")
+            body.append(str(err.get("traceback") or "(no traceback)").rstrip())
+            title = f"{record['id']} ({where}, {record.get('attempts', 1)} attempt(s))"
+            parts.append(Panel(body, title=title, title_align="left", border_style="red"))
+    elif failures:
+        listed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
+        listed.add_column("id", overflow="fold")
+        listed.add_column("error", overflow="fold")
+        for record in failures[:SHOWN_RESULT_FAILURES]:
+            err = record.get("error") or {}
+            listed.add_row(f"[red]{record['id']}[/]", f"{err.get('type')}: {err.get('message')}")
+        more = len(failures) - SHOWN_RESULT_FAILURES
+        hint = "--failed shows every failed task with its traceback"
+        listed.add_row("", f"{more} more; {hint}" if more > 0 else hint)
+        parts.append(listed)
+    return Group(*parts)
+
+
 REFRESH_S = 0.25
 """Seconds between progress display refreshes."""
 
