@@ -92,7 +92,26 @@ def status_view(status: dict[str, Any]) -> Group:
                 j["name"], f"{j['done']}/{j['total']}", str(j["failed"]), f"{j.get('rate', 0.0):.1f}/s"
             )
         parts.append(jobs)
+    if status.get("schedules"):
+        parts.append(_schedules_table(status["schedules"]))
     return Group(*parts)
+
+
+def _schedules_table(schedules: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Schedules ({len(schedules)})", title_justify="left")
+    for col in ("name", "next tick", "last tick", "last status", "leader"):
+        table.add_column(col)
+    colours = {"ok": "green", "failed": "red", "lost": "red", "error": "red", "running": "yellow"}
+    for s in schedules:
+        status = s.get("last_status") or "-"
+        table.add_row(
+            s["name"],
+            s.get("next_fire") or "-",
+            s.get("last_fire") or "-",
+            f"[{colours.get(status, 'white')}]{status}[/]",
+            s.get("leader") or "[red]none[/]",
+        )
+    return table
 
 
 def _eta(seconds: float | None) -> str:

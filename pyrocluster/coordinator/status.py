@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +14,7 @@ from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""
@@ -60,6 +62,7 @@ def cluster_status(settings: Settings) -> dict[str, Any]:
     try:
         entries = registry.find_workers(ns)
         jobs = registry.find_jobs(ns)
+        schedulers = ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True)
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
@@ -72,9 +75,15 @@ def cluster_status(settings: Settings) -> dict[str, Any]:
         "nameserver": {"address": settings.ns_address, "reachable": True},
         "workers": workers,
         "jobs": [j for j in job_infos if j is not None],
+        "schedules": published_schedules(schedulers, time.time()),
     }
 
 
 def unreachable_status(settings: Settings) -> dict[str, Any]:
     """The status document when the name server cannot be reached."""
-    return {"nameserver": {"address": settings.ns_address, "reachable": False}, "workers": [], "jobs": []}
+    return {
+        "nameserver": {"address": settings.ns_address, "reachable": False},
+        "workers": [],
+        "jobs": [],
+        "schedules": [],
+    }
