@@ -16,7 +16,7 @@ from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
+from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
 from pyrocluster.local import LocalCluster
 
 
@@ -44,13 +44,11 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task whose ``call`` no worker offers."""
-    for index, task in enumerate(spec.tasks):
-        if task.call not in offered:
+    """JobFileError at the first task (or callback) whose ``call`` no worker offers."""
+    for where, name in called_tasks(spec):
+        if name not in offered:
             known = ", ".join(sorted(offered)) or "none"
-            raise JobFileError(
-                spec.path, f"tasks[{index}].call", f"unknown task {task.call!r} (the workers offer: {known})"
-            )
+            raise JobFileError(spec.path, where, f"unknown task {name!r} (the workers offer: {known})")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
