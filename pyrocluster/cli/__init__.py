@@ -14,5 +14,12 @@ def main() -> None:
     """A light Python compute and crawl cluster on Pyro5."""
 
 
-for command in (core.nameserver, core.worker, core.submit, core.status, dashboard.dashboard, scheduler.scheduler):
+for command in (
+    core.nameserver,
+    core.worker,
+    core.submit,
+    core.status,
+    dashboard.dashboard,
+    scheduler.scheduler,
+):
     main.add_command(command)

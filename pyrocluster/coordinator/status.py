@@ -92,7 +92,9 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
         if prune:
             finished.prune(ns)
         schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
-        return Listing(registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules)
+        return Listing(
+            registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
+        )
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
