@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pyrocluster import __version__, render
-from pyrocluster.cli import core, dashboard, results
+from pyrocluster.cli import core, dashboard, results, scheduler
 from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 
 
@@ -58,5 +58,6 @@ for command in (
     core.status,
     dashboard.dashboard,
     results.results,
+    scheduler.scheduler,
 ):
     main.add_command(command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""
@@ -79,6 +81,8 @@ class Listing:
     workers: list[WorkerEntry] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)
     finished: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    """What running schedulers publish of each schedule (section 7)."""
 
 
 def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune: bool = False) -> Listing:
@@ -87,7 +91,10 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
     try:
         if prune:
             finished.prune(ns)
-        return Listing(registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns))
+        schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
+        return Listing(
+            registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
+        )
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
@@ -114,7 +121,7 @@ def status_document(
         "nameserver": {"address": settings.ns_address, "reachable": reachable},
         "workers": workers,
         "jobs": [j for j in running if j is not None] + listing.finished,
-        "schedules": [],
+        "schedules": listing.schedules,
     }
 
 
