@@ -222,8 +222,10 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
     return Group(*parts)
 
 
-def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = ()) -> Group:
-    """The table printed when ``submit`` ends, and the first failed tasks."""
+def job_summary(
+    summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (), table_too: bool = True
+) -> Group:
+    """The table printed when ``submit`` ends (unless not ``table_too``), and the first failed tasks."""
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
@@ -232,15 +234,16 @@ def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (
     table.add_row("wall time", f"{summary['wall_s']:.2f} s")
     table.add_row("tasks/s", f"{summary['tasks_per_s']:.1f}")
     table.add_row("results", summary["output"])
-    parts: list[Any] = [table]
+    parts: list[Any] = [table] if table_too else []
     if failures:
         failed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
         failed.add_column("id", overflow="fold")
         failed.add_column("error", overflow="fold")
         for task_id, error in failures:
             failed.add_row(f"[red]{task_id}[/]", error)
-        if summary["failed"] > len(failures):
-            failed.add_row("...", f"{summary['failed'] - len(failures)} more in {summary['output']}")
+        more = summary["failed"] - len(failures)
+        if more > 0:
+            failed.add_row("...", f"{more} more: pyrocluster results {summary['output']} --failed")
         parts.append(failed)
     return Group(*parts)
 

@@ -200,7 +200,9 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
     help="How long to wait for a worker offering each needed service or tag.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress display (the summary and failures still print).")
+@click.option(
+    "--quiet", is_flag=True, help="No progress display and no summary table; failed tasks are still listed."
+)
 @shared_options
 @command
 def submit(
@@ -239,8 +241,8 @@ def submit(
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
     if as_json:
         render.print_json(summary.as_json())
-    else:  # --quiet hides the progress display only
-        render.out.print(render.job_summary(summary.as_json(), summary.failures))
+    elif not quiet or summary.failures:  # --quiet: silent on success, the failures still show
+        render.out.print(render.job_summary(summary.as_json(), summary.failures, table_too=not quiet))
     if summary.interrupted:
         render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
     return summary.exit_code
