@@ -8,7 +8,7 @@ from pyrocluster import task
 
 @task
 def mark(key: str, path: str, *inputs: object) -> str:
-    """Append ``key`` to ``path`` (one write: lines never interleave) and return it; ``inputs`` are ignored."""
+    """Append ``key`` to ``path`` (one write, so lines never interleave); return it; ignore ``inputs``."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (key + "\n").encode())
