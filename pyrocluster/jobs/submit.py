@@ -14,9 +14,10 @@ from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError
+from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
+from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
 from pyrocluster.local import LocalCluster
 
 
@@ -27,6 +28,7 @@ class SubmitOptions:
     job_file: str
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False
     local: int | None = None
     task_modules: list[str] = field(default_factory=list)
     wait_s: float = 10.0
@@ -44,13 +46,11 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task whose ``call`` no worker offers."""
-    for index, task in enumerate(spec.tasks):
-        if task.call not in offered:
+    """JobFileError at the first task (or callback) whose ``call`` no worker offers."""
+    for where, name in called_tasks(spec):
+        if name not in offered:
             known = ", ".join(sorted(offered)) or "none"
-            raise JobFileError(
-                spec.path, f"tasks[{index}].call", f"unknown task {task.call!r} (the workers offer: {known})"
-            )
+            raise JobFileError(spec.path, where, f"unknown task {name!r} (the workers offer: {known})")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -70,6 +70,7 @@ def submit_job(
     """
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
+    runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None
     if options.local:
         worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
@@ -101,11 +102,15 @@ def submit_job(
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
             kept = runner.open()
+            runfile.mark(output, spec.name, finished=False)
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
-        with Announcement(settings, spec.name, runner.snapshot):
+        with Announcement(settings, spec.name, runner.snapshot, runner.recent_failures) as announcement:
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
+            announcement.finish({**runner.snapshot(), "rate": summary.tasks_per_s}, summary.interrupted)
         runner.close()
+        if not summary.interrupted:
+            runfile.mark(output, spec.name, finished=True)
         return summary
     finally:
         if cluster is not None:

@@ -36,6 +36,11 @@ def check_call(call: Any) -> str | None:
     return None
 
 
+def task_names(calls: Any) -> list[str]:
+    """The task name of each call of a batch, ``other`` for anything not registered (bounded labels)."""
+    return [c[0] if isinstance(c, (list, tuple)) and c and c[0] in tasks.REGISTRY else "other" for c in calls]
+
+
 @Pyro5.api.expose
 class ComputeService:
     """Runs registered tasks; ``run_batch`` is the coordinator's only entry point."""
@@ -68,4 +73,5 @@ class ComputeService:
             for p in problems
         ]
         self._state.record(outcomes)
+        self._state.count_tasks(task_names(calls), outcomes)
         return {"outcomes": outcomes}
