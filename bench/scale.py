@@ -9,8 +9,8 @@ the reference every ratio is taken against, a fresh coordinator (``Cluster``) in
   worker by ``future.worker``), in tasks/s;
 * the coordinator's threads (peak while the map and the submits run, minus the threads this
   process had before the coordinator was made) and this process's peak RSS;
-* the time from SIGKILL of a worker that holds work (a map runs) to the coordinator no longer
-  sending it work.
+* the time from SIGKILL of a worker that holds a batch (a map runs) to the coordinator no
+  longer sending it work.
 
 Workers are added between points (never restarted), in waves so that interpreters starting at
 once on 2 cores do not trip the ready timeout.
@@ -103,12 +103,18 @@ def grow(ctx: Context, local: Any, count: int) -> None:
     ctx.log(f"{NAME}: {count} workers ready")
 
 
+def holding_work(cluster: Any) -> list[str]:
+    """Names of the workers that hold a batch of this coordinator now."""
+    dispatcher = cluster._dispatcher
+    with dispatcher._cond:
+        known = getattr(dispatcher, "records", dispatcher.links)  # records: since protocol v2
+        return [name for name, k in known.items() if k.state == "ready" and k.busy()]
+
+
 def kill_detection(cluster: Any, local: Any) -> float | None:
-    """SIGKILL the newest worker while a map keeps every worker busy; seconds until it is set aside."""
+    """SIGKILL a worker that holds a batch while a map runs; seconds until it is set aside."""
     from pyrocluster.nameserver import registry
 
-    victim = local.workers[-1]
-    name = worker_name(victim.ready_line)
     stop = threading.Event()
 
     def endless() -> Iterator[tuple[int, int]]:
@@ -123,26 +129,35 @@ def kill_detection(cluster: Any, local: Any) -> float | None:
 
     runner = threading.Thread(target=body, name="kill-map", daemon=True)
     runner.start()
+    by_name = {worker_name(p.ready_line): p for p in local.workers}
+    victim = name = None
     deadline = time.monotonic() + 10
-    while cluster.in_flight() < len(local.workers) // 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    started = time.perf_counter()
-    os.kill(victim.pid, signal.SIGKILL)
+    while victim is None and time.monotonic() < deadline:
+        busy = [n for n in holding_work(cluster) if n in by_name]
+        if busy:
+            name = busy[-1]
+            victim = by_name[name]
+        else:
+            time.sleep(0.0005)
     detected: float | None = None
-    while time.perf_counter() - started < KILL_LIMIT_S:
-        if not link_sends_to(cluster, name):
-            detected = time.perf_counter() - started
-            break
-        time.sleep(0.0005)
+    if victim is not None and name is not None:
+        started = time.perf_counter()
+        os.kill(victim.pid, signal.SIGKILL)
+        while time.perf_counter() - started < KILL_LIMIT_S:
+            if not link_sends_to(cluster, name):
+                detected = time.perf_counter() - started
+                break
+            time.sleep(0.0005)
     stop.set()
     runner.join(timeout=30)
-    victim.kill()
-    local.workers.remove(victim)
-    ns = registry.connect(cluster.settings)
-    try:
-        registry.unregister_worker(ns, name)  # a SIGKILLed worker leaves its entries behind
-    finally:
-        ns._pyroRelease()
+    if victim is not None and name is not None:
+        victim.kill()
+        local.workers.remove(victim)
+        ns = registry.connect(cluster.settings)
+        try:
+            registry.unregister_worker(ns, name)  # a SIGKILLed worker leaves its entries behind
+        finally:
+            ns._pyroRelease()
     return detected
 
 

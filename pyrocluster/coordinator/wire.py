@@ -18,6 +18,7 @@ passes, the connection is cut and the call fails with ``Pyro5.errors.TimeoutErro
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -57,9 +58,10 @@ class Unsent(Exception):
 class Channel:
     """One connection to one Pyro5 object, carrying at most one call at a time."""
 
-    def __init__(self, uri: str, settings: Settings) -> None:
+    def __init__(self, uri: str, settings: Settings, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.uri = uri
         self._settings = settings
+        self._connect_timeout_s = connect_timeout_s
         self.proxy: Any = None
         self.busy = False
         self.done: Done | None = None
@@ -67,6 +69,9 @@ class Channel:
         self.timed_out = False
         self.sent_at = 0.0
         self.call_no = 0
+        self.sending = False
+        """True while a thread writes the request (the loop waits for it before reading: TLS objects
+        must not be read and written at once)."""
         """Counts the calls it carried: a deadline belongs to one call, not to the channel."""
 
     @property
@@ -78,7 +83,7 @@ class Channel:
         """Open the connection and pass the handshake (blocking; Unsent when it cannot)."""
         try:
             if self.proxy is None:
-                self.proxy = make_proxy(self.uri, self._settings, timeout_s=CONNECT_TIMEOUT_S)
+                self.proxy = make_proxy(self.uri, self._settings, timeout_s=self._connect_timeout_s)
             self.proxy._pyroClaimOwnership()
             self.proxy._pyroBind()
         except Pyro5.errors.SecurityError as exc:
@@ -143,6 +148,7 @@ class Wire:
         self._deadlines: list[tuple[float, int, int, Channel]] = []
         self._order = itertools.count()
         self._closed = False
+        self._deferred: collections.deque[Callable[[], None]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -170,16 +176,16 @@ class Wire:
         channel.call_no += 1
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if self._closed:
-            self._finish(channel, None, Unsent("the coordinator is closing"))
+            self._defer(channel, Unsent("the coordinator is closing"))
             return
         if channel.connected:
             try:
                 data = channel.encode(method, args)
             except Exception as exc:  # SerializeError and friends: nothing was sent
-                self._finish(channel, None, exc)
+                self._defer(channel, exc)
                 return
             if len(data) <= DIRECT_BYTES:
-                self._send(channel, data, deadline)
+                self._send(channel, data, deadline, direct=True)
                 return
             self._pool.submit(self._send, channel, data, deadline)
             return
@@ -196,10 +202,17 @@ class Wire:
             return
         self._send(channel, data, deadline)
 
-    def _send(self, channel: Channel, data: bytes, deadline: float | None) -> None:
+    def _defer(self, channel: Channel, exc: BaseException) -> None:
+        """Report a failure from the loop thread: the caller may hold locks its callback takes."""
+        self._deferred.append(lambda: self._finish(channel, None, exc))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _send(self, channel: Channel, data: bytes, deadline: float | None, direct: bool = False) -> None:
+        fail = self._defer if direct else lambda ch, exc: self._finish(ch, None, exc)
         sock = channel.sock()
         if sock is None:
-            self._finish(channel, None, Unsent("the connection was closed before sending"))
+            fail(channel, Unsent("the connection was closed before sending"))
             return
         with self._lock:
             try:
@@ -210,14 +223,17 @@ class Wire:
             if deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
         channel.sent_at = time.monotonic()
+        channel.sending = True
         try:
             channel.proxy._pyroConnection.send(data)
         except Exception as exc:
             with self._lock, contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
+            channel.sending = False
             channel.release()
-            self._finish(channel, None, exc)
+            fail(channel, exc)
             return
+        channel.sending = False
         if deadline is not None and deadline - time.monotonic() < LOOP_TICK_S:
             self._wake_w.send(b"x")
 
@@ -246,10 +262,14 @@ class Wire:
                 with self._lock, contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(key.fileobj)
                 self._receive(channel)
+            while self._deferred:
+                self._deferred.popleft()()
             self._expire(time.monotonic())
         self._selector.close()
 
     def _receive(self, channel: Channel) -> None:
+        while channel.sending:  # the reply came before the writer returned: let it finish
+            time.sleep(0)
         try:
             result = channel.decode()
         except Pyro5.errors.CommunicationError as exc:
