@@ -16,13 +16,14 @@ WORKLOADS = {
     "w1": "bench.w1_tiny",
     "latency": "bench.w1_latency",
     "memory": "bench.memory",
+    "flow": "bench.workflows",
     "w2": "bench.w2_cpu",
     "w3": "bench.w3_crawl",
     "scale": "bench.scale",
     "sim": "bench.sim",
 }
-"""Run in this order: the first three share the default two-worker cluster."""
-USES_DEFAULT_CLUSTER = {"w1", "latency", "memory"}
+"""Run in this order: the first four share the default two-worker cluster."""
+USES_DEFAULT_CLUSTER = {"w1", "latency", "memory", "flow"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -32,6 +32,10 @@ class Sizes:
     scale_workers: list[int]
     scale_items: int
     memory_items: int
+    flow_chain: int = 1_000
+    """Dependent tasks in the workflow chain."""
+    flow_fan: int = 20_000
+    """Items of the workflow fan-out/fan-in (and of the flat map it is compared with)."""
 
     @classmethod
     def full(cls) -> Sizes:
@@ -63,6 +67,8 @@ class Sizes:
             scale_workers=[8, 16],
             scale_items=5_000,
             memory_items=200_000,
+            flow_chain=300,
+            flow_fan=5_000,
         )
 
 

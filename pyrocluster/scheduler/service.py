@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from pyrocluster.scheduler.ticks import (
     Policy,
     from_stamp,
     iso,
+    iter_ticks,
     plan,
     stamp,
     ticks_between,
@@ -310,7 +312,7 @@ class Scheduler:
         if st.watermark is None or st.pruned_to is None:
             return
         limit = st.watermark - timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
-        old = ticks_between(st.schedule.timing, st.pruned_to, limit, limit=10**9)[:PRUNE_PER_ROUND]
+        old = [t for t in islice(iter_ticks(st.schedule.timing, st.pruned_to), PRUNE_PER_ROUND) if t <= limit]
         if old:
             store.remove_claims(ns, st.schedule.name, old)
             st.pruned_to = old[-1]

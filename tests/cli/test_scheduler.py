@@ -38,7 +38,6 @@ def schedules(tmp_path: Path, body: str, job: str | None = JOB, name: str = "s")
             "schedules[0].timezone (line 5): unknown time zone",
         ),
         ("    every: 1m\n", None, "schedules[0].job (line 3): no such job file"),
-        ("    every: 1m\n", "tasks: 3\n", "schedules[0].job (line 3): invalid job"),
         (
             "    every: 1m\n    cron: '* * * * *'\n",
             JOB,
@@ -47,6 +46,7 @@ def schedules(tmp_path: Path, body: str, job: str | None = JOB, name: str = "s")
     ],
 )
 def test_invalid_schedules_exit_2_before_anything_starts(tmp_path, body, job, where):
+    """A few cases end to end; tests/unit/test_schedules_spec.py has every message."""
     path = schedules(tmp_path, body, job)
     # No name server at this address: validation comes first, so this is exit 2, not 3.
     result = run_cli("scheduler", path, "--ns", "127.0.0.1:9", cwd=tmp_path)
