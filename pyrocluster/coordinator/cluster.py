@@ -12,6 +12,7 @@ from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
+from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
     DEFAULT_PROBE_TIMEOUT_S,
@@ -125,9 +126,17 @@ class Cluster:
     def submit(
         self, name: str, *args: Any, tags: Iterable[str] = (), timeout: float | None = None, **kwargs: Any
     ) -> TaskFuture:
-        """Run compute task ``name`` somewhere; returns a future of its result."""
+        """Run compute task ``name`` somewhere; returns a future of its result.
+
+        A future of an earlier call passed as an argument (top level of ``args`` or a ``kwargs``
+        value) makes this call wait for it, without a thread, and receive its result.
+        """
         call = self.make_call("compute", name, list(args), kwargs, tags=tags, timeout=timeout)
-        self._dispatcher.submit((call,))
+        upstreams = upstream_futures(call.args, call.kwargs)
+        if upstreams:
+            submit_after(call, upstreams, self._dispatcher.submit)
+        else:
+            self._dispatcher.submit((call,))
         return call.future
 
     def map(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""
@@ -44,10 +46,19 @@ def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
 
 
 def ask_worker(
-    entry: WorkerEntry, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, task_stats: bool = False
+    entry: WorkerEntry,
+    settings: Settings,
+    timeout_s: float = INFO_TIMEOUT_S,
+    task_stats: bool = False,
+    proxy: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A worker's status entry (``unreachable`` if it does not answer in time) and, if asked, task stats."""
-    proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
+    """A worker's status entry (``unreachable`` if it does not answer in time) and, if asked, task stats.
+
+    With ``proxy`` (kept by the caller between rounds) it is used and left open unless the call failed.
+    """
+    own = proxy is None
+    if proxy is None:
+        proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
     try:
         info = dict(proxy.info())
         info["address"] = entry.address
@@ -55,9 +66,11 @@ def ask_worker(
         stats = dict(proxy.task_stats()) if task_stats else None
         return info, stats
     except Pyro5.errors.PyroError:
+        proxy._pyroRelease()
         return unreachable_worker(entry), None
     finally:
-        proxy._pyroRelease()
+        if own:
+            proxy._pyroRelease()
 
 
 def ask_job(uri: str, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, failures: bool = False) -> Any:
@@ -79,6 +92,8 @@ class Listing:
     workers: list[WorkerEntry] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)
     finished: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    """What running schedulers publish of each schedule (section 7)."""
 
 
 def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune: bool = False) -> Listing:
@@ -87,7 +102,10 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
     try:
         if prune:
             finished.prune(ns)
-        return Listing(registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns))
+        schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
+        return Listing(
+            registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
+        )
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
@@ -114,7 +132,7 @@ def status_document(
         "nameserver": {"address": settings.ns_address, "reachable": reachable},
         "workers": workers,
         "jobs": [j for j in running if j is not None] + listing.finished,
-        "schedules": [],
+        "schedules": listing.schedules,
     }
 
 

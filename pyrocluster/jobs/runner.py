@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
+from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
 """Calls of a job queued or in flight at once: bounds the coordinator's memory."""
@@ -62,7 +64,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     """The results-file line of a finished compute call."""
     record: dict[str, Any] = {
         "id": item.id,
-        "kind": "compute",
+        "kind": item.kind,
         "call": item.call,
         "args": item.args,
         "kwargs": item.kwargs,
@@ -103,7 +105,8 @@ class JobRunner:
         self.cluster = cluster
         self.output = output
         self.resume = resume
-        self.total = count_task_items(spec)
+        self.total = 0
+        """Records besides the compute tasks' (crawl pages restored by ``--resume``)."""
         self.ok = self.failed = self.skipped = self.resumed = 0
         self.per_worker: Counter[str] = Counter()
         self.failures: list[tuple[str, str]] = []
@@ -119,6 +122,8 @@ class JobRunner:
         self._closing = False
         self._store = ResultsStore(output)
         self.crawl = crawl
+        self.workflow: Workflow | None = None
+        self._planned = count_task_items(spec)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -126,17 +131,25 @@ class JobRunner:
         """Counters for progress displays and the job's ``progress()``."""
         with self._lock:
             elapsed = max(1e-9, time.monotonic() - self._started)
-            done = self.ok + self.failed + self.skipped
-            rate = (done - self.resumed) / elapsed
-            total = self.total + (self.crawl.known() if self.crawl else 0)
+            flow = self.workflow
+            resumed = self.resumed + (flow.resumed if flow else 0)
+            ok = self.ok + (flow.resumed if flow else 0)
+            done = ok + self.failed + self.skipped
+            rate = (done - resumed) / elapsed
+            total = (
+                self.total
+                + (flow.total if flow else self._planned)
+                + (self.crawl.known() if self.crawl else 0)
+            )
             left = total - done
             return {
                 "name": self.spec.name,
                 "total": total,
                 "done": done,
-                "ok": self.ok,
+                "ok": ok,
                 "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
+                "waiting": flow.waiting if flow else 0,
                 "skipped": self.skipped,
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
@@ -154,7 +167,14 @@ class JobRunner:
     # -- recording ---------------------------------------------------------------------------
 
     def record(self, records: list[dict[str, Any]]) -> None:
-        """Append outcomes (one flush) and count them (thread-safe)."""
+        """Append outcomes (one flush) and count them, then the records that follow (thread-safe)."""
+        self._write(records)
+        if self.workflow is not None:
+            following = self.workflow.recorded(records)
+            if following:
+                self._write(following)
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
         self._store.append_many(records)
         with self._lock:
             for record in records:
@@ -199,32 +219,46 @@ class JobRunner:
         return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
-        """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return."""
+        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return."""
         self._started = time.monotonic()
-        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
-        chunk: list[Call] = []
-        for item in iter_task_items(self.spec):
-            if item.id in kept:
-                with self._lock:
-                    self.ok += 1
-                    self.resumed += 1
-                continue
-            tags = tagsets.get(item.tags)
-            if tags is None:
-                tags = tagsets[item.tags] = frozenset(item.tags)
-            chunk.append(
-                Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                     item.retry_on_error, self, item)
-            )  # fmt: skip
-            if len(chunk) >= SUBMIT_CHUNK:
-                if not self._submit(chunk, stop):
-                    break
-                chunk = []
-        else:
-            if chunk:
-                self._submit(chunk, stop)
+        self.workflow = Workflow(self.spec, kept, self._write)
+        self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
+        self._drain(stop)
+        if not stop.is_set():
+            summary = self._summary(False)
+            callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
+            if callback is not None:
+                self._run_tasks(iter((callback,)), stop)
+                self._drain(stop)
+        # Once stopped, outcomes still arriving are not written: the summary matches the file.
+        self._closing = stop.is_set()
+        return self._summary(stop.is_set())
+
+    def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
+        """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
+        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
+        chunk: list[Call] = []
+        for item in items:
+            if item is not None:
+                tags = tagsets.get(item.tags)
+                if tags is None:
+                    tags = tagsets[item.tags] = frozenset(item.tags)
+                chunk.append(
+                    Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
+                         item.retry_on_error, self, item)
+                )  # fmt: skip
+                if len(chunk) < SUBMIT_CHUNK:
+                    continue
+            if chunk and not self._submit(chunk, stop):
+                return
+            chunk = []
+        if chunk:
+            self._submit(chunk, stop)
+
+    def _drain(self, stop: threading.Event) -> None:
+        """Wait for the calls in flight; once stopped, only ``INTERRUPT_GRACE_S`` more."""
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
@@ -232,8 +266,6 @@ class JobRunner:
                 deadline = time.monotonic() + INTERRUPT_GRACE_S
                 while self._outstanding and time.monotonic() < deadline:
                     self._room.wait(0.1)
-        self._closing = stop.is_set()
-        return self._summary(stop.is_set())
 
     def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
         """Hand calls to the cluster once the window has room; False when stopped first."""
@@ -249,11 +281,11 @@ class JobRunner:
     def _summary(self, interrupted: bool) -> JobSummary:
         wall = time.monotonic() - self._started
         snap = self.snapshot()
-        ran = snap["done"] - self.resumed
+        ran = snap["done"] - self.resumed - (self.workflow.resumed if self.workflow else 0)
         return JobSummary(
             name=self.spec.name,
             total=snap["total"],
-            ok=self.ok,
+            ok=snap["ok"],
             failed=self.failed,
             skipped=self.skipped,
             retried=snap["retried"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -200,6 +200,8 @@ class TaskItem(NamedTuple):
     retry_on_error: bool
     priority: int = 0
     """Higher runs first among waiting work (SPEC 5.6); the task's own or the ``defaults`` one."""
+    kind: str = "compute"
+    """The record's ``kind``: ``compute``, or ``callback`` for ``on_success``/``on_failure`` calls."""
 
 
 _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
@@ -242,12 +244,12 @@ def _describe(value: Any) -> str:
     return _NAMES.get(type(value), type(value).__name__)
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any], sections: Mapping[tuple[str, ...], type[BaseModel]] = _SECTIONS) -> str:
     kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx", {}), err.get("input")
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind in ("extra_forbidden", "invalid_key"):
-        allowed = _SECTIONS.get(tuple(p for p in loc[:-1] if isinstance(p, str)), JobSpec).model_fields
+        allowed = sections.get(tuple(p for p in loc[:-1] if isinstance(p, str)), sections[()]).model_fields
         close = difflib.get_close_matches(str(loc[-1]), list(allowed), n=1)
         hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
         return f"unknown key {str(loc[-1])!r} ({hint})"
@@ -266,7 +268,8 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
-def _fail(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
+def located_error(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
+    """A JobFileError naming ``loc`` as a key path (``tasks[2].call``) and its line in ``text``."""
     parts: list[str] = []
     for key in loc:
         if key == "[key]":
@@ -364,11 +367,11 @@ def _css_ok(selector: str) -> bool:
     return True
 
 
-def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a job file; every problem raises :class:`JobFileError` naming its place."""
-    shown, file = str(path), Path(path)
+def read_document(path: str | Path) -> tuple[str, Any]:
+    """The text of a YAML file and what it holds; JobFileError (with the line) when it cannot be read."""
+    shown = str(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise JobFileError(shown, "", "no such file") from None
     except IsADirectoryError:
@@ -378,7 +381,7 @@ def load_job(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise JobFileError(shown, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = read_yaml(text)
+        return text, read_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -388,8 +391,31 @@ def load_job(path: str | Path) -> JobSpec:
     except yaml.YAMLError as exc:
         raise JobFileError(shown, "", f"invalid YAML: {exc}") from None
 
+
+def validation_error(
+    path: str,
+    text: str,
+    data: Any,
+    exc: ValidationError,
+    sections: Mapping[tuple[str, ...], type[BaseModel]] = _SECTIONS,
+) -> JobFileError:
+    """The first problem pydantic found, as a JobFileError at its key path (``sections`` give key hints)."""
+    err = exc.errors(include_url=False)[0]
+    return located_error(path, text, data, tuple(err["loc"]), _message(dict(err), sections))
+
+
+def describe_value(value: Any) -> str:
+    """``a string ('x')``, ``an integer (3)``, ``a list``...: what an error message says was found."""
+    return _describe(value)
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job file; every problem raises :class:`JobFileError` naming its place."""
+    shown, file = str(path), Path(path)
+    text, data = read_document(path)
+
     def fail(loc: tuple[Any, ...], message: str) -> JobFileError:
-        return _fail(shown, text, data, loc, message)
+        return located_error(shown, text, data, loc, message)
 
     if not isinstance(data, dict):
         raise fail((), "the file is empty" if data is None else f"expected a mapping, got {_describe(data)}")
@@ -397,8 +423,7 @@ def load_job(path: str | Path) -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        raise fail(tuple(err["loc"]), _message(dict(err))) from None
+        raise validation_error(shown, text, data, exc) from None
     _check(spec, unnamed, fail)
     build_graph(spec.tasks, fail)
     spec._path = shown
