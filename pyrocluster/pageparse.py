@@ -35,6 +35,7 @@ RECORD_KEYS = frozenset(
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
 _WS = re.compile(r"\s+")
+_NOT_PLAIN = re.compile(r"/\.|[\\;\t\r\n]")
 
 
 @lru_cache(maxsize=1024)
@@ -81,8 +82,15 @@ def is_html(content_type: str | None, body: bytes) -> bool:
 
 
 def _plain_path(href: str) -> bool:
-    """True for ``/path...`` that urljoin would append as is (no ``//host``, dot segment or backslash)."""
-    return href[0] == "/" and href[1:2] != "/" and "/." not in href and "\\" not in href
+    """True for ``/path...`` that urljoin would append as is.
+
+    Not for ``//host``, a dot segment, a backslash, ``;`` params, tabs or newlines (which
+    urlsplit drops), nor an empty query (which urljoin drops).
+    """
+    if href[0] != "/" or href[1:2] == "/" or _NOT_PLAIN.search(href):
+        return False
+    query = href.find("?")
+    return query < 0 or href[query + 1 : query + 2] not in ("", "#")
 
 
 def extract_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
