@@ -109,9 +109,9 @@ def main() -> None:
         print(
             f"after {args.minutes} simulated minutes (one 20,000-task job each, 50 failures with tracebacks):"
         )
-        quarters = ", ".join(f"{s:.1f}" for s in samples[:: max(1, len(samples) // 4)])
+        quarters = ", ".join(f"{s:.1f}" for s in samples[14::15])
         print(f"  dashboard RSS: {samples[-1]:.1f} MB at the end, peak {max(samples):.1f} MB")
-        print(f"  RSS every simulated quarter hour: {quarters} MB")
+        print(f"  RSS at the end of every simulated quarter hour: {quarters} MB")
         print(f"  finished jobs still listed: {len(kept)} (kept {finished.KEEP_FINISHED_S / 60:.0f} min)")
         print(f"  name-server records of finished jobs: {len(ns.list(prefix=finished.FINISHED_PREFIX))}")
     finally:

@@ -12,6 +12,9 @@ from pyrocluster import __version__, render
 from pyrocluster.cli import core, dashboard, results, scheduler
 from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 
+NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""What click 8.2+ raises for a group run without a command."""
+
 
 class Group(click.Group):
     """A click group whose usage errors end in one ``error:`` line, as every other error does."""
@@ -22,6 +25,9 @@ class Group(click.Group):
         try:
             code = super().main(*args, **kwargs)
         except click.UsageError as exc:
+            if isinstance(exc, NO_ARGS_IS_HELP) and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())  # a bare `pyrocluster` is asking what there is
+                sys.exit(0)
             if exc.ctx is not None:
                 click.echo(exc.ctx.get_usage(), err=True)
                 click.echo(f"Try '{exc.ctx.command_path} -h' for help.\n", err=True)

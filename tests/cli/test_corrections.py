@@ -62,6 +62,8 @@ def test_click_usage_errors_say_error_like_ours():
         assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
         assert "Error:" not in result.stderr and "Traceback" not in result.stderr
     assert run_cli("--help").returncode == 0 and run_cli("--version").returncode == 0
+    bare = run_cli()
+    assert bare.returncode == 0 and "Commands:" in bare.stdout and "error" not in bare.stderr, bare
 
 
 def test_submit_tasks_needs_local_and_an_existing_file_before_anything_starts(tmp_path):
