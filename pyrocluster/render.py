@@ -152,6 +152,7 @@ def status_view(status: dict[str, Any], width: int | None = None) -> Group:
                 "state": _state(j.get("state", "running")),
                 "done/total": f"{j['done']}/{j['total']}",
                 "failed": str(j["failed"]),
+                **({"waiting": str(j["waiting"])} if any(k.get("waiting") for k in status["jobs"]) else {}),
                 "rate": f"{j.get('rate', 0.0):.1f}/s",
             }
             for j in status["jobs"]
@@ -199,6 +200,7 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
         f"[yellow]retried {snap['retried']}[/]",
         f"skipped {snap['skipped']}",
         *([f"queued {snap['queued']}"] if snap.get("queued") else []),
+        *([f"waiting {snap['waiting']}"] if snap.get("waiting") else []),
         f"in flight {snap['in_flight']}",
     ]
     bar = ProgressBar(total=total, completed=snap["done"], width=None if narrow else 40)

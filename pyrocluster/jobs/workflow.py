@@ -60,6 +60,7 @@ class Workflow:
             node.id: callbacks_of(spec.tasks[node.index], spec.defaults)
             for node in self.flow.graph.nodes.values()
         }
+        self._any_callback = any(pair != (None, None) for pair in self._handlers.values())
         self._pending_records: list[dict[str, Any]] = []
         with self._cond:
             self._apply(self.flow.start())
@@ -153,7 +154,7 @@ class Workflow:
 
     def _outcomes(self, records: list[dict[str, Any]]) -> None:
         graph = self.flow.graph
-        for record in records:
+        for record in records if self._any_callback else ():
             unit_id, status = record["id"], record["status"]
             cb_id = callback_id(unit_id, status)
             if cb_id is None:

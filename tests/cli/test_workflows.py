@@ -223,6 +223,7 @@ def test_sigkill_at_random_points_then_resume_runs_each_node_and_callback_once(t
     out = tmp_path / "job.results.jsonl"
     rng = random.Random(11)
     ok_ids: set[str] = set()
+    in_doubt: set[str] = set()
     seen_runs = seen_callbacks = 0
     for round_ in range(6):  # five runs killed at a random point, then one to the end
         lines_before = len(lines_of(out))
@@ -247,17 +248,19 @@ def test_sigkill_at_random_points_then_resume_runs_each_node_and_callback_once(t
         # Nothing recorded ok before this run ran again in it (tasks or callbacks).
         assert not set(runs[seen_runs:]) & ok_ids
         assert not {f"{key}:on_success" for key in callbacks[seen_callbacks:]} & ok_ids
-        seen_runs, seen_callbacks = len(runs), len(callbacks)
         ok_ids = {key for key, r in records_of(out).items() if r["status"] == "ok"}
+        # A callback that ran but was not recorded when submit died may run again (at-least-once).
+        in_doubt |= {key for key in callbacks[seen_callbacks:] if f"{key}:on_success" not in ok_ids}
+        seen_runs, seen_callbacks = len(runs), len(callbacks)
     nodes = {f"n{i}" for i in range(200)}
     records = records_of(out)
     assert records.keys() == nodes | {f"{key}:on_success" for key in nodes}
     assert all(r["status"] == "ok" for r in records.values())
     assert len(out.read_text().splitlines()) == 400  # exactly one line per id
-    assert set(words(cblog)) == nodes  # every callback ran
-    # A second run only for calls that were on a worker at a kill and not yet recorded.
-    twice = [key for key, n in Counter(words(cblog)).items() if n > 1]
-    assert len(twice) <= 5 * 4, twice
+    runs_per_callback = Counter(words(cblog))
+    assert runs_per_callback.keys() == nodes  # every callback ran...
+    twice = {key for key, n in runs_per_callback.items() if n > 1}
+    assert twice <= in_doubt, sorted(twice - in_doubt)  # ...once, unless a kill left it unrecorded
 
 
 def test_pipeline_example_job(tmp_path):
