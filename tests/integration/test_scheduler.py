@@ -119,7 +119,8 @@ def test_overlap_skip_records_skipped_ticks_and_runs_never_overlap(processes, tm
     monkeypatch.chdir(tmp_path)
     ns_proc, ns = start_nameserver()
     processes.add(ns_proc)
-    processes.add(start_worker(ns, ["--services", "compute", "--pool", "thread", "--concurrency", "2"]))
+    worker_args = ["--services", "compute", "--pool", "thread", "--concurrency", "2", "--drain-timeout", "0"]
+    processes.add(start_worker(ns, worker_args))
     job = "name: slow\ntasks:\n  - {id: nap, call: sleep, args: [5]}\n"
     schedules = write_schedules(tmp_path, job, every="2s", overlap="skip")
     sched = start_scheduler(processes, ns, schedules, "only")
