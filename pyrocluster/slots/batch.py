@@ -90,7 +90,7 @@ class BatchRun:
         calls: list[Call],
         budget_bytes: int,
         skip: Iterable[int] = (),
-        on_start: Callable[[int], None] | None = None,
+        on_start: Callable[[int, float], None] | None = None,
     ) -> None:
         self.calls = calls
         self.outcomes: list[Outcome] = []
@@ -115,9 +115,10 @@ class BatchRun:
                     self.outcomes.append(cancelled())
                     continue
                 self._current = i
-                self._deadline = time.monotonic() + timeout_s
+                started = time.monotonic()
+                self._deadline = started + timeout_s
             if self._on_start is not None:
-                self._on_start(i)
+                self._on_start(i, started)
             outcome = run_encoded(name, payload)
             with self._cond:
                 if self._ended:

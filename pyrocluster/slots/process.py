@@ -4,13 +4,14 @@ One message goes each way per batch. Inside the child, the main thread runs the 
 another and a watchdog thread watches the deadline of the call in progress: when it passes, the
 watchdog sends the finished outcomes, TIMEOUT for that call and NOT_RUN for the rest, and ends
 the process, which the parent replaces. The parent keeps a fallback deadline (the sum of the
-timeouts plus a grace) for a task that holds the interpreter lock in C code, and reads the index
-of the call in progress from shared memory, so a kill (fallback or ``cancel``) or a crash fails
-only the call that was running.
+own timeout plus a grace) for a task that holds the interpreter lock in C code: it reads the index
+and start time of the call in progress from shared memory (no message per call), so a kill
+(fallback or ``cancel``) or a crash fails only the call that was running.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import queue
@@ -39,7 +40,7 @@ READY = b"ready"
 STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
 FALLBACK_GRACE_S = 2.0
-"""Seconds past the sum of a batch's timeouts before the parent kills a slot that never replied."""
+"""Seconds past a call's own timeout before the parent kills a slot whose watchdog could not act."""
 
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
@@ -63,7 +64,7 @@ def _watchdog(conn: Connection, runs: queue.SimpleQueue[BatchRun]) -> None:
             os._exit(0)
 
 
-def _child_main(conn: Connection, task_modules: list[str], current: Any) -> None:
+def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> None:
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
@@ -74,8 +75,9 @@ def _child_main(conn: Connection, task_modules: list[str], current: Any) -> None
     threading.Thread(target=_watchdog, args=(conn, runs), name="slot-watchdog", daemon=True).start()
     never = threading.Event()
 
-    def started(position: int) -> None:
-        current.value = position
+    def started(position: int, at: float) -> None:
+        progress[1] = at  # the start first: a reader that sees the new index never sees an older start
+        progress[0] = position
 
     while True:
         try:
@@ -92,7 +94,7 @@ def _child_main(conn: Connection, task_modules: list[str], current: Any) -> None
 
 
 class SlotProcess:
-    """One slot's child process, its pipe, and the shared index of the call it is running."""
+    """One slot's child process, its pipe, and the shared ``[index, start]`` of the call it runs."""
 
     def __init__(self, ctx: Any, task_modules: list[str]) -> None:
         self._ctx = ctx
@@ -100,9 +102,9 @@ class SlotProcess:
         self._start()
 
     def _start(self) -> None:
-        self.current = self._ctx.RawValue("q", -1)
+        self.progress = self._ctx.RawArray("d", [-1.0, 0.0])
         parent, child = self._ctx.Pipe()
-        args = (child, self._modules, self.current)
+        args = (child, self._modules, self.progress)
         self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
         self.proc.start()
         child.close()
@@ -130,7 +132,7 @@ class SlotProcess:
         """Stop these calls of the running batch: kill the process if one is not finished yet."""
         positions = set(positions)
         self._cancelled |= positions
-        if positions and max(positions) >= self.current.value:
+        if positions and max(positions) >= self.progress[0]:
             self._killed_for = CANCELLED
             self.proc.kill()
 
@@ -141,14 +143,14 @@ class SlotProcess:
             message = f"the slot process did not start (exit code {self.proc.exitcode})"
             self._replace()
             return lost_outcomes(len(calls), 0, encoded_failure(CRASHED, "ProcessDied", message), set())
-        self.current.value = -1
+        self.progress[0] = -1.0
         self._killed_for = None
         self._cancelled = set()
         skip = ticket.attach(self)
         reply = None
         try:
             self.conn.send_bytes(codec.pack([budget, sorted(skip), calls]))
-            if self.conn.poll(sum(float(c[2]) for c in calls) + FALLBACK_GRACE_S):
+            if self._wait_reply(calls, time.monotonic()):
                 reply = codec.unpack(self.conn.recv_bytes())
             elif self._killed_for is None:
                 self._killed_for = TIMEOUT
@@ -159,9 +161,28 @@ class SlotProcess:
             return list(reply[1])
         return self._after_end(len(calls), reply, skip | self._cancelled)
 
+    def _wait_reply(self, calls: list[Call], sent_at: float) -> bool:
+        """Wait for the reply (True) until the call in progress is past its timeout plus the grace.
+
+        Without a message per call, the parent wakes at the earliest moment any call could be
+        past its deadline (a later call cannot start before now), and reads the progress again.
+        """
+        later = [math.inf] * (len(calls) + 1)  # later[i]: the shortest timeout from call i on
+        for i in range(len(calls) - 1, -1, -1):
+            later[i] = min(later[i + 1], float(calls[i][2]))
+        while True:
+            position = int(self.progress[0])
+            started = self.progress[1] if position >= 0 else sent_at
+            now = time.monotonic()
+            left = started + float(calls[max(position, 0)][2]) + FALLBACK_GRACE_S - now
+            if left <= 0 and int(self.progress[0]) == position:
+                return False
+            if self.conn.poll(max(0.0, min(left, later[max(position, 0) + 1] + FALLBACK_GRACE_S))):
+                return True
+
     def _after_end(self, n: int, reply: Any, cancelled_positions: set[int]) -> list[Outcome]:
         """Replace the process, and the outcomes of a batch it could not finish normally."""
-        current, killed_for = int(self.current.value), self._killed_for
+        current, killed_for = int(self.progress[0]), self._killed_for
         self.proc.join(timeout=0 if killed_for else 1)
         code = self.proc.exitcode
         self._replace()

@@ -66,3 +66,9 @@ def hold(path: str, limit: float = 30.0) -> str:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return path
+
+
+@task
+def hog(n: int) -> int:
+    """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time."""
+    return sum(range(n))

@@ -172,3 +172,15 @@ def test_catalog_in_registration_info_and_ready_line(raw_worker, workers):
         assert other.load() == {"slots": 1, "running": 0, "queued": 0}
     finally:
         plain.stop()
+
+
+def test_a_task_holding_the_interpreter_lock_is_killed_at_the_fallback_deadline(raw_worker):
+    w = raw_worker("process")
+    started = time.monotonic()
+    reply = w.run_batch([w.call("add", 1, 1), w.call("hog", 10**11, timeout=0.3), w.call("add", 2, 2)])
+    elapsed = time.monotonic() - started
+    # the watchdog inside the slot cannot run; the worker kills the slot at 0.3 s + 2 s of grace
+    assert kinds(reply) == [tasks.NOT_RUN, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert decoded(reply["outcomes"][1])[1]["type"] == "TaskTimeout"
+    assert 2.0 < elapsed < 8, elapsed
+    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)
