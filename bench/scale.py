@@ -80,7 +80,7 @@ def run(ctx: Context) -> None:
         rss = [w["rss_mb"] for w in status["workers"]]
 
         ctx.log(f"{NAME}: {n} calls through cluster.submit, counting future.worker")
-        list(cluster.map("add", [(i, i) for i in range(2 * workers)]))  # warm-up: every link connected
+        list(cluster.starmap("add", [(i, i) for i in range(2 * workers)]))  # warm-up: every link connected
         t0 = time.perf_counter()
         futures = [cluster.submit("add", i, i) for i in range(n)]
         wait(futures)

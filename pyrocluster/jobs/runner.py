@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ class JobSummary:
     tasks_per_s: float
     output: str
     interrupted: bool = False
+    write_error: str = ""
+    """Why the results file could not be written (the job stopped), or empty."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """The first few failed ids with their error, for the human summary."""
 
@@ -66,6 +70,9 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     if call.error is None:
         record["status"] = "ok"
         record["result"] = call.value
+    elif isinstance(call.error, CancelledError):
+        record["status"] = "cancelled"
+        record["reason"] = "the job was cancelled"
     else:
         record["status"] = "failed"
         record["error"] = error_record(call.error)
@@ -98,6 +105,11 @@ class JobRunner:
         self._closing = False
         self._store = ResultsStore(output)
         self.crawl = crawl
+        self.cancelled = 0
+        self.write_error: str | None = None
+        self._stop = threading.Event()
+        self._inbox: queue.SimpleQueue[list[Call] | dict[str, Any] | None] = queue.SimpleQueue()
+        self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -127,10 +139,10 @@ class JobRunner:
     # -- recording ---------------------------------------------------------------------------
 
     def record(self, records: list[dict[str, Any]]) -> None:
-        """Append outcomes (one flush) and count them (thread-safe)."""
-        self._store.append_many(records)
+        """Append outcomes (one write) and count them as written."""
+        written = self._store.append_many(records)
         with self._lock:
-            for record in records:
+            for record in written:
                 status = record["status"]
                 if status == "ok":
                     self.ok += 1
@@ -138,6 +150,8 @@ class JobRunner:
                         self.per_worker[record["worker"]] += 1
                 elif status == "skipped":
                     self.skipped += 1
+                elif status == "cancelled":
+                    self.cancelled += 1
                 else:
                     self.failed += 1
                     if len(self.failures) < SHOWN_FAILURES:
@@ -145,16 +159,35 @@ class JobRunner:
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
 
     def _crawled(self, record: dict[str, Any]) -> None:
-        if not self._closing:
-            self.record([record])
+        self._inbox.put(record)
 
     def settled(self, calls: list[Call]) -> None:
-        """Compute calls of this job ended (the dispatcher calls this; ``call.tag`` is the item)."""
-        if not self._closing:
-            self.record([compute_record(call.tag, call) for call in calls])
-        with self._room:
-            self._outstanding -= len(calls)
-            self._room.notify_all()
+        """Compute calls of this job ended (the dispatcher calls this): the recorder writes them.
+
+        Nothing here may block or raise: it runs on the dispatcher's and the links' threads.
+        """
+        self._inbox.put(calls)
+
+    def _recorder(self) -> None:
+        """The one thread that writes outcomes, off the transport threads and the dispatcher's lock."""
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            calls = item if isinstance(item, list) else None
+            if self.write_error is None and not self._closing:
+                try:
+                    if calls is not None:
+                        self.record([compute_record(c.tag, c) for c in calls])
+                    elif isinstance(item, dict):
+                        self.record([item])
+                except OSError as exc:
+                    self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
+                    self._stop.set()
+            if calls is not None:
+                with self._room:
+                    self._outstanding -= len(calls)
+                    self._room.notify_all()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -170,8 +203,13 @@ class JobRunner:
         return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
-        """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return."""
+        """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return.
+
+        A results file that cannot be written sets ``stop`` too (``write_error`` says why).
+        """
         self._started = time.monotonic()
+        self._stop = stop
+        self._recorder_thread.start()
         tagsets: dict[tuple[str, ...], frozenset[str]] = {}
         chunk: list[Call] = []
         for item in iter_task_items(self.spec):
@@ -185,7 +223,7 @@ class JobRunner:
                 tags = tagsets[item.tags] = frozenset(item.tags)
             chunk.append(
                 Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                     item.retry_on_error, self, item)
+                     item.retry_on_error, self, item, getattr(item, "priority", 0))
             )  # fmt: skip
             if len(chunk) >= SUBMIT_CHUNK:
                 if not self._submit(chunk, stop):
@@ -199,12 +237,14 @@ class JobRunner:
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
-            if stop.is_set():
+            if stop.is_set() and self.write_error is None:
                 deadline = time.monotonic() + INTERRUPT_GRACE_S
                 while self._outstanding and time.monotonic() < deadline:
                     self._room.wait(0.1)
-        self._closing = stop.is_set()
-        return self._summary(stop.is_set())
+        self._inbox.put(None)  # the recorder writes what came before, then ends
+        self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
+        self._closing = True
+        return self._summary(stop.is_set() and self.write_error is None)
 
     def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
         """Hand calls to the cluster once the window has room; False when stopped first."""
@@ -232,6 +272,7 @@ class JobRunner:
             tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
             output=str(self.output),
             interrupted=interrupted,
+            write_error=self.write_error or "",
             failures=list(self.failures),
         )
 

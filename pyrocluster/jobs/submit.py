@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,12 +12,13 @@ from typing import Any
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
-from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
+from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
-from pyrocluster.errors import ConfigError, JobFileError
+from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
+from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
 
@@ -44,13 +46,25 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task whose ``call`` no worker offers."""
+    """JobFileError at the first task whose ``call`` no live worker offers, with the closest name."""
     for index, task in enumerate(spec.tasks):
-        if task.call not in offered:
-            known = ", ".join(sorted(offered)) or "none"
-            raise JobFileError(
-                spec.path, f"tasks[{index}].call", f"unknown task {task.call!r} (the workers offer: {known})"
-            )
+        if task.call in offered:
+            continue
+        close = difflib.get_close_matches(task.call, sorted(offered), n=1)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else f"the workers offer: {', '.join(sorted(offered)) or 'none'}"
+        )
+        where = f"tasks[{index}].call"
+        try:
+            text = Path(spec.path).read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        line = line_of(text, ("tasks", index, "call")) if text else None
+        if line is not None:
+            where += f" (line {line})"
+        raise JobFileError(spec.path, where, f"unknown task {task.call!r}: no live worker offers it ({hint})")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -64,7 +78,8 @@ def submit_job(
     stop: threading.Event,
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
 ) -> JobSummary:
-    """Run the job end to end; raises JobFileError/ConfigError (exit 2) or ClusterUnreachable (exit 3).
+    """Run the job end to end; raises JobFileError/ConfigError (exit 2), ClusterUnreachable (exit 3)
+    or ResultsUnwritable (exit 74, after closing what was written).
 
     ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
     """
@@ -79,7 +94,7 @@ def submit_job(
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
-            check_task_names(spec, offered_tasks(settings, entries))
+            check_task_names(spec, {name for e in entries for name in e.tasks})
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
         crawl = None
         if spec.crawl is not None:
@@ -106,6 +121,11 @@ def submit_job(
         with Announcement(settings, spec.name, runner.snapshot):
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
         runner.close()
+        if summary.write_error:
+            raise ResultsUnwritable(
+                f"{summary.write_error}; the {summary.ok + summary.failed} outcomes written before are kept "
+                "(finish with --resume)"
+            )
         return summary
     finally:
         if cluster is not None:
