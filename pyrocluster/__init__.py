@@ -1,9 +1,9 @@
 """pyrocluster: a light Python compute and crawl cluster on Pyro5."""
 
-from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
+from pyrocluster.errors import PyroClusterError, TaskFailed, TaskTimeout, WorkerUnavailable
 from pyrocluster.tasks import task
 
-__all__ = ["Cluster", "PyroClusterError", "TaskFailed", "WorkerUnavailable", "task"]
+__all__ = ["Cluster", "PyroClusterError", "TaskFailed", "TaskTimeout", "WorkerUnavailable", "task"]
 __version__ = "0.1.0"
 
 
