@@ -16,6 +16,7 @@ from pyrocluster import tasks
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
+from tests.integration.test_cluster import max_overlap
 
 WORKERS = {
     "two": ["--pool", "process", "--concurrency", "2"],
@@ -78,15 +79,6 @@ class Background:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         assert not any(t.is_alive() for t in self.threads), "a batch never got its reply"
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_two_coordinators_never_get_more_than_the_slots(cluster):
