@@ -27,12 +27,12 @@ import hashlib
 import heapq
 import hmac
 import logging
-import os
+import math
 import secrets
 import socket
-import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 import Pyro5
@@ -44,6 +44,7 @@ import Pyro5.protocol
 import Pyro5.serializers
 import Pyro5.socketutil
 
+from pyrocluster import pyro5_hooks, tls
 from pyrocluster.config import SAFE_SERIALIZERS, Settings
 from pyrocluster.errors import AuthenticationError, ConfigError
 
@@ -110,6 +111,15 @@ def client_hello(secret: bytes, object_id: str, now: float) -> dict[str, Any]:
     }
 
 
+def refused_from(ts: float, window_s: float = HANDSHAKE_WINDOW_S) -> float:
+    """The first server time at which :func:`check_client_hello` refuses a hello stamped ``ts``.
+
+    The check compares whole seconds (``int(now) - ts``), so a hello stays acceptable until
+    ``ts + floor(window) + 1``, not ``ts + window``: the replay guard keeps nonces that long.
+    """
+    return float(ts + math.floor(window_s) + 1)
+
+
 def check_client_hello(secret: bytes, hello: Any, now: float, window_s: float = HANDSHAKE_WINDOW_S) -> None:
     """Raise :class:`HandshakeRefused` unless ``hello`` is a well-formed, timely proof of ``secret``."""
     if not isinstance(hello, dict) or "mac" not in hello:
@@ -168,9 +178,9 @@ class ReplayGuard:
     def remember(self, nonce: str, ts: float, now: float) -> None:
         """Record ``nonce``; HandshakeRefused when it was already accepted or the guard is full."""
         with self._lock:
-            # A nonce can be forgotten once its timestamp is outside the window: any replay of it
-            # is refused by the timestamp check from then on.
-            while self._expiry and self._expiry[0][0] < now:
+            # A nonce can be forgotten once the timestamp check refuses it: any replay of it is
+            # refused by that check from then on.
+            while self._expiry and self._expiry[0][0] <= now:
                 self._seen.discard(heapq.heappop(self._expiry)[1])
             if nonce in self._seen:
                 raise HandshakeRefused("handshake replayed (this nonce was already used)")
@@ -178,7 +188,7 @@ class ReplayGuard:
                 # Failing closed: only clients that know the secret get this far.
                 raise HandshakeRefused("too many handshakes within the window; try again later")
             self._seen.add(nonce)
-            heapq.heappush(self._expiry, (ts + self.window_s, nonce))
+            heapq.heappush(self._expiry, (refused_from(ts, self.window_s), nonce))
 
 
 # --- server side ---------------------------------------------------------------------------------
@@ -195,6 +205,7 @@ class HandshakeValidator:
 
     def __init__(self, *args: Any, secret: bytes | None = None, **kwargs: Any) -> None:
         self.pyrocluster_secret = secret
+        self.pyrocluster_clock: Callable[[], float] = time.time  # the server clock (tests set it)
         self.pyrocluster_replays = ReplayGuard()
         self.pyrocluster_handshakes: dict[Any, float] = {}  # connection -> monotonic deadline
         self.pyrocluster_handshakes_lock = threading.Lock()
@@ -247,7 +258,7 @@ class HandshakeValidator:
         if secret is None:
             return "hello"
         try:
-            now = time.time()
+            now = self.pyrocluster_clock()
             check_client_hello(secret, data, now, self.pyrocluster_replays.window_s)
             if data["obj"] not in self.objectsById:
                 # Not an authentication failure: a stale URI (a restarted worker on the same port)
@@ -387,6 +398,7 @@ def prepare_transport(settings: Settings) -> None:
     """Install the serializer guard and, with TLS, our TLS contexts (idempotent)."""
     if settings.secret is not None and not settings.secret:
         raise ConfigError("the cluster secret is empty")
+    pyro5_hooks.ensure()
     refuse_unsafe_serializers()
     refuse_compressed_messages()
     if settings.tls:
@@ -394,7 +406,7 @@ def prepare_transport(settings: Settings) -> None:
             raise ConfigError(
                 "TLS is configured but Pyro5 is not: call pyrocluster.config.apply(settings) first"
             )
-        install_tls(settings)
+        tls.install_tls(settings)
 
 
 class _RefusedSerializer:
@@ -458,87 +470,6 @@ def refuse_compressed_messages() -> None:
         original(self, payload)
 
     add_payload.pyrocluster_guard = True  # type: ignore[attr-defined]
+    # pyro5_hooks checks that Pyro5's own add_payload (the one that inflates) is what we wrap
+    add_payload.pyrocluster_original = original  # type: ignore[attr-defined]
     cls.add_payload = add_payload  # type: ignore[method-assign]
-
-
-class _ServerTLSContext(ssl.SSLContext):
-    """Server context whose accepted sockets do the TLS handshake in their own worker thread.
-
-    Pyro5 wraps the listening socket, so by default ``accept()`` runs each TLS handshake in the
-    daemon's single accept loop: one client that connects and stays silent would stop the daemon
-    from accepting anyone else.
-    """
-
-    def wrap_socket(
-        self,
-        sock: socket.socket,
-        server_side: bool = False,
-        do_handshake_on_connect: bool = True,
-        suppress_ragged_eofs: bool = True,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLSocket:
-        """Wrap as usual, except that server sockets handshake on their first read."""
-        return super().wrap_socket(
-            sock,
-            server_side=server_side,
-            do_handshake_on_connect=do_handshake_on_connect and not server_side,
-            suppress_ragged_eofs=suppress_ragged_eofs,
-            server_hostname=server_hostname,
-            session=session,
-        )
-
-
-def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) contexts for mutual TLS that trust the cluster CA and nothing else.
-
-    Both sides present ``tls_cert`` and require the peer's certificate to be signed by ``tls_ca``.
-    Host names are not checked: membership is "holds a certificate from the cluster CA", which
-    lets workers join by IP address without a certificate naming each one.
-    """
-    if not settings.tls_cert or not settings.tls_ca:
-        raise ConfigError("mutual TLS needs --tls-cert and --tls-ca (and --tls-key unless the cert holds it)")
-    server = _ServerTLSContext(ssl.PROTOCOL_TLS_SERVER)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.check_hostname = False
-    for context in (server, client):
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_REQUIRED
-        try:
-            context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
-            if os.path.isdir(settings.tls_ca):
-                context.load_verify_locations(capath=settings.tls_ca)
-            else:
-                context.load_verify_locations(cafile=settings.tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the TLS certificate, key or CA: {exc}") from exc
-    return server, client
-
-
-_tls_lock = threading.Lock()
-_tls_installed: tuple[str | None, str | None, str | None] | None = None
-
-
-def install_tls(settings: Settings) -> None:
-    """Make Pyro5 use :func:`tls_contexts` for every TLS socket in this process.
-
-    Pyro5 builds its contexts once per process and caches them in two module globals: its client
-    context also trusts the system CAs and checks the server's host name (so a certificate
-    without the IP address as a SAN fails on 127.0.0.1), and its server context completes each
-    TLS handshake in the accept loop. We fill that cache with ours, again whenever the
-    certificate files change.
-    """
-    global _tls_installed
-    key = (settings.tls_cert, settings.tls_key, settings.tls_ca)
-    with _tls_lock:
-        if _tls_installed == key:
-            return
-        server, client = tls_contexts(settings)
-        for name in ("__ssl_server_context", "__ssl_client_context"):
-            if not hasattr(Pyro5.socketutil, name):
-                raise RuntimeError(
-                    f"this Pyro5 version has no socketutil.{name}: cannot install TLS contexts"
-                )
-        setattr(Pyro5.socketutil, "__ssl_server_context", server)  # noqa: B010 (a mangling-proof name)
-        setattr(Pyro5.socketutil, "__ssl_client_context", client)  # noqa: B010
-        _tls_installed = key

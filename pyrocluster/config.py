@@ -9,6 +9,7 @@ from pathlib import Path
 import Pyro5
 import Pyro5.serializers
 
+from pyrocluster import pyro5_hooks
 from pyrocluster.defaults import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_NS_HOST, DEFAULT_NS_PORT
 
 SAFE_SERIALIZERS = ("msgpack", "serpent")
@@ -117,7 +118,12 @@ class Settings:
 
 
 def apply(settings: Settings) -> None:
-    """Write ``settings`` into Pyro5's global configuration, ignoring ``PYRO_*`` variables."""
+    """Write ``settings`` into Pyro5's global configuration, ignoring ``PYRO_*`` variables.
+
+    First checks that the installed Pyro5 still has every hook we override (``pyro5_hooks``):
+    a process never starts unguarded.
+    """
+    pyro5_hooks.ensure()
     cfg = Pyro5.config
     cfg.reset(use_environment=False)
     cfg.SERIALIZER = settings.serializer

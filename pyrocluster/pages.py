@@ -3,7 +3,8 @@
 ``PageFetcher.fetch(url, options)`` returns an outcome ``[kind, value, elapsed_ms]`` and never
 raises: ``OK`` with the page record of the spec, ``ERROR`` for failures that a retry cannot
 fix (4xx, refused scheme, bad options, too many redirects) and ``TRANSIENT`` for those it may
-(5xx, 408, 429, connection errors, timeouts), which the coordinator retries.
+(5xx, 408, 429, connection errors, timeouts), which the coordinator retries. With the option
+``any_status`` an HTTP error status is a page record too (robots.txt needs the status itself).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ RECORD_KEYS = frozenset(
     }
 )
 """Keys of the page record; extract fields may not reuse them."""
-OPTION_KEYS = frozenset({"max_bytes", "timeout", "extract", "user_agent", "body"})
+OPTION_KEYS = frozenset({"max_bytes", "timeout", "extract", "user_agent", "body", "any_status"})
 """Options ``fetch`` understands; any other key is refused so that typos do not pass silently."""
 
 # HTTP statuses worth another attempt: the server said "later", not "never".
@@ -110,8 +111,9 @@ def check_options(options: Any) -> str | None:
     agent = options.get("user_agent", USER_AGENT)
     if not isinstance(agent, str) or not 0 < len(agent) <= 512 or any(c in agent for c in "\r\n\0"):
         return "user_agent must be a one-line string of at most 512 characters"
-    if not isinstance(options.get("body", False), bool):
-        return "body must be true or false"
+    for flag in ("body", "any_status"):
+        if not isinstance(options.get(flag, False), bool):
+            return f"{flag} must be true or false"
     extract = options.get("extract") or {}
     if not isinstance(extract, dict) or len(extract) > MAX_EXTRACT_FIELDS:
         return f"extract must be a dict of at most {MAX_EXTRACT_FIELDS} field -> CSS selector"
@@ -321,7 +323,7 @@ class PageFetcher:
     ) -> tuple[int, dict[str, Any]]:
         """Classify the status, then stream the body up to ``max_bytes`` and build the record."""
         status = response.status_code
-        if status >= 400:
+        if status >= 400 and not options.get("any_status"):
             reason = f"{status} {response.reason_phrase}".strip()
             error = _error("HTTPError", reason, http_status=status)
             return (TRANSIENT if status >= 500 or status in _TRANSIENT_STATUS else ERROR), error

@@ -8,8 +8,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -41,57 +43,132 @@ def _fmt_uptime(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def status_view(status: dict[str, Any]) -> Group:
-    """The name server, worker and job tables of ``pyrocluster status``."""
+NARROW_WIDTH = 120
+"""Below this many columns the tables and the progress display take their narrow layout."""
+_STATE_COLOURS = {
+    "ready": "green",
+    "draining": "yellow",
+    "unreachable": "red",
+    "running": "yellow",
+    "finished": "green",
+    "cancelled": "red",
+}
+
+
+def _width(width: int | None) -> int:
+    return width if width is not None else out.width
+
+
+def _table(title: str, narrow: bool, columns: Sequence[tuple[str, bool]]) -> Table:
+    """A table whose cells fold instead of truncating; ``(name, right_aligned)`` per column."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        padding=(0, 1),
+        pad_edge=not narrow,
+        collapse_padding=narrow,
+    )
+    for name, right in columns:
+        table.add_column(name, justify="right" if right else "left", overflow="fold")
+    return table
+
+
+def _keep_whole(table: Table, rows: Sequence[Sequence[str]], columns: Sequence[int]) -> None:
+    """Never wrap or cut the given columns (names, addresses, states, numbers): the lists give way."""
+    for index in columns:
+        longest = max(
+            [len(str(table.columns[index].header))] + [len(Text.from_markup(r[index])) for r in rows]
+        )
+        table.columns[index].no_wrap = True
+        table.columns[index].min_width = longest
+
+
+def _state(state: str) -> str:
+    return f"[{_STATE_COLOURS.get(state, 'white')}]{state}[/]"
+
+
+def _worker_rows(status: dict[str, Any]) -> list[dict[str, str]]:
+    return [
+        {
+            "name": w["name"],
+            "address": w["address"],
+            "services": ", ".join(w["services"]),
+            "tags": ", ".join(w["tags"]) or "-",
+            "state": _state(w["state"]),
+            "slots": f"{w['busy']}/{w['slots']}",
+            "done": str(w["done"]),
+            "failed": str(w["failed"]),
+            "mean ms": f"{w['mean_ms']:.1f}",
+            "uptime": _fmt_uptime(w["uptime_s"]),
+            "CPU %": f"{w['cpu_percent']:.0f}",
+            "memory": f"{w['rss_mb']:.0f} MB",
+            "tasks": str(len(w.get("tasks") or [])),
+        }
+        for w in status["workers"]
+    ]
+
+
+_RIGHT = {"slots", "done", "failed", "mean ms", "CPU %", "memory", "tasks", "uptime", "rate", "done/total"}
+_WIDE_WORKER_COLUMNS = (
+    "name", "address", "services", "tags", "state", "slots", "tasks", "done", "failed", "mean ms", "uptime",
+    "CPU %", "memory",
+)  # fmt: skip
+_NARROW_WORKER_TABLES = (
+    ("name", "address", "state", "slots", "done", "failed"),
+    ("name", "services", "tags", "tasks", "mean ms", "CPU %", "memory", "uptime"),
+)
+"""Below ``NARROW_WIDTH`` the worker table is two tables, each short enough for 80 columns."""
+
+
+def _rows_table(title: str, narrow: bool, columns: Sequence[str], rows: list[dict[str, str]]) -> Table:
+    table = _table(title, narrow, [(c, c in _RIGHT) for c in columns])
+    cells = [[row[c] for c in columns] for row in rows]
+    for row in cells:
+        table.add_row(*row)
+    _keep_whole(table, cells, [i for i, c in enumerate(columns) if c not in ("services", "tags")])
+    return table
+
+
+def status_view(status: dict[str, Any], width: int | None = None) -> Group:
+    """The name server, worker, job and schedule tables of ``pyrocluster status``."""
+    narrow = _width(width) < NARROW_WIDTH
     ns = status["nameserver"]
-    ns_table = Table(title="Name server", title_justify="left")
-    ns_table.add_column("address")
-    ns_table.add_column("reachable")
+    ns_table = _table("Name server", narrow, [("address", False), ("reachable", False)])
     ns_table.add_row(ns["address"], "[green]yes[/]" if ns["reachable"] else "[red]no[/]")
-    workers = Table(title=f"Workers ({len(status['workers'])})", title_justify="left")
-    for col in (
-        "name",
-        "address",
-        "services",
-        "tags",
-        "state",
-        "slots",
-        "done",
-        "failed",
-        "mean ms",
-        "uptime",
-        "CPU %",
-        "memory",
-    ):
-        workers.add_column(
-            col, justify="right" if col in ("slots", "done", "failed", "mean ms", "CPU %") else "left"
-        )
-    colours = {"ready": "green", "draining": "yellow", "unreachable": "red"}
-    for w in status["workers"]:
-        workers.add_row(
-            w["name"],
-            w["address"],
-            ",".join(w["services"]),
-            ",".join(w["tags"]) or "-",
-            f"[{colours.get(w['state'], 'white')}]{w['state']}[/]",
-            f"{w['busy']}/{w['slots']}",
-            str(w["done"]),
-            str(w["failed"]),
-            f"{w['mean_ms']:.1f}",
-            _fmt_uptime(w["uptime_s"]),
-            f"{w['cpu_percent']:.0f}",
-            f"{w['rss_mb']:.0f} MB",
-        )
-    parts: list[Any] = [ns_table, workers]
+    rows = _worker_rows(status)
+    title = f"Workers ({len(rows)})"
+    parts: list[Any] = [ns_table]
+    if narrow:
+        parts.append(_rows_table(title, narrow, _NARROW_WORKER_TABLES[0], rows))
+        if rows:
+            parts.append(_rows_table("Worker resources", narrow, _NARROW_WORKER_TABLES[1], rows))
+    else:
+        parts.append(_rows_table(title, narrow, _WIDE_WORKER_COLUMNS, rows))
     if status["jobs"]:
-        jobs = Table(title=f"Jobs ({len(status['jobs'])})", title_justify="left")
-        for col in ("name", "done/total", "failed", "rate"):
-            jobs.add_column(col)
-        for j in status["jobs"]:
-            jobs.add_row(
-                j["name"], f"{j['done']}/{j['total']}", str(j["failed"]), f"{j.get('rate', 0.0):.1f}/s"
-            )
-        parts.append(jobs)
+        jobs = [
+            {
+                "name": j["name"],
+                "state": _state(j.get("state", "running")),
+                "done/total": f"{j['done']}/{j['total']}",
+                "failed": str(j["failed"]),
+                "rate": f"{j.get('rate', 0.0):.1f}/s",
+            }
+            for j in status["jobs"]
+        ]
+        parts.append(_rows_table(f"Jobs ({len(jobs)})", narrow, list(jobs[0]), jobs))
+    if status.get("schedules"):
+        schedules = [
+            {
+                "name": s["name"],
+                "next": str(s.get("next_fire") or "-"),
+                "last": str(s.get("last_fire") or "-"),
+                "status": str(s.get("last_status") or "-"),
+                "leader": str(s.get("leader") or "-"),
+            }
+            for s in status["schedules"]
+        ]
+        parts.append(_rows_table(f"Schedules ({len(schedules)})", narrow, list(schedules[0]), schedules))
     return Group(*parts)
 
 
@@ -101,29 +178,41 @@ def _eta(seconds: float | None) -> str:
     return _fmt_uptime(seconds) if seconds >= 1 else "<1s"
 
 
-def job_progress(snap: dict[str, Any]) -> Group:
-    """The live view of a running job: a bar, the counters and each worker's share."""
+def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
+    """The live view of a running job: a bar, the counters and each worker's share.
+
+    Wide: one line. Narrow (below ``NARROW_WIDTH``): the bar line, then the counters line.
+    """
     from rich.progress_bar import ProgressBar
 
+    narrow = _width(width) < NARROW_WIDTH
     total = max(snap["total"], 1)
-    counts = Table.grid(padding=(0, 2))
-    counts.add_row(
+    head = [
         f"[bold]{snap['name']}[/]",
-        ProgressBar(total=total, completed=snap["done"], width=40),
         f"{snap['done']}/{snap['total']}",
+        f"{snap['rate']:.0f}/s",
+        f"ETA {_eta(snap['eta_s'])}",
+    ]
+    counters = [
         f"[green]ok {snap['ok']}[/]",
         f"[red]failed {snap['failed']}[/]",
         f"[yellow]retried {snap['retried']}[/]",
         f"skipped {snap['skipped']}",
-        f"queued {snap['queued']}" if snap.get("queued") else "",
+        *([f"queued {snap['queued']}"] if snap.get("queued") else []),
         f"in flight {snap['in_flight']}",
-        f"{snap['rate']:.0f}/s",
-        f"ETA {_eta(snap['eta_s'])}",
-    )
-    parts: list[Any] = [counts]
+    ]
+    bar = ProgressBar(total=total, completed=snap["done"], width=None if narrow else 40)
+    line = Table.grid(padding=(0, 2), expand=narrow)
+    cells: list[Any] = [head[0], bar, *head[1:]] if narrow else [head[0], bar, head[1], *counters, *head[2:]]
+    for i, _cell in enumerate(cells):
+        line.add_column(no_wrap=True, ratio=1 if (narrow and i == 1) else None)
+    line.add_row(*cells)
+    parts: list[Any] = [line]
+    if narrow:
+        parts.append(Text.from_markup("  ".join(counters), overflow="fold"))
     if snap["per_worker"]:
         shares = Table(show_header=True, box=None, padding=(0, 2))
-        shares.add_column("worker")
+        shares.add_column("worker", no_wrap=True)
         shares.add_column("ok", justify="right")
         shares.add_column("share", justify="right")
         finished = sum(snap["per_worker"].values()) or 1
@@ -136,8 +225,8 @@ def job_progress(snap: dict[str, Any]) -> Group:
 def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = ()) -> Group:
     """The table printed when ``submit`` ends, and the first failed tasks."""
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
     for key in ("total", "ok", "failed", "skipped", "retried"):
         table.add_row(key, str(summary[key]))
     table.add_row("wall time", f"{summary['wall_s']:.2f} s")
@@ -146,6 +235,8 @@ def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (
     parts: list[Any] = [table]
     if failures:
         failed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
+        failed.add_column("id", overflow="fold")
+        failed.add_column("error", overflow="fold")
         for task_id, error in failures:
             failed.add_row(f"[red]{task_id}[/]", error)
         if summary["failed"] > len(failures):

@@ -7,11 +7,11 @@ every request path so that tests can assert what was (and was not) fetched::
     /                       root: links to /page/0.html, /page/1.html, /private/0.html, the external site
     /page/<i>.html          generated pages; title "Page i", <h1>Heading i</h1>, <p class="price">
     /private/<i>.html       three pages under the folder the default robots.txt disallows
-    /robots.txt             ``robots`` text (404 when ``robots=None``)
+    /robots.txt             ``robots`` text (404 when ``robots=None``) with status ``robots_status``
     /redirect/<n>           a chain of n redirects ending at /redirect/0 (title "Redirect target")
     /redirect-to?url=<u>    one redirect to ``u`` (any scheme)
     /status/<code>          that status
-    /status/500-once/<key>  500 the first time for each key, 200 afterwards
+    /status/<code>-once/<key>  that status the first time for each key, 200 afterwards
     /slow                   no answer until ``slow_s`` seconds pass or the server stops
     /delay/<ms>             answers after ``ms`` milliseconds (``max_active``: most waiting at once)
     /big                    an HTML page of ``big_bytes`` bytes
@@ -129,6 +129,7 @@ class SiteServer:
         pages: int = 50,
         *,
         robots: str | None = DEFAULT_ROBOTS,
+        robots_status: int = 200,
         big_bytes: int = 1_000_000,
         slow_s: float = 60.0,
         padding: int = 0,
@@ -138,6 +139,7 @@ class SiteServer:
             raise ValueError("pages must be at least 2")
         self.pages = pages
         self.robots = robots
+        self.robots_status = robots_status
         self.big_bytes = big_bytes
         self.slow_s = slow_s
         self.padding = padding
@@ -335,7 +337,7 @@ class SiteServer:
             if self.robots is None:
                 h._send(404, "not found", "text/plain")
             else:
-                h._send(200, self.robots, "text/plain")
+                h._send(self.robots_status, self.robots, "text/plain")
         elif path.startswith("/redirect/"):
             n = int(path.rsplit("/", 1)[1])
             if n > 0:
@@ -345,13 +347,13 @@ class SiteServer:
         elif path == "/redirect-to":
             target = parse_qs(parts.query).get("url", ["/"])[0]
             h._send(302, "", Location=target)
-        elif path.startswith("/status/500-once/"):
-            key = path[len("/status/500-once/") :]
+        elif path.startswith("/status/") and "-once/" in path:
+            code, _, key = path[len("/status/") :].partition("-once/")
             with self._lock:
                 self._once[key] += 1
                 first = self._once[key] == 1
             if first:
-                h._send(500, _html("Oops", "try again"))
+                h._send(int(code), _html("Oops", "try again"))
             else:
                 h._send(200, _html(f"Recovered {key}", "fine now"))
         elif path.startswith("/status/"):

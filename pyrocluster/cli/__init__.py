@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pyrocluster import __version__
-from pyrocluster.cli import core
+from pyrocluster.cli import core, dashboard, scheduler
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -14,5 +14,12 @@ def main() -> None:
     """A light Python compute and crawl cluster on Pyro5."""
 
 
-for command in (core.nameserver, core.worker, core.submit, core.status):
+for command in (
+    core.nameserver,
+    core.worker,
+    core.submit,
+    core.status,
+    dashboard.dashboard,
+    scheduler.scheduler,
+):
     main.add_command(command)

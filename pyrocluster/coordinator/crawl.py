@@ -2,6 +2,12 @@
 
 All frontier calls happen on the thread that runs :meth:`CrawlRun.run`; futures only post their
 outcomes to a queue, so the frontier needs no lock.
+
+Page fetches are retried here, not by the dispatcher: a fetch that may succeed later (429, 5xx,
+a timeout, a worker lost during the fetch) goes back to the frontier, which hands it out again
+under the host's rate like any other request (SPEC: the rate holds with retries included).
+robots.txt follows RFC 9309: 2xx gives the rules, 4xx allows everything, and a 5xx or a
+robots.txt that cannot be fetched disallows the whole host.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.frontier import Frontier
-from pyrocluster.errors import error_record
+from pyrocluster.errors import TaskFailed, error_record
 
 MAX_IN_FLIGHT = 512
 """Pages being fetched at once by one crawl."""
@@ -25,6 +31,8 @@ IDLE_WAIT_S = 0.5
 
 PAGE_OPTIONS = ("extract", "max_bytes", "timeout", "user_agent")
 """Crawl options that go to the worker with every fetch."""
+ROBOTS_OPTIONS = {"body": True, "max_bytes": ROBOTS_MAX_BYTES, "any_status": True}
+"""Fetch options of a robots.txt request: its status decides, so HTTP errors come back as pages."""
 
 
 def crawl_id(url: str) -> str:
@@ -58,8 +66,9 @@ class CrawlRun:
         )
         self.options = {k: v for k, v in options.items() if v is not None}
         self.timeout = float(self.options.get("timeout", 30.0))
-        self.retries = retries
+        self.retries = cluster.retries if retries is None else retries
         self.tags = tuple(tags)
+        self._attempts: dict[str, int] = {}  # url -> attempts of its earlier, retried fetches
         self.in_flight = 0
         self.emitted = 0
         self._outcomes: queue.SimpleQueue[Call] = queue.SimpleQueue()
@@ -79,8 +88,12 @@ class CrawlRun:
         return self.emitted + self.in_flight + self.frontier.pending()
 
     def _fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> None:
+        # A page gets no dispatcher retries (retries=0): _settle retries it through the frontier.
+        # robots.txt fetches (outside the rate) keep the dispatcher's: an unreachable one would
+        # close the whole host.
+        retries = self.retries if tag == "robots" else 0
         call = self.cluster.make_call(
-            "crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout, retries=self.retries,
+            "crawl", "fetch", [url], options, tags=self.tags, timeout=self.timeout, retries=retries,
             waiter=self, tag=(tag, key, depth),
         )  # fmt: skip
         self.in_flight += 1
@@ -96,13 +109,7 @@ class CrawlRun:
         frontier = self.frontier
         while not stop.is_set():
             for host in frontier.needs_robots():
-                self._fetch(
-                    "robots",
-                    host,
-                    0,
-                    frontier.robots_url(host),
-                    {"body": True, "max_bytes": ROBOTS_MAX_BYTES},
-                )
+                self._fetch("robots", host, 0, frontier.robots_url(host), ROBOTS_OPTIONS)
             # Hand out no more than the workers can fetch now, so the per-host rate applies to
             # requests, not to a queue in front of them.
             room = min(MAX_IN_FLIGHT, max(1, self.cluster.capacity("crawl"))) - self.in_flight
@@ -147,9 +154,12 @@ class CrawlRun:
         tag, key, depth = call.tag
         self.in_flight -= 1
         if tag == "robots":
-            page = call.value if call.error is None else None
-            text = page.get("text") if isinstance(page, dict) and page.get("http_status") == 200 else None
-            self.frontier.set_robots(key, text)
+            self._robots(key, call)
+            return
+        attempts = self._attempts.pop(key, 0) + call.attempts
+        if call.error is not None and self._retryable(call, attempts):
+            self._attempts[key] = attempts
+            self.frontier.requeue(key)
             return
         record: dict[str, Any] = {"id": crawl_id(key), "kind": "crawl", "url": key, "depth": depth}
         if call.error is None:
@@ -160,6 +170,36 @@ class CrawlRun:
         else:
             record["status"] = "failed"
             record["error"] = error_record(call.error)
-        record.update(worker=call.worker, attempts=call.attempts, elapsed_ms=round(call.elapsed_ms, 3))
+            if attempts > call.attempts and not isinstance(call.error, TaskFailed):
+                record["error"]["message"] = f"gave up after {attempts} attempts: {call.last_error}"
+        record.update(worker=call.worker, attempts=attempts, elapsed_ms=round(call.elapsed_ms, 3))
         self.frontier.mark_done(key)
         self._emit(emit, record)
+
+    def _retryable(self, call: Call, attempts: int) -> bool:
+        """A failed page fetch to try again: it reached a worker, did not fail for good, has attempts left.
+
+        ``TaskFailed`` is the page's own answer (4xx, a refused scheme, ...); the rest (TRANSIENT
+        answers, a worker lost mid-fetch) may succeed later. A call that never reached a worker
+        (no worker within ``wait``) is not retried: the frontier would only wait again.
+        """
+        return call.attempts > 0 and not isinstance(call.error, TaskFailed) and attempts <= self.retries
+
+    def _robots(self, host: str, call: Call) -> None:
+        """RFC 9309: 2xx gives the rules, 4xx (or a redirect loop) allows all, 5xx or no answer none."""
+        page = call.value if call.error is None else None
+        if isinstance(page, dict):
+            status = page.get("http_status")
+            if isinstance(status, int) and 200 <= status < 300:
+                text = page.get("text")
+                self.frontier.set_robots(host, text if isinstance(text, str) else None)
+            elif isinstance(status, int) and 400 <= status < 500:
+                self.frontier.set_robots(host, None)
+            else:
+                self.frontier.robots_unavailable(host, f"answered {status}")
+        elif isinstance(call.error, TaskFailed) and call.error.type == "TooManyRedirects":
+            self.frontier.set_robots(host, None)  # RFC 9309 2.3.1.2: treated as unavailable (4xx)
+        else:
+            error = call.error
+            reason = error.message if isinstance(error, TaskFailed) else call.last_error or str(error)
+            self.frontier.robots_unavailable(host, f"could not be fetched ({reason})")

@@ -6,7 +6,8 @@ the rate limit need no real waiting. The caller (the crawl runner) drives it::
     frontier = Frontier(seeds, allow, max_pages=500, max_depth=3, robots=True, per_host_rate=20)
     loop:
         for host in frontier.needs_robots():        # fetch frontier.robots_url(host), then
-            ...                                     # frontier.set_robots(host, text or None)
+            ...                                     # frontier.set_robots(host, text or None), or
+            ...                                     # frontier.robots_unavailable(host, why) on 5xx
         for url, depth in frontier.next_ready(limit=free_slots):
             ...                                     # dispatch a fetch of url
         on a page:    frontier.add_links(url, depth, page["links"], final_url=page["final_url"])
@@ -39,6 +40,8 @@ ROBOTS_AGENT = "pyrocluster"
 """User-agent token matched against robots.txt groups."""
 SKIPPED_ROBOTS = "disallowed by robots.txt"
 """``reason`` of a URL skipped because robots.txt disallows it."""
+SKIPPED_ROBOTS_UNAVAILABLE = "robots.txt {why}: RFC 9309 disallows the whole host"
+"""``reason`` of a URL skipped because its host's robots.txt answered 5xx or could not be reached."""
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _UNKNOWN, _WANTED, _REQUESTED, _KNOWN = 0, 1, 2, 3  # robots.txt state of a host
@@ -120,6 +123,7 @@ class _Host:
     queue: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, url)
     robots_state: int = _UNKNOWN
     rules: Protego | None = None
+    blocked: str | None = None  # skip reason for every URL when robots.txt was unavailable
     next_at: float = float("-inf")  # earliest time the next request may start
     interval: float = 0.0  # seconds between two requests (0: no limit)
 
@@ -239,7 +243,7 @@ class Frontier:
             host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
         if self.robots:
             if host.robots_state == _KNOWN and not self._allowed(host, url):
-                self._skip(url, depth)
+                self._skip(url, depth, host)
                 return False
             if host.robots_state == _UNKNOWN:
                 host.robots_state = _WANTED
@@ -276,17 +280,15 @@ class Frontier:
         return f"{known.scheme if known else 'http'}://{host}/robots.txt"
 
     def set_robots(self, host: str, text: str | None) -> None:
-        """Give a host's robots.txt; None (none there, or the fetch failed) allows everything.
+        """Give a host's robots.txt; None (none there: a 4xx answer) allows everything.
 
         Queued URLs it disallows move to the skipped list; a ``Crawl-delay`` slows the host
         (up to ``MAX_CRAWL_DELAY_S``).
         """
-        key = host.lower()
-        entry = self._hosts.get(key)
-        if entry is None:
-            entry = self._hosts[key] = _Host(scheme="http", interval=self._interval)
+        entry = self._host_entry(host)
         entry.robots_state = _KNOWN
         entry.rules = None
+        entry.blocked = None
         if text:
             try:
                 entry.rules = Protego.parse(text)
@@ -295,7 +297,30 @@ class Frontier:
                 entry.rules, delay = None, None
             if delay:
                 entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
-        if entry.rules is None or not self.robots:
+        if entry.rules is not None:
+            self._skip_disallowed(entry)
+
+    def robots_unavailable(self, host: str, why: str) -> None:
+        """A host's robots.txt answered 5xx or could not be fetched: skip all of the host (RFC 9309).
+
+        ``why`` (e.g. ``"answered 503"``) goes into the skip reason of every URL of the host.
+        """
+        entry = self._host_entry(host)
+        entry.robots_state = _KNOWN
+        entry.rules = None
+        entry.blocked = SKIPPED_ROBOTS_UNAVAILABLE.format(why=why)
+        self._skip_disallowed(entry)
+
+    def _host_entry(self, host: str) -> _Host:
+        key = host.lower()
+        entry = self._hosts.get(key)
+        if entry is None:
+            entry = self._hosts[key] = _Host(scheme="http", interval=self._interval)
+        return entry
+
+    def _skip_disallowed(self, entry: _Host) -> None:
+        """Move the queued URLs of a host that its robots.txt disallows to the skipped list."""
+        if not self.robots:
             return
         kept = []
         for priority, seq, url in entry.queue:
@@ -306,11 +331,13 @@ class Frontier:
                 kept.append((priority, seq, url))
             else:
                 del self._queued[url]
-                self._skip(url, depth)
+                self._skip(url, depth, entry)
         heapq.heapify(kept)
         entry.queue = kept
 
     def _allowed(self, host: _Host, url: str) -> bool:
+        if host.blocked is not None:
+            return False
         if host.rules is None:
             return True
         try:
@@ -318,9 +345,9 @@ class Frontier:
         except Exception:  # protego failing on an odd URL: do not let it stop the crawl
             return True
 
-    def _skip(self, url: str, depth: int) -> None:
+    def _skip(self, url: str, depth: int, host: _Host) -> None:
         self.skipped += 1
-        self._skipped.append((url, depth, SKIPPED_ROBOTS))
+        self._skipped.append((url, depth, host.blocked or SKIPPED_ROBOTS))
 
     def pop_skipped(self) -> list[tuple[str, int, str]]:
         """URLs skipped since the last call, as ``(url, depth, reason)``; each reported once."""

@@ -1,9 +1,12 @@
-"""Gather ``status``: the name server, every worker's ``info()`` (in parallel) and running jobs."""
+"""Gather ``status``: the name server, every worker's ``info()`` (in parallel), running and finished jobs."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import Pyro5.errors
 
@@ -11,70 +14,130 @@ from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
+from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-def _worker_info(entry: WorkerEntry, settings: Settings) -> dict[str, Any]:
-    proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=INFO_TIMEOUT_S)
+def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
+    """The status entry of a registered worker that does not answer."""
+    return {
+        "name": entry.name,
+        "address": entry.address,
+        "services": entry.services,
+        "tags": sorted(entry.tags),
+        "state": "unreachable",
+        "slots": entry.slots.get("compute", 0),
+        "busy": 0,
+        "done": 0,
+        "failed": 0,
+        "mean_ms": 0.0,
+        "uptime_s": 0.0,
+        "cpu_percent": 0.0,
+        "rss_mb": 0.0,
+        "tasks": [],
+    }
+
+
+def ask_worker(
+    entry: WorkerEntry, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, task_stats: bool = False
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A worker's status entry (``unreachable`` if it does not answer in time) and, if asked, task stats."""
+    proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
     try:
         info = dict(proxy.info())
         info["address"] = entry.address
-        return info
+        info.setdefault("tasks", [])
+        stats = dict(proxy.task_stats()) if task_stats else None
+        return info, stats
     except Pyro5.errors.PyroError:
-        return {
-            "name": entry.name,
-            "address": entry.address,
-            "services": entry.services,
-            "tags": sorted(entry.tags),
-            "state": "unreachable",
-            "slots": entry.slots.get("compute", 0),
-            "busy": 0,
-            "done": 0,
-            "failed": 0,
-            "mean_ms": 0.0,
-            "uptime_s": 0.0,
-            "cpu_percent": 0.0,
-            "rss_mb": 0.0,
-        }
+        return unreachable_worker(entry), None
     finally:
         proxy._pyroRelease()
 
 
-def _job_info(name: str, uri: str, settings: Settings) -> dict[str, Any] | None:
-    proxy = make_proxy(uri, settings, timeout_s=INFO_TIMEOUT_S)
+def ask_job(uri: str, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, failures: bool = False) -> Any:
+    """A running job's ``progress()`` (with ``failures()`` as a pair when asked); None when it is gone."""
+    proxy = make_proxy(uri, settings, timeout_s=timeout_s)
     try:
-        return dict(proxy.progress())
+        progress = dict(proxy.progress())
+        return (progress, list(proxy.failures())) if failures else progress
     except Pyro5.errors.PyroError:
         return None  # a job that died without unregistering is not running
     finally:
         proxy._pyroRelease()
 
 
-def cluster_status(settings: Settings) -> dict[str, Any]:
-    """Everything ``status --json`` prints; ClusterUnreachable when the name server is down."""
-    ns = registry.connect(settings, timeout_s=CONNECT_TIMEOUT_S)
+@dataclass
+class Listing:
+    """What the name server says: workers, running jobs (id -> URI) and finished jobs' entries."""
+
+    workers: list[WorkerEntry] = field(default_factory=list)
+    jobs: dict[str, str] = field(default_factory=dict)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    """What running schedulers publish of each schedule (section 7)."""
+
+
+def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune: bool = False) -> Listing:
+    """One round of name-server lookups; ClusterUnreachable when it is down. ``prune`` drops expired jobs."""
+    ns = registry.connect(settings, timeout_s=timeout_s)
     try:
-        entries = registry.find_workers(ns)
-        jobs = registry.find_jobs(ns)
+        if prune:
+            finished.prune(ns)
+        schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
+        return Listing(
+            registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
+        )
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
         ns._pyroRelease()
-    calls = len(entries) + len(jobs)
-    with ThreadPoolExecutor(max_workers=max(1, min(64, calls))) as pool:
-        workers = list(pool.map(lambda e: _worker_info(e, settings), entries))
-        job_infos = list(pool.map(lambda j: _job_info(j[0], j[1], settings), jobs.items()))
+
+
+def in_parallel(func: Callable[[T], R], items: list[T]) -> list[R]:
+    """``func`` over ``items``, one thread each (at most 64 at once), results in order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(64, len(items))) as pool:
+        return list(pool.map(func, items))
+
+
+def status_document(
+    settings: Settings,
+    listing: Listing,
+    workers: list[dict[str, Any]],
+    running: list[dict[str, Any] | None],
+    reachable: bool = True,
+) -> dict[str, Any]:
+    """The ``status --json`` document from the answers gathered (``status`` and the dashboard share it)."""
     return {
-        "nameserver": {"address": settings.ns_address, "reachable": True},
+        "nameserver": {"address": settings.ns_address, "reachable": reachable},
         "workers": workers,
-        "jobs": [j for j in job_infos if j is not None],
+        "jobs": [j for j in running if j is not None] + listing.finished,
+        "schedules": listing.schedules,
     }
+
+
+def cluster_status(settings: Settings) -> dict[str, Any]:
+    """Everything ``status --json`` prints; ClusterUnreachable when the name server is down."""
+    listing = list_cluster(settings)
+    workers = in_parallel(lambda e: ask_worker(e, settings)[0], listing.workers)
+    running = in_parallel(lambda uri: ask_job(uri, settings), list(listing.jobs.values()))
+    return status_document(settings, listing, workers, running)
 
 
 def unreachable_status(settings: Settings) -> dict[str, Any]:
     """The status document when the name server cannot be reached."""
-    return {"nameserver": {"address": settings.ns_address, "reachable": False}, "workers": [], "jobs": []}
+    return {
+        "nameserver": {"address": settings.ns_address, "reachable": False},
+        "workers": [],
+        "jobs": [],
+        "schedules": [],
+    }

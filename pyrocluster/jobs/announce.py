@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import Pyro5.api
 
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings, is_loopback
+from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
 
 log = logging.getLogger(__name__)
@@ -23,15 +25,35 @@ RENEW_INTERVAL_S = 2.0
 
 @Pyro5.api.expose
 class JobProgress:
-    """Answers ``progress()`` with the job's name, done/total, failed and rate."""
+    """Answers ``progress()`` with the job's counters and ``failures()`` with its last failures."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        snapshot: Callable[[], dict[str, Any]],
+        failures: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self._id = job_id
         self._snapshot = snapshot
+        self._failures = failures
 
     def progress(self) -> dict[str, Any]:
-        """The job's counters now."""
-        snap = self._snapshot()
-        return {k: snap[k] for k in ("name", "done", "total", "failed", "rate")}
+        """The job's counters now: its ``status`` entry."""
+        return status_entry(self._id, self._snapshot(), "running")
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The last failed tasks: id, call, worker, attempts, type, message, traceback."""
+        return self._failures() if self._failures else []
+
+
+ENTRY_KEYS = ("name", "done", "total", "failed", "rate", "ok", "skipped", "retried", "in_flight", "eta_s")
+
+
+def status_entry(job_id: str, snap: dict[str, Any], state: str) -> dict[str, Any]:
+    """A job as ``status`` lists it, from a runner snapshot."""
+    entry = {k: snap[k] for k in ENTRY_KEYS if k in snap}
+    entry.update(state=state, id=job_id, failures_seen=snap.get("failures_seen", snap.get("failed", 0)))
+    return entry
 
 
 def local_address_towards(host: str) -> str:
@@ -46,10 +68,18 @@ def local_address_towards(host: str) -> str:
 class Announcement:
     """Registers a job while it runs (again after a name-server restart); failures are logged, never fatal."""
 
-    def __init__(self, settings: Settings, name: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        snapshot: Callable[[], dict[str, Any]],
+        failures: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self._settings = settings
-        self._registered_as = f"{name}@{socket.gethostname()}-{os.getpid()}"
+        self._registered_as = f"{name}@{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self._snapshot = snapshot
+        self._failures = failures
+        self._final: dict[str, Any] | None = None
         self._daemon: Any = None
         self._uri = ""
         self._stop = threading.Event()
@@ -62,7 +92,9 @@ class Announcement:
                 log.warning("not announcing the job: no cluster secret to protect a non-loopback listener")
                 return self
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
-            self._uri = str(self._daemon.register(JobProgress(self._snapshot)))
+            self._uri = str(
+                self._daemon.register(JobProgress(self._registered_as, self._snapshot, self._failures))
+            )
         except Exception as exc:  # status is a convenience: the job runs without it
             log.warning("could not announce the job: %s", exc)
             return self
@@ -94,11 +126,18 @@ class Announcement:
             if ns is None:
                 ns = registry.connect(self._settings, timeout_s=2.0)
             registry.unregister_job(ns, self._registered_as)
+            if self._final is not None:
+                failures = self._failures() if self._failures else []
+                finished.register_finished(ns, self._registered_as, self._final, failures)
         except Exception as exc:  # the name server may be gone; the entry then dies with it
             log.warning("could not remove the job from the name server: %s", exc)
         finally:
             if ns is not None:
                 ns._pyroRelease()
+
+    def finish(self, snapshot: dict[str, Any], cancelled: bool = False) -> None:
+        """Leave the job listed as finished (or cancelled), with this final snapshot, once it ends."""
+        self._final = status_entry(self._registered_as, snapshot, "cancelled" if cancelled else "finished")
 
     def __exit__(self, *exc: object) -> None:
         if self._daemon is None:

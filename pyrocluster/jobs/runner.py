@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,10 @@ SUBMIT_CHUNK = 512
 """Calls handed to the dispatcher together."""
 SHOWN_FAILURES = 10
 """Failed tasks listed by name at the end of a job (all of them are in the results file)."""
+RECENT_FAILURES = 50
+"""Failed tasks a running job keeps, with their tracebacks, for ``status`` and the dashboard."""
+TRACEBACK_CHARS = 4000
+"""Characters of a traceback kept per recent failure (its end, where the error is)."""
 INTERRUPT_GRACE_S = 3.0
 """Seconds an interrupted job waits for outcomes already under way."""
 
@@ -82,6 +86,20 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     return record
 
 
+def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A failed record as the dashboard lists it: id, call, worker, attempts, type, message, traceback."""
+    err = record.get("error") or {}
+    return {
+        "id": record["id"],
+        "call": record.get("call") or record.get("url") or "",
+        "worker": record.get("worker") or "",
+        "attempts": record.get("attempts", 0),
+        "type": str(err.get("type", record.get("status", ""))),
+        "message": str(err.get("message", record.get("reason", "")))[:TRACEBACK_CHARS],
+        "traceback": str(err.get("traceback", ""))[-TRACEBACK_CHARS:],
+    }
+
+
 class JobRunner:
     """One run of a job: owns its results store and counters; ``run()`` blocks until done or stopped."""
 
@@ -96,6 +114,9 @@ class JobRunner:
         self.ok = self.failed = self.skipped = self.resumed = 0
         self.per_worker: Counter[str] = Counter()
         self.failures: list[tuple[str, str]] = []
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
+        self.failures_seen = 0
+        """Failed tasks so far (the dashboard re-reads ``recent_failures()`` when it changes)."""
         self._started = time.monotonic()
         self._retried_base = cluster.retried
         self._lock = threading.Lock()
@@ -134,7 +155,13 @@ class JobRunner:
                 "rate": round(rate, 1),
                 "eta_s": left / rate if rate > 0 else None,
                 "per_worker": dict(self.per_worker),
+                "failures_seen": self.failures_seen,
             }
+
+    def recent_failures(self) -> list[dict[str, Any]]:
+        """The last failed tasks (at most ``RECENT_FAILURES``), newest last: id, type, message, traceback."""
+        with self._lock:
+            return list(self._recent)
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -154,8 +181,10 @@ class JobRunner:
                     self.cancelled += 1
                 else:
                     self.failed += 1
+                    err = record.get("error") or {}
+                    self.failures_seen += 1
+                    self._recent.append(failure_entry(record))
                     if len(self.failures) < SHOWN_FAILURES:
-                        err = record.get("error") or {}
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
 
     def _crawled(self, record: dict[str, Any]) -> None:
@@ -223,7 +252,7 @@ class JobRunner:
                 tags = tagsets[item.tags] = frozenset(item.tags)
             chunk.append(
                 Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                     item.retry_on_error, self, item, getattr(item, "priority", 0))
+                     item.retry_on_error, self, item, item.priority)
             )  # fmt: skip
             if len(chunk) >= SUBMIT_CHUNK:
                 if not self._submit(chunk, stop):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
 )
 from pyrocluster.errors import JobFileError
+from pyrocluster.jobs.graph import RESULT_KEY, build_graph, resolve
 from pyrocluster.jobs.yamlread import line_of, read_yaml
 
 PAGE_FIELDS = frozenset(
@@ -95,6 +96,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _check_map(value: Any) -> Any:
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and RESULT_KEY in value):
+        return value
+    raise ValueError(f"expected a list or {{$result: ID}}, got {_describe(value)}")
+
+
+MapSpec = Annotated[Any, AfterValidator(_check_map)]
+
+
+class CallbackSpec(_Model):
+    """``on_success`` / ``on_failure``: a compute task run once after an outcome, the record appended."""
+
+    call: NonEmpty
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class Defaults(_Model):
     """The ``defaults`` section: settings every task inherits unless it gives its own."""
 
@@ -102,6 +120,9 @@ class Defaults(_Model):
     timeout: Seconds = DEFAULT_TASK_TIMEOUT_S
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
+    priority: int = 0
+    on_success: CallbackSpec | None = None
+    on_failure: CallbackSpec | None = None
 
 
 class TaskSpec(_Model):
@@ -111,11 +132,21 @@ class TaskSpec(_Model):
     call: NonEmpty
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    map: list[Any] | None = None
+    map: MapSpec = None
+    """A list (one call per item) or ``{$result: ID}`` (one call per item of an upstream's list)."""
+    needs: list[NonEmpty] = Field(default_factory=list)
     tags: list[NonEmpty] | None = None
     timeout: Seconds | None = None
     retries: Annotated[int, Field(ge=0)] | None = None
     retry_on_error: bool | None = None
+    priority: int | None = None
+    on_success: CallbackSpec | None = None
+    on_failure: CallbackSpec | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        """True for ``map: {$result: ID}``."""
+        return isinstance(self.map, dict)
 
 
 class CrawlSpec(_Model):
@@ -141,6 +172,10 @@ class JobSpec(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     tasks: list[TaskSpec] = Field(default_factory=list)
     crawl: CrawlSpec | None = None
+    on_success: CallbackSpec | None = None
+    """Run once when the job ends with no failure, the summary appended (id ``job:on_success``)."""
+    on_failure: CallbackSpec | None = None
+    """Run once when the job ends with failures, the summary appended (id ``job:on_failure``)."""
     _path: str = PrivateAttr("")
 
     @property
@@ -163,6 +198,8 @@ class TaskItem(NamedTuple):
     timeout_s: float
     retries: int
     retry_on_error: bool
+    priority: int = 0
+    """Higher runs first among waiting work (SPEC 5.6); the task's own or the ``defaults`` one."""
 
 
 _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
@@ -170,6 +207,12 @@ _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
     ("defaults",): Defaults,
     ("tasks",): TaskSpec,
     ("crawl",): CrawlSpec,
+    ("on_success",): CallbackSpec,
+    ("on_failure",): CallbackSpec,
+    ("tasks", "on_success"): CallbackSpec,
+    ("tasks", "on_failure"): CallbackSpec,
+    ("defaults", "on_success"): CallbackSpec,
+    ("defaults", "on_failure"): CallbackSpec,
 }
 _EXPECTED = dict(
     list_type="a list",
@@ -199,12 +242,12 @@ def _describe(value: Any) -> str:
     return _NAMES.get(type(value), type(value).__name__)
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: dict[str, Any], sections: Mapping[tuple[str, ...], type[BaseModel]] = _SECTIONS) -> str:
     kind, loc, ctx, value = err["type"], err["loc"], err.get("ctx", {}), err.get("input")
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind in ("extra_forbidden", "invalid_key"):
-        allowed = _SECTIONS.get(tuple(p for p in loc[:-1] if isinstance(p, str)), JobSpec).model_fields
+        allowed = sections.get(tuple(p for p in loc[:-1] if isinstance(p, str)), sections[()]).model_fields
         close = difflib.get_close_matches(str(loc[-1]), list(allowed), n=1)
         hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
         return f"unknown key {str(loc[-1])!r} ({hint})"
@@ -223,7 +266,8 @@ def _message(err: dict[str, Any]) -> str:
     return str(err["msg"])
 
 
-def _fail(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
+def located_error(path: str, text: str, data: Any, loc: tuple[Any, ...], message: str) -> JobFileError:
+    """A JobFileError naming ``loc`` as a key path (``tasks[2].call``) and its line in ``text``."""
     parts: list[str] = []
     for key in loc:
         if key == "[key]":
@@ -292,8 +336,8 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
             raise fail(("tasks", j, "args"), "'args' cannot be given with 'map' (each map item is the args)")
         if task.id in maps and task.map:
             raise fail(id_loc, f"duplicate task id {task.id!r} (also tasks[{maps[task.id][0]}])")
-        if task.map:
-            maps[task.id] = (j, len(task.map))
+        if task.map:  # a dynamic map's item ids are checked by the graph
+            maps[task.id] = (j, 0 if task.dynamic else len(task.map))
     for task_id, j in singles.items():
         base, _, k = task_id.rpartition("-")
         if k.isascii() and k.isdigit() and (k == "0" or k[0] != "0") and base in maps:
@@ -321,11 +365,11 @@ def _css_ok(selector: str) -> bool:
     return True
 
 
-def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a job file; every problem raises :class:`JobFileError` naming its place."""
-    shown, file = str(path), Path(path)
+def read_document(path: str | Path) -> tuple[str, Any]:
+    """The text of a YAML file and what it holds; JobFileError (with the line) when it cannot be read."""
+    shown = str(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise JobFileError(shown, "", "no such file") from None
     except IsADirectoryError:
@@ -335,7 +379,7 @@ def load_job(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise JobFileError(shown, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = read_yaml(text)
+        return text, read_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -345,8 +389,31 @@ def load_job(path: str | Path) -> JobSpec:
     except yaml.YAMLError as exc:
         raise JobFileError(shown, "", f"invalid YAML: {exc}") from None
 
+
+def validation_error(
+    path: str,
+    text: str,
+    data: Any,
+    exc: ValidationError,
+    sections: Mapping[tuple[str, ...], type[BaseModel]] = _SECTIONS,
+) -> JobFileError:
+    """The first problem pydantic found, as a JobFileError at its key path (``sections`` give key hints)."""
+    err = exc.errors(include_url=False)[0]
+    return located_error(path, text, data, tuple(err["loc"]), _message(dict(err), sections))
+
+
+def describe_value(value: Any) -> str:
+    """``a string ('x')``, ``an integer (3)``, ``a list``...: what an error message says was found."""
+    return _describe(value)
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job file; every problem raises :class:`JobFileError` naming its place."""
+    shown, file = str(path), Path(path)
+    text, data = read_document(path)
+
     def fail(loc: tuple[Any, ...], message: str) -> JobFileError:
-        return _fail(shown, text, data, loc, message)
+        return located_error(shown, text, data, loc, message)
 
     if not isinstance(data, dict):
         raise fail((), "the file is empty" if data is None else f"expected a mapping, got {_describe(data)}")
@@ -354,43 +421,84 @@ def load_job(path: str | Path) -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        raise fail(tuple(err["loc"]), _message(dict(err))) from None
+        raise validation_error(shown, text, data, exc) from None
     _check(spec, unnamed, fail)
+    build_graph(spec.tasks, fail)
     spec._path = shown
     return spec
 
 
-def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], float, int, bool]:
+def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], float, int, bool, int]:
     tags = task.tags if task.tags is not None else defaults.tags
     return (
         tuple(sorted(set(tags))),
         task.timeout if task.timeout is not None else defaults.timeout,
         task.retries if task.retries is not None else defaults.retries,
         task.retry_on_error if task.retry_on_error is not None else defaults.retry_on_error,
+        task.priority if task.priority is not None else defaults.priority,
     )
 
 
+def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None = None) -> Iterator[TaskItem]:
+    """The calls of one task lazily, maps expanded to ``<id>-<k>``; ``{$result: ID}`` taken from ``values``.
+
+    A dynamic map's items are ``values`` of its source (see ``Flow.values_for``).
+    """
+    tags, timeout_s, retries, on_error, priority = _resolved(task, defaults)
+    kwargs = resolve(task.kwargs, values) if values else task.kwargs
+    if task.map is None:
+        args = resolve(task.args, values) if values else task.args
+        yield TaskItem(task.id, task.call, args, kwargs, tags, timeout_s, retries, on_error, priority)
+        return
+    items = values[task.map[RESULT_KEY]] if values and task.dynamic else task.map
+    for k, item in enumerate(items):
+        args = item if isinstance(item, list) else [item]
+        yield TaskItem(
+            f"{task.id}-{k}", task.call, args, kwargs, tags, timeout_s, retries, on_error, priority
+        )
+
+
 def iter_task_items(spec: JobSpec) -> Iterator[TaskItem]:
-    """Yield every compute call of the job lazily, maps expanded to ``<id>-<k>``."""
+    """Every compute call of the static tasks lazily (dynamic maps and ``$result`` values aside)."""
     for task in spec.tasks:
-        tags, timeout_s, retries, on_error = _resolved(task, spec.defaults)
-        if task.map is None:
-            yield TaskItem(task.id, task.call, task.args, task.kwargs, tags, timeout_s, retries, on_error)
-            continue
-        for k, item in enumerate(task.map):
-            args = item if isinstance(item, list) else [item]
-            yield TaskItem(f"{task.id}-{k}", task.call, args, task.kwargs, tags, timeout_s, retries, on_error)
+        if not task.dynamic:
+            yield from items_of(task, spec.defaults)
+
+
+def callbacks_of(task: TaskSpec, defaults: Defaults) -> tuple[CallbackSpec | None, CallbackSpec | None]:
+    """A task's ``(on_success, on_failure)``: its own if given (``null``: none), else the defaults'."""
+    given = task.model_fields_set
+    return (
+        task.on_success if "on_success" in given else defaults.on_success,
+        task.on_failure if "on_failure" in given else defaults.on_failure,
+    )
 
 
 def count_task_items(spec: JobSpec) -> int:
-    """Number of compute calls :func:`iter_task_items` yields."""
-    return sum(1 if task.map is None else len(task.map) for task in spec.tasks)
+    """Number of compute calls known before running: static tasks (dynamic maps grow it as they expand)."""
+    return sum(1 if task.map is None else (0 if task.dynamic else len(task.map)) for task in spec.tasks)
+
+
+def called_tasks(spec: JobSpec) -> Iterator[tuple[str, str]]:
+    """``(key path, task name)`` of every compute call the job may make, callbacks included."""
+    for where, owner in (("defaults", spec.defaults), ("", spec)):
+        for key in ("on_success", "on_failure"):
+            callback = getattr(owner, key)
+            if callback is not None:
+                yield f"{where}.{key}.call" if where else f"{key}.call", callback.call
+    for index, task in enumerate(spec.tasks):
+        if task.map is None or task.map:
+            yield f"tasks[{index}].call", task.call
+        for key, callback in zip(
+            ("on_success", "on_failure"), (task.on_success, task.on_failure), strict=True
+        ):
+            if callback is not None:
+                yield f"tasks[{index}].{key}.call", callback.call
 
 
 def task_names(spec: JobSpec) -> set[str]:
     """Compute task names the job calls (to check against the workers' registries)."""
-    return {task.call for task in spec.tasks if task.map is None or task.map}
+    return {name for _, name in called_tasks(spec)}
 
 
 def required_tags(spec: JobSpec) -> set[tuple[str, ...]]:

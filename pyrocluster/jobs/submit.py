@@ -17,7 +17,7 @@ from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, load_job, required_tags
+from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
@@ -46,25 +46,23 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task whose ``call`` no live worker offers, with the closest name."""
-    for index, task in enumerate(spec.tasks):
-        if task.call in offered:
+    """JobFileError at the first task (or callback) whose ``call`` no live worker offers, with the
+    closest offered name and the line."""
+    for where, name in called_tasks(spec):
+        if name in offered:
             continue
-        close = difflib.get_close_matches(task.call, sorted(offered), n=1)
-        hint = (
-            f"did you mean {close[0]!r}?"
-            if close
-            else f"the workers offer: {', '.join(sorted(offered)) or 'none'}"
-        )
-        where = f"tasks[{index}].call"
+        close = difflib.get_close_matches(name, sorted(offered), n=1)
+        known = ", ".join(sorted(offered)) or "none"
+        hint = f"did you mean {close[0]!r}?" if close else f"the workers offer: {known}"
         try:
             text = Path(spec.path).read_text(encoding="utf-8")
         except OSError:
             text = ""
-        line = line_of(text, ("tasks", index, "call")) if text else None
+        loc = tuple(int(p) if p.isdigit() else p for p in where.replace("[", ".").replace("]", "").split("."))
+        line = line_of(text, loc) if text else None
         if line is not None:
             where += f" (line {line})"
-        raise JobFileError(spec.path, where, f"unknown task {task.call!r}: no live worker offers it ({hint})")
+        raise JobFileError(spec.path, where, f"unknown task {name!r}: no live worker offers it ({hint})")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -118,8 +116,9 @@ def submit_job(
             kept = runner.open()
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
-        with Announcement(settings, spec.name, runner.snapshot):
+        with Announcement(settings, spec.name, runner.snapshot, runner.recent_failures) as announcement:
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
+            announcement.finish({**runner.snapshot(), "rate": summary.tasks_per_s}, summary.interrupted)
         runner.close()
         if summary.write_error:
             raise ResultsUnwritable(

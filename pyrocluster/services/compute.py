@@ -80,6 +80,16 @@ def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
     return room
 
 
+def task_names(calls: Any) -> list[str]:
+    """The task name of each call of a batch, ``other`` for anything not registered (bounded labels)."""
+    return [
+        c[1]
+        if isinstance(c, (list, tuple)) and len(c) > 1 and isinstance(c[1], str) and c[1] in tasks.REGISTRY
+        else "other"
+        for c in calls
+    ]
+
+
 @Pyro5.api.expose
 class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
@@ -135,8 +145,15 @@ class ComputeService:
                 return {"busy": True, "load": self._gate.load()}
             for (place, *_rest), outcome in zip(runnable, ran, strict=True):
                 outcomes[place] = outcome
-        done = [o for o in outcomes if o is not None and o[0] not in (tasks.NOT_RUN, tasks.CANCELLED)]
+        names = task_names(calls)
+        ended = [
+            (n, o)
+            for n, o in zip(names, outcomes, strict=True)
+            if o is not None and o[0] not in (tasks.NOT_RUN, tasks.CANCELLED)
+        ]
+        done = [o for _, o in ended]
         self._state.record(done)
+        self._state.count_tasks([n for n, _ in ended], done)
         return {"outcomes": outcomes, "load": self._gate.load()}
 
     def _run(self, sender: str, runnable: list[tuple[int, str, list[Any], int]]) -> list[Outcome] | None:

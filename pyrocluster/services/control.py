@@ -36,6 +36,10 @@ class ControlService:
         keys = ("state", "slots", "busy", "done", "failed", "mean_ms", "uptime_s", "cpu_percent", "rss_mb")
         return {k: info[k] for k in keys}
 
+    def task_stats(self) -> dict[str, Any]:
+        """Outcome counters and the duration histogram of each task this worker ran."""
+        return self._state.task_stats.snapshot()
+
     def drain(self) -> bool:
         """Stop taking work, finish what is held, unregister and exit."""
         self._state.stop_event.set()

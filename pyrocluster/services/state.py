@@ -10,6 +10,7 @@ from typing import Any
 
 import psutil
 
+from pyrocluster.services.taskstats import TaskStats, log_failures
 from pyrocluster.tasks import OK
 
 
@@ -32,6 +33,7 @@ class WorkerState:
     active_calls: int = 0
     busy_fn: Any = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
 
@@ -57,6 +59,11 @@ class WorkerState:
             self.done += ok
             self.failed += len(outcomes) - ok
             self.total_ms += ms
+
+    def count_tasks(self, names: list[str], outcomes: list[list[Any]]) -> None:
+        """Per-task counters and durations of a batch (``names[i]`` ran as ``outcomes[i]``); log failures."""
+        self.task_stats.add(names, outcomes)
+        log_failures(names, outcomes)
 
     def _resources(self) -> tuple[float, float]:
         """CPU % and RSS in MB of this process and its slot processes."""

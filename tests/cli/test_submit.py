@@ -163,7 +163,7 @@ def test_resume_repairs_a_torn_last_line(tmp_path, nameserver, worker_factory):
     assert all(r["status"] == "ok" for r in records)
 
 
-def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker_factory):
+def test_status_shows_a_running_job_then_lists_it_finished(tmp_path, nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--concurrency", "2")
     job = write_job(
         tmp_path,
@@ -178,11 +178,17 @@ def test_status_shows_a_running_job_then_forgets_it(tmp_path, nameserver, worker
 
         seen = wait_for(running_job, 30, interval_s=0.2)
         assert seen["name"] == "slowjob" and seen["total"] == 60 and 0 < seen["done"] <= 60
+        assert seen["state"] == "running"
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
         proc.communicate()
-    assert json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["jobs"] == []
+    (done,) = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["jobs"]
+    assert (done["name"], done["state"], done["done"], done["total"], done["failed"]) == (
+        "slowjob", "finished", 60, 60, 0
+    )  # fmt: skip
+    table = run_cli("status", "--ns", nameserver)
+    assert "slowjob" in table.stdout and "finished" in table.stdout, table.stdout
 
 
 def test_local_runs_the_demo_example(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -96,8 +97,44 @@ def test_per_host_rate_holds_across_workers(nameserver, crawlers):
         assert len(pages) == 60
         times = site.request_times
     assert len(times) == 60
-    worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    worst = max_in_one_second(times)
     assert worst <= 24, f"{worst} requests within one second at per_host_rate 20"
+
+
+def max_in_one_second(times: list[float]) -> int:
+    return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+
+
+def test_retries_wait_for_the_per_host_rate_too(nameserver, crawlers):
+    # every page answers 503 once, then 200: each page costs two requests, both under the rate
+    flaky = [f"/status/503-once/{i}" for i in range(14)]
+    with SiteServer(pages=5, root_links=flaky) as site, Cluster(nameserver) as cluster:
+        pages = list(cluster.crawl([site.url("/")], max_depth=1, per_host_rate=5, robots=False))
+        times = site.request_times
+        requested = Counter(site.requests)
+    by_path = {r["url"].split(str(site.port), 1)[1]: r for r in pages}
+    assert all(by_path[path]["status"] == "ok" and by_path[path]["attempts"] == 2 for path in flaky)
+    assert all(requested[path] == 2 for path in flaky)
+    assert max_in_one_second(times) <= 5 + 4, "retries went around per_host_rate 5 (burst 4)"
+
+
+def test_robots_txt_5xx_or_unreachable_disallows_the_host_and_4xx_allows_it(nameserver, crawlers):
+    with Cluster(nameserver) as cluster:
+        with SiteServer(pages=10, robots_status=503) as site:
+            records = list(cluster.crawl([site.url("/")], max_depth=2, robots=True))
+            assert site.requests == ["/robots.txt"]
+        assert [(r["url"], r["status"]) for r in records] == [(site.url("/"), "skipped")]
+        assert "robots.txt answered 503" in records[0]["reason"]
+        with SiteServer(pages=10, robots="User-agent: *\nDisallow: /\n", robots_status=403) as site:
+            records = list(cluster.crawl([site.url("/")], max_depth=1, robots=True))
+            assert site.count("/robots.txt") == 1 and site.count("/") == 1  # a 4xx allows all
+        assert {r["status"] for r in records} == {"ok"} and len(records) == 4
+        with socket.socket() as closed:  # a port where nothing listens: robots.txt unreachable
+            closed.bind(("127.0.0.1", 0))
+            seed = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+            records = list(cluster.crawl([seed], robots=True, retries=1))
+    assert [(r["url"], r["status"]) for r in records] == [(seed, "skipped")]
+    assert "robots.txt could not be fetched" in records[0]["reason"], records[0]["reason"]
 
 
 def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worker_factory):

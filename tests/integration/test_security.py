@@ -28,7 +28,7 @@ import Pyro5.serializers
 import Pyro5.socketutil
 import pytest
 
-from pyrocluster import auth, codec, config
+from pyrocluster import auth, codec, config, tls
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import AuthenticationError
@@ -737,7 +737,7 @@ def test_marshal_over_tls_is_refused_too(tls_cluster: str, pki: tuple[Member, Me
     config.apply(settings)
     uri = worker_uris(tls_cluster, settings, "tls-sec")["compute"]
     marshal = Pyro5.serializers.MarshalSerializer()
-    _, client_context = auth.tls_contexts(settings)
+    _, client_context = tls.tls_contexts(settings)
     with (
         socket.create_connection((uri.host, uri.port), timeout=TIMEOUT_S) as raw_sock,
         client_context.wrap_socket(raw_sock) as tls_sock,

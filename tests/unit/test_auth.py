@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +17,12 @@ import Pyro5.api
 import Pyro5.errors
 import Pyro5.protocol
 import Pyro5.serializers
+import Pyro5.server
 import Pyro5.socketutil
+import Pyro5.svr_threads
 import pytest
 
-from pyrocluster import auth, config
+from pyrocluster import auth, config, pyro5_hooks, tls
 from pyrocluster.config import Settings
 from pyrocluster.errors import AuthenticationError, ConfigError
 
@@ -166,6 +171,17 @@ def test_replay_guard_refuses_a_nonce_twice_and_forgets_after_the_window() -> No
     assert len(guard) == 3
 
 
+def test_replay_guard_keeps_a_nonce_while_the_rounded_time_check_still_passes() -> None:
+    hello = auth.client_hello(SECRET, "o", now=1000.7)
+    guard = auth.ReplayGuard(window_s=60.0)
+    guard.remember(hello["nonce"], hello["ts"], now=1000.7)
+    auth.check_client_hello(SECRET, hello, now=1060.5)  # whole seconds: 60 s off, still timely
+    with pytest.raises(auth.HandshakeRefused, match="replayed"):
+        guard.remember(hello["nonce"], hello["ts"], now=1060.5)
+    with pytest.raises(auth.HandshakeRefused, match="timestamp"):
+        auth.check_client_hello(SECRET, hello, now=auth.refused_from(hello["ts"]))
+
+
 def test_replay_guard_is_thread_safe() -> None:
     guard = auth.ReplayGuard()
     accepted: list[str] = []
@@ -234,6 +250,22 @@ def test_captured_handshake_replayed_is_refused(serve: Callable[..., Any]) -> No
     ):
         proxy.echo(1)
     assert "handshake replayed" in str(caught.value)
+    assert daemon.echo.calls == 1
+
+
+@pytest.mark.parametrize("later_s", [30.0, 60.5, 60.99])
+def test_captured_handshake_replayed_within_the_window_is_refused(
+    serve: Callable[..., Any], later_s: float
+) -> None:
+    daemon = serve(WITH_SECRET, cls=RecordingDaemon)
+    assert call_echo(daemon.echo_uri, WITH_SECRET) == 42
+    captured = daemon.seen[-1]
+    daemon.pyrocluster_clock = lambda: captured["ts"] + later_s
+    with (
+        raw_proxy(daemon.echo_uri, captured) as proxy,
+        pytest.raises(Pyro5.errors.CommunicationError, match="handshake replayed"),
+    ):
+        proxy.echo(1)
     assert daemon.echo.calls == 1
 
 
@@ -535,6 +567,66 @@ def test_tls_settings_must_be_applied_and_complete(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config.apply"):
         auth.make_proxy("PYRO:obj@127.0.0.1:1", Settings(tls_cert=cert, tls_key=key, tls_ca=ca))
     with pytest.raises(ConfigError, match="--tls-ca"):
-        auth.tls_contexts(Settings(tls_cert=cert, tls_key=key))
+        tls.tls_contexts(Settings(tls_cert=cert, tls_key=key))
     with pytest.raises(ConfigError, match="cannot load"):
-        auth.tls_contexts(Settings(tls_cert=cert, tls_key=str(tmp_path / "missing.pem"), tls_ca=ca))
+        tls.tls_contexts(Settings(tls_cert=cert, tls_key=str(tmp_path / "missing.pem"), tls_ca=ca))
+
+
+# --- the Pyro5 hooks we override -------------------------------------------------------------------
+
+PYRO5_HOOKS = [
+    (Pyro5.server.Daemon, "_handshake", "Daemon._handshake"),
+    (Pyro5.server.Daemon, "_housekeeping", "Daemon._housekeeping"),
+    (Pyro5.server.Daemon, "validateHandshake", "Daemon._handshake"),
+    (Pyro5.api.Proxy, "_Proxy__pyroCreateConnection", "Proxy.__pyroCreateConnection"),
+    (Pyro5.api.Proxy, "_pyroValidateHandshake", "Proxy.__pyroCreateConnection"),
+    (Pyro5.protocol.ReceivingMessage, "add_payload", "ReceivingMessage.add_payload"),
+    (Pyro5.protocol, "FLAGS_COMPRESSED", "ReceivingMessage.add_payload"),
+    (Pyro5.socketutil, "__ssl_client_context", "socketutil.__ssl_*_context"),
+    (Pyro5.serializers, "serializers_by_id", "serializers.serializers_by_id"),
+]
+
+
+def test_every_pyro5_hook_is_in_place_in_the_installed_pyro5() -> None:
+    auth.prepare_transport(NO_SECRET)  # with our guards installed, too
+    assert pyro5_hooks.problems() == []
+    pyro5_hooks.check()
+
+
+@pytest.mark.parametrize(("owner", "attr", "hook"), PYRO5_HOOKS, ids=[h[1] for h in PYRO5_HOOKS])
+def test_the_self_check_fails_loudly_when_a_pyro5_hook_is_gone(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, attr: str, hook: str
+) -> None:
+    monkeypatch.delattr(owner, attr)
+    monkeypatch.setattr(pyro5_hooks, "_checked", False)
+    with pytest.raises(pyro5_hooks.Pyro5Incompatible, match=re.escape(hook)) as caught:
+        config.apply(NO_SECRET)
+    assert isinstance(caught.value, ConfigError)  # exit code 2 with one error: line
+    with pytest.raises(pyro5_hooks.Pyro5Incompatible):
+        auth.prepare_transport(NO_SECRET)
+
+
+def test_the_self_check_fails_when_pyro5_stops_calling_a_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the method still exists, but the thread server no longer calls it: our override would be dead
+    def handle_connection(self: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(Pyro5.svr_threads.ClientConnectionJob, "handleConnection", handle_connection)
+    monkeypatch.setattr(Pyro5.svr_threads.ClientConnectionJob, "denyConnection", handle_connection)
+    with pytest.raises(pyro5_hooks.Pyro5Incompatible, match="no longer call"):
+        pyro5_hooks.check()
+
+
+def test_a_worker_with_an_incompatible_pyro5_exits_with_one_error_line(tmp_path: Path) -> None:
+    script = (
+        "import sys, Pyro5.server\n"
+        "del Pyro5.server.Daemon._housekeeping\n"
+        "from pyrocluster.cli import main\n"
+        "sys.argv = ['pyrocluster', 'nameserver', '--port', '0']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Daemon._housekeeping" in lines[0], lines
+    assert "ready" not in done.stdout

@@ -278,6 +278,19 @@ def test_robots_none_allows_everything_and_robots_false_never_asks():
     assert drain(g) == [("http://a.com/private/x", 0)]
 
 
+def test_robots_unavailable_skips_the_whole_host_with_the_reason():
+    f = Frontier(["http://a.com/", "http://a.com/x"], allow=["a.com", "b.com"], robots=True)
+    assert f.needs_robots() == ["a.com"]
+    f.robots_unavailable("a.com", "answered 503")
+    skipped = f.pop_skipped()
+    assert [(u, d) for u, d, _ in skipped] == [("http://a.com/", 0), ("http://a.com/x", 0)]
+    assert all("robots.txt answered 503" in reason for _, _, reason in skipped)
+    assert drain(f) == [] and f.is_finished()
+    f.add_links("http://a.com/", 0, ["/later", "http://b.com/"])  # found later: skipped at once
+    assert [u for u, _, _ in f.pop_skipped()] == ["http://a.com/later"]
+    assert f.needs_robots() == ["b.com"]  # another host is not affected
+
+
 def test_each_new_host_is_reported_once():
     f = Frontier(["http://a.com/"], allow=["a.com", "b.com"], robots=True)
     assert f.needs_robots() == ["a.com"]
@@ -360,6 +373,17 @@ def test_token_bucket_keeps_each_host_at_its_rate():
         assert len(mine) >= 19  # about 5/s for 4 s: the limit does not starve the host
         gaps = [b - a for a, b in zip(mine, mine[1:], strict=False)]
         assert min(gaps) >= 0.2 - 1e-9  # burst of one: never two requests closer than 1/rate
+
+
+def test_a_requeued_url_waits_for_the_rate_like_any_other():
+    clock = FakeClock()
+    f = Frontier(["http://a.com/"], robots=False, per_host_rate=4, now=clock)
+    assert f.next_ready() == [("http://a.com/", 0)]
+    assert f.requeue("http://a.com/")  # e.g. it answered 503
+    assert f.next_ready() == []
+    assert f.next_ready_time() == pytest.approx(clock.t + 0.25)
+    clock.advance(0.25)
+    assert f.next_ready() == [("http://a.com/", 0)]
 
 
 def test_robots_fetch_takes_a_token_too():

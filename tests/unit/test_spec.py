@@ -85,6 +85,18 @@ def test_task_settings_override_defaults(tmp_path: Path) -> None:
     assert task_names(spec) == {"add"}
 
 
+def test_priority_defaults_to_0_and_a_task_overrides_the_defaults_one(tmp_path: Path) -> None:
+    spec = load_job(write(tmp_path, "tasks: [{id: a, call: add}, {id: b, call: add, priority: -2}]\n"))
+    assert [item.priority for item in iter_task_items(spec)] == [0, -2]
+    spec = load_job(
+        write(tmp_path, "defaults: {priority: 5}\ntasks:\n  - {id: m, call: fib, map: [1, 2]}\n"
+              "  - {id: c, call: add, priority: 9}\n")
+    )  # fmt: skip
+    assert [(item.id, item.priority) for item in iter_task_items(spec)] == [("m-0", 5), ("m-1", 5), ("c", 9)]
+    assert_error(error(tmp_path, "tasks:\n  - {call: add, priority: high}\n"), "tasks[0].priority (line 2)",
+                 "integer")  # fmt: skip
+
+
 def test_default_ids_count_list_positions(tmp_path: Path) -> None:
     spec = load_job(write(tmp_path, "tasks: [{call: echo}, {id: x, call: echo}, {call: fib}]\n"))
     assert [item.id for item in iter_task_items(spec)] == ["task-0", "x", "task-2"]
@@ -293,7 +305,11 @@ def test_missing_call_names_the_task(tmp_path: Path) -> None:
         ("{call: add, tags: fast}", "tasks[0].tags (line 2)", ["expected a list, got a string"]),
         ("{call: add, tags: [fast, 3]}", "tasks[0].tags[1] (line 2)", ["expected a string, got an integer"]),
         ("{call: add, map: 5}", "tasks[0].map (line 2)", ["expected a list"]),
-        ("{call: add, map: {a: 1}}", "tasks[0].map (line 2)", ["expected a list, got a mapping"]),
+        (
+            "{call: add, map: {a: 1}}",
+            "tasks[0].map (line 2)",
+            ["expected a list or {$result: ID}, got a mapping"],
+        ),
         ("{call: 42}", "tasks[0].call (line 2)", ["expected a string"]),
         ("{call: ''}", "tasks[0].call (line 2)", ["must not be empty"]),
         ("{call: add, retry_on_error: 'no'}", "tasks[0].retry_on_error (line 2)", ["true or false"]),

@@ -1,0 +1,56 @@
+"""``pyrocluster dashboard``: the live web page, ``/api/status`` and ``/metrics`` (SPEC 8)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import click
+
+from pyrocluster import render
+from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
+from pyrocluster.config import check_bind
+from pyrocluster.errors import ConfigError
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8265,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@click.option(
+    "--print-token", is_flag=True, help="Print the dashboard token for the cluster secret and exit."
+)
+@shared_options
+@command
+def dashboard(host: str, port: int, insecure: bool, print_token: bool, **kw: Any) -> int:
+    """Serve the live dashboard, /api/status and /metrics until SIGINT/SIGTERM."""
+    from pyrocluster import config
+    from pyrocluster.web.auth import dashboard_token
+
+    settings = settings_from(kw)
+    if print_token:
+        if settings.secret is None:
+            raise ConfigError(
+                "--print-token: no cluster secret is set (--secret-file or PYROCLUSTER_SECRET); "
+                "without one the dashboard takes no token"
+            )
+        render.line(dashboard_token(settings.secret))
+        return EXIT_OK
+    try:
+        check_bind(host, settings, insecure)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    config.apply(settings)
+    from pyrocluster.web.server import serve
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    auth = " (token required: pyrocluster dashboard --print-token)" if settings.secret else ""
+    serve(settings, host, port, stop, lambda url: render.line(f"pyrocluster dashboard ready at {url}{auth}"))
+    return EXIT_OK

@@ -1,0 +1,73 @@
+"""``pyrocluster scheduler``: run the jobs of a schedules file on their ticks until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import click
+
+from pyrocluster import render
+from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S
+
+
+@click.command()
+@click.argument("schedules_file", metavar="SCHEDULES.yaml")
+@click.option(
+    "--name", default="", help="Scheduler name shown in status and ticks.jsonl [default: <hostname>-<pid>]."
+)
+@click.option(
+    "--state",
+    "state_path",
+    default="runs/scheduler.state.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Local copy of each schedule's newest decided tick (for a name server that forgot it).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_DRAIN_TIMEOUT_S,
+    show_default=True,
+    help="Seconds running ticks have to finish when stopping; then they are cancelled.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long each tick waits for a worker offering each needed service or tag.",
+)
+@shared_options
+@command
+def scheduler(
+    schedules_file: str, name: str, state_path: str, drain_timeout: float, wait: float, **kw: Any
+) -> int:
+    """Run jobs on a schedule (cron or every); several schedulers on one file fire each tick once."""
+    from pyrocluster import config
+    from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
+    from pyrocluster.scheduler.spec import load_schedules
+
+    settings = settings_from(kw)
+    schedules = load_schedules(schedules_file)  # exit 2 before anything starts
+    config.apply(settings)
+    options = SchedulerOptions(
+        schedules_file=schedules_file,
+        name=name,
+        state_path=state_path,
+        drain_timeout_s=drain_timeout,
+        wait_s=wait,
+    )
+    service = Scheduler(settings, schedules, options)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    service.start()
+    render.line(
+        f"pyrocluster scheduler {service.name} ready: {len(schedules)} schedule(s) from {schedules_file}, "
+        f"name server {settings.ns_address}"
+    )
+    service.serve(stop)
+    render.line(f"pyrocluster scheduler {service.name} stopped")
+    return EXIT_OK

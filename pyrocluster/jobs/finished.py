@@ -1,0 +1,115 @@
+"""Finished jobs stay listed: their summary and last failures live in the name server for a while.
+
+A job's process exits when the job ends, so the record must live where every ``status`` reader
+looks: the name server. On its way out a job registers ``pyrocluster.finished.<id>`` (its status
+entry as JSON in the metadata, with the wall-clock time it ended) and ``pyrocluster.failures.<id>``
+(its last failures with tracebacks), both under a placeholder URI nothing listens on. Readers
+ignore records older than ``KEEP_FINISHED_S``; jobs and the dashboard delete them (``prune``).
+The failures live apart so that ``status`` lists summaries without fetching tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+FINISHED_PREFIX = "pyrocluster.finished."
+FAILURES_PREFIX = "pyrocluster.failures."
+META_ENDED = "pyrocluster.ended:"
+META_ENTRY = "pyrocluster.entry:"
+META_FAILURES = "pyrocluster.failures:"
+PLACEHOLDER_URI = "PYRO:pyrocluster.finished@127.0.0.1:9"
+"""Registrations need a URI; these are records, not objects, so the URI points at the discard port."""
+KEEP_FINISHED_S = 900.0
+"""Seconds a finished job stays listed (the spec asks for at least 10 minutes)."""
+
+
+def register_finished(
+    ns: Any, job_id: str, entry: dict[str, Any], failures: list[dict[str, Any]], now: float | None = None
+) -> None:
+    """Publish a finished job's status entry and its last failures; prune expired records."""
+    ended = time.time() if now is None else now
+    entry = {**entry, "id": job_id, "ended": round(ended, 3)}
+    meta_ended = f"{META_ENDED}{ended:.3f}"
+    ns.register(
+        FAILURES_PREFIX + job_id,
+        PLACEHOLDER_URI,
+        safe=False,
+        metadata={meta_ended, META_FAILURES + json.dumps(failures, separators=(",", ":"))},
+    )
+    ns.register(
+        FINISHED_PREFIX + job_id,
+        PLACEHOLDER_URI,
+        safe=False,
+        metadata={meta_ended, META_ENTRY + json.dumps(entry, separators=(",", ":"))},
+    )
+    prune(ns, ended)
+
+
+def _meta(metadata: Any, prefix: str) -> str | None:
+    for item in metadata:
+        if isinstance(item, str) and item.startswith(prefix):
+            return item[len(prefix) :]
+    return None
+
+
+def parse_finished(
+    listing: dict[str, Any], now: float, keep_s: float = KEEP_FINISHED_S
+) -> list[dict[str, Any]]:
+    """Status entries of the finished jobs in a ``list(prefix=FINISHED_PREFIX, return_metadata=True)``.
+
+    Newest first; expired or malformed records are left out.
+    """
+    entries = []
+    for _uri, metadata in listing.values():
+        raw = _meta(metadata, META_ENTRY)
+        try:
+            entry = json.loads(raw) if raw is not None else None
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and now - float(entry.get("ended", 0)) <= keep_s:
+            entries.append(entry)
+    return sorted(entries, key=lambda e: -float(e.get("ended", 0)))
+
+
+def find_finished(ns: Any, now: float | None = None) -> list[dict[str, Any]]:
+    """The finished jobs still listed, newest first."""
+    listing = ns.list(prefix=FINISHED_PREFIX, return_metadata=True)
+    return parse_finished(listing, time.time() if now is None else now)
+
+
+def finished_failures(ns: Any, job_id: str) -> list[dict[str, Any]]:
+    """The last failures a finished job published (empty when there are none or the record is gone)."""
+    listing = ns.list(prefix=FAILURES_PREFIX + job_id, return_metadata=True)
+    value = listing.get(FAILURES_PREFIX + job_id)
+    raw = _meta(value[1], META_FAILURES) if value else None
+    try:
+        failures = json.loads(raw) if raw is not None else []
+    except ValueError:
+        return []
+    return failures if isinstance(failures, list) else []
+
+
+def expired(listing: dict[str, Any], now: float, keep_s: float = KEEP_FINISHED_S) -> list[str]:
+    """Names in a metadata listing whose record ended more than ``keep_s`` ago (or cannot say when)."""
+    names = []
+    for name, (_uri, metadata) in listing.items():
+        raw = _meta(metadata, META_ENDED)
+        try:
+            ended = float(raw) if raw is not None else 0.0
+        except ValueError:
+            ended = 0.0
+        if now - ended > keep_s:
+            names.append(name)
+    return names
+
+
+def prune(ns: Any, now: float | None = None, keep_s: float = KEEP_FINISHED_S) -> int:
+    """Remove expired finished-job records; how many were removed."""
+    now = time.time() if now is None else now
+    removed = 0
+    for prefix in (FINISHED_PREFIX, FAILURES_PREFIX):
+        for name in expired(ns.list(prefix=prefix, return_metadata=True), now, keep_s):
+            removed += ns.remove(name)
+    return removed

@@ -1,0 +1,256 @@
+"""The schedulers' records in the name server: tick claims, lease tokens, watermarks, published status.
+
+Every record is a name-server entry whose metadata is the data (its URI points nowhere):
+
+* ``pyrocluster.sched.<schedule>.tick.<stamp>`` -- the claim of one tick. Registered with
+  ``safe=True``, which the name server refuses when the name exists (a compare-and-set under
+  its lock; with ``--storage sqlite`` on disk before the call returns). Whoever registers it
+  owns that tick's decision: this is what makes a tick fire at most once.
+* ``pyrocluster.sched.<schedule>.lease.<token>`` -- a leadership token, claimed the same way;
+  the highest token is the leader, which bumps ``beat`` in its metadata to show it is alive.
+* ``pyrocluster.sched.<schedule>.last`` -- the newest decided tick, the newest fired tick and
+  its run status (what ``status`` shows and where a new leader starts).
+* ``pyrocluster.scheduler.<instance>`` -- a running scheduler and what it shows of each schedule.
+
+Functions take a name-server proxy (or Pyro5's plain ``NameServer`` object in unit tests).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import Pyro5.errors
+
+from pyrocluster.nameserver.registry import META_SERVICE
+from pyrocluster.scheduler.ticks import stamp
+
+SCHED_PREFIX = "pyrocluster.sched."
+SCHEDULER_PREFIX = "pyrocluster.scheduler."
+DATA_URI = "PYRO:pyrocluster.data@127.0.0.1:9"
+"""What a data-only entry points at: nothing serves there (port 9 is discard)."""
+TOKEN_DIGITS = 12
+PUBLISH_STALE_S = 10.0
+"""A scheduler entry older than this (seconds) is a dead scheduler's: ``status`` ignores it."""
+
+
+def _meta(items: Mapping[str, Any]) -> set[str]:
+    return {f"{k}:{v}" for k, v in items.items() if v is not None and v != ""}
+
+
+def parse_meta(metadata: Iterable[str] | None) -> dict[str, str]:
+    """``{"key:value", ...}`` back into a dict (the first ``:`` splits)."""
+    out: dict[str, str] = {}
+    for item in metadata or ():
+        key, _, value = str(item).partition(":")
+        out[key] = value
+    return out
+
+
+def claim_name(schedule: str, tick: datetime) -> str:
+    """The claim entry of one tick."""
+    return f"{SCHED_PREFIX}{schedule}.tick.{stamp(tick)}"
+
+
+def token_name(schedule: str, token: int) -> str:
+    """A leadership token entry (zero-padded so that names sort as numbers)."""
+    return f"{SCHED_PREFIX}{schedule}.lease.{token:0{TOKEN_DIGITS}d}"
+
+
+def last_name(schedule: str) -> str:
+    """The watermark entry of a schedule."""
+    return f"{SCHED_PREFIX}{schedule}.last"
+
+
+def scheduler_name(instance: str) -> str:
+    """A running scheduler's entry."""
+    return f"{SCHEDULER_PREFIX}{instance}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who decided a tick, what, and (once its run ended) the run status."""
+
+    decision: str
+    by: str
+    name: str
+    token: int = 0
+    at: str = ""
+    status: str = ""
+
+
+def try_claim(ns: Any, schedule: str, tick: datetime, claim: Claim) -> Claim | None:
+    """Register the claim of ``tick`` unless it exists; None when won, else the claim that holds it.
+
+    A claim found with our own ``by`` is ours (an earlier attempt whose reply was lost): None.
+    """
+    name = claim_name(schedule, tick)
+    meta = _meta({"decision": claim.decision, "by": claim.by, "name": claim.name, "token": claim.token})
+    meta |= _meta({"at": claim.at})
+    try:
+        ns.register(name, DATA_URI, safe=True, metadata=meta)
+        return None
+    except Pyro5.errors.NamingError:
+        pass
+    held = read_claim(ns, schedule, tick)
+    if held is not None and held.by == claim.by and held.decision == claim.decision:
+        return None
+    return held or Claim(decision="unknown", by="", name="")
+
+
+def read_claim(ns: Any, schedule: str, tick: datetime) -> Claim | None:
+    """The claim of ``tick``, or None when nobody claimed it (or it was pruned)."""
+    try:
+        _, metadata = ns.lookup(claim_name(schedule, tick), return_metadata=True)
+    except Pyro5.errors.NamingError:
+        return None
+    m = parse_meta(metadata)
+    return Claim(
+        decision=m.get("decision", "unknown"),
+        by=m.get("by", ""),
+        name=m.get("name", ""),
+        token=int(m.get("token", "0") or 0),
+        at=m.get("at", ""),
+        status=m.get("status", ""),
+    )
+
+
+def set_claim_status(ns: Any, schedule: str, tick: datetime, claim: Claim, status: str) -> None:
+    """Record the run status of a fired tick in its claim (NamingError when it is gone)."""
+    meta = _meta({"decision": claim.decision, "by": claim.by, "name": claim.name, "token": claim.token})
+    ns.set_metadata(claim_name(schedule, tick), meta | _meta({"at": claim.at, "status": status}))
+
+
+def remove_claims(ns: Any, schedule: str, ticks: Iterable[datetime]) -> None:
+    """Forget old claims (pruning)."""
+    for tick in ticks:
+        ns.remove(claim_name(schedule, tick))
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The highest leadership token of a schedule, its holder and its heartbeat counter."""
+
+    token: int
+    by: str
+    name: str
+    beat: int
+    released: bool = False
+
+
+def read_lease(ns: Any, schedule: str) -> tuple[LeaseRecord | None, list[int]]:
+    """The highest token's record (None when there is none) and every token number present."""
+    prefix = f"{SCHED_PREFIX}{schedule}.lease."
+    listing = ns.list(prefix=prefix, return_metadata=True)
+    tokens = sorted(int(n[len(prefix) :]) for n in listing if n[len(prefix) :].isdigit())
+    if not tokens:
+        return None, []
+    m = parse_meta(listing[token_name(schedule, tokens[-1])][1])
+    record = LeaseRecord(
+        token=tokens[-1],
+        by=m.get("by", ""),
+        name=m.get("name", ""),
+        beat=int(m.get("beat", "0") or 0),
+        released="released" in m,
+    )
+    return record, tokens
+
+
+def claim_token(ns: Any, schedule: str, token: int, by: str, name: str) -> bool:
+    """Try to take leadership token ``token``; True when it is ours now."""
+    meta = _meta({"by": by, "name": name, "beat": 0})
+    try:
+        ns.register(token_name(schedule, token), DATA_URI, safe=True, metadata=meta)
+        return True
+    except Pyro5.errors.NamingError:
+        return False
+
+
+def beat(ns: Any, schedule: str, token: int, by: str, name: str, count: int, released: bool = False) -> None:
+    """Show the holder of ``token`` alive (or ``released``); NamingError when the token is gone."""
+    meta = _meta({"by": by, "name": name, "beat": count})
+    ns.set_metadata(token_name(schedule, token), meta | ({"released:1"} if released else set()))
+
+
+def remove_tokens(ns: Any, schedule: str, tokens: Iterable[int]) -> None:
+    """Forget superseded tokens."""
+    for token in tokens:
+        ns.remove(token_name(schedule, token))
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """A schedule's newest decided tick, newest fired tick and that run's status (ISO strings)."""
+
+    tick: str = ""
+    fire: str = ""
+    status: str = ""
+    by: str = ""
+    running: tuple[str, ...] = field(default_factory=tuple)
+    """``stamp|instance`` of fired ticks whose run had not ended when this was written."""
+
+
+def read_watermark(ns: Any, schedule: str) -> Watermark | None:
+    """The schedule's watermark entry, or None when the name server has none."""
+    try:
+        _, metadata = ns.lookup(last_name(schedule), return_metadata=True)
+    except Pyro5.errors.NamingError:
+        return None
+    m = parse_meta(metadata)
+    running = tuple(
+        sorted(str(x)[len("running:") :] for x in metadata or () if str(x).startswith("running:"))
+    )
+    return Watermark(m.get("tick", ""), m.get("fire", ""), m.get("status", ""), m.get("by", ""), running)
+
+
+def write_watermark(ns: Any, schedule: str, mark: Watermark) -> None:
+    """Create or replace the watermark entry."""
+    meta = _meta({"tick": mark.tick, "fire": mark.fire, "status": mark.status, "by": mark.by})
+    meta |= {f"running:{r}" for r in mark.running}
+    ns.register(last_name(schedule), DATA_URI, safe=False, metadata=meta)
+
+
+def publish(ns: Any, instance: str, name: str, updated: float, schedules: list[dict[str, Any]]) -> None:
+    """(Re-)register a running scheduler's entry with what it shows of each schedule."""
+    meta = {META_SERVICE + "scheduler", f"name:{name}", f"updated:{updated:.3f}"}
+    meta |= {"schedule:" + json.dumps(s, sort_keys=True) for s in schedules}
+    ns.register(scheduler_name(instance), DATA_URI, safe=False, metadata=meta)
+
+
+def unpublish(ns: Any, instance: str) -> None:
+    """Remove a stopping scheduler's entry."""
+    ns.remove(scheduler_name(instance))
+
+
+def published_schedules(
+    listing: Mapping[str, Any], now: float, stale_s: float = PUBLISH_STALE_S
+) -> list[dict[str, Any]]:
+    """``status``'s ``schedules`` from a ``list(prefix=SCHEDULER_PREFIX, return_metadata=True)``.
+
+    Entries not refreshed within ``stale_s`` (a killed scheduler's) are ignored. Of several
+    schedulers showing one schedule, the one that leads it wins, then the freshest.
+    """
+    best: dict[str, tuple[tuple[bool, float], dict[str, Any]]] = {}
+    for _, metadata in listing.values():
+        m = parse_meta(metadata)
+        try:
+            updated = float(m.get("updated", "0"))
+        except ValueError:
+            continue
+        if now - updated > stale_s:
+            continue
+        for item in metadata or ():
+            if not str(item).startswith("schedule:"):
+                continue
+            try:
+                shown = json.loads(str(item)[len("schedule:") :])
+            except ValueError:
+                continue
+            rank = (shown.get("leader") == m.get("name"), updated)
+            if shown.get("name") not in best or rank > best[shown["name"]][0]:
+                best[shown["name"]] = (rank, shown)
+    keys = ("name", "next_fire", "last_fire", "last_status", "leader")
+    return [{k: best[n][1].get(k) for k in keys} for n in sorted(best)]

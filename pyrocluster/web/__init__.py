@@ -1,0 +1,1 @@
+"""The dashboard: a live page, ``/api/status`` and ``/metrics``, served from a background-refreshed cache."""

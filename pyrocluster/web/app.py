@@ -1,0 +1,56 @@
+"""The dashboard routes: the page, ``/api/status``, ``/api/dashboard`` (polled by the page), ``/metrics``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pyrocluster.web.auth import TokenGate
+from pyrocluster.web.cache import StatusCache
+from pyrocluster.web.metrics import make_registry
+
+STATIC = Path(__file__).parent / "static"
+"""The page and its script and style, served from the package (no CDN)."""
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def create_app(cache: StatusCache, token: str | None) -> Any:
+    """The ASGI app over ``cache``; with ``token``, every request must present it."""
+    registry = make_registry(cache.view, cache.clock)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers=NO_STORE)
+
+    async def api_status(request: Request) -> Response:
+        return JSONResponse(cache.view().status, headers=NO_STORE)
+
+    async def api_dashboard(request: Request) -> Response:
+        view = cache.view()
+        body = {
+            "status": view.status,
+            "failures": view.failures,
+            "age_s": round(max(0.0, cache.clock() - view.updated), 2) if view.updated else None,
+            "round_s": round(view.round_s, 3),
+        }
+        return JSONResponse(body, headers=NO_STORE)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/api/status", api_status),
+            Route("/api/dashboard", api_dashboard),
+            Route("/metrics", metrics),
+            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        ]
+    )
+    return TokenGate(app, token)

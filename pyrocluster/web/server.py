@@ -1,0 +1,59 @@
+"""Run the dashboard: bind, refresh the cache in the background, serve with uvicorn until stopped."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+from pyrocluster.config import Settings
+from pyrocluster.errors import ConfigError
+from pyrocluster.web.app import create_app
+from pyrocluster.web.auth import dashboard_token
+from pyrocluster.web.cache import StatusCache
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; ConfigError (exit 2) when the address is taken or wrong."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"cannot listen on {host}:{port}: the port is already in use") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(
+    settings: Settings, host: str, port: int, stop: threading.Event, ready: Callable[[str], None]
+) -> None:
+    """Serve until ``stop`` is set; ``ready(url)`` once requests are answered."""
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    cache = StatusCache(settings)
+    cache.start()
+    token = dashboard_token(settings.secret) if settings.secret else None
+    config = uvicorn.Config(create_app(cache, token), log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    # uvicorn in a thread of its own installs no signal handlers: ours (``stop``) decide when to end.
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive() and not stop.wait(0.05):
+        pass
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if server.started:
+        ready(f"http://{shown}:{bound_port}/")
+        while thread.is_alive() and not stop.wait(0.2):
+            pass
+    server.should_exit = True
+    thread.join(timeout=5)
+    cache.stop()
+    sock.close()
