@@ -191,8 +191,14 @@ def test_cancel_drops_a_queued_batch_and_never_reaches_another_coordinators_call
     wait_for(lambda: "queued" in bg.replies, 2, 0.02, what="the cancelled batch's reply")
     assert time.monotonic() - cancelled_at < 1.0
     assert [o[0] for o in bg.replies["queued"]["outcomes"]] == [tasks.CANCELLED, tasks.CANCELLED]
+    # a batch with only some calls cancelled stays queued; those are skipped when it runs
+    partly = [w.call("write_after", str(marker), 0), w.call("add", 3, 4)]
+    bg.send("partly", w, partly)
+    wait_for(lambda: w.load()["queued"] == 1, 10)
+    assert w.cancel([partly[0][0]]) == 1
     release(tmp_path / "gate")
     bg.join()
+    assert [decoded(o) for o in bg.replies["partly"]["outcomes"]] == [(tasks.CANCELLED, None), (tasks.OK, 7)]
     assert w.load() == {"slots": 1, "running": 0, "queued": 0}
     assert not marker.exists(), "a cancelled queued call ran"
 
