@@ -14,9 +14,17 @@ import click
 
 from pyrocluster import render
 from pyrocluster.config import Settings
-from pyrocluster.errors import ClusterUnreachable, ConfigError, JobFileError, PyroClusterError
+from pyrocluster.errors import (
+    ClusterUnreachable,
+    ConfigError,
+    JobFileError,
+    PyroClusterError,
+    ResultsUnwritable,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_RESULTS_UNWRITABLE = 74
+"""The results file could not be written (disk full, permissions): sysexits' EX_IOERR."""
 
 
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,6 +136,9 @@ def command(func: Callable[..., int | None]) -> Callable[..., None]:
         except ClusterUnreachable as exc:
             render.error(str(exc))
             code = EXIT_UNREACHABLE
+        except ResultsUnwritable as exc:
+            render.error(str(exc))
+            code = EXIT_RESULTS_UNWRITABLE
         except PyroClusterError as exc:
             render.error(str(exc))
             code = EXIT_FAILED

@@ -153,7 +153,7 @@ def worker(
     wk.start()
     render.line(
         f"pyrocluster worker {wk.name} ready at {wk.state.address} services {','.join(options.services)} "
-        f"slots {wk.slots_n} pool {pool}"
+        f"slots {wk.slots_n} pool {pool} tasks {len(wk.state.tasks)}"
     )
     wk.serve()
     render.line(f"pyrocluster worker {wk.name} stopped")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ class JobSummary:
     tasks_per_s: float
     output: str
     interrupted: bool = False
+    write_error: str = ""
+    """Why the results file could not be written (the job stopped), or empty."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """The first few failed ids with their error, for the human summary."""
 
@@ -72,6 +76,9 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     if call.error is None:
         record["status"] = "ok"
         record["result"] = call.value
+    elif isinstance(call.error, CancelledError):
+        record["status"] = "cancelled"
+        record["reason"] = "the job was cancelled"
     else:
         record["status"] = "failed"
         record["error"] = error_record(call.error)
@@ -124,6 +131,12 @@ class JobRunner:
         self.crawl = crawl
         self.workflow: Workflow | None = None
         self._planned = count_task_items(spec)
+        self.cancelled = 0
+        self.write_error: str | None = None
+        self._stop = threading.Event()
+        self._inbox: queue.SimpleQueue[list[Call] | dict[str, Any] | None] = queue.SimpleQueue()
+        """What the recorder writes: settled calls, or ready records (crawl pages)."""
+        self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -167,17 +180,25 @@ class JobRunner:
     # -- recording ---------------------------------------------------------------------------
 
     def record(self, records: list[dict[str, Any]]) -> None:
-        """Append outcomes (one flush) and count them, then the records that follow (thread-safe)."""
-        self._write(records)
-        if self.workflow is not None:
-            following = self.workflow.recorded(records)
+        """Append outcomes and count them, then the records that follow (on the recorder's thread)."""
+        written = self._write(records)
+        if self.workflow is not None and written:
+            following = self.workflow.recorded(written)
             if following:
                 self._write(following)
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        self._store.append_many(records)
+    def _write(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append records (one write) and count them as written; a failed write stops the job."""
+        if self.write_error is not None:
+            return []
+        try:
+            written = self._store.append_many(records)
+        except OSError as exc:
+            self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
+            self._stop.set()
+            return []
         with self._lock:
-            for record in records:
+            for record in written:
                 status = record["status"]
                 if status == "ok":
                     self.ok += 1
@@ -185,6 +206,8 @@ class JobRunner:
                         self.per_worker[record["worker"]] += 1
                 elif status == "skipped":
                     self.skipped += 1
+                elif status == "cancelled":
+                    self.cancelled += 1
                 else:
                     self.failed += 1
                     err = record.get("error") or {}
@@ -192,18 +215,38 @@ class JobRunner:
                     self._recent.append(failure_entry(record))
                     if len(self.failures) < SHOWN_FAILURES:
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
+        return written
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Write records decided without an outcome (the workflow's, from kept ones)."""
+        self._write(records)
 
     def _crawled(self, record: dict[str, Any]) -> None:
-        if not self._closing:
-            self.record([record])
+        self._inbox.put(record)
 
     def settled(self, calls: list[Call]) -> None:
-        """Compute calls of this job ended (the dispatcher calls this; ``call.tag`` is the item)."""
-        if not self._closing:
-            self.record([compute_record(call.tag, call) for call in calls])
-        with self._room:
-            self._outstanding -= len(calls)
-            self._room.notify_all()
+        """Compute calls of this job ended (the dispatcher calls this): the recorder writes them.
+
+        Nothing here may block or raise: it runs on the dispatcher's and the links' threads.
+        """
+        self._inbox.put(calls)
+
+    def _recorder(self) -> None:
+        """The one thread that writes outcomes, off the transport threads and the dispatcher's lock."""
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            calls = item if isinstance(item, list) else None
+            if not self._closing:
+                if calls is not None:
+                    self.record([compute_record(c.tag, c) for c in calls])
+                elif isinstance(item, dict):
+                    self.record([item])
+            if calls is not None:
+                with self._room:
+                    self._outstanding -= len(calls)
+                    self._room.notify_all()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -219,9 +262,14 @@ class JobRunner:
         return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
-        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return."""
+        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return.
+
+        A results file that cannot be written sets ``stop`` too (``write_error`` says why).
+        """
         self._started = time.monotonic()
-        self.workflow = Workflow(self.spec, kept, self._write)
+        self._stop = stop
+        self._recorder_thread.start()
+        self.workflow = Workflow(self.spec, kept, self._append)
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
@@ -232,9 +280,11 @@ class JobRunner:
             if callback is not None:
                 self._run_tasks(iter((callback,)), stop)
                 self._drain(stop)
+        self._inbox.put(None)  # the recorder writes what came before, then ends
+        self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
         # Once stopped, outcomes still arriving are not written: the summary matches the file.
-        self._closing = stop.is_set()
-        return self._summary(stop.is_set())
+        self._closing = True
+        return self._summary(stop.is_set() and self.write_error is None)
 
     def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
         """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
@@ -247,7 +297,7 @@ class JobRunner:
                     tags = tagsets[item.tags] = frozenset(item.tags)
                 chunk.append(
                     Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                         item.retry_on_error, self, item)
+                         item.retry_on_error, self, item, item.priority)
                 )  # fmt: skip
                 if len(chunk) < SUBMIT_CHUNK:
                     continue
@@ -293,6 +343,7 @@ class JobRunner:
             tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
             output=str(self.output),
             interrupted=interrupted,
+            write_error=self.write_error or "",
             failures=list(self.failures),
         )
 

@@ -62,7 +62,11 @@ def test_unknown_task_name_is_exit_2_checked_against_workers(tmp_path, nameserve
     job = write_job(tmp_path, "tasks:\n  - call: add\n    args: [1, 2]\n  - call: frobnicate\n")
     result = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
     assert result.returncode == 2, result
-    assert "tasks[1].call" in result.stderr and "unknown task 'frobnicate'" in result.stderr
+    assert "tasks[1].call (line 4)" in result.stderr and "unknown task 'frobnicate'" in result.stderr
+    typo = write_job(tmp_path, "tasks:\n  - call: add\n    args: [1, 2]\n  - call: word_cuont\n")
+    result = run_cli("submit", str(typo), "--ns", nameserver, cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "tasks[1].call (line 4)" in result.stderr and "did you mean 'word_count'?" in result.stderr, result
     assert not list(tmp_path.glob("*.jsonl"))
 
 
