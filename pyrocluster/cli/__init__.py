@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pyrocluster import __version__
-from pyrocluster.cli import core, dashboard, scheduler
+from pyrocluster.cli import cancel, core, dashboard, scheduler
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,6 +19,7 @@ for command in (
     core.worker,
     core.submit,
     core.status,
+    cancel.cancel,
     dashboard.dashboard,
     scheduler.scheduler,
 ):

@@ -11,6 +11,7 @@ import click
 from pyrocluster import render
 from pyrocluster.cli.common import (
     EXIT_OK,
+    cancel_on_signals,
     command,
     settings_from,
     shared_options,
@@ -204,7 +205,7 @@ def submit(
         job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules), wait_s=wait
     )
     stop = threading.Event()
-    stop_on_signals(stop)
+    cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
     if as_json:
@@ -212,7 +213,7 @@ def submit(
     elif not quiet:
         render.out.print(render.job_summary(summary.as_json(), summary.failures))
     if summary.interrupted:
-        render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
+        render.error(f"cancelled: results so far are in {summary.output}; finish with --resume")
     return summary.exit_code
 
 

@@ -23,7 +23,16 @@ from pyrocluster import codec
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
-from pyrocluster.coordinator.calls import Batch, Call, Requirement, Resolution, gave_up, settle, task_failed
+from pyrocluster.coordinator.calls import (
+    Batch,
+    Call,
+    Requirement,
+    Resolution,
+    TaskFuture,
+    gave_up,
+    settle,
+    task_failed,
+)
 from pyrocluster.coordinator.links import LinkEvents, WorkerLink
 from pyrocluster.coordinator.policy import (
     EndsAs,
@@ -56,7 +65,7 @@ class Link(Protocol):
 
     def abort_calls(self) -> None: ...
 
-    def cancel(self, call_ids: list[str]) -> None: ...
+    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None: ...
 
     def wake(self) -> None: ...
 
@@ -171,9 +180,47 @@ class Dispatcher:
             if self.closed:
                 raise WorkerUnavailable("the cluster is closed")
             for call in ready:
+                if type(call.waiter) is TaskFuture:
+                    call.waiter.canceller = self.cancel
                 call.queued_at = now
                 self._room.add(call, now)
             self._dispatch_ready()
+
+    def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
+        """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).
+
+        A waiting call never runs. With ``running``, a call already on a worker is stopped there
+        (``compute.cancel``: a process slot is killed and replaced, a thread slot abandoned) and
+        settles at once, without waiting for the worker's answer; without it, such a call is left alone.
+        """
+        out: list[Resolution] = []
+        stop: dict[str, tuple[list[str], set[int]]] = {}
+        with self._cond:
+            holders = {bid: rec.name for rec in self.records.values() for bid in rec.batches}
+            for call in calls:
+                if call.done or (call.batch_id and not running):
+                    continue
+                call.done = True
+                out.append((call, None, CancelledError()))
+                holder = holders.get(call.batch_id) if call.batch_id else None
+                if holder is not None:
+                    ids, batches = stop.setdefault(holder, ([], set()))
+                    ids.append(str(call.id))
+                    batches.add(call.batch_id)
+            for name, (call_ids, batch_ids) in stop.items():
+                self.links[name].cancel(call_ids, batch_ids)
+        settle(out)
+        return [call for call, _, _ in out]
+
+    def calls_of(self, waiter: Any) -> list[Call]:
+        """Every unsettled call of ``waiter``, waiting or on a worker (to cancel a whole job)."""
+        with self._cond:
+            found = [c for c in self._room.calls() if c.waiter is waiter and not c.done]
+            found += [c for c in self._back if c.waiter is waiter and not c.done]
+            for rec in self.records.values():
+                for batch in rec.batches.values():
+                    found += [c for c in batch.calls if c.waiter is waiter and not c.done]
+            return found
 
     def capacity(self, service: str) -> int:
         """Slots for ``service`` over the workers that take work now."""
@@ -525,6 +572,12 @@ class Dispatcher:
                 rec.state = READY
                 self._changed()
             self._dispatch_ready()
+
+    def holds(self, link: Any, batch_ids: set[int]) -> bool:
+        """True while any of these batches is still in flight on the link's worker."""
+        with self._cond:
+            rec = self._record_of(link)
+            return rec is not None and any(b in rec.batches for b in batch_ids)
 
     def probe_wait(self, link: Any, now: float) -> float | None:
         """Seconds the link's prober waits before probing again; None when the worker is forgotten."""

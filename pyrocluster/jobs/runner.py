@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,9 @@ RECENT_FAILURES = 50
 TRACEBACK_CHARS = 4000
 """Characters of a traceback kept per recent failure (its end, where the error is)."""
 INTERRUPT_GRACE_S = 3.0
-"""Seconds an interrupted job waits for outcomes already under way."""
+"""Seconds a cancelled job waits for its recorder to write what it was given."""
+CANCELLED_REASON = "the job was cancelled"
+"""The ``reason`` of a ``cancelled`` record."""
 
 
 @dataclass
@@ -76,7 +79,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
         record["result"] = call.value
     elif isinstance(call.error, CancelledError):
         record["status"] = "cancelled"
-        record["reason"] = "the job was cancelled"
+        record["reason"] = CANCELLED_REASON
     else:
         record["status"] = "failed"
         record["error"] = error_record(call.error)
@@ -84,6 +87,22 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     record["attempts"] = call.attempts
     record["elapsed_ms"] = round(call.elapsed_ms, 3)
     return record
+
+
+def cancelled_record(item: TaskItem) -> dict[str, Any]:
+    """The results-file line of a task that never got an outcome because the job was cancelled."""
+    return {
+        "id": item.id,
+        "kind": "compute",
+        "call": item.call,
+        "args": item.args,
+        "kwargs": item.kwargs,
+        "status": "cancelled",
+        "reason": CANCELLED_REASON,
+        "worker": None,
+        "attempts": 0,
+        "elapsed_ms": 0.0,
+    }
 
 
 def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +148,8 @@ class JobRunner:
         self.cancelled = 0
         self.write_error: str | None = None
         self._stop = threading.Event()
-        self._inbox: queue.SimpleQueue[list[Call] | dict[str, Any] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
+        """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
         self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
@@ -138,7 +158,7 @@ class JobRunner:
         """Counters for progress displays and the job's ``progress()``."""
         with self._lock:
             elapsed = max(1e-9, time.monotonic() - self._started)
-            done = self.ok + self.failed + self.skipped
+            done = self.ok + self.failed + self.skipped + self.cancelled
             rate = (done - self.resumed) / elapsed
             total = self.total + (self.crawl.known() if self.crawl else 0)
             left = total - done
@@ -150,6 +170,8 @@ class JobRunner:
                 "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "skipped": self.skipped,
+                "cancelled": self.cancelled,
+                "priority": self.spec.defaults.priority,
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
                 "rate": round(rate, 1),
@@ -188,7 +210,7 @@ class JobRunner:
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
 
     def _crawled(self, record: dict[str, Any]) -> None:
-        self._inbox.put(record)
+        self._inbox.put([record])
 
     def settled(self, calls: list[Call]) -> None:
         """Compute calls of this job ended (the dispatcher calls this): the recorder writes them.
@@ -203,13 +225,13 @@ class JobRunner:
             item = self._inbox.get()
             if item is None:
                 return
-            calls = item if isinstance(item, list) else None
+            calls = item if item and isinstance(item[0], Call) else None
             if self.write_error is None and not self._closing:
                 try:
                     if calls is not None:
                         self.record([compute_record(c.tag, c) for c in calls])
-                    elif isinstance(item, dict):
-                        self.record([item])
+                    elif item:
+                        self.record(item)  # type: ignore[arg-type]
                 except OSError as exc:
                     self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
                     self._stop.set()
@@ -241,7 +263,8 @@ class JobRunner:
         self._recorder_thread.start()
         tagsets: dict[tuple[str, ...], frozenset[str]] = {}
         chunk: list[Call] = []
-        for item in iter_task_items(self.spec):
+        items = iter_task_items(self.spec)
+        for item in items:
             if item.id in kept:
                 with self._lock:
                     self.ok += 1
@@ -259,21 +282,38 @@ class JobRunner:
                     break
                 chunk = []
         else:
-            if chunk:
-                self._submit(chunk, stop)
+            if chunk and self._submit(chunk, stop):
+                chunk = []
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
-            if stop.is_set() and self.write_error is None:
-                deadline = time.monotonic() + INTERRUPT_GRACE_S
-                while self._outstanding and time.monotonic() < deadline:
-                    self._room.wait(0.1)
+        cancelled = stop.is_set() and self.write_error is None
+        if cancelled:
+            self._cancel([c.tag for c in chunk], items, kept)
         self._inbox.put(None)  # the recorder writes what came before, then ends
         self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
         self._closing = True
-        return self._summary(stop.is_set() and self.write_error is None)
+        return self._summary(cancelled)
+
+    def _cancel(self, unsent: list[TaskItem], rest: Iterable[TaskItem], kept: dict[str, Any]) -> None:
+        """Stop the job: its calls are cancelled (on the workers too) and every task that has no
+        outcome yet is recorded ``cancelled``, so ``--resume`` runs exactly those."""
+        self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
+        batch = [cancelled_record(item) for item in unsent]
+        for item in rest:
+            if item.id not in kept:
+                batch.append(cancelled_record(item))
+                if len(batch) >= SUBMIT_CHUNK:
+                    self._inbox.put(batch)
+                    batch = []
+        if batch:
+            self._inbox.put(batch)
+        with self._room:
+            deadline = time.monotonic() + INTERRUPT_GRACE_S
+            while self._outstanding and time.monotonic() < deadline:
+                self._room.wait(0.1)
 
     def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
         """Hand calls to the cluster once the window has room; False when stopped first."""
