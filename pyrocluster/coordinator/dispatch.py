@@ -9,15 +9,12 @@ can be tested with no sockets and no sleeping.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
-from typing import Any, Protocol
+from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.config import Settings
@@ -33,7 +30,8 @@ from pyrocluster.coordinator.calls import (
     settle,
     task_failed,
 )
-from pyrocluster.coordinator.links import LinkEvents, WorkerLink
+from pyrocluster.coordinator.discovery import Discovery
+from pyrocluster.coordinator.links import Link, LinkFactory, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
     EndsAs,
     Happened,
@@ -43,41 +41,14 @@ from pyrocluster.coordinator.policy import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
-from pyrocluster.defaults import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S, PROBE_INTERVAL_S
+from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
-from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import WorkerEntry
 
 log = logging.getLogger(__name__)
 
 WAIT_CHECK_S = 0.25
 """How often waiting calls are checked against ``wait``, in seconds."""
-
-
-class Link(Protocol):
-    """What the dispatcher needs of a link (``links.WorkerLink``, or a fake in unit tests)."""
-
-    name: str
-
-    def send(self, batch: Batch) -> None: ...
-
-    def drop_unsent(self) -> None: ...
-
-    def abort_calls(self) -> None: ...
-
-    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None: ...
-
-    def wake(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-LinkFactory = Callable[[WorkerEntry, LinkEvents], Link]
-
-
-def sender_name() -> str:
-    """This coordinator's id in requests: stable for one Dispatcher, unique in the cluster."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Dispatcher:
@@ -113,24 +84,17 @@ class Dispatcher:
         """Calls to re-queue at the front of their queues (the next dispatch round puts them there)."""
         self._candidates: dict[Requirement, list[WorkerRecord]] = {}
         self._last_probe: dict[str, float] = {}
-        self._ns: Any = None
-        self._ns_ok = False
-        self._first_discovery = threading.Event()
-        self._closing = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True),
-            threading.Thread(target=self._discovery_loop, name="discovery", daemon=True),
-        ]
+        self._discovery = Discovery(settings, self.update_workers)
+        self._thread = threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True)
 
     def start(self) -> None:
         """Start dispatching once the first look-up of workers is done."""
-        for t in self._threads:
-            t.start()
-        self._first_discovery.wait(CONNECT_TIMEOUT_S * 2)
+        self._thread.start()
+        self._discovery.start()
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
-        self._closing.set()
+        self._discovery.stop()
         err = WorkerUnavailable("the cluster was closed before the call finished")
         out: list[Resolution] = []
         with self._cond:
@@ -148,9 +112,9 @@ class Dispatcher:
             self._room.clear()
             self._cond.notify_all()
         settle(out)
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._discovery.join()
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -232,27 +196,7 @@ class Dispatcher:
         with self._cond:
             return sum(len(b.calls) for r in self.records.values() for b in r.batches.values())
 
-    # -- discovery ---------------------------------------------------------------------------
-
-    def discover(self) -> bool:
-        """Ask the name server for workers and update the book; False when it was unreachable."""
-        try:
-            if self._ns is None:
-                self._ns = registry.connect(self.settings)
-            entries = registry.find_workers(self._ns)
-        except Exception as exc:  # NS away, or a listing we cannot read: keep the known workers
-            if self._ns_ok:
-                log.warning(
-                    "name server unreachable, keeping the %d known workers: %s", len(self.records), exc
-                )
-            self._ns_ok = False
-            if self._ns is not None:
-                self._ns._pyroRelease()
-                self._ns = None
-            return False
-        self._ns_ok = True
-        self.update_workers(entries)
-        return True
+    # -- workers -------------------------------------------------------------------------------
 
     def update_workers(self, entries: list[WorkerEntry]) -> None:
         """Apply a name-server listing: new workers get links, replaced and departed ones are forgotten."""
@@ -283,15 +227,6 @@ class Dispatcher:
         self.links.pop(rec.name).stop()
         del self.records[rec.name]
         self._last_probe.pop(rec.name, None)
-
-    def _discovery_loop(self) -> None:
-        """Look up workers now and then every DISCOVERY_INTERVAL_S (the NS proxy is this thread's)."""
-        while not self.closed:
-            self.discover()
-            self._first_discovery.set()
-            self._closing.wait(DISCOVERY_INTERVAL_S)
-        if self._ns is not None:
-            self._ns._pyroRelease()
 
     # -- dispatching -------------------------------------------------------------------------
 

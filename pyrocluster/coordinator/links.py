@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import Pyro5.errors
@@ -52,6 +55,32 @@ class LinkEvents(Protocol):
     def probe_wait(self, link: WorkerLink, now: float) -> float | None:
         """Seconds until the next probe (0: now), None to stop probing for good."""
         ...
+
+
+class Link(Protocol):
+    """What the dispatcher needs of a link (:class:`WorkerLink`, or a fake in unit tests)."""
+
+    name: str
+
+    def send(self, batch: Batch) -> None: ...
+
+    def drop_unsent(self) -> None: ...
+
+    def abort_calls(self) -> None: ...
+
+    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+LinkFactory = Callable[[WorkerEntry, LinkEvents], Link]
+
+
+def sender_name() -> str:
+    """This coordinator's id in requests: stable for one Dispatcher, unique in the cluster."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Unsent(Exception):
