@@ -6,6 +6,8 @@ DEFAULT_NS_PORT = 9090
 """Name server port (TCP) when none is given."""
 DEFAULT_HEARTBEAT_S = 5.0
 """Seconds between a worker's registration checks."""
+DEFAULT_NS_WAIT_S = 30.0
+"""Seconds a starting worker waits for its name server to appear (start-up races in systemd, compose)."""
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 """Seconds a stopping worker waits for the tasks it holds."""
 DEFAULT_TASK_TIMEOUT_S = 60.0

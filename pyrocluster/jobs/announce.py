@@ -59,8 +59,8 @@ class JobProgress:
 
 
 ENTRY_KEYS = (
-    "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight", "eta_s",
-    "priority",
+    "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight",
+    "waiting", "eta_s", "priority",
 )  # fmt: skip
 
 

@@ -37,6 +37,18 @@ def _id_problem(value: Any, what: str) -> str | None:
 
 def check_call(call: Any) -> str | None:
     """What is wrong with one ``[call_id, name, payload, timeout_s, priority]`` call, or None."""
+    if type(call) is list and len(call) == 5:  # the fast path of well-formed calls
+        call_id, name, _payload, timeout_s, priority = call
+        if (
+            type(call_id) is str
+            and 0 < len(call_id) <= MAX_ID_CHARS
+            and type(name) is str
+            and type(timeout_s) in (float, int)
+            and 0 < timeout_s <= MAX_TIMEOUT_S
+            and type(priority) is int
+            and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        ):
+            return None
     if not isinstance(call, (list, tuple)) or len(call) != 5:
         return "a call must be [call_id, name, payload, timeout_s, priority]"
     call_id, name, _payload, timeout_s, priority = call

@@ -58,12 +58,12 @@ def decode_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | str:
         decoded = codec.unpack(payload)
     except codec.DecodeError as exc:
         return f"arguments: {exc}"
-    if not (isinstance(decoded, list) and len(decoded) == 2):
+    if type(decoded) is not list or len(decoded) != 2:
         return "arguments must be encoded as [args, kwargs]"
     args, kwargs = decoded
-    if not isinstance(args, list):
+    if type(args) is not list:
         return "args must be a list"
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    if type(kwargs) is not dict or (kwargs and not all(type(k) is str for k in kwargs)):
         return "kwargs must be a dict with string keys"
     return args, kwargs
 
@@ -100,42 +100,50 @@ class BatchRun:
         self._used = 0
         self._skip = set(skip)
         self._on_start = on_start
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ended = False
         self._current = -1
+        self._started = 0.0
         self._deadline = math.inf
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        for i, (name, payload, timeout_s) in enumerate(self.calls):
-            with self._cond:
-                if self._ended:
-                    return
-                if i in self._skip:
-                    self.outcomes.append(cancelled())
-                    continue
-                self._current = i
-                started = time.monotonic()
-                self._deadline = started + timeout_s
-            if self._on_start is not None:
-                self._on_start(i, started)
-            outcome = run_encoded(name, payload)
-            with self._cond:
-                if self._ended:
-                    return
-                self._deadline = math.inf
+        calls, budget, on_start = self.calls, self._budget, self._on_start
+        with self._lock:
+            i = self._next(0)
+        while i < len(calls):
+            if on_start is not None:
+                on_start(i, self._started)
+            outcome = run_encoded(calls[i][0], calls[i][1])
+            size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            if size > budget:
+                outcome = too_large(size, budget, outcome[2])
                 size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
-                if size > self._budget:
-                    outcome = too_large(size, self._budget, outcome[2])
-                    size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
-                if self._used + size > self._budget:
+            with self._lock:
+                if self._ended:
+                    return
+                if self._used + size > budget:
                     self._end_at(i, not_run(), stopped=False)  # the reply is full: the rest go back
                     return
                 self._used += size
                 self.outcomes.append(outcome)
-        with self._cond:
+                i = self._next(i + 1)
+
+    def _next(self, i: int) -> int:
+        """Start call ``i`` or the next one not skipped; ``len(calls)`` when none is left (lock held)."""
+        while i < len(self.calls) and i in self._skip:
+            self.outcomes.append(cancelled())
+            i += 1
+        if i == len(self.calls):
             self._ended = True
+            self._deadline = math.inf
             self._cond.notify_all()
+            return i
+        self._current = i
+        self._started = time.monotonic()
+        self._deadline = self._started + self.calls[i][2]
+        return i
 
     def watch(self) -> bool:
         """Wait until the batch ends (True) or its call in progress overruns (False).

@@ -39,7 +39,7 @@ READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""
 STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
-FALLBACK_GRACE_S = 2.0
+FALLBACK_GRACE_S = 0.5
 """Seconds past a call's own timeout before the parent kills a slot whose watchdog could not act."""
 
 

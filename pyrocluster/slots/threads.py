@@ -26,7 +26,12 @@ class ThreadSlots:
         """Run a batch on a new slot thread; returns when it ends, overruns or is cancelled."""
         run = BatchRun(calls, budget)
         run.cancel(ticket.attach(run))
-        threading.Thread(target=self._body, args=(run, ticket), name="slot", daemon=True).start()
+        try:
+            threading.Thread(target=self._body, args=(run, ticket), name="slot", daemon=True).start()
+        except RuntimeError:  # no thread could be started: the slot is not taken after all
+            ticket.detach()
+            ticket.release()
+            raise
         run.watch()
         ticket.detach()
         return run.outcomes

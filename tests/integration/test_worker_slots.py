@@ -16,6 +16,7 @@ from pyrocluster import tasks
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
+from tests.integration.test_cluster import max_overlap
 
 WORKERS = {
     "two": ["--pool", "process", "--concurrency", "2"],
@@ -78,15 +79,6 @@ class Background:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         assert not any(t.is_alive() for t in self.threads), "a batch never got its reply"
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_two_coordinators_never_get_more_than_the_slots(cluster):
@@ -199,8 +191,14 @@ def test_cancel_drops_a_queued_batch_and_never_reaches_another_coordinators_call
     wait_for(lambda: "queued" in bg.replies, 2, 0.02, what="the cancelled batch's reply")
     assert time.monotonic() - cancelled_at < 1.0
     assert [o[0] for o in bg.replies["queued"]["outcomes"]] == [tasks.CANCELLED, tasks.CANCELLED]
+    # a batch with only some calls cancelled stays queued; those are skipped when it runs
+    partly = [w.call("write_after", str(marker), 0), w.call("add", 3, 4)]
+    bg.send("partly", w, partly)
+    wait_for(lambda: w.load()["queued"] == 1, 10)
+    assert w.cancel([partly[0][0]]) == 1
     release(tmp_path / "gate")
     bg.join()
+    assert [decoded(o) for o in bg.replies["partly"]["outcomes"]] == [(tasks.CANCELLED, None), (tasks.OK, 7)]
     assert w.load() == {"slots": 1, "running": 0, "queued": 0}
     assert not marker.exists(), "a cancelled queued call ran"
 

@@ -167,3 +167,9 @@ def test_addresses_and_bind_policy():
     check_bind("0.0.0.0", Settings(), insecure=True)
     with pytest.raises(ValueError, match="without a cluster secret"):
         check_bind("0.0.0.0", Settings(), insecure=False)
+
+
+def test_pack_after_a_refused_value_starts_clean():
+    with pytest.raises(codec.NotSendable):
+        codec.pack({"a": [1, 2, {3: object()}]})
+    assert codec.unpack(codec.pack(["next"])) == ["next"]
