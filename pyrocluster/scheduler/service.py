@@ -24,6 +24,7 @@ from typing import Any
 import Pyro5.errors
 
 from pyrocluster.config import Settings
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError, PyroClusterError
 from pyrocluster.jobs.submit import SubmitOptions, submit_job
 from pyrocluster.nameserver import registry
@@ -77,9 +78,9 @@ class SchedulerOptions:
 
     schedules_file: str
     name: str = ""
-    state_path: str = "runs/scheduler.state.json"
-    drain_timeout_s: float = 30.0
-    wait_s: float = 10.0
+    state_path: str = DEFAULT_SCHEDULER_STATE
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    wait_s: float = DEFAULT_SUBMIT_WAIT_S
 
     def resolved_name(self) -> str:
         """The name, defaulting to ``<hostname>-<pid>``."""

@@ -141,3 +141,28 @@ def test_restart_against_a_name_server_that_forgot_everything_fires_nothing_twic
     assert len(ticks) == len(set(ticks)), ticks
     assert [x["decision"] for x in lines()[3:]] == ["skipped-misfire", "fired"], lines()
     assert len(jobs.started) == 4
+
+
+def test_overlap_queue_runs_the_waiting_tick_when_the_run_ends(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text("name: j\ntasks:\n  - {call: add, args: [1, 2]}\n")
+    (tmp_path / "q.yaml").write_text("schedules:\n  - {name: s, job: job.yaml, every: 2s, overlap: queue}\n")
+    jobs, clocks = Jobs(), Clocks()
+    sched = scheduler(NameServer(), load_schedules(tmp_path / "q.yaml"), "a", clocks, jobs, "state.json")
+    sched.run_round()
+    clocks.advance(1.5)  # 03:00:02 fires; its run goes on
+    sched.run_round()
+    assert jobs.running.wait(10)
+    for _ in range(2):  # 03:00:04 and :06 wait for it
+        clocks.advance(2)
+        sched.run_round()
+    assert sched.states[0].queued and len(jobs.started) == 1
+    jobs.release.set()
+    for _ in range(3):  # each run ends, the next queued one starts: one at a time, in order
+        settle(sched)
+    assert jobs.started == [f"20261201T03000{s}Z.results.jsonl" for s in (2, 4, 6)]
+    assert [(x["tick"][-3:-1], x["decision"]) for x in lines()] == [
+        ("02", "fired"),
+        ("04", "fired"),
+        ("06", "fired"),
+    ]
