@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import Pyro5.api
 
+from pyrocluster import codec
 from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, PageFetcher
 from pyrocluster.tasks import ERROR, TRANSIENT
 
@@ -24,6 +25,30 @@ class CrawlState(Protocol):
 
 def _invalid(message: str) -> list[Any]:
     return [ERROR, {"type": "InvalidCall", "message": message, "traceback": ""}, 0.0]
+
+
+def _v1_calls(request: dict[str, Any]) -> list[Any] | None:
+    """A v2 request's calls as ``[name, args, kwargs, timeout_s]`` (a bad one fails alone); None if bad."""
+    calls = request.get("calls")
+    if not isinstance(calls, list):
+        return None
+    out: list[Any] = []
+    for call in calls:
+        try:
+            _, name, payload, timeout_s, _ = call
+            args, kwargs = codec.unpack(codec.as_bytes(payload))
+        except (TypeError, ValueError):  # DecodeError is a ValueError
+            out.append(None)
+            continue
+        out.append([name, args, kwargs, timeout_s])
+    return out
+
+
+def _v2_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """A v1 reply with each outcome's value encoded on its own (protocol v2)."""
+    if "outcomes" in reply:
+        reply["outcomes"] = [[kind, codec.pack(value), ms] for kind, value, ms in reply["outcomes"]]
+    return reply
 
 
 def check_call(call: Any) -> str | None:
@@ -76,7 +101,12 @@ class CrawlService:
 
     @Pyro5.api.expose
     def run_batch(self, calls: Any) -> dict[str, Any]:
-        """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``."""
+        """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``.
+
+        A protocol-v2 request (docs/protocol.md: a dict with encoded payloads) gets a v2 reply.
+        """
+        if isinstance(calls, dict):
+            return _v2_reply(self.run_batch(_v1_calls(calls)))
         if not self._state.accepting():
             return {"refused": "draining"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
