@@ -70,7 +70,7 @@ class WorkerState:
         me = self._procs.setdefault(os.getpid(), psutil.Process())
         procs = [me]
         try:
-            for child in me.children():
+            for child in me.children(recursive=True):  # slot processes are the forkserver's children
                 procs.append(self._procs.setdefault(child.pid, child))
         except psutil.Error:
             pass
