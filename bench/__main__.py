@@ -16,12 +16,14 @@ WORKLOADS = {
     "w1": "bench.w1_tiny",
     "latency": "bench.w1_latency",
     "memory": "bench.memory",
+    "flow": "bench.workflows",
     "w2": "bench.w2_cpu",
     "w3": "bench.w3_crawl",
     "scale": "bench.scale",
+    "sim": "bench.sim",
 }
-"""Run in this order: the first three share the default two-worker cluster."""
-USES_DEFAULT_CLUSTER = {"w1", "latency", "memory"}
+"""Run in this order: the first four share the default two-worker cluster."""
+USES_DEFAULT_CLUSTER = {"w1", "latency", "memory", "flow"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -30,6 +32,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="about a minute: fewer reps, smaller sizes")
     ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(WORKLOADS)}")
     ap.add_argument("--reps", type=int, default=0, help="repetitions per measurement (default 5, quick 3)")
+    ap.add_argument(
+        "--workers",
+        default="",
+        metavar="N,N,...",
+        help="worker counts of the scale curve (default 16,32,64,128; quick 8,16); 2 is always added",
+    )
     ap.add_argument("--json", metavar="OUT", help="also write every sample, median and target as JSON")
     ap.add_argument(
         "--markdown",
@@ -53,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.quick() if args.quick else Sizes.full()
     if args.reps:
         sizes.reps = args.reps
+    if args.workers:
+        try:
+            sizes.scale_workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+        except ValueError:
+            print(f"error: --workers {args.workers!r}: expected comma-separated counts", file=sys.stderr)
+            return 2
+        if not sizes.scale_workers or min(sizes.scale_workers) < 1:
+            print(f"error: --workers {args.workers!r}: counts must be 1 or more", file=sys.stderr)
+            return 2
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     report = Report(command=command.strip(), quick=args.quick, machine=machine_info())
     ctx = Context(sizes, report)

@@ -29,9 +29,13 @@ class Sizes:
     w2_task_s: float
     w2_serial_reps: int
     w3_pages: int
-    scale_workers: int
+    scale_workers: list[int]
     scale_items: int
     memory_items: int
+    flow_chain: int = 1_000
+    """Dependent tasks in the workflow chain."""
+    flow_fan: int = 20_000
+    """Items of the workflow fan-out/fan-in (and of the flat map it is compared with)."""
 
     @classmethod
     def full(cls) -> Sizes:
@@ -44,7 +48,7 @@ class Sizes:
             w2_task_s=0.05,
             w2_serial_reps=1,
             w3_pages=3_000,
-            scale_workers=64,
+            scale_workers=[16, 32, 64, 128],
             scale_items=20_000,
             memory_items=1_000_000,
         )
@@ -60,9 +64,11 @@ class Sizes:
             w2_task_s=0.05,
             w2_serial_reps=1,
             w3_pages=600,
-            scale_workers=16,
+            scale_workers=[8, 16],
             scale_items=5_000,
             memory_items=200_000,
+            flow_chain=300,
+            flow_fan=5_000,
         )
 
 
@@ -286,3 +292,57 @@ def run_cli(args: list[str], timeout_s: float = 300) -> tuple[float, subprocess.
         timeout=timeout_s,
     )
     return time.perf_counter() - start, proc
+
+
+class PeakSampler:
+    """Samples this process's thread count and RSS every ``interval_s`` while in a ``with`` block.
+
+    ``threads`` is the peak count of live threads minus ``base`` (the count before the
+    coordinator under test was made), ``rss_mb`` the peak RSS of this process.
+    """
+
+    def __init__(self, base: int = 0, interval_s: float = 0.02) -> None:
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self._threading = threading
+        self.base = base
+        self.interval_s = interval_s
+        self.threads = 0
+        self.rss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: Any = None
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        live = sum(1 for t in self._threading.enumerate() if t.name != "peak-sampler")
+        self.threads = max(self.threads, live - self.base)
+        self.rss_mb = max(self.rss_mb, self._proc.memory_info().rss / 1e6)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> PeakSampler:
+        self.sample()
+        self._thread = self._threading.Thread(target=self._loop, name="peak-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sample()
+
+
+def worker_name(ready_line: str) -> str:
+    """The worker's name in its ``pyrocluster worker NAME ready at ...`` line."""
+    words = ready_line.split()
+    return words[words.index("ready") - 1]
+
+
+def starmap(cluster: Any, name: str, items: Any) -> Any:
+    """``cluster.starmap`` (each item is the argument list), or ``map`` before it existed."""
+    return getattr(cluster, "starmap", cluster.map)(name, items)

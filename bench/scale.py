@@ -1,60 +1,178 @@
-"""Scale: many workers on loopback (one slot each, thread pool, compute only).
+"""Scale: one coordinator against many workers on loopback (thread pool, one slot each, compute only).
 
-Measures ``pyrocluster status --json`` as a subprocess (what a user waits for, interpreter
-start included) and ``cluster.status()`` in this process, and how the calls of an N-task run
-spread: every call goes through ``cluster.submit`` and is counted by ``future.worker``.
-The idle RSS of these thread-pool workers is reported too (Memory).
+For each worker count of the curve (``--workers``, default 16,32,64,128), and for 2 workers as
+the reference every ratio is taken against, a fresh coordinator (``Cluster``) in this process:
+
+* ``pyrocluster status --json`` as a subprocess (interpreter start included) and
+  ``cluster.status()`` in process;
+* ``Cluster.map`` of N tiny ``add`` tasks, and N single ``cluster.submit`` calls (counted per
+  worker by ``future.worker``), in tasks/s;
+* the coordinator's threads (peak while the map and the submits run, minus the threads this
+  process had before the coordinator was made) and this process's peak RSS;
+* the time from SIGKILL of a worker that holds a batch (a map runs) to the coordinator no
+  longer sending it work.
+
+Workers are added between points (never restarted), in waves so that interpreters starting at
+once on 2 cores do not trip the ready timeout.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import wait
+from dataclasses import dataclass, field
+from typing import Any
 
-from bench.common import REPO_ROOT, Context, run_cli
+from bench.common import REPO_ROOT, Context, PeakSampler, run_cli, starmap, worker_name
 from bench.report import BASE, INFO, PYRO
 
 NAME = "Scale"
 WAVE = 16
-"""Workers started at once (64 interpreters importing at once on 2 cores would trip the ready timeout)."""
+"""Workers started at once."""
 WORKER_ARGS = ["--concurrency", "1", "--pool", "thread", "--services", "compute"]
+REFERENCE = 2
+"""The worker count every ratio of the curve is taken against."""
+THREADS_FLAT = 4
+"""Most the coordinator's peak thread count may differ between points of the curve."""
+KILL_LIMIT_S = 30.0
 
 
-def run(ctx: Context) -> None:
-    """Measure Scale and add its rows and target."""
-    import subprocess
+@dataclass
+class Point:
+    """What one worker count measured."""
 
+    workers: int
+    status_cli: list[float] = field(default_factory=list)
+    status_inproc: list[float] = field(default_factory=list)
+    listed: int = 0
+    map_rates: list[float] = field(default_factory=list)
+    submit_rate: float = 0.0
+    share: Counter[str] = field(default_factory=Counter)
+    threads_idle: int = 0
+    threads_map: int = 0
+    threads_submit: int = 0
+    rss_mb: float = 0.0
+    kill_s: float | None = None
+    worker_rss: list[float] = field(default_factory=list)
+
+    @property
+    def threads(self) -> int:
+        """Peak coordinator threads at this point."""
+        return max(self.threads_idle, self.threads_map, self.threads_submit)
+
+
+def live_threads() -> int:
+    """Threads of this process (the sampler's own excluded)."""
+    return sum(1 for t in threading.enumerate() if t.name != "peak-sampler")
+
+
+def settled_threads(timeout_s: float = 5.0) -> int:
+    """The thread count once the threads of a closed coordinator have ended (or ``timeout_s``)."""
+    last, stable_since = live_threads(), time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and time.monotonic() - stable_since < 0.5:
+        time.sleep(0.05)
+        now = live_threads()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+    return last
+
+
+def link_sends_to(cluster: Any, name: str) -> bool:
+    """True while the coordinator would still send work to worker ``name``."""
+    dispatcher = cluster._dispatcher
+    known = getattr(dispatcher, "records", dispatcher.links).get(name)  # records: since protocol v2
+    return known is not None and known.state == "ready"
+
+
+def grow(ctx: Context, local: Any, count: int) -> None:
+    """Start workers until ``local`` has ``count``."""
+    while len(local.workers) < count:
+        wave = [local.add_worker(wait=False) for _ in range(min(WAVE, count - len(local.workers)))]
+        for p in wave:
+            p.wait_ready()
+    ctx.log(f"{NAME}: {count} workers ready")
+
+
+def holding_work(cluster: Any) -> list[str]:
+    """Names of the workers that hold a batch of this coordinator now."""
+    dispatcher = cluster._dispatcher
+    with dispatcher._cond:
+        known = getattr(dispatcher, "records", dispatcher.links)  # records: since protocol v2
+        return [name for name, k in known.items() if k.state == "ready" and k.busy()]
+
+
+def kill_detection(cluster: Any, local: Any) -> float | None:
+    """SIGKILL a worker that holds a batch while a map runs; seconds until it is set aside."""
+    from pyrocluster.nameserver import registry
+
+    stop = threading.Event()
+
+    def endless() -> Iterator[tuple[int, int]]:
+        i = 0
+        while not stop.is_set():
+            yield (i, i)
+            i += 1
+
+    def body() -> None:
+        for _ in starmap(cluster, "add", endless()):
+            pass
+
+    runner = threading.Thread(target=body, name="kill-map", daemon=True)
+    runner.start()
+    by_name = {worker_name(p.ready_line): p for p in local.workers}
+    victim = name = None
+    deadline = time.monotonic() + 10
+    while victim is None and time.monotonic() < deadline:
+        busy = [n for n in holding_work(cluster) if n in by_name]
+        if busy:
+            name = busy[-1]
+            victim = by_name[name]
+        else:
+            time.sleep(0.0005)
+    detected: float | None = None
+    if victim is not None and name is not None:
+        started = time.perf_counter()
+        os.kill(victim.pid, signal.SIGKILL)
+        while time.perf_counter() - started < KILL_LIMIT_S:
+            if not link_sends_to(cluster, name):
+                detected = time.perf_counter() - started
+                break
+            time.sleep(0.0005)
+    stop.set()
+    runner.join(timeout=30)
+    if victim is not None and name is not None:
+        victim.kill()
+        local.workers.remove(victim)
+        ns = registry.connect(cluster.settings)
+        try:
+            registry.unregister_worker(ns, name)  # a SIGKILLed worker leaves its entries behind
+        finally:
+            ns._pyroRelease()
+    return detected
+
+
+def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Point:
+    """Every figure at one worker count, with a coordinator of its own."""
     from pyrocluster.coordinator.cluster import Cluster
-    from pyrocluster.local import LocalCluster
 
-    workers = ctx.sizes.scale_workers
-    n = ctx.sizes.scale_items
-    reps = ctx.sizes.reps
-    ctx.log(f"{NAME}: starting {workers} workers ({' '.join(WORKER_ARGS)}) in waves of {WAVE}")
-    start = time.perf_counter()
-    local = LocalCluster(0, WORKER_ARGS)
-    cluster = None
+    point = Point(count)
+    base = settled_threads()
+    cluster = Cluster(local.address)
     try:
-        for first in range(0, workers, WAVE):
-            procs = [local.add_worker(wait=False) for _ in range(first, min(workers, first + WAVE))]
-            for p in procs:
-                p.wait_ready()
-        started_s = time.perf_counter() - start
-        ctx.log(f"{NAME}: {workers} workers ready in {started_s:.1f} s")
-        cluster = Cluster(local.address)
-        deadline = time.monotonic() + 10
-        while len(cluster.status()["workers"]) < workers and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-        cli: list[float] = []
-        inproc: list[float] = []
-        imports: list[float] = []
-        seen: list[int] = []
-        ready: list[int] = []
+        deadline = time.monotonic() + 20
+        while cluster.capacity("compute") < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        point.threads_idle = live_threads() - base
         for r in range(reps + 1):
             wall, proc = run_cli(["status", "--json", "--ns", local.address])
             if proc.returncode != 0:
@@ -62,80 +180,194 @@ def run(ctx: Context) -> None:
             doc = json.loads(proc.stdout)
             t0 = time.perf_counter()
             status = cluster.status()
-            t1 = time.perf_counter()
-            t_imp = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import pyrocluster.cli"], cwd=REPO_ROOT, check=True)
-            t_imp = time.perf_counter() - t_imp
+            inproc = time.perf_counter() - t0
             if r == 0:
                 continue  # warm-up: page cache, first connections
-            cli.append(wall)
-            inproc.append(t1 - t0)
-            imports.append(t_imp)
-            seen.append(len(doc["workers"]))
-            ready.append(sum(1 for w in status["workers"] if w["state"] == "ready"))
-        ctx.log(
-            f"{NAME}: status --json {statistics.median(cli):.3f} s, cluster.status() "
-            f"{statistics.median(inproc):.3f} s, {min(seen)} workers listed"
-        )
-        rss = [w["rss_mb"] for w in status["workers"]]
+            point.status_cli.append(wall)
+            point.status_inproc.append(inproc)
+            point.listed = min(len(doc["workers"]), point.listed or count)
+        point.worker_rss = [w["rss_mb"] for w in status["workers"]]
 
-        ctx.log(f"{NAME}: {n} calls through cluster.submit, counting future.worker")
-        list(cluster.starmap("add", [(i, i) for i in range(2 * workers)]))  # warm-up: every link connected
-        t0 = time.perf_counter()
-        futures = [cluster.submit("add", i, i) for i in range(n)]
-        wait(futures)
-        map_s = time.perf_counter() - t0
+        args = [(i, i) for i in range(items)]
+        expected = [2 * i for i in range(items)]
+        list(starmap(cluster, "add", args[: 4 * count]))  # every link connected, batch sizes learnt
+        with PeakSampler(base) as peak:
+            for r in range(reps + 1):
+                t0 = time.perf_counter()
+                results = list(starmap(cluster, "add", args))
+                rate = items / (time.perf_counter() - t0)
+                if results != expected:
+                    raise AssertionError(f"{NAME}: map over {count} workers: wrong results")
+                if r:
+                    point.map_rates.append(rate)
+        point.threads_map, point.rss_mb = peak.threads, peak.rss_mb
+
+        with PeakSampler(base) as peak:
+            t0 = time.perf_counter()
+            futures = [cluster.submit("add", i, i) for i in range(items)]
+            wait(futures)
+            point.submit_rate = items / (time.perf_counter() - t0)
         if any(f.result() != 2 * i for i, f in enumerate(futures)):
-            raise AssertionError(f"{NAME}: wrong results")
-        share = Counter(f.worker for f in futures)
-    finally:
-        if cluster is not None:
-            cluster.close()
-        ctx.log(f"{NAME}: stopping {workers} workers")
-        local.close()
+            raise AssertionError(f"{NAME}: submits over {count} workers: wrong results")
+        point.share = Counter(str(f.worker) for f in futures)
+        point.threads_submit, point.rss_mb = peak.threads, max(point.rss_mb, peak.rss_mb)
 
+        point.kill_s = kill_detection(cluster, local)
+    finally:
+        cluster.close()
+    ctx.log(
+        f"{NAME}: {count} workers: status --json {statistics.median(point.status_cli):.3f} s, "
+        f"map {statistics.median(point.map_rates):,.0f}/s, submits {point.submit_rate:,.0f}/s, "
+        f"threads {point.threads_idle}/{point.threads_map}/{point.threads_submit}, "
+        f"kill seen in {point.kill_s if point.kill_s is None else round(point.kill_s * 1000, 1)} ms"
+    )
+    return point
+
+
+def import_floor(reps: int) -> list[float]:
+    """Wall seconds of ``python -c 'import pyrocluster.cli'``: the start-up of any command."""
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import pyrocluster.cli"], cwd=REPO_ROOT, check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def run(ctx: Context) -> None:
+    """Measure the curve and add its rows and targets."""
+    from pyrocluster.local import LocalCluster
+
+    counts = sorted({REFERENCE, *ctx.sizes.scale_workers})
+    items = ctx.sizes.scale_items
+    reps = min(ctx.sizes.reps, 3)
+    ctx.log(f"{NAME}: worker counts {counts} ({' '.join(WORKER_ARGS)}), {items} tasks, {reps} reps")
+    points: list[Point] = []
+    local = LocalCluster(0, WORKER_ARGS)
+    try:
+        for count in counts:
+            grow(ctx, local, count)
+            points.append(measure(ctx, local, count, items, reps))
+    finally:
+        ctx.log(f"{NAME}: stopping {len(local.workers)} workers")
+        local.close()
+    report(ctx, points, import_floor(ctx.sizes.reps))
+
+
+def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
+    """Rows grouped by measurement along the curve, each with its ratio to 2 workers; the targets."""
     rep = ctx.report
-    got = [share.get(w, 0) for w in share] + [0] * (workers - len(share))
-    st = rep.add(
-        NAME,
-        f"`pyrocluster status --json`, {workers} workers (subprocess, incl. interpreter start)",
-        PYRO,
-        "s",
-        cli,
-        short="status --json",
-    )
-    rep.add(
-        NAME, f"cluster.status() in process, {workers} workers", PYRO, "s", inproc, short="cluster.status()"
-    )
-    rep.add(NAME, "`python -c 'import pyrocluster.cli'` (start-up floor of any command)", BASE, "s", imports)
-    rep.add(NAME, f"{n} calls via cluster.submit over {workers} workers", INFO, "tasks/s", [n / map_s])
-    rep.add(NAME, f"{workers} workers started, in waves of {WAVE}", INFO, "s", [started_s])
+    ref = next(p for p in points if p.workers == REFERENCE)
+    top = points[-1]
+
+    def vs(value: float, reference: float) -> str:
+        return f"{value / reference:.2f}x of {REFERENCE} workers" if reference else ""
+
+    for p in points:
+        role = PYRO if p is top else INFO
+        rep.add(
+            NAME,
+            f"`pyrocluster status --json`, {p.workers} workers (subprocess, incl. interpreter start)",
+            role,
+            "s",
+            p.status_cli,
+            short=f"status --json ({p.workers})",
+        )
+    for p in points:
+        rep.add(NAME, f"cluster.status() in process, {p.workers} workers", INFO, "s", p.status_inproc)
+    rep.add(NAME, "`python -c 'import pyrocluster.cli'` (start-up floor of any command)", BASE, "s", floor)
+    map_ref = statistics.median(ref.map_rates)
+    for p in points:
+        m = statistics.median(p.map_rates)
+        rep.add(
+            NAME,
+            f"Cluster.map, {ctx.sizes.scale_items} add, {p.workers} workers",
+            INFO,
+            "tasks/s",
+            p.map_rates,
+            note=vs(m, map_ref),
+        )
+    for p in points:
+        rep.add(
+            NAME,
+            f"{ctx.sizes.scale_items} single cluster.submit, {p.workers} workers",
+            INFO,
+            "tasks/s",
+            [p.submit_rate],
+            note=vs(p.submit_rate, ref.submit_rate),
+        )
+    for p in points:
+        rep.add(
+            NAME,
+            f"coordinator threads, {p.workers} workers (peak)",
+            INFO,
+            "threads",
+            [p.threads],
+            note=f"idle {p.threads_idle}, map {p.threads_map}, submits {p.threads_submit}",
+        )
+    for p in points:
+        rep.add(NAME, f"coordinator process peak RSS, {p.workers} workers", INFO, "MB", [p.rss_mb])
+    for p in points:
+        rep.add(
+            NAME,
+            f"SIGKILLed worker set aside after, {p.workers} workers",
+            INFO,
+            "ms",
+            [] if p.kill_s is None else [p.kill_s * 1000],
+        )
+    rss = top.worker_rss
     rep.add(
         "Memory",
-        f"idle thread-pool worker RSS ({workers} workers, status rss_mb)",
+        f"idle thread-pool worker RSS ({top.workers} workers, status rss_mb)",
         INFO,
         "MB",
         [statistics.median(rss)],
         note=f"min {min(rss):.1f}, max {max(rss):.1f}",
     )
-    rep.note(
-        NAME,
-        f"status --json listed {min(seen)}-{max(seen)} of {workers} workers; cluster.status() saw "
-        f"{min(ready)} ready",
-    )
-    rep.note(
-        NAME,
-        f"share of {n} submitted calls: {len(share)} of {workers} workers got work; per worker "
-        f"min {min(got)}, median {statistics.median(got):.0f}, max {max(got)} (fair share {n / workers:.0f})",
-    )
-    every = len(share) == workers and min(got) > 0
+    for p in points:
+        got = sorted(p.share.values()) + [0] * (p.workers - len(p.share))
+        rep.note(
+            NAME,
+            f"{p.workers} workers: status --json listed {p.listed}; submits reached {len(p.share)} of "
+            f"{p.workers} workers (per worker min {min(got)}, median {statistics.median(got):.0f}, "
+            f"max {max(got)}, fair share {ctx.sizes.scale_items / p.workers:.0f})",
+        )
+
+    every = len(top.share) == top.workers and top.listed == top.workers
     rep.target(
-        f"status --json with {workers} workers",
-        "wall < 1 s, and every worker gets a share of the run",
-        "<",
+        f"status --json with {top.workers} workers",
+        "wall <= 1 s, every worker listed and given a share of the submits",
+        "<=",
         1.0,
-        st.median,
-        also=every and min(seen) == workers,
-        detail=f"{len(share)}/{workers} workers got a share; in-process cluster.status() "
-        f"{statistics.median(inproc):.3f} s",
+        statistics.median(top.status_cli),
+        also=every,
+        detail=f"{top.listed} listed, {len(top.share)}/{top.workers} got a share; in-process "
+        f"cluster.status() {statistics.median(top.status_inproc):.3f} s",
+    )
+    rep.target(
+        f"map throughput, {top.workers} workers vs {REFERENCE}",
+        "ratio >= 0.8",
+        ">=",
+        0.8,
+        statistics.median(top.map_rates) / map_ref,
+        detail=f"{statistics.median(top.map_rates):,.0f} vs {map_ref:,.0f} tasks/s",
+    )
+    at64 = next((p for p in points if p.workers == 64), None)
+    rep.target(
+        f"single-submit throughput, 64 workers vs {REFERENCE}",
+        "ratio >= 0.8",
+        ">=",
+        0.8,
+        None if at64 is None else at64.submit_rate / ref.submit_rate,
+        detail="" if at64 is None else f"{at64.submit_rate:,.0f} vs {ref.submit_rate:,.0f} tasks/s",
+    )
+    curve = [p for p in points if p.workers != REFERENCE] or points
+    spread = max(p.threads for p in curve) - min(p.threads for p in curve)
+    rep.target(
+        f"coordinator threads flat over {curve[0].workers}-{curve[-1].workers} workers",
+        f"peak threads differ by <= {THREADS_FLAT} along the curve",
+        "<=",
+        THREADS_FLAT,
+        spread,
+        detail=", ".join(f"{p.workers}: {p.threads}" for p in points),
     )

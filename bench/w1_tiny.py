@@ -161,9 +161,9 @@ def run(ctx: Context) -> None:
     )
     rep.target(
         "W1 submit (in process, results file) vs raw Pyro5 BatchProxy",
-        "throughput ratio >= 0.3",
+        "throughput ratio >= 0.4",
         ">=",
-        0.3,
+        0.4,
         r_sub,
         detail=f"best-of-n {rep.best_ratio(sub, bp) or 0:.2f}x; vs the daemon in another "
         f"process {rep.compare(sub, bp_proc)}",

@@ -64,3 +64,16 @@ class JobFileError(PyroClusterError):
         self.message = message
         place = f"{path}: {where}: " if where else f"{path}: "
         super().__init__(place + message)
+
+
+class UpstreamFailed(PyroClusterError):
+    """A call never ran because a future passed to it as an argument failed or was cancelled.
+
+    ``upstream`` names that call (its task name); ``cause`` is its error.
+    """
+
+    def __init__(self, upstream: str, cause: BaseException) -> None:
+        reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"upstream call {upstream!r} failed: {reason}")
+        self.upstream = upstream
+        self.cause = cause

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging.config
 
+QUIET_LIBRARIES = ("Pyro5", "httpx", "httpcore", "uvicorn")
+"""Libraries whose own INFO lines (one per request) would drown ours; only with ``--debug``."""
 
-def configure(debug: bool) -> None:
-    """Warnings to stderr; everything with ``--debug``."""
-    level = "DEBUG" if debug else "WARNING"
+
+def configure(debug: bool, info: bool = False) -> None:
+    """Warnings to stderr (INFO too with ``info``, for the worker); everything with ``--debug``."""
+    level = "DEBUG" if debug else "INFO" if info else "WARNING"
     logging.config.dictConfig(
         {
             "version": 1,
@@ -21,6 +24,9 @@ def configure(debug: bool) -> None:
                 }
             },
             "root": {"handlers": ["stderr"], "level": level},
-            "loggers": {"Pyro5": {"level": "DEBUG" if debug else "CRITICAL"}},
+            "loggers": {
+                name: {"level": "DEBUG" if debug else "CRITICAL" if name == "Pyro5" else "WARNING"}
+                for name in QUIET_LIBRARIES
+            },
         }
     )

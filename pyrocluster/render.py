@@ -152,6 +152,7 @@ def status_view(status: dict[str, Any], width: int | None = None) -> Group:
                 "state": _state(j.get("state", "running")),
                 "done/total": f"{j['done']}/{j['total']}",
                 "failed": str(j["failed"]),
+                **({"waiting": str(j["waiting"])} if any(k.get("waiting") for k in status["jobs"]) else {}),
                 "rate": f"{j.get('rate', 0.0):.1f}/s",
             }
             for j in status["jobs"]
@@ -199,6 +200,7 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
         f"[yellow]retried {snap['retried']}[/]",
         f"skipped {snap['skipped']}",
         *([f"queued {snap['queued']}"] if snap.get("queued") else []),
+        *([f"waiting {snap['waiting']}"] if snap.get("waiting") else []),
         f"in flight {snap['in_flight']}",
     ]
     bar = ProgressBar(total=total, completed=snap["done"], width=None if narrow else 40)
@@ -222,8 +224,10 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
     return Group(*parts)
 
 
-def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = ()) -> Group:
-    """The table printed when ``submit`` ends, and the first failed tasks."""
+def job_summary(
+    summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (), table_too: bool = True
+) -> Group:
+    """The table printed when ``submit`` ends (unless not ``table_too``), and the first failed tasks."""
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
@@ -232,16 +236,60 @@ def job_summary(summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (
     table.add_row("wall time", f"{summary['wall_s']:.2f} s")
     table.add_row("tasks/s", f"{summary['tasks_per_s']:.1f}")
     table.add_row("results", summary["output"])
-    parts: list[Any] = [table]
+    parts: list[Any] = [table] if table_too else []
     if failures:
         failed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
         failed.add_column("id", overflow="fold")
         failed.add_column("error", overflow="fold")
         for task_id, error in failures:
             failed.add_row(f"[red]{task_id}[/]", error)
-        if summary["failed"] > len(failures):
-            failed.add_row("...", f"{summary['failed'] - len(failures)} more in {summary['output']}")
+        more = summary["failed"] - len(failures)
+        if more > 0:
+            failed.add_row("...", f"{more} more: pyrocluster results {summary['output']} --failed")
         parts.append(failed)
+    return Group(*parts)
+
+
+SHOWN_RESULT_FAILURES = 20
+"""Failed tasks ``results`` lists (one line each) without ``--failed``."""
+
+
+def results_view(data: dict[str, Any], show_failed: bool) -> Group:
+    """``pyrocluster results``: the summary table, then the failures (with tracebacks if asked)."""
+    from rich.panel import Panel
+
+    title = f"Results {data['file']}" + (f" (job {data['job']})" if data.get("job") else "")
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
+    run = {None: "unknown (no run file)", True: "yes", False: "[red]no[/] (finish it with submit --resume)"}
+    for key in ("total", "ok", "failed", "skipped", "cancelled", "retried"):
+        table.add_row(key, str(data[key]))
+    table.add_row("mean ms", f"{data['mean_ms']:.1f}")
+    table.add_row("run finished", run[data.get("finished")])
+    for worker, n in sorted(data["workers"].items()):
+        table.add_row(f"ok on {worker}", str(n))
+    parts: list[Any] = [table]
+    failures = data.get("failures") or []
+    if failures and show_failed:
+        for record in failures:
+            err = record.get("error") or {}
+            where = f"{record.get('call') or record.get('url', '')} on {record.get('worker') or '?'}"
+            body = Text(f"{err.get('type')}: {err.get('message')}\n", style="bold red")
+            body.append(str(err.get("traceback") or "(no traceback)").rstrip())
+            title = f"{record['id']} ({where}, {record.get('attempts', 1)} attempt(s))"
+            parts.append(Panel(body, title=title, title_align="left", border_style="red"))
+    elif failures:
+        listed = Table(title="Failed tasks", title_justify="left", show_header=False, box=None)
+        listed.add_column("id", overflow="fold")
+        listed.add_column("error", overflow="fold")
+        for record in failures[:SHOWN_RESULT_FAILURES]:
+            err = record.get("error") or {}
+            listed.add_row(f"[red]{record['id']}[/]", f"{err.get('type')}: {err.get('message')}")
+        more = len(failures) - SHOWN_RESULT_FAILURES
+        hint = "--failed shows every failed task with its traceback"
+        listed.add_row("", f"{more} more; {hint}" if more > 0 else hint)
+        parts.append(listed)
     return Group(*parts)
 
 

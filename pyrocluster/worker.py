@@ -16,8 +16,13 @@ import Pyro5.errors
 from pyrocluster import config, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings
-from pyrocluster.defaults import DEFAULT_CRAWL_CONCURRENCY, DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S
-from pyrocluster.errors import ConfigError
+from pyrocluster.defaults import (
+    DEFAULT_CRAWL_CONCURRENCY,
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_NS_WAIT_S,
+)
+from pyrocluster.errors import AuthenticationError, ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.server import bound_address
 from pyrocluster.services.compute import ComputeService
@@ -49,6 +54,7 @@ class WorkerOptions:
     tags: list[str] = field(default_factory=list)
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    ns_wait_s: float = DEFAULT_NS_WAIT_S
     insecure: bool = False
 
     def resolved_name(self) -> str:
@@ -94,7 +100,7 @@ class Worker:
             raise ConfigError(str(exc)) from None
         for spec in self.options.task_modules:
             tasks.load_task_module(spec)
-        self._ns = registry.connect(self.settings)
+        self._ns = self._connect_waiting()
         self._claim_name()
         try:
             self._daemon = SecureDaemon(self.settings, host=self.options.host, port=self.options.port)
@@ -119,6 +125,29 @@ class Worker:
             self._register_object("crawl", self._crawl)
         self._register_object(registry.CONTROL, ControlService(self.state, gate.load if gate else None))
         self._register()
+
+    def _connect_waiting(self) -> Any:
+        """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once)."""
+        deadline = time.monotonic() + self.options.ns_wait_s
+        said = False
+        while True:
+            try:
+                return registry.connect(self.settings)
+            except AuthenticationError:
+                raise
+            except ClusterUnreachable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = f" (waited {self.options.ns_wait_s:g} s)" if said else ""
+                    raise ClusterUnreachable(f"{exc}{waited}") from None
+                if not said:
+                    log.info(
+                        "waiting up to %g s for the name server at %s",
+                        self.options.ns_wait_s,
+                        self.settings.ns_address,
+                    )
+                    said = True
+                time.sleep(min(0.25, left))
 
     def _register_object(self, service: str, obj: Any) -> None:
         self.uris[service] = str(
@@ -209,9 +238,16 @@ class Worker:
     def drain(self) -> None:
         """Stop taking work, wait for what is held (up to the drain timeout), unregister."""
         self.state.draining = True
+        log.info(
+            "draining: finishing %d held batch(es) (up to %g s), taking no new work",
+            self.state.active_calls,
+            self.options.drain_timeout_s,
+        )
         deadline = time.monotonic() + self.options.drain_timeout_s
         while self.state.active_calls > 0 and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self.state.active_calls > 0:
+            log.info("drain timed out with %d batch(es) still running", self.state.active_calls)
         time.sleep(REPLY_GRACE_S)
         if self.name_taken_by:
             return  # the entries are the other worker's now

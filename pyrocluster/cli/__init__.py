@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 import click
 
-from pyrocluster import __version__
-from pyrocluster.cli import core, dashboard, scheduler
+from pyrocluster import __version__, render
+from pyrocluster.cli import core, dashboard, results, scheduler
+from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
+
+NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""What click 8.2+ raises for a group run without a command."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Group(click.Group):
+    """A click group whose usage errors end in one ``error:`` line, as every other error does."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line; usage errors print the usage, a hint and ``error: ...``, exit 2."""
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            if isinstance(exc, NO_ARGS_IS_HELP) and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())  # a bare `pyrocluster` is asking what there is
+                sys.exit(0)
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+                click.echo(f"Try '{exc.ctx.command_path} -h' for help.\n", err=True)
+            render.error(exc.format_message())
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            render.error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            render.error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code or 0)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pyrocluster")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="PYROCLUSTER_DEBUG",
+    show_envvar=True,
+    help="Verbose logs and tracebacks (for every subcommand; each also takes --debug).",
+)
+def main(debug: bool) -> None:
     """A light Python compute and crawl cluster on Pyro5."""
+    if debug:
+        os.environ["PYROCLUSTER_DEBUG"] = "1"  # the subcommand's own --debug reads it
 
 
 for command in (
@@ -20,6 +63,7 @@ for command in (
     core.submit,
     core.status,
     dashboard.dashboard,
+    results.results,
     scheduler.scheduler,
 ):
     main.add_command(command)

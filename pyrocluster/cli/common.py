@@ -73,8 +73,32 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def settings_from(kw: dict[str, Any]) -> Settings:
-    """Settings from the shared options (removed from ``kw``); also sets up logging."""
+def listen_options(default_port: int | None, port_help: str) -> Callable[[Callable[..., Any]], Any]:
+    """``--host``, ``--port`` and ``--insecure`` of a command that listens (name server, dashboard)."""
+
+    def attach(func: Callable[..., Any]) -> Any:
+        options = [
+            click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+            click.option(
+                "--port",
+                default=default_port,
+                show_default=default_port is not None,
+                type=click.IntRange(0, 65535),
+                help=port_help,
+            ),
+            click.option(
+                "--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret."
+            ),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return attach
+
+
+def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
+    """Settings from the shared options (removed from ``kw``); also sets up logging (INFO if asked)."""
     from pyrocluster import logs
 
     try:
@@ -91,7 +115,7 @@ def settings_from(kw: dict[str, Any]) -> Settings:
         raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    logs.configure(settings.debug)
+    logs.configure(settings.debug, info=info_logs)
     return settings
 
 

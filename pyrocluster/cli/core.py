@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,35 +13,30 @@ from pyrocluster import render
 from pyrocluster.cli.common import (
     EXIT_OK,
     command,
+    listen_options,
     settings_from,
     shared_options,
     stop_on_signals,
 )
 from pyrocluster.config import check_bind
-from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, DEFAULT_NS_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=9090,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0 picks a free one).",
-)
+@listen_options(None, "Port (0 picks a free one) [default: the port of --ns / PYROCLUSTER_NS, else 9090].")
 @click.option(
     "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
 )
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
 @shared_options
 @command
-def nameserver(host: str, port: int, storage: str, insecure: bool, **kw: Any) -> int:
+def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: Any) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
     from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
 
     settings = settings_from(kw)
+    if port is None:
+        port = settings.ns_port  # from --ns or PYROCLUSTER_NS, so one variable sets up every command
     try:
         check_bind(host, settings, insecure)
     except ValueError as exc:
@@ -105,6 +101,15 @@ def _split(value: str) -> list[str]:
     show_default=True,
     help="Seconds to finish held tasks when stopping.",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_NS_WAIT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the name server to appear at start-up.",
+)
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
 @shared_options
 @command
@@ -120,13 +125,14 @@ def worker(
     tags: str,
     heartbeat: float,
     drain_timeout: float,
+    wait_s: float,
     insecure: bool,
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
     from pyrocluster.worker import Worker, WorkerOptions
 
-    settings = settings_from(kw)
+    settings = settings_from(kw, info_logs=True)
     options = WorkerOptions(
         name=name,
         host=host,
@@ -139,6 +145,7 @@ def worker(
         tags=_split(tags),
         heartbeat_s=heartbeat,
         drain_timeout_s=drain_timeout,
+        ns_wait_s=wait_s,
         insecure=insecure,
     )
     wk = Worker(settings, options)
@@ -153,10 +160,23 @@ def worker(
     return EXIT_OK
 
 
+def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
+    """ConfigError (exit 2) for ``--tasks`` without ``--local`` or a ``--tasks`` file that is not there."""
+    if task_modules and not local:
+        raise ConfigError(
+            "--tasks needs --local: it names the user tasks of the workers --local starts "
+            "(start your own workers with `pyrocluster worker --tasks ...`)"
+        )
+    for spec in task_modules:
+        if (spec.endswith(".py") or "/" in spec or "\\" in spec) and not Path(spec).is_file():
+            raise ConfigError(f"--tasks {spec}: no such file")
+
+
 @click.command()
 @click.argument("job_file", metavar="JOB.yaml")
 @click.option("--out", type=click.Path(dir_okay=False), help="Results file (overrides the job's output).")
 @click.option("--resume", is_flag=True, help="Keep ok results from the results file and run the rest.")
+@click.option("--overwrite", is_flag=True, help="Replace the results file even if its run did not finish.")
 @click.option(
     "--local",
     type=click.IntRange(1, 64),
@@ -180,13 +200,16 @@ def worker(
     help="How long to wait for a worker offering each needed service or tag.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option(
+    "--quiet", is_flag=True, help="No progress display and no summary table; failed tasks are still listed."
+)
 @shared_options
 @command
 def submit(
     job_file: str,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     local: int | None,
     task_modules: tuple[str, ...],
     wait: float,
@@ -199,9 +222,18 @@ def submit(
     from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
 
     settings = settings_from(kw)
+    check_task_files(task_modules, local)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: choose one")
     config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
     options = SubmitOptions(
-        job_file=job_file, out=out, resume=resume, local=local, task_modules=list(task_modules), wait_s=wait
+        job_file=job_file,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        local=local,
+        task_modules=list(task_modules),
+        wait_s=wait,
     )
     stop = threading.Event()
     stop_on_signals(stop)
@@ -209,8 +241,8 @@ def submit(
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
     if as_json:
         render.print_json(summary.as_json())
-    elif not quiet:
-        render.out.print(render.job_summary(summary.as_json(), summary.failures))
+    elif not quiet or summary.failures:  # --quiet: silent on success, the failures still show
+        render.out.print(render.job_summary(summary.as_json(), summary.failures, table_too=not quiet))
     if summary.interrupted:
         render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
     return summary.exit_code
@@ -248,6 +280,14 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
         else:
             render.out.print(render.status_view(data))
         return EXIT_OK
+    if as_json:  # one JSON document per refresh, one per line (JSON Lines)
+        while True:
+            try:
+                data = cluster_status(settings)
+            except ClusterUnreachable:
+                data = unreachable_status(settings)
+            render.print_json(data)
+            time.sleep(max(0.2, watch))
     from rich.live import Live
 
     with Live(

@@ -8,21 +8,20 @@ from typing import Any
 import click
 
 from pyrocluster import render
-from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
+from pyrocluster.cli.common import (
+    EXIT_OK,
+    command,
+    listen_options,
+    settings_from,
+    shared_options,
+    stop_on_signals,
+)
 from pyrocluster.config import check_bind
 from pyrocluster.errors import ConfigError
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=8265,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0 picks a free one).",
-)
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@listen_options(8265, "Port (0 picks a free one).")
 @click.option(
     "--print-token", is_flag=True, help="Print the dashboard token for the cluster secret and exit."
 )

@@ -13,6 +13,7 @@ from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
+from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
     DEFAULT_PROBE_TIMEOUT_S,
@@ -82,9 +83,17 @@ class Calls:
         )
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
-        """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result."""
+        """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
+
+        A future of an earlier call passed as an argument (top level of ``args`` or a ``kwargs``
+        value) makes this call wait for it, without a thread, and receive its result.
+        """
         call = self._call(name, list(args), kwargs)
-        self._cluster.submit_calls((call,))
+        upstreams = upstream_futures(call.args, call.kwargs)
+        if upstreams:
+            submit_after(call, upstreams, self._cluster.submit_calls)
+        else:
+            self._cluster.submit_calls((call,))
         return call.future
 
     def map(self, name: str, /, *iterables: Iterable[Any]) -> Iterator[Any]:

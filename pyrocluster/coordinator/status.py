@@ -46,10 +46,19 @@ def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
 
 
 def ask_worker(
-    entry: WorkerEntry, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, task_stats: bool = False
+    entry: WorkerEntry,
+    settings: Settings,
+    timeout_s: float = INFO_TIMEOUT_S,
+    task_stats: bool = False,
+    proxy: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A worker's status entry (``unreachable`` if it does not answer in time) and, if asked, task stats."""
-    proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
+    """A worker's status entry (``unreachable`` if it does not answer in time) and, if asked, task stats.
+
+    With ``proxy`` (kept by the caller between rounds) it is used and left open unless the call failed.
+    """
+    own = proxy is None
+    if proxy is None:
+        proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
     try:
         info = dict(proxy.info())
         info["address"] = entry.address
@@ -57,9 +66,11 @@ def ask_worker(
         stats = dict(proxy.task_stats()) if task_stats else None
         return info, stats
     except Pyro5.errors.PyroError:
+        proxy._pyroRelease()
         return unreachable_worker(entry), None
     finally:
-        proxy._pyroRelease()
+        if own:
+            proxy._pyroRelease()
 
 
 def ask_job(uri: str, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, failures: bool = False) -> Any:

@@ -46,7 +46,9 @@ class JobProgress:
         return self._failures() if self._failures else []
 
 
-ENTRY_KEYS = ("name", "done", "total", "failed", "rate", "ok", "skipped", "retried", "in_flight", "eta_s")
+ENTRY_KEYS = (
+    *("name", "done", "total", "failed", "rate", "ok", "skipped", "retried", "in_flight", "waiting", "eta_s"),
+)
 
 
 def status_entry(job_id: str, snap: dict[str, Any], state: str) -> dict[str, Any]:

@@ -279,8 +279,10 @@ class Flow:
     map item's ``ID-k``; outcomes of ids outside the graph (callbacks) are ignored.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, followed: Container[str] = ()) -> None:
         self.graph = graph
+        self.followed = followed
+        """Tasks whose outcomes the caller needs even if no task waits for them (callbacks)."""
         self.values: dict[str, Any] = {}
         self.needed = dict(graph.needed)
         """Receivers still to be handed each kept value."""
@@ -364,6 +366,11 @@ class Flow:
                 node.results = [None] * node.count
             if node.count == 0:
                 self._complete_map(node, step)
+                return
+        if not (
+            node.id in self.graph.watchers or node.id in self.graph.item_keys or node.id in self.followed
+        ):
+            self._finish(node)  # nobody waits for it: its outcomes change nothing here
 
     def _release(self, node: Node) -> None:
         """Drop upstream values once every task receiving them has them (or will never run)."""

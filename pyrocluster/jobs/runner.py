@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
+from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
 """Calls of a job queued or in flight at once: bounds the coordinator's memory."""
@@ -66,7 +68,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     """The results-file line of a finished compute call."""
     record: dict[str, Any] = {
         "id": item.id,
-        "kind": "compute",
+        "kind": item.kind,
         "call": item.call,
         "args": item.args,
         "kwargs": item.kwargs,
@@ -110,7 +112,8 @@ class JobRunner:
         self.cluster = cluster
         self.output = output
         self.resume = resume
-        self.total = count_task_items(spec)
+        self.total = 0
+        """Records besides the compute tasks' (crawl pages restored by ``--resume``)."""
         self.ok = self.failed = self.skipped = self.resumed = 0
         self.per_worker: Counter[str] = Counter()
         self.failures: list[tuple[str, str]] = []
@@ -126,10 +129,13 @@ class JobRunner:
         self._closing = False
         self._store = ResultsStore(output)
         self.crawl = crawl
+        self.workflow: Workflow | None = None
+        self._planned = count_task_items(spec)
         self.cancelled = 0
         self.write_error: str | None = None
         self._stop = threading.Event()
         self._inbox: queue.SimpleQueue[list[Call] | dict[str, Any] | None] = queue.SimpleQueue()
+        """What the recorder writes: settled calls, or ready records (crawl pages)."""
         self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
@@ -138,17 +144,25 @@ class JobRunner:
         """Counters for progress displays and the job's ``progress()``."""
         with self._lock:
             elapsed = max(1e-9, time.monotonic() - self._started)
-            done = self.ok + self.failed + self.skipped
-            rate = (done - self.resumed) / elapsed
-            total = self.total + (self.crawl.known() if self.crawl else 0)
+            flow = self.workflow
+            resumed = self.resumed + (flow.resumed if flow else 0)
+            ok = self.ok + (flow.resumed if flow else 0)
+            done = ok + self.failed + self.skipped
+            rate = (done - resumed) / elapsed
+            total = (
+                self.total
+                + (flow.total if flow else self._planned)
+                + (self.crawl.known() if self.crawl else 0)
+            )
             left = total - done
             return {
                 "name": self.spec.name,
                 "total": total,
                 "done": done,
-                "ok": self.ok,
+                "ok": ok,
                 "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
+                "waiting": flow.waiting if flow else 0,
                 "skipped": self.skipped,
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
@@ -166,8 +180,23 @@ class JobRunner:
     # -- recording ---------------------------------------------------------------------------
 
     def record(self, records: list[dict[str, Any]]) -> None:
-        """Append outcomes (one write) and count them as written."""
-        written = self._store.append_many(records)
+        """Append outcomes and count them, then the records that follow (on the recorder's thread)."""
+        written = self._write(records)
+        if self.workflow is not None and written:
+            following = self.workflow.recorded(written)
+            if following:
+                self._write(following)
+
+    def _write(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append records (one write) and count them as written; a failed write stops the job."""
+        if self.write_error is not None:
+            return []
+        try:
+            written = self._store.append_many(records)
+        except OSError as exc:
+            self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
+            self._stop.set()
+            return []
         with self._lock:
             for record in written:
                 status = record["status"]
@@ -186,6 +215,11 @@ class JobRunner:
                     self._recent.append(failure_entry(record))
                     if len(self.failures) < SHOWN_FAILURES:
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
+        return written
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Write records decided without an outcome (the workflow's, from kept ones)."""
+        self._write(records)
 
     def _crawled(self, record: dict[str, Any]) -> None:
         self._inbox.put(record)
@@ -204,15 +238,11 @@ class JobRunner:
             if item is None:
                 return
             calls = item if isinstance(item, list) else None
-            if self.write_error is None and not self._closing:
-                try:
-                    if calls is not None:
-                        self.record([compute_record(c.tag, c) for c in calls])
-                    elif isinstance(item, dict):
-                        self.record([item])
-                except OSError as exc:
-                    self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
-                    self._stop.set()
+            if not self._closing:
+                if calls is not None:
+                    self.record([compute_record(c.tag, c) for c in calls])
+                elif isinstance(item, dict):
+                    self.record([item])
             if calls is not None:
                 with self._room:
                     self._outstanding -= len(calls)
@@ -232,48 +262,60 @@ class JobRunner:
         return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
-        """Run every call not already ``ok`` in ``kept``; on ``stop``, wait briefly and return.
+        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return.
 
         A results file that cannot be written sets ``stop`` too (``write_error`` says why).
         """
         self._started = time.monotonic()
         self._stop = stop
         self._recorder_thread.start()
-        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
-        chunk: list[Call] = []
-        for item in iter_task_items(self.spec):
-            if item.id in kept:
-                with self._lock:
-                    self.ok += 1
-                    self.resumed += 1
-                continue
-            tags = tagsets.get(item.tags)
-            if tags is None:
-                tags = tagsets[item.tags] = frozenset(item.tags)
-            chunk.append(
-                Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                     item.retry_on_error, self, item, item.priority)
-            )  # fmt: skip
-            if len(chunk) >= SUBMIT_CHUNK:
-                if not self._submit(chunk, stop):
-                    break
-                chunk = []
-        else:
-            if chunk:
-                self._submit(chunk, stop)
+        self.workflow = Workflow(self.spec, kept, self._append)
+        self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
+        self._drain(stop)
+        if not stop.is_set():
+            summary = self._summary(False)
+            callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
+            if callback is not None:
+                self._run_tasks(iter((callback,)), stop)
+                self._drain(stop)
+        self._inbox.put(None)  # the recorder writes what came before, then ends
+        self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
+        # Once stopped, outcomes still arriving are not written: the summary matches the file.
+        self._closing = True
+        return self._summary(stop.is_set() and self.write_error is None)
+
+    def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
+        """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
+        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
+        chunk: list[Call] = []
+        for item in items:
+            if item is not None:
+                tags = tagsets.get(item.tags)
+                if tags is None:
+                    tags = tagsets[item.tags] = frozenset(item.tags)
+                chunk.append(
+                    Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
+                         item.retry_on_error, self, item, item.priority)
+                )  # fmt: skip
+                if len(chunk) < SUBMIT_CHUNK:
+                    continue
+            if chunk and not self._submit(chunk, stop):
+                return
+            chunk = []
+        if chunk:
+            self._submit(chunk, stop)
+
+    def _drain(self, stop: threading.Event) -> None:
+        """Wait for the calls in flight; once stopped, only ``INTERRUPT_GRACE_S`` more."""
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
-            if stop.is_set() and self.write_error is None:
+            if stop.is_set():
                 deadline = time.monotonic() + INTERRUPT_GRACE_S
                 while self._outstanding and time.monotonic() < deadline:
                     self._room.wait(0.1)
-        self._inbox.put(None)  # the recorder writes what came before, then ends
-        self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
-        self._closing = True
-        return self._summary(stop.is_set() and self.write_error is None)
 
     def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
         """Hand calls to the cluster once the window has room; False when stopped first."""
@@ -289,11 +331,11 @@ class JobRunner:
     def _summary(self, interrupted: bool) -> JobSummary:
         wall = time.monotonic() - self._started
         snap = self.snapshot()
-        ran = snap["done"] - self.resumed
+        ran = snap["done"] - self.resumed - (self.workflow.resumed if self.workflow else 0)
         return JobSummary(
             name=self.spec.name,
             total=snap["total"],
-            ok=self.ok,
+            ok=snap["ok"],
             failed=self.failed,
             skipped=self.skipped,
             retried=snap["retried"],

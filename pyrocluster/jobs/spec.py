@@ -200,6 +200,8 @@ class TaskItem(NamedTuple):
     retry_on_error: bool
     priority: int = 0
     """Higher runs first among waiting work (SPEC 5.6); the task's own or the ``defaults`` one."""
+    kind: str = "compute"
+    """The record's ``kind``: ``compute``, or ``callback`` for ``on_success``/``on_failure`` calls."""
 
 
 _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {

@@ -15,6 +15,7 @@ from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
+from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
@@ -29,6 +30,7 @@ class SubmitOptions:
     job_file: str
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False
     local: int | None = None
     task_modules: list[str] = field(default_factory=list)
     wait_s: float = 10.0
@@ -83,6 +85,7 @@ def submit_job(
     """
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
+    runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None
     if options.local:
         worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
@@ -114,6 +117,7 @@ def submit_job(
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
             kept = runner.open()
+            runfile.mark(output, spec.name, finished=False)
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
         with Announcement(settings, spec.name, runner.snapshot, runner.recent_failures) as announcement:
@@ -125,6 +129,8 @@ def submit_job(
                 f"{summary.write_error}; the {summary.ok + summary.failed} outcomes written before are kept "
                 "(finish with --resume)"
             )
+        if not summary.interrupted:
+            runfile.mark(output, spec.name, finished=True)
         return summary
     finally:
         if cluster is not None:

@@ -13,6 +13,9 @@ import psutil
 from pyrocluster.services.taskstats import TaskStats, log_failures
 from pyrocluster.tasks import OK
 
+CHILDREN_REFRESH_S = 5.0
+"""Seconds between looks for the worker's slot processes (each look scans every process)."""
+
 
 @dataclass
 class WorkerState:
@@ -36,6 +39,7 @@ class WorkerState:
     task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
+    _children_at: float = -CHILDREN_REFRESH_S
 
     def accepting(self) -> bool:
         """False once the worker is draining."""
@@ -66,14 +70,27 @@ class WorkerState:
         log_failures(names, outcomes)
 
     def _resources(self) -> tuple[float, float]:
-        """CPU % and RSS in MB of this process and its slot processes."""
+        """CPU % and RSS in MB of this process and its slot processes.
+
+        Finding the slot processes reads every process of the machine (``children()`` is a scan
+        of ``/proc``, 10-100 ms on a busy host), so it happens at most every CHILDREN_REFRESH_S;
+        a slot process replaced in between is counted from the next look.
+        """
         me = self._procs.setdefault(os.getpid(), psutil.Process())
-        procs = [me]
-        try:
-            for child in me.children(recursive=True):  # slot processes are the forkserver's children
-                procs.append(self._procs.setdefault(child.pid, child))
-        except psutil.Error:
-            pass
+        now = time.monotonic()
+        if now - self._children_at >= CHILDREN_REFRESH_S:
+            self._children_at = now
+            try:
+                # recursive: slot processes are the forkserver's children, not the worker's
+                children = {child.pid: child for child in me.children(recursive=True)}
+            except psutil.Error:
+                children = None
+            if children is not None:
+                for pid in [p for p in self._procs if p != me.pid and p not in children]:
+                    del self._procs[pid]
+                for pid, child in children.items():
+                    self._procs.setdefault(pid, child)
+        procs = list(self._procs.values())
         cpu = rss = 0.0
         for proc in procs:
             try:

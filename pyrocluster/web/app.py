@@ -23,7 +23,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def create_app(cache: StatusCache, token: str | None) -> Any:
     """The ASGI app over ``cache``; with ``token``, every request must present it."""
-    registry = make_registry(cache.view, cache.clock)
+    registry = make_registry(cache.view)
+    cache.render_metrics = lambda view: generate_latest(make_registry(lambda: view))
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=NO_STORE)
@@ -42,7 +43,9 @@ def create_app(cache: StatusCache, token: str | None) -> Any:
         return JSONResponse(body, headers=NO_STORE)
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
+        view = cache.view()
+        body = view.metrics or generate_latest(registry)  # rendered by the round; the first one here
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
     app = Starlette(
         routes=[

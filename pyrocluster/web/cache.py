@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import status
 from pyrocluster.jobs import finished
@@ -28,6 +29,8 @@ REFRESH_INTERVAL_S = 1.0
 """Seconds between refresh rounds."""
 ASK_TIMEOUT_S = 1.5
 """Seconds a worker, job or the name server has to answer one round (a scrape never waits on it)."""
+ASK_THREADS = 8
+"""Workers and jobs asked at once in a round: few, so the threads serving HTTP keep getting the GIL."""
 
 
 @dataclass
@@ -39,6 +42,8 @@ class View:
     failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     updated: float = 0.0
     round_s: float = 0.0
+    metrics: bytes = b""
+    """``/metrics`` rendered once per round, so a scrape only sends bytes."""
 
 
 class StatusCache:
@@ -61,7 +66,10 @@ class StatusCache:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dashboard-ask")
+        self._pool = ThreadPoolExecutor(max_workers=ASK_THREADS, thread_name_prefix="dashboard-ask")
+        self._proxies: dict[str, Any] = {}
+        """One proxy per worker control URI, kept between rounds (no connect and handshake each time)."""
+        self.render_metrics: Callable[[View], bytes] | None = None
 
     def view(self) -> View:
         """The latest round (never blocks on the cluster)."""
@@ -79,6 +87,7 @@ class StatusCache:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout_s * 3)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._forget_proxies(set())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -87,7 +96,9 @@ class StatusCache:
                 self.refresh()
             except Exception:  # one bad round must not end the dashboard
                 log.exception("dashboard refresh failed")
-            self._stop.wait(max(0.05, self.interval_s - (time.monotonic() - started)))
+            took = time.monotonic() - started
+            # A slow round (many workers, some frozen) leaves the process idle for half as long again.
+            self._stop.wait(max(0.05, self.interval_s - took, took / 2))
 
     def refresh(self) -> View:
         """Run one round and publish it."""
@@ -111,6 +122,7 @@ class StatusCache:
             self._fetch_finished_failures(listing.finished)
         live_ids = {j["id"] for j in running if j} | {j.get("id") for j in listing.finished}
         self._failures = {k: v for k, v in self._failures.items() if k in live_ids}
+        self._forget_proxies({e.uris[status.CONTROL] for e in listing.workers})
         doc = status.status_document(self.settings, listing, [a[0] for a in answers], running, reachable)
         view = View(
             status=doc,
@@ -119,9 +131,26 @@ class StatusCache:
             updated=self.clock(),
             round_s=time.monotonic() - started,
         )
+        if self.render_metrics is not None:
+            view.metrics = self.render_metrics(view)
         with self._lock:
             self._view = view
         return view
+
+    def _ask_worker(self, entry: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        uri = entry.uris[status.CONTROL]
+        proxy = self._proxies.pop(uri, None)
+        if proxy is None:
+            proxy = make_proxy(uri, self.settings, timeout_s=self.timeout_s)
+        proxy._pyroClaimOwnership()  # proxies belong to one thread; this round it is this one
+        answer = status.ask_worker(entry, self.settings, self.timeout_s, True, proxy=proxy)
+        if answer[1] is not None:
+            self._proxies[uri] = proxy  # answered: keep it for the next round
+        return answer
+
+    def _forget_proxies(self, live: set[str]) -> None:
+        for uri in [u for u in self._proxies if u not in live]:
+            self._proxies.pop(uri)._pyroRelease()
 
     def _ask_job(self, uri: str) -> dict[str, Any] | None:
         progress = status.ask_job(uri, self.settings, self.timeout_s)

@@ -63,9 +63,8 @@ def _histograms(view: View) -> Iterator[Metric]:
 class ClusterCollector(Collector):
     """Turns the latest ``View`` into the SPEC 8 metric families on every scrape."""
 
-    def __init__(self, view: Callable[[], View], clock: Callable[[], float]) -> None:
+    def __init__(self, view: Callable[[], View]) -> None:
         self._view = view
-        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of one scrape."""
@@ -108,9 +107,11 @@ class ClusterCollector(Collector):
             ):
                 jobs.add_metric([name, row["state"], st], n)
         yield jobs
-        age = GaugeMetricFamily("pyrocluster_dashboard_data_age_seconds", "Age of the data served.")
-        age.add_metric([], max(0.0, self._clock() - view.updated) if view.updated else -1.0)
-        yield age
+        updated = GaugeMetricFamily(
+            "pyrocluster_dashboard_updated_timestamp_seconds", "Unix time of the round these values are from."
+        )
+        updated.add_metric([], view.updated)
+        yield updated
         round_s = GaugeMetricFamily(
             "pyrocluster_dashboard_refresh_seconds", "Time the last refresh round took."
         )
@@ -118,8 +119,8 @@ class ClusterCollector(Collector):
         yield round_s
 
 
-def make_registry(view: Callable[[], View], clock: Callable[[], float]) -> CollectorRegistry:
+def make_registry(view: Callable[[], View]) -> CollectorRegistry:
     """A registry of its own (not the process-global one) holding only the cluster collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ClusterCollector(view, clock))
+    registry.register(ClusterCollector(view))
     return registry

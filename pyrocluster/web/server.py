@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
 from collections.abc import Callable
 
@@ -14,6 +15,9 @@ from pyrocluster.errors import ConfigError
 from pyrocluster.web.app import create_app
 from pyrocluster.web.auth import dashboard_token
 from pyrocluster.web.cache import StatusCache
+
+SWITCH_INTERVAL_S = 0.001
+"""The dashboard process's GIL switch interval (Python's default is 5 ms)."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -37,6 +41,8 @@ def serve(
 ) -> None:
     """Serve until ``stop`` is set; ``ready(url)`` once requests are answered."""
     sock = bind(host, port)
+    # Requests must not queue behind the refresh threads for the GIL: hand it over more often.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     bound_host, bound_port = sock.getsockname()[:2]
     cache = StatusCache(settings)
     cache.start()

@@ -90,7 +90,7 @@ def test_collector_sums_histograms_and_keeps_one_row_per_job_name():
         },  # fmt: skip
         updated=10.0,
     )
-    text = generate_latest(make_registry(lambda: view, lambda: 12.0)).decode()
+    text = generate_latest(make_registry(lambda: view)).decode()
     fams = {f.name: f.samples for f in text_string_to_metric_families(text)}
     assert {(s.labels["worker"], s.labels["status"]): s.value for s in fams["pyrocluster_tasks"]} == {
         ("w1", "ok"): 3, ("w1", "failed"): 1
@@ -100,5 +100,5 @@ def test_collector_sums_histograms_and_keeps_one_row_per_job_name():
     jobs = {(s.labels["state"], s.labels["status"]): s.value for s in fams["pyrocluster_job_tasks"]}
     assert jobs == {("running", "ok"): 1, ("running", "failed"): 0, ("running", "skipped"): 0,
                     ("running", "pending"): 3}  # fmt: skip
-    assert fams["pyrocluster_dashboard_data_age_seconds"][0].value == 2.0
+    assert fams["pyrocluster_dashboard_updated_timestamp_seconds"][0].value == 10.0
     assert json.dumps(view.status)  # the document stays plain JSON

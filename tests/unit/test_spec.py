@@ -305,11 +305,7 @@ def test_missing_call_names_the_task(tmp_path: Path) -> None:
         ("{call: add, tags: fast}", "tasks[0].tags (line 2)", ["expected a list, got a string"]),
         ("{call: add, tags: [fast, 3]}", "tasks[0].tags[1] (line 2)", ["expected a string, got an integer"]),
         ("{call: add, map: 5}", "tasks[0].map (line 2)", ["expected a list"]),
-        (
-            "{call: add, map: {a: 1}}",
-            "tasks[0].map (line 2)",
-            ["expected a list or {$result: ID}, got a mapping"],
-        ),
+        ("{call: add, map: {a: 1}}", "tasks[0].map (line 2)", ["list or {$result: ID}, got a mapping"]),
         ("{call: 42}", "tasks[0].call (line 2)", ["expected a string"]),
         ("{call: ''}", "tasks[0].call (line 2)", ["must not be empty"]),
         ("{call: add, retry_on_error: 'no'}", "tasks[0].retry_on_error (line 2)", ["true or false"]),

@@ -25,7 +25,7 @@ def metrics(url: str) -> dict[str, list]:
 
 def test_metrics_match_status_and_carry_no_task_ids(tmp_path: Path, nameserver, worker_factory, processes):
     worker_factory(2, "--services", "compute", "--pool", "thread", "--concurrency", "2")
-    _, url = start_dashboard(processes, nameserver)
+    dash, url = start_dashboard(processes, nameserver)
     job = tmp_path / "mixed.yaml"
     job.write_text(
         "name: mixed\ntasks:\n  - id: sums\n    call: add\n    map: [[1, 2], [3, 4], [5, 6], [7, 8]]\n"
@@ -69,6 +69,23 @@ def test_metrics_match_status_and_carry_no_task_ids(tmp_path: Path, nameserver, 
     ]
     (finished,) = [j for j in api["jobs"] if j["name"] == "mixed"]
     assert finished["state"] == "finished" and finished["done"] == 5 and finished["failed"] == 1
+
+    # A restarted dashboard knows it all again: counters from the workers, failures from the name server.
+    dash.stop()
+    _, url = start_dashboard(processes, nameserver)
+
+    def restored():
+        data = get(url, "/api/dashboard").json()
+        failures = data["failures"].get(finished["id"]) or []
+        return data if [f["id"] for f in failures] == ["secret-id-boom"] else None
+
+    data = wait_for(restored, 10, what="the finished job's failure after a dashboard restart")
+    (failure,) = data["failures"][finished["id"]]
+    assert failure["type"] == "RuntimeError" and "RuntimeError: boom" in failure["traceback"]
+    assert {(w["name"], w["done"], w["failed"]) for w in data["status"]["workers"]} == {
+        (w["name"], w["done"], w["failed"]) for w in status["workers"]
+    }
+    wait_for(counters, 10, what="the same /metrics counters after a dashboard restart")
 
 
 def test_token_auth_with_a_secret(processes):
@@ -127,3 +144,24 @@ def test_frozen_worker_never_holds_a_scrape(nameserver, worker_factory, processe
         assert states == ["ready", "unreachable"], states
     finally:
         frozen.signal(signal.SIGCONT)
+
+
+def test_frozen_nameserver_is_shown_and_the_workers_still_answer(nameserver, worker_factory, processes):
+    worker_factory(1, "--name", "solo", "--services", "compute", "--pool", "thread", "--concurrency", "1")
+    ns_proc = processes.started[0]
+    _, url = start_dashboard(processes, nameserver)
+    wait_for(lambda: get(url, "/api/status").json()["workers"], 10, what="the worker listed")
+    ns_proc.signal(signal.SIGSTOP)
+    try:
+
+        def ns_shown_away():
+            started = time.monotonic()
+            doc = get(url, "/api/status", timeout=3.0).json()
+            up = [s.value for s in metrics(url)["pyrocluster_nameserver_up"]]
+            assert time.monotonic() - started < 3.0
+            return doc if not doc["nameserver"]["reachable"] and up == [0.0] else None
+
+        doc = wait_for(ns_shown_away, 10, what="the frozen name server shown unreachable")
+        assert [(w["name"], w["state"]) for w in doc["workers"]] == [("solo", "ready")]
+    finally:
+        ns_proc.signal(signal.SIGCONT)

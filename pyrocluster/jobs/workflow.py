@@ -1,0 +1,205 @@
+"""A job's tasks as a workflow: what to hand out next, what to record as skipped, which callbacks fire.
+
+The runner iterates :meth:`Workflow.items` for the calls to submit and reports every record it
+wrote to :meth:`Workflow.recorded`, which returns the records that follow from them (skipped
+downstream tasks). Dependents and callbacks are handed out only after their upstream's record
+was written; waiting tasks cost memory, never a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
+from pyrocluster.jobs.spec import CallbackSpec, JobSpec, TaskItem, callbacks_of, count_task_items, items_of
+
+Write = Callable[[list[dict[str, Any]]], None]
+KEPT_CHUNK = 1024
+"""Kept (``--resume``) outcomes fed back to the graph together."""
+
+
+def _never(loc: Any, message: str) -> Exception:  # pragma: no cover - load_job validated the graph
+    return AssertionError(f"{loc}: {message}")
+
+
+def callback_item(
+    callback_id_: str, callback: CallbackSpec, record: dict[str, Any], like: TaskItem
+) -> TaskItem:
+    """The call of a callback: its args with ``record`` appended; placement and limits as ``like``."""
+    return like._replace(
+        id=callback_id_,
+        call=callback.call,
+        args=[*callback.args, record],
+        kwargs=callback.kwargs,
+        retry_on_error=False,
+        kind="callback",
+    )
+
+
+class Workflow:
+    """One run of a job's compute tasks through its dependency graph (thread-safe)."""
+
+    def __init__(self, spec: JobSpec, kept: dict[str, dict[str, Any]], write: Write) -> None:
+        self.spec = spec
+        self._write = write
+        """Writes (and counts) records decided without a fresh outcome (from kept ones)."""
+        self.kept = kept
+        self.total = count_task_items(spec)
+        """Records the job will have: grows as dynamic maps expand and callbacks fire."""
+        self.resumed = 0
+        """Kept ``ok`` records taken as this run's outcomes (tasks and callbacks)."""
+        self._cond = threading.Condition()
+        self._ready: deque[Node] = deque()
+        self._callbacks: deque[TaskItem] = deque()
+        self._like: dict[str, TaskItem] = {}
+        graph = build_graph(spec.tasks, _never)
+        self._handlers = {
+            node.id: callbacks_of(spec.tasks[node.index], spec.defaults) for node in graph.nodes.values()
+        }
+        with_callbacks = {key for key, pair in self._handlers.items() if pair != (None, None)}
+        self.flow = Flow(graph, followed=with_callbacks)
+        self._any_callback = bool(with_callbacks)
+        self._tracking = self._any_callback or graph.has_edges
+        self._pending_records: list[dict[str, Any]] = []
+        with self._cond:
+            self._apply(self.flow.start())
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for their dependencies."""
+        return self.flow.waiting_units
+
+    def items(self, stop: threading.Event) -> Iterator[TaskItem | None]:
+        """Every call to submit, as it becomes ready; ends when no task is left or on ``stop``.
+
+        Yields None before it blocks (without spinning) for outcomes in flight: submit what you hold.
+        """
+        while not stop.is_set():
+            if not self._has_work():
+                yield None
+            with self._cond:
+                while not self._has_work() and not stop.is_set():
+                    self._cond.wait(0.2)
+                if self._callbacks:
+                    callbacks = list(self._callbacks)
+                    self._callbacks.clear()
+                    node = None
+                elif self._ready:
+                    node, callbacks = self._ready.popleft(), []
+                    values = self.flow.values_for(node)
+                else:
+                    return
+            yield from callbacks
+            if node is not None:
+                yield from self._node_items(node, values)
+
+    def _has_work(self) -> bool:
+        return bool(self._ready or self._callbacks or self.flow.open_nodes == 0)
+
+    def _node_items(self, node: Node, values: dict[str, Any]) -> Iterator[TaskItem]:
+        task = self.spec.tasks[node.index]
+        if node.dynamic:
+            with self._cond:
+                self.total += node.count or 0
+        kept_now: list[dict[str, Any]] = []
+        first = True
+        for item in items_of(task, self.spec.defaults, values):
+            if first:
+                self._like[node.id] = item
+                first = False
+            record = self.kept.get(item.id)
+            if record is None:
+                yield item
+                continue
+            kept_now.append(record)
+            if len(kept_now) >= KEPT_CHUNK:
+                self._take_kept(kept_now)
+                kept_now = []
+        if kept_now:
+            self._take_kept(kept_now)
+
+    def _take_kept(self, records: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self.resumed += len(records)
+            self._outcomes(records)
+            following, self._pending_records = self._pending_records, []
+        if following:
+            self._write(following)
+
+    def recorded(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Records just written: returns the records that follow (skipped downstream tasks) to write now."""
+        if not self._tracking:  # no dependencies, no callbacks: outcomes change nothing here
+            return []
+        with self._cond:
+            self._outcomes([r for r in records if r.get("kind") == "compute"])
+            out, self._pending_records = self._pending_records, []
+            return out
+
+    def job_callback(self, summary: dict[str, Any], failed: bool) -> TaskItem | None:
+        """The job-level callback to run with ``summary``, unless absent or already recorded."""
+        name = "on_failure" if failed else "on_success"
+        callback: CallbackSpec | None = getattr(self.spec, name)
+        cb_id = f"job:{name}"
+        if not should_fire(cb_id, callback is not None, self.kept):
+            return None
+        assert callback is not None
+        d = self.spec.defaults
+        like = TaskItem(
+            cb_id, "", [], {}, tuple(sorted(set(d.tags))), d.timeout, d.retries, False, d.priority
+        )
+        with self._cond:
+            self.total += 1
+        return callback_item(cb_id, callback, summary, like)
+
+    # -- internals (under the lock) -------------------------------------------------------------
+
+    def _outcomes(self, records: list[dict[str, Any]]) -> None:
+        graph = self.flow.graph
+        for record in records if self._any_callback else ():
+            unit_id, status = record["id"], record["status"]
+            cb_id = callback_id(unit_id, status)
+            if cb_id is None:
+                continue
+            where = graph.locate(unit_id)
+            if where is None:
+                continue
+            node = where[0]
+            on_success, on_failure = self._handlers[node.id]
+            callback = on_success if status == "ok" else on_failure
+            if callback is None:
+                continue
+            if not should_fire(cb_id, True, self.kept):
+                self.resumed += 1
+                self.total += 1
+                continue
+            like = self._like.get(node.id)
+            if like is None:  # pragma: no cover - an outcome always follows its node's items
+                continue
+            self._callbacks.append(callback_item(cb_id, callback, record, like))
+            self.total += 1
+        self._apply(self.flow.done([(r["id"], r["status"], r.get("result")) for r in records]))
+
+    def _apply(self, step: Step) -> None:
+        self._ready.extend(step.ready)
+        for node, reason in step.skipped:
+            self._pending_records.extend(self._not_run(node, "skipped", {"reason": reason}))
+        for node, message in step.invalid:
+            error = {"type": "TypeError", "message": message, "traceback": ""}
+            self._pending_records.extend(self._not_run(node, "failed", {"error": error}))
+        if step.ready or step.skipped or step.invalid:
+            self._cond.notify_all()
+
+    def _not_run(self, node: Node, status: str, extra: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        task = self.spec.tasks[node.index]
+        if node.dynamic and node.count is None:  # one record for the map whose items never existed
+            self.total += 1
+        static = task.map if isinstance(task.map, list) else None
+        for k, unit in enumerate(unit_ids(node)):
+            args = (
+                task.args if static is None else (static[k] if isinstance(static[k], list) else [static[k]])
+            )
+            yield {"id": unit, "kind": "compute", "call": task.call, "args": args, "kwargs": task.kwargs,
+                   "status": status, **extra}  # fmt: skip

@@ -1,0 +1,47 @@
+"""Futures as arguments on real workers: values across levels, UpstreamFailed, no thread per waiting call."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pyrocluster import Cluster, TaskFailed, UpstreamFailed
+
+
+def test_futures_as_arguments_across_three_levels_and_upstream_failure(nameserver, worker_factory):
+    worker_factory(2, "--services", "compute", "--concurrency", "2")
+    with Cluster(nameserver, wait=20) as cluster:
+        a = cluster.submit("add", 1, 2)
+        b = cluster.submit("add", a, 10)  # positional
+        c = cluster.submit("add", a, b=a)  # keyword, and the same future twice
+        d = cluster.submit("add", b, c)
+        assert d.result(timeout=30) == 13 + 6
+        root = cluster.submit("fail", "root broke")
+        child = cluster.submit("add", root, 1)
+        grandchild = cluster.submit("add", 1, b=child)
+        with pytest.raises(TaskFailed):
+            root.result(timeout=30)
+        with pytest.raises(UpstreamFailed) as info:
+            child.result(timeout=30)
+        assert info.value.upstream == "fail" and "root broke" in str(info.value)
+        assert isinstance(info.value.cause, TaskFailed)
+        with pytest.raises(UpstreamFailed) as info:
+            grandchild.result(timeout=30)
+        assert info.value.upstream == "add" and "root broke" in str(info.value)
+        waiting = cluster.submit("add", cluster.submit("sleep", 0.5), 1)
+        assert waiting.cancel() and waiting.cancelled()  # never ran: cancel() keeps its meaning
+
+
+@pytest.mark.slow
+def test_a_chain_of_10000_dependent_calls_holds_no_thread_per_waiting_call(nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", "thread")
+    with Cluster(nameserver, wait=20) as cluster:
+        gate = cluster.submit("sleep", 0.5)  # holds the chain back while it is built
+        before = threading.active_count()
+        future = cluster.submit("add", gate, 0)
+        for _ in range(10_000):
+            future = cluster.submit("add", future, 1)
+        assert not future.done()  # thousands of calls wait now...
+        assert threading.active_count() <= before + 2  # ...and cost no thread
+        assert future.result(timeout=240) == 0.5 + 10_000
