@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
 from pyrocluster.errors import TaskFailed, WorkerUnavailable
@@ -31,7 +32,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error", "priority", "id", "payload", "cancelled",
+        "last_error", "value", "error", "priority", "id", "payload",
     )  # fmt: skip
 
     def __init__(
@@ -71,7 +72,6 @@ class Call:
         self.id = next(_call_ids)
         self.payload = b""
         """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
-        self.cancelled = False
 
     @property
     def future(self) -> TaskFuture:
@@ -95,13 +95,28 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def __init__(self, call: Call) -> None:
         super().__init__()
         self.call = call
+        self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
+        """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
+
+    def cancel(self) -> bool:
+        """The ``concurrent.futures`` meaning: True for a call that has not started (it never will).
+
+        A call already sent to a worker is not stopped (False); ``Cluster.cancel`` stops those.
+        """
+        if self.done():
+            return self.cancelled()
+        if self.canceller is None:
+            return super().cancel()
+        return bool(self.canceller([self.call], False))
 
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
         if self.done():
             return
-        if call.error is None:
+        if isinstance(call.error, CancelledError):
+            super().cancel()
+        elif call.error is None:
             self.set_result(call.value)
         else:
             self.set_exception(call.error)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import Pyro5.errors
@@ -26,6 +29,11 @@ from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 
 log = logging.getLogger(__name__)
 
+CANCEL_RETRY_S = 5.0
+"""How long a cancel is repeated for calls the worker does not know yet (still on their way)."""
+CANCEL_RETRY_INTERVAL_S = 0.05
+"""Seconds between those repeats."""
+
 
 class LinkEvents(Protocol):
     """What a link reports to its owner (the dispatcher); called from the link's threads."""
@@ -38,11 +46,41 @@ class LinkEvents(Protocol):
 
     def probe_answered(self, link: WorkerLink, load: Any) -> None: ...
 
+    def holds(self, link: WorkerLink, batch_ids: set[int]) -> bool:
+        """True while any of these batches is still in flight on the link's worker."""
+        ...
+
     def probe_failed(self, link: WorkerLink, reason: str) -> None: ...
 
     def probe_wait(self, link: WorkerLink, now: float) -> float | None:
         """Seconds until the next probe (0: now), None to stop probing for good."""
         ...
+
+
+class Link(Protocol):
+    """What the dispatcher needs of a link (:class:`WorkerLink`, or a fake in unit tests)."""
+
+    name: str
+
+    def send(self, batch: Batch) -> None: ...
+
+    def drop_unsent(self) -> None: ...
+
+    def abort_calls(self) -> None: ...
+
+    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+LinkFactory = Callable[[WorkerEntry, LinkEvents], Link]
+
+
+def sender_name() -> str:
+    """This coordinator's id in requests: stable for one Dispatcher, unique in the cluster."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Unsent(Exception):
@@ -173,16 +211,30 @@ class WorkerLink:
             with contextlib.suppress(OSError, AttributeError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
 
-    def cancel(self, call_ids: list[str]) -> None:
-        """Ask the worker to stop these calls (``compute.cancel``), from a thread of its own."""
+    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
+        """Ask the worker to stop these calls (``compute.cancel``), from a thread of its own.
+
+        A batch still on its way is not known to the worker yet: ask again while its reply is due.
+        """
         threading.Thread(
-            target=self._cancel, args=(call_ids,), name=f"cancel-{self.name}", daemon=True
+            target=self._cancel, args=(call_ids, batch_ids), name=f"cancel-{self.name}", daemon=True
         ).start()
 
-    def _cancel(self, call_ids: list[str]) -> None:
-        proxy = make_proxy(self.uris["compute"], self._settings, timeout_s=CONNECT_TIMEOUT_S)
+    def _cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
+        deadline = time.monotonic() + CANCEL_RETRY_S
         try:
-            proxy.cancel(self._owner.sender_id, call_ids)
+            proxy = make_proxy(self.uris["compute"], self._settings, timeout_s=CONNECT_TIMEOUT_S)
+        except Exception as exc:  # no proxy: the calls end with their batch
+            log.debug("cancel on %s failed: %s", self.name, exc)
+            return
+        try:
+            while True:
+                found = proxy.cancel(self._owner.sender_id, call_ids)
+                if found >= len(call_ids) or time.monotonic() > deadline:
+                    break
+                if not self._owner.holds(self, batch_ids):
+                    break  # they ended meanwhile
+                time.sleep(CANCEL_RETRY_INTERVAL_S)
         except Exception as exc:  # the worker may be gone: its calls end with it
             log.debug("cancel on %s failed: %s", self.name, exc)
         finally:

@@ -17,8 +17,6 @@ from typing import Any, Protocol
 
 RESULT_KEY = "$result"
 """The key of a reference to an upstream's result: ``{$result: ID}``."""
-TERMINAL_STATUSES = ("ok", "failed", "skipped", "cancelled")
-"""Every status a task's record may end with."""
 
 Loc = tuple[Any, ...]
 Fail = Callable[[Loc, str], Exception]
@@ -33,11 +31,6 @@ class TaskEntry(Protocol):
     kwargs: dict[str, Any]
     map: Any
     needs: list[str]
-
-
-def is_ref(value: Any) -> bool:
-    """True for a ``{$result: ...}`` mapping."""
-    return type(value) is dict and RESULT_KEY in value
 
 
 def find_refs(value: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:
@@ -313,20 +306,23 @@ class Flow:
     def done(self, outcomes: Sequence[tuple[str, str, Any]]) -> Step:
         """Outcomes ``(unit id, status, result)`` that are now recorded; returns what follows from them."""
         step = Step()
+        nodes, watchers = self.graph.nodes, self.graph.watchers
         for unit_id, status, result in outcomes:
-            where = self.graph.locate(unit_id)
-            if where is None:
+            node = nodes.get(unit_id)
+            if node is not None and node.count is None and not node.dynamic:  # a single call
+                if node.state != "done":
+                    self._finish(node)
+                    self._settle(unit_id, status, result, step)
                 continue
-            node, k = where
-            if k is None:
-                if node.state == "done":
-                    continue
-                self._finish(node)
-                self._settle(node.id, status, result, step)
+            # A map item "<id>-<k>" (the hot path of big maps: no parsing beyond this).
+            base, _, digits = unit_id.rpartition("-")
+            node = nodes.get(base)
+            if node is None or node.state != "running" or not digits.isdigit():
                 continue
-            if node.state != "running" or node.count is None or k >= node.count:
+            k = int(digits)
+            if node.count is None or k >= node.count:
                 continue
-            if unit_id in self.graph.watchers:
+            if unit_id in watchers:
                 self._settle(unit_id, status, result, step)
             if status == "ok":
                 if node.results is not None:

@@ -189,6 +189,24 @@ on_success: {{call: mark, args: [job-on-success, "{log}"]}}
     assert (summary["total"], summary["ok"], summary["failed"]) == (6, 3, 3), summary
 
 
+def test_resume_reruns_tasks_skipped_because_of_an_upstream_that_now_succeeds(tmp_path, cluster):
+    flag = tmp_path / "flag"
+    text = f"""
+tasks:
+  - {{id: ok1, call: echo, args: [1]}}
+  - {{id: gate, call: needs_file, args: ["{flag}"]}}
+  - {{id: after, call: add, args: [{{$result: ok1}}, {{$result: ok1}}], needs: [gate]}}
+"""
+    code, summary, records = submit(tmp_path, cluster, text)
+    assert code == 1 and records["after"]["reason"] == "upstream gate failed"
+    first_ok1 = records["ok1"]
+    flag.touch()
+    code, summary, records = submit(tmp_path, cluster, text, "--resume")
+    assert code == 0 and records["ok1"] == first_ok1  # kept, not run again
+    assert records["gate"]["status"] == "ok" and records["after"]["result"] == 2
+    assert (summary["ok"], summary["skipped"], summary["total"]) == (3, 0, 3)
+
+
 def graph_job(log: Path, cblog: Path, n: int = 200, seed: int = 7) -> str:
     """A layered graph of ``n`` nodes (10 per layer), each after 1-2 nodes of the layer before."""
     rng = random.Random(seed)
