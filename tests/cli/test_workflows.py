@@ -153,6 +153,15 @@ def test_cycle_or_unknown_id_is_exit_2_and_nothing_runs(tmp_path, tasks, named):
     assert not list(tmp_path.glob("*.jsonl"))
 
 
+def test_a_callback_no_worker_offers_is_exit_2_before_anything_runs(tmp_path, cluster):
+    job = tmp_path / "job.yaml"
+    job.write_text("tasks:\n  - {id: a, call: echo, args: [1], on_failure: {call: page_someone}}\n")
+    result = run_cli("submit", str(job), "--ns", cluster, cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "tasks[0].on_failure.call" in result.stderr and "unknown task 'page_someone'" in result.stderr
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
 def test_callbacks_fire_once_a_failing_callback_is_its_own_failed_line(tmp_path, cluster):
     log = tmp_path / "calls.log"
     code, summary, records = submit(
