@@ -30,11 +30,11 @@ def child(ns: str, n: int) -> None:
 
     me = psutil.Process()
     with Cluster(ns) as cluster:
-        list(cluster.map("add", [(i, i) for i in range(100)]))
+        list(cluster.starmap("add", [(i, i) for i in range(100)]))
         before_mb = me.memory_info().rss / 1e6
         start = time.perf_counter()
         total = 0
-        for value in cluster.map("add", ((i, i) for i in range(n))):
+        for value in cluster.starmap("add", ((i, i) for i in range(n))):
             total += value
         wall = time.perf_counter() - start
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

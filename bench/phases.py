@@ -21,7 +21,6 @@ from typing import Any
 STEPS = [
     "load_job",
     "wait_for_workers",
-    "offered_tasks",
     "check_task_names",
     "Cluster",
     "JobRunner.open",
@@ -59,7 +58,7 @@ def main() -> None:
 
         return wrapper
 
-    for name in ("load_job", "wait_for_workers", "offered_tasks", "check_task_names"):
+    for name in ("load_job", "wait_for_workers", "check_task_names"):
         setattr(submit_mod, name, timed(name, getattr(submit_mod, name)))
     submit_mod.Cluster = timed("Cluster", Cluster)  # type: ignore[assignment,misc]
     Cluster.close = timed("Cluster.close", Cluster.close)  # type: ignore[method-assign]

@@ -137,7 +137,7 @@ def workload(
     """One repetition of the named workload (how many tasks or pages it did); ``closers`` get its cleanup."""
     if name == "map":
         items = [(i, i) for i in range(20_000)]
-        return lambda: len(list(cluster.map("add", items)))
+        return lambda: len(list(cluster.starmap("add", items)))
     if name == "latency":
 
         def latency() -> int:

@@ -53,11 +53,11 @@ def client_settings(mode: str, member: Member, ns: str) -> Settings:
 def measure(settings: Settings, items: int) -> float:
     """Tasks per second of one ``map`` of ``items`` adds (after a warm-up), checking every result."""
     with Cluster(settings=settings, wait=30) as cluster:
-        warm = list(cluster.map("add", [(i, 1) for i in range(WARMUP_ITEMS)]))
+        warm = list(cluster.starmap("add", [(i, 1) for i in range(WARMUP_ITEMS)]))
         assert warm == [i + 1 for i in range(WARMUP_ITEMS)]
         args = [(i, i) for i in range(items)]
         started = time.perf_counter()
-        results = list(cluster.map("add", args))
+        results = list(cluster.starmap("add", args))
         elapsed = time.perf_counter() - started
     if results != [2 * i for i in range(items)]:
         raise AssertionError("wrong results")

@@ -70,7 +70,7 @@ def run(ctx: Context) -> None:
 
     def pyro_map() -> float:
         start = time.perf_counter()
-        results = list(cluster.map("add", items))
+        results = list(cluster.starmap("add", items))
         wall = time.perf_counter() - start
         check(results, "Cluster.map")
         return n / wall

@@ -66,12 +66,12 @@ def run(ctx: Context) -> None:
         return sum(w["done"] * w["mean_ms"] for w in cluster.status()["workers"])
 
     try:
-        list(cluster.map("count_primes", items[:4]))  # warm-up: connections, slot processes
+        list(cluster.starmap("count_primes", items[:4]))  # warm-up: connections, slot processes
         pool.starmap(count_primes, items[:4], chunksize=2)
         for r in range(ctx.sizes.reps):
             before = task_ms()
             start = time.perf_counter()
-            got = list(cluster.map("count_primes", items))
+            got = list(cluster.starmap("count_primes", items))
             pyro.append(time.perf_counter() - start)
             busy_share.append((task_ms() - before) / 1000 / (2 * pyro[-1]))
             start = time.perf_counter()

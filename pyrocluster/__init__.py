@@ -1,9 +1,11 @@
 """pyrocluster: a light Python compute and crawl cluster on Pyro5."""
 
-from pyrocluster.errors import PyroClusterError, TaskFailed, UpstreamFailed, WorkerUnavailable
+from pyrocluster.errors import PyroClusterError, TaskFailed, TaskTimeout, UpstreamFailed, WorkerUnavailable
 from pyrocluster.tasks import task
 
-__all__ = ["Cluster", "PyroClusterError", "TaskFailed", "UpstreamFailed", "WorkerUnavailable", "task"]
+__all__ = [
+    "Cluster", "PyroClusterError", "TaskFailed", "TaskTimeout", "UpstreamFailed", "WorkerUnavailable", "task",
+]  # fmt: skip
 __version__ = "0.1.0"
 
 

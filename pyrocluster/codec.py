@@ -1,12 +1,16 @@
-"""msgpack encoding of plain task values, for the pipes between a worker and its processes.
+"""msgpack encoding of plain task values: each call's arguments and each outcome's value on its own.
 
 It accepts exactly what a task may send (None, bool, int of any size, float, str, bytes,
-list/tuple, dict, set) and names the type of anything else, so a result that could not cross
-the wire fails its task with a clear message instead of breaking the whole reply.
+list/tuple, dict with any of those keys, set) and names the type of anything else, so one value
+that cannot cross the wire fails its own call and never the batch it travels in
+(docs/protocol.md, "Values").
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import threading
 from typing import Any
 
 import msgpack
@@ -16,6 +20,10 @@ _BIGINT = 0x31  # the ext code Pyro5's own msgpack serializer uses for ints beyo
 
 class NotSendable(TypeError):
     """A value of a type that cannot cross the wire."""
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a value :func:`pack` made (truncated, corrupt or not msgpack)."""
 
 
 def _default(obj: Any) -> Any:
@@ -28,14 +36,23 @@ def _default(obj: Any) -> Any:
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _BIGINT:
-        return int(data)
-    raise NotSendable(f"unknown msgpack extension {code}")
+        try:
+            return int(data)
+        except ValueError:
+            raise DecodeError("a big int that is not a number") from None
+    raise DecodeError(f"unknown msgpack extension {code}")
+
+
+_packers = threading.local()  # a Packer is ten times cheaper to reuse than packb, but not thread-safe
 
 
 def pack(obj: Any) -> bytes:
     """Encode a plain value; NotSendable names the first type that is not one."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
     try:
-        return msgpack.packb(obj, use_bin_type=True, default=_default)
+        return packer.pack(obj)
     except NotSendable:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
@@ -47,35 +64,79 @@ def _hashable(key: Any) -> Any:
 
 
 def _pairs_to_dict(pairs: Any) -> dict[Any, Any]:
-    return {_hashable(k): v for k, v in pairs}
+    try:
+        return {_hashable(k): v for k, v in pairs}
+    except TypeError:
+        raise DecodeError("a dict key that cannot be a key (a dict)") from None
 
 
 def unpack(data: bytes) -> Any:
-    """Decode what :func:`pack` encoded."""
+    """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception."""
     try:
         return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
-    except NotSendable:
+    except DecodeError:
         raise
     except TypeError:
         # A dict key that was a tuple (serpent delivers those) comes back as a list, which cannot
         # be a key: decode again with such keys turned back into tuples (slower, and rare).
-        return msgpack.unpackb(
-            data, raw=False, ext_hook=_ext_hook, strict_map_key=False, object_pairs_hook=_pairs_to_dict
-        )
-
-
-def sendable_outcomes(outcomes: list[list[Any]]) -> bytes:
-    """Pack ``[kind, value, ms]`` outcomes, failing (ERROR) each one whose value cannot be sent."""
-    try:
-        return pack(outcomes)
-    except NotSendable:
-        pass
-    fixed = []
-    for outcome in outcomes:
         try:
-            pack(outcome[1])
-            fixed.append(outcome)
-        except NotSendable as exc:
-            error = {"type": "NotSendable", "message": f"result cannot be sent: {exc}", "traceback": ""}
-            fixed.append([1, error, outcome[2]])
-    return pack(fixed)
+            return msgpack.unpackb(
+                data, raw=False, ext_hook=_ext_hook, strict_map_key=False, object_pairs_hook=_pairs_to_dict
+            )
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError ...
+        raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def as_bytes(field: Any) -> bytes:
+    """An encoded field as it arrives over Pyro5: bytes, or serpent's ``{"data", "encoding"}`` form.
+
+    Serpent has no bytes type and sends them as base64 in a dict; msgpack sends real bytes.
+    DecodeError when ``field`` is neither.
+    """
+    if isinstance(field, bytes):
+        return field
+    if isinstance(field, (bytearray, memoryview)):
+        return bytes(field)
+    if isinstance(field, dict) and field.get("encoding") == "base64" and isinstance(field.get("data"), str):
+        try:
+            return base64.b64decode(field["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise DecodeError("base64 data that is not base64") from None
+    raise DecodeError(f"expected encoded bytes, got {type(field).__name__}")
+
+
+def _where_unsendable(value: Any, path: str) -> str | None:
+    """``path[...]: type`` of the first part of ``value`` that :func:`pack` refuses, or None."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for i, item in enumerate(value):
+            found = _where_unsendable(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key is None or isinstance(key, (bool, int, float, str, bytes, tuple))):
+                return f"{path} key {key!r}: {type(key).__name__}"
+            found = _where_unsendable(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    return f"{path}: {type(value).__name__}"
+
+
+def pack_call(args: Any, kwargs: Any) -> bytes:
+    """``pack([args, kwargs])`` of one call; NotSendable names where the bad value sits.
+
+    For example ``args[0]['when']: datetime``, so a submission can say which argument is wrong.
+    """
+    try:
+        return pack([list(args), dict(kwargs)])
+    except NotSendable as exc:
+        where = _where_unsendable(list(args), "args") or _where_unsendable(dict(kwargs), "kwargs")
+        raise NotSendable(f"{where} cannot be sent (plain values only)" if where else str(exc)) from None

@@ -41,3 +41,10 @@ DEFAULT_CRAWL_MAX_BYTES = 5_000_000
 """Bytes of a page body kept; the rest is cut off (``truncated: true``)."""
 DEFAULT_CRAWL_TIMEOUT_S = 30.0
 """Seconds one page fetch may take."""
+
+DEFAULT_SCHEDULE_OUTPUT = "runs/{name}/{fire}.results.jsonl"
+"""Where each tick of a schedule writes its results, relative to the scheduler's current directory."""
+DEFAULT_CATCHUP_S = 3600.0
+"""Seconds late a missed tick of a schedule may still fire."""
+DEFAULT_SCHEDULER_STATE = "runs/scheduler.state.json"
+"""The scheduler's local copy of each schedule's newest decided tick."""

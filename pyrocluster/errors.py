@@ -23,6 +23,17 @@ class WorkerUnavailable(PyroClusterError):
     """A call ran out of attempts, or found no live worker offering its service within ``wait``."""
 
 
+class TaskTimeout(PyroClusterError, TimeoutError):
+    """A call's last attempt overran its timeout on the worker (error type ``TaskTimeout``)."""
+
+
+class ResultsUnwritable(PyroClusterError):
+    """The results file could not be written (disk full, permissions): the job stopped (exit code 74).
+
+    Every line written before stays valid; ``--resume`` finishes the job.
+    """
+
+
 class TaskFailed(PyroClusterError):
     """The task itself raised on the worker; carries the remote type, message and traceback."""
 

@@ -1,31 +1,39 @@
-"""Fetch and parse one page: the hot path of the crawl service (plain logic, no Pyro5).
+"""Fetch pages: the hot path of the crawl service, on one asyncio event loop (no Pyro5).
 
-``PageFetcher.fetch(url, options)`` returns an outcome ``[kind, value, elapsed_ms]`` and never
-raises: ``OK`` with the page record of the spec, ``ERROR`` for failures that a retry cannot
-fix (4xx, refused scheme, bad options, too many redirects) and ``TRANSIENT`` for those it may
-(5xx, 408, 429, connection errors, timeouts), which the coordinator retries. With the option
-``any_status`` an HTTP error status is a page record too (robots.txt needs the status itself).
+``PageFetcher.fetch(url, options)`` (from any thread) returns an outcome ``[kind, value,
+elapsed_ms]`` and never raises: ``OK`` with the page record of the spec, ``ERROR`` for failures
+that a retry cannot fix (4xx, refused scheme, bad options, too many redirects) and ``TRANSIENT``
+for those it may (5xx, 408, 429, connection errors, timeouts), which the coordinator retries.
+With the option ``any_status`` an HTTP error status is a page record too (robots.txt needs the
+status itself). ``fetch_many`` runs a whole batch at once for one thread hand-off.
+
+Every fetch of a worker runs on the fetcher's one event loop (its own thread) over one pooled
+``httpx.AsyncClient`` (with ``asynchttp.LoopTransport``, sockets as asyncio protocols): no thread
+per fetch, so no GIL contention between fetches. Parsing
+(``pageparse``) runs on the loop too, except for bodies over ``PARSE_ON_LOOP_MAX_BYTES``:
+selectolax releases the GIL while it parses, so a big page is parsed in a thread, where it
+neither holds up the other fetches nor waits for them.
 """
 
 from __future__ import annotations
 
-import codecs
+import asyncio
 import contextlib
 import hashlib
-import re
 import threading
 import time
 import traceback
-from functools import lru_cache
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
-from selectolax.lexbor import LexborHTMLParser
 
 from pyrocluster import __version__
+from pyrocluster.asynchttp import LoopTransport
 from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
+from pyrocluster.pageparse import MAX_URL_CHARS, RECORD_KEYS, check_selector, fill_record, is_html
 from pyrocluster.tasks import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"
@@ -36,53 +44,28 @@ LARGEST_TIMEOUT_S = 3600.0
 """Largest ``timeout`` option accepted, in seconds."""
 MAX_REDIRECTS = 5
 """Redirects followed before the fetch fails with ``TooManyRedirects``."""
-MAX_URL_CHARS = 8192
-"""Longest URL accepted, in characters."""
 MAX_EXTRACT_FIELDS = 100
 """Most CSS fields one fetch may extract."""
-CHARSET_SNIFF_BYTES = 2048
-"""How far into an HTML body to look for ``<meta charset>`` when the header names none."""
-
-RECORD_KEYS = frozenset(
-    {
-        "url",
-        "final_url",
-        "http_status",
-        "content_type",
-        "title",
-        "links",
-        "bytes",
-        "sha256",
-        "elapsed_ms",
-        "truncated",
-        "text",
-    }
-)
-"""Keys of the page record; extract fields may not reuse them."""
+PARSE_ON_LOOP_MAX_BYTES = 256 * 1024
+"""Bodies up to this size are parsed on the event loop; bigger ones in a parser thread."""
+PARSER_THREADS = 2
+"""Threads that parse big bodies (selectolax releases the GIL while parsing)."""
 OPTION_KEYS = frozenset({"max_bytes", "timeout", "extract", "user_agent", "body", "any_status"})
 """Options ``fetch`` understands; any other key is refused so that typos do not pass silently."""
 
+__all__ = ["MAX_URL_CHARS", "PageFetcher", "check_options"]
+
 # HTTP statuses worth another attempt: the server said "later", not "never".
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
-_WS = re.compile(r"\s+")
 
 
 def _error(type_: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "message": message, "traceback": "", **extra}
 
 
-@lru_cache(maxsize=1024)
-def check_selector(selector: str) -> str | None:
-    """What is wrong with a CSS selector (selectolax cannot parse it), or None when it is usable."""
-    if not isinstance(selector, str) or not selector.strip():
-        return "a CSS selector must be a non-empty string"
-    try:
-        LexborHTMLParser("<p></p>").css_first(selector)
-    except Exception as exc:  # selectolax raises its own error type; any failure means unusable
-        return f"bad CSS selector {selector!r}: {exc}"
-    return None
+def _closed() -> list[Any]:
+    # TRANSIENT: another worker can still do this fetch
+    return [TRANSIENT, _error("Closed", "crawl service closed"), 0.0]
 
 
 def check_options(options: Any) -> str | None:
@@ -135,95 +118,105 @@ def _refused_scheme(url: str) -> str | None:
     return scheme if sep else "(none)"
 
 
-def _charset(content_type: str, body: bytes, is_html: bool) -> str:
-    """The body's encoding: the header's charset, else an HTML ``<meta charset>``, else UTF-8."""
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            name = value.strip().strip("\"'")
-            try:
-                return codecs.lookup(name).name
-            except LookupError:
-                break
-    if is_html:
-        match = _META_CHARSET.search(body, 0, CHARSET_SNIFF_BYTES)
-        if match:
-            try:
-                return codecs.lookup(match.group(1).decode("ascii")).name
-            except (LookupError, UnicodeDecodeError):
-                pass
-    return "utf-8"
+def _checked(url: Any, options: Any) -> tuple[httpx.URL, dict[str, Any]] | list[Any]:
+    """The parsed URL and options of a fetch, or its ``ERROR`` outcome (no I/O either way)."""
+    if not isinstance(url, str):
+        return [ERROR, _error("InvalidURL", "url must be a string"), 0.0]
+    if len(url) > MAX_URL_CHARS:
+        return [ERROR, _error("InvalidURL", f"url longer than {MAX_URL_CHARS} characters"), 0.0]
+    scheme = _refused_scheme(url)
+    if scheme is not None:
+        return [ERROR, _error("RefusedScheme", f"scheme {scheme!r} refused: only http and https"), 0.0]
+    problem = check_options(options)
+    if problem:
+        return [ERROR, _error("InvalidOptions", problem), 0.0]
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return [ERROR, _error("InvalidURL", str(exc)), 0.0]
+    if not parsed.host:
+        return [ERROR, _error("InvalidURL", "url has no host"), 0.0]
+    return parsed, options or {}
 
 
-def _looks_like_html(body: bytes) -> bool:
-    head = body[:512].lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
-
-
-def extract_links(tree: LexborHTMLParser, page_url: str) -> list[str]:
-    """Absolute http(s) links of a parsed page, fragments removed, deduplicated in page order."""
-    base = page_url
-    base_node = tree.css_first("base[href]")
-    if base_node is not None:
-        href = (base_node.attributes.get("href") or "").strip()
-        if href:
-            with contextlib.suppress(ValueError):
-                base = urljoin(page_url, href)
-    links: dict[str, None] = {}
-    for node in tree.css("a[href], area[href]"):
-        href = (node.attributes.get("href") or "").strip()
-        if not href or href[0] == "#":  # no target, or a place in this same page
-            continue
-        if not href[:8].lower().startswith(("http://", "https://")):
-            try:
-                href = urljoin(base, href)
-            except ValueError:
-                continue
-            # other schemes (mailto:, javascript:, ftp:, ...) come out of urljoin unchanged
-            if not href[:8].lower().startswith(("http://", "https://")):
-                continue
-        href = href.partition("#")[0]
-        if len(href) <= MAX_URL_CHARS:
-            links[href] = None
-    return list(links)
-
-
-def _node_text(tree: LexborHTMLParser, selector: str) -> str | None:
-    node = tree.css_first(selector)
-    return None if node is None else node.text(deep=True).strip()
+def _classify(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The outcome kind and error of a failed fetch, by exception class."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TRANSIENT, _error(type(exc).__name__, str(exc) or "timed out")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return ERROR, _error("RefusedScheme", str(exc))
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.DecodingError)):
+        return ERROR, _error(type(exc).__name__, str(exc))
+    if isinstance(exc, httpx.TransportError):  # connect/read/write errors, protocol errors, proxy
+        return TRANSIENT, _error(type(exc).__name__, str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.InvalidURL):  # e.g. a redirect whose Location is not a URL
+        return ERROR, _error("InvalidURL", str(exc))
+    # never raise: an unexpected failure is reported with its traceback
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ERROR, {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
 
 
 class PageFetcher:
-    """Fetches pages over one shared, pooled ``httpx.Client``; safe to use from many threads."""
+    """Fetches pages on its own event loop thread over one pooled ``httpx.AsyncClient``.
+
+    Callable from any thread; at most ``concurrency`` requests are open at once, the others
+    wait for a connection before their timeout starts.
+    """
 
     def __init__(self, concurrency: int = 16) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive integer")
         self.concurrency = concurrency
+        self._loop = asyncio.new_event_loop()
         # At most `concurrency` requests at once, so none ever waits inside httpcore's pool:
         # httpcore 1.0.9 can close a connection it has just handed to a waiting request
         # (encode/httpcore#1110), which surfaces as a ReadError or a read timeout.
-        self._gate = threading.BoundedSemaphore(concurrency)
-        # Redirects are followed by hand (see _fetch) so that each hop's scheme is checked and
-        # the whole chain shares one deadline; httpx's own follower could do neither.
-        self._client = httpx.Client(
+        self._gate = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(
+            max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=30.0
+        )
+        self._transport = LoopTransport(limits)
+        # The client builds every request (default headers, URL checks); requests go straight
+        # to its transport: redirects are followed by hand (see _fetch) so that each hop's scheme
+        # is checked and the whole chain shares one deadline, and fetches keep no cookies, so
+        # the client's redirect, auth and cookie layers would only cost CPU on every page.
+        self._client = httpx.AsyncClient(
             headers={"User-Agent": USER_AGENT},
             # Stateless fetches: no cookie carries from one page or job to the next.
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             follow_redirects=False,
             max_redirects=MAX_REDIRECTS,
             timeout=httpx.Timeout(DEFAULT_CRAWL_TIMEOUT_S),
-            limits=httpx.Limits(
-                max_connections=concurrency,
-                max_keepalive_connections=concurrency,
-                keepalive_expiry=30.0,
-            ),
+            transport=self._transport,
             trust_env=False,
         )
+        self._parsers = ThreadPoolExecutor(PARSER_THREADS, thread_name_prefix="crawl-parse")
+        self._closed = False
+        self._closing = threading.Lock()  # no fetch is scheduled once close() has begun
+        self._thread = threading.Thread(target=self._loop.run_forever, name="crawl-loop", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        self._client.close()
+        """Stop the fetches still running, close every pooled connection and end the loop thread."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(RuntimeError, TimeoutError):  # the loop stopped already, or is stuck
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._parsers.shutdown(wait=False, cancel_futures=True)
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._client.aclose()
 
     def __enter__(self) -> PageFetcher:
         return self
@@ -231,88 +224,95 @@ class PageFetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, url: str, options: dict[str, Any] | None = None) -> list[Any]:
-        """Fetch one http(s) URL: ``[OK, page, ms]``, ``[ERROR, error, ms]`` or ``[TRANSIENT, error, ms]``.
+    def fetch(self, url: Any, options: Any = None) -> list[Any]:
+        """Fetch one http(s) URL: ``[OK, page, ms]``, ``[ERROR, error, ms]`` or ``[TRANSIENT, error, ms]``."""
+        return self.fetch_many([(url, options)])[0]
 
-        Callers beyond ``concurrency`` wait for a free connection before their timeout starts.
+    def fetch_many(self, requests: Sequence[tuple[Any, Any]]) -> list[list[Any]]:
+        """Fetch ``(url, options)`` pairs at once and wait for all: one outcome each, in order.
+
+        Bad URLs and options are answered here, without waking the loop.
         """
-        if not isinstance(url, str):
-            return [ERROR, _error("InvalidURL", "url must be a string"), 0.0]
-        if len(url) > MAX_URL_CHARS:
-            return [ERROR, _error("InvalidURL", f"url longer than {MAX_URL_CHARS} characters"), 0.0]
-        scheme = _refused_scheme(url)
-        if scheme is not None:
-            return [ERROR, _error("RefusedScheme", f"scheme {scheme!r} refused: only http and https"), 0.0]
-        problem = check_options(options)
-        if problem:
-            return [ERROR, _error("InvalidOptions", problem), 0.0]
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            return [ERROR, _error("InvalidURL", str(exc)), 0.0]
-        if not parsed.host:
-            return [ERROR, _error("InvalidURL", "url has no host"), 0.0]
-        with self._gate:
-            return self._guarded_fetch(url, parsed, options or {})
+        outcomes: list[list[Any] | None] = []
+        todo: list[tuple[int, str, httpx.URL, dict[str, Any]]] = []
+        for url, options in requests:
+            checked = _checked(url, options)
+            if isinstance(checked, list):
+                outcomes.append(checked)
+            else:
+                todo.append((len(outcomes), url, *checked))
+                outcomes.append(None)
+        if todo:
+            results = self._run(todo)
+            for (index, *_), outcome in zip(todo, results, strict=True):
+                outcomes[index] = outcome
+        return [o if o is not None else _closed() for o in outcomes]
 
-    def _guarded_fetch(self, url: str, parsed: httpx.URL, options: dict[str, Any]) -> list[Any]:
-        """``fetch`` past validation: classify every failure by exception class, never raise."""
-        start = time.perf_counter()
+    def _run(self, todo: list[tuple[int, str, httpx.URL, dict[str, Any]]]) -> list[list[Any]]:
+        if len(todo) == 1:
+            _, url, parsed, options = todo[0]
+            coro = self._guarded_fetch(url, parsed, options)
+        else:
+            coro = self._gather(todo)
+        with self._closing:
+            if self._closed:
+                coro.close()
+                return [_closed() for _ in todo]
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            kind, value = self._fetch(url, parsed, options, start)
-        except httpx.TimeoutException as exc:
-            kind, value = TRANSIENT, _error(type(exc).__name__, str(exc) or "timed out")
-        except httpx.UnsupportedProtocol as exc:
-            kind, value = ERROR, _error("RefusedScheme", str(exc))
-        except (httpx.LocalProtocolError, httpx.DecodingError) as exc:
-            kind, value = ERROR, _error(type(exc).__name__, str(exc))
-        except httpx.TransportError as exc:  # connect/read/write errors, protocol errors, proxy
-            kind, value = TRANSIENT, _error(type(exc).__name__, str(exc) or type(exc).__name__)
-        except httpx.InvalidURL as exc:  # e.g. a redirect whose Location is not a URL
-            kind, value = ERROR, _error("InvalidURL", str(exc))
-        except Exception as exc:  # never raise: an unexpected failure is reported with its traceback
-            kind = ERROR
-            value = {
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            }
+            result = future.result()
+        except CancelledError:  # closed meanwhile: another worker can still do these fetches
+            return [_closed() for _ in todo]
+        return result if len(todo) > 1 else [result]
+
+    async def _gather(self, todo: list[tuple[int, str, httpx.URL, dict[str, Any]]]) -> list[list[Any]]:
+        return list(await asyncio.gather(*(self._guarded_fetch(u, p, o) for _, u, p, o in todo)))
+
+    async def _guarded_fetch(self, url: str, parsed: httpx.URL, options: dict[str, Any]) -> list[Any]:
+        """One fetch past validation: classify every failure, never raise (except cancellation)."""
+        async with self._gate:
+            start = time.perf_counter()
+            try:
+                kind, value = await self._fetch(url, parsed, options, start)
+            except Exception as exc:
+                kind, value = _classify(exc)
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         if kind == OK:
             value["elapsed_ms"] = round(elapsed_ms, 3)
         return [kind, value, elapsed_ms]
 
-    def _fetch(
+    async def _fetch(
         self, url: str, parsed: httpx.URL, options: dict[str, Any], start: float
     ) -> tuple[int, dict[str, Any]]:
-        """One fetch with its redirects; raises httpx errors for the caller to classify."""
+        """One fetch with its redirects, each hop checked; raises httpx errors for the caller."""
         timeout_s = float(options.get("timeout", DEFAULT_CRAWL_TIMEOUT_S))
         max_bytes = options.get("max_bytes", DEFAULT_CRAWL_MAX_BYTES)
         deadline = start + timeout_s
         headers = {"User-Agent": options["user_agent"]} if "user_agent" in options else None
-        request = self._client.build_request("GET", parsed, headers=headers, timeout=timeout_s)
+        target = parsed
         redirects = 0
         while True:
             remaining = deadline - time.perf_counter()
+            request = self._client.build_request("GET", target, headers=headers, timeout=remaining)
             if remaining <= 0:
                 raise httpx.ReadTimeout(f"no complete answer within {timeout_s:g} s", request=request)
-            request.extensions["timeout"] = httpx.Timeout(remaining).as_dict()
-            response = self._client.send(request, stream=True, follow_redirects=False)
+            response = await self._transport.handle_async_request(request)
+            response.request = request
             try:
-                next_request = response.next_request
-                if next_request is None:
-                    return self._read(url, response, options, max_bytes, deadline, timeout_s)
+                location = response.headers.get("location") if response.is_redirect else None
+                if location is None:
+                    return await self._read(url, response, options, max_bytes, deadline, timeout_s)
             finally:
-                response.close()
+                await response.aclose()
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 return ERROR, _error("TooManyRedirects", f"more than {MAX_REDIRECTS} redirects")
-            if next_request.url.scheme not in ("http", "https"):
-                target = str(next_request.url)[:200]
-                return ERROR, _error("RefusedScheme", f"redirect to {target!r} refused: only http and https")
-            request = next_request
+            target = request.url.join(location)  # InvalidURL when Location is not a URL
+            if target.scheme not in ("http", "https"):
+                shown = str(target)[:200]
+                return ERROR, _error("RefusedScheme", f"redirect to {shown!r} refused: only http and https")
 
-    def _read(
+    async def _read(
         self,
         url: str,
         response: httpx.Response,
@@ -328,53 +328,39 @@ class PageFetcher:
             error = _error("HTTPError", reason, http_status=status)
             return (TRANSIENT if status >= 500 or status in _TRANSIENT_STATUS else ERROR), error
         chunks: list[bytes] = []
-        digest = hashlib.sha256()
         size = 0
         truncated = False
-        for chunk in response.iter_bytes():
+        async for chunk in response.aiter_bytes():
             if size + len(chunk) > max_bytes:
                 chunk = chunk[: max_bytes - size]
                 truncated = True
             if chunk:
                 chunks.append(chunk)
-                digest.update(chunk)
                 size += len(chunk)
             if truncated:
                 break
             if time.perf_counter() > deadline:
                 raise httpx.ReadTimeout(f"body not complete within {timeout_s:g} s", request=response.request)
-        body = b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         content_type = response.headers.get("content-type")
-        mime = (content_type or "").partition(";")[0].strip().lower()
-        is_html = mime in _HTML_TYPES or (not mime and _looks_like_html(body))
-        final_url = str(response.url)
         page: dict[str, Any] = {
             "url": url,
-            "final_url": final_url,
+            "final_url": str(response.url),
             "http_status": status,
             "content_type": content_type,
             "title": None,
             "links": [],
             "bytes": size,
-            "sha256": digest.hexdigest(),
+            "sha256": "",
             "elapsed_ms": 0.0,
             "truncated": truncated,
         }
-        extract: dict[str, str] = options.get("extract") or {}
-        text: str | None = None
-        if is_html or options.get("body"):
-            text = body.decode(_charset(content_type or "", body, is_html), "replace")
-        if is_html and text is not None:
-            tree = LexborHTMLParser(text)
-            title = tree.css_first("title")
-            if title is not None:
-                page["title"] = _WS.sub(" ", title.text(deep=True)).strip()
-            page["links"] = extract_links(tree, final_url)
-            for field, selector in extract.items():
-                page[field] = _node_text(tree, selector)
-        else:
-            for field in extract:
-                page[field] = None
-        if options.get("body"):
-            page["text"] = text
-        return OK, page
+        if size <= PARSE_ON_LOOP_MAX_BYTES:
+            return OK, _finish(page, body, options)
+        return OK, await self._loop.run_in_executor(self._parsers, _finish, page, body, options)
+
+
+def _finish(page: dict[str, Any], body: bytes, options: dict[str, Any]) -> dict[str, Any]:
+    """Digest and parse a body into its page record (hashlib and selectolax release the GIL)."""
+    page["sha256"] = hashlib.sha256(body).hexdigest()
+    return fill_record(page, body, is_html(page["content_type"], body), options)

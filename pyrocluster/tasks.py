@@ -20,10 +20,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 REGISTRY: dict[str, Callable[..., Any]] = {}
 """Every task this process can run, by name."""
 
-OK, ERROR, TIMEOUT, CRASHED, TRANSIENT = 0, 1, 2, 3, 4
-"""Outcome kinds a worker reports per call: ``[kind, value, elapsed_ms]``. ERROR is the task's own
-failure (retried only with ``retry_on_error``); TIMEOUT, CRASHED and TRANSIENT (a fetch that a
-later attempt may fix) are retried while attempts remain."""
+OK, ERROR, TIMEOUT, CRASHED, TRANSIENT, NOT_RUN, UNKNOWN_TASK, CANCELLED = 0, 1, 2, 3, 4, 5, 6, 7
+"""Outcome kinds a worker reports per call: ``[kind, value, elapsed_ms]`` (docs/protocol.md).
+
+ERROR is the task's own failure (or a result that could not be sent); TIMEOUT, CRASHED and
+TRANSIENT (a fetch that a later attempt may fix) are retried while attempts remain; NOT_RUN (never
+started), UNKNOWN_TASK (a stale catalog) and CANCELLED say nothing about the task itself."""
 
 
 @overload
@@ -73,16 +75,26 @@ def error_info(exc: BaseException) -> dict[str, str]:
     }
 
 
+def failure(kind: int, type_name: str, message: str) -> list[Any]:
+    """A ``[kind, error dict, 0.0]`` outcome with no traceback, for failures outside a task."""
+    return [kind, {"type": type_name, "message": message, "traceback": ""}, 0.0]
+
+
+def unknown_task(name: Any) -> list[Any]:
+    """The UNKNOWN_TASK outcome of a call to a task this process does not offer."""
+    if isinstance(name, str):
+        return failure(UNKNOWN_TASK, "UnknownTask", f"unknown task {name[:200]!r}")
+    return failure(ERROR, "InvalidCall", "task name must be a string")
+
+
 def run_call(name: str, args: Any, kwargs: Any) -> list[Any]:
     """Run one registered task; return ``[kind, value, elapsed_ms]`` and never raise."""
     start = time.perf_counter()
     func = REGISTRY.get(name) if isinstance(name, str) else None
     if func is None:
-        msg = f"unknown task {name!r}" if isinstance(name, str) else "task name must be a string"
-        return [ERROR, {"type": "UnknownTask", "message": msg, "traceback": ""}, 0.0]
+        return unknown_task(name)
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        err = {"type": "TypeError", "message": "args must be a list and kwargs a dict", "traceback": ""}
-        return [ERROR, err, 0.0]
+        return failure(ERROR, "TypeError", "args must be a list and kwargs a dict")
     try:
         value = func(*args, **kwargs)
     except Exception as exc:

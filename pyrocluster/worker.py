@@ -29,6 +29,7 @@ from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
 from pyrocluster.services.state import WorkerState
 from pyrocluster.slots import make_slots
+from pyrocluster.slots.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +110,20 @@ class Worker:
                 raise ConfigError(f"cannot listen on {where}: the port is already in use") from None
             raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.state.address = bound_address(self._daemon)
+        gate = None
         if "compute" in self.options.services:
             self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
-            self.state.busy_fn = lambda: self._slots.busy
-            self._register_object("compute", ComputeService(self.state, self._slots))
+            gate = Gate(self.slots_n)
+            self.state.busy_fn = gate.busy
+            self.state.tasks = sorted(tasks.REGISTRY)
+            compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
+            self._register_object("compute", compute)
         if "crawl" in self.options.services:
             from pyrocluster.services.crawl import CrawlService
 
             self._crawl = CrawlService(self.options.crawl_concurrency, self.state)
             self._register_object("crawl", self._crawl)
-        self._register_object(registry.CONTROL, ControlService(self.state))
+        self._register_object(registry.CONTROL, ControlService(self.state, gate.load if gate else None))
         self._register()
 
     def _connect_waiting(self) -> Any:
@@ -157,7 +162,9 @@ class Worker:
         }
 
     def _register(self) -> None:
-        registry.register_worker(self._ns, self.name, self.uris, self._slot_counts(), self.options.tags)
+        registry.register_worker(
+            self._ns, self.name, self.uris, self._slot_counts(), self.options.tags, self.state.tasks
+        )
 
     def _live_holder(self, listing: dict[str, Any]) -> str | None:
         """Address of another live worker registered under our name, or None."""

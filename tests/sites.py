@@ -15,6 +15,7 @@ every request path so that tests can assert what was (and was not) fetched::
     /slow                   no answer until ``slow_s`` seconds pass or the server stops
     /delay/<ms>             answers after ``ms`` milliseconds (``max_active``: most waiting at once)
     /big                    an HTML page of ``big_bytes`` bytes
+    /hangup/<i>             a page served as if kept alive, then the server closes the connection
     /headers                the request headers, as text/plain
     /text.txt, /base.html, /extract.html, /latin1.html   content-type, <base>, extract, charset cases
 
@@ -57,6 +58,7 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.conn_lock:
             self.connections.add(request)
+            self.site.connections_opened += 0 if self.external else 1
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -151,6 +153,8 @@ class SiteServer:
         self._once: Counter[str] = Counter()
         self._active = 0
         self.max_active = 0
+        self.connections_opened = 0
+        """TCP connections the main host accepted."""
         self._stop = threading.Event()
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
@@ -374,6 +378,9 @@ class SiteServer:
             finally:
                 self._leave()
             h._send(200, _html(f"Delay {ms}", "done"))
+        elif path.startswith("/hangup/"):
+            h._send(200, _html("Hangup", "served, then the connection is closed"))
+            h.close_connection = True  # no "Connection: close": the client learns it from the socket
         elif path == "/big":
             self._send_big(h)
         elif path == "/headers":

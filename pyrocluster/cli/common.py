@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
@@ -14,9 +15,17 @@ import click
 
 from pyrocluster import render
 from pyrocluster.config import Settings
-from pyrocluster.errors import ClusterUnreachable, ConfigError, JobFileError, PyroClusterError
+from pyrocluster.errors import (
+    ClusterUnreachable,
+    ConfigError,
+    JobFileError,
+    PyroClusterError,
+    ResultsUnwritable,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_RESULTS_UNWRITABLE = 74
+"""The results file could not be written (disk full, permissions): sysexits' EX_IOERR."""
 
 
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,6 +137,9 @@ def command(func: Callable[..., int | None]) -> Callable[..., None]:
         except ClusterUnreachable as exc:
             render.error(str(exc))
             code = EXIT_UNREACHABLE
+        except ResultsUnwritable as exc:
+            render.error(str(exc))
+            code = EXIT_RESULTS_UNWRITABLE
         except PyroClusterError as exc:
             render.error(str(exc))
             code = EXIT_FAILED
@@ -149,6 +161,23 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cancel_on_signals(stop: threading.Event) -> None:
+    """For ``submit``: the first SIGINT/SIGTERM cancels the job (``stop``) and says so; a second
+    one leaves at once with exit 130 (every line already written stays valid)."""
+    from pyrocluster.local import stop_when_parent_dies
+
+    stop_when_parent_dies(stop)
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        render.error("cancelling: stopping the running tasks (press Ctrl-C again to leave at once)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -9,7 +9,7 @@ import click
 
 from pyrocluster import render
 from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
-from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 
 
 @click.command()
@@ -20,7 +20,7 @@ from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S
 @click.option(
     "--state",
     "state_path",
-    default="runs/scheduler.state.json",
+    default=DEFAULT_SCHEDULER_STATE,
     show_default=True,
     type=click.Path(dir_okay=False),
     help="Local copy of each schedule's newest decided tick (for a name server that forgot it).",
@@ -35,7 +35,7 @@ from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S
 @click.option(
     "--wait",
     type=click.FloatRange(0, 3600),
-    default=10.0,
+    default=DEFAULT_SUBMIT_WAIT_S,
     show_default=True,
     metavar="SECONDS",
     help="How long each tick waits for a worker offering each needed service or tag.",

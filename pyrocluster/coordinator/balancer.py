@@ -19,21 +19,27 @@ class Candidate(Protocol):
 
     name: str
 
+    def room(self, service: str, now: float) -> int: ...
+
     def free_slots(self, service: str) -> int: ...
 
 
 C = TypeVar("C", bound=Candidate)
 
 
-def choose(candidates: Iterable[C], service: str) -> C | None:
-    """The candidate with the most free slots for ``service`` (ties: by name), or None if all are full."""
+def choose(candidates: Iterable[C], service: str, now: float) -> C | None:
+    """The candidate with the most free slots for ``service`` among those we may still send to.
+
+    Free slots count the work other coordinators hold there (the workers' reported load), so
+    "most free" stays true with several jobs; ties go by name; None when none has room.
+    """
     best: C | None = None
     best_free = 0
     for cand in candidates:
+        if cand.room(service, now) <= 0:
+            continue
         free = cand.free_slots(service)
-        if free > best_free or (
-            free == best_free and free > 0 and best is not None and cand.name < best.name
-        ):
+        if best is None or free > best_free or (free == best_free and cand.name < best.name):
             best, best_free = cand, free
     return best
 

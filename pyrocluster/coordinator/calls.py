@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
-from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
+from pyrocluster.errors import TaskFailed, WorkerUnavailable
 
 _batch_ids = itertools.count(1)
+_call_ids = itertools.count(1)
+
+Requirement = tuple[str, frozenset[str], str, int]
+"""The queue a call waits in: service, tags a worker must carry, task name, priority."""
 
 
 class Waiter(Protocol):
@@ -27,7 +32,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error",
+        "last_error", "value", "error", "priority", "id", "payload",
     )  # fmt: skip
 
     def __init__(
@@ -42,6 +47,7 @@ class Call:
         retry_on_error: bool,
         waiter: Waiter | None = None,
         tag: Any = None,
+        priority: int = 0,
     ) -> None:
         self.service = service
         self.name = name
@@ -61,7 +67,11 @@ class Call:
         self.queued_at = 0.0
         self.last_error = ""
         self.value: Any = None
-        self.error: PyroClusterError | None = None
+        self.error: BaseException | None = None
+        self.priority = priority
+        self.id = next(_call_ids)
+        self.payload = b""
+        """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
 
     @property
     def future(self) -> TaskFuture:
@@ -70,13 +80,13 @@ class Call:
         return self.waiter
 
     @property
-    def requirement(self) -> tuple[str, frozenset[str]]:
-        """The queue it waits in: its service and the tags a worker must carry."""
-        return (self.service, self.tags)
+    def requirement(self) -> Requirement:
+        """The queue it waits in: service, tags, task name and priority."""
+        return (self.service, self.tags, self.name, self.priority)
 
     def wire(self) -> list[Any]:
-        """The call as a worker receives it."""
-        return [self.name, self.args, self.kwargs, self.timeout_s]
+        """The call as a worker receives it (docs/protocol.md)."""
+        return [str(self.id), self.name, self.payload, self.timeout_s, self.priority]
 
 
 class TaskFuture(Future):  # type: ignore[type-arg]
@@ -85,13 +95,28 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def __init__(self, call: Call) -> None:
         super().__init__()
         self.call = call
+        self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
+        """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
+
+    def cancel(self) -> bool:
+        """The ``concurrent.futures`` meaning: True for a call that has not started (it never will).
+
+        A call already sent to a worker is not stopped (False); ``Cluster.cancel`` stops those.
+        """
+        if self.done():
+            return self.cancelled()
+        if self.canceller is None:
+            return super().cancel()
+        return bool(self.canceller([self.call], False))
 
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
         if self.done():
             return
-        if call.error is None:
+        if isinstance(call.error, CancelledError):
+            super().cancel()
+        elif call.error is None:
             self.set_result(call.value)
         else:
             self.set_exception(call.error)
@@ -139,16 +164,25 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "service", "calls", "sent_at")
+    __slots__ = ("id", "requirement", "calls", "sent_at")
 
-    def __init__(self, service: str, calls: list[Call]) -> None:
+    def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
-        self.service = service
+        self.requirement = requirement
         self.calls = calls
         self.sent_at = 0.0
 
+    @property
+    def service(self) -> str:
+        """The service the batch goes to."""
+        return self.requirement[0]
 
-Resolution = tuple[Call, Any, "PyroClusterError | None"]
+    def request(self, sender: str) -> dict[str, Any]:
+        """The ``run_batch`` request of protocol v2."""
+        return {"from": sender, "calls": [c.wire() for c in self.calls]}
+
+
+Resolution = tuple[Call, Any, "BaseException | None"]
 """A call and its outcome, decided under the dispatcher's lock and settled after it."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pyrocluster import config
@@ -28,9 +29,116 @@ MAP_CHUNK = 1024
 """Most calls of a ``map`` whose results are awaited together."""
 
 
-def as_args(item: Any) -> list[Any]:
-    """A map item as call arguments: a list or tuple is the args, anything else one arg."""
-    return list(item) if isinstance(item, (list, tuple)) else [item]
+@dataclass(frozen=True)
+class CallOptions:
+    """Options of calls that are not task arguments: set with ``cluster.options(...)``."""
+
+    tags: frozenset[str] = frozenset()
+    """Only workers carrying every one of these tags run the calls."""
+    timeout: float | None = None
+    """Seconds per attempt (default: the cluster's ``timeout``)."""
+    retries: int | None = None
+    """Further attempts after a worker failure (default: the cluster's ``retries``)."""
+    priority: int = 0
+    """Higher runs first, here and across the coordinators sharing the workers."""
+
+
+class Calls:
+    """A view of a cluster with fixed call options: ``submit``, ``map`` and ``starmap``.
+
+    Options never travel as keyword arguments, so a task may itself take ``tags``, ``timeout``
+    or ``priority``.
+    """
+
+    def __init__(self, cluster: Cluster, options: CallOptions) -> None:
+        self._cluster = cluster
+        self._options = options
+
+    def options(
+        self,
+        *,
+        tags: Iterable[str] | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        priority: int | None = None,
+    ) -> Calls:
+        """A view with some options changed."""
+        o = self._options
+        return Calls(
+            self._cluster,
+            CallOptions(
+                frozenset(tags) if tags is not None else o.tags,
+                timeout if timeout is not None else o.timeout,
+                retries if retries is not None else o.retries,
+                priority if priority is not None else o.priority,
+            ),
+        )
+
+    def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
+        o, c = self._options, self._cluster
+        timeout_s = float(o.timeout or c.timeout)
+        retries = c.retries if o.retries is None else o.retries
+        return Call(
+            "compute", name, args, kwargs, o.tags, timeout_s, retries, False, waiter, None, o.priority
+        )
+
+    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
+
+        A future of an earlier call passed as an argument (top level of ``args`` or a ``kwargs``
+        value) makes this call wait for it, without a thread, and receive its result.
+        """
+        call = self._call(name, list(args), kwargs)
+        upstreams = upstream_futures(call.args, call.kwargs)
+        if upstreams:
+            submit_after(call, upstreams, self._cluster.submit_calls)
+        else:
+            self._cluster.submit_calls((call,))
+        return call.future
+
+    def map(self, name: str, /, *iterables: Iterable[Any]) -> Iterator[Any]:
+        """``name(item)`` per item (several iterables are zipped, as ``Executor.map``), results in order."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        items = zip(*iterables, strict=False) if len(iterables) > 1 else ((x,) for x in iterables[0])
+        return self.starmap(name, items)
+
+    def starmap(self, name: str, /, iterable: Iterable[Iterable[Any]]) -> Iterator[Any]:
+        """``name(*item)`` per item, yielding results in input order as they are ready.
+
+        At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
+        bounded memory. A failed call raises (TaskFailed, TaskTimeout or WorkerUnavailable) when reached.
+        """
+        source = iter(iterable)
+        no_kwargs: dict[str, Any] = {}
+        chunks: deque[tuple[CallGroup, list[Call]]] = deque()
+        queued = 0
+        chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
+        submit = self._cluster.submit_calls
+
+        def refill() -> None:
+            nonlocal queued, chunk_size
+            while queued < MAP_WINDOW:
+                args = [list(item) for item in itertools.islice(source, chunk_size)]
+                if not args:
+                    return
+                group = CallGroup(len(args))
+                calls = [self._call(name, a, no_kwargs, group) for a in args]
+                chunks.append((group, calls))
+                queued += len(calls)
+                chunk_size = min(MAP_CHUNK, chunk_size * 2)
+                submit(calls)
+
+        refill()
+        while chunks:
+            group, calls = chunks.popleft()
+            group.wait()
+            queued -= len(calls)
+            refill()
+            for call in calls:
+                if call.error is not None:
+                    raise call.error
+                yield call.value
 
 
 class Cluster:
@@ -65,6 +173,7 @@ class Cluster:
         self._local: LocalCluster | None = None
         self._dispatcher = Dispatcher(settings, probe_timeout, wait, max(1, max_batch))
         self._dispatcher.start()
+        self._calls = Calls(self, CallOptions())
 
     @classmethod
     def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
@@ -104,6 +213,7 @@ class Cluster:
         retry_on_error: bool = False,
         waiter: Waiter | None = None,
         tag: Any = None,
+        priority: int = 0,
     ) -> Call:
         """A call not yet submitted (see :meth:`submit_calls`); without ``waiter``, ``call.future`` tells."""
         return Call(
@@ -117,69 +227,38 @@ class Cluster:
             retry_on_error,
             waiter,
             tag,
+            priority,
         )
 
     def submit_calls(self, calls: Iterable[Call]) -> None:
         """Queue prepared calls; their futures are ``call.future``."""
         self._dispatcher.submit(calls)
 
-    def submit(
-        self, name: str, *args: Any, tags: Iterable[str] = (), timeout: float | None = None, **kwargs: Any
-    ) -> TaskFuture:
-        """Run compute task ``name`` somewhere; returns a future of its result.
+    def options(
+        self,
+        *,
+        tags: Iterable[str] | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        priority: int | None = None,
+    ) -> Calls:
+        """A view whose ``submit``/``map``/``starmap`` use these options, e.g. ``options(priority=5)``."""
+        return self._calls.options(tags=tags, timeout=timeout, retries=retries, priority=priority)
 
-        A future of an earlier call passed as an argument (top level of ``args`` or a ``kwargs``
-        value) makes this call wait for it, without a thread, and receive its result.
+    def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
+
+        Every keyword argument goes to the task; call options are set with :meth:`options`.
         """
-        call = self.make_call("compute", name, list(args), kwargs, tags=tags, timeout=timeout)
-        upstreams = upstream_futures(call.args, call.kwargs)
-        if upstreams:
-            submit_after(call, upstreams, self._dispatcher.submit)
-        else:
-            self._dispatcher.submit((call,))
-        return call.future
+        return self._calls.submit(name, *args, **kwargs)
 
-    def map(
-        self, name: str, items: Iterable[Any], *, tags: Iterable[str] = (), timeout: float | None = None
-    ) -> Iterator[Any]:
-        """Run ``name`` once per item, yielding results in input order as they are ready.
+    def map(self, name: str, /, *iterables: Iterable[Any]) -> Iterator[Any]:
+        """``name(item)`` per item, as ``Executor.map`` (several iterables are zipped); results in order."""
+        return self._calls.map(name, *iterables)
 
-        At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
-        bounded memory. A failed call raises (TaskFailed or WorkerUnavailable) when reached.
-        """
-        source = iter(items)
-        tagset, timeout_s = frozenset(tags), float(timeout or self.timeout)
-        no_kwargs: dict[str, Any] = {}
-        chunks: deque[tuple[CallGroup, list[Call]]] = deque()
-        queued = 0
-        chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
-
-        def refill() -> None:
-            nonlocal queued, chunk_size
-            while queued < MAP_WINDOW:
-                args = [as_args(item) for item in itertools.islice(source, chunk_size)]
-                if not args:
-                    return
-                group = CallGroup(len(args))
-                calls = [
-                    Call("compute", name, a, no_kwargs, tagset, timeout_s, self.retries, False, group)
-                    for a in args
-                ]
-                chunks.append((group, calls))
-                queued += len(calls)
-                chunk_size = min(MAP_CHUNK, chunk_size * 2)
-                self._dispatcher.submit(calls)
-
-        refill()
-        while chunks:
-            group, calls = chunks.popleft()
-            group.wait()
-            queued -= len(calls)
-            refill()
-            for call in calls:
-                if call.error is not None:
-                    raise call.error
-                yield call.value
+    def starmap(self, name: str, /, iterable: Iterable[Iterable[Any]]) -> Iterator[Any]:
+        """``name(*item)`` per item, as ``Pool.starmap``; results stream in input order."""
+        return self._calls.starmap(name, iterable)
 
     def fetch(
         self, url: str, *, timeout: float | None = None, tags: Iterable[str] = (), **options: Any
@@ -226,6 +305,16 @@ class Cluster:
         finally:
             stop.set()
             thread.join(timeout=5)
+
+    def cancel(self, future: TaskFuture) -> bool:
+        """Stop a call, waiting or running: a process-slot task is killed (its slot process replaced),
+        a thread-slot task abandoned. True when it was cancelled (its future raises ``CancelledError``),
+        False when it had already ended."""
+        return bool(self._dispatcher.cancel([future.call], running=True))
+
+    def cancel_calls(self, waiter: Waiter) -> list[Call]:
+        """Cancel every unsettled call of ``waiter`` (a job), waiting or running; return them."""
+        return self._dispatcher.cancel(self._dispatcher.calls_of(waiter), running=True)
 
     @property
     def retried(self) -> int:

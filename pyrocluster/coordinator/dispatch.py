@@ -1,8 +1,9 @@
 """The dispatcher: queues calls, sends batches to the worker with the most free slots, fails over.
 
-All decisions happen under one condition variable; the links report what happened on the wire
-and the dispatcher settles each call exactly once (the first outcome wins), re-queueing calls
-whose worker died, hung or refused them while attempts remain.
+Every decision happens under one condition variable and applies the failover table
+(``policy.py``) to what the links report; no socket code here. Each call is settled exactly once
+(the first outcome wins), outside the lock. The clock and the links are injected, so decisions
+can be tested with no sockets and no sleeping.
 """
 
 from __future__ import annotations
@@ -11,153 +12,221 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import CancelledError
 from typing import Any
 
-import Pyro5.errors
-
+from pyrocluster import codec
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
-from pyrocluster.coordinator.calls import Batch, Call, Resolution, gave_up, settle, task_failed
-from pyrocluster.coordinator.links import DRAINING, GONE, READY, SUSPECT, WorkerLink
-from pyrocluster.coordinator.retry import attempts_left
-from pyrocluster.defaults import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S
-from pyrocluster.errors import PyroClusterError, TaskFailed, WorkerUnavailable
-from pyrocluster.nameserver import registry
+from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
+from pyrocluster.coordinator.calls import (
+    Batch,
+    Call,
+    Requirement,
+    Resolution,
+    TaskFuture,
+    gave_up,
+    settle,
+    task_failed,
+)
+from pyrocluster.coordinator.discovery import Discovery
+from pyrocluster.coordinator.links import Link, LinkFactory, WorkerLink, sender_name
+from pyrocluster.coordinator.policy import (
+    EndsAs,
+    Happened,
+    WorkerAction,
+    decide,
+    worker_action,
+)
+from pyrocluster.coordinator.queues import WaitingRoom
+from pyrocluster.coordinator.replies import decode_reply, failure_text
+from pyrocluster.defaults import PROBE_INTERVAL_S
+from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
-from pyrocluster.tasks import ERROR, OK
 
 log = logging.getLogger(__name__)
 
-Requirement = tuple[str, frozenset[str]]
 WAIT_CHECK_S = 0.25
-"""How often calls without any live worker are checked against ``wait``, in seconds."""
+"""How often waiting calls are checked against ``wait``, in seconds."""
 
 
 class Dispatcher:
-    """Owns the queues, the worker links and the threads that discover workers and dispatch."""
+    """Owns the waiting calls, what it knows of each worker, and the discovery and dispatch threads."""
 
-    def __init__(self, settings: Settings, probe_timeout_s: float, wait_s: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        probe_timeout_s: float,
+        wait_s: float,
+        max_batch: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        link_factory: LinkFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.max_batch = max_batch
         self.probe_timeout_s = probe_timeout_s
         self.wait_s = wait_s
+        self.max_call_bytes = settings.max_message_bytes // 2
+        """Largest encoded arguments of one call (room for the envelope and serpent's base64)."""
+        self.max_batch_bytes = settings.max_message_bytes // 4
+        self.sender_id = sender_name()
         self.closed = False
         self.retried = 0
-        self.links: dict[str, WorkerLink] = {}
+        self.records: dict[str, WorkerRecord] = {}
+        self.links: dict[str, Link] = {}
+        self._clock = clock
+        self._make_link = link_factory or (lambda e, owner: WorkerLink(e, owner, settings, probe_timeout_s))
         self._cond = threading.Condition()
-        self._pending: dict[Requirement, deque[Call]] = {}
-        self._no_worker_since: dict[Requirement, float] = {}
-        self._ns: Any = None
-        self._ns_ok = False
-        self._first_discovery = threading.Event()
-        self._closing = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True),
-            threading.Thread(target=self._discovery_loop, name="discovery", daemon=True),
-        ]
+        self._room = WaitingRoom()
+        self._back: list[Call] = []
+        """Calls to re-queue at the front of their queues (the next dispatch round puts them there)."""
+        self._candidates: dict[Requirement, list[WorkerRecord]] = {}
+        self._last_probe: dict[str, float] = {}
+        self._discovery = Discovery(settings, self.update_workers)
+        self._thread = threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True)
 
     def start(self) -> None:
         """Start dispatching once the first look-up of workers is done."""
-        for t in self._threads:
-            t.start()
-        self._first_discovery.wait(CONNECT_TIMEOUT_S * 2)
+        self._thread.start()
+        self._discovery.start()
 
     def close(self) -> None:
-        """Stop everything; calls not settled fail with WorkerUnavailable."""
-        self._closing.set()
+        """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
+        self._discovery.stop()
+        err = WorkerUnavailable("the cluster was closed before the call finished")
+        out: list[Resolution] = []
         with self._cond:
             self.closed = True
-            leftovers = [c for q in self._pending.values() for c in q if not c.done]
+            pending = list(self._room.calls()) + self._back
+            for rec in self.records.values():
+                pending.extend(c for b in rec.clear() for c in b.calls)
+                rec.state = GONE
+            for call in pending:
+                if not call.done:
+                    call.done = True
+                    out.append((call, None, err))
             for link in self.links.values():
-                leftovers.extend(c for b in link.batches.values() for c in b.calls if not c.done)
                 link.stop()
-            self._pending.clear()
+            self._room.clear()
             self._cond.notify_all()
-        err = WorkerUnavailable("the cluster was closed before the call finished")
-        settle([(c, None, err) for c in leftovers])
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=2)
+        settle(out)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._discovery.join()
 
     # -- submitting --------------------------------------------------------------------------
 
     def submit(self, calls: Iterable[Call]) -> None:
-        """Queue calls and send what free slots allow right away (no hop through the dispatch thread)."""
-        now = time.monotonic()
+        """Encode and queue calls, sending what free slots allow right away (no hop through a thread).
+
+        A call whose arguments cannot be encoded, or are over the message cap, fails at once.
+        """
+        ready: list[Call] = []
+        refused: list[Resolution] = []
+        for call in calls:
+            try:
+                call.payload = codec.pack_call(call.args, call.kwargs)
+            except codec.NotSendable as exc:
+                call.done = True
+                refused.append((call, None, TaskFailed("NotSendable", str(exc))))
+                continue
+            if len(call.payload) > self.max_call_bytes:
+                call.done = True
+                refused.append((call, None, self._ending(call, EndsAs.TOO_LARGE, "", None)))
+                continue
+            ready.append(call)
+        if refused:
+            settle(refused)
+        now = self._clock()
         with self._cond:
             if self.closed:
                 raise WorkerUnavailable("the cluster is closed")
-            for call in calls:
+            for call in ready:
+                if type(call.waiter) is TaskFuture:
+                    call.waiter.canceller = self.cancel
                 call.queued_at = now
-                self._pending.setdefault(call.requirement, deque()).append(call)
+                self._room.add(call, now)
             self._dispatch_ready()
+
+    def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
+        """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).
+
+        A waiting call never runs. With ``running``, a call already on a worker is stopped there
+        (``compute.cancel``: a process slot is killed and replaced, a thread slot abandoned) and
+        settles at once, without waiting for the worker's answer; without it, such a call is left alone.
+        """
+        out: list[Resolution] = []
+        stop: dict[str, tuple[list[str], set[int]]] = {}
+        with self._cond:
+            holders = {bid: rec.name for rec in self.records.values() for bid in rec.batches}
+            for call in calls:
+                if call.done or (call.batch_id and not running):
+                    continue
+                call.done = True
+                out.append((call, None, CancelledError()))
+                holder = holders.get(call.batch_id) if call.batch_id else None
+                if holder is not None:
+                    ids, batches = stop.setdefault(holder, ([], set()))
+                    ids.append(str(call.id))
+                    batches.add(call.batch_id)
+            for name, (call_ids, batch_ids) in stop.items():
+                self.links[name].cancel(call_ids, batch_ids)
+        settle(out)
+        return [call for call, _, _ in out]
+
+    def calls_of(self, waiter: Any) -> list[Call]:
+        """Every unsettled call of ``waiter``, waiting or on a worker (to cancel a whole job)."""
+        with self._cond:
+            found = [c for c in self._room.calls() if c.waiter is waiter and not c.done]
+            found += [c for c in self._back if c.waiter is waiter and not c.done]
+            for rec in self.records.values():
+                for batch in rec.batches.values():
+                    found += [c for c in batch.calls if c.waiter is waiter and not c.done]
+            return found
 
     def capacity(self, service: str) -> int:
         """Slots for ``service`` over the workers that take work now."""
         with self._cond:
-            return sum(lk.entry.slots.get(service, 0) for lk in self.links.values() if lk.state == READY)
+            return sum(r.entry.slots.get(service, 0) for r in self.records.values() if r.state == READY)
 
     def in_flight(self) -> int:
         """Calls currently sent to workers."""
         with self._cond:
-            return sum(len(b.calls) for link in self.links.values() for b in link.batches.values())
+            return sum(len(b.calls) for r in self.records.values() for b in r.batches.values())
 
-    # -- discovery ---------------------------------------------------------------------------
+    # -- workers -------------------------------------------------------------------------------
 
-    def discover(self) -> bool:
-        """Ask the name server for workers and update the links; False when it was unreachable."""
-        try:
-            if self._ns is None:
-                self._ns = registry.connect(self.settings)
-            entries = registry.find_workers(self._ns)
-        except (PyroClusterError, Pyro5.errors.PyroError) as exc:
-            if self._ns_ok:
-                log.warning("name server unreachable, keeping the %d known workers: %s", len(self.links), exc)
-            self._ns_ok = False
-            if self._ns is not None:
-                self._ns._pyroRelease()
-                self._ns = None
-            return False
-        self._ns_ok = True
+    def update_workers(self, entries: list[WorkerEntry]) -> None:
+        """Apply a name-server listing: new workers get links, replaced and departed ones are forgotten."""
+        out: list[Resolution] = []
         with self._cond:
             if self.closed:
-                return True
-            self._update_links(entries)
-            self._cond.notify()
-        return True
+                return
+            listed = {e.name for e in entries}
+            for entry in entries:
+                rec = self.records.get(entry.name)
+                if rec is not None and dict(rec.entry.uris) == dict(entry.uris):
+                    rec.refresh(entry)
+                    continue
+                if rec is not None:
+                    self._forget(rec, "was replaced by a new registration", out)
+                self.records[entry.name] = WorkerRecord(entry, self.max_batch)
+                self.links[entry.name] = self._make_link(entry, self)
+            for name, rec in list(self.records.items()):
+                if name not in listed and rec.state in (SUSPECT, DRAINING) and not rec.busy():
+                    self._forget(rec, "left the cluster", out)
+            self._candidates.clear()
+            self._dispatch_ready()
+        settle(out)
 
-    def _update_links(self, entries: list[WorkerEntry]) -> None:
-        listed = {e.name for e in entries}
-        for entry in entries:
-            link = self.links.get(entry.name)
-            if link is not None and dict(link.entry.uris) == dict(entry.uris):
-                link.entry, link.tags = entry, entry.tags
-                continue
-            if link is not None:
-                self._forget(link, "was replaced by a new registration")
-            self.links[entry.name] = WorkerLink(
-                entry, self, self.settings, self.probe_timeout_s, self.max_batch
-            )
-        for name, link in list(self.links.items()):
-            if name not in listed and link.state in (SUSPECT, DRAINING) and not link.busy():
-                self._forget(link, "left the cluster")
-
-    def _forget(self, link: WorkerLink, reason: str) -> None:
-        resolutions = self._take_back(link, reason)
-        link.stop()
-        self.links.pop(link.name, None)
-        # Settling happens under the lock here; these are failures only, whose callbacks are cheap.
-        settle(resolutions)
-
-    def _discovery_loop(self) -> None:
-        """Look up workers now and then every DISCOVERY_INTERVAL_S (the NS proxy is this thread's)."""
-        while not self.closed:
-            self.discover()
-            self._first_discovery.set()
-            self._closing.wait(DISCOVERY_INTERVAL_S)
-        if self._ns is not None:
-            self._ns._pyroRelease()
+    def _forget(self, rec: WorkerRecord, reason: str, out: list[Resolution]) -> None:
+        self._take_back(rec, Happened.CLOSED, reason, out)
+        rec.state = GONE
+        self.links.pop(rec.name).stop()
+        del self.records[rec.name]
+        self._last_probe.pop(rec.name, None)
 
     # -- dispatching -------------------------------------------------------------------------
 
@@ -165,7 +234,7 @@ class Dispatcher:
         with self._cond:
             while not self.closed:
                 self._dispatch_ready()
-                expired = self._expire_waiting(time.monotonic())
+                expired = self.expire_waiting()
                 if expired:
                     self._cond.release()
                     try:
@@ -175,245 +244,288 @@ class Dispatcher:
                     continue
                 self._cond.wait(WAIT_CHECK_S)
 
-    def _dispatch_ready(self) -> None:
-        for req, queue in list(self._pending.items()):
-            while queue and queue[0].done:
-                queue.popleft()
-            if not queue:
-                del self._pending[req]
-                self._no_worker_since.pop(req, None)
-                continue
-            service = req[0]
-            candidates = [lk for lk in self.links.values() if lk.state == READY and lk.offers(*req)]
-            if not candidates:
-                self._no_worker_since.setdefault(req, time.monotonic())
-                continue
-            self._no_worker_since.pop(req, None)
-            free_total = sum(max(0, lk.free_slots(service)) for lk in candidates)
-            while queue and free_total > 0:
-                link = balancer.choose(candidates, service)
-                if link is None:
-                    break
-                size = link.sizers[service].next_size(len(queue), free_total)
-                calls: list[Call] = []
-                while queue and len(calls) < size:
-                    call = queue.popleft()
-                    if not call.done:
-                        calls.append(call)
-                if not calls:
-                    break
-                self._send(link, Batch(service, calls))
-                free_total -= 1
+    def _candidates_for(self, req: Requirement) -> list[WorkerRecord]:
+        cands = self._candidates.get(req)
+        if cands is None:
+            cands = self._candidates[req] = [
+                r for r in self.records.values() if r.state == READY and r.offers(req)
+            ]
+        return cands
 
-    def _send(self, link: WorkerLink, batch: Batch) -> None:
+    def _changed(self) -> None:
+        """A worker's state or catalog changed: candidates are recomputed."""
+        self._candidates.clear()
+        self._cond.notify()
+
+    def _dispatch_ready(self) -> None:
+        """Send batches while some worker has room: by priority, then requirements in turn."""
+        now = self._clock()
+        room = self._room
+        if self._back:  # re-queued calls go first, in their original order
+            for call in reversed(self._back):
+                call.queued_at = now
+                room.add(call, now, front=True)
+            self._back.clear()
+        for level in room.levels():
+            progress = True
+            while progress:
+                progress = False
+                for req in list(level):
+                    queue = room.waiting(req)
+                    if queue is None:
+                        continue
+                    cands = self._candidates_for(req)
+                    if not cands:
+                        continue
+                    service = req[0]
+                    rec = balancer.choose(cands, service, now)
+                    if rec is None:
+                        continue
+                    free_total = sum(max(0, c.room(service, now)) for c in cands)
+                    size = rec.sizers[service].next_size(len(queue), free_total)
+                    calls: list[Call] = []
+                    nbytes = 0
+                    while queue and len(calls) < size and nbytes < self.max_batch_bytes:
+                        call = queue.popleft()
+                        if not call.done:
+                            calls.append(call)
+                            nbytes += len(call.payload)
+                    if calls:
+                        self._send(rec, Batch(req, calls))
+                        room.served(req, now)
+                        progress = True
+
+    def _send(self, rec: WorkerRecord, batch: Batch) -> None:
         for call in batch.calls:
             call.attempts += 1
             call.batch_id = batch.id
-        link.batches[batch.id] = batch
-        link.in_flight[batch.service] += 1
-        link.send(batch)
+        rec.add(batch)
+        self.links[rec.name].send(batch)
 
-    def _expire_waiting(self, now: float) -> list[Resolution]:
-        """Fail calls that found no live worker for their service and tags within ``wait``."""
+    def expire_waiting(self) -> list[Resolution]:
+        """End calls that got no worker within ``wait``: no live worker offers their requirement,
+        or none of those has given it a slot (and none holds work of ours that would free one)."""
+        now = self._clock()
         expired: list[Resolution] = []
-        for req, since in list(self._no_worker_since.items()):
-            queue = self._pending.get(req)
-            if not queue:
+        for req in self._room.requirements():
+            since = self._room.since.get(req, now)
+            if now - since < self.wait_s:
+                continue
+            cands = self._candidates_for(req)
+            if any(r.busy() for r in cands):
+                continue
+            queue = self._room.waiting(req)
+            if queue is None:
                 continue
             keep: deque[Call] = deque()
             for call in queue:
                 if call.done:
                     continue
                 if now - max(since, call.queued_at) >= self.wait_s:
-                    tags = f" with tags {sorted(req[1])}" if req[1] else ""
-                    why = call.last_error or f"no live worker offers {req[0]}{tags}"
-                    expired.append((call, None, WorkerUnavailable(f"{why} (waited {self.wait_s:g} s)")))
                     call.done = True
+                    expired.append(
+                        (
+                            call,
+                            None,
+                            WorkerUnavailable(f"{self._no_worker(req, call)} (waited {self.wait_s:g} s)"),
+                        )
+                    )
                 else:
                     keep.append(call)
-            self._pending[req] = keep
+            self._room.replace(req, keep)
         return expired
 
-    # -- outcomes (called from sender threads) -----------------------------------------------
+    def _no_worker(self, req: Requirement, call: Call) -> str:
+        if call.last_error:
+            return call.last_error
+        service, tags, task, _ = req
+        what = f"{service} task {task!r}" if service == "compute" else service
+        tagged = f" with tags {sorted(tags)}" if tags else ""
+        if self._candidates_for(req):
+            return f"no slot became free for {what}{tagged}"
+        return f"no live worker offers {what}{tagged}"
 
-    def _requeue(self, call: Call, reason: str, count_attempt: bool, out: list[Resolution]) -> None:
-        """Put a call back at the front of its queue, or give up when it has no attempts left."""
-        call.batch_id = 0
-        call.last_error = reason
-        if not count_attempt:
+    # -- applying the failover table -----------------------------------------------------------
+
+    def _record_of(self, link: Any) -> WorkerRecord | None:
+        """The record of the worker a link reports for; None when that link was replaced or forgotten."""
+        known = self.links.get(link.name)
+        return self.records.get(link.name) if known is not None and known is link else None
+
+    def _ending(self, call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
+        if ends_as is EndsAs.FAILED:
+            return task_failed(value)
+        if ends_as is EndsAs.TIMEOUT:
+            return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
+        if ends_as is EndsAs.CANCELLED:
+            return CancelledError()
+        if ends_as is EndsAs.UNAVAILABLE:
+            return gave_up(call, reason)
+        if ends_as is EndsAs.TOO_LARGE:
+            reason = (
+                reason or f"arguments of {len(call.payload)} bytes, over the cap of {self.max_call_bytes}"
+            )
+        return TaskFailed(ends_as.value, reason)
+
+    def _apply(
+        self, call: Call, happened: Happened, reason: str, value: Any, out: list[Resolution], worker: str
+    ) -> None:
+        """The table's verdict for one call whose current attempt ended with ``happened``."""
+        verdict = decide(happened, call.attempts, call.retries, call.retry_on_error)
+        if not verdict.costs_attempt:
             call.attempts -= 1
-        if count_attempt and not attempts_left(call.attempts, call.retries):
-            call.done = True
-            out.append((call, None, gave_up(call, reason)))
+        if verdict.requeue:
+            if verdict.costs_attempt:
+                self.retried += 1
+            call.batch_id = 0
+            call.last_error = reason
+            self._back.append(call)
             return
-        if count_attempt:
-            self.retried += 1
-        call.queued_at = time.monotonic()
-        self._pending.setdefault(call.requirement, deque()).appendleft(call)
+        call.done = True
+        call.worker = worker or call.worker
+        out.append((call, None, self._ending(call, verdict.ends_as, reason, value)))
 
-    def _retire_batch(self, link: WorkerLink, batch: Batch) -> bool:
-        """Remove a batch from its link; False when it had already been taken back."""
-        if link.batches.pop(batch.id, None) is None:
-            return False
-        link.in_flight[batch.service] -= 1
-        return True
-
-    def _take_back(self, link: WorkerLink, reason: str) -> list[Resolution]:
-        """Re-queue every call in flight on a link."""
-        out: list[Resolution] = []
-        for batch in link.batches.values():
+    def _take_back(self, rec: WorkerRecord, happened: Happened, reason: str, out: list[Resolution]) -> None:
+        """Re-queue (or end) every call in flight on a worker."""
+        for batch in rec.clear():
             for call in batch.calls:
                 if not call.done and call.batch_id == batch.id:
-                    self._requeue(call, f"worker {link.name} {reason}", True, out)
-        link.batches.clear()
-        for service in link.in_flight:
-            link.in_flight[service] = 0
-        link.take_back_outbox()
-        return out
+                    self._apply(call, happened, f"worker {rec.name} {reason}", None, out, rec.name)
+        self.links[rec.name].drop_unsent()
 
-    def _set_aside(self, link: WorkerLink, reason: str) -> list[Resolution]:
-        if link.state == GONE:
-            return []
-        log.warning("worker %s %s: its calls go elsewhere", link.name, reason)
-        link.state = SUSPECT
-        link.quarantine.set_aside(time.monotonic())
+    def _set_aside(self, rec: WorkerRecord, happened: Happened, reason: str, out: list[Resolution]) -> None:
+        if rec.state in (GONE, SUSPECT):
+            return
+        log.warning("worker %s %s: its calls go elsewhere", rec.name, reason)
+        rec.state = SUSPECT
+        rec.quarantine.set_aside(self._clock())
+        link = self.links[rec.name]
         link.abort_calls()
         link.wake()
-        self._cond.notify()
-        return self._take_back(link, reason)
+        self._changed()
+        self._take_back(rec, happened, reason, out)
 
-    def batch_replied(self, link: WorkerLink, batch: Batch, reply: Any, elapsed_s: float) -> None:
-        """A worker answered a batch."""
+    def _worker_does(self, rec: WorkerRecord, action: WorkerAction) -> None:
+        if action is WorkerAction.DRAINING and rec.state == READY:
+            rec.state = DRAINING
+            self._changed()
+        elif action is WorkerAction.FULL:
+            rec.answered_busy(self._clock())
+
+    # -- what the links report (called from their threads) -------------------------------------
+
+    def batch_replied(self, link: Any, batch: Batch, reply: Any, elapsed_s: float) -> None:
+        """A worker answered a batch: apply each outcome (decoded here, outside the lock)."""
+        outcomes = decode_reply(reply, len(batch.calls))
         out: list[Resolution] = []
         with self._cond:
-            live = self._retire_batch(link, batch)
-            if isinstance(reply, dict) and "refused" in reply:
-                if live:
-                    link.state = DRAINING
+            rec = self._record_of(link)
+            live = rec is not None and rec.retire(batch)
+            if rec is not None and isinstance(reply, dict):
+                rec.observe_load(reply.get("load"))
+            name = rec.name if rec is not None else ""
+            if isinstance(outcomes, Happened):  # a reply about the whole batch
+                if live and rec is not None:
+                    self._worker_does(rec, worker_action(outcomes))
+                    why = f"worker {name}: {outcomes.value}"
+                    if outcomes is Happened.BAD_REPLY:
+                        why = f"worker {name} sent a malformed reply: {str(reply)[:200]}"
                     for call in batch.calls:
-                        if not call.done:
-                            self._requeue(call, f"worker {link.name} is draining", False, out)
-            elif (
-                isinstance(reply, dict)
-                and isinstance(reply.get("outcomes"), list)
-                and len(reply["outcomes"]) == len(batch.calls)
-            ):
-                if live:
-                    link.sizers[batch.service].observe(len(batch.calls), elapsed_s)
-                for call, outcome in zip(batch.calls, reply["outcomes"], strict=False):
-                    self._settle_outcome(link, call, outcome, live and call.batch_id == batch.id, out)
+                        if not call.done and call.batch_id == batch.id:
+                            self._apply(call, outcomes, why, None, out, name)
             else:
-                error = TaskFailed(
-                    "InvalidReply", f"worker {link.name} sent a malformed reply: {str(reply)[:200]}"
-                )
-                for call in batch.calls:
-                    if not call.done:
+                if live and rec is not None:
+                    rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+                for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
+                    if call.done:
+                        continue
+                    if happened is None:  # OK: even a stale attempt's success settles the call
                         call.done = True
-                        out.append((call, None, error))
+                        call.worker = name
+                        call.elapsed_ms = elapsed_ms
+                        out.append((call, value, None))
+                        continue
+                    if not live or call.batch_id != batch.id:
+                        continue  # a stale attempt's failure: the re-queued copy reports its own
+                    if happened is Happened.NOT_RUNNABLE_HERE and rec is not None:
+                        rec.missing.add(call.name)
+                        self._changed()
+                    call.elapsed_ms = elapsed_ms
+                    self._apply(call, happened, failure_text(name, happened, value), value, out, name)
             self._dispatch_ready()
         settle(out)
 
-    def _settle_outcome(
-        self, link: WorkerLink, call: Call, outcome: Any, current: bool, out: list[Resolution]
-    ) -> None:
-        if call.done:
-            return
-        try:
-            kind, value, elapsed_ms = outcome
-        except (TypeError, ValueError):
-            kind, value, elapsed_ms = ERROR, {"type": "InvalidReply", "message": repr(outcome)[:200]}, 0.0
-        if kind == OK:
-            call.done = True
-            call.worker = link.name
-            call.elapsed_ms = float(elapsed_ms)
-            out.append((call, value, None))
-            return
-        if not current:
-            return  # a stale attempt's failure: the re-queued copy will report its own outcome
-        if kind == ERROR:
-            if call.retry_on_error and attempts_left(call.attempts, call.retries):
-                self._requeue(call, f"{value.get('type')}: {value.get('message')}", True, out)
-                return
-            call.done = True
-            call.worker = link.name
-            call.elapsed_ms = float(elapsed_ms)
-            out.append((call, None, task_failed(value)))
-            return
-        reason = value.get("message", "failed") if isinstance(value, dict) else str(value)
-        self._requeue(call, f"on worker {link.name}: {reason}", True, out)
-        if call.done:
-            call.worker = link.name
-
-    def batch_unsent(self, link: WorkerLink, batch: Batch, reason: str) -> None:
-        """The batch never reached the worker: set it aside; the calls lose no attempt."""
+    def batch_failed(self, link: Any, batch: Batch, happened: Happened, detail: str) -> None:
+        """A batch did not come back with a reply: apply the table to it (and to its worker)."""
         out: list[Resolution] = []
         with self._cond:
-            if self._retire_batch(link, batch):
-                for call in batch.calls:
-                    if not call.done and call.batch_id == batch.id:
-                        self._requeue(call, f"worker {link.name} unreachable: {reason}", False, out)
-                out.extend(self._set_aside(link, f"is unreachable ({reason})"))
-            self._dispatch_ready()
-        settle(out)
-
-    def batch_lost(self, link: WorkerLink, batch: Batch, reason: str) -> None:
-        """The connection broke or timed out during the call: the worker is set aside."""
-        out: list[Resolution] = []
-        with self._cond:
-            if batch.id in link.batches:
-                out.extend(self._set_aside(link, f"failed during a call ({reason})"))
-            self._dispatch_ready()
-        settle(out)
-
-    def batch_unserializable(self, link: WorkerLink, batch: Batch, exc: Exception) -> None:
-        """Arguments or results that the serializer refused: split the batch, fail lone calls."""
-        out: list[Resolution] = []
-        with self._cond:
-            if self._retire_batch(link, batch):
-                if len(batch.calls) == 1:
-                    call = batch.calls[0]
-                    if not call.done:
-                        call.done = True
-                        out.append((call, None, TaskFailed("SerializeError", str(exc))))
-                else:
+            rec = self._record_of(link)
+            if rec is not None and batch.id in rec.batches:
+                action = worker_action(happened)
+                if action is WorkerAction.SET_ASIDE:
+                    rec.retire(batch)
                     for call in batch.calls:
-                        if not call.done:
-                            self._requeue(call, str(exc), False, out)
-                    link.sizers[batch.service].size = 1
+                        if not call.done and call.batch_id == batch.id:
+                            self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
+                    rest = Happened.CLOSED if happened is Happened.REFUSED else happened
+                    self._set_aside(rec, rest, f"failed during a call ({detail})", out)
+                else:
+                    rec.retire(batch)
+                    current = [c for c in batch.calls if not c.done and c.batch_id == batch.id]
+                    if happened is Happened.TOO_LARGE:
+                        rec.sizers[batch.service].size = max(1, len(batch.calls) // 2)
+                        if len(batch.calls) == 1:
+                            happened = Happened.TOO_LARGE_ALONE
+                    for call in current:
+                        self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
             self._dispatch_ready()
         settle(out)
 
-    def batch_raised(self, link: WorkerLink, batch: Batch, exc: Exception) -> None:
-        """The worker raised while handling the batch: its calls fail with that error."""
-        tb = "".join(Pyro5.errors.get_pyro_traceback(type(exc), exc, exc.__traceback__))
-        error = TaskFailed(type(exc).__name__, str(exc), tb)
-        out: list[Resolution] = []
-        with self._cond:
-            self._retire_batch(link, batch)
-            for call in batch.calls:
-                if not call.done:
-                    call.done = True
-                    out.append((call, None, error))
-            self._dispatch_ready()
-        settle(out)
-
-    # -- liveness (called from probers) ------------------------------------------------------
-
-    def probe_failed(self, link: WorkerLink, reason: str) -> None:
+    def probe_failed(self, link: Any, reason: str) -> None:
         """A liveness probe failed or timed out."""
         out: list[Resolution] = []
         with self._cond:
-            if link.state == SUSPECT:
-                link.quarantine.set_aside(time.monotonic())
-            elif link.state != GONE:
-                out = self._set_aside(link, reason)
+            rec = self._record_of(link)
+            if rec is not None:
+                if rec.state == SUSPECT:
+                    rec.quarantine.set_aside(self._clock())
+                else:
+                    self._set_aside(rec, Happened.PROBE_SILENT, reason, out)
+            self._dispatch_ready()
         settle(out)
 
-    def probe_ok(self, link: WorkerLink) -> None:
-        """A probe answered: a set-aside worker is used again."""
+    def probe_answered(self, link: Any, load: Any) -> None:
+        """A probe answered: learn the worker's load; a set-aside worker is used again."""
         with self._cond:
-            if link.state == SUSPECT:
-                log.warning("worker %s answers again: it gets work again", link.name)
-                link.quarantine.clear()
-                link.state = READY
-                self._cond.notify()
+            rec = self._record_of(link)
+            if rec is None:
+                return
+            rec.observe_load(load)
+            if rec.state == SUSPECT:
+                log.warning("worker %s answers again: it gets work again", rec.name)
+                rec.quarantine.clear()
+                rec.state = READY
+                self._changed()
+            self._dispatch_ready()
+
+    def holds(self, link: Any, batch_ids: set[int]) -> bool:
+        """True while any of these batches is still in flight on the link's worker."""
+        with self._cond:
+            rec = self._record_of(link)
+            return rec is not None and any(b in rec.batches for b in batch_ids)
+
+    def probe_wait(self, link: Any, now: float) -> float | None:
+        """Seconds the link's prober waits before probing again; None when the worker is forgotten."""
+        with self._cond:
+            rec = self._record_of(link)
+            if rec is None or self.closed or rec.state == GONE:
+                return None
+            if rec.state == SUSPECT:
+                return max(0.0, min(PROBE_INTERVAL_S, rec.quarantine.next_probe_at - now))
+            if not rec.wants_probes():
+                return PROBE_INTERVAL_S
+            wait = self._last_probe.get(rec.name, -PROBE_INTERVAL_S) + PROBE_INTERVAL_S - now
+            if wait <= 0:
+                self._last_probe[rec.name] = now
+                return 0.0
+            return wait

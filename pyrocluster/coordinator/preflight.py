@@ -1,4 +1,4 @@
-"""Before a job runs: wait for live workers offering what it needs, and learn their task names."""
+"""Before a job runs: wait for live workers offering what it needs (their registrations carry their tasks)."""
 
 from __future__ import annotations
 
@@ -56,11 +56,3 @@ def wait_for_workers(settings: Settings, needs: Iterable[Need], wait_s: float) -
             time.sleep(0.2)
     finally:
         ns._pyroRelease()
-
-
-def offered_tasks(settings: Settings, entries: list[WorkerEntry]) -> set[str]:
-    """Union of the compute task names the given workers can run."""
-    computes = [e for e in entries if "compute" in e.uris]
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(computes)))) as pool:
-        answers = pool.map(lambda e: _call(e, "compute", "tasks", settings), computes)
-    return {name for names in answers if isinstance(names, list) for name in names}

@@ -279,8 +279,10 @@ class Flow:
     map item's ``ID-k``; outcomes of ids outside the graph (callbacks) are ignored.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, followed: Container[str] = ()) -> None:
         self.graph = graph
+        self.followed = followed
+        """Tasks whose outcomes the caller needs even if no task waits for them (callbacks)."""
         self.values: dict[str, Any] = {}
         self.needed = dict(graph.needed)
         """Receivers still to be handed each kept value."""
@@ -311,20 +313,23 @@ class Flow:
     def done(self, outcomes: Sequence[tuple[str, str, Any]]) -> Step:
         """Outcomes ``(unit id, status, result)`` that are now recorded; returns what follows from them."""
         step = Step()
+        nodes, watchers = self.graph.nodes, self.graph.watchers
         for unit_id, status, result in outcomes:
-            where = self.graph.locate(unit_id)
-            if where is None:
+            node = nodes.get(unit_id)
+            if node is not None and node.count is None and not node.dynamic:  # a single call
+                if node.state != "done":
+                    self._finish(node)
+                    self._settle(unit_id, status, result, step)
                 continue
-            node, k = where
-            if k is None:
-                if node.state == "done":
-                    continue
-                self._finish(node)
-                self._settle(node.id, status, result, step)
+            # A map item "<id>-<k>" (the hot path of big maps: no parsing beyond this).
+            base, _, digits = unit_id.rpartition("-")
+            node = nodes.get(base)
+            if node is None or node.state != "running" or not digits.isdigit():
                 continue
-            if node.state != "running" or node.count is None or k >= node.count:
+            k = int(digits)
+            if node.count is None or k >= node.count:
                 continue
-            if unit_id in self.graph.watchers:
+            if unit_id in watchers:
                 self._settle(unit_id, status, result, step)
             if status == "ok":
                 if node.results is not None:
@@ -364,6 +369,11 @@ class Flow:
                 node.results = [None] * node.count
             if node.count == 0:
                 self._complete_map(node, step)
+                return
+        if not (
+            node.id in self.graph.watchers or node.id in self.graph.item_keys or node.id in self.followed
+        ):
+            self._finish(node)  # nobody waits for it: its outcomes change nothing here
 
     def _release(self, node: Node) -> None:
         """Drop upstream values once every task receiving them has them (or will never run)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import gc
 import json
 import math
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from pyrocluster.errors import ConfigError
 
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
@@ -66,8 +70,43 @@ def encode_record(record: dict[str, Any]) -> bytes:
         return (_ASCII_ENCODER.encode(_finite(record)) + "\n").encode("ascii")
 
 
+RECORD_KEYS = ("id", "kind", "call", "args", "kwargs", "url", "depth")
+"""What a record keeps about its task when its outcome cannot be written."""
+
+
+def encode_or_failure(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """``record`` as a line, or, when it cannot be encoded, a ``failed`` record of the same task.
+
+    A result that JSON cannot hold (a dict with tuple keys under serpent) fails that task alone
+    instead of stopping the recording.
+    """
+    try:
+        return record, encode_record(record)
+    except Exception as exc:
+        failed: dict[str, Any] = {}
+        for key in RECORD_KEYS:
+            if key in record:
+                with contextlib.suppress(Exception):
+                    encode_record({key: record[key]})
+                    failed[key] = record[key]
+        failed["status"] = "failed"
+        failed["error"] = {
+            "type": "NotRecordable",
+            "message": f"the outcome cannot be written as JSON: {type(exc).__name__}: {exc}",
+            "traceback": "",
+        }
+        for key in ("worker", "attempts", "elapsed_ms"):
+            failed[key] = record.get(key)
+        return failed, encode_record(failed)
+
+
 class ResultsStore:
-    """A results file opened for appending; thread-safe; compacted to one line per id on close."""
+    """A results file opened for appending; thread-safe; compacted to one line per id on close.
+
+    The file is locked (``flock``) while open, so a second job cannot write it at the same time.
+    A failed write (disk full, permissions) is cut back to the last whole line and raises
+    ``OSError``; the store then refuses further writes and is closed without compaction.
+    """
 
     def __init__(
         self,
@@ -86,6 +125,7 @@ class ResultsStore:
         self._size = 0
         self._last_sync = 0.0
         self._closed_lines: int | None = None
+        self._broken = False
 
     def open(self, resume: bool) -> dict[str, dict[str, Any]]:
         """Open for appending; with ``resume``, repair a torn last line and return the ``ok`` records by id.
@@ -97,19 +137,33 @@ class ResultsStore:
             raise RuntimeError(f"{self.path} is already open")
         ok: dict[str, dict[str, Any]] = {}
         self._offsets, self._lines, self._size = {}, 0, 0
-        if resume and self.path.exists():
-            # Reading builds one dict per line, none of them cyclic; pausing the cycle collector meanwhile
-            # halves the time of a million-line resume.
-            paused = gc.isenabled()
-            gc.disable()
-            try:
-                ok = self._read()
-            finally:
-                if paused:
-                    gc.enable()
-            self._file = open(self.path, "ab")  # noqa: SIM115 - held until close()
-        else:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - held until close()
+        file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise ConfigError(
+                f"the results file {self.path} is being written by another running job; "
+                "wait for it to end or give another --out"
+            ) from None
+        try:
+            if resume:
+                # Reading builds one dict per line, none of them cyclic; pausing the cycle collector
+                # meanwhile halves the time of a million-line resume.
+                paused = gc.isenabled()
+                gc.disable()
+                try:
+                    ok = self._read()
+                finally:
+                    if paused:
+                        gc.enable()
+            else:
+                os.ftruncate(file.fileno(), 0)
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
+        self._broken = False
         self._last_sync = self._clock()
         self._closed_lines = None
         return ok
@@ -155,19 +209,23 @@ class ResultsStore:
         """Write one record as a line and flush it; fsync at most every ``fsync_interval_s``."""
         self.append_many((record,))
 
-    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
-        """Write records as lines with one flush (outcomes arrive in batches)."""
+    def append_many(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write records as lines with one write; return them as written (see :func:`encode_or_failure`)."""
         lines = []
+        written: list[dict[str, Any]] = []
         for record in records:
             key = record.get("id")
             if not isinstance(key, str):
                 raise ValueError("a results record needs a string 'id'")
-            lines.append((key, encode_record(record)))
+            record, line = encode_or_failure(record)
+            written.append(record)
+            lines.append((key, line))
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"{self.path} is not open")
-            self._file.write(b"".join(line for _, line in lines))
-            self._file.flush()
+            if self._broken:
+                raise OSError(f"{self.path}: an earlier write failed")
+            self._write(b"".join(line for _, line in lines))
             for key, line in lines:
                 self._offsets[key] = self._size
                 self._size += len(line)
@@ -176,6 +234,26 @@ class ResultsStore:
             if now - self._last_sync >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())
                 self._last_sync = now
+        return written
+
+    def _write(self, data: bytes) -> None:
+        """Write all of ``data`` or, on failure, cut the file back to its last whole line and raise."""
+        assert self._file is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._file.write(view)
+                view = view[written or 0 :]
+        except OSError:
+            self._broken = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._size)
+            raise
+
+    def has(self, key: str) -> bool:
+        """True when the open file holds a line for ``key``."""
+        with self._lock:
+            return key in self._offsets
 
     @property
     def distinct_ids(self) -> int:
@@ -189,11 +267,11 @@ class ResultsStore:
                 if self._closed_lines is None:
                     raise RuntimeError(f"{self.path} was never opened")
                 return self._closed_lines
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with contextlib.suppress(OSError):  # a full disk: what was written is already valid
+                os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            if compact and self._lines != len(self._offsets):
+            if compact and not self._broken and self._lines != len(self._offsets):
                 self._compact()
                 self._lines = len(self._offsets)
             self._closed_lines = self._lines

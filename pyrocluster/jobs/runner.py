@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
 from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
@@ -29,7 +31,9 @@ RECENT_FAILURES = 50
 TRACEBACK_CHARS = 4000
 """Characters of a traceback kept per recent failure (its end, where the error is)."""
 INTERRUPT_GRACE_S = 3.0
-"""Seconds an interrupted job waits for outcomes already under way."""
+"""Seconds a stopped job waits for its recorder to write what it was given."""
+CANCELLED_REASON = "the job was cancelled"
+"""The ``reason`` of a ``cancelled`` record."""
 
 
 @dataclass
@@ -46,6 +50,8 @@ class JobSummary:
     tasks_per_s: float
     output: str
     interrupted: bool = False
+    write_error: str = ""
+    """Why the results file could not be written (the job stopped), or empty."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """The first few failed ids with their error, for the human summary."""
 
@@ -72,6 +78,9 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     if call.error is None:
         record["status"] = "ok"
         record["result"] = call.value
+    elif isinstance(call.error, CancelledError):
+        record["status"] = "cancelled"
+        record["reason"] = CANCELLED_REASON
     else:
         record["status"] = "failed"
         record["error"] = error_record(call.error)
@@ -79,6 +88,22 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     record["attempts"] = call.attempts
     record["elapsed_ms"] = round(call.elapsed_ms, 3)
     return record
+
+
+def cancelled_record(item: TaskItem) -> dict[str, Any]:
+    """The results-file line of a task that never got an outcome because the job was cancelled."""
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "call": item.call,
+        "args": item.args,
+        "kwargs": item.kwargs,
+        "status": "cancelled",
+        "reason": CANCELLED_REASON,
+        "worker": None,
+        "attempts": 0,
+        "elapsed_ms": 0.0,
+    }
 
 
 def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +149,12 @@ class JobRunner:
         self.crawl = crawl
         self.workflow: Workflow | None = None
         self._planned = count_task_items(spec)
+        self.cancelled = 0
+        self.write_error: str | None = None
+        self._stop = threading.Event()
+        self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
+        """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
+        self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -134,7 +165,7 @@ class JobRunner:
             flow = self.workflow
             resumed = self.resumed + (flow.resumed if flow else 0)
             ok = self.ok + (flow.resumed if flow else 0)
-            done = ok + self.failed + self.skipped
+            done = ok + self.failed + self.skipped + self.cancelled
             rate = (done - resumed) / elapsed
             total = (
                 self.total
@@ -151,6 +182,8 @@ class JobRunner:
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "waiting": flow.waiting if flow else 0,
                 "skipped": self.skipped,
+                "cancelled": self.cancelled,
+                "priority": self.spec.defaults.priority,
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
                 "rate": round(rate, 1),
@@ -167,17 +200,25 @@ class JobRunner:
     # -- recording ---------------------------------------------------------------------------
 
     def record(self, records: list[dict[str, Any]]) -> None:
-        """Append outcomes (one flush) and count them, then the records that follow (thread-safe)."""
-        self._write(records)
-        if self.workflow is not None:
-            following = self.workflow.recorded(records)
+        """Append outcomes and count them, then the records that follow (on the recorder's thread)."""
+        written = self._write(records)
+        if self.workflow is not None and written:
+            following = self.workflow.recorded(written)
             if following:
                 self._write(following)
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        self._store.append_many(records)
+    def _write(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append records (one write) and count them as written; a failed write stops the job."""
+        if self.write_error is not None:
+            return []
+        try:
+            written = self._store.append_many(records)
+        except OSError as exc:
+            self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
+            self._stop.set()
+            return []
         with self._lock:
-            for record in records:
+            for record in written:
                 status = record["status"]
                 if status == "ok":
                     self.ok += 1
@@ -185,6 +226,8 @@ class JobRunner:
                         self.per_worker[record["worker"]] += 1
                 elif status == "skipped":
                     self.skipped += 1
+                elif status == "cancelled":
+                    self.cancelled += 1
                 else:
                     self.failed += 1
                     err = record.get("error") or {}
@@ -192,18 +235,38 @@ class JobRunner:
                     self._recent.append(failure_entry(record))
                     if len(self.failures) < SHOWN_FAILURES:
                         self.failures.append((record["id"], f"{err.get('type')}: {err.get('message')}"))
+        return written
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Write records decided without an outcome (the workflow's, from kept ones)."""
+        self._write(records)
 
     def _crawled(self, record: dict[str, Any]) -> None:
-        if not self._closing:
-            self.record([record])
+        self._inbox.put([record])
 
     def settled(self, calls: list[Call]) -> None:
-        """Compute calls of this job ended (the dispatcher calls this; ``call.tag`` is the item)."""
-        if not self._closing:
-            self.record([compute_record(call.tag, call) for call in calls])
-        with self._room:
-            self._outstanding -= len(calls)
-            self._room.notify_all()
+        """Compute calls of this job ended (the dispatcher calls this): the recorder writes them.
+
+        Nothing here may block or raise: it runs on the dispatcher's and the links' threads.
+        """
+        self._inbox.put(calls)
+
+    def _recorder(self) -> None:
+        """The one thread that writes outcomes, off the transport threads and the dispatcher's lock."""
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            calls = item if item and isinstance(item[0], Call) else None
+            if not self._closing:
+                if calls is not None:
+                    self.record([compute_record(c.tag, c) for c in calls])
+                elif item:
+                    self.record(item)  # type: ignore[arg-type]
+            if calls is not None:
+                with self._room:
+                    self._outstanding -= len(calls)
+                    self._room.notify_all()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -219,22 +282,47 @@ class JobRunner:
         return kept
 
     def run(self, stop: threading.Event, kept: dict[str, dict[str, Any]]) -> JobSummary:
-        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return."""
+        """Run every call not ``ok`` in ``kept``, each once its dependencies are; on ``stop``, return.
+
+        A results file that cannot be written sets ``stop`` too (``write_error`` says why).
+        """
         self._started = time.monotonic()
-        self.workflow = Workflow(self.spec, kept, self._write)
+        self._stop = stop
+        self._recorder_thread.start()
+        self.workflow = Workflow(self.spec, kept, self._append)
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         self._drain(stop)
+        cancelled = stop.is_set() and self.write_error is None
+        if cancelled:
+            self._cancel(kept)
         if not stop.is_set():
             summary = self._summary(False)
             callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
             if callback is not None:
                 self._run_tasks(iter((callback,)), stop)
                 self._drain(stop)
+        self._inbox.put(None)  # the recorder writes what came before, then ends
+        self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
         # Once stopped, outcomes still arriving are not written: the summary matches the file.
-        self._closing = stop.is_set()
-        return self._summary(stop.is_set())
+        self._closing = True
+        return self._summary(cancelled)
+
+    def _cancel(self, kept: dict[str, dict[str, Any]]) -> None:
+        """Stop the job: its calls are cancelled (on the workers too), then every task that has no
+        outcome yet is recorded ``cancelled``, so ``--resume`` runs exactly those."""
+        self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
+        self._drain(self._stop)
+        batch: list[dict[str, Any]] = []
+        for item in iter_task_items(self.spec):
+            if item.id not in kept and not self._store.has(item.id):
+                batch.append(cancelled_record(item))
+                if len(batch) >= SUBMIT_CHUNK:
+                    self._inbox.put(batch)
+                    batch = []
+        if batch:
+            self._inbox.put(batch)
 
     def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
         """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
@@ -247,7 +335,7 @@ class JobRunner:
                     tags = tagsets[item.tags] = frozenset(item.tags)
                 chunk.append(
                     Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                         item.retry_on_error, self, item)
+                         item.retry_on_error, self, item, item.priority)
                 )  # fmt: skip
                 if len(chunk) < SUBMIT_CHUNK:
                     continue
@@ -258,7 +346,7 @@ class JobRunner:
             self._submit(chunk, stop)
 
     def _drain(self, stop: threading.Event) -> None:
-        """Wait for the calls in flight; once stopped, only ``INTERRUPT_GRACE_S`` more."""
+        """Wait for the calls in flight to be recorded; once stopped, only ``INTERRUPT_GRACE_S`` more."""
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
@@ -293,6 +381,7 @@ class JobRunner:
             tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,
             output=str(self.output),
             interrupted=interrupted,
+            write_error=self.write_error or "",
             failures=list(self.failures),
         )
 

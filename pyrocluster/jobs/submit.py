@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,13 +12,14 @@ from typing import Any
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
-from pyrocluster.coordinator.preflight import Need, offered_tasks, wait_for_workers
+from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
-from pyrocluster.errors import ConfigError, JobFileError
+from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
+from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
 
@@ -46,11 +48,23 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task (or callback) whose ``call`` no worker offers."""
+    """JobFileError at the first task (or callback) whose ``call`` no live worker offers, with the
+    closest offered name and the line."""
     for where, name in called_tasks(spec):
-        if name not in offered:
-            known = ", ".join(sorted(offered)) or "none"
-            raise JobFileError(spec.path, where, f"unknown task {name!r} (the workers offer: {known})")
+        if name in offered:
+            continue
+        close = difflib.get_close_matches(name, sorted(offered), n=1)
+        known = ", ".join(sorted(offered)) or "none"
+        hint = f"did you mean {close[0]!r}?" if close else f"the workers offer: {known}"
+        try:
+            text = Path(spec.path).read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        loc = tuple(int(p) if p.isdigit() else p for p in where.replace("[", ".").replace("]", "").split("."))
+        line = line_of(text, loc) if text else None
+        if line is not None:
+            where += f" (line {line})"
+        raise JobFileError(spec.path, where, f"unknown task {name!r}: no live worker offers it ({hint})")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -64,7 +78,8 @@ def submit_job(
     stop: threading.Event,
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
 ) -> JobSummary:
-    """Run the job end to end; raises JobFileError/ConfigError (exit 2) or ClusterUnreachable (exit 3).
+    """Run the job end to end; raises JobFileError/ConfigError (exit 2), ClusterUnreachable (exit 3)
+    or ResultsUnwritable (exit 74, after closing what was written).
 
     ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
     """
@@ -80,7 +95,7 @@ def submit_job(
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
-            check_task_names(spec, offered_tasks(settings, entries))
+            check_task_names(spec, {name for e in entries for name in e.tasks})
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
         crawl = None
         if spec.crawl is not None:
@@ -105,10 +120,17 @@ def submit_job(
             runfile.mark(output, spec.name, finished=False)
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
-        with Announcement(settings, spec.name, runner.snapshot, runner.recent_failures) as announcement:
+        with Announcement(
+            settings, spec.name, runner.snapshot, runner.recent_failures, on_cancel=stop.set
+        ) as announcement:
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
             announcement.finish({**runner.snapshot(), "rate": summary.tasks_per_s}, summary.interrupted)
         runner.close()
+        if summary.write_error:
+            raise ResultsUnwritable(
+                f"{summary.write_error}; the {summary.ok + summary.failed} outcomes written before are kept "
+                "(finish with --resume)"
+            )
         if not summary.interrupted:
             runfile.mark(output, spec.name, finished=True)
         return summary

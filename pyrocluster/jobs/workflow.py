@@ -47,7 +47,6 @@ class Workflow:
         self._write = write
         """Writes (and counts) records decided without a fresh outcome (from kept ones)."""
         self.kept = kept
-        self.flow = Flow(build_graph(spec.tasks, _never))
         self.total = count_task_items(spec)
         """Records the job will have: grows as dynamic maps expand and callbacks fire."""
         self.resumed = 0
@@ -56,11 +55,14 @@ class Workflow:
         self._ready: deque[Node] = deque()
         self._callbacks: deque[TaskItem] = deque()
         self._like: dict[str, TaskItem] = {}
+        graph = build_graph(spec.tasks, _never)
         self._handlers = {
-            node.id: callbacks_of(spec.tasks[node.index], spec.defaults)
-            for node in self.flow.graph.nodes.values()
+            node.id: callbacks_of(spec.tasks[node.index], spec.defaults) for node in graph.nodes.values()
         }
-        self._any_callback = any(pair != (None, None) for pair in self._handlers.values())
+        with_callbacks = {key for key, pair in self._handlers.items() if pair != (None, None)}
+        self.flow = Flow(graph, followed=with_callbacks)
+        self._any_callback = bool(with_callbacks)
+        self._tracking = self._any_callback or graph.has_edges
         self._pending_records: list[dict[str, Any]] = []
         with self._cond:
             self._apply(self.flow.start())
@@ -129,6 +131,8 @@ class Workflow:
 
     def recorded(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Records just written: returns the records that follow (skipped downstream tasks) to write now."""
+        if not self._tracking:  # no dependencies, no callbacks: outcomes change nothing here
+            return []
         with self._cond:
             self._outcomes([r for r in records if r.get("kind") == "compute"])
             out, self._pending_records = self._pending_records, []

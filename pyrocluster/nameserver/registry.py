@@ -2,12 +2,14 @@
 
 Workers register one object per service under ``pyrocluster.worker.<name>.<service>`` with
 metadata ``pyrocluster.service:<service>``, ``pyrocluster.worker:<name>``,
-``pyrocluster.tag:<tag>`` (one per tag) and ``pyrocluster.slots:<n>``. Jobs register under
+``pyrocluster.tag:<tag>`` (one per tag) and ``pyrocluster.slots:<n>``; the compute object also
+carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
 ``pyrocluster.job.<name>`` with ``pyrocluster.service:job``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +21,17 @@ from pyrocluster.config import Settings
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import AuthenticationError, ClusterUnreachable
 
+log = logging.getLogger(__name__)
+
 WORKER_PREFIX = "pyrocluster.worker."
 JOB_PREFIX = "pyrocluster.job."
 META_SERVICE = "pyrocluster.service:"
 META_WORKER = "pyrocluster.worker:"
 META_TAG = "pyrocluster.tag:"
 META_SLOTS = "pyrocluster.slots:"
+META_TASK = "pyrocluster.task:"
+COMPUTE = "compute"
+"""The service whose object carries the task catalog."""
 CONTROL = "control"
 """Every worker's control object, registered like a service."""
 
@@ -37,6 +44,8 @@ class WorkerEntry:
     uris: Mapping[str, str] = field(default_factory=dict)
     slots: Mapping[str, int] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()
+    tasks: frozenset[str] = frozenset()
+    """The compute task names it offers (empty without a compute service)."""
 
     @property
     def services(self) -> list[str]:
@@ -60,39 +69,82 @@ def job_name(job: str) -> str:
     return f"{JOB_PREFIX}{job}"
 
 
-def service_metadata(worker: str, service: str, tags: Iterable[str], slots: int) -> set[str]:
-    """Metadata for one registered object of a worker."""
+def service_metadata(
+    worker: str, service: str, tags: Iterable[str], slots: int, tasks: Iterable[str] = ()
+) -> set[str]:
+    """Metadata for one registered object of a worker (``tasks`` only on the compute object)."""
     meta = {META_SERVICE + service, META_WORKER + worker, f"{META_SLOTS}{slots}"}
     meta.update(META_TAG + t for t in tags)
+    meta.update(META_TASK + t for t in tasks)
     return meta
 
 
+@dataclass
+class _Object:
+    """One registered object, read from its metadata."""
+
+    worker: str
+    service: str
+    uri: str
+    slots: int
+    tags: set[str]
+    tasks: set[str]
+
+
+def _parse_object(value: Any) -> _Object | str | None:
+    """One listing value as an object; what is malformed about it; or None when it is not a worker's."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return "not a (uri, metadata) pair"
+    uri, metadata = value
+    if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
+        return "metadata is not a set of strings"
+    worker = service = None
+    slots, tags, names = 0, set(), set()
+    for item in metadata:
+        if not isinstance(item, str):
+            return f"metadata item {item!r} is not a string"
+        if item.startswith(META_WORKER):
+            worker = item[len(META_WORKER) :]
+        elif item.startswith(META_SERVICE):
+            service = item[len(META_SERVICE) :]
+        elif item.startswith(META_TAG):
+            tags.add(item[len(META_TAG) :])
+        elif item.startswith(META_TASK):
+            names.add(item[len(META_TASK) :])
+        elif item.startswith(META_SLOTS):
+            text = item[len(META_SLOTS) :]
+            if not (text.isascii() and text.isdigit()) or int(text) > 1_000_000:
+                return f"{item!r} is not a slot count"
+            slots = int(text)
+    if not worker or not service:
+        return None
+    return _Object(worker, service, str(uri), slots, tags, names)
+
+
 def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
-    """Group a ``list(prefix=WORKER_PREFIX, return_metadata=True)`` answer into workers."""
+    """Group a ``list(prefix=WORKER_PREFIX, return_metadata=True)`` answer into workers.
+
+    A malformed entry (a bad slot count, metadata that is not strings ...) is skipped with a
+    warning, so one bad registration never stops discovery of the others.
+    """
     uris: dict[str, dict[str, str]] = {}
     slots: dict[str, dict[str, int]] = {}
     tags: dict[str, set[str]] = {}
-    for value in listing.values():
-        uri, metadata = value
-        worker = service = None
-        worker_slots = 0
-        worker_tags = set()
-        for item in metadata:
-            if item.startswith(META_WORKER):
-                worker = item[len(META_WORKER) :]
-            elif item.startswith(META_SERVICE):
-                service = item[len(META_SERVICE) :]
-            elif item.startswith(META_TAG):
-                worker_tags.add(item[len(META_TAG) :])
-            elif item.startswith(META_SLOTS):
-                worker_slots = int(item[len(META_SLOTS) :])
-        if not worker or not service:
+    catalogs: dict[str, set[str]] = {}
+    for name, value in listing.items():
+        obj = _parse_object(value)
+        if isinstance(obj, str):
+            log.warning("skipping the malformed name-server entry %.200s: %s", name, obj)
             continue
-        uris.setdefault(worker, {})[service] = str(uri)
-        slots.setdefault(worker, {})[service] = worker_slots
-        tags.setdefault(worker, set()).update(worker_tags)
+        if obj is None:
+            continue
+        uris.setdefault(obj.worker, {})[obj.service] = obj.uri
+        slots.setdefault(obj.worker, {})[obj.service] = obj.slots
+        tags.setdefault(obj.worker, set()).update(obj.tags)
+        if obj.service == COMPUTE:
+            catalogs.setdefault(obj.worker, set()).update(obj.tasks)
     return [
-        WorkerEntry(name, uris[name], slots[name], frozenset(tags[name]))
+        WorkerEntry(name, uris[name], slots[name], frozenset(tags[name]), frozenset(catalogs.get(name, ())))
         for name in sorted(uris)
         if CONTROL in uris[name]
     ]
@@ -118,12 +170,18 @@ def find_workers(ns: Any) -> list[WorkerEntry]:
 
 
 def register_worker(
-    ns: Any, worker: str, uris: Mapping[str, str], slots: Mapping[str, int], tags: Iterable[str]
+    ns: Any,
+    worker: str,
+    uris: Mapping[str, str],
+    slots: Mapping[str, int],
+    tags: Iterable[str],
+    tasks: Iterable[str] = (),
 ) -> None:
-    """(Re-)register every object of a worker."""
-    tags = list(tags)
+    """(Re-)register every object of a worker; the compute object carries the task catalog."""
+    tags, tasks = list(tags), list(tasks)
     for service, uri in uris.items():
-        meta = service_metadata(worker, service, tags, slots.get(service, 0))
+        offered = tasks if service == COMPUTE else ()
+        meta = service_metadata(worker, service, tags, slots.get(service, 0), offered)
         ns.register(object_name(worker, service), uri, safe=False, metadata=meta)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import Pyro5.errors
 
 from pyrocluster.config import Settings
+from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError, PyroClusterError
 from pyrocluster.jobs.submit import SubmitOptions, submit_job
 from pyrocluster.nameserver import registry
@@ -65,15 +66,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def run_tick_job(settings: Settings, options: SubmitOptions, cancel: threading.Event) -> str:
+    """Run one tick's job as ``submit`` would; its run status (``ok``, ``failed``, ``cancelled``)."""
+    summary = submit_job(settings, options, cancel)
+    return "cancelled" if summary.interrupted else ("failed" if summary.failed else "ok")
+
+
 @dataclass
 class SchedulerOptions:
     """What ``pyrocluster scheduler`` was told besides the shared settings."""
 
     schedules_file: str
     name: str = ""
-    state_path: str = "runs/scheduler.state.json"
-    drain_timeout_s: float = 30.0
-    wait_s: float = 10.0
+    state_path: str = DEFAULT_SCHEDULER_STATE
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    wait_s: float = DEFAULT_SUBMIT_WAIT_S
 
     def resolved_name(self) -> str:
         """The name, defaulting to ``<hostname>-<pid>``."""
@@ -121,6 +128,8 @@ class Scheduler:
         options: SchedulerOptions,
         wall: Callable[[], datetime] = utc_now,
         clock: Callable[[], float] = time.monotonic,
+        connect: Callable[[], Any] | None = None,
+        run_job: Callable[[Settings, SubmitOptions, threading.Event], str] = run_tick_job,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -129,6 +138,8 @@ class Scheduler:
             raise ConfigError(f"--name {self.name!r}: must be non-empty, without spaces, ':' or '|'")
         self.instance = f"{self.name}.{secrets.token_hex(3)}"
         self._wall, self._clock = wall, clock
+        self._connect = connect or (lambda: registry.connect(settings, timeout_s=2.0))
+        self._run_job = run_job
         self.states = [ScheduleState(s, Leadership(s.name, self.instance, self.name)) for s in schedules]
         self._statefile = StateFile(Path(options.state_path))
         self._ns: Any = None
@@ -140,7 +151,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
-        self._ns = registry.connect(self.settings)
+        self._ns = self._connect()
         known = self._statefile.load()
         for st in self.states:
             mark = known.get(st.schedule.name)
@@ -169,7 +180,7 @@ class Scheduler:
                     cancel_until = self._clock() + CANCEL_GRACE_S
                 if cancel_until is not None and self._clock() >= cancel_until:
                     break
-            self._round(deciding=not stop.is_set())
+            self.run_round(deciding=not stop.is_set())
             self._wake.wait(self._sleep_s())
             self._wake.clear()
         self._shutdown()
@@ -188,8 +199,11 @@ class Scheduler:
                 wait = min(wait, (st.schedule.timing.next_after(now) - now).total_seconds())
         return max(0.0, wait)
 
-    def _round(self, deciding: bool) -> None:
-        """One pass: every schedule's lease and ticks, finished runs, and (now and then) status."""
+    def run_round(self, deciding: bool = True) -> None:
+        """One pass: every schedule's lease and ticks, finished runs, and (now and then) status.
+
+        ``serve`` calls it in a loop; tests call it with their own clocks.
+        """
         try:
             ns = self._connected()
             self._collect_finished(ns)
@@ -204,12 +218,14 @@ class Scheduler:
 
     def _connected(self) -> Any:
         if self._ns is None:
-            self._ns = registry.connect(self.settings, timeout_s=2.0)
+            self._ns = self._connect()
         return self._ns
 
     def _drop_connection(self) -> None:
         if self._ns is not None:
-            self._ns._pyroRelease()
+            release = getattr(self._ns, "_pyroRelease", None)  # a plain NameServer object has none
+            if release is not None:
+                release()
             self._ns = None
 
     # -- one schedule --------------------------------------------------------------------
@@ -327,8 +343,7 @@ class Scheduler:
         try:
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             options = SubmitOptions(job_file=str(schedule.job_path), out=output, wait_s=self.options.wait_s)
-            summary = submit_job(self.settings, options, self._cancel)
-            status = "cancelled" if summary.interrupted else ("failed" if summary.failed else "ok")
+            status = self._run_job(self.settings, options, self._cancel)
         except PyroClusterError as exc:
             log.warning("schedule %s tick %s did not run: %s", schedule.name, iso(tick), exc)
         except Exception as exc:  # a run must never take the scheduler down

@@ -9,15 +9,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
+from pyrocluster.defaults import DEFAULT_CATCHUP_S, DEFAULT_SCHEDULE_OUTPUT
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.spec import JobSpec, describe_value, load_job, located_error, read_document
 from pyrocluster.jobs.spec import validation_error as job_validation_error
 from pyrocluster.scheduler.ticks import Cron, Every, Timing, cron_problem, zone_of
 
-DEFAULT_OUTPUT = "runs/{name}/{fire}.results.jsonl"
-"""Where each tick's results go, relative to the scheduler's current directory."""
-DEFAULT_CATCHUP_S = 3600.0
-"""How late (seconds) a missed tick may still fire."""
 TEMPLATE_FIELDS = frozenset({"name", "fire"})
 """The placeholders an ``output`` template may use."""
 
@@ -59,7 +56,7 @@ class ScheduleSpec(_Model):
     misfire: Literal["skip", "once", "all"] = "once"
     catchup: Duration = DEFAULT_CATCHUP_S
     overlap: Literal["skip", "queue", "allow"] = "skip"
-    output: Annotated[str, StringConstraints(min_length=1)] = DEFAULT_OUTPUT
+    output: Annotated[str, StringConstraints(min_length=1)] = DEFAULT_SCHEDULE_OUTPUT
 
 
 class SchedulesFile(_Model):

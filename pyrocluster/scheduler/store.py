@@ -29,10 +29,13 @@ from pyrocluster.nameserver.registry import META_SERVICE
 from pyrocluster.scheduler.ticks import stamp
 
 SCHED_PREFIX = "pyrocluster.sched."
+"""Prefix of every per-schedule record (claims, tokens, watermark)."""
 SCHEDULER_PREFIX = "pyrocluster.scheduler."
+"""Prefix of the running schedulers' entries (what ``status`` lists)."""
 DATA_URI = "PYRO:pyrocluster.data@127.0.0.1:9"
 """What a data-only entry points at: nothing serves there (port 9 is discard)."""
 TOKEN_DIGITS = 12
+"""Width of a zero-padded lease token in its entry's name."""
 PUBLISH_STALE_S = 10.0
 """A scheduler entry older than this (seconds) is a dead scheduler's: ``status`` ignores it."""
 

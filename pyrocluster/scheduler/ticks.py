@@ -147,9 +147,13 @@ def iter_ticks(timing: Timing, after: datetime) -> Iterator[datetime]:
 
 
 Misfire = Literal["skip", "once", "all"]
+"""What to do with missed ticks within ``catchup``."""
 Overlap = Literal["skip", "queue", "allow"]
+"""What to do with a tick while the schedule's previous run still runs."""
 FIRE, QUEUE = "fire", "queue"
+"""Action kinds: run the tick now; hold it until the running run ends."""
 SKIPPED_OVERLAP, SKIPPED_MISFIRE = "skipped-overlap", "skipped-misfire"
+"""Action kinds that are also the ``decision`` of ``ticks.jsonl``."""
 
 
 @dataclass(frozen=True)

@@ -1,77 +1,195 @@
-"""The exposed compute service: validates a batch of calls and runs it in one slot."""
+"""The exposed compute service: protocol v2 (docs/protocol.md) on top of the gate and the slots."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import Pyro5.api
+import Pyro5.callcontext
+import Pyro5.serializers
 
-from pyrocluster import tasks
+from pyrocluster import codec, tasks
 from pyrocluster.services.state import WorkerState
 from pyrocluster.slots import ProcessSlots, ThreadSlots
+from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, Outcome, cancelled, encoded_failure
+from pyrocluster.slots.gate import Gate, Ticket
 
 MAX_BATCH = 100_000
 """Most calls accepted in one batch."""
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 """Longest per-call timeout accepted, in seconds."""
+MAX_ID_CHARS = 200
+"""Longest coordinator or call id accepted."""
+MAX_PRIORITY = 2**31
+"""Largest priority magnitude accepted."""
+REPLY_OVERHEAD_BYTES = 64 * 1024
+"""What a reply costs besides its outcomes (Pyro5 framing, ``load``), kept free under the cap."""
+SERPENT_GROWTH = 4 / 3
+"""Serpent sends bytes as base64: a reply in serpent is this much larger."""
+
+
+def _id_problem(value: Any, what: str) -> str | None:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        return f"{what} must be a string of 1 to {MAX_ID_CHARS} characters"
+    return None
 
 
 def check_call(call: Any) -> str | None:
-    """What is wrong with one ``[name, args, kwargs, timeout_s]`` call, or None."""
-    if not isinstance(call, (list, tuple)) or len(call) != 4:
-        return "a call must be [name, args, kwargs, timeout_s]"
-    name, args, kwargs, timeout_s = call
-    if not isinstance(name, str) or name not in tasks.REGISTRY:
-        return f"unknown task {name!r}" if isinstance(name, str) else "task name must be a string"
-    if not isinstance(args, (list, tuple)):
-        return "args must be a list"
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        return "kwargs must be a dict with string keys"
+    """What is wrong with one ``[call_id, name, payload, timeout_s, priority]`` call, or None."""
+    if type(call) is list and len(call) == 5:  # the fast path of well-formed calls
+        call_id, name, _payload, timeout_s, priority = call
+        if (
+            type(call_id) is str
+            and 0 < len(call_id) <= MAX_ID_CHARS
+            and type(name) is str
+            and type(timeout_s) in (float, int)
+            and 0 < timeout_s <= MAX_TIMEOUT_S
+            and type(priority) is int
+            and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        ):
+            return None
+    if not isinstance(call, (list, tuple)) or len(call) != 5:
+        return "a call must be [call_id, name, payload, timeout_s, priority]"
+    call_id, name, _payload, timeout_s, priority = call
+    problem = _id_problem(call_id, "call_id")
+    if problem:
+        return problem
+    if not isinstance(name, str):
+        return "task name must be a string"
     if (
         isinstance(timeout_s, bool)
         or not isinstance(timeout_s, (int, float))
         or not 0 < timeout_s <= MAX_TIMEOUT_S
     ):
         return f"timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]"
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        return "priority must be an integer"
     return None
+
+
+def _invalid(message: str) -> Outcome:
+    return encoded_failure(tasks.ERROR, "InvalidCall", message)
+
+
+def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
+    """Bytes of encoded values that fit in one reply under the message cap."""
+    room = max(max_message_bytes - REPLY_OVERHEAD_BYTES, OUTCOME_OVERHEAD_BYTES)
+    if serializer_id == Pyro5.serializers.SerpentSerializer.serializer_id:
+        room = int(room / SERPENT_GROWTH)
+    return room
 
 
 def task_names(calls: Any) -> list[str]:
     """The task name of each call of a batch, ``other`` for anything not registered (bounded labels)."""
-    return [c[0] if isinstance(c, (list, tuple)) and c and c[0] in tasks.REGISTRY else "other" for c in calls]
+    return [
+        c[1]
+        if isinstance(c, (list, tuple)) and len(c) > 1 and isinstance(c[1], str) and c[1] in tasks.REGISTRY
+        else "other"
+        for c in calls
+    ]
 
 
 @Pyro5.api.expose
 class ComputeService:
-    """Runs registered tasks; ``run_batch`` is the coordinator's only entry point."""
+    """Runs registered tasks for any number of coordinators, never more batches than its slots."""
 
-    def __init__(self, state: WorkerState, slots: ProcessSlots | ThreadSlots) -> None:
+    def __init__(
+        self, state: WorkerState, slots: ProcessSlots | ThreadSlots, gate: Gate, max_message_bytes: int
+    ) -> None:
         self._state = state
         self._slots = slots
+        self._gate = gate
+        self._max_message_bytes = max_message_bytes
+        self._lock = threading.Lock()
+        self._calls: dict[tuple[str, str], tuple[Ticket, int]] = {}
 
     def tasks(self) -> list[str]:
         """Names of the tasks this worker can run."""
         return sorted(tasks.REGISTRY)
 
-    def run_batch(self, calls: Any) -> dict[str, Any]:
-        """Run calls in one slot: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``."""
+    def run_batch(self, request: Any) -> dict[str, Any]:
+        """Run a batch in one slot (waiting for one if need be): ``{"outcomes", "load"}``, or
+        ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request."""
         if not self._state.accepting():
-            return {"refused": "draining"}
+            return {"refused": "draining", "load": self._gate.load()}
+        if not isinstance(request, dict):
+            return {"error": "a request must be a dict with 'from' and 'calls'"}
+        sender, calls = request.get("from"), request.get("calls")
+        problem = _id_problem(sender, "'from'")
+        if problem or not isinstance(sender, str):
+            return {"error": problem or "'from' must be a string"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
-            return {"error": f"a batch must be a list of 1 to {MAX_BATCH} calls"}
-        problems = [check_call(c) for c in calls]
-        good = [list(c) for c, p in zip(calls, problems, strict=False) if p is None]
+            return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        runnable: list[tuple[int, str, list[Any], int]] = []  # (place, call_id, slot call, priority)
+        for place, call in enumerate(calls):
+            problem = check_call(call)
+            if problem:
+                outcomes[place] = _invalid(problem)
+                continue
+            call_id, name, payload, timeout_s, priority = call
+            if name not in tasks.REGISTRY:
+                outcome = tasks.unknown_task(name)
+                outcomes[place] = [outcome[0], codec.pack(outcome[1]), 0.0]
+                continue
+            try:
+                data = codec.as_bytes(payload)
+            except codec.DecodeError as exc:
+                outcomes[place] = _invalid(f"payload: {exc}")
+                continue
+            runnable.append((place, call_id, [name, data, float(timeout_s)], priority))
+        if runnable:
+            ran = self._run(sender, runnable)
+            if ran is None:
+                return {"busy": True, "load": self._gate.load()}
+            for (place, *_rest), outcome in zip(runnable, ran, strict=True):
+                outcomes[place] = outcome
+        names = task_names(calls)
+        ended = [
+            (n, o)
+            for n, o in zip(names, outcomes, strict=True)
+            if o is not None and o[0] not in (tasks.NOT_RUN, tasks.CANCELLED)
+        ]
+        done = [o for _, o in ended]
+        self._state.record(done)
+        self._state.count_tasks([n for n, _ in ended], done)
+        return {"outcomes": outcomes, "load": self._gate.load()}
+
+    def _run(self, sender: str, runnable: list[tuple[int, str, list[Any], int]]) -> list[Outcome] | None:
+        """Admit and run the good calls of a batch; None when the admission queue is full."""
+        ticket = Ticket(self._gate, sender, max(r[3] for r in runnable), len(runnable))
+        keys = [(sender, r[1]) for r in runnable]
+        with self._lock:
+            for position, key in enumerate(keys):
+                self._calls[key] = (ticket, position)
         self._state.enter()
         try:
-            ran = iter(self._slots.run(good)) if good else iter(())
+            if not self._gate.enter(ticket):
+                return None
+            if ticket.dropped:
+                return [cancelled() for _ in runnable]
+            context = Pyro5.callcontext.current_context
+            budget = reply_budget(self._max_message_bytes, getattr(context, "serializer_id", None))
+            return self._slots.run([r[2] for r in runnable], budget, ticket)
         finally:
             self._state.leave()
-        outcomes = [
-            next(ran)
-            if p is None
-            else [tasks.ERROR, {"type": "InvalidCall", "message": p, "traceback": ""}, 0.0]
-            for p in problems
-        ]
-        self._state.record(outcomes)
-        self._state.count_tasks(task_names(calls), outcomes)
-        return {"outcomes": outcomes}
+            with self._lock:
+                for key in keys:
+                    if self._calls.get(key, (None,))[0] is ticket:
+                        del self._calls[key]
+
+    def cancel(self, sender: Any, call_ids: Any) -> int:
+        """Stop ``sender``'s named calls, queued or running; how many unfinished ones were found."""
+        problem = _id_problem(sender, "sender")
+        if problem is None and (not isinstance(call_ids, (list, tuple)) or len(call_ids) > MAX_BATCH):
+            problem = f"call_ids must be a list of at most {MAX_BATCH} ids"
+        if problem:
+            raise ValueError(problem)
+        found: dict[Ticket, set[int]] = {}
+        with self._lock:
+            for call_id in call_ids:
+                entry = self._calls.get((sender, call_id)) if isinstance(call_id, str) else None
+                if entry is not None:
+                    found.setdefault(entry[0], set()).add(entry[1])
+        return sum(ticket.cancel(positions) for ticket, positions in found.items())

@@ -1,7 +1,8 @@
-"""The exposed control object of a worker: ping, info, stats, drain."""
+"""The exposed control object of a worker: ping, load, info, stats, drain."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import Pyro5.api
@@ -13,12 +14,17 @@ from pyrocluster.services.state import WorkerState
 class ControlService:
     """Liveness and introspection; ``drain`` asks the worker to stop gracefully."""
 
-    def __init__(self, state: WorkerState) -> None:
+    def __init__(self, state: WorkerState, load: Callable[[], dict[str, int]] | None = None) -> None:
         self._state = state
+        self._load = load
 
     def ping(self) -> str:
         """Answer at once: the coordinator's liveness probe."""
         return "pong"
+
+    def load(self) -> dict[str, int]:
+        """``{"slots", "running", "queued"}`` of the compute slots, across every coordinator (cheap)."""
+        return self._load() if self._load else {"slots": 0, "running": 0, "queued": 0}
 
     def info(self) -> dict[str, Any]:
         """Name, address, services, tags, state, slots and counters."""

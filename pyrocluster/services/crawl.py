@@ -1,14 +1,13 @@
-"""The exposed crawl service: validates a batch of fetch calls and runs them on a thread pool."""
+"""The exposed crawl service: validates a batch of fetch calls and runs them on the fetcher's event loop."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import Pyro5.api
 
+from pyrocluster import codec
 from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, PageFetcher
 from pyrocluster.tasks import ERROR, TRANSIENT
 
@@ -28,18 +27,28 @@ def _invalid(message: str) -> list[Any]:
     return [ERROR, {"type": "InvalidCall", "message": message, "traceback": ""}, 0.0]
 
 
-def _closed() -> list[Any]:
-    # TRANSIENT: another worker can still do this fetch
-    return [TRANSIENT, {"type": "Closed", "message": "crawl service closed", "traceback": ""}, 0.0]
+def _v1_calls(request: dict[str, Any]) -> list[Any] | None:
+    """A v2 request's calls as ``[name, args, kwargs, timeout_s]`` (a bad one fails alone); None if bad."""
+    calls = request.get("calls")
+    if not isinstance(calls, list):
+        return None
+    out: list[Any] = []
+    for call in calls:
+        try:
+            _, name, payload, timeout_s, _ = call
+            args, kwargs = codec.unpack(codec.as_bytes(payload))
+        except (TypeError, ValueError):  # DecodeError is a ValueError
+            out.append(None)
+            continue
+        out.append([name, args, kwargs, timeout_s])
+    return out
 
 
-def _result(slot: list[Any] | Future[list[Any]]) -> list[Any]:
-    if not isinstance(slot, Future):
-        return slot
-    try:
-        return slot.result()
-    except CancelledError:
-        return _closed()
+def _v2_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """A v1 reply with each outcome's value encoded on its own (protocol v2)."""
+    if "outcomes" in reply:
+        reply["outcomes"] = [[kind, codec.pack(value), ms] for kind, value, ms in reply["outcomes"]]
+    return reply
 
 
 def check_call(call: Any) -> str | None:
@@ -76,21 +85,28 @@ def _options(kwargs: dict[str, Any] | None, timeout_s: float | None) -> dict[str
 
 
 class CrawlService:
-    """Fetches pages for coordinators; at most ``concurrency`` fetches at once across all batches."""
+    """Fetches pages for coordinators; at most ``concurrency`` fetches at once across all batches.
+
+    Every fetch of the worker runs on one event loop (the fetcher's); a Pyro5 request thread only
+    hands its whole batch over and waits for the outcomes.
+    """
 
     def __init__(self, concurrency: int, state: CrawlState) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a positive integer")
         self.concurrency = concurrency
         self._state = state
+        # The fetcher's gate is the bound: every batch and single fetch of this worker shares it.
         self._fetcher = PageFetcher(concurrency)
-        # The pool's size is the bound: every batch and single fetch of this worker shares it.
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="crawl")
-        self._closed = threading.Event()
 
     @Pyro5.api.expose
     def run_batch(self, calls: Any) -> dict[str, Any]:
-        """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``."""
+        """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``.
+
+        A protocol-v2 request (docs/protocol.md: a dict with encoded payloads) gets a v2 reply.
+        """
+        if isinstance(calls, dict):
+            return _v2_reply(self.run_batch(_v1_calls(calls)))
         if not self._state.accepting():
             return {"refused": "draining"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
@@ -117,40 +133,24 @@ class CrawlService:
         return outcomes[0]
 
     def _run(self, calls: list[Any] | tuple[Any, ...]) -> list[list[Any]]:
-        """Fetch a batch's calls at once: the last one in this (request) thread, the others in the pool.
-
-        A batch of one, the usual case, then costs no thread hand-off; the fetcher's own gate
-        still keeps the whole worker at ``concurrency`` fetches.
-        """
-        slots: list[list[Any] | Future[list[Any]] | None] = []
-        inline: tuple[int, Any, dict[str, Any]] | None = None
+        """Fetch a batch's valid calls at once on the event loop; a bad call fails alone."""
+        outcomes: list[list[Any] | None] = []
+        requests: list[tuple[Any, dict[str, Any]]] = []
         for call in calls:
             problem = check_call(call)
             if problem is not None:
-                slots.append(_invalid(problem))
+                outcomes.append(_invalid(problem))
                 continue
             _, args, kwargs, timeout_s = call
-            if inline is not None:
-                index, url, options = inline
-                try:
-                    slots[index] = self._pool.submit(self._fetcher.fetch, url, options)
-                except RuntimeError:  # the pool was shut down: the worker is closing
-                    slots[index] = _closed()
-            inline = (len(slots), args[0], _options(kwargs, timeout_s))
-            slots.append(None)
-        if inline is not None:
-            index, url, options = inline
-            slots[index] = _closed() if self._closed.is_set() else self._fetcher.fetch(url, options)
-        return [_result(slot) for slot in slots if slot is not None]
+            requests.append((args[0], _options(kwargs, timeout_s)))
+            outcomes.append(None)
+        fetched = iter(self._fetcher.fetch_many(requests) if requests else ())
+        return [outcome if outcome is not None else next(fetched) for outcome in outcomes]
 
     def _record(self, outcomes: list[list[Any]]) -> None:
         with contextlib.suppress(Exception):  # stats must never cost a batch its results
             self._state.record(outcomes)
 
     def close(self) -> None:
-        """Stop the thread pool (waiting for running fetches) and close the HTTP connections."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the fetches still running (they answer TRANSIENT) and close the HTTP connections."""
         self._fetcher.close()

@@ -27,6 +27,7 @@ class WorkerState:
     slots: int
     pool: str
     address: str = ""
+    tasks: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     draining: bool = False
     done: int = 0
@@ -117,4 +118,5 @@ class WorkerState:
                 "uptime_s": round(time.time() - self.started, 1),
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),
+                "tasks": sorted(self.tasks),
             }

@@ -36,3 +36,39 @@ def logged(key: str, path: str, seconds: float = 0.0) -> str:
         os.close(fd)
     time.sleep(seconds)
     return key
+
+
+@task
+def blob(n: int) -> str:
+    """A string of ``n`` characters (a large result from a small argument)."""
+    return "x" * n
+
+
+@task
+def write_after(path: str, seconds: float) -> str:
+    """Sleep, then create the file ``path``: a side effect that only a task that ran to its end makes."""
+    time.sleep(seconds)
+    with open(path, "w") as f:
+        f.write("done\n")
+    return path
+
+
+@task
+def die(code: int = 3) -> None:
+    """End the process that runs the task at once (a crashing slot process)."""
+    os._exit(code)
+
+
+@task
+def hold(path: str, limit: float = 30.0) -> str:
+    """Wait until the file ``path`` exists (at most ``limit`` s): a task that ends when the test says."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path
+
+
+@task
+def hog(n: int) -> int:
+    """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time."""
+    return sum(range(n))

@@ -25,7 +25,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 def test_map_spreads_over_both_workers_in_order_within_slots(nameserver, worker_factory):
     worker_factory(2, "--concurrency", "2", "--tasks", TASKS_FILE, "--services", "compute")
     with Cluster(nameserver) as cluster:
-        results = list(cluster.map("add", [(i, i) for i in range(2000)]))
+        results = list(cluster.starmap("add", [(i, i) for i in range(2000)]))
         assert results == [2 * i for i in range(2000)]
         futures = [cluster.submit("interval", 0.01) for _ in range(200)]
         per_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -91,13 +91,14 @@ def test_worker_started_mid_job_gets_work(nameserver, worker_factory):
 
 def test_errors_are_clear_and_the_worker_keeps_serving(nameserver, worker_factory):
     worker_factory(1, "--concurrency", "1", "--tasks", TASKS_FILE, "--services", "compute")
-    with Cluster(nameserver) as cluster:
+    with Cluster(nameserver, wait=1) as cluster:
         with pytest.raises(TaskFailed) as failed:
             cluster.submit("fail", "boom").result(timeout=30)
         assert failed.value.type == "RuntimeError"
         assert failed.value.message == "boom"
         assert "RuntimeError: boom" in failed.value.traceback
-        with pytest.raises(TaskFailed, match="unknown task 'no_such_task'"):
+        # Routing by catalog: no worker offers it, so it waits ``wait`` for one that does.
+        with pytest.raises(WorkerUnavailable, match="no live worker offers compute task 'no_such_task'"):
             cluster.submit("no_such_task").result(timeout=30)
         with pytest.raises(TaskFailed, match="type object cannot be sent"):
             cluster.submit("unsendable").result(timeout=30)
@@ -116,7 +117,7 @@ def test_tags_route_calls_to_workers_that_carry_them(nameserver, worker_factory)
     worker_factory(1, "--services", "compute", "--name", "plain", "--concurrency", "1")
     worker_factory(1, "--services", "compute", "--name", "gpu", "--tags", "gpu,fast", "--concurrency", "1")
     with Cluster(nameserver) as cluster:
-        futures = [cluster.submit("add", i, 1, tags=["gpu"]) for i in range(50)]
+        futures = [cluster.options(tags=["gpu"]).submit("add", i, 1) for i in range(50)]
         assert {f.result(timeout=30) and f.worker for f in futures} == {"gpu"}
 
 
@@ -126,13 +127,13 @@ def test_two_workers_beat_one_on_cpu_bound_work(nameserver, worker_factory):
     worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "solo")
     with Cluster(nameserver) as cluster:
         start = time.monotonic()
-        one = list(cluster.map("count_primes", ranges))
+        one = list(cluster.starmap("count_primes", ranges))
         t_one = time.monotonic() - start
         worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "second")
         wait_for(lambda: len(cluster.status()["workers"]) == 2, 10)
         time.sleep(1.5)  # one discovery round so the coordinator knows the second worker
         start = time.monotonic()
-        two = list(cluster.map("count_primes", ranges))
+        two = list(cluster.starmap("count_primes", ranges))
         t_two = time.monotonic() - start
     assert one == two
     assert t_one / t_two > 1.3, f"1 worker {t_one:.2f} s, 2 workers {t_two:.2f} s"

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from pyrocluster import auth, config
+from pyrocluster import auth, codec, config
 from pyrocluster.config import Settings
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import Processes
@@ -38,7 +38,10 @@ CALL_TIMEOUT_S = 20.0
 MAX_TASK_TIMEOUT_S = 0.5
 """Longest valid per-call timeout generated, so that a batch of slow tasks ends quickly."""
 KINDS = {0, 1, 2, 3, 4}
-"""Outcome kinds: OK, ERROR, TIMEOUT, CRASHED, TRANSIENT."""
+"""Crawl outcome kinds: OK, ERROR, TIMEOUT, CRASHED, TRANSIENT."""
+COMPUTE_KINDS = set(range(8))
+"""Compute outcome kinds (protocol v2): those, and NOT_RUN, UNKNOWN_TASK, CANCELLED."""
+SENDER = "hostile-coordinator"
 BUILTINS = ["add", "echo", "sleep", "count_primes", "fib", "sha256", "fail", "word_count"]
 ENV = {
     "PYROCLUSTER_SECRET": SECRET,
@@ -93,7 +96,7 @@ class HostileTarget:
         with auth.make_proxy(
             self.uris["compute"], self.settings["msgpack"], timeout_s=CALL_TIMEOUT_S
         ) as proxy:
-            return proxy.run_batch([["add", [a, b], {}, 10.0]])
+            return decode_reply(proxy.run_batch(request(["c", "add", codec.pack([[a, b], {}]), 10.0, 0])))
 
 
 @pytest.fixture(scope="module")
@@ -193,13 +196,30 @@ kwargs: st.SearchStrategy[Any] = (
 )
 
 
+payloads = st.one_of(
+    st.tuples(
+        st.lists(garbage, max_size=3), st.just({}) | st.dictionaries(st.text(max_size=8), garbage, max_size=3)
+    ).map(lambda ak: codec.pack(list(ak))),
+    st.binary(max_size=60),
+    garbage,
+)
+"""A call's encoded ``[args, kwargs]``: well formed, random bytes, or not bytes at all."""
+
+
 @st.composite
 def compute_calls(draw: st.DrawFn) -> Any:
     name, args = draw(per_task_args)
-    call = [name, args, draw(kwargs), draw(timeouts)]
+    payload = codec.pack([args, {}]) if draw(st.booleans()) else draw(payloads)
+    call = [
+        draw(st.text(max_size=10) | garbage),
+        name,
+        payload,
+        draw(timeouts),
+        draw(st.integers(-5, 5) | garbage),
+    ]
     shape = draw(st.sampled_from(["call", "call", "call", "short", "long", "not-a-list"]))
     if shape == "short":
-        return call[: draw(st.integers(0, 3))]
+        return call[: draw(st.integers(0, 4))]
     if shape == "long":
         return [*call, draw(garbage)]
     if shape == "not-a-list":
@@ -207,12 +227,18 @@ def compute_calls(draw: st.DrawFn) -> Any:
     return call
 
 
-batches: st.SearchStrategy[Any] = (
+compute_call_lists: st.SearchStrategy[Any] = (
     st.lists(compute_calls(), min_size=1, max_size=4)
     | st.just([])
-    | st.just([["add", [1, 2], {}, 1.0]] * 100_001)
+    | st.just([["c", "add", codec.pack([[1, 2], {}]), 1.0, 0]] * 100_001)
     | garbage
 )
+batches: st.SearchStrategy[Any] = st.one_of(
+    st.builds(lambda calls: {"from": SENDER, "calls": calls}, compute_call_lists),
+    st.builds(lambda sender, calls: {"from": sender, "calls": calls}, garbage, compute_call_lists),
+    garbage,
+)
+"""v2 requests: well formed, with a bad sender, or garbage."""
 
 
 def _no_http(text: str) -> bool:
@@ -264,8 +290,10 @@ def attacks(draw: st.DrawFn, services: tuple[str, ...]) -> tuple[str, str, list[
         ("compute", "run_batch"),
         ("compute", "run_batch"),
         ("compute", "run_batch"),
+        ("compute", "cancel"),
         ("compute", "tasks"),
         ("control", "ping"),
+        ("control", "load"),
         ("control", "info"),
         ("control", "stats"),
     ]
@@ -278,13 +306,32 @@ def attacks(draw: st.DrawFn, services: tuple[str, ...]) -> tuple[str, str, list[
             args = draw(extra_args)  # the wrong number of arguments
     elif method == "fetch":
         args = [draw(urls)] + ([draw(fetch_options)] if draw(st.booleans()) else [])
+    elif method == "cancel":
+        args = [
+            draw(st.just(SENDER) | garbage),
+            draw(st.lists(st.text(max_size=5) | garbage, max_size=3) | garbage),
+        ]
+        if draw(st.integers(0, 9)) == 0:
+            args = draw(extra_args)
     else:
         args = [] if draw(st.booleans()) else draw(extra_args)
     return service, method, args, draw(serializers)
 
 
+def request(*calls: Any) -> dict[str, Any]:
+    """A v2 request from the hostile coordinator."""
+    return {"from": SENDER, "calls": list(calls)}
+
+
+def call(
+    name: Any, args: Any, kwargs: Any, timeout_s: Any, call_id: Any = "c", priority: Any = 0
+) -> list[Any]:
+    """A v2 call whose arguments are encoded as a coordinator would."""
+    return [call_id, name, codec.pack([args, kwargs]), timeout_s, priority]
+
+
 def batch(*calls: Any, serializer: str = "msgpack") -> tuple[str, str, list[Any], str]:
-    return ("compute", "run_batch", [list(calls)], serializer)
+    return ("compute", "run_batch", [request(*(call(*c) for c in calls))], serializer)
 
 
 EXPLICIT = [
@@ -303,9 +350,19 @@ EXPLICIT = [
     batch(["fib", [10**9], {}, 1.0], ["fib", [-1], {}, 1.0], ["fib", [True], {}, 1.0]),
     batch(*[["add", [1, 2], {}, 1.0]] * 100_001),
     batch(["echo", [{(1, 2): 3}], {}, 1.0], serializer="serpent"),
+    batch(["add", [1, 2], {}, 1.0, None], ["add", [1, 2], {}, 1.0, "x" * 300]),
+    batch(["add", [1, 2], {}, 1.0, "c", 2**80]),
+    ("compute", "run_batch", [request(["c", "add", "not bytes", 1.0, 0], ["c", "add", b"\xc1", 1.0, 0])],
+     "msgpack"),
+    ("compute", "run_batch", [request(["c", "add", {"data": "!!", "encoding": "base64"}, 1.0, 0])],
+     "serpent"),
+    ("compute", "run_batch", [{"from": "", "calls": [call("add", [1, 2], {}, 1.0)]}], "msgpack"),
+    ("compute", "run_batch", [request()], "msgpack"),
     ("compute", "run_batch", [[]], "msgpack"),
     ("compute", "run_batch", [None], "msgpack"),
     ("compute", "run_batch", [], "msgpack"),
+    ("compute", "cancel", [SENDER, ["c", None, 5]], "msgpack"),
+    ("compute", "cancel", [None, "c"], "msgpack"),
     ("compute", "tasks", [1, 2], "msgpack"),
     ("control", "info", ["x"], "msgpack"),
     ("crawl", "fetch", ["file:///etc/passwd"], "msgpack"),
@@ -336,17 +393,36 @@ def check_outcome(outcome: Any) -> None:
         assert isinstance(value.get("type"), str) and isinstance(value.get("message"), str), outcome
 
 
+def check_compute_outcome(outcome: Any) -> None:
+    """A v2 outcome: a known kind, an encoded value (None for NOT_RUN and CANCELLED), elapsed ms."""
+    assert isinstance(outcome, list) and len(outcome) == 3, outcome
+    kind, value, elapsed_ms = outcome
+    assert kind in COMPUTE_KINDS, outcome
+    assert isinstance(elapsed_ms, (int, float)) and elapsed_ms >= 0, outcome
+    if kind in (5, 7):
+        assert value is None, outcome
+        return
+    decoded = codec.unpack(codec.as_bytes(value))
+    if kind != 0:
+        assert isinstance(decoded, dict), outcome
+        assert isinstance(decoded.get("type"), str) and isinstance(decoded.get("message"), str), outcome
+
+
 def check_reply(service: str, method: str, args: list[Any], reply: Any) -> None:
     """A reply to a hostile call must be well formed (errors included)."""
     if method == "ping":
         assert reply == "pong"
     elif method in ("info", "stats"):
         assert isinstance(reply, dict) and reply["state"] == "ready", reply
+    elif method == "load":
+        assert isinstance(reply, dict) and 0 <= reply["running"] <= reply["slots"], reply
     elif method == "tasks":
         assert isinstance(reply, list) and set(BUILTINS) <= set(reply)
+    elif method == "cancel":
+        assert isinstance(reply, int) and reply >= 0, reply
     elif method == "fetch":
         check_outcome(reply)
-    else:
+    elif service == "crawl":
         assert isinstance(reply, dict) and len(reply) == 1, reply
         ((key, value),) = reply.items()
         assert key in ("outcomes", "error"), reply
@@ -358,6 +434,34 @@ def check_reply(service: str, method: str, args: list[Any], reply: Any) -> None:
             assert isinstance(value, list) and len(value) == len(batch), reply
             for outcome in value:
                 check_outcome(outcome)
+    else:
+        assert isinstance(reply, dict), reply
+        if "error" in reply:
+            assert set(reply) == {"error"} and isinstance(reply["error"], str), reply
+            req = args[0]
+            well_formed = (
+                isinstance(req, dict)
+                and req.get("from") == SENDER
+                and isinstance(req.get("calls"), list)
+                and 0 < len(req["calls"]) <= 100_000
+            )
+            assert not well_formed, reply  # a fine request runs
+            return
+        assert 0 <= reply["load"]["running"] <= reply["load"]["slots"], reply
+        if "busy" in reply or "refused" in reply:
+            return
+        assert set(reply) == {"outcomes", "load"}, reply
+        assert len(reply["outcomes"]) == len(args[0]["calls"]), reply
+        for outcome in reply["outcomes"]:
+            check_compute_outcome(outcome)
+
+
+def decode_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """A compute reply with its outcomes' values decoded."""
+    outcomes = [
+        [k, None if v is None else codec.unpack(codec.as_bytes(v)), ms] for k, v, ms in reply["outcomes"]
+    ]
+    return {**reply, "outcomes": outcomes}
 
 
 def is_remote_error(exc: BaseException) -> bool:
@@ -414,7 +518,13 @@ def test_random_arguments_to_every_exposed_method_never_kill_the_worker(
     reply = target.add(40, 2)
     assert reply["outcomes"][0][:2] == [0, 42], reply
     assert elapsed < 30, f"the property took {elapsed:.1f} s"
-    expected = {("compute", "run_batch"), ("compute", "tasks"), ("control", "ping"), ("control", "info")}
+    expected = {
+        ("compute", "run_batch"),
+        ("compute", "cancel"),
+        ("compute", "tasks"),
+        ("control", "ping"),
+        ("control", "info"),
+    }
     assert expected <= seen, seen
 
 
@@ -503,7 +613,9 @@ def test_serpent_values_msgpack_cannot_key_do_not_crash_a_slot(target: HostileTa
     config.apply(settings_)
     with auth.make_proxy(target.uris["compute"], settings_, timeout_s=CALL_TIMEOUT_S) as proxy:
         value = {(1, 2): "a", "k": {(3, (4, 5)): [1]}}
-        reply = proxy.run_batch([["echo", [value], {}, 5.0], ["echo", [{1, 2, 3}], {}, 5.0]])
+        reply = decode_reply(
+            proxy.run_batch(request(call("echo", [value], {}, 5.0), call("echo", [{1, 2, 3}], {}, 5.0)))
+        )
     assert reply["outcomes"][0][:2] == [0, value], reply
     assert reply["outcomes"][1][:2] == [0, [1, 2, 3]], reply
     worker_alive(target)

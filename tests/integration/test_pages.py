@@ -17,7 +17,7 @@ from pyrocluster.coordinator.frontier import Frontier
 from pyrocluster.pages import USER_AGENT, PageFetcher
 from pyrocluster.services.crawl import CrawlService
 from pyrocluster.tasks import ERROR, OK, TRANSIENT
-from tests.sites import SiteServer
+from tests.sites import SiteServer, wait_until
 
 BIG = 300_000
 
@@ -227,7 +227,7 @@ def test_other_schemes_are_refused_without_any_io(url, monkeypatch):
         def boom(*args: Any, **kwargs: Any) -> None:
             raise AssertionError("nothing may be sent")
 
-        monkeypatch.setattr(f._client, "send", boom)
+        monkeypatch.setattr(f._transport, "handle_async_request", boom)
         kind, error, elapsed_ms = f.fetch(url, {})
     assert kind == ERROR and error["type"] == "RefusedScheme" and elapsed_ms == 0.0
 
@@ -264,6 +264,30 @@ def test_fetcher_is_safe_from_many_threads(site, fetcher):
     with ThreadPoolExecutor(16) as pool:
         pages = [ok_page(o) for o in pool.map(lambda u: fetcher.fetch(u, {}), urls)]
     assert [p["title"] for p in pages] == [f"Page {i % 30}" for i in range(120)]
+
+
+def test_connections_are_kept_alive_and_reused_per_origin():
+    with SiteServer(pages=10) as site, PageFetcher(4) as fetcher:
+        for i in range(12):
+            ok_page(fetcher.fetch(site.url(f"/page/{i % 10}.html"), {}))
+        assert site.connections_opened == 1  # one request at a time: one kept-alive connection
+        pages = fetcher.fetch_many([(site.url(f"/page/{i}.html"), {}) for i in range(10)])
+        assert all(o[0] == OK for o in pages)
+        assert site.connections_opened <= 4  # at most `concurrency` connections, kept for later
+        opened = site.connections_opened
+        for i in range(8):  # another origin in between does not cost this one its connection
+            ok_page(fetcher.fetch(site.url(f"/page/{i}.html"), {}))
+            ok_page(fetcher.fetch(site.external_url, {}))
+        assert site.connections_opened == opened
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused():
+    with SiteServer(pages=5) as site, PageFetcher(2) as fetcher:
+        for i in range(6):
+            page = ok_page(fetcher.fetch(site.url(f"/hangup/{i}"), {}))
+            assert page["title"] == "Hangup"
+            assert wait_until(lambda: not site._servers[0].connections, 5.0)  # the server hung up
+        assert site.connections_opened == 6
 
 
 # ---- CrawlService --------------------------------------------------------------------------

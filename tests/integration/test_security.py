@@ -28,13 +28,14 @@ import Pyro5.serializers
 import Pyro5.socketutil
 import pytest
 
-from pyrocluster import auth, config, tls
+from pyrocluster import auth, codec, config, tls
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import AuthenticationError
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import Processes, run_cli, wait_for
 from tests.helpers.certs import CertificateAuthority, Member, make_member
+from tests.helpers.rawworker import decoded
 
 SECRET = "integration-secret-3f9a"
 TIMEOUT_S = 5.0
@@ -70,9 +71,23 @@ def worker_info(uri: Pyro5.core.URI, settings: Settings) -> dict[str, Any]:
         return dict(proxy.info())
 
 
+def compute_request(*calls: tuple[str, list[Any]]) -> dict[str, Any]:
+    """A protocol v2 request (docs/protocol.md) for ``(task, args)`` calls."""
+    return {
+        "from": "security-test",
+        "calls": [[str(i), name, codec.pack_call(args, {}), 10.0, 0] for i, (name, args) in enumerate(calls)],
+    }
+
+
+def decoded_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """A compute reply with its outcomes' values decoded."""
+    outcomes = [list(decoded(o)) + o[2:] for o in reply["outcomes"]]
+    return {**reply, "outcomes": outcomes}
+
+
 def run_add(uri: Pyro5.core.URI, settings: Settings, a: int = 40, b: int = 2) -> Any:
     with auth.make_proxy(uri, settings, timeout_s=TIMEOUT_S) as proxy:
-        return proxy.run_batch([["add", [a, b], {}, 10.0]])
+        return decoded_reply(proxy.run_batch(compute_request(("add", [a, b]))))
 
 
 def raw_proxy(uri: Any) -> Pyro5.api.Proxy:
@@ -328,7 +343,7 @@ def test_worker_with_a_wrong_secret_cannot_register(secure: SecureCluster) -> No
 
 def test_right_secret_works_end_to_end(secure: SecureCluster, tmp_path: Path) -> None:
     with Cluster(secure.ns, secret=SECRET, wait=10) as cluster:
-        assert list(cluster.map("add", [(i, 1) for i in range(200)])) == [i + 1 for i in range(200)]
+        assert list(cluster.starmap("add", [(i, 1) for i in range(200)])) == [i + 1 for i in range(200)]
         status = cluster.status()
     assert [w["name"] for w in status["workers"]] == [WORKER]
     assert status["workers"][0]["state"] == "ready"
@@ -360,7 +375,8 @@ def test_captured_handshake_replayed_is_refused(secure: SecureCluster, target: s
     with RecordingRelay((uri.host, uri.port)) as relay:
         with auth.make_proxy(relay.uri(uri.object), secure.settings, timeout_s=TIMEOUT_S) as proxy:
             if target == "worker":
-                assert proxy.run_batch([["add", [40, 2], {}, 5.0]])["outcomes"][0][:2] == [0, 42]
+                reply = decoded_reply(proxy.run_batch(compute_request(("add", [40, 2]))))
+                assert reply["outcomes"][0][:2] == [0, 42]
             else:
                 assert "Pyro.NameServer" in proxy.list()
         wait_for(lambda: relay.captured and len(relay.captured[0]) > 0, 5)
@@ -558,7 +574,7 @@ def test_pyro_environment_variables_are_ignored(processes: Processes) -> None:
     uris = worker_uris(ns, settings, "pyro-env")
     big = "y" * 10_000  # over PYRO_MAX_MESSAGE_SIZE, and compressed if PYRO_COMPRESSION were taken
     with auth.make_proxy(uris["compute"], settings, timeout_s=TIMEOUT_S) as proxy:
-        reply = proxy.run_batch([["echo", [big], {}, 5.0], ["fail", ["boom"], {}, 5.0]])
+        reply = decoded_reply(proxy.run_batch(compute_request(("echo", [big]), ("fail", ["boom"]))))
     assert reply["outcomes"][0][:2] == [0, big]
     assert reply["outcomes"][1][1]["message"] == "boom"
     result = run_cli("status", "--ns", ns, "--json", env=env)
@@ -619,7 +635,7 @@ def test_job_over_mutual_tls(
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PYROCLUSTER_SECRET", raising=False)
     with Cluster(ns, wait=10) as cluster:
-        assert list(cluster.map("add", [(i, i) for i in range(500)])) == [2 * i for i in range(500)]
+        assert list(cluster.starmap("add", [(i, i) for i in range(500)])) == [2 * i for i in range(500)]
         status = cluster.status()
     assert sorted(w["name"] for w in status["workers"]) == ["tls-w1", "tls-w2"]
     assert all(w["state"] == "ready" for w in status["workers"])

@@ -12,20 +12,32 @@ from pyrocluster.coordinator.retry import BACKOFF_MAX_S, Quarantine, attempts_le
 class Fake:
     name: str
     free: int
+    own_room: int | None = None
 
     def free_slots(self, service: str) -> int:
         return self.free
 
+    def room(self, service: str, now: float) -> int:
+        return self.free if self.own_room is None else self.own_room
+
 
 def test_choose_takes_most_free_slots_and_none_when_full():
     a, b, c = Fake("a", 1), Fake("b", 3), Fake("c", 2)
-    assert choose([a, b, c], "compute") is b
-    assert choose([Fake("x", 0), Fake("y", 0)], "compute") is None
-    assert choose([], "compute") is None
+    assert choose([a, b, c], "compute", 0.0) is b
+    assert choose([Fake("x", 0), Fake("y", 0)], "compute", 0.0) is None
+    assert choose([], "compute", 0.0) is None
 
 
 def test_choose_breaks_ties_by_name():
-    assert choose([Fake("b", 2), Fake("a", 2)], "compute").name == "a"
+    assert choose([Fake("b", 2), Fake("a", 2)], "compute", 0.0).name == "a"
+
+
+def test_choose_counts_other_coordinators_work_but_may_queue_behind_it():
+    # "b" has room for us (we hold nothing there) but others fill it: "a" is freer.
+    a, b = Fake("a", 1, own_room=1), Fake("b", -1, own_room=2)
+    assert choose([a, b], "compute", 0.0) is a
+    # Only "b" left: we may still queue there (its admission queue orders the work).
+    assert choose([b], "compute", 0.0) is b
 
 
 def test_share_spreads_over_free_slots():

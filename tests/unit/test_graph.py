@@ -250,7 +250,7 @@ def test_a_diamond_runs_in_edge_order_and_passes_values(tmp_path: Path) -> None:
     assert ids(step) == ["d"]
     (item,) = items_of(spec.tasks[3], spec.defaults, flow.values_for(step.ready[0]))
     assert item.args == [11, 21] and spec.tasks[3].args[0] == {"$result": "b"}
-    assert flow.open_nodes == 1
+    assert flow.open_nodes == 0  # d: nobody waits for it, done once handed out
     flow.done([("d", "ok", 32)])
     assert flow.open_nodes == 0 and flow.waiting_units == 0
 
@@ -280,7 +280,7 @@ def test_a_failure_skips_every_descendant_at_once_and_spares_other_branches(tmp_
         ("deep", "upstream all skipped"),
     ]
     assert list(unit_ids(step.skipped[0][0])) == ["m-0", "m-1", "m-2"]
-    assert flow.open_nodes == 1 and flow.waiting_units == 0
+    assert flow.open_nodes == 0 and flow.waiting_units == 0
     flow.done([("side", "ok", None)])
     assert flow.open_nodes == 0
 
@@ -300,9 +300,9 @@ def test_one_failed_map_item_skips_the_fan_in_at_once_but_not_other_items_depend
     step = flow.done([("m-1", "cancelled", None)])
     assert [(n.id, r) for n, r in step.skipped] == [("total", "upstream m cancelled")]
     assert ids(flow.done([("m-0", "ok", 1)])) == ["first"]
-    assert flow.open_nodes == 2
+    assert flow.open_nodes == 1  # the map; "first" is handed out and nobody waits for it
     flow.done([("m-2", "ok", 2)])
-    assert flow.open_nodes == 1  # the map is done (with a bad item); "first" runs
+    assert flow.open_nodes == 0  # the map is done (with a bad item)
 
 
 def test_dynamic_fan_out_then_fan_in_receives_the_results_in_order(tmp_path: Path) -> None:

@@ -32,11 +32,92 @@ def test_codec_round_trips_plain_values_and_names_the_bad_type():
         codec.pack([object()])
 
 
-def test_sendable_outcomes_fails_only_the_bad_result():
-    outcomes = [[tasks.OK, 1, 0.1], [tasks.OK, object(), 0.2]]
-    good, bad = codec.unpack(codec.sendable_outcomes(outcomes))
-    assert good == [tasks.OK, 1, 0.1]
-    assert bad[0] == tasks.ERROR and bad[1]["type"] == "NotSendable" and "object" in bad[1]["message"]
+def test_codec_round_trips_int_keys_and_tuple_keys():
+    value = {1: 2, 3: {4: [5]}, "s": {-7: "x"}, 2**70: "big"}
+    assert codec.unpack(codec.pack(value)) == value
+    assert codec.unpack(codec.pack({(1, 2): "t"})) == {(1, 2): "t"}
+
+
+def test_pack_call_names_where_an_unsendable_argument_sits():
+    import datetime
+
+    when = datetime.datetime(2026, 1, 1)
+    with pytest.raises(codec.NotSendable, match=r"args\[0\]\['when'\]: datetime"):
+        codec.pack_call([{"when": when}], {})
+    with pytest.raises(codec.NotSendable, match=r"kwargs\['n'\]\[1\]: object"):
+        codec.pack_call([], {"n": [1, object()]})
+    assert codec.unpack(codec.pack_call((1, {2: 3}), {"k": None})) == [[1, {2: 3}], {"k": None}]
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\x91", b"\xc1", codec.pack([1]) + b"x", b"\xc7\x01\x05a", b"\xc7\x01\x31z"]
+)
+def test_unpack_raises_only_decode_error(data):
+    with pytest.raises(codec.DecodeError):
+        codec.unpack(data)
+
+
+def test_as_bytes_accepts_bytes_and_serpent_base64_only():
+    import base64
+
+    assert codec.as_bytes(b"ab") == b"ab" and codec.as_bytes(bytearray(b"ab")) == b"ab"
+    assert codec.as_bytes({"data": base64.b64encode(b"ab").decode(), "encoding": "base64"}) == b"ab"
+    for bad in ("ab", None, {"data": "!!", "encoding": "base64"}, {"data": "YQ=="}):
+        with pytest.raises(codec.DecodeError):
+            codec.as_bytes(bad)
+
+
+def test_task_catalog_is_read_from_the_compute_object_only():
+    listing = {}
+    for service in ("compute", "control", "crawl"):
+        name = registry.object_name("w1", service)
+        tasks_offered = ["add", "mine.x"] if service == "compute" else ["ignored"]
+        listing[name] = (
+            f"PYRO:{name}@127.0.0.1:4001",
+            registry.service_metadata("w1", service, [], 2, tasks_offered),
+        )
+    name = registry.object_name("w2", "control")
+    listing[name] = (f"PYRO:{name}@127.0.0.1:4002", registry.service_metadata("w2", "control", [], 2))
+    w1, w2 = registry.parse_listing(listing)
+    assert w1.tasks == frozenset({"add", "mine.x"})
+    assert w2.tasks == frozenset()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (
+            "PYRO:x@127.0.0.1:1",
+            {"pyrocluster.worker:bad", "pyrocluster.service:control", "pyrocluster.slots:two"},
+        ),
+        (
+            "PYRO:x@127.0.0.1:1",
+            {"pyrocluster.worker:bad", "pyrocluster.service:control", "pyrocluster.slots:-1"},
+        ),
+        ("PYRO:x@127.0.0.1:1", {"pyrocluster.worker:bad", "pyrocluster.slots:1e99"}),
+        ("PYRO:x@127.0.0.1:1", [1, 2]),
+        ("PYRO:x@127.0.0.1:1", "pyrocluster.worker:bad"),
+        ("PYRO:x@127.0.0.1:1", None),
+        "not a pair",
+        None,
+    ],
+)
+def test_parse_listing_skips_a_malformed_entry_and_keeps_the_others(bad, caplog):
+    listing = {}
+    for service in ("compute", "control"):
+        name = registry.object_name("good", service)
+        listing[name] = (f"PYRO:{name}@127.0.0.1:4001", registry.service_metadata("good", service, [], 3))
+    listing["pyrocluster.worker.bad.control"] = bad
+    with caplog.at_level("WARNING", logger="pyrocluster.nameserver.registry"):
+        entries = registry.parse_listing(listing)
+    assert [e.name for e in entries] == ["good"]
+    assert entries[0].slots["compute"] == 3
+    assert "pyrocluster.worker.bad.control" in caplog.text
+
+
+def test_run_call_reports_an_unknown_task_as_its_own_kind():
+    kind, error, _ = tasks.run_call("nope", [], {})
+    assert kind == tasks.UNKNOWN_TASK and error["type"] == "UnknownTask"
 
 
 @pytest.mark.parametrize(
@@ -61,7 +142,6 @@ def test_run_call_reports_failures_without_raising():
     kind, error, _ = tasks.run_call("fail", ["boom"], {})
     assert kind == tasks.ERROR and error["type"] == "RuntimeError" and error["message"] == "boom"
     assert "Traceback" in error["traceback"]
-    assert tasks.run_call("nope", [], {})[1]["type"] == "UnknownTask"
     assert tasks.run_call("sleep", [-1], {})[1]["type"] == "ValueError"
     assert tasks.run_call("count_primes", [0, 10**12], {})[1]["type"] == "ValueError"
 
@@ -87,3 +167,9 @@ def test_addresses_and_bind_policy():
     check_bind("0.0.0.0", Settings(), insecure=True)
     with pytest.raises(ValueError, match="without a cluster secret"):
         check_bind("0.0.0.0", Settings(), insecure=False)
+
+
+def test_pack_after_a_refused_value_starts_clean():
+    with pytest.raises(codec.NotSendable):
+        codec.pack({"a": [1, 2, {3: object()}]})
+    assert codec.unpack(codec.pack(["next"])) == ["next"]

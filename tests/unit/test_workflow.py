@@ -116,3 +116,16 @@ def test_progress_shows_waiting_tasks() -> None:
     console.print(render.job_progress(snap, width=200))
     text = console.export_text()
     assert "waiting 5" in text and "in flight 3" in text
+
+
+def test_a_task_nobody_waits_for_still_fires_its_callback(tmp_path: Path) -> None:
+    path = tmp_path / "solo.yaml"
+    path.write_text(
+        "tasks:\n  - {id: solo, call: echo, args: [1], on_success: {call: note}}\n  - {id: x, call: echo}\n"
+    )
+    flow = Workflow(load_job(path), {}, [].extend)
+    items = flow.items(threading.Event())
+    assert [i.id for i in take(items)] == ["solo", "x"]
+    flow.recorded([ok(TaskItem("x", "echo", [], {}, (), 1.0, 0, False), None)])
+    flow.recorded([ok(TaskItem("solo", "echo", [1], {}, (), 1.0, 0, False), 1)])
+    assert [i.id for i in items] == ["solo:on_success"]

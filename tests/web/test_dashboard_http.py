@@ -144,3 +144,24 @@ def test_frozen_worker_never_holds_a_scrape(nameserver, worker_factory, processe
         assert states == ["ready", "unreachable"], states
     finally:
         frozen.signal(signal.SIGCONT)
+
+
+def test_frozen_nameserver_is_shown_and_the_workers_still_answer(nameserver, worker_factory, processes):
+    worker_factory(1, "--name", "solo", "--services", "compute", "--pool", "thread", "--concurrency", "1")
+    ns_proc = processes.started[0]
+    _, url = start_dashboard(processes, nameserver)
+    wait_for(lambda: get(url, "/api/status").json()["workers"], 10, what="the worker listed")
+    ns_proc.signal(signal.SIGSTOP)
+    try:
+
+        def ns_shown_away():
+            started = time.monotonic()
+            doc = get(url, "/api/status", timeout=3.0).json()
+            up = [s.value for s in metrics(url)["pyrocluster_nameserver_up"]]
+            assert time.monotonic() - started < 3.0
+            return doc if not doc["nameserver"]["reachable"] and up == [0.0] else None
+
+        doc = wait_for(ns_shown_away, 10, what="the frozen name server shown unreachable")
+        assert [(w["name"], w["state"]) for w in doc["workers"]] == [("solo", "ready")]
+    finally:
+        ns_proc.signal(signal.SIGCONT)

@@ -1,0 +1,95 @@
+"""Calls waiting for a worker, one queue per requirement, served by priority then round robin (pure)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from pyrocluster.coordinator.calls import Call, Requirement
+
+
+class WaitingRoom:
+    """Queues of waiting calls by requirement (service, tags, task, priority).
+
+    Higher priorities first; requirements of one priority take turns (the one just served goes
+    to the back), so no tag or task waits behind another's backlog.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[Requirement, deque[Call]] = {}
+        self._levels: dict[int, deque[Requirement]] = {}
+        self._order: list[int] = []
+        self.since: dict[Requirement, float] = {}
+        """When each requirement last had a batch sent (or first waited): for ``wait`` expiry."""
+
+    def add(self, call: Call, now: float, front: bool = False) -> None:
+        """Queue a call (``front``: a re-queued call goes first)."""
+        req = call.requirement
+        queue = self._queues.get(req)
+        if queue is None:
+            queue = self._queues[req] = deque()
+            self.since[req] = now
+            level = self._levels.get(req[3])
+            if level is None:
+                level = self._levels[req[3]] = deque()
+                self._order = sorted(self._levels, reverse=True)
+            level.appendleft(req)  # never served yet: its turn comes first
+        if front:
+            queue.appendleft(call)
+        else:
+            queue.append(call)
+
+    def levels(self) -> list[deque[Requirement]]:
+        """Requirements by priority, highest first; each deque in turn order."""
+        return [self._levels[p] for p in self._order]
+
+    def waiting(self, req: Requirement) -> deque[Call] | None:
+        """The queue of ``req`` without settled calls at its head; None (and forgotten) when empty."""
+        queue = self._queues.get(req)
+        if queue is not None:
+            while queue and queue[0].done:
+                queue.popleft()
+            if queue:
+                return queue
+            self._drop(req)
+        return None
+
+    def served(self, req: Requirement, now: float) -> None:
+        """``req`` had a batch sent: it goes to the back of its priority's turn."""
+        self.since[req] = now
+        level = self._levels[req[3]]
+        if len(level) > 1:
+            level.remove(req)
+            level.append(req)
+
+    def replace(self, req: Requirement, calls: deque[Call]) -> None:
+        """Keep only ``calls`` waiting for ``req``."""
+        if calls:
+            self._queues[req] = calls
+        elif req in self._queues:
+            self._drop(req)
+
+    def requirements(self) -> list[Requirement]:
+        """Every requirement with waiting calls."""
+        return list(self._queues)
+
+    def calls(self) -> Iterator[Call]:
+        """Every waiting call (settled ones included)."""
+        for queue in self._queues.values():
+            yield from queue
+
+    def clear(self) -> None:
+        """Forget every waiting call."""
+        self._queues.clear()
+        self._levels.clear()
+        self._order = []
+        self.since.clear()
+
+    def _drop(self, req: Requirement) -> None:
+        del self._queues[req]
+        self.since.pop(req, None)
+        level = self._levels[req[3]]
+        level.remove(req)
+        if not level:
+            del self._levels[req[3]]
+            self._order = sorted(self._levels, reverse=True)

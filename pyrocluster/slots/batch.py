@@ -1,0 +1,195 @@
+"""One batch's calls run one after another in one slot, each under its own timeout.
+
+:class:`BatchRun` is shared by both pools: the slot (a thread of the worker, or the main thread of
+a slot process) calls :meth:`BatchRun.run`; a watcher (the request thread, or the slot process's
+watchdog thread) calls :meth:`BatchRun.watch`, which returns when the batch ends or when the call
+in progress passes its own deadline. Outcomes leave here encoded, one value at a time
+(docs/protocol.md), so one result that cannot be sent or is too large fails that call alone.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pyrocluster import codec
+from pyrocluster.tasks import CANCELLED, ERROR, NOT_RUN, TIMEOUT, failure, run_call
+
+Call = list[Any]
+"""``[name, payload, timeout_s]``: payload is ``codec.pack([args, kwargs])``."""
+Outcome = list[Any]
+"""``[kind, value, elapsed_ms]`` with value ``codec.pack``-ed bytes, or None (NOT_RUN, CANCELLED)."""
+
+OUTCOME_OVERHEAD_BYTES = 64
+"""What one outcome costs in a reply besides its value's bytes (kind, elapsed, framing)."""
+
+
+def not_run() -> Outcome:
+    """The outcome of a call that never started."""
+    return [NOT_RUN, None, 0.0]
+
+
+def cancelled() -> Outcome:
+    """The outcome of a call stopped by ``cancel``."""
+    return [CANCELLED, None, 0.0]
+
+
+def encoded_failure(kind: int, type_name: str, message: str, elapsed_ms: float = 0.0) -> Outcome:
+    """An encoded failure outcome with no traceback."""
+    outcome = failure(kind, type_name, message)
+    return [kind, codec.pack(outcome[1]), elapsed_ms]
+
+
+def encode(outcome: list[Any]) -> Outcome:
+    """Encode a ``[kind, plain value, ms]`` outcome; a value that cannot be sent becomes ERROR NotSendable."""
+    kind, value, elapsed_ms = outcome
+    try:
+        return [kind, codec.pack(value), elapsed_ms]
+    except codec.NotSendable as exc:
+        return encoded_failure(ERROR, "NotSendable", f"result cannot be sent: {exc}", elapsed_ms)
+
+
+def decode_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | str:
+    """``(args, kwargs)`` from a call's payload, or what is wrong with it."""
+    try:
+        decoded = codec.unpack(payload)
+    except codec.DecodeError as exc:
+        return f"arguments: {exc}"
+    if type(decoded) is not list or len(decoded) != 2:
+        return "arguments must be encoded as [args, kwargs]"
+    args, kwargs = decoded
+    if type(args) is not list:
+        return "args must be a list"
+    if type(kwargs) is not dict or (kwargs and not all(type(k) is str for k in kwargs)):
+        return "kwargs must be a dict with string keys"
+    return args, kwargs
+
+
+def run_encoded(name: str, payload: Any) -> Outcome:
+    """Decode one call's arguments, run it and encode its outcome; never raises."""
+    arguments = decode_arguments(payload)
+    if isinstance(arguments, str):
+        return encoded_failure(ERROR, "InvalidCall", arguments)
+    return encode(run_call(name, *arguments))
+
+
+def too_large(size: int, budget: int, elapsed_ms: float) -> Outcome:
+    """ERROR ResultTooLarge for a result that alone would not fit in a reply."""
+    message = f"result of {size} bytes is over the message cap (at most {budget} bytes fit in a reply)"
+    return encoded_failure(ERROR, "ResultTooLarge", message, elapsed_ms)
+
+
+class BatchRun:
+    """The calls of one batch, the outcomes so far, and the deadline of the call in progress."""
+
+    def __init__(
+        self,
+        calls: list[Call],
+        budget_bytes: int,
+        skip: Iterable[int] = (),
+        on_start: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.calls = calls
+        self.outcomes: list[Outcome] = []
+        self.stopped = False
+        """True when a watcher ended the batch (overrun or cancel), not the slot."""
+        self._budget = budget_bytes
+        self._used = 0
+        self._skip = set(skip)
+        self._on_start = on_start
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._ended = False
+        self._current = -1
+        self._started = 0.0
+        self._deadline = math.inf
+
+    def run(self) -> None:
+        """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
+        calls, budget, on_start = self.calls, self._budget, self._on_start
+        with self._lock:
+            i = self._next(0)
+        while i < len(calls):
+            if on_start is not None:
+                on_start(i, self._started)
+            outcome = run_encoded(calls[i][0], calls[i][1])
+            size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            if size > budget:
+                outcome = too_large(size, budget, outcome[2])
+                size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            with self._lock:
+                if self._ended:
+                    return
+                if self._used + size > budget:
+                    self._end_at(i, not_run(), stopped=False)  # the reply is full: the rest go back
+                    return
+                self._used += size
+                self.outcomes.append(outcome)
+                i = self._next(i + 1)
+
+    def _next(self, i: int) -> int:
+        """Start call ``i`` or the next one not skipped; ``len(calls)`` when none is left (lock held)."""
+        while i < len(self.calls) and i in self._skip:
+            self.outcomes.append(cancelled())
+            i += 1
+        if i == len(self.calls):
+            self._ended = True
+            self._deadline = math.inf
+            self._cond.notify_all()
+            return i
+        self._current = i
+        self._started = time.monotonic()
+        self._deadline = self._started + self.calls[i][2]
+        return i
+
+    def watch(self) -> bool:
+        """Wait until the batch ends (True) or its call in progress overruns (False).
+
+        After False the outcomes are final: the finished calls' own, TIMEOUT for the overrunning
+        call, NOT_RUN (or CANCELLED) for the rest.
+        """
+        with self._cond:
+            while not self._ended:
+                left = self._deadline - time.monotonic()
+                if left <= 0 and len(self.outcomes) == self._current:
+                    timeout_s = float(self.calls[self._current][2])
+                    message = f"task did not finish within its timeout of {timeout_s:g} s"
+                    overran = encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s)
+                    self._end_at(self._current, overran)
+                    return False
+                self._cond.wait(None if math.isinf(left) else max(left, 0.001))
+            return not self.stopped
+
+    def cancel(self, positions: Iterable[int]) -> None:
+        """Stop these calls: skip them if not started, end the batch if one is in progress."""
+        with self._cond:
+            if self._ended:
+                return
+            self._skip.update(positions)
+            if self._current in self._skip and len(self.outcomes) == self._current:
+                self._end_at(self._current, cancelled())
+
+    def _end_at(self, position: int, outcome: Outcome, stopped: bool = True) -> None:
+        """Final outcomes: those before ``position``, ``outcome``, then NOT_RUN/CANCELLED (lock held)."""
+        rest = [cancelled() if j in self._skip else not_run() for j in range(position + 1, len(self.calls))]
+        self.outcomes[position:] = [outcome, *rest]
+        self._ended = True
+        self.stopped = stopped
+        self._cond.notify_all()
+
+
+def lost_outcomes(
+    n: int, current: int, current_outcome: Outcome, cancelled_positions: set[int]
+) -> list[Outcome]:
+    """Outcomes of a batch whose slot process died before replying (killed or crashed).
+
+    The call in progress (``current``, -1 for none) gets ``current_outcome``; the others' results
+    are lost with the process, so they count as not run (sent again at no cost) unless cancelled.
+    """
+    return [
+        cancelled() if j in cancelled_positions else current_outcome if j == current else not_run()
+        for j in range(n)
+    ]

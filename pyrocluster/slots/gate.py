@@ -1,0 +1,120 @@
+"""Admission to a worker's slots across every coordinator: at most ``slots`` batches run, at most
+``slots`` wait (in :class:`pyrocluster.admission.AdmissionOrder`), the rest are answered busy.
+
+A :class:`Ticket` is one batch on its way through: waiting, then running in a slot, then done; it
+is also where ``cancel`` finds the batch, whichever of those states it is in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from pyrocluster.admission import AdmissionOrder
+
+
+class Runner(Protocol):
+    """What a running batch offers to ``cancel``: a slot process, or a thread slot's BatchRun."""
+
+    def cancel(self, positions: Iterable[int]) -> None: ...
+
+
+class Gate:
+    """Counts the slots in use and queues the batches that wait for one."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._lock = threading.Lock()
+        self._order: AdmissionOrder[Ticket] = AdmissionOrder()
+        self._running = 0
+
+    def enter(self, ticket: Ticket) -> bool:
+        """Take a slot for ``ticket``, waiting in the queue if need be; False when the queue is full.
+
+        True also when the ticket was dropped while waiting (``ticket.dropped``): it holds no slot.
+        """
+        with self._lock:
+            if self._running < self.slots and not self._order:
+                self._running += 1
+                return True
+            if len(self._order) >= self.slots:
+                return False
+            self._order.push(ticket.sender, ticket.priority, ticket)
+        ticket.granted.wait()
+        return True
+
+    def leave(self) -> None:
+        """A slot is free again: hand it to the next waiting ticket, if any."""
+        with self._lock:
+            nxt = self._order.pop()
+            if nxt is None:
+                self._running -= 1
+        if nxt is not None:
+            nxt.granted.set()
+
+    def drop(self, ticket: Ticket) -> bool:
+        """Take a waiting ticket out of the queue; False when it is not waiting (any more)."""
+        with self._lock:
+            return self._order.remove(ticket)
+
+    def busy(self) -> int:
+        """Slots in use (never more than ``slots``)."""
+        return self._running
+
+    def load(self) -> dict[str, int]:
+        """``{"slots", "running", "queued"}``, counted in batches, across every coordinator."""
+        with self._lock:
+            return {"slots": self.slots, "running": self._running, "queued": len(self._order)}
+
+
+class Ticket:
+    """One batch of ``size`` calls from ``sender``, from admission until its slot is free again."""
+
+    def __init__(self, gate: Gate, sender: str, priority: int, size: int) -> None:
+        self.sender = sender
+        self.priority = priority
+        self.size = size
+        self.granted = threading.Event()
+        self.dropped = False
+        """Every call was cancelled while the batch waited: it never took a slot."""
+        self._gate = gate
+        self._lock = threading.Lock()
+        self._skip: set[int] = set()
+        self._runner: Runner | None = None
+        self._finished = False
+        self._released = False
+
+    def attach(self, runner: Runner) -> set[int]:
+        """The batch starts in ``runner``; returns the positions cancelled before that."""
+        with self._lock:
+            self._runner = runner
+            return set(self._skip)
+
+    def detach(self) -> None:
+        """The batch has its outcomes: ``cancel`` finds nothing more here."""
+        with self._lock:
+            self._runner = None
+            self._finished = True
+
+    def cancel(self, positions: set[int]) -> int:
+        """Stop these calls wherever the batch is; how many were still unfinished."""
+        with self._lock:
+            if self._finished:
+                return 0
+            if self._runner is not None:
+                self._runner.cancel(positions)
+                return len(positions)
+            self._skip |= positions
+            if len(self._skip) >= self.size and self._gate.drop(self):
+                self.dropped = True
+                self.granted.set()
+            return len(positions)
+
+    def release(self) -> None:
+        """Give the slot back (once, whoever calls)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._gate.leave()

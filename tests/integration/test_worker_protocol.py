@@ -1,0 +1,186 @@
+"""Protocol v2 against real worker processes, driven through the raw protocol (docs/protocol.md):
+one outcome per call, per-call timeouts, values that fail alone, the message cap, the catalog."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pyrocluster import tasks
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
+from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.rawworker import RawWorker, decoded
+
+CAP_ENV = {"PYROCLUSTER_MAX_MESSAGE_MB": "1"}
+"""Both workers run under a 1 MB message cap, so that the cap tests need no large requests."""
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[tuple[str, dict[str, ManagedProcess]]]:
+    """One name server and two one-slot workers (process and thread pool), shared by the module."""
+    procs = Processes()
+    try:
+        ns_proc, ns = start_nameserver()
+        procs.add(ns_proc)
+        started = {
+            pool: procs.add(
+                start_worker(
+                    ns,
+                    ["--name", pool, "--services", "compute", "--tasks", TASKS_FILE, "--pool", pool,
+                     "--concurrency", "1"],
+                    env=CAP_ENV,
+                    wait=False,
+                )
+            )
+            for pool in ("process", "thread")
+        }  # fmt: skip
+        for proc in started.values():
+            proc.wait_ready()
+        yield ns, started
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def raw_worker(workers: tuple[str, dict[str, ManagedProcess]]) -> Callable[..., RawWorker]:
+    """``raw_worker(pool, serializer="msgpack")``: a raw client of that worker, idle and warm."""
+    ns, _procs = workers
+
+    def create(pool: str, serializer: str = "msgpack") -> RawWorker:
+        client = RawWorker(ns, pool, serializer)
+        wait_for(lambda: client.load()["running"] == 0, 10, what="the worker's slot is free")
+        client.run_batch([client.call("add", 0, 0)])  # a new slot process has loaded its tasks
+        return client
+
+    return create
+
+
+def kinds(reply: dict[str, Any]) -> list[int]:
+    return [o[0] for o in reply["outcomes"]]
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest_not_run(raw_worker, pool):
+    w = raw_worker(pool)
+    calls = [w.call("add", 1, 2), w.call("sleep", 2.5, timeout=0.5), w.call("add", 3, 4), w.call("echo", "x")]
+    started = time.monotonic()
+    reply = w.run_batch(calls)
+    elapsed = time.monotonic() - started
+    assert kinds(reply) == [tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN, tasks.NOT_RUN], reply
+    assert decoded(reply["outcomes"][0]) == (tasks.OK, 3)
+    error = decoded(reply["outcomes"][1])[1]
+    assert error["type"] == "TaskTimeout" and "0.5 s" in error["message"]
+    assert elapsed < 2.0, f"the batch took {elapsed:.1f} s: the timeout is the call's own (0.5 s)"
+    assert reply["outcomes"][2][1] is None and reply["outcomes"][3][1] is None
+    if pool == "process":
+        # the slot process was replaced: the next batch runs at once, in a new process
+        follow = w.run_batch([w.call("add", 5, 6)])
+        assert decoded(follow["outcomes"][0]) == (tasks.OK, 11)
+        assert follow["load"]["running"] == 0
+    else:
+        # the abandoned thread still holds the only slot, until it really ends
+        assert reply["load"] == {"slots": 1, "running": 1, "queued": 0}
+        assert w.info()["busy"] == 1
+        wait_for(lambda: w.load()["running"] == 0, 5, what="the slot is free once the thread ended")
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_each_call_has_its_own_timeout_counted_from_its_own_start(raw_worker, pool):
+    w = raw_worker(pool)
+    # four calls of 0.3 s, each with a 0.6 s limit: 1.2 s in all, and none overran its own limit
+    reply = w.run_batch([w.call("sleep", 0.3, timeout=0.6) for _ in range(4)])
+    assert kinds(reply) == [tasks.OK] * 4, reply
+    assert all(250 <= o[2] < 600 for o in reply["outcomes"]), reply
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "serpent"])
+def test_int_keyed_dicts_round_trip_as_arguments_and_results(raw_worker, serializer):
+    w = raw_worker("process", serializer)
+    histogram = {1: 2, 3: 4, -5: {6: [7]}, 2**70: "big"}
+    reply = w.run_batch([w.call("echo", "plain"), w.call("echo", histogram), w.call("add", 1, 2)])
+    assert [decoded(o) for o in reply["outcomes"]] == [(0, "plain"), (0, histogram), (0, 3)]
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_an_unsendable_result_fails_its_call_alone(raw_worker, pool):
+    w = raw_worker(pool)
+    reply = w.run_batch([w.call("add", 1, 1), w.call("unsendable"), w.call("add", 2, 2)])
+    results = [decoded(o) for o in reply["outcomes"]]
+    assert results[0] == (tasks.OK, 2) and results[2] == (tasks.OK, 4)
+    kind, error = results[1]
+    assert kind == tasks.ERROR and error["type"] == "NotSendable" and "object" in error["message"]
+
+
+def test_unknown_tasks_and_malformed_calls_fail_alone(raw_worker):
+    w = raw_worker("thread")
+    good = w.call("add", 1, 2)
+    calls = [
+        good,
+        w.call("no.such.task"),
+        ["id-x", "add", b"\xc1", 1.0, 0],  # a payload that is not msgpack
+        ["id-y", "add", b"\x90", 1.0, 0],  # [] instead of [args, kwargs]
+        ["id-z", "add", w.call("add", 1, 2)[2], -1, 0],  # a bad timeout
+        ["short"],
+        w.call("add", 3, 4),
+    ]
+    reply = w.run_batch(calls)
+    assert kinds(reply) == [0, tasks.UNKNOWN_TASK, 1, 1, 1, 1, 0], reply
+    assert decoded(reply["outcomes"][1])[1]["type"] == "UnknownTask"
+    assert all(decoded(o)[1]["type"] == "InvalidCall" for o in reply["outcomes"][2:6])
+    assert decoded(reply["outcomes"][6]) == (0, 7)
+    assert "error" in w.run_batch([])  # the request itself is malformed
+    with w.proxy("compute") as proxy:
+        assert "error" in proxy.run_batch({"calls": [good]})
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_message_cap_result_too_large_alone_and_a_full_reply_sends_the_rest_back(raw_worker, pool):
+    w = raw_worker(pool)
+    reply = w.run_batch([w.call("add", 1, 1), w.call("blob", 2 * 1024 * 1024), w.call("add", 2, 2)])
+    assert kinds(reply) == [tasks.OK, tasks.ERROR, tasks.OK], reply
+    assert decoded(reply["outcomes"][1])[1]["type"] == "ResultTooLarge"
+    # three results of 0.4 MB: two fit under the 1 MB cap, the third goes back unrun
+    reply = w.run_batch([w.call("blob", 400_000) for _ in range(3)] + [w.call("add", 0, 0)])
+    assert kinds(reply) == [tasks.OK, tasks.OK, tasks.NOT_RUN, tasks.NOT_RUN], reply
+    assert decoded(reply["outcomes"][0])[1] == "x" * 400_000
+
+
+def test_a_crashing_task_fails_alone_and_its_slot_process_is_replaced(raw_worker):
+    w = raw_worker("process")
+    reply = w.run_batch([w.call("add", 1, 1), w.call("die", 7), w.call("add", 2, 2)])
+    # the first result was lost with the process: it goes back unrun, at no cost
+    assert kinds(reply) == [tasks.NOT_RUN, tasks.CRASHED, tasks.NOT_RUN], reply
+    assert "exit code 7" in decoded(reply["outcomes"][1])[1]["message"]
+    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)
+
+
+def test_catalog_in_registration_info_and_ready_line(raw_worker, workers):
+    ns, procs = workers
+    w = raw_worker("process")
+    assert {"add", "echo", "interval", "blob"} <= w.entry.tasks
+    info = w.info()
+    assert info["tasks"] == sorted(info["tasks"]) and set(info["tasks"]) == w.entry.tasks
+    assert procs["process"].ready_line.endswith(f"tasks {len(info['tasks'])}")
+    plain = start_worker(ns, ["--name", "plain", "--services", "compute", "--concurrency", "1"])
+    try:
+        other = RawWorker(ns, "plain")
+        assert "interval" not in other.entry.tasks and "add" in other.entry.tasks
+        assert plain.ready_line.endswith(f"tasks {len(other.entry.tasks)}")
+        assert other.load() == {"slots": 1, "running": 0, "queued": 0}
+    finally:
+        plain.stop()
+
+
+def test_a_task_holding_the_interpreter_lock_is_killed_at_the_fallback_deadline(raw_worker):
+    w = raw_worker("process")
+    started = time.monotonic()
+    reply = w.run_batch([w.call("add", 1, 1), w.call("hog", 10**11, timeout=0.3), w.call("add", 2, 2)])
+    elapsed = time.monotonic() - started
+    # the watchdog inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
+    assert kinds(reply) == [tasks.NOT_RUN, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert decoded(reply["outcomes"][1])[1]["type"] == "TaskTimeout"
+    assert 0.7 < elapsed < 6, elapsed
+    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)

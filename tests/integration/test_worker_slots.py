@@ -1,0 +1,275 @@
+"""A worker owns its slots across coordinators: admission, start order, cancel, and a drain that
+ends, on real worker processes driven through the raw protocol (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyrocluster import tasks
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
+from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.rawworker import RawWorker, decoded
+from tests.integration.test_cluster import max_overlap
+
+WORKERS = {
+    "two": ["--pool", "process", "--concurrency", "2"],
+    "three": ["--pool", "thread", "--concurrency", "3"],
+    "proc1": ["--pool", "process", "--concurrency", "1"],
+    "thread1": ["--pool", "thread", "--concurrency", "1"],
+}
+"""The module's workers: name -> pool options."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """One name server and the workers of WORKERS, shared by the module; the name server's address."""
+    procs = Processes()
+    try:
+        ns_proc, ns = start_nameserver()
+        procs.add(ns_proc)
+        started = [
+            procs.add(
+                start_worker(
+                    ns, ["--name", name, "--services", "compute", "--tasks", TASKS_FILE, *args], wait=False
+                )
+            )
+            for name, args in WORKERS.items()
+        ]
+        for proc in started:
+            proc.wait_ready()
+        yield ns
+    finally:
+        procs.stop_all()
+
+
+def client(ns: str, name: str, sender: str = "coord-a") -> RawWorker:
+    """A raw client of an idle worker, from ``sender``."""
+    w = RawWorker(ns, name, sender=sender)
+    wait_for(lambda: w.load() == {"slots": w.entry.slots["compute"], "running": 0, "queued": 0}, 10)
+    return w
+
+
+class Background:
+    """``run_batch`` calls on threads of their own; their replies (or exceptions) kept."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, Any] = {}
+        self.threads: list[threading.Thread] = []
+
+    def send(self, key: str, w: RawWorker, calls: list[list[Any]], sender: str | None = None) -> None:
+        def body() -> None:
+            try:
+                self.replies[key] = w.run_batch(calls, sender=sender)
+            except Exception as exc:
+                self.replies[key] = exc
+
+        thread = threading.Thread(target=body, name=f"send-{key}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in self.threads), "a batch never got its reply"
+
+
+def test_two_coordinators_never_get_more_than_the_slots(cluster):
+    a, b = client(cluster, "two", "coord-a"), client(cluster, "two", "coord-b")
+    intervals: list[tuple[float, float]] = []
+    samples: list[dict[str, Any]] = []
+    busy_answers = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            load, info = a.load(), a.info()
+            samples.append({**load, "busy": info["busy"]})
+            time.sleep(0.03)
+
+    def send(w: RawWorker, batches: int) -> None:
+        for _ in range(batches):
+            while True:
+                reply = w.run_batch([w.call("interval", 0.1) for _ in range(2)])
+                if "busy" not in reply:
+                    break
+                busy_answers.append(reply["load"])
+                time.sleep(0.02)
+            for outcome in reply["outcomes"]:
+                _pid, start, end = decoded(outcome)[1]
+                intervals.append((start, end))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    senders = [threading.Thread(target=send, args=(w, 2), daemon=True) for w in (a, b, a, b, a, b)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(60)
+    stop.set()
+    sampler.join(10)
+    assert len(intervals) == 6 * 2 * 2
+    assert max_overlap(intervals) <= 2, "the worker ran more calls at once than its 2 slots"
+    assert samples and all(s["running"] <= 2 and s["busy"] <= 2 and s["queued"] <= 2 for s in samples)
+    assert all(load["running"] == 2 and load["queued"] == 2 for load in busy_answers), busy_answers
+
+
+def fill_slots(bg: Background, w: RawWorker, gates: Path) -> None:
+    """Occupy every slot of ``w`` with a task that ends when :func:`release` says (slot 0 first)."""
+    n = w.entry.slots["compute"]
+    for i in range(n):
+        bg.send(
+            f"blocker{i}", w, [w.call("hold", str(gates.with_name(f"{gates.name}-{min(i, 1)}")))], "blocker"
+        )
+    wait_for(lambda: w.load()["running"] == n, 10, what="every slot busy")
+
+
+def release(gates: Path, first_only: bool = False) -> None:
+    """End the first blocker (waiting batches then start one by one in its slot), or all of them."""
+    gates.with_name(f"{gates.name}-0").touch()
+    if not first_only:
+        gates.with_name(f"{gates.name}-1").touch()
+
+
+def logged_order(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_waiting_batches_start_by_priority_then_round_robin_and_a_full_queue_is_busy(cluster, tmp_path):
+    a, b = client(cluster, "three", "coord-a"), client(cluster, "three", "coord-b")
+    log = tmp_path / "order.log"
+    bg = Background()
+    fill_slots(bg, a, tmp_path / "round1")
+    for key, w in (("a1", a), ("a2", a), ("b1", b)):
+        queued = a.load()["queued"]
+        bg.send(key, w, [w.call("logged", key, str(log))])
+        wait_for(lambda q=queued: a.load()["queued"] == q + 1, 10)
+    full = b.run_batch([b.call("logged", "never", str(log))])
+    assert full.get("busy") is True and full["load"] == {"slots": 3, "running": 3, "queued": 3}, full
+    release(tmp_path / "round1", first_only=True)
+    wait_for(lambda: len(logged_order(log)) == 3, 10, what="the queue drained through one slot")
+    release(tmp_path / "round1")
+    bg.join()
+    assert logged_order(log) == ["a1", "b1", "a2"], "round robin between coordinators, FIFO within one"
+
+    log.unlink()
+    bg = Background()
+    fill_slots(bg, a, tmp_path / "round2")
+    for key, w, priority in (("low1", a, 0), ("low2", b, 0), ("high", a, 10)):
+        queued = a.load()["queued"]
+        bg.send(key, w, [w.call("logged", key, str(log), priority=priority)])
+        wait_for(lambda q=queued: a.load()["queued"] == q + 1, 10)
+    release(tmp_path / "round2", first_only=True)
+    wait_for(lambda: len(logged_order(log)) == 3, 10, what="the queue drained through one slot")
+    release(tmp_path / "round2")
+    bg.join()
+    assert logged_order(log) == ["high", "low2", "low1"], (
+        "priority first; then coord-b, as coord-a was just served"
+    )
+
+
+def test_cancel_drops_a_queued_batch_and_never_reaches_another_coordinators_calls(cluster, tmp_path):
+    w = client(cluster, "proc1")
+    marker = tmp_path / "ran"
+    bg = Background()
+    fill_slots(bg, w, tmp_path / "gate")
+    queued_calls = [w.call("write_after", str(marker), 0), w.call("add", 1, 2)]
+    bg.send("queued", w, queued_calls)
+    wait_for(lambda: w.load()["queued"] == 1, 10)
+    ids = [c[0] for c in queued_calls]
+    assert w.cancel(ids, sender="someone-else") == 0
+    assert w.load()["queued"] == 1
+    cancelled_at = time.monotonic()
+    assert w.cancel(ids) == 2
+    wait_for(lambda: "queued" in bg.replies, 2, 0.02, what="the cancelled batch's reply")
+    assert time.monotonic() - cancelled_at < 1.0
+    assert [o[0] for o in bg.replies["queued"]["outcomes"]] == [tasks.CANCELLED, tasks.CANCELLED]
+    # a batch with only some calls cancelled stays queued; those are skipped when it runs
+    partly = [w.call("write_after", str(marker), 0), w.call("add", 3, 4)]
+    bg.send("partly", w, partly)
+    wait_for(lambda: w.load()["queued"] == 1, 10)
+    assert w.cancel([partly[0][0]]) == 1
+    release(tmp_path / "gate")
+    bg.join()
+    assert [decoded(o) for o in bg.replies["partly"]["outcomes"]] == [(tasks.CANCELLED, None), (tasks.OK, 7)]
+    assert w.load() == {"slots": 1, "running": 0, "queued": 0}
+    assert not marker.exists(), "a cancelled queued call ran"
+
+
+def test_cancel_of_a_running_process_slot_call_kills_it_and_frees_the_slot(cluster, tmp_path):
+    w = client(cluster, "proc1")
+    pid_before = decoded(w.run_batch([w.call("whoami")])["outcomes"][0])[1]
+    marker = tmp_path / "finished"
+    calls = [w.call("add", 1, 1), w.call("write_after", str(marker), 2.0), w.call("add", 2, 2)]
+    bg = Background()
+    started = time.monotonic()
+    bg.send("running", w, calls)
+    wait_for(lambda: w.load()["running"] == 1, 10)
+    time.sleep(0.2)  # let the slot process reach the long call (a cancel before it is fine too)
+    cancelled_at = time.monotonic()
+    assert w.cancel([calls[1][0]]) == 1
+    wait_for(lambda: w.load()["running"] == 0, 2, 0.02, what="the slot free again within 2 s")
+    bg.join(5)
+    reply = bg.replies["running"]
+    assert time.monotonic() - cancelled_at < 2.0
+    # the batch-mates' results died with the process: they go back unrun, at no cost
+    assert [o[0] for o in reply["outcomes"]] == [tasks.NOT_RUN, tasks.CANCELLED, tasks.NOT_RUN], reply
+    pid_after = decoded(w.run_batch([w.call("whoami")])["outcomes"][0])[1]
+    assert pid_after != pid_before, "the slot process was not replaced"
+    wait_for(lambda: time.monotonic() - started > 2.5, 5)  # past the moment the task would have ended
+    assert not marker.exists(), "the cancelled task ran to its end"
+
+
+def test_cancel_of_a_running_thread_slot_call_answers_at_once_and_holds_the_slot_until_it_ends(
+    cluster, tmp_path
+):
+    w = client(cluster, "thread1")
+    marker = tmp_path / "finished"
+    calls = [w.call("write_after", str(marker), 1.5), w.call("add", 2, 2)]
+    bg = Background()
+    bg.send("running", w, calls)
+    wait_for(lambda: w.load()["running"] == 1, 10)
+    cancelled_at = time.monotonic()
+    assert w.cancel([calls[0][0]]) == 1
+    wait_for(lambda: "running" in bg.replies, 1, 0.02, what="CANCELLED answered at once")
+    assert time.monotonic() - cancelled_at < 1.0
+    assert [o[0] for o in bg.replies["running"]["outcomes"]] == [tasks.CANCELLED, tasks.NOT_RUN]
+    assert w.load()["running"] == 1 and w.info()["busy"] == 1, "the abandoned thread still runs"
+    wait_for(lambda: w.load()["running"] == 0, 5, what="the slot free once the thread ended")
+    assert marker.exists(), "a thread cannot be stopped: the abandoned task ran to its end"
+
+
+def test_thread_worker_whose_drain_timed_out_exits(cluster):
+    proc: ManagedProcess = start_worker(
+        cluster,
+        [
+            "--name",
+            "stuck",
+            "--services",
+            "compute",
+            "--pool",
+            "thread",
+            "--concurrency",
+            "1",
+            "--drain-timeout",
+            "1",
+        ],
+    )
+    try:
+        w = client(cluster, "stuck")
+        bg = Background()
+        bg.send("stuck", w, [w.call("sleep", 60, timeout=120)])
+        wait_for(lambda: w.load()["running"] == 1, 10)
+        stopped_at = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.proc.wait(timeout=15) == 0
+        assert time.monotonic() - stopped_at < 10, "the worker waited for its abandoned slot thread"
+    finally:
+        proc.kill()

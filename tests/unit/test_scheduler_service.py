@@ -1,0 +1,168 @@
+"""The scheduler's loop on Pyro5's own NameServer object with injected clocks: takeover, lost runs, restarts.
+
+No sockets and no sleeping: each scheduler's rounds are driven by the test, its clocks are
+moved by hand, and tick jobs are plain functions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from Pyro5.nameserver import NameServer
+
+from pyrocluster.config import Settings
+from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
+from pyrocluster.scheduler.spec import load_schedules
+
+START = datetime(2026, 12, 1, 3, 0, 0, 500000, tzinfo=timezone.utc)
+
+
+class Clocks:
+    """A wall clock and a monotonic clock that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = START
+        self.mono = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class Jobs:
+    """Tick jobs that end when the test says so; remembers every start."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = threading.Event()
+        self.running = threading.Event()
+
+    def __call__(self, settings, options, cancel) -> str:
+        self.started.append(Path(options.out).name)
+        self.running.set()
+        self.release.wait(10)
+        return "ok"
+
+
+@pytest.fixture
+def schedules(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text("name: j\ntasks:\n  - {call: add, args: [1, 2]}\n")
+    (tmp_path / "s.yaml").write_text(
+        "schedules:\n  - {name: s, job: job.yaml, every: 2s, misfire: once, overlap: allow}\n"
+    )
+    return load_schedules(tmp_path / "s.yaml")
+
+
+def scheduler(ns, schedules, name: str, clocks: Clocks, jobs: Jobs, state: str) -> Scheduler:
+    options = SchedulerOptions("s.yaml", name=name, state_path=state)
+    s = Scheduler(
+        Settings.from_sources(ns="127.0.0.1:9"),
+        schedules,
+        options,
+        wall=lambda: clocks.now,
+        clock=lambda: clocks.mono,
+        connect=lambda: ns,
+        run_job=jobs,
+    )
+    s.start()
+    return s
+
+
+def settle(*schedulers: Scheduler) -> None:
+    """Let the finished runs of each scheduler be recorded."""
+    for s in schedulers:
+        for st in s.states:
+            for thread in list(st.running.values()):
+                thread.join(10)
+        s.run_round()
+
+
+def lines() -> list[dict]:
+    return [json.loads(x) for x in Path("runs/s/ticks.jsonl").read_text().splitlines()]
+
+
+def test_standby_takes_over_records_the_lost_run_and_applies_misfire_once(schedules):
+    ns, jobs = NameServer(), Jobs()
+    ca, cb = Clocks(), Clocks()
+    a = scheduler(ns, schedules, "a", ca, jobs, "a.json")
+    b = scheduler(ns, schedules, "b", cb, jobs, "b.json")
+    a.run_round()
+    b.run_round()
+    assert a.states[0].lease.leading and not b.states[0].lease.leading
+    for clocks in (ca, cb):
+        clocks.advance(1.5)  # 03:00:02, a tick
+    a.run_round()  # fires 03:00:02, whose job now runs ... and a dies (no more rounds)
+    assert jobs.running.wait(10)
+    assert jobs.started == ["20261201T030002Z.results.jsonl"]
+    for _ in range(4):  # b sees a's last beat at :03, then nothing changes for 4 s
+        cb.advance(1)
+        b.run_round()
+        assert not b.states[0].lease.leading
+    cb.advance(1)  # 03:00:07: b takes over
+    b.run_round()
+    assert b.states[0].lease.leading
+    jobs.release.set()
+    settle(b)
+    decided = {x["tick"]: (x["decision"], x["scheduler"], x["run_status"]) for x in lines()}
+    assert decided["2026-12-01T03:00:02Z"] == ("fired", "a", "lost")
+    # 03:00:04 and :06 fell while nobody led: misfire once fires the newest only.
+    assert decided["2026-12-01T03:00:04Z"] == ("skipped-misfire", "b", None)
+    assert decided["2026-12-01T03:00:06Z"] == ("fired", "b", "ok")
+    assert len(lines()) == len(decided), "a tick recorded twice"
+    # a, waking up, steps down and never decides again what b decided.
+    ca.advance(40)
+    a.run_round()
+    settle(a)
+    assert not a.states[0].lease.leading
+    assert len(lines()) == len({x["tick"] for x in lines()})
+
+
+def test_restart_against_a_name_server_that_forgot_everything_fires_nothing_twice(schedules):
+    jobs, clocks = Jobs(), Clocks()
+    jobs.release.set()
+    first = scheduler(NameServer(), schedules, "a", clocks, jobs, "state.json")
+    first.run_round()
+    for _ in range(3):
+        clocks.advance(2)
+        first.run_round()
+        settle(first)
+    assert len(jobs.started) == 3
+    # The scheduler and a memory-storage name server both restart: only the state file remembers.
+    clocks.advance(5)
+    again = scheduler(NameServer(), schedules, "a", clocks, jobs, "state.json")
+    again.run_round()
+    settle(again)
+    ticks = [x["tick"] for x in lines()]
+    assert len(ticks) == len(set(ticks)), ticks
+    assert [x["decision"] for x in lines()[3:]] == ["skipped-misfire", "fired"], lines()
+    assert len(jobs.started) == 4
+
+
+def test_overlap_queue_runs_the_waiting_tick_when_the_run_ends(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text("name: j\ntasks:\n  - {call: add, args: [1, 2]}\n")
+    (tmp_path / "q.yaml").write_text("schedules:\n  - {name: s, job: job.yaml, every: 2s, overlap: queue}\n")
+    jobs, clocks = Jobs(), Clocks()
+    sched = scheduler(NameServer(), load_schedules(tmp_path / "q.yaml"), "a", clocks, jobs, "state.json")
+    sched.run_round()
+    clocks.advance(1.5)  # 03:00:02 fires; its run goes on
+    sched.run_round()
+    assert jobs.running.wait(10)
+    for _ in range(2):  # 03:00:04 and :06 wait for it
+        clocks.advance(2)
+        sched.run_round()
+    assert sched.states[0].queued and len(jobs.started) == 1
+    jobs.release.set()
+    for _ in range(3):  # each run ends, the next queued one starts: one at a time, in order
+        settle(sched)
+    assert jobs.started == [f"20261201T03000{s}Z.results.jsonl" for s in (2, 4, 6)]
+    assert [(x["tick"][-3:-1], x["decision"]) for x in lines()] == [
+        ("02", "fired"),
+        ("04", "fired"),
+        ("06", "fired"),
+    ]
