@@ -253,7 +253,7 @@ def test_decode_failure_fails_that_call_alone_and_not_the_worker():
     rig.reply("a", rig.last("a"), [[tasks.OK, b"\xc1garbage", 1.0], ok(3)])
     with pytest.raises(TaskFailed) as failed:
         c1.future.result(0)
-    assert failed.value.type == "DecodeError"
+    assert failed.value.type == "DecodeError" and c1.attempts == 1  # it ran once; it is not run again
     assert c2.future.result(0) == 3 and rig.d.records["a"].state == READY
 
 
