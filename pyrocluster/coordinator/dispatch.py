@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from typing import Any
@@ -30,7 +30,7 @@ from pyrocluster.coordinator.calls import (
     settle,
 )
 from pyrocluster.coordinator.discovery import Discovery
-from pyrocluster.coordinator.links import Link, LinkFactory, WorkerLink, sender_name
+from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
     Happened,
     WorkerAction,
@@ -75,7 +75,13 @@ class Dispatcher:
         self.records: dict[str, WorkerRecord] = {}
         self.links: dict[str, Link] = {}
         self._clock = clock
-        self._make_link = link_factory or (lambda e, owner: WorkerLink(e, owner, settings, probe_timeout_s))
+        self._transport: Transport | None = None
+        self._make_link = link_factory or self._new_link
+        self._costs: dict[tuple[str, str], balancer.CallCost] = {}
+        """What a call of each (service, task) costs on its worker."""
+        self._out: Counter[tuple[str, str]] = Counter()
+        """Batches in flight per (service, task), kept by the records."""
+        self._turn = 0
         self._cond = threading.Condition()
         self._room = WaitingRoom()
         self._back: list[Call] = []
@@ -89,6 +95,12 @@ class Dispatcher:
         """Start dispatching once the first look-up of workers is done."""
         self._thread.start()
         self._discovery.start()
+
+    def _new_link(self, entry: WorkerEntry, owner: Any) -> Link:
+        """A link on the transport every link of this dispatcher shares (made with the first)."""
+        if self._transport is None:
+            self._transport = Transport()
+        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._transport)
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
@@ -113,6 +125,8 @@ class Dispatcher:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         self._discovery.join()
+        if self._transport is not None:
+            self._transport.close()
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -197,7 +211,7 @@ class Dispatcher:
                     continue
                 if rec is not None:
                     self._forget(rec, "was replaced by a new registration", out)
-                self.records[entry.name] = WorkerRecord(entry, self.max_batch)
+                self.records[entry.name] = WorkerRecord(entry, self.max_batch, self._out)
                 self.links[entry.name] = self._make_link(entry, self)
             for name, rec in list(self.records.items()):
                 if name not in listed and rec.state in (SUSPECT, DRAINING) and not rec.busy():
@@ -263,11 +277,15 @@ class Dispatcher:
                     if not cands:
                         continue
                     service = req[0]
-                    rec = balancer.choose(cands, service, now)
+                    key = balancer.cost_key(req)
+                    cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
+                    if balancer.hold(cost, len(queue), self._out[key]):
+                        continue  # cheap calls, enough batches out: a reply takes them
+                    rec = balancer.choose(cands, service, now, self._turn)
                     if rec is None:
                         continue
                     free_total = sum(max(0, c.room(service, now)) for c in cands)
-                    size = rec.sizers[service].next_size(len(queue), free_total)
+                    size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:
@@ -285,6 +303,7 @@ class Dispatcher:
             call.attempts += 1
             call.batch_id = batch.id
         rec.add(batch)
+        self._turn += 1  # equally free workers take turns
         self.links[rec.name].send(batch)
 
     def expire_waiting(self) -> list[Resolution]:
@@ -406,6 +425,10 @@ class Dispatcher:
             else:
                 if live and rec is not None:
                     rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+                    worked_s = sum(o[2] for o in outcomes) / 1000.0
+                    self._costs.setdefault(
+                        balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
+                    ).observe(len(batch.calls), worked_s)
                 for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                     if call.done:
                         continue
