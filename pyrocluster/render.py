@@ -150,6 +150,7 @@ def status_view(status: dict[str, Any], width: int | None = None) -> Group:
             {
                 "name": j["name"],
                 "state": _state(j.get("state", "running")),
+                "priority": str(j.get("priority", 0)),
                 "done/total": f"{j['done']}/{j['total']}",
                 "failed": str(j["failed"]),
                 **({"waiting": str(j["waiting"])} if any(k.get("waiting") for k in status["jobs"]) else {}),

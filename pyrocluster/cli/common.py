@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
@@ -160,6 +161,23 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cancel_on_signals(stop: threading.Event) -> None:
+    """For ``submit``: the first SIGINT/SIGTERM cancels the job (``stop``) and says so; a second
+    one leaves at once with exit 130 (every line already written stays valid)."""
+    from pyrocluster.local import stop_when_parent_dies
+
+    stop_when_parent_dies(stop)
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        render.error("cancelling: stopping the running tasks (press Ctrl-C again to leave at once)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

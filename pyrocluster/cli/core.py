@@ -12,6 +12,7 @@ import click
 from pyrocluster import render
 from pyrocluster.cli.common import (
     EXIT_OK,
+    cancel_on_signals,
     command,
     listen_options,
     settings_from,
@@ -236,7 +237,7 @@ def submit(
         wait_s=wait,
     )
     stop = threading.Event()
-    stop_on_signals(stop)
+    cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
     if as_json:
@@ -244,7 +245,7 @@ def submit(
     elif not quiet or summary.failures:  # --quiet: silent on success, the failures still show
         render.out.print(render.job_summary(summary.as_json(), summary.failures, table_too=not quiet))
     if summary.interrupted:
-        render.error(f"interrupted: results so far are in {summary.output}; finish with --resume")
+        render.error(f"cancelled: results so far are in {summary.output}; finish with --resume")
     return summary.exit_code
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
-from pyrocluster.errors import TaskFailed, WorkerUnavailable
+from pyrocluster import codec
+from pyrocluster.coordinator.policy import EndsAs
+from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
@@ -31,7 +34,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error", "priority", "id", "payload", "cancelled",
+        "last_error", "value", "error", "priority", "id", "payload",
     )  # fmt: skip
 
     def __init__(
@@ -71,7 +74,6 @@ class Call:
         self.id = next(_call_ids)
         self.payload = b""
         """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
-        self.cancelled = False
 
     @property
     def future(self) -> TaskFuture:
@@ -95,13 +97,28 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def __init__(self, call: Call) -> None:
         super().__init__()
         self.call = call
+        self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
+        """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
+
+    def cancel(self) -> bool:
+        """The ``concurrent.futures`` meaning: True for a call that has not started (it never will).
+
+        A call already sent to a worker is not stopped (False); ``Cluster.cancel`` stops those.
+        """
+        if self.done():
+            return self.cancelled()
+        if self.canceller is None:
+            return super().cancel()
+        return bool(self.canceller([self.call], False))
 
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
         if self.done():
             return
-        if call.error is None:
+        if isinstance(call.error, CancelledError):
+            super().cancel()
+        elif call.error is None:
             self.set_result(call.value)
         else:
             self.set_exception(call.error)
@@ -200,3 +217,37 @@ def gave_up(call: Call, reason: str) -> WorkerUnavailable:
     return WorkerUnavailable(
         f"{call.service} call {call.name!r} gave up after {call.attempts} attempt(s): {reason}"
     )
+
+
+def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Resolution]]:
+    """Encode each call's ``[args, kwargs]`` (``call.payload``); the ones that cannot be sent, or
+    are over ``max_bytes``, end at once (``NotSendable`` naming the place, ``ArgumentsTooLarge``)."""
+    ready: list[Call] = []
+    refused: list[Resolution] = []
+    for call in calls:
+        try:
+            call.payload = codec.pack_call(call.args, call.kwargs)
+        except codec.NotSendable as exc:
+            call.done = True
+            refused.append((call, None, TaskFailed("NotSendable", str(exc))))
+            continue
+        if len(call.payload) > max_bytes:
+            call.done = True
+            why = f"arguments of {len(call.payload)} bytes, over the cap of {max_bytes}"
+            refused.append((call, None, TaskFailed(EndsAs.TOO_LARGE.value, why)))
+            continue
+        ready.append(call)
+    return ready, refused
+
+
+def ending(call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
+    """The error a call ends with, as the failover table says (``value``: the worker's error dict)."""
+    if ends_as is EndsAs.FAILED:
+        return task_failed(value)
+    if ends_as is EndsAs.TIMEOUT:
+        return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
+    if ends_as is EndsAs.CANCELLED:
+        return CancelledError()
+    if ends_as is EndsAs.UNAVAILABLE:
+        return gave_up(call, reason)
+    return TaskFailed(ends_as.value, reason)

@@ -306,6 +306,16 @@ class Cluster:
             stop.set()
             thread.join(timeout=5)
 
+    def cancel(self, future: TaskFuture) -> bool:
+        """Stop a call, waiting or running: a process-slot task is killed (its slot process replaced),
+        a thread-slot task abandoned. True when it was cancelled (its future raises ``CancelledError``),
+        False when it had already ended."""
+        return bool(self._dispatcher.cancel([future.call], running=True))
+
+    def cancel_calls(self, waiter: Waiter) -> list[Call]:
+        """Cancel every unsettled call of ``waiter`` (a job), waiting or running; return them."""
+        return self._dispatcher.cancel(self._dispatcher.calls_of(waiter), running=True)
+
     @property
     def retried(self) -> int:
         """Calls re-queued after a failed attempt so far."""

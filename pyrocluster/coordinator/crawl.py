@@ -87,7 +87,8 @@ class CrawlRun:
         """Pages recorded, being fetched or waiting: the crawl's total so far."""
         return self.emitted + self.in_flight + self.frontier.pending()
 
-    def _fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> None:
+    def _new_fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> Call:
+        """A fetch call for :meth:`run` to submit (with the others of its round)."""
         # A page gets no dispatcher retries (retries=0): _settle retries it through the frontier.
         # robots.txt fetches (outside the rate) keep the dispatcher's: an unreachable one would
         # close the whole host.
@@ -97,7 +98,7 @@ class CrawlRun:
             waiter=self, tag=(tag, key, depth),
         )  # fmt: skip
         self.in_flight += 1
-        self.cluster.submit_calls((call,))
+        return call
 
     def settled(self, calls: list[Call]) -> None:
         """Fetches ended (called by the dispatcher): hand them to the crawl loop's thread."""
@@ -108,14 +109,18 @@ class CrawlRun:
         """Crawl until done or ``stop``; ``emit`` gets every page record (ok, failed or skipped)."""
         frontier = self.frontier
         while not stop.is_set():
-            for host in frontier.needs_robots():
-                self._fetch("robots", host, 0, frontier.robots_url(host), ROBOTS_OPTIONS)
+            calls = [
+                self._new_fetch("robots", host, 0, frontier.robots_url(host), ROBOTS_OPTIONS)
+                for host in frontier.needs_robots()
+            ]
             # Hand out no more than the workers can fetch now, so the per-host rate applies to
             # requests, not to a queue in front of them.
             room = min(MAX_IN_FLIGHT, max(1, self.cluster.capacity("crawl"))) - self.in_flight
             if room > 0:
                 for url, depth in frontier.next_ready(limit=room):
-                    self._fetch("page", url, depth, url, self.options)
+                    calls.append(self._new_fetch("page", url, depth, url, self.options))
+            if calls:
+                self.cluster.submit_calls(calls)  # one hand-over to the dispatcher per round
             for url, depth, reason in frontier.pop_skipped():
                 self._emit(
                     emit,

@@ -9,24 +9,29 @@ can be tested with no sockets and no sleeping.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
-from typing import Any, Protocol
+from typing import Any
 
-from pyrocluster import codec
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
-from pyrocluster.coordinator.calls import Batch, Call, Requirement, Resolution, gave_up, settle, task_failed
-from pyrocluster.coordinator.links import LinkEvents, WorkerLink
+from pyrocluster.coordinator.calls import (
+    Batch,
+    Call,
+    Requirement,
+    Resolution,
+    TaskFuture,
+    encode,
+    ending,
+    settle,
+)
+from pyrocluster.coordinator.discovery import Discovery
+from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
-    EndsAs,
     Happened,
     WorkerAction,
     decide,
@@ -34,41 +39,14 @@ from pyrocluster.coordinator.policy import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
-from pyrocluster.defaults import CONNECT_TIMEOUT_S, DISCOVERY_INTERVAL_S, PROBE_INTERVAL_S
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
-from pyrocluster.nameserver import registry
+from pyrocluster.defaults import PROBE_INTERVAL_S
+from pyrocluster.errors import WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 
 log = logging.getLogger(__name__)
 
 WAIT_CHECK_S = 0.25
 """How often waiting calls are checked against ``wait``, in seconds."""
-
-
-class Link(Protocol):
-    """What the dispatcher needs of a link (``links.WorkerLink``, or a fake in unit tests)."""
-
-    name: str
-
-    def send(self, batch: Batch) -> None: ...
-
-    def drop_unsent(self) -> None: ...
-
-    def abort_calls(self) -> None: ...
-
-    def cancel(self, call_ids: list[str]) -> None: ...
-
-    def wake(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-LinkFactory = Callable[[WorkerEntry, LinkEvents], Link]
-
-
-def sender_name() -> str:
-    """This coordinator's id in requests: stable for one Dispatcher, unique in the cluster."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Dispatcher:
@@ -97,31 +75,36 @@ class Dispatcher:
         self.records: dict[str, WorkerRecord] = {}
         self.links: dict[str, Link] = {}
         self._clock = clock
-        self._make_link = link_factory or (lambda e, owner: WorkerLink(e, owner, settings, probe_timeout_s))
+        self._transport: Transport | None = None
+        self._make_link = link_factory or self._new_link
+        self._costs: dict[tuple[str, str], balancer.CallCost] = {}
+        """What a call of each (service, task) costs on its worker."""
+        self._out: Counter[tuple[str, str]] = Counter()
+        """Batches in flight per (service, task), kept by the records."""
+        self._turn = 0
         self._cond = threading.Condition()
         self._room = WaitingRoom()
         self._back: list[Call] = []
         """Calls to re-queue at the front of their queues (the next dispatch round puts them there)."""
         self._candidates: dict[Requirement, list[WorkerRecord]] = {}
         self._last_probe: dict[str, float] = {}
-        self._ns: Any = None
-        self._ns_ok = False
-        self._first_discovery = threading.Event()
-        self._closing = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True),
-            threading.Thread(target=self._discovery_loop, name="discovery", daemon=True),
-        ]
+        self._discovery = Discovery(settings, self.update_workers)
+        self._thread = threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True)
 
     def start(self) -> None:
         """Start dispatching once the first look-up of workers is done."""
-        for t in self._threads:
-            t.start()
-        self._first_discovery.wait(CONNECT_TIMEOUT_S * 2)
+        self._thread.start()
+        self._discovery.start()
+
+    def _new_link(self, entry: WorkerEntry, owner: Any) -> Link:
+        """A link on the transport every link of this dispatcher shares (made with the first)."""
+        if self._transport is None:
+            self._transport = Transport()
+        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._transport)
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
-        self._closing.set()
+        self._discovery.stop()
         err = WorkerUnavailable("the cluster was closed before the call finished")
         out: list[Resolution] = []
         with self._cond:
@@ -139,9 +122,11 @@ class Dispatcher:
             self._room.clear()
             self._cond.notify_all()
         settle(out)
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._discovery.join()
+        if self._transport is not None:
+            self._transport.close()
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -150,20 +135,7 @@ class Dispatcher:
 
         A call whose arguments cannot be encoded, or are over the message cap, fails at once.
         """
-        ready: list[Call] = []
-        refused: list[Resolution] = []
-        for call in calls:
-            try:
-                call.payload = codec.pack_call(call.args, call.kwargs)
-            except codec.NotSendable as exc:
-                call.done = True
-                refused.append((call, None, TaskFailed("NotSendable", str(exc))))
-                continue
-            if len(call.payload) > self.max_call_bytes:
-                call.done = True
-                refused.append((call, None, self._ending(call, EndsAs.TOO_LARGE, "", None)))
-                continue
-            ready.append(call)
+        ready, refused = encode(calls, self.max_call_bytes)
         if refused:
             settle(refused)
         now = self._clock()
@@ -171,9 +143,47 @@ class Dispatcher:
             if self.closed:
                 raise WorkerUnavailable("the cluster is closed")
             for call in ready:
+                if type(call.waiter) is TaskFuture:
+                    call.waiter.canceller = self.cancel
                 call.queued_at = now
                 self._room.add(call, now)
             self._dispatch_ready()
+
+    def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
+        """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).
+
+        A waiting call never runs. With ``running``, a call already on a worker is stopped there
+        (``compute.cancel``: a process slot is killed and replaced, a thread slot abandoned) and
+        settles at once, without waiting for the worker's answer; without it, such a call is left alone.
+        """
+        out: list[Resolution] = []
+        stop: dict[str, tuple[list[str], set[int]]] = {}
+        with self._cond:
+            holders = {bid: rec.name for rec in self.records.values() for bid in rec.batches}
+            for call in calls:
+                if call.done or (call.batch_id and not running):
+                    continue
+                call.done = True
+                out.append((call, None, CancelledError()))
+                holder = holders.get(call.batch_id) if call.batch_id else None
+                if holder is not None:
+                    ids, batches = stop.setdefault(holder, ([], set()))
+                    ids.append(str(call.id))
+                    batches.add(call.batch_id)
+            for name, (call_ids, batch_ids) in stop.items():
+                self.links[name].cancel(call_ids, batch_ids)
+        settle(out)
+        return [call for call, _, _ in out]
+
+    def calls_of(self, waiter: Any) -> list[Call]:
+        """Every unsettled call of ``waiter``, waiting or on a worker (to cancel a whole job)."""
+        with self._cond:
+            found = [c for c in self._room.calls() if c.waiter is waiter and not c.done]
+            found += [c for c in self._back if c.waiter is waiter and not c.done]
+            for rec in self.records.values():
+                for batch in rec.batches.values():
+                    found += [c for c in batch.calls if c.waiter is waiter and not c.done]
+            return found
 
     def capacity(self, service: str) -> int:
         """Slots for ``service`` over the workers that take work now."""
@@ -185,27 +195,7 @@ class Dispatcher:
         with self._cond:
             return sum(len(b.calls) for r in self.records.values() for b in r.batches.values())
 
-    # -- discovery ---------------------------------------------------------------------------
-
-    def discover(self) -> bool:
-        """Ask the name server for workers and update the book; False when it was unreachable."""
-        try:
-            if self._ns is None:
-                self._ns = registry.connect(self.settings)
-            entries = registry.find_workers(self._ns)
-        except Exception as exc:  # NS away, or a listing we cannot read: keep the known workers
-            if self._ns_ok:
-                log.warning(
-                    "name server unreachable, keeping the %d known workers: %s", len(self.records), exc
-                )
-            self._ns_ok = False
-            if self._ns is not None:
-                self._ns._pyroRelease()
-                self._ns = None
-            return False
-        self._ns_ok = True
-        self.update_workers(entries)
-        return True
+    # -- workers -------------------------------------------------------------------------------
 
     def update_workers(self, entries: list[WorkerEntry]) -> None:
         """Apply a name-server listing: new workers get links, replaced and departed ones are forgotten."""
@@ -221,7 +211,7 @@ class Dispatcher:
                     continue
                 if rec is not None:
                     self._forget(rec, "was replaced by a new registration", out)
-                self.records[entry.name] = WorkerRecord(entry, self.max_batch)
+                self.records[entry.name] = WorkerRecord(entry, self.max_batch, self._out)
                 self.links[entry.name] = self._make_link(entry, self)
             for name, rec in list(self.records.items()):
                 if name not in listed and rec.state in (SUSPECT, DRAINING) and not rec.busy():
@@ -236,15 +226,6 @@ class Dispatcher:
         self.links.pop(rec.name).stop()
         del self.records[rec.name]
         self._last_probe.pop(rec.name, None)
-
-    def _discovery_loop(self) -> None:
-        """Look up workers now and then every DISCOVERY_INTERVAL_S (the NS proxy is this thread's)."""
-        while not self.closed:
-            self.discover()
-            self._first_discovery.set()
-            self._closing.wait(DISCOVERY_INTERVAL_S)
-        if self._ns is not None:
-            self._ns._pyroRelease()
 
     # -- dispatching -------------------------------------------------------------------------
 
@@ -296,11 +277,15 @@ class Dispatcher:
                     if not cands:
                         continue
                     service = req[0]
-                    rec = balancer.choose(cands, service, now)
+                    key = balancer.cost_key(req)
+                    cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
+                    if balancer.hold(cost, len(queue), self._out[key]):
+                        continue  # cheap calls, enough batches out: a reply takes them
+                    rec = balancer.choose(cands, service, now, self._turn)
                     if rec is None:
                         continue
                     free_total = sum(max(0, c.room(service, now)) for c in cands)
-                    size = rec.sizers[service].next_size(len(queue), free_total)
+                    size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:
@@ -318,6 +303,7 @@ class Dispatcher:
             call.attempts += 1
             call.batch_id = batch.id
         rec.add(batch)
+        self._turn += 1  # equally free workers take turns
         self.links[rec.name].send(batch)
 
     def expire_waiting(self) -> list[Resolution]:
@@ -370,38 +356,23 @@ class Dispatcher:
         known = self.links.get(link.name)
         return self.records.get(link.name) if known is not None and known is link else None
 
-    def _ending(self, call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
-        if ends_as is EndsAs.FAILED:
-            return task_failed(value)
-        if ends_as is EndsAs.TIMEOUT:
-            return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
-        if ends_as is EndsAs.CANCELLED:
-            return CancelledError()
-        if ends_as is EndsAs.UNAVAILABLE:
-            return gave_up(call, reason)
-        if ends_as is EndsAs.TOO_LARGE:
-            reason = (
-                reason or f"arguments of {len(call.payload)} bytes, over the cap of {self.max_call_bytes}"
-            )
-        return TaskFailed(ends_as.value, reason)
-
     def _apply(
         self, call: Call, happened: Happened, reason: str, value: Any, out: list[Resolution], worker: str
     ) -> None:
         """The table's verdict for one call whose current attempt ended with ``happened``."""
         verdict = decide(happened, call.attempts, call.retries, call.retry_on_error)
-        if not verdict.costs_attempt:
-            call.attempts -= 1
         if verdict.requeue:
             if verdict.costs_attempt:
                 self.retried += 1
+            else:
+                call.attempts -= 1  # this attempt does not count: it is made again
             call.batch_id = 0
             call.last_error = reason
             self._back.append(call)
             return
         call.done = True
         call.worker = worker or call.worker
-        out.append((call, None, self._ending(call, verdict.ends_as, reason, value)))
+        out.append((call, None, ending(call, verdict.ends_as, reason, value)))
 
     def _take_back(self, rec: WorkerRecord, happened: Happened, reason: str, out: list[Resolution]) -> None:
         """Re-queue (or end) every call in flight on a worker."""
@@ -454,6 +425,10 @@ class Dispatcher:
             else:
                 if live and rec is not None:
                     rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+                    worked_s = sum(o[2] for o in outcomes) / 1000.0
+                    self._costs.setdefault(
+                        balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
+                    ).observe(len(batch.calls), worked_s)
                 for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                     if call.done:
                         continue
@@ -525,6 +500,12 @@ class Dispatcher:
                 rec.state = READY
                 self._changed()
             self._dispatch_ready()
+
+    def holds(self, link: Any, batch_ids: set[int]) -> bool:
+        """True while any of these batches is still in flight on the link's worker."""
+        with self._cond:
+            rec = self._record_of(link)
+            return rec is not None and any(b in rec.batches for b in batch_ids)
 
     def probe_wait(self, link: Any, now: float) -> float | None:
         """Seconds the link's prober waits before probing again; None when the worker is forgotten."""

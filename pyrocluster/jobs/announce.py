@@ -12,7 +12,7 @@ from typing import Any
 
 import Pyro5.api
 
-from pyrocluster.auth import SecureDaemon
+from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings, is_loopback
 from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 RENEW_INTERVAL_S = 2.0
 """Seconds between checks that a running job is still registered."""
+CANCEL_TIMEOUT_S = 5.0
+"""Seconds a job has to acknowledge ``cancel``."""
 
 
 @Pyro5.api.expose
@@ -32,10 +34,20 @@ class JobProgress:
         job_id: str,
         snapshot: Callable[[], dict[str, Any]],
         failures: Callable[[], list[dict[str, Any]]] | None = None,
+        on_cancel: Callable[[], None] | None = None,
     ) -> None:
         self._id = job_id
         self._snapshot = snapshot
         self._failures = failures
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> bool:
+        """Stop the job (``pyrocluster cancel``): it dispatches nothing more, stops its running tasks
+        and records the unfinished ones ``cancelled``. True when the job takes the request."""
+        if self._on_cancel is None:
+            return False
+        self._on_cancel()
+        return True
 
     def progress(self) -> dict[str, Any]:
         """The job's counters now: its ``status`` entry."""
@@ -47,8 +59,9 @@ class JobProgress:
 
 
 ENTRY_KEYS = (
-    *("name", "done", "total", "failed", "rate", "ok", "skipped", "retried", "in_flight", "waiting", "eta_s"),
-)
+    "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight",
+    "waiting", "eta_s", "priority",
+)  # fmt: skip
 
 
 def status_entry(job_id: str, snap: dict[str, Any], state: str) -> dict[str, Any]:
@@ -67,6 +80,30 @@ def local_address_towards(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
+def cancel_job(settings: Settings, name: str) -> int:
+    """Ask every running job called ``name`` (as ``status`` shows it) to stop; how many acknowledged.
+
+    ClusterUnreachable when the name server cannot be reached.
+    """
+    ns = registry.connect(settings)
+    try:
+        jobs = registry.find_jobs(ns)
+    finally:
+        ns._pyroRelease()
+    acknowledged = 0
+    for registered, uri in jobs.items():
+        if registered.partition("@")[0] != name and registered != name:
+            continue
+        proxy = make_proxy(uri, settings, timeout_s=CANCEL_TIMEOUT_S)
+        try:
+            acknowledged += bool(proxy.cancel())
+        except Exception as exc:  # a job that died without unregistering is not running
+            log.debug("cancel of %s failed: %s", registered, exc)
+        finally:
+            proxy._pyroRelease()
+    return acknowledged
+
+
 class Announcement:
     """Registers a job while it runs (again after a name-server restart); failures are logged, never fatal."""
 
@@ -76,8 +113,10 @@ class Announcement:
         name: str,
         snapshot: Callable[[], dict[str, Any]],
         failures: Callable[[], list[dict[str, Any]]] | None = None,
+        on_cancel: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_cancel = on_cancel
         self._registered_as = f"{name}@{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self._snapshot = snapshot
         self._failures = failures
@@ -95,7 +134,9 @@ class Announcement:
                 return self
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
             self._uri = str(
-                self._daemon.register(JobProgress(self._registered_as, self._snapshot, self._failures))
+                self._daemon.register(
+                    JobProgress(self._registered_as, self._snapshot, self._failures, self._on_cancel)
+                )
             )
         except Exception as exc:  # status is a convenience: the job runs without it
             log.warning("could not announce the job: %s", exc)

@@ -17,8 +17,6 @@ from typing import Any, Protocol
 
 RESULT_KEY = "$result"
 """The key of a reference to an upstream's result: ``{$result: ID}``."""
-TERMINAL_STATUSES = ("ok", "failed", "skipped", "cancelled")
-"""Every status a task's record may end with."""
 
 Loc = tuple[Any, ...]
 Fail = Callable[[Loc, str], Exception]
@@ -33,11 +31,6 @@ class TaskEntry(Protocol):
     kwargs: dict[str, Any]
     map: Any
     needs: list[str]
-
-
-def is_ref(value: Any) -> bool:
-    """True for a ``{$result: ...}`` mapping."""
-    return type(value) is dict and RESULT_KEY in value
 
 
 def find_refs(value: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:

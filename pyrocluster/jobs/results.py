@@ -250,6 +250,11 @@ class ResultsStore:
                 os.ftruncate(self._file.fileno(), self._size)
             raise
 
+    def has(self, key: str) -> bool:
+        """True when the open file holds a line for ``key``."""
+        with self._lock:
+            return key in self._offsets
+
     @property
     def distinct_ids(self) -> int:
         """Number of distinct ids in the open file."""

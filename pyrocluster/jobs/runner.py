@@ -17,7 +17,7 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
 from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
@@ -31,7 +31,9 @@ RECENT_FAILURES = 50
 TRACEBACK_CHARS = 4000
 """Characters of a traceback kept per recent failure (its end, where the error is)."""
 INTERRUPT_GRACE_S = 3.0
-"""Seconds an interrupted job waits for outcomes already under way."""
+"""Seconds a stopped job waits for its recorder to write what it was given."""
+CANCELLED_REASON = "the job was cancelled"
+"""The ``reason`` of a ``cancelled`` record."""
 
 
 @dataclass
@@ -78,7 +80,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
         record["result"] = call.value
     elif isinstance(call.error, CancelledError):
         record["status"] = "cancelled"
-        record["reason"] = "the job was cancelled"
+        record["reason"] = CANCELLED_REASON
     else:
         record["status"] = "failed"
         record["error"] = error_record(call.error)
@@ -86,6 +88,22 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
     record["attempts"] = call.attempts
     record["elapsed_ms"] = round(call.elapsed_ms, 3)
     return record
+
+
+def cancelled_record(item: TaskItem) -> dict[str, Any]:
+    """The results-file line of a task that never got an outcome because the job was cancelled."""
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "call": item.call,
+        "args": item.args,
+        "kwargs": item.kwargs,
+        "status": "cancelled",
+        "reason": CANCELLED_REASON,
+        "worker": None,
+        "attempts": 0,
+        "elapsed_ms": 0.0,
+    }
 
 
 def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -134,8 +152,8 @@ class JobRunner:
         self.cancelled = 0
         self.write_error: str | None = None
         self._stop = threading.Event()
-        self._inbox: queue.SimpleQueue[list[Call] | dict[str, Any] | None] = queue.SimpleQueue()
-        """What the recorder writes: settled calls, or ready records (crawl pages)."""
+        self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
+        """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
         self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
 
     # -- progress ----------------------------------------------------------------------------
@@ -147,7 +165,7 @@ class JobRunner:
             flow = self.workflow
             resumed = self.resumed + (flow.resumed if flow else 0)
             ok = self.ok + (flow.resumed if flow else 0)
-            done = ok + self.failed + self.skipped
+            done = ok + self.failed + self.skipped + self.cancelled
             rate = (done - resumed) / elapsed
             total = (
                 self.total
@@ -164,6 +182,8 @@ class JobRunner:
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "waiting": flow.waiting if flow else 0,
                 "skipped": self.skipped,
+                "cancelled": self.cancelled,
+                "priority": self.spec.defaults.priority,
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
                 "rate": round(rate, 1),
@@ -222,7 +242,7 @@ class JobRunner:
         self._write(records)
 
     def _crawled(self, record: dict[str, Any]) -> None:
-        self._inbox.put(record)
+        self._inbox.put([record])
 
     def settled(self, calls: list[Call]) -> None:
         """Compute calls of this job ended (the dispatcher calls this): the recorder writes them.
@@ -237,12 +257,12 @@ class JobRunner:
             item = self._inbox.get()
             if item is None:
                 return
-            calls = item if isinstance(item, list) else None
+            calls = item if item and isinstance(item[0], Call) else None
             if not self._closing:
                 if calls is not None:
                     self.record([compute_record(c.tag, c) for c in calls])
-                elif isinstance(item, dict):
-                    self.record([item])
+                elif item:
+                    self.record(item)  # type: ignore[arg-type]
             if calls is not None:
                 with self._room:
                     self._outstanding -= len(calls)
@@ -274,6 +294,9 @@ class JobRunner:
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         self._drain(stop)
+        cancelled = stop.is_set() and self.write_error is None
+        if cancelled:
+            self._cancel(kept)
         if not stop.is_set():
             summary = self._summary(False)
             callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
@@ -284,7 +307,22 @@ class JobRunner:
         self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
         # Once stopped, outcomes still arriving are not written: the summary matches the file.
         self._closing = True
-        return self._summary(stop.is_set() and self.write_error is None)
+        return self._summary(cancelled)
+
+    def _cancel(self, kept: dict[str, dict[str, Any]]) -> None:
+        """Stop the job: its calls are cancelled (on the workers too), then every task that has no
+        outcome yet is recorded ``cancelled``, so ``--resume`` runs exactly those."""
+        self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
+        self._drain(self._stop)
+        batch: list[dict[str, Any]] = []
+        for item in iter_task_items(self.spec):
+            if item.id not in kept and not self._store.has(item.id):
+                batch.append(cancelled_record(item))
+                if len(batch) >= SUBMIT_CHUNK:
+                    self._inbox.put(batch)
+                    batch = []
+        if batch:
+            self._inbox.put(batch)
 
     def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
         """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
@@ -308,7 +346,7 @@ class JobRunner:
             self._submit(chunk, stop)
 
     def _drain(self, stop: threading.Event) -> None:
-        """Wait for the calls in flight; once stopped, only ``INTERRUPT_GRACE_S`` more."""
+        """Wait for the calls in flight to be recorded; once stopped, only ``INTERRUPT_GRACE_S`` more."""
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)

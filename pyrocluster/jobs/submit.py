@@ -120,7 +120,9 @@ def submit_job(
             runfile.mark(output, spec.name, finished=False)
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
-        with Announcement(settings, spec.name, runner.snapshot, runner.recent_failures) as announcement:
+        with Announcement(
+            settings, spec.name, runner.snapshot, runner.recent_failures, on_cancel=stop.set
+        ) as announcement:
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
             announcement.finish({**runner.snapshot(), "rate": summary.tasks_per_s}, summary.interrupted)
         runner.close()

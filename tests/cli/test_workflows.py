@@ -153,6 +153,15 @@ def test_cycle_or_unknown_id_is_exit_2_and_nothing_runs(tmp_path, tasks, named):
     assert not list(tmp_path.glob("*.jsonl"))
 
 
+def test_a_callback_no_worker_offers_is_exit_2_before_anything_runs(tmp_path, cluster):
+    job = tmp_path / "job.yaml"
+    job.write_text("tasks:\n  - {id: a, call: echo, args: [1], on_failure: {call: page_someone}}\n")
+    result = run_cli("submit", str(job), "--ns", cluster, cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "tasks[0].on_failure.call" in result.stderr and "unknown task 'page_someone'" in result.stderr
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
 def test_callbacks_fire_once_a_failing_callback_is_its_own_failed_line(tmp_path, cluster):
     log = tmp_path / "calls.log"
     code, summary, records = submit(
@@ -187,6 +196,24 @@ on_success: {{call: mark, args: [job-on-success, "{log}"]}}
     assert job_cb["args"][-1]["failed"] == 3 and job_cb["args"][-1]["name"] == "job"  # the summary
     assert Counter(log.read_text().split()) == {"flaky-on-failure": 1, "job-on-failure": 1}
     assert (summary["total"], summary["ok"], summary["failed"]) == (6, 3, 3), summary
+
+
+def test_resume_reruns_tasks_skipped_because_of_an_upstream_that_now_succeeds(tmp_path, cluster):
+    flag = tmp_path / "flag"
+    text = f"""
+tasks:
+  - {{id: ok1, call: echo, args: [1]}}
+  - {{id: gate, call: needs_file, args: ["{flag}"]}}
+  - {{id: after, call: add, args: [{{$result: ok1}}, {{$result: ok1}}], needs: [gate]}}
+"""
+    code, summary, records = submit(tmp_path, cluster, text)
+    assert code == 1 and records["after"]["reason"] == "upstream gate failed"
+    first_ok1 = records["ok1"]
+    flag.touch()
+    code, summary, records = submit(tmp_path, cluster, text, "--resume")
+    assert code == 0 and records["ok1"] == first_ok1  # kept, not run again
+    assert records["gate"]["status"] == "ok" and records["after"]["result"] == 2
+    assert (summary["ok"], summary["skipped"], summary["total"]) == (3, 0, 3)
 
 
 def graph_job(log: Path, cblog: Path, n: int = 200, seed: int = 7) -> str:

@@ -38,3 +38,11 @@ def timed_sum(*values: object, seconds: float = 0.05) -> dict:
 def raises(*args: object) -> None:
     """Always raise ValueError (a callback that fails)."""
     raise ValueError("callback exploded")
+
+
+@task
+def needs_file(path: str) -> str:
+    """Fail unless ``path`` exists (a task that succeeds once the test lets it)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return path

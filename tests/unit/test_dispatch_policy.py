@@ -47,7 +47,7 @@ class FakeLink:
     def abort_calls(self) -> None:
         self.aborted += 1
 
-    def cancel(self, call_ids: list[str]) -> None:
+    def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
         self.cancelled.append(call_ids)
 
     def wake(self) -> None:
@@ -253,7 +253,7 @@ def test_decode_failure_fails_that_call_alone_and_not_the_worker():
     rig.reply("a", rig.last("a"), [[tasks.OK, b"\xc1garbage", 1.0], ok(3)])
     with pytest.raises(TaskFailed) as failed:
         c1.future.result(0)
-    assert failed.value.type == "DecodeError"
+    assert failed.value.type == "DecodeError" and c1.attempts == 1  # it ran once; it is not run again
     assert c2.future.result(0) == 3 and rig.d.records["a"].state == READY
 
 
@@ -345,3 +345,33 @@ def test_close_settles_each_call_once():
     rig.d.submit(calls)
     rig.d.close()
     assert sorted(id(c) for c in seen) == sorted(id(c) for c in calls)
+
+
+def test_cancel_waiting_calls_never_run_and_running_ones_are_stopped_on_their_worker():
+    rig = Rig(entry("a"))
+    running = rig.call("sleep", 30)
+    waiting = rig.call()
+    assert waiting.future.cancel() is True and waiting.future.cancelled()
+    assert running.future.cancel() is False  # concurrent.futures: a started call is not cancelled
+    assert rig.d.cancel([running]) == [running]
+    assert rig.link("a").cancelled == [[str(running.id)]]
+    with pytest.raises(CancelledError):
+        running.future.result(0)
+    # The worker's late answer changes nothing; the cancelled waiting call is never sent.
+    rig.reply("a", rig.last("a"), [[tasks.CANCELLED, None, 0.0]])
+    assert [c for b in rig.link("a").sent for c in b.calls] == [running]
+    assert rig.d.cancel([running]) == []
+
+
+def test_cancelling_a_job_finds_its_calls_wherever_they_are():
+    rig = Rig(entry("a"))
+
+    class Job:
+        def settled(self, calls: list[Call]) -> None:
+            pass
+
+    job = Job()
+    calls = [Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 1, False, job) for _ in range(3)]
+    rig.d.submit(calls)
+    assert set(rig.d.calls_of(job)) == set(calls)
+    assert len(rig.d.cancel(rig.d.calls_of(job))) == 3 and rig.d.calls_of(job) == []

@@ -1,0 +1,106 @@
+"""Cancellation (SPEC 4 and 6, issue 11): `pyrocluster cancel`, Ctrl-C on submit, future.cancel()
+and cluster.cancel(future), against real name server and worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import Cluster
+from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
+
+TASK_S = 6.0
+"""Each task's length: long enough to be cancelled mid-run, short enough to prove it never ends."""
+
+
+def job_file(tmp_path: Path, n: int = 20) -> Path:
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    items = ", ".join(f'["{marks}/t{i}", {TASK_S}]' for i in range(n))
+    job = tmp_path / "long.yaml"
+    job.write_text(f"name: long\ntasks:\n  - id: t\n    call: write_after\n    map: [{items}]\n")
+    return job
+
+
+def busy_slots(ns: str) -> int:
+    status = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
+    return sum(w["busy"] for w in status["workers"])
+
+
+def records(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def start_long_job(tmp_path: Path, nameserver: str, worker_factory) -> tuple[object, float]:
+    worker_factory(2, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
+    proc = start_submit(job_file(tmp_path), nameserver, tmp_path, "--quiet")
+    wait_for(lambda: busy_slots(nameserver) == 4, 30, what="all four slots running a task")
+    return proc, time.monotonic()
+
+
+def check_cancelled_end(tmp_path: Path, nameserver: str, proc, since: float) -> None:
+    assert proc.wait(timeout=15) == 130, proc.communicate()
+    assert time.monotonic() - since < 5.0, "submit must exit within 5 s of the cancel"
+    recs = records(tmp_path / "long.results.jsonl")
+    assert len(recs) == 20 and all(r["status"] == "cancelled" for r in recs.values()), recs
+    wait_for(lambda: busy_slots(nameserver) == 0, 2.5, what="slots free again within 2 s")
+
+
+def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory):
+    unknown = run_cli("cancel", "nosuchjob", "--ns", nameserver)
+    assert unknown.returncode == 2 and "no running job named 'nosuchjob'" in unknown.stderr, unknown
+    proc, started = start_long_job(tmp_path, nameserver, worker_factory)
+    try:
+        asked = time.monotonic()
+        result = run_cli("cancel", "long", "--ns", nameserver)
+        assert result.returncode == 0, result
+        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        time.sleep(max(0.0, started + TASK_S + 1 - time.monotonic()))  # when the tasks would have ended
+        assert not list((tmp_path / "marks").iterdir()), "a cancelled task ran to its end"
+        status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
+        assert [(j["name"], j["state"]) for j in status["jobs"]] == [("long", "cancelled")], status["jobs"]
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_ctrl_c_cancels_and_resume_finishes(tmp_path, nameserver, worker_factory):
+    proc, _ = start_long_job(tmp_path, nameserver, worker_factory)
+    try:
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        assert "cancelling" in proc.communicate()[1]
+    finally:
+        proc.kill()
+        proc.communicate()
+    quick = job_file(tmp_path).read_text().replace(f", {TASK_S}]", ", 0]")
+    (tmp_path / "long.yaml").write_text(quick)
+    resumed = run_cli(
+        "submit", str(tmp_path / "long.yaml"), "--ns", nameserver, "--resume", "--quiet", cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed
+    assert all(r["status"] == "ok" for r in records(tmp_path / "long.results.jsonl").values())
+
+
+def test_future_cancel_and_cluster_cancel(tmp_path, nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "1", "--tasks", TASKS_FILE)
+    with Cluster(nameserver) as cluster:
+        release = tmp_path / "release"
+        running = cluster.submit("hold", str(release), 60)
+        wait_for(lambda: cluster.in_flight() == 1, 30)
+        queued_mark = tmp_path / "queued-ran"
+        queued = cluster.submit("write_after", str(queued_mark), 0)
+        assert queued.cancel() is True and queued.cancelled()
+        assert running.cancel() is False and not running.done()
+        assert cluster.cancel(running) is True
+        with pytest.raises(CancelledError):
+            running.result(timeout=5)
+        # The slot is free again: the next call runs at once although `hold` never got its file.
+        assert cluster.submit("add", 1, 2).result(timeout=10) == 3
+        assert not queued_mark.exists()

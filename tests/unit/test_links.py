@@ -1,0 +1,53 @@
+"""The link reports every batch it was given, even when it cannot make a proxy (no sockets)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pyrocluster.config import Settings
+from pyrocluster.coordinator import wire
+from pyrocluster.coordinator.calls import Batch, Call
+from pyrocluster.coordinator.links import WorkerLink
+from pyrocluster.coordinator.policy import Happened
+from pyrocluster.nameserver.registry import WorkerEntry
+
+
+class Owner:
+    sender_id = "test"
+
+    def __init__(self) -> None:
+        self.failed: list[Happened] = []
+        self.reported = threading.Event()
+
+    def batch_failed(self, link: Any, batch: Batch, happened: Happened, detail: str) -> None:
+        self.failed.append(happened)
+        self.reported.set()
+
+    def batch_replied(self, *args: Any) -> None:
+        raise AssertionError("no reply expected")
+
+    def probe_wait(self, link: Any, now: float) -> float | None:
+        return None  # no probing in this test
+
+    def holds(self, link: Any, batch_ids: set[int]) -> bool:
+        return False
+
+
+def test_a_failing_make_proxy_reports_the_batch_as_never_sent(monkeypatch):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise FileNotFoundError("tls.key")
+
+    monkeypatch.setattr(wire, "make_proxy", broken)  # channels are made by the shared wire
+    owner = Owner()
+    entry = WorkerEntry(
+        "w", {"compute": "PYRO:c@127.0.0.1:1", "control": "PYRO:k@127.0.0.1:1"}, {"compute": 1}
+    )
+    link = WorkerLink(entry, owner, Settings(), 1.0)
+    call = Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 1, False)
+    try:
+        link.send(Batch(call.requirement, [call]))
+        assert owner.reported.wait(10), "the batch was never reported: it would stay in flight for ever"
+        assert owner.failed == [Happened.REFUSED]
+    finally:
+        link.stop()
