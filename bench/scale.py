@@ -9,8 +9,8 @@ the reference every ratio is taken against, a fresh coordinator (``Cluster``) in
   worker by ``future.worker``), in tasks/s;
 * the coordinator's threads (peak while the map and the submits run, minus the threads this
   process had before the coordinator was made) and this process's peak RSS;
-* the time from SIGKILL of a worker that holds a batch (a map runs) to the coordinator no
-  longer sending it work.
+* the time from SIGKILL of the worker running a 2 s call to the coordinator no longer sending
+  it work (the call then runs again elsewhere).
 
 Workers are added between points (never restarted), in waves so that interpreters starting at
 once on 2 cores do not trip the ready timeout.
@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,52 +111,39 @@ def holding_work(cluster: Any) -> list[str]:
 
 
 def kill_detection(cluster: Any, local: Any) -> float | None:
-    """SIGKILL a worker that holds a batch while a map runs; seconds until it is set aside."""
+    """SIGKILL the worker running a 2 s call; seconds until the coordinator stops sending to it."""
     from pyrocluster.nameserver import registry
 
-    stop = threading.Event()
-
-    def endless() -> Iterator[tuple[int, int]]:
-        i = 0
-        while not stop.is_set():
-            yield (i, i)
-            i += 1
-
-    def body() -> None:
-        for _ in starmap(cluster, "add", endless()):
-            pass
-
-    runner = threading.Thread(target=body, name="kill-map", daemon=True)
-    runner.start()
     by_name = {worker_name(p.ready_line): p for p in local.workers}
+    future = cluster.submit("sleep", 2.0)
     victim = name = None
     deadline = time.monotonic() + 10
     while victim is None and time.monotonic() < deadline:
         busy = [n for n in holding_work(cluster) if n in by_name]
         if busy:
-            name = busy[-1]
+            name = busy[0]
             victim = by_name[name]
         else:
             time.sleep(0.0005)
+    if victim is None or name is None:
+        return None
+    started = time.perf_counter()
+    os.kill(victim.pid, signal.SIGKILL)
     detected: float | None = None
-    if victim is not None and name is not None:
-        started = time.perf_counter()
-        os.kill(victim.pid, signal.SIGKILL)
-        while time.perf_counter() - started < KILL_LIMIT_S:
-            if not link_sends_to(cluster, name):
-                detected = time.perf_counter() - started
-                break
-            time.sleep(0.0005)
-    stop.set()
-    runner.join(timeout=30)
-    if victim is not None and name is not None:
-        victim.kill()
-        local.workers.remove(victim)
-        ns = registry.connect(cluster.settings)
-        try:
-            registry.unregister_worker(ns, name)  # a SIGKILLed worker leaves its entries behind
-        finally:
-            ns._pyroRelease()
+    while time.perf_counter() - started < KILL_LIMIT_S:
+        if not link_sends_to(cluster, name):
+            detected = time.perf_counter() - started
+            break
+        time.sleep(0.0005)
+    if future.result(timeout=30) != 2.0:  # it ran again on another worker
+        raise AssertionError(f"{NAME}: the call of the killed worker came back wrong")
+    victim.kill()
+    local.workers.remove(victim)
+    ns = registry.connect(cluster.settings)
+    try:
+        registry.unregister_worker(ns, name)  # a SIGKILLed worker leaves its entries behind
+    finally:
+        ns._pyroRelease()
     return detected
 
 
@@ -333,17 +319,26 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
             f"max {max(got)}, fair share {ctx.sizes.scale_items / p.workers:.0f})",
         )
 
-    every = len(top.share) == top.workers and top.listed == top.workers
     rep.target(
         f"status --json with {top.workers} workers",
-        "wall <= 1 s, every worker listed and given a share of the submits",
+        "wall <= 1 s, every worker listed",
         "<=",
         1.0,
         statistics.median(top.status_cli),
-        also=every,
-        detail=f"{top.listed} listed, {len(top.share)}/{top.workers} got a share; in-process "
-        f"cluster.status() {statistics.median(top.status_inproc):.3f} s",
+        also=top.listed == top.workers,
+        detail=f"{top.listed} listed; cluster.status() {statistics.median(top.status_inproc):.3f} s",
     )
+    at64 = next((p for p in points if p.workers == 64), None)
+    if at64 is not None:  # issue 6's target, kept
+        rep.target(
+            "status --json with 64 workers",
+            "wall < 1 s, and every worker gets a share of the run",
+            "<",
+            1.0,
+            statistics.median(at64.status_cli),
+            also=len(at64.share) == 64 and at64.listed == 64,
+            detail=f"{len(at64.share)}/64 workers got a share of the {ctx.sizes.scale_items} submits",
+        )
     rep.target(
         f"map throughput, {top.workers} workers vs {REFERENCE}",
         "ratio >= 0.8",
@@ -352,7 +347,6 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
         statistics.median(top.map_rates) / map_ref,
         detail=f"{statistics.median(top.map_rates):,.0f} vs {map_ref:,.0f} tasks/s",
     )
-    at64 = next((p for p in points if p.workers == 64), None)
     rep.target(
         f"single-submit throughput, 64 workers vs {REFERENCE}",
         "ratio >= 0.8",

@@ -1,9 +1,21 @@
-"""Pure choices of the dispatcher: which worker gets the next batch, and how big it is."""
+"""Pure choices of the dispatcher: which worker gets the next batch, and how big it is.
+
+Two rules keep a job of tiny calls from fragmenting into thousands of one-call round trips on a
+large cluster (issue 15), while calls that take real time still spread over every free slot:
+
+* what a call costs is learnt per task from every worker's replies (:class:`CallCost`), so a
+  worker seen for the first time starts at the batch size the others reached, not at 1;
+* a call is *cheap* when it runs under ``CHEAP_CALL_S`` on its worker: for such
+  calls a batch goes out full-size rather than split over every free slot, and at most
+  ``CHEAP_IN_FLIGHT`` batches are out at once: the others wait for a reply and ride along in the
+  next batch. The coordinator's cost per batch then stays amortised however many workers there
+  are. Nothing waits when no batch is out, so one call at a time goes at once.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -12,6 +24,11 @@ MAX_BATCH = 2048
 """Most calls sent in one batch."""
 TARGET_BATCH_S = 0.01
 """A batch should take about this long on the worker: long enough to hide the round trip."""
+CHEAP_CALL_S = 0.0002
+"""Worker time per call below which spreading calls over more workers costs more than it saves
+(a batch's round trip and the coordinator's work for it are each worth more than this)."""
+CHEAP_IN_FLIGHT = 2
+"""Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy)."""
 
 
 class Candidate(Protocol):
@@ -27,19 +44,24 @@ class Candidate(Protocol):
 C = TypeVar("C", bound=Candidate)
 
 
-def choose(candidates: Iterable[C], service: str, now: float) -> C | None:
+def choose(candidates: Sequence[C], service: str, now: float, turn: int = 0) -> C | None:
     """The candidate with the most free slots for ``service`` among those we may still send to.
 
     Free slots count the work other coordinators hold there (the workers' reported load), so
-    "most free" stays true with several jobs; ties go by name; None when none has room.
+    "most free" stays true with several jobs. Ties go to the first from position ``turn``
+    (taken modulo the count): a caller that advances ``turn`` spreads equal workers round robin.
+    None when none has room.
     """
     best: C | None = None
     best_free = 0
-    for cand in candidates:
+    n = len(candidates)
+    start = turn % n if n else 0
+    for i in range(n):
+        cand = candidates[(start + i) % n]
         if cand.room(service, now) <= 0:
             continue
         free = cand.free_slots(service)
-        if best is None or free > best_free or (free == best_free and cand.name < best.name):
+        if best is None or free > best_free:
             best, best_free = cand, free
     return best
 
@@ -47,6 +69,52 @@ def choose(candidates: Iterable[C], service: str, now: float) -> C | None:
 def share(queued: int, free_slots_total: int) -> int:
     """Calls per batch that still spread ``queued`` calls over every free slot."""
     return max(1, math.ceil(queued / max(1, free_slots_total)))
+
+
+def _grown(size: int, per_call_s: float, limit: int) -> int:
+    """The next batch size after learning ``per_call_s``: towards TARGET_BATCH_S, at most 4x a step."""
+    ideal = TARGET_BATCH_S / max(per_call_s, 1e-7)
+    # Grow by at most 4x a step so one lucky batch cannot make the next one huge.
+    return int(max(MIN_BATCH, min(limit, ideal, size * 4)))
+
+
+@dataclass
+class CallCost:
+    """Worker time per call of one task, learnt from every worker's replies.
+
+    It uses the time each call ran on its worker (the reply's ELAPSED_MS), not the round trip:
+    the round trip of a small batch is mostly the wire and the coordinator's own queue, which
+    would make tiny calls look slow and keep their batches tiny.
+    """
+
+    per_call_s: float | None = None
+    size: int = 1
+    """The batch size that cost suggests (what a new worker's sizer starts from)."""
+    limit: int = MAX_BATCH
+
+    def observe(self, calls: int, worked_s: float) -> None:
+        """Learn from a reply to a batch of ``calls`` that ran ``worked_s`` in all on its worker."""
+        if calls <= 0:
+            return
+        sample = max(0.0, worked_s) / calls
+        self.per_call_s = sample if self.per_call_s is None else 0.7 * self.per_call_s + 0.3 * sample
+        self.size = _grown(max(self.size, calls), self.per_call_s, self.limit)
+
+    @property
+    def cheap(self) -> bool:
+        """True once calls are known to run under CHEAP_CALL_S each."""
+        return self.per_call_s is not None and self.per_call_s < CHEAP_CALL_S
+
+
+def cost_key(requirement: Sequence[object]) -> tuple[str, str]:
+    """``(service, task)`` of a requirement: calls of one task cost alike, tasks of a service do not."""
+    return (str(requirement[0]), str(requirement[2]))
+
+
+def hold(cost: CallCost, queued: int, in_flight: int) -> bool:
+    """True when cheap calls should wait for a reply: enough batches are out and the queue would
+    not fill a batch (checked before choosing a worker, so a held call costs O(1))."""
+    return cost.cheap and in_flight >= CHEAP_IN_FLIGHT and queued < cost.size
 
 
 @dataclass
@@ -64,10 +132,24 @@ class BatchSizer:
             return
         sample = elapsed_s / calls
         self.per_call_s = sample if self.per_call_s is None else 0.7 * self.per_call_s + 0.3 * sample
-        ideal = TARGET_BATCH_S / max(self.per_call_s, 1e-7)
-        # Grow by at most 4x a step so one lucky batch cannot make the next one huge.
-        self.size = int(max(MIN_BATCH, min(self.limit, ideal, self.size * 4)))
+        self.size = _grown(self.size, self.per_call_s, self.limit)
 
-    def next_size(self, queued: int, free_slots_total: int) -> int:
-        """Size of the next batch for ``queued`` waiting calls."""
-        return max(MIN_BATCH, min(self.size, share(queued, free_slots_total), queued))
+    def next_size(
+        self, queued: int, free_slots_total: int, cost: CallCost | None = None, in_flight: int = 0
+    ) -> int:
+        """Size of the next batch for ``queued`` waiting calls; 0: hold them for now.
+
+        ``cost`` is the task's shared estimate and ``in_flight`` the batches of that task out
+        now. Cheap calls are held while ``CHEAP_IN_FLIGHT`` batches are out and the queue would
+        not fill a batch; a reply will come and take them.
+        """
+        size = self.size
+        if cost is not None and (self.per_call_s is None or cost.cheap):
+            # A worker new to us starts where the others are; cheap calls go at the size every
+            # worker's batches taught (one worker's own batches are too few to learn from).
+            size = min(self.limit, max(size, cost.size))
+        if cost is not None and cost.cheap:
+            if in_flight >= CHEAP_IN_FLIGHT and queued < size:
+                return 0
+            return max(MIN_BATCH, min(size, queued))
+        return max(MIN_BATCH, min(size, share(queued, free_slots_total), queued))

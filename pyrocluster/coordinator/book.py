@@ -6,10 +6,11 @@ are passed in), so balancing and failover decisions can be tested without a clus
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pyrocluster.coordinator.balancer import BatchSizer
+from pyrocluster.coordinator.balancer import BatchSizer, cost_key
 from pyrocluster.coordinator.calls import Batch, Requirement
 from pyrocluster.coordinator.retry import Quarantine
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -34,8 +35,12 @@ def parse_load(load: Any) -> tuple[int, int] | None:
 class WorkerRecord:
     """One worker as the dispatcher sees it."""
 
-    def __init__(self, entry: WorkerEntry, max_batch: int) -> None:
+    def __init__(
+        self, entry: WorkerEntry, max_batch: int, out: Counter[tuple[str, str]] | None = None
+    ) -> None:
         self.name = entry.name
+        self.out: Counter[tuple[str, str]] = Counter() if out is None else out
+        """Batches in flight per (service, task) over every worker of the dispatcher (shared)."""
         self.entry = entry
         self.tags = entry.tags
         self.tasks = entry.tasks
@@ -102,17 +107,21 @@ class WorkerRecord:
         if self.batches.pop(batch.id, None) is None:
             return False
         self.in_flight[batch.service] -= 1
+        self.out[cost_key(batch.requirement)] -= 1
         return True
 
     def add(self, batch: Batch) -> None:
         """Count a batch as sent."""
         self.batches[batch.id] = batch
         self.in_flight[batch.service] += 1
+        self.out[cost_key(batch.requirement)] += 1
 
     def clear(self) -> list[Batch]:
         """Forget every batch in flight (they were taken back); return them."""
         batches = list(self.batches.values())
         self.batches.clear()
+        for batch in batches:
+            self.out[cost_key(batch.requirement)] -= 1
         for service in self.in_flight:
             self.in_flight[service] = 0
         return batches

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from typing import Any
 
-from pyrocluster import codec
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
@@ -26,14 +25,13 @@ from pyrocluster.coordinator.calls import (
     Requirement,
     Resolution,
     TaskFuture,
-    gave_up,
+    encode,
+    ending,
     settle,
-    task_failed,
 )
 from pyrocluster.coordinator.discovery import Discovery
-from pyrocluster.coordinator.links import Link, LinkFactory, WorkerLink, sender_name
+from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
-    EndsAs,
     Happened,
     WorkerAction,
     decide,
@@ -42,7 +40,7 @@ from pyrocluster.coordinator.policy import (
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
 from pyrocluster.defaults import PROBE_INTERVAL_S
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
+from pyrocluster.errors import WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,13 @@ class Dispatcher:
         self.records: dict[str, WorkerRecord] = {}
         self.links: dict[str, Link] = {}
         self._clock = clock
-        self._make_link = link_factory or (lambda e, owner: WorkerLink(e, owner, settings, probe_timeout_s))
+        self._transport: Transport | None = None
+        self._make_link = link_factory or self._new_link
+        self._costs: dict[tuple[str, str], balancer.CallCost] = {}
+        """What a call of each (service, task) costs on its worker."""
+        self._out: Counter[tuple[str, str]] = Counter()
+        """Batches in flight per (service, task), kept by the records."""
+        self._turn = 0
         self._cond = threading.Condition()
         self._room = WaitingRoom()
         self._back: list[Call] = []
@@ -91,6 +95,12 @@ class Dispatcher:
         """Start dispatching once the first look-up of workers is done."""
         self._thread.start()
         self._discovery.start()
+
+    def _new_link(self, entry: WorkerEntry, owner: Any) -> Link:
+        """A link on the transport every link of this dispatcher shares (made with the first)."""
+        if self._transport is None:
+            self._transport = Transport()
+        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._transport)
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
@@ -115,6 +125,8 @@ class Dispatcher:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         self._discovery.join()
+        if self._transport is not None:
+            self._transport.close()
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -123,20 +135,7 @@ class Dispatcher:
 
         A call whose arguments cannot be encoded, or are over the message cap, fails at once.
         """
-        ready: list[Call] = []
-        refused: list[Resolution] = []
-        for call in calls:
-            try:
-                call.payload = codec.pack_call(call.args, call.kwargs)
-            except codec.NotSendable as exc:
-                call.done = True
-                refused.append((call, None, TaskFailed("NotSendable", str(exc))))
-                continue
-            if len(call.payload) > self.max_call_bytes:
-                call.done = True
-                refused.append((call, None, self._ending(call, EndsAs.TOO_LARGE, "", None)))
-                continue
-            ready.append(call)
+        ready, refused = encode(calls, self.max_call_bytes)
         if refused:
             settle(refused)
         now = self._clock()
@@ -212,7 +211,7 @@ class Dispatcher:
                     continue
                 if rec is not None:
                     self._forget(rec, "was replaced by a new registration", out)
-                self.records[entry.name] = WorkerRecord(entry, self.max_batch)
+                self.records[entry.name] = WorkerRecord(entry, self.max_batch, self._out)
                 self.links[entry.name] = self._make_link(entry, self)
             for name, rec in list(self.records.items()):
                 if name not in listed and rec.state in (SUSPECT, DRAINING) and not rec.busy():
@@ -278,11 +277,15 @@ class Dispatcher:
                     if not cands:
                         continue
                     service = req[0]
-                    rec = balancer.choose(cands, service, now)
+                    key = balancer.cost_key(req)
+                    cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
+                    if balancer.hold(cost, len(queue), self._out[key]):
+                        continue  # cheap calls, enough batches out: a reply takes them
+                    rec = balancer.choose(cands, service, now, self._turn)
                     if rec is None:
                         continue
                     free_total = sum(max(0, c.room(service, now)) for c in cands)
-                    size = rec.sizers[service].next_size(len(queue), free_total)
+                    size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:
@@ -300,6 +303,7 @@ class Dispatcher:
             call.attempts += 1
             call.batch_id = batch.id
         rec.add(batch)
+        self._turn += 1  # equally free workers take turns
         self.links[rec.name].send(batch)
 
     def expire_waiting(self) -> list[Resolution]:
@@ -352,21 +356,6 @@ class Dispatcher:
         known = self.links.get(link.name)
         return self.records.get(link.name) if known is not None and known is link else None
 
-    def _ending(self, call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
-        if ends_as is EndsAs.FAILED:
-            return task_failed(value)
-        if ends_as is EndsAs.TIMEOUT:
-            return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
-        if ends_as is EndsAs.CANCELLED:
-            return CancelledError()
-        if ends_as is EndsAs.UNAVAILABLE:
-            return gave_up(call, reason)
-        if ends_as is EndsAs.TOO_LARGE:
-            reason = (
-                reason or f"arguments of {len(call.payload)} bytes, over the cap of {self.max_call_bytes}"
-            )
-        return TaskFailed(ends_as.value, reason)
-
     def _apply(
         self, call: Call, happened: Happened, reason: str, value: Any, out: list[Resolution], worker: str
     ) -> None:
@@ -383,7 +372,7 @@ class Dispatcher:
             return
         call.done = True
         call.worker = worker or call.worker
-        out.append((call, None, self._ending(call, verdict.ends_as, reason, value)))
+        out.append((call, None, ending(call, verdict.ends_as, reason, value)))
 
     def _take_back(self, rec: WorkerRecord, happened: Happened, reason: str, out: list[Resolution]) -> None:
         """Re-queue (or end) every call in flight on a worker."""
@@ -436,6 +425,10 @@ class Dispatcher:
             else:
                 if live and rec is not None:
                     rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+                    worked_s = sum(o[2] for o in outcomes) / 1000.0
+                    self._costs.setdefault(
+                        balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
+                    ).observe(len(batch.calls), worked_s)
                 for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                     if call.done:
                         continue

@@ -1,16 +1,22 @@
-"""Transport only: the coordinator's connection to one worker (sender threads and a prober).
+"""Transport only: the coordinator's connections to its workers, on one shared multiplexed wire.
 
 A link decides nothing. It sends the batches it is given and reports what happened through
-:class:`LinkEvents`; the dispatcher applies the failover table (``policy.py``). Proxies belong to
-one thread, so every sender thread and the prober own their proxies.
+:class:`LinkEvents`; the dispatcher applies the failover table (``policy.py``).
+
+The coordinator's threads do not grow with workers or with batches in flight (issue 15): every
+link of one dispatcher shares a :class:`Transport`, that is one
+:class:`~pyrocluster.coordinator.wire.Wire` (one loop thread that receives every reply, a small
+pool for connects and large requests) and one prober thread that starts each due liveness probe
+and each cancel retry as a multiplexed call. A batch is written by the thread that dispatches
+it when its connection is open: a call costs no hand-off to a sender thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import heapq
+import itertools
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -20,14 +26,16 @@ from typing import Any, Protocol
 
 import Pyro5.errors
 
-from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.defaults import CONNECT_TIMEOUT_S
+from pyrocluster.coordinator.wire import Channel, Unsent, Wire
+from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Link", "LinkEvents", "LinkFactory", "Transport", "Unsent", "WorkerLink", "sender_name"]
 
 CANCEL_RETRY_S = 5.0
 """How long a cancel is repeated for calls the worker does not know yet (still on their way)."""
@@ -36,7 +44,7 @@ CANCEL_RETRY_INTERVAL_S = 0.05
 
 
 class LinkEvents(Protocol):
-    """What a link reports to its owner (the dispatcher); called from the link's threads."""
+    """What a link reports to its owner (the dispatcher); called from the transport's threads."""
 
     sender_id: str
 
@@ -83,212 +91,232 @@ def sender_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class Unsent(Exception):
-    """The batch never reached the worker (connection refused): no attempt was used."""
+def happened_of(exc: BaseException) -> Happened:
+    """What a failed batch call means for its calls (subclasses first)."""
+    if isinstance(exc, Unsent):
+        return Happened.REFUSED
+    if isinstance(exc, Pyro5.errors.SerializeError):
+        return Happened.TOO_LARGE
+    if isinstance(exc, Pyro5.errors.TimeoutError):
+        return Happened.TIMED_OUT
+    if isinstance(exc, Pyro5.errors.CommunicationError):
+        return Happened.CLOSED
+    return Happened.BAD_REPLY  # the worker raised: not the calls' fault
+
+
+class Transport:
+    """The wire, the prober and the timers every link of one dispatcher shares."""
+
+    def __init__(self) -> None:
+        self.wire = Wire("wire")
+        self._links: dict[int, WorkerLink] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._prober = threading.Thread(target=self._probe_loop, name="prober", daemon=True)
+        self._prober.start()
+
+    def add(self, link: WorkerLink) -> None:
+        """Probe this link from now on."""
+        with self._lock:
+            self._links[id(link)] = link
+        self._wake.set()
+
+    def remove(self, link: WorkerLink) -> None:
+        """Stop probing this link."""
+        with self._lock:
+            self._links.pop(id(link), None)
+
+    def later(self, delay_s: float, action: Callable[[], None]) -> None:
+        """Run ``action`` on the prober thread in ``delay_s`` seconds (it must not block)."""
+        with self._lock:
+            heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._order), action))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at every link's probe schedule now."""
+        self._wake.set()
+
+    def _probe_loop(self) -> None:
+        """Start each due probe and timer (each a non-blocking call); sleep until the next is due."""
+        while not self._closed:
+            now = time.monotonic()
+            with self._lock:
+                links = list(self._links.values())
+                due = []
+                while self._timers and self._timers[0][0] <= now:
+                    due.append(heapq.heappop(self._timers)[2])
+                next_at = min(now + PROBE_INTERVAL_S, self._timers[0][0] if self._timers else now + 1)
+            for action in due:
+                try:
+                    action()
+                except Exception:  # one timer's bug must not stop probing
+                    log.exception("a link timer failed")
+            for link in links:
+                at = link.next_probe(now)
+                if at is not None:
+                    next_at = min(next_at, at)
+            self._wake.wait(max(0.0, next_at - time.monotonic()))
+            self._wake.clear()
+
+    def close(self) -> None:
+        """Stop the prober and the wire."""
+        self._closed = True
+        self._wake.set()
+        self._prober.join(timeout=2)
+        self.wire.close()
 
 
 class WorkerLink:
-    """Sender threads per service (one per batch in flight, reused) and one liveness prober."""
+    """One worker's channels: one per batch in flight per service (reused), one for probes."""
 
     def __init__(
-        self, entry: WorkerEntry, owner: LinkEvents, settings: Settings, probe_timeout_s: float
+        self,
+        entry: WorkerEntry,
+        owner: LinkEvents,
+        settings: Settings,
+        probe_timeout_s: float,
+        transport: Transport | None = None,
     ) -> None:
         self.name = entry.name
         self.uris = dict(entry.uris)
         self._owner = owner
         self._settings = settings
+        self._own_transport = transport is None
+        self._transport = transport if transport is not None else Transport()
+        self._wire = self._transport.wire
         self._probe_timeout_s = probe_timeout_s
-        self._outboxes: dict[str, queue.SimpleQueue[Batch | None]] = {
-            s: queue.SimpleQueue() for s in self.uris
-        }
-        self._idle: dict[str, int] = {s: 0 for s in self.uris}
-        self._senders: dict[str, int] = {s: 0 for s in self.uris}
-        self._stopped = False
-        self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._calling: set[Any] = set()
-        self._prober = threading.Thread(target=self._probe_loop, name=f"probe-{self.name}", daemon=True)
-        self._prober.start()
+        self._idle: dict[str, list[Channel]] = {s: [] for s in self.uris}
+        self._busy: set[Channel] = set()
+        self._probe_channel = Channel(self.uris[CONTROL], settings, connect_timeout_s=probe_timeout_s)
+        self._probing = False
+        self._probe_at = 0.0
+        self._stopped = False
+        self._transport.add(self)
 
     # -- sending -----------------------------------------------------------------------------
 
+    def _take(self, service: str) -> Channel:
+        with self._lock:
+            idle = self._idle[service]
+            channel = idle.pop() if idle else Channel(self.uris[service], self._settings)
+            self._busy.add(channel)
+            return channel
+
+    def _put_back(self, service: str, channel: Channel) -> None:
+        with self._lock:
+            self._busy.discard(channel)
+            if not self._stopped:
+                self._idle[service].append(channel)
+                return
+        channel.release()
+
     def send(self, batch: Batch) -> None:
-        """Hand a batch to a sender thread, starting one when none is idle."""
+        """Start the batch call (written by this thread when a connection is open and idle)."""
         service = batch.service
-        self._outboxes[service].put(batch)
-        with self._lock:
-            start = self._outboxes[service].qsize() > self._idle[service]
-            if start:
-                self._senders[service] += 1
-        if start:
-            threading.Thread(
-                target=self._send_loop, args=(service,), name=f"send-{self.name}-{service}", daemon=True
-            ).start()
-
-    def drop_unsent(self) -> None:
-        """Drop batches not yet picked up by a sender (the dispatcher re-queued their calls)."""
-        for box in self._outboxes.values():
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    box.get_nowait()
-
-    def _send_loop(self, service: str) -> None:
-        uri = self.uris[service]
-        proxy: Any = None
-        box = self._outboxes[service]
-        while True:
-            with self._lock:
-                self._idle[service] += 1
-            batch = box.get()
-            with self._lock:
-                self._idle[service] -= 1
-            if batch is None:
-                break
-            try:
-                if proxy is None:
-                    proxy = self._make_proxy(uri)
-                reply = self._call(proxy, batch)
-            except Unsent as exc:
-                proxy = self._release(proxy)
-                self._owner.batch_failed(self, batch, Happened.REFUSED, str(exc))
-            except Pyro5.errors.SerializeError as exc:
-                proxy = self._release(proxy)
-                self._owner.batch_failed(self, batch, Happened.TOO_LARGE, f"{type(exc).__name__}: {exc}")
-            except Pyro5.errors.TimeoutError as exc:
-                proxy = self._release(proxy)
-                self._owner.batch_failed(self, batch, Happened.TIMED_OUT, f"{type(exc).__name__}: {exc}")
-            except Pyro5.errors.CommunicationError as exc:
-                proxy = self._release(proxy)
-                self._owner.batch_failed(self, batch, Happened.CLOSED, f"{type(exc).__name__}: {exc}")
-            except Exception as exc:  # the worker raised (or a proxy could not be made): not the calls' fault
-                proxy = self._release(proxy)
-                self._owner.batch_failed(self, batch, Happened.BAD_REPLY, f"{type(exc).__name__}: {exc}")
-            else:
-                self._owner.batch_replied(self, batch, reply, time.monotonic() - batch.sent_at)
-        with self._lock:
-            self._senders[service] -= 1
-        self._release(proxy)
-
-    def _make_proxy(self, uri: str) -> Any:
-        try:
-            return make_proxy(uri, self._settings)
-        except Exception as exc:  # e.g. TLS files gone: the batch never left, it goes elsewhere
-            raise Unsent(f"cannot make a proxy: {type(exc).__name__}: {exc}") from None
-
-    def _call(self, proxy: Any, batch: Batch) -> Any:
-        if proxy._pyroConnection is None:
-            proxy._pyroTimeout = CONNECT_TIMEOUT_S
-            try:
-                proxy._pyroBind()
-            except Pyro5.errors.SecurityError as exc:
-                raise Unsent(f"authentication refused: {exc}") from None
-            except Pyro5.errors.CommunicationError as exc:
-                raise Unsent(f"{type(exc).__name__}: {exc}") from None
-        # No deadline of our own (docs/protocol.md): the batch may wait in the worker's admission
-        # queue behind other coordinators' work, each call has its own timeout on the worker, and
-        # a worker that stops answering is the prober's business (it cuts this connection).
-        if proxy._pyroTimeout is not None:
-            proxy._pyroTimeout = None
+        channel = self._take(service)
         request = batch.request(self._owner.sender_id)
         batch.sent_at = time.monotonic()
-        conn = proxy._pyroConnection
-        with self._lock:
-            self._calling.add(conn)
-        try:
-            return proxy.run_batch(request)
-        finally:
-            with self._lock:
-                self._calling.discard(conn)
+
+        def done(reply: Any, exc: BaseException | None) -> None:
+            self._put_back(service, channel)
+            if exc is None:
+                self._owner.batch_replied(self, batch, reply, time.monotonic() - batch.sent_at)
+            else:
+                self._owner.batch_failed(self, batch, happened_of(exc), f"{type(exc).__name__}: {exc}")
+
+        # No deadline of our own (docs/protocol.md): the batch may wait in the worker's admission
+        # queue, each call has its own timeout on the worker, and a worker that stops answering
+        # is the prober's business (abort_calls cuts the connection).
+        self._wire.call(channel, "run_batch", (request,), done)
+
+    def drop_unsent(self) -> None:
+        """Nothing waits to be sent here: a batch is on the wire as soon as it is given."""
 
     def abort_calls(self) -> None:
-        """Cut the connections of calls under way (the worker was set aside): their threads return now.
-
-        Without this, a thread waiting on a silent worker would hold its socket until the call's timeout.
-        """
+        """Cut the connections of calls under way (the worker was set aside): they fail at once."""
         with self._lock:
-            connections = list(self._calling)
-        for conn in connections:
-            with contextlib.suppress(OSError, AttributeError):
-                conn.sock.shutdown(socket.SHUT_RDWR)
+            busy = list(self._busy)
+        for channel in busy:
+            channel.cut()
 
     def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
-        """Ask the worker to stop these calls (``compute.cancel``), from a thread of its own.
+        """Ask the worker to stop these calls (``compute.cancel``) on a channel of its own.
 
         A batch still on its way is not known to the worker yet: ask again while its reply is due.
         """
-        threading.Thread(
-            target=self._cancel, args=(call_ids, batch_ids), name=f"cancel-{self.name}", daemon=True
-        ).start()
-
-    def _cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
+        channel = Channel(self.uris["compute"], self._settings)
         deadline = time.monotonic() + CANCEL_RETRY_S
-        try:
-            proxy = make_proxy(self.uris["compute"], self._settings, timeout_s=CONNECT_TIMEOUT_S)
-        except Exception as exc:  # no proxy: the calls end with their batch
-            log.debug("cancel on %s failed: %s", self.name, exc)
-            return
-        try:
-            while True:
-                found = proxy.cancel(self._owner.sender_id, call_ids)
-                if found >= len(call_ids) or time.monotonic() > deadline:
-                    break
-                if not self._owner.holds(self, batch_ids):
-                    break  # they ended meanwhile
-                time.sleep(CANCEL_RETRY_INTERVAL_S)
-        except Exception as exc:  # the worker may be gone: its calls end with it
-            log.debug("cancel on %s failed: %s", self.name, exc)
-        finally:
-            self._release(proxy)
 
-    @staticmethod
-    def _release(proxy: Any) -> None:
-        if proxy is not None:
-            # A proxy of a dead connection may fail to close; there is nothing more to do then.
-            with contextlib.suppress(Exception):
-                proxy._pyroRelease()
-        return None
+        def attempt() -> None:
+            self._wire.call(channel, "cancel", (self._owner.sender_id, call_ids), done, CONNECT_TIMEOUT_S)
+
+        def done(found: Any, exc: BaseException | None) -> None:
+            if exc is not None:  # the worker may be gone: its calls end with it
+                log.debug("cancel on %s failed: %s", self.name, exc)
+            elif (
+                isinstance(found, int)
+                and found < len(call_ids)
+                and time.monotonic() < deadline
+                and self._owner.holds(self, batch_ids)
+            ):
+                self._transport.later(CANCEL_RETRY_INTERVAL_S, attempt)
+                return
+            channel.release()
+
+        attempt()
 
     # -- liveness ----------------------------------------------------------------------------
 
-    def _probe_loop(self) -> None:
-        """Probe ``control.load()`` when the owner says so (about once a second while busy)."""
-        proxy: Any = None
-        while not self._stopped:
-            wait = self._owner.probe_wait(self, time.monotonic())
-            if wait is None:
-                break
-            if wait > 0:
-                self._wake.wait(wait)
-                self._wake.clear()
-                continue
-            if proxy is None:
-                try:
-                    proxy = make_proxy(self.uris[CONTROL], self._settings, timeout_s=self._probe_timeout_s)
-                except Exception as exc:  # no proxy, no probe: as good as silent
-                    self._owner.probe_failed(self, f"cannot be probed ({type(exc).__name__}: {exc})")
-                    continue
-            try:
-                load = proxy.load()
-            except Pyro5.errors.PyroError as exc:
-                proxy = self._release(proxy)
-                self._owner.probe_failed(self, f"stopped answering its liveness probe ({type(exc).__name__})")
-            except Exception:  # it answered, with an error: alive, load unknown
-                self._owner.probe_answered(self, None)
-            else:
-                self._owner.probe_answered(self, load)
-        self._release(proxy)
+    def next_probe(self, now: float) -> float | None:
+        """Start the probe if due (called by the prober): when to look again; None while one is out."""
+        if self._stopped or self._probing:
+            return None
+        if now < self._probe_at:
+            return self._probe_at
+        wait = self._owner.probe_wait(self, now)
+        if wait is None:
+            self._stopped = True
+            self._transport.remove(self)
+            return None
+        if wait > 0:
+            self._probe_at = now + wait
+            return self._probe_at
+        self._probing = True
+        self._wire.call(self._probe_channel, "load", (), self._probed, timeout_s=self._probe_timeout_s)
+        return None
+
+    def _probed(self, load: Any, exc: BaseException | None) -> None:
+        self._probing = False
+        self._probe_at = 0.0
+        if exc is None:
+            self._owner.probe_answered(self, load)
+        elif isinstance(exc, (Pyro5.errors.PyroError, Unsent)):
+            self._probe_channel.release()
+            self._owner.probe_failed(self, f"stopped answering its liveness probe ({type(exc).__name__})")
+        else:  # it answered, with an error: alive, load unknown
+            self._owner.probe_answered(self, None)
+        self._transport.wake()
 
     def wake(self) -> None:
         """Make the prober ask its owner again now."""
-        self._wake.set()
+        self._probe_at = 0.0
+        self._transport.wake()
 
     def stop(self) -> None:
-        """End the prober and idle senders."""
+        """Stop probing and close idle connections (calls under way finish or fail on their own)."""
         self._stopped = True
-        self.drop_unsent()
+        self._transport.remove(self)
         with self._lock:
-            counts = dict(self._senders)
-        for service, box in self._outboxes.items():
-            for _ in range(counts[service]):
-                box.put(None)
-        self.wake()
+            idle = [c for chans in self._idle.values() for c in chans]
+            for chans in self._idle.values():
+                chans.clear()
+        for channel in idle:
+            channel.release()
+        if not self._probing:
+            self._probe_channel.release()
+        if self._own_transport:
+            self._transport.close()

@@ -81,7 +81,8 @@ class WorkerState:
         if now - self._children_at >= CHILDREN_REFRESH_S:
             self._children_at = now
             try:
-                children = {child.pid: child for child in me.children()}
+                # recursive: slot processes are the forkserver's children, not the worker's
+                children = {child.pid: child for child in me.children(recursive=True)}
             except psutil.Error:
                 children = None
             if children is not None:

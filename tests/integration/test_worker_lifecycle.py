@@ -92,7 +92,7 @@ def test_worker_whose_name_was_taken_while_frozen_steps_aside(nameserver, worker
 
 def test_slot_processes_end_soon_after_their_worker_is_killed(nameserver, worker_factory):
     (worker,) = worker_factory(1, "--services", "compute", "--concurrency", "2")
-    children = psutil.Process(worker.pid).children()
+    children = psutil.Process(worker.pid).children(recursive=True)
     assert len(children) >= 2
     with Cluster(nameserver) as cluster:
         busy = cluster.submit("sleep", 60)

@@ -63,9 +63,17 @@ def kinds(reply: dict[str, Any]) -> list[int]:
 
 
 @pytest.mark.parametrize("pool", ["process", "thread"])
-def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest_not_run(raw_worker, pool):
+def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest_not_run(
+    raw_worker, pool, tmp_path
+):
     w = raw_worker(pool)
-    calls = [w.call("add", 1, 2), w.call("sleep", 2.5, timeout=0.5), w.call("add", 3, 4), w.call("echo", "x")]
+    gate = tmp_path / "release"  # the overrunning task runs until the test creates this file
+    calls = [
+        w.call("add", 1, 2),
+        w.call("hold", str(gate), timeout=0.5),
+        w.call("add", 3, 4),
+        w.call("echo", "x"),
+    ]
     started = time.monotonic()
     reply = w.run_batch(calls)
     elapsed = time.monotonic() - started
@@ -84,6 +92,7 @@ def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest
         # the abandoned thread still holds the only slot, until it really ends
         assert reply["load"] == {"slots": 1, "running": 1, "queued": 0}
         assert w.info()["busy"] == 1
+        gate.touch()
         wait_for(lambda: w.load()["running"] == 0, 5, what="the slot is free once the thread ended")
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyrocluster.coordinator.balancer import MAX_BATCH, BatchSizer, choose, share
+from pyrocluster.coordinator.balancer import (
+    CHEAP_IN_FLIGHT,
+    MAX_BATCH,
+    BatchSizer,
+    CallCost,
+    choose,
+    share,
+)
 from pyrocluster.coordinator.retry import BACKOFF_MAX_S, Quarantine, attempts_left
 
 
@@ -28,8 +35,12 @@ def test_choose_takes_most_free_slots_and_none_when_full():
     assert choose([], "compute", 0.0) is None
 
 
-def test_choose_breaks_ties_by_name():
-    assert choose([Fake("b", 2), Fake("a", 2)], "compute", 0.0).name == "a"
+def test_choose_breaks_ties_round_robin_from_turn():
+    cands = [Fake("a", 2), Fake("b", 2), Fake("c", 2)]
+    assert [choose(cands, "compute", 0.0, turn).name for turn in range(4)] == ["a", "b", "c", "a"]
+    # The most free slots still win whatever the turn.
+    cands = [Fake("a", 1), Fake("b", 3), Fake("c", 1)]
+    assert {choose(cands, "compute", 0.0, turn).name for turn in range(3)} == {"b"}
 
 
 def test_choose_counts_other_coordinators_work_but_may_queue_behind_it():
@@ -62,6 +73,49 @@ def test_batch_sizer_never_exceeds_queue_or_fair_share():
     assert sizer.next_size(queued=10, free_slots_total=1) == 10
     assert sizer.next_size(queued=100, free_slots_total=4) == 25
     assert sizer.next_size(queued=0, free_slots_total=4) == 1
+
+
+def learnt(per_call_s: float, rounds: int = 12) -> CallCost:
+    """A service cost after ``rounds`` batches at ``per_call_s`` a call."""
+    cost = CallCost()
+    for _ in range(rounds):
+        cost.observe(cost.size, cost.size * per_call_s)
+    return cost
+
+
+def test_call_cost_learns_from_every_worker_and_tells_cheap_calls():
+    assert not CallCost().cheap  # unknown: not cheap
+    cheap = learnt(1e-6)
+    assert cheap.cheap and cheap.size == MAX_BATCH
+    slow = learnt(0.05)
+    assert not slow.cheap and slow.size == 1
+
+
+def test_a_worker_new_to_us_starts_at_the_batch_size_others_reached():
+    cost = learnt(1e-6)
+    fresh = BatchSizer()
+    assert fresh.next_size(queued=5000, free_slots_total=2, cost=cost) == MAX_BATCH
+    assert BatchSizer().next_size(queued=5000, free_slots_total=2) == 1  # without the shared cost
+
+
+def test_cheap_calls_go_in_full_batches_not_split_over_every_free_slot():
+    cost = learnt(1e-6)
+    sizer = BatchSizer(size=MAX_BATCH, per_call_s=1e-6)
+    assert sizer.next_size(queued=1024, free_slots_total=128, cost=cost, in_flight=0) == 1024
+    # Costly calls still spread over every free slot (every core used).
+    slow = BatchSizer(size=4, per_call_s=0.05)
+    assert slow.next_size(queued=100, free_slots_total=128, cost=learnt(0.05), in_flight=100) == 1
+
+
+def test_cheap_calls_wait_for_a_reply_while_enough_batches_are_out():
+    cost = learnt(1e-6)
+    sizer = BatchSizer(per_call_s=1e-3)  # its own round trips looked slow: the shared cost decides
+    assert sizer.next_size(queued=1, free_slots_total=64, cost=cost, in_flight=0) == 1  # nothing out: now
+    assert sizer.next_size(queued=3, free_slots_total=64, cost=cost, in_flight=CHEAP_IN_FLIGHT - 1) == 3
+    assert sizer.next_size(queued=3, free_slots_total=64, cost=cost, in_flight=CHEAP_IN_FLIGHT) == 0
+    # A full batch goes whatever is out.
+    full = sizer.next_size(queued=5000, free_slots_total=64, cost=cost, in_flight=CHEAP_IN_FLIGHT)
+    assert full == MAX_BATCH
 
 
 def test_attempts_left_counts_further_attempts():
