@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
-from pyrocluster.errors import TaskFailed, WorkerUnavailable
+from pyrocluster import codec
+from pyrocluster.coordinator.policy import EndsAs
+from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
@@ -215,3 +217,37 @@ def gave_up(call: Call, reason: str) -> WorkerUnavailable:
     return WorkerUnavailable(
         f"{call.service} call {call.name!r} gave up after {call.attempts} attempt(s): {reason}"
     )
+
+
+def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Resolution]]:
+    """Encode each call's ``[args, kwargs]`` (``call.payload``); the ones that cannot be sent, or
+    are over ``max_bytes``, end at once (``NotSendable`` naming the place, ``ArgumentsTooLarge``)."""
+    ready: list[Call] = []
+    refused: list[Resolution] = []
+    for call in calls:
+        try:
+            call.payload = codec.pack_call(call.args, call.kwargs)
+        except codec.NotSendable as exc:
+            call.done = True
+            refused.append((call, None, TaskFailed("NotSendable", str(exc))))
+            continue
+        if len(call.payload) > max_bytes:
+            call.done = True
+            why = f"arguments of {len(call.payload)} bytes, over the cap of {max_bytes}"
+            refused.append((call, None, TaskFailed(EndsAs.TOO_LARGE.value, why)))
+            continue
+        ready.append(call)
+    return ready, refused
+
+
+def ending(call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
+    """The error a call ends with, as the failover table says (``value``: the worker's error dict)."""
+    if ends_as is EndsAs.FAILED:
+        return task_failed(value)
+    if ends_as is EndsAs.TIMEOUT:
+        return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
+    if ends_as is EndsAs.CANCELLED:
+        return CancelledError()
+    if ends_as is EndsAs.UNAVAILABLE:
+        return gave_up(call, reason)
+    return TaskFailed(ends_as.value, reason)

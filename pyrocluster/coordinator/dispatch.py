@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from typing import Any
 
-from pyrocluster import codec
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
@@ -26,14 +25,13 @@ from pyrocluster.coordinator.calls import (
     Requirement,
     Resolution,
     TaskFuture,
-    gave_up,
+    encode,
+    ending,
     settle,
-    task_failed,
 )
 from pyrocluster.coordinator.discovery import Discovery
 from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
-    EndsAs,
     Happened,
     WorkerAction,
     decide,
@@ -42,7 +40,7 @@ from pyrocluster.coordinator.policy import (
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
 from pyrocluster.defaults import PROBE_INTERVAL_S
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
+from pyrocluster.errors import WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 
 log = logging.getLogger(__name__)
@@ -137,20 +135,7 @@ class Dispatcher:
 
         A call whose arguments cannot be encoded, or are over the message cap, fails at once.
         """
-        ready: list[Call] = []
-        refused: list[Resolution] = []
-        for call in calls:
-            try:
-                call.payload = codec.pack_call(call.args, call.kwargs)
-            except codec.NotSendable as exc:
-                call.done = True
-                refused.append((call, None, TaskFailed("NotSendable", str(exc))))
-                continue
-            if len(call.payload) > self.max_call_bytes:
-                call.done = True
-                refused.append((call, None, self._ending(call, EndsAs.TOO_LARGE, "", None)))
-                continue
-            ready.append(call)
+        ready, refused = encode(calls, self.max_call_bytes)
         if refused:
             settle(refused)
         now = self._clock()
@@ -371,21 +356,6 @@ class Dispatcher:
         known = self.links.get(link.name)
         return self.records.get(link.name) if known is not None and known is link else None
 
-    def _ending(self, call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseException:
-        if ends_as is EndsAs.FAILED:
-            return task_failed(value)
-        if ends_as is EndsAs.TIMEOUT:
-            return TaskTimeout(f"{call.name!r} overran its timeout of {call.timeout_s:g} s ({reason})")
-        if ends_as is EndsAs.CANCELLED:
-            return CancelledError()
-        if ends_as is EndsAs.UNAVAILABLE:
-            return gave_up(call, reason)
-        if ends_as is EndsAs.TOO_LARGE:
-            reason = (
-                reason or f"arguments of {len(call.payload)} bytes, over the cap of {self.max_call_bytes}"
-            )
-        return TaskFailed(ends_as.value, reason)
-
     def _apply(
         self, call: Call, happened: Happened, reason: str, value: Any, out: list[Resolution], worker: str
     ) -> None:
@@ -402,7 +372,7 @@ class Dispatcher:
             return
         call.done = True
         call.worker = worker or call.worker
-        out.append((call, None, self._ending(call, verdict.ends_as, reason, value)))
+        out.append((call, None, ending(call, verdict.ends_as, reason, value)))
 
     def _take_back(self, rec: WorkerRecord, happened: Happened, reason: str, out: list[Resolution]) -> None:
         """Re-queue (or end) every call in flight on a worker."""

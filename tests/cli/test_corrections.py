@@ -175,3 +175,28 @@ def test_readme_first_command_works_twice_in_a_row(tmp_path):
         result = run_cli("submit", str(EXAMPLES / "demo.yaml"), "--local", "1", cwd=tmp_path, timeout=120)
         assert result.returncode == 1, result  # the demo fails one task on purpose
         assert "error:" not in result.stderr, result.stderr
+
+
+def test_ready_line_and_status_show_the_tasks_a_worker_offers(nameserver, processes):
+    args = ["--name", "cat", "--services", "compute", "--pool", "thread", "--tasks", TASKS_FILE]
+    line = processes.add(ManagedProcess(["worker", "--ns", nameserver, *args])).wait_ready()
+    offered = int(line.split(" tasks ")[1].split()[0])
+    result = run_cli("status", "--ns", nameserver, "--json")
+    (w,) = json.loads(result.stdout)["workers"]
+    assert len(w["tasks"]) == offered and {"add", "fail", "interval", "unsendable"} <= set(w["tasks"])
+    table = run_cli("status", "--ns", nameserver)
+    (row,) = [x for x in table.stdout.splitlines() if " cat " in x and "compute" in x]
+    assert f" {offered} " in row, table.stdout
+
+
+def test_worker_logs_a_timeout_one_line(tmp_path, nameserver, processes):
+    worker = processes.add(
+        ManagedProcess(["worker", "--ns", nameserver, "--services", "compute", "--pool", "thread"])
+    )
+    worker.wait_ready()
+    job = tmp_path / "job.yaml"
+    job.write_text("tasks:\n  - id: nap\n    call: sleep\n    args: [3]\n    timeout: 0.3\n    retries: 0\n")
+    result = run_cli("submit", str(job), "--ns", nameserver, "--quiet", cwd=tmp_path)
+    assert result.returncode == 1, result
+    lines = wait_for(lambda: [x for x in worker.output if "task sleep timed out" in x], 10, what="log")
+    assert len(lines) == 1 and " INFO pyrocluster.worker: " in lines[0], lines
