@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -334,3 +336,16 @@ def test_pipeline_example_job(tmp_path):
     assert sorted(k for k in records if k.startswith("counts-")) == [f"counts-{k}" for k in range(4)]
     assert records["total:on_success"]["status"] == "ok" and records["job:on_success"]["status"] == "ok"
     assert json.loads(result.stdout)["ok"] == 10
+
+
+def test_pipeline_example_script_with_futures(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pipeline.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == "[['the', 4], ['dog', 2], ['brown', 1]]", result
