@@ -16,8 +16,9 @@ from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
+from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
+from pyrocluster.jobs.spec import JobSpec
 from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000

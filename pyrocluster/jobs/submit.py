@@ -17,8 +17,9 @@ from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
+from pyrocluster.jobs.items import called_tasks, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, called_tasks, load_job, required_tags
+from pyrocluster.jobs.spec import JobSpec, load_job
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 

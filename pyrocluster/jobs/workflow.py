@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
-from pyrocluster.jobs.spec import CallbackSpec, JobSpec, TaskItem, callbacks_of, count_task_items, items_of
+from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, items_of
+from pyrocluster.jobs.spec import CallbackSpec, JobSpec
 
 Write = Callable[[list[dict[str, Any]]], None]
 KEPT_CHUNK = 1024

@@ -10,7 +10,8 @@ import pytest
 
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.graph import Flow, Graph, Step, callback_id, find_refs, resolve, should_fire, unit_ids
-from pyrocluster.jobs.spec import JobSpec, callbacks_of, count_task_items, items_of, load_job, task_names
+from pyrocluster.jobs.items import callbacks_of, count_task_items, items_of, task_names
+from pyrocluster.jobs.spec import JobSpec, load_job
 
 
 def load(tmp_path: Path, text: str) -> JobSpec:

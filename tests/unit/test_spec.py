@@ -13,14 +13,8 @@ from hypothesis import strategies as st
 
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs import yamlread
-from pyrocluster.jobs.spec import (
-    TaskItem,
-    count_task_items,
-    iter_task_items,
-    load_job,
-    required_tags,
-    task_names,
-)
+from pyrocluster.jobs.items import TaskItem, count_task_items, iter_task_items, required_tags, task_names
+from pyrocluster.jobs.spec import load_job
 
 
 def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pyrocluster import render
-from pyrocluster.jobs.spec import TaskItem, load_job
+from pyrocluster.jobs.items import TaskItem
+from pyrocluster.jobs.spec import load_job
 from pyrocluster.jobs.workflow import Workflow
 
 JOB = """
