@@ -114,7 +114,7 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
 
     async def _wait(
         self, future: asyncio.Future[None], timeout: float | None, error: type[Exception]
-    ) -> None:  # noqa: E501
+    ) -> None:
         timer = None
         if timeout is not None:
             timer = self._loop.call_later(timeout, _expire, future, error)

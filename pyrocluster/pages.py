@@ -53,8 +53,6 @@ PARSER_THREADS = 2
 OPTION_KEYS = frozenset({"max_bytes", "timeout", "extract", "user_agent", "body", "any_status"})
 """Options ``fetch`` understands; any other key is refused so that typos do not pass silently."""
 
-__all__ = ["MAX_URL_CHARS", "PageFetcher", "check_options"]
-
 # HTTP statuses worth another attempt: the server said "later", not "never".
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 

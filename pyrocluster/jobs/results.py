@@ -255,6 +255,11 @@ class ResultsStore:
         with self._lock:
             return key in self._offsets
 
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s line at compaction (a dynamic map's own line once it has items instead)."""
+        with self._lock:
+            self._offsets.pop(key, None)
+
     @property
     def distinct_ids(self) -> int:
         """Number of distinct ids in the open file."""

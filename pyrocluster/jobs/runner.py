@@ -17,7 +17,7 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.results import ResultsStore
-from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items, iter_task_items
+from pyrocluster.jobs.spec import JobSpec, TaskItem, count_task_items
 from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
@@ -289,7 +289,7 @@ class JobRunner:
         self._started = time.monotonic()
         self._stop = stop
         self._recorder_thread.start()
-        self.workflow = Workflow(self.spec, kept, self._append)
+        self.workflow = Workflow(self.spec, kept, self._append, self._store.forget)
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
@@ -312,10 +312,12 @@ class JobRunner:
     def _cancel(self, kept: dict[str, dict[str, Any]]) -> None:
         """Stop the job: its calls are cancelled (on the workers too), then every task that has no
         outcome yet is recorded ``cancelled``, so ``--resume`` runs exactly those."""
+        assert self.workflow is not None
+        unfinished = self.workflow.cancel()  # first: cancelled outcomes skip nothing downstream
         self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
         self._drain(self._stop)
         batch: list[dict[str, Any]] = []
-        for item in iter_task_items(self.spec):
+        for item in unfinished:
             if item.id not in kept and not self._store.has(item.id):
                 batch.append(cancelled_record(item))
                 if len(batch) >= SUBMIT_CHUNK:

@@ -42,10 +42,18 @@ def callback_item(
 class Workflow:
     """One run of a job's compute tasks through its dependency graph (thread-safe)."""
 
-    def __init__(self, spec: JobSpec, kept: dict[str, dict[str, Any]], write: Write) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        kept: dict[str, dict[str, Any]],
+        write: Write,
+        forget: Callable[[str], None] = lambda key: None,
+    ) -> None:
         self.spec = spec
         self._write = write
         """Writes (and counts) records decided without a fresh outcome (from kept ones)."""
+        self._forget = forget
+        """Drops a stale line from the results file (at compaction)."""
         self.kept = kept
         self.total = count_task_items(spec)
         """Records the job will have: grows as dynamic maps expand and callbacks fire."""
@@ -63,6 +71,7 @@ class Workflow:
         self.flow = Flow(graph, followed=with_callbacks)
         self._any_callback = bool(with_callbacks)
         self._tracking = self._any_callback or graph.has_edges
+        self._cancelled = False
         self._pending_records: list[dict[str, Any]] = []
         with self._cond:
             self._apply(self.flow.start())
@@ -97,13 +106,15 @@ class Workflow:
                 yield from self._node_items(node, values)
 
     def _has_work(self) -> bool:
-        return bool(self._ready or self._callbacks or self.flow.open_nodes == 0)
+        """Something to hand out, or nothing more to wait for (all done, or cancelled)."""
+        return bool(self._ready or self._callbacks or self.flow.open_nodes == 0 or self._cancelled)
 
     def _node_items(self, node: Node, values: dict[str, Any]) -> Iterator[TaskItem]:
         task = self.spec.tasks[node.index]
         if node.dynamic:
             with self._cond:
                 self.total += node.count or 0
+            self._forget(node.id)  # a line an earlier run wrote for the map before it had items
         kept_now: list[dict[str, Any]] = []
         first = True
         for item in items_of(task, self.spec.defaults, values):
@@ -137,6 +148,34 @@ class Workflow:
             self._outcomes([r for r in records if r.get("kind") == "compute"])
             out, self._pending_records = self._pending_records, []
             return out
+
+    def cancel(self) -> Iterator[TaskItem]:
+        """Stop following outcomes (a cancelled job records what is unfinished ``cancelled``, not skipped).
+
+        Returns every call of the job, dynamic maps included (one not expanded yet: its own id), for
+        the runner to record those without an outcome; their values are not resolved.
+        """
+        with self._cond:
+            self._cancelled = True
+            self._tracking = False
+            self._ready.clear()
+            self._callbacks.clear()
+            self._cond.notify_all()
+        return self._every_item()
+
+    def _every_item(self) -> Iterator[TaskItem]:
+        for node in self.flow.graph.nodes.values():
+            task = self.spec.tasks[node.index]
+            if not node.dynamic:
+                yield from items_of(task, self.spec.defaults)
+                continue
+            like = next(items_of(task.model_copy(update={"map": None}), self.spec.defaults))
+            if node.count is None:
+                with self._cond:
+                    self.total += 1
+                yield like
+            else:
+                yield from (like._replace(id=f"{node.id}-{k}") for k in range(node.count))
 
     def job_callback(self, summary: dict[str, Any], failed: bool) -> TaskItem | None:
         """The job-level callback to run with ``summary``, unless absent or already recorded."""

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 import Pyro5.api
 
 from pyrocluster import codec
-from pyrocluster.pages import LARGEST_TIMEOUT_S, MAX_URL_CHARS, PageFetcher
+from pyrocluster.pageparse import MAX_URL_CHARS
+from pyrocluster.pages import LARGEST_TIMEOUT_S, PageFetcher
 from pyrocluster.tasks import ERROR, TRANSIENT
 
 MAX_BATCH = 10_000

@@ -65,7 +65,7 @@ def test_status_unreachable_is_exit_3():
 def test_worker_unreachable_nameserver_is_exit_3():
     sock, port = free_port_in_use()
     sock.close()
-    result = run_cli("worker", "--ns", f"127.0.0.1:{port}", "--services", "compute", "--wait", "0")
+    result = run_cli("worker", "--ns", f"127.0.0.1:{port}", "--wait", "0.5", "--services", "compute")
     assert result.returncode == 3, result
     assert "cannot reach the name server" in result.stderr
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -216,6 +218,32 @@ tasks:
     assert (summary["ok"], summary["skipped"], summary["total"]) == (3, 0, 3)
 
 
+def test_ctrl_c_records_waiting_tasks_cancelled_and_resume_finishes(tmp_path, cluster):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "tasks:\n  - {id: slow, call: timed_sum, args: [1], kwargs: {seconds: 30}}\n"
+        "  - {id: dyn, call: add, map: {$result: fast}, kwargs: {b: 1}}\n"
+        "  - {id: fast, call: echo, args: [[1, 2]], needs: [slow]}\n"
+        "  - {id: last, call: echo, args: [{$result: dyn}]}\n"
+    )
+    proc = start_submit(job, cluster, tmp_path, "--json")
+    try:
+        wait_for(lambda: not workers_idle(cluster), 30, what="the slow task running")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130, stderr
+    records = records_of(tmp_path / "job.results.jsonl")
+    assert {key: r["status"] for key, r in records.items()} == dict.fromkeys(
+        ("slow", "dyn", "fast", "last"), "cancelled"
+    )
+    job.write_text(job.read_text().replace("seconds: 30", "seconds: 0"))
+    code, summary, records = submit(tmp_path, cluster, job.read_text(), "--resume")
+    assert code == 0 and records["last"]["result"] == [2, 3] and "dyn" not in records, summary
+
+
 def graph_job(log: Path, cblog: Path, n: int = 200, seed: int = 7) -> str:
     """A layered graph of ``n`` nodes (10 per layer), each after 1-2 nodes of the layer before."""
     rng = random.Random(seed)
@@ -308,3 +336,16 @@ def test_pipeline_example_job(tmp_path):
     assert sorted(k for k in records if k.startswith("counts-")) == [f"counts-{k}" for k in range(4)]
     assert records["total:on_success"]["status"] == "ok" and records["job:on_success"]["status"] == "ok"
     assert json.loads(result.stdout)["ok"] == 10
+
+
+def test_pipeline_example_script_with_futures(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pipeline.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == "[['the', 4], ['dog', 2], ['brown', 1]]", result

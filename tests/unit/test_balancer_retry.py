@@ -10,6 +10,8 @@ from pyrocluster.coordinator.balancer import (
     BatchSizer,
     CallCost,
     choose,
+    cost_key,
+    hold,
     share,
 )
 from pyrocluster.coordinator.retry import BACKOFF_MAX_S, Quarantine, attempts_left
@@ -116,6 +118,15 @@ def test_cheap_calls_wait_for_a_reply_while_enough_batches_are_out():
     # A full batch goes whatever is out.
     full = sizer.next_size(queued=5000, free_slots_total=64, cost=cost, in_flight=CHEAP_IN_FLIGHT)
     assert full == MAX_BATCH
+
+
+def test_cost_is_kept_per_task_and_only_cheap_calls_are_held():
+    add, sleep = ("compute", frozenset(), "add", 0), ("compute", frozenset({"gpu"}), "sleep", 5)
+    assert cost_key(add) == ("compute", "add") != cost_key(sleep)
+    assert hold(learnt(1e-6), queued=10, in_flight=CHEAP_IN_FLIGHT)
+    assert not hold(learnt(1e-6), queued=10, in_flight=CHEAP_IN_FLIGHT - 1)
+    assert not hold(learnt(0.05), queued=10, in_flight=100)  # long calls never wait for a reply
+    assert not hold(CallCost(), queued=10, in_flight=100)  # nor calls of unknown cost
 
 
 def test_attempts_left_counts_further_attempts():

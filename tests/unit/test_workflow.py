@@ -129,3 +129,19 @@ def test_a_task_nobody_waits_for_still_fires_its_callback(tmp_path: Path) -> Non
     flow.recorded([ok(TaskItem("x", "echo", [], {}, (), 1.0, 0, False), None)])
     flow.recorded([ok(TaskItem("solo", "echo", [1], {}, (), 1.0, 0, False), 1)])
     assert [i.id for i in items] == ["solo:on_success"]
+
+
+def test_cancel_stops_the_cascade_and_lists_every_call_dynamic_maps_included(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "tasks:\n  - {id: src, call: echo, args: [[1, 2]]}\n  - {id: dyn, call: add, map: {$result: src}}\n"
+        "  - {id: after, call: echo, needs: [dyn]}\n"
+    )
+    flow = Workflow(load_job(path), {}, [].extend)
+    items = flow.items(threading.Event())
+    (src,) = take(items)
+    unfinished = flow.cancel()
+    cancelled = {"id": "src", "kind": "compute", "call": "echo", "status": "cancelled"}
+    assert flow.recorded([cancelled]) == []  # nothing recorded skipped: all of it is cancelled
+    assert [i.id for i in unfinished] == ["src", "dyn", "after"] and flow.total == 3
+    assert list(items) == []
