@@ -298,6 +298,8 @@ class JobRunner:
         cancelled = stop.is_set() and self.write_error is None
         if cancelled:
             self._cancel(kept)
+        elif stop.is_set():
+            self._grace()
         if not stop.is_set():
             summary = self._summary(False)
             callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
@@ -316,7 +318,7 @@ class JobRunner:
         assert self.workflow is not None
         unfinished = self.workflow.cancel()  # first: cancelled outcomes skip nothing downstream
         self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
-        self._drain(self._stop)
+        self._grace()
         batch: list[dict[str, Any]] = []
         for item in unfinished:
             if item.id not in kept and not self._store.has(item.id):
@@ -349,14 +351,21 @@ class JobRunner:
             self._submit(chunk, stop)
 
     def _drain(self, stop: threading.Event) -> None:
-        """Wait for the calls in flight to be recorded; once stopped, only ``INTERRUPT_GRACE_S`` more."""
+        """Wait for the calls in flight to be recorded, or for ``stop``."""
         with self._room:
             while self._outstanding and not stop.is_set():
                 self._room.wait(0.2)
-            if stop.is_set():
-                deadline = time.monotonic() + INTERRUPT_GRACE_S
-                while self._outstanding and time.monotonic() < deadline:
-                    self._room.wait(0.1)
+
+    def _grace(self) -> None:
+        """Once stopped: at most ``INTERRUPT_GRACE_S`` more for outcomes already under way.
+
+        It comes after cancelling, whose outcomes settle at once: a cancelled job does not wait out
+        tasks that will never answer (SPEC 6: ``submit`` exits within 5 s).
+        """
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        with self._room:
+            while self._outstanding and time.monotonic() < deadline:
+                self._room.wait(0.1)
 
     def _submit(self, chunk: list[Call], stop: threading.Event) -> bool:
         """Hand calls to the cluster once the window has room; False when stopped first."""
