@@ -37,7 +37,7 @@ def _patch() -> None:
     run_batch._pyroExposed = True  # type: ignore[attr-defined]
     run_batch._bench_traced = True  # type: ignore[attr-defined]
     run_batch.__doc__ = original.__doc__
-    cls.run_batch = run_batch  # type: ignore[method-assign]
+    cls.run_batch = run_batch  # type: ignore[method-assign,assignment]
 
 
 _patch()

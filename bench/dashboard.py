@@ -11,6 +11,7 @@ end times, so the dashboard prunes them exactly as it would after an hour.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import threading
 import time
@@ -142,7 +143,7 @@ def fast_forward(settings: Settings, ns: Any, pid: int, minutes: int, minute_s: 
                         "failed": 50, "skipped": 0, "retried": 3, "in_flight": 64, "rate": 333.0,
                         "eta_s": 10.0, "failures_seen": done["n"]}  # fmt: skip
 
-            uri = str(daemon.register(JobProgress(job_id, snapshot, lambda f=failures: f)))
+            uri = str(daemon.register(JobProgress(job_id, snapshot, functools.partial(list, failures))))
             registry.register_job(ns, job_id, uri)
             time.sleep(minute_s)
             client.get(url + "/api/dashboard")

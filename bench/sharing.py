@@ -99,8 +99,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20_000)
     args = ap.parse_args()
 
-    from pyrocluster import Cluster
     from pyrocluster.auth import make_proxy
+    from pyrocluster.coordinator.cluster import Cluster
 
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp, Cluster.local(workers=2) as local:
