@@ -260,7 +260,8 @@ def results_view(data: dict[str, Any], show_failed: bool) -> Group:
     from rich.panel import Panel
 
     title = f"Results {data['file']}" + (f" (job {data['job']})" if data.get("job") else "")
-    table = Table(title=title, title_justify="left", show_header=False)
+    # The title is a line of its own: as a table title it would wrap at the narrow table's width.
+    table = Table(show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
     run = {None: "unknown (no run file)", True: "yes", False: "[red]no[/] (finish it with submit --resume)"}
@@ -270,7 +271,7 @@ def results_view(data: dict[str, Any], show_failed: bool) -> Group:
     table.add_row("run finished", run[data.get("finished")])
     for worker, n in sorted(data["workers"].items()):
         table.add_row(f"ok on {worker}", str(n))
-    parts: list[Any] = [table]
+    parts: list[Any] = [Text(title, style="italic"), table]
     failures = data.get("failures") or []
     if failures and show_failed:
         for record in failures:

@@ -22,11 +22,13 @@ def write(path: Path, *records: dict, tail: str = "") -> Path:
 
 def test_summary_lists_failures_and_failed_shows_tracebacks(tmp_path):
     first_try = {**OK, "id": "broken", "status": "failed", "error": {"type": "X", "message": "old"}}
-    path = write(tmp_path / "r.jsonl", first_try, OK, FAILED)
-    (tmp_path / "r.jsonl.run.json").write_text('{"job": "demo", "finished": true}')
+    where = tmp_path / ("a-long-directory-name-" * 3)  # a long path must not wrap the title line
+    where.mkdir()
+    path = write(where / "r.jsonl", first_try, OK, FAILED)
+    (where / "r.jsonl.run.json").write_text('{"job": "demo", "finished": true}')
     result = run_cli("results", str(path))
     assert result.returncode == 0, result
-    assert "(job demo)" in result.stdout and "RuntimeError: boom" in result.stdout
+    assert f"{path} (job demo)" in result.stdout and "RuntimeError: boom" in result.stdout
     assert "Traceback" not in result.stdout and "old" not in result.stdout  # the later line wins
     result = run_cli("results", str(path), "--failed")
     assert result.returncode == 0, result

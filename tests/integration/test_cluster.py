@@ -9,6 +9,7 @@ from collections import defaultdict
 import pytest
 
 from pyrocluster import Cluster, TaskFailed, WorkerUnavailable
+from pyrocluster.tasks import count_primes
 from tests.conftest import TASKS_FILE, wait_for
 
 
@@ -121,19 +122,14 @@ def test_tags_route_calls_to_workers_that_carry_them(nameserver, worker_factory)
         assert {f.result(timeout=30) and f.worker for f in futures} == {"gpu"}
 
 
-@pytest.mark.slow
-def test_two_workers_beat_one_on_cpu_bound_work(nameserver, worker_factory):
-    ranges = [(10**9 + k * 15_000_000, 10**9 + (k + 1) * 15_000_000) for k in range(12)]
-    worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "solo")
+def test_cpu_bound_work_spreads_over_both_workers(nameserver, worker_factory):
+    """Both one-slot workers run the CPU-bound tasks (the speed-up itself is bench W2's to measure)."""
+    ranges = [(10**9 + k * 5_000_000, 10**9 + (k + 1) * 5_000_000) for k in range(12)]
+    worker_factory(2, "--concurrency", "1", "--services", "compute")
     with Cluster(nameserver) as cluster:
-        start = time.monotonic()
-        one = list(cluster.starmap("count_primes", ranges))
-        t_one = time.monotonic() - start
-        worker_factory(1, "--concurrency", "1", "--services", "compute", "--name", "second")
-        wait_for(lambda: len(cluster.status()["workers"]) == 2, 10)
-        time.sleep(1.5)  # one discovery round so the coordinator knows the second worker
-        start = time.monotonic()
-        two = list(cluster.starmap("count_primes", ranges))
-        t_two = time.monotonic() - start
-    assert one == two
-    assert t_one / t_two > 1.3, f"1 worker {t_one:.2f} s, 2 workers {t_two:.2f} s"
+        wait_for(lambda: cluster.capacity("compute") == 2, 10, what="both workers known")
+        futures = [cluster.submit("count_primes", lo, hi) for lo, hi in ranges]
+        counts = [f.result(timeout=60) for f in futures]
+        shares = {w: sum(f.worker == w for f in futures) for w in {f.worker for f in futures}}
+    assert counts == [count_primes(lo, hi) for lo, hi in ranges]
+    assert len(shares) == 2 and min(shares.values()) >= 3, shares
