@@ -22,6 +22,7 @@ a strict subset of both, which gives the same values in both:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
@@ -43,6 +44,11 @@ _TOKEN = (
 _ITEM = rf"- [\[{{]{_TOKEN}*+"
 _RUN = re.compile(rf"^( *){_ITEM}(?:\n\1{_ITEM})*$", re.MULTILINE)
 _KEY = re.compile(r'"[^"]*"( *:)?')
+_CANDIDATE = re.compile(r"^( *)- [\[{][^\n]*(?:\n\1- [\[{][^\n]*)*", re.MULTILINE)
+_STRING = re.compile(r'"[ !#-\[\]-~]*"')
+_PLAIN_CHARS = str.maketrans("", "", "0123456789 ,:[]{}.-\n")
+_NUMBER_CHARS = str.maketrans("0123456789.", "n" * 11)
+_LONG_NUMBER = "n" * 16
 
 
 @dataclass
@@ -76,14 +82,14 @@ def _decode(content: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _segments(contents: list[str]) -> list[tuple[int, int, list[Any]]]:
-    """``(first, end, values)`` of the stretches of lines that decode (a bad line is left to YAML)."""
-    try:
-        values = [orjson.loads(c) for c in contents]
-        if not any("{" in c for c in contents):
-            return [(0, len(contents), values)]
-    except orjson.JSONDecodeError:
-        pass
+def _segments(contents: list[str], curly: bool) -> list[tuple[int, int, list[Any]]]:
+    """``(first, end, values)`` of the stretches of lines that decode (a bad line is left to YAML);
+    ``curly``: some line holds an object (its keys are checked)."""
+    if not curly:
+        try:
+            return [(0, len(contents), list(map(orjson.loads, contents)))]
+        except orjson.JSONDecodeError:
+            pass
     out: list[tuple[int, int, list[Any]]] = []
     first, values = 0, []
     for k, content in enumerate(contents):
@@ -99,6 +105,30 @@ def _segments(contents: list[str]) -> list[tuple[int, int, list[Any]]]:
     return out
 
 
+def _plain(block: str) -> bool:
+    """True when every line of ``block`` is within the grammar, checked at C speed for the usual case:
+    no character outside strings but digits, spaces, ``[]{},:.-`` and the three literals, and no
+    number of more than 15 characters (``_RUN`` judges the other blocks token by token)."""
+    if '"' in block:
+        block = _STRING.sub("", block)
+    if "e" in block or "l" in block:
+        block = block.replace("true", "").replace("false", "").replace("null", "")
+    return not block.translate(_PLAIN_CHARS) and _LONG_NUMBER not in block.translate(_NUMBER_CHARS)
+
+
+def _blocks(text: str) -> Iterator[tuple[int, str, str]]:
+    """``(start, indent, block)`` of each run of item lines in ``text`` that keeps to the grammar."""
+    for candidate in _CANDIDATE.finditer(text):
+        block = candidate.group(0)
+        if block.count("\n") + 1 < MIN_RUN:
+            continue
+        if _plain(block):
+            yield candidate.start(), candidate.group(1), block
+            continue
+        for match in _RUN.finditer(text, candidate.start(), candidate.end()):
+            yield match.start(), match.group(1), match.group(0)
+
+
 def find_runs(text: str) -> Runs | None:
     """The text with each run of at least ``MIN_RUN`` JSON-style items as one placeholder, or None."""
     if "- [" not in text and "- {" not in text:
@@ -111,23 +141,25 @@ def find_runs(text: str) -> Runs | None:
     pos = 0
     removed = 0  # lines dropped so far: the placeholder's line in the new text
     seen, seen_lines = 0, 0  # where lines have been counted up to, and how many
-    for match in _RUN.finditer(text):
-        block = match.group(0)
-        lines = block.split("\n")
-        if len(lines) < MIN_RUN:
+    for start, indent, block in _blocks(text):
+        prefix = indent + "- "
+        contents = block[len(prefix) :].replace("\n" + prefix, "\n").split("\n")
+        if len(contents) < MIN_RUN:
             continue
-        indent = match.group(1)
-        cut = len(indent) + 2
-        segments = _segments([line[cut:] for line in lines])
+        segments = _segments(contents, "{" in block)
         if not segments:
             continue
-        seen_lines += text.count("\n", seen, match.start())
-        seen = match.start()
-        starts = list(accumulate((len(line) + 1 for line in lines), initial=match.start()))
+        seen_lines += text.count("\n", seen, start)
+        seen = start
+        if len(segments) == 1 and segments[0][:2] == (0, len(contents)):  # the whole block, as usual
+            line_starts = {0: start, len(contents): start + len(block) + 1}
+        else:
+            lengths = (len(prefix) + len(c) + 1 for c in contents)
+            line_starts = dict(enumerate(accumulate(lengths, initial=start)))
         for first, end, values in segments:
-            begin, stop = starts[first], starts[end] - 1
+            begin, stop = line_starts[first], line_starts[end] - 1
             parts.append(text[pos:begin])
-            parts.append(f"{indent}- {placeholder}")
+            parts.append(f"{prefix}{placeholder}")
             line = seen_lines + first - removed
             runs.items[line] = values
             removed += end - first - 1

@@ -211,24 +211,32 @@ class ResultsStore:
 
     def append_many(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write records as lines with one write; return them as written (see :func:`encode_or_failure`)."""
-        lines = []
+        keys: list[str] = []
+        lines: list[bytes] = []
         written: list[dict[str, Any]] = []
+        dumps, default = orjson.dumps, _default
         for record in records:
             key = record.get("id")
             if not isinstance(key, str):
                 raise ValueError("a results record needs a string 'id'")
-            record, line = encode_or_failure(record)
+            try:  # encode_record's hot path inline: this loop runs once per outcome
+                line = dumps(record, default=default, option=_ORJSON_OPTIONS)
+            except TypeError:
+                record, line = encode_or_failure(record)
             written.append(record)
-            lines.append((key, line))
+            keys.append(key)
+            lines.append(line)
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"{self.path} is not open")
             if self._broken:
                 raise OSError(f"{self.path}: an earlier write failed")
-            self._write(b"".join(line for _, line in lines))
-            for key, line in lines:
-                self._offsets[key] = self._size
-                self._size += len(line)
+            self._write(b"".join(lines))
+            offsets, size = self._offsets, self._size
+            for key, line in zip(keys, lines, strict=True):
+                offsets[key] = size
+                size += len(line)
+            self._size = size
             self._lines += len(lines)
             now = self._clock()
             if now - self._last_sync >= self.fsync_interval_s:

@@ -17,6 +17,7 @@ from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
+from pyrocluster.jobs.collector import fewer_collections
 from pyrocluster.jobs.items import called_tasks, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, load_job
@@ -84,6 +85,16 @@ def submit_job(
 
     ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
     """
+    with fewer_collections():
+        return _submit(settings, options, stop, show)
+
+
+def _submit(
+    settings: Settings,
+    options: SubmitOptions,
+    stop: threading.Event,
+    show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
+) -> JobSummary:
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
     runfile.check_start(output, spec.name, options.resume, options.overwrite)

@@ -8,6 +8,7 @@ was written; waiting tasks cost memory, never a thread.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -116,12 +117,17 @@ class Workflow:
             with self._cond:
                 self.total += node.count or 0
             self._forget(node.id)  # a line an earlier run wrote for the map before it had items
+        items = items_of(task, self.spec.defaults, values)
+        first = next(items, None)
+        if first is None:
+            return
+        self._like[node.id] = first
+        if not self.kept:  # nothing to skip: hand the items straight through
+            yield first
+            yield from items
+            return
         kept_now: list[dict[str, Any]] = []
-        first = True
-        for item in items_of(task, self.spec.defaults, values):
-            if first:
-                self._like[node.id] = item
-                first = False
+        for item in itertools.chain((first,), items):
             record = self.kept.get(item.id)
             if record is None:
                 yield item

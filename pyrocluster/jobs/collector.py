@@ -1,0 +1,41 @@
+"""Fewer passes of Python's cycle collector while a job runs.
+
+A job allocates several objects per task (its call, the reply's values, the record) and keeps
+thousands of them alive while they are in flight, so with the default thresholds the collector
+runs every few hundred allocations and, as the heap grows, rescans all of it: about a fifth of
+the coordinator's time on a job of tiny tasks. None of those objects form cycles, so collecting
+less often loses nothing; reference counting still frees them at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+YOUNG_THRESHOLD = 50_000
+"""Allocations between two collections of the youngest generation while a job runs (default 700)."""
+
+_lock = threading.Lock()
+_depth = 0
+_saved: tuple[int, int, int] = (0, 0, 0)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Raise the youngest generation's threshold for the duration (nested and concurrent uses share it)."""
+    global _depth, _saved
+    with _lock:
+        if _depth == 0:
+            _saved = gc.get_threshold()
+            if _saved[0]:  # 0: collection is off, leave it so
+                gc.set_threshold(max(_saved[0], YOUNG_THRESHOLD), _saved[1], _saved[2])
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                gc.set_threshold(*_saved)
