@@ -145,15 +145,7 @@ class ComputeService:
                 return {"busy": True, "load": self._gate.load()}
             for (place, *_rest), outcome in zip(runnable, ran, strict=True):
                 outcomes[place] = outcome
-        names = task_names(calls)
-        ended = [
-            (n, o)
-            for n, o in zip(names, outcomes, strict=True)
-            if o is not None and o[0] not in (tasks.NOT_RUN, tasks.CANCELLED)
-        ]
-        done = [o for _, o in ended]
-        self._state.record(done)
-        self._state.count_tasks([n for n, _ in ended], done)
+        self._state.finished(task_names(calls), outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
 
     def _run(self, sender: str, runnable: list[tuple[int, str, list[Any], int]]) -> list[Outcome] | None:

@@ -188,7 +188,7 @@ def test_a_task_holding_the_interpreter_lock_is_killed_at_the_fallback_deadline(
     started = time.monotonic()
     reply = w.run_batch([w.call("add", 1, 1), w.call("hog", 10**11, timeout=0.3), w.call("add", 2, 2)])
     elapsed = time.monotonic() - started
-    # the watchdog inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
+    # the timer's handler inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
     assert kinds(reply) == [tasks.NOT_RUN, tasks.TIMEOUT, tasks.NOT_RUN], reply
     assert decoded(reply["outcomes"][1])[1]["type"] == "TaskTimeout"
     assert 0.7 < elapsed < 6, elapsed
