@@ -158,7 +158,9 @@ def test_a_late_reply_goes_back_to_the_loop(wire: Wire, uri: str, settings: Sett
     assert out.get(timeout=20) == ("released", "test-wire")
 
 
-def test_a_cut_or_a_deadline_reaches_a_caller_reading_its_reply(wire: Wire, uri: str, settings: Settings) -> None:
+def test_a_cut_or_a_deadline_reaches_a_caller_reading_its_reply(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
     channel = Channel(uri, settings)
     assert call(wire, channel, "add", 1, 1) == 2
     seen: list[BaseException | None] = []
