@@ -6,6 +6,8 @@ from typing import Any
 
 import yaml
 
+from pyrocluster.jobs.jsonruns import Runs, find_runs
+
 _YAML = "tag:yaml.org,2002:"
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _START = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
@@ -54,21 +56,61 @@ def _scalar(event: Any, loader: Any) -> Any:
     return value
 
 
+class _Moved(Exception):
+    """A placeholder of :mod:`jsonruns` did not land as a block-sequence item where it was put."""
+
+
 def read_yaml(text: str) -> Any:
     """Load YAML like ``_Loader`` does, building objects straight from the C parser's events.
 
     PyYAML's constructor keeps a node per value and takes ~40 s on a 1,000,000-item ``map``;
-    this takes a few seconds. Rare features fall back to the full loader.
+    this takes a few seconds, and long runs of JSON-style items (``- [1, 2]``) are decoded by
+    orjson (see :mod:`pyrocluster.jobs.jsonruns`). Rare features fall back to the full loader;
+    errors are always those of the original text.
     """
+    runs = find_runs(text)
+    if runs is not None:
+        try:
+            return _from_events(runs.text, runs)
+        except (_Slow, _Moved, yaml.YAMLError):
+            pass  # the original text decides, errors and line numbers included
+    try:
+        return _from_events(text, None)
+    except _Slow:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+
+
+def _splice(runs: Runs, event: Any, stack: list[list[Any]]) -> None:
+    """Put a run's items where its placeholder is, or raise ``_Moved`` if it is not a block item."""
+    items = runs.items.pop(event.start_mark.line, None)
+    top = stack[-1] if stack else None
+    if (
+        items is None
+        or not event.implicit[0]
+        or event.anchor
+        or top is None
+        or type(top[0]) is not list
+        or top[4]  # a flow sequence (libyaml refuses "- " in one anyway)
+    ):
+        raise _Moved
+    top[0].extend(items)
+
+
+def _from_events(text: str, runs: Runs | None) -> Any:
+    """The document of ``text`` with ``runs`` spliced in; ``_Slow`` for what the full loader must do."""
     loader = _Loader(text)
-    stack: list[list[Any]] = []  # [container, pending key, has key, key mark]
+    stack: list[list[Any]] = []  # [container, pending key, has key, key mark, flow style]
     anchors: dict[str, Any] = {}
     result, documents = None, 0
+    placeholder = runs.placeholder if runs is not None else None
     try:
         while True:
             event = loader.get_event()
             kind = type(event)
             if kind is yaml.ScalarEvent:
+                if event.value == placeholder:
+                    _splice(runs, event, stack)  # type: ignore[arg-type]
+                    continue
                 obj = _scalar(event, loader)
                 if event.anchor:
                     anchors[event.anchor] = obj
@@ -79,7 +121,7 @@ def read_yaml(text: str) -> Any:
                 obj = [] if is_list else {}
                 if event.anchor:
                     anchors[event.anchor] = obj
-                stack.append([obj, None, False, None])
+                stack.append([obj, None, False, None, event.flow_style])
                 continue
             elif kind in _END:
                 obj = stack.pop()[0]
@@ -93,6 +135,8 @@ def read_yaml(text: str) -> Any:
                     raise _Slow
                 continue
             elif kind is yaml.StreamEndEvent:
+                if runs is not None and runs.items:
+                    raise _Moved
                 return result
             else:
                 continue
@@ -110,9 +154,7 @@ def read_yaml(text: str) -> Any:
             elif isinstance(obj, (list, dict)):
                 raise _Slow
             else:
-                top[1:] = [obj, True, event.start_mark]
-    except _Slow:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+                top[1:4] = [obj, True, event.start_mark]
     finally:
         loader.dispose()
 
