@@ -90,10 +90,6 @@ class Call:
         """The queue it waits in: service, tags, task name and priority."""
         return (self.service, self.tags, self.name, self.priority)
 
-    def wire(self) -> list[Any]:
-        """The call as a worker receives it (docs/protocol.md)."""
-        return [str(self.id), self.name, self.payload, self.timeout_s, self.priority]
-
 
 class TaskFuture(Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` that also tells which worker ran the call and its attempts."""
@@ -211,7 +207,10 @@ class Batch:
 
     def request(self, sender: str) -> dict[str, Any]:
         """The ``run_batch`` request of protocol v2."""
-        return {"from": sender, "calls": [c.wire() for c in self.calls]}
+        return {
+            "from": sender,
+            "calls": [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls],
+        }
 
 
 Resolution = tuple[Call, Any, "BaseException | None"]

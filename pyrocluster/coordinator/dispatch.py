@@ -39,6 +39,7 @@ from pyrocluster.coordinator.policy import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
+from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -98,9 +99,17 @@ class Dispatcher:
 
     def _new_link(self, entry: WorkerEntry, owner: Any) -> Link:
         """A link on the transport every link of this dispatcher shares (made with the first)."""
-        if self._transport is None:
-            self._transport = Transport()
-        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._transport)
+        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._shared_transport())
+
+    def _shared_transport(self) -> Transport:
+        with self._cond:
+            if self._transport is None:
+                self._transport = Transport()
+            return self._transport
+
+    def wire(self) -> Wire:
+        """The multiplexed wire of this dispatcher's links, for other calls to workers (status)."""
+        return self._shared_transport().wire
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""

@@ -59,29 +59,65 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class _CallTimer:
+    """One real-time timer (``setitimer``, SIGALRM) for the deadline of the call in progress.
+
+    It is armed again only when it would go off too late for a new call. Calls of equal timeouts
+    start later and later, so a batch of quick calls arms it about once per timeout, not once
+    per call: when it goes off early, :meth:`fired` arms it for the current call's deadline.
+    """
+
+    def __init__(self) -> None:
+        self.position = -1
+        self._deadline = math.inf
+        self._fires_at = math.inf
+
+    def start(self, position: int, deadline: float) -> None:
+        """Call ``position`` of the batch started; it must end by ``deadline`` (monotonic)."""
+        self.position, self._deadline = position, deadline
+        if deadline < self._fires_at:
+            self._arm(deadline)
+
+    def stop(self) -> None:
+        """No call is in progress (an armed timer that goes off later does nothing)."""
+        self.position, self._deadline = -1, math.inf
+
+    def fired(self) -> bool:
+        """The timer went off: True when the call in progress is past its deadline, else re-armed."""
+        self._fires_at = math.inf
+        if self.position < 0:
+            return False
+        if time.monotonic() >= self._deadline:
+            return True
+        self._arm(self._deadline)
+        return False
+
+    def _arm(self, at: float) -> None:
+        self._fires_at = at
+        signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 1e-6))
+
+
 def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> None:
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes.
 
-    Each call arms a one-shot real-time timer (``setitimer``) for its own timeout; the main
-    thread's SIGALRM handler replies for an overrunning batch and ends the process. The normal
-    path costs two system calls per call and wakes no other thread.
+    The main thread's SIGALRM handler (see :class:`_CallTimer`) replies for a batch whose call
+    in progress overran and ends the process. The normal path wakes no other thread.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
     for spec in task_modules:
         load_task_module(spec)
-    armed = [-1]  # the position the timer is armed for
+    timer = _CallTimer()
     run: BatchRun | None = None
 
     def started(position: int, at: float) -> None:
         progress[1] = at  # the start first: a reader that sees the new index never sees an older start
         progress[0] = position
-        armed[0] = position
         assert run is not None
-        signal.setitimer(signal.ITIMER_REAL, max(float(run.calls[position][2]), 1e-6))
+        timer.start(position, at + float(run.calls[position][2]))
 
     def overran(_signum: int, _frame: Any) -> None:
-        if run is not None and run.overrun(armed[0]):
+        if timer.fired() and run is not None and run.overrun(timer.position):
             conn.send_bytes(codec.pack([True, run.outcomes]))
             os._exit(0)
 
@@ -95,8 +131,7 @@ def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> Non
         budget, skip, calls = codec.unpack(data)
         run = BatchRun(calls, budget, skip, started)
         run.run()
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        armed[0] = -1
+        timer.stop()
         conn.send_bytes(codec.pack([False, run.outcomes]))
 
 
