@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
@@ -11,6 +12,9 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
+
+INLINE_WAIT_S = 0.05
+"""How long a thread waiting for a lone call's outcome reads the reply itself."""
 
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
@@ -86,10 +90,6 @@ class Call:
         """The queue it waits in: service, tags, task name and priority."""
         return (self.service, self.tags, self.name, self.priority)
 
-    def wire(self) -> list[Any]:
-        """The call as a worker receives it (docs/protocol.md)."""
-        return [str(self.id), self.name, self.payload, self.timeout_s, self.priority]
-
 
 class TaskFuture(Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` that also tells which worker ran the call and its attempts."""
@@ -99,6 +99,26 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self.call = call
         self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
         """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
+        self.reader: Callable[[float], bool] | None = None
+        """Set when the call went out alone: reads its reply on the calling thread (see result)."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's result, as ``Future.result``.
+
+        A call sent alone has its reply read by the thread that waits for it (one thread hand-off
+        less per call), retries sent from here included, for up to ``INLINE_WAIT_S``; after that
+        the loop thread reads.
+        """
+        start = time.monotonic()
+        window = INLINE_WAIT_S if timeout is None else min(timeout, INLINE_WAIT_S)
+        while self.reader is not None and not self.done():
+            reader, self.reader = self.reader, None  # a retry sent from here sets a new one
+            left = window - (time.monotonic() - start)
+            if left <= 0 or not reader(left):
+                break
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        return super().result(timeout)
 
     def cancel(self) -> bool:
         """The ``concurrent.futures`` meaning: True for a call that has not started (it never will).
@@ -114,6 +134,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
+        self.reader = None
         if self.done():
             return
         if isinstance(call.error, CancelledError):
@@ -179,9 +200,17 @@ class Batch:
         """The service the batch goes to."""
         return self.requirement[0]
 
+    def sent_on(self, reader: Callable[[float], bool]) -> None:
+        """The batch is on the wire: a lone call's future may read the reply with ``reader``."""
+        if len(self.calls) == 1 and type(self.calls[0].waiter) is TaskFuture:
+            self.calls[0].waiter.reader = reader
+
     def request(self, sender: str) -> dict[str, Any]:
         """The ``run_batch`` request of protocol v2."""
-        return {"from": sender, "calls": [c.wire() for c in self.calls]}
+        return {
+            "from": sender,
+            "calls": [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls],
+        }
 
 
 Resolution = tuple[Call, Any, "BaseException | None"]

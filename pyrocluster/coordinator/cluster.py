@@ -74,13 +74,19 @@ class Calls:
             ),
         )
 
-    def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
+    def _settings(self) -> tuple[frozenset[str], float, int, int]:
+        """Tags, timeout, retries and priority of the calls this view makes."""
         o, c = self._options, self._cluster
-        timeout_s = float(o.timeout or c.timeout)
-        retries = c.retries if o.retries is None else o.retries
-        return Call(
-            "compute", name, args, kwargs, o.tags, timeout_s, retries, False, waiter, None, o.priority
+        return (
+            o.tags,
+            float(o.timeout or c.timeout),
+            c.retries if o.retries is None else o.retries,
+            o.priority,
         )
+
+    def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
+        tags, timeout_s, retries, priority = self._settings()
+        return Call("compute", name, args, kwargs, tags, timeout_s, retries, False, waiter, None, priority)
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
@@ -115,6 +121,7 @@ class Calls:
         queued = 0
         chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
         submit = self._cluster.submit_calls
+        tags, timeout_s, retries, priority = self._settings()  # once, not per item
 
         def refill() -> None:
             nonlocal queued, chunk_size
@@ -123,7 +130,12 @@ class Calls:
                 if not args:
                     return
                 group = CallGroup(len(args))
-                calls = [self._call(name, a, no_kwargs, group) for a in args]
+                calls = [
+                    Call(
+                        "compute", name, a, no_kwargs, tags, timeout_s, retries, False, group, None, priority
+                    )
+                    for a in args
+                ]
                 chunks.append((group, calls))
                 queued += len(calls)
                 chunk_size = min(MAP_CHUNK, chunk_size * 2)
@@ -331,7 +343,7 @@ class Cluster:
 
     def status(self) -> dict[str, Any]:
         """The name server, the workers and the running jobs, as ``status --json`` prints them."""
-        return cluster_status(self.settings)
+        return cluster_status(self.settings, self._dispatcher.wire())
 
     # -- lifetime ----------------------------------------------------------------------------
 

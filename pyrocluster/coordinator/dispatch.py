@@ -39,6 +39,7 @@ from pyrocluster.coordinator.policy import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import decode_reply, failure_text
+from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -98,9 +99,17 @@ class Dispatcher:
 
     def _new_link(self, entry: WorkerEntry, owner: Any) -> Link:
         """A link on the transport every link of this dispatcher shares (made with the first)."""
-        if self._transport is None:
-            self._transport = Transport()
-        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._transport)
+        return WorkerLink(entry, owner, self.settings, self.probe_timeout_s, self._shared_transport())
+
+    def _shared_transport(self) -> Transport:
+        with self._cond:
+            if self._transport is None:
+                self._transport = Transport()
+            return self._transport
+
+    def wire(self) -> Wire:
+        """The multiplexed wire of this dispatcher's links, for other calls to workers (status)."""
+        return self._shared_transport().wire
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
@@ -146,8 +155,28 @@ class Dispatcher:
                 if type(call.waiter) is TaskFuture:
                     call.waiter.canceller = self.cancel
                 call.queued_at = now
+            if len(ready) == 1 and not self._back and self._room.empty() and self._send_alone(ready[0], now):
+                return
+            for call in ready:
                 self._room.add(call, now)
             self._dispatch_ready()
+
+    def _send_alone(self, call: Call, now: float) -> bool:
+        """Send one call with nothing else waiting straight to the freest worker (the path of
+        ``submit().result()`` one at a time); False when it must wait like any other."""
+        req = call.requirement
+        cands = self._candidates_for(req)
+        if not cands:
+            return False
+        key = balancer.cost_key(req)
+        cost = self._costs.get(key)
+        if cost is not None and balancer.hold(cost, 1, self._out[key]):
+            return False
+        rec = balancer.choose(cands, req[0], now, self._turn)
+        if rec is None:
+            return False
+        self._send(rec, Batch(req, [call]))
+        return True
 
     def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
         """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).

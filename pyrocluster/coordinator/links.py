@@ -231,7 +231,9 @@ class WorkerLink:
         # No deadline of our own (docs/protocol.md): the batch may wait in the worker's admission
         # queue, each call has its own timeout on the worker, and a worker that stops answering
         # is the prober's business (abort_calls cuts the connection).
+        call_no = channel.call_no + 1  # the number wire.call gives this call
         self._wire.call(channel, "run_batch", (request,), done)
+        batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
 
     def drop_unsent(self) -> None:
         """Nothing waits to be sent here: a batch is on the wire as soon as it is given."""

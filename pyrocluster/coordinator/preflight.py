@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
-import Pyro5.errors
-
-from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.fanout import call_each
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
@@ -19,16 +16,6 @@ PING_TIMEOUT_S = 2.0
 
 Need = tuple[str, frozenset[str]]
 """A service and the tags a worker offering it must carry."""
-
-
-def _call(entry: WorkerEntry, service: str, method: str, settings: Settings) -> object:
-    proxy = make_proxy(entry.uris[service], settings, timeout_s=PING_TIMEOUT_S)
-    try:
-        return getattr(proxy, method)()
-    except Pyro5.errors.PyroError:
-        return None
-    finally:
-        proxy._pyroRelease()
 
 
 def _describe(need: Need) -> str:
@@ -44,9 +31,8 @@ def wait_for_workers(settings: Settings, needs: Iterable[Need], wait_s: float) -
     try:
         while True:
             entries = registry.find_workers(ns)
-            with ThreadPoolExecutor(max_workers=max(1, min(32, len(entries)))) as pool:
-                alive = list(pool.map(lambda e: _call(e, CONTROL, "ping", settings), entries))
-            live = [e for e, ok in zip(entries, alive, strict=False) if ok]
+            answers = call_each(settings, [(e.uris[CONTROL], "ping") for e in entries], PING_TIMEOUT_S)
+            live = [e for e, (_, exc) in zip(entries, answers, strict=True) if exc is None]
             missing = [n for n in needs if not any(n[0] in e.uris and n[1] <= e.tags for e in live)]
             if not missing:
                 return live

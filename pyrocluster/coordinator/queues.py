@@ -39,6 +39,10 @@ class WaitingRoom:
         else:
             queue.append(call)
 
+    def empty(self) -> bool:
+        """True when no call waits."""
+        return not self._queues
+
     def levels(self) -> list[deque[Requirement]]:
         """Requirements by priority, highest first; each deque in turn order."""
         return [self._levels[p] for p in self._order]

@@ -1,17 +1,17 @@
-"""Gather ``status``: the name server, every worker's ``info()`` (in parallel), running and finished jobs."""
+"""Gather ``status``: the name server, every worker's ``info()`` (all at once), running and finished jobs."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import Pyro5.errors
 
 from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.fanout import call_each
+from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.jobs import finished
@@ -21,8 +21,6 @@ from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
@@ -45,6 +43,16 @@ def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
     }
 
 
+def worker_info(entry: WorkerEntry, info: Any) -> dict[str, Any]:
+    """A worker's status entry from its ``info()`` answer and its registration."""
+    if not isinstance(info, dict):
+        return unreachable_worker(entry)
+    info = dict(info)
+    info["address"] = entry.address
+    info.setdefault("tasks", [])
+    return info
+
+
 def ask_worker(
     entry: WorkerEntry,
     settings: Settings,
@@ -60,9 +68,7 @@ def ask_worker(
     if proxy is None:
         proxy = make_proxy(entry.uris[CONTROL], settings, timeout_s=timeout_s)
     try:
-        info = dict(proxy.info())
-        info["address"] = entry.address
-        info.setdefault("tasks", [])
+        info = worker_info(entry, proxy.info())
         stats = dict(proxy.task_stats()) if task_stats else None
         return info, stats
     except Pyro5.errors.PyroError:
@@ -112,14 +118,6 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
         ns._pyroRelease()
 
 
-def in_parallel(func: Callable[[T], R], items: list[T]) -> list[R]:
-    """``func`` over ``items``, one thread each (at most 64 at once), results in order."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(64, len(items))) as pool:
-        return list(pool.map(func, items))
-
-
 def status_document(
     settings: Settings,
     listing: Listing,
@@ -136,11 +134,23 @@ def status_document(
     }
 
 
-def cluster_status(settings: Settings) -> dict[str, Any]:
-    """Everything ``status --json`` prints; ClusterUnreachable when the name server is down."""
+def cluster_status(settings: Settings, wire: Wire | None = None) -> dict[str, Any]:
+    """Everything ``status --json`` prints; ClusterUnreachable when the name server is down.
+
+    Every worker and job is asked at once on ``wire`` (a coordinator's own), or on one made for it.
+    """
     listing = list_cluster(settings)
-    workers = in_parallel(lambda e: ask_worker(e, settings)[0], listing.workers)
-    running = in_parallel(lambda uri: ask_job(uri, settings), list(listing.jobs.values()))
+    job_uris = list(listing.jobs.values())
+    targets = [(e.uris[CONTROL], "info") for e in listing.workers] + [(uri, "progress") for uri in job_uris]
+    answers = call_each(settings, targets, INFO_TIMEOUT_S, wire)
+    workers = [
+        worker_info(entry, info) if exc is None else unreachable_worker(entry)
+        for entry, (info, exc) in zip(listing.workers, answers, strict=False)
+    ]
+    running = [  # a job that died without unregistering is not running
+        dict(progress) if exc is None and isinstance(progress, dict) else None
+        for progress, exc in answers[len(listing.workers) :]
+    ]
     return status_document(settings, listing, workers, running)
 
 

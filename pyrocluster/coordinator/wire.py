@@ -23,6 +23,8 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
+import select
 import selectors
 import socket
 import threading
@@ -69,10 +71,12 @@ class Channel:
         self.timed_out = False
         self.sent_at = 0.0
         self.call_no = 0
+        """Counts the calls it carried: a deadline belongs to one call, not to the channel."""
         self.sending = False
         """True while a thread writes the request (the loop waits for it before reading: TLS objects
         must not be read and written at once)."""
-        """Counts the calls it carried: a deadline belongs to one call, not to the channel."""
+        self.claimed = False
+        """True once a thread (the loop, or a caller in :meth:`Wire.receive_here`) reads the reply."""
 
     @property
     def connected(self) -> bool:
@@ -215,6 +219,7 @@ class Wire:
             fail(channel, Unsent("the connection was closed before sending"))
             return
         with self._lock:
+            channel.claimed = False
             try:
                 self._selector.register(sock, selectors.EVENT_READ, channel)
             except KeyError:  # the number of a socket closed while registered, now reused
@@ -259,8 +264,12 @@ class Wire:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
-                with self._lock, contextlib.suppress(KeyError, ValueError):
-                    self._selector.unregister(key.fileobj)
+                with self._lock:
+                    if channel.claimed:  # a caller reads this reply itself (receive_here)
+                        continue
+                    channel.claimed = True
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._selector.unregister(key.fileobj)
                 self._receive(channel)
             while self._deferred:
                 self._deferred.popleft()()
@@ -281,6 +290,44 @@ class Wire:
             self._finish(channel, None, exc)
         else:
             self._finish(channel, result, None)
+
+    def receive_here(self, channel: Channel, call_no: int, wait_s: float) -> bool:
+        """Read call ``call_no``'s reply on this thread if it comes within ``wait_s``: True if read.
+
+        A caller about to block on the outcome of a call it has just sent waits on the socket
+        itself, which saves the hand-off from the loop thread. When the reply is late, the call
+        goes back to the loop; deadlines and cuts work the same either way.
+        """
+        sock = channel.sock()
+        if threading.current_thread() is self._thread:  # a callback on the loop: the loop reads
+            return False
+        with self._lock:
+            if channel.claimed or not channel.busy or channel.call_no != call_no or sock is None:
+                return False
+            try:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):  # not registered yet (a pool thread is still sending)
+                return False
+            channel.claimed = True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        try:
+            ready = bool(poller.poll(math.ceil(wait_s * 1000)))
+        except OSError:
+            ready = True  # the socket is gone: reading reports the broken connection
+        if ready:
+            self._receive(channel)
+            return True
+        with self._lock:
+            channel.claimed = False
+            try:
+                self._selector.register(sock, selectors.EVENT_READ, channel)
+            except (KeyError, ValueError, OSError):
+                channel.claimed = True
+            else:
+                return False
+        self._receive(channel)  # the socket closed under us: report it from here
+        return True
 
     def _expire(self, now: float) -> None:
         while True:

@@ -11,6 +11,7 @@ import Pyro5.serializers
 
 from pyrocluster import codec, tasks
 from pyrocluster.services.state import WorkerState
+from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
 from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, Outcome, cancelled, encoded_failure
 from pyrocluster.slots.gate import Gate, Ticket
@@ -80,16 +81,6 @@ def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
     return room
 
 
-def task_names(calls: Any) -> list[str]:
-    """The task name of each call of a batch, ``other`` for anything not registered (bounded labels)."""
-    return [
-        c[1]
-        if isinstance(c, (list, tuple)) and len(c) > 1 and isinstance(c[1], str) and c[1] in tasks.REGISTRY
-        else "other"
-        for c in calls
-    ]
-
-
 @Pyro5.api.expose
 class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
@@ -102,7 +93,8 @@ class ComputeService:
         self._gate = gate
         self._max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
-        self._calls: dict[tuple[str, str], tuple[Ticket, int]] = {}
+        self._tickets: dict[str, dict[Ticket, list[str]]] = {}
+        """Per coordinator, its batches here (queued or running) and their call ids."""
 
     def tasks(self) -> list[str]:
         """Names of the tasks this worker can run."""
@@ -122,47 +114,49 @@ class ComputeService:
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
         outcomes: list[Outcome | None] = [None] * len(calls)
-        runnable: list[tuple[int, str, list[Any], int]] = []  # (place, call_id, slot call, priority)
+        names: list[str] = []  # per call, for the counters: "other" for anything not registered
+        places: list[int] = []
+        ids: list[str] = []
+        runnable: list[list[Any]] = []  # [name, payload, timeout_s] as the slot runs it
+        priority = -MAX_PRIORITY
         for place, call in enumerate(calls):
             problem = check_call(call)
             if problem:
                 outcomes[place] = _invalid(problem)
+                names.append(OTHER)
                 continue
-            call_id, name, payload, timeout_s, priority = call
+            call_id, name, payload, timeout_s, call_priority = call
             if name not in tasks.REGISTRY:
                 outcome = tasks.unknown_task(name)
                 outcomes[place] = [outcome[0], codec.pack(outcome[1]), 0.0]
+                names.append(OTHER)
                 continue
+            names.append(name)
             try:
                 data = codec.as_bytes(payload)
             except codec.DecodeError as exc:
                 outcomes[place] = _invalid(f"payload: {exc}")
                 continue
-            runnable.append((place, call_id, [name, data, float(timeout_s)], priority))
+            places.append(place)
+            ids.append(call_id)
+            runnable.append([name, data, float(timeout_s)])
+            priority = max(priority, call_priority)
         if runnable:
-            ran = self._run(sender, runnable)
+            ran = self._run(sender, ids, runnable, priority)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
-            for (place, *_rest), outcome in zip(runnable, ran, strict=True):
+            for place, outcome in zip(places, ran, strict=True):
                 outcomes[place] = outcome
-        names = task_names(calls)
-        ended = [
-            (n, o)
-            for n, o in zip(names, outcomes, strict=True)
-            if o is not None and o[0] not in (tasks.NOT_RUN, tasks.CANCELLED)
-        ]
-        done = [o for _, o in ended]
-        self._state.record(done)
-        self._state.count_tasks([n for n, _ in ended], done)
+        self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
 
-    def _run(self, sender: str, runnable: list[tuple[int, str, list[Any], int]]) -> list[Outcome] | None:
+    def _run(
+        self, sender: str, ids: list[str], runnable: list[list[Any]], priority: int
+    ) -> list[Outcome] | None:
         """Admit and run the good calls of a batch; None when the admission queue is full."""
-        ticket = Ticket(self._gate, sender, max(r[3] for r in runnable), len(runnable))
-        keys = [(sender, r[1]) for r in runnable]
-        with self._lock:
-            for position, key in enumerate(keys):
-                self._calls[key] = (ticket, position)
+        ticket = Ticket(self._gate, sender, priority, len(runnable))
+        with self._lock:  # one entry per batch, not per call: cancel looks the ids up (rare)
+            self._tickets.setdefault(sender, {})[ticket] = ids
         self._state.enter()
         try:
             if not self._gate.enter(ticket):
@@ -171,13 +165,14 @@ class ComputeService:
                 return [cancelled() for _ in runnable]
             context = Pyro5.callcontext.current_context
             budget = reply_budget(self._max_message_bytes, getattr(context, "serializer_id", None))
-            return self._slots.run([r[2] for r in runnable], budget, ticket)
+            return self._slots.run(runnable, budget, ticket)
         finally:
             self._state.leave()
             with self._lock:
-                for key in keys:
-                    if self._calls.get(key, (None,))[0] is ticket:
-                        del self._calls[key]
+                held = self._tickets[sender]
+                del held[ticket]
+                if not held:
+                    del self._tickets[sender]
 
     def cancel(self, sender: Any, call_ids: Any) -> int:
         """Stop ``sender``'s named calls, queued or running; how many unfinished ones were found."""
@@ -186,10 +181,11 @@ class ComputeService:
             problem = f"call_ids must be a list of at most {MAX_BATCH} ids"
         if problem:
             raise ValueError(problem)
+        wanted = {c for c in call_ids if isinstance(c, str)}
         found: dict[Ticket, set[int]] = {}
         with self._lock:
-            for call_id in call_ids:
-                entry = self._calls.get((sender, call_id)) if isinstance(call_id, str) else None
-                if entry is not None:
-                    found.setdefault(entry[0], set()).add(entry[1])
+            for ticket, ids in self._tickets.get(sender, {}).items():
+                positions = {i for i, call_id in enumerate(ids) if call_id in wanted}
+                if positions:
+                    found[ticket] = positions
         return sum(ticket.cancel(positions) for ticket, positions in found.items())

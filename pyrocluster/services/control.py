@@ -38,7 +38,7 @@ class ControlService:
 
     def task_stats(self) -> dict[str, Any]:
         """Outcome counters and the duration histogram of each task this worker ran."""
-        return self._state.task_stats.snapshot()
+        return self._state.task_snapshot()
 
     def drain(self) -> bool:
         """Stop taking work, finish what is held, unregister and exit."""

@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from pyrocluster.services.taskstats import TaskStats, log_failures
-from pyrocluster.tasks import OK
+from pyrocluster.tasks import CANCELLED, NOT_RUN, OK
 
+FOLD_EVERY = 256
+"""Batches noted before :meth:`WorkerState.finished` counts them itself (bounds the memory)."""
+UNCOUNTED = (NOT_RUN, CANCELLED)
+"""Outcome kinds of calls that did not run here: they go back to their coordinator uncounted."""
 CHILDREN_REFRESH_S = 5.0
 """Seconds between looks for the worker's slot processes (each look scans every process)."""
 
@@ -38,6 +44,7 @@ class WorkerState:
     stop_event: threading.Event = field(default_factory=threading.Event)
     task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _unfolded: deque[tuple[list[str], list[tuple[int, float]]]] = field(default_factory=deque)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _children_at: float = -CHILDREN_REFRESH_S
 
@@ -56,7 +63,7 @@ class WorkerState:
             self.active_calls -= 1
 
     def record(self, outcomes: list[list[Any]]) -> None:
-        """Count a batch's outcomes."""
+        """Count a batch's outcomes (each ``[kind, value, elapsed_ms]``)."""
         ok = sum(1 for o in outcomes if o[0] == OK)
         ms = sum(o[2] for o in outcomes)
         with self._lock:
@@ -64,10 +71,33 @@ class WorkerState:
             self.failed += len(outcomes) - ok
             self.total_ms += ms
 
-    def count_tasks(self, names: list[str], outcomes: list[list[Any]]) -> None:
-        """Per-task counters and durations of a batch (``names[i]`` ran as ``outcomes[i]``); log failures."""
-        self.task_stats.add(names, outcomes)
+    def finished(self, names: list[str], outcomes: Sequence[Any]) -> None:
+        """A compute batch ended: ``names[i]`` ran as ``outcomes[i]``; log its failures now.
+
+        Counting waits until someone reads the counters (or many batches wait), so a batch's
+        reply does not wait on it: the worker's request thread only notes kinds and durations.
+        """
         log_failures(names, outcomes)
+        self._unfolded.append((names, [(o[0], o[2]) for o in outcomes]))
+        if len(self._unfolded) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Count the batches noted by :meth:`finished` since the last fold."""
+        with self._lock:
+            while self._unfolded:  # appends may race with this loop: deque ends are thread-safe
+                names, ended = self._unfolded.popleft()
+                kept = [(n, e) for n, e in zip(names, ended, strict=True) if e[0] not in UNCOUNTED]
+                ok = sum(1 for _, e in kept if e[0] == OK)
+                self.done += ok
+                self.failed += len(kept) - ok
+                self.total_ms += sum(e[1] for _, e in kept)
+                self.task_stats.add([n for n, _ in kept], [(k, None, ms) for _, (k, ms) in kept])
+
+    def task_snapshot(self) -> dict[str, Any]:
+        """Per-task counters and histograms, up to date."""
+        self._fold()
+        return self.task_stats.snapshot()
 
     def _resources(self) -> tuple[float, float]:
         """CPU % and RSS in MB of this process and its slot processes.
@@ -103,6 +133,7 @@ class WorkerState:
     def info(self) -> dict[str, Any]:
         """The worker as ``status --json`` shows it."""
         cpu, rss = self._resources()
+        self._fold()
         with self._lock:
             finished = self.done + self.failed
             return {

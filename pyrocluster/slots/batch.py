@@ -1,10 +1,11 @@
 """One batch's calls run one after another in one slot, each under its own timeout.
 
 :class:`BatchRun` is shared by both pools: the slot (a thread of the worker, or the main thread of
-a slot process) calls :meth:`BatchRun.run`; a watcher (the request thread, or the slot process's
-watchdog thread) calls :meth:`BatchRun.watch`, which returns when the batch ends or when the call
-in progress passes its own deadline. Outcomes leave here encoded, one value at a time
-(docs/protocol.md), so one result that cannot be sent or is too large fails that call alone.
+a slot process) calls :meth:`BatchRun.run`; a thread slot's watcher (the request thread) calls
+:meth:`BatchRun.watch`, which returns when the batch ends or when the call in progress passes its
+own deadline; a slot process's timer signal calls :meth:`BatchRun.overrun`. Outcomes leave here
+encoded, one value at a time (docs/protocol.md), so one result that cannot be sent or is too
+large fails that call alone.
 """
 
 from __future__ import annotations
@@ -154,14 +155,24 @@ class BatchRun:
         with self._cond:
             while not self._ended:
                 left = self._deadline - time.monotonic()
-                if left <= 0 and len(self.outcomes) == self._current:
-                    timeout_s = float(self.calls[self._current][2])
-                    message = f"task did not finish within its timeout of {timeout_s:g} s"
-                    overran = encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s)
-                    self._end_at(self._current, overran)
+                if left <= 0 and self.overrun(self._current):
                     return False
                 self._cond.wait(None if math.isinf(left) else max(left, 0.001))
             return not self.stopped
+
+    def overrun(self, position: int) -> bool:
+        """End the batch at call ``position`` (TIMEOUT) if it is still in progress; True if it was.
+
+        Takes no lock: call it with the lock held, or from a signal handler on the slot's own thread
+        (a slot process), where every step of the bookkeeping leaves these checks telling a call in
+        progress from one that has just finished.
+        """
+        if self._ended or position != self._current or len(self.outcomes) != position:
+            return False
+        timeout_s = float(self.calls[position][2])
+        message = f"task did not finish within its timeout of {timeout_s:g} s"
+        self._end_at(position, encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s))
+        return True
 
     def cancel(self, positions: Iterable[int]) -> None:
         """Stop these calls: skip them if not started, end the batch if one is in progress."""

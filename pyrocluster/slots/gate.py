@@ -40,8 +40,9 @@ class Gate:
                 return True
             if len(self._order) >= self.slots:
                 return False
+            granted = ticket.granted = threading.Event()  # made only for a batch that waits
             self._order.push(ticket.sender, ticket.priority, ticket)
-        ticket.granted.wait()
+        granted.wait()
         return True
 
     def leave(self) -> None:
@@ -50,7 +51,7 @@ class Gate:
             nxt = self._order.pop()
             if nxt is None:
                 self._running -= 1
-        if nxt is not None:
+        if nxt is not None and nxt.granted is not None:
             nxt.granted.set()
 
     def drop(self, ticket: Ticket) -> bool:
@@ -75,7 +76,8 @@ class Ticket:
         self.sender = sender
         self.priority = priority
         self.size = size
-        self.granted = threading.Event()
+        self.granted: threading.Event | None = None
+        """Set when a waiting batch gets its slot (or is dropped); made when it starts waiting."""
         self.dropped = False
         """Every call was cancelled while the batch waited: it never took a slot."""
         self._gate = gate
@@ -106,7 +108,7 @@ class Ticket:
                 self._runner.cancel(positions)
                 return len(positions)
             self._skip |= positions
-            if len(self._skip) >= self.size and self._gate.drop(self):
+            if len(self._skip) >= self.size and self._gate.drop(self) and self.granted is not None:
                 self.dropped = True
                 self.granted.set()
             return len(positions)

@@ -5,12 +5,12 @@ server that has imported this module forks each one, so a slot killed for an ove
 cancel is replaced in tens of milliseconds, not the second a fresh interpreter takes.
 
 One message goes each way per batch. Inside the child, the main thread runs the calls one after
-another and a watchdog thread watches the deadline of the call in progress: when it passes, the
-watchdog sends the finished outcomes, TIMEOUT for that call and NOT_RUN for the rest, and ends
-the process, which the parent replaces. The parent keeps a fallback deadline (the sum of the
-own timeout plus a grace) for a task that holds the interpreter lock in C code: it reads the index
-and start time of the call in progress from shared memory (no message per call), so a kill
-(fallback or ``cancel``) or a crash fails only the call that was running.
+another, each under a one-shot timer set to its own timeout: when one fires, its handler sends
+the finished outcomes, TIMEOUT for that call and NOT_RUN for the rest, and ends the process,
+which the parent replaces. The parent keeps a fallback deadline (the call's own timeout plus a
+grace) for a task that holds the interpreter lock in C code, where no handler can run: it reads
+the index and start time of the call in progress from shared memory (no message per call), so
+a kill (fallback or ``cancel``) or a crash fails only the call that was running.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import queue
+import select
 import signal
 import threading
 import time
@@ -44,7 +44,7 @@ READY = b"ready"
 STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
 FALLBACK_GRACE_S = 0.5
-"""Seconds past a call's own timeout before the parent kills a slot whose watchdog could not act."""
+"""Seconds past a call's own timeout before the parent kills a slot whose timer could not act."""
 
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
@@ -59,30 +59,70 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _watchdog(conn: Connection, runs: queue.SimpleQueue[BatchRun]) -> None:
-    """Watch each batch; on an overrun, reply for it and end the process (the parent replaces it)."""
-    while True:
-        run = runs.get()
-        if not run.watch():
-            conn.send_bytes(codec.pack([True, run.outcomes]))
-            os._exit(0)
+class _CallTimer:
+    """One real-time timer (``setitimer``, SIGALRM) for the deadline of the call in progress.
+
+    It is armed again only when it would go off too late for a new call. Calls of equal timeouts
+    start later and later, so a batch of quick calls arms it about once per timeout, not once
+    per call: when it goes off early, :meth:`fired` arms it for the current call's deadline.
+    """
+
+    def __init__(self) -> None:
+        self.position = -1
+        self._deadline = math.inf
+        self._fires_at = math.inf
+
+    def start(self, position: int, deadline: float) -> None:
+        """Call ``position`` of the batch started; it must end by ``deadline`` (monotonic)."""
+        self.position, self._deadline = position, deadline
+        if deadline < self._fires_at:
+            self._arm(deadline)
+
+    def stop(self) -> None:
+        """No call is in progress (an armed timer that goes off later does nothing)."""
+        self.position, self._deadline = -1, math.inf
+
+    def fired(self) -> bool:
+        """The timer went off: True when the call in progress is past its deadline, else re-armed."""
+        self._fires_at = math.inf
+        if self.position < 0:
+            return False
+        if time.monotonic() >= self._deadline:
+            return True
+        self._arm(self._deadline)
+        return False
+
+    def _arm(self, at: float) -> None:
+        self._fires_at = at
+        signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 1e-6))
 
 
 def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> None:
-    """Body of a slot process: load the user's tasks, then run batches until the pipe closes."""
+    """Body of a slot process: load the user's tasks, then run batches until the pipe closes.
+
+    The main thread's SIGALRM handler (see :class:`_CallTimer`) replies for a batch whose call
+    in progress overran and ends the process. The normal path wakes no other thread.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
     for spec in task_modules:
         load_task_module(spec)
-    conn.send_bytes(READY)
-    runs: queue.SimpleQueue[BatchRun] = queue.SimpleQueue()
-    threading.Thread(target=_watchdog, args=(conn, runs), name="slot-watchdog", daemon=True).start()
-    never = threading.Event()
+    timer = _CallTimer()
+    run: BatchRun | None = None
 
     def started(position: int, at: float) -> None:
         progress[1] = at  # the start first: a reader that sees the new index never sees an older start
         progress[0] = position
+        assert run is not None
+        timer.start(position, at + float(run.calls[position][2]))
 
+    def overran(_signum: int, _frame: Any) -> None:
+        if timer.fired() and run is not None and run.overrun(timer.position):
+            conn.send_bytes(codec.pack([True, run.outcomes]))
+            os._exit(0)
+
+    signal.signal(signal.SIGALRM, overran)
+    conn.send_bytes(READY)
     while True:
         try:
             data = conn.recv_bytes()
@@ -90,10 +130,8 @@ def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> Non
             return
         budget, skip, calls = codec.unpack(data)
         run = BatchRun(calls, budget, skip, started)
-        runs.put(run)
         run.run()
-        if run.stopped:
-            never.wait()  # the watchdog is replying and ending this process
+        timer.stop()
         conn.send_bytes(codec.pack([False, run.outcomes]))
 
 
@@ -113,6 +151,8 @@ class SlotProcess:
         self.proc.start()
         child.close()
         self.conn: Connection = parent
+        self._poller = select.poll()  # made once: Connection.poll builds a selector on every call
+        self._poller.register(parent.fileno(), select.POLLIN)
         self._ready = False
         self._killed_for: int | None = None
         self._cancelled: set[int] = set()
@@ -181,7 +221,8 @@ class SlotProcess:
             left = started + float(calls[max(position, 0)][2]) + FALLBACK_GRACE_S - now
             if left <= 0 and int(self.progress[0]) == position:
                 return False
-            if self.conn.poll(max(0.0, min(left, later[max(position, 0) + 1] + FALLBACK_GRACE_S))):
+            wait_s = max(0.0, min(left, later[max(position, 0) + 1] + FALLBACK_GRACE_S))
+            if self._poller.poll(None if math.isinf(wait_s) else math.ceil(wait_s * 1000)):
                 return True
 
     def _after_end(self, n: int, reply: Any, cancelled_positions: set[int]) -> list[Outcome]:
@@ -190,7 +231,7 @@ class SlotProcess:
         self.proc.join(timeout=0 if killed_for else 1)
         code = self.proc.exitcode
         self._replace()
-        if reply is not None:  # the watchdog's reply (an overrun), or a reply just before a kill
+        if reply is not None:  # the timer's reply (an overrun), or a reply just before a kill
             return [
                 cancelled() if o[0] == NOT_RUN and j in cancelled_positions else o
                 for j, o in enumerate(reply[1])

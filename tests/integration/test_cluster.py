@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import defaultdict
 
 import pytest
 
 from pyrocluster import Cluster, TaskFailed, WorkerUnavailable
+from pyrocluster.coordinator import calls
 from pyrocluster.tasks import count_primes
 from tests.conftest import TASKS_FILE, wait_for
 
@@ -133,3 +135,29 @@ def test_cpu_bound_work_spreads_over_both_workers(nameserver, worker_factory):
         shares = {w: sum(f.worker == w for f in futures) for w in {f.worker for f in futures}}
     assert counts == [count_primes(lo, hi) for lo, hi in ranges]
     assert len(shares) == 2 and min(shares.values()) >= 3, shares
+
+
+def test_a_lone_call_whose_worker_is_killed_while_its_caller_reads_the_reply_runs_again(
+    nameserver, worker_factory, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(calls, "INLINE_WAIT_S", 60.0)  # the caller reads every reply itself
+    args = ("--concurrency", "1", "--tasks", TASKS_FILE, "--services", "compute")
+    procs = {name: worker_factory(1, "--name", name, *args)[0] for name in ("wa", "wb")}
+    release = tmp_path / "release"
+    with Cluster(nameserver, probe_timeout=2) as cluster:
+        warm = [cluster.submit("sleep", 0.3) for _ in range(2)]  # a connection open to each worker
+        assert {f.result(timeout=30) and f.worker for f in warm} == {"wa", "wb"}
+        future = cluster.submit("hold", str(release))
+        settled_on: list[str] = []
+        future.add_done_callback(lambda _f: settled_on.append(threading.current_thread().name))
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.append(future.result(timeout=60)), name="reader")
+        reader.start()
+        busy = wait_for(lambda: [w for w in cluster.status()["workers"] if w["busy"]], 20, what="busy")
+        procs[busy[0]["name"]].signal(signal.SIGKILL)
+        wait_for(lambda: future.attempts == 2, 30, what="a second attempt")
+        release.touch()
+        reader.join(timeout=30)
+    assert got == [str(release)]
+    assert future.worker != busy[0]["name"]
+    assert settled_on == ["reader"]  # failure, retry and reply all went through the waiting thread

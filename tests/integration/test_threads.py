@@ -12,7 +12,7 @@ from tests.conftest import WorkerFactory, wait_for
 
 WORKERS = 64
 THREAD_BOUND = 12
-"""dispatch, discovery, the wire loop, the prober, 4 + 2 pool threads, and room for a status pool."""
+"""dispatch, discovery, the wire loop, the prober, 4 + 2 pool threads, and a little room."""
 WORKER_ARGS = ("--services", "compute", "--pool", "thread", "--concurrency", "1")
 
 
@@ -33,7 +33,7 @@ def test_64_workers_keep_the_coordinator_under_a_fixed_thread_bound(
 
     def sample() -> None:
         nonlocal peak
-        peak = max(peak, coordinator_threads(before))
+        peak = max(peak, coordinator_threads(before | {threading.get_ident()}))
 
     with Cluster(nameserver, probe_timeout=10) as cluster:
         wait_for(lambda: cluster.capacity("compute") >= WORKERS, 60, what=f"{WORKERS} workers known")
@@ -51,4 +51,12 @@ def test_64_workers_keep_the_coordinator_under_a_fixed_thread_bound(
         sample()
         assert [f.result() for f in singles] == [2 * i for i in range(2000)]
         sample()
+        # status asks all 64 workers at once, on the coordinator's own wire: no thread per worker
+        stop = threading.Event()
+        watcher = threading.Thread(target=lambda: [sample() for _ in iter(lambda: stop.wait(0.001), True)])
+        watcher.start()
+        doc = cluster.status()
+        stop.set()
+        watcher.join(timeout=10)
+        assert [w["state"] for w in doc["workers"]] == ["ready"] * WORKERS
     assert 0 < peak <= THREAD_BOUND, f"the coordinator ran {peak} threads with {WORKERS} workers"

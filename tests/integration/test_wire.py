@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,3 +133,54 @@ def test_many_calls_in_flight_use_no_thread_each(wire: Wire, uri: str, settings:
     RELEASE.set()
     assert [out.get(timeout=20) for _ in channels] == ["released"] * len(channels)
     assert peak - before <= POOL_THREADS
+
+
+def test_a_caller_reads_its_own_reply_on_its_thread(wire: Wire, uri: str, settings: Settings) -> None:
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2  # connected: the next request is written directly
+    seen: list[tuple[Any, str]] = []
+    wire.call(channel, "hold", (), lambda r, e: seen.append((r, threading.current_thread().name)))
+    releaser = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), RELEASE.set()))
+    releaser.start()  # the reply comes only once this thread has claimed it (no race with the loop)
+    assert wire.receive_here(channel, channel.call_no, 20.0) is True
+    releaser.join(timeout=5)
+    assert seen == [("released", threading.current_thread().name)]
+    assert not channel.busy and call(wire, channel, "add", 1, 2) == 3  # the loop reads the next one
+
+
+def test_a_late_reply_goes_back_to_the_loop(wire: Wire, uri: str, settings: Settings) -> None:
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2
+    out: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+    wire.call(channel, "hold", (), lambda r, e: out.put((r, threading.current_thread().name)))
+    assert wire.receive_here(channel, channel.call_no, 0.05) is False
+    RELEASE.set()
+    assert out.get(timeout=20) == ("released", "test-wire")
+
+
+def test_a_cut_or_a_deadline_reaches_a_caller_reading_its_reply(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2
+    seen: list[BaseException | None] = []
+    wire.call(channel, "hold", (), lambda r, e: seen.append(e), timeout_s=0.3)
+    assert wire.receive_here(channel, channel.call_no, 20.0) is True  # the loop's deadline cut it
+    assert len(seen) == 1 and isinstance(seen[0], Pyro5.errors.TimeoutError)
+    RELEASE.set()
+    assert call(wire, channel, "add", 2, 3) == 5
+    RELEASE.clear()
+    seen.clear()
+    wire.call(channel, "hold", (), lambda r, e: seen.append(e))
+    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), channel.cut()))
+    cutter.start()
+    assert wire.receive_here(channel, channel.call_no, 20.0) is True
+    cutter.join(timeout=5)
+    assert len(seen) == 1 and isinstance(seen[0], Pyro5.errors.CommunicationError)
+
+
+def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` (a thread of its own may not use the test's wait_for failure)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)

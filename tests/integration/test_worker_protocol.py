@@ -105,6 +105,23 @@ def test_each_call_has_its_own_timeout_counted_from_its_own_start(raw_worker, po
     assert all(250 <= o[2] < 600 for o in reply["outcomes"]), reply
 
 
+def test_an_overrun_is_caught_after_a_quick_call_of_a_shorter_timeout(raw_worker, tmp_path):
+    # the slot's timer, armed for the first call's 0.2 s, goes off during the second call: it must
+    # arm itself again for that call's own 0.6 s and then report the overrun
+    w = raw_worker("process")
+    calls = [
+        w.call("sleep", 0.05, timeout=0.2),
+        w.call("hold", str(tmp_path / "never"), timeout=0.6),
+        w.call("add", 1, 1),
+    ]
+    started = time.monotonic()
+    reply = w.run_batch(calls)
+    elapsed = time.monotonic() - started
+    assert kinds(reply) == [tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert "0.6 s" in decoded(reply["outcomes"][1])[1]["message"]
+    assert 0.6 <= elapsed < 1.5, f"the overrun was reported after {elapsed:.2f} s"
+
+
 @pytest.mark.parametrize("serializer", ["msgpack", "serpent"])
 def test_int_keyed_dicts_round_trip_as_arguments_and_results(raw_worker, serializer):
     w = raw_worker("process", serializer)
@@ -188,7 +205,7 @@ def test_a_task_holding_the_interpreter_lock_is_killed_at_the_fallback_deadline(
     started = time.monotonic()
     reply = w.run_batch([w.call("add", 1, 1), w.call("hog", 10**11, timeout=0.3), w.call("add", 2, 2)])
     elapsed = time.monotonic() - started
-    # the watchdog inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
+    # the timer's handler inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
     assert kinds(reply) == [tasks.NOT_RUN, tasks.TIMEOUT, tasks.NOT_RUN], reply
     assert decoded(reply["outcomes"][1])[1]["type"] == "TaskTimeout"
     assert 0.7 < elapsed < 6, elapsed

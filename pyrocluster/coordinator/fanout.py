@@ -1,0 +1,64 @@
+"""One call to each of many Pyro5 objects at once, multiplexed on one wire (status, preflight).
+
+A thread per worker asked would make ``status`` of a large cluster start as many threads as it
+has workers. Here every call goes out on one :class:`~pyrocluster.coordinator.wire.Wire` (a
+coordinator's own, or one made for the calls: a loop thread and a pool of ``POOL_THREADS`` that
+open the connections), so the threads used do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pyrocluster.config import Settings
+from pyrocluster.coordinator.wire import Channel, Wire
+
+Answer = tuple[Any, "BaseException | None"]
+"""``(result, None)``, or ``(None, what went wrong)``: refused, timed out, or what the peer raised."""
+
+
+class NoAnswer(Exception):
+    """The call got no callback within the overall wait (its connection never got through)."""
+
+
+def call_each(
+    settings: Settings, targets: list[tuple[str, str]], timeout_s: float, wire: Wire | None = None
+) -> list[Answer]:
+    """``method()`` on each ``(uri, method)`` at once; answers in order, each within ``timeout_s``.
+
+    On ``wire`` (a coordinator's own) when given, else on a wire made for these calls. A
+    connection attempt counts against the same ``timeout_s``; anything still out after twice
+    that (connections queued behind silent peers) is answered with :class:`NoAnswer`.
+    """
+    if not targets:
+        return []
+    answers: list[Answer | None] = [None] * len(targets)
+    lock = threading.Lock()
+    remaining = [len(targets)]
+    all_in = threading.Event()
+    own = wire is None
+    on = Wire("fanout") if wire is None else wire
+    channels = [Channel(uri, settings, connect_timeout_s=timeout_s) for uri, _ in targets]
+
+    def answered(i: int) -> Any:
+        def done(result: Any, exc: BaseException | None) -> None:
+            with lock:
+                answers[i] = (result, exc)
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    all_in.set()
+
+        return done
+
+    try:
+        for i, (channel, (_, method)) in enumerate(zip(channels, targets, strict=True)):
+            on.call(channel, method, (), answered(i), timeout_s)
+        all_in.wait(2 * timeout_s + 0.5)
+    finally:
+        if own:
+            on.close()
+        for channel in channels:
+            channel.release()
+    with lock:
+        return [a if a is not None else (None, NoAnswer("no answer in time")) for a in answers]
