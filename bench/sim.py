@@ -254,7 +254,7 @@ def run(ctx: Context) -> None:
     )
     rep.add(
         NAME,
-        "  peak while cluster.status() ran (its fan-out pool of at most 64 threads included)",
+        "  peak while cluster.status() ran (every info() call out at once on the coordinator's wire)",
         INFO,
         "threads",
         [overall.threads],
