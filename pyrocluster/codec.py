@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -46,11 +47,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
 _packers = threading.local()  # a Packer is ten times cheaper to reuse than packb, but not thread-safe
 
 
-def pack(obj: Any) -> bytes:
-    """Encode a plain value; NotSendable names the first type that is not one."""
+def _packer() -> msgpack.Packer:
     packer = getattr(_packers, "packer", None)
     if packer is None:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    return packer
+
+
+def pack(obj: Any) -> bytes:
+    """Encode a plain value; NotSendable names the first type that is not one."""
+    packer = _packer()
     try:
         return packer.pack(obj)
     except NotSendable:
@@ -140,3 +146,25 @@ def pack_call(args: Any, kwargs: Any) -> bytes:
     except NotSendable as exc:
         where = _where_unsendable(list(args), "args") or _where_unsendable(dict(kwargs), "kwargs")
         raise NotSendable(f"{where} cannot be sent (plain values only)" if where else str(exc)) from None
+
+
+def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
+    """:func:`pack_call` of each ``(args, kwargs)``: its bytes, or the NotSendable it raised.
+
+    One packer and one loop for a whole submission (a job hands the dispatcher hundreds of calls
+    at once); a list and a dict are packed as they are, anything else goes through ``pack_call``.
+    """
+    pack = _packer().pack
+    out: list[bytes | NotSendable] = []
+    for args, kwargs in calls:
+        if type(args) is list and type(kwargs) is dict:
+            try:
+                out.append(pack([args, kwargs]))
+                continue
+            except Exception:  # noqa: S110 - pack_call below names what cannot be sent
+                pass
+        try:
+            out.append(pack_call(args, kwargs))
+        except NotSendable as exc:
+            out.append(exc)
+    return out

@@ -253,14 +253,14 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
     are over ``max_bytes``, end at once (``NotSendable`` naming the place, ``ArgumentsTooLarge``)."""
     ready: list[Call] = []
     refused: list[Resolution] = []
-    for call in calls:
-        try:
-            call.payload = codec.pack_call(call.args, call.kwargs)
-        except codec.NotSendable as exc:
+    calls = calls if isinstance(calls, list) else list(calls)
+    for call, payload in zip(calls, codec.pack_calls([(c.args, c.kwargs) for c in calls]), strict=True):
+        if isinstance(payload, codec.NotSendable):
             call.done = True
-            refused.append((call, None, TaskFailed("NotSendable", str(exc))))
+            refused.append((call, None, TaskFailed("NotSendable", str(payload))))
             continue
-        if len(call.payload) > max_bytes:
+        call.payload = payload
+        if len(payload) > max_bytes:
             call.done = True
             why = f"arguments of {len(call.payload)} bytes, over the cap of {max_bytes}"
             refused.append((call, None, TaskFailed(EndsAs.TOO_LARGE.value, why)))

@@ -1,0 +1,33 @@
+"""codec.pack_calls: a whole submission encoded at once, call by call exactly as pack_call does."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from pyrocluster import codec
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ([1, 2], {}),
+        ((1, 2), {"x": [3]}),
+        ([2**80, -(2**70)], {}),
+        (["é", b"\x00", None, True, 1.5], OrderedDict(b=1, a=2)),
+        ([{1, 2}], {}),
+        ([], {"k": {"nested": [1, {"d": 2}]}}),
+    ],
+)
+def test_each_call_encodes_as_pack_call_does(args: Any, kwargs: Any) -> None:
+    assert codec.pack_calls([(args, kwargs)]) == [codec.pack_call(args, kwargs)]
+
+
+def test_an_unsendable_call_fails_alone_naming_where() -> None:
+    out = codec.pack_calls([([1], {}), ([1, {"when": datetime(2020, 1, 1)}], {}), ([2], {"a": 1})])
+    assert out[0] == codec.pack_call([1], {}) and out[2] == codec.pack_call([2], {"a": 1})
+    assert isinstance(out[1], codec.NotSendable)
+    assert str(out[1]) == "args[1]['when']: datetime cannot be sent (plain values only)"
