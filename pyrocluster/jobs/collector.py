@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-YOUNG_THRESHOLD = 50_000
+YOUNG_THRESHOLD = 200_000
 """Allocations between two collections of the youngest generation while a job runs (default 700)."""
 
 _lock = threading.Lock()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyrocluster.jobs import results as results_module
-from pyrocluster.jobs.results import ResultsStore, encode_record
+from pyrocluster.jobs.results import ResultsStore, encode_or_failure, encode_record
 
 
 def lines(path: Path) -> list[dict]:
@@ -268,3 +268,21 @@ def test_values_json_lacks_still_make_a_valid_line() -> None:
         "t": [1, 2],
         "s": "\udc80",
     }
+
+
+def test_append_many_writes_what_encode_record_writes(tmp_path: Path) -> None:
+    # append_many encodes inline (string keys first, the slower options only when needed): the
+    # same bytes as encode_or_failure for every kind of value (a tuple key: a NotRecordable record).
+    records = [
+        {"id": "a", "result": {"k": [1, 2.5, None, True]}},
+        {"id": "b", "result": {1: "int key", "s": {2: [3]}}},
+        {"id": "c", "result": {(1, 2): "tuple key"}},
+        {"id": "d", "result": b"\x00\xff", "set": {3}},
+        {"id": "e", "result": float("nan"), "big": 2**70},
+        {"id": "f", "result": "\udc80"},
+    ]
+    store = ResultsStore(tmp_path / "r.jsonl")
+    store.open(resume=False)
+    store.append_many(records)
+    store.close()
+    assert (tmp_path / "r.jsonl").read_bytes() == b"".join(encode_or_failure(r)[1] for r in records)
