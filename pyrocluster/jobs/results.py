@@ -214,8 +214,9 @@ class ResultsStore:
     def append_many(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write records as lines with one write; return them as written (see :func:`encode_or_failure`)."""
         keys: list[str] = []
-        lines: list[bytes] = []
+        sizes: list[int] = []
         written: list[dict[str, Any]] = []
+        data = bytearray()
         dumps, default = orjson.dumps, _default
         for record in records:
             key = record.get("id")
@@ -227,26 +228,29 @@ class ResultsStore:
                 record, line = encode_or_failure(record)
             written.append(record)
             keys.append(key)
-            lines.append(line)
+            sizes.append(len(line))
+            # Copied at once and let go: the next line reuses its memory. Keeping thousands of
+            # orjson's bytes alive until a join made every line cost three times as much.
+            data += line
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"{self.path} is not open")
             if self._broken:
                 raise OSError(f"{self.path}: an earlier write failed")
-            self._write(b"".join(lines))
+            self._write(data)
             offsets, size = self._offsets, self._size
-            for key, line in zip(keys, lines, strict=True):
+            for key, n in zip(keys, sizes, strict=True):
                 offsets[key] = size
-                size += len(line)
+                size += n
             self._size = size
-            self._lines += len(lines)
+            self._lines += len(sizes)
             now = self._clock()
             if now - self._last_sync >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())
                 self._last_sync = now
         return written
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         """Write all of ``data`` or, on failure, cut the file back to its last whole line and raise."""
         assert self._file is not None
         view = memoryview(data)
