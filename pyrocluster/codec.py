@@ -56,7 +56,9 @@ def _packer() -> msgpack.Packer:
 
 def pack(obj: Any) -> bytes:
     """Encode a plain value; NotSendable names the first type that is not one."""
-    packer = _packer()
+    packer = getattr(_packers, "packer", None)  # looked up inline: this runs once per result
+    if packer is None:
+        packer = _packer()
     try:
         return packer.pack(obj)
     except NotSendable:
