@@ -3,8 +3,9 @@
 A job allocates several objects per task (its call, the reply's values, the record) and keeps
 thousands of them alive while they are in flight, so with the default thresholds the collector
 runs every few hundred allocations and, as the heap grows, rescans all of it: about a fifth of
-the coordinator's time on a job of tiny tasks. None of those objects form cycles, so collecting
-less often loses nothing; reference counting still frees them at once.
+the coordinator's time on a job of tiny tasks. Those objects form no cycles and reference
+counting frees them at once, so collecting less often only lets the rare cyclic garbage (an
+exception and its traceback) wait a little longer.
 """
 
 from __future__ import annotations

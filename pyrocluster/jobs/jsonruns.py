@@ -1,22 +1,25 @@
 """Long runs of JSON-style block-sequence items (``- [1, 2]``) read by orjson instead of the YAML parser.
 
-A 20,000-item ``map`` written one ``- [i, i]`` per line makes PyYAML emit 80,000 event objects;
-orjson decodes the same lines about ten times faster. :func:`find_runs` replaces each run of such
-lines by one placeholder item, and the YAML reader splices the decoded items in where the
-placeholder lands (it checks that it landed as an item of a block sequence, at the line and column
-expected, else it reads the original text instead).
+A 20,000-item ``map`` written one ``- [i, i]`` per line makes PyYAML emit 80,000 event objects
+(0.33 s); orjson decodes the same lines in about 0.02 s. :func:`find_runs` replaces each run of
+such lines by one placeholder item, and the YAML reader splices the decoded items in where the
+placeholder lands (it checks that it landed as an item of a block sequence, on the line expected,
+else it reads the original text instead, whose errors and line numbers are then the ones shown).
 
 A line takes this path only when YAML and JSON cannot read it differently. The grammar allowed is
 a strict subset of both, which gives the same values in both:
 
 - strings of printable ASCII with no backslash (so no escape, which JSON and YAML treat apart,
   and no character YAML 1.1 reads as a line break);
-- integers of at most 18 digits, no ``-0`` (always an int64 in both);
+- integers of at most 18 digits (an int64 in both; ``-0`` is 0 in both);
 - decimals with a dot, no exponent, at most 15 digits (PyYAML reads ``1e3`` as a string; 15
   digits divided by a power of ten round the same way in any correct parser);
 - ``true``, ``false``, ``null``; ``[ ] { } , :`` and spaces (no tabs, comments, anchors, aliases,
   tags or plain strings);
 - each line exactly one JSON value, and no duplicate key in an object (YAML refuses those).
+
+A block of such lines is first checked at C speed (:func:`_plain`: the characters, and no number
+over 15 characters); only a block that fails it is matched token by token (``_RUN``).
 """
 
 from __future__ import annotations
