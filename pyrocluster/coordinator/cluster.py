@@ -13,6 +13,7 @@ from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
+from pyrocluster.coordinator.fanout import KeptChannels
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
@@ -184,6 +185,8 @@ class Cluster:
         self.retries = retries
         self._local: LocalCluster | None = None
         self._dispatcher = Dispatcher(settings, probe_timeout, wait, max(1, max_batch))
+        self._status_channels = KeptChannels()
+        """Connections of ``status()`` to the workers, kept between calls."""
         self._dispatcher.start()
         self._calls = Calls(self, CallOptions())
 
@@ -343,13 +346,15 @@ class Cluster:
 
     def status(self) -> dict[str, Any]:
         """The name server, the workers and the running jobs, as ``status --json`` prints them."""
-        return cluster_status(self.settings, self._dispatcher.wire())
+        return cluster_status(self.settings, self._dispatcher.wire(), self._status_channels)
 
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop dispatching (unsettled calls fail) and stop the local cluster if we started one."""
         self._dispatcher.close()
+        with self._status_channels.turn:
+            self._status_channels.close()
         if self._local is not None:
             self._local.close()
             self._local = None

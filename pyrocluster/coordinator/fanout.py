@@ -22,24 +22,78 @@ class NoAnswer(Exception):
     """The call got no callback within the overall wait (its connection never got through)."""
 
 
+class KeptChannels:
+    """Connections kept from one round of calls to the next (a coordinator's ``status``), so a
+    round to the same objects costs no new handshakes; rounds on one of these take turns."""
+
+    def __init__(self) -> None:
+        self.turn = threading.Lock()
+        self._by_uri: dict[str, Channel] = {}
+
+    def take(self, uris: list[str], settings: Settings, timeout_s: float) -> list[Channel]:
+        """A channel per URI: the kept one when it is free, else a new one (kept from now on).
+
+        Channels to URIs not asked for this round are closed: their objects left the cluster.
+        """
+        out: list[Channel] = []
+        fresh: dict[str, Channel] = {}
+        for uri in uris:
+            channel = self._by_uri.pop(uri, None)
+            if channel is None or channel.busy:
+                channel = Channel(uri, settings, connect_timeout_s=timeout_s)
+            fresh.setdefault(uri, channel)
+            out.append(channel)
+        self.close()
+        self._by_uri = fresh
+        return out
+
+    def close(self) -> None:
+        """Close every kept connection."""
+        for channel in self._by_uri.values():
+            channel.release()
+        self._by_uri = {}
+
+
 def call_each(
-    settings: Settings, targets: list[tuple[str, str]], timeout_s: float, wire: Wire | None = None
+    settings: Settings,
+    targets: list[tuple[str, str]],
+    timeout_s: float,
+    wire: Wire | None = None,
+    kept: KeptChannels | None = None,
 ) -> list[Answer]:
     """``method()`` on each ``(uri, method)`` at once; answers in order, each within ``timeout_s``.
 
-    On ``wire`` (a coordinator's own) when given, else on a wire made for these calls. A
+    On ``wire`` (a coordinator's own) when given, else on a wire made for these calls; on the
+    connections ``kept`` from the last round when given, else on new ones closed after. A
     connection attempt counts against the same ``timeout_s``; anything still out after twice
     that (connections queued behind silent peers) is answered with :class:`NoAnswer`.
     """
     if not targets:
         return []
+    if kept is None:
+        return _round(settings, targets, timeout_s, wire, None)
+    with kept.turn:
+        return _round(settings, targets, timeout_s, wire, kept)
+
+
+def _round(
+    settings: Settings,
+    targets: list[tuple[str, str]],
+    timeout_s: float,
+    wire: Wire | None,
+    kept: KeptChannels | None,
+) -> list[Answer]:
     answers: list[Answer | None] = [None] * len(targets)
     lock = threading.Lock()
     remaining = [len(targets)]
     all_in = threading.Event()
     own = wire is None
     on = Wire("fanout") if wire is None else wire
-    channels = [Channel(uri, settings, connect_timeout_s=timeout_s) for uri, _ in targets]
+    uris = [uri for uri, _ in targets]
+    if kept is None:
+        channels = [Channel(uri, settings, connect_timeout_s=timeout_s) for uri in uris]
+    else:
+        channels = kept.take(uris, settings, timeout_s)
 
     def answered(i: int) -> Any:
         def done(result: Any, exc: BaseException | None) -> None:
@@ -58,7 +112,8 @@ def call_each(
     finally:
         if own:
             on.close()
-        for channel in channels:
-            channel.release()
+        if kept is None:
+            for channel in channels:
+                channel.release()
     with lock:
         return [a if a is not None else (None, NoAnswer("no answer in time")) for a in answers]

@@ -10,7 +10,7 @@ import Pyro5.errors
 
 from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
-from pyrocluster.coordinator.fanout import call_each
+from pyrocluster.coordinator.fanout import KeptChannels, call_each
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
@@ -134,15 +134,18 @@ def status_document(
     }
 
 
-def cluster_status(settings: Settings, wire: Wire | None = None) -> dict[str, Any]:
+def cluster_status(
+    settings: Settings, wire: Wire | None = None, kept: KeptChannels | None = None
+) -> dict[str, Any]:
     """Everything ``status --json`` prints; ClusterUnreachable when the name server is down.
 
-    Every worker and job is asked at once on ``wire`` (a coordinator's own), or on one made for it.
+    Every worker and job is asked at once on ``wire`` (a coordinator's own), or on one made for
+    it; on the connections ``kept`` from the last call when given.
     """
     listing = list_cluster(settings)
     job_uris = list(listing.jobs.values())
     targets = [(e.uris[CONTROL], "info") for e in listing.workers] + [(uri, "progress") for uri in job_uris]
-    answers = call_each(settings, targets, INFO_TIMEOUT_S, wire)
+    answers = call_each(settings, targets, INFO_TIMEOUT_S, wire, kept)
     workers = [
         worker_info(entry, info) if exc is None else unreachable_worker(entry)
         for entry, (info, exc) in zip(listing.workers, answers, strict=False)

@@ -161,3 +161,24 @@ def test_a_lone_call_whose_worker_is_killed_while_its_caller_reads_the_reply_run
     assert got == [str(release)]
     assert future.worker != busy[0]["name"]
     assert settled_on == ["reader"]  # failure, retry and reply all went through the waiting thread
+
+
+def test_status_keeps_its_connections_between_calls_and_shows_a_killed_worker_unreachable(
+    nameserver, worker_factory
+):
+    args = ("--services", "compute", "--pool", "thread")
+    procs = {name: worker_factory(1, "--name", name, *args)[0] for name in ("sa", "sb")}
+    with Cluster(nameserver) as cluster:
+
+        def states() -> dict[str, str]:
+            return {w["name"]: w["state"] for w in cluster.status()["workers"]}
+
+        def sockets() -> set[int]:
+            return {id(ch.sock()) for ch in cluster._status_channels._by_uri.values()}
+
+        assert states() == {"sa": "ready", "sb": "ready"}
+        kept = sockets()
+        assert states() == {"sa": "ready", "sb": "ready"}
+        assert sockets() == kept and len(kept) == 2  # no new connection, no new handshake
+        procs["sb"].signal(signal.SIGKILL)
+        wait_for(lambda: states() == {"sa": "ready", "sb": "unreachable"}, 20, what="sb unreachable")
