@@ -21,6 +21,7 @@ never shares a lane, and each pool's bookkeeping stays one request on one connec
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -174,7 +175,9 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         """What httpcore asks: ``is_readable`` (the peer sent bytes or closed), socket details."""
         if info == "is_readable":
-            return self._eof or bool(self._buffer)
+            # The socket is asked too: the loop may not have run eof_received yet for a close
+            # that has already arrived (a request queued before that event would reuse it).
+            return self._eof or bool(self._buffer) or (self._sock is not None and _readable(self._sock))
         if info == "socket":
             return self._sock
         transport = self._transport
@@ -187,6 +190,16 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
         if info == "server_addr":
             return transport.get_extra_info("peername")
         return None
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when the kernel has bytes or a close from the peer for this socket (nothing is read)."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed under us: as good as readable (not reusable)
+        return True
 
 
 def _expire(future: asyncio.Future[None], error: type[Exception]) -> None:
