@@ -62,9 +62,9 @@ class _Server(ThreadingHTTPServer):
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)  # closed first: a test that waits for it sees it closed
         with self.conn_lock:
             self.connections.discard(request)
-        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hung up mid-answer is routine here (timeouts, truncation)
