@@ -84,13 +84,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
             "attempts": call.attempts,
             "elapsed_ms": round(call.elapsed_ms, 3),
         }
-    record: dict[str, Any] = {
-        "id": item.id,
-        "kind": item.kind,
-        "call": item.call,
-        "args": item.args,
-        "kwargs": item.kwargs,
-    }
+    record = _item_fields(item)
     if isinstance(error, CancelledError):
         record["status"] = "cancelled"
         record["reason"] = CANCELLED_REASON
@@ -106,17 +100,18 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
 def cancelled_record(item: TaskItem) -> dict[str, Any]:
     """The results-file line of a task that never got an outcome because the job was cancelled."""
     return {
-        "id": item.id,
-        "kind": item.kind,
-        "call": item.call,
-        "args": item.args,
-        "kwargs": item.kwargs,
+        **_item_fields(item),
         "status": "cancelled",
         "reason": CANCELLED_REASON,
         "worker": None,
         "attempts": 0,
         "elapsed_ms": 0.0,
     }
+
+
+def _item_fields(item: TaskItem) -> dict[str, Any]:
+    """The first fields of every record: what was asked."""
+    return {"id": item.id, "kind": item.kind, "call": item.call, "args": item.args, "kwargs": item.kwargs}
 
 
 def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
