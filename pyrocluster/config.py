@@ -40,6 +40,8 @@ class Settings:
     ns_host: str = DEFAULT_NS_HOST
     ns_port: int = DEFAULT_NS_PORT
     secret: bytes | None = None
+    token: str | None = None
+    """A role token (``tokens.py``), used when there is no secret."""
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -51,6 +53,11 @@ class Settings:
     def ns_address(self) -> str:
         """The name server as ``HOST:PORT``."""
         return f"{self.ns_host}:{self.ns_port}"
+
+    @property
+    def authenticated(self) -> bool:
+        """True when this process proves a credential (the secret or a token)."""
+        return self.secret is not None or self.token is not None
 
     @property
     def tls(self) -> bool:
@@ -68,6 +75,8 @@ class Settings:
         ns: str | None = None,
         secret: str | bytes | None = None,
         secret_file: str | os.PathLike[str] | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_ca: str | None = None,
@@ -85,6 +94,12 @@ class Settings:
             secret = env.get("PYROCLUSTER_SECRET") or None
         if isinstance(secret, str):
             secret = secret.encode()
+        if token_file:
+            token = Path(token_file).read_text().strip()
+            if not token:
+                raise ValueError(f"token file {token_file} is empty")
+        elif token is None:
+            token = env.get("PYROCLUSTER_TOKEN") or None
         serializer = serializer or env.get("PYROCLUSTER_SERIALIZER") or "msgpack"
         if serializer not in SAFE_SERIALIZERS:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
@@ -97,6 +112,7 @@ class Settings:
             ns_host=host,
             ns_port=port,
             secret=secret,
+            token=token.strip() if token else None,
             tls_cert=tls_cert or env.get("PYROCLUSTER_TLS_CERT") or None,
             tls_key=tls_key or env.get("PYROCLUSTER_TLS_KEY") or None,
             tls_ca=tls_ca or env.get("PYROCLUSTER_TLS_CA") or None,
@@ -110,6 +126,8 @@ class Settings:
         env = {"PYROCLUSTER_SERIALIZER": self.serializer}
         if self.secret:
             env["PYROCLUSTER_SECRET"] = self.secret.decode()
+        elif self.token:
+            env["PYROCLUSTER_TOKEN"] = self.token
         for name, value in (("CERT", self.tls_cert), ("KEY", self.tls_key), ("CA", self.tls_ca)):
             if value:
                 env[f"PYROCLUSTER_TLS_{name}"] = str(Path(value).resolve())
@@ -170,7 +188,7 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(host: str, settings: Settings, insecure: bool) -> None:
     """Refuse a non-loopback bind without a cluster secret unless ``insecure``; ValueError says why."""
-    if not is_loopback(host) and settings.secret is None and not insecure:
+    if not is_loopback(host) and settings.secret is None and settings.token is None and not insecure:
         raise ValueError(
             f"refusing to listen on {host} without a cluster secret: anyone who can reach it could "
             "run tasks; set --secret-file or PYROCLUSTER_SECRET, or pass --insecure"

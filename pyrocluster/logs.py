@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging.config
 
+AUDIT_LOGGER = "pyrocluster.audit"
+"""Who did what (``roles.audit``): logged at INFO by every command, whatever its level."""
 QUIET_LIBRARIES = ("Pyro5", "httpx", "httpcore", "uvicorn")
 """Libraries whose own INFO lines (one per request) would drown ours; only with ``--debug``."""
 
@@ -25,8 +27,11 @@ def configure(debug: bool, info: bool = False) -> None:
             },
             "root": {"handlers": ["stderr"], "level": level},
             "loggers": {
-                name: {"level": "DEBUG" if debug else "CRITICAL" if name == "Pyro5" else "WARNING"}
-                for name in QUIET_LIBRARIES
+                **{
+                    name: {"level": "DEBUG" if debug else "CRITICAL" if name == "Pyro5" else "WARNING"}
+                    for name in QUIET_LIBRARIES
+                },
+                AUDIT_LOGGER: {"level": "INFO"},
             },
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import Pyro5.errors
 
-from pyrocluster import config, tasks
+from pyrocluster import config, revocations, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.defaults import (
@@ -83,6 +84,10 @@ class Worker:
             self.name, list(options.services), list(options.tags), self.slots_n, options.pool
         )
         self.uris: dict[str, str] = {}
+        self.instance = secrets.token_hex(4)
+        """Ends every object id of this process: a handshake captured on an earlier process under
+        the same name names objects this one does not hold, so its replay is refused."""
+        self._revocations: revocations.Watcher | None = None
         self._daemon: Any = None
         self._slots: Any = None
         self._crawl: Any = None
@@ -101,6 +106,7 @@ class Worker:
         for spec in self.options.task_modules:
             tasks.load_task_module(spec)
         self._ns = self._connect_waiting()
+        self._revocations = revocations.watch(self.settings)
         self._claim_name()
         try:
             self._daemon = SecureDaemon(self.settings, host=self.options.host, port=self.options.port)
@@ -151,7 +157,7 @@ class Worker:
 
     def _register_object(self, service: str, obj: Any) -> None:
         self.uris[service] = str(
-            self._daemon.register(obj, objectId=registry.object_name(self.name, service))
+            self._daemon.register(obj, objectId=f"{registry.object_name(self.name, service)}.{self.instance}")
         )
 
     def _slot_counts(self) -> dict[str, int]:
@@ -264,6 +270,8 @@ class Worker:
             self._ns = None
 
     def _close(self) -> None:
+        if self._revocations is not None:
+            self._revocations.stop()
         self._drop_ns()
         if self._slots is not None:
             self._slots.close()

@@ -21,11 +21,14 @@ from pyrocluster.errors import (
     JobFileError,
     PyroClusterError,
     ResultsUnwritable,
+    RoleRefused,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RESULTS_UNWRITABLE = 74
 """The results file could not be written (disk full, permissions): sysexits' EX_IOERR."""
+EXIT_NOPERM = 77
+"""The credential's role does not allow the action: sysexits' EX_NOPERM."""
 
 
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +47,13 @@ def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_envvar=True,
             type=click.Path(dir_okay=False),
             help="File holding the cluster secret (or set PYROCLUSTER_SECRET).",
+        ),
+        click.option(
+            "--token-file",
+            envvar="PYROCLUSTER_TOKEN_FILE",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="File holding a role token, used in place of the secret (or set PYROCLUSTER_TOKEN).",
         ),
         click.option(
             "--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."
@@ -102,10 +112,12 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
     """Settings from the shared options (removed from ``kw``); also sets up logging (INFO if asked)."""
     from pyrocluster import logs
 
+    token_file = kw.pop("token_file")
     try:
         settings = Settings.from_sources(
             ns=kw.pop("ns"),
             secret_file=kw.pop("secret_file"),
+            token_file=token_file,
             tls_cert=kw.pop("tls_cert"),
             tls_key=kw.pop("tls_key"),
             tls_ca=kw.pop("tls_ca"),
@@ -113,7 +125,8 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
             debug=kw.pop("debug") or None,
         )
     except OSError as exc:
-        raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
+        flag = "--token-file" if exc.filename is not None and exc.filename == token_file else "--secret-file"
+        raise ConfigError(f"{flag}: {exc.strerror}: {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     logs.configure(settings.debug, info=info_logs)
@@ -140,6 +153,9 @@ def command(func: Callable[..., int | None]) -> Callable[..., None]:
         except ResultsUnwritable as exc:
             render.error(str(exc))
             code = EXIT_RESULTS_UNWRITABLE
+        except RoleRefused as exc:
+            render.error(str(exc))
+            code = EXIT_NOPERM
         except PyroClusterError as exc:
             render.error(str(exc))
             code = EXIT_FAILED

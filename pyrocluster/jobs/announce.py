@@ -129,7 +129,7 @@ class Announcement:
     def __enter__(self) -> Announcement:
         try:
             host = local_address_towards(self._settings.ns_host)
-            if not is_loopback(host) and self._settings.secret is None:
+            if not is_loopback(host) and not self._settings.authenticated:
                 log.warning("not announcing the job: no cluster secret to protect a non-loopback listener")
                 return self
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
