@@ -317,5 +317,3 @@ def make_proxy(uri: Any, settings: Settings, timeout_s: float | None = None) -> 
     if timeout_s:
         proxy._pyroTimeout = timeout_s
     return proxy
-
-

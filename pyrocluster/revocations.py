@@ -143,4 +143,5 @@ def watch(settings: Any) -> Watcher | None:
         return None
     from pyrocluster.nameserver import registry
 
-    return Watcher(lambda: registry.connect(settings, timeout_s=2.0), republish=settings.secret is not None).start()
+    connect = lambda: registry.connect(settings, timeout_s=2.0)  # noqa: E731
+    return Watcher(connect, republish=settings.secret is not None).start()

@@ -207,7 +207,7 @@ def verify_certificate(certificate: str, cluster: bytes) -> Claims:
 
 
 def parse(text: str) -> Token:
-    """A token as its holder loads it (``--token-file``, ``PYROCLUSTER_TOKEN``); TokenInvalid when it is not one.
+    """A token as its holder loads it (``--token-file``, ``PYROCLUSTER_TOKEN``); TokenInvalid if not one.
 
     The holder trusts the cluster key its own token names: it got the token from whoever holds the
     secret, and checks every peer against that key.
@@ -243,7 +243,7 @@ def verify_signature(claims: Claims, message: bytes, signature: Any) -> bool:
 
 
 def verify_cluster_signature(cluster: bytes, message: bytes, signature: Any) -> bool:
-    """True when ``signature`` (hex) is the cluster key's (a holder of the secret) signature of ``message``."""
+    """True when ``signature`` (hex) is the cluster key's signature of ``message`` (by a secret holder)."""
     if not isinstance(signature, str) or len(signature) != 128:
         return False
     try:

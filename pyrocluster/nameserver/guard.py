@@ -107,5 +107,7 @@ def install(daemon: Any) -> None:
     """Make ``daemon``'s name server (Pyro5's, just created) check roles; load the stored revocations."""
     nameserver = daemon.nameserver
     nameserver.__class__ = GuardedNameServer
-    stored = Pyro5.nameserver.NameServer.list(nameserver, prefix=revocations.REVOKED_PREFIX, return_metadata=True)
+    stored = Pyro5.nameserver.NameServer.list(
+        nameserver, prefix=revocations.REVOKED_PREFIX, return_metadata=True
+    )
     REVOKED.update(revocations.parse_revocations(stored))

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 import Pyro5.api
 
 from pyrocluster import codec
-from pyrocluster.roles import requires
 from pyrocluster.pageparse import MAX_URL_CHARS
 from pyrocluster.pages import LARGEST_TIMEOUT_S, PageFetcher
+from pyrocluster.roles import requires
 from pyrocluster.tasks import ERROR, TRANSIENT
 from pyrocluster.tokens import Role
 
