@@ -80,15 +80,15 @@ class AuthenticationRefused(AuthenticationError, Pyro5.errors.SecurityError):
     """
 
 
-class RoleRefusedRemotely(RoleRefused, Pyro5.errors.SecurityError):
-    """A daemon refused a call beyond our role (exit code 77); also a Pyro5 ``SecurityError``."""
+class RoleRefusedRemotely(RoleRefused, PermissionError):
+    """A daemon refused a call beyond our role (exit code 77); also a ``PermissionError``."""
 
 
 class CredentialRefusedRemotely(AuthenticationRefused):
     """A daemon refused a call because our token expired or was revoked since we connected (exit 3)."""
 
 
-def translate_refusal(exc: Pyro5.errors.SecurityError) -> Exception:
+def translate_refusal(exc: Exception) -> Exception:
     """A daemon's refusal of a call as our own error (role: exit 77; credential: exit 3)."""
     text = str(exc)
     if text.startswith(roles.ROLE_REFUSAL_TAG):
@@ -175,7 +175,8 @@ class HandshakeValidator:
         except HandshakeRefused as exc:
             log.warning("refused a connection from %s: %s", _peer(conn), exc.reason)
             raise
-        conn.pyrocluster_peer = peer
+        # Pyro5 hands calls the connection itself; the handshake sees it wrapped (_BoundedConnection)
+        getattr(conn, "wrapped", conn).pyrocluster_peer = peer
         return server_reply(cred, data["nonce"], signed="mac" not in data)
 
 
@@ -185,6 +186,11 @@ class _BoundedConnection:
     def __init__(self, conn: Any, limit: int) -> None:
         self._conn = conn
         self._left = limit
+
+    @property
+    def wrapped(self) -> Any:
+        """The connection itself."""
+        return self._conn
 
     def recv(self, size: int) -> bytes:
         """Read ``size`` bytes, or raise ProtocolError when that would exceed the limit."""
@@ -278,7 +284,7 @@ class SecureProxy(Pyro5.api.Proxy):
         """A call; a daemon's refusal of our role or credential comes back as our own error."""
         try:
             return super()._pyroInvoke(*args, **kwargs)
-        except Pyro5.errors.SecurityError as exc:
+        except (Pyro5.errors.SecurityError, PermissionError) as exc:
             translated = translate_refusal(exc)
             if translated is exc:
                 raise
@@ -299,6 +305,12 @@ def settings_credential(settings: Settings) -> Credential | None:
         return credential(settings.secret, settings.token)
     except TokenInvalid as exc:
         raise ConfigError(f"token: {exc}") from None
+
+
+def own_peer(settings: Settings) -> roles.Peer:
+    """Who this process is to others: its token's name and role, or the secret (also without one)."""
+    cred = settings_credential(settings)
+    return cred.peer if cred is not None else roles.SECRET_PEER
 
 
 def make_proxy(uri: Any, settings: Settings, timeout_s: float | None = None) -> Pyro5.api.Proxy:

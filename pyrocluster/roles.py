@@ -111,7 +111,12 @@ def refusal(peer: Peer, role: Role, action: str) -> str:
 
 
 def check(role: Role, action: str) -> Peer:
-    """The current peer when it may do ``action`` (needing ``role``); SecurityError otherwise."""
+    """The current peer when it may do ``action`` (needing ``role``).
+
+    A call beyond the role raises PermissionError (the connection stays: the peer is who it
+    said); a token expired or revoked since the handshake raises SecurityError, on which Pyro5
+    closes the connection.
+    """
     peer = current_peer()
     if peer.is_token:
         reason = invalid_reason(peer, time.time())
@@ -119,7 +124,7 @@ def check(role: Role, action: str) -> Peer:
             raise Pyro5.errors.SecurityError(f"{AUTH_REFUSAL_TAG}: {reason}")
     if peer.role < role:
         log.warning("refused: %s may not %s", peer.describe(), action)
-        raise Pyro5.errors.SecurityError(refusal(peer, role, action))
+        raise PermissionError(refusal(peer, role, action))
     return peer
 
 
@@ -139,6 +144,14 @@ def requires(role: Role, action: str) -> Callable[[F], F]:
         return checked  # type: ignore[return-value]
 
     return wrap
+
+
+def require_own(peer: Peer, role: Role, action: str) -> None:
+    """Refuse, before contacting anyone, an action beyond this process's own credential (exit 77)."""
+    from pyrocluster.errors import RoleRefused
+
+    if peer.role < role:
+        raise RoleRefused(refusal(peer, role, action).partition(": ")[2])
 
 
 def audit(peer: Peer, action: str, **details: Any) -> None:

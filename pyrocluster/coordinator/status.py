@@ -17,6 +17,7 @@ from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.scheduler.pauses import paused_schedules
 from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
@@ -109,6 +110,9 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
         if prune:
             finished.prune(ns)
         schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
+        paused = paused_schedules(ns)
+        for schedule in schedules:
+            schedule["paused"] = schedule["name"] in paused
         return Listing(
             registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
         )

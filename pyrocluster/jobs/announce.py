@@ -12,10 +12,14 @@ from typing import Any
 
 import Pyro5.api
 
-from pyrocluster.auth import SecureDaemon, make_proxy
+from pyrocluster import revocations
+from pyrocluster.auth import SecureDaemon, make_proxy, own_peer
 from pyrocluster.config import Settings, is_loopback
+from pyrocluster.errors import AuthenticationError, RoleRefused
 from pyrocluster.jobs import finished
 from pyrocluster.nameserver import registry
+from pyrocluster.roles import REVOKED, SECRET_PEER, Peer, audit, check, refusal, require_own, requires
+from pyrocluster.tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +39,38 @@ class JobProgress:
         snapshot: Callable[[], dict[str, Any]],
         failures: Callable[[], list[dict[str, Any]]] | None = None,
         on_cancel: Callable[[], None] | None = None,
+        owner: Peer = SECRET_PEER,
     ) -> None:
         self._id = job_id
         self._snapshot = snapshot
         self._failures = failures
         self._on_cancel = on_cancel
+        self._owner = owner
+        """Who submitted the job: a submitter may cancel only its own jobs."""
 
     def cancel(self) -> bool:
         """Stop the job (``pyrocluster cancel``): it dispatches nothing more, stops its running tasks
-        and records the unfinished ones ``cancelled``. True when the job takes the request."""
+        and records the unfinished ones ``cancelled``. True when the job takes the request.
+
+        An operator (or the secret) may cancel any job; a submitter only the jobs submitted under
+        its own token's name.
+        """
+        peer = check(Role.SUBMITTER, "cancel jobs")
+        if peer.role < Role.OPERATOR and (not self._owner.is_token or peer.name != self._owner.name):
+            log.warning("refused: %s may not cancel %s's job %s", peer.describe(), self._owner.name, self._id)
+            raise PermissionError(refusal(peer, Role.OPERATOR, "cancel another's job"))
         if self._on_cancel is None:
             return False
+        audit(peer, "cancel", job=self._id)
         self._on_cancel()
         return True
 
+    @requires(Role.VIEWER, "read job progress")
     def progress(self) -> dict[str, Any]:
         """The job's counters now: its ``status`` entry."""
         return status_entry(self._id, self._snapshot(), "running")
 
+    @requires(Role.VIEWER, "read job failures")
     def failures(self) -> list[dict[str, Any]]:
         """The last failed tasks: id, call, worker, attempts, type, message, traceback."""
         return self._failures() if self._failures else []
@@ -83,8 +101,9 @@ def local_address_towards(host: str) -> str:
 def cancel_job(settings: Settings, name: str) -> int:
     """Ask every running job called ``name`` (as ``status`` shows it) to stop; how many acknowledged.
 
-    ClusterUnreachable when the name server cannot be reached.
+    ClusterUnreachable when the name server cannot be reached; RoleRefused beyond the role.
     """
+    require_own(own_peer(settings), Role.SUBMITTER, "cancel jobs")
     ns = registry.connect(settings)
     try:
         jobs = registry.find_jobs(ns)
@@ -97,6 +116,8 @@ def cancel_job(settings: Settings, name: str) -> int:
         proxy = make_proxy(uri, settings, timeout_s=CANCEL_TIMEOUT_S)
         try:
             acknowledged += bool(proxy.cancel())
+        except (RoleRefused, AuthenticationError):
+            raise
         except Exception as exc:  # a job that died without unregistering is not running
             log.debug("cancel of %s failed: %s", registered, exc)
         finally:
@@ -135,7 +156,13 @@ class Announcement:
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
             self._uri = str(
                 self._daemon.register(
-                    JobProgress(self._registered_as, self._snapshot, self._failures, self._on_cancel)
+                    JobProgress(
+                        self._registered_as,
+                        self._snapshot,
+                        self._failures,
+                        self._on_cancel,
+                        own_peer(self._settings),
+                    )
                 )
             )
         except Exception as exc:  # status is a convenience: the job runs without it
@@ -158,6 +185,8 @@ class Announcement:
                     ns = registry.connect(self._settings, timeout_s=2.0)
                 if registry.find_jobs(ns).get(self._registered_as) != self._uri:
                     registry.register_job(ns, self._registered_as, self._uri)
+                if self._settings.authenticated:  # the job's cancel checks tokens: keep up with revocations
+                    REVOKED.update(revocations.read_revocations(ns))
             except Exception as exc:  # name server away: try again on the next round
                 log.debug("job registration failed: %s", exc)
                 if ns is not None:

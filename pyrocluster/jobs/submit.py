@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.crawl import CrawlRun
@@ -23,6 +24,8 @@ from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import JobSpec, load_job
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
+from pyrocluster.roles import audit, require_own
+from pyrocluster.tokens import Role
 
 
 @dataclass
@@ -96,6 +99,9 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
 ) -> JobSummary:
     spec = load_job(options.job_file)
+    peer = own_peer(settings)
+    require_own(peer, Role.SUBMITTER, "submit jobs")
+    audit(peer, "submit", job=spec.name)
     output = Path(options.out or spec.output)
     runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None

@@ -15,10 +15,9 @@ import Pyro5.nameserver
 
 from pyrocluster import revocations
 from pyrocluster.roles import REVOKED, audit, check, requires
+from pyrocluster.scheduler.pauses import PAUSED_PREFIX
 from pyrocluster.tokens import Role
 
-PAUSED_PREFIX = "pyrocluster.paused."
-"""``pyrocluster.paused.<schedule>``: the schedule fires no tick while it is registered."""
 ROLE_PREFIXES = (
     (Role.SUBMITTER, ("pyrocluster.job.", "pyrocluster.finished.", "pyrocluster.failures.")),
     (Role.OPERATOR, (PAUSED_PREFIX,)),

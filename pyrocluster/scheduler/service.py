@@ -31,6 +31,7 @@ from pyrocluster.nameserver import registry
 from pyrocluster.scheduler import store
 from pyrocluster.scheduler.journal import StateFile, append_tick, tick_line
 from pyrocluster.scheduler.lease import Leadership
+from pyrocluster.scheduler.pauses import paused_schedules
 from pyrocluster.scheduler.spec import Schedule
 from pyrocluster.scheduler.ticks import (
     FIRE,
@@ -148,6 +149,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._cancel = threading.Event()
         self._published = float("-inf")
+        self._paused: set[str] = set()
+        """Schedules an operator paused (``pyrocluster schedule pause``), read every round."""
 
     def start(self) -> None:
         """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
@@ -206,6 +209,7 @@ class Scheduler:
         """
         try:
             ns = self._connected()
+            self._paused = paused_schedules(ns)
             self._collect_finished(ns)
             for st in self.states:
                 self._step(ns, st, deciding)
@@ -239,8 +243,8 @@ class Scheduler:
         now = self._wall()
         if not was_leading:
             self._take_over(ns, st, now)
-        if not deciding:
-            return
+        if not deciding or st.schedule.name in self._paused:
+            return  # a paused schedule's ticks wait for its misfire rule once it is resumed
         assert st.watermark is not None and st.lease.leading_since is not None
         after = max([st.watermark, *st.queued[-1:]])
         due = ticks_between(st.schedule.timing, after, now)
