@@ -179,9 +179,11 @@ def test_a_viewer_sees_but_cannot_submit_run_or_register(secured: Secured, tmp_p
         with pytest.raises(auth.RoleRefusedRemotely, match="may not remove names"):
             ns.remove(prefix="pyrocluster.worker.")
         assert ns.list(prefix="pyrocluster.worker.fake.") == {}
-    with auth.make_proxy(uris["control"], settings, timeout_s=5) as control:
-        with pytest.raises(auth.RoleRefusedRemotely, match="may not drain workers"):
-            control.drain()
+    with (
+        auth.make_proxy(uris["control"], settings, timeout_s=5) as control,
+        pytest.raises(auth.RoleRefusedRemotely, match="may not drain workers"),
+    ):
+        control.drain()
     info = secured.info()
     assert info["done"] == 0 and info["failed"] == 0 and info["state"] == "ready"
 
