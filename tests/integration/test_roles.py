@@ -20,8 +20,11 @@ import Pyro5.core
 import Pyro5.errors
 import pytest
 
-from pyrocluster import auth
+from pyrocluster import auth, codec, operate, revocations, tokens
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.status import cluster_status
+from pyrocluster.handshake import credential
+from pyrocluster.jobs.announce import cancel_job
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, run_cli, wait_for
 
@@ -60,6 +63,13 @@ class Secured:
         result = self.cli(None, "token", "issue", name, "--role", role, *extra)
         assert result.returncode == 0, result
         return result.stdout.strip()
+
+    def issue_here(self, name: str, role: str) -> str:
+        """A token issued in this process (what ``token issue`` does, without starting a command)."""
+        token = tokens.issue(SECRET.encode(), name, tokens.Role.parse(role), time.time(), 3600)
+        with auth.make_proxy(f"PYRO:Pyro.NameServer@{self.ns}", self.settings(None), timeout_s=5) as ns:
+            revocations.record_token(ns, credential(None, token).peer)  # type: ignore[union-attr]
+        return token
 
     def settings(self, token: str | None) -> Settings:
         if token is None:
@@ -101,12 +111,12 @@ ADD_JOB = "  - {id: a, call: add, args: [40, 2]}\n"
 
 
 def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
-    tokens = {role: secured.issue(f"t-{role}", role) for role in ("viewer", "submitter", "operator")}
+    tokens = {"viewer": secured.issue("t-viewer", "viewer")}  # the command once; the others directly
+    tokens.update({role: secured.issue_here(f"t-{role}", role) for role in ("submitter", "operator")})
     for role, token in tokens.items():
         assert SECRET not in token
-        result = secured.cli(token, "status", "--json")
-        assert result.returncode == 0, (role, result)
-        assert [w["name"] for w in json.loads(result.stdout)["workers"]] == [WORKER]
+        shown = cluster_status(secured.settings(token))
+        assert [w["name"] for w in shown["workers"]] == [WORKER], role
     revoked = secured.cli(None, "token", "revoke", "t-viewer")
     assert revoked.returncode == 0, revoked
     asked = time.monotonic()
@@ -125,7 +135,7 @@ def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
     assert time.monotonic() - asked < REVOCATION_LIMIT_S + 1  # one poll of margin
     refused = secured.cli(tokens["viewer"], "status")
     assert refused.returncode == 3 and "revoked" in only_error_line(refused), refused
-    assert secured.cli(tokens["operator"], "status").returncode == 0  # the others still work
+    assert cluster_status(secured.settings(tokens["operator"]))["workers"]  # the others still work
     listed = json.loads(secured.cli(None, "token", "list", "--json").stdout)["tokens"]
     assert {t["name"]: t["state"] for t in listed} == {
         "t-viewer": "revoked",
@@ -133,8 +143,8 @@ def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
         "t-operator": "active",
     }
     assert audit_lines(secured.nameserver, "token revoke")
-    again = secured.issue("t-viewer", "viewer")  # a new token under the revoked name works
-    assert secured.cli(again, "status").returncode == 0
+    again = secured.issue_here("t-viewer", "viewer")  # a new token under the revoked name works
+    assert cluster_status(secured.settings(again))["workers"]
 
 
 def test_an_expired_token_is_refused_like_a_wrong_secret(secured: Secured) -> None:
@@ -219,8 +229,8 @@ def jobs() -> Iterator[list[subprocess.Popen[str]]]:
 def test_a_submitter_submits_and_cancels_only_its_own_jobs(
     secured: Secured, tmp_path: Path, jobs: list[subprocess.Popen[str]]
 ) -> None:
-    alice = secured.issue("alice", "submitter")
-    bob = secured.issue("bob", "submitter")
+    alice = secured.issue_here("alice", "submitter")
+    bob = secured.issue_here("bob", "submitter")
     done = secured.cli(alice, "submit", str(job_file(tmp_path, "quick", ADD_JOB)), timeout=90)
     assert done.returncode == 0, done
     drain = secured.cli(alice, "drain", WORKER)
@@ -229,40 +239,42 @@ def test_a_submitter_submits_and_cancels_only_its_own_jobs(
     jobs.append(start_job(secured, alice, tmp_path, "mine"))
     jobs.append(start_job(secured, None, tmp_path, "theirs"))
     wait_for(lambda: sorted(running_jobs(secured)) == ["mine", "theirs"], 30, what="both jobs running")
-    for name in ("mine", "theirs"):
-        refused = secured.cli(bob, "cancel", name)
-        assert refused.returncode == 77, refused
-        assert "role submitter (bob) may not cancel another's job" in only_error_line(refused)
-    assert secured.cli(alice, "cancel", "theirs").returncode == 77
-    assert secured.cli(alice, "cancel", "mine").returncode == 0
+    refused = secured.cli(bob, "cancel", "mine")
+    assert refused.returncode == 77, refused
+    assert "role submitter (bob) may not cancel another's job" in only_error_line(refused)
+    for who, job in ((bob, "theirs"), (alice, "theirs")):
+        with pytest.raises(auth.RoleRefusedRemotely, match="may not cancel another's job"):
+            cancel_job(secured.settings(who), job)
+    assert cancel_job(secured.settings(alice), "mine") == 1
     assert jobs[0].wait(timeout=30) == 130
     assert any(
         "audit: cancel by alice role=submitter" in line for line in jobs[0].communicate()[1].splitlines()
     )
     assert jobs[1].poll() is None  # the other job still runs
-    operator = secured.issue("oncall", "operator")
-    assert secured.cli(operator, "cancel", "theirs").returncode == 0
+    assert cancel_job(secured.settings(secured.issue_here("oncall", "operator")), "theirs") == 1
     assert jobs[1].wait(timeout=30) == 130
 
 
+def run_add(secured: Secured) -> dict[str, Any]:
+    """One ``add`` straight to the worker's compute service, with the secret."""
+    request = {"from": "operator-test", "calls": [["1", "add", codec.pack_call([40, 2], {}), 5.0, 0]]}
+    with auth.make_proxy(secured.uris()["compute"], secured.settings(None), timeout_s=5) as compute:
+        return dict(compute.run_batch(request))
+
+
 def test_an_operator_drains_undrains_and_pauses_each_logged(secured: Secured, tmp_path: Path) -> None:
-    operator = secured.issue("oncall", "operator")
+    operator = secured.issue_here("oncall", "operator")
     assert secured.cli(operator, "drain", WORKER).returncode == 0
     assert secured.info()["state"] == "draining"
     assert secured.worker.proc.poll() is None  # it stays up
-    shown = json.loads(secured.cli(operator, "status", "--json").stdout)["workers"]
-    assert [w["state"] for w in shown] == ["draining"]
-    refused = secured.cli(None, "submit", str(job_file(tmp_path, "d", ADD_JOB)), "--wait", "1", timeout=60)
-    assert refused.returncode != 0 and secured.info()["done"] == 0  # a drained worker takes no work
-    assert secured.cli(operator, "undrain", WORKER).returncode == 0
+    assert [w["state"] for w in cluster_status(secured.settings(operator))["workers"]] == ["draining"]
+    assert run_add(secured)["refused"] == "draining"  # takes no new work
+    assert operate.set_draining(secured.settings(operator), WORKER, False)
     assert secured.info()["state"] == "ready"
-    assert secured.cli(None, "submit", str(job_file(tmp_path, "u", ADD_JOB)), timeout=60).returncode == 0
-    assert secured.info()["done"] == 1
+    assert "outcomes" in run_add(secured)
     for action in ("drain", "undrain"):
-        assert any(
-            f"worker={WORKER}" in line and "by oncall role=operator" in line
-            for line in audit_lines(secured.worker, action)
-        ), secured.worker.output
+        lines = audit_lines(secured.worker, action)
+        assert any(f"worker={WORKER}" in line and "by oncall role=operator" in line for line in lines), lines
     unknown = secured.cli(operator, "drain", "nobody")
     assert unknown.returncode == 2 and "no worker named 'nobody'" in only_error_line(unknown)
 
@@ -275,20 +287,19 @@ def test_an_operator_drains_undrains_and_pauses_each_logged(secured: Secured, tm
     scheduler.wait_ready()
     wait_for(lambda: secured.info()["done"] >= 2, 20, what="the schedule fires")
     assert secured.cli(operator, "schedule", "pause", "s").returncode == 0
-    shown = json.loads(secured.cli(operator, "status", "--json").stdout)["schedules"]
+    shown = cluster_status(secured.settings(operator))["schedules"]
     assert [(s["name"], s["paused"]) for s in shown] == [("s", True)]
     time.sleep(1.5)  # a run decided just before the pause may still be finishing
     settled = secured.info()["done"]
     time.sleep(3)  # three ticks' worth: none may fire while paused
     assert secured.info()["done"] == settled
-    assert secured.cli(operator, "schedule", "resume", "s").returncode == 0
+    assert operate.set_paused(secured.settings(operator), "s", False)
     wait_for(lambda: secured.info()["done"] > settled, 20, what="the schedule fires again")
     for action in ("pause", "resume"):
-        assert any(
-            "schedule=s" in line and "by oncall role=operator" in line
-            for line in audit_lines(secured.nameserver, action)
-        ), secured.nameserver.output
-    assert secured.cli(operator, "schedule", "pause", "nosuch").returncode == 2
+        lines = audit_lines(secured.nameserver, action)
+        assert any("schedule=s" in line and "by oncall role=operator" in line for line in lines), lines
+    with pytest.raises(LookupError, match="no schedule named 'nosuch'"):
+        operate.set_paused(secured.settings(operator), "nosuch", True)
 
 
 def replay(hello: dict[str, Any], host: str, port: int) -> None:
