@@ -64,7 +64,7 @@ class TaskFailed(PyroClusterError):
 _REMOTE_TYPES: dict[str, type[Exception]] = {
     name: cls
     for name, cls in vars(builtins).items()
-    if isinstance(cls, type) and issubclass(cls, Exception) and name not in ("StopIteration", "StopAsyncIteration")
+    if isinstance(cls, type) and issubclass(cls, Exception) and not name.startswith(("Stop", "_"))
 }
 """Exception classes a remote error can also be an instance of, by the name that travels (not the
 Stop*Iteration ones, which would end a generator that reads a result)."""
