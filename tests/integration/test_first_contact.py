@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, WorkerUnavailable
+from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, TaskTimeout, WorkerUnavailable
 from pyrocluster.local import start_nameserver, start_worker
 from tests.conftest import Processes
 
@@ -104,3 +104,19 @@ def test_a_function_given_as_the_task_is_a_type_error_naming_task_and_tasks(
                 TypeError, match="tasks are called by name.*'inc'.*@pyrocluster.task.*--tasks"
             ):
                 attempt()
+
+
+def test_an_overrun_ends_task_timeout_after_one_attempt_unless_retry_on_error(
+    no_secret_env, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--concurrency", "2")
+    with Cluster(nameserver, wait=30, retries=3) as cluster:
+        started = time.monotonic()
+        once = cluster.options(timeout=0.5).submit("sleep", 3)
+        with pytest.raises(TaskTimeout):
+            once.result(timeout=30)
+        assert once.attempts == 1 and time.monotonic() - started < 2.5
+        again = cluster.options(timeout=0.5, retries=1, retry_on_error=True).submit("sleep", 3)
+        with pytest.raises(TaskTimeout):
+            again.result(timeout=30)
+        assert again.attempts == 2
