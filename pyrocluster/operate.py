@@ -13,10 +13,9 @@ from typing import Any
 
 from pyrocluster.auth import make_proxy, own_peer
 from pyrocluster.config import Settings
-from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import pauses, registry
+from pyrocluster.nameserver.schedules import SCHEDULER_PREFIX, published_schedules
 from pyrocluster.roles import require_own
-from pyrocluster.scheduler import pauses
-from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
 from pyrocluster.tokens import Role
 
 CONTROL_TIMEOUT_S = 5.0

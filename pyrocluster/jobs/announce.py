@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import Pyro5.api
@@ -15,9 +15,8 @@ import Pyro5.api
 from pyrocluster import revocations
 from pyrocluster.auth import SecureDaemon, make_proxy, own_peer
 from pyrocluster.config import Settings, is_loopback
-from pyrocluster.errors import AuthenticationError, RoleRefused
-from pyrocluster.jobs import finished
-from pyrocluster.nameserver import registry
+from pyrocluster.errors import AuthenticationError, ConfigError, RoleRefused
+from pyrocluster.nameserver import finished, registry
 from pyrocluster.roles import REVOKED, SECRET_PEER, Peer, audit, check, refusal, require_own, requires
 from pyrocluster.tokens import Role
 
@@ -98,10 +97,37 @@ def local_address_towards(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
-def cancel_job(settings: Settings, name: str) -> int:
-    """Ask every running job called ``name`` (as ``status`` shows it) to stop; how many acknowledged.
+def started_at(job_id: str) -> str:
+    """When a job started, from its id (``name@host-pid-<epoch ms>``), as UTC text; "" if unknown."""
+    stamp = job_id.rpartition("-")[2]
+    if not stamp.isdigit():
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(stamp) / 1000))
 
-    ClusterUnreachable when the name server cannot be reached; RoleRefused beyond the role.
+
+def jobs_to_cancel(running: Iterable[str], job: str, every: bool) -> list[str]:
+    """The running jobs ``job`` names: its id, or its name when one job has it (all with ``every``).
+
+    ConfigError when a name is shared and ``every`` is not set, listing the ids and start times.
+    """
+    running = list(running)
+    if job in running:
+        return [job]
+    named = sorted(r for r in running if r.partition("@")[0] == job)
+    if len(named) > 1 and not every:
+        listed = ", ".join(f"{r} (started {started_at(r)})" for r in named)
+        raise ConfigError(
+            f"{len(named)} running jobs are named {job!r}; cancel one by its id, or all of them with "
+            f"--all: {listed}"
+        )
+    return named
+
+
+def cancel_job(settings: Settings, job: str, every: bool = False) -> list[str]:
+    """Ask the running job ``job`` (an id, or a name as :func:`jobs_to_cancel` says) to stop.
+
+    Returns the ids that acknowledged. ClusterUnreachable when the name server cannot be reached;
+    RoleRefused beyond the role.
     """
     require_own(own_peer(settings), Role.SUBMITTER, "cancel jobs")
     ns = registry.connect(settings)
@@ -109,13 +135,12 @@ def cancel_job(settings: Settings, name: str) -> int:
         jobs = registry.find_jobs(ns)
     finally:
         ns._pyroRelease()
-    acknowledged = 0
-    for registered, uri in jobs.items():
-        if registered.partition("@")[0] != name and registered != name:
-            continue
-        proxy = make_proxy(uri, settings, timeout_s=CANCEL_TIMEOUT_S)
+    acknowledged = []
+    for registered in jobs_to_cancel(jobs, job, every):
+        proxy = make_proxy(jobs[registered], settings, timeout_s=CANCEL_TIMEOUT_S)
         try:
-            acknowledged += bool(proxy.cancel())
+            if proxy.cancel():
+                acknowledged.append(registered)
         except (RoleRefused, AuthenticationError):
             raise
         except Exception as exc:  # a job that died without unregistering is not running

@@ -14,8 +14,8 @@ import Pyro5.api
 import Pyro5.nameserver
 
 from pyrocluster import revocations
+from pyrocluster.nameserver.pauses import PAUSED_PREFIX
 from pyrocluster.roles import REVOKED, audit, check, requires
-from pyrocluster.scheduler.pauses import PAUSED_PREFIX
 from pyrocluster.tokens import Role
 
 ROLE_PREFIXES = (

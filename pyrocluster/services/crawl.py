@@ -10,8 +10,8 @@ import Pyro5.api
 from pyrocluster import codec
 from pyrocluster.pageparse import MAX_URL_CHARS
 from pyrocluster.pages import LARGEST_TIMEOUT_S, PageFetcher
+from pyrocluster.protocol import ERROR, TRANSIENT
 from pyrocluster.roles import requires
-from pyrocluster.tasks import ERROR, TRANSIENT
 from pyrocluster.tokens import Role
 
 MAX_BATCH = 10_000
