@@ -48,8 +48,9 @@ def token_env(token: str) -> dict[str, str]:
 class Secured:
     """A name server and one worker holding the secret, and helpers to act with tokens."""
 
-    def __init__(self, processes: Processes) -> None:
+    def __init__(self, processes: Processes, cwd: Path) -> None:
         self.processes = processes
+        self.cwd = cwd
         ns_proc, self.ns = start_nameserver(env=SECRET_ENV)
         self.nameserver = processes.add(ns_proc)
         args = ["--name", WORKER, "--services", "compute", "--concurrency", "2", "--pool", "thread"]
@@ -57,7 +58,7 @@ class Secured:
 
     def cli(self, token: str | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = SECRET_ENV if token is None else token_env(token)
-        return run_cli(*args, "--ns", self.ns, env=env, timeout=timeout)
+        return run_cli(*args, "--ns", self.ns, env=env, timeout=timeout, cwd=self.cwd)
 
     def issue(self, name: str, role: str, *extra: str) -> str:
         result = self.cli(None, "token", "issue", name, "--role", role, *extra)
@@ -87,8 +88,9 @@ class Secured:
 
 
 @pytest.fixture
-def secured(processes: Processes) -> Secured:
-    return Secured(processes)
+def secured(processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Secured:
+    monkeypatch.chdir(tmp_path)  # a scheduler writes its runs/ where it starts
+    return Secured(processes, tmp_path)
 
 
 def only_error_line(result: subprocess.CompletedProcess[str]) -> str:
