@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import uvicorn
 
+from pyrocluster import revocations
 from pyrocluster.config import Settings
 from pyrocluster.errors import ConfigError
 from pyrocluster.web.app import create_app
-from pyrocluster.web.auth import dashboard_token
 from pyrocluster.web.cache import StatusCache
 
 SWITCH_INTERVAL_S = 0.001
@@ -46,8 +46,9 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     cache = StatusCache(settings)
     cache.start()
-    token = dashboard_token(settings.secret) if settings.secret else None
-    config = uvicorn.Config(create_app(cache, token), log_level="warning", access_log=False, lifespan="off")
+    watcher = revocations.watch(settings)  # a revoked token is refused here within 5 s too
+    app = create_app(cache, settings, bound_host, bound_port)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn in a thread of its own installs no signal handlers: ours (``stop``) decide when to end.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
@@ -62,4 +63,6 @@ def serve(
     server.should_exit = True
     thread.join(timeout=5)
     cache.stop()
+    if watcher is not None:
+        watcher.stop()
     sock.close()
