@@ -122,8 +122,9 @@ def host_allowed(header: str, allowed: frozenset[str], wildcard: bool) -> bool:
 
 def _unauthorized() -> Response:
     return PlainTextResponse(
-        "401 Unauthorized: this dashboard needs a token (pyrocluster dashboard --print-token, or a role "
-        "token from pyrocluster token issue), as 'Authorization: Bearer <token>' or once as /?token=<token>\n",
+        "401 Unauthorized: this dashboard needs a token (pyrocluster dashboard --print-token, or a "
+        "role token from pyrocluster token issue), as 'Authorization: Bearer <token>' or once as "
+        "/?token=<token>\n",
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},
     )
@@ -178,6 +179,7 @@ class TokenGate:
             redirect = RedirectResponse(target, status_code=303)
             redirect.set_cookie(COOKIE, query, httponly=True, samesite="strict")
             return redirect
+        shown: str | None
         if bearer is not None:
             peer = self.credentials.peer(bearer)
             shown, in_header = bearer, True
