@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import Pyro5.callcontext
@@ -32,7 +32,7 @@ AUTH_REFUSAL_TAG = "pyrocluster authentication refused"
 """Prefix of a refusal for a missing, wrong, expired or revoked credential (the client exits 3)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Peer:
     """The credential a connection proved: the secret, or a token's name, role, issue and expiry."""
 
@@ -40,11 +40,14 @@ class Peer:
     role: Role
     issued_ms: int = 0
     expires: int = 0
+    rank: int = field(init=False, repr=False, compare=False)
+    """``int(role)``, kept: the per-call check compares plain ints (an IntEnum costs more)."""
+    is_token: bool = field(init=False, repr=False, compare=False)
+    """True for a token (the secret neither expires nor is revoked)."""
 
-    @property
-    def is_token(self) -> bool:
-        """True for a token (the secret neither expires nor is revoked)."""
-        return self.role is not Role.SECRET
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rank", int(self.role))
+        object.__setattr__(self, "is_token", self.role is not Role.SECRET)
 
     def describe(self) -> str:
         """``name (role)`` for logs and refusals."""
@@ -98,10 +101,12 @@ def invalid_reason(peer: Peer, now: float) -> str | None:
     return None
 
 
+_context = Pyro5.callcontext.current_context
+
+
 def current_peer() -> Peer:
     """The peer of the Pyro5 call being handled in this thread (the secret outside a call)."""
-    conn = getattr(Pyro5.callcontext.current_context, "client", None)
-    peer = getattr(conn, "pyrocluster_peer", None)
+    peer = getattr(getattr(_context, "client", None), "pyrocluster_peer", None)
     return peer if isinstance(peer, Peer) else SECRET_PEER
 
 
@@ -117,12 +122,12 @@ def check(role: Role, action: str) -> Peer:
     said); a token expired or revoked since the handshake raises SecurityError, on which Pyro5
     closes the connection.
     """
-    peer = current_peer()
+    peer = getattr(getattr(_context, "client", None), "pyrocluster_peer", SECRET_PEER)
     if peer.is_token:
         reason = invalid_reason(peer, time.time())
         if reason:
             raise Pyro5.errors.SecurityError(f"{AUTH_REFUSAL_TAG}: {reason}")
-    if peer.role < role:
+    if peer.rank < role:
         log.warning("refused: %s may not %s", peer.describe(), action)
         raise PermissionError(refusal(peer, role, action))
     return peer
