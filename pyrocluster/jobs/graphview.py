@@ -62,7 +62,7 @@ def graph_view(graph: Graph, counts: dict[str, Counter[str]]) -> dict[str, Any]:
             state = (
                 "failed" if seen["failed"] else "skipped" if seen["skipped"] == total and total else "done"
             )
-        elif finished or node.state == "running":
+        elif finished or node.state != "waiting":  # handed out (a leaf is "done" in the flow at once)
             state = "running"
         else:
             state = "waiting"
