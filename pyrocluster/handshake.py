@@ -113,6 +113,18 @@ def _cluster_sign(secret: bytes, message: bytes) -> str:
     return tokens.cluster_key(secret).sign(message).hex()
 
 
+def _prove(cred: Credential, fields: tuple[str, ...], signed: bool) -> dict[str, str]:
+    """The proof of ``cred`` over ``fields``: with the secret a MAC (and the cluster key's signature
+    when ``signed``, for peers that hold only a token); with a token its certificate and signature."""
+    if cred.secret is not None:
+        proof = {"mac": _mac(cred.secret, *fields)}
+        if signed:
+            proof["sig"] = _cluster_sign(cred.secret, _message(*fields))
+        return proof
+    assert cred.token is not None
+    return {"cert": cred.token.certificate, "sig": cred.token.sign(_message(*fields))}
+
+
 def _is_hex(value: Any, length: int) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == length and set(value) <= _HEX_DIGITS
 
@@ -124,14 +136,7 @@ def client_hello(cred: Credential | bytes, object_id: str, now: float) -> dict[s
     nonce = secrets.token_hex(_NONCE_BYTES)
     ts = int(now)
     hello: dict[str, Any] = {"v": HANDSHAKE_VERSION, "nonce": nonce, "ts": ts, "obj": object_id}
-    fields = ("client", nonce, str(ts), object_id)
-    if cred.secret is not None:
-        hello["mac"] = _mac(cred.secret, *fields)
-        hello["sig"] = _cluster_sign(cred.secret, _message(*fields))
-    else:
-        assert cred.token is not None
-        hello["cert"] = cred.token.certificate
-        hello["sig"] = cred.token.sign(_message(*fields))
+    hello.update(_prove(cred, ("client", nonce, str(ts), object_id), signed=True))
     return hello
 
 
@@ -202,17 +207,7 @@ def server_reply(cred: Credential | bytes, client_nonce: str, signed: bool = Fal
     if isinstance(cred, bytes):
         cred = Credential(secret=cred)
     nonce = secrets.token_hex(_NONCE_BYTES)
-    reply: dict[str, Any] = {"v": HANDSHAKE_VERSION, "nonce": nonce}
-    fields = ("server", client_nonce, nonce)
-    if cred.secret is not None:
-        reply["mac"] = _mac(cred.secret, *fields)
-        if signed:
-            reply["sig"] = _cluster_sign(cred.secret, _message(*fields))
-    else:
-        assert cred.token is not None
-        reply["cert"] = cred.token.certificate
-        reply["sig"] = cred.token.sign(_message(*fields))
-    return reply
+    return {"v": HANDSHAKE_VERSION, "nonce": nonce, **_prove(cred, ("server", client_nonce, nonce), signed)}
 
 
 def check_server_reply(cred: Credential | bytes, client_nonce: str, reply: Any, now: float = 0.0) -> bool:

@@ -27,22 +27,13 @@ from pyrocluster.handshake import credential
 from pyrocluster.jobs.announce import cancel_job
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, run_cli, wait_for
+from tests.helpers.roles import secret_env, token_env
 
 SECRET = "roles-secret-5d1c"
-NO_TLS_ENV = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": ""}
-SECRET_ENV = {
-    **NO_TLS_ENV,
-    "PYROCLUSTER_SECRET": SECRET,
-    "PYROCLUSTER_SECRET_FILE": "",
-    "PYROCLUSTER_TOKEN": "",
-}
+SECRET_ENV = secret_env(SECRET)
 WORKER = "roles-w1"
 REVOCATION_LIMIT_S = 5.0
 """SPEC 13: a revoked token is refused everywhere within this."""
-
-
-def token_env(token: str) -> dict[str, str]:
-    return {**NO_TLS_ENV, "PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": "", "PYROCLUSTER_TOKEN": token}
 
 
 class Secured:
@@ -113,9 +104,9 @@ ADD_JOB = "  - {id: a, call: add, args: [40, 2]}\n"
 
 
 def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
-    tokens = {"viewer": secured.issue("t-viewer", "viewer")}  # the command once; the others directly
-    tokens.update({role: secured.issue_here(f"t-{role}", role) for role in ("submitter", "operator")})
-    for role, token in tokens.items():
+    issued = {"viewer": secured.issue("t-viewer", "viewer")}  # the command once; the others directly
+    issued.update({role: secured.issue_here(f"t-{role}", role) for role in ("submitter", "operator")})
+    for role, token in issued.items():
         assert SECRET not in token
         shown = cluster_status(secured.settings(token))
         assert [w["name"] for w in shown["workers"]] == [WORKER], role
@@ -126,7 +117,7 @@ def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
 
     def worker_refuses() -> bool:
         try:
-            with auth.make_proxy(control, secured.settings(tokens["viewer"]), timeout_s=5) as proxy:
+            with auth.make_proxy(control, secured.settings(issued["viewer"]), timeout_s=5) as proxy:
                 proxy.info()
         except auth.AuthenticationRefused as exc:
             assert "revoked" in str(exc)
@@ -135,9 +126,9 @@ def test_each_role_issued_used_and_revoked(secured: Secured) -> None:
 
     wait_for(worker_refuses, REVOCATION_LIMIT_S + 5, what="the worker refuses the revoked token")
     assert time.monotonic() - asked < REVOCATION_LIMIT_S + 1  # one poll of margin
-    refused = secured.cli(tokens["viewer"], "status")
+    refused = secured.cli(issued["viewer"], "status")
     assert refused.returncode == 3 and "revoked" in only_error_line(refused), refused
-    assert cluster_status(secured.settings(tokens["operator"]))["workers"]  # the others still work
+    assert cluster_status(secured.settings(issued["operator"]))["workers"]  # the others still work
     listed = json.loads(secured.cli(None, "token", "list", "--json").stdout)["tokens"]
     assert {t["name"]: t["state"] for t in listed} == {
         "t-viewer": "revoked",

@@ -14,20 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyrocluster import tokens
 from pyrocluster.local import start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.roles import issue as issue_token
+from tests.helpers.roles import secret_env
 from tests.web.helpers import start_dashboard
 from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, text_of
 
 SECRET = "browser-roles-secret"
-NO_TLS_ENV = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": ""}
-SECRET_ENV = {
-    **NO_TLS_ENV,
-    "PYROCLUSTER_SECRET": SECRET,
-    "PYROCLUSTER_SECRET_FILE": "",
-    "PYROCLUSTER_TOKEN": "",
-}
+SECRET_ENV = secret_env(SECRET)
 RENDER_LIMIT_S = 2.0
 """SPEC 13 / the issue: the charts and the graph of a 20,000-task workflow render within this."""
 
@@ -38,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def issue(name: str, role: str) -> str:
-    return tokens.issue(SECRET.encode(), name, tokens.Role.parse(role), time.time(), 3600)
+    return issue_token(SECRET, name, role)
 
 
 class Cluster:

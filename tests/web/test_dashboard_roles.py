@@ -13,21 +13,17 @@ from pyrocluster import tokens
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from pyrocluster.web.auth import dashboard_token
 from tests.conftest import Processes, wait_for
+from tests.helpers.roles import issue as issue_token
+from tests.helpers.roles import secret_env
 from tests.web.helpers import get, start_dashboard
 
 SECRET = "dashboard-roles-secret"
-NO_TLS_ENV = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": ""}
-SECRET_ENV = {
-    **NO_TLS_ENV,
-    "PYROCLUSTER_SECRET": SECRET,
-    "PYROCLUSTER_SECRET_FILE": "",
-    "PYROCLUSTER_TOKEN": "",
-}
+SECRET_ENV = secret_env(SECRET)
 WORKER = "dash-w1"
 
 
 def issue(name: str, role: str) -> str:
-    return tokens.issue(SECRET.encode(), name, tokens.Role.parse(role), time.time(), 3600)
+    return issue_token(SECRET, name, role)
 
 
 def post(url: str, path: str, **kw) -> httpx.Response:
