@@ -31,6 +31,7 @@ from pyrocluster.errors import AuthenticationError, ConfigError, RoleRefused
 from pyrocluster.handshake import (
     HANDSHAKE_WINDOW_S,
     REFUSAL_TAG,
+    SIGN_PLEASE,
     Credential,
     HandshakeRefused,
     ReplayGuard,
@@ -239,6 +240,8 @@ class SecureProxy(Pyro5.api.Proxy):
     # and Proxy.__setattr__ refuses unknown names, so instances set these with object.__setattr__.
     _pyrocluster_credential: Credential | None = None
     _pyrocluster_nonce: str = ""
+    _pyrocluster_signed: bool = False
+    """Sign the secret's handshakes (the server holds only a token and asked for it)."""
 
     @property
     def _pyroHandshake(self) -> Any:  # noqa: N802 (Pyro5 attribute name)
@@ -246,7 +249,7 @@ class SecureProxy(Pyro5.api.Proxy):
         cred = self._pyrocluster_credential
         if cred is None:
             return "hello"
-        hello = client_hello(cred, self._pyroUri.object, time.time())
+        hello = client_hello(cred, self._pyroUri.object, time.time(), self._pyrocluster_signed)
         object.__setattr__(self, "_pyrocluster_nonce", hello["nonce"])
         return hello
 
@@ -278,6 +281,9 @@ class SecureProxy(Pyro5.api.Proxy):
             _, tag, reason = str(exc).partition(f"{REFUSAL_TAG}: ")
             if not tag:
                 raise
+            if reason == SIGN_PLEASE and not self._pyrocluster_signed and connected_socket is None:
+                object.__setattr__(self, "_pyrocluster_signed", True)  # once: a job run with a token
+                return self._Proxy__pyroCreateConnection(replaceUri, connected_socket)
             raise AuthenticationRefused(f"{self._pyroUri.location} refused the connection: {reason}") from exc
 
     def _pyroInvoke(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (Pyro5 method name)
@@ -294,6 +300,7 @@ class SecureProxy(Pyro5.api.Proxy):
         """A copy for another thread, keeping the credential (Pyro5's copy knows only its own state)."""
         copied: SecureProxy = super().__copy__()
         object.__setattr__(copied, "_pyrocluster_credential", self._pyrocluster_credential)
+        object.__setattr__(copied, "_pyrocluster_signed", self._pyrocluster_signed)
         return copied
 
 

@@ -112,6 +112,12 @@ def cluster_public(secret: bytes) -> bytes:
     return _raw(cluster_key(secret).public_key())
 
 
+@functools.lru_cache(maxsize=4096)
+def public_key(raw: bytes) -> Ed25519PublicKey:
+    """A public key from its 32 raw bytes (kept: loading one costs as much as a verification)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def parse_duration(text: str) -> int:
     """``30d``, ``12h``, ``90m``, ``1w``, ``3600s`` (or a sum: ``1d12h``) -> seconds; ValueError otherwise."""
     compact = text.strip().lower().replace(" ", "")
@@ -193,7 +199,7 @@ def verify_certificate(certificate: str, cluster: bytes) -> Claims:
         raise TokenInvalid("malformed token (expected pct1.<claims>.<signature>)")
     try:
         body, signature = _unb64(parts[1]), _unb64(parts[2])
-        Ed25519PublicKey.from_public_bytes(cluster).verify(signature, body)
+        public_key(cluster).verify(signature, body)
         claims = _decode_claims(body)
     except InvalidSignature:
         raise TokenInvalid("token not signed by this cluster's secret") from None
@@ -236,7 +242,7 @@ def verify_signature(claims: Claims, message: bytes, signature: Any) -> bool:
     if not isinstance(signature, str) or len(signature) != 128:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(claims.key).verify(bytes.fromhex(signature), message)
+        public_key(claims.key).verify(bytes.fromhex(signature), message)
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -247,7 +253,7 @@ def verify_cluster_signature(cluster: bytes, message: bytes, signature: Any) -> 
     if not isinstance(signature, str) or len(signature) != 128:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(cluster).verify(bytes.fromhex(signature), message)
+        public_key(cluster).verify(bytes.fromhex(signature), message)
     except (InvalidSignature, ValueError):
         return False
     return True
