@@ -22,6 +22,7 @@ from pyrocluster.cli.common import (
 from pyrocluster.config import check_bind
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, DEFAULT_NS_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError
+from pyrocluster.listed_jobs import ACTIVE, DEFAULT_LIMIT
 
 
 @click.command()
@@ -260,15 +261,40 @@ def submit(
     metavar="[SECONDS]",
     help="Refresh in place every SECONDS (default 2).",
 )
+@click.option(
+    "--jobs",
+    "which_jobs",
+    type=click.Choice(["recent", "running", "all"]),
+    default="recent",
+    show_default=True,
+    help="Jobs listed: running ones and the latest finished run per job name; running only; every run.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Most finished jobs listed (0: all). Running and lost jobs are always listed.",
+)
 @shared_options
 @command
-def status(as_json: bool, watch: float | None, **kw: Any) -> int:
-    """Show the name server, the workers and the running jobs."""
+def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw: Any) -> int:
+    """Show the name server, the workers and the jobs (running, lost, and recently finished)."""
     from pyrocluster import config
     from pyrocluster.coordinator.status import cluster_status, unreachable_status
 
     settings = settings_from(kw)
     config.apply(settings)
+
+    def view(data: dict[str, Any]) -> Any:
+        return render.status_view(data, jobs=which_jobs, limit=limit)
+
+    def as_document(data: dict[str, Any]) -> dict[str, Any]:
+        """JSON keeps every job (scripts group as they like) except with ``--jobs running``."""
+        if which_jobs == "running":
+            data["jobs"] = [j for j in data["jobs"] if j.get("state") in ACTIVE]
+        return data
+
     if watch is None:
         try:
             data = cluster_status(settings)
@@ -277,9 +303,9 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
                 render.print_json(unreachable_status(settings))
             raise
         if as_json:
-            render.print_json(data)
+            render.print_json(as_document(data))
         else:
-            render.out.print(render.status_view(data))
+            render.out.print(view(data))
         return EXIT_OK
     if as_json:  # one JSON document per refresh, one per line (JSON Lines)
         while True:
@@ -287,17 +313,15 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
                 data = cluster_status(settings)
             except ClusterUnreachable:
                 data = unreachable_status(settings)
-            render.print_json(data)
+            render.print_json(as_document(data))
             time.sleep(max(0.2, watch))
     from rich.live import Live
 
-    with Live(
-        render.status_view(unreachable_status(settings)), console=render.out, auto_refresh=False
-    ) as live:
+    with Live(view(unreachable_status(settings)), console=render.out, auto_refresh=False) as live:
         while True:
             try:
-                view = render.status_view(cluster_status(settings))
+                shown = view(cluster_status(settings))
             except ClusterUnreachable:
-                view = render.status_view(unreachable_status(settings))
-            live.update(view, refresh=True)
+                shown = view(unreachable_status(settings))
+            live.update(shown, refresh=True)
             time.sleep(max(0.2, watch))
