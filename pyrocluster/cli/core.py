@@ -20,7 +20,12 @@ from pyrocluster.cli.common import (
     stop_on_signals,
 )
 from pyrocluster.config import check_bind
-from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, DEFAULT_NS_WAIT_S
+from pyrocluster.defaults import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_FORGET_AFTER_S,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_NS_WAIT_S,
+)
 from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.listed_jobs import ACTIVE, DEFAULT_LIMIT
 
@@ -30,10 +35,21 @@ from pyrocluster.listed_jobs import ACTIVE, DEFAULT_LIMIT
 @click.option(
     "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
 )
+@click.option(
+    "--forget-after",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_FORGET_AFTER_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Forget a registered worker or job silent this long (killed without unregistering); 0: never.",
+)
 @shared_options
 @command
-def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: Any) -> int:
+def nameserver(
+    host: str, port: int | None, storage: str, forget_after: float, insecure: bool, **kw: Any
+) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
+    from pyrocluster.nameserver.reaper import Reaper
     from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
 
     settings = settings_from(kw)
@@ -46,8 +62,13 @@ def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: 
     daemon = start_nameserver(settings, host, port, storage)
     stop = threading.Event()
     stop_on_signals(stop)
+    reaper = Reaper(settings, daemon.nameserver, forget_after)
+    reaper.start()
     render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
-    serve_until(daemon, stop)
+    try:
+        serve_until(daemon, stop)
+    finally:
+        reaper.stop()
     return EXIT_OK
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
-from pyrocluster.local import ManagedProcess
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
 
 TICK_JOB = "name: tick\ntasks:\n  - {id: a, call: add, args: [40, 2]}\n"
@@ -75,3 +75,45 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
         assert "-/1" in row and " 0 MB" not in row, table
     finally:
         quiet.signal(signal.SIGCONT)
+
+
+def test_a_killed_worker_and_a_killed_submit_are_forgotten_after_forget_after(
+    tmp_path, processes, monkeypatch
+):
+    proc, ns = start_nameserver(["--forget-after", "3"])
+    processes.add(proc)
+    doomed = processes.add(
+        start_worker(ns, ["--services", "compute", "--name", "doomed", "--tasks", TASKS_FILE])
+    )
+    processes.add(start_worker(ns, ["--services", "compute", "--name", "alive"]))
+    job = tmp_path / "long.yaml"
+    job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
+    submit = start_submit(job, ns, tmp_path, "--quiet")
+    try:
+        wait_for(lambda: [j["state"] for j in jobs_json(ns)] == ["running"], 30, what="the job running")
+        submit.send_signal(signal.SIGKILL)
+        submit.wait(timeout=10)
+    finally:
+        submit.kill()
+        submit.communicate()
+    doomed.signal(signal.SIGKILL)
+
+    def workers() -> list[str]:
+        return [w["name"] for w in json.loads(run_cli("status", "--ns", ns, "--json").stdout)["workers"]]
+
+    wait_for(lambda: workers() == ["alive"], 20, what="the killed worker forgotten")
+    wait_for(lambda: [j["state"] for j in jobs_json(ns)] == ["lost"], 20, what="the job recorded lost")
+    refused = run_cli("forget", "alive", "--ns", ns)
+    assert refused.returncode == 2 and "answers" in refused.stderr, refused
+    unknown = run_cli("forget", "doomed", "--ns", ns)
+    assert unknown.returncode == 2 and "no registered worker named 'doomed'" in unknown.stderr, unknown
+
+
+def test_forget_removes_a_silent_worker_at_once(processes):
+    proc, ns = start_nameserver(["--forget-after", "0"])
+    processes.add(proc)
+    silent = processes.add(start_worker(ns, ["--services", "compute", "--name", "silent"]))
+    silent.signal(signal.SIGKILL)
+    result = run_cli("forget", "silent", "--ns", ns)
+    assert result.returncode == 0 and result.stdout.strip() == "forgot worker silent", result
+    assert json.loads(run_cli("status", "--ns", ns, "--json").stdout)["workers"] == []
