@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -328,6 +329,15 @@ def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw
         else:
             render.out.print(view(data))
         return EXIT_OK
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: no error to report
+        _watch(settings, watch, as_json, as_document, view)
+    return EXIT_OK
+
+
+def _watch(settings: Any, every_s: float, as_json: bool, as_document: Any, view: Any) -> None:
+    """Refresh ``status`` every ``every_s`` until interrupted: JSON Lines, or a table in place."""
+    from pyrocluster.coordinator.status import cluster_status, unreachable_status
+
     if as_json:  # one JSON document per refresh, one per line (JSON Lines)
         while True:
             try:
@@ -335,7 +345,7 @@ def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw
             except ClusterUnreachable:
                 data = unreachable_status(settings)
             render.print_json(as_document(data))
-            time.sleep(max(0.2, watch))
+            time.sleep(max(0.2, every_s))
     from rich.live import Live
 
     with Live(view(unreachable_status(settings)), console=render.out, auto_refresh=False) as live:
@@ -345,4 +355,4 @@ def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw
             except ClusterUnreachable:
                 shown = view(unreachable_status(settings))
             live.update(shown, refresh=True)
-            time.sleep(max(0.2, watch))
+            time.sleep(max(0.2, every_s))
