@@ -20,14 +20,12 @@ from typing import Any
 
 import httpx
 
-from bench.dashboard import FakeWorkers
-from pyrocluster import config
+from bench.dashboard import Bench
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
 from pyrocluster.jobs.announce import JobProgress
 from pyrocluster.jobs.spec import load_job
 from pyrocluster.jobs.workflow import Workflow
-from pyrocluster.local import ManagedProcess, start_nameserver
 from pyrocluster.nameserver import registry
 
 ITEMS = 20_000
@@ -79,16 +77,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--workers", type=int, default=8)
     args = ap.parse_args()
-    settings = Settings()
-    config.apply(settings)
-    ns_proc, address = start_nameserver()
-    settings = settings.with_ns(address)
-    ns = registry.connect(settings)
-    workers = FakeWorkers(settings, ns, args.workers)
-    dash = ManagedProcess(["dashboard", "--ns", address, "--port", "0"])
+    bench = Bench.start(args.workers)
+    settings, ns, url = bench.settings, bench.ns, bench.url
     daemons = []
     try:
-        url = next(w for w in dash.wait_ready().split() if w.startswith("http://")).rstrip("/")
         client = httpx.Client(timeout=5)
         results = {}
         with tempfile.TemporaryDirectory() as directory:
@@ -113,12 +105,9 @@ def main() -> None:
             ratio = median / base
             print(f"  {label:<24} median {median:6.2f} ms  p95 {p95:6.2f} ms  {size:,} bytes  ({ratio:.2f}x)")
     finally:
-        dash.stop()
         for daemon in daemons:
             daemon.shutdown()
-        workers.close()
-        ns._pyroRelease()
-        ns_proc.stop()
+        bench.stop()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,21 @@ def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, 
     return host, port
 
 
+def _given_or_read(
+    value: str | bytes | None, path: str | os.PathLike[str] | None, what: str, variable: str
+) -> str | bytes | None:
+    """A credential given, else read from ``path`` (or the file ``<variable>_FILE`` names), else
+    ``<variable>`` itself; ValueError for an empty file, OSError for one that cannot be read."""
+    if value is None and not path:
+        path = os.environ.get(f"{variable}_FILE") or None  # as the CLI's --secret-file/--token-file
+    if path:
+        text = Path(path).read_bytes().strip()
+        if not text:
+            raise ValueError(f"{what} file {path} is empty")
+        return text
+    return value if value is not None else os.environ.get(variable) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection settings shared by every command and by the Python API."""
@@ -86,24 +101,13 @@ class Settings:
         """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
         env = os.environ
         host, port = parse_address(ns or env.get("PYROCLUSTER_NS") or f"{DEFAULT_NS_HOST}:{DEFAULT_NS_PORT}")
-        if secret is None and not secret_file:
-            secret_file = env.get("PYROCLUSTER_SECRET_FILE") or None  # as the CLI's --secret-file
-        if secret_file:
-            secret = Path(secret_file).read_bytes().strip()
-            if not secret:
-                raise ValueError(f"secret file {secret_file} is empty")
-        elif secret is None:
-            secret = env.get("PYROCLUSTER_SECRET") or None
+        secret = _given_or_read(secret, secret_file, "secret", "PYROCLUSTER_SECRET")
         if isinstance(secret, str):
             secret = secret.encode()
         if secret is not None:
             secret = secret.strip() or None  # open(f).read() keeps the newline a secret file ends with
-        if token_file:
-            token = Path(token_file).read_text().strip()
-            if not token:
-                raise ValueError(f"token file {token_file} is empty")
-        elif token is None:
-            token = env.get("PYROCLUSTER_TOKEN") or None
+        given_token = _given_or_read(token, token_file, "token", "PYROCLUSTER_TOKEN")
+        token = given_token.decode() if isinstance(given_token, bytes) else given_token
         serializer = serializer or env.get("PYROCLUSTER_SERIALIZER") or "msgpack"
         if serializer not in SAFE_SERIALIZERS:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
