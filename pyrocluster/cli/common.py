@@ -133,6 +133,16 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
     return settings
 
 
+def require_secret(settings: Settings, action: str) -> None:
+    """Refuse (exit 77) to ``action`` with a role token only: servers need the secret to check tokens."""
+    if settings.secret is None and settings.token is not None:
+        from pyrocluster.auth import own_peer
+        from pyrocluster.roles import require_own
+        from pyrocluster.tokens import Role
+
+        require_own(own_peer(settings), Role.SECRET, action)
+
+
 def command(func: Callable[..., int | None]) -> Callable[..., None]:
     """Run a command body: map our errors to one ``error:`` line and the documented exit code."""
 

@@ -16,6 +16,7 @@ from pyrocluster.cli.common import (
     cancel_on_signals,
     command,
     listen_options,
+    require_secret,
     settings_from,
     shared_options,
     stop_on_signals,
@@ -54,6 +55,7 @@ def nameserver(
     from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
 
     settings = settings_from(kw)
+    require_secret(settings, "run a name server")
     if port is None:
         port = settings.ns_port  # from --ns or PYROCLUSTER_NS, so one variable sets up every command
     try:
@@ -157,6 +159,7 @@ def worker(
     from pyrocluster.worker import Worker, WorkerOptions
 
     settings = settings_from(kw, info_logs=True)
+    require_secret(settings, "run a worker")
     options = WorkerOptions(
         name=name,
         host=host,

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from pyrocluster import render
-from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
+from pyrocluster.cli.common import (
+    EXIT_OK,
+    command,
+    require_secret,
+    settings_from,
+    shared_options,
+    stop_on_signals,
+)
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 
 
@@ -51,6 +58,7 @@ def scheduler(
     from pyrocluster.scheduler.spec import load_schedules
 
     settings = settings_from(kw)
+    require_secret(settings, "run a scheduler")
     schedules = load_schedules(schedules_file)  # exit 2 before anything starts
     config.apply(settings)
     options = SchedulerOptions(

@@ -152,13 +152,15 @@ def test_an_expired_token_is_refused_like_a_wrong_secret(secured: Secured) -> No
     assert "expired" in only_error_line(late)
 
 
-def test_issuing_needs_the_secret(secured: Secured) -> None:
+def test_issuing_tokens_and_running_servers_need_the_secret(secured: Secured) -> None:
     operator = secured.issue("op", "operator")
     refused = secured.cli(operator, "token", "issue", "more", "--role", "operator")
     assert refused.returncode == 77, refused
     assert "role operator (op) may not issue tokens" in only_error_line(refused)
     refused = secured.cli(operator, "token", "revoke", "op")
     assert refused.returncode == 77, refused
+    refused = secured.cli(operator, "worker", "--name", "sneaky", "--services", "crawl")
+    assert refused.returncode == 77 and "may not run a worker (needs secret)" in only_error_line(refused)
 
 
 def test_a_viewer_sees_but_cannot_submit_run_or_register(secured: Secured, tmp_path: Path) -> None:
