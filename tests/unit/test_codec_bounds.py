@@ -71,8 +71,9 @@ def test_twenty_megabytes_of_empty_containers_are_refused_within_the_memory_boun
     # Peak memory is measured in a process of its own (ru_maxrss counts the whole process).
     script = textwrap.dedent(
         """
-        import json, resource
+        import gc, json, resource
         from pyrocluster import codec
+        gc.disable()  # the lists hold no cycles: collecting only costs time (half of it), no memory
         n = 10_000_000
         data = b"\\xdd" + (2 * n).to_bytes(4, "big") + b"\\x90" * n + b"\\x80" * n
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
