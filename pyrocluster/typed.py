@@ -76,7 +76,7 @@ def _numpy_scalar(v: Any) -> bytes:
     return _inner([v.dtype.str, v.tobytes()])
 
 
-def _arrow_ipc(frame: Any) -> bytes:
+def _arrow_table(frame: Any) -> Any:
     try:
         import pyarrow as pa
     except ImportError:
@@ -84,13 +84,45 @@ def _arrow_ipc(frame: Any) -> bytes:
             f"{type(frame).__name__} needs the data extra: pip install 'pyrocluster[data]' (pyarrow)"
         ) from None
     try:
-        table = pa.Table.from_pandas(frame, preserve_index=True)
+        return pa, pa.Table.from_pandas(frame, preserve_index=True)
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise TypeError(f"{type(frame).__name__} that Arrow cannot hold: {exc}") from None
+
+
+def _arrow_ipc(frame: Any) -> bytes:
+    pa, table = _arrow_table(frame)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue())
+
+
+UNNAMED_SERIES = "__series__"
+"""The column name a series without a name takes in a frame file."""
+
+
+def arrow_file(value: Any) -> bytes:
+    """A frame (or a series, as its one-column frame) as an Arrow IPC file, for ``.arrow`` results."""
+    if not hasattr(value, "columns"):
+        value = value.to_frame(name=UNNAMED_SERIES if value.name is None else value.name)
+    pa, table = _arrow_table(value)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def read_arrow_file(data: bytes, series: bool) -> Any:
+    """What :func:`arrow_file` wrote: the frame, or the series."""
+    import pyarrow as pa
+
+    frame = pa.ipc.open_file(pa.py_buffer(data)).read_all().to_pandas()
+    if not series:
+        return frame
+    column = frame.iloc[:, 0]
+    if column.name == UNNAMED_SERIES:
+        column.name = None
+    return column
 
 
 def encode(value: Any) -> msgpack.ExtType | None:
