@@ -3,7 +3,8 @@
 It accepts exactly what a task may send (None, bool, int of any size, float, str, bytes,
 list/tuple, dict with any of those keys, set) and names the type of anything else, so one value
 that cannot cross the wire fails its own call and never the batch it travels in
-(docs/protocol.md, "Values").
+(docs/protocol.md, "Values"). :func:`unpack` decodes any bytes in bounded time and memory, or
+raises DecodeError (docs/protocol.md, "Decode bounds").
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ _SMALL_MAP = MAX_SHARED_HASH
 """A dict with at most this many keys cannot be expensive: its hashes are not counted."""
 
 
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+"""The ints msgpack writes itself; :func:`_default` writes the others as the big int extension."""
+
+
 def _decode_bigint(data: bytes) -> int:
     """An int beyond 64 bits as :func:`_default` writes it: canonical ASCII decimal, nothing else."""
     digits = data[1:] if data[:1] == b"-" else data
@@ -86,8 +91,6 @@ def _decode_bigint(data: bytes) -> int:
         raise DecodeError("big int extension holds a 64-bit int (pack writes those as msgpack ints)")
     return value
 
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 EXTENSIONS: dict[int, tuple[str, Callable[[bytes], Any]]] = {
     _BIGINT: ("big int", _decode_bigint),

