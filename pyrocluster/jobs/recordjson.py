@@ -5,7 +5,7 @@ it refuses (a dict key that is not a string, an int beyond 64 bits, a lone surro
 past 254 levels) goes through :func:`_careful`, which rebuilds the value from what orjson writes
 itself and pre-spelled ``orjson.Fragment`` pieces, so both paths give the same bytes for what
 both can write (tests/unit/test_record_json.py checks it on generated records). The spelling
-(README, "Results"):
+(README, "Job files"):
 
 - NaN and infinities are ``null``; a set is a list sorted by ``repr``; bytes are
   ``{"$base64": ...}``; a datetime, date or time its ISO 8601 string, a timedelta its seconds,
