@@ -67,7 +67,7 @@ BYTES_PER_CONTAINER = 2
 An empty list costs 1 byte on the wire and about 72 bytes decoded: this caps what any input can
 cost at about 40 bytes of memory per byte received (docs/protocol.md, "Decode bounds")."""
 CONTAINER_ALLOWANCE = 65_536
-MAX_SHARED_HASH = 32
+MAX_SHARED_HASH = 64
 """Keys of one dict that may share one hash value: more is a hash-flooding attempt (a dict
 insert is linear in the keys sharing its hash, so a flood costs quadratic time)."""
 _SMALL_MAP = MAX_SHARED_HASH
