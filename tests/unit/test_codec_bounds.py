@@ -175,7 +175,7 @@ argument_bytes = st.one_of(
 )
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(argument_bytes)
 @example(b"\xd6\xff\x00\x00\x00\x01")
 @example(b"\x92\x90\x80")
