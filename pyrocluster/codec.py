@@ -3,7 +3,8 @@
 It accepts exactly what a task may send (None, bool, int of any size, float, str, bytes,
 list/tuple, dict with any of those keys, set) and names the type of anything else, so one value
 that cannot cross the wire fails its own call and never the batch it travels in
-(docs/protocol.md, "Values").
+(docs/protocol.md, "Values"). :func:`unpack` decodes any bytes in bounded time and memory, or
+raises DecodeError (docs/protocol.md, "Decode bounds").
 """
 
 from __future__ import annotations
@@ -101,11 +102,15 @@ BYTES_PER_CONTAINER = 2
 An empty list costs 1 byte on the wire and about 72 bytes decoded: this caps what any input can
 cost at about 40 bytes of memory per byte received (docs/protocol.md, "Decode bounds")."""
 CONTAINER_ALLOWANCE = 65_536
-MAX_SHARED_HASH = 32
+MAX_SHARED_HASH = 64
 """Keys of one dict that may share one hash value: more is a hash-flooding attempt (a dict
 insert is linear in the keys sharing its hash, so a flood costs quadratic time)."""
 _SMALL_MAP = MAX_SHARED_HASH
 """A dict with at most this many keys cannot be expensive: its hashes are not counted."""
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+"""The ints msgpack writes itself; :func:`_default` writes the others as the big int extension."""
 
 
 def _decode_bigint(data: bytes) -> int:
@@ -120,9 +125,6 @@ def _decode_bigint(data: bytes) -> int:
     if _INT64_MIN <= value <= _UINT64_MAX:
         raise DecodeError("big int extension holds a 64-bit int (pack writes those as msgpack ints)")
     return value
-
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
 def _checked(name: str, decode: Callable[[bytes], Any]) -> tuple[str, Callable[[bytes], Any]]:

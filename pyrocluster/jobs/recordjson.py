@@ -5,7 +5,7 @@ it refuses (a dict key that is not a string, an int beyond 64 bits, a lone surro
 past 254 levels) goes through :func:`_careful`, which rebuilds the value from what orjson writes
 itself and pre-spelled ``orjson.Fragment`` pieces, so both paths give the same bytes for what
 both can write (tests/unit/test_record_json.py checks it on generated records). The spelling
-(README, "Results"):
+(README, "Job files"):
 
 - NaN and infinities are ``null``; a set is a list sorted by ``repr``; bytes are
   ``{"$base64": ...}``; a datetime, date or time its ISO 8601 string, a timedelta its seconds,
@@ -88,8 +88,16 @@ def _careful(value: Any, depth: int) -> Any:
     if depth and depth % _FRAGMENT_DEPTH == 0 and isinstance(value, (dict, list, tuple)):
         return orjson.Fragment(orjson.dumps(_careful(value, depth + 1), default=default, option=_PIECE))
     if isinstance(value, dict):
-        if all(type(k) is str for k in value) and not any(map(_SURROGATE.search, value)):
-            return {k: _careful(v, depth + 1) for k, v in value.items()}
+        kinds = set(map(type, value))
+        if kinds <= {str} and not any(map(_SURROGATE.search, value)):
+            return dict(zip(value, map(_careful, value.values(), repeat(depth + 1)), strict=True))
+        if kinds == {int} and min(value) >= _INT64_MIN and max(value) <= _UINT64_MAX:
+            # Int keys alone cannot collide and orjson spells them as _key does (100,000 keys:
+            # 57 ms, 130 ms through _object).
+            items = dict(zip(value, map(_careful, value.values(), repeat(depth + 1)), strict=True))
+            return orjson.Fragment(
+                orjson.dumps(items, default=default, option=_PIECE | orjson.OPT_NON_STR_KEYS)
+            )
         return orjson.Fragment(_object(value, depth + 1))
     if isinstance(value, (list, tuple)):
         return list(map(_careful, value, repeat(depth + 1)))  # a frame a level, not two

@@ -132,6 +132,13 @@ def test_non_string_keys_are_spelled_as_their_json() -> None:
     }
 
 
+def test_int_keys_alone_are_written_as_with_other_keys() -> None:
+    ints = recordjson.encode_record({"id": "x", "result": {1: [2**70, NAN], -3: {4: "x"}}})
+    mixed = recordjson.encode_record({"id": "x", "result": {1: [2**70, NAN], -3: {4: "x"}, None: 0}})
+    assert ints == b'{"id":"x","result":{"1":[1180591620717411303424,null],"-3":{"4":"x"}}}\n'
+    assert mixed == ints[:-3] + b',"null":0}}\n'
+
+
 def test_nesting_past_orjsons_limit_is_written() -> None:
     deep: Any = 1
     for _ in range(600):

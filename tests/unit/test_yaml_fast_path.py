@@ -96,7 +96,7 @@ def documents(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(documents())
 @example("k: - &a 1\n")
 @example("a: &a 1\nb: &a 2\nc: *a\n")
