@@ -296,7 +296,7 @@ class Cluster:
         import queue
         import threading
 
-        from pyrocluster.coordinator.crawl import CrawlRun
+        from pyrocluster.crawl.run import CrawlRun
 
         run = CrawlRun(self, [seeds] if isinstance(seeds, str) else list(seeds), **options)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -11,8 +11,8 @@ from typing import Any
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile

@@ -6,13 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyrocluster.coordinator.frontier import (
-    MAX_CRAWL_DELAY_S,
-    SKIPPED_ROBOTS,
-    Frontier,
-    host_key,
-    normalize_url,
-)
+from pyrocluster.crawl.policy import MAX_CRAWL_DELAY_S, SKIPPED_ROBOTS, Frontier
+from pyrocluster.crawl.urls import host_key, normalize_url
 
 
 class FakeClock:

@@ -13,9 +13,9 @@ import msgpack
 import pytest
 from Pyro5.server import _get_exposed_members
 
-from pyrocluster.coordinator.frontier import Frontier
-from pyrocluster.pages import USER_AGENT, PageFetcher
-from pyrocluster.services.crawl import CrawlService
+from pyrocluster.crawl.fetch import USER_AGENT, PageFetcher
+from pyrocluster.crawl.policy import Frontier
+from pyrocluster.crawl.service import CrawlService
 from pyrocluster.tasks import ERROR, OK, TRANSIENT
 from tests.sites import SiteServer, wait_until
 

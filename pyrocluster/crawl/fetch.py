@@ -8,9 +8,9 @@ With the option ``any_status`` an HTTP error status is a page record too (robots
 status itself). ``fetch_many`` runs a whole batch at once for one thread hand-off.
 
 Every fetch of a worker runs on the fetcher's one event loop (its own thread) over one pooled
-``httpx.AsyncClient`` (with ``asynchttp.LoopTransport``, sockets as asyncio protocols): no thread
+``httpx.AsyncClient`` (with ``transport.LoopTransport``, sockets as asyncio protocols): no thread
 per fetch, so no GIL contention between fetches. Parsing
-(``pageparse``) runs on the loop too, except for bodies over ``PARSE_ON_LOOP_MAX_BYTES``:
+(``parse``) runs on the loop too, except for bodies over ``PARSE_ON_LOOP_MAX_BYTES``:
 selectolax releases the GIL while it parses, so a big page is parsed in a thread, where it
 neither holds up the other fetches nor waits for them.
 """
@@ -31,9 +31,10 @@ from typing import Any
 import httpx
 
 from pyrocluster import __version__
-from pyrocluster.asynchttp import LoopTransport
+from pyrocluster.crawl.parse import RECORD_KEYS, check_selector, fill_record, is_html
+from pyrocluster.crawl.transport import LoopTransport
+from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
-from pyrocluster.pageparse import MAX_URL_CHARS, RECORD_KEYS, check_selector, fill_record, is_html
 from pyrocluster.tasks import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"

@@ -1,4 +1,4 @@
-"""Crawl frontier: URL normalisation, seen-set, depth, scope, robots.txt and per-host rate.
+"""Crawl frontier: seen-set, depth, scope, robots.txt and per-host rate.
 
 Pure logic: no sockets, no Pyro5, no httpx. The clock is injected (``now``) so that tests of
 the rate limit need no real waiting. The caller (the crawl runner) drives it::
@@ -24,16 +24,11 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
-from url_normalize import url_normalize
 
-MAX_URL_CHARS = 8192
-"""Longest URL the frontier accepts, in characters."""
-NORMALIZE_CACHE_SIZE = 65536
-"""Normalised URLs remembered: a site's navigation links repeat on every page."""
+from pyrocluster.crawl.urls import host_key, key_of_normal, normalize_absolute, normalize_url
+
 MAX_CRAWL_DELAY_S = 30.0
 """Longest robots.txt ``Crawl-delay`` honoured, in seconds (a longer one would stall the job)."""
 ROBOTS_AGENT = "pyrocluster"
@@ -43,76 +38,8 @@ SKIPPED_ROBOTS = "disallowed by robots.txt"
 SKIPPED_ROBOTS_UNAVAILABLE = "robots.txt {why}: RFC 9309 disallows the whole host"
 """``reason`` of a URL skipped because its host's robots.txt answered 5xx or could not be reached."""
 
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
 _UNKNOWN, _WANTED, _REQUESTED, _KNOWN = 0, 1, 2, 3  # robots.txt state of a host
 _NOT_QUEUED = (-1, -1)
-
-
-def normalize_url(url: str, base: str | None = None) -> str | None:
-    """Absolute, normalised form of ``url`` (resolved against ``base``), or None if not http(s).
-
-    Normalisation is done by ``url-normalize`` (RFC 3986 section 6: lowercase scheme and host,
-    IDNA host, default port dropped, ``.``/``..`` resolved, percent-encoding normalised,
-    empty path -> ``/``); we drop the fragment first. ``url-normalize`` was picked over
-    ``w3lib.url.canonicalize_url`` because the latter always sorts query arguments: that makes
-    two URLs equal that a server may treat differently, and changes the URL actually fetched.
-    Query order is kept here, so ``?a=1&b=2`` and ``?b=2&a=1`` are two URLs. One liberty it
-    takes: empty path segments collapse (``/a//b`` -> ``/a/b``).
-    """
-    if not isinstance(url, str):
-        return None
-    if base is not None:
-        if not isinstance(base, str) or len(url) > MAX_URL_CHARS:
-            return None
-        try:
-            url = urljoin(base, url.strip())
-        except ValueError:
-            return None
-    return _normalize_absolute(url)
-
-
-@lru_cache(maxsize=NORMALIZE_CACHE_SIZE)
-def _normalize_absolute(url: str) -> str | None:
-    url = url.strip().partition("#")[0]
-    if not url or len(url) > MAX_URL_CHARS:
-        return None
-    try:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
-            return None
-        port = parts.port  # ValueError when not a number in 0..65535
-        if port == 0:
-            return None
-        normal = url_normalize(url)
-    except Exception:  # url-normalize/idna raise several types on hostile input: all mean "malformed"
-        return None
-    if not normal or len(normal) > MAX_URL_CHARS:
-        return None
-    return normal
-
-
-def _key_of_normal(normal: str) -> str:
-    """host[:port] of a normalised URL (``scheme://netloc/...``), without userinfo."""
-    return normal.split("/", 3)[2].rpartition("@")[2]
-
-
-def host_key(url: str) -> str:
-    """``host[:port]`` of an http(s) URL or of a bare ``host[:port]``, as ``allow`` names hosts.
-
-    Lowercase, IDNA-encoded, port omitted when it is the scheme's default (for a bare entry,
-    80 and 443 are both dropped). Raises ValueError when ``url`` is neither.
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("not an http(s) URL or host[:port]")
-    text = url.strip()
-    bare = "://" not in text
-    normal = normalize_url(f"http://{text}/" if bare else text)
-    if normal is None:
-        raise ValueError(f"not an http(s) URL or host[:port]: {url!r}")
-    key = _key_of_normal(normal)
-    if bare and key.endswith(":443"):
-        key = key[: -len(":443")]
-    return key
 
 
 @dataclass
@@ -177,7 +104,7 @@ class Frontier:
                 raise ValueError(f"seed is not an http(s) URL: {seed!r}")
             normal_seeds.append(normal)
         self.allow = (
-            {host_key(entry) for entry in allow} if allow else {_key_of_normal(s) for s in normal_seeds}
+            {host_key(entry) for entry in allow} if allow else {key_of_normal(s) for s in normal_seeds}
         )
         for normal in normal_seeds:
             self._offer(normal, 0, seed=True)
@@ -207,7 +134,7 @@ class Frontier:
             if not isinstance(link, str):
                 continue
             normal = (
-                _normalize_absolute(link) if link[:8].lower().startswith(("http://", "https://")) else None
+                normalize_absolute(link) if link[:8].lower().startswith(("http://", "https://")) else None
             )
             if normal is None:
                 normal = normalize_url(link, base)
@@ -232,9 +159,9 @@ class Frontier:
         if url in self._seen:
             queued = self._queued.get(url)
             if queued is not None and depth < queued[0]:  # found by a shorter path: move it up
-                self._push(self._hosts[_key_of_normal(url)], url, depth, depth)
+                self._push(self._hosts[key_of_normal(url)], url, depth, depth)
             return False
-        key = _key_of_normal(url)
+        key = key_of_normal(url)
         if not seed and key not in self.allow:
             return False
         self._seen.add(url)
@@ -429,7 +356,7 @@ class Frontier:
         if depth is None:
             return False
         self.handed_out -= 1
-        self._push(self._hosts[_key_of_normal(url)], url, depth, -1)  # -1: before every real depth
+        self._push(self._hosts[key_of_normal(url)], url, depth, -1)  # -1: before every real depth
         return True
 
     # ---- progress --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyrocluster.coordinator.calls import Call
-from pyrocluster.coordinator.frontier import Frontier
+from pyrocluster.crawl.policy import Frontier
 from pyrocluster.errors import TaskFailed, error_record
 
 MAX_IN_FLIGHT = 512
