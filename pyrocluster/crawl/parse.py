@@ -28,6 +28,9 @@ RECORD_KEYS = frozenset(
         "elapsed_ms",
         "truncated",
         "text",
+        "headers",
+        "raw",
+        "changed",
     }
 )
 """Keys of the page record; extract fields may not reuse them."""

@@ -10,6 +10,8 @@ the rate limit need no real waiting. The caller (the crawl runner) drives it::
             ...                                     # frontier.robots_unavailable(host, why) on 5xx
         for url, depth in frontier.next_ready(limit=free_slots):
             ...                                     # dispatch a fetch of url
+        on a redirect: frontier.add_hop(url, target, depth)   # None: queued; else why the page ends
+        on 429/503:   frontier.pause(url, retry_after_s); frontier.requeue(url)
         on a page:    frontier.add_links(url, depth, page["links"], final_url=page["final_url"])
                       frontier.mark_done(url)
         on a failure: frontier.mark_done(url)       # or frontier.requeue(url) to retry it later
@@ -29,12 +31,20 @@ from protego import Protego
 
 from pyrocluster.crawl.urls import host_key, key_of_normal, normalize_absolute, normalize_url
 
+MAX_REDIRECTS = 5
+"""Redirect hops one page may take before it fails with ``TooManyRedirects``."""
+MAX_PAUSE_S = 300.0
+"""Longest pause a ``Retry-After`` answer may put on a host, in seconds."""
 MAX_CRAWL_DELAY_S = 30.0
 """Longest robots.txt ``Crawl-delay`` honoured, in seconds (a longer one would stall the job)."""
 ROBOTS_AGENT = "pyrocluster"
 """User-agent token matched against robots.txt groups."""
 SKIPPED_ROBOTS = "disallowed by robots.txt"
 """``reason`` of a URL skipped because robots.txt disallows it."""
+SKIPPED_SCOPE = "not in allow"
+"""Rule named when a redirect hop leaves the hosts of ``allow``."""
+HOP_SEEN = "seen"
+"""``add_hop``'s answer when the hop's target is already crawled or queued on its own."""
 SKIPPED_ROBOTS_UNAVAILABLE = "robots.txt {why}: RFC 9309 disallows the whole host"
 """``reason`` of a URL skipped because its host's robots.txt answered 5xx or could not be reached."""
 
@@ -52,6 +62,7 @@ class _Host:
     rules: Protego | None = None
     blocked: str | None = None  # skip reason for every URL when robots.txt was unavailable
     next_at: float = float("-inf")  # earliest time the next request may start
+    last_start: float = float("-inf")  # when the last request was handed out
     interval: float = 0.0  # seconds between two requests (0: no limit)
 
 
@@ -69,11 +80,13 @@ class Frontier:
         *,
         now: Callable[[], float] = time.monotonic,
         agent: str = ROBOTS_AGENT,
+        track_queued: bool = False,
     ) -> None:
         """Queue the seeds at depth 0; ``allow`` defaults to the seeds' hosts.
 
         ``max_pages``/``max_depth`` None mean no limit; ``per_host_rate`` is in requests per
-        second per host (None or 0: no limit), with a burst of one.
+        second per host (None or 0: no limit), with a burst of one. ``track_queued`` keeps every
+        URL queued for ``pop_queued`` (a crawl that keeps its frontier in a state file).
         """
         if per_host_rate is not None and per_host_rate < 0:
             raise ValueError("per_host_rate must be positive")
@@ -91,6 +104,7 @@ class Frontier:
         self._hosts: dict[str, _Host] = {}
         self._robots_wanted: list[str] = []
         self._skipped: list[tuple[str, int, str]] = []
+        self._new: list[tuple[str, int]] | None = [] if track_queued else None
         self.handed_out = 0
         """Pages handed out for fetching (and pages restored from a previous run)."""
         self.done = 0
@@ -142,6 +156,50 @@ class Frontier:
                 added += 1
         return added
 
+    def add_hop(self, from_url: str, target: str, depth: int) -> str | None:
+        """A handed-out URL answered a redirect to ``target`` (normalised): queue the hop as a request.
+
+        The hop goes through the same rules as a link (scope, robots.txt, rate, seen set) but
+        not ``max_depth``, and the page is still one toward ``max_pages``. Returns None when
+        queued (its robots.txt may still skip it: see ``pop_skipped``), ``HOP_SEEN`` when the
+        target is crawled on its own, else the rule that forbids it; then the page is done.
+        """
+        queued = self._in_flight.pop(from_url, None) is not None
+        verdict = self._hop_verdict(target)
+        if verdict is not None:
+            self.done += queued
+            return verdict
+        if queued:
+            self.handed_out -= 1  # handed out again as its hop
+        self._seen.add(target)
+        key = key_of_normal(target)
+        host = self._host_for(key, target)
+        if self.robots and host.robots_state == _UNKNOWN:
+            host.robots_state = _WANTED
+            self._robots_wanted.append(key)
+        self._push(host, target, depth, -1)  # -1: a page under way goes before new ones
+        return None
+
+    def _hop_verdict(self, target: str) -> str | None:
+        if target in self._seen:
+            return HOP_SEEN
+        key = key_of_normal(target)
+        if key not in self.allow:
+            return SKIPPED_SCOPE
+        host = self._hosts.get(key)
+        known = self.robots and host is not None and host.robots_state == _KNOWN
+        if known and host is not None and not self._allowed(host, target):
+            return host.blocked or SKIPPED_ROBOTS
+        return None
+
+    def pause(self, url: str, seconds: float, now: float | None = None) -> None:
+        """No request to ``url``'s host for ``seconds`` (a ``Retry-After``; at most ``MAX_PAUSE_S``)."""
+        host = self._hosts.get(key_of_normal(url))
+        if host is None or not seconds > 0:
+            return
+        now = self._now() if now is None else now
+        host.next_at = max(host.next_at, now + min(float(seconds), MAX_PAUSE_S))
+
     def restore(self, url: str, depth: int, links: Iterable[str] = ()) -> None:
         """For ``--resume``: a page already fetched ok in an earlier run; counts toward max_pages."""
         normal = normalize_url(url)
@@ -165,9 +223,7 @@ class Frontier:
         if not seed and key not in self.allow:
             return False
         self._seen.add(url)
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+        host = self._host_for(key, url)
         if self.robots:
             if host.robots_state == _KNOWN and not self._allowed(host, url):
                 self._skip(url, depth, host)
@@ -178,7 +234,27 @@ class Frontier:
         self._push(host, url, depth, depth)
         return True
 
+    def _host_for(self, key: str, url: str) -> _Host:
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+        return host
+
+    def add(self, url: str, depth: int) -> bool:
+        """Queue one URL found outside a page (a sitemap, a saved frontier) if new and in scope."""
+        normal = normalize_url(url)
+        return normal is not None and self._offer(normal, depth)
+
+    def pop_queued(self) -> list[tuple[str, int]]:
+        """URLs queued since the last call, as ``(url, depth)`` (only with ``track_queued``)."""
+        new = self._new or []
+        if self._new:
+            self._new = []
+        return new
+
     def _push(self, host: _Host, url: str, depth: int, priority: int) -> None:
+        if self._new is not None and priority >= 0:
+            self._new.append((url, depth))
         self._seq += 1
         self._queued[url] = (depth, self._seq)
         heapq.heappush(host.queue, (priority, self._seq, url))
@@ -197,6 +273,7 @@ class Frontier:
         for key in wanted:
             host = self._hosts[key]
             host.robots_state = _REQUESTED
+            host.last_start = now
             if host.interval:
                 host.next_at = max(now, host.next_at) + host.interval
         return wanted
@@ -224,6 +301,8 @@ class Frontier:
                 entry.rules, delay = None, None
             if delay:
                 entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
+                # the robots.txt request itself started the first interval
+                entry.next_at = max(entry.next_at, entry.last_start + entry.interval)
         if entry.rules is not None:
             self._skip_disallowed(entry)
 
@@ -317,6 +396,7 @@ class Frontier:
                 depth = self._queued.pop(url)[0]
                 self._in_flight[url] = depth
                 self.handed_out += 1
+                host.last_start = now
                 if host.interval:
                     host.next_at = max(now, host.next_at) + host.interval
                 out.append((url, depth))

@@ -305,8 +305,11 @@ def test_robots_for_our_agent_and_crawl_delay():
     clock = FakeClock()
     f = Frontier(["http://a.com/"], robots=True, per_host_rate=100, now=clock)
     f.needs_robots()
+    clock.advance(0.01)  # the robots.txt fetch took 1/100 s
     f.set_robots("a.com", text)
-    clock.advance(0.01)  # the robots.txt fetch took the first 1/100 s
+    assert f.next_ready() == []  # the robots.txt request started the first delay
+    assert f.next_ready_time() == pytest.approx(clock.t - 0.01 + 2.0)
+    clock.advance(2.0)
     assert f.next_ready() == [("http://a.com/", 0)]
     f.add_links("http://a.com/", 0, ["/no", "/yes", "/yes2"])
     assert [u for u, _, _ in f.pop_skipped()] == ["http://a.com/no"]
