@@ -128,8 +128,8 @@ class CrawlRun:
         self.tags = tuple(tags)
         self.mode = mode
         self.sitemaps = sitemaps
-        self._state_path = state
-        self._state: CrawlState | None = None
+        # opened now: a file that is not a crawl state, or in use, fails before anything runs
+        self._state = CrawlState(state) if state is not None else None
         self._secret = dict(headers or {})
         if cookies:
             jar = "; ".join(f"{name}={value}" for name, value in cookies.items())
@@ -191,16 +191,18 @@ class CrawlRun:
 
     def run(self, emit: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
         """Crawl until done or ``stop``; ``emit`` gets every page record (ok, failed or skipped)."""
-        if self._state_path is not None:
-            self._state = CrawlState(self._state_path)
         try:
             calls = self._begin()
             self._loop(emit, stop, calls)
             if self._state is not None and not stop.is_set():
                 self._state.finish()
         finally:
-            if self._state is not None:
-                self._state.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the state file (a run not finished is continued by the next crawl on it)."""
+        if self._state is not None:
+            self._state.close()
 
     def _begin(self) -> list[Call]:
         """Continue a stopped run from the state; the sitemap fetches to start with."""

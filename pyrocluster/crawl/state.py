@@ -187,6 +187,6 @@ class CrawlState:
 
     def close(self) -> None:
         """Commit and close the file (the run stays unfinished unless :meth:`finish` was called)."""
-        with contextlib.suppress(sqlite3.Error):  # nothing to commit
+        with contextlib.suppress(sqlite3.Error):  # nothing to commit, or closed already
             self._db.execute("COMMIT")
         self._db.close()

@@ -1,0 +1,136 @@
+"""Incremental crawls against a real local site: state kept in SQLite, conditional revisits, resume, sitemaps."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import Cluster
+from tests.conftest import run_cli, start_submit, wait_for
+from tests.sites import SiteServer
+
+
+def crawl_job(tmp_path: Path, seeds: list[str], **crawl: object) -> Path:
+    lines = ["name: crawl", "crawl:", f"  seeds: {json.dumps(seeds)}"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in crawl.items()]
+    path = tmp_path / "crawl.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def records(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "crawl.results.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def path_of(site: SiteServer, url: str) -> str:
+    return url.split(str(site.port), 1)[1]
+
+
+@pytest.fixture
+def crawlers(worker_factory):
+    return worker_factory(2, "--services", "crawl", "--crawl-concurrency", "8")
+
+
+def test_second_crawl_asks_only_conditionally_and_finds_the_two_edited_pages(tmp_path, nameserver, crawlers):
+    with SiteServer(pages=30) as site:
+        job = crawl_job(tmp_path, [site.url("/")], state="site.sqlite", max_depth=50, per_host_rate=1000)
+        first = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+        assert first.returncode == 0, first
+        first_ok = {r["url"] for r in records(tmp_path) if r["status"] == "ok"}
+        assert all(r["result"]["changed"] for r in records(tmp_path) if r["status"] == "ok")
+        site.reset()
+        site.edit("/page/3.html")
+        site.edit("/page/17.html")
+        second = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+        asked = site.request_headers
+    assert second.returncode == 0, second
+    recs = records(tmp_path)
+    ok = {r["url"]: r for r in recs if r["status"] == "ok"}
+    assert set(ok) == first_ok and len(ok) == 31
+    assert [p for p, h in asked if "If-None-Match" not in h] == [], "an unconditional request in the revisit"
+    assert sorted(p for p, _ in asked) == sorted(path_of(site, u) for u in ok), "each page asked once"
+    changed = sorted(path_of(site, u) for u, r in ok.items() if r["result"]["changed"])
+    assert changed == ["/page/17.html", "/page/3.html"]
+    unchanged = [r for r in ok.values() if not r["result"]["changed"]]
+    assert all(r["result"]["http_status"] == 304 for r in unchanged)
+    assert ok[site.url("/page/5.html")]["result"]["title"] == "Page 5"  # from the state
+    assert ok[site.url("/page/5.html")]["result"]["links"]
+
+
+def test_a_crawl_killed_mid_way_continues_without_asking_twice(tmp_path, nameserver, crawlers):
+    with SiteServer(pages=60) as site:
+        job = crawl_job(tmp_path, [site.url("/")], state="site.sqlite", max_depth=100, per_host_rate=10)
+        proc = start_submit(job, nameserver, tmp_path)
+        try:
+            # SIGKILL between two requests (they start 100 ms apart): every page asked is recorded
+            def settled_mid_crawl() -> bool:
+                asked = [p for p in site.requests if p != "/robots.txt"]
+                ok = [r for r in records(tmp_path) if r["status"] == "ok"]
+                return 15 <= len(asked) == len(ok)
+
+            wait_for(settled_mid_crawl, 30, interval_s=0.005, what="15 pages recorded")
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.communicate(timeout=10)
+        assert len(records(tmp_path)) < 61
+        again = run_cli("submit", str(job), "--ns", nameserver, "--resume", cwd=tmp_path)
+        requested = Counter(site.requests)
+    assert again.returncode == 0, again
+    assert [p for p, n in requested.items() if n > 1] == []
+    ok = {path_of(site, r["url"]) for r in records(tmp_path) if r["status"] == "ok"}
+    assert ok == {"/", *(f"/page/{i}.html" for i in range(60))}
+
+
+def test_revisit_all_asks_everything_again_and_new_only_what_the_state_never_saw(
+    tmp_path, nameserver, crawlers
+):
+    state = str(tmp_path / "site.sqlite")
+    with SiteServer(pages=20, robots=None) as site, Cluster(nameserver) as cluster:
+        known = [
+            r
+            for r in cluster.crawl(site.url("/"), max_depth=50, max_pages=8, state=state)
+            if r["status"] == "ok"
+        ]
+        assert len(known) == 8
+        site.reset()
+        site.edit("/")
+        again = [
+            r for r in cluster.crawl(site.url("/"), max_depth=50, max_pages=8, state=state, revisit="all")
+        ]
+        assert {r["url"] for r in again} == {r["url"] for r in known}
+        assert [p for p, h in site.request_headers if "If-None-Match" in h] == []
+        assert {path_of(site, r["url"]) for r in again if r["result"]["changed"]} == {"/"}
+        site.reset()
+        everything = list(cluster.crawl(site.url("/"), max_depth=50, state=state, revisit="new"))
+        asked = [p for p in site.requests if p != "/robots.txt"]
+    assert {path_of(site, r["url"]) for r in everything} == set(site.reachable())
+    assert sorted(asked) == sorted(set(site.reachable()) - {path_of(site, r["url"]) for r in known})
+    by_url = {r["url"]: r for r in everything}
+    assert all(not by_url[r["url"]]["result"]["changed"] for r in known)
+
+
+def test_a_gzip_sitemap_index_finds_pages_linked_from_nowhere_and_lastmod_spares_them(
+    tmp_path, nameserver, crawlers
+):
+    state = str(tmp_path / "site.sqlite")
+    options = dict(max_depth=50, state=state, sitemaps=True)
+    with SiteServer(pages=5, orphans=4) as site, Cluster(nameserver) as cluster:
+        first = {
+            path_of(site, r["url"]) for r in cluster.crawl(site.url("/"), **options) if r["status"] == "ok"
+        }
+        assert {f"/orphan/{i}.html" for i in range(4)} <= first
+        assert site.count("/sitemap-index.xml.gz") == 1 and site.count("/sitemap-orphans.xml.gz") == 1
+        site.reset()
+        second = {r["url"]: r for r in cluster.crawl(site.url("/"), **options)}
+        asked = site.requests
+    assert {path_of(site, u) for u, r in second.items() if r["status"] == "ok"} == first
+    assert not any(p.startswith("/orphan/") for p in asked), "a page whose lastmod is old was asked again"
+    assert all(not second[site.url(f"/orphan/{i}.html")]["result"]["changed"] for i in range(4))
