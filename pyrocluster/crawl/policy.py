@@ -62,7 +62,8 @@ class _Host:
     rules: Protego | None = None
     blocked: str | None = None  # skip reason for every URL when robots.txt was unavailable
     next_at: float = float("-inf")  # earliest time the next request may start
-    last_start: float = float("-inf")  # when the last request was handed out
+    busy: int = 0  # requests handed out and not yet answered
+    serial: bool = False  # a Crawl-delay: one request at a time, the delay counted from its answer
     interval: float = 0.0  # seconds between two requests (0: no limit)
 
 
@@ -165,6 +166,8 @@ class Frontier:
         target is crawled on its own, else the rule that forbids it; then the page is done.
         """
         queued = self._in_flight.pop(from_url, None) is not None
+        if queued:
+            self._answered(from_url)
         verdict = self._hop_verdict(target)
         if verdict is not None:
             self.done += queued
@@ -273,7 +276,6 @@ class Frontier:
         for key in wanted:
             host = self._hosts[key]
             host.robots_state = _REQUESTED
-            host.last_start = now
             if host.interval:
                 host.next_at = max(now, host.next_at) + host.interval
         return wanted
@@ -286,8 +288,10 @@ class Frontier:
     def set_robots(self, host: str, text: str | None) -> None:
         """Give a host's robots.txt; None (none there: a 4xx answer) allows everything.
 
-        Queued URLs it disallows move to the skipped list; a ``Crawl-delay`` slows the host
-        (up to ``MAX_CRAWL_DELAY_S``).
+        Queued URLs it disallows move to the skipped list. A ``Crawl-delay`` (up to
+        ``MAX_CRAWL_DELAY_S``) makes the host serial: one request at a time, the next starting no
+        sooner than the delay after the last answer (so no latency between here and the server
+        can bring two requests closer than the delay), counting from this robots.txt answer.
         """
         entry = self._host_entry(host)
         entry.robots_state = _KNOWN
@@ -301,8 +305,8 @@ class Frontier:
                 entry.rules, delay = None, None
             if delay:
                 entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
-                # the robots.txt request itself started the first interval
-                entry.next_at = max(entry.next_at, entry.last_start + entry.interval)
+                entry.serial = True
+                entry.next_at = max(entry.next_at, self._now() + entry.interval)
         if entry.rules is not None:
             self._skip_disallowed(entry)
 
@@ -376,6 +380,8 @@ class Frontier:
         return None
 
     def _dispatchable(self, host: _Host) -> bool:
+        if host.serial and host.busy:
+            return False
         return not (self.robots and host.robots_state != _KNOWN) and self._head(host) is not None
 
     def next_ready(self, now: float | None = None, limit: int | None = None) -> list[tuple[str, int]]:
@@ -396,7 +402,7 @@ class Frontier:
                 depth = self._queued.pop(url)[0]
                 self._in_flight[url] = depth
                 self.handed_out += 1
-                host.last_start = now
+                host.busy += 1
                 if host.interval:
                     host.next_at = max(now, host.next_at) + host.interval
                 out.append((url, depth))
@@ -424,8 +430,16 @@ class Frontier:
         """A handed-out URL is finished (ok or failed for good); False if it was not in flight."""
         if self._in_flight.pop(url, None) is None:
             return False
+        self._answered(url)
         self.done += 1
         return True
+
+    def _answered(self, url: str) -> None:
+        """A request handed out for ``url`` has its answer: a serial host may start the next delay."""
+        host = self._hosts[key_of_normal(url)]
+        host.busy -= 1
+        if host.serial:
+            host.next_at = max(host.next_at, self._now() + host.interval)
 
     def requeue(self, url: str) -> bool:
         """Put a handed-out URL back at the head of its host's queue to retry it under the rate limit.
@@ -435,6 +449,7 @@ class Frontier:
         depth = self._in_flight.pop(url, None)
         if depth is None:
             return False
+        self._answered(url)
         self.handed_out -= 1
         self._push(self._hosts[key_of_normal(url)], url, depth, -1)  # -1: before every real depth
         return True
