@@ -82,12 +82,15 @@ class Frontier:
         now: Callable[[], float] = time.monotonic,
         agent: str = ROBOTS_AGENT,
         track_queued: bool = False,
+        free: Callable[[str], bool] | None = None,
     ) -> None:
         """Queue the seeds at depth 0; ``allow`` defaults to the seeds' hosts.
 
         ``max_pages``/``max_depth`` None mean no limit; ``per_host_rate`` is in requests per
         second per host (None or 0: no limit), with a burst of one. ``track_queued`` keeps every
         URL queued for ``pop_queued`` (a crawl that keeps its frontier in a state file).
+        ``free(url)`` true means the caller answers that URL without a request (a page kept
+        unchanged from an earlier crawl): it is handed out outside the host's rate.
         """
         if per_host_rate is not None and per_host_rate < 0:
             raise ValueError("per_host_rate must be positive")
@@ -106,6 +109,8 @@ class Frontier:
         self._robots_wanted: list[str] = []
         self._skipped: list[tuple[str, int, str]] = []
         self._new: list[tuple[str, int]] | None = [] if track_queued else None
+        self._free = free
+        self._free_out: set[str] = set()  # handed out under the free rule: no request, no rate
         self.handed_out = 0
         """Pages handed out for fetching (and pages restored from a previous run)."""
         self.done = 0
@@ -396,15 +401,21 @@ class Frontier:
         while room > 0:
             progressed = False
             for host in self._hosts.values():
-                if host.next_at > now or not self._dispatchable(host):
+                if not self._dispatchable(host):
+                    continue
+                free = self._needs_no_request(host)
+                if host.next_at > now and not free:
                     continue
                 url = heapq.heappop(host.queue)[2]
                 depth = self._queued.pop(url)[0]
                 self._in_flight[url] = depth
                 self.handed_out += 1
-                host.busy += 1
-                if host.interval:
-                    host.next_at = max(now, host.next_at) + host.interval
+                if free:
+                    self._free_out.add(url)
+                else:
+                    host.busy += 1
+                    if host.interval:
+                        host.next_at = max(now, host.next_at) + host.interval
                 out.append((url, depth))
                 progressed = True
                 room -= 1
@@ -423,8 +434,17 @@ class Frontier:
         if self._budget() <= 0:
             return None
         now = self._now() if now is None else now
-        times = [max(now, host.next_at) for host in self._hosts.values() if self._dispatchable(host)]
+        times = [
+            now if self._needs_no_request(host) else max(now, host.next_at)
+            for host in self._hosts.values()
+            if self._dispatchable(host)
+        ]
         return min(times) if times else None
+
+    def _needs_no_request(self, host: _Host) -> bool:
+        """The host's next URL will be answered without a request (the ``free`` rule): no rate."""
+        head = self._head(host)
+        return self._free is not None and head is not None and self._free(head[2])
 
     def mark_done(self, url: str) -> bool:
         """A handed-out URL is finished (ok or failed for good); False if it was not in flight."""
@@ -436,6 +456,9 @@ class Frontier:
 
     def _answered(self, url: str) -> None:
         """A request handed out for ``url`` has its answer: a serial host may start the next delay."""
+        if url in self._free_out:
+            self._free_out.discard(url)
+            return
         host = self._hosts[key_of_normal(url)]
         host.busy -= 1
         if host.serial:

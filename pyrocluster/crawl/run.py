@@ -29,7 +29,7 @@ from typing import Any
 from pyrocluster import codec
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.crawl.policy import HOP_SEEN, MAX_REDIRECTS, Frontier
-from pyrocluster.crawl.revisit import REUSE, REVISIT_MODES, Stored, changed, plan, unchanged_result
+from pyrocluster.crawl.revisit import REUSE, REVISIT_MODES, Plan, Stored, changed, plan, unchanged_result
 from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, MAX_SITEMAPS, read_sitemap
 from pyrocluster.crawl.state import CrawlState
 from pyrocluster.crawl.urls import key_of_normal, normalize_url
@@ -120,7 +120,7 @@ class CrawlRun:
         self.seeds = [seeds] if isinstance(seeds, str) else list(seeds)
         self.frontier = Frontier(
             self.seeds, list(allow) if allow else None, max_pages, max_depth, robots, per_host_rate,
-            track_queued=state is not None,
+            track_queued=state is not None, free=self._reused if state is not None else None,
         )  # fmt: skip
         self.options = {k: v for k, v in options.items() if v is not None}
         self.timeout = float(self.options.get("timeout", 30.0))
@@ -142,7 +142,7 @@ class CrawlRun:
         self._sitemap_options = {**SITEMAP_OPTIONS, **self._with_secret()}
         self._attempts: dict[str, int] = {}  # url -> attempts of its earlier, retried fetches
         self._chains: dict[str, tuple[str, int]] = {}  # hop URL queued -> (page URL, hops so far)
-        self._stored: dict[str, Stored | None] = {}  # page URL -> its state, while fetched
+        self._visits: dict[str, tuple[Stored | None, Plan]] = {}  # URL -> its state and plan, until done
         self._lastmod: dict[str, float] = {}  # page URL -> its sitemap lastmod
         self._sitemaps_asked: set[str] = set()
         self._restored: set[str] = set()
@@ -266,12 +266,24 @@ class CrawlRun:
 
     # ---- pages -------------------------------------------------------------------------------
 
+    def _visit(self, url: str) -> tuple[Stored | None, Plan]:
+        """What the state knows of a page URL and how to visit it (looked up once per URL)."""
+        visit = self._visits.get(url)
+        if visit is None:
+            assert self._state is not None
+            stored = self._state.stored(url)
+            visit = self._visits[url] = (stored, plan(self.mode, stored, self._lastmod.get(url)))
+        return visit
+
+    def _reused(self, url: str) -> bool:
+        """The frontier's ``free`` rule: a page answered from the state, without a request."""
+        return url not in self._chains and self._visit(url)[1].action == REUSE
+
     def _page_fetch(self, url: str, depth: int) -> Call | None:
         """The fetch of a URL handed out (a page, or the next hop of one); None when none is needed."""
         options = self._page_options
         if url not in self._chains and self._state is not None:
-            stored = self._stored[url] = self._state.stored(url)
-            visit = plan(self.mode, stored, self._lastmod.get(url))
+            stored, visit = self._visit(url)
             if visit.action == REUSE and stored is not None:
                 self._unchanged(url, depth, stored, stored.result.get("http_status") or 200, None)
                 return None
@@ -347,7 +359,7 @@ class CrawlRun:
         self, key: str, page_url: str, depth: int, page: dict[str, Any], headers: dict[str, str],
         call: Call, attempts: int,
     ) -> None:  # fmt: skip
-        stored = self._stored.pop(page_url, None)
+        stored = self._visits.pop(page_url, (None, None))[0]
         self.frontier.mark_done(key)
         if page.get("http_status") == 304 and stored is not None:
             self._unchanged(page_url, depth, stored, 304, call, attempts, fetched=True)
@@ -372,7 +384,7 @@ class CrawlRun:
         attempts: int = 0, fetched: bool = False,
     ) -> None:  # fmt: skip
         """A page known unchanged (a 304, or no request at all): the stored record, its links followed."""
-        self._stored.pop(url, None)
+        self._visits.pop(url, None)
         elapsed = round(call.elapsed_ms, 3) if call else 0.0
         result = unchanged_result(stored, status, elapsed)
         if not fetched:
@@ -390,7 +402,7 @@ class CrawlRun:
     def _failed(
         self, key: str, page_url: str, depth: int, error: dict[str, Any], call: Call, attempts: int
     ) -> None:
-        self._stored.pop(page_url, None)
+        self._visits.pop(page_url, None)
         self.frontier.mark_done(key)
         record = self._record(page_url, depth, "failed", call, attempts)
         record["error"] = error
@@ -402,7 +414,7 @@ class CrawlRun:
         self._skip_page(page_url, depth, reason if page_url == url else f"redirect to {url}: {reason}")
 
     def _skip_page(self, page_url: str, depth: int, reason: str) -> None:
-        self._stored.pop(page_url, None)
+        self._visits.pop(page_url, None)
         record = self._record(page_url, depth, "skipped", None, 0)
         record["reason"] = reason
         self._ready.append(record)
@@ -429,7 +441,7 @@ class CrawlRun:
             page.update(url=page_url, final_url=target, links=[], title=None)
             record = self._record(page_url, depth, "ok", call, attempts)
             record["result"] = page
-            self._stored.pop(page_url, None)
+            self._visits.pop(page_url, None)
             self._ready.append(record)
         else:
             self._chains[target] = (page_url, hops + 1)

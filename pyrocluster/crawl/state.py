@@ -50,7 +50,10 @@ LOCK_WAIT_S = 0.5
 
 def _open(path: Path) -> sqlite3.Connection:
     """The connection, in WAL and exclusive locking mode, with the schema up to date."""
-    db = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+    try:
+        db = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"crawl state {path}: {exc}") from None
     try:
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")

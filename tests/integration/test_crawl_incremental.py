@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -10,8 +11,12 @@ from pathlib import Path
 import pytest
 
 from pyrocluster import Cluster
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import run_cli, start_submit, wait_for
+from tests.integration.test_scheduler import ticks_of
 from tests.sites import SiteServer
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def crawl_job(tmp_path: Path, seeds: list[str], **crawl: object) -> Path:
@@ -131,3 +136,42 @@ def test_a_gzip_sitemap_index_finds_pages_linked_from_nowhere_and_lastmod_spares
     assert {path_of(site, u) for u, r in second.items() if r["status"] == "ok"} == first
     assert not any(p.startswith("/orphan/") for p in asked), "a page whose lastmod is old was asked again"
     assert all(not second[site.url(f"/orphan/{i}.html")]["result"]["changed"] for i in range(4))
+
+
+def results_of(cwd: Path, tick: str) -> list[dict]:
+    stamp = tick.replace("-", "").replace(":", "")
+    lines = (cwd / "runs" / "nightly-crawl" / f"{stamp}.results.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_the_nightly_crawl_example_asks_only_conditionally_from_its_second_run(
+    processes, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    ns_proc, ns = start_nameserver()
+    processes.add(ns_proc)
+    processes.add(start_worker(ns, ["--services", "crawl"]))
+    with SiteServer(pages=30) as site:
+        for name in ("incremental-crawl.yaml", "nightly-crawl.yaml"):
+            text = (EXAMPLES / name).read_text().replace("127.0.0.1:8000", site.host)
+            (tmp_path / name).write_text(text.replace('cron: "30 2 * * *"', "every: 2s"))
+        sched = processes.add(
+            ManagedProcess(
+                ["scheduler", str(tmp_path / "nightly-crawl.yaml"), "--ns", ns, "--name", "night"],
+                env={**os.environ, "SITE_TOKEN": "Bearer t0k3n"},
+            )
+        )
+        sched.wait_ready()
+
+        def two_runs() -> list[dict] | None:
+            ended = [t for t in ticks_of(tmp_path, "nightly-crawl") if t["run_status"]]
+            return ended[:2] if len(ended) >= 2 else None
+
+        ran = wait_for(two_runs, 30, what="two nightly runs")
+        asked = site.request_headers
+    assert [t["run_status"] for t in ran] == ["ok", "ok"], ran
+    first, second = (results_of(tmp_path, t["tick"]) for t in ran)
+    assert len(first) == len(second) >= 31
+    assert all(r["result"]["changed"] for r in first if r["status"] == "ok")
+    assert all(r["result"]["http_status"] == 304 for r in second if r["status"] == "ok")
+    assert all(h.get("Authorization") == "Bearer t0k3n" for _, h in asked)

@@ -491,3 +491,17 @@ def test_pause_holds_one_host_only_and_is_capped():
     assert f.next_ready() == [("http://a.com/", 0)]
     f.pause("http://a.com/", 1e9)
     assert f.next_ready_time() is None or f.next_ready_time() <= clock.t + MAX_PAUSE_S
+
+
+def test_urls_answered_without_a_request_take_no_share_of_the_rate():
+    clock = FakeClock()
+    known = {"http://a.com/1", "http://a.com/2"}
+    f = Frontier(["http://a.com/"], robots=False, per_host_rate=1, now=clock, free=known.__contains__)
+    assert f.next_ready() == [("http://a.com/", 0)]
+    f.add_links("http://a.com/", 0, ["/1", "/2", "/3"])
+    assert f.next_ready() == [("http://a.com/1", 1), ("http://a.com/2", 1)]  # no rate, no wait
+    assert f.next_ready_time() == pytest.approx(clock.t + 1.0)  # /3 needs a request: it waits
+    for url in ("http://a.com/", "http://a.com/1", "http://a.com/2"):
+        f.mark_done(url)
+    clock.advance(1.0)
+    assert f.next_ready() == [("http://a.com/3", 1)]
