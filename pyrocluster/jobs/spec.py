@@ -90,12 +90,6 @@ def _check_allow(entry: str) -> str:
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def _check_header_name(name: str) -> str:
-    if not _HEADER_NAME_RE.fullmatch(name) or name.lower() in ("host", "content-length", "connection"):
-        raise ValueError(f"{name!r} is not a header name that may be sent")
-    return name
-
-
 def _check_secret(value: Any) -> Any:
     """A header or cookie value: a one-line string, or ``{env: NAME}`` (read when the crawl starts)."""
     if isinstance(value, str):
@@ -119,7 +113,6 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[str, AfterValidator(_check_seed)]
 Allow = Annotated[str, AfterValidator(_check_allow)]
-HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 Secret = Annotated[Any, AfterValidator(_check_secret)]
 
 
@@ -197,7 +190,7 @@ class CrawlSpec(_Model):
     """SQLite file of the incremental crawl (relative to the current directory)."""
     revisit: Literal["changed", "all", "new"] | None = None
     sitemaps: bool = False
-    headers: dict[HeaderName, Secret] = Field(default_factory=dict)
+    headers: dict[NonEmpty, Secret] = Field(default_factory=dict)
     cookies: dict[NonEmpty, Secret] = Field(default_factory=dict)
 
 
@@ -369,9 +362,12 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
 
 
 def _check_crawl(crawl: CrawlSpec, fail: Any) -> None:
-    """Extract fields, ``revisit`` without ``state``, secrets whose variable is not set."""
+    """Extract fields, ``revisit`` without ``state``, header names, secrets whose variable is not set."""
     if crawl.revisit is not None and crawl.state is None:
         raise fail(("crawl", "revisit"), "'revisit' needs 'state' (the file that remembers earlier crawls)")
+    for name in crawl.headers:
+        if not _HEADER_NAME_RE.fullmatch(name) or name.lower() in ("host", "content-length", "connection"):
+            raise fail(("crawl", "headers", name), f"{name!r} is not a header name that may be sent")
     for section in ("headers", "cookies"):
         for key, value in getattr(crawl, section).items():
             if isinstance(value, dict) and value["env"] not in os.environ:
