@@ -13,21 +13,15 @@ import pytest
 from pyrocluster import Cluster
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import run_cli, start_submit, wait_for
+from tests.integration.test_crawl import crawl_job
 from tests.integration.test_scheduler import ticks_of
 from tests.sites import SiteServer
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-def crawl_job(tmp_path: Path, seeds: list[str], **crawl: object) -> Path:
-    lines = ["name: crawl", "crawl:", f"  seeds: {json.dumps(seeds)}"]
-    lines += [f"  {key}: {json.dumps(value)}" for key, value in crawl.items()]
-    path = tmp_path / "crawl.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def records(tmp_path: Path) -> list[dict]:
+    """The records written so far (the file may not exist yet, its last line may be half written)."""
     path = tmp_path / "crawl.results.jsonl"
     if not path.exists():
         return []
