@@ -37,9 +37,9 @@ from pyrocluster.jobs.yamlread import line_of, read_yaml
 
 PAGE_FIELDS = frozenset(
     {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
-    | {"truncated", "changed"}
+    | {"truncated", "changed", "text", "headers", "raw"}
 )
-"""Fields of a crawl page record; ``extract`` may not reuse them."""
+"""Fields of a crawl page record (and of the worker's answer); ``extract`` may not reuse them."""
 RESERVED_ID_PREFIX = "crawl:"
 """Task ids starting with this are kept for crawl records."""
 
