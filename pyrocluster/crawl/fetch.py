@@ -42,7 +42,7 @@ from pyrocluster.crawl.policy import MAX_REDIRECTS
 from pyrocluster.crawl.transport import LoopTransport
 from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
-from pyrocluster.tasks import ERROR, OK, TRANSIENT
+from pyrocluster.protocol import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"
 """User-Agent header sent unless the options give ``user_agent``."""

@@ -17,7 +17,7 @@ from Pyro5.server import _get_exposed_members
 from pyrocluster.crawl.fetch import USER_AGENT, PageFetcher
 from pyrocluster.crawl.policy import Frontier
 from pyrocluster.crawl.service import CrawlService
-from pyrocluster.tasks import ERROR, OK, TRANSIENT
+from pyrocluster.protocol import ERROR, OK, TRANSIENT
 from tests.sites import SiteServer, wait_until
 
 BIG = 300_000
