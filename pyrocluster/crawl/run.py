@@ -23,14 +23,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.coordinator.calls import Call
+from pyrocluster.crawl.answers import PAUSING_STATUSES, retry_after_s, retryable_status, status_text
 from pyrocluster.crawl.policy import HOP_SEEN, MAX_REDIRECTS, Frontier
 from pyrocluster.crawl.revisit import REUSE, REVISIT_MODES, Plan, Stored, changed, plan, unchanged_result
-from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, MAX_SITEMAPS, read_sitemap
+from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, SitemapFinder
 from pyrocluster.crawl.state import CrawlState
 from pyrocluster.crawl.urls import key_of_normal, normalize_url
 from pyrocluster.errors import TaskFailed, error_record
@@ -57,33 +57,6 @@ SITEMAP_OPTIONS = {**_EVERY_FETCH, "raw": True, "max_bytes": MAX_SITEMAP_BYTES}
 def crawl_id(url: str) -> str:
     """The results-file id of a page."""
     return f"crawl:{url}"
-
-
-def _retryable_status(status: int) -> bool:
-    return status >= 500 or status in (408, 425, 429)
-
-
-def _status_text(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def retry_after_s(value: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class CrawlRun:
@@ -143,8 +116,7 @@ class CrawlRun:
         self._attempts: dict[str, int] = {}  # url -> attempts of its earlier, retried fetches
         self._chains: dict[str, tuple[str, int]] = {}  # hop URL queued -> (page URL, hops so far)
         self._visits: dict[str, tuple[Stored | None, Plan]] = {}  # URL -> its state and plan, until done
-        self._lastmod: dict[str, float] = {}  # page URL -> its sitemap lastmod
-        self._sitemaps_asked: set[str] = set()
+        self._sitemaps = SitemapFinder(self.frontier.allow)
         self._restored: set[str] = set()
         self._ready: list[dict[str, Any]] = []  # records of this round, emitted after the commit
         self.in_flight = 0
@@ -216,7 +188,9 @@ class CrawlRun:
                 self.frontier.add(url, depth)
             self.frontier.pop_queued()  # kept already
         if self.sitemaps and not self.frontier.robots:
-            return [c for seed in self.seeds for c in self._want_sitemaps(seed, ())]
+            return [
+                c for seed in self.seeds for c in self._sitemap_fetches(self._sitemaps.for_host(seed, None))
+            ]
         return []
 
     def _loop(self, emit: Callable[[dict[str, Any]], None], stop: threading.Event, calls: list[Call]) -> None:
@@ -272,7 +246,7 @@ class CrawlRun:
         if visit is None:
             assert self._state is not None
             stored = self._state.stored(url)
-            visit = self._visits[url] = (stored, plan(self.mode, stored, self._lastmod.get(url)))
+            visit = self._visits[url] = (stored, plan(self.mode, stored, self._sitemaps.lastmod.get(url)))
         return visit
 
     def _reused(self, url: str) -> bool:
@@ -315,13 +289,13 @@ class CrawlRun:
         headers = page.pop("headers", None) or {}
         if 300 <= status < 400 and status != 304 and "location" in headers:
             self._hop(key, page_url, depth, hops, page, headers["location"], call, attempts)
-        elif _retryable_status(status) and call.attempts > 0 and attempts <= self.retries:
-            pause = retry_after_s(headers.get("retry-after")) if status in (429, 503) else None
+        elif retryable_status(status) and call.attempts > 0 and attempts <= self.retries:
+            pause = retry_after_s(headers.get("retry-after")) if status in PAUSING_STATUSES else None
             if pause:
                 self.frontier.pause(key, pause)
             self._retry(key, page_url, hops, attempts)
         elif status >= 400:
-            message = _status_text(status)
+            message = status_text(status)
             if attempts > 1:
                 message = f"gave up after {attempts} attempts: {message}"
             failure: dict[str, Any] = {"type": "HTTPError", "message": message, "traceback": ""}
@@ -488,43 +462,17 @@ class CrawlRun:
             self._state.save_robots(host, text)
         if not self.sitemaps:
             return []
-        listed: list[str] = []
-        if text:
-            from protego import Protego
+        return self._sitemap_fetches(self._sitemaps.for_host(self.frontier.robots_url(host), text))
 
-            try:
-                listed = list(Protego.parse(text).sitemaps)
-            except Exception:  # an unparsable robots.txt names no sitemap
-                listed = []
-        return self._want_sitemaps(self.frontier.robots_url(host), listed)
-
-    def _want_sitemaps(self, on_host: str, listed: Iterable[str]) -> list[Call]:
-        """Fetches of a host's sitemaps: those robots.txt lists (within ``allow``) and /sitemap.xml."""
-        normal = normalize_url("/sitemap.xml", on_host)
-        wanted = [normal] if normal else []
-        wanted += [u for u in (normalize_url(s, on_host) for s in listed) if u is not None]
-        return [c for u in wanted for c in self._sitemap_fetch(u)]
-
-    def _sitemap_fetch(self, url: str) -> list[Call]:
-        if url in self._sitemaps_asked or len(self._sitemaps_asked) >= MAX_SITEMAPS:
-            return []
-        if key_of_normal(url) not in self.frontier.allow:
-            return []
-        self._sitemaps_asked.add(url)
-        return [self._new_fetch("sitemap", url, 0, url, self._sitemap_options)]
+    def _sitemap_fetches(self, urls: Iterable[str]) -> list[Call]:
+        return [self._new_fetch("sitemap", url, 0, url, self._sitemap_options) for url in urls]
 
     def _sitemap(self, url: str, call: Call) -> list[Call]:
-        """A sitemap arrived: queue its pages (with their ``lastmod``), fetch the sitemaps it lists."""
+        """A sitemap arrived: queue its pages (their ``lastmod`` kept), fetch the sitemaps it lists."""
         page = call.value if call.error is None else None
         if not isinstance(page, dict) or page.get("http_status") != 200 or page.get("raw") is None:
             return []
-        sitemap = read_sitemap(codec.as_bytes(page["raw"]))
-        for loc, lastmod in sitemap.pages:
-            normal = normalize_url(loc, url)
-            if normal is None:
-                continue
-            if lastmod is not None:
-                self._lastmod[normal] = lastmod
-            self.frontier.add(normal, 1)
-        listed = [u for u in (normalize_url(loc, url) for loc in sitemap.sitemaps) if u is not None]
-        return [c for u in listed for c in self._sitemap_fetch(u)]
+        pages, more = self._sitemaps.read(url, codec.as_bytes(page["raw"]))
+        for page_url in pages:
+            self.frontier.add(page_url, 1)
+        return self._sitemap_fetches(more)

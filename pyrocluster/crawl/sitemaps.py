@@ -7,9 +7,14 @@ ElementTree never loads external entities); the decompressed size is capped befo
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from xml.etree import ElementTree
+
+from protego import Protego
+
+from pyrocluster.crawl.urls import key_of_normal, normalize_url
 
 MAX_SITEMAP_BYTES = 10 * 1024 * 1024
 """Largest sitemap read, compressed or not (sitemaps.org allows 50 MB; few come near)."""
@@ -88,3 +93,50 @@ def read_sitemap(body: bytes) -> Sitemap:
         if len(out.pages) + len(out.sitemaps) >= MAX_SITEMAP_URLS:
             break
     return out
+
+
+class SitemapFinder:
+    """Which sitemap files a crawl reads (within ``allow``, each once, at most ``MAX_SITEMAPS``).
+
+    ``lastmod`` maps each page URL found to its sitemap ``lastmod`` (unix time).
+    """
+
+    def __init__(self, allow: Iterable[str]) -> None:
+        self.allow = set(allow)
+        self.asked: set[str] = set()
+        self.lastmod: dict[str, float] = {}
+
+    def for_host(self, on_host: str, robots_text: str | None) -> list[str]:
+        """The sitemaps to fetch for a host: its robots.txt ``Sitemap:`` lines and /sitemap.xml."""
+        listed: list[str] = []
+        if robots_text:
+            try:
+                listed = list(Protego.parse(robots_text).sitemaps)
+            except Exception:  # an unparsable robots.txt names no sitemap
+                listed = []
+        return self._new(["/sitemap.xml", *listed], on_host)
+
+    def read(self, url: str, body: bytes) -> tuple[list[str], list[str]]:
+        """A sitemap's body: the page URLs it lists (normalised) and the sitemaps still to fetch."""
+        sitemap = read_sitemap(body)
+        pages = []
+        for loc, lastmod in sitemap.pages:
+            normal = normalize_url(loc, url)
+            if normal is None:
+                continue
+            if lastmod is not None:
+                self.lastmod[normal] = lastmod
+            pages.append(normal)
+        return pages, self._new(sitemap.sitemaps, url)
+
+    def _new(self, locs: Iterable[str], base: str) -> list[str]:
+        out = []
+        for loc in locs:
+            normal = normalize_url(loc, base)
+            if normal is None or normal in self.asked or key_of_normal(normal) not in self.allow:
+                continue
+            if len(self.asked) >= MAX_SITEMAPS:
+                break
+            self.asked.add(normal)
+            out.append(normal)
+        return out

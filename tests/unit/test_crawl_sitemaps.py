@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import gzip
 
-from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, MAX_SITEMAP_URLS, parse_lastmod, read_sitemap
+from pyrocluster.crawl.sitemaps import (
+    MAX_SITEMAP_BYTES,
+    MAX_SITEMAP_URLS,
+    MAX_SITEMAPS,
+    SitemapFinder,
+    parse_lastmod,
+    read_sitemap,
+)
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
 
@@ -47,3 +54,27 @@ def test_bounds_and_hostile_input():
     assert len(read_sitemap(many.encode()).pages) == MAX_SITEMAP_URLS
     assert read_sitemap(b"<html></html>").error == "not a sitemap: root element <html>"
     assert read_sitemap(b"\x1f\x8bnot gzip").error is not None
+
+
+def test_the_finder_reads_each_sitemap_once_within_allow_and_keeps_lastmod():
+    finder = SitemapFinder({"a.com"})
+    robots = "User-agent: *\nSitemap: http://a.com/s1.xml\nSitemap: http://b.com/s.xml\n"
+    assert finder.for_host("http://a.com/robots.txt", robots) == [
+        "http://a.com/sitemap.xml",
+        "http://a.com/s1.xml",
+    ]
+    assert finder.for_host("http://a.com/robots.txt", robots) == []  # each once
+    entries = "<sitemap><loc>/s2.xml</loc></sitemap><sitemap><loc>/s1.xml</loc></sitemap>"
+    index = f"<sitemapindex {NS}>{entries}</sitemapindex>"
+    assert finder.read("http://a.com/s1.xml", index.encode()) == ([], ["http://a.com/s2.xml"])
+    entries = "<url><loc>/p</loc><lastmod>2024-05-01</lastmod></url><url><loc>mailto:x</loc></url>"
+    urlset = f"<urlset {NS}>{entries}</urlset>"
+    assert finder.read("http://a.com/s2.xml", urlset.encode()) == (["http://a.com/p"], [])
+    assert finder.lastmod == {"http://a.com/p": parse_lastmod("2024-05-01")}
+
+
+def test_the_finder_reads_at_most_max_sitemaps():
+    finder = SitemapFinder({"a.com"})
+    entries = "".join(f"<sitemap><loc>/s{i}.xml</loc></sitemap>" for i in range(MAX_SITEMAPS + 50))
+    _, more = finder.read("http://a.com/index.xml", f"<sitemapindex {NS}>{entries}</sitemapindex>".encode())
+    assert len(more) == MAX_SITEMAPS
