@@ -107,10 +107,7 @@ class CrawlRun:
         if cookies:
             jar = "; ".join(f"{name}={value}" for name, value in cookies.items())
             self._secret["Cookie"] = f"{self._secret['Cookie']}; {jar}" if "Cookie" in self._secret else jar
-        base: dict[str, Any] = {**self.options, **_EVERY_FETCH}
-        if self._secret:
-            base["headers"] = self._secret
-        self._page_options = base
+        self._page_options = {**self.options, **_EVERY_FETCH, **self._with_secret()}
         self._robots_options = {**ROBOTS_OPTIONS, **self._with_secret()}
         self._sitemap_options = {**SITEMAP_OPTIONS, **self._with_secret()}
         self._attempts: dict[str, int] = {}  # url -> attempts of its earlier, retried fetches
