@@ -403,7 +403,7 @@ class CrawlRun:
         target = normalize_url(location)
         if target is None:
             self.frontier.mark_done(key)
-            self._skip_page(page_url, depth, f"redirect to {location[:200]}: refused: only http and https")
+            self._skip_page(page_url, depth, f"redirect to {location[:200]}: not an http(s) URL")
             return
         verdict = self.frontier.add_hop(key, target, depth)
         if verdict is None:

@@ -24,7 +24,8 @@ def test_a_redirect_out_of_allow_or_into_robots_disallowed_paths_is_never_follow
         outside = normalize_url(site.url("/redirect-to?url=" + quote(site.external_url)))
         private = normalize_url(site.url("/redirect-to?url=" + quote("/private/1.html")))
         fine = site.url("/redirect/2")
-        by_url = {r["url"]: r for r in cluster.crawl([outside, private, fine], max_depth=0)}
+        scheme = normalize_url(site.url("/redirect-to?url=" + quote("file:///etc/passwd")))
+        by_url = {r["url"]: r for r in cluster.crawl([outside, private, fine, scheme], max_depth=0)}
         asked = site.requests
         external = site.external_requests
     assert external == [], "the host outside allow was requested"
@@ -33,6 +34,10 @@ def test_a_redirect_out_of_allow_or_into_robots_disallowed_paths_is_never_follow
     assert by_url[outside]["reason"] == f"redirect to {site.external_url}: not in allow"
     assert by_url[private]["status"] == "skipped"
     assert by_url[private]["reason"] == f"redirect to {site.url('/private/1.html')}: disallowed by robots.txt"
+    assert by_url[scheme]["status"] == "skipped"
+    assert by_url[scheme]["reason"] in {
+        f"redirect to file:{p}: not an http(s) URL" for p in ("/etc/passwd", "///etc/passwd")
+    }
     assert by_url[fine]["status"] == "ok" and by_url[fine]["result"]["final_url"] == site.url("/redirect/0")
     assert by_url[fine]["result"]["title"] == "Redirect target"
     assert asked.count("/redirect/1") == 1 and asked.count("/redirect/0") == 1
