@@ -16,7 +16,7 @@ from typing import Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
