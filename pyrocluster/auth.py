@@ -174,7 +174,9 @@ class HandshakeValidator:
                 raise Pyro5.errors.DaemonError("unknown object")
             self.pyrocluster_replays.remember(data["nonce"], data["ts"], now)
         except HandshakeRefused as exc:
-            log.warning("refused a connection from %s: %s", _peer(conn), exc.reason)
+            # asking a secret holder to sign is routine (it connects again at once), not a warning
+            level = logging.DEBUG if exc.reason == SIGN_PLEASE else logging.WARNING
+            log.log(level, "refused a connection from %s: %s", _peer(conn), exc.reason)
             raise
         # Pyro5 hands calls the connection itself; the handshake sees it wrapped (_BoundedConnection)
         getattr(conn, "wrapped", conn).pyrocluster_peer = peer
