@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,17 +127,20 @@ def test_charts_and_graph_of_a_20000_task_workflow_render_within_2_s(cluster: Cl
     ]
     assert graph["edges"] == [["m", "n"], ["n", "total"]]
     browser.get(f"{cluster.url}?token={viewer}")  # sets the cookie; the timed load below uses it
-    started = time.monotonic()
     browser.get(cluster.url)
-
-    def drawn() -> bool:
-        nodes = browser.find_elements("css selector", "svg.workflow g.node")
-        return len(nodes) == 3 and bool(
-            browser.find_elements("css selector", "#throughput-chart polyline.rate")
-        )
-
-    wait_for(drawn, 10, interval_s=0.02, what="charts and graph drawn")
-    elapsed = time.monotonic() - started
+    browser.set_script_timeout(10)
+    # Timed by the page's own clock, from navigation start until both are drawn (WebDriver's own
+    # round trips on a loaded machine are not the page's time)
+    drawn_ms = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        (function look() {
+          const nodes = document.querySelectorAll("svg.workflow g.node").length;
+          const chart = document.querySelector("#throughput-chart polyline.rate");
+          if (nodes === 3 && chart) done(performance.now());
+          else setTimeout(look, 10);
+        })();"""
+    )
+    elapsed = drawn_ms / 1000
     browser.save_screenshot(str(cluster.tmp_path / "dashboard-20000-tasks.png"))
     assert elapsed < RENDER_LIMIT_S, f"charts and graph took {elapsed:.2f} s"
     assert "20000" in text_of(browser, 'svg.workflow g[data-node="m"]').replace("/", " ").replace(",", "")
