@@ -97,7 +97,17 @@ def test_a_viewer_sees_no_buttons_and_an_operator_cancels_a_job_from_the_page(
     wait_for(lambda: "cancel" in buttons(browser) and "drain" in buttons(browser), 10,
              what="the operator's buttons")  # fmt: skip
     assert browser.current_url.rstrip("/") == cluster.url.rstrip("/")  # the token left the address bar
-    browser.find_element("css selector", 'button[data-kind="jobs"][data-action="cancel"]').click()
+
+    def click_cancel() -> bool:
+        from selenium.common.exceptions import WebDriverException
+
+        try:  # the page redraws every second: a button found just before a redraw is stale
+            browser.find_element("css selector", 'button[data-kind="jobs"][data-action="cancel"]').click()
+        except WebDriverException:
+            return False
+        return True
+
+    wait_for(click_cancel, 10, what="the cancel button clicked")
     assert submit.wait(timeout=30) == 130
     _, err = submit.communicate()
     assert "audit: cancel by oncall role=operator" in err
