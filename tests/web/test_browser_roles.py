@@ -75,9 +75,9 @@ def cluster(processes: Processes, tmp_path: Path) -> Iterator[Cluster]:
 
 
 def buttons(driver) -> list[str]:
-    return [
-        b.get_attribute("data-action") for b in driver.find_elements("css selector", "button[data-action]")
-    ]
+    """The actions of the page's buttons, read in one step of the page (a redraw cannot interleave)."""
+    script = 'return [...document.querySelectorAll("button[data-action]")].map((b) => b.dataset.action);'
+    return list(driver.execute_script(script))
 
 
 def test_a_viewer_sees_no_buttons_and_an_operator_cancels_a_job_from_the_page(
