@@ -10,6 +10,7 @@ carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,8 +161,25 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         raise AuthenticationError(f"name server authentication failed: {exc}") from None
     except Pyro5.errors.CommunicationError as exc:
         proxy._pyroRelease()
+        if _certificate_refused(exc):  # waiting would not help: the certificates do not match
+            where = settings.ns_address
+            raise AuthenticationError(f"TLS with the name server at {where} refused: {exc}") from None
         raise ClusterUnreachable(f"cannot reach the name server at {settings.ns_address}: {exc}") from None
     return proxy
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """True when either side of a TLS handshake refused the other's certificate (not a network fault)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(seen, ssl.SSLError) and any(
+            word in str(seen.reason or "").upper() for word in ("CERTIFICATE", "UNKNOWN_CA")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def find_workers(ns: Any) -> list[WorkerEntry]:
