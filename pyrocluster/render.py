@@ -13,6 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from pyrocluster import logs
+
 # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -20,8 +22,11 @@ T = TypeVar("T")
 
 
 def error(message: str) -> None:
-    """One ``error:`` line per problem on stderr."""
+    """One ``error:`` line per problem on stderr (a JSON record each with ``--log-format json``)."""
     for line in str(message).splitlines() or [""]:
+        if logs.is_json():
+            logs.error_line(line)
+            continue
         err.print(f"[bold red]error:[/] {line}", markup=True) if err.is_terminal else print(
             f"error: {line}", file=sys.stderr, flush=True
         )

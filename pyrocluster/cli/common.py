@@ -58,13 +58,24 @@ SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         },
     ),
     (
+        ("--log-format",),
+        {
+            "envvar": "PYROCLUSTER_LOG_FORMAT",
+            "type": click.Choice(["text", "json"]),
+            "default": "text",
+            "help": "Log lines on stderr: text, or one JSON object per line.",
+        },
+    ),
+    (
         ("--debug",),
         {"is_flag": True, "envvar": "PYROCLUSTER_DEBUG", "help": "Verbose logs and tracebacks."},
     ),
 ]
 """The section-2 options every command takes, as ``click.option`` arguments: add one here and it
-is a flag of every command, a top-level key of the config file, and (when its name is a
-``Settings.from_sources`` argument) part of the settings."""
+is a flag of every command, a top-level key of the config file, and (unless it is in
+NOT_SETTINGS) an argument of ``Settings.from_sources``."""
+NOT_SETTINGS = ("log_format",)
+"""Shared options that set up the process rather than its connection settings."""
 
 SECRET_VARIABLES = {"secret_file": "PYROCLUSTER_SECRET"}
 """A file-only option whose credential an environment variable can give directly: the variable
@@ -146,6 +157,7 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
     from pyrocluster import logs
 
     shared = {_file_key(decls): kw.pop(_file_key(decls)) for decls, _ in SHARED_OPTIONS}
+    process = {key: shared.pop(key) for key in NOT_SETTINGS}
     ctx = click.get_current_context(silent=True)
     for key, variable in SECRET_VARIABLES.items():
         from_file = ctx is not None and ctx.get_parameter_source(key) is ParameterSource.DEFAULT_MAP
@@ -158,7 +170,7 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
         raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    logs.configure(settings.debug, info=info_logs)
+    logs.configure(settings.debug, info=info_logs, fmt=process["log_format"] or "text")
     return settings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pyrocluster import render
+from pyrocluster import logs, render
 from pyrocluster.cli.common import (
     EXIT_OK,
     cancel_on_signals,
@@ -150,6 +150,7 @@ def worker(
         insecure=insecure,
     )
     wk = Worker(settings, options)
+    logs.bind(worker=wk.name)
     stop_on_signals(wk.state.stop_event)
     wk.start()
     render.line(

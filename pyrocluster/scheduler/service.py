@@ -272,7 +272,9 @@ class Scheduler:
             st.watermark = now.replace(microsecond=0)  # a new schedule starts now
         retention = timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
         st.pruned_to = st.watermark - 2 * retention
-        log.info("leading schedule %s (token %s)", st.schedule.name, st.lease.token)
+        log.info(
+            "leading schedule %s (token %s)", st.schedule.name, st.lease.token, extra=about(st.schedule.name)
+        )
         self._save_watermark(ns, st)
 
     def _decide(self, ns: Any, st: ScheduleState, tick: datetime, decision: str) -> bool:
@@ -312,7 +314,9 @@ class Scheduler:
         if st.last_fire == iso(tick):
             st.last_status = LOST
         log.warning(
-            "schedule %s tick %s: its scheduler %s died while it ran", st.schedule.name, iso(tick), claim.name
+            "schedule %s tick %s: its scheduler %s died while it ran",
+            *(st.schedule.name, iso(tick), claim.name),
+            extra=about(st.schedule.name),
         )
 
     def _save_watermark(self, ns: Any, st: ScheduleState) -> None:
@@ -345,11 +349,18 @@ class Scheduler:
             options = SubmitOptions(job_file=str(schedule.job_path), out=output, wait_s=self.options.wait_s)
             status = self._run_job(self.settings, options, self._cancel)
         except PyroClusterError as exc:
-            log.warning("schedule %s tick %s did not run: %s", schedule.name, iso(tick), exc)
+            log.warning(
+                "schedule %s tick %s did not run: %s",
+                schedule.name,
+                iso(tick),
+                exc,
+                extra=about(schedule.name),
+            )
         except Exception as exc:  # a run must never take the scheduler down
             log.warning(
-                "schedule %s tick %s failed: %s: %s", schedule.name, iso(tick), type(exc).__name__, exc
-            )
+                "schedule %s tick %s failed: %s: %s", schedule.name, iso(tick), type(exc).__name__, exc,
+                extra=about(schedule.name),
+            )  # fmt: skip
         self._finished.put(Finished(st, tick, status, decided_at))
         self._wake.set()
 
@@ -373,6 +384,7 @@ class Scheduler:
                 st.schedule.name,
                 iso(tick),
                 done.status,
+                extra=about(st.schedule.name),
             )
         else:
             if claim is not None:
@@ -439,8 +451,16 @@ class Scheduler:
             self._drop_connection()
         for st in self.states:
             for tick in list(st.running):
-                log.warning("schedule %s tick %s still running at exit", st.schedule.name, iso(tick))
+                log.warning(
+                    "schedule %s tick %s still running at exit", st.schedule.name, iso(tick),
+                    extra=about(st.schedule.name),
+                )  # fmt: skip
 
 
 def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def about(schedule: str) -> dict[str, str]:
+    """The ``extra`` of a log record about one schedule (its ``schedule`` field in JSON logs)."""
+    return {"schedule": schedule}
