@@ -168,6 +168,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_if_wildcard(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard is reached over loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
 def check_bind(host: str, settings: Settings, insecure: bool) -> None:
     """Refuse a non-loopback bind without a cluster secret unless ``insecure``; ValueError says why."""
     if not is_loopback(host) and settings.secret is None and not insecure:

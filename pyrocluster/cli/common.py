@@ -9,7 +9,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -23,6 +23,9 @@ from pyrocluster.errors import (
     PyroClusterError,
     ResultsUnwritable,
 )
+
+if TYPE_CHECKING:
+    from pyrocluster.ops.supervise import Supervision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RESULTS_UNWRITABLE = 74
@@ -150,6 +153,44 @@ def listen_options(default_port: int | None, port_help: str) -> Callable[[Callab
         return func
 
     return attach
+
+
+def health_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--health-port`` and ``--health-host`` of a long-running command (``/livez``, ``/readyz``)."""
+    options = [
+        click.option(
+            "--health-port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="Serve GET /livez and /readyz on this port (0 picks one) [default: off].",
+        ),
+        click.option(
+            "--health-host", default="127.0.0.1", show_default=True, help="Address of the health port."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def supervision(
+    kw: dict[str, Any],
+    settings: Settings,
+    insecure: bool,
+    probe: Callable[[], str | None],
+    ready: Callable[[], str | None],
+) -> Supervision:
+    """The command's health endpoint (options removed from ``kw``), liveness prober and notify, started."""
+    from pyrocluster.config import check_bind
+    from pyrocluster.ops.supervise import Supervision
+
+    host, port = kw.pop("health_host"), kw.pop("health_port")
+    if port is not None:
+        try:
+            check_bind(host, settings, insecure)
+        except ValueError as exc:
+            raise ConfigError(f"--health-host: {exc}") from None
+    return Supervision(probe, ready, host, port).start()
 
 
 def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:

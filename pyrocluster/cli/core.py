@@ -14,10 +14,12 @@ from pyrocluster.cli.common import (
     EXIT_OK,
     cancel_on_signals,
     command,
+    health_options,
     listen_options,
     settings_from,
     shared_options,
     stop_on_signals,
+    supervision,
 )
 from pyrocluster.config import check_bind
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, DEFAULT_NS_WAIT_S
@@ -29,11 +31,12 @@ from pyrocluster.errors import ClusterUnreachable, ConfigError
 @click.option(
     "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
 )
+@health_options
 @shared_options
 @command
 def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: Any) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
-    from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
+    from pyrocluster.nameserver.server import bound_address, ping_nameserver, serve_until, start_nameserver
 
     settings = settings_from(kw)
     if port is None:
@@ -43,10 +46,15 @@ def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: 
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     daemon = start_nameserver(settings, host, port, storage)
+    address = bound_address(daemon)
     stop = threading.Event()
     stop_on_signals(stop)
-    render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
-    serve_until(daemon, stop)
+    sup = supervision(kw, settings, insecure, lambda: ping_nameserver(settings, address), lambda: None)
+    health = f", health at {sup.health_address}" if sup.health_address else ""
+    render.line(f"pyrocluster nameserver ready at {address} (storage {storage}){health}")
+    sup.ready()
+    serve_until(daemon, stop, on_stop=sup.stopping)
+    sup.close()
     return EXIT_OK
 
 
@@ -112,6 +120,7 @@ def _split(value: str) -> list[str]:
     help="How long to wait for the name server to appear at start-up.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@health_options
 @shared_options
 @command
 def worker(
@@ -153,11 +162,16 @@ def worker(
     logs.bind(worker=wk.name)
     stop_on_signals(wk.state.stop_event)
     wk.start()
+    sup = supervision(kw, settings, insecure, wk.probe, wk.readiness)
+    wk.on_drain.append(sup.stopping)
+    health = f" health {sup.health_address}" if sup.health_address else ""
     render.line(
         f"pyrocluster worker {wk.name} ready at {wk.state.address} services {','.join(options.services)} "
-        f"slots {wk.slots_n} pool {pool} tasks {len(wk.state.tasks)}"
+        f"slots {wk.slots_n} pool {pool} tasks {len(wk.state.tasks)}{health}"
     )
+    sup.ready()
     wk.serve()
+    sup.close()
     render.line(f"pyrocluster worker {wk.name} stopped")
     return EXIT_OK
 

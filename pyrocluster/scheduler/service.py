@@ -57,6 +57,8 @@ PRUNE_MARGIN_S = 600.0
 PRUNE_PER_ROUND = 20
 """Old claims removed per round at most (pruning stays in the background)."""
 CANCEL_GRACE_S = 15.0
+STUCK_ROUND_S = 10.0
+"""A loop that has not finished a round for this long is stuck (a round's calls time out in 2 s)."""
 """Seconds cancelled runs have to end after ``--drain-timeout``."""
 LOST = "lost"
 """Run status of a tick whose scheduler died while it ran."""
@@ -149,6 +151,10 @@ class Scheduler:
         self._wake = threading.Event()
         self._cancel = threading.Event()
         self._published = float("-inf")
+        self.last_round = clock()
+        """Clock time the last round ended (liveness: the loop goes round)."""
+        self.reached_ns = False
+        """Whether the last round reached the name server (readiness: it can lead or stand by)."""
 
     def start(self) -> None:
         """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
@@ -211,11 +217,24 @@ class Scheduler:
             for st in self.states:
                 self._step(ns, st, deciding)
             self._publish()
+            self.reached_ns = True
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
             log.warning("name server at %s: %s", self.settings.ns_address, exc)
+            self.reached_ns = False
             self._drop_connection()
             for st in self.states:
                 st.lease.interrupted()
+        finally:
+            self.last_round = self._clock()
+
+    def liveness(self) -> str | None:
+        """None while the loop goes round, else how long it has not."""
+        late = self._clock() - self.last_round
+        return f"no scheduling round for {late:.0f} s" if late > STUCK_ROUND_S else None
+
+    def readiness(self) -> str | None:
+        """None while it leads or stands by (its last round reached the name server), else why not."""
+        return None if self.reached_ns else f"name server at {self.settings.ns_address} unreachable"
 
     def _connected(self) -> Any:
         if self._ns is None:
