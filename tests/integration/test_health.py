@@ -201,3 +201,34 @@ def test_dashboard_probes_need_no_token_and_reveal_nothing(nameserver: str, proc
     wait_for(lambda: get(address, "/readyz") == (200, {"status": "ok"}), 10, what="dashboard ready")
     assert get(address, "/api/status")[0] == 401  # everything else still needs the token
     assert get(address, "/metrics")[0] == 401
+
+
+def test_scheduler_is_ready_only_while_it_reaches_the_name_server(
+    processes: Processes, tmp_path: Path
+) -> None:
+    ns_proc, address = start_nameserver(env=CLEAN)
+    processes.add(ns_proc)
+    (tmp_path / "job.yaml").write_text("name: tick\ntasks:\n  - id: t\n    call: echo\n    args: [1]\n")
+    (tmp_path / "schedules.yaml").write_text(
+        "schedules:\n  - name: hourly\n    job: job.yaml\n    every: 1h\n"
+    )
+    scheduler = processes.add(
+        ManagedProcess(
+            [
+                "scheduler",
+                str(tmp_path / "schedules.yaml"),
+                "--ns",
+                address,
+                "--state",
+                str(tmp_path / "state.json"),
+            ]
+            + ["--health-host", "127.0.0.1", "--health-port", "0"],
+            env=CLEAN,
+        )
+    )
+    health = health_address(scheduler.wait_ready())
+    wait_for(lambda: get(health, "/readyz") == (200, {"status": "ok"}), 10, what="scheduler ready")
+    ns_proc.stop()
+    status, body = wait_for(lambda: (r := get(health, "/readyz"))[0] == 503 and r, 15, what="503")
+    assert "unreachable" in body["reason"], body
+    assert get(health, "/livez") == (200, {"status": "ok"})  # its loop still goes round
