@@ -54,6 +54,7 @@ _STATE_COLOURS = {
     "ready": "green",
     "draining": "yellow",
     "unreachable": "red",
+    "incompatible": "magenta",
     "running": "yellow",
     "finished": "green",
     "cancelled": "red",
@@ -100,7 +101,8 @@ def _worker_rows(status: dict[str, Any]) -> list[dict[str, str]]:
             "address": w["address"],
             "services": ", ".join(w["services"]),
             "tags": ", ".join(w["tags"]) or "-",
-            "state": _state(w["state"]),
+            "state": _state(w["state"])
+            + (f" v{w.get('protocol', 0)}" if w["state"] == "incompatible" else ""),
             "slots": f"{w['busy']}/{w['slots']}",
             "done": str(w["done"]),
             "failed": str(w["failed"]),

@@ -58,7 +58,7 @@ class Discovery:
             self._release()
             return False
         self._ns_ok = True
-        self._apply(entries)
+        self._apply(registry.compatible(entries))  # never work for a worker of another release
         return True
 
     def _loop(self) -> None:

@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from pyrocluster.web.cache import View
 
-WORKER_STATES = ("ready", "draining", "unreachable")
+WORKER_STATES = ("ready", "draining", "unreachable", "incompatible")
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
