@@ -60,7 +60,7 @@ class JobProgress:
 
 ENTRY_KEYS = (
     "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight",
-    "waiting", "eta_s", "priority",
+    "waiting", "eta_s", "priority", "calls_waiting",
 )  # fmt: skip
 
 
