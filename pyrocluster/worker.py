@@ -16,7 +16,7 @@ import Pyro5.errors
 
 from pyrocluster import config, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
-from pyrocluster.config import Settings
+from pyrocluster.config import Settings, local_address_towards
 from pyrocluster.defaults import (
     DEFAULT_CRAWL_CONCURRENCY,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -109,14 +109,18 @@ class Worker:
             tasks.load_task_module(spec)
         self._ns = self._connect_waiting()
         self._claim_name()
+        # Bound to every interface, it registers the address it reaches the name server from.
+        advertise = local_address_towards(self.settings.ns_host) if self.options.host == "0.0.0.0" else None
         try:
-            self._daemon = SecureDaemon(self.settings, host=self.options.host, port=self.options.port)
+            self._daemon = SecureDaemon(self.settings, self.options.host, self.options.port, advertise)
         except OSError as exc:
             where = f"{self.options.host}:{self.options.port}"
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"cannot listen on {where}: the port is already in use") from None
             raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.state.address = bound_address(self._daemon)
+        if advertise:
+            self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
             self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
