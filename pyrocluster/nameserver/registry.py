@@ -195,7 +195,12 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         if _certificate_refused(exc):  # waiting would not help: the certificates do not match
             where = settings.ns_address
             raise AuthenticationError(f"TLS with the name server at {where} refused: {exc}") from None
-        raise ClusterUnreachable(f"cannot reach the name server at {settings.ns_address}: {exc}") from None
+        hint = ""
+        if not settings.tls_cert and "receiving" in str(exc):  # a TLS server hangs up on a plain hello
+            hint = " (if it expects TLS, give --tls-cert, --tls-key and --tls-ca, or PYROCLUSTER_TLS_*)"
+        raise ClusterUnreachable(
+            f"cannot reach the name server at {settings.ns_address}: {exc}{hint}"
+        ) from None
     return proxy
 
 
