@@ -121,3 +121,9 @@ def _log_uncaught_in_thread(args: Any) -> None:
 def error_line(message: str) -> None:
     """An ``error:`` line of the command line as a JSON record (``render.error`` in json mode)."""
     logging.getLogger("pyrocluster").error(message)
+
+
+def notice_line(message: str) -> None:
+    """A notice of the command line (``render.notice``) as a JSON record; shown at any log level."""
+    logger = logging.getLogger("pyrocluster")
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None))

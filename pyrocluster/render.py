@@ -34,7 +34,10 @@ def error(message: str) -> None:
 
 
 def notice(message: str) -> None:
-    """A line on stderr that reports what is happening (not an error)."""
+    """A line on stderr that reports what is happening (not an error; a record with ``--log-format json``)."""
+    if logs.is_json():
+        logs.notice_line(message)
+        return
     print(message, file=sys.stderr, flush=True)
 
 
