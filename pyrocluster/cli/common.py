@@ -180,7 +180,8 @@ def supervision(
     probe: Callable[[], str | None],
     ready: Callable[[], str | None],
 ) -> Supervision:
-    """The command's health endpoint (options removed from ``kw``), liveness prober and notify, started."""
+    """The command's health endpoint (options removed from ``kw``, its port bound: exit 2 before
+    anything starts when it cannot be), liveness prober and notify; ``start()`` it once serving."""
     from pyrocluster.config import check_bind
     from pyrocluster.ops.supervise import Supervision
 
@@ -188,9 +189,12 @@ def supervision(
     if port is not None:
         try:
             check_bind(host, settings, insecure)
-        except ValueError as exc:
-            raise ConfigError(f"--health-host: {exc}") from None
-    return Supervision(probe, ready, host, port).start()
+        except ValueError:
+            raise ConfigError(
+                f"--health-host {host}: refusing a non-loopback address without a cluster secret "
+                "(set --secret-file or PYROCLUSTER_SECRET, or pass --insecure)"
+            ) from None
+    return Supervision(probe, ready, host, port)
 
 
 def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:

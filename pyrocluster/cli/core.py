@@ -63,13 +63,14 @@ def nameserver(
         check_bind(host, settings, insecure)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    sup = supervision(kw, settings, insecure, lambda: ping_nameserver(settings, address), lambda: None)
     daemon = start_nameserver(settings, host, port, storage)
     address = bound_address(daemon)
     stop = threading.Event()
     stop_on_signals(stop)
     reaper = Reaper(settings, daemon.nameserver, forget_after)
     reaper.start()
-    sup = supervision(kw, settings, insecure, lambda: ping_nameserver(settings, address), lambda: None)
+    sup.start()
     health = f", health at {sup.health_address}" if sup.health_address else ""
     render.line(f"pyrocluster nameserver ready at {address} (storage {storage}){health}")
     sup.ready()
@@ -184,8 +185,9 @@ def worker(
     wk = Worker(settings, options)
     logs.bind(worker=wk.name)
     stop_on_signals(wk.state.stop_event)
-    wk.start()
     sup = supervision(kw, settings, insecure, wk.probe, wk.readiness)
+    wk.start()
+    sup.start()
     wk.on_drain.append(sup.stopping)
     health = f" health {sup.health_address}" if sup.health_address else ""
     render.line(

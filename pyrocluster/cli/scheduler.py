@@ -79,8 +79,9 @@ def scheduler(
     service = Scheduler(settings, schedules, options)
     stop = threading.Event()
     stop_on_signals(stop)
-    service.start()
     sup = supervision(kw, settings, insecure, service.liveness, service.readiness)
+    service.start()
+    sup.start()
     health = f", health at {sup.health_address}" if sup.health_address else ""
     render.line(
         f"pyrocluster scheduler {service.name} ready: {len(schedules)} schedule(s) from {schedules_file}, "

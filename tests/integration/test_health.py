@@ -232,3 +232,18 @@ def test_scheduler_is_ready_only_while_it_reaches_the_name_server(
     status, body = wait_for(lambda: (r := get(health, "/readyz"))[0] == 503 and r, 15, what="503")
     assert "unreachable" in body["reason"], body
     assert get(health, "/livez") == (200, {"status": "ok"})  # its loop still goes round
+
+
+def test_a_bad_health_address_is_exit_2_before_anything_starts(nameserver: str) -> None:
+    from tests.conftest import run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        result = run_cli("worker", "--ns", nameserver, "--name", "nohealth", "--health-port", port, env=CLEAN)
+    assert result.returncode == 2 and "the port is already in use" in result.stderr, result
+    result = run_cli("nameserver", "--port", "0", "--health-host", "0.0.0.0", "--health-port", "0", env=CLEAN)
+    assert result.returncode == 2 and "--health-host 0.0.0.0" in result.stderr, result
+    status = run_cli("status", "--ns", nameserver, "--json", env=CLEAN)
+    assert json.loads(status.stdout)["workers"] == []  # the refused worker never registered
