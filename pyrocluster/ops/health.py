@@ -42,13 +42,14 @@ class Prober:
         watchdog = sdnotify.watchdog_interval()
         self.interval_s = interval_s or min(PROBE_INTERVAL_S, watchdog or PROBE_INTERVAL_S)
         self.watchdog = watchdog is not None
-        self.last_ok = time.monotonic()  # the process has just proven itself by starting
+        self.last_ok = time.monotonic()
         self.last_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liveness-probe", daemon=True)
 
     def start(self) -> Prober:
         """Probe in the background until :meth:`stop`."""
+        self.last_ok = time.monotonic()  # the process has just proven itself by starting
         self._thread.start()
         return self
 
