@@ -65,9 +65,9 @@ def key_lines(text: str) -> dict[tuple[str, str], int]:
             continue
         key = _KEY.match(line)
         if key:
-            name = key.group(2)
-            where, _, leaf = name.rpartition(".") if "." in name else (table, "", name)
-            lines.setdefault((where or table, leaf), number)
+            prefix, _, leaf = key.group(2).rpartition(".")  # a dotted key is relative to its table
+            where = ".".join(part for part in (table, prefix) if part)
+            lines.setdefault((where, leaf), number)
     return lines
 
 
