@@ -247,3 +247,40 @@ def test_a_bad_health_address_is_exit_2_before_anything_starts(nameserver: str) 
     assert result.returncode == 2 and "--health-host 0.0.0.0" in result.stderr, result
     status = run_cli("status", "--ns", nameserver, "--json", env=CLEAN)
     assert json.loads(status.stdout)["workers"] == []  # the refused worker never registered
+
+
+def test_scheduler_and_dashboard_speak_the_notify_protocol(
+    nameserver: str, processes: Processes, notify_sockets: list[NotifySocket], tmp_path: Path
+) -> None:
+    (tmp_path / "job.yaml").write_text("name: tick\ntasks:\n  - id: t\n    call: echo\n    args: [1]\n")
+    (tmp_path / "schedules.yaml").write_text(
+        "schedules:\n  - name: hourly\n    job: job.yaml\n    every: 1h\n"
+    )
+    scheduler_notify, dashboard_notify = new_notify(notify_sockets), new_notify(notify_sockets)
+    scheduler = processes.add(
+        ManagedProcess(
+            [
+                "scheduler",
+                str(tmp_path / "schedules.yaml"),
+                "--ns",
+                nameserver,
+                "--state",
+                str(tmp_path / "s.json"),
+            ],
+            env={**CLEAN, **scheduler_notify.env()},
+        )
+    )
+    dashboard = processes.add(
+        ManagedProcess(
+            ["dashboard", "--ns", nameserver, "--port", "0"], env={**CLEAN, **dashboard_notify.env()}
+        )
+    )
+    for notify, proc in ((scheduler_notify, scheduler), (dashboard_notify, dashboard)):
+        proc.wait_ready()
+        notify.wait_for("READY=1", 10)
+        pings = notify.receive(2.0)
+        assert pings.count("WATCHDOG=1") >= 3, pings
+    for notify, proc in ((scheduler_notify, scheduler), (dashboard_notify, dashboard)):
+        proc.signal(15)
+        notify.wait_for("STOPPING=1", 10)
+        assert proc.proc.wait(timeout=30) == 0
