@@ -112,6 +112,10 @@ class Ledger:
             for suffix in (".claim", ".end"):
                 (self.folder / f"{stamp(tick)}{suffix}").unlink(missing_ok=True)
 
+    def forget_before(self, limit: datetime) -> None:
+        """Remove the records of every tick before ``limit`` (pruning what an absence left behind)."""
+        self.forget([from_stamp(name) for name, _ in self._claims() if from_stamp(name) < limit])
+
     def _claims(self) -> Iterator[tuple[str, Path]]:
         try:
             entries = list(os.scandir(self.folder))

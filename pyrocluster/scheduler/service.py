@@ -298,6 +298,7 @@ class Scheduler:
         }
         retention = timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
         st.pruned_to = st.watermark - 2 * retention
+        st.ledger.forget_before(st.pruned_to)
         log.info("leading schedule %s (token %s)", st.schedule.name, st.lease.token)
         self._save_watermark(ns, st)
         return True

@@ -33,8 +33,13 @@ def test_a_run_ends_once_whoever_records_it(tmp_path):
     assert ledger.end(TICK, End("ok", "a.1")) is None  # our own record, again (a retry)
     assert ledger.end(TICK, End("lost", "b.1")) == End("ok", "a.1")
     assert ledger.ended(TICK) == End("ok", "a.1") and ledger.unended() == {}
+    ledger.claim(LATER, Claim("fired", "a.1", "a", 1))
     ledger.forget([TICK])
-    assert ledger.newest() is None and ledger.ended(TICK) is None
+    assert ledger.newest() == LATER and ledger.ended(TICK) is None
+    ledger.forget_before(LATER)
+    assert ledger.newest() == LATER
+    ledger.forget_before(LATER + (LATER - TICK))
+    assert ledger.newest() is None
 
 
 def test_a_withdrawn_claim_is_not_ours_any_more(tmp_path):
