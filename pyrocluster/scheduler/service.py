@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
@@ -43,6 +43,7 @@ from pyrocluster.scheduler.ticks import (
     Policy,
     iso,
     iter_ticks,
+    local_time,
     plan,
     ticks_between,
 )
@@ -102,6 +103,8 @@ class ScheduleState:
     last_fire: str = ""
     last_status: str = ""
     pruned_to: datetime | None = None
+    role: str = ""
+    """What we last said of our part in this schedule (leading, standing by)."""
 
     @property
     def busy(self) -> int:
@@ -143,8 +146,8 @@ class Scheduler:
             )
             for s in schedules
         ]
-        self.host, self.pid, self._started = socket.gethostname(), os.getpid(), process_started()
-        self._owners = RunOwners(self.host, alive)
+        self.process = store.Process(socket.gethostname(), os.getpid(), process_started())
+        self._owners = RunOwners(self.process.host, alive)
         self._statefile = StateFile(Path(options.state_path))
         self._ns: Any = None
         self._pending: list[Finished] = []
@@ -154,8 +157,19 @@ class Scheduler:
         self._published = float("-inf")
 
     def start(self) -> None:
-        """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
+        """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves.
+
+        ConfigError when a live scheduler already runs under our name.
+        """
         self._ns = self._connect()
+        for other in store.schedulers_named(
+            self._ns.list(prefix=store.SCHEDULER_PREFIX, return_metadata=True), self.name, time.time()
+        ):
+            if not (other.host == self.process.host and not self._owners.alive(other.pid, other.started)):
+                raise ConfigError(
+                    f"--name {self.name}: a scheduler of that name is running (host {other.host}, "
+                    f"pid {other.pid}); give each scheduler its own --name"
+                )
         known = self._statefile.load()
         for st in self.states:
             mark = known.get(st.schedule.name)
@@ -254,12 +268,14 @@ class Scheduler:
         if not deciding:
             return  # draining: the lease is handed over
         was_leading = st.lease.leading
-        if not st.lease.step(ns, self._clock(), self._wall(), st.ledger.fence()):
+        leading = st.lease.step(ns, self._clock(), self._wall(), st.ledger.fence())
+        now = self._wall()
+        if leading and not was_leading:
+            leading = self._take_over(ns, st, now)
+        self._say_role(st)
+        if not leading:
             st.queued.clear()
             st.foreign.clear()
-            return
-        now = self._wall()
-        if not was_leading and not self._take_over(ns, st, now):
             return
         self._watch_foreign(ns, st)
         assert st.watermark is not None and st.lease.leading_since is not None
@@ -299,9 +315,18 @@ class Scheduler:
         retention = timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
         st.pruned_to = st.watermark - 2 * retention
         st.ledger.forget_before(st.pruned_to)
-        log.info("leading schedule %s (token %s)", st.schedule.name, st.lease.token)
         self._save_watermark(ns, st)
         return True
+
+    def _say_role(self, st: ScheduleState) -> None:
+        """Log our part in the schedule when it changes: leading, or standing by (and for whom)."""
+        if st.lease.leading:
+            role = f"leading (token {st.lease.token})"
+        else:
+            role = f"standing by (leader {st.lease.leader_name or 'unknown yet'})"
+        if role != st.role:
+            log.info("schedule %s: %s", st.schedule.name, role)
+            st.role = role
 
     def _watch_foreign(self, ns: Any, st: ScheduleState) -> None:
         """Forget the other schedulers' runs that ended; record as lost those whose scheduler is dead."""
@@ -327,9 +352,7 @@ class Scheduler:
         ):
             return False  # our last renewal is old (were we paused?): decide nothing before a new round
         at = iso(self._wall())
-        claim = Claim(
-            decision, self.instance, self.name, st.lease.token or 0, at, self.host, self.pid, self._started
-        )
+        claim = Claim(decision, self.instance, self.name, st.lease.token or 0, at, *astuple(self.process))
         try:
             held = claims.claim_tick(ns, st.ledger, st.schedule.name, tick, claim)
         except Fenced as exc:
@@ -340,6 +363,7 @@ class Scheduler:
         if held is not None:
             self._save_watermark(ns, st)
             return False
+        log.info("schedule %s tick %s: %s", st.schedule.name, iso(tick), decision)
         if decision == "fired":
             st.last_fire, st.last_status = iso(tick), "running"
             self._save_watermark(ns, st)
@@ -367,6 +391,7 @@ class Scheduler:
             return False
         line = tick_line(st.schedule.name, iso(tick), "fired", claim.name, status, claim.at)
         append_tick(st.schedule.ticks_log(), line)
+        log.info("schedule %s tick %s: run ended %s", st.schedule.name, iso(tick), status)
         if st.last_fire == iso(tick):
             st.last_status = status
         if status == LOST:
@@ -443,12 +468,13 @@ class Scheduler:
                 {
                     "name": st.schedule.name,
                     "next_fire": iso(st.schedule.timing.next_after(now)),
+                    **local_time(st.schedule.timing, st.schedule.timing.next_after(now)),
                     "last_fire": st.last_fire or None,
                     "last_status": st.last_status or None,
                     "leader": st.lease.leader_name or None,
                 }
             )
-        store.publish(ns, self.instance, self.name, time.time(), shown)
+        store.publish(ns, self.instance, self.name, self.process, time.time(), shown)
         self._published = mono
 
     def _shutdown(self) -> None:

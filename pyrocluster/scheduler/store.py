@@ -296,9 +296,21 @@ def write_watermark(ns: Any, schedule: str, mark: Watermark) -> None:
     ns.register(last_name(schedule), DATA_URI, safe=False, metadata=_meta(asdict(mark)))
 
 
-def publish(ns: Any, instance: str, name: str, updated: float, schedules: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class Process:
+    """Where a scheduler runs: host, pid and the process start time."""
+
+    host: str
+    pid: int
+    started: float
+
+
+def publish(
+    ns: Any, instance: str, name: str, at: Process, updated: float, schedules: list[dict[str, Any]]
+) -> None:
     """(Re-)register a running scheduler's entry with what it shows of each schedule."""
     meta = {META_SERVICE + "scheduler", f"name:{name}", f"updated:{updated:.3f}"}
+    meta |= _meta({"host": at.host, "pid": at.pid, "started": repr(at.started)})
     meta |= {"schedule:" + json.dumps(s, sort_keys=True) for s in schedules}
     ns.register(scheduler_name(instance), DATA_URI, safe=False, metadata=meta)
 
@@ -315,6 +327,19 @@ def published_at(ns: Any, instance: str) -> str | None:
 def unpublish(ns: Any, instance: str) -> None:
     """Remove a stopping scheduler's entry."""
     ns.remove(scheduler_name(instance))
+
+
+def schedulers_named(
+    listing: Mapping[str, Any], name: str, now: float, stale_s: float = PUBLISH_STALE_S
+) -> list[Process]:
+    """Where the schedulers called ``name`` run, of a ``list(prefix=SCHEDULER_PREFIX, ...)``
+    (entries not refreshed within ``stale_s`` are a dead scheduler's and left out)."""
+    found = []
+    for _, metadata in listing.values():
+        m = parse_meta(metadata)
+        if m.get("name") == name and now - _float(m.get("updated")) <= stale_s:
+            found.append(Process(m.get("host", ""), _int(m.get("pid")), _float(m.get("started"))))
+    return found
 
 
 def published_schedules(
@@ -345,4 +370,6 @@ def published_schedules(
             if shown.get("name") not in best or rank > best[shown["name"]][0]:
                 best[shown["name"]] = (rank, shown)
     keys = ("name", "next_fire", "last_fire", "last_status", "leader")
-    return [{k: best[n][1].get(k) for k in keys} for n in sorted(best)]
+    zoned = ("timezone", "next_fire_local")  # a cron read in a zone other than UTC only
+    views = [best[n][1] for n in sorted(best)]
+    return [{k: v.get(k) for k in keys} | {k: v[k] for k in zoned if k in v} for v in views]

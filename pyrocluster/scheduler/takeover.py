@@ -53,7 +53,8 @@ class RunOwners:
         lost_after_s: float = LOST_AFTER_S,
     ) -> None:
         self.here = here
-        self._alive = alive
+        self.alive = alive
+        """Whether a process of this host (pid, start time) lives."""
         self._lost_after_s = lost_after_s
         self._silence: dict[str, LeaseWatch] = {}
 
@@ -68,7 +69,7 @@ class RunOwners:
     def dead(self, claim: Claim, now: float) -> bool:
         """True when the scheduler that fired ``claim`` is known to be dead at monotonic ``now``."""
         if self.local(claim):
-            return not self._alive(claim.pid, claim.started)
+            return not self.alive(claim.pid, claim.started)
         watch = self._silence.get(claim.by)
         return watch is not None and watch.expired(now)
 

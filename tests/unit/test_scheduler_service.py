@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from Pyro5.nameserver import NameServer
 
 from pyrocluster.config import Settings
+from pyrocluster.errors import ConfigError
 from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
 from pyrocluster.scheduler.spec import load_schedules
 
@@ -111,7 +113,7 @@ def test_standby_takes_over_records_the_lost_run_and_applies_misfire_once(schedu
     ns, jobs, alive = NameServer(), Jobs(), Alive()
     ca, cb = Clocks(), Clocks()
     a = scheduler(ns, schedules, "a", ca, jobs, "a.json", alive)
-    a.pid = 1001  # its claims name this pid: the test says when it is dead
+    a.process = replace(a.process, pid=1001)  # its claims name this pid: the test says when it dies
     b = scheduler(ns, schedules, "b", cb, jobs, "b.json", alive)
     a.run_round()
     b.run_round()
@@ -292,3 +294,15 @@ def test_draining_leader_hands_over_at_once_and_misfire_skip_drops_no_tick(tmp_p
     settle(a, b)
     got = {x["tick"][-3:-1]: (x["decision"], x["scheduler"], x["run_status"]) for x in lines()}
     assert got == {"02": ("fired", "a", "ok"), "04": ("fired", "b", "ok")}, got
+
+
+def test_a_second_scheduler_of_a_live_name_is_refused_and_one_of_a_dead_process_is_not(schedules):
+    ns, jobs, clocks, alive = NameServer(), Jobs(), Clocks(), Alive()
+    first = scheduler(ns, schedules, "a", clocks, jobs, "a.json", alive)
+    with pytest.raises(
+        ConfigError, match=r"--name a: a scheduler of that name is running \(host .*, pid \d+\)"
+    ):
+        scheduler(ns, schedules, "a", clocks, jobs, "a2.json", alive)
+    scheduler(ns, schedules, "b", clocks, jobs, "b.json", alive)  # another name is welcome
+    alive.dead.add(first.process.pid)  # SIGKILLed: its entry stays fresh for a while, its pid is gone
+    scheduler(ns, schedules, "a", clocks, jobs, "a3.json", alive)
