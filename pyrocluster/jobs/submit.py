@@ -97,6 +97,12 @@ def _submit(
 ) -> JobSummary:
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder of the results file {output}: {exc.strerror or exc}"
+        ) from None
     runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None
     if options.local:

@@ -29,6 +29,7 @@ from pyrocluster.config import Settings
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import schedules as entries
 from pyrocluster.scheduler import claims, store
 from pyrocluster.scheduler.journal import StateFile, append_tick, tick_line
 from pyrocluster.scheduler.lease import LEASE_TTL_S, Leadership
@@ -146,7 +147,7 @@ class Scheduler:
             )
             for s in schedules
         ]
-        self.process = store.Process(socket.gethostname(), os.getpid(), process_started())
+        self.process = entries.Process(socket.gethostname(), os.getpid(), process_started())
         self._owners = RunOwners(self.process.host, alive)
         self._statefile = StateFile(Path(options.state_path))
         self._ns: Any = None
@@ -162,8 +163,8 @@ class Scheduler:
         ConfigError when a live scheduler already runs under our name.
         """
         self._ns = self._connect()
-        for other in store.schedulers_named(
-            self._ns.list(prefix=store.SCHEDULER_PREFIX, return_metadata=True), self.name, time.time()
+        for other in entries.schedulers_named(
+            self._ns.list(prefix=entries.SCHEDULER_PREFIX, return_metadata=True), self.name, time.time()
         ):
             if not (other.host == self.process.host and not self._owners.alive(other.pid, other.started)):
                 raise ConfigError(
@@ -336,7 +337,7 @@ class Scheduler:
                 del st.foreign[tick]
                 continue
             if not self._owners.local(claim):
-                self._owners.observe(claim.by, store.published_at(ns, claim.by), mono)
+                self._owners.observe(claim.by, entries.published_at(ns, claim.by), mono)
             if self._owners.dead(claim, mono):
                 del st.foreign[tick]
                 self._record_end(ns, st, tick, claim, LOST)
@@ -474,7 +475,7 @@ class Scheduler:
                     "leader": st.lease.leader_name or None,
                 }
             )
-        store.publish(ns, self.instance, self.name, self.process, time.time(), shown)
+        entries.publish(ns, self.instance, self.name, self.process, time.time(), shown)
         self._published = mono
 
     def _shutdown(self) -> None:
@@ -488,7 +489,7 @@ class Scheduler:
             self._pending.clear()
             for st in self.states:
                 st.lease.release(ns)
-            store.unpublish(ns, self.instance)
+            entries.unpublish(ns, self.instance)
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
             log.warning("could not hand over cleanly: %s", exc)
             for done in self._pending:

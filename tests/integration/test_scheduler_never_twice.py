@@ -61,6 +61,16 @@ def cluster(processes, tmp_path: Path) -> tuple[str, object]:
     return ns, ns_proc
 
 
+def leader_and_standby(processes, cwd: Path, nap: float, *extra: str, **fields: str):
+    """A name server, a worker and two schedulers of a side-effect job: ``a`` leads (it has fired
+    once), ``b`` stands by. Returns the name server's address and process, ``a`` and ``b``."""
+    ns, ns_proc = cluster(processes, cwd)
+    schedules = side_effect_job(cwd, nap, **fields)
+    a = start_scheduler(processes, ns, schedules, "a", *extra)
+    wait_for(lambda: started_ticks(cwd), 10, 0.02, what="a fires")
+    return ns, ns_proc, a, start_scheduler(processes, ns, schedules, "b", *extra)
+
+
 def stop_all(*scheds) -> None:
     for proc in scheds:
         proc.signal(signal.SIGTERM)
@@ -84,11 +94,8 @@ def assert_one_true_line_per_tick(cwd: Path) -> list[dict]:
 @pytest.mark.timeout(90)
 def test_memory_name_server_restarted_right_after_fires_runs_no_tick_twice(processes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    ns, ns_proc = cluster(processes, tmp_path)
+    ns, ns_proc, a, b = leader_and_standby(processes, tmp_path, 0.2)
     port = int(ns.rsplit(":", 1)[1])
-    schedules = side_effect_job(tmp_path, 0.2)
-    a = start_scheduler(processes, ns, schedules, "a", "--state", "a.state.json")
-    b = start_scheduler(processes, ns, schedules, "b", "--state", "b.state.json")
     for _ in range(3):
         seen = started_ticks(tmp_path)
         wait_for(lambda seen=seen: started_ticks(tmp_path) - seen, 10, 0.02, what="a fire")
@@ -108,11 +115,7 @@ def test_leader_stopped_6s_then_resumed_records_its_true_status_and_overlap_hold
     processes, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    ns, _ = cluster(processes, tmp_path)
-    schedules = side_effect_job(tmp_path, 8, overlap="skip")
-    a = start_scheduler(processes, ns, schedules, "a")
-    wait_for(lambda: started_ticks(tmp_path), 10, 0.02, what="a fires")
-    b = start_scheduler(processes, ns, schedules, "b")
+    _, _, a, b = leader_and_standby(processes, tmp_path, 8, overlap="skip")
     (paused,) = started_ticks(tmp_path)
     a.signal(signal.SIGSTOP)  # the leader stops in the middle of its 8 s run, for 6 s
     stopped = time.monotonic()
@@ -141,12 +144,10 @@ def test_draining_leader_hands_over_at_once_and_the_standby_fires_within_10s(
     processes, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    ns, _ = cluster(processes, tmp_path)
     # misfire: skip drops every tick nobody leads through: a handover must leave none.
-    schedules = side_effect_job(tmp_path, 4, overlap="allow", misfire="skip")
-    a = start_scheduler(processes, ns, schedules, "a", "--drain-timeout", "60")
-    wait_for(lambda: started_ticks(tmp_path), 10, 0.02, what="a fires")
-    b = start_scheduler(processes, ns, schedules, "b", "--drain-timeout", "60")
+    _, _, a, b = leader_and_standby(
+        processes, tmp_path, 4, "--drain-timeout", "60", overlap="allow", misfire="skip"
+    )
     seen = started_ticks(tmp_path)
     wait_for(lambda: started_ticks(tmp_path) - seen, 10, 0.02, what="a fires again")
     a.signal(signal.SIGTERM)  # in the middle of its runs of 4 s
