@@ -72,6 +72,8 @@ class Leadership:
         """The display name of the current leader ('' when none is known)."""
         self.leading_since: datetime | None = None
         """When we last started to lead without a gap (ticks before it count as missed)."""
+        self.retaken = False
+        """True after a round in which we registered our token again (the name server had forgotten it)."""
         self._watch = LeaseWatch(ttl_s)
         self._beats = 0
         self._renewed = 0.0
@@ -100,11 +102,13 @@ class Leadership:
         record, tokens = store.read_lease(ns, self.schedule)
         if record is not None:
             self.max_seen = max(self.max_seen, record.token)
+        self.retaken = False
         if self.token is not None:
             ours = record is not None and record.token == self.token and record.by == self.instance
             forgotten = record is None or record.token < self.token
+            self.retaken = not ours and forgotten
             if ours or (
-                forgotten and store.claim_token(ns, self.schedule, self.token, self.instance, self.name)
+                self.retaken and store.claim_token(ns, self.schedule, self.token, self.instance, self.name)
             ):
                 if now - self._renewed > self.ttl_s:
                     self.leading_since = wall  # we may have looked dead meanwhile: a gap

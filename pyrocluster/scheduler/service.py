@@ -273,6 +273,8 @@ class Scheduler:
         now = self._wall()
         if leading and not was_leading:
             leading = self._take_over(ns, st, now)
+        elif leading and st.lease.retaken:
+            self._save_watermark(ns, st)  # the name server forgot it too: a standby starts from it
         self._say_role(st)
         if not leading:
             st.queued.clear()

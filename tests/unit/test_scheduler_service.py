@@ -17,6 +17,7 @@ from Pyro5.nameserver import NameServer
 
 from pyrocluster.config import Settings
 from pyrocluster.errors import ConfigError
+from pyrocluster.scheduler import store
 from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
 from pyrocluster.scheduler.spec import load_schedules
 
@@ -270,6 +271,7 @@ def test_name_server_restart_after_a_fire_with_the_standby_first_fires_nothing_t
             s.run_round()
             settle(s)
     assert a.states[0].lease.leading and not b.states[0].lease.leading
+    assert store.read_watermark(ns, "s") is not None  # the leader wrote it back at once
     ticks = [x["tick"] for x in lines()]
     assert len(ticks) == len(set(ticks)) and len(jobs.started) == len(ticks), lines()
     assert {x["scheduler"] for x in lines()} == {"a"}
