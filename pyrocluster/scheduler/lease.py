@@ -85,6 +85,13 @@ class Leadership:
         """True while we hold the highest token."""
         return self.token is not None
 
+    @property
+    def role(self) -> str:
+        """Our part, in words: ``leading (token 3)`` or ``standing by (leader b)``."""
+        if self.token is not None:
+            return f"leading (token {self.token})"
+        return f"standing by (leader {self.leader_name or 'unknown yet'})"
+
     def interrupted(self) -> None:
         """The name server could not be reached: watch afresh once it is back."""
         self._watch.reset()

@@ -163,10 +163,9 @@ class Scheduler:
         ConfigError when a live scheduler already runs under our name.
         """
         self._ns = self._connect()
-        for other in entries.schedulers_named(
-            self._ns.list(prefix=entries.SCHEDULER_PREFIX, return_metadata=True), self.name, time.time()
-        ):
-            if not (other.host == self.process.host and not self._owners.alive(other.pid, other.started)):
+        listing = self._ns.list(prefix=entries.SCHEDULER_PREFIX, return_metadata=True)
+        for other in entries.schedulers_named(listing, self.name, time.time()):
+            if other.host != self.process.host or self._owners.alive(other.pid, other.started):
                 raise ConfigError(
                     f"--name {self.name}: a scheduler of that name is running (host {other.host}, "
                     f"pid {other.pid}); give each scheduler its own --name"
@@ -307,9 +306,7 @@ class Scheduler:
             theirs = _parse_iso(mark.tick)
             if st.watermark is None or theirs > st.watermark:
                 st.watermark, st.last_fire, st.last_status = theirs, mark.fire, mark.status
-        newest = st.ledger.newest()
-        if newest is not None and (st.watermark is None or newest > st.watermark):
-            st.watermark = newest
+        st.watermark = max((t for t in (st.watermark, st.ledger.newest()) if t is not None), default=None)
         if st.watermark is None:
             st.watermark = now.replace(microsecond=0)  # a new schedule starts now
         st.foreign = {
@@ -323,13 +320,9 @@ class Scheduler:
 
     def _say_role(self, st: ScheduleState) -> None:
         """Log our part in the schedule when it changes: leading, or standing by (and for whom)."""
-        if st.lease.leading:
-            role = f"leading (token {st.lease.token})"
-        else:
-            role = f"standing by (leader {st.lease.leader_name or 'unknown yet'})"
-        if role != st.role:
-            log.info("schedule %s: %s", st.schedule.name, role)
-            st.role = role
+        if st.lease.role != st.role:
+            log.info("schedule %s: %s", st.schedule.name, st.lease.role)
+            st.role = st.lease.role
 
     def _watch_foreign(self, ns: Any, st: ScheduleState) -> None:
         """Forget the other schedulers' runs that ended; record as lost those whose scheduler is dead."""
@@ -341,8 +334,8 @@ class Scheduler:
             if not self._owners.local(claim):
                 self._owners.observe(claim.by, entries.published_at(ns, claim.by), mono)
             if self._owners.dead(claim, mono):
+                self._record_end(ns, st, tick, claim, LOST)  # raises on a name-server error: retried
                 del st.foreign[tick]
-                self._record_end(ns, st, tick, claim, LOST)
         self._owners.forget({c.by for s in self.states for c in s.foreign.values()})
         if st.queued and not st.busy:
             self._wake.set()
@@ -380,7 +373,7 @@ class Scheduler:
 
     def _record_end(
         self, ns: Any | None, st: ScheduleState, tick: datetime, claim: Claim, status: str
-    ) -> bool:
+    ) -> None:
         """Record how a fired tick's run ended, once: the line is written only by whoever records it first."""
         held = claims.end_run(ns, st.ledger, st.schedule.name, tick, End(status, self.instance))
         if held is not None:
@@ -391,7 +384,7 @@ class Scheduler:
                 status,
                 held.status,
             )
-            return False
+            return
         line = tick_line(st.schedule.name, iso(tick), "fired", claim.name, status, claim.at)
         append_tick(st.schedule.ticks_log(), line)
         log.info("schedule %s tick %s: run ended %s", st.schedule.name, iso(tick), status)
@@ -404,7 +397,6 @@ class Scheduler:
                 iso(tick),
                 claim.name,
             )
-        return True
 
     def _save_watermark(self, ns: Any, st: ScheduleState) -> None:
         assert st.watermark is not None
