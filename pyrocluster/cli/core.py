@@ -227,6 +227,11 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
 @click.option(
     "--quiet", is_flag=True, help="No progress display and no summary table; failed tasks are still listed."
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything submit checks (the file, every problem at once; the workers) and run nothing.",
+)
 @shared_options
 @command
 def submit(
@@ -239,6 +244,7 @@ def submit(
     wait: float,
     as_json: bool,
     quiet: bool,
+    dry_run: bool,
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
@@ -258,11 +264,18 @@ def submit(
         local=local,
         task_modules=list(task_modules),
         wait_s=wait,
+        dry_run=dry_run,
     )
     stop = threading.Event()
     cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
+    if dry_run:
+        render.line(
+            f"job {summary.name} is valid: {summary.total} task(s); live workers offer every task and "
+            f"service it needs; it would write {summary.output}; nothing was run"
+        )
+        return EXIT_OK
     if as_json:
         render.print_json(summary.as_json())
     elif not quiet or summary.failures:  # --quiet: silent on success, the failures still show

@@ -11,16 +11,16 @@ from typing import Any
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.collector import fewer_collections
-from pyrocluster.jobs.items import called_tasks, required_tags
+from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, load_job
+from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
@@ -36,6 +36,8 @@ class SubmitOptions:
     local: int | None = None
     task_modules: list[str] = field(default_factory=list)
     wait_s: float = 10.0
+    dry_run: bool = False
+    """Check the file and the cluster as for a run, and stop there."""
 
 
 def needs_of(spec: JobSpec) -> set[Need]:
@@ -50,23 +52,27 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task (or callback) whose ``call`` no live worker offers, with the
-    closest offered name and the line."""
+    """JobFileError for every task (or callback) whose ``call`` no live worker offers, each with the
+    closest offered name and its line."""
+    try:
+        text = Path(spec.path).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    problems: list[JobFileError] = []
     for where, name in called_tasks(spec):
         if name in offered:
             continue
         close = difflib.get_close_matches(name, sorted(offered), n=1)
         known = ", ".join(sorted(offered)) or "none"
         hint = f"did you mean {close[0]!r}?" if close else f"the workers offer: {known}"
-        try:
-            text = Path(spec.path).read_text(encoding="utf-8")
-        except OSError:
-            text = ""
         loc = tuple(int(p) if p.isdigit() else p for p in where.replace("[", ".").replace("]", "").split("."))
         line = line_of(text, loc) if text else None
-        if line is not None:
-            where += f" (line {line})"
-        raise JobFileError(spec.path, where, f"unknown task {name!r}: no live worker offers it ({hint})")
+        place = f"{where} (line {line})" if line is not None else where
+        problems.append(
+            JobFileError(spec.path, place, f"unknown task {name!r}: no live worker offers it ({hint})")
+        )
+    if problems:
+        raise JobFileError.several(problems[:MAX_PROBLEMS])
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -97,12 +103,12 @@ def _submit(
 ) -> JobSummary:
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the folder of the results file {output}: {exc.strerror or exc}"
-        ) from None
+    if not options.dry_run:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
     runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None
     if options.local:
@@ -110,12 +116,14 @@ def _submit(
         local = LocalCluster(options.local, worker_args, env=settings.child_env())
         settings = settings.with_ns(local.address)
     cluster = None
+    crawl = None
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
+        if options.dry_run:
+            return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
-        crawl = None
         if spec.crawl is not None:
             c = spec.crawl
             crawl = CrawlRun(
@@ -131,6 +139,11 @@ def _submit(
                 max_bytes=c.max_bytes,
                 timeout=c.timeout,
                 user_agent=c.user_agent,
+                state=c.state,
+                revisit=c.revisit,
+                sitemaps=c.sitemaps,
+                headers=secret_values(c.headers),
+                cookies=secret_values(c.cookies),
             )
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
@@ -153,6 +166,8 @@ def _submit(
             runfile.mark(output, spec.name, finished=True)
         return summary
     finally:
+        if crawl is not None:
+            crawl.close()
         if cluster is not None:
             cluster.close()
         if local is not None:
