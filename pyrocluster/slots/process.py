@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pyrocluster import codec
+from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
 from pyrocluster.slots.batch import (
     MAX_CALLS,
     BatchRun,
@@ -42,7 +43,7 @@ from pyrocluster.slots.batch import (
 )
 from pyrocluster.slots.gate import Ticket
 from pyrocluster.slots.share import SlotShare
-from pyrocluster.tasks import CANCELLED, CRASHED, TIMEOUT, load_task_module
+from pyrocluster.tasks import load_task_module
 
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""

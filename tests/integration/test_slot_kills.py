@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster import Cluster, TaskTimeout, tasks
+from pyrocluster import Cluster, TaskTimeout, protocol
 from pyrocluster.local import start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
@@ -72,13 +72,15 @@ def test_a_gil_holding_overrun_keeps_the_finished_batch_mates_and_sends_back_the
     started = time.monotonic()
     reply = solo.run_batch(calls)
     elapsed = time.monotonic() - started
-    assert kinds(reply) == [tasks.OK, tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.OK, protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN, protocol.NOT_RUN], (
+        reply
+    )
     assert [decoded(o)[1] for o in reply["outcomes"][:2]] == ["a", "b"]
     error = decoded(reply["outcomes"][2])[1]
     assert error["type"] == "TaskTimeout" and HELD in error["message"], "the slot's timer could not act"
     assert 0.9 < elapsed < 8, elapsed
     assert [runs(tmp_path / k) for k in keys] == [["a"], ["b"], ["hog"], [], []]
-    assert decoded(solo.run_batch([solo.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)
+    assert decoded(solo.run_batch([solo.call("add", 2, 2)])["outcomes"][0]) == (protocol.OK, 4)
 
 
 def test_through_a_coordinator_each_batch_mate_of_a_gil_holding_overrun_runs_exactly_once(ns, tmp_path):
@@ -108,7 +110,7 @@ def test_a_task_that_tampers_with_the_timer_signal_leaves_the_next_batch_a_fresh
     first = pid(solo)
     # a quick call arms the slot's timer for 1 s; the task then changes the signal's handling
     reply = solo.run_batch([solo.call("add", 1, 1, timeout=1), solo.call("tamper", how)])
-    assert kinds(reply) == [tasks.OK, tasks.OK], reply
+    assert kinds(reply) == [protocol.OK, protocol.OK], reply
     assert pid(solo) == first, "a task that returned normally does not cost its slot process"
     calls = [
         solo.call("logged", "a", str(tmp_path / "a")),
@@ -118,7 +120,7 @@ def test_a_task_that_tampers_with_the_timer_signal_leaves_the_next_batch_a_fresh
     started = time.monotonic()
     reply = solo.run_batch(calls)
     elapsed = time.monotonic() - started
-    assert kinds(reply) == [tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN], reply
     error = decoded(reply["outcomes"][1])[1]
     assert error["type"] == "TaskTimeout" and HELD not in error["message"], "the slot's own timer acted"
     assert "1.5 s" in error["message"] and elapsed < 5, elapsed
@@ -141,8 +143,8 @@ def test_cancel_of_a_call_not_started_skips_it_and_the_running_call_finishes(sol
     gate.touch()
     thread.join(30)
     reply = bg["reply"]
-    assert kinds(reply) == [tasks.OK, tasks.OK, tasks.CANCELLED], reply
-    assert decoded(reply["outcomes"][1]) == (tasks.OK, 5)
+    assert kinds(reply) == [protocol.OK, protocol.OK, protocol.CANCELLED], reply
+    assert decoded(reply["outcomes"][1]) == (protocol.OK, 5)
     assert not marker.exists(), "the cancelled call ran"
     assert pid(solo) == first, "the slot process was killed for a call that had not started"
 
