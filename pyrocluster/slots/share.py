@@ -32,6 +32,8 @@ used, and 1.0 once the slot's timer ended the process for an overrun."""
 LOCK_WAIT_S = 1.0
 """The slot process holds the lock for microseconds; a worker that waits this long for it goes on
 without it (the process died holding it, killed from outside)."""
+SKIPPED_BYTES = 16
+"""Log bytes of one skipped call's outcome, which the reply budget does not count."""
 KEEP_LOG_BYTES = 1 << 20
 """Log memory kept after a batch; pages past it are given back (a batch of large results)."""
 
@@ -71,13 +73,15 @@ class SlotShare:
     """The shared state of one slot process (made by the worker, handed to the process at its start).
 
     Layout of the memory: ``max_calls`` cancel flags (one byte per call of the batch), then the log
-    (each outcome ``codec.pack``-ed, one after another).
+    (each outcome ``codec.pack``-ed, one after another): room for ``log_bytes`` of outcomes as the
+    reply budget counts them (each at least 16 bytes more than its packed size), and for skipped
+    calls, which it does not count.
     """
 
     def __init__(self, ctx: Any, max_calls: int, log_bytes: int) -> None:
         self.progress = ctx.RawArray("d", 5)
         self._lock = ctx.Lock()
-        self._memory = _Memory(max_calls + log_bytes)
+        self._memory = _Memory(max_calls + log_bytes + max_calls * SKIPPED_BYTES)
         self._start = max_calls
         self._used = max_calls  # the slot process's write position in the log
         self.log_bytes = log_bytes
