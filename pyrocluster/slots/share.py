@@ -23,7 +23,6 @@ from typing import Any
 
 import msgpack
 
-from pyrocluster import codec
 from pyrocluster.slots.batch import Outcome
 
 INDEX, START, LOGGED, USED, TIMED_OUT = range(5)
@@ -36,6 +35,11 @@ SKIPPED_BYTES = 16
 """Log bytes of one skipped call's outcome, which the reply budget does not count."""
 KEEP_LOG_BYTES = 1 << 20
 """Log memory kept after a batch; pages past it are given back (a batch of large results)."""
+
+
+def _outcome_packer() -> msgpack.Packer:
+    """A packer of outcomes ``[kind, bytes or None, float]``: plain msgpack, no hook needed."""
+    return msgpack.Packer(use_bin_type=True)
 
 
 def _anonymous_file(size: int) -> int:
@@ -89,14 +93,17 @@ class SlotShare:
     # -- the slot process -------------------------------------------------------------------
 
     def restart(self) -> None:
-        """A batch begins: its outcomes are logged from the start."""
+        """A batch begins (in the slot process): its outcomes are logged from the start."""
         self._used = self._start
+        self._logged = 0
+        self._map = self._memory.map
+        self._pack = _outcome_packer().pack
 
     def begin(self, position: int, at: float) -> bool:
         """Call ``position`` starts at ``at``; False (and it does not start) when it was cancelled."""
         lock, progress = self._lock, self.progress
         lock.acquire()
-        if self._memory.map[position]:
+        if self._map[position]:
             lock.release()
             return False
         progress[START] = at  # the start first: a reader that sees the new index never sees an older start
@@ -106,13 +113,14 @@ class SlotShare:
 
     def record(self, outcome: Outcome) -> None:
         """Log the outcome of the next call (finished or skipped)."""
-        data = codec.pack(outcome)
-        end = self._used + len(data)
-        self._memory.map[self._used : end] = data
-        self._used = end
+        data = self._pack(outcome)
+        used = self._used
+        end = self._used = used + len(data)
+        self._map[used:end] = data
+        self._logged += 1
         progress = self.progress
         progress[USED] = end  # the bytes before the count: a counted outcome is always whole
-        progress[LOGGED] += 1
+        progress[LOGGED] = self._logged
 
     def timed_out(self) -> None:
         """The call in progress overran and the timer ends the process."""

@@ -21,7 +21,7 @@ from tests.helpers.rawworker import RawWorker, decoded
 
 FOREVER = 10**11
 """``hog``'s ``n`` for a C call that would hold the interpreter lock for minutes."""
-HELD = "it held the interpreter"
+HELD = "its process was killed"
 """In the message of a TIMEOUT that the worker's fallback kill decided (the slot's timer could not act)."""
 
 
