@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import reduction
@@ -35,6 +36,11 @@ SKIPPED_BYTES = 16
 """Log bytes of one skipped call's outcome, which the reply budget does not count."""
 KEEP_LOG_BYTES = 1 << 20
 """Log memory kept after a batch; pages past it are given back (a batch of large results)."""
+
+
+_HEAD = struct.Struct(">BI")
+_ARRAY32 = 0xDD
+"""msgpack's type byte of an array with a 32-bit count."""
 
 
 def _outcome_packer() -> msgpack.Packer:
@@ -76,18 +82,20 @@ def _rebuild_memory(size: int, dup: Any) -> _Memory:
 class SlotShare:
     """The shared state of one slot process (made by the worker, handed to the process at its start).
 
-    Layout of the memory: ``max_calls`` cancel flags (one byte per call of the batch), then the log
-    (each outcome ``codec.pack``-ed, one after another): room for ``log_bytes`` of outcomes as the
-    reply budget counts them (each at least 16 bytes more than its packed size), and for skipped
-    calls, which it does not count.
+    Layout of the memory: ``max_calls`` cancel flags (one byte per call of the batch), the head of
+    the log (a msgpack array header the worker writes once it knows the count, so one ``unpackb``
+    reads the whole log), then the outcomes, msgpack-ed one after another: room for ``log_bytes``
+    of outcomes as the reply budget counts them (each at least 16 bytes more than its packed size),
+    and for skipped calls, which it does not count.
     """
 
     def __init__(self, ctx: Any, max_calls: int, log_bytes: int) -> None:
         self.progress = ctx.RawArray("d", 5)
         self._lock = ctx.Lock()
-        self._memory = _Memory(max_calls + log_bytes + max_calls * SKIPPED_BYTES)
-        self._start = max_calls
-        self._used = max_calls  # the slot process's write position in the log
+        self._memory = _Memory(max_calls + _HEAD.size + log_bytes + max_calls * SKIPPED_BYTES)
+        self._head = max_calls
+        self._start = max_calls + _HEAD.size
+        self._used = self._start  # the slot process's write position in the log
         self.log_bytes = log_bytes
 
     # -- the slot process -------------------------------------------------------------------
@@ -186,13 +194,16 @@ class SlotShare:
 
     def finished(self) -> list[Outcome]:
         """The outcomes logged (read once the batch ended or the process is dead)."""
-        used = int(self.progress[USED])
-        if used <= self._start:
+        count, used = self.logged_count(), int(self.progress[USED])
+        if count == 0:
             return []
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=used - self._start)
-        unpacker.feed(self._memory.map[self._start : used])
-        outcomes: list[Outcome] = list(unpacker)
-        return outcomes[: self.logged_count()]  # killed between the bytes and the count: not counted
+        log = self._memory.map
+        _HEAD.pack_into(log, self._head, _ARRAY32, count)
+        try:
+            outcomes: list[Outcome] = msgpack.unpackb(log[self._head : used], raw=False)
+        except msgpack.ExtraData as extra:  # killed between an outcome's bytes and its count
+            outcomes = extra.unpacked
+        return outcomes
 
     def recycle(self, flagged: Iterable[int]) -> None:
         """After a batch, in an idle process: clear its cancel flags, give back a large log's pages."""
