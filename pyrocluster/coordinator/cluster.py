@@ -58,6 +58,8 @@ class CallOptions:
     """Further attempts after a worker failure (default: the cluster's ``retries``)."""
     priority: int = 0
     """Higher runs first, here and across the coordinators sharing the workers."""
+    retry_on_error: bool = False
+    """Also retry a call whose task raised or overran its timeout (while retries remain)."""
 
 
 class Calls:
@@ -78,6 +80,7 @@ class Calls:
         timeout: float | None = None,
         retries: int | None = None,
         priority: int | None = None,
+        retry_on_error: bool | None = None,
     ) -> Calls:
         """A view with some options changed."""
         o = self._options
@@ -88,22 +91,24 @@ class Calls:
                 timeout if timeout is not None else o.timeout,
                 retries if retries is not None else o.retries,
                 priority if priority is not None else o.priority,
+                retry_on_error if retry_on_error is not None else o.retry_on_error,
             ),
         )
 
-    def _settings(self) -> tuple[frozenset[str], float, int, int]:
-        """Tags, timeout, retries and priority of the calls this view makes."""
+    def _settings(self) -> tuple[frozenset[str], float, int, bool, int]:
+        """Tags, timeout, retries, retry_on_error and priority of the calls this view makes."""
         o, c = self._options, self._cluster
         return (
             o.tags,
             float(o.timeout or c.timeout),
             c.retries if o.retries is None else o.retries,
+            o.retry_on_error,
             o.priority,
         )
 
     def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
-        tags, timeout_s, retries, priority = self._settings()
-        return Call("compute", name, args, kwargs, tags, timeout_s, retries, False, waiter, None, priority)
+        tags, timeout_s, retries, on_error, priority = self._settings()
+        return Call("compute", name, args, kwargs, tags, timeout_s, retries, on_error, waiter, None, priority)
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
@@ -141,7 +146,7 @@ class Calls:
         queued = 0
         chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
         submit = self._cluster.submit_calls
-        tags, timeout_s, retries, priority = self._settings()  # once, not per item
+        tags, timeout_s, retries, on_error, priority = self._settings()  # once, not per item
 
         def refill() -> None:
             nonlocal queued, chunk_size
@@ -152,7 +157,17 @@ class Calls:
                 group = CallGroup(len(args))
                 calls = [
                     Call(
-                        "compute", name, a, no_kwargs, tags, timeout_s, retries, False, group, None, priority
+                        "compute",
+                        name,
+                        a,
+                        no_kwargs,
+                        tags,
+                        timeout_s,
+                        retries,
+                        on_error,
+                        group,
+                        None,
+                        priority,
                     )
                     for a in args
                 ]
@@ -281,9 +296,12 @@ class Cluster:
         timeout: float | None = None,
         retries: int | None = None,
         priority: int | None = None,
+        retry_on_error: bool | None = None,
     ) -> Calls:
         """A view whose ``submit``/``map``/``starmap`` use these options, e.g. ``options(priority=5)``."""
-        return self._calls.options(tags=tags, timeout=timeout, retries=retries, priority=priority)
+        return self._calls.options(
+            tags=tags, timeout=timeout, retries=retries, priority=priority, retry_on_error=retry_on_error
+        )
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
