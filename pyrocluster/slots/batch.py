@@ -226,6 +226,8 @@ def ended_outcomes(
     The call in progress when the process ended (``current``, -1 for none) gets ``current_outcome``;
     the others not finished never started: NOT_RUN (sent again at no cost), or CANCELLED.
     """
+    if len(finished) == n:
+        return finished
     blame = current_outcome or not_run()
     return finished + [
         cancelled() if j in cancelled_positions else blame if j == current else not_run()

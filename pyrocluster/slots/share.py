@@ -96,6 +96,7 @@ class SlotShare:
         self._head = max_calls
         self._start = max_calls + _HEAD.size
         self._used = self._start  # the slot process's write position in the log
+        self._writer = False  # the slot process's side is set up (by its first restart)
         self.log_bytes = log_bytes
 
     # -- the slot process -------------------------------------------------------------------
@@ -104,8 +105,10 @@ class SlotShare:
         """A batch begins (in the slot process): its outcomes are logged from the start."""
         self._used = self._start
         self._logged = 0
-        self._map = self._memory.map
-        self._pack = _outcome_packer().pack
+        if not self._writer:  # made here, in the slot process: a packer does not travel
+            self._writer = True
+            self._map = self._memory.map
+            self._pack: Callable[[Outcome], bytes] = _outcome_packer().pack
 
     def begin(self, position: int, at: float) -> bool:
         """Call ``position`` starts at ``at``; False (and it does not start) when it was cancelled."""
@@ -137,10 +140,9 @@ class SlotShare:
     # -- the worker -------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Before a batch is sent: no call started, nothing logged (the process is idle)."""
+        """Before a batch is sent: no call started, nothing logged (the process is idle). The log's
+        end is read only under a count above 0, and the overrun mark only of a process that ended."""
         progress = self.progress
-        progress[TIMED_OUT] = 0.0
-        progress[USED] = self._start
         progress[LOGGED] = 0.0
         progress[INDEX] = -1.0
 
@@ -177,6 +179,12 @@ class SlotShare:
         for j in positions:
             flags[j] = 1
 
+    def flag_off(self, positions: Iterable[int]) -> None:
+        """Clear these calls' cancel flags (after their batch)."""
+        flags = self._memory.map
+        for j in positions:
+            flags[j] = 0
+
     def cancel(self, positions: set[int], kill: Callable[[], None]) -> None:
         """Flag these calls cancelled; ``kill()`` the process when one of them is in progress."""
         with self._locked():
@@ -207,9 +215,8 @@ class SlotShare:
 
     def recycle(self, flagged: Iterable[int]) -> None:
         """After a batch, in an idle process: clear its cancel flags, give back a large log's pages."""
-        flags = self._memory.map
-        for j in flagged:
-            flags[j] = 0
+        if flagged:
+            self.flag_off(flagged)
         used = int(self.progress[USED])
         keep = self._start + KEEP_LOG_BYTES
         if used > keep and hasattr(mmap, "MADV_REMOVE"):
