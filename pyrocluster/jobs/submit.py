@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyrocluster import logs
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
@@ -105,6 +106,7 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
 ) -> JobSummary:
     spec = load_job(options.job_file)
+    logs.set_job(spec.name)
     peer = own_peer(settings)
     require_own(peer, Role.SUBMITTER, "submit jobs")
     audit(peer, "submit", job=spec.name)

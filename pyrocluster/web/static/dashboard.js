@@ -80,8 +80,10 @@ function jobsPanel(doc, failures) {
 
 function schedulesPanel(doc) {
   const schedules = doc.schedules || [];
+  // A cron read in another zone than UTC shows its next tick on its own wall clock too.
+  const inZone = (s) => (s.next_fire_local && s.timezone ? ` (${s.next_fire_local.slice(11, 16)} ${s.timezone})` : "");
   const rows = schedules.map((s) => `<tr data-schedule="${esc(s.name)}"><td>${esc(s.name)}</td>
-    <td class="state-${s.paused ? "paused" : "ready"}">${s.paused ? "paused" : "active"}</td><td>${esc(s.next_fire || "-")}</td>
+    <td class="state-${s.paused ? "paused" : "ready"}">${s.paused ? "paused" : "active"}</td><td>${esc((s.next_fire || "-") + inZone(s))}</td>
     <td>${esc(s.last_fire || "-")}</td><td>${esc(s.last_status || "-")}</td><td>${esc(s.leader || "-")}</td>
     <td>${button("schedules", s.name, s.paused ? "resume" : "pause")}</td></tr>`);
   return `<section id="schedules"><h2>Schedules (${schedules.length})</h2><table><thead><tr><th>name</th><th>state</th>
