@@ -6,7 +6,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
 from pyrocluster.config import Settings
@@ -22,7 +22,9 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
 )
-from pyrocluster.local import LocalCluster
+
+if TYPE_CHECKING:
+    from pyrocluster.local import LocalCluster
 
 MAP_WINDOW = 16384
 """Calls of a ``map`` in flight or queued at once: bounds memory for endless iterables."""
@@ -193,6 +195,8 @@ class Cluster:
     @classmethod
     def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
         """Start a private name server and ``workers`` workers on loopback; ``close()`` stops them."""
+        from pyrocluster.local import LocalCluster  # process management, loaded only for a local cluster
+
         settings = kwargs.pop("settings", None) or Settings.from_sources(secret=kwargs.pop("secret", None))
         local = LocalCluster(workers, worker_args, env=settings.child_env())
         try:

@@ -3,7 +3,7 @@
 A link decides nothing. It sends the batches it is given and reports what happened through
 :class:`LinkEvents`; the dispatcher applies the failover table (``policy.py``).
 
-The coordinator's threads do not grow with workers or with batches in flight (issue 15): every
+The coordinator's threads do not grow with workers or with batches in flight: every
 link of one dispatcher shares a :class:`Transport`, that is one
 :class:`~pyrocluster.coordinator.wire.Wire` (one loop thread that receives every reply, a small
 pool for connects and large requests) and one prober thread that starts each due liveness probe

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
-from pyrocluster import tasks
+from pyrocluster import protocol
 from pyrocluster.coordinator.retry import attempts_left
 
 
@@ -136,12 +136,12 @@ def worker_action(happened: Happened) -> WorkerAction:
 
 
 OUTCOME_HAPPENED: dict[int, Happened] = {
-    tasks.ERROR: Happened.TASK_RAISED,
-    tasks.TIMEOUT: Happened.TASK_OVERRAN,
-    tasks.CRASHED: Happened.SLOT_CRASHED,
-    tasks.TRANSIENT: Happened.TRANSIENT,
-    tasks.NOT_RUN: Happened.NOT_RUN,
-    tasks.UNKNOWN_TASK: Happened.NOT_RUNNABLE_HERE,
-    tasks.CANCELLED: Happened.CANCELLED,
+    protocol.ERROR: Happened.TASK_RAISED,
+    protocol.TIMEOUT: Happened.TASK_OVERRAN,
+    protocol.CRASHED: Happened.SLOT_CRASHED,
+    protocol.TRANSIENT: Happened.TRANSIENT,
+    protocol.NOT_RUN: Happened.NOT_RUN,
+    protocol.UNKNOWN_TASK: Happened.NOT_RUNNABLE_HERE,
+    protocol.CANCELLED: Happened.CANCELLED,
 }
 """The reply's outcome kinds (docs/protocol.md) other than OK, as table rows."""

@@ -14,8 +14,7 @@ import Pyro5.api
 
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings, is_loopback
-from pyrocluster.jobs import finished
-from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import finished, registry
 
 log = logging.getLogger(__name__)
 

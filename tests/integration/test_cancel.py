@@ -1,4 +1,4 @@
-"""Cancellation (SPEC 4 and 6, issue 11): `pyrocluster cancel`, Ctrl-C on submit, future.cancel()
+"""Cancellation (SPEC 4 and 6): `pyrocluster cancel`, Ctrl-C on submit, future.cancel()
 and cluster.cancel(future), against real name server and worker processes."""
 
 from __future__ import annotations
