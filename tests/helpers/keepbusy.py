@@ -6,8 +6,9 @@
   ``K`` calls are always waiting);
 * ``map``: ``Cluster.map`` over 2,048 items, again and again (a backlog of up to 2,048 calls).
 
-It prints ``ready`` once the cluster is connected, appends one line per completed call to ``OUT``
-(when it ended on the worker: the calls are ``interval`` from ``tests/helpers/testtasks.py``), and stops at SIGTERM or when the file ``OUT.stop`` exists.
+The calls are ``interval(S)`` (``tests/helpers/testtasks.py``). It prints ``ready`` once the
+cluster is connected, appends to ``OUT`` one line per completed call (when it ended on the
+worker), and stops at SIGTERM or once the file ``OUT.stop`` exists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +69,10 @@ def main() -> None:
             return run
 
         target = guarded(single) if args.mode == "single" else guarded(mapped)
-        threads = [threading.Thread(target=target, daemon=True) for _ in range(args.keep if args.mode == "single" else 1)]
+        threads = [
+            threading.Thread(target=target, daemon=True)
+            for _ in range(args.keep if args.mode == "single" else 1)
+        ]
         for t in threads:
             t.start()
         while not stop.is_set() and not stop_file.exists():

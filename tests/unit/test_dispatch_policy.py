@@ -18,6 +18,7 @@ from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.policy import TABLE, Happened
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.protocol import HELD_PER_SLOT
 
 BUILTIN = frozenset({"add", "echo", "sleep", "fail"})
 
@@ -215,7 +216,7 @@ def test_crashed_slot_or_transient_failure_costs_an_attempt_and_keeps_the_worker
 def test_not_run_requeues_without_an_attempt_and_batch_mates_keep_their_results():
     rig = Rig(entry("a"), max_batch=3)
     rig.d.records["a"].sizers["compute"].size = 3
-    rig.d.records["a"].in_flight["compute"] = 1  # hold the slot while the three calls queue
+    rig.d.records["a"].in_flight["compute"] = HELD_PER_SLOT  # full: the three calls queue
     c1, c2, c3 = rig.call(), rig.call(), rig.call()
     rig.d.records["a"].in_flight["compute"] = 0
     rig.d.submit([])
@@ -246,7 +247,7 @@ def test_calls_go_only_to_workers_whose_catalog_offers_the_task():
 def test_decode_failure_fails_that_call_alone_and_not_the_worker():
     rig = Rig(entry("a"), max_batch=2)
     rig.d.records["a"].sizers["compute"].size = 2
-    rig.d.records["a"].in_flight["compute"] = 1
+    rig.d.records["a"].in_flight["compute"] = HELD_PER_SLOT
     c1, c2 = rig.call(), rig.call()
     rig.d.records["a"].in_flight["compute"] = 0
     rig.d.submit([])
@@ -260,16 +261,17 @@ def test_decode_failure_fails_that_call_alone_and_not_the_worker():
 def test_too_large_splits_the_batch_then_fails_a_lone_call_and_never_the_worker():
     rig = Rig(entry("a"), max_batch=2)
     rig.d.records["a"].sizers["compute"].size = 2
-    rig.d.records["a"].in_flight["compute"] = 1
+    rig.d.records["a"].in_flight["compute"] = HELD_PER_SLOT
     c1, c2 = rig.call(), rig.call()
     rig.d.records["a"].in_flight["compute"] = 0
     rig.d.submit([])
     rig.d.batch_failed(rig.link("a"), rig.last("a"), Happened.TOO_LARGE, "SerializeError")
-    assert rig.last("a").calls == [c1] and c1.attempts == 1 and c2.attempts == 0
-    rig.d.batch_failed(rig.link("a"), rig.last("a"), Happened.TOO_LARGE, "SerializeError")
+    alone, other = rig.link("a").sent[-2:]
+    assert alone.calls == [c1] and other.calls == [c2] and c1.attempts == c2.attempts == 1
+    rig.d.batch_failed(rig.link("a"), alone, Happened.TOO_LARGE, "SerializeError")
     with pytest.raises(TaskFailed, match="ArgumentsTooLarge"):
         c1.future.result(0)
-    assert rig.d.records["a"].state == READY and rig.last("a").calls == [c2]
+    assert rig.d.records["a"].state == READY and not c2.done
 
 
 def test_arguments_over_the_cap_or_unsendable_fail_at_submission():
@@ -313,10 +315,11 @@ def test_tagged_calls_take_turns_with_an_untagged_backlog():
 
 def test_higher_priority_goes_first():
     rig = Rig(entry("a"))
-    rig.call("sleep", 1)  # takes the slot
+    for _ in range(HELD_PER_SLOT):  # take every place we may hold on the worker
+        rig.call("sleep", 1)
     low = rig.call(priority=0)
     high = rig.call(priority=5)
-    rig.reply("a", rig.last("a"), [ok(1)])
+    rig.reply("a", rig.link("a").sent[0], [ok(1)])
     assert rig.last("a").calls == [high] and not low.done
 
 
@@ -350,6 +353,7 @@ def test_close_settles_each_call_once():
 def test_cancel_waiting_calls_never_run_and_running_ones_are_stopped_on_their_worker():
     rig = Rig(entry("a"))
     running = rig.call("sleep", 30)
+    rig.d.records["a"].in_flight["compute"] = HELD_PER_SLOT  # full: the next call waits here
     waiting = rig.call()
     assert waiting.future.cancel() is True and waiting.future.cancelled()
     assert running.future.cancel() is False  # concurrent.futures: a started call is not cancelled
