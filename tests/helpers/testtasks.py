@@ -72,3 +72,16 @@ def hold(path: str, limit: float = 30.0) -> str:
 def hog(n: int) -> int:
     """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time."""
     return sum(range(n))
+
+
+@task
+def stamped(key: str, path: str, seconds: float) -> float:
+    """Sleep, then append ``key`` and the time to the file ``path`` (one write); return that time."""
+    time.sleep(seconds)
+    now = time.time()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{key} {now:.6f}\n".encode())
+    finally:
+        os.close(fd)
+    return now
