@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: list.remove finds the very entry
 class _Waiting(Generic[T]):
     sender: str
     priority: int
@@ -49,18 +49,10 @@ class AdmissionOrder(Generic[T]):
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def waiting(self, sender: str) -> int:
-        """How many of ``sender``'s items wait."""
-        return self._queued.get(sender, 0)
-
-    def started(self, sender: str) -> int:
-        """Calls started for ``sender``, as the order counts them (a newcomer: the virtual time)."""
-        return max(self._started.get(sender, self._clock), self._clock)
-
     def push(self, sender: str, priority: int, size: int, item: T) -> None:
         """Add ``item`` of ``size`` calls from ``sender`` (higher ``priority`` starts first)."""
-        if sender not in self._queued:
-            self._started[sender] = self.started(sender)  # away earns no credit
+        if sender not in self._queued:  # it starts waiting: time away earns no credit
+            self._started[sender] = max(self._started.get(sender, self._clock), self._clock)
             self._queued[sender] = 0
         self._queued[sender] += 1
         self._waiting.append(_Waiting(sender, priority, max(1, size), self._seq, item))
