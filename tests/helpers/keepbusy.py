@@ -2,8 +2,8 @@
 
 ``python -m tests.helpers.keepbusy NS KEY LOG --mode single|map [--seconds S] [--keep K]``
 
-* ``single``: ``K`` threads, each submitting one call and waiting for it, again and again (so
-  ``K`` calls are always waiting);
+* ``single``: ``K`` calls submitted one by one, each replaced by a new one when it completes
+  (so ``K`` single calls are always waiting);
 * ``map``: ``Cluster.map`` over 2,048 items, again and again (a backlog of up to 2,048 calls).
 
 Every call is ``stamped(KEY, LOG, S)`` (``tests/helpers/testtasks.py``): the worker appends
@@ -19,6 +19,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyrocluster import Cluster
 
@@ -43,9 +44,13 @@ def main() -> None:
         cluster.submit("stamped", "warm-up", args.log, 0).result(timeout=30)
         print("ready", flush=True)
 
+        def resubmit(future: Any) -> None:
+            if not stop.is_set() and not future.cancelled() and future.exception() is None:
+                cluster.submit(*call).add_done_callback(resubmit)
+
         def single() -> None:
-            while not stop.is_set():
-                cluster.submit(*call).result(timeout=60)
+            for _ in range(args.keep):
+                cluster.submit(*call).add_done_callback(resubmit)
 
         def mapped() -> None:
             while not stop.is_set():
@@ -64,10 +69,10 @@ def main() -> None:
 
             return run
 
-        body, count = (single, args.keep) if args.mode == "single" else (mapped, 1)
-        threads = [threading.Thread(target=guarded(body), daemon=True) for _ in range(count)]
-        for t in threads:
-            t.start()
+        if args.mode == "single":
+            single()
+        else:
+            threading.Thread(target=guarded(mapped), daemon=True).start()
         while not stop.wait(0.05):
             if stop_file.exists():
                 stop.set()

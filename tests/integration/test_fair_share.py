@@ -106,5 +106,7 @@ def test_a_map_backlog_and_single_calls_get_equal_call_counts(worker_factory, co
     done = coordinators.run_for(WINDOW_S + 1.0)
     mapped, single = counts(done, ready + 0.5, ready + 0.5 + WINDOW_S)
     assert mapped + single >= 500, f"the worker hardly ran: {mapped}, {single}"
-    # Equal within 25 % on a loaded machine (we see 2 % on a quiet one).
-    assert min(mapped, single) / max(mapped, single) >= 0.75, (mapped, single)
+    # Equal within 40 %: on a quiet machine within 2 %; before, counted by batch, 0.25 to 0.45.
+    # The margin is for a machine so loaded that the single-call coordinator cannot refill its
+    # calls as fast as the worker runs them (it then has none waiting for a moment).
+    assert min(mapped, single) / max(mapped, single) >= 0.6, (mapped, single)
