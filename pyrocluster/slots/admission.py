@@ -69,11 +69,22 @@ class AdmissionOrder(Generic[T]):
             key=lambda w: (started[w.sender], w.seq),
         )
         self._unqueue(best)
-        count = started[best.sender]
-        self._clock = max(self._clock, count)
-        started[best.sender] = count + best.size
-        self._forget_idle()
+        self._charge(best.sender, started[best.sender], best.size)
         return best.item
+
+    def start_now(self, sender: str, size: int) -> None:
+        """Charge ``sender`` for ``size`` calls that start at once: nothing of anyone waits.
+
+        The same as :meth:`push` then :meth:`pop`, without the queue (the path of every batch
+        that finds a free slot; a third of its cost).
+        """
+        self._charge(sender, max(self._started.get(sender, self._clock), self._clock), max(1, size))
+
+    def _charge(self, sender: str, count: int, size: int) -> None:
+        self._clock = max(self._clock, count)
+        self._started[sender] = count + size
+        if len(self._started) > 1:  # a sender alone is never forgotten early
+            self._forget_idle()
 
     def remove(self, item: T) -> bool:
         """Drop a waiting ``item`` (identity), charging nothing; False when it is not waiting."""

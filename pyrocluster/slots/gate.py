@@ -47,11 +47,11 @@ class Gate:
             if held >= self.per_sender:
                 return False
             self._held[sender] = held + 1
-            self._order.push(sender, ticket.priority, ticket.size, ticket)
-            if self._running < self.slots:  # then nothing else waits: this ticket starts (charged)
-                self._order.pop()
+            if self._running < self.slots:  # then nothing waits: this ticket starts at once
+                self._order.start_now(sender, ticket.size)
                 self._running += 1
                 return True
+            self._order.push(sender, ticket.priority, ticket.size, ticket)
             granted = ticket.granted = threading.Event()  # made only for a batch that waits
         granted.wait()
         return True

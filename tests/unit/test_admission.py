@@ -141,3 +141,16 @@ def test_the_state_stays_bounded_by_the_senders_of_the_last_moments():
         order.push("last", 0, 1, i)
         order.pop()
     assert list(order._started) == ["last"]
+
+
+def test_starting_at_once_is_charged_as_waiting_and_then_starting():
+    at_once: AdmissionOrder[str] = AdmissionOrder()
+    queued: AdmissionOrder[str] = AdmissionOrder()
+    for sender, size in (("A", 5), ("B", 1), ("A", 2), ("C", 9), ("B", 3)):
+        at_once.start_now(sender, size)
+        queued.push(sender, 0, size, sender)
+        assert queued.pop() == sender
+    for order in (at_once, queued):
+        for sender in "CBA":
+            order.push(sender, 0, 1, sender.lower())
+    assert drain(at_once) == drain(queued) == ["a", "b", "c"]  # A 7, B 8, C 14 calls counted
