@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
+from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -233,10 +233,10 @@ def settle(resolutions: list[Resolution]) -> None:
 
 
 def task_failed(value: Any) -> TaskFailed:
-    """TaskFailed from a worker's error dict."""
+    """TaskFailed from a worker's error dict (also of the remote class when that is known here)."""
     if not isinstance(value, dict):
         return TaskFailed("Error", str(value))
-    return TaskFailed(
+    return remote_error(
         str(value.get("type", "Error")), str(value.get("message", "")), str(value.get("traceback", ""))
     )
 
