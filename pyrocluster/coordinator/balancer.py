@@ -29,10 +29,6 @@ CHEAP_CALL_S = 0.0002
 (a batch's round trip and the coordinator's work for it are each worth more than this)."""
 CHEAP_IN_FLIGHT = 2
 """Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy)."""
-SHARED_BATCH_S = 0.02
-"""Worker time a batch may take at a worker where other coordinators hold work: a slot goes to
-the next coordinator in the worker's fair order at least this often, whatever the cheap-call rule
-would send (a full-size batch of cheap calls can run 0.4 s)."""
 
 
 class Candidate(Protocol):
@@ -113,13 +109,6 @@ class CallCost:
 def cost_key(requirement: Sequence[object]) -> tuple[str, str]:
     """``(service, task)`` of a requirement: calls of one task cost alike, tasks of a service do not."""
     return (str(requirement[0]), str(requirement[2]))
-
-
-def shared_size(size: int, cost: CallCost) -> int:
-    """``size`` cut to about SHARED_BATCH_S of worker time at the task's known cost."""
-    if cost.per_call_s is None:
-        return size
-    return max(MIN_BATCH, min(size, int(SHARED_BATCH_S / max(cost.per_call_s, 1e-7))))
 
 
 def hold(cost: CallCost, queued: int, in_flight: int) -> bool:

@@ -82,10 +82,6 @@ class WorkerRecord:
         per_slot = HELD_PER_SLOT if service == "compute" else 1
         return per_slot * self.entry.slots.get(service, 0) - self.in_flight[service]
 
-    def shared(self) -> bool:
-        """True when other coordinators hold compute work there (its last LOAD said so)."""
-        return self.others > 0
-
     def free_slots(self, service: str) -> int:
         """Its slots for ``service`` not held by anyone, as far as we know (may be negative)."""
         held = self.in_flight.get(service, 0) + (self.others if service == "compute" else 0)

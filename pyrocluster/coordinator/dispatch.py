@@ -325,8 +325,6 @@ class Dispatcher:
                         continue
                     free_total = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
                     size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
-                    if rec.shared():  # others wait there too: keep our batch short
-                        size = balancer.shared_size(size, cost)
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:

@@ -109,6 +109,11 @@ class Ticket:
         self._finished = False
         self._released = False
 
+    def started(self) -> bool:
+        """True once the batch has a slot (running or done); False while it waits."""
+        with self._lock:
+            return self._runner is not None or self._finished
+
     def attach(self, runner: Runner) -> set[int]:
         """The batch starts in ``runner``; returns the positions cancelled before that."""
         with self._lock:
