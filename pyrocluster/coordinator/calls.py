@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
+from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 
 INLINE_WAIT_S = 0.05
@@ -233,11 +234,11 @@ def settle(resolutions: list[Resolution]) -> None:
 
 
 def task_failed(value: Any) -> TaskFailed:
-    """TaskFailed from a worker's error dict."""
+    """TaskFailed from a worker's error dict (its fields as text, whatever they hold)."""
     if not isinstance(value, dict):
-        return TaskFailed("Error", str(value))
+        return TaskFailed("Error", text(value))
     return TaskFailed(
-        str(value.get("type", "Error")), str(value.get("message", "")), str(value.get("traceback", ""))
+        text(value.get("type", "Error")), text(value.get("message", "")), text(value.get("traceback", ""))
     )
 
 

@@ -38,7 +38,7 @@ from pyrocluster.coordinator.policy import (
     worker_action,
 )
 from pyrocluster.coordinator.queues import WaitingRoom
-from pyrocluster.coordinator.replies import decode_reply, failure_text
+from pyrocluster.coordinator.replies import decode_reply, failure_text, shown
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import WorkerUnavailable
@@ -447,7 +447,7 @@ class Dispatcher:
                     self._worker_does(rec, worker_action(outcomes))
                     why = f"worker {name}: {outcomes.value}"
                     if outcomes is Happened.BAD_REPLY:
-                        why = f"worker {name} sent a malformed reply: {str(reply)[:200]}"
+                        why = f"worker {name} sent a malformed reply: {shown(reply)}"
                     for call in batch.calls:
                         if not call.done and call.batch_id == batch.id:
                             self._apply(call, outcomes, why, None, out, name)

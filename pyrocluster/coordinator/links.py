@@ -3,12 +3,12 @@
 A link decides nothing. It sends the batches it is given and reports what happened through
 :class:`LinkEvents`; the dispatcher applies the failover table (``policy.py``).
 
-The coordinator's threads do not grow with workers or with batches in flight (issue 15): every
-link of one dispatcher shares a :class:`Transport`, that is one
-:class:`~pyrocluster.coordinator.wire.Wire` (one loop thread that receives every reply, a small
-pool for connects and large requests) and one prober thread that starts each due liveness probe
-and each cancel retry as a multiplexed call. A batch is written by the thread that dispatches
-it when its connection is open: a call costs no hand-off to a sender thread.
+The coordinator's threads do not grow with workers or with batches in flight: every link of
+one dispatcher shares a :class:`Transport`, that is one :class:`~pyrocluster.coordinator.wire.Wire`
+(one loop thread that writes every request and reads every reply without ever waiting on a
+peer, a small pool for connects) and one prober thread that starts each due liveness probe and
+each cancel retry as a multiplexed call. Sending a batch only queues its request on the wire:
+the dispatcher touches no socket, least of all under its lock.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import Pyro5.errors
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.coordinator.wire import Channel, Unsent, Wire
+from pyrocluster.coordinator.wire import Channel, Undecodable, Unsent, Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 
@@ -95,6 +95,8 @@ def happened_of(exc: BaseException) -> Happened:
     """What a failed batch call means for its calls (subclasses first)."""
     if isinstance(exc, Unsent):
         return Happened.REFUSED
+    if isinstance(exc, Undecodable):
+        return Happened.DECODE_FAILED
     if isinstance(exc, Pyro5.errors.SerializeError):
         return Happened.TOO_LARGE
     if isinstance(exc, Pyro5.errors.TimeoutError):
@@ -243,7 +245,7 @@ class WorkerLink:
         with self._lock:
             busy = list(self._busy)
         for channel in busy:
-            channel.cut()
+            self._wire.cut(channel)
 
     def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
         """Ask the worker to stop these calls (``compute.cancel``) on a channel of its own.

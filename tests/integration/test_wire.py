@@ -16,7 +16,8 @@ import pytest
 from pyrocluster import config
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
-from pyrocluster.coordinator.wire import DIRECT_BYTES, POOL_THREADS, Channel, Unsent, Wire
+from pyrocluster.coordinator.frames import WRITE_CHUNK
+from pyrocluster.coordinator.wire import POOL_THREADS, Channel, Unsent, Wire
 
 RELEASE = threading.Event()
 
@@ -83,10 +84,12 @@ def test_calls_reuse_one_connection(wire: Wire, uri: str, settings: Settings) ->
     assert channel.sock() is first and not channel.busy
 
 
-def test_large_request_goes_through_the_pool(wire: Wire, uri: str, settings: Settings) -> None:
+def test_a_request_larger_than_the_socket_takes_at_once_goes_out_whole(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
     channel = Channel(uri, settings)
     assert call(wire, channel, "add", 1, 1) == 2
-    blob = "x" * (DIRECT_BYTES * 4)
+    blob = "x" * (WRITE_CHUNK * 40)
     assert call(wire, channel, "size", blob) == len(blob)
 
 
@@ -172,7 +175,7 @@ def test_a_cut_or_a_deadline_reaches_a_caller_reading_its_reply(
     RELEASE.clear()
     seen.clear()
     wire.call(channel, "hold", (), lambda r, e: seen.append(e))
-    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), channel.cut()))
+    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), wire.cut(channel)))
     cutter.start()
     assert wire.receive_here(channel, channel.call_no, 20.0) is True
     cutter.join(timeout=5)
