@@ -188,13 +188,17 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "calls", "sent_at")
+    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved")
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
         self.calls = calls
         self.sent_at = 0.0
+        self.deadline = 0.0
+        """When the dispatcher counts it overdue, on its own clock (``overdue.py``)."""
+        self.moved = 0
+        """How many times that deadline moved on (the worker held others' work)."""
 
     @property
     def service(self) -> str:

@@ -8,7 +8,6 @@ exception leaves this module, and the text kept about bad input is bounded in si
 from __future__ import annotations
 
 import reprlib
-import sys
 from typing import Any
 
 from pyrocluster import codec
@@ -17,6 +16,9 @@ from pyrocluster.tasks import OK
 
 Outcome = tuple["Happened | None", Any, float]
 """One call's outcome as decoded: None for OK (then the value), else the table row and its value."""
+
+MAX_ELAPSED_MS = 1e12
+"""Largest ELAPSED_MS taken as a time (about 30 years): beyond it the outcome is malformed."""
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 4, 60, 60, 40
@@ -51,14 +53,15 @@ def _undecodable(why: str, elapsed_ms: float = 0.0) -> Outcome:
 def decode_outcome(outcome: Any) -> Outcome:
     """``[KIND, VALUE, ELAPSED_MS]`` decoded on its own: an undecodable one fails its call alone.
 
-    KIND must be a known int, ELAPSED_MS a finite number >= 0 and VALUE None or encoded bytes;
-    anything else is ``DECODE_FAILED`` (the call ends as ``DecodeError``) and never raises.
+    KIND must be a known int, ELAPSED_MS a number from 0 to ``MAX_ELAPSED_MS``, VALUE None or
+    encoded bytes; anything else is ``DECODE_FAILED`` (the call ends as ``DecodeError``). Never
+    raises.
     """
     if not isinstance(outcome, (list, tuple)) or len(outcome) != 3:
         return _undecodable(f"a malformed outcome: {shown(outcome)}")
     kind, raw, elapsed_ms = outcome
-    if type(elapsed_ms) not in (int, float) or not 0 <= elapsed_ms <= sys.float_info.max:
-        return _undecodable(f"elapsed time {shown(elapsed_ms)} is not a finite number >= 0")
+    if type(elapsed_ms) not in (int, float) or not 0 <= elapsed_ms <= MAX_ELAPSED_MS:
+        return _undecodable(f"elapsed time {shown(elapsed_ms)} is not a number of milliseconds")
     elapsed = float(elapsed_ms)  # cannot overflow: the comparison bounded it
     if type(kind) is not int:
         return _undecodable(f"outcome kind {shown(kind)} is not an int", elapsed)
