@@ -12,9 +12,9 @@ import pytest
 
 from pyrocluster import codec, tasks
 from pyrocluster.config import Settings
+from pyrocluster.coordinator import overdue
 from pyrocluster.coordinator.book import BUSY_BACKOFF_S, DRAINING, READY, SUSPECT
 from pyrocluster.coordinator.calls import Batch, Call
-from pyrocluster.coordinator import overdue
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.policy import TABLE, Happened
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
