@@ -295,24 +295,32 @@ class Wire:
         with self._lock:
             channel.writer = RequestWriter(data)
             channel.holder = _FREE
-            self._register(channel, sock, _READ | _WRITE)
-            if deadline is not None:
+            registered = self._register(channel, sock, _READ | _WRITE)
+            if registered and deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
+        if not registered:
+            channel.writer = None
+            fail(channel, Unsent("the connection was closed before sending"))
+            return
         if not self._sees_new_sockets:
             self._wake()
 
-    def _register(self, channel: Channel, sock: socket.socket, events: int) -> None:
-        """Watch ``sock`` for ``events`` (under the lock)."""
-        if channel.registered is sock:
-            if channel.events != events:
+    def _register(self, channel: Channel, sock: socket.socket, events: int) -> bool:
+        """Watch ``sock`` for ``events`` (under the lock); False when it was closed under us."""
+        try:
+            if channel.registered is not sock:
+                try:
+                    self._selector.register(sock, events, channel)
+                except KeyError:  # the number of a socket closed while registered, now reused
+                    self._selector.unregister(sock)
+                    self._selector.register(sock, events, channel)
+            elif channel.events != events:
                 self._selector.modify(sock, events, channel)
-        else:
-            try:
-                self._selector.register(sock, events, channel)
-            except KeyError:  # the number of a socket closed while registered, now reused
-                self._selector.unregister(sock)
-                self._selector.register(sock, events, channel)
+        except (KeyError, ValueError, OSError):  # released by another thread (fanout, a stop)
+            self._unregister(channel)
+            return False
         channel.registered, channel.events = sock, events
+        return True
 
     def _unregister(self, channel: Channel) -> None:
         """Stop watching the channel's socket (under the lock)."""
@@ -392,8 +400,14 @@ class Wire:
                 if not self._step(channel):
                     with self._lock:
                         channel.holder = _FREE
-                        if channel.registered is not None:
-                            self._register(channel, channel.registered, channel.wanted())
+                        sock = channel.registered
+                        watched = sock is not None and self._register(channel, sock, channel.wanted())
+                        if not watched:
+                            channel.holder = _LOOP
+                    if not watched:
+                        self._end(
+                            channel, None, Pyro5.errors.ConnectionClosedError("the connection was closed")
+                        )
             while self._deferred:
                 self._deferred.popleft()()
             self._cut_asked()
@@ -446,14 +460,15 @@ class Wire:
             left = until - time.monotonic()
             if left <= 0:
                 break
-            poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
-            with contextlib.suppress(OSError):  # a socket gone: the next step reports it
+            with contextlib.suppress(OSError, ValueError):  # a socket gone: the next step reports it
+                poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
                 poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000))
         with self._lock:
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = _FREE
-                self._register(channel, sock, channel.wanted())
-                return False
+                if self._register(channel, sock, channel.wanted()):
+                    return False
+                channel.holder = _CALLER
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
         return True
 
