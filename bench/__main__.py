@@ -1,4 +1,4 @@
-"""``python -m bench``: run the workloads of issue 6 and print the table and the targets."""
+"""``python -m bench``: run the workloads and print the table and the targets."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        """Sizes of issue 6."""
+        """The benchmark sizes."""
         return cls(
             reps=5,
             w1_items=20_000,

@@ -1,5 +1,5 @@
 """``python -m bench.dashboard``: the dashboard's /metrics scrape time with 64 workers, and its memory
-after a fast-forwarded hour of one 20,000-task job a minute (issue 14).
+after a fast-forwarded hour of one 20,000-task job a minute.
 
 Real parts: a real name server, a real ``pyrocluster dashboard`` process, and 64 worker control objects
 (each in a Pyro5 daemon of its own, with real ``WorkerState`` counters and task stats) in this process;
@@ -23,10 +23,9 @@ import psutil
 from pyrocluster import config
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
-from pyrocluster.jobs import finished
 from pyrocluster.jobs.announce import JobProgress
 from pyrocluster.local import ManagedProcess, start_nameserver
-from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import finished, registry
 from pyrocluster.services.control import ControlService
 from pyrocluster.services.state import WorkerState
 

@@ -1,6 +1,6 @@
 """The raw Pyro5 baseline: one plain daemon exposing ``add``, msgpack, TCP_NODELAY.
 
-``serve_in_thread()`` runs it in a thread of the calling process (the baseline issue 6 names);
+``serve_in_thread()`` runs it in a thread of the calling process (the in-process baseline);
 ``python -m bench.raw`` runs it in a process of its own, prints its URI and exits when its
 stdin closes (a second baseline that, like a pyrocluster worker, does not share our GIL).
 """

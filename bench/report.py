@@ -70,7 +70,7 @@ class Row:
 
 @dataclass
 class Target:
-    """A goal of issue 6, checked on a ratio (or a value) measured in this run."""
+    """A goal, checked on a ratio (or a value) measured in this run."""
 
     name: str
     goal: str

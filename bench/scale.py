@@ -329,7 +329,7 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
         detail=f"{top.listed} listed; cluster.status() {statistics.median(top.status_inproc):.3f} s",
     )
     at64 = next((p for p in points if p.workers == 64), None)
-    if at64 is not None:  # issue 6's target, kept
+    if at64 is not None:  # the 64-worker target
         rep.target(
             "status --json with 64 workers",
             "wall < 1 s, and every worker gets a share of the run",

@@ -1,4 +1,4 @@
-"""Several jobs on one cluster (issue 11): three figures, printed as a small table.
+"""Several jobs on one cluster: three figures, printed as a small table.
 
 1. Two identical W1 jobs (20,000 ``add`` each, ``pyrocluster submit`` subprocesses) at once on
    ``Cluster.local(workers=2)``: aggregate tasks/s against one such job alone (goal >= 0.9x).

@@ -32,7 +32,7 @@ from pyrocluster import codec, config
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
 from pyrocluster.nameserver import registry
-from pyrocluster.tasks import ERROR, OK
+from pyrocluster.protocol import ERROR, OK
 
 UNKNOWN_TASK = 6
 """Outcome kind of protocol v2 for a task the worker does not offer."""

@@ -1,10 +1,20 @@
 """pyrocluster: a light Python compute and crawl cluster on Pyro5."""
 
-from pyrocluster.errors import PyroClusterError, TaskFailed, TaskTimeout, UpstreamFailed, WorkerUnavailable
+from pyrocluster.errors import (
+    AuthenticationError,
+    ClusterUnreachable,
+    PyroClusterError,
+    TaskFailed,
+    TaskTimeout,
+    UpstreamFailed,
+    WorkerUnavailable,
+    register_error,
+)
 from pyrocluster.tasks import task
 
 __all__ = [
-    "Cluster", "PyroClusterError", "TaskFailed", "TaskTimeout", "UpstreamFailed", "WorkerUnavailable", "task",
+    "AuthenticationError", "Cluster", "ClusterUnreachable", "PyroClusterError", "TaskFailed", "TaskTimeout",
+    "UpstreamFailed", "WorkerUnavailable", "register_error", "task",
 ]  # fmt: skip
 __version__ = "0.1.0"
 

@@ -77,6 +77,8 @@ class Settings:
         """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
         env = os.environ
         host, port = parse_address(ns or env.get("PYROCLUSTER_NS") or f"{DEFAULT_NS_HOST}:{DEFAULT_NS_PORT}")
+        if secret is None and not secret_file:
+            secret_file = env.get("PYROCLUSTER_SECRET_FILE") or None  # as the CLI's --secret-file
         if secret_file:
             secret = Path(secret_file).read_bytes().strip()
             if not secret:
@@ -85,6 +87,8 @@ class Settings:
             secret = env.get("PYROCLUSTER_SECRET") or None
         if isinstance(secret, str):
             secret = secret.encode()
+        if secret is not None:
+            secret = secret.strip() or None  # open(f).read() keeps the newline a secret file ends with
         serializer = serializer or env.get("PYROCLUSTER_SERIALIZER") or "msgpack"
         if serializer not in SAFE_SERIALIZERS:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
+from typing import TypeVar
+
+E = TypeVar("E", bound=Exception)
+
 
 class PyroClusterError(Exception):
     """Root of every pyrocluster error."""
@@ -35,7 +40,11 @@ class ResultsUnwritable(PyroClusterError):
 
 
 class TaskFailed(PyroClusterError):
-    """The task itself raised on the worker; carries the remote type, message and traceback."""
+    """The task itself raised on the worker; carries the remote type, message and traceback.
+
+    Raised as :func:`remote_error` makes it: also an instance of the remote exception's class when
+    that is a built-in exception or one registered with :func:`register_error`.
+    """
 
     def __init__(self, type: str, message: str, traceback: str = "") -> None:
         super().__init__(f"{type}: {message}")
@@ -43,9 +52,52 @@ class TaskFailed(PyroClusterError):
         self.message = message
         self.traceback = traceback
 
+    def __str__(self) -> str:
+        text = f"{self.type}: {self.message}"
+        return f"{text}\n\nremote traceback:\n{self.traceback.rstrip()}" if self.traceback else text
+
     def as_dict(self) -> dict[str, str]:
         """The error as the results file records it."""
         return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+_REMOTE_TYPES: dict[str, type[Exception]] = {
+    name: cls
+    for name, cls in vars(builtins).items()
+    if isinstance(cls, type) and issubclass(cls, Exception) and not name.startswith(("Stop", "_"))
+}
+"""Exception classes a remote error can also be an instance of, by the name that travels (not the
+Stop*Iteration ones, which would end a generator that reads a result)."""
+_BOTH: dict[type[Exception], type[TaskFailed]] = {}
+
+
+def register_error(cls: type[E]) -> type[E]:
+    """Make a task's own exception class catchable on the caller's side (usable as a decorator).
+
+    The worker sends only the class name, so the name must be unique among registered classes.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError(f"register_error takes an exception class, not {cls!r}")
+    _REMOTE_TYPES[cls.__name__] = cls
+    return cls
+
+
+def remote_error(type_name: str, message: str, traceback: str = "") -> TaskFailed:
+    """TaskFailed for a task's remote error; also an instance of the remote class when known."""
+    remote = _REMOTE_TYPES.get(type_name)
+    if remote is None:
+        return TaskFailed(type_name, message, traceback)
+    both = _BOTH.get(remote)
+    if both is None:
+        try:
+            both = type(f"TaskFailed[{type_name}]", (TaskFailed, remote), {"__module__": __name__})
+        except TypeError:  # a class whose instance layout cannot be combined with ours
+            both = TaskFailed
+        _BOTH[remote] = both
+    try:
+        return both(type_name, message, traceback)
+    except Exception:  # a class whose constructor needs more than a message (UnicodeDecodeError)
+        return TaskFailed(type_name, message, traceback)
 
 
 def error_record(exc: BaseException) -> dict[str, str]:
@@ -73,7 +125,10 @@ class UpstreamFailed(PyroClusterError):
     """
 
     def __init__(self, upstream: str, cause: BaseException) -> None:
-        reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        if isinstance(cause, TaskFailed):
+            reason = f"{cause.type}: {cause.message}"
+        else:
+            reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         super().__init__(f"upstream call {upstream!r} failed: {reason}")
         self.upstream = upstream
         self.cause = cause

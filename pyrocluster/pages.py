@@ -34,7 +34,7 @@ from pyrocluster import __version__
 from pyrocluster.asynchttp import LoopTransport
 from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
 from pyrocluster.pageparse import MAX_URL_CHARS, RECORD_KEYS, check_selector, fill_record, is_html
-from pyrocluster.tasks import ERROR, OK, TRANSIENT
+from pyrocluster.protocol import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"
 """User-Agent header sent unless the options give ``user_agent``."""

@@ -14,18 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from pyrocluster.errors import ConfigError
+from pyrocluster.protocol import ERROR, OK, UNKNOWN_TASK
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 REGISTRY: dict[str, Callable[..., Any]] = {}
 """Every task this process can run, by name."""
-
-OK, ERROR, TIMEOUT, CRASHED, TRANSIENT, NOT_RUN, UNKNOWN_TASK, CANCELLED = 0, 1, 2, 3, 4, 5, 6, 7
-"""Outcome kinds a worker reports per call: ``[kind, value, elapsed_ms]`` (docs/protocol.md).
-
-ERROR is the task's own failure (or a result that could not be sent); TIMEOUT, CRASHED and
-TRANSIENT (a fetch that a later attempt may fix) are retried while attempts remain; NOT_RUN (never
-started), UNKNOWN_TASK (a stale catalog) and CANCELLED say nothing about the task itself."""
 
 
 @overload

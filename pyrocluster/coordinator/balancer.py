@@ -1,7 +1,7 @@
 """Pure choices of the dispatcher: which worker gets the next batch, and how big it is.
 
 Two rules keep a job of tiny calls from fragmenting into thousands of one-call round trips on a
-large cluster (issue 15), while calls that take real time still spread over every free slot:
+large cluster, while calls that take real time still spread over every free slot:
 
 * what a call costs is learnt per task from every worker's replies (:class:`CallCost`), so a
   worker seen for the first time starts at the batch size the others reached, not at 1;

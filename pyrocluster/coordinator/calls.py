@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
+from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -238,10 +238,11 @@ def settle(resolutions: list[Resolution]) -> None:
 
 
 def task_failed(value: Any) -> TaskFailed:
-    """TaskFailed from a worker's error dict (its fields as text, whatever they hold)."""
+    """TaskFailed from a worker's error dict (also of the remote class when that is known here;
+    its fields as text, whatever they hold)."""
     if not isinstance(value, dict):
         return TaskFailed("Error", text(value))
-    return TaskFailed(
+    return remote_error(
         text(value.get("type", "Error")), text(value.get("message", "")), text(value.get("traceback", ""))
     )
 

@@ -6,7 +6,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
 from pyrocluster.config import Settings
@@ -22,12 +22,28 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
 )
-from pyrocluster.local import LocalCluster
+
+if TYPE_CHECKING:
+    from pyrocluster.local import LocalCluster
 
 MAP_WINDOW = 16384
 """Calls of a ``map`` in flight or queued at once: bounds memory for endless iterables."""
 MAP_CHUNK = 1024
 """Most calls of a ``map`` whose results are awaited together."""
+
+
+def task_name(name: Any) -> str:
+    """``name`` when it is a task name; a TypeError that says how tasks are called otherwise."""
+    if isinstance(name, str):
+        return name
+    if callable(name):
+        called = getattr(name, "__name__", None) or repr(name)
+        raise TypeError(
+            f"tasks are called by name, not passed as functions: submit({called!r}, ...) runs the "
+            "function registered with @pyrocluster.task on the workers (start them with --tasks "
+            "MODULE_OR_FILE)"
+        )
+    raise TypeError(f"a task name must be a string, not {type(name).__name__}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,8 @@ class CallOptions:
     """Further attempts after a worker failure (default: the cluster's ``retries``)."""
     priority: int = 0
     """Higher runs first, here and across the coordinators sharing the workers."""
+    retry_on_error: bool = False
+    """Also retry a call whose task raised or overran its timeout (while retries remain)."""
 
 
 class Calls:
@@ -62,6 +80,7 @@ class Calls:
         timeout: float | None = None,
         retries: int | None = None,
         priority: int | None = None,
+        retry_on_error: bool | None = None,
     ) -> Calls:
         """A view with some options changed."""
         o = self._options
@@ -72,22 +91,24 @@ class Calls:
                 timeout if timeout is not None else o.timeout,
                 retries if retries is not None else o.retries,
                 priority if priority is not None else o.priority,
+                retry_on_error if retry_on_error is not None else o.retry_on_error,
             ),
         )
 
-    def _settings(self) -> tuple[frozenset[str], float, int, int]:
-        """Tags, timeout, retries and priority of the calls this view makes."""
+    def _settings(self) -> tuple[frozenset[str], float, int, bool, int]:
+        """Tags, timeout, retries, retry_on_error and priority of the calls this view makes."""
         o, c = self._options, self._cluster
         return (
             o.tags,
             float(o.timeout or c.timeout),
             c.retries if o.retries is None else o.retries,
+            o.retry_on_error,
             o.priority,
         )
 
     def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
-        tags, timeout_s, retries, priority = self._settings()
-        return Call("compute", name, args, kwargs, tags, timeout_s, retries, False, waiter, None, priority)
+        tags, timeout_s, retries, on_error, priority = self._settings()
+        return Call("compute", name, args, kwargs, tags, timeout_s, retries, on_error, waiter, None, priority)
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
@@ -95,7 +116,7 @@ class Calls:
         A future of an earlier call passed as an argument (top level of ``args`` or a ``kwargs``
         value) makes this call wait for it, without a thread, and receive its result.
         """
-        call = self._call(name, list(args), kwargs)
+        call = self._call(task_name(name), list(args), kwargs)
         upstreams = upstream_futures(call.args, call.kwargs)
         if upstreams:
             submit_after(call, upstreams, self._cluster.submit_calls)
@@ -105,6 +126,7 @@ class Calls:
 
     def map(self, name: str, /, *iterables: Iterable[Any]) -> Iterator[Any]:
         """``name(item)`` per item (several iterables are zipped, as ``Executor.map``), results in order."""
+        task_name(name)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         items = zip(*iterables, strict=False) if len(iterables) > 1 else ((x,) for x in iterables[0])
@@ -116,13 +138,15 @@ class Calls:
         At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
         bounded memory. A failed call raises (TaskFailed, TaskTimeout or WorkerUnavailable) when reached.
         """
-        source = iter(iterable)
+        return self._starmap(task_name(name), iter(iterable))
+
+    def _starmap(self, name: str, source: Iterator[Iterable[Any]]) -> Iterator[Any]:
         no_kwargs: dict[str, Any] = {}
         chunks: deque[tuple[CallGroup, list[Call]]] = deque()
         queued = 0
         chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
         submit = self._cluster.submit_calls
-        tags, timeout_s, retries, priority = self._settings()  # once, not per item
+        tags, timeout_s, retries, on_error, priority = self._settings()  # once, not per item
 
         def refill() -> None:
             nonlocal queued, chunk_size
@@ -133,7 +157,17 @@ class Calls:
                 group = CallGroup(len(args))
                 calls = [
                     Call(
-                        "compute", name, a, no_kwargs, tags, timeout_s, retries, False, group, None, priority
+                        "compute",
+                        name,
+                        a,
+                        no_kwargs,
+                        tags,
+                        timeout_s,
+                        retries,
+                        on_error,
+                        group,
+                        None,
+                        priority,
                     )
                     for a in args
                 ]
@@ -188,11 +222,17 @@ class Cluster:
         self._status_channels = KeptChannels()
         """Connections of ``status()`` to the workers, kept between calls."""
         self._dispatcher.start()
+        unreachable = self._dispatcher.unreachable()
+        if unreachable is not None:  # fail fast with the cause, not after ``wait`` per call
+            self._dispatcher.close()
+            raise unreachable
         self._calls = Calls(self, CallOptions())
 
     @classmethod
     def local(cls, workers: int = 2, worker_args: list[str] | None = None, **kwargs: Any) -> Cluster:
         """Start a private name server and ``workers`` workers on loopback; ``close()`` stops them."""
+        from pyrocluster.local import LocalCluster  # process management, loaded only for a local cluster
+
         settings = kwargs.pop("settings", None) or Settings.from_sources(secret=kwargs.pop("secret", None))
         local = LocalCluster(workers, worker_args, env=settings.child_env())
         try:
@@ -256,9 +296,12 @@ class Cluster:
         timeout: float | None = None,
         retries: int | None = None,
         priority: int | None = None,
+        retry_on_error: bool | None = None,
     ) -> Calls:
         """A view whose ``submit``/``map``/``starmap`` use these options, e.g. ``options(priority=5)``."""
-        return self._calls.options(tags=tags, timeout=timeout, retries=retries, priority=priority)
+        return self._calls.options(
+            tags=tags, timeout=timeout, retries=retries, priority=priority, retry_on_error=retry_on_error
+        )
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.

@@ -27,6 +27,8 @@ class Discovery:
         self._apply = apply
         self._ns: Any = None
         self._ns_ok = False
+        self.failure: Exception | None = None
+        """Why the latest look-up failed (None once one succeeded)."""
         self._first = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="discovery", daemon=True)
@@ -55,9 +57,11 @@ class Discovery:
             if self._ns_ok:
                 log.warning("name server unreachable, keeping the known workers: %s", exc)
             self._ns_ok = False
+            self.failure = exc
             self._release()
             return False
         self._ns_ok = True
+        self.failure = None
         self._apply(entries)
         return True
 

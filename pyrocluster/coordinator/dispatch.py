@@ -8,6 +8,7 @@ can be tested with no sockets and no sleeping.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 import time
@@ -42,7 +43,7 @@ from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import Outcome, decode_reply, failure_text, shown
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
-from pyrocluster.errors import TaskFailed, WorkerUnavailable
+from pyrocluster.errors import ClusterUnreachable, TaskFailed, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Dispatcher:
         """What a call of each (service, task) costs on its worker."""
         self._out: Counter[tuple[str, str]] = Counter()
         """Batches in flight per (service, task), kept by the records."""
+        self._tasks_seen: set[str] = set()
+        """Every compute task any worker has offered since this dispatcher started."""
         self._turn = 0
         self._cond = threading.Condition()
         self._room = WaitingRoom()
@@ -113,6 +116,11 @@ class Dispatcher:
     def wire(self) -> Wire:
         """The multiplexed wire of this dispatcher's links, for other calls to workers (status)."""
         return self._shared_transport().wire
+
+    def unreachable(self) -> ClusterUnreachable | None:
+        """Why the name server could not be reached or refused us at the latest look-up, if it did."""
+        failure = self._discovery.failure
+        return failure if isinstance(failure, ClusterUnreachable) else None
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""
@@ -237,6 +245,8 @@ class Dispatcher:
                 return
             listed = {e.name for e in entries}
             for entry in entries:
+                if "compute" in entry.uris:
+                    self._tasks_seen.update(entry.tasks)
                 rec = self.records.get(entry.name)
                 if rec is not None and dict(rec.entry.uris) == dict(entry.uris):
                     rec.refresh(entry)
@@ -346,10 +356,9 @@ class Dispatcher:
         expired: list[Resolution] = []
         for req in self._room.requirements():
             since = self._room.since.get(req, now)
-            if now - since < self.wait_s:
-                continue
             cands = self._candidates_for(req)
-            if any(r.busy() for r in cands):
+            unknown = self._offered_nowhere(req[2]) if req[0] == "compute" and not cands else None
+            if unknown is None and (now - since < self.wait_s or any(r.busy() for r in cands)):
                 continue
             queue = self._room.waiting(req)
             if queue is None:
@@ -358,15 +367,13 @@ class Dispatcher:
             for call in queue:
                 if call.done:
                     continue
-                if now - max(since, call.queued_at) >= self.wait_s:
+                if unknown is not None:
                     call.done = True
-                    expired.append(
-                        (
-                            call,
-                            None,
-                            WorkerUnavailable(f"{self._no_worker(req, call)} (waited {self.wait_s:g} s)"),
-                        )
-                    )
+                    expired.append((call, None, WorkerUnavailable(unknown)))
+                elif now - max(since, call.queued_at) >= self.wait_s:
+                    call.done = True
+                    why = f"{self._no_worker(req, call)} (waited {self.wait_s:g} s)"
+                    expired.append((call, None, WorkerUnavailable(why)))
                 else:
                     keep.append(call)
             self._room.replace(req, keep)
@@ -389,6 +396,16 @@ class Dispatcher:
                     why = f"no reply to a batch within its deadline ({self._span(batch):g} s)"
                     self._batch_ended(rec, batch, Happened.TIMED_OUT, why, out)
         return out
+
+    def _offered_nowhere(self, task: str) -> str | None:
+        """Why a compute task fails at once: workers are known and none has ever offered it (a typo,
+        a module not loaded); None while it may yet come (no worker known, or its workers left)."""
+        seen = self._tasks_seen
+        if not seen or task in seen:
+            return None
+        close = difflib.get_close_matches(task, seen, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; the workers offer {len(seen)} tasks"
+        return f"no live worker offers compute task {task!r}{hint}"
 
     def _no_worker(self, req: Requirement, call: Call) -> str:
         if call.last_error:

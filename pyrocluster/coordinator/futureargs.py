@@ -84,7 +84,11 @@ class _Pending:
             return
         call.args = [_result_of(value) for value in call.args]
         call.kwargs = {key: _result_of(value) for key, value in call.kwargs.items()}
-        self.submit([call])
+        try:
+            self.submit([call])
+        except Exception as exc:  # the cluster closed meanwhile: the call fails, never hangs
+            with contextlib.suppress(InvalidStateError):
+                call.future.set_exception(exc)
 
 
 def submit_after(call: Call, upstreams: list[TaskFuture], submit: Callable[[list[Call]], None]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import NamedTuple
 
-from pyrocluster import tasks
+from pyrocluster import protocol
 from pyrocluster.coordinator.retry import attempts_left
 
 
@@ -99,7 +99,7 @@ TABLE: dict[Happened, Rule] = {
     Happened.TIMED_OUT: Rule(True, True, S, EndsAs.UNAVAILABLE),
     Happened.PROBE_SILENT: Rule(True, True, S, EndsAs.UNAVAILABLE),
     Happened.TASK_RAISED: Rule(False, True, K, EndsAs.FAILED),  # re-queued only with retry_on_error
-    Happened.TASK_OVERRAN: Rule(True, True, K, EndsAs.TIMEOUT),
+    Happened.TASK_OVERRAN: Rule(False, True, K, EndsAs.TIMEOUT),  # the task's own failure, as a raise
     Happened.SLOT_CRASHED: Rule(True, True, K, EndsAs.UNAVAILABLE),
     Happened.TRANSIENT: Rule(True, True, K, EndsAs.UNAVAILABLE),
     Happened.NOT_RUN: Rule(True, False, K, EndsAs.UNAVAILABLE),
@@ -124,7 +124,7 @@ class Verdict(NamedTuple):
 def decide(happened: Happened, attempts: int, retries: int, retry_on_error: bool = False) -> Verdict:
     """Apply the table to a call that has made ``attempts`` (this one included) of ``1 + retries``."""
     rule = TABLE[happened]
-    requeue = rule.requeue or (happened is Happened.TASK_RAISED and retry_on_error)
+    requeue = rule.requeue or (retry_on_error and happened in (Happened.TASK_RAISED, Happened.TASK_OVERRAN))
     if requeue and rule.costs_attempt and not attempts_left(attempts, retries):
         requeue = False
     return Verdict(requeue, rule.costs_attempt, rule.ends_as)
@@ -136,12 +136,12 @@ def worker_action(happened: Happened) -> WorkerAction:
 
 
 OUTCOME_HAPPENED: dict[int, Happened] = {
-    tasks.ERROR: Happened.TASK_RAISED,
-    tasks.TIMEOUT: Happened.TASK_OVERRAN,
-    tasks.CRASHED: Happened.SLOT_CRASHED,
-    tasks.TRANSIENT: Happened.TRANSIENT,
-    tasks.NOT_RUN: Happened.NOT_RUN,
-    tasks.UNKNOWN_TASK: Happened.NOT_RUNNABLE_HERE,
-    tasks.CANCELLED: Happened.CANCELLED,
+    protocol.ERROR: Happened.TASK_RAISED,
+    protocol.TIMEOUT: Happened.TASK_OVERRAN,
+    protocol.CRASHED: Happened.SLOT_CRASHED,
+    protocol.TRANSIENT: Happened.TRANSIENT,
+    protocol.NOT_RUN: Happened.NOT_RUN,
+    protocol.UNKNOWN_TASK: Happened.NOT_RUNNABLE_HERE,
+    protocol.CANCELLED: Happened.CANCELLED,
 }
 """The reply's outcome kinds (docs/protocol.md) other than OK, as table rows."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import OUTCOME_HAPPENED, Happened
-from pyrocluster.tasks import OK
+from pyrocluster.protocol import OK
 
 Outcome = tuple["Happened | None", Any, float]
 """One call's outcome as decoded: None for OK (then the value), else the table row and its value."""

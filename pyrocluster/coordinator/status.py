@@ -14,10 +14,9 @@ from pyrocluster.coordinator.fanout import KeptChannels, call_each
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
-from pyrocluster.jobs import finished
-from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import finished, registry
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
-from pyrocluster.scheduler.store import SCHEDULER_PREFIX, published_schedules
+from pyrocluster.nameserver.schedules import SCHEDULER_PREFIX, published_schedules
 
 INFO_TIMEOUT_S = 2.0
 """Seconds a worker has to answer ``info()`` before it is shown unreachable."""

@@ -7,15 +7,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import Pyro5.api
 
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings, is_loopback
-from pyrocluster.jobs import finished
-from pyrocluster.nameserver import registry
+from pyrocluster.errors import ConfigError
+from pyrocluster.nameserver import finished, registry
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +80,48 @@ def local_address_towards(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
-def cancel_job(settings: Settings, name: str) -> int:
-    """Ask every running job called ``name`` (as ``status`` shows it) to stop; how many acknowledged.
+def started_at(job_id: str) -> str:
+    """When a job started, from its id (``name@host-pid-<epoch ms>``), as UTC text; "" if unknown."""
+    stamp = job_id.rpartition("-")[2]
+    if not stamp.isdigit():
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(stamp) / 1000))
 
-    ClusterUnreachable when the name server cannot be reached.
+
+def jobs_to_cancel(running: Iterable[str], job: str, every: bool) -> list[str]:
+    """The running jobs ``job`` names: its id, or its name when one job has it (all with ``every``).
+
+    ConfigError when a name is shared and ``every`` is not set, listing the ids and start times.
+    """
+    running = list(running)
+    if job in running:
+        return [job]
+    named = sorted(r for r in running if r.partition("@")[0] == job)
+    if len(named) > 1 and not every:
+        listed = ", ".join(f"{r} (started {started_at(r)})" for r in named)
+        raise ConfigError(
+            f"{len(named)} running jobs are named {job!r}; cancel one by its id, or all of them with "
+            f"--all: {listed}"
+        )
+    return named
+
+
+def cancel_job(settings: Settings, job: str, every: bool = False) -> list[str]:
+    """Ask the running job ``job`` (an id, or a name as :func:`jobs_to_cancel` says) to stop.
+
+    Returns the ids that acknowledged. ClusterUnreachable when the name server cannot be reached.
     """
     ns = registry.connect(settings)
     try:
         jobs = registry.find_jobs(ns)
     finally:
         ns._pyroRelease()
-    acknowledged = 0
-    for registered, uri in jobs.items():
-        if registered.partition("@")[0] != name and registered != name:
-            continue
-        proxy = make_proxy(uri, settings, timeout_s=CANCEL_TIMEOUT_S)
+    acknowledged = []
+    for registered in jobs_to_cancel(jobs, job, every):
+        proxy = make_proxy(jobs[registered], settings, timeout_s=CANCEL_TIMEOUT_S)
         try:
-            acknowledged += bool(proxy.cancel())
+            if proxy.cancel():
+                acknowledged.append(registered)
         except Exception as exc:  # a job that died without unregistering is not running
             log.debug("cancel of %s failed: %s", registered, exc)
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
 from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, items_of
+from pyrocluster.jobs.results import encode_record
 from pyrocluster.jobs.spec import CallbackSpec, JobSpec
 
 Write = Callable[[list[dict[str, Any]]], None]
@@ -25,6 +26,18 @@ KEPT_CHUNK = 1024
 
 def _never(loc: Any, message: str) -> Exception:  # pragma: no cover - load_job validated the graph
     return AssertionError(f"{loc}: {message}")
+
+
+def same_call(record: dict[str, Any], item: TaskItem) -> bool:
+    """Whether a kept record was made by this very call: the same task with the same arguments.
+
+    Compared as the results file writes them, so an unchanged call matches its own record whatever
+    JSON did to its values (tuples, int keys); a job file edited under the same name runs again.
+    """
+    written = encode_record(
+        {"call": record.get("call"), "args": record.get("args"), "kwargs": record.get("kwargs")}
+    )
+    return written == encode_record({"call": item.call, "args": item.args, "kwargs": item.kwargs})
 
 
 def callback_item(
@@ -129,7 +142,7 @@ class Workflow:
         kept_now: list[dict[str, Any]] = []
         for item in itertools.chain((first,), items):
             record = self.kept.get(item.id)
-            if record is None:
+            if record is None or not same_call(record, item):
                 yield item
                 continue
             kept_now.append(record)

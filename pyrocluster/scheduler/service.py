@@ -28,6 +28,7 @@ from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STAT
 from pyrocluster.errors import ClusterUnreachable, ConfigError, PyroClusterError
 from pyrocluster.jobs.submit import SubmitOptions, submit_job
 from pyrocluster.nameserver import registry
+from pyrocluster.nameserver.schedules import publish, unpublish
 from pyrocluster.scheduler import store
 from pyrocluster.scheduler.journal import StateFile, append_tick, tick_line
 from pyrocluster.scheduler.lease import Leadership
@@ -416,7 +417,7 @@ class Scheduler:
                     "leader": st.lease.leader_name or None,
                 }
             )
-        store.publish(ns, self.instance, self.name, time.time(), shown)
+        publish(ns, self.instance, self.name, time.time(), shown)
         self._published = mono
 
     def _shutdown(self) -> None:
@@ -430,7 +431,7 @@ class Scheduler:
             self._pending.clear()
             for st in self.states:
                 st.lease.release(ns)
-            store.unpublish(ns, self.instance)
+            unpublish(ns, self.instance)
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
             log.warning("could not hand over cleanly: %s", exc)
             for done in self._pending:

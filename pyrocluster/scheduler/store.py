@@ -1,4 +1,4 @@
-"""The schedulers' records in the name server: tick claims, lease tokens, watermarks, published status.
+"""The schedulers' records in the name server: tick claims, lease tokens, watermarks.
 
 Every record is a name-server entry whose metadata is the data (its URI points nowhere):
 
@@ -10,14 +10,14 @@ Every record is a name-server entry whose metadata is the data (its URI points n
   the highest token is the leader, which bumps ``beat`` in its metadata to show it is alive.
 * ``pyrocluster.sched.<schedule>.last`` -- the newest decided tick, the newest fired tick and
   its run status (what ``status`` shows and where a new leader starts).
-* ``pyrocluster.scheduler.<instance>`` -- a running scheduler and what it shows of each schedule.
+
+Running schedulers' own entries (what ``status`` shows) are ``pyrocluster.nameserver.schedules``.
 
 Functions take a name-server proxy (or Pyro5's plain ``NameServer`` object in unit tests).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,32 +25,17 @@ from typing import Any
 
 import Pyro5.errors
 
-from pyrocluster.nameserver.registry import META_SERVICE
+from pyrocluster.nameserver.schedules import DATA_URI, parse_meta
 from pyrocluster.scheduler.ticks import stamp
 
 SCHED_PREFIX = "pyrocluster.sched."
 """Prefix of every per-schedule record (claims, tokens, watermark)."""
-SCHEDULER_PREFIX = "pyrocluster.scheduler."
-"""Prefix of the running schedulers' entries (what ``status`` lists)."""
-DATA_URI = "PYRO:pyrocluster.data@127.0.0.1:9"
-"""What a data-only entry points at: nothing serves there (port 9 is discard)."""
 TOKEN_DIGITS = 12
 """Width of a zero-padded lease token in its entry's name."""
-PUBLISH_STALE_S = 10.0
-"""A scheduler entry older than this (seconds) is a dead scheduler's: ``status`` ignores it."""
 
 
 def _meta(items: Mapping[str, Any]) -> set[str]:
     return {f"{k}:{v}" for k, v in items.items() if v is not None and v != ""}
-
-
-def parse_meta(metadata: Iterable[str] | None) -> dict[str, str]:
-    """``{"key:value", ...}`` back into a dict (the first ``:`` splits)."""
-    out: dict[str, str] = {}
-    for item in metadata or ():
-        key, _, value = str(item).partition(":")
-        out[key] = value
-    return out
 
 
 def claim_name(schedule: str, tick: datetime) -> str:
@@ -66,11 +51,6 @@ def token_name(schedule: str, token: int) -> str:
 def last_name(schedule: str) -> str:
     """The watermark entry of a schedule."""
     return f"{SCHED_PREFIX}{schedule}.last"
-
-
-def scheduler_name(instance: str) -> str:
-    """A running scheduler's entry."""
-    return f"{SCHEDULER_PREFIX}{instance}"
 
 
 @dataclass(frozen=True)
@@ -214,46 +194,3 @@ def write_watermark(ns: Any, schedule: str, mark: Watermark) -> None:
     meta = _meta({"tick": mark.tick, "fire": mark.fire, "status": mark.status, "by": mark.by})
     meta |= {f"running:{r}" for r in mark.running}
     ns.register(last_name(schedule), DATA_URI, safe=False, metadata=meta)
-
-
-def publish(ns: Any, instance: str, name: str, updated: float, schedules: list[dict[str, Any]]) -> None:
-    """(Re-)register a running scheduler's entry with what it shows of each schedule."""
-    meta = {META_SERVICE + "scheduler", f"name:{name}", f"updated:{updated:.3f}"}
-    meta |= {"schedule:" + json.dumps(s, sort_keys=True) for s in schedules}
-    ns.register(scheduler_name(instance), DATA_URI, safe=False, metadata=meta)
-
-
-def unpublish(ns: Any, instance: str) -> None:
-    """Remove a stopping scheduler's entry."""
-    ns.remove(scheduler_name(instance))
-
-
-def published_schedules(
-    listing: Mapping[str, Any], now: float, stale_s: float = PUBLISH_STALE_S
-) -> list[dict[str, Any]]:
-    """``status``'s ``schedules`` from a ``list(prefix=SCHEDULER_PREFIX, return_metadata=True)``.
-
-    Entries not refreshed within ``stale_s`` (a killed scheduler's) are ignored. Of several
-    schedulers showing one schedule, the one that leads it wins, then the freshest.
-    """
-    best: dict[str, tuple[tuple[bool, float], dict[str, Any]]] = {}
-    for _, metadata in listing.values():
-        m = parse_meta(metadata)
-        try:
-            updated = float(m.get("updated", "0"))
-        except ValueError:
-            continue
-        if now - updated > stale_s:
-            continue
-        for item in metadata or ():
-            if not str(item).startswith("schedule:"):
-                continue
-            try:
-                shown = json.loads(str(item)[len("schedule:") :])
-            except ValueError:
-                continue
-            rank = (shown.get("leader") == m.get("name"), updated)
-            if shown.get("name") not in best or rank > best[shown["name"]][0]:
-                best[shown["name"]] = (rank, shown)
-    keys = ("name", "next_fire", "last_fire", "last_status", "leader")
-    return [{k: best[n][1].get(k) for k in keys} for n in sorted(best)]

@@ -9,7 +9,7 @@ import Pyro5.api
 import Pyro5.callcontext
 import Pyro5.serializers
 
-from pyrocluster import codec, tasks
+from pyrocluster import codec, protocol, tasks
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
@@ -70,7 +70,7 @@ def check_call(call: Any) -> str | None:
 
 
 def _invalid(message: str) -> Outcome:
-    return encoded_failure(tasks.ERROR, "InvalidCall", message)
+    return encoded_failure(protocol.ERROR, "InvalidCall", message)
 
 
 def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:

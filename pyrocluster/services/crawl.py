@@ -10,7 +10,7 @@ import Pyro5.api
 from pyrocluster import codec
 from pyrocluster.pageparse import MAX_URL_CHARS
 from pyrocluster.pages import LARGEST_TIMEOUT_S, PageFetcher
-from pyrocluster.tasks import ERROR, TRANSIENT
+from pyrocluster.protocol import ERROR, TRANSIENT
 
 MAX_BATCH = 10_000
 """Most fetch calls accepted in one batch."""

@@ -12,8 +12,8 @@ from typing import Any
 
 import psutil
 
+from pyrocluster.protocol import CANCELLED, NOT_RUN, OK
 from pyrocluster.services.taskstats import TaskStats, log_failures
-from pyrocluster.tasks import CANCELLED, NOT_RUN, OK
 
 FOLD_EVERY = 256
 """Batches noted before :meth:`WorkerState.finished` counts them itself (bounds the memory)."""

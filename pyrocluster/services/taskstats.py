@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyrocluster import codec
-from pyrocluster.tasks import OK
+from pyrocluster.protocol import CANCELLED, CRASHED, ERROR, NOT_RUN, OK, TIMEOUT, TRANSIENT, UNKNOWN_TASK
 
 log = logging.getLogger("pyrocluster.worker")
 
@@ -19,16 +19,16 @@ MAX_TASK_NAMES = 1024
 """Most distinct task names counted; further names share the row ``OTHER`` (memory stays bounded)."""
 OTHER = "other"
 KIND_NAMES = {
-    0: "ok",
-    1: "failed",
-    2: "timeout",
-    3: "crashed",
-    4: "failed",
-    5: "not_run",
-    6: "failed",
-    7: "cancelled",
+    OK: "ok",
+    ERROR: "failed",
+    TIMEOUT: "timeout",
+    CRASHED: "crashed",
+    TRANSIENT: "failed",
+    NOT_RUN: "not_run",
+    UNKNOWN_TASK: "failed",
+    CANCELLED: "cancelled",
 }
-"""Outcome kind (``pyrocluster.tasks``) -> the status label it is counted under."""
+"""Outcome kind (``pyrocluster.protocol``) -> the status label it is counted under."""
 
 
 def error_of(value: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyrocluster import codec
-from pyrocluster.tasks import CANCELLED, ERROR, NOT_RUN, TIMEOUT, failure, run_call
+from pyrocluster.protocol import CANCELLED, ERROR, NOT_RUN, TIMEOUT
+from pyrocluster.tasks import failure, run_call
 
 Call = list[Any]
 """``[name, payload, timeout_s]``: payload is ``codec.pack([args, kwargs])``."""

@@ -1,5 +1,5 @@
 """Admission to a worker's slots across every coordinator: at most ``slots`` batches run, at most
-``slots`` wait (in :class:`pyrocluster.admission.AdmissionOrder`), the rest are answered busy.
+``slots`` wait (in :class:`pyrocluster.slots.admission.AdmissionOrder`), the rest are answered busy.
 
 A :class:`Ticket` is one batch on its way through: waiting, then running in a slot, then done; it
 is also where ``cancel`` finds the batch, whichever of those states it is in.
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from typing import Protocol
 
-from pyrocluster.admission import AdmissionOrder
+from pyrocluster.slots.admission import AdmissionOrder
 
 
 class Runner(Protocol):

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pyrocluster import codec
+from pyrocluster.protocol import CANCELLED, CRASHED, NOT_RUN, TIMEOUT
 from pyrocluster.slots.batch import (
     BatchRun,
     Call,
@@ -37,7 +38,7 @@ from pyrocluster.slots.batch import (
     not_run,
 )
 from pyrocluster.slots.gate import Ticket
-from pyrocluster.tasks import CANCELLED, CRASHED, NOT_RUN, TIMEOUT, load_task_module
+from pyrocluster.tasks import load_task_module
 
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""

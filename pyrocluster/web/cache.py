@@ -17,11 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import status
-from pyrocluster.jobs import finished
-from pyrocluster.nameserver import registry
+from pyrocluster.nameserver import finished, registry
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,6 @@ class StatusCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=ASK_THREADS, thread_name_prefix="dashboard-ask")
-        self._proxies: dict[str, Any] = {}
-        """One proxy per worker control URI, kept between rounds (no connect and handshake each time)."""
         self.render_metrics: Callable[[View], bytes] | None = None
 
     def view(self) -> View:
@@ -87,7 +83,6 @@ class StatusCache:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout_s * 3)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._forget_proxies(set())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -122,7 +117,6 @@ class StatusCache:
             self._fetch_finished_failures(listing.finished)
         live_ids = {j["id"] for j in running if j} | {j.get("id") for j in listing.finished}
         self._failures = {k: v for k, v in self._failures.items() if k in live_ids}
-        self._forget_proxies({e.uris[status.CONTROL] for e in listing.workers})
         doc = status.status_document(self.settings, listing, [a[0] for a in answers], running, reachable)
         view = View(
             status=doc,
@@ -136,21 +130,6 @@ class StatusCache:
         with self._lock:
             self._view = view
         return view
-
-    def _ask_worker(self, entry: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        uri = entry.uris[status.CONTROL]
-        proxy = self._proxies.pop(uri, None)
-        if proxy is None:
-            proxy = make_proxy(uri, self.settings, timeout_s=self.timeout_s)
-        proxy._pyroClaimOwnership()  # proxies belong to one thread; this round it is this one
-        answer = status.ask_worker(entry, self.settings, self.timeout_s, True, proxy=proxy)
-        if answer[1] is not None:
-            self._proxies[uri] = proxy  # answered: keep it for the next round
-        return answer
-
-    def _forget_proxies(self, live: set[str]) -> None:
-        for uri in [u for u in self._proxies if u not in live]:
-            self._proxies.pop(uri)._pyroRelease()
 
     def _ask_job(self, uri: str) -> dict[str, Any] | None:
         progress = status.ask_job(uri, self.settings, self.timeout_s)

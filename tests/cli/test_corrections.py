@@ -1,4 +1,4 @@
-"""The command-line corrections of issue 14: each behaviour, through the real command."""
+"""Command-line corrections: each behaviour, through the real command."""
 
 from __future__ import annotations
 

@@ -348,3 +348,20 @@ def test_pipeline_example_script_with_futures(tmp_path):
     )
     assert result.returncode == 0, result
     assert result.stdout.strip() == "[['the', 4], ['dog', 2], ['brown', 1]]", result
+
+
+def test_resume_runs_again_a_task_whose_call_was_edited_and_feeds_its_new_result_on(tmp_path, cluster):
+    text = """
+tasks:
+  - {id: base, call: add, args: [1, 2]}
+  - {id: same, call: echo, args: [{k: [3, 4]}]}
+  - {id: after, call: add, args: [{$result: base}, 100]}
+"""
+    code, _, first = submit(tmp_path, cluster, text)
+    assert code == 0 and first["base"]["result"] == 3 and first["after"]["result"] == 103
+    edited = text.replace("args: [1, 2]", "args: [20, 22]")
+    code, summary, records = submit(tmp_path, cluster, edited, "--resume")
+    assert code == 0, summary
+    assert records["base"]["result"] == 42 and records["base"]["args"] == [20, 22]
+    assert records["after"]["result"] == 142  # fed the new result, not the stale one
+    assert records["same"] == first["same"]  # unchanged: kept, not run again

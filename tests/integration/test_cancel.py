@@ -1,4 +1,4 @@
-"""Cancellation (SPEC 4 and 6, issue 11): `pyrocluster cancel`, Ctrl-C on submit, future.cancel()
+"""Cancellation (SPEC 4 and 6): `pyrocluster cancel`, Ctrl-C on submit, future.cancel()
 and cluster.cancel(future), against real name server and worker processes."""
 
 from __future__ import annotations
@@ -104,3 +104,39 @@ def test_future_cancel_and_cluster_cancel(tmp_path, nameserver, worker_factory):
         # The slot is free again: the next call runs at once although `hold` never got its file.
         assert cluster.submit("add", 1, 2).result(timeout=10) == 3
         assert not queued_mark.exists()
+
+
+def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
+    tmp_path, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
+    job = tmp_path / "twin.yaml"
+    job.write_text(f'name: twin\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 30]}}\n')
+    procs = [
+        start_submit(job, nameserver, tmp_path, "--quiet", "--out", str(tmp_path / f"{i}.jsonl"))
+        for i in (1, 2)
+    ]
+    try:
+
+        def running() -> list[str]:
+            status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
+            return sorted(j["id"] for j in status["jobs"] if j["state"] == "running")
+
+        wait_for(lambda: len(running()) == 2, 30, what="both jobs running")
+        ids = running()
+        shared = run_cli("cancel", "twin", "--ns", nameserver)
+        assert shared.returncode == 2, shared
+        line = shared.stderr.strip()
+        assert line.startswith("error: 2 running jobs are named 'twin'") and "--all" in line, line
+        assert all(f"{i} (started " in line for i in ids), line
+        assert all(p.poll() is None for p in procs)  # nothing was cancelled
+        one = run_cli("cancel", ids[0], "--ns", nameserver)
+        assert one.returncode == 0 and one.stdout.strip() == f"job {ids[0]} is cancelling", one
+        wait_for(lambda: running() == [ids[1]], 15, what="only the other job left running")
+        both = run_cli("cancel", "twin", "--all", "--ns", nameserver)
+        assert both.returncode == 0 and both.stdout.strip() == f"job {ids[1]} is cancelling", both
+        assert [p.wait(timeout=15) for p in procs] == [130, 130]
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()

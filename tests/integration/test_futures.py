@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pyrocluster import Cluster, TaskFailed, UpstreamFailed
+from pyrocluster import Cluster, TaskFailed, UpstreamFailed, WorkerUnavailable
 
 
 def test_futures_as_arguments_across_three_levels_and_upstream_failure(nameserver, worker_factory):
@@ -31,6 +31,17 @@ def test_futures_as_arguments_across_three_levels_and_upstream_failure(nameserve
         assert info.value.upstream == "add" and "root broke" in str(info.value)
         waiting = cluster.submit("add", cluster.submit("sleep", 0.5), 1)
         assert waiting.cancel() and waiting.cancelled()  # never ran: cancel() keeps its meaning
+
+
+def test_a_call_on_a_finished_future_after_close_fails_at_once(nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "1")
+    cluster = Cluster(nameserver, wait=20)
+    upstream = cluster.submit("add", 1, 2)
+    assert upstream.result(timeout=30) == 3
+    cluster.close()
+    dependent = cluster.submit("echo", upstream)  # its upstream is already done: submitted at once
+    with pytest.raises(WorkerUnavailable):
+        dependent.result(timeout=5)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""A mixed cluster (issue 10): routing by task catalog, one call one blast radius, per-call
+"""A mixed cluster: routing by task catalog, one call one blast radius, per-call
 timeouts, recording that never hangs, fair dispatch. Real name server and worker processes."""
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from Pyro5.server import _get_exposed_members
 
 from pyrocluster.coordinator.frontier import Frontier
 from pyrocluster.pages import USER_AGENT, PageFetcher
+from pyrocluster.protocol import ERROR, OK, TRANSIENT
 from pyrocluster.services.crawl import CrawlService
-from pyrocluster.tasks import ERROR, OK, TRANSIENT
 from tests.sites import SiteServer, wait_until
 
 BIG = 300_000

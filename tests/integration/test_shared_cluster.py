@@ -1,4 +1,4 @@
-"""Several jobs on one cluster (SPEC 5.6, issue 11): slots never oversubscribed, fair shares,
+"""Several jobs on one cluster (SPEC 5.6): slots never oversubscribed, fair shares,
 priority across coordinators. Real name server, workers and `submit` processes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The coordinator's thread count does not grow with workers or with batches in flight (issue 15)."""
+"""The coordinator's thread count does not grow with workers or with batches in flight."""
 
 from __future__ import annotations
 

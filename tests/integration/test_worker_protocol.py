@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pyrocluster import tasks
+from pyrocluster import protocol
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
@@ -77,8 +77,8 @@ def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest
     started = time.monotonic()
     reply = w.run_batch(calls)
     elapsed = time.monotonic() - started
-    assert kinds(reply) == [tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN, tasks.NOT_RUN], reply
-    assert decoded(reply["outcomes"][0]) == (tasks.OK, 3)
+    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN, protocol.NOT_RUN], reply
+    assert decoded(reply["outcomes"][0]) == (protocol.OK, 3)
     error = decoded(reply["outcomes"][1])[1]
     assert error["type"] == "TaskTimeout" and "0.5 s" in error["message"]
     assert elapsed < 2.0, f"the batch took {elapsed:.1f} s: the timeout is the call's own (0.5 s)"
@@ -86,7 +86,7 @@ def test_an_overrunning_call_times_out_alone_finished_ones_keep_results_the_rest
     if pool == "process":
         # the slot process was replaced: the next batch runs at once, in a new process
         follow = w.run_batch([w.call("add", 5, 6)])
-        assert decoded(follow["outcomes"][0]) == (tasks.OK, 11)
+        assert decoded(follow["outcomes"][0]) == (protocol.OK, 11)
         assert follow["load"]["running"] == 0
     else:
         # the abandoned thread still holds the only slot, until it really ends
@@ -101,7 +101,7 @@ def test_each_call_has_its_own_timeout_counted_from_its_own_start(raw_worker, po
     w = raw_worker(pool)
     # four calls of 0.3 s, each with a 0.6 s limit: 1.2 s in all, and none overran its own limit
     reply = w.run_batch([w.call("sleep", 0.3, timeout=0.6) for _ in range(4)])
-    assert kinds(reply) == [tasks.OK] * 4, reply
+    assert kinds(reply) == [protocol.OK] * 4, reply
     assert all(250 <= o[2] < 600 for o in reply["outcomes"]), reply
 
 
@@ -117,7 +117,7 @@ def test_an_overrun_is_caught_after_a_quick_call_of_a_shorter_timeout(raw_worker
     started = time.monotonic()
     reply = w.run_batch(calls)
     elapsed = time.monotonic() - started
-    assert kinds(reply) == [tasks.OK, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN], reply
     assert "0.6 s" in decoded(reply["outcomes"][1])[1]["message"]
     assert 0.6 <= elapsed < 1.5, f"the overrun was reported after {elapsed:.2f} s"
 
@@ -135,9 +135,9 @@ def test_an_unsendable_result_fails_its_call_alone(raw_worker, pool):
     w = raw_worker(pool)
     reply = w.run_batch([w.call("add", 1, 1), w.call("unsendable"), w.call("add", 2, 2)])
     results = [decoded(o) for o in reply["outcomes"]]
-    assert results[0] == (tasks.OK, 2) and results[2] == (tasks.OK, 4)
+    assert results[0] == (protocol.OK, 2) and results[2] == (protocol.OK, 4)
     kind, error = results[1]
-    assert kind == tasks.ERROR and error["type"] == "NotSendable" and "object" in error["message"]
+    assert kind == protocol.ERROR and error["type"] == "NotSendable" and "object" in error["message"]
 
 
 def test_unknown_tasks_and_malformed_calls_fail_alone(raw_worker):
@@ -153,7 +153,7 @@ def test_unknown_tasks_and_malformed_calls_fail_alone(raw_worker):
         w.call("add", 3, 4),
     ]
     reply = w.run_batch(calls)
-    assert kinds(reply) == [0, tasks.UNKNOWN_TASK, 1, 1, 1, 1, 0], reply
+    assert kinds(reply) == [0, protocol.UNKNOWN_TASK, 1, 1, 1, 1, 0], reply
     assert decoded(reply["outcomes"][1])[1]["type"] == "UnknownTask"
     assert all(decoded(o)[1]["type"] == "InvalidCall" for o in reply["outcomes"][2:6])
     assert decoded(reply["outcomes"][6]) == (0, 7)
@@ -166,11 +166,11 @@ def test_unknown_tasks_and_malformed_calls_fail_alone(raw_worker):
 def test_message_cap_result_too_large_alone_and_a_full_reply_sends_the_rest_back(raw_worker, pool):
     w = raw_worker(pool)
     reply = w.run_batch([w.call("add", 1, 1), w.call("blob", 2 * 1024 * 1024), w.call("add", 2, 2)])
-    assert kinds(reply) == [tasks.OK, tasks.ERROR, tasks.OK], reply
+    assert kinds(reply) == [protocol.OK, protocol.ERROR, protocol.OK], reply
     assert decoded(reply["outcomes"][1])[1]["type"] == "ResultTooLarge"
     # three results of 0.4 MB: two fit under the 1 MB cap, the third goes back unrun
     reply = w.run_batch([w.call("blob", 400_000) for _ in range(3)] + [w.call("add", 0, 0)])
-    assert kinds(reply) == [tasks.OK, tasks.OK, tasks.NOT_RUN, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.OK, protocol.OK, protocol.NOT_RUN, protocol.NOT_RUN], reply
     assert decoded(reply["outcomes"][0])[1] == "x" * 400_000
 
 
@@ -178,9 +178,9 @@ def test_a_crashing_task_fails_alone_and_its_slot_process_is_replaced(raw_worker
     w = raw_worker("process")
     reply = w.run_batch([w.call("add", 1, 1), w.call("die", 7), w.call("add", 2, 2)])
     # the first result was lost with the process: it goes back unrun, at no cost
-    assert kinds(reply) == [tasks.NOT_RUN, tasks.CRASHED, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.NOT_RUN, protocol.CRASHED, protocol.NOT_RUN], reply
     assert "exit code 7" in decoded(reply["outcomes"][1])[1]["message"]
-    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)
+    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (protocol.OK, 4)
 
 
 def test_catalog_in_registration_info_and_ready_line(raw_worker, workers):
@@ -206,7 +206,7 @@ def test_a_task_holding_the_interpreter_lock_is_killed_at_the_fallback_deadline(
     reply = w.run_batch([w.call("add", 1, 1), w.call("hog", 10**11, timeout=0.3), w.call("add", 2, 2)])
     elapsed = time.monotonic() - started
     # the timer's handler inside the slot cannot run; the worker kills the slot at 0.3 s + 0.5 s of grace
-    assert kinds(reply) == [tasks.NOT_RUN, tasks.TIMEOUT, tasks.NOT_RUN], reply
+    assert kinds(reply) == [protocol.NOT_RUN, protocol.TIMEOUT, protocol.NOT_RUN], reply
     assert decoded(reply["outcomes"][1])[1]["type"] == "TaskTimeout"
     assert 0.7 < elapsed < 6, elapsed
-    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (tasks.OK, 4)
+    assert decoded(w.run_batch([w.call("add", 2, 2)])["outcomes"][0]) == (protocol.OK, 4)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyrocluster import tasks
+from pyrocluster import protocol
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
@@ -190,7 +190,7 @@ def test_cancel_drops_a_queued_batch_and_never_reaches_another_coordinators_call
     assert w.cancel(ids) == 2
     wait_for(lambda: "queued" in bg.replies, 2, 0.02, what="the cancelled batch's reply")
     assert time.monotonic() - cancelled_at < 1.0
-    assert [o[0] for o in bg.replies["queued"]["outcomes"]] == [tasks.CANCELLED, tasks.CANCELLED]
+    assert [o[0] for o in bg.replies["queued"]["outcomes"]] == [protocol.CANCELLED, protocol.CANCELLED]
     # a batch with only some calls cancelled stays queued; those are skipped when it runs
     partly = [w.call("write_after", str(marker), 0), w.call("add", 3, 4)]
     bg.send("partly", w, partly)
@@ -198,7 +198,10 @@ def test_cancel_drops_a_queued_batch_and_never_reaches_another_coordinators_call
     assert w.cancel([partly[0][0]]) == 1
     release(tmp_path / "gate")
     bg.join()
-    assert [decoded(o) for o in bg.replies["partly"]["outcomes"]] == [(tasks.CANCELLED, None), (tasks.OK, 7)]
+    assert [decoded(o) for o in bg.replies["partly"]["outcomes"]] == [
+        (protocol.CANCELLED, None),
+        (protocol.OK, 7),
+    ]
     assert w.load() == {"slots": 1, "running": 0, "queued": 0}
     assert not marker.exists(), "a cancelled queued call ran"
 
@@ -220,7 +223,9 @@ def test_cancel_of_a_running_process_slot_call_kills_it_and_frees_the_slot(clust
     reply = bg.replies["running"]
     assert time.monotonic() - cancelled_at < 2.0
     # the batch-mates' results died with the process: they go back unrun, at no cost
-    assert [o[0] for o in reply["outcomes"]] == [tasks.NOT_RUN, tasks.CANCELLED, tasks.NOT_RUN], reply
+    assert [o[0] for o in reply["outcomes"]] == [protocol.NOT_RUN, protocol.CANCELLED, protocol.NOT_RUN], (
+        reply
+    )
     pid_after = decoded(w.run_batch([w.call("whoami")])["outcomes"][0])[1]
     assert pid_after != pid_before, "the slot process was not replaced"
     wait_for(lambda: time.monotonic() - started > 2.5, 5)  # past the moment the task would have ended
@@ -240,7 +245,7 @@ def test_cancel_of_a_running_thread_slot_call_answers_at_once_and_holds_the_slot
     assert w.cancel([calls[0][0]]) == 1
     wait_for(lambda: "running" in bg.replies, 1, 0.02, what="CANCELLED answered at once")
     assert time.monotonic() - cancelled_at < 1.0
-    assert [o[0] for o in bg.replies["running"]["outcomes"]] == [tasks.CANCELLED, tasks.NOT_RUN]
+    assert [o[0] for o in bg.replies["running"]["outcomes"]] == [protocol.CANCELLED, protocol.NOT_RUN]
     # a thread cannot be stopped: the abandoned task holds its slot until it really ends
     assert w.load()["running"] == 1 and w.info()["busy"] == 1, "the abandoned thread still runs"
     gate.touch()

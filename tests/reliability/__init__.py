@@ -1,1 +1,1 @@
-"""Reliability across hosts: partitions, name-server loss, chaos and coordinator crashes (issue 7)."""
+"""Reliability across hosts: partitions, name-server loss, chaos and coordinator crashes."""

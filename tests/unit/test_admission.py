@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyrocluster.admission import AdmissionOrder
+from pyrocluster.slots.admission import AdmissionOrder
 
 
 def drain(order: AdmissionOrder[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyrocluster import codec, tasks
+from pyrocluster import codec, protocol
 from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, lost_outcomes, not_run
 
 
@@ -18,9 +18,9 @@ def test_outcomes_are_encoded_one_call_at_a_time():
     run = BatchRun([call("add", 1, 2), call("echo", {1: {2: 3}}), call("fail", "boom"), call("nope")], 10**6)
     run.run()
     (ok, three), (ok2, keyed), (err, raised), (unknown, missing) = values(run)
-    assert (ok, three, ok2, keyed) == (tasks.OK, 3, tasks.OK, {1: {2: 3}})
-    assert err == tasks.ERROR and raised["type"] == "RuntimeError" and raised["message"] == "boom"
-    assert unknown == tasks.UNKNOWN_TASK and missing["type"] == "UnknownTask"
+    assert (ok, three, ok2, keyed) == (protocol.OK, 3, protocol.OK, {1: {2: 3}})
+    assert err == protocol.ERROR and raised["type"] == "RuntimeError" and raised["message"] == "boom"
+    assert unknown == protocol.UNKNOWN_TASK and missing["type"] == "UnknownTask"
     assert run.watch() is True  # already ended: the watcher returns at once
 
 
@@ -33,38 +33,43 @@ def test_bad_payloads_fail_their_call_alone():
     run = BatchRun([*calls, call("add", 2, 2)], 10**6)
     run.run()
     kinds = [k for k, _ in values(run)]
-    assert kinds == [tasks.ERROR, tasks.ERROR, tasks.ERROR, tasks.OK]
+    assert kinds == [protocol.ERROR, protocol.ERROR, protocol.ERROR, protocol.OK]
     assert all(v["type"] == "InvalidCall" for _, v in values(run)[:3])
 
 
 def test_skipped_calls_are_cancelled_without_running():
     run = BatchRun([call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)], 10**6, skip=[1])
     run.run()
-    assert values(run) == [(tasks.OK, 2), (tasks.CANCELLED, None), (tasks.OK, 4)]
+    assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.OK, 4)]
 
 
 def test_a_result_over_the_budget_is_too_large_and_a_full_reply_sends_the_rest_back():
     budget = 3 * (1000 + OUTCOME_OVERHEAD_BYTES)
     run = BatchRun([call("add", 0, 0), call("echo", "x" * 10_000), call("add", 1, 1)], budget)
     run.run()
-    assert [k for k, _ in values(run)] == [tasks.OK, tasks.ERROR, tasks.OK]
+    assert [k for k, _ in values(run)] == [protocol.OK, protocol.ERROR, protocol.OK]
     assert values(run)[1][1]["type"] == "ResultTooLarge"
     run = BatchRun([call("echo", "y" * 1000) for _ in range(4)], budget)
     run.run()
-    assert [k for k, _ in values(run)] == [tasks.OK, tasks.OK, tasks.NOT_RUN, tasks.NOT_RUN]
+    assert [k for k, _ in values(run)] == [protocol.OK, protocol.OK, protocol.NOT_RUN, protocol.NOT_RUN]
 
 
 def test_cancel_before_the_start_skips_and_after_the_end_changes_nothing():
     run = BatchRun([call("add", 1, 1), call("add", 2, 2)], 10**6)
     run.cancel([0])
     run.run()
-    assert values(run) == [(tasks.CANCELLED, None), (tasks.OK, 4)]
+    assert values(run) == [(protocol.CANCELLED, None), (protocol.OK, 4)]
     run.cancel([1])
-    assert values(run)[1] == (tasks.OK, 4) and not run.stopped
+    assert values(run)[1] == (protocol.OK, 4) and not run.stopped
 
 
 def test_lost_outcomes_blame_only_the_running_call():
-    crashed = [tasks.CRASHED, codec.pack({"type": "ProcessDied"}), 0.0]
+    crashed = [protocol.CRASHED, codec.pack({"type": "ProcessDied"}), 0.0]
     outcomes = lost_outcomes(4, 1, crashed, cancelled_positions={3})
-    assert [o[0] for o in outcomes] == [tasks.NOT_RUN, tasks.CRASHED, tasks.NOT_RUN, tasks.CANCELLED]
+    assert [o[0] for o in outcomes] == [
+        protocol.NOT_RUN,
+        protocol.CRASHED,
+        protocol.NOT_RUN,
+        protocol.CANCELLED,
+    ]
     assert lost_outcomes(2, -1, crashed, set()) == [not_run(), not_run()]

@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyrocluster import codec
-from pyrocluster.jobs import finished
+from pyrocluster.nameserver import finished
 from pyrocluster.services.taskstats import MAX_TASK_NAMES, OTHER, TaskStats, error_of
 from pyrocluster.web.cache import View
 from pyrocluster.web.metrics import make_registry

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pyrocluster import codec, tasks
+from pyrocluster import codec, protocol
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import overdue
 from pyrocluster.coordinator.book import BUSY_BACKOFF_S, DRAINING, READY, SUSPECT
@@ -99,7 +99,7 @@ class Rig:
 
 
 def ok(value: Any) -> list[Any]:
-    return [tasks.OK, codec.pack(value), 1.0]
+    return [protocol.OK, codec.pack(value), 1.0]
 
 
 def err(kind: int, type_: str = "RuntimeError", message: str = "boom") -> list[Any]:
@@ -176,7 +176,7 @@ def test_silent_probe_takes_back_every_call_on_the_worker_with_an_attempt():
 def test_task_raised_fails_the_call_and_keeps_the_worker():
     rig = Rig(entry("a"))
     c = rig.call("fail", "boom")
-    rig.reply("a", rig.last("a"), [err(tasks.ERROR)])
+    rig.reply("a", rig.last("a"), [err(protocol.ERROR)])
     with pytest.raises(TaskFailed) as failed:
         c.future.result(0)
     assert (failed.value.type, failed.value.message, failed.value.traceback) == ("RuntimeError", "boom", "tb")
@@ -186,24 +186,33 @@ def test_task_raised_fails_the_call_and_keeps_the_worker():
 def test_task_raised_is_retried_with_retry_on_error():
     rig = Rig(entry("a"))
     c = rig.call("fail", "boom", retries=1, retry_on_error=True)
-    rig.reply("a", rig.last("a"), [err(tasks.ERROR)])
+    rig.reply("a", rig.last("a"), [err(protocol.ERROR)])
     assert c.attempts == 2 and not c.done
-    rig.reply("a", rig.last("a"), [err(tasks.ERROR)])
+    rig.reply("a", rig.last("a"), [err(protocol.ERROR)])
     with pytest.raises(TaskFailed):
         c.future.result(0)
 
 
-def test_task_overran_is_retried_then_ends_as_task_timeout():
+def test_task_overran_ends_as_task_timeout_at_once_with_attempts_left():
     rig = Rig(entry("a"))
-    c = rig.call("sleep", 30, retries=1)
-    rig.reply("a", rig.last("a"), [err(tasks.TIMEOUT, "TaskTimeout", "over 10 s")])
+    c = rig.call("sleep", 30, retries=3)
+    rig.reply("a", rig.last("a"), [err(protocol.TIMEOUT, "TaskTimeout", "over 10 s")])
+    with pytest.raises(TaskTimeout):
+        c.future.result(0)
+    assert c.attempts == 1 and rig.d.records["a"].state == READY
+
+
+def test_task_overran_is_retried_with_retry_on_error_then_ends_as_task_timeout():
+    rig = Rig(entry("a"))
+    c = rig.call("sleep", 30, retries=1, retry_on_error=True)
+    rig.reply("a", rig.last("a"), [err(protocol.TIMEOUT, "TaskTimeout", "over 10 s")])
     assert c.attempts == 2 and rig.d.records["a"].state == READY
-    rig.reply("a", rig.last("a"), [err(tasks.TIMEOUT, "TaskTimeout", "over 10 s")])
+    rig.reply("a", rig.last("a"), [err(protocol.TIMEOUT, "TaskTimeout", "over 10 s")])
     with pytest.raises(TaskTimeout):
         c.future.result(0)
 
 
-@pytest.mark.parametrize("kind", [tasks.CRASHED, tasks.TRANSIENT])
+@pytest.mark.parametrize("kind", [protocol.CRASHED, protocol.TRANSIENT])
 def test_crashed_slot_or_transient_failure_costs_an_attempt_and_keeps_the_worker(kind):
     rig = Rig(entry("a"))
     c = rig.call(retries=0)
@@ -222,17 +231,18 @@ def test_not_run_requeues_without_an_attempt_and_batch_mates_keep_their_results(
     rig.d.submit([])
     batch = rig.last("a")
     assert batch.calls == [c1, c2, c3]
-    rig.reply("a", batch, [ok(3), err(tasks.TIMEOUT, "TaskTimeout"), [tasks.NOT_RUN, None, 0.0]])
+    rig.reply("a", batch, [ok(3), err(protocol.TIMEOUT, "TaskTimeout"), [protocol.NOT_RUN, None, 0.0]])
     assert c1.future.result(0) == 3 and c1.attempts == 1
-    assert c2.attempts == 2  # its timeout cost one attempt
+    with pytest.raises(TaskTimeout):  # its own overrun ends it; the batch-mates are untouched
+        c2.future.result(0)
     assert c3.attempts == 1 and not c3.done  # never ran: sent again at no cost
-    assert set(rig.last("a").calls) == {c2, c3}
+    assert rig.last("a").calls == [c3]
 
 
 def test_not_runnable_here_reroutes_without_an_attempt_and_drops_the_task_from_that_catalog():
     rig = Rig(entry("a", slots=2), entry("b"))
     c = rig.call()
-    rig.reply("a", rig.last("a"), [err(tasks.UNKNOWN_TASK, "UnknownTask", "unknown task 'add'")])
+    rig.reply("a", rig.last("a"), [err(protocol.UNKNOWN_TASK, "UnknownTask", "unknown task 'add'")])
     assert rig.last("b").calls == [c] and c.attempts == 1
     rig.call()  # a's catalog no longer lists add: the next one waits for b
     assert len(rig.link("a").sent) == 1
@@ -251,7 +261,7 @@ def test_decode_failure_fails_that_call_alone_and_not_the_worker():
     c1, c2 = rig.call(), rig.call()
     rig.d.records["a"].in_flight["compute"] = 0
     rig.d.submit([])
-    rig.reply("a", rig.last("a"), [[tasks.OK, b"\xc1garbage", 1.0], ok(3)])
+    rig.reply("a", rig.last("a"), [[protocol.OK, b"\xc1garbage", 1.0], ok(3)])
     with pytest.raises(TaskFailed) as failed:
         c1.future.result(0)
     assert failed.value.type == "DecodeError" and c1.attempts == 1  # it ran once; it is not run again
@@ -296,7 +306,7 @@ def test_bad_reply_fails_the_calls_with_invalid_reply():
 def test_cancelled_outcome_ends_the_call_cancelled():
     rig = Rig(entry("a"))
     c = rig.call("sleep", 30)
-    rig.reply("a", rig.last("a"), [[tasks.CANCELLED, None, 0.0]])
+    rig.reply("a", rig.last("a"), [[protocol.CANCELLED, None, 0.0]])
     with pytest.raises(CancelledError):
         c.future.result(0)
 
@@ -359,7 +369,7 @@ def test_cancel_waiting_calls_never_run_and_running_ones_are_stopped_on_their_wo
     with pytest.raises(CancelledError):
         running.future.result(0)
     # The worker's late answer changes nothing; the cancelled waiting call is never sent.
-    rig.reply("a", rig.last("a"), [[tasks.CANCELLED, None, 0.0]])
+    rig.reply("a", rig.last("a"), [[protocol.CANCELLED, None, 0.0]])
     assert [c for b in rig.link("a").sent for c in b.calls] == [running]
     assert rig.d.cancel([running]) == []
 

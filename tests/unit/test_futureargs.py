@@ -8,7 +8,7 @@ import pytest
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
-from pyrocluster.errors import TaskFailed, UpstreamFailed
+from pyrocluster.errors import TaskFailed, UpstreamFailed, WorkerUnavailable
 
 
 def call(name: str, *args: object, **kwargs: object) -> Call:
@@ -55,3 +55,15 @@ def test_a_cancelled_waiting_call_never_runs_and_a_cancelled_upstream_fails_its_
     submit_after(dep, [up2.future], lambda calls: pytest.fail("must not run"))
     assert up2.future.cancel()
     assert isinstance(dep.future.exception(), UpstreamFailed)
+
+
+def test_a_call_whose_upstream_completes_after_the_cluster_closed_fails_instead_of_hanging():
+    up = call("a")
+    dependent = call("echo", up.future)
+
+    def closed(calls: list[Call]) -> None:
+        raise WorkerUnavailable("the cluster is closed")
+
+    submit_after(dependent, [up.future], closed)
+    up.future.set_result(1)
+    assert isinstance(dependent.future.exception(timeout=1), WorkerUnavailable)

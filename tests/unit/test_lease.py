@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from Pyro5.nameserver import NameServer, SqlStorage
 
+from pyrocluster.nameserver import schedules
 from pyrocluster.scheduler import store
 from pyrocluster.scheduler.lease import Leadership, LeaseWatch
 
@@ -126,7 +127,7 @@ def test_published_schedules_prefer_the_leader_and_drop_stale_entries():
         "b": entry("b", now, "a", "standby's view"),
         "dead": entry("dead", now - 60, "dead", "old"),
     }
-    assert store.published_schedules(listing, now, stale_s=10) == [
+    assert schedules.published_schedules(listing, now, stale_s=10) == [
         {"name": "s", "next_fire": "x", "last_fire": "leader's view", "last_status": "ok", "leader": "a"}
     ]
-    assert store.published_schedules({"dead": listing["dead"]}, now, stale_s=10) == []
+    assert schedules.published_schedules({"dead": listing["dead"]}, now, stale_s=10) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyrocluster import codec, tasks
+from pyrocluster import codec, protocol, tasks
 from pyrocluster.config import Settings, check_bind, parse_address
 from pyrocluster.nameserver import registry
 
@@ -117,7 +117,7 @@ def test_parse_listing_skips_a_malformed_entry_and_keeps_the_others(bad, caplog)
 
 def test_run_call_reports_an_unknown_task_as_its_own_kind():
     kind, error, _ = tasks.run_call("nope", [], {})
-    assert kind == tasks.UNKNOWN_TASK and error["type"] == "UnknownTask"
+    assert kind == protocol.UNKNOWN_TASK and error["type"] == "UnknownTask"
 
 
 @pytest.mark.parametrize(
@@ -135,12 +135,12 @@ def test_run_call_reports_an_unknown_task_as_its_own_kind():
 )
 def test_builtin_tasks(name, args, expected):
     kind, value, _ms = tasks.run_call(name, args, {})
-    assert (kind, value) == (tasks.OK, expected)
+    assert (kind, value) == (protocol.OK, expected)
 
 
 def test_run_call_reports_failures_without_raising():
     kind, error, _ = tasks.run_call("fail", ["boom"], {})
-    assert kind == tasks.ERROR and error["type"] == "RuntimeError" and error["message"] == "boom"
+    assert kind == protocol.ERROR and error["type"] == "RuntimeError" and error["message"] == "boom"
     assert "Traceback" in error["traceback"]
     assert tasks.run_call("sleep", [-1], {})[1]["type"] == "ValueError"
     assert tasks.run_call("count_primes", [0, 10**12], {})[1]["type"] == "ValueError"

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pyrocluster import codec, tasks
+from pyrocluster import codec, protocol
 from pyrocluster.codec import DecodeError
 from pyrocluster.coordinator.policy import Happened
 from pyrocluster.coordinator.replies import decode_outcome, decode_reply, failure_text, shown
@@ -69,7 +69,7 @@ def settled_alone(outcome: Any) -> None:
 @given(outcomes)
 @example([[0], None, 1.0])  # an unhashable kind
 @example([0, None, 10**400])  # an elapsed time no float holds
-@example([tasks.OK, b"\xc1", 1.0])
+@example([protocol.OK, b"\xc1", 1.0])
 def test_any_outcome_structure_decodes_to_an_outcome(outcome: Any) -> None:
     settled_alone(outcome)
 
@@ -89,8 +89,8 @@ def test_the_fuzzed_cases_are_decode_failures_of_their_call() -> None:
 
 
 def test_a_good_outcome_still_decodes() -> None:
-    assert decode_outcome([tasks.OK, codec.pack({"a": [1, 2]}), 12]) == (None, {"a": [1, 2]}, 12.0)
-    assert decode_outcome([tasks.NOT_RUN, None, 0.0]) == (Happened.NOT_RUN, None, 0.0)
+    assert decode_outcome([protocol.OK, codec.pack({"a": [1, 2]}), 12]) == (None, {"a": [1, 2]}, 12.0)
+    assert decode_outcome([protocol.NOT_RUN, None, 0.0]) == (Happened.NOT_RUN, None, 0.0)
 
 
 def test_text_kept_about_hostile_values_is_bounded() -> None:

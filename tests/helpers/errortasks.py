@@ -1,0 +1,22 @@
+"""Tasks that raise, for the tests of how remote errors arrive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyrocluster import task
+
+
+@task
+def divide(a: float, b: float) -> float:
+    return a / b
+
+
+@task
+def lookup(mapping: dict[str, Any], key: str) -> Any:
+    return mapping[key]
+
+
+@task
+def raise_named(name: str, message: str) -> None:
+    raise type(name, (Exception,), {})(message)

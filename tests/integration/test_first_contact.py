@@ -1,0 +1,122 @@
+"""The Python API at first contact: every ordinary mistake answered at once with its real cause."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, TaskTimeout, WorkerUnavailable
+from pyrocluster.local import start_nameserver, start_worker
+from tests.conftest import Processes
+
+SECRET = "first-contact-secret"
+NO_SECRET_ENV = {"PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": ""}
+FAST_S = 2.0
+"""The longest any of these mistakes may take to be answered."""
+
+
+@pytest.fixture
+def no_secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*NO_SECRET_ENV, "PYROCLUSTER_TLS_CERT", "PYROCLUSTER_TLS_KEY", "PYROCLUSTER_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def secured(processes: Processes, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A name server and a worker that need SECRET; the secret file ends with a newline."""
+    secret_file = tmp_path / "cluster.secret"
+    secret_file.write_text(SECRET + "\n")
+    proc, ns = start_nameserver(["--secret-file", str(secret_file)], env=NO_SECRET_ENV)
+    processes.add(proc)
+    processes.add(
+        start_worker(ns, ["--services", "compute", "--concurrency", "1"], env={"PYROCLUSTER_SECRET": SECRET})
+    )
+    yield ns, secret_file
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_no_name_server_there_is_cluster_unreachable_at_once(no_secret_env):
+    started = time.monotonic()
+    with pytest.raises(ClusterUnreachable, match="cannot reach the name server"):
+        Cluster(f"127.0.0.1:{free_port()}")
+    assert time.monotonic() - started < FAST_S
+
+
+def test_a_wrong_or_missing_secret_is_an_authentication_error_at_once(no_secret_env, secured):
+    ns, _ = secured
+    for secret in ("not the secret", None):
+        started = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            Cluster(ns, secret=secret)
+        assert time.monotonic() - started < FAST_S, secret
+
+
+def test_the_secret_from_a_file_read_by_hand_or_from_the_environment_works(
+    no_secret_env, secured, monkeypatch
+):
+    ns, secret_file = secured
+    with Cluster(ns, secret=secret_file.read_text(), wait=20) as cluster:  # ends with a newline
+        assert cluster.submit("add", 1, 2).result(timeout=30) == 3
+    monkeypatch.setenv("PYROCLUSTER_SECRET_FILE", str(secret_file))
+    with Cluster(ns, wait=20) as cluster:
+        assert cluster.submit("add", 2, 2).result(timeout=30) == 4
+
+
+def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "1")
+    with Cluster(nameserver, wait=30) as cluster:
+        assert cluster.submit("add", 1, 1).result(timeout=30) == 2  # the catalog is known
+        started = time.monotonic()
+        with pytest.raises(
+            WorkerUnavailable, match="no live worker offers compute task 'ad' \\(did you mean 'add'\\?\\)"
+        ):
+            cluster.submit("ad", 1, 2).result(timeout=30)
+        with pytest.raises(WorkerUnavailable, match="did you mean 'count_primes'"):
+            list(cluster.map("count_prime", [1, 2]))
+        assert time.monotonic() - started < FAST_S
+
+
+def test_a_function_given_as_the_task_is_a_type_error_naming_task_and_tasks(
+    no_secret_env, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--concurrency", "1")
+
+    def inc(x: int) -> int:
+        return x + 1
+
+    with Cluster(nameserver, wait=30) as cluster:
+        for attempt in (
+            lambda: cluster.submit(inc, 1),  # type: ignore[arg-type]
+            lambda: cluster.map(inc, [1]),  # type: ignore[arg-type]
+            lambda: cluster.starmap(inc, [(1,)]),  # type: ignore[arg-type]
+            lambda: cluster.options(priority=1).submit(inc, 1),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(
+                TypeError, match="tasks are called by name.*'inc'.*@pyrocluster.task.*--tasks"
+            ):
+                attempt()
+
+
+def test_an_overrun_ends_task_timeout_after_one_attempt_unless_retry_on_error(
+    no_secret_env, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--concurrency", "2")
+    with Cluster(nameserver, wait=30, retries=3) as cluster:
+        started = time.monotonic()
+        once = cluster.options(timeout=0.5).submit("sleep", 3)
+        with pytest.raises(TaskTimeout):
+            once.result(timeout=30)
+        assert once.attempts == 1 and time.monotonic() - started < 2.5
+        again = cluster.options(timeout=0.5, retries=1, retry_on_error=True).submit("sleep", 3)
+        with pytest.raises(TaskTimeout):
+            again.result(timeout=30)
+        assert again.attempts == 2
