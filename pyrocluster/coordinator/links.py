@@ -217,7 +217,7 @@ class WorkerLink:
         channel.release()
 
     def send(self, batch: Batch) -> None:
-        """Start the batch call (written by this thread when a connection is open and idle)."""
+        """Start the batch call: its request is queued on the wire, whose loop writes it."""
         service = batch.service
         channel = self._take(service)
         request = batch.request(self._owner.sender_id)
@@ -230,9 +230,10 @@ class WorkerLink:
             else:
                 self._owner.batch_failed(self, batch, happened_of(exc), f"{type(exc).__name__}: {exc}")
 
-        # No deadline of our own (docs/protocol.md): the batch may wait in the worker's admission
-        # queue, each call has its own timeout on the worker, and a worker that stops answering
-        # is the prober's business (abort_calls cuts the connection).
+        # No wire deadline (docs/protocol.md): the batch may wait in the worker's admission queue
+        # and each call has its own timeout on the worker. A worker that stops answering is the
+        # prober's business (abort_calls cuts the connection); one that answers probes but not
+        # the batch meets the dispatcher's batch deadline (overdue.py).
         call_no = channel.call_no + 1  # the number wire.call gives this call
         self._wire.call(channel, "run_batch", (request,), done)
         batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
