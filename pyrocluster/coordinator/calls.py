@@ -188,7 +188,7 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved")
+    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
@@ -199,6 +199,10 @@ class Batch:
         """When the dispatcher counts it overdue, on its own clock (``overdue.py``)."""
         self.moved = 0
         """How many times that deadline moved on (the worker held others' work)."""
+        self.by_sender = False
+        """True when the thread that sends it writes its request itself, once it holds no lock."""
+        self.push: Callable[[], None] | None = None
+        """Set by the link for such a batch: writes its request now (see ``Dispatcher.submit``)."""
 
     @property
     def service(self) -> str:

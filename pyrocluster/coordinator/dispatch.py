@@ -166,28 +166,34 @@ class Dispatcher:
                 if type(call.waiter) is TaskFuture:
                     call.waiter.canceller = self.cancel
                 call.queued_at = now
-            if len(ready) == 1 and not self._back and self._room.empty() and self._send_alone(ready[0], now):
-                return
-            for call in ready:
-                self._room.add(call, now)
-            self._dispatch_ready()
+            alone = None
+            if len(ready) == 1 and not self._back and self._room.empty():
+                alone = self._send_alone(ready[0], now)
+            if alone is None:
+                for call in ready:
+                    self._room.add(call, now)
+                self._dispatch_ready()
+        if alone is not None and alone.push is not None:
+            alone.push()  # written by this thread now that it holds no lock: no wake-up of the loop
 
-    def _send_alone(self, call: Call, now: float) -> bool:
+    def _send_alone(self, call: Call, now: float) -> Batch | None:
         """Send one call with nothing else waiting straight to the freest worker (the path of
-        ``submit().result()`` one at a time); False when it must wait like any other."""
+        ``submit().result()`` one at a time); None when it must wait like any other."""
         req = call.requirement
         cands = self._candidates_for(req)
         if not cands:
-            return False
+            return None
         key = balancer.cost_key(req)
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
-            return False
+            return None
         rec = balancer.choose(cands, req[0], now, self._turn)
         if rec is None:
-            return False
-        self._send(rec, Batch(req, [call]))
-        return True
+            return None
+        batch = Batch(req, [call])
+        batch.by_sender = True
+        self._send(rec, batch)
+        return batch
 
     def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
         """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).

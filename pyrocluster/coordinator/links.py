@@ -235,7 +235,9 @@ class WorkerLink:
         # prober's business (abort_calls cuts the connection); one that answers probes but not
         # the batch meets the dispatcher's batch deadline (overdue.py).
         call_no = channel.call_no + 1  # the number wire.call gives this call
-        self._wire.call(channel, "run_batch", (request,), done)
+        self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
+        if batch.by_sender:
+            batch.push = lambda: self._wire.push(channel, call_no)
         batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
 
     def drop_unsent(self) -> None:

@@ -213,8 +213,12 @@ class Wire:
         args: tuple[Any, ...],
         done: Done,
         timeout_s: float | None = None,
+        hold_write: bool = False,
     ) -> None:
         """Start ``method(*args)`` on ``channel``; ``done`` gets the outcome once. Never blocks.
+
+        With ``hold_write`` the loop is not woken to write the request: the caller writes it
+        with :meth:`push` as soon as it holds no lock (a thread wake-up less per call).
 
         The channel must not be busy. Unsent (nothing ran), Pyro5.errors.TimeoutError (the
         deadline passed), another CommunicationError (the connection broke), SerializeError,
@@ -235,7 +239,7 @@ class Wire:
             except Exception as exc:  # SerializeError and friends: nothing was sent
                 self._defer(channel, exc)
                 return
-            self._queue(channel, data, deadline, self._defer)
+            self._queue(channel, data, deadline, self._defer, _READ if hold_write else _READ | _WRITE)
             return
         channel.connecting = True
         self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
@@ -267,7 +271,7 @@ class Wire:
             why = "no reply within the deadline" if channel.timed_out else "the connection was cut"
             self._finish(channel, None, Pyro5.errors.TimeoutError(why) if channel.timed_out else Unsent(why))
             return
-        self._queue(channel, data, deadline, lambda ch, exc: self._finish(ch, None, exc))
+        self._queue(channel, data, deadline, lambda ch, exc: self._finish(ch, None, exc), _READ | _WRITE)
 
     def _wake(self) -> None:
         if not self._woken:
@@ -286,8 +290,10 @@ class Wire:
         data: bytes,
         deadline: float | None,
         fail: Callable[[Channel, BaseException], None],
+        events: int,
     ) -> None:
-        """Hand the request to the loop, which writes it as the socket takes it."""
+        """Hand the request to the loop, which writes it as the socket takes it (watching
+        ``events``: without EVENT_WRITE, only once :meth:`push` asks)."""
         sock = channel.sock()
         if sock is None:
             fail(channel, Unsent("the connection was closed before sending"))
@@ -295,7 +301,7 @@ class Wire:
         with self._lock:
             channel.writer = RequestWriter(data)
             channel.holder = _FREE
-            registered = self._register(channel, sock, _READ | _WRITE)
+            registered = self._register(channel, sock, events)
             if registered and deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
         if not registered:
@@ -395,7 +401,11 @@ class Wire:
                         self._unregister(channel)
                         continue
                     if channel.holder != _FREE or channel.registered is None:
-                        continue  # a caller reads this reply itself (receive_here)
+                        # A caller holds it (receive_here, push): stop watching it meanwhile (a
+                        # socket left ready would wake this loop again and again); the caller
+                        # watches it again when it hands the call back.
+                        self._unregister(channel)
+                        continue
                     channel.holder = _LOOP
                 if not self._step(channel):
                     with self._lock:
@@ -451,18 +461,20 @@ class Wire:
                 return False
             time.sleep(0)  # the loop is moving it on (a step that never waits): let it finish
         poller = select.poll()
+        ready = channel.writer is not None  # a request to write: move on at once, else wait first
         while True:
             if channel.timed_out or channel.cut_no == call_no:
                 self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
                 return True
-            if self._step(channel):
+            if ready and self._step(channel):
                 return True
             left = until - time.monotonic()
             if left <= 0:
                 break
-            with contextlib.suppress(OSError, ValueError):  # a socket gone: the next step reports it
+            ready = True  # a socket gone: the next step reports it
+            with contextlib.suppress(OSError, ValueError):
                 poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
-                poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000))
+                ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
         with self._lock:
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = _FREE
@@ -471,6 +483,31 @@ class Wire:
                 channel.holder = _CALLER
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
         return True
+
+    def push(self, channel: Channel, call_no: int) -> None:
+        """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
+        lock: what the socket takes now; the loop writes the rest and reads the reply."""
+        with self._lock:
+            sock = channel.registered
+            if not channel.busy or channel.call_no != call_no or channel.holder != _FREE or sock is None:
+                return  # over, or the loop (or a pool thread) has it
+            if threading.current_thread() is self._thread or channel.writer is None:
+                self._register(channel, sock, channel.wanted())  # the loop writes it
+                return
+            channel.holder = _CALLER  # still watched for the reply: no selector change for a write
+        try:
+            written = channel.writer.write(sock)
+        except Exception as exc:  # the connection broke
+            self._end(channel, None, exc)
+            return
+        with self._lock:
+            if written:
+                channel.writer = None
+            if not (channel.timed_out or channel.cut_no == call_no):
+                channel.holder = _FREE
+                if self._register(channel, sock, channel.wanted()):  # the loop may have let it go
+                    return
+        self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
 
     def _expire(self, now: float) -> None:
         while True:
