@@ -5,9 +5,11 @@ them needs a thread per call in flight (and one per worker to probe it). Here a 
 into its two halves on the proxy's own connection, whose socket is non-blocking once connected:
 
 * **send**: the caller's thread encodes the request and queues it on its channel; the loop
-  writes it as the socket takes it (``frames.RequestWriter``), so no caller ever writes to a
-  socket, and none while holding a lock of its own. A channel not yet connected is connected by
-  a thread of a small pool (the Pyro5 handshake blocks, bounded by the connect timeout);
+  writes it as the socket takes it (``frames.RequestWriter``), so no caller writes to a socket
+  while holding a lock of its own. A caller that holds no lock may write its own request
+  (``hold_write`` then :meth:`Wire.push`, non-blocking: the loop takes what the socket did not).
+  A channel not yet connected is connected by a thread of a small pool (the Pyro5 handshake
+  blocks, bounded by the connect timeout);
 * **receive**: the loop waits on every socket with a call out (``selectors``) and reads each
   reply as its bytes arrive (``frames.ReplyReader``): a peer that stops mid-reply or drips
   bytes holds only its own buffer, never the loop, so every other reply and every deadline is

@@ -95,6 +95,26 @@ def test_a_request_larger_than_the_socket_takes_at_once_goes_out_whole(
     assert call(wire, channel, "size", blob) == len(blob)
 
 
+def test_a_held_request_goes_out_when_pushed_from_a_caller_or_from_the_loop(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2  # connected: the next request may be held
+    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    wire.call(channel, "add", (2, 2), lambda r, e: out.put(e if e is not None else r), hold_write=True)
+    wire.push(channel, channel.call_no)  # this thread writes it; the loop reads the reply
+    assert out.get(timeout=20) == 4
+    second = Channel(uri, settings)
+    assert call(wire, second, "add", 0, 0) == 0
+
+    def then_send(result: Any, exc: BaseException | None) -> None:  # runs on the loop thread
+        wire.call(second, "add", (3, 3), lambda r, e: out.put(e if e is not None else r), hold_write=True)
+        wire.push(second, second.call_no)  # from the loop: the loop writes it
+
+    wire.call(channel, "add", (1, 2), then_send)
+    assert out.get(timeout=20) == 6
+
+
 def test_peer_exception_reaches_the_callback(wire: Wire, uri: str, settings: Settings) -> None:
     channel = Channel(uri, settings)
     exc = call(wire, channel, "fail")
