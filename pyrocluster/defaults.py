@@ -48,3 +48,5 @@ DEFAULT_CATCHUP_S = 3600.0
 """Seconds late a missed tick of a schedule may still fire."""
 DEFAULT_SCHEDULER_STATE = "runs/scheduler.state.json"
 """The scheduler's local copy of each schedule's newest decided tick."""
+DEFAULT_FORGET_AFTER_S = 600.0
+"""Seconds a registered worker or job may stay silent before the name server forgets it."""

@@ -116,6 +116,16 @@ class JobFileError(PyroClusterError):
         self.message = message
         place = f"{path}: {where}: " if where else f"{path}: "
         super().__init__(place + message)
+        self.problems: list[JobFileError] = [self]
+
+    @classmethod
+    def several(cls, problems: list[JobFileError]) -> JobFileError:
+        """One error for several problems of a file, one line each (the first gives its fields)."""
+        first = problems[0]
+        combined = cls(first.path, first.where, first.message)
+        combined.args = ("\n".join(str(p) for p in problems),)
+        combined.problems = list(problems)
+        return combined
 
 
 class UpstreamFailed(PyroClusterError):

@@ -13,6 +13,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from pyrocluster.listed_jobs import DEFAULT_LIMIT, ended_text, list_jobs, runs_text
+
 # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -25,6 +27,11 @@ def error(message: str) -> None:
         err.print(f"[bold red]error:[/] {line}", markup=True) if err.is_terminal else print(
             f"error: {line}", file=sys.stderr, flush=True
         )
+
+
+def notice(message: str) -> None:
+    """A line on stderr that reports what is happening (not an error)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def line(text: str) -> None:
@@ -52,6 +59,7 @@ _STATE_COLOURS = {
     "running": "yellow",
     "finished": "green",
     "cancelled": "red",
+    "lost": "red",
 }
 
 
@@ -88,28 +96,36 @@ def _state(state: str) -> str:
     return f"[{_STATE_COLOURS.get(state, 'white')}]{state}[/]"
 
 
+def _worker_row(w: dict[str, Any]) -> dict[str, str]:
+    row = {
+        "name": w["name"],
+        "address": w["address"],
+        "services": ", ".join(w["services"]),
+        "tags": ", ".join(w["tags"]) or "-",
+        "state": _state(w["state"]),
+        "slots": f"{w['busy']}/{w['slots']}",
+        "done": str(w["done"]),
+        "failed": str(w["failed"]),
+        "mean ms": f"{w['mean_ms']:.1f}",
+        "uptime": _fmt_uptime(w["uptime_s"]),
+        "CPU %": f"{w['cpu_percent']:.0f}",
+        "memory": f"{w['rss_mb']:.0f} MB",
+        "tasks": str(len(w.get("tasks") or [])),
+    }
+    if w["state"] == "unreachable":  # it did not answer: its numbers are unknown, not zero
+        unknown = ("done", "failed", "mean ms", "uptime", "CPU %", "memory", "tasks")
+        row.update({key: "-" for key in unknown}, slots=f"-/{w['slots']}")
+    return row
+
+
 def _worker_rows(status: dict[str, Any]) -> list[dict[str, str]]:
-    return [
-        {
-            "name": w["name"],
-            "address": w["address"],
-            "services": ", ".join(w["services"]),
-            "tags": ", ".join(w["tags"]) or "-",
-            "state": _state(w["state"]),
-            "slots": f"{w['busy']}/{w['slots']}",
-            "done": str(w["done"]),
-            "failed": str(w["failed"]),
-            "mean ms": f"{w['mean_ms']:.1f}",
-            "uptime": _fmt_uptime(w["uptime_s"]),
-            "CPU %": f"{w['cpu_percent']:.0f}",
-            "memory": f"{w['rss_mb']:.0f} MB",
-            "tasks": str(len(w.get("tasks") or [])),
-        }
-        for w in status["workers"]
-    ]
+    return [_worker_row(w) for w in status["workers"]]
 
 
-_RIGHT = {"slots", "done", "failed", "mean ms", "CPU %", "memory", "tasks", "uptime", "rate", "done/total"}
+_RIGHT = {
+    "slots", "done", "failed", "mean ms", "CPU %", "memory", "tasks", "uptime", "rate", "done/total",
+    "priority", "cancelled", "waiting",
+}  # fmt: skip
 _WIDE_WORKER_COLUMNS = (
     "name", "address", "services", "tags", "state", "slots", "tasks", "done", "failed", "mean ms", "uptime",
     "CPU %", "memory",
@@ -130,8 +146,43 @@ def _rows_table(title: str, narrow: bool, columns: Sequence[str], rows: list[dic
     return table
 
 
-def status_view(status: dict[str, Any], width: int | None = None) -> Group:
-    """The name server, worker, job and schedule tables of ``pyrocluster status``."""
+def _job_row(j: dict[str, Any]) -> dict[str, str]:
+    known = j.get("state") != "lost"  # a killed submit: nothing answers for its counts
+
+    def count(key: str) -> str:
+        return str(j.get(key, 0)) if known else "-"
+
+    return {
+        "job": str(j.get("id") or j["name"]),
+        "state": _state(j.get("state", "running")),
+        "priority": str(j.get("priority", 0)),
+        "done/total": f"{j['done']}/{j['total']}" if known else "-",
+        "failed": count("failed"),
+        "cancelled": count("cancelled"),
+        "waiting": count("waiting"),
+        "rate": f"{j.get('rate', 0.0):.1f}/s" if known else "-",
+        "ended": ended_text(j),
+        "runs": runs_text(j),
+    }
+
+
+def _jobs_table(jobs: list[dict[str, Any]], narrow: bool) -> Table:
+    more = jobs[-1].get("more") if "more" in jobs[-1] else None
+    rows = [_job_row(j) for j in (jobs[:-1] if more else jobs)]
+    columns = ["job", "state", "done/total", "failed", "ended"]
+    if not narrow:
+        optional = [c for c in ("cancelled", "waiting", "runs") if any(r[c] not in ("0", "-") for r in rows)]
+        columns[2:2] = ["priority"]
+        columns[-1:-1] = [*optional, "rate"]
+    title = f"Jobs ({len(rows)})" + (f", {more} more finished: --limit 0" if more else "")
+    return _rows_table(title, narrow, columns, rows)
+
+
+def status_view(
+    status: dict[str, Any], width: int | None = None, jobs: str = "recent", limit: int = DEFAULT_LIMIT
+) -> Group:
+    """The name server, worker, job and schedule tables of ``pyrocluster status``; ``jobs`` and
+    ``limit`` choose the jobs listed (:func:`pyrocluster.listed_jobs.list_jobs`)."""
     narrow = _width(width) < NARROW_WIDTH
     ns = status["nameserver"]
     ns_table = _table("Name server", narrow, [("address", False), ("reachable", False)])
@@ -145,20 +196,9 @@ def status_view(status: dict[str, Any], width: int | None = None) -> Group:
             parts.append(_rows_table("Worker resources", narrow, _NARROW_WORKER_TABLES[1], rows))
     else:
         parts.append(_rows_table(title, narrow, _WIDE_WORKER_COLUMNS, rows))
-    if status["jobs"]:
-        jobs = [
-            {
-                "name": j["name"],
-                "state": _state(j.get("state", "running")),
-                "priority": str(j.get("priority", 0)),
-                "done/total": f"{j['done']}/{j['total']}",
-                "failed": str(j["failed"]),
-                **({"waiting": str(j["waiting"])} if any(k.get("waiting") for k in status["jobs"]) else {}),
-                "rate": f"{j.get('rate', 0.0):.1f}/s",
-            }
-            for j in status["jobs"]
-        ]
-        parts.append(_rows_table(f"Jobs ({len(jobs)})", narrow, list(jobs[0]), jobs))
+    rows_of_jobs = list_jobs(status["jobs"], jobs, limit)
+    if rows_of_jobs:
+        parts.append(_jobs_table(rows_of_jobs, narrow))
     if status.get("schedules"):
         schedules = [
             {
@@ -200,6 +240,7 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
         f"[red]failed {snap['failed']}[/]",
         f"[yellow]retried {snap['retried']}[/]",
         f"skipped {snap['skipped']}",
+        *([f"[red]cancelled {snap['cancelled']}[/]"] if snap.get("cancelled") else []),
         *([f"queued {snap['queued']}"] if snap.get("queued") else []),
         *([f"waiting {snap['waiting']}"] if snap.get("waiting") else []),
         f"in flight {snap['in_flight']}",
@@ -232,8 +273,8 @@ def job_summary(
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
-    for key in ("total", "ok", "failed", "skipped", "retried"):
-        table.add_row(key, str(summary[key]))
+    for key in ("total", "ok", "failed", "skipped", "cancelled", "retried"):
+        table.add_row(key, str(summary.get(key, 0)))
     table.add_row("wall time", f"{summary['wall_s']:.2f} s")
     table.add_row("tasks/s", f"{summary['tasks_per_s']:.1f}")
     table.add_row("results", summary["output"])

@@ -38,6 +38,20 @@ def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None) 
     return register(func) if func is not None else register
 
 
+def _import_here(module: str) -> None:
+    """Import ``module``; one that sits in the current directory is found there too, as ``python -m``
+    and Celery's ``-A`` find it (``--tasks mytasks`` beside ``mytasks.py``)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.partition(".")[0]
+        here = Path.cwd()
+        if exc.name != top or not ((here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()):
+            raise
+        sys.path.insert(0, str(here))
+        importlib.import_module(module)
+
+
 def load_task_module(spec: str) -> None:
     """Import a tasks module by import path or ``.py`` file; ConfigError says what failed."""
     try:
@@ -53,7 +67,7 @@ def load_task_module(spec: str) -> None:
             sys.modules[mod_name] = module
             loader_spec.loader.exec_module(module)
         else:
-            importlib.import_module(spec)
+            _import_here(spec)
     except ConfigError:
         raise
     except Exception as exc:  # any import-time failure of user code is reported, not raised

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pyrocluster import __version__, render
-from pyrocluster.cli import cancel, core, dashboard, results, scheduler
+from pyrocluster.cli import cancel, core, dashboard, forget, results, scheduler
 from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 
 NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -63,6 +63,7 @@ for command in (
     core.submit,
     core.status,
     cancel.cancel,
+    forget.forget,
     dashboard.dashboard,
     results.results,
     scheduler.scheduler,

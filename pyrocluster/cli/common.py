@@ -177,7 +177,7 @@ def cancel_on_signals(stop: threading.Event) -> None:
         if stop.is_set():
             os._exit(EXIT_INTERRUPTED)
         stop.set()
-        render.error("cancelling: stopping the running tasks (press Ctrl-C again to leave at once)")
+        render.notice("cancelling the job: stopping its running tasks (press Ctrl-C again to leave at once)")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,14 @@ from pyrocluster.cli.common import (
     stop_on_signals,
 )
 from pyrocluster.config import check_bind
-from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEARTBEAT_S, DEFAULT_NS_WAIT_S
+from pyrocluster.defaults import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_FORGET_AFTER_S,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_NS_WAIT_S,
+)
 from pyrocluster.errors import ClusterUnreachable, ConfigError
+from pyrocluster.listed_jobs import ACTIVE, DEFAULT_LIMIT
 
 
 @click.command()
@@ -29,10 +36,21 @@ from pyrocluster.errors import ClusterUnreachable, ConfigError
 @click.option(
     "--storage", default="memory", show_default=True, help="memory, or PATH.sqlite to persist registrations."
 )
+@click.option(
+    "--forget-after",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_FORGET_AFTER_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Forget a registered worker or job silent this long (killed without unregistering); 0: never.",
+)
 @shared_options
 @command
-def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: Any) -> int:
+def nameserver(
+    host: str, port: int | None, storage: str, forget_after: float, insecure: bool, **kw: Any
+) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
+    from pyrocluster.nameserver.reaper import Reaper
     from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
 
     settings = settings_from(kw)
@@ -45,8 +63,13 @@ def nameserver(host: str, port: int | None, storage: str, insecure: bool, **kw: 
     daemon = start_nameserver(settings, host, port, storage)
     stop = threading.Event()
     stop_on_signals(stop)
+    reaper = Reaper(settings, daemon.nameserver, forget_after)
+    reaper.start()
     render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
-    serve_until(daemon, stop)
+    try:
+        serve_until(daemon, stop)
+    finally:
+        reaper.stop()
     return EXIT_OK
 
 
@@ -204,6 +227,11 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
 @click.option(
     "--quiet", is_flag=True, help="No progress display and no summary table; failed tasks are still listed."
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything submit checks (the file, every problem at once; the workers) and run nothing.",
+)
 @shared_options
 @command
 def submit(
@@ -216,6 +244,7 @@ def submit(
     wait: float,
     as_json: bool,
     quiet: bool,
+    dry_run: bool,
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
@@ -235,11 +264,18 @@ def submit(
         local=local,
         task_modules=list(task_modules),
         wait_s=wait,
+        dry_run=dry_run,
     )
     stop = threading.Event()
     cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
     summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
+    if dry_run:
+        render.line(
+            f"job {summary.name} is valid: {summary.total} task(s); live workers offer every task and "
+            f"service it needs; it would write {summary.output}; nothing was run"
+        )
+        return EXIT_OK
     if as_json:
         render.print_json(summary.as_json())
     elif not quiet or summary.failures:  # --quiet: silent on success, the failures still show
@@ -260,15 +296,40 @@ def submit(
     metavar="[SECONDS]",
     help="Refresh in place every SECONDS (default 2).",
 )
+@click.option(
+    "--jobs",
+    "which_jobs",
+    type=click.Choice(["recent", "running", "all"]),
+    default="recent",
+    show_default=True,
+    help="Jobs listed: running ones and the latest finished run per job name; running only; every run.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Most finished jobs listed (0: all). Running and lost jobs are always listed.",
+)
 @shared_options
 @command
-def status(as_json: bool, watch: float | None, **kw: Any) -> int:
-    """Show the name server, the workers and the running jobs."""
+def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw: Any) -> int:
+    """Show the name server, the workers and the jobs (running, lost, and recently finished)."""
     from pyrocluster import config
     from pyrocluster.coordinator.status import cluster_status, unreachable_status
 
     settings = settings_from(kw)
     config.apply(settings)
+
+    def view(data: dict[str, Any]) -> Any:
+        return render.status_view(data, jobs=which_jobs, limit=limit)
+
+    def as_document(data: dict[str, Any]) -> dict[str, Any]:
+        """JSON keeps every job (scripts group as they like) except with ``--jobs running``."""
+        if which_jobs == "running":
+            data["jobs"] = [j for j in data["jobs"] if j.get("state") in ACTIVE]
+        return data
+
     if watch is None:
         try:
             data = cluster_status(settings)
@@ -277,27 +338,34 @@ def status(as_json: bool, watch: float | None, **kw: Any) -> int:
                 render.print_json(unreachable_status(settings))
             raise
         if as_json:
-            render.print_json(data)
+            render.print_json(as_document(data))
         else:
-            render.out.print(render.status_view(data))
+            render.out.print(view(data))
         return EXIT_OK
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: no error to report
+        _watch(settings, watch, as_json, as_document, view)
+    return EXIT_OK
+
+
+def _watch(settings: Any, every_s: float, as_json: bool, as_document: Any, view: Any) -> None:
+    """Refresh ``status`` every ``every_s`` until interrupted: JSON Lines, or a table in place."""
+    from pyrocluster.coordinator.status import cluster_status, unreachable_status
+
     if as_json:  # one JSON document per refresh, one per line (JSON Lines)
         while True:
             try:
                 data = cluster_status(settings)
             except ClusterUnreachable:
                 data = unreachable_status(settings)
-            render.print_json(data)
-            time.sleep(max(0.2, watch))
+            render.print_json(as_document(data))
+            time.sleep(max(0.2, every_s))
     from rich.live import Live
 
-    with Live(
-        render.status_view(unreachable_status(settings)), console=render.out, auto_refresh=False
-    ) as live:
+    with Live(view(unreachable_status(settings)), console=render.out, auto_refresh=False) as live:
         while True:
             try:
-                view = render.status_view(cluster_status(settings))
+                shown = view(cluster_status(settings))
             except ClusterUnreachable:
-                view = render.status_view(unreachable_status(settings))
-            live.update(view, refresh=True)
-            time.sleep(max(0.2, watch))
+                shown = view(unreachable_status(settings))
+            live.update(shown, refresh=True)
+            time.sleep(max(0.2, every_s))

@@ -78,6 +78,12 @@ def ask_worker(
             proxy._pyroRelease()
 
 
+def lost_job(job_id: str) -> dict[str, Any]:
+    """The status entry of a job still registered that does not answer (its ``submit`` was killed)."""
+    counts = dict.fromkeys(("done", "total", "failed", "cancelled"), 0)
+    return {"id": job_id, "name": job_id.partition("@")[0], "state": "lost", **counts}
+
+
 def ask_job(uri: str, settings: Settings, timeout_s: float = INFO_TIMEOUT_S, failures: bool = False) -> Any:
     """A running job's ``progress()`` (with ``failures()`` as a pair when asked); None when it is gone."""
     proxy = make_proxy(uri, settings, timeout_s=timeout_s)
@@ -124,11 +130,15 @@ def status_document(
     running: list[dict[str, Any] | None],
     reachable: bool = True,
 ) -> dict[str, Any]:
-    """The ``status --json`` document from the answers gathered (``status`` and the dashboard share it)."""
+    """The ``status --json`` document from the answers gathered (``status`` and the dashboard share it).
+
+    ``running`` holds the answers of ``listing.jobs`` in order; a job that did not answer is ``lost``.
+    """
+    jobs = [j if j is not None else lost_job(i) for i, j in zip(listing.jobs, running, strict=False)]
     return {
         "nameserver": {"address": settings.ns_address, "reachable": reachable},
         "workers": workers,
-        "jobs": [j for j in running if j is not None] + listing.finished,
+        "jobs": jobs + listing.finished,
         "schedules": listing.schedules,
     }
 
@@ -149,7 +159,7 @@ def cluster_status(
         worker_info(entry, info) if exc is None else unreachable_worker(entry)
         for entry, (info, exc) in zip(listing.workers, answers, strict=False)
     ]
-    running = [  # a job that died without unregistering is not running
+    running = [  # a job that died without unregistering is lost
         dict(progress) if exc is None and isinstance(progress, dict) else None
         for progress, exc in answers[len(listing.workers) :]
     ]

@@ -47,6 +47,7 @@ class JobSummary:
     ok: int
     failed: int
     skipped: int
+    cancelled: int
     retried: int
     wall_s: float
     tasks_per_s: float
@@ -59,7 +60,18 @@ class JobSummary:
 
     def as_json(self) -> dict[str, Any]:
         """The summary object of ``submit --json``."""
-        keys = ("name", "total", "ok", "failed", "skipped", "retried", "wall_s", "tasks_per_s", "output")
+        keys = (
+            "name",
+            "total",
+            "ok",
+            "failed",
+            "skipped",
+            "cancelled",
+            "retried",
+            "wall_s",
+            "tasks_per_s",
+            "output",
+        )
         return {k: getattr(self, k) for k in keys}
 
     @property
@@ -173,14 +185,14 @@ class JobRunner:
             flow = self.workflow
             resumed = self.resumed + (flow.resumed if flow else 0)
             ok = self.ok + (flow.resumed if flow else 0)
-            done = ok + self.failed + self.skipped + self.cancelled
+            done = ok + self.failed + self.skipped  # finished; cancelled tasks are counted apart
             rate = (done - resumed) / elapsed
             total = (
                 self.total
                 + (flow.total if flow else self._planned)
                 + (self.crawl.known() if self.crawl else 0)
             )
-            left = total - done
+            left = total - done - self.cancelled
             return {
                 "name": self.spec.name,
                 "total": total,
@@ -195,7 +207,7 @@ class JobRunner:
                 "retried": self.cluster.retried - self._retried_base,
                 "in_flight": self._outstanding,
                 "rate": round(rate, 1),
-                "eta_s": left / rate if rate > 0 else None,
+                "eta_s": left / rate if rate > 0 and not self.cancelled else None,
                 "per_worker": dict(self.per_worker),
                 "failures_seen": self.failures_seen,
             }
@@ -413,6 +425,7 @@ class JobRunner:
             ok=snap["ok"],
             failed=self.failed,
             skipped=self.skipped,
+            cancelled=self.cancelled,
             retried=snap["retried"],
             wall_s=round(wall, 3),
             tasks_per_s=round(ran / wall, 1) if wall > 0 else 0.0,

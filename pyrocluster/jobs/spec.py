@@ -365,11 +365,18 @@ def read_document(path: str | Path) -> tuple[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        if "\t" in line[: len(line) - len(line.lstrip())]:  # PyYAML only says it cannot start a token
+            raise JobFileError(shown, where, "a tab indents this line: YAML indents with spaces") from None
         if exc.context and exc.context_mark and exc.problem:
             problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise JobFileError(shown, where, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise JobFileError(shown, "", f"invalid YAML: {exc}") from None
+
+
+MAX_PROBLEMS = 20
+"""Most problems of one file reported at once (a file of wrong indentation can have thousands)."""
 
 
 def validation_error(
@@ -379,9 +386,13 @@ def validation_error(
     exc: ValidationError,
     sections: Mapping[tuple[str, ...], type[BaseModel]] = _SECTIONS,
 ) -> JobFileError:
-    """The first problem pydantic found, as a JobFileError at its key path (``sections`` give key hints)."""
-    err = exc.errors(include_url=False)[0]
-    return located_error(path, text, data, tuple(err["loc"]), _message(dict(err), sections))
+    """Every problem pydantic found (up to ``MAX_PROBLEMS``), each at its key path and line, as one
+    JobFileError of one line per problem (``sections`` give key hints)."""
+    problems = [
+        located_error(path, text, data, tuple(err["loc"]), _message(dict(err), sections))
+        for err in exc.errors(include_url=False)[:MAX_PROBLEMS]
+    ]
+    return JobFileError.several(problems)
 
 
 def describe_value(value: Any) -> str:

@@ -18,9 +18,9 @@ from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.collector import fewer_collections
-from pyrocluster.jobs.items import called_tasks, required_tags
+from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import JobSpec, load_job
+from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
@@ -36,6 +36,8 @@ class SubmitOptions:
     local: int | None = None
     task_modules: list[str] = field(default_factory=list)
     wait_s: float = 10.0
+    dry_run: bool = False
+    """Check the file and the cluster as for a run, and stop there."""
 
 
 def needs_of(spec: JobSpec) -> set[Need]:
@@ -50,23 +52,27 @@ def needs_of(spec: JobSpec) -> set[Need]:
 
 
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
-    """JobFileError at the first task (or callback) whose ``call`` no live worker offers, with the
-    closest offered name and the line."""
+    """JobFileError for every task (or callback) whose ``call`` no live worker offers, each with the
+    closest offered name and its line."""
+    try:
+        text = Path(spec.path).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    problems: list[JobFileError] = []
     for where, name in called_tasks(spec):
         if name in offered:
             continue
         close = difflib.get_close_matches(name, sorted(offered), n=1)
         known = ", ".join(sorted(offered)) or "none"
         hint = f"did you mean {close[0]!r}?" if close else f"the workers offer: {known}"
-        try:
-            text = Path(spec.path).read_text(encoding="utf-8")
-        except OSError:
-            text = ""
         loc = tuple(int(p) if p.isdigit() else p for p in where.replace("[", ".").replace("]", "").split("."))
         line = line_of(text, loc) if text else None
-        if line is not None:
-            where += f" (line {line})"
-        raise JobFileError(spec.path, where, f"unknown task {name!r}: no live worker offers it ({hint})")
+        place = f"{where} (line {line})" if line is not None else where
+        problems.append(
+            JobFileError(spec.path, place, f"unknown task {name!r}: no live worker offers it ({hint})")
+        )
+    if problems:
+        raise JobFileError.several(problems[:MAX_PROBLEMS])
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
@@ -97,6 +103,12 @@ def _submit(
 ) -> JobSummary:
     spec = load_job(options.job_file)
     output = Path(options.out or spec.output)
+    if not options.dry_run:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
     runfile.check_start(output, spec.name, options.resume, options.overwrite)
     local = None
     if options.local:
@@ -108,6 +120,8 @@ def _submit(
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
+        if options.dry_run:
+            return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
         crawl = None
         if spec.crawl is not None:

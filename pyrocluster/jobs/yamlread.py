@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -34,26 +35,52 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
                 seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An int, or a ConstructorError with its line when it has more digits than int() takes."""
+        try:
+            return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        except ValueError:
+            raise _too_long(node.value, node.start_mark) from None
+
+
+def _too_long(value: str, mark: Any) -> yaml.constructor.ConstructorError:
+    limit = sys.get_int_max_str_digits()
+    return yaml.constructor.ConstructorError(
+        None, None, f"an integer of {len(value)} characters (Python reads at most {limit} digits)", mark
+    )
+
+
+_Loader.add_constructor(_YAML + "int", _Loader.construct_yaml_int)
+
 
 class _Slow(Exception):
-    """The document uses a YAML feature (tags, merge keys, complex keys) left to PyYAML's constructor."""
+    """The document uses a YAML feature (tags, merge keys, complex keys) left to PyYAML's constructor,
+    or has an error the loader reports (a duplicate key or anchor, an int over the digit limit)."""
 
 
-def _scalar(event: Any, loader: Any) -> Any:
+def _scalar(event: Any, loader: Any) -> tuple[str, Any]:
+    """``(tag, value)`` of a scalar as the loader resolves it; the tag says how the key was written."""
     value = event.value
     if event.tag not in (None, "!"):
         raise _Slow
     if not event.implicit[0]:  # quoted
-        return value
+        return _STR, value
     if value.isdigit() and value.isascii() and (value[0] != "0" or value == "0"):
-        return int(value)
+        try:
+            return _INT, int(value)
+        except ValueError:  # more digits than int() takes: the loader's error, with its line
+            raise _Slow from None
     resolvers = _Loader.yaml_implicit_resolvers
     for tag, rx in resolvers.get(value[:1], []) + resolvers.get(None, []):
         if rx.match(value):
             if tag not in _Loader.yaml_constructors:
                 raise _Slow
-            return _Loader.yaml_constructors[tag](loader, yaml.ScalarNode(tag, value))
-    return value
+            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark)
+            return tag, _Loader.yaml_constructors[tag](loader, node)
+    return _STR, value
+
+
+_STR, _INT = _YAML + "str", _YAML + "int"
 
 
 class _Moved(Exception):
@@ -99,7 +126,8 @@ def _splice(runs: Runs, event: Any, stack: list[list[Any]]) -> None:
 def _from_events(text: str, runs: Runs | None) -> Any:
     """The document of ``text`` with ``runs`` spliced in; ``_Slow`` for what the full loader must do."""
     loader = _Loader(text)
-    stack: list[list[Any]] = []  # [container, pending key, has key, key mark, flow style]
+    # [container, pending key, has key, key mark, flow style, keys as written (tag, text)]
+    stack: list[list[Any]] = []
     anchors: dict[str, Any] = {}
     result, documents = None, 0
     placeholder = runs.placeholder if runs is not None else None
@@ -111,17 +139,17 @@ def _from_events(text: str, runs: Runs | None) -> Any:
                 if event.value == placeholder:
                     _splice(runs, event, stack)  # type: ignore[arg-type]
                     continue
-                obj = _scalar(event, loader)
+                tag, obj = _scalar(event, loader)
                 if event.anchor:
-                    anchors[event.anchor] = obj
+                    _anchor(anchors, event.anchor, obj)
             elif kind in _START:
                 is_list = kind is yaml.SequenceStartEvent
                 if event.tag not in (None, "!", _YAML + ("seq" if is_list else "map")):
                     raise _Slow
                 obj = [] if is_list else {}
                 if event.anchor:
-                    anchors[event.anchor] = obj
-                stack.append([obj, None, False, None, event.flow_style])
+                    _anchor(anchors, event.anchor, obj)
+                stack.append([obj, None, False, None, event.flow_style, None if is_list else set()])
                 continue
             elif kind in _END:
                 obj = stack.pop()[0]
@@ -147,16 +175,28 @@ def _from_events(text: str, runs: Runs | None) -> Any:
             if type(top[0]) is list:
                 top[0].append(obj)
             elif top[2]:
-                if top[1] in top[0]:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {top[1]!r}", top[3])
                 top[0][top[1]] = obj
                 top[2] = False
-            elif isinstance(obj, (list, dict)):
+            elif kind is not yaml.ScalarEvent:  # a collection or an alias as a key
                 raise _Slow
             else:
+                # A key is a duplicate when written the same (its tag and text), as _Loader judges
+                # it: {1: a, 1.0: b} is not one, {a: 1, 'a': 2} is. The loader reports it, after
+                # any error in composing the rest of the document, as its construction does.
+                written = (tag, event.value)
+                if written in top[5]:
+                    raise _Slow
+                top[5].add(written)
                 top[1:4] = [obj, True, event.start_mark]
     finally:
         loader.dispose()
+
+
+def _anchor(anchors: dict[str, Any], name: str, obj: Any) -> None:
+    """Keep ``obj`` under its anchor; a second anchor of one name is the loader's error to raise."""
+    if name in anchors:
+        raise _Slow
+    anchors[name] = obj
 
 
 def _skip(loader: Any, event: Any) -> None:

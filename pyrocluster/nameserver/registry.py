@@ -160,7 +160,12 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         raise AuthenticationError(f"name server authentication failed: {exc}") from None
     except Pyro5.errors.CommunicationError as exc:
         proxy._pyroRelease()
-        raise ClusterUnreachable(f"cannot reach the name server at {settings.ns_address}: {exc}") from None
+        hint = ""
+        if not settings.tls_cert and "receiving" in str(exc):  # a TLS server hangs up on a plain hello
+            hint = " (if it expects TLS, give --tls-cert, --tls-key and --tls-ca, or PYROCLUSTER_TLS_*)"
+        raise ClusterUnreachable(
+            f"cannot reach the name server at {settings.ns_address}: {exc}{hint}"
+        ) from None
     return proxy
 
 

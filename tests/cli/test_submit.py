@@ -238,9 +238,11 @@ def test_ctrl_c_cancels_keeps_results_exits_130_and_resume_finishes(tmp_path, na
         proc.kill()
         proc.wait()
     assert proc.returncode == 130, stderr
-    assert "cancelling" in stderr and "cancelled" in stderr and "--resume" in stderr
+    assert "cancelling the job" in stderr and "cancelled" in stderr and "--resume" in stderr
+    assert "error: cancelling" not in stderr  # a cancel the user asked for is no error
     summary = json.loads(stdout)
     assert 5 <= summary["ok"] < 80 and summary["failed"] == 0
+    assert summary["cancelled"] == 80 - summary["ok"] and summary["total"] == 80, summary
     kept = read_lines(out)  # every task has its line: ok, or cancelled (SPEC 6)
     assert len(kept) == 80 and sum(r["status"] == "ok" for r in kept) == summary["ok"]
     assert all(r["status"] in ("ok", "cancelled") for r in kept)

@@ -11,7 +11,8 @@ import pytest
 
 from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, TaskTimeout, WorkerUnavailable
 from pyrocluster.local import start_nameserver, start_worker
-from tests.conftest import Processes
+from tests.conftest import Processes, run_cli
+from tests.helpers.certs import CertificateAuthority
 
 SECRET = "first-contact-secret"
 NO_SECRET_ENV = {"PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": ""}
@@ -120,3 +121,13 @@ def test_an_overrun_ends_task_timeout_after_one_attempt_unless_retry_on_error(
         with pytest.raises(TaskTimeout):
             again.result(timeout=30)
         assert again.attempts == 2
+
+
+def test_a_plain_client_of_a_tls_name_server_is_told_it_expects_tls(processes, tmp_path):
+    member = CertificateAuthority(tmp_path, "cluster").issue("member")
+    proc, ns = start_nameserver(member.flags(), env=NO_SECRET_ENV)
+    processes.add(proc)
+    plain = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": "", **NO_SECRET_ENV}
+    result = run_cli("status", "--ns", ns, env=plain)
+    assert result.returncode == 3, result
+    assert "if it expects TLS, give --tls-cert, --tls-key and --tls-ca" in result.stderr, result

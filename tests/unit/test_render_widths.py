@@ -87,6 +87,7 @@ def test_status_at_80_columns_keeps_names_addresses_and_states_whole():
     for w in WORKERS:
         assert lines_with(lines, w["name"], w["address"], w["state"]), (w["name"], text)
     assert lines_with(lines, "alpha-node-01-123456", "compute,", "gpu", "1234 MB", "1h06m"), text
+    assert lines_with(lines, "beta-2", "unreachable", "-/8"), text
     assert lines_with(lines, "nightly-crawl-of-the-shop", "running", "500/20000"), text
     assert lines_with(lines, "demo", "finished", "12/12"), text
     assert lines_with(lines, "nightly", "2026-12-02T03:00:00Z", "sched-a"), text
@@ -97,6 +98,10 @@ def test_status_at_200_columns_is_one_row_per_worker():
     text = "\n".join(lines)
     assert "…" not in text and "Worker resources" not in text, text
     for w in WORKERS:
+        if w["state"] == "unreachable":  # it did not answer: unknown numbers, not zeros or stale ones
+            (row,) = lines_with(lines, w["name"], w["address"], w["state"], "compute, crawl", "-/8")
+            assert "123456" not in row and "MB" not in row
+            continue
         (row,) = lines_with(lines, w["name"], w["address"], w["state"], "compute, crawl", "1234 MB")
         assert "123456" in row and "3/8" in row
 

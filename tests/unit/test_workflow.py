@@ -93,11 +93,11 @@ def test_a_failure_records_skips_and_fires_on_failure_once(tmp_path: Path) -> No
 
 
 def test_resume_feeds_kept_results_and_runs_only_missing_callbacks(tmp_path: Path) -> None:
-    kept = {
-        "a": {"id": "a", "status": "ok", "result": 5},
+    kept = {  # as a results file holds them: each with its call and arguments
+        "a": {"id": "a", "call": "echo", "args": [1], "kwargs": {}, "status": "ok", "result": 5},
         "a:on_success": {"id": "a:on_success", "status": "ok"},
-        "b": {"id": "b", "status": "ok", "result": 6},
-        "m-0": {"id": "m-0", "status": "ok", "result": 2},
+        "b": {"id": "b", "call": "add", "args": [5, 1], "kwargs": {}, "status": "ok", "result": 6},
+        "m-0": {"id": "m-0", "call": "add", "args": [1, 1], "kwargs": {}, "status": "ok", "result": 2},
     }
     flow, written = workflow(tmp_path, kept)
     items = flow.items(threading.Event())

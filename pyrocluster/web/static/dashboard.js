@@ -54,7 +54,7 @@ function jobsPanel(doc, failures) {
       <div class="job-head"><span class="job-name">${esc(j.name)}</span>
       <span class="state-${esc(j.state)}">${esc(j.state)}</span>
       <span class="progress-text">${j.done}/${j.total} done</span>
-      <span>ok ${ok} · failed ${j.failed} · skipped ${j.skipped ?? 0} · retried ${j.retried ?? 0}</span>
+      <span>ok ${ok} · failed ${j.failed} · skipped ${j.skipped ?? 0} · cancelled ${j.cancelled ?? 0} · retried ${j.retried ?? 0}</span>
       <span class="muted">${num(j.rate, 1)} tasks/s${eta}</span></div>
       <div class="bar" title="${num(pct(j.done), 1)}%"><span class="ok" style="width:${pct(ok)}%"></span>
       <span class="failed" style="width:${pct(j.failed)}%"></span><span class="skipped" style="width:${pct(j.skipped)}%"></span></div>
