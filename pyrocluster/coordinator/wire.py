@@ -197,6 +197,8 @@ class Wire:
         self._closed = False
         self._deferred: collections.deque[Callable[[], None]] = collections.deque()
         self._cuts: collections.deque[tuple[Channel, int]] = collections.deque()
+        self._held: collections.deque[tuple[Channel, int]] = collections.deque()
+        """Requests sent from callbacks on the loop thread, to write once they return."""
         self._woken = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -300,6 +302,9 @@ class Wire:
         if sock is None:
             fail(channel, Unsent("the connection was closed before sending"))
             return
+        on_loop = threading.current_thread() is self._thread
+        if on_loop:  # sent from a callback (under the dispatcher's lock): written when it returns
+            events = _READ
         with self._lock:
             channel.writer = RequestWriter(data)
             channel.holder = _FREE
@@ -310,7 +315,9 @@ class Wire:
             channel.writer = None
             fail(channel, Unsent("the connection was closed before sending"))
             return
-        if not self._sees_new_sockets:
+        if on_loop:
+            self._held.append((channel, channel.call_no))
+        elif not self._sees_new_sockets:
             self._wake()
 
     def _register(self, channel: Channel, sock: socket.socket, events: int) -> bool:
@@ -420,11 +427,19 @@ class Wire:
                         self._end(
                             channel, None, Pyro5.errors.ConnectionClosedError("the connection was closed")
                         )
+                self._write_sent()
             while self._deferred:
                 self._deferred.popleft()()
             self._cut_asked()
             self._expire(time.monotonic())
+            self._write_sent()
         self._selector.close()
+
+    def _write_sent(self) -> None:
+        """Write the requests that callbacks on this loop sent (now that they returned)."""
+        while self._held:
+            channel, call_no = self._held.popleft()
+            self._write_held(channel, call_no, _LOOP)
 
     def _cut_asked(self) -> None:
         while True:
@@ -489,14 +504,19 @@ class Wire:
     def push(self, channel: Channel, call_no: int) -> None:
         """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
         lock: what the socket takes now; the loop writes the rest and reads the reply."""
+        if threading.current_thread() is self._thread:
+            self._held.append((channel, call_no))  # written once the callback that sent it returns
+            return
+        self._write_held(channel, call_no, _CALLER)
+
+    def _write_held(self, channel: Channel, call_no: int, holder: int) -> None:
         with self._lock:
             sock = channel.registered
             if not channel.busy or channel.call_no != call_no or channel.holder != _FREE or sock is None:
                 return  # over, or the loop (or a pool thread) has it
-            if threading.current_thread() is self._thread or channel.writer is None:
-                self._register(channel, sock, channel.wanted())  # the loop writes it
+            if channel.writer is None:
                 return
-            channel.holder = _CALLER  # still watched for the reply: no selector change for a write
+            channel.holder = holder  # still watched for the reply: no selector change for a write
         try:
             written = channel.writer.write(sock)
         except Exception as exc:  # the connection broke
