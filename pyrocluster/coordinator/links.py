@@ -28,8 +28,9 @@ import Pyro5.errors
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
+from pyrocluster.coordinator.channel import Channel, Undecodable, Unsent
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.coordinator.wire import Channel, Undecodable, Unsent, Wire
+from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 

@@ -40,12 +40,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import Pyro5.errors
-from Pyro5 import protocol, serializers
+from Pyro5 import protocol
 
-from pyrocluster.auth import make_proxy
-from pyrocluster.config import Settings
+from pyrocluster.coordinator.channel import CALLER, FREE, LOOP, READ, WRITE, Channel, Done, Unsent
 from pyrocluster.coordinator.frames import ReplyReader, RequestWriter
-from pyrocluster.defaults import CONNECT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -53,137 +51,6 @@ POOL_THREADS = 4
 """Threads that connect channels (the Pyro5 handshake blocks)."""
 LOOP_TICK_S = 0.05
 """Longest the loop (or a caller reading its own reply) sleeps without checking deadlines."""
-
-Done = Callable[[Any, BaseException | None], None]
-"""A call's callback: ``(result, None)`` or ``(None, exception)``, run on the loop or a pool thread."""
-
-_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_FREE, _LOOP, _CALLER = 0, 1, 2
-"""Who uses a channel's socket now: nobody (the loop may), the loop, a caller (receive_here)."""
-
-
-class Unsent(Exception):
-    """The request never reached the peer (connection refused, handshake failed): nothing ran."""
-
-
-class Undecodable(Exception):
-    """The peer's reply arrived whole but its payload could not be decoded."""
-
-
-class Channel:
-    """One connection to one Pyro5 object, carrying at most one call at a time."""
-
-    def __init__(self, uri: str, settings: Settings, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        self.uri = uri
-        self._settings = settings
-        self._connect_timeout_s = connect_timeout_s
-        self.proxy: Any = None
-        self.busy = False
-        self.done: Done | None = None
-        self.seq = 0
-        self.call_no = 0
-        """Counts the calls it carried: a deadline or a cut belongs to one call, not to the channel."""
-        self.timed_out = False
-        self.cut_no = 0
-        """The call number a cut was asked for (see :meth:`Wire.cut`)."""
-        self.holder = _FREE
-        self.writer: RequestWriter | None = None
-        self.reader = ReplyReader()
-        self.registered: socket.socket | None = None
-        """The socket as registered with the loop's selector (None while it is not)."""
-        self.events = 0
-        self.connecting = False
-        """True while a pool thread connects it (the proxy is that thread's until it is done)."""
-
-    @property
-    def claimed(self) -> bool:
-        """True while a caller reads its own reply on it (:meth:`Wire.receive_here`)."""
-        return self.holder == _CALLER
-
-    @property
-    def connected(self) -> bool:
-        """True while it holds an open connection."""
-        return self.proxy is not None and self.proxy._pyroConnection is not None
-
-    def connect(self) -> None:
-        """Open the connection and pass the handshake (blocking; Unsent when it cannot)."""
-        try:
-            if self.proxy is None:
-                self.proxy = make_proxy(self.uri, self._settings, timeout_s=self._connect_timeout_s)
-            self.proxy._pyroClaimOwnership()
-            self.proxy._pyroBind()
-            sock = self.sock()
-            if sock is None:
-                raise Pyro5.errors.CommunicationError("the connection closed during the handshake")
-            sock.setblocking(False)  # from now on only the loop (or a claiming caller) touches it
-        except Pyro5.errors.SecurityError as exc:
-            self.release()
-            raise Unsent(f"authentication refused: {exc}") from None
-        except Pyro5.errors.CommunicationError as exc:
-            self.release()
-            raise Unsent(f"{type(exc).__name__}: {exc}") from None
-        except Exception as exc:  # e.g. TLS files gone: the request never left
-            self.release()
-            raise Unsent(f"cannot connect: {type(exc).__name__}: {exc}") from None
-
-    def encode(self, method: str, args: tuple[Any, ...]) -> bytes:
-        """The request message for ``method(*args)`` (SerializeError when args cannot be encoded)."""
-        proxy = self.proxy
-        serializer = serializers.serializers[proxy._pyroSerializer or Pyro5.config.SERIALIZER]
-        data = serializer.dumpsCall(proxy._pyroConnection.objectId, method, args, {})
-        self.seq = (self.seq + 1) & 0xFFFF
-        return bytes(
-            protocol.SendingMessage(protocol.MSG_INVOKE, 0, self.seq, serializer.serializer_id, data).data
-        )
-
-    def pump(self) -> protocol.ReceivingMessage | None:
-        """Write what the socket takes of the request, then read what it holds of the reply.
-
-        The reply message once complete, else None. ConnectionClosedError or ProtocolError when
-        the connection broke or carries something that is not the reply.
-        """
-        sock = self.sock()
-        if sock is None:
-            raise Pyro5.errors.ConnectionClosedError("the connection was closed")
-        if self.writer is not None:
-            if not self.writer.write(sock):
-                return None
-            self.writer = None
-        return self.reader.read(sock)
-
-    def wanted(self) -> int:
-        """The selector events its call waits for: the reply, and room for the rest of the request."""
-        return _READ | (_WRITE if self.writer is not None else 0)
-
-    def result_of(self, msg: protocol.ReceivingMessage) -> Any:
-        """The reply's value; raise what the peer raised (ProtocolError, Undecodable for bad bytes)."""
-        if msg.seq != self.seq:
-            raise Pyro5.errors.ProtocolError(f"reply out of sequence ({msg.seq}, expected {self.seq})")
-        serializer = serializers.serializers_by_id.get(msg.serializer_id)
-        if serializer is None:
-            raise Undecodable(f"a reply in serializer {msg.serializer_id}, which is not accepted")
-        try:
-            data = serializer.loads(msg.data)
-        except Exception as exc:  # whatever the decoder raises on bytes it cannot read
-            raise Undecodable(f"the reply cannot be decoded: {type(exc).__name__}") from None
-        if msg.flags & protocol.FLAGS_EXCEPTION:
-            if isinstance(data, BaseException):
-                raise data
-            raise Undecodable("an exception reply that holds no exception")
-        return data
-
-    def sock(self) -> socket.socket | None:
-        """The connection's socket, if connected."""
-        conn = self.proxy._pyroConnection if self.proxy is not None else None
-        return conn.sock if conn is not None else None
-
-    def release(self) -> None:
-        """Close the connection (it reconnects on its next call)."""
-        if self.proxy is not None:
-            # A proxy of a dead connection may fail to close; there is nothing more to do then.
-            with contextlib.suppress(Exception):
-                self.proxy._pyroClaimOwnership()
-                self.proxy._pyroRelease()
 
 
 class Wire:
@@ -203,7 +70,7 @@ class Wire:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, _READ, None)
+        self._selector.register(self._wake_r, READ, None)
         self._sees_new_sockets = isinstance(self._selector, selectors.EpollSelector)
         """epoll reports a socket registered during its wait at once: a new request needs no wake-up."""
         self._pool = ThreadPoolExecutor(max_workers=pool_threads, thread_name_prefix=f"{name}-pool")
@@ -243,7 +110,7 @@ class Wire:
             except Exception as exc:  # SerializeError and friends: nothing was sent
                 self._defer(channel, exc)
                 return
-            self._queue(channel, data, deadline, self._defer, _READ if hold_write else _READ | _WRITE)
+            self._queue(channel, data, deadline, self._defer, READ if hold_write else READ | WRITE)
             return
         channel.connecting = True
         self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
@@ -275,7 +142,7 @@ class Wire:
             why = "no reply within the deadline" if channel.timed_out else "the connection was cut"
             self._finish(channel, None, Pyro5.errors.TimeoutError(why) if channel.timed_out else Unsent(why))
             return
-        self._queue(channel, data, deadline, lambda ch, exc: self._finish(ch, None, exc), _READ | _WRITE)
+        self._queue(channel, data, deadline, lambda ch, exc: self._finish(ch, None, exc), READ | WRITE)
 
     def _wake(self) -> None:
         if not self._woken:
@@ -304,10 +171,10 @@ class Wire:
             return
         on_loop = threading.current_thread() is self._thread
         if on_loop:  # sent from a callback (under the dispatcher's lock): written when it returns
-            events = _READ
+            events = READ
         with self._lock:
             channel.writer = RequestWriter(data)
-            channel.holder = _FREE
+            channel.holder = FREE
             registered = self._register(channel, sock, events)
             if registered and deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
@@ -360,7 +227,7 @@ class Wire:
         """The call on ``channel`` is over (by its holder): report its reply or its failure."""
         with self._lock:
             self._unregister(channel)
-            channel.holder = _FREE
+            channel.holder = FREE
             channel.writer = None
         result = None
         if msg is not None:
@@ -409,20 +276,20 @@ class Wire:
                     if not channel.busy:  # ended: nothing more to read here
                         self._unregister(channel)
                         continue
-                    if channel.holder != _FREE or channel.registered is None:
+                    if channel.holder != FREE or channel.registered is None:
                         # A caller holds it (receive_here, push): stop watching it meanwhile (a
                         # socket left ready would wake this loop again and again); the caller
                         # watches it again when it hands the call back.
                         self._unregister(channel)
                         continue
-                    channel.holder = _LOOP
+                    channel.holder = LOOP
                 if not self._step(channel):
                     with self._lock:
-                        channel.holder = _FREE
+                        channel.holder = FREE
                         sock = channel.registered
                         watched = sock is not None and self._register(channel, sock, channel.wanted())
                         if not watched:
-                            channel.holder = _LOOP
+                            channel.holder = LOOP
                     if not watched:
                         self._end(
                             channel, None, Pyro5.errors.ConnectionClosedError("the connection was closed")
@@ -439,7 +306,7 @@ class Wire:
         """Write the requests that callbacks on this loop sent (now that they returned)."""
         while self._held:
             channel, call_no = self._held.popleft()
-            self._write_held(channel, call_no, _LOOP)
+            self._write_held(channel, call_no, LOOP)
 
     def _cut_asked(self) -> None:
         while True:
@@ -447,11 +314,11 @@ class Wire:
                 if not self._cuts:
                     return
                 channel, call_no = self._cuts.popleft()
-                if not channel.busy or channel.call_no != call_no or channel.holder == _CALLER:
+                if not channel.busy or channel.call_no != call_no or channel.holder == CALLER:
                     continue  # over already, or a caller holds it (it sees cut_no)
                 if channel.connecting:
                     continue  # the connecting thread sees cut_no
-                channel.holder = _LOOP
+                channel.holder = LOOP
             self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
 
     def receive_here(self, channel: Channel, call_no: int, wait_s: float) -> bool:
@@ -470,11 +337,11 @@ class Wire:
                 sock = channel.registered
                 if not channel.busy or channel.call_no != call_no or sock is None:
                     return False  # it is over, or a pool thread is still connecting
-                if channel.holder == _FREE:
-                    channel.holder = _CALLER
+                if channel.holder == FREE:
+                    channel.holder = CALLER
                     self._unregister(channel)
                     break
-            if channel.holder == _CALLER or time.monotonic() >= until:
+            if channel.holder == CALLER or time.monotonic() >= until:
                 return False
             time.sleep(0)  # the loop is moving it on (a step that never waits): let it finish
         poller = select.poll()
@@ -494,10 +361,10 @@ class Wire:
                 ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
         with self._lock:
             if not (channel.timed_out or channel.cut_no == call_no):
-                channel.holder = _FREE
+                channel.holder = FREE
                 if self._register(channel, sock, channel.wanted()):
                     return False
-                channel.holder = _CALLER
+                channel.holder = CALLER
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
         return True
 
@@ -507,12 +374,12 @@ class Wire:
         if threading.current_thread() is self._thread:
             self._held.append((channel, call_no))  # written once the callback that sent it returns
             return
-        self._write_held(channel, call_no, _CALLER)
+        self._write_held(channel, call_no, CALLER)
 
     def _write_held(self, channel: Channel, call_no: int, holder: int) -> None:
         with self._lock:
             sock = channel.registered
-            if not channel.busy or channel.call_no != call_no or channel.holder != _FREE or sock is None:
+            if not channel.busy or channel.call_no != call_no or channel.holder != FREE or sock is None:
                 return  # over, or the loop (or a pool thread) has it
             if channel.writer is None:
                 return
@@ -526,7 +393,7 @@ class Wire:
             if written:
                 channel.writer = None
             if not (channel.timed_out or channel.cut_no == call_no):
-                channel.holder = _FREE
+                channel.holder = FREE
                 if self._register(channel, sock, channel.wanted()):  # the loop may have let it go
                     return
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
@@ -540,9 +407,9 @@ class Wire:
                 if not channel.busy or channel.call_no != call_no:
                     continue
                 channel.timed_out = True
-                if channel.holder == _CALLER or channel.connecting:
+                if channel.holder == CALLER or channel.connecting:
                     continue  # the thread that holds it sees timed_out
-                channel.holder = _LOOP
+                channel.holder = LOOP
             self._end(channel, None, Pyro5.errors.TimeoutError("no reply within the deadline"))
 
     def close(self) -> None:

@@ -16,8 +16,9 @@ import pytest
 from pyrocluster import config
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.channel import Channel, Unsent
 from pyrocluster.coordinator.frames import WRITE_CHUNK
-from pyrocluster.coordinator.wire import POOL_THREADS, Channel, Unsent, Wire
+from pyrocluster.coordinator.wire import POOL_THREADS, Wire
 from tests.helpers.certs import make_member
 from tests.helpers.relay import Relay
 

@@ -11,10 +11,10 @@ from Pyro5 import protocol, serializers
 
 from pyrocluster import config
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.channel import Channel, Undecodable
 from pyrocluster.coordinator.frames import ReplyReader, RequestWriter
 from pyrocluster.coordinator.links import happened_of
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.coordinator.wire import Channel, Undecodable
 
 MSGPACK = serializers.serializers["msgpack"]
 
