@@ -72,3 +72,15 @@ def hold(path: str, limit: float = 30.0) -> str:
 def hog(n: int) -> int:
     """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time."""
     return sum(range(n))
+
+
+@task
+def side_effect(folder: str, seconds: float = 0.0) -> list:
+    """Sleep, then create one new file in ``folder`` holding ``start end``: one file per run of the task."""
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    name = f"{start:.6f}-{os.getpid()}-{os.urandom(4).hex()}.run"
+    with open(os.path.join(folder, name), "x") as f:
+        f.write(f"{start} {end}\n")
+    return [start, end]
