@@ -12,12 +12,14 @@ import pytest
 
 from pyrocluster import codec, protocol
 from pyrocluster.config import Settings
+from pyrocluster.coordinator import overdue
 from pyrocluster.coordinator.book import BUSY_BACKOFF_S, DRAINING, READY, SUSPECT
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.policy import TABLE, Happened
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.protocol import HELD_PER_SLOT
 
 BUILTIN = frozenset({"add", "echo", "sleep", "fail"})
 
@@ -385,3 +387,52 @@ def test_cancelling_a_job_finds_its_calls_wherever_they_are():
     rig.d.submit(calls)
     assert set(rig.d.calls_of(job)) == set(calls)
     assert len(rig.d.cancel(rig.d.calls_of(job))) == 3 and rig.d.calls_of(job) == []
+
+
+def test_calls_spread_over_free_slots_and_queue_at_shared_workers_up_to_two_batches_per_slot():
+    rig = Rig(entry("a", slots=2), entry("b", slots=2), max_batch=100)
+    for rec in rig.d.records.values():
+        rec.sizers["compute"].size = 100
+    first = [Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 2, False) for _ in range(40)]
+    rig.d.submit(first)
+    sent = rig.link("a").sent + rig.link("b").sent
+    assert sorted(len(b.calls) for b in sent) == [10, 10, 10, 10]  # four free slots, not 8 places
+    for name in "ab":  # another coordinator shows up on both: queue there, up to our allowance
+        rig.d.probe_answered(rig.link(name), {"slots": 2, "running": 2, "queued": 1})
+    more = [Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 2, False) for _ in range(500)]
+    rig.d.submit(more)
+    assert [len(rig.link(w).sent) for w in "ab"] == [HELD_PER_SLOT * 2, HELD_PER_SLOT * 2]
+    assert rig.d.in_flight() == 40 + 4 * 100  # the last 100 wait here for a reply
+
+
+def overdue_now(rig: Rig) -> list[Any]:
+    with rig.d._cond:  # as the dispatch loop calls it
+        return rig.d.expire_overdue()
+
+
+def test_a_batch_past_its_deadline_counts_as_timed_out_though_its_worker_answers_probes():
+    rig = Rig(entry("a"), entry("b"))
+    c = rig.call(retries=1)  # timeout 10 s: deadline 10 + 1 + 10 s after sending
+    worker = "a" if rig.link("a").sent else "b"
+    rig.d.probe_answered(rig.link(worker), {"slots": 1, "running": 1, "queued": 0})
+    rig.clock.now += 20.9
+    assert overdue_now(rig) == [] and c.batch_id != 0
+    rig.clock.now += 0.2
+    assert overdue_now(rig) == []  # re-queued (an attempt left), not ended
+    rig.d.submit([])
+    other = "b" if worker == "a" else "a"
+    assert rig.d.records[worker].state == SUSPECT and rig.link(worker).aborted == 1
+    assert rig.last(other).calls == [c] and c.attempts == 2
+
+
+def test_a_batch_deadline_moves_on_while_the_worker_holds_others_work_but_not_for_ever():
+    rig = Rig(entry("a", slots=1))
+    c = rig.call(retries=0)
+    rig.d.records["a"].observe_load({"slots": 1, "running": 2, "queued": 1})  # work of others there
+    for _ in range(overdue.QUEUE_SPANS):
+        rig.clock.now += 21.1
+        assert overdue_now(rig) == []
+    rig.clock.now += 21.1
+    (ended,) = overdue_now(rig)
+    assert ended[0] is c and isinstance(ended[2], WorkerUnavailable)
+    assert "no reply to a batch within its deadline" in str(ended[2])
