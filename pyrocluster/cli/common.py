@@ -88,6 +88,14 @@ SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 """The section-2 options every command takes, as ``click.option`` arguments: add one here and it
 is a flag of every command, a top-level key of the config file, and (unless it is in
 NOT_SETTINGS) an argument of ``Settings.from_sources``."""
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    envvar="PYROCLUSTER_DEBUG",
+    show_envvar=True,
+    help="Tracebacks of unexpected errors.",
+)
+"""``--debug`` alone, for the commands that talk to no cluster (``tls``)."""
 NOT_SETTINGS = ("log_format",)
 """Shared options that set up the process rather than its connection settings."""
 
