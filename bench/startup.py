@@ -98,7 +98,12 @@ def run(ctx: Context) -> None:
     row = rep.add(NAME, "`submit --local 2`: process start to first task run, wall", PYRO, "s", walls)
     rep.add(NAME, "`submit --local 2` of one task: CPU of the command and its children", INFO, "s", cpus)
     rep.target(
-        NAME, "submit --local 2 to first task", "<=", FIRST_TASK_TARGET_S, row.median, f"CPU {min(cpus):.3f} s"
+        NAME,
+        "submit --local 2 to first task",
+        "<=",
+        FIRST_TASK_TARGET_S,
+        row.median,
+        f"CPU {min(cpus):.3f} s",
     )
 
 
@@ -112,12 +117,16 @@ def main() -> None:
 
     if args.only != "submit":
         w, c = import_cli(args.reps)
-        print(f"import pyrocluster.cli: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
-              f"CPU min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}")
+        print(
+            f"import pyrocluster.cli: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
+            f"CPU min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}"
+        )
     if args.only != "import":
         w, c = submit_local(args.reps)
-        print(f"submit --local 2 to first task: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
-              f"CPU of run min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}")
+        print(
+            f"submit --local 2 to first task: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
+            f"CPU of run min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

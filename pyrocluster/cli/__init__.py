@@ -86,4 +86,3 @@ def main(debug: bool) -> None:
     """A light Python compute and crawl cluster on Pyro5."""
     if debug:
         os.environ["PYROCLUSTER_DEBUG"] = "1"  # the subcommand's own --debug reads it
-
