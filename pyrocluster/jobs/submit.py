@@ -16,7 +16,7 @@ from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
-from pyrocluster.jobs.collector import fewer_collections
+from pyrocluster.jobs.gc_thresholds import fewer_collections
 from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
