@@ -25,6 +25,7 @@ COMMANDS = {
     "dashboard": "dashboard",
     "results": "results",
     "scheduler": "scheduler",
+    "tls": "certs",
 }
 """Each command's name and the module of this package that defines it (under the same name)."""
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyrocluster import logs
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
@@ -115,6 +116,7 @@ def _submit(
     local: LocalCluster | None,
 ) -> JobSummary:
     spec = load_job(options.job_file)
+    logs.set_job(spec.name)
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:

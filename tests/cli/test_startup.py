@@ -24,7 +24,17 @@ def test_importing_the_cli_loads_no_command_libraries() -> None:
 def test_help_lists_every_command_and_each_one_loads() -> None:
     listed = run_cli("--help")
     assert listed.returncode == 0, listed
-    commands = ["cancel", "dashboard", "forget", "nameserver", "results", "scheduler", "status", "submit"]
+    commands = [
+        "cancel",
+        "dashboard",
+        "forget",
+        "nameserver",
+        "results",
+        "scheduler",
+        "status",
+        "submit",
+        "tls",
+    ]
     for name in [*commands, "worker"]:
         assert f"  {name} " in listed.stdout, listed.stdout
         help_text = run_cli(name, "-h")
