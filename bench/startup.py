@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,26 +109,25 @@ def run(ctx: Context) -> None:
     )
 
 
+def summary(walls: list[float], cpus: list[float]) -> str:
+    """Median and best of the wall and CPU seconds."""
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    return f"wall {wall:.3f} s (best {min(walls):.3f}), CPU {cpu:.3f} s (best {min(cpus):.3f})"
+
+
 def main() -> None:
     """Run alone and print the figures."""
     ap = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", choices=["import", "submit"], default=None)
     args = ap.parse_args()
-    import os
-
+    load = os.getloadavg()[0]
     if args.only != "submit":
         w, c = import_cli(args.reps)
-        print(
-            f"import pyrocluster.cli: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
-            f"CPU min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}"
-        )
+        print(f"import pyrocluster.cli: {summary(w, c)}; load at start {load:.1f}")
     if args.only != "import":
         w, c = submit_local(args.reps)
-        print(
-            f"submit --local 2 to first task: wall min {min(w):.3f} med {sorted(w)[len(w) // 2]:.3f} s; "
-            f"CPU of run min {min(c):.3f} med {sorted(c)[len(c) // 2]:.3f} s; load {os.getloadavg()[0]:.1f}"
-        )
+        print(f"submit --local 2 to first task: {summary(w, c)}; load at start {load:.1f}")
 
 
 if __name__ == "__main__":
