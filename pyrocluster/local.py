@@ -135,8 +135,15 @@ def start_nameserver(
     extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None
 ) -> tuple[ManagedProcess, str]:
     """Start ``pyrocluster nameserver`` on loopback; return it and its ``HOST:PORT``."""
-    proc = ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
+    proc = nameserver_process(extra, port, env)
     return proc, ready_address(proc.wait_ready())
+
+
+def nameserver_process(
+    extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """Start ``pyrocluster nameserver`` on loopback without waiting for its ready line."""
+    return ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
 
 
 def start_worker(
@@ -185,9 +192,7 @@ class LocalCluster:
             with self._closing:
                 if self._closed:
                     return
-                self.nameserver = ManagedProcess(
-                    ["nameserver", "--host", "127.0.0.1", "--port", "0"], self.env
-                )
+                self.nameserver = nameserver_process(env=self.env)
             self.address = ready_address(self.nameserver.wait_ready())
             with self._closing:
                 if self._closed:
@@ -201,7 +206,11 @@ class LocalCluster:
     def wait_ready(self) -> None:
         """Block until the name server and every worker printed their ready lines; on failure
         stop them all and raise (ClusterUnreachable with the process output)."""
-        self._starter.join()
+        try:
+            self._starter.join()
+        except BaseException:  # Ctrl-C while waiting: nothing started is left behind
+            self.close()
+            raise
         if self._failure is not None:
             self.close()
             raise self._failure
