@@ -188,4 +188,7 @@ class ComputeService:
                 positions = {i for i, call_id in enumerate(ids) if call_id in wanted}
                 if positions:
                     found[ticket] = positions
-        return sum(ticket.cancel(positions) for ticket, positions in found.items())
+        # Waiting batches first: a slot freed by stopping a running call must not start one of
+        # them only to stop it again (a process slot would be killed twice).
+        order = sorted(found, key=Ticket.started)
+        return sum(ticket.cancel(found[ticket]) for ticket in order)
