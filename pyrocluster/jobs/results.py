@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import gc
 import json
-import math
 import mmap
 import os
 import stat
@@ -21,55 +19,10 @@ from typing import IO, Any
 import orjson
 
 from pyrocluster.errors import ConfigError
+from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
 
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
-
-
-def _default(value: Any) -> Any:
-    """JSON for the few plain values JSON lacks, so that an outcome is never lost to a TypeError."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    return repr(value)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as strings: strict JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
-
-
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-_ORJSON_STR_KEYS = orjson.OPT_APPEND_NEWLINE
-"""Tried first: the same bytes when every key is a string, and 40% cheaper than OPT_NON_STR_KEYS."""
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    """One compact JSON line (with its newline) as UTF-8.
-
-    orjson on the hot path (about 15x faster; it writes NaN and infinities as null); the standard
-    library for what orjson refuses: integers beyond 64 bits, lone surrogates.
-    """
-    try:
-        return bytes(orjson.dumps(record, default=_default, option=_ORJSON_OPTIONS))
-    except TypeError:
-        pass
-    try:
-        return (_ENCODER.encode(record) + "\n").encode("utf-8")
-    except ValueError:  # a lone surrogate (UnicodeEncodeError)
-        # The ASCII form escapes lone surrogates, which then round-trip as valid JSON.
-        return (_ASCII_ENCODER.encode(_finite(record)) + "\n").encode("ascii")
 
 
 RECORD_KEYS = ("id", "kind", "call", "args", "kwargs", "url", "depth")
@@ -217,14 +170,14 @@ class ResultsStore:
         sizes: list[int] = []
         written: list[dict[str, Any]] = []
         data = bytearray()
-        dumps, default = orjson.dumps, _default
+        dumps = orjson.dumps
         for record in records:
             key = record.get("id")
             if not isinstance(key, str):
                 raise ValueError("a results record needs a string 'id'")
             try:  # encode_record's hot path inline: this loop runs once per outcome
-                line = dumps(record, default=default, option=_ORJSON_STR_KEYS)
-            except TypeError:  # a key that is not a string, or what orjson cannot write at all
+                line = dumps(record, default=default, option=OPTIONS)
+            except TypeError:  # what orjson cannot write: encode_record's careful path
                 record, line = encode_or_failure(record)
             written.append(record)
             keys.append(key)
