@@ -3,7 +3,8 @@
 Workers register one object per service under ``pyrocluster.worker.<name>.<service>`` with
 metadata ``pyrocluster.service:<service>``, ``pyrocluster.worker:<name>``,
 ``pyrocluster.tag:<tag>`` (one per tag) and ``pyrocluster.slots:<n>``; the compute object also
-carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
+carries ``pyrocluster.task:<name>`` for each task it offers and ``pyrocluster.resource:<name>=<amount>``
+for each resource it has (SPEC 10). Jobs register under
 ``pyrocluster.job.<name>`` with ``pyrocluster.service:job``.
 """
 
@@ -20,6 +21,7 @@ from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import AuthenticationError, ClusterUnreachable
+from pyrocluster.resources import NAME as RESOURCE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ META_WORKER = "pyrocluster.worker:"
 META_TAG = "pyrocluster.tag:"
 META_SLOTS = "pyrocluster.slots:"
 META_TASK = "pyrocluster.task:"
+META_RESOURCE = "pyrocluster.resource:"
 COMPUTE = "compute"
 """The service whose object carries the task catalog."""
 CONTROL = "control"
@@ -46,6 +49,8 @@ class WorkerEntry:
     tags: frozenset[str] = frozenset()
     tasks: frozenset[str] = frozenset()
     """The compute task names it offers (empty without a compute service)."""
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """Its compute resources' totals (empty without a compute service)."""
 
     @property
     def services(self) -> list[str]:
@@ -70,12 +75,19 @@ def job_name(job: str) -> str:
 
 
 def service_metadata(
-    worker: str, service: str, tags: Iterable[str], slots: int, tasks: Iterable[str] = ()
+    worker: str,
+    service: str,
+    tags: Iterable[str],
+    slots: int,
+    tasks: Iterable[str] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> set[str]:
-    """Metadata for one registered object of a worker (``tasks`` only on the compute object)."""
+    """Metadata for one registered object of a worker (``tasks`` and ``resources`` only on the
+    compute object)."""
     meta = {META_SERVICE + service, META_WORKER + worker, f"{META_SLOTS}{slots}"}
     meta.update(META_TAG + t for t in tags)
     meta.update(META_TASK + t for t in tasks)
+    meta.update(f"{META_RESOURCE}{name}={amount!r}" for name, amount in (resources or {}).items())
     return meta
 
 
@@ -89,6 +101,18 @@ class _Object:
     slots: int
     tags: set[str]
     tasks: set[str]
+    resources: dict[str, float]
+
+
+def _parse_resource(text: str) -> tuple[str, float] | None:
+    name, _, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        return None
+    if not RESOURCE_NAME.match(name) or not 0 <= value < float("inf"):
+        return None
+    return name, value
 
 
 def _parse_object(value: Any) -> _Object | str | None:
@@ -99,7 +123,7 @@ def _parse_object(value: Any) -> _Object | str | None:
     if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
         return "metadata is not a set of strings"
     worker = service = None
-    slots, tags, names = 0, set(), set()
+    slots, tags, names, resources = 0, set(), set(), {}
     for item in metadata:
         if not isinstance(item, str):
             return f"metadata item {item!r} is not a string"
@@ -111,6 +135,11 @@ def _parse_object(value: Any) -> _Object | str | None:
             tags.add(item[len(META_TAG) :])
         elif item.startswith(META_TASK):
             names.add(item[len(META_TASK) :])
+        elif item.startswith(META_RESOURCE):
+            parsed = _parse_resource(item[len(META_RESOURCE) :])
+            if parsed is None:
+                return f"{item!r} is not a resource amount"
+            resources[parsed[0]] = parsed[1]
         elif item.startswith(META_SLOTS):
             text = item[len(META_SLOTS) :]
             if not (text.isascii() and text.isdigit()) or int(text) > 1_000_000:
@@ -118,7 +147,7 @@ def _parse_object(value: Any) -> _Object | str | None:
             slots = int(text)
     if not worker or not service:
         return None
-    return _Object(worker, service, str(uri), slots, tags, names)
+    return _Object(worker, service, str(uri), slots, tags, names, resources)
 
 
 def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
@@ -131,6 +160,7 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
     slots: dict[str, dict[str, int]] = {}
     tags: dict[str, set[str]] = {}
     catalogs: dict[str, set[str]] = {}
+    totals: dict[str, dict[str, float]] = {}
     for name, value in listing.items():
         obj = _parse_object(value)
         if isinstance(obj, str):
@@ -143,8 +173,16 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
         tags.setdefault(obj.worker, set()).update(obj.tags)
         if obj.service == COMPUTE:
             catalogs.setdefault(obj.worker, set()).update(obj.tasks)
+            totals[obj.worker] = obj.resources
     return [
-        WorkerEntry(name, uris[name], slots[name], frozenset(tags[name]), frozenset(catalogs.get(name, ())))
+        WorkerEntry(
+            name,
+            uris[name],
+            slots[name],
+            frozenset(tags[name]),
+            frozenset(catalogs.get(name, ())),
+            totals.get(name, {}),
+        )
         for name in sorted(uris)
         if CONTROL in uris[name]
     ]
@@ -181,12 +219,21 @@ def register_worker(
     slots: Mapping[str, int],
     tags: Iterable[str],
     tasks: Iterable[str] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> None:
-    """(Re-)register every object of a worker; the compute object carries the task catalog."""
+    """(Re-)register every object of a worker; the compute object carries the task catalog and
+    the resources' totals."""
     tags, tasks = list(tags), list(tasks)
     for service, uri in uris.items():
-        offered = tasks if service == COMPUTE else ()
-        meta = service_metadata(worker, service, tags, slots.get(service, 0), offered)
+        compute = service == COMPUTE
+        meta = service_metadata(
+            worker,
+            service,
+            tags,
+            slots.get(service, 0),
+            tasks if compute else (),
+            resources if compute else None,
+        )
         ns.register(object_name(worker, service), uri, safe=False, metadata=meta)
 
 

@@ -9,7 +9,7 @@ import Pyro5.api
 import Pyro5.callcontext
 import Pyro5.serializers
 
-from pyrocluster import codec, protocol, tasks
+from pyrocluster import codec, protocol, resources, tasks
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
@@ -37,7 +37,8 @@ def _id_problem(value: Any, what: str) -> str | None:
 
 
 def check_call(call: Any) -> str | None:
-    """What is wrong with one ``[call_id, name, payload, timeout_s, priority]`` call, or None."""
+    """What is wrong with one ``[call_id, name, payload, timeout_s, priority(, resources)]`` call,
+    or None."""
     if type(call) is list and len(call) == 5:  # the fast path of well-formed calls
         call_id, name, _payload, timeout_s, priority = call
         if (
@@ -50,9 +51,16 @@ def check_call(call: Any) -> str | None:
             and -MAX_PRIORITY <= priority <= MAX_PRIORITY
         ):
             return None
-    if not isinstance(call, (list, tuple)) or len(call) != 5:
-        return "a call must be [call_id, name, payload, timeout_s, priority]"
-    call_id, name, _payload, timeout_s, priority = call
+    if not isinstance(call, (list, tuple)) or len(call) not in (5, 6):
+        return "a call must be [call_id, name, payload, timeout_s, priority(, resources)]"
+    if len(call) == 6:
+        if not isinstance(call[5], dict):
+            return "resources must be a dict of name: amount"
+        try:
+            resources.parse_mapping(call[5])
+        except ValueError as exc:
+            return f"resources: {exc}"
+    call_id, name, _payload, timeout_s, priority = call[:5]
     problem = _id_problem(call_id, "call_id")
     if problem:
         return problem
@@ -71,6 +79,26 @@ def check_call(call: Any) -> str | None:
 
 def _invalid(message: str) -> Outcome:
     return encoded_failure(protocol.ERROR, "InvalidCall", message)
+
+
+def _largest(ask: dict[str, float] | None, own: dict[str, float]) -> dict[str, float]:
+    """What a batch holds: for each resource, the most any of its calls asks (they run in turn)."""
+    if ask is None:
+        return own
+    for name, amount in own.items():
+        ask[name] = max(ask.get(name, 0.0), amount)
+    return ask
+
+
+def _unfit(ask: dict[str, float], totals: dict[str, float]) -> Outcome:
+    """ERROR ResourcesUnavailable for a call asking more than this worker has at all."""
+    over = resources.shortfall(ask, [totals]) or ("?", 0.0)
+    name, largest = over
+    message = (
+        f"the call asks {resources.show(name, ask.get(name, 0.0))} {name}; "
+        f"this worker has {resources.show(name, largest)}"
+    )
+    return encoded_failure(protocol.ERROR, "ResourcesUnavailable", message)
 
 
 def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
@@ -119,13 +147,21 @@ class ComputeService:
         ids: list[str] = []
         runnable: list[list[Any]] = []  # [name, payload, timeout_s] as the slot runs it
         priority = -MAX_PRIORITY
+        ask: dict[str, float] | None = None  # None: every call asks cpu 1 (the default)
         for place, call in enumerate(calls):
             problem = check_call(call)
             if problem:
                 outcomes[place] = _invalid(problem)
                 names.append(OTHER)
                 continue
-            call_id, name, payload, timeout_s, call_priority = call
+            call_id, name, payload, timeout_s, call_priority = call[:5]
+            if len(call) == 6:
+                own = resources.full_ask(resources.parse_mapping(call[5]))
+                if not self._gate.fits_totals(own):
+                    names.append(name)
+                    outcomes[place] = _unfit(own, self._gate.totals)
+                    continue
+                ask = _largest(ask, own)
             if name not in tasks.REGISTRY:
                 outcome = tasks.unknown_task(name)
                 outcomes[place] = [outcome[0], codec.pack(outcome[1]), 0.0]
@@ -142,7 +178,7 @@ class ComputeService:
             runnable.append([name, data, float(timeout_s)])
             priority = max(priority, call_priority)
         if runnable:
-            ran = self._run(sender, ids, runnable, priority)
+            ran = self._run(sender, ids, runnable, priority, ask)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
             for place, outcome in zip(places, ran, strict=True):
@@ -151,10 +187,15 @@ class ComputeService:
         return {"outcomes": outcomes, "load": self._gate.load()}
 
     def _run(
-        self, sender: str, ids: list[str], runnable: list[list[Any]], priority: int
+        self,
+        sender: str,
+        ids: list[str],
+        runnable: list[list[Any]],
+        priority: int,
+        ask: dict[str, float] | None,
     ) -> list[Outcome] | None:
         """Admit and run the good calls of a batch; None when the admission queue is full."""
-        ticket = Ticket(self._gate, sender, priority, len(runnable))
+        ticket = Ticket(self._gate, sender, priority, len(runnable), ask)
         with self._lock:  # one entry per batch, not per call: cancel looks the ids up (rare)
             self._tickets.setdefault(sender, {})[ticket] = ids
         self._state.enter()

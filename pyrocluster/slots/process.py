@@ -28,6 +28,7 @@ from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.protocol import CANCELLED, CRASHED, NOT_RUN, TIMEOUT
+from pyrocluster.slots import limits
 from pyrocluster.slots.batch import (
     BatchRun,
     Call,
@@ -129,11 +130,16 @@ def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> Non
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        budget, skip, calls = codec.unpack(data)
+        budget, skip, calls, held = codec.unpack(data)
+        restore = limits.apply(held)  # memory limit and CUDA_VISIBLE_DEVICES for this batch
         run = BatchRun(calls, budget, skip, started)
         run.run()
         timer.stop()
-        conn.send_bytes(codec.pack([False, run.outcomes]))
+        restore()
+        outcomes = (
+            limits.memory_exceeded(run.outcomes, held["memory"]) if held.get("memory") else run.outcomes
+        )
+        conn.send_bytes(codec.pack([False, outcomes]))
 
 
 class SlotProcess:
@@ -194,7 +200,7 @@ class SlotProcess:
         skip = ticket.attach(self)
         reply = None
         try:
-            self.conn.send_bytes(codec.pack([budget, sorted(skip), calls]))
+            self.conn.send_bytes(codec.pack([budget, sorted(skip), calls, ticket.limits()]))
             if self._wait_reply(calls, time.monotonic()):
                 reply = codec.unpack(self.conn.recv_bytes())
             elif self._killed_for is None:
