@@ -116,6 +116,18 @@ def shortfall(ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -
     return name, max((t.get(name, 0.0) for t in totals), default=0.0)
 
 
+def unfit_reason(task: str, ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -> str | None:
+    """Why no worker of ``totals`` could ever run ``task`` asking ``ask``; None when one could."""
+    over = shortfall(ask, totals)
+    if over is None:
+        return None
+    name, largest = over
+    return (
+        f"task {task!r} asks {show(name, ask[name])} {name}, more than any live worker has "
+        f"(the largest: {show(name, largest)})"
+    )
+
+
 def units_free(ask: Mapping[str, float], free: Mapping[str, float]) -> float:
     """How many calls of ``ask`` the free amounts would still hold (the ranking of workers)."""
     counts = [free.get(name, 0.0) / amount for name, amount in ask.items() if amount > 0]

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
-from pyrocluster.resources import full_ask, shortfall, show
+from pyrocluster.resources import full_ask
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -29,18 +29,6 @@ Requirement = tuple[str, frozenset[str], str, int, Ask]
 def asked(req: Requirement) -> dict[str, float] | None:
     """The full resource ask of a requirement's calls, or None for the default (``cpu: 1``)."""
     return full_ask(dict(req[4])) if req[4] else None
-
-
-def unfit_reason(task: str, ask: dict[str, float], totals: list[dict[str, float]]) -> str | None:
-    """Why no worker of ``totals`` could ever run ``task`` asking ``ask``; None when one could."""
-    over = shortfall(ask, totals)
-    if over is None:
-        return None
-    name, largest = over
-    return (
-        f"task {task!r} asks {show(name, ask[name])} {name}, more than any live worker has "
-        f"(the largest: {show(name, largest)})"
-    )
 
 
 class Waiter(Protocol):

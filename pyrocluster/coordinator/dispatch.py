@@ -30,7 +30,6 @@ from pyrocluster.coordinator.calls import (
     encode,
     ending,
     settle,
-    unfit_reason,
 )
 from pyrocluster.coordinator.discovery import Discovery
 from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
@@ -46,6 +45,7 @@ from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import ClusterUnreachable, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.resources import unfit_reason
 
 log = logging.getLogger(__name__)
 
