@@ -79,12 +79,13 @@ class WorkerRecord:
         return task in self.tasks and task not in self.missing
 
     def room(self, service: str, now: float) -> int:
-        """Batches this coordinator may still send it: up to ``HELD_PER_SLOT`` per compute slot
-        in flight (the worker queues what finds no free slot and starts it in its fair order),
-        one per slot for other services."""
+        """Batches this coordinator may still send it: one per slot, and ``HELD_PER_SLOT`` per
+        compute slot while other coordinators hold work there (the worker queues what finds no
+        free slot and starts it in its fair order; alone, calls wait here, where a cancel or a
+        coordinator that exits takes them back at once)."""
         if self.state != READY or service not in self.in_flight or now < self.full_until:
             return 0
-        per_slot = HELD_PER_SLOT if service == "compute" else 1
+        per_slot = HELD_PER_SLOT if service == "compute" and self.others > 0 else 1
         return per_slot * self.entry.slots.get(service, 0) - self.in_flight[service]
 
     def free_slots(self, service: str) -> int:
