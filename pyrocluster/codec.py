@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 
+from pyrocluster import typed
+
 _BIGINT = 0x31  # the ext code Pyro5's own msgpack serializer uses for ints beyond 64 bits
 
 
@@ -30,11 +32,44 @@ class DecodeError(ValueError):
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, int):
-        return msgpack.ExtType(_BIGINT, str(obj).encode("ascii"))
-    if isinstance(obj, (set, frozenset)):
+    """What msgpack cannot pack itself. The packer checks exact types (``strict_types``), so that
+    a numpy float (a float subclass) keeps its type; other subclasses of plain types and tuples
+    come here and go as their plain form."""
+    kind = type(obj)
+    if kind is tuple or kind is list:
         return list(obj)
-    raise NotSendable(f"a value of type {type(obj).__name__} cannot be sent (plain values only)")
+    if kind is int:
+        return msgpack.ExtType(_BIGINT, str(obj).encode("ascii"))
+    try:
+        ext = typed.encode(obj)
+    except TypeError as exc:
+        raise NotSendable(
+            f"a value of {exc} cannot be sent (Python objects never travel: no pickle)"
+        ) from None
+    if ext is not None:
+        return ext
+    for plain in _PLAIN:
+        if isinstance(obj, plain):
+            convert: Callable[[Any], Any] = list if plain in (tuple, set, frozenset) else plain
+            return convert(obj)
+    raise NotSendable(f"a value of type {type(obj).__name__} cannot be sent (plain values or SPEC 9 types)")
+
+
+_PLAIN: tuple[type, ...] = (
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    bytearray,
+    memoryview,
+    dict,
+    list,
+    tuple,
+    set,
+    frozenset,
+)
+"""Plain types whose subclasses (an IntEnum, an OrderedDict, a named tuple) go as the plain value."""
 
 
 _packers = threading.local()  # a Packer is ten times cheaper to reuse than packb, but not thread-safe
@@ -43,7 +78,7 @@ _packers = threading.local()  # a Packer is ten times cheaper to reuse than pack
 def _packer() -> msgpack.Packer:
     packer = getattr(_packers, "packer", None)
     if packer is None:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default, strict_types=True)
     return packer
 
 
@@ -92,8 +127,21 @@ def _decode_bigint(data: bytes) -> int:
     return value
 
 
+def _checked(name: str, decode: Callable[[bytes], Any]) -> tuple[str, Callable[[bytes], Any]]:
+    """A typed value's decoder whose refusals are DecodeErrors naming the extension."""
+
+    def run(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except typed.BadValue as exc:
+            raise DecodeError(f"{name} extension: {exc}") from None
+
+    return name, run
+
+
 EXTENSIONS: dict[int, tuple[str, Callable[[bytes], Any]]] = {
     _BIGINT: ("big int", _decode_bigint),
+    **{code: _checked(name, decode) for code, (name, decode) in typed.DECODERS.items()},
 }
 """Code -> (name, decoder) of each msgpack extension :func:`pack` writes; any other is a DecodeError."""
 _FOREIGN_EXTENSIONS = {-1: "msgpack timestamp"}
@@ -257,6 +305,9 @@ def as_bytes(field: Any) -> bytes:
 
 def _where_unsendable(value: Any, path: str) -> str | None:
     """``path[...]: type`` of the first part of ``value`` that :func:`pack` refuses, or None."""
+    if typed.known(value):
+        reason = typed.unsendable(value)
+        return f"{path}: {reason}" if reason else None
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return None
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -135,7 +135,7 @@ class Worker:
             compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
-            from pyrocluster.services.crawl import CrawlService
+            from pyrocluster.crawl.service import CrawlService
 
             self._crawl = CrawlService(self.options.crawl_concurrency, self.state)
             self._register_object("crawl", self._crawl)

@@ -350,13 +350,14 @@ class Cluster:
         """Crawl from ``seeds``, yielding page records (ok, failed or skipped) as they arrive.
 
         Options: ``allow``, ``max_pages``, ``max_depth``, ``per_host_rate``, ``robots``, ``extract``,
-        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``. Closing the generator
-        stops the crawl.
+        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``, and for incremental
+        crawls ``state`` (a SQLite file), ``revisit``, ``sitemaps``, ``headers``, ``cookies``
+        (values, not ``{env: NAME}``): docs/crawling.md. Closing the generator stops the crawl.
         """
         import queue
         import threading
 
-        from pyrocluster.coordinator.crawl import CrawlRun
+        from pyrocluster.crawl.run import CrawlRun
 
         run = CrawlRun(self, [seeds] if isinstance(seeds, str) else list(seeds), **options)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -9,7 +9,8 @@ both can write (tests/unit/test_record_json.py checks it on generated records). 
 
 - NaN and infinities are ``null``; a set is a list sorted by ``repr``; bytes are
   ``{"$base64": ...}``; a datetime, date or time its ISO 8601 string, a timedelta its seconds,
-  a Decimal or UUID its string, a numpy array its nested lists; anything else its ``repr``.
+  a Decimal or UUID its string, a numpy array its nested lists, a data frame ``{column: [values]}``
+  and a series its list; anything else its ``repr``.
 - A dict key that is not a string is the JSON of the key in quotes: ``"1"``, ``"null"``,
   ``"true"``, ``"1.5"``, and ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` for the floats JSON lacks;
   a date key its ISO string. Two keys of one dict with the same spelling (``1`` and ``"1"``) make
@@ -53,8 +54,11 @@ def default(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # an array or a numpy scalar
+    module = type(value).__module__.partition(".")[0]
+    if module == "numpy" and hasattr(value, "tolist"):  # an array or a numpy scalar
         return value.tolist()
+    if module == "pandas" and hasattr(value, "to_dict"):  # a frame: {column: [values]}; a series: a list
+        return value.to_dict(orient="list") if hasattr(value, "columns") else value.tolist()
     return repr(value)
 
 

@@ -18,8 +18,10 @@ from typing import IO, Any
 
 import orjson
 
+from pyrocluster import codec
 from pyrocluster.errors import ConfigError
 from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
+from pyrocluster.jobs.values import BIG_RESULT_BYTES, spill
 
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
@@ -27,6 +29,14 @@ DEFAULT_FSYNC_INTERVAL_S = 1.0
 
 RECORD_KEYS = ("id", "kind", "call", "args", "kwargs", "url", "depth")
 """What a record keeps about its task when its outcome cannot be written."""
+
+
+def _big(result: Any) -> bool:
+    """Whether a result's own JSON exceeds ``BIG_RESULT_BYTES`` (a long line may be long args)."""
+    try:
+        return len(encode_record({"result": result})) > BIG_RESULT_BYTES
+    except (TypeError, ValueError):
+        return False
 
 
 def encode_or_failure(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -160,6 +170,21 @@ class ResultsStore:
         self._size = good_end
         return ok
 
+    def _spilled(self, record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """A record whose result goes to a file of its own (``values.spill``) and its line; the
+        record keeps its value in memory. One whose file cannot be written is ``failed``."""
+        try:
+            return record, encode_or_failure(spill(record, self.path))[1]
+        except (OSError, codec.NotSendable) as exc:
+            failed = {k: v for k, v in record.items() if k != "result"}
+            failed["status"] = "failed"
+            failed["error"] = {
+                "type": "NotRecordable",
+                "message": f"the result cannot be kept: {exc}",
+                "traceback": "",
+            }
+            return encode_or_failure(failed)
+
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as a line and flush it; fsync at most every ``fsync_interval_s``."""
         self.append_many((record,))
@@ -179,7 +204,9 @@ class ResultsStore:
                 line = dumps(record, default=default, option=OPTIONS)
             except TypeError:  # what orjson cannot write: encode_record's careful path
                 record, line = encode_or_failure(record)
-            written.append(record)
+            if len(line) > BIG_RESULT_BYTES and "result" in record and _big(record["result"]):
+                record, line = self._spilled(record)
+            written.append(record)  # with its value in memory, for what follows from it
             keys.append(key)
             sizes.append(len(line))
             # Copied at once and let go: the next line reuses its memory. Keeping thousands of

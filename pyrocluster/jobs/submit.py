@@ -11,8 +11,8 @@ from typing import Any
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
@@ -20,7 +20,7 @@ from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.collector import fewer_collections
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job
+from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -143,6 +143,7 @@ def _submit(
         local = LocalCluster(options.local, worker_args, env=settings.child_env())
         settings = settings.with_ns(local.address)
     cluster = None
+    crawl = None
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
@@ -151,7 +152,6 @@ def _submit(
         if options.dry_run:
             return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
-        crawl = None
         if spec.crawl is not None:
             c = spec.crawl
             crawl = CrawlRun(
@@ -167,6 +167,11 @@ def _submit(
                 max_bytes=c.max_bytes,
                 timeout=c.timeout,
                 user_agent=c.user_agent,
+                state=c.state,
+                revisit=c.revisit,
+                sitemaps=c.sitemaps,
+                headers=secret_values(c.headers),
+                cookies=secret_values(c.cookies),
             )
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
@@ -189,6 +194,8 @@ def _submit(
             runfile.mark(output, spec.name, finished=True)
         return summary
     finally:
+        if crawl is not None:
+            crawl.close()
         if cluster is not None:
             cluster.close()
         if local is not None:
