@@ -4,8 +4,10 @@ only what fits, GPUs are handed out one per call, memory is enforced."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +185,32 @@ def test_a_big_ask_starts_within_bounded_time_behind_a_stream_of_small_ones(name
             for t in feeders:
                 t.join(timeout=30)
     assert start - asked < 8.0, f"the big ask waited {start - asked:.1f} s"
+
+
+def readme_job() -> str:
+    """The job file of the README's "Resources" section, as written there."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Resources\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)[0]
+
+
+def test_the_readme_resources_job_runs_and_is_refused_without_the_licence(
+    tmp_path, nameserver, worker_factory
+):
+    job = tmp_path / "resources.yaml"
+    job.write_text(readme_job())
+    plain = worker_factory(1, "--services", "compute", "--concurrency", "2")
+    refused = run_cli("submit", str(job), "--ns", nameserver, "--wait", "2", cwd=tmp_path)
+    assert refused.returncode == 2, refused
+    message = (
+        "tasks[1].resources (line 13): task 'solve' asks 1 licence, "
+        "more than any live worker has (the largest: 0)"
+    )
+    assert message in refused.stderr and message in (Path(__file__).parents[2] / "README.md").read_text()
+    for proc in plain:
+        proc.stop()
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--resources", "licence=1")
+    done = run_cli("submit", str(job), "--ns", nameserver, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (tmp_path / "resources-demo.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in records) == ["ok"] * 4
