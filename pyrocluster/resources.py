@@ -36,6 +36,8 @@ PATIENCE_S = 2.0
 """Seconds a waiting call that does not fit may be passed over by smaller ones that do."""
 
 Ask = dict[str, float]
+DEFAULT_ASK: Ask = {CPU: 1.0}
+"""What a call that names no resource asks."""
 
 
 def parse_amount(name: str, value: Any) -> float:
@@ -85,15 +87,20 @@ def parse_spec(text: str) -> Ask:
 
 def full_ask(ask: Mapping[str, float] | None) -> Ask:
     """The ask with its default: ``cpu: 1`` unless ``cpu`` is named; zero amounts dropped."""
-    out = {CPU: 1.0}
+    out = dict(DEFAULT_ASK)
     if ask:
         out.update(ask)
     return {k: v for k, v in out.items() if v > 0}
 
 
 def frozen(ask: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
-    """A hashable form of an ask as given (the coordinator's queue key); () for none."""
-    return tuple(sorted(ask.items())) if ask else ()
+    """A hashable form of an ask (the coordinator's queue key, what travels with each call):
+    () for the default, so an explicit ``cpu: 1`` costs nothing on the wire; else the ask with
+    ``cpu`` named (zeros kept: ``cpu: 0`` must not turn into the default)."""
+    if not ask:
+        return ()
+    full = {CPU: 1.0, **ask}
+    return () if full == DEFAULT_ASK else tuple(sorted(full.items()))
 
 
 def fits(ask: Mapping[str, float], free: Mapping[str, float]) -> bool:

@@ -39,8 +39,8 @@ def _id_problem(value: Any, what: str) -> str | None:
 def check_call(call: Any) -> str | None:
     """What is wrong with one ``[call_id, name, payload, timeout_s, priority(, resources)]`` call,
     or None."""
-    if type(call) is list and len(call) == 5:  # the fast path of well-formed calls
-        call_id, name, _payload, timeout_s, priority = call
+    if type(call) is list and (len(call) == 5 or (len(call) == 6 and type(call[5]) is dict)):
+        call_id, name, _payload, timeout_s, priority = call[:5]  # the fast path of well-formed calls
         if (
             type(call_id) is str
             and 0 < len(call_id) <= MAX_ID_CHARS
@@ -53,13 +53,8 @@ def check_call(call: Any) -> str | None:
             return None
     if not isinstance(call, (list, tuple)) or len(call) not in (5, 6):
         return "a call must be [call_id, name, payload, timeout_s, priority(, resources)]"
-    if len(call) == 6:
-        if not isinstance(call[5], dict):
-            return "resources must be a dict of name: amount"
-        try:
-            resources.parse_mapping(call[5])
-        except ValueError as exc:
-            return f"resources: {exc}"
+    if len(call) == 6 and not isinstance(call[5], dict):
+        return "resources must be a dict of name: amount"
     call_id, name, _payload, timeout_s, priority = call[:5]
     problem = _id_problem(call_id, "call_id")
     if problem:
@@ -81,13 +76,37 @@ def _invalid(message: str) -> Outcome:
     return encoded_failure(protocol.ERROR, "InvalidCall", message)
 
 
-def _largest(ask: dict[str, float] | None, own: dict[str, float]) -> dict[str, float]:
-    """What a batch holds: for each resource, the most any of its calls asks (they run in turn)."""
-    if ask is None:
-        return own
-    for name, amount in own.items():
-        ask[name] = max(ask.get(name, 0.0), amount)
-    return ask
+class _BatchAsks:
+    """The resource asks of one batch's calls: each distinct ask is read once (the calls of a
+    batch share one: 18 us a call read each time, under 1 us compared with the last)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._raw: Any = None
+        self._refused: Outcome | None = None
+        self.held: dict[str, float] | None = None
+        """What the batch holds: per resource the most any call asks (they run in turn); None
+        when every call asks the default ``cpu: 1``."""
+
+    def take(self, raw: dict[Any, Any]) -> Outcome | None:
+        """Count one call's ask; its failure outcome when the ask is malformed or over the totals."""
+        if self._raw is None or raw != self._raw:
+            self._raw = raw
+            try:
+                own = resources.full_ask(resources.parse_mapping(raw))
+            except ValueError as exc:
+                self._refused = _invalid(f"resources: {exc}")
+                return list(self._refused)
+            if not self._gate.fits_totals(own):
+                self._refused = _unfit(own, self._gate.totals)
+                return list(self._refused)
+            self._refused = None
+            if self.held is None:
+                self.held = own
+            else:
+                for name, amount in own.items():
+                    self.held[name] = max(self.held.get(name, 0.0), amount)
+        return None if self._refused is None else list(self._refused)
 
 
 def _unfit(ask: dict[str, float], totals: dict[str, float]) -> Outcome:
@@ -147,7 +166,7 @@ class ComputeService:
         ids: list[str] = []
         runnable: list[list[Any]] = []  # [name, payload, timeout_s] as the slot runs it
         priority = -MAX_PRIORITY
-        ask: dict[str, float] | None = None  # None: every call asks cpu 1 (the default)
+        asks = _BatchAsks(self._gate)
         for place, call in enumerate(calls):
             problem = check_call(call)
             if problem:
@@ -156,12 +175,11 @@ class ComputeService:
                 continue
             call_id, name, payload, timeout_s, call_priority = call[:5]
             if len(call) == 6:
-                own = resources.full_ask(resources.parse_mapping(call[5]))
-                if not self._gate.fits_totals(own):
-                    names.append(name)
-                    outcomes[place] = _unfit(own, self._gate.totals)
+                refused = asks.take(call[5])
+                if refused is not None:
+                    outcomes[place] = refused
+                    names.append(OTHER)
                     continue
-                ask = _largest(ask, own)
             if name not in tasks.REGISTRY:
                 outcome = tasks.unknown_task(name)
                 outcomes[place] = [outcome[0], codec.pack(outcome[1]), 0.0]
@@ -178,7 +196,7 @@ class ComputeService:
             runnable.append([name, data, float(timeout_s)])
             priority = max(priority, call_priority)
         if runnable:
-            ran = self._run(sender, ids, runnable, priority, ask)
+            ran = self._run(sender, ids, runnable, priority, asks.held)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
             for place, outcome in zip(places, ran, strict=True):

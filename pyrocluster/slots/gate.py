@@ -19,11 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pyrocluster.protocol import HELD_PER_SLOT
-from pyrocluster.resources import CPU, GPU, MEMORY, Ask, Patience, full_ask
+from pyrocluster.resources import CPU, DEFAULT_ASK, GPU, MEMORY, Ask, Patience
 from pyrocluster.slots.admission import AdmissionOrder
-
-DEFAULT_ASK = full_ask(None)
-"""A batch of calls that ask nothing: ``cpu: 1``."""
 
 
 class Runner(Protocol):
