@@ -8,9 +8,14 @@ import time
 
 import pytest
 
+from pyrocluster.coordinator.balancer import choose
+from pyrocluster.coordinator.book import WorkerRecord
+from pyrocluster.coordinator.calls import asked
+from pyrocluster.nameserver.registry import WorkerEntry, parse_listing, service_metadata
 from pyrocluster.resources import (
     Patience,
     fits,
+    frozen,
     full_ask,
     parse_mapping,
     parse_spec,
@@ -152,3 +157,45 @@ def test_a_big_ask_past_its_patience_holds_back_smaller_ones():
     assert started(big) and not started(again)
     gate.leave(big)
     assert started(again)
+
+
+def test_an_explicit_default_ask_is_no_ask_and_a_zero_cpu_is_kept():
+    assert frozen({"cpu": 1}) == () and frozen(None) == () and frozen({}) == ()
+    assert frozen({"licence": 1}) == (("cpu", 1.0), ("licence", 1))
+    assert frozen({"cpu": 0}) == (("cpu", 0),)
+
+
+def record(name: str, **totals: float) -> WorkerRecord:
+    uris = {"compute": f"PYRO:{name}.compute@127.0.0.1:1", "control": f"PYRO:{name}.control@127.0.0.1:1"}
+    entry = WorkerEntry(name, uris, {"compute": 2, "control": 2}, frozenset(), frozenset({"t"}), totals)
+    return WorkerRecord(entry, max_batch=16)
+
+
+def test_the_coordinator_sends_only_where_the_totals_fit_and_ranks_by_what_is_free():
+    small, big = record("small", cpu=2, licence=1), record("big", cpu=2, licence=4)
+    plain = record("plain", cpu=2)
+    req = ("compute", frozenset(), "t", 0, frozen({"licence": 2}))
+    assert [r.offers(req) for r in (small, big, plain)] == [False, True, False]
+    one = ("compute", frozenset(), "t", 0, frozen({"licence": 1}))
+    big.observe_load({"slots": 2, "running": 1, "queued": 0, "used": {"cpu": 1, "licence": 3}})
+    small.observe_load({"slots": 2, "running": 0, "queued": 0})
+    assert (
+        choose([big, small], "compute", 0.0, 0, asked(one)) is small
+    )  # 1 licence free on each: small has 2 cpus
+    small.observe_load({"slots": 2, "running": 1, "queued": 0, "used": {"cpu": 1, "licence": 1}})
+    assert choose([small, big], "compute", 0.0, 0, asked(one)) is big
+
+
+def test_registration_metadata_carries_the_totals_and_a_malformed_amount_is_skipped():
+    meta = service_metadata("w", "compute", [], 2, ["t"], {"cpu": 2.0, "memory": 2.0**34, "licence": 2.0})
+    control = service_metadata("w", "control", [], 2)
+    listing = {
+        "pyrocluster.worker.w.compute": ("PYRO:a@h:1", meta),
+        "pyrocluster.worker.w.control": ("PYRO:b@h:1", control),
+    }
+    (entry,) = parse_listing(listing)
+    assert entry.resources == {"cpu": 2.0, "memory": 2.0**34, "licence": 2.0}
+    bad = {*meta, "pyrocluster.resource:licence=lots"}
+    listing["pyrocluster.worker.w.compute"] = ("PYRO:a@h:1", bad)
+    (entry,) = parse_listing(listing)
+    assert "compute" not in entry.uris  # the malformed object is skipped, the worker's control stays
