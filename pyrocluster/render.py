@@ -13,6 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from pyrocluster import logs
 from pyrocluster.listed_jobs import DEFAULT_LIMIT, ended_text, list_jobs, runs_text
 from pyrocluster.resources import show
 
@@ -23,15 +24,21 @@ T = TypeVar("T")
 
 
 def error(message: str) -> None:
-    """One ``error:`` line per problem on stderr."""
+    """One ``error:`` line per problem on stderr (a JSON record each with ``--log-format json``)."""
     for line in str(message).splitlines() or [""]:
+        if logs.is_json():
+            logs.error_line(line)
+            continue
         err.print(f"[bold red]error:[/] {line}", markup=True) if err.is_terminal else print(
             f"error: {line}", file=sys.stderr, flush=True
         )
 
 
 def notice(message: str) -> None:
-    """A line on stderr that reports what is happening (not an error)."""
+    """A line on stderr that reports what is happening (not an error; a record with ``--log-format json``)."""
+    if logs.is_json():
+        logs.notice_line(message)
+        return
     print(message, file=sys.stderr, flush=True)
 
 
@@ -57,6 +64,7 @@ _STATE_COLOURS = {
     "ready": "green",
     "draining": "yellow",
     "unreachable": "red",
+    "incompatible": "magenta",
     "running": "yellow",
     "finished": "green",
     "cancelled": "red",
@@ -113,7 +121,7 @@ def _worker_row(w: dict[str, Any]) -> dict[str, str]:
         "address": w["address"],
         "services": ", ".join(w["services"]),
         "tags": ", ".join(w["tags"]) or "-",
-        "state": _state(w["state"]),
+        "state": _state(w["state"]) + (f" v{w.get('protocol', 0)}" if w["state"] == "incompatible" else ""),
         "slots": f"{w['busy']}/{w['slots']}",
         "done": str(w["done"]),
         "failed": str(w["failed"]),
@@ -219,7 +227,7 @@ def status_view(
         schedules = [
             {
                 "name": s["name"],
-                "next": str(s.get("next_fire") or "-"),
+                "next": str(s.get("next_fire") or "-") + _in_zone(s),
                 "last": str(s.get("last_fire") or "-"),
                 "status": str(s.get("last_status") or "-"),
                 "leader": str(s.get("leader") or "-"),
@@ -228,6 +236,12 @@ def status_view(
         ]
         parts.append(_rows_table(f"Schedules ({len(schedules)})", narrow, list(schedules[0]), schedules))
     return Group(*parts)
+
+
+def _in_zone(schedule: dict[str, Any]) -> str:
+    """`` (03:00 Europe/Berlin)``: a zoned cron's next tick on its own wall clock, or ''."""
+    local, zone = schedule.get("next_fire_local"), schedule.get("timezone")
+    return f" ({str(local)[11:16]} {zone})" if local and zone else ""
 
 
 def _eta(seconds: float | None) -> str:

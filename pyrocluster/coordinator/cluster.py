@@ -397,6 +397,10 @@ class Cluster:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried
 
+    def waiting_by_service(self) -> dict[str, int]:
+        """Calls this coordinator holds that no worker has taken yet, per service."""
+        return self._dispatcher.waiting_by_service()
+
     def capacity(self, service: str) -> int:
         """Slots for ``service`` over the live workers known now."""
         return self._dispatcher.capacity(service)

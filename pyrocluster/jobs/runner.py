@@ -182,6 +182,14 @@ class JobRunner:
 
     # -- progress ----------------------------------------------------------------------------
 
+    def _calls_waiting(self) -> dict[str, int]:
+        """Work no worker has taken yet, per service: calls queued at the coordinator (up to
+        WINDOW of them; a bigger job's rest is still in its file) and pages in the crawl frontier."""
+        waiting = self.cluster.waiting_by_service()
+        if self.crawl:
+            waiting["crawl"] = waiting.get("crawl", 0) + self.crawl.frontier.pending()
+        return waiting
+
     def snapshot(self) -> dict[str, Any]:
         """Counters for progress displays and the job's ``progress()``."""
         with self._lock:
@@ -205,6 +213,7 @@ class JobRunner:
                 "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "waiting": flow.waiting if flow else 0,
+                "calls_waiting": self._calls_waiting(),
                 "skipped": self.skipped,
                 "cancelled": self.cancelled,
                 "priority": self.spec.defaults.priority,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyrocluster import logs
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
@@ -129,6 +130,7 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
 ) -> JobSummary:
     spec = load_job(options.job_file)
+    logs.set_job(spec.name)
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:

@@ -75,6 +75,18 @@ def hog(n: int) -> int:
 
 
 @task
+def side_effect(folder: str, seconds: float = 0.0) -> list:
+    """Sleep, then create one new file in ``folder`` holding ``start end``: one file per run of the task."""
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    name = f"{start:.6f}-{os.getpid()}-{os.urandom(4).hex()}.run"
+    with open(os.path.join(folder, name), "x") as f:
+        f.write(f"{start} {end}\n")
+    return [start, end]
+
+
+@task
 def stamped(key: str, path: str, seconds: float) -> float:
     """Sleep, then append ``key`` and the time to the file ``path`` (one write); return that time."""
     time.sleep(seconds)

@@ -167,7 +167,9 @@ def test_an_explicit_default_ask_is_no_ask_and_a_zero_cpu_is_kept():
 
 def record(name: str, **totals: float) -> WorkerRecord:
     uris = {"compute": f"PYRO:{name}.compute@127.0.0.1:1", "control": f"PYRO:{name}.control@127.0.0.1:1"}
-    entry = WorkerEntry(name, uris, {"compute": 2, "control": 2}, frozenset(), frozenset({"t"}), totals)
+    entry = WorkerEntry(
+        name, uris, {"compute": 2, "control": 2}, frozenset(), frozenset({"t"}), resources=totals
+    )
     return WorkerRecord(entry, max_batch=16)
 
 
