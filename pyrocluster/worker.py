@@ -138,7 +138,9 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
+            self._slots = make_slots(
+                self.options.pool, self.slots_n, self.options.task_modules, self.settings.max_message_bytes
+            )
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources

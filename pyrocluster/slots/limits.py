@@ -59,14 +59,19 @@ def _set_env(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-def memory_exceeded(outcomes: list[Outcome], memory: float) -> list[Outcome]:
-    """The outcomes with each task ``MemoryError`` reported as ``MemoryExceeded`` (its ask named)."""
-    out = []
-    for outcome in outcomes:
+def recorder(record: Callable[[Outcome], None], held: Mapping[str, Any]) -> Callable[[Outcome], None]:
+    """``record`` itself, or, for a batch that asked ``memory``, ``record`` of each outcome with a
+    task ``MemoryError`` reported as ``MemoryExceeded`` (its ask named)."""
+    memory = held.get("memory")
+    if not memory:
+        return record
+
+    def exceeded(outcome: Outcome) -> None:
         if outcome[0] == ERROR and isinstance(outcome[1], bytes):
             value = codec.unpack(outcome[1])
             if isinstance(value, dict) and value.get("type") == "MemoryError":
                 message = f"the call used more than the {int(memory)} bytes of memory it asked for"
                 outcome = encoded_failure(ERROR, "MemoryExceeded", message, outcome[2])
-        out.append(outcome)
-    return out
+        record(outcome)
+
+    return exceeded
