@@ -96,6 +96,8 @@ class Worker:
             MEMORY: float(psutil.virtual_memory().total),
             **options.resources,
         }
+        if len(set(options.gpus)) != len(options.gpus):
+            raise ConfigError(f"--gpus {','.join(options.gpus)}: a device id is given twice")
         if options.gpus:
             self.resources[GPU] = float(len(options.gpus))
         elif GPU in options.resources:

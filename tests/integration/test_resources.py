@@ -214,3 +214,19 @@ def test_the_readme_resources_job_runs_and_is_refused_without_the_licence(
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in (tmp_path / "resources-demo.jsonl").read_text().splitlines()]
     assert sorted(r["status"] for r in records) == ["ok"] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resources", "licence=x"], "--resources: licence: 'x' is not an amount"),
+        (["--resources", "Licence=1"], "is not a resource name"),
+        (["--resources", "memory=3XB"], "unknown unit 'XB'"),
+        (["--gpus", "0,0"], "--gpus 0,0: a device id is given twice"),
+        (["--resources", "gpu=2"], "give the device ids with --gpus"),
+    ],
+)
+def test_bad_resource_options_are_exit_2_naming_them(args, message):
+    done = run_cli("worker", "--ns", "127.0.0.1:1", "--wait", "0", *args, timeout=30)
+    assert done.returncode == 2, done
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
