@@ -9,6 +9,7 @@ itself; :func:`full_ask` adds that default. ``gpu`` is the count of a worker's d
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -103,9 +104,19 @@ def frozen(ask: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
     return () if full == DEFAULT_ASK else tuple(sorted(full.items()))
 
 
+@functools.lru_cache(maxsize=1024)
+def thawed(frozen_ask: tuple[tuple[str, float], ...]) -> Ask:
+    """The full ask of a frozen one (:func:`frozen`), made once per distinct ask: the coordinator
+    reads it for every worker it considers (do not change the dict returned)."""
+    return full_ask(dict(frozen_ask))
+
+
 def fits(ask: Mapping[str, float], free: Mapping[str, float]) -> bool:
     """True when every amount asked is at most what is free (a resource not offered is 0)."""
-    return all(amount <= free.get(name, 0.0) for name, amount in ask.items())
+    for name, amount in ask.items():  # a loop, not all(...): no generator per worker considered
+        if amount > free.get(name, 0.0):
+            return False
+    return True
 
 
 def shortfall(ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -> tuple[str, float] | None:
@@ -135,10 +146,16 @@ def unfit_reason(task: str, ask: Mapping[str, float], totals: Iterable[Mapping[s
     )
 
 
-def units_free(ask: Mapping[str, float], free: Mapping[str, float]) -> float:
-    """How many calls of ``ask`` the free amounts would still hold (the ranking of workers)."""
-    counts = [free.get(name, 0.0) / amount for name, amount in ask.items() if amount > 0]
-    return min(counts) if counts else float("inf")
+def units_free(ask: Mapping[str, float], totals: Mapping[str, float], used: Mapping[str, float]) -> float:
+    """How many more calls of ``ask`` what is free (totals minus used) would hold (the ranking of
+    workers; called per worker considered, so no dict is built)."""
+    most = float("inf")
+    for name, amount in ask.items():
+        if amount > 0:
+            count = (totals.get(name, 0.0) - used.get(name, 0.0)) / amount
+            if count < most:
+                most = count
+    return most
 
 
 def show(name: str, amount: float) -> str:

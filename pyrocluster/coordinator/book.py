@@ -15,7 +15,7 @@ from pyrocluster.coordinator.calls import Batch, Requirement
 from pyrocluster.coordinator.retry import Quarantine
 from pyrocluster.nameserver.registry import WorkerEntry
 from pyrocluster.protocol import HELD_PER_SLOT
-from pyrocluster.resources import fits, full_ask, units_free
+from pyrocluster.resources import fits, thawed, units_free
 
 READY, SUSPECT, DRAINING, GONE = "ready", "suspect", "draining", "gone"
 """Worker states: takes work / set aside and re-probed / refuses work / forgotten."""
@@ -74,7 +74,7 @@ class WorkerRecord:
             return False
         if service != "compute":
             return True
-        if ask and not fits(full_ask(dict(ask)), self.entry.resources):
+        if ask and not fits(thawed(ask), self.entry.resources):
             return False
         return task in self.tasks and task not in self.missing
 
@@ -107,8 +107,7 @@ class WorkerRecord:
 
     def free_for(self, ask: Mapping[str, float]) -> float:
         """How many more calls of ``ask`` its free resources hold, as far as we know."""
-        totals = self.entry.resources
-        return units_free(ask, {name: totals.get(name, 0.0) - self.used.get(name, 0.0) for name in ask})
+        return units_free(ask, self.entry.resources, self.used)
 
     def answered_busy(self, now: float) -> None:
         """The worker's admission queue was full."""

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
-from pyrocluster.resources import full_ask
+from pyrocluster.resources import thawed
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -28,7 +28,7 @@ Requirement = tuple[str, frozenset[str], str, int, Ask]
 
 def asked(req: Requirement) -> dict[str, float] | None:
     """The full resource ask of a requirement's calls, or None for the default (``cpu: 1``)."""
-    return full_ask(dict(req[4])) if req[4] else None
+    return thawed(req[4]) if req[4] else None
 
 
 class Waiter(Protocol):

@@ -78,7 +78,8 @@ def test_fit_shortfall_and_ranking():
     assert shortfall({"cpu": 8, "memory": 4}, totals) == ("cpu", 16.0)  # each alone fits somewhere
     reason = unfit_reason("train", {"gpu": 2}, [{"gpu": 1}])
     assert reason is not None and "'train'" in reason and "2 gpu" in reason and "largest: 1" in reason
-    assert units_free({"cpu": 2, "licence": 1}, {"cpu": 8, "licence": 3}) == 3
+    assert units_free({"cpu": 2, "licence": 1}, {"cpu": 8, "licence": 3}, {"cpu": 2}) == 3
+    assert units_free({"cpu": 2, "licence": 1}, {"cpu": 8, "licence": 3}, {"licence": 3}) == 0
 
 
 def test_patience_uses_the_injected_clock():
