@@ -113,10 +113,7 @@ def thawed(frozen_ask: tuple[tuple[str, float], ...]) -> Ask:
 
 def fits(ask: Mapping[str, float], free: Mapping[str, float]) -> bool:
     """True when every amount asked is at most what is free (a resource not offered is 0)."""
-    for name, amount in ask.items():  # a loop, not all(...): no generator per worker considered
-        if amount > free.get(name, 0.0):
-            return False
-    return True
+    return all(amount <= free.get(name, 0.0) for name, amount in ask.items())
 
 
 def shortfall(ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -> tuple[str, float] | None:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
+from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
 
@@ -197,13 +198,21 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "calls", "sent_at")
+    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
         self.calls = calls
         self.sent_at = 0.0
+        self.deadline = 0.0
+        """When the dispatcher counts it overdue, on its own clock (``overdue.py``)."""
+        self.moved = 0
+        """How many times that deadline moved on (the worker held others' work)."""
+        self.by_sender = False
+        """True when the thread that sends it writes its request itself, once it holds no lock."""
+        self.push: Callable[[], None] | None = None
+        """Set by the link for such a batch: writes its request now (see ``Dispatcher.submit``)."""
 
     @property
     def service(self) -> str:
@@ -246,11 +255,12 @@ def settle(resolutions: list[Resolution]) -> None:
 
 
 def task_failed(value: Any) -> TaskFailed:
-    """TaskFailed from a worker's error dict (also of the remote class when that is known here)."""
+    """TaskFailed from a worker's error dict (also of the remote class when that is known here;
+    its fields as text, whatever they hold)."""
     if not isinstance(value, dict):
-        return TaskFailed("Error", str(value))
+        return TaskFailed("Error", text(value))
     return remote_error(
-        str(value.get("type", "Error")), str(value.get("message", "")), str(value.get("traceback", ""))
+        text(value.get("type", "Error")), text(value.get("message", "")), text(value.get("traceback", ""))
     )
 
 

@@ -18,7 +18,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from pyrocluster.config import Settings
-from pyrocluster.coordinator import balancer
+from pyrocluster.coordinator import balancer, overdue
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
 from pyrocluster.coordinator.calls import (
     Batch,
@@ -34,16 +34,17 @@ from pyrocluster.coordinator.calls import (
 from pyrocluster.coordinator.discovery import Discovery
 from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
 from pyrocluster.coordinator.policy import (
+    EndsAs,
     Happened,
     WorkerAction,
     decide,
     worker_action,
 )
 from pyrocluster.coordinator.queues import WaitingRoom
-from pyrocluster.coordinator.replies import decode_reply, failure_text
+from pyrocluster.coordinator.replies import Outcome, decode_reply, failure_text, shown
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
-from pyrocluster.errors import ClusterUnreachable, WorkerUnavailable
+from pyrocluster.errors import ClusterUnreachable, TaskFailed, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 from pyrocluster.resources import unfit_reason
 
@@ -73,6 +74,8 @@ class Dispatcher:
         self.max_call_bytes = settings.max_message_bytes // 2
         """Largest encoded arguments of one call (room for the envelope and serpent's base64)."""
         self.max_batch_bytes = settings.max_message_bytes // 4
+        self.batch_grace_s = overdue.BATCH_GRACE_S
+        """What a batch's deadline allows beyond its calls' timeouts (``overdue.py``)."""
         self.sender_id = sender_name()
         self.closed = False
         self.retried = 0
@@ -170,28 +173,34 @@ class Dispatcher:
                 if type(call.waiter) is TaskFuture:
                     call.waiter.canceller = self.cancel
                 call.queued_at = now
-            if len(ready) == 1 and not self._back and self._room.empty() and self._send_alone(ready[0], now):
-                return
-            for call in ready:
-                self._room.add(call, now)
-            self._dispatch_ready()
+            alone = None
+            if len(ready) == 1 and not self._back and self._room.empty():
+                alone = self._send_alone(ready[0], now)
+            if alone is None:
+                for call in ready:
+                    self._room.add(call, now)
+                self._dispatch_ready()
+        if alone is not None and alone.push is not None:
+            alone.push()  # written by this thread now that it holds no lock: no wake-up of the loop
 
-    def _send_alone(self, call: Call, now: float) -> bool:
+    def _send_alone(self, call: Call, now: float) -> Batch | None:
         """Send one call with nothing else waiting straight to the freest worker (the path of
-        ``submit().result()`` one at a time); False when it must wait like any other."""
+        ``submit().result()`` one at a time); None when it must wait like any other."""
         req = call.requirement
         cands = self._candidates_for(req)
         if not cands:
-            return False
+            return None
         key = balancer.cost_key(req)
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
-            return False
+            return None
         rec = balancer.choose(cands, req[0], now, self._turn, asked(req))
         if rec is None:
-            return False
-        self._send(rec, Batch(req, [call]))
-        return True
+            return None
+        batch = Batch(req, [call])
+        batch.by_sender = True
+        self._send(rec, batch)
+        return batch
 
     def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
         """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).
@@ -279,7 +288,7 @@ class Dispatcher:
         with self._cond:
             while not self.closed:
                 self._dispatch_ready()
-                expired = self.expire_waiting()
+                expired = self.expire_waiting() + self.expire_overdue()
                 if expired:
                     self._cond.release()
                     try:
@@ -349,6 +358,7 @@ class Dispatcher:
             call.attempts += 1
             call.batch_id = batch.id
         rec.add(batch)
+        batch.deadline = self._clock() + self._span(batch)
         self._turn += 1  # equally free workers take turns
         self.links[rec.name].send(batch)
 
@@ -381,6 +391,24 @@ class Dispatcher:
                     keep.append(call)
             self._room.replace(req, keep)
         return expired
+
+    def _span(self, batch: Batch) -> float:
+        return overdue.span((c.timeout_s for c in batch.calls), self.batch_grace_s)
+
+    def expire_overdue(self) -> list[Resolution]:
+        """Take back, as ``TIMED_OUT``, every batch past its deadline (``overdue.py``): its worker
+        may answer its probes, but a batch it does not answer must not hold its calls for ever."""
+        now = self._clock()
+        out: list[Resolution] = []
+        for rec in list(self.records.values()):
+            for batch in [b for b in rec.batches.values() if b.deadline <= now]:
+                if overdue.extends(batch.moved, rec.others > 0):
+                    batch.moved += 1
+                    batch.deadline = now + self._span(batch)
+                elif batch.id in rec.batches:  # not taken back with an earlier one
+                    why = f"no reply to a batch within its deadline ({self._span(batch):g} s)"
+                    self._batch_ended(rec, batch, Happened.TIMED_OUT, why, out)
+        return out
 
     def _offered_nowhere(self, task: str) -> str | None:
         """Why a compute task fails at once: workers are known and none has ever offered it (a typo,
@@ -470,45 +498,72 @@ class Dispatcher:
         outcomes = decode_reply(reply, len(batch.calls))
         out: list[Resolution] = []
         with self._cond:
-            rec = self._record_of(link)
-            live = rec is not None and rec.retire(batch)
-            if rec is not None and isinstance(reply, dict):
-                rec.observe_load(reply.get("load"))
-            name = rec.name if rec is not None else ""
-            if isinstance(outcomes, Happened):  # a reply about the whole batch
-                if live and rec is not None:
-                    self._worker_does(rec, worker_action(outcomes))
-                    why = f"worker {name}: {outcomes.value}"
-                    if outcomes is Happened.BAD_REPLY:
-                        why = f"worker {name} sent a malformed reply: {str(reply)[:200]}"
-                    for call in batch.calls:
-                        if not call.done and call.batch_id == batch.id:
-                            self._apply(call, outcomes, why, None, out, name)
-            else:
-                if live and rec is not None:
-                    rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
-                    worked_s = sum(o[2] for o in outcomes) / 1000.0
-                    self._costs.setdefault(
-                        balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
-                    ).observe(len(batch.calls), worked_s)
-                for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
-                    if call.done:
-                        continue
-                    if happened is None:  # OK: even a stale attempt's success settles the call
-                        call.done = True
-                        call.worker = name
-                        call.elapsed_ms = elapsed_ms
-                        out.append((call, value, None))
-                        continue
-                    if not live or call.batch_id != batch.id:
-                        continue  # a stale attempt's failure: the re-queued copy reports its own
-                    if happened is Happened.NOT_RUNNABLE_HERE and rec is not None:
-                        rec.missing.add(call.name)
-                        self._changed()
-                    call.elapsed_ms = elapsed_ms
-                    self._apply(call, happened, failure_text(name, happened, value), value, out, name)
+            try:
+                self._apply_reply(link, batch, reply, outcomes, elapsed_s, out)
+            except Exception:  # a reply our bookkeeping cannot take: its calls fail, none hangs
+                log.exception("a reply could not be applied: its calls fail with DecodeError")
+                self._fail_unsettled(link, batch, out)
             self._dispatch_ready()
         settle(out)
+
+    def _apply_reply(
+        self,
+        link: Any,
+        batch: Batch,
+        reply: Any,
+        outcomes: Happened | list[Outcome],
+        elapsed_s: float,
+        out: list[Resolution],
+    ) -> None:
+        rec = self._record_of(link)
+        live = rec is not None and rec.retire(batch)
+        if rec is not None and isinstance(reply, dict):
+            rec.observe_load(reply.get("load"))
+        name = rec.name if rec is not None else ""
+        if isinstance(outcomes, Happened):  # a reply about the whole batch
+            if live and rec is not None:
+                self._worker_does(rec, worker_action(outcomes))
+                why = f"worker {name}: {outcomes.value}"
+                if outcomes is Happened.BAD_REPLY:
+                    why = f"worker {name} sent a malformed reply: {shown(reply)}"
+                for call in batch.calls:
+                    if not call.done and call.batch_id == batch.id:
+                        self._apply(call, outcomes, why, None, out, name)
+        else:
+            if live and rec is not None:
+                rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+                worked_s = sum(o[2] for o in outcomes) / 1000.0
+                self._costs.setdefault(
+                    balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
+                ).observe(len(batch.calls), worked_s)
+            for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
+                if call.done:
+                    continue
+                if happened is None:  # OK: even a stale attempt's success settles the call
+                    call.done = True
+                    call.worker = name
+                    call.elapsed_ms = elapsed_ms
+                    out.append((call, value, None))
+                    continue
+                if not live or call.batch_id != batch.id:
+                    continue  # a stale attempt's failure: the re-queued copy reports its own
+                if happened is Happened.NOT_RUNNABLE_HERE and rec is not None:
+                    rec.missing.add(call.name)
+                    self._changed()
+                call.elapsed_ms = elapsed_ms
+                self._apply(call, happened, failure_text(name, happened, value), value, out, name)
+
+    def _fail_unsettled(self, link: Any, batch: Batch, out: list[Resolution]) -> None:
+        """End every call of ``batch`` not yet settled with DecodeError, and retire the batch."""
+        rec = self._record_of(link)
+        if rec is not None:
+            rec.retire(batch)
+        for call in batch.calls:
+            if not call.done:
+                call.done = True
+                out.append(
+                    (call, None, TaskFailed(EndsAs.DECODE_ERROR.value, "the reply could not be applied"))
+                )
 
     def batch_failed(self, link: Any, batch: Batch, happened: Happened, detail: str) -> None:
         """A batch did not come back with a reply: apply the table to it (and to its worker)."""
@@ -516,25 +571,29 @@ class Dispatcher:
         with self._cond:
             rec = self._record_of(link)
             if rec is not None and batch.id in rec.batches:
-                action = worker_action(happened)
-                if action is WorkerAction.SET_ASIDE:
-                    rec.retire(batch)
-                    for call in batch.calls:
-                        if not call.done and call.batch_id == batch.id:
-                            self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
-                    rest = Happened.CLOSED if happened is Happened.REFUSED else happened
-                    self._set_aside(rec, rest, f"failed during a call ({detail})", out)
-                else:
-                    rec.retire(batch)
-                    current = [c for c in batch.calls if not c.done and c.batch_id == batch.id]
-                    if happened is Happened.TOO_LARGE:
-                        rec.sizers[batch.service].size = max(1, len(batch.calls) // 2)
-                        if len(batch.calls) == 1:
-                            happened = Happened.TOO_LARGE_ALONE
-                    for call in current:
-                        self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
+                self._batch_ended(rec, batch, happened, detail, out)
             self._dispatch_ready()
         settle(out)
+
+    def _batch_ended(
+        self, rec: WorkerRecord, batch: Batch, happened: Happened, detail: str, out: list[Resolution]
+    ) -> None:
+        """Apply the table to a batch in flight that ended without a reply (and to its worker)."""
+        rec.retire(batch)
+        if worker_action(happened) is WorkerAction.SET_ASIDE:
+            for call in batch.calls:
+                if not call.done and call.batch_id == batch.id:
+                    self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
+            rest = Happened.CLOSED if happened is Happened.REFUSED else happened
+            self._set_aside(rec, rest, f"failed during a call ({detail})", out)
+            return
+        current = [c for c in batch.calls if not c.done and c.batch_id == batch.id]
+        if happened is Happened.TOO_LARGE:
+            rec.sizers[batch.service].size = max(1, len(batch.calls) // 2)
+            if len(batch.calls) == 1:
+                happened = Happened.TOO_LARGE_ALONE
+        for call in current:
+            self._apply(call, happened, f"worker {rec.name}: {detail}", None, out, rec.name)
 
     def probe_failed(self, link: Any, reason: str) -> None:
         """A liveness probe failed or timed out."""

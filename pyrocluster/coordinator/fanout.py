@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from pyrocluster.config import Settings
-from pyrocluster.coordinator.wire import Channel, Wire
+from pyrocluster.coordinator.channel import Channel
+from pyrocluster.coordinator.wire import Wire
 
 Answer = tuple[Any, "BaseException | None"]
 """``(result, None)``, or ``(None, what went wrong)``: refused, timed out, or what the peer raised."""

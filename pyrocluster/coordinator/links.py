@@ -3,12 +3,12 @@
 A link decides nothing. It sends the batches it is given and reports what happened through
 :class:`LinkEvents`; the dispatcher applies the failover table (``policy.py``).
 
-The coordinator's threads do not grow with workers or with batches in flight: every
-link of one dispatcher shares a :class:`Transport`, that is one
-:class:`~pyrocluster.coordinator.wire.Wire` (one loop thread that receives every reply, a small
-pool for connects and large requests) and one prober thread that starts each due liveness probe
-and each cancel retry as a multiplexed call. A batch is written by the thread that dispatches
-it when its connection is open: a call costs no hand-off to a sender thread.
+The coordinator's threads do not grow with workers or with batches in flight: every link of
+one dispatcher shares a :class:`Transport`, that is one :class:`~pyrocluster.coordinator.wire.Wire`
+(one loop thread that writes every request and reads every reply without ever waiting on a
+peer, a small pool for connects) and one prober thread that starts each due liveness probe and
+each cancel retry as a multiplexed call. Sending a batch only queues its request on the wire:
+the dispatcher touches no socket, least of all under its lock.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import Pyro5.errors
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
+from pyrocluster.coordinator.channel import Channel, Undecodable, Unsent
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.coordinator.wire import Channel, Unsent, Wire
+from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 
@@ -95,6 +96,8 @@ def happened_of(exc: BaseException) -> Happened:
     """What a failed batch call means for its calls (subclasses first)."""
     if isinstance(exc, Unsent):
         return Happened.REFUSED
+    if isinstance(exc, Undecodable):
+        return Happened.DECODE_FAILED
     if isinstance(exc, Pyro5.errors.SerializeError):
         return Happened.TOO_LARGE
     if isinstance(exc, Pyro5.errors.TimeoutError):
@@ -215,7 +218,7 @@ class WorkerLink:
         channel.release()
 
     def send(self, batch: Batch) -> None:
-        """Start the batch call (written by this thread when a connection is open and idle)."""
+        """Start the batch call: its request is queued on the wire, whose loop writes it."""
         service = batch.service
         channel = self._take(service)
         request = batch.request(self._owner.sender_id)
@@ -228,11 +231,14 @@ class WorkerLink:
             else:
                 self._owner.batch_failed(self, batch, happened_of(exc), f"{type(exc).__name__}: {exc}")
 
-        # No deadline of our own (docs/protocol.md): the batch may wait in the worker's admission
-        # queue, each call has its own timeout on the worker, and a worker that stops answering
-        # is the prober's business (abort_calls cuts the connection).
+        # No wire deadline (docs/protocol.md): the batch may wait in the worker's admission queue
+        # and each call has its own timeout on the worker. A worker that stops answering is the
+        # prober's business (abort_calls cuts the connection); one that answers probes but not
+        # the batch meets the dispatcher's batch deadline (overdue.py).
         call_no = channel.call_no + 1  # the number wire.call gives this call
-        self._wire.call(channel, "run_batch", (request,), done)
+        self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
+        if batch.by_sender:
+            batch.push = lambda: self._wire.push(channel, call_no)
         batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
 
     def drop_unsent(self) -> None:
@@ -243,7 +249,7 @@ class WorkerLink:
         with self._lock:
             busy = list(self._busy)
         for channel in busy:
-            channel.cut()
+            self._wire.cut(channel)
 
     def cancel(self, call_ids: list[str], batch_ids: set[int]) -> None:
         """Ask the worker to stop these calls (``compute.cancel``) on a channel of its own.

@@ -1,7 +1,13 @@
-"""A worker's ``run_batch`` reply decoded, each call's outcome on its own (pure; docs/protocol.md)."""
+"""A worker's ``run_batch`` reply decoded, each call's outcome on its own (pure; docs/protocol.md).
+
+Whatever the bytes a worker (or anything between it and us) sends, decoding ends in an outcome:
+a call whose outcome cannot be decoded gets ``DECODE_FAILED`` (it ends as ``DecodeError``), no
+exception leaves this module, and the text kept about bad input is bounded in size and depth.
+"""
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pyrocluster import codec
@@ -11,6 +17,20 @@ from pyrocluster.protocol import OK
 Outcome = tuple["Happened | None", Any, float]
 """One call's outcome as decoded: None for OK (then the value), else the table row and its value."""
 
+MAX_ELAPSED_MS = 1e12
+"""Largest ELAPSED_MS taken as a time (about 30 years): beyond it the outcome is malformed."""
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 4, 60, 60, 40
+
+
+def shown(value: Any) -> str:
+    """A short, bounded description of a received value (any depth, any size, never raises)."""
+    try:
+        return _SHOWN.repr(value)[:200]
+    except Exception:  # a value whose repr fails: its type is all we say
+        return f"<{type(value).__name__}>"
+
 
 def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
     """A ``run_batch`` reply as one row for the whole batch, or one decoded outcome per call."""
@@ -18,7 +38,7 @@ def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
         return Happened.BAD_REPLY
     if "refused" in reply:
         return Happened.DRAINING
-    if reply.get("busy"):
+    if reply.get("busy") is True:
         return Happened.BUSY
     outcomes = reply.get("outcomes")
     if not isinstance(outcomes, list) or len(outcomes) != n_calls:
@@ -26,25 +46,47 @@ def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
     return [decode_outcome(o) for o in outcomes]
 
 
+def _undecodable(why: str, elapsed_ms: float = 0.0) -> Outcome:
+    return Happened.DECODE_FAILED, f"the coordinator cannot decode the outcome: {why}", elapsed_ms
+
+
 def decode_outcome(outcome: Any) -> Outcome:
-    """``[KIND, VALUE, ELAPSED_MS]`` decoded on its own: an undecodable value fails its call alone."""
-    try:
-        kind, raw, elapsed_ms = outcome
-        elapsed = float(elapsed_ms)
-    except (TypeError, ValueError):
-        return Happened.BAD_REPLY, f"a malformed outcome: {str(outcome)[:200]}", 0.0
-    happened = None if kind == OK else OUTCOME_HAPPENED.get(kind, Happened.BAD_REPLY)
+    """``[KIND, VALUE, ELAPSED_MS]`` decoded on its own: an undecodable one fails its call alone.
+
+    KIND must be a known int, ELAPSED_MS a number from 0 to ``MAX_ELAPSED_MS``, VALUE None or
+    encoded bytes; anything else is ``DECODE_FAILED`` (the call ends as ``DecodeError``). Never
+    raises.
+    """
+    if not isinstance(outcome, (list, tuple)) or len(outcome) != 3:
+        return _undecodable(f"a malformed outcome: {shown(outcome)}")
+    kind, raw, elapsed_ms = outcome
+    if type(elapsed_ms) not in (int, float) or not 0 <= elapsed_ms <= MAX_ELAPSED_MS:
+        return _undecodable(f"elapsed time {shown(elapsed_ms)} is not a number of milliseconds")
+    elapsed = float(elapsed_ms)  # cannot overflow: the comparison bounded it
+    if type(kind) is not int:
+        return _undecodable(f"outcome kind {shown(kind)} is not an int", elapsed)
+    if kind == OK:
+        happened = None
+    elif kind in OUTCOME_HAPPENED:
+        happened = OUTCOME_HAPPENED[kind]
+    else:
+        return _undecodable(f"unknown outcome kind {shown(kind)}", elapsed)
     if raw is None:
         return happened, None, elapsed
     try:
         value = codec.unpack(codec.as_bytes(raw))
-    except codec.DecodeError as exc:
-        return Happened.DECODE_FAILED, f"the coordinator cannot decode the outcome: {exc}", elapsed
+    except Exception as exc:  # DecodeError, or anything the decoder let through: this call fails
+        return _undecodable(f"{type(exc).__name__}: {shown(str(exc))}", elapsed)
     return happened, value, elapsed
 
 
+def text(value: Any) -> str:
+    """A received field as text: a string as it is, anything else :func:`shown`."""
+    return value if isinstance(value, str) else shown(value)
+
+
 def failure_text(worker: str, happened: Happened, value: Any) -> str:
-    """The reason kept with a call for its failed attempt."""
+    """The reason kept with a call for its failed attempt (whatever the worker's error dict holds)."""
     if isinstance(value, dict):
-        return f"on worker {worker}: {value.get('type')}: {value.get('message')}"
+        return f"on worker {worker}: {text(value.get('type'))}: {text(value.get('message'))}"
     return f"on worker {worker}: {value if isinstance(value, str) else happened.value}"

@@ -1,19 +1,25 @@
-"""Multiplexed Pyro5 calls: sent from the caller's thread, every reply received on one loop thread.
+"""Multiplexed Pyro5 calls: every request written and every reply read, a piece at a time, by one loop.
 
 A blocking Pyro5 proxy holds a thread for as long as its call runs, so a coordinator built on
 them needs a thread per call in flight (and one per worker to probe it). Here a call is split
-into its two halves on the proxy's own connection:
+into its two halves on the proxy's own connection, whose socket is non-blocking once connected:
 
-* **send**: the request is encoded and written by the thread that makes the call, when its
-  channel is connected and the request is small (the socket buffer takes it at once, so a
-  stopped worker cannot block the caller); otherwise a thread of a small pool connects (the
-  handshake can wait on a silent worker) and sends;
-* **receive**: one loop thread waits on every socket with a call out (``selectors``), reads
-  each reply when it arrives and hands it to the call's callback.
+* **send**: the caller's thread encodes the request and queues it on its channel; the loop
+  writes it as the socket takes it (``frames.RequestWriter``), so no caller writes to a socket
+  while holding a lock of its own. A caller that holds no lock may write its own request
+  (``hold_write`` then :meth:`Wire.push`, non-blocking: the loop takes what the socket did not).
+  A channel not yet connected is connected by a thread of a small pool (the Pyro5 handshake
+  blocks, bounded by the connect timeout);
+* **receive**: the loop waits on every socket with a call out (``selectors``) and reads each
+  reply as its bytes arrive (``frames.ReplyReader``): a peer that stops mid-reply or drips
+  bytes holds only its own buffer, never the loop, so every other reply and every deadline is
+  served meanwhile.
 
-So the coordinator's thread count does not depend on the number of workers or of calls in
-flight: one loop thread plus at most ``POOL_THREADS``. A call may carry a deadline; when it
-passes, the connection is cut and the call fails with ``Pyro5.errors.TimeoutError``.
+A channel's socket is used by one thread at a time: the loop, or a caller that claimed it to
+read its own reply (:meth:`Wire.receive_here`). So the coordinator's thread count does not
+depend on the number of workers or of calls in flight: one loop thread plus at most
+``POOL_THREADS``. A call may carry a deadline; when it passes, the call fails with
+``Pyro5.errors.TimeoutError`` and its connection is closed.
 """
 
 from __future__ import annotations
@@ -34,113 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import Pyro5.errors
-from Pyro5 import protocol, serializers
+from Pyro5 import protocol
 
-from pyrocluster.auth import make_proxy
-from pyrocluster.config import Settings
-from pyrocluster.defaults import CONNECT_TIMEOUT_S
+from pyrocluster.coordinator.channel import CALLER, FREE, LOOP, READ, WRITE, Channel, Done, Unsent
+from pyrocluster.coordinator.frames import ReplyReader, RequestWriter
 
 log = logging.getLogger(__name__)
 
 POOL_THREADS = 4
-"""Threads that connect channels and send large requests."""
-DIRECT_BYTES = 64 * 1024
-"""Largest request the calling thread writes itself (well under a loopback socket's buffer)."""
+"""Threads that connect channels (the Pyro5 handshake blocks)."""
 LOOP_TICK_S = 0.05
-"""Longest the loop sleeps without checking deadlines."""
-
-Done = Callable[[Any, BaseException | None], None]
-"""A call's callback: ``(result, None)`` or ``(None, exception)``, run on the loop or a pool thread."""
-
-
-class Unsent(Exception):
-    """The request never reached the peer (connection refused, handshake failed): nothing ran."""
-
-
-class Channel:
-    """One connection to one Pyro5 object, carrying at most one call at a time."""
-
-    def __init__(self, uri: str, settings: Settings, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        self.uri = uri
-        self._settings = settings
-        self._connect_timeout_s = connect_timeout_s
-        self.proxy: Any = None
-        self.busy = False
-        self.done: Done | None = None
-        self.seq = 0
-        self.timed_out = False
-        self.sent_at = 0.0
-        self.call_no = 0
-        """Counts the calls it carried: a deadline belongs to one call, not to the channel."""
-        self.sending = False
-        """True while a thread writes the request (the loop waits for it before reading: TLS objects
-        must not be read and written at once)."""
-        self.claimed = False
-        """True once a thread (the loop, or a caller in :meth:`Wire.receive_here`) reads the reply."""
-
-    @property
-    def connected(self) -> bool:
-        """True while it holds an open connection."""
-        return self.proxy is not None and self.proxy._pyroConnection is not None
-
-    def connect(self) -> None:
-        """Open the connection and pass the handshake (blocking; Unsent when it cannot)."""
-        try:
-            if self.proxy is None:
-                self.proxy = make_proxy(self.uri, self._settings, timeout_s=self._connect_timeout_s)
-            self.proxy._pyroClaimOwnership()
-            self.proxy._pyroBind()
-        except Pyro5.errors.SecurityError as exc:
-            self.release()
-            raise Unsent(f"authentication refused: {exc}") from None
-        except Pyro5.errors.CommunicationError as exc:
-            self.release()
-            raise Unsent(f"{type(exc).__name__}: {exc}") from None
-        except Exception as exc:  # e.g. TLS files gone: the request never left
-            self.release()
-            raise Unsent(f"cannot connect: {type(exc).__name__}: {exc}") from None
-
-    def encode(self, method: str, args: tuple[Any, ...]) -> bytes:
-        """The request message for ``method(*args)`` (SerializeError when args cannot be encoded)."""
-        proxy = self.proxy
-        serializer = serializers.serializers[proxy._pyroSerializer or Pyro5.config.SERIALIZER]
-        data = serializer.dumpsCall(proxy._pyroConnection.objectId, method, args, {})
-        self.seq = (self.seq + 1) & 0xFFFF
-        return bytes(
-            protocol.SendingMessage(protocol.MSG_INVOKE, 0, self.seq, serializer.serializer_id, data).data
-        )
-
-    def decode(self) -> Any:
-        """Read one reply from the connection; return its value or raise what the peer raised."""
-        conn = self.proxy._pyroConnection
-        msg = protocol.recv_stub(conn, [protocol.MSG_RESULT])
-        serializer = serializers.serializers_by_id[msg.serializer_id]
-        if msg.seq != self.seq:
-            raise Pyro5.errors.ProtocolError(f"reply out of sequence ({msg.seq}, expected {self.seq})")
-        data = serializer.loads(msg.data)
-        if msg.flags & protocol.FLAGS_EXCEPTION:
-            raise data
-        return data
-
-    def sock(self) -> socket.socket | None:
-        """The connection's socket, if connected."""
-        conn = self.proxy._pyroConnection if self.proxy is not None else None
-        return conn.sock if conn is not None else None
-
-    def cut(self) -> None:
-        """Shut the socket down (a read under way returns at once); the channel must reconnect."""
-        sock = self.sock()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def release(self) -> None:
-        """Close the connection (it reconnects on its next call)."""
-        if self.proxy is not None:
-            # A proxy of a dead connection may fail to close; there is nothing more to do then.
-            with contextlib.suppress(Exception):
-                self.proxy._pyroClaimOwnership()
-                self.proxy._pyroRelease()
+"""Longest the loop (or a caller reading its own reply) sleeps without checking deadlines."""
 
 
 class Wire:
@@ -153,9 +63,16 @@ class Wire:
         self._order = itertools.count()
         self._closed = False
         self._deferred: collections.deque[Callable[[], None]] = collections.deque()
+        self._cuts: collections.deque[tuple[Channel, int]] = collections.deque()
+        self._held: collections.deque[tuple[Channel, int]] = collections.deque()
+        """Requests sent from callbacks on the loop thread, to write once they return."""
+        self._woken = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, READ, None)
+        self._sees_new_sockets = isinstance(self._selector, selectors.EpollSelector)
+        """epoll reports a socket registered during its wait at once: a new request needs no wake-up."""
         self._pool = ThreadPoolExecutor(max_workers=pool_threads, thread_name_prefix=f"{name}-pool")
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -167,12 +84,17 @@ class Wire:
         args: tuple[Any, ...],
         done: Done,
         timeout_s: float | None = None,
+        hold_write: bool = False,
     ) -> None:
-        """Start ``method(*args)`` on ``channel``; ``done`` gets the outcome once. Never blocks long.
+        """Start ``method(*args)`` on ``channel``; ``done`` gets the outcome once. Never blocks.
+
+        With ``hold_write`` the loop is not woken to write the request: the caller writes it
+        with :meth:`push` as soon as it holds no lock (a thread wake-up less per call).
 
         The channel must not be busy. Unsent (nothing ran), Pyro5.errors.TimeoutError (the
         deadline passed), another CommunicationError (the connection broke), SerializeError,
-        or whatever the peer raised, reach ``done`` as its exception.
+        Undecodable (a reply that cannot be decoded), or whatever the peer raised, reach
+        ``done`` as its exception.
         """
         if channel.busy:
             raise RuntimeError(f"channel to {channel.uri} already carries a call")
@@ -188,59 +110,106 @@ class Wire:
             except Exception as exc:  # SerializeError and friends: nothing was sent
                 self._defer(channel, exc)
                 return
-            if len(data) <= DIRECT_BYTES:
-                self._send(channel, data, deadline, direct=True)
-                return
-            self._pool.submit(self._send, channel, data, deadline)
+            self._queue(channel, data, deadline, self._defer, READ if hold_write else READ | WRITE)
             return
-        self._pool.submit(self._connect_and_send, channel, method, args, deadline)
+        channel.connecting = True
+        self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
 
-    def _connect_and_send(
+    def cut(self, channel: Channel) -> None:
+        """End the call under way on ``channel`` now (ConnectionClosedError); safe from any thread."""
+        with self._lock:
+            if not channel.busy:
+                return
+            channel.cut_no = channel.call_no
+            self._cuts.append((channel, channel.call_no))
+        self._wake()
+
+    def _connect_and_queue(
         self, channel: Channel, method: str, args: tuple[Any, ...], deadline: float | None
     ) -> None:
         try:
             channel.connect()
             data = channel.encode(method, args)
         except Exception as exc:
+            channel.connecting = False
             self._finish(channel, None, exc)
             return
-        self._send(channel, data, deadline)
+        with self._lock:
+            channel.connecting = False
+            late = channel.timed_out or channel.cut_no == channel.call_no
+        if late:  # the deadline passed (or a cut came) while connecting: nothing was sent
+            channel.release()
+            why = "no reply within the deadline" if channel.timed_out else "the connection was cut"
+            self._finish(channel, None, Pyro5.errors.TimeoutError(why) if channel.timed_out else Unsent(why))
+            return
+        self._queue(channel, data, deadline, lambda ch, exc: self._finish(ch, None, exc), READ | WRITE)
+
+    def _wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):  # full: the loop has wake-ups waiting already
+                self._wake_w.send(b"x")
 
     def _defer(self, channel: Channel, exc: BaseException) -> None:
         """Report a failure from the loop thread: the caller may hold locks its callback takes."""
         self._deferred.append(lambda: self._finish(channel, None, exc))
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._wake()
 
-    def _send(self, channel: Channel, data: bytes, deadline: float | None, direct: bool = False) -> None:
-        fail = self._defer if direct else lambda ch, exc: self._finish(ch, None, exc)
+    def _queue(
+        self,
+        channel: Channel,
+        data: bytes,
+        deadline: float | None,
+        fail: Callable[[Channel, BaseException], None],
+        events: int,
+    ) -> None:
+        """Hand the request to the loop, which writes it as the socket takes it (watching
+        ``events``: without EVENT_WRITE, only once :meth:`push` asks)."""
         sock = channel.sock()
         if sock is None:
             fail(channel, Unsent("the connection was closed before sending"))
             return
+        on_loop = threading.current_thread() is self._thread
+        if on_loop:  # sent from a callback (under the dispatcher's lock): written when it returns
+            events = READ
         with self._lock:
-            channel.claimed = False
-            try:
-                self._selector.register(sock, selectors.EVENT_READ, channel)
-            except KeyError:  # the number of a socket closed while registered, now reused
-                self._selector.unregister(sock)
-                self._selector.register(sock, selectors.EVENT_READ, channel)
-            if deadline is not None:
+            channel.writer = RequestWriter(data)
+            channel.holder = FREE
+            registered = self._register(channel, sock, events)
+            if registered and deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
-        channel.sent_at = time.monotonic()
-        channel.sending = True
-        try:
-            channel.proxy._pyroConnection.send(data)
-        except Exception as exc:
-            with self._lock, contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-            channel.sending = False
-            channel.release()
-            fail(channel, exc)
+        if not registered:
+            channel.writer = None
+            fail(channel, Unsent("the connection was closed before sending"))
             return
-        channel.sending = False
-        if deadline is not None and deadline - time.monotonic() < LOOP_TICK_S:
-            self._wake_w.send(b"x")
+        if on_loop:
+            self._held.append((channel, channel.call_no))
+        elif not self._sees_new_sockets:
+            self._wake()
+
+    def _register(self, channel: Channel, sock: socket.socket, events: int) -> bool:
+        """Watch ``sock`` for ``events`` (under the lock); False when it was closed under us."""
+        try:
+            if channel.registered is not sock:
+                try:
+                    self._selector.register(sock, events, channel)
+                except KeyError:  # the number of a socket closed while registered, now reused
+                    self._selector.unregister(sock)
+                    self._selector.register(sock, events, channel)
+            elif channel.events != events:
+                self._selector.modify(sock, events, channel)
+        except (KeyError, ValueError, OSError):  # released by another thread (fanout, a stop)
+            self._unregister(channel)
+            return False
+        channel.registered, channel.events = sock, events
+        return True
+
+    def _unregister(self, channel: Channel) -> None:
+        """Stop watching the channel's socket (under the lock)."""
+        if channel.registered is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(channel.registered)
+            channel.registered, channel.events = None, 0
 
     def _finish(self, channel: Channel, result: Any, exc: BaseException | None) -> None:
         done, channel.done = channel.done, None
@@ -252,6 +221,44 @@ class Wire:
         except Exception:  # a callback's bug must not stop the loop
             log.exception("a call's callback failed")
 
+    def _end(
+        self, channel: Channel, msg: protocol.ReceivingMessage | None, exc: BaseException | None = None
+    ) -> None:
+        """The call on ``channel`` is over (by its holder): report its reply or its failure."""
+        with self._lock:
+            self._unregister(channel)
+            channel.holder = FREE
+            channel.writer = None
+        result = None
+        if msg is not None:
+            try:
+                result = channel.result_of(msg)
+            except Pyro5.errors.ProtocolError as err:  # out of step with the peer: start afresh
+                exc = err
+            except Exception as err:  # the peer raised, or sent what cannot be decoded
+                self._finish(channel, None, err)
+                return
+        if exc is None:
+            self._finish(channel, result, None)
+            return
+        channel.reader = ReplyReader()
+        channel.release()
+        if channel.timed_out and type(exc) is not Pyro5.errors.TimeoutError:
+            exc = Pyro5.errors.TimeoutError(f"no reply within the deadline ({exc})")
+        self._finish(channel, None, exc)
+
+    def _step(self, channel: Channel) -> bool:
+        """Move the channel's call on (its holder's turn): True once the call is over."""
+        try:
+            msg = channel.pump()
+        except Exception as exc:  # the connection broke or carries garbage
+            self._end(channel, None, exc)
+            return True
+        if msg is None:
+            return False
+        self._end(channel, msg)
+        return True
+
     def _loop(self) -> None:
         while not self._closed:
             try:
@@ -261,73 +268,135 @@ class Wire:
             for key, _ in events:
                 channel = key.data
                 if channel is None:
+                    self._woken = False
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
                 with self._lock:
-                    if channel.claimed:  # a caller reads this reply itself (receive_here)
+                    if not channel.busy:  # ended: nothing more to read here
+                        self._unregister(channel)
                         continue
-                    channel.claimed = True
-                    with contextlib.suppress(KeyError, ValueError):
-                        self._selector.unregister(key.fileobj)
-                self._receive(channel)
+                    if channel.holder != FREE or channel.registered is None:
+                        # A caller holds it (receive_here, push): stop watching it meanwhile (a
+                        # socket left ready would wake this loop again and again); the caller
+                        # watches it again when it hands the call back.
+                        self._unregister(channel)
+                        continue
+                    channel.holder = LOOP
+                if not self._step(channel):
+                    with self._lock:
+                        channel.holder = FREE
+                        sock = channel.registered
+                        watched = sock is not None and self._register(channel, sock, channel.wanted())
+                        if not watched:
+                            channel.holder = LOOP
+                    if not watched:
+                        self._end(
+                            channel, None, Pyro5.errors.ConnectionClosedError("the connection was closed")
+                        )
+                self._write_sent()
             while self._deferred:
                 self._deferred.popleft()()
+            self._cut_asked()
             self._expire(time.monotonic())
+            self._write_sent()
         self._selector.close()
 
-    def _receive(self, channel: Channel) -> None:
-        while channel.sending:  # the reply came before the writer returned: let it finish
-            time.sleep(0)
-        try:
-            result = channel.decode()
-        except Pyro5.errors.CommunicationError as exc:
-            channel.release()
-            if channel.timed_out:
-                exc = Pyro5.errors.TimeoutError(f"no reply within the deadline ({exc})")
-            self._finish(channel, None, exc)
-        except Exception as exc:  # the peer raised, or sent what cannot be decoded
-            self._finish(channel, None, exc)
-        else:
-            self._finish(channel, result, None)
+    def _write_sent(self) -> None:
+        """Write the requests that callbacks on this loop sent (now that they returned)."""
+        while self._held:
+            channel, call_no = self._held.popleft()
+            self._write_held(channel, call_no, LOOP)
+
+    def _cut_asked(self) -> None:
+        while True:
+            with self._lock:
+                if not self._cuts:
+                    return
+                channel, call_no = self._cuts.popleft()
+                if not channel.busy or channel.call_no != call_no or channel.holder == CALLER:
+                    continue  # over already, or a caller holds it (it sees cut_no)
+                if channel.connecting:
+                    continue  # the connecting thread sees cut_no
+                channel.holder = LOOP
+            self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
 
     def receive_here(self, channel: Channel, call_no: int, wait_s: float) -> bool:
         """Read call ``call_no``'s reply on this thread if it comes within ``wait_s``: True if read.
 
-        A caller about to block on the outcome of a call it has just sent waits on the socket
-        itself, which saves the hand-off from the loop thread. When the reply is late, the call
-        goes back to the loop; deadlines and cuts work the same either way.
+        A caller about to block on the outcome of a call it has just sent moves the call on
+        itself (writes the request if the loop has not, reads the reply as it arrives), which
+        saves the hand-offs to and from the loop thread. When the reply is late, the call goes
+        back to the loop; deadlines and cuts work the same either way.
         """
-        sock = channel.sock()
         if threading.current_thread() is self._thread:  # a callback on the loop: the loop reads
             return False
-        with self._lock:
-            if channel.claimed or not channel.busy or channel.call_no != call_no or sock is None:
+        until = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                sock = channel.registered
+                if not channel.busy or channel.call_no != call_no or sock is None:
+                    return False  # it is over, or a pool thread is still connecting
+                if channel.holder == FREE:
+                    channel.holder = CALLER
+                    self._unregister(channel)
+                    break
+            if channel.holder == CALLER or time.monotonic() >= until:
                 return False
-            try:
-                self._selector.unregister(sock)
-            except (KeyError, ValueError):  # not registered yet (a pool thread is still sending)
-                return False
-            channel.claimed = True
+            time.sleep(0)  # the loop is moving it on (a step that never waits): let it finish
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        try:
-            ready = bool(poller.poll(math.ceil(wait_s * 1000)))
-        except OSError:
-            ready = True  # the socket is gone: reading reports the broken connection
-        if ready:
-            self._receive(channel)
-            return True
+        ready = channel.writer is not None  # a request to write: move on at once, else wait first
+        while True:
+            if channel.timed_out or channel.cut_no == call_no:
+                self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
+                return True
+            if ready and self._step(channel):
+                return True
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            ready = True  # a socket gone: the next step reports it
+            with contextlib.suppress(OSError, ValueError):
+                poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
+                ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
         with self._lock:
-            channel.claimed = False
-            try:
-                self._selector.register(sock, selectors.EVENT_READ, channel)
-            except (KeyError, ValueError, OSError):
-                channel.claimed = True
-            else:
-                return False
-        self._receive(channel)  # the socket closed under us: report it from here
+            if not (channel.timed_out or channel.cut_no == call_no):
+                channel.holder = FREE
+                if self._register(channel, sock, channel.wanted()):
+                    return False
+                channel.holder = CALLER
+        self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
         return True
+
+    def push(self, channel: Channel, call_no: int) -> None:
+        """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
+        lock: what the socket takes now; the loop writes the rest and reads the reply."""
+        if threading.current_thread() is self._thread:
+            self._held.append((channel, call_no))  # written once the callback that sent it returns
+            return
+        self._write_held(channel, call_no, CALLER)
+
+    def _write_held(self, channel: Channel, call_no: int, holder: int) -> None:
+        with self._lock:
+            sock = channel.registered
+            if not channel.busy or channel.call_no != call_no or channel.holder != FREE or sock is None:
+                return  # over, or the loop (or a pool thread) has it
+            if channel.writer is None:
+                return
+            channel.holder = holder  # still watched for the reply: no selector change for a write
+        try:
+            written = channel.writer.write(sock)
+        except Exception as exc:  # the connection broke
+            self._end(channel, None, exc)
+            return
+        with self._lock:
+            if written:
+                channel.writer = None
+            if not (channel.timed_out or channel.cut_no == call_no):
+                channel.holder = FREE
+                if self._register(channel, sock, channel.wanted()):  # the loop may have let it go
+                    return
+        self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
 
     def _expire(self, now: float) -> None:
         while True:
@@ -335,9 +404,13 @@ class Wire:
                 if not self._deadlines or self._deadlines[0][0] > now:
                     return
                 _, _, call_no, channel = heapq.heappop(self._deadlines)
-            if channel.busy and channel.call_no == call_no:
+                if not channel.busy or channel.call_no != call_no:
+                    continue
                 channel.timed_out = True
-                channel.cut()  # the socket turns readable (EOF): _receive reports the timeout
+                if channel.holder == CALLER or channel.connecting:
+                    continue  # the thread that holds it sees timed_out
+                channel.holder = LOOP
+            self._end(channel, None, Pyro5.errors.TimeoutError("no reply within the deadline"))
 
     def close(self) -> None:
         """Stop the loop and the pool (calls still out get no callback)."""

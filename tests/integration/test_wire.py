@@ -16,7 +16,11 @@ import pytest
 from pyrocluster import config
 from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
-from pyrocluster.coordinator.wire import DIRECT_BYTES, POOL_THREADS, Channel, Unsent, Wire
+from pyrocluster.coordinator.channel import Channel, Unsent
+from pyrocluster.coordinator.frames import WRITE_CHUNK
+from pyrocluster.coordinator.wire import POOL_THREADS, Wire
+from tests.helpers.certs import make_member
+from tests.helpers.relay import Relay
 
 RELEASE = threading.Event()
 
@@ -83,11 +87,33 @@ def test_calls_reuse_one_connection(wire: Wire, uri: str, settings: Settings) ->
     assert channel.sock() is first and not channel.busy
 
 
-def test_large_request_goes_through_the_pool(wire: Wire, uri: str, settings: Settings) -> None:
+def test_a_request_larger_than_the_socket_takes_at_once_goes_out_whole(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
     channel = Channel(uri, settings)
     assert call(wire, channel, "add", 1, 1) == 2
-    blob = "x" * (DIRECT_BYTES * 4)
+    blob = "x" * (WRITE_CHUNK * 40)
     assert call(wire, channel, "size", blob) == len(blob)
+
+
+def test_a_held_request_goes_out_when_pushed_from_a_caller_or_from_the_loop(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2  # connected: the next request may be held
+    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    wire.call(channel, "add", (2, 2), lambda r, e: out.put(e if e is not None else r), hold_write=True)
+    wire.push(channel, channel.call_no)  # this thread writes it; the loop reads the reply
+    assert out.get(timeout=20) == 4
+    second = Channel(uri, settings)
+    assert call(wire, second, "add", 0, 0) == 0
+
+    def then_send(result: Any, exc: BaseException | None) -> None:  # runs on the loop thread
+        wire.call(second, "add", (3, 3), lambda r, e: out.put(e if e is not None else r), hold_write=True)
+        wire.push(second, second.call_no)  # from the loop: the loop writes it
+
+    wire.call(channel, "add", (1, 2), then_send)
+    assert out.get(timeout=20) == 6
 
 
 def test_peer_exception_reaches_the_callback(wire: Wire, uri: str, settings: Settings) -> None:
@@ -172,11 +198,52 @@ def test_a_cut_or_a_deadline_reaches_a_caller_reading_its_reply(
     RELEASE.clear()
     seen.clear()
     wire.call(channel, "hold", (), lambda r, e: seen.append(e))
-    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), channel.cut()))
+    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), wire.cut(channel)))
     cutter.start()
     assert wire.receive_here(channel, channel.call_no, 20.0) is True
     cutter.join(timeout=5)
     assert len(seen) == 1 and isinstance(seen[0], Pyro5.errors.CommunicationError)
+
+
+@pytest.fixture
+def tls_uri(tmp_path: Any) -> Iterator[tuple[str, Settings]]:
+    """A TLS daemon serving a Peer (this process speaks TLS until the next ``settings``)."""
+    member = make_member(tmp_path)
+    tls = Settings.from_sources(tls_cert=member.cert, tls_key=member.key, tls_ca=member.ca)
+    config.apply(tls)
+    daemon = SecureDaemon(tls, host="127.0.0.1")
+    address = str(daemon.register(Peer(), objectId="peer"))
+    thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+    thread.start()
+    yield address, tls
+    RELEASE.set()
+    daemon.shutdown()
+    thread.join(timeout=5)
+    daemon.close()
+    config.apply(Settings.from_sources())
+
+
+def test_tls_replies_are_read_as_their_bytes_arrive_and_a_stalled_one_holds_no_other(
+    wire: Wire, tls_uri: tuple[str, Settings]
+) -> None:
+    uri, tls = tls_uri
+    host_port = uri.rpartition("@")[2]
+    relay = Relay("127.0.0.1", int(host_port.rpartition(":")[2]))
+    try:
+        direct, relayed = Channel(uri, tls), Channel(uri.replace(host_port, relay.address()), tls)
+        assert call(wire, direct, "add", 1, 1) == 2 and call(wire, relayed, "add", 1, 2) == 3
+        relay.drip(0.001)  # TLS records arrive a byte at a time: each read wants more
+        assert call(wire, relayed, "size", "x" * 300) == 300
+        relay.stall(first_bytes=10)
+        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        wire.call(relayed, "add", (2, 2), lambda r, e: out.put(e if e is not None else r), timeout_s=1.0)
+        start = time.monotonic()
+        for i in range(20):  # served while the other reply is stuck mid-record
+            assert call(wire, direct, "add", i, 1) == i + 1
+        assert time.monotonic() - start < 2.5  # ~0.1 s; a loop held by the stalled reply takes 5 s
+        assert isinstance(out.get(timeout=10), Pyro5.errors.TimeoutError)
+    finally:
+        relay.close()
 
 
 def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from pyrocluster import codec, protocol
 from pyrocluster.config import Settings
+from pyrocluster.coordinator import overdue
 from pyrocluster.coordinator.book import BUSY_BACKOFF_S, DRAINING, READY, SUSPECT
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.dispatch import Dispatcher
@@ -402,3 +403,36 @@ def test_calls_spread_over_free_slots_and_queue_at_shared_workers_up_to_two_batc
     rig.d.submit(more)
     assert [len(rig.link(w).sent) for w in "ab"] == [HELD_PER_SLOT * 2, HELD_PER_SLOT * 2]
     assert rig.d.in_flight() == 40 + 4 * 100  # the last 100 wait here for a reply
+
+
+def overdue_now(rig: Rig) -> list[Any]:
+    with rig.d._cond:  # as the dispatch loop calls it
+        return rig.d.expire_overdue()
+
+
+def test_a_batch_past_its_deadline_counts_as_timed_out_though_its_worker_answers_probes():
+    rig = Rig(entry("a"), entry("b"))
+    c = rig.call(retries=1)  # timeout 10 s: deadline 10 + 1 + 10 s after sending
+    worker = "a" if rig.link("a").sent else "b"
+    rig.d.probe_answered(rig.link(worker), {"slots": 1, "running": 1, "queued": 0})
+    rig.clock.now += 20.9
+    assert overdue_now(rig) == [] and c.batch_id != 0
+    rig.clock.now += 0.2
+    assert overdue_now(rig) == []  # re-queued (an attempt left), not ended
+    rig.d.submit([])
+    other = "b" if worker == "a" else "a"
+    assert rig.d.records[worker].state == SUSPECT and rig.link(worker).aborted == 1
+    assert rig.last(other).calls == [c] and c.attempts == 2
+
+
+def test_a_batch_deadline_moves_on_while_the_worker_holds_others_work_but_not_for_ever():
+    rig = Rig(entry("a", slots=1))
+    c = rig.call(retries=0)
+    rig.d.records["a"].observe_load({"slots": 1, "running": 2, "queued": 1})  # work of others there
+    for _ in range(overdue.QUEUE_SPANS):
+        rig.clock.now += 21.1
+        assert overdue_now(rig) == []
+    rig.clock.now += 21.1
+    (ended,) = overdue_now(rig)
+    assert ended[0] is c and isinstance(ended[2], WorkerUnavailable)
+    assert "no reply to a batch within its deadline" in str(ended[2])

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from pyrocluster.config import Settings
-from pyrocluster.coordinator import wire
+from pyrocluster.coordinator import channel
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.links import WorkerLink
 from pyrocluster.coordinator.policy import Happened
@@ -38,7 +38,7 @@ def test_a_failing_make_proxy_reports_the_batch_as_never_sent(monkeypatch):
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise FileNotFoundError("tls.key")
 
-    monkeypatch.setattr(wire, "make_proxy", broken)  # channels are made by the shared wire
+    monkeypatch.setattr(channel, "make_proxy", broken)  # what every channel connects with
     owner = Owner()
     entry = WorkerEntry(
         "w", {"compute": "PYRO:c@127.0.0.1:1", "control": "PYRO:k@127.0.0.1:1"}, {"compute": 1}

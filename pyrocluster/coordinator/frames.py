@@ -1,0 +1,107 @@
+"""Pyro5 messages written and read a piece at a time on a non-blocking socket (plain or TLS).
+
+The coordinator's reply loop serves every connection on one thread, so it never waits for a
+peer: a request goes out as the socket takes it and a reply is read as its bytes arrive, its
+40-byte header first (checked by Pyro5's own ``ReceivingMessage``: tag, version, magic, the
+message cap) and then exactly the payload it announces. A peer that stops or drips bytes holds
+only its own buffer. Memory grows with the bytes received, not with the size a header claims.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import Pyro5.errors
+from Pyro5 import protocol
+
+HEADER_BYTES: int = protocol._header_size
+"""Size of a Pyro5 message header."""
+READ_CHUNK = 1 << 20
+"""Most bytes taken from the socket in one receive."""
+WRITE_CHUNK = 256 * 1024
+"""Most bytes handed to the socket in one send (a TLS send retried after WantWrite must repeat
+the same bytes: a fixed chunk keeps the retry identical)."""
+
+_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+"""Nothing can move now: try again when the socket is ready."""
+
+
+class RequestWriter:
+    """One encoded request, written as the socket takes it."""
+
+    __slots__ = ("_view", "_sent")
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._sent = 0
+
+    def write(self, sock: Any) -> bool:
+        """Send what the socket takes now: True once every byte is out.
+
+        ConnectionClosedError when the connection broke.
+        """
+        view = self._view
+        while self._sent < len(view):
+            try:
+                self._sent += sock.send(view[self._sent : self._sent + WRITE_CHUNK])
+            except _AGAIN:
+                return False
+            except OSError as exc:
+                raise Pyro5.errors.ConnectionClosedError(f"sending: {exc}") from None
+        return True
+
+
+class ReplyReader:
+    """One Pyro5 reply message, read as its bytes arrive."""
+
+    __slots__ = ("_header", "_message", "_payload", "_size")
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._message: protocol.ReceivingMessage | None = None
+        self._payload = bytearray()
+        self._size = 0
+
+    def read(self, sock: Any) -> protocol.ReceivingMessage | None:
+        """Take what the socket holds now: the message once complete, else None (more is due).
+
+        Reads until the socket has nothing more (a TLS socket's own buffer included, which a
+        selector cannot see). ConnectionClosedError at end of stream or a broken connection,
+        ProtocolError for a header that is not a Pyro5 reply or announces more than the cap.
+        """
+        while True:
+            if self._message is None:
+                want = HEADER_BYTES - len(self._header)
+            else:
+                want = self._size - len(self._payload)
+                if want == 0:
+                    return self._complete()
+            try:
+                chunk = sock.recv(min(want, READ_CHUNK))
+            except _AGAIN:
+                return None
+            except OSError as exc:
+                raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
+            if not chunk:
+                raise Pyro5.errors.ConnectionClosedError("receiving: not enough data")
+            if self._message is None:
+                self._header += chunk
+                if len(self._header) == HEADER_BYTES:
+                    self._start(bytes(self._header))
+            else:
+                self._payload += chunk
+
+    def _start(self, header: bytes) -> None:
+        message = protocol.ReceivingMessage(header)  # ProtocolError: not Pyro5, or over the cap
+        if message.type != protocol.MSG_RESULT:
+            raise Pyro5.errors.ProtocolError(f"invalid msg type {message.type} received (expected a result)")
+        self._message = message
+        self._size = message.data_size + message.annotations_size
+
+    def _complete(self) -> protocol.ReceivingMessage:
+        message = self._message
+        assert message is not None
+        message.add_payload(bytes(self._payload))  # our guard refuses compressed payloads here
+        self._message, self._header, self._payload, self._size = None, bytearray(), bytearray(), 0
+        return message
