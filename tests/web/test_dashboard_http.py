@@ -14,7 +14,7 @@ from pyrocluster.web.auth import dashboard_token
 from tests.conftest import run_cli, wait_for
 from tests.web.helpers import get, start_dashboard
 
-ALLOWED_LABELS = {"worker", "status", "state", "task", "job", "le", "resource"}
+ALLOWED_LABELS = {"worker", "status", "state", "task", "job", "le", "resource", "service"}
 
 
 def metrics(url: str) -> dict[str, list]:
