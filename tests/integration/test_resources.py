@@ -128,6 +128,20 @@ def test_a_call_over_its_memory_fails_alone_and_the_worker_stays(nameserver, wor
         with pytest.raises(TaskFailed, match="MemoryExceeded"):
             cluster.options(resources={"memory": "200MiB"}).submit("allocate", 400).result(timeout=30)
     assert raw.load()["running"] == 0
+    # a stale or hostile coordinator: an ask over the totals, or malformed, fails that call alone
+    odd = raw.run_batch(
+        [
+            raw.call("allocate", 1) + [{"licence": 1}],
+            raw.call("allocate", 1) + [{"memory": "lots"}],
+            raw.call("allocate", 1) + [["cpu", 1]],
+            raw.call("allocate", 1),
+        ]
+    )
+    errors = [decoded(o) for o in odd["outcomes"]]
+    assert errors[0][1]["type"] == "ResourcesUnavailable" and "licence" in errors[0][1]["message"]
+    assert errors[1][1]["type"] == "InvalidCall" and "memory" in errors[1][1]["message"]
+    assert errors[2][1]["type"] == "InvalidCall" and "resources must be a dict" in errors[2][1]["message"]
+    assert errors[3] == (protocol.OK, 1_000_000)
 
 
 def test_status_shows_totals_and_used_while_a_call_holds_them(tmp_path, nameserver, worker_factory):
