@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pyrocluster import __version__, render
-from pyrocluster.cli import cancel, certs, core, dashboard, forget, results, scheduler
+from pyrocluster.cli import cancel, certs, core, dashboard, forget, operate, results, scheduler, tokens
 from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 
 NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -67,6 +67,10 @@ for command in (
     dashboard.dashboard,
     results.results,
     scheduler.scheduler,
+    operate.drain,
+    operate.undrain,
+    operate.schedule,
+    tokens.token,
     certs.tls,
 ):
     main.add_command(command)

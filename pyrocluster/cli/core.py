@@ -17,6 +17,7 @@ from pyrocluster.cli.common import (
     command,
     health_options,
     listen_options,
+    require_secret,
     settings_from,
     shared_options,
     stop_on_signals,
@@ -57,6 +58,7 @@ def nameserver(
     from pyrocluster.nameserver.server import bound_address, ping_nameserver, serve_until, start_nameserver
 
     settings = settings_from(kw)
+    require_secret(settings, "run a name server")
     if port is None:
         port = settings.ns_port  # from --ns or PYROCLUSTER_NS, so one variable sets up every command
     try:
@@ -178,6 +180,7 @@ def worker(
     from pyrocluster.worker import Worker, WorkerOptions
 
     settings = settings_from(kw, info_logs=True)
+    require_secret(settings, "run a worker")
     try:
         offered = parse_spec(resource_spec)
     except ValueError as exc:

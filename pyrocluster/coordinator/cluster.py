@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
+from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Ask, Call, CallGroup, TaskFuture, Waiter
@@ -23,6 +24,8 @@ from pyrocluster.defaults import (
     DEFAULT_WAIT_S,
 )
 from pyrocluster.resources import frozen, parse_mapping
+from pyrocluster.roles import require_own
+from pyrocluster.tokens import Role
 
 if TYPE_CHECKING:
     from pyrocluster.local import LocalCluster
@@ -212,6 +215,7 @@ class Cluster:
         ns: str | None = None,
         *,
         secret: str | bytes | None = None,
+        token: str | None = None,
         timeout: float = DEFAULT_TASK_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
         probe_timeout: float = DEFAULT_PROBE_TIMEOUT_S,
@@ -220,11 +224,13 @@ class Cluster:
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
-            settings = Settings.from_sources(ns=ns, secret=secret)
+            settings = Settings.from_sources(ns=ns, secret=secret, token=token)
         elif ns:
             settings = settings.with_ns(ns)
         config.apply(settings)
         self.settings = settings
+        self.peer = own_peer(settings)
+        """Who this coordinator is to the workers (the secret, or its token's name and role)."""
         self.timeout = timeout
         self.retries = retries
         self._local: LocalCluster | None = None
@@ -296,7 +302,8 @@ class Cluster:
         )
 
     def submit_calls(self, calls: Iterable[Call]) -> None:
-        """Queue prepared calls; their futures are ``call.future``."""
+        """Queue prepared calls; their futures are ``call.future``. RoleRefused for a viewer."""
+        require_own(self.peer, Role.SUBMITTER, "submit tasks")
         self._dispatcher.submit(calls)
 
     def options(
@@ -343,7 +350,7 @@ class Cluster:
         if timeout is not None:
             opts.setdefault("timeout", timeout)
         call = self.make_call("crawl", "fetch", [url], opts, tags=tags, timeout=opts.get("timeout", 30.0))
-        self._dispatcher.submit((call,))
+        self.submit_calls((call,))
         return call.future.result()
 
     def crawl(self, seeds: Iterable[str] | str, **options: Any) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,8 @@ from pyrocluster import codec
 from pyrocluster.crawl.fetch import LARGEST_TIMEOUT_S, PageFetcher
 from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.protocol import ERROR, TRANSIENT
+from pyrocluster.roles import requires
+from pyrocluster.tokens import Role
 
 MAX_BATCH = 10_000
 """Most fetch calls accepted in one batch."""
@@ -101,6 +103,7 @@ class CrawlService:
         self._fetcher = PageFetcher(concurrency)
 
     @Pyro5.api.expose
+    @requires(Role.SUBMITTER, "fetch pages")
     def run_batch(self, calls: Any) -> dict[str, Any]:
         """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``.
 
@@ -125,6 +128,7 @@ class CrawlService:
         return {"outcomes": outcomes}
 
     @Pyro5.api.expose
+    @requires(Role.SUBMITTER, "fetch pages")
     def fetch(self, url: Any, options: Any = None) -> list[Any]:
         """Fetch one page: ``[kind, value, elapsed_ms]``; a draining worker answers TRANSIENT ``Draining``."""
         if not self._state.accepting():

@@ -191,8 +191,10 @@ class JobRunner:
         return waiting
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters for progress displays and the job's ``progress()``."""
-        with self._lock:
+        """Counters for progress displays and the job's ``progress()`` (with a workflow's graph)."""
+        drawn = self.workflow
+        graph = {"graph": drawn.view()} if drawn is not None and drawn.flow.graph.has_edges else {}
+        with self._lock:  # the graph is read first: the workflow's lock is never taken inside this one
             elapsed = max(1e-9, time.monotonic() - self._started)
             flow = self.workflow
             resumed = self.resumed + (flow.resumed if flow else 0)
@@ -223,6 +225,7 @@ class JobRunner:
                 "eta_s": left / rate if rate > 0 and not self.cancelled else None,
                 "per_worker": dict(self.per_worker),
                 "failures_seen": self.failures_seen,
+                **graph,
             }
 
     def recent_failures(self) -> list[dict[str, Any]]:

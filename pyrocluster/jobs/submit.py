@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrocluster import logs
+from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
@@ -26,6 +27,8 @@ from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 from pyrocluster.nameserver.registry import WorkerEntry
 from pyrocluster.resources import full_ask, unfit_reason
+from pyrocluster.roles import audit, require_own
+from pyrocluster.tokens import Role
 
 
 @dataclass
@@ -131,6 +134,9 @@ def _submit(
 ) -> JobSummary:
     spec = load_job(options.job_file)
     logs.set_job(spec.name)
+    peer = own_peer(settings)
+    require_own(peer, Role.SUBMITTER, "submit jobs")
+    audit(peer, "submit", job=spec.name)
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:

@@ -10,11 +10,13 @@ import Pyro5.callcontext
 import Pyro5.serializers
 
 from pyrocluster import codec, protocol, resources, tasks
+from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
 from pyrocluster.slots.batch import MAX_CALLS, OUTCOME_OVERHEAD_BYTES, Outcome, cancelled, encoded_failure
 from pyrocluster.slots.gate import Gate, Ticket
+from pyrocluster.tokens import Role
 
 MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
@@ -143,10 +145,12 @@ class ComputeService:
         self._tickets: dict[str, dict[Ticket, list[str]]] = {}
         """Per coordinator, its batches here (queued or running) and their call ids."""
 
+    @requires(Role.VIEWER, "list tasks")
     def tasks(self) -> list[str]:
         """Names of the tasks this worker can run."""
         return sorted(tasks.REGISTRY)
 
+    @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
         """Run a batch in one slot (waiting for one if need be): ``{"outcomes", "load"}``, or
         ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request."""
@@ -233,6 +237,7 @@ class ComputeService:
                 if not held:
                     del self._tickets[sender]
 
+    @requires(Role.SUBMITTER, "cancel tasks")
     def cancel(self, sender: Any, call_ids: Any) -> int:
         """Stop ``sender``'s named calls, queued or running; how many unfinished ones were found."""
         problem = _id_problem(sender, "sender")
