@@ -285,14 +285,24 @@ def submit(
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
-    from pyrocluster import config
-    from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
+    from pyrocluster.local import start_local
 
     settings = settings_from(kw)
     check_task_files(task_modules, local)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")
-    config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
+    # The --local processes come up while this one imports, loads and checks the job;
+    # submit_job stops them whatever happens.
+    started = start_local(local, list(task_modules), settings.child_env()) if local else None
+    try:
+        from pyrocluster import config
+        from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
+
+        config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
     options = SubmitOptions(
         job_file=job_file,
         out=out,
@@ -306,7 +316,8 @@ def submit(
     stop = threading.Event()
     cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
-    summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
+    show = render.run_with_progress if progress else run_plain
+    summary = submit_job(settings, options, stop, show, started)
     if dry_run:
         render.line(
             f"job {summary.name} is valid: {summary.total} task(s); live workers offer every task and "

@@ -12,17 +12,19 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
 from pyrocluster.jobs.values import load_result
 from pyrocluster.jobs.workflow import Workflow
+
+if TYPE_CHECKING:
+    from pyrocluster.crawl.run import CrawlRun  # a crawl job's; imported by submit only for one
 
 WINDOW = 20_000
 """Calls of a job queued or in flight at once: bounds the coordinator's memory."""
