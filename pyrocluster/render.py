@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyrocluster import logs
 from pyrocluster.listed_jobs import DEFAULT_LIMIT, ended_text, list_jobs, runs_text
+from pyrocluster.resources import show
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
@@ -129,6 +130,16 @@ def _state(state: str) -> str:
     return f"[{_STATE_COLOURS.get(state, 'white')}]{state}[/]"
 
 
+def resources_text(resources: dict[str, Any] | None) -> str:
+    """``cpu 1/2, memory 0/16GiB, licence 1/2``: used/total of each resource of a worker."""
+    if not resources:
+        return "-"
+    return ", ".join(
+        f"{name} {show(name, float(held.get('used', 0)))}/{show(name, float(held.get('total', 0)))}"
+        for name, held in sorted(resources.items())
+    )
+
+
 def _worker_row(w: dict[str, Any]) -> dict[str, str]:
     row = {
         "name": w["name"],
@@ -144,9 +155,10 @@ def _worker_row(w: dict[str, Any]) -> dict[str, str]:
         "CPU %": f"{w['cpu_percent']:.0f}",
         "memory": f"{w['rss_mb']:.0f} MB",
         "tasks": str(len(w.get("tasks") or [])),
+        "resources": resources_text(w.get("resources")),
     }
     if w["state"] == "unreachable":  # it did not answer: its numbers are unknown, not zero
-        unknown = ("done", "failed", "mean ms", "uptime", "CPU %", "memory", "tasks")
+        unknown = ("done", "failed", "mean ms", "uptime", "CPU %", "memory", "tasks", "resources")
         row.update({key: "-" for key in unknown}, slots=f"-/{w['slots']}")
     return row
 
@@ -161,11 +173,12 @@ _RIGHT = {
 }  # fmt: skip
 _WIDE_WORKER_COLUMNS = (
     "name", "address", "services", "tags", "state", "slots", "tasks", "done", "failed", "mean ms", "uptime",
-    "CPU %", "memory",
+    "CPU %", "memory", "resources",
 )  # fmt: skip
 _NARROW_WORKER_TABLES = (
     ("name", "address", "state", "slots", "done", "failed"),
     ("name", "services", "tags", "tasks", "mean ms", "CPU %", "memory", "uptime"),
+    ("name", "resources"),
 )
 """Below ``NARROW_WIDTH`` the worker table is two tables, each short enough for 80 columns."""
 
@@ -175,7 +188,9 @@ def _rows_table(title: str, narrow: bool, columns: Sequence[str], rows: list[dic
     cells = [[row[c] for c in columns] for row in rows]
     for row in cells:
         table.add_row(*row)
-    _keep_whole(table, cells, [i for i, c in enumerate(columns) if c not in ("services", "tags")])
+    _keep_whole(
+        table, cells, [i for i, c in enumerate(columns) if c not in ("services", "tags", "resources")]
+    )
     return table
 
 
@@ -229,6 +244,7 @@ def status_view(
         parts.append(_rows_table(title, narrow, _NARROW_WORKER_TABLES[0], rows))
         if rows:
             parts.append(_rows_table("Worker resources", narrow, _NARROW_WORKER_TABLES[1], rows))
+            parts.append(_rows_table("Resources (used/total)", narrow, _NARROW_WORKER_TABLES[2], rows))
     else:
         parts.append(_rows_table(title, narrow, _WIDE_WORKER_COLUMNS, rows))
     rows_of_jobs = list_jobs(status["jobs"], jobs, limit)

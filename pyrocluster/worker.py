@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import Pyro5.errors
 
 from pyrocluster import config, revocations, tasks
@@ -27,6 +28,7 @@ from pyrocluster.defaults import (
 from pyrocluster.errors import AuthenticationError, ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.server import bound_address
+from pyrocluster.resources import CPU, GPU, MEMORY
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
 from pyrocluster.services.state import WorkerState
@@ -56,6 +58,10 @@ class WorkerOptions:
     pool: str = "process"
     crawl_concurrency: int = DEFAULT_CRAWL_CONCURRENCY
     tags: list[str] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)
+    """Compute resources it offers (``--resources``); cpu and memory default from the machine."""
+    gpus: list[str] = field(default_factory=list)
+    """GPU device ids (``--gpus``); the ``gpu`` resource is their count."""
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     ns_wait_s: float = DEFAULT_NS_WAIT_S
@@ -86,6 +92,17 @@ class Worker:
         self.state = WorkerState(
             self.name, list(options.services), list(options.tags), self.slots_n, options.pool
         )
+        self.resources = {
+            CPU: float(self.slots_n),
+            MEMORY: float(psutil.virtual_memory().total),
+            **options.resources,
+        }
+        if len(set(options.gpus)) != len(options.gpus):
+            raise ConfigError(f"--gpus {','.join(options.gpus)}: a device id is given twice")
+        if options.gpus:
+            self.resources[GPU] = float(len(options.gpus))
+        elif GPU in options.resources:
+            raise ConfigError("--resources gpu: give the device ids with --gpus instead")
         self.uris: dict[str, str] = {}
         self.instance = secrets.token_hex(4)
         """Ends every object id of this process: a handshake captured on an earlier process under
@@ -132,8 +149,9 @@ class Worker:
             self._slots = make_slots(
                 self.options.pool, self.slots_n, self.options.task_modules, self.settings.max_message_bytes
             )
-            gate = Gate(self.slots_n)
+            gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
+            self.state.resources_fn = gate.resources
             self.state.tasks = sorted(tasks.REGISTRY)
             compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
             self._register_object("compute", compute)
@@ -182,7 +200,13 @@ class Worker:
 
     def _register(self) -> None:
         registry.register_worker(
-            self._ns, self.name, self.uris, self._slot_counts(), self.options.tags, self.state.tasks
+            self._ns,
+            self.name,
+            self.uris,
+            self._slot_counts(),
+            self.options.tags,
+            self.state.tasks,
+            self.resources,
         )
         self.registered = True
 

@@ -123,6 +123,14 @@ def _split(value: str) -> list[str]:
 )
 @click.option("--tags", default="", help="Comma-separated tags that jobs can ask for.")
 @click.option(
+    "--resources",
+    "resource_spec",
+    default="",
+    metavar="NAME=AMOUNT,...",
+    help="Compute resources, e.g. cpu=8,memory=32GiB,licence=2 [default: cpu=slots, memory=RAM].",
+)
+@click.option("--gpus", default="", metavar="IDS", help="GPU device ids, e.g. 0,1 (the gpu resource).")
+@click.option(
     "--heartbeat",
     type=click.FloatRange(0.1, 3600),
     default=DEFAULT_HEARTBEAT_S,
@@ -159,6 +167,8 @@ def worker(
     pool: str,
     crawl_concurrency: int,
     tags: str,
+    resource_spec: str,
+    gpus: str,
     heartbeat: float,
     drain_timeout: float,
     wait_s: float,
@@ -166,10 +176,15 @@ def worker(
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
+    from pyrocluster.resources import parse_spec
     from pyrocluster.worker import Worker, WorkerOptions
 
     settings = settings_from(kw, info_logs=True)
     require_secret(settings, "run a worker")
+    try:
+        offered = parse_spec(resource_spec)
+    except ValueError as exc:
+        raise ConfigError(f"--resources: {exc}") from None
     options = WorkerOptions(
         name=name,
         host=host,
@@ -180,6 +195,8 @@ def worker(
         pool=pool,
         crawl_concurrency=crawl_concurrency,
         tags=_split(tags),
+        resources=offered,
+        gpus=_split(gpus),
         heartbeat_s=heartbeat,
         drain_timeout_s=drain_timeout,
         ns_wait_s=wait_s,

@@ -15,7 +15,7 @@ large cluster, while calls that take real time still spread over every free slot
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -40,27 +40,32 @@ class Candidate(Protocol):
 
     def free_slots(self, service: str) -> int: ...
 
+    def free_for(self, ask: Mapping[str, float]) -> float: ...
+
 
 C = TypeVar("C", bound=Candidate)
 
 
-def choose(candidates: Sequence[C], service: str, now: float, turn: int = 0) -> C | None:
+def choose(
+    candidates: Sequence[C], service: str, now: float, turn: int = 0, ask: Mapping[str, float] | None = None
+) -> C | None:
     """The candidate with the most free slots for ``service`` among those we may still send to.
 
     Free slots count the work other coordinators hold there (the workers' reported load), so
-    "most free" stays true with several jobs. Ties go to the first from position ``turn``
-    (taken modulo the count): a caller that advances ``turn`` spreads equal workers round robin.
-    None when none has room.
+    "most free" stays true with several jobs. A call that asks resources ranks workers by how
+    many more such calls their free resources hold, free slots breaking ties. Ties go to the
+    first from position ``turn`` (taken modulo the count): a caller that advances ``turn``
+    spreads equal workers round robin. None when none has room.
     """
     best: C | None = None
-    best_free = 0
+    best_free: tuple[float, int] = (0.0, 0)
     n = len(candidates)
     start = turn % n if n else 0
     for i in range(n):
         cand = candidates[(start + i) % n]
         if cand.room(service, now) <= 0:
             continue
-        free = cand.free_slots(service)
+        free = (cand.free_for(ask) if ask else 0.0, cand.free_slots(service))
         if best is None or free > best_free:
             best, best_free = cand, free
     return best

@@ -15,6 +15,7 @@ from pyrocluster.coordinator.calls import Batch, Requirement
 from pyrocluster.coordinator.retry import Quarantine
 from pyrocluster.nameserver.registry import WorkerEntry
 from pyrocluster.protocol import HELD_PER_SLOT
+from pyrocluster.resources import fits, thawed, units_free
 
 READY, SUSPECT, DRAINING, GONE = "ready", "suspect", "draining", "gone"
 """Worker states: takes work / set aside and re-probed / refuses work / forgotten."""
@@ -55,6 +56,8 @@ class WorkerRecord:
         self.sizers: dict[str, BatchSizer] = {s: BatchSizer(limit=max_batch) for s in entry.uris}
         self.others = 0
         """Compute batches other coordinators hold there (running or queued), from its last LOAD."""
+        self.used: dict[str, float] = {}
+        """Its resources held by running batches of every coordinator, from its last LOAD."""
         self.full_until = 0.0
 
     def refresh(self, entry: WorkerEntry) -> None:
@@ -66,11 +69,13 @@ class WorkerRecord:
 
     def offers(self, req: Requirement) -> bool:
         """True when it offers the service and task and carries every tag."""
-        service, tags, task, _ = req
+        service, tags, task, _, ask = req
         if service not in self.entry.uris or not tags <= self.tags:
             return False
         if service != "compute":
             return True
+        if ask and not fits(thawed(ask), self.entry.resources):
+            return False
         return task in self.tasks and task not in self.missing
 
     def room(self, service: str, now: float) -> int:
@@ -94,6 +99,15 @@ class WorkerRecord:
         if parsed is not None:
             self.others = max(0, parsed[1] - self.in_flight.get("compute", 0))
             self.full_until = 0.0
+            used = load.get("used")  # absent: each running batch holds the default cpu 1
+            if isinstance(used, Mapping):
+                self.used = {str(k): float(v) for k, v in used.items() if isinstance(v, (int, float))}
+            else:
+                self.used = {"cpu": float(load.get("running", 0))}
+
+    def free_for(self, ask: Mapping[str, float]) -> float:
+        """How many more calls of ``ask`` its free resources hold, as far as we know."""
+        return units_free(ask, self.entry.resources, self.used)
 
     def answered_busy(self, now: float) -> None:
         """The worker's admission queue was full."""

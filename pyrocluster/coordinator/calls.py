@@ -13,6 +13,7 @@ from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
+from pyrocluster.resources import thawed
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -20,8 +21,15 @@ INLINE_WAIT_S = 0.05
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
 
-Requirement = tuple[str, frozenset[str], str, int]
-"""The queue a call waits in: service, tags a worker must carry, task name, priority."""
+Ask = tuple[tuple[str, float], ...]
+"""A call's resource ask, sorted ``(name, amount)`` pairs; () asks the default (``cpu: 1``)."""
+Requirement = tuple[str, frozenset[str], str, int, Ask]
+"""The queue a call waits in: service, tags a worker must carry, task name, priority, resources."""
+
+
+def asked(req: Requirement) -> dict[str, float] | None:
+    """The full resource ask of a requirement's calls, or None for the default (``cpu: 1``)."""
+    return thawed(req[4]) if req[4] else None
 
 
 class Waiter(Protocol):
@@ -39,7 +47,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error", "priority", "id", "payload",
+        "last_error", "value", "error", "priority", "id", "payload", "resources",
     )  # fmt: skip
 
     def __init__(
@@ -55,6 +63,7 @@ class Call:
         waiter: Waiter | None = None,
         tag: Any = None,
         priority: int = 0,
+        resources: Ask = (),
     ) -> None:
         self.service = service
         self.name = name
@@ -79,6 +88,7 @@ class Call:
         self.id = next(_call_ids)
         self.payload = b""
         """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
+        self.resources = resources
 
     @property
     def future(self) -> TaskFuture:
@@ -88,8 +98,8 @@ class Call:
 
     @property
     def requirement(self) -> Requirement:
-        """The queue it waits in: service, tags, task name and priority."""
-        return (self.service, self.tags, self.name, self.priority)
+        """The queue it waits in: service, tags, task name, priority and resources."""
+        return (self.service, self.tags, self.name, self.priority, self.resources)
 
 
 class TaskFuture(Future):  # type: ignore[type-arg]
@@ -215,11 +225,14 @@ class Batch:
             self.calls[0].waiter.reader = reader
 
     def request(self, sender: str) -> dict[str, Any]:
-        """The ``run_batch`` request of protocol v2."""
-        return {
-            "from": sender,
-            "calls": [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls],
-        }
+        """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""
+        ask = self.requirement[4]
+        if ask:
+            wanted = dict(ask)
+            calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority, wanted] for c in self.calls]
+        else:
+            calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls]
+        return {"from": sender, "calls": calls}
 
 
 Resolution = tuple[Call, Any, "BaseException | None"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ from pyrocluster import config
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
-from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
+from pyrocluster.coordinator.calls import Ask, Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.fanout import KeptChannels
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
@@ -23,6 +23,7 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
 )
+from pyrocluster.resources import frozen, parse_mapping
 from pyrocluster.roles import require_own
 from pyrocluster.tokens import Role
 
@@ -63,6 +64,8 @@ class CallOptions:
     """Higher runs first, here and across the coordinators sharing the workers."""
     retry_on_error: bool = False
     """Also retry a call whose task raised or overran its timeout (while retries remain)."""
+    resources: Ask = ()
+    """What each call asks of its worker, e.g. ``{"memory": "4GiB", "gpu": 1}`` (default ``cpu: 1``)."""
 
 
 class Calls:
@@ -84,8 +87,9 @@ class Calls:
         retries: int | None = None,
         priority: int | None = None,
         retry_on_error: bool | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> Calls:
-        """A view with some options changed."""
+        """A view with some options changed (``resources``: ValueError when malformed)."""
         o = self._options
         return Calls(
             self._cluster,
@@ -95,6 +99,7 @@ class Calls:
                 retries if retries is not None else o.retries,
                 priority if priority is not None else o.priority,
                 retry_on_error if retry_on_error is not None else o.retry_on_error,
+                frozen(parse_mapping(resources)) if resources is not None else o.resources,
             ),
         )
 
@@ -111,7 +116,10 @@ class Calls:
 
     def _call(self, name: str, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None = None) -> Call:
         tags, timeout_s, retries, on_error, priority = self._settings()
-        return Call("compute", name, args, kwargs, tags, timeout_s, retries, on_error, waiter, None, priority)
+        return Call(
+            "compute", name, args, kwargs, tags, timeout_s, retries, on_error, waiter, None, priority,
+            self._options.resources,
+        )  # fmt: skip
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:
         """Run compute task ``name(*args, **kwargs)`` somewhere; returns a future of its result.
@@ -150,6 +158,7 @@ class Calls:
         chunk_size = 1  # doubled per chunk: the first results stream at once, later chunks are cheap
         submit = self._cluster.submit_calls
         tags, timeout_s, retries, on_error, priority = self._settings()  # once, not per item
+        ask = self._options.resources
 
         def refill() -> None:
             nonlocal queued, chunk_size
@@ -171,6 +180,7 @@ class Calls:
                         group,
                         None,
                         priority,
+                        ask,
                     )
                     for a in args
                 ]
@@ -304,10 +314,17 @@ class Cluster:
         retries: int | None = None,
         priority: int | None = None,
         retry_on_error: bool | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> Calls:
-        """A view whose ``submit``/``map``/``starmap`` use these options, e.g. ``options(priority=5)``."""
+        """A view whose ``submit``/``map``/``starmap`` use these options, e.g. ``options(priority=5)``
+        or ``options(resources={"gpu": 1, "memory": "4GiB"})``."""
         return self._calls.options(
-            tags=tags, timeout=timeout, retries=retries, priority=priority, retry_on_error=retry_on_error
+            tags=tags,
+            timeout=timeout,
+            retries=retries,
+            priority=priority,
+            retry_on_error=retry_on_error,
+            resources=resources,
         )
 
     def submit(self, name: str, /, *args: Any, **kwargs: Any) -> TaskFuture:

@@ -26,6 +26,7 @@ from pyrocluster.coordinator.calls import (
     Requirement,
     Resolution,
     TaskFuture,
+    asked,
     encode,
     ending,
     settle,
@@ -45,6 +46,7 @@ from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import ClusterUnreachable, TaskFailed, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.resources import unfit_reason
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ class Dispatcher:
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
             return None
-        rec = balancer.choose(cands, req[0], now, self._turn)
+        rec = balancer.choose(cands, req[0], now, self._turn, asked(req))
         if rec is None:
             return None
         batch = Batch(req, [call])
@@ -334,7 +336,7 @@ class Dispatcher:
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
                     if balancer.hold(cost, len(queue), self._out[key]):
                         continue  # cheap calls, enough batches out: a reply takes them
-                    rec = balancer.choose(cands, service, now, self._turn)
+                    rec = balancer.choose(cands, service, now, self._turn, asked(req))
                     if rec is None:
                         continue
                     free_total = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
@@ -421,11 +423,20 @@ class Dispatcher:
     def _no_worker(self, req: Requirement, call: Call) -> str:
         if call.last_error:
             return call.last_error
-        service, tags, task, _ = req
+        service, tags, task, priority, ask = req
         what = f"{service} task {task!r}" if service == "compute" else service
         tagged = f" with tags {sorted(tags)}" if tags else ""
         if self._candidates_for(req):
             return f"no slot became free for {what}{tagged}"
+        wanted = asked(req)
+        if wanted:
+            plain = (service, tags, task, priority, ())
+            totals = [
+                dict(r.entry.resources) for r in self.records.values() if r.state == READY and r.offers(plain)
+            ]
+            reason = unfit_reason(task, wanted, totals) if totals else None
+            if reason:
+                return reason
         return f"no live worker offers {what}{tagged}"
 
     # -- applying the failover table -----------------------------------------------------------

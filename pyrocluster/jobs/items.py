@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from pyrocluster.jobs.graph import RESULT_KEY, resolve
 from pyrocluster.jobs.spec import CallbackSpec, Defaults, JobSpec, TaskSpec
+from pyrocluster.resources import frozen
 
 
 class TaskItem(NamedTuple):
@@ -27,6 +28,8 @@ class TaskItem(NamedTuple):
     """Higher runs first among waiting work (SPEC 5.6); the task's own or the ``defaults`` one."""
     kind: str = "compute"
     """The record's ``kind``: ``compute``, or ``callback`` for ``on_success``/``on_failure`` calls."""
+    resources: tuple[tuple[str, float], ...] = ()
+    """What the call asks of its worker, sorted pairs; () for the default (``cpu: 1``)."""
 
 
 def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], float, int, bool, int]:
@@ -40,16 +43,24 @@ def _resolved(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, ...], floa
     )
 
 
+def asked(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, float], ...]:
+    """The task's resource ask (its own, else the ``defaults`` one) in its frozen form."""
+    return frozen(task.resources if task.resources is not None else defaults.resources)
+
+
 def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None = None) -> Iterator[TaskItem]:
     """The calls of one task lazily, maps expanded to ``<id>-<k>``; ``{$result: ID}`` taken from ``values``.
 
     A dynamic map's items are ``values`` of its source (see ``Flow.values_for``).
     """
     tags, timeout_s, retries, on_error, priority = _resolved(task, defaults)
+    ask = asked(task, defaults)
     kwargs = resolve(task.kwargs, values) if values else task.kwargs
     if task.map is None:
         args = resolve(task.args, values) if values else task.args
-        yield TaskItem(task.id, task.call, args, kwargs, tags, timeout_s, retries, on_error, priority)
+        yield TaskItem(
+            task.id, task.call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask
+        )
         return
     items = values[task.map[RESULT_KEY]] if values and task.dynamic else task.map
     base, call, make = task.id, task.call, tuple.__new__
@@ -58,7 +69,7 @@ def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None =
         # tuple.__new__ skips the named tuple's Python-level __new__: half the cost per item.
         yield make(
             TaskItem,
-            (f"{base}-{k}", call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute"),
+            (f"{base}-{k}", call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask),
         )
 
 

@@ -403,7 +403,7 @@ class JobRunner:
                     tags = tagsets[item.tags] = frozenset(item.tags)
                 chunk.append(
                     Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                         item.retry_on_error, self, item, item.priority)
+                         item.retry_on_error, self, item, item.priority, item.resources)
                 )  # fmt: skip
                 if len(chunk) < SUBMIT_CHUNK:
                     continue

@@ -34,6 +34,7 @@ from pyrocluster.defaults import (
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.graph import RESULT_KEY, build_graph
 from pyrocluster.jobs.yamlread import line_of, read_yaml
+from pyrocluster.resources import parse_mapping
 
 PAGE_FIELDS = frozenset(
     {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
@@ -129,6 +130,14 @@ def _check_map(value: Any) -> Any:
 MapSpec = Annotated[Any, AfterValidator(_check_map)]
 
 
+def _check_resources(value: dict[str, Any]) -> dict[str, float]:
+    return parse_mapping(value)
+
+
+ResourcesSpec = Annotated[dict[str, Any], AfterValidator(_check_resources)]
+"""``{cpu: 2, memory: 4GiB, gpu: 1, licence: 1}``: what each call asks of its worker (SPEC 10)."""
+
+
 class CallbackSpec(_Model):
     """``on_success`` / ``on_failure``: a compute task run once after an outcome, the record appended."""
 
@@ -145,6 +154,7 @@ class Defaults(_Model):
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
     priority: int = 0
+    resources: ResourcesSpec | None = None
     on_success: CallbackSpec | None = None
     on_failure: CallbackSpec | None = None
 
@@ -164,6 +174,7 @@ class TaskSpec(_Model):
     retries: Annotated[int, Field(ge=0)] | None = None
     retry_on_error: bool | None = None
     priority: int | None = None
+    resources: ResourcesSpec | None = None
     on_success: CallbackSpec | None = None
     on_failure: CallbackSpec | None = None
 

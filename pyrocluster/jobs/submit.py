@@ -19,11 +19,13 @@ from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.gc_thresholds import fewer_collections
-from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
+from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster, start_local
+from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.resources import full_ask, unfit_reason
 from pyrocluster.roles import audit, require_own
 from pyrocluster.tokens import Role
 
@@ -77,6 +79,31 @@ def check_task_names(spec: JobSpec, offered: set[str]) -> None:
         problems.append(
             JobFileError(spec.path, place, f"unknown task {name!r}: no live worker offers it ({hint})")
         )
+    if problems:
+        raise JobFileError.several(problems[:MAX_PROBLEMS])
+
+
+def check_resources(spec: JobSpec, entries: list[WorkerEntry]) -> None:
+    """JobFileError for every task whose resource ask no live worker (offering it, with its tags)
+    could ever fit, naming the task, the resource and the largest amount any such worker has."""
+    try:
+        text = Path(spec.path).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    problems: list[JobFileError] = []
+    for j, task in enumerate(spec.tasks):
+        ask = full_ask(dict(asked(task, spec.defaults)))
+        tags = set(task.tags if task.tags is not None else spec.defaults.tags)
+        totals = [dict(e.resources) for e in entries if task.call in e.tasks and tags <= e.tags]
+        reason = unfit_reason(task.id, ask, totals) if totals else None
+        if reason is None:
+            continue
+        own = task.resources is not None
+        loc: tuple[Any, ...] = ("tasks", j, "resources") if own else ("defaults", "resources")
+        line = line_of(text, loc) if text else None
+        where = f"tasks[{j}].resources" if own else "defaults.resources"
+        place = f"{where} (line {line})" if line is not None else where
+        problems.append(JobFileError(spec.path, place, reason))
     if problems:
         raise JobFileError.several(problems[:MAX_PROBLEMS])
 
@@ -141,6 +168,7 @@ def _submit(
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
+            check_resources(spec, entries)
         if options.dry_run:
             return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))

@@ -44,7 +44,8 @@ def same_call(record: dict[str, Any], item: TaskItem) -> bool:
 def callback_item(
     callback_id_: str, callback: CallbackSpec, record: dict[str, Any], like: TaskItem
 ) -> TaskItem:
-    """The call of a callback: its args with ``record`` appended; placement and limits as ``like``."""
+    """The call of a callback: its args with ``record`` appended; tags and limits as ``like``; it
+    asks the default resources (a short call after the outcome, not another run of the task)."""
     return like._replace(
         id=callback_id_,
         call=callback.call,
@@ -52,6 +53,7 @@ def callback_item(
         kwargs=callback.kwargs,
         retry_on_error=False,
         kind="callback",
+        resources=(),
     )
 
 

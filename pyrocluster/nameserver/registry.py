@@ -4,7 +4,8 @@ Workers register one object per service under ``pyrocluster.worker.<name>.<servi
 metadata ``pyrocluster.service:<service>``, ``pyrocluster.worker:<name>``,
 ``pyrocluster.tag:<tag>`` (one per tag), ``pyrocluster.slots:<n>`` and
 ``pyrocluster.protocol:<version>`` (the worker protocol it speaks); the compute object also
-carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
+carries ``pyrocluster.task:<name>`` for each task it offers and
+``pyrocluster.resource:<name>=<amount>`` for each resource it has (SPEC 10). Jobs register under
 ``pyrocluster.job.<name>`` with ``pyrocluster.service:job``.
 """
 
@@ -22,6 +23,7 @@ from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import AuthenticationError, ClusterUnreachable
+from pyrocluster.resources import NAME as RESOURCE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ META_WORKER = "pyrocluster.worker:"
 META_TAG = "pyrocluster.tag:"
 META_SLOTS = "pyrocluster.slots:"
 META_TASK = "pyrocluster.task:"
+META_RESOURCE = "pyrocluster.resource:"
 META_PROTOCOL = "pyrocluster.protocol:"
 PROTOCOL_VERSION = 2
 """The worker protocol (docs/protocol.md) this release speaks; every registration announces it."""
@@ -53,6 +56,8 @@ class WorkerEntry:
     """The compute task names it offers (empty without a compute service)."""
     protocol: int = 0
     """The worker protocol version it announced (0: none, a release from before versions)."""
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """Its compute resources' totals (empty without a compute service)."""
 
     @property
     def services(self) -> list[str]:
@@ -77,9 +82,15 @@ def job_name(job: str) -> str:
 
 
 def service_metadata(
-    worker: str, service: str, tags: Iterable[str], slots: int, tasks: Iterable[str] = ()
+    worker: str,
+    service: str,
+    tags: Iterable[str],
+    slots: int,
+    tasks: Iterable[str] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> set[str]:
-    """Metadata for one registered object of a worker (``tasks`` only on the compute object)."""
+    """Metadata for one registered object of a worker (``tasks`` and ``resources`` only on the
+    compute object)."""
     meta = {
         META_SERVICE + service,
         META_WORKER + worker,
@@ -88,6 +99,7 @@ def service_metadata(
     }
     meta.update(META_TAG + t for t in tags)
     meta.update(META_TASK + t for t in tasks)
+    meta.update(f"{META_RESOURCE}{name}={amount!r}" for name, amount in (resources or {}).items())
     return meta
 
 
@@ -102,6 +114,18 @@ class _Object:
     tags: set[str]
     tasks: set[str]
     protocol: int
+    resources: dict[str, float]
+
+
+def _parse_resource(text: str) -> tuple[str, float] | None:
+    name, _, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        return None
+    if not RESOURCE_NAME.match(name) or not 0 <= value < float("inf"):
+        return None
+    return name, value
 
 
 def _parse_object(value: Any) -> _Object | str | None:
@@ -112,7 +136,7 @@ def _parse_object(value: Any) -> _Object | str | None:
     if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
         return "metadata is not a set of strings"
     worker = service = None
-    slots, protocol, tags, names = 0, 0, set(), set()
+    slots, protocol, tags, names, resources = 0, 0, set(), set(), {}
     for item in metadata:
         if not isinstance(item, str):
             return f"metadata item {item!r} is not a string"
@@ -124,6 +148,11 @@ def _parse_object(value: Any) -> _Object | str | None:
             tags.add(item[len(META_TAG) :])
         elif item.startswith(META_TASK):
             names.add(item[len(META_TASK) :])
+        elif item.startswith(META_RESOURCE):
+            parsed = _parse_resource(item[len(META_RESOURCE) :])
+            if parsed is None:
+                return f"{item!r} is not a resource amount"
+            resources[parsed[0]] = parsed[1]
         elif item.startswith(META_SLOTS):
             text = item[len(META_SLOTS) :]
             if not (text.isascii() and text.isdigit()) or int(text) > 1_000_000:
@@ -136,7 +165,7 @@ def _parse_object(value: Any) -> _Object | str | None:
             protocol = int(text)
     if not worker or not service:
         return None
-    return _Object(worker, service, str(uri), slots, tags, names, protocol)
+    return _Object(worker, service, str(uri), slots, tags, names, protocol, resources)
 
 
 def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
@@ -150,6 +179,7 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
     tags: dict[str, set[str]] = {}
     catalogs: dict[str, set[str]] = {}
     protocols: dict[str, int] = {}
+    totals: dict[str, dict[str, float]] = {}
     for name, value in listing.items():
         obj = _parse_object(value)
         if isinstance(obj, str):
@@ -163,6 +193,7 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
         protocols[obj.worker] = max(protocols.get(obj.worker, 0), obj.protocol)
         if obj.service == COMPUTE:
             catalogs.setdefault(obj.worker, set()).update(obj.tasks)
+            totals[obj.worker] = obj.resources
     return [
         WorkerEntry(
             name,
@@ -171,6 +202,7 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
             frozenset(tags[name]),
             frozenset(catalogs.get(name, ())),
             protocols[name],
+            totals.get(name, {}),
         )
         for name in sorted(uris)
         if CONTROL in uris[name]
@@ -230,12 +262,21 @@ def register_worker(
     slots: Mapping[str, int],
     tags: Iterable[str],
     tasks: Iterable[str] = (),
+    resources: Mapping[str, float] | None = None,
 ) -> None:
-    """(Re-)register every object of a worker; the compute object carries the task catalog."""
+    """(Re-)register every object of a worker; the compute object carries the task catalog and
+    the resources' totals."""
     tags, tasks = list(tags), list(tasks)
     for service, uri in uris.items():
-        offered = tasks if service == COMPUTE else ()
-        meta = service_metadata(worker, service, tags, slots.get(service, 0), offered)
+        compute = service == COMPUTE
+        meta = service_metadata(
+            worker,
+            service,
+            tags,
+            slots.get(service, 0),
+            tasks if compute else (),
+            resources if compute else None,
+        )
         ns.register(object_name(worker, service), uri, safe=False, metadata=meta)
 
 

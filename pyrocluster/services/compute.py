@@ -9,7 +9,7 @@ import Pyro5.api
 import Pyro5.callcontext
 import Pyro5.serializers
 
-from pyrocluster import codec, protocol, tasks
+from pyrocluster import codec, protocol, resources, tasks
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
@@ -39,9 +39,10 @@ def _id_problem(value: Any, what: str) -> str | None:
 
 
 def check_call(call: Any) -> str | None:
-    """What is wrong with one ``[call_id, name, payload, timeout_s, priority]`` call, or None."""
-    if type(call) is list and len(call) == 5:  # the fast path of well-formed calls
-        call_id, name, _payload, timeout_s, priority = call
+    """What is wrong with one ``[call_id, name, payload, timeout_s, priority(, resources)]`` call,
+    or None."""
+    if type(call) is list and (len(call) == 5 or (len(call) == 6 and type(call[5]) is dict)):
+        call_id, name, _payload, timeout_s, priority = call[:5]  # the fast path of well-formed calls
         if (
             type(call_id) is str
             and 0 < len(call_id) <= MAX_ID_CHARS
@@ -52,9 +53,11 @@ def check_call(call: Any) -> str | None:
             and -MAX_PRIORITY <= priority <= MAX_PRIORITY
         ):
             return None
-    if not isinstance(call, (list, tuple)) or len(call) != 5:
-        return "a call must be [call_id, name, payload, timeout_s, priority]"
-    call_id, name, _payload, timeout_s, priority = call
+    if not isinstance(call, (list, tuple)) or len(call) not in (5, 6):
+        return "a call must be [call_id, name, payload, timeout_s, priority(, resources)]"
+    if len(call) == 6 and not isinstance(call[5], dict):
+        return "resources must be a dict of name: amount"
+    call_id, name, _payload, timeout_s, priority = call[:5]
     problem = _id_problem(call_id, "call_id")
     if problem:
         return problem
@@ -73,6 +76,50 @@ def check_call(call: Any) -> str | None:
 
 def _invalid(message: str) -> Outcome:
     return encoded_failure(protocol.ERROR, "InvalidCall", message)
+
+
+class _BatchAsks:
+    """The resource asks of one batch's calls: each distinct ask is read once (the calls of a
+    batch share one: 18 us a call read each time, under 1 us compared with the last)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._raw: Any = None
+        self._refused: Outcome | None = None
+        self.held: dict[str, float] | None = None
+        """What the batch holds: per resource the most any call asks (they run in turn); None
+        when every call asks the default ``cpu: 1``."""
+
+    def take(self, raw: dict[Any, Any]) -> Outcome | None:
+        """Count one call's ask; its failure outcome when the ask is malformed or over the totals."""
+        if self._raw is None or raw != self._raw:
+            self._raw = raw
+            try:
+                own = resources.full_ask(resources.parse_mapping(raw))
+            except ValueError as exc:
+                self._refused = _invalid(f"resources: {exc}")
+                return list(self._refused)
+            if not self._gate.fits_totals(own):
+                self._refused = _unfit(own, self._gate.totals)
+                return list(self._refused)
+            self._refused = None
+            if self.held is None:
+                self.held = own
+            else:
+                for name, amount in own.items():
+                    self.held[name] = max(self.held.get(name, 0.0), amount)
+        return None if self._refused is None else list(self._refused)
+
+
+def _unfit(ask: dict[str, float], totals: dict[str, float]) -> Outcome:
+    """ERROR ResourcesUnavailable for a call asking more than this worker has at all."""
+    over = resources.shortfall(ask, [totals]) or ("?", 0.0)
+    name, largest = over
+    message = (
+        f"the call asks {resources.show(name, ask.get(name, 0.0))} {name}; "
+        f"this worker has {resources.show(name, largest)}"
+    )
+    return encoded_failure(protocol.ERROR, "ResourcesUnavailable", message)
 
 
 def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
@@ -123,13 +170,20 @@ class ComputeService:
         ids: list[str] = []
         runnable: list[list[Any]] = []  # [name, payload, timeout_s] as the slot runs it
         priority = -MAX_PRIORITY
+        asks = _BatchAsks(self._gate)
         for place, call in enumerate(calls):
             problem = check_call(call)
             if problem:
                 outcomes[place] = _invalid(problem)
                 names.append(OTHER)
                 continue
-            call_id, name, payload, timeout_s, call_priority = call
+            call_id, name, payload, timeout_s, call_priority = call[:5]
+            if len(call) == 6:
+                refused = asks.take(call[5])
+                if refused is not None:
+                    outcomes[place] = refused
+                    names.append(OTHER)
+                    continue
             if name not in tasks.REGISTRY:
                 outcome = tasks.unknown_task(name)
                 outcomes[place] = [outcome[0], codec.pack(outcome[1]), 0.0]
@@ -146,7 +200,7 @@ class ComputeService:
             runnable.append([name, data, float(timeout_s)])
             priority = max(priority, call_priority)
         if runnable:
-            ran = self._run(sender, ids, runnable, priority)
+            ran = self._run(sender, ids, runnable, priority, asks.held)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
             for place, outcome in zip(places, ran, strict=True):
@@ -155,10 +209,15 @@ class ComputeService:
         return {"outcomes": outcomes, "load": self._gate.load()}
 
     def _run(
-        self, sender: str, ids: list[str], runnable: list[list[Any]], priority: int
+        self,
+        sender: str,
+        ids: list[str],
+        runnable: list[list[Any]],
+        priority: int,
+        ask: dict[str, float] | None,
     ) -> list[Outcome] | None:
         """Admit and run the good calls of a batch; None when the admission queue is full."""
-        ticket = Ticket(self._gate, sender, priority, len(runnable))
+        ticket = Ticket(self._gate, sender, priority, len(runnable), ask)
         with self._lock:  # one entry per batch, not per call: cancel looks the ids up (rare)
             self._tickets.setdefault(sender, {})[ticket] = ids
         self._state.enter()

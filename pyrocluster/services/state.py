@@ -41,6 +41,8 @@ class WorkerState:
     total_ms: float = 0.0
     active_calls: int = 0
     busy_fn: Any = None
+    resources_fn: Any = None
+    """``{name: {"total", "used"}}`` of the compute resources (set with the compute service)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
     task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -151,4 +153,5 @@ class WorkerState:
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),
                 "tasks": sorted(self.tasks),
+                "resources": self.resources_fn() if self.resources_fn else {},
             }

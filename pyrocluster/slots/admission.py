@@ -12,12 +12,14 @@ A sender is forgotten once it has nothing waiting and ``V`` has caught up with i
 state is bounded by the senders of the last moments.
 
 Pure bookkeeping: no threads, no sockets, no clock (time plays no part, only calls started).
-The charge is a number of calls; asks of other sizes (resources, SPEC 10) can be charged the
-same way, and a ``fits`` check would only narrow the candidates of :meth:`AdmissionOrder.pop`.
+The charge is a number of calls. Resources (SPEC 10) narrow the candidates of
+:meth:`AdmissionOrder.pop`: the first item in this order whose ask fits starts, and an item that
+does not fit is passed over only while the caller's ``may_pass`` says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -58,8 +60,17 @@ class AdmissionOrder(Generic[T]):
         self._waiting.append(_Waiting(sender, priority, max(1, size), self._seq, item))
         self._seq += 1
 
-    def pop(self) -> T | None:
-        """Remove and return the item to start next, or None when nothing waits; charge its sender."""
+    def pop(
+        self,
+        can_start: Callable[[T], bool] | None = None,
+        may_pass: Callable[[T], bool] | None = None,
+    ) -> T | None:
+        """Remove and return the item to start next, or None when nothing may; charge its sender.
+
+        Without ``can_start`` every item may start. With it, items are taken in this order and the
+        first that ``can_start`` starts; one that cannot is passed over only when ``may_pass``
+        says so, else nothing starts (it is next once it can).
+        """
         if not self._waiting:
             return None
         top = max(w.priority for w in self._waiting)
@@ -68,9 +79,28 @@ class AdmissionOrder(Generic[T]):
             (w for w in self._waiting if w.priority == top),
             key=lambda w: (started[w.sender], w.seq),
         )
+        if can_start is not None and not can_start(best.item):
+            found = None
+            if may_pass is None or may_pass(best.item):
+                found = self._first_startable(can_start, may_pass)
+            if found is None:
+                return None
+            best = found
         self._unqueue(best)
         self._charge(best.sender, started[best.sender], best.size)
         return best.item
+
+    def _first_startable(
+        self, can_start: Callable[[T], bool], may_pass: Callable[[T], bool] | None
+    ) -> _Waiting[T] | None:
+        """The first item in order that can start, stopping at one that may not be passed."""
+        started = self._started
+        for w in sorted(self._waiting, key=lambda w: (-w.priority, started[w.sender], w.seq)):
+            if can_start(w.item):
+                return w
+            if may_pass is not None and not may_pass(w.item):
+                return None
+        return None
 
     def start_now(self, sender: str, size: int) -> None:
         """Charge ``sender`` for ``size`` calls that start at once: nothing of anyone waits.

@@ -31,6 +31,7 @@ from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
+from pyrocluster.slots import limits
 from pyrocluster.slots.batch import (
     MAX_CALLS,
     BatchRun,
@@ -188,12 +189,15 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        budget, calls = codec.unpack(data)
+        budget, calls, held = codec.unpack(data)
         timer.check()
         share.restart()
-        run = BatchRun(calls, budget, on_start=starting, on_outcome=share.record)
+        restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
+        record = limits.recorder(share.record, held)
+        run = BatchRun(calls, budget, on_start=starting, on_outcome=record)
         run.run()
         timer.stop()
+        restore()
         if not _send(conn, DONE):
             return
 
@@ -269,7 +273,7 @@ class SlotProcess:
         done = False
         try:
             share.flag(skip)
-            self.conn.send_bytes(codec.pack([min(budget, share.log_bytes), calls]))
+            self.conn.send_bytes(codec.pack([min(budget, share.log_bytes), calls, ticket.limits()]))
             done = self._wait_reply(calls) and self.conn.recv_bytes() == DONE
         except (EOFError, OSError):
             pass

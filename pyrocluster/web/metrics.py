@@ -99,6 +99,14 @@ class ClusterCollector(Collector):
         busy = GaugeMetricFamily(
             "pyrocluster_worker_busy_slots", "Compute slots running a task now.", labels=["worker"]
         )
+        resource = GaugeMetricFamily(
+            "pyrocluster_worker_resource", "A resource a worker has in all.", labels=["worker", "resource"]
+        )
+        resource_used = GaugeMetricFamily(
+            "pyrocluster_worker_resource_used",
+            "A resource held by the calls a worker runs now.",
+            labels=["worker", "resource"],
+        )
         tasks = CounterMetricFamily(
             "pyrocluster_tasks", "Calls a reachable worker finished, by outcome.", labels=["worker", "status"]
         )
@@ -107,12 +115,15 @@ class ClusterCollector(Collector):
             count[w["state"]] = count.get(w["state"], 0) + 1
             slots.add_metric([w["name"]], w["slots"])
             busy.add_metric([w["name"]], w["busy"])
+            for name, held in sorted((w.get("resources") or {}).items()):
+                resource.add_metric([w["name"], name], held["total"])
+                resource_used.add_metric([w["name"], name], held["used"])
             if w["state"] != "unreachable":
                 tasks.add_metric([w["name"], "ok"], w["done"])
                 tasks.add_metric([w["name"], "failed"], w["failed"])
         for state, n in count.items():
             states.add_metric([state], n)
-        yield from (states, slots, busy, tasks)
+        yield from (states, slots, busy, resource, resource_used, tasks)
         yield from _histograms(view)
         jobs = GaugeMetricFamily(
             "pyrocluster_job_tasks", "Tasks of a job (its running runs, else its latest run) by status.",

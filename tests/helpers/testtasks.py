@@ -124,3 +124,19 @@ def stamped(key: str, path: str, seconds: float) -> float:
     finally:
         os.close(fd)
     return now
+
+
+@task
+def gpus_seen(seconds: float = 0.0) -> list:
+    """``[CUDA_VISIBLE_DEVICES, start, end]`` after sleeping ``seconds``."""
+    start = time.time()
+    time.sleep(seconds)
+    return [os.environ.get("CUDA_VISIBLE_DEVICES"), start, time.time()]
+
+
+@task
+def allocate(megabytes: int) -> int:
+    """Allocate and touch ``megabytes`` MB; return how many bytes were held."""
+    block = bytearray(megabytes * 1_000_000)
+    block[::4096] = b"x" * len(block[::4096])
+    return len(block)

@@ -22,6 +22,11 @@ WORKERS = [
         "cpu_percent": 95.0,
         "rss_mb": 1234.0,
         "tasks": ["add", "echo", "fib"],
+        "resources": {
+            "cpu": {"total": 8, "used": 3},
+            "memory": {"total": 32 * 2**30, "used": 4 * 2**30},
+            "licence": {"total": 2, "used": 1},
+        },
     }
     for name, address, state in (
         ("alpha-node-01-123456", "192.168.100.200:40111", "ready"),
@@ -104,6 +109,15 @@ def test_status_at_200_columns_is_one_row_per_worker():
             continue
         (row,) = lines_with(lines, w["name"], w["address"], w["state"], "compute, crawl", "1234 MB")
         assert "123456" in row and "3/8" in row
+
+
+def test_status_shows_each_resource_used_of_total_at_80_and_200_columns():
+    for width in (80, 200):
+        lines = rendered(render.status_view(STATUS, width=width), width)
+        text = "\n".join(lines)
+        assert all(len(line) <= width for line in lines) and "…" not in text, text
+        assert "cpu 3/8" in text and "licence 1/2" in text, text
+        assert "4GiB/32GiB" in text, text
 
 
 def test_progress_at_80_columns_is_two_whole_lines():

@@ -14,7 +14,7 @@ from pyrocluster.web.auth import dashboard_token
 from tests.conftest import run_cli, wait_for
 from tests.web.helpers import get, start_dashboard
 
-ALLOWED_LABELS = {"worker", "status", "state", "task", "job", "le"}
+ALLOWED_LABELS = {"worker", "status", "state", "task", "job", "le", "resource", "service"}
 
 
 def metrics(url: str) -> dict[str, list]:
@@ -50,6 +50,15 @@ def test_metrics_match_status_and_carry_no_task_ids(tmp_path: Path, nameserver, 
     assert {s.labels["worker"]: s.value for s in fams["pyrocluster_worker_slots"]} == {
         w["name"]: 2 for w in status["workers"]
     }
+    totals = {
+        (s.labels["worker"], s.labels["resource"]): s.value for s in fams["pyrocluster_worker_resource"]
+    }
+    assert {totals[(w["name"], "cpu")] for w in status["workers"]} == {2}
+    assert {(w["name"], "memory") in totals for w in status["workers"]} == {True}
+    used = {
+        (s.labels["worker"], s.labels["resource"]): s.value for s in fams["pyrocluster_worker_resource_used"]
+    }
+    assert used[(status["workers"][0]["name"], "cpu")] == 0
     counts = {
         s.labels["task"]: s.value
         for s in fams["pyrocluster_task_duration_seconds"]

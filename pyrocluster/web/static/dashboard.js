@@ -28,6 +28,14 @@ function duration(seconds) {
   return h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s % 60).padStart(2, "0")}s`;
 }
 
+function resourcesText(resources) {
+  const entries = Object.entries(resources || {});
+  if (!entries.length) return "-";
+  return entries.map(([name, held]) => name === "memory"
+    ? `${name} ${num(held.used / 2 ** 30, 1)}/${num(held.total / 2 ** 30, 1)} GiB`
+    : `${name} ${held.used}/${held.total}`).join(", ");
+}
+
 function workersPanel(doc) {
   const rows = doc.workers.map((w) => `<tr data-worker="${esc(w.name)}">
     <td>${esc(w.name)}</td><td>${esc(w.address)}</td>
@@ -37,12 +45,14 @@ function workersPanel(doc) {
     <td class="num">${num(w.rss_mb)} MB</td><td class="num">${duration(w.uptime_s)}</td>
     <td>${esc(w.services.join(","))}</td><td>${esc(w.tags.join(",") || "-")}</td>
     <td class="tasks" title="${esc((w.tasks || []).join(", "))}">${(w.tasks || []).length} tasks</td>
+    <td class="resources">${esc(resourcesText(w.resources))}</td>
     <td>${button("workers", w.name, w.state === "draining" ? "undrain" : "drain")}</td></tr>`);
   return `<section id="workers"><h2>Workers (${doc.workers.length})</h2>
     <table><thead><tr><th>name</th><th>address</th><th>state</th><th class="num">slots</th>
     <th class="num">done</th><th class="num">failed</th><th class="num">mean ms</th><th class="num">CPU %</th>
-    <th class="num">memory</th><th class="num">uptime</th><th>services</th><th>tags</th><th>offers</th><th></th></tr></thead>
-    <tbody>${rows.join("") || '<tr><td colspan="14" class="muted">no workers registered</td></tr>'}</tbody></table></section>`;
+    <th class="num">memory</th><th class="num">uptime</th><th>services</th><th>tags</th><th>offers</th>
+    <th>resources (used/total)</th><th></th></tr></thead>
+    <tbody>${rows.join("") || '<tr><td colspan="15" class="muted">no workers registered</td></tr>'}</tbody></table></section>`;
 }
 
 function failureList(job, failures) {
