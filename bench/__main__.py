@@ -19,6 +19,7 @@ WORKLOADS = {
     "flow": "bench.workflows",
     "w2": "bench.w2_cpu",
     "w3": "bench.w3_crawl",
+    "w3inc": "bench.w3_incremental",
     "scale": "bench.scale",
     "sim": "bench.sim",
 }

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format bytes '$status $body_bytes_sent';
+    access_log {access_log};
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
@@ -116,8 +118,10 @@ def _wait_accepting(port: int, proc: subprocess.Popen[Any]) -> None:
 class Site:
     """The generated site, served on 127.0.0.1 until ``close()``."""
 
-    def __init__(self, pages: int) -> None:
+    def __init__(self, pages: int, log_bytes: bool = False) -> None:
         self.pages = pages
+        self.log_bytes = log_bytes
+        """nginx logs each answer's status and body bytes (``body_bytes()``); off for speed runs."""
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-site-"))
         self.root = self.tmp / "www"
         write_site(self.root, pages)
@@ -151,7 +155,10 @@ class Site:
             os.chmod(d, 0o755)
         self.port = _free_port()
         conf = self.tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=self.tmp, root=self.root, port=self.port))
+        access_log = f"{self.tmp}/access.log bytes" if self.log_bytes else "off"
+        conf.write_text(
+            NGINX_CONF.format(tmp=self.tmp, root=self.root, port=self.port, access_log=access_log)
+        )
         self._proc = subprocess.Popen(
             [nginx, "-p", str(self.tmp), "-c", str(conf), "-e", str(self.tmp / "error.log")],
             stdin=subprocess.DEVNULL,
@@ -188,6 +195,16 @@ class Site:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
         self._proc = None
+
+    def body_bytes(self) -> tuple[int, Counter[str]]:
+        """Body bytes nginx has sent so far and the count of each status (``log_bytes`` only)."""
+        total, statuses = 0, Counter[str]()
+        path = self.tmp / "access.log"
+        for line in path.read_text().splitlines() if path.exists() else ():
+            status, _, sent = line.partition(" ")
+            statuses[status] += 1
+            total += int(sent or 0)
+        return total, statuses
 
     def close(self) -> None:
         """Stop the server and delete the files."""

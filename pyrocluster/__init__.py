@@ -14,7 +14,7 @@ from pyrocluster.tasks import task
 
 __all__ = [
     "AuthenticationError", "Cluster", "ClusterUnreachable", "PyroClusterError", "TaskFailed", "TaskTimeout",
-    "UpstreamFailed", "WorkerUnavailable", "register_error", "task",
+    "UpstreamFailed", "WorkerUnavailable", "load_result", "register_error", "task",
 ]  # fmt: skip
 __version__ = "0.1.0"
 
@@ -26,4 +26,8 @@ def __getattr__(name: str) -> object:
         from pyrocluster.coordinator.cluster import Cluster
 
         return Cluster
+    if name == "load_result":
+        from pyrocluster.jobs.values import load_result
+
+        return load_result
     raise AttributeError(name)

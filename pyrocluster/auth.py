@@ -302,9 +302,11 @@ def _peer(conn: Any) -> str:
 class SecureDaemon(HandshakeValidator, Pyro5.api.Daemon):
     """A Pyro5 daemon that enforces the cluster secret and refuses unsafe serializers."""
 
-    def __init__(self, settings: Settings, host: str, port: int = 0) -> None:
+    def __init__(self, settings: Settings, host: str, port: int = 0, advertise: str | None = None) -> None:
+        """``advertise``: the address its URIs carry when that is not ``host`` (a wildcard bind)."""
         prepare_transport(settings)
-        super().__init__(host=host, port=port, secret=settings.secret)
+        nat = {"nathost": advertise, "natport": 0} if advertise else {}
+        super().__init__(host=host, port=port, secret=settings.secret, **nat)
 
 
 class SecureNameServerDaemon(HandshakeValidator, Pyro5.nameserver.NameServerDaemon):

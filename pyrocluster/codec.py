@@ -3,7 +3,8 @@
 It accepts exactly what a task may send (None, bool, int of any size, float, str, bytes,
 list/tuple, dict with any of those keys, set) and names the type of anything else, so one value
 that cannot cross the wire fails its own call and never the batch it travels in
-(docs/protocol.md, "Values").
+(docs/protocol.md, "Values"). :func:`unpack` decodes any bytes in bounded time and memory, or
+raises DecodeError (docs/protocol.md, "Decode bounds").
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
+
+from pyrocluster import typed
 
 _BIGINT = 0x31  # the ext code Pyro5's own msgpack serializer uses for ints beyond 64 bits
 
@@ -28,20 +32,44 @@ class DecodeError(ValueError):
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, int):
-        return msgpack.ExtType(_BIGINT, str(obj).encode("ascii"))
-    if isinstance(obj, (set, frozenset)):
+    """What msgpack cannot pack itself. The packer checks exact types (``strict_types``), so that
+    a numpy float (a float subclass) keeps its type; other subclasses of plain types and tuples
+    come here and go as their plain form."""
+    kind = type(obj)
+    if kind is tuple or kind is list:
         return list(obj)
-    raise NotSendable(f"a value of type {type(obj).__name__} cannot be sent (plain values only)")
+    if kind is int:
+        return msgpack.ExtType(_BIGINT, str(obj).encode("ascii"))
+    try:
+        ext = typed.encode(obj)
+    except TypeError as exc:
+        raise NotSendable(
+            f"a value of {exc} cannot be sent (Python objects never travel: no pickle)"
+        ) from None
+    if ext is not None:
+        return ext
+    for plain in _PLAIN:
+        if isinstance(obj, plain):
+            convert: Callable[[Any], Any] = list if plain in (tuple, set, frozenset) else plain
+            return convert(obj)
+    raise NotSendable(f"a value of type {type(obj).__name__} cannot be sent (plain values or SPEC 9 types)")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _BIGINT:
-        try:
-            return int(data)
-        except ValueError:
-            raise DecodeError("a big int that is not a number") from None
-    raise DecodeError(f"unknown msgpack extension {code}")
+_PLAIN: tuple[type, ...] = (
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    bytearray,
+    memoryview,
+    dict,
+    list,
+    tuple,
+    set,
+    frozenset,
+)
+"""Plain types whose subclasses (an IntEnum, an OrderedDict, a named tuple) go as the plain value."""
 
 
 _packers = threading.local()  # a Packer is ten times cheaper to reuse than packb, but not thread-safe
@@ -50,7 +78,7 @@ _packers = threading.local()  # a Packer is ten times cheaper to reuse than pack
 def _packer() -> msgpack.Packer:
     packer = getattr(_packers, "packer", None)
     if packer is None:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default, strict_types=True)
     return packer
 
 
@@ -67,36 +95,194 @@ def pack(obj: Any) -> bytes:
         raise NotSendable(str(exc)) from None
 
 
+BYTES_PER_CONTAINER = 2
+"""A decoded value holds at most one list or dict per this many bytes received (beyond
+``CONTAINER_ALLOWANCE``).
+
+An empty list costs 1 byte on the wire and about 72 bytes decoded: this caps what any input can
+cost at about 40 bytes of memory per byte received (docs/protocol.md, "Decode bounds")."""
+CONTAINER_ALLOWANCE = 65_536
+MAX_SHARED_HASH = 64
+"""Keys of one dict that may share one hash value: more is a hash-flooding attempt (a dict
+insert is linear in the keys sharing its hash, so a flood costs quadratic time)."""
+_SMALL_MAP = MAX_SHARED_HASH
+"""A dict with at most this many keys cannot be expensive: its hashes are not counted."""
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+"""The ints msgpack writes itself; :func:`_default` writes the others as the big int extension."""
+
+
+def _decode_bigint(data: bytes) -> int:
+    """An int beyond 64 bits as :func:`_default` writes it: canonical ASCII decimal, nothing else."""
+    digits = data[1:] if data[:1] == b"-" else data
+    if not digits.isdigit() or digits[:1] == b"0":  # bytes.isdigit: ASCII digits only
+        raise DecodeError(f"big int extension holds {data[:40]!r}, not a canonical decimal")
+    try:
+        value = int(data)
+    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+        raise DecodeError(f"big int extension of {len(digits)} digits is over the limit") from None
+    if _INT64_MIN <= value <= _UINT64_MAX:
+        raise DecodeError("big int extension holds a 64-bit int (pack writes those as msgpack ints)")
+    return value
+
+
+def _checked(name: str, decode: Callable[[bytes], Any]) -> tuple[str, Callable[[bytes], Any]]:
+    """A typed value's decoder whose refusals are DecodeErrors naming the extension."""
+
+    def run(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except typed.BadValue as exc:
+            raise DecodeError(f"{name} extension: {exc}") from None
+
+    return name, run
+
+
+EXTENSIONS: dict[int, tuple[str, Callable[[bytes], Any]]] = {
+    _BIGINT: ("big int", _decode_bigint),
+    **{code: _checked(name, decode) for code, (name, decode) in typed.DECODERS.items()},
+}
+"""Code -> (name, decoder) of each msgpack extension :func:`pack` writes; any other is a DecodeError."""
+_FOREIGN_EXTENSIONS = {-1: "msgpack timestamp"}
+"""Names of extensions msgpack itself defines, for the error that refuses them."""
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    extension = EXTENSIONS.get(code)
+    if extension is None:
+        raise _refused_extension(code)
+    return extension[1](data)
+
+
+def _refused_extension(code: int) -> DecodeError:
+    name = _FOREIGN_EXTENSIONS.get(code)
+    return DecodeError(
+        f"msgpack extension {code} ({name}) is not a value pack makes"
+        if name
+        else f"unknown msgpack extension {code}"
+    )
+
+
 def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
-def _pairs_to_dict(pairs: Any) -> dict[Any, Any]:
-    try:
-        return {_hashable(k): v for k, v in pairs}
-    except TypeError:
-        raise DecodeError("a dict key that cannot be a key (a dict)") from None
+_TIMESTAMP_HEADS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+"""How msgpack writes a timestamp (fixext 4, fixext 8, ext 8 of 12 bytes; type -1)."""
+_NOT_A_CONTAINER_HEAD = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+"""Every byte but those a msgpack array or map starts with (fixmap, fixarray, array/map 16/32)."""
+
+
+def _container_budget(data: bytes) -> int:
+    return len(data) // BYTES_PER_CONTAINER + CONTAINER_ALLOWANCE
+
+
+_UNCOUNTED_BYTES = 2 * CONTAINER_ALLOWANCE
+"""A value this short cannot hold more containers than allowed (each costs a byte): not counted."""
+
+
+def _may_overflow(data: bytes) -> bool:
+    """Whether ``data`` may hold more containers than allowed: not when it has fewer bytes that
+    could start one (a C-speed count, so that an ordinary value is decoded without counting hooks)."""
+    return len(data.translate(None, _NOT_A_CONTAINER_HEAD)) > _container_budget(data)
+
+
+class _Guard:
+    """Hooks that bound what one decode builds: containers per byte, keys per hash, no timestamp.
+
+    msgpack decodes its timestamp extension (-1) itself, past ``ext_hook``: when the bytes may
+    hold one (its header appears anywhere), every container is searched for a Timestamp.
+    """
+
+    __slots__ = ("left", "search")
+
+    def __init__(self, data: bytes, search: bool) -> None:
+        self.left = _container_budget(data)
+        self.search = search
+
+    def _check(self, items: Iterable[Any]) -> None:
+        if self.left < 0:
+            raise DecodeError(
+                f"more than one list or dict per {BYTES_PER_CONTAINER} bytes received (a decompression bomb)"
+            )
+        if self.search and msgpack.Timestamp in map(type, items):
+            raise _refused_extension(-1)
+
+    def on_list(self, items: list[Any]) -> list[Any]:
+        self.left -= 1
+        if self.left < 0 or self.search:
+            self._check(items)
+        return items
+
+    def on_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        """A dict with string or bytes keys (their hashes are randomized: nothing to count)."""
+        self.left -= 1
+        if self.left < 0 or self.search:
+            self._check(value.values())
+        return value
+
+    def on_pairs(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        """A dict with keys of any type: a tuple for a list key, at most ``MAX_SHARED_HASH`` per hash."""
+        self.left -= 1
+        keys = [k for k, _ in pairs]
+        if list in map(type, keys):
+            keys = [_hashable(k) for k in keys]
+        values = [v for _, v in pairs]
+        if self.left < 0 or self.search:
+            self._check(keys)
+            self._check(values)
+        try:
+            if len(keys) > _SMALL_MAP and len(hashes := list(map(hash, keys))) != len(set(hashes)):
+                shared = max(Counter(hashes).values())
+                if shared > MAX_SHARED_HASH:
+                    raise DecodeError(f"a dict with {shared} keys of one hash (a hash-flooding attempt)")
+            return dict(zip(keys, values, strict=True))
+        except TypeError:
+            raise DecodeError("a dict key that cannot be a key (a dict)") from None
 
 
 def unpack(data: bytes) -> Any:
-    """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception."""
+    """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception.
+
+    Bounded (docs/protocol.md, "Decode bounds"): at most one list or dict per
+    ``BYTES_PER_CONTAINER`` bytes, at most ``MAX_SHARED_HASH`` keys of one dict with one hash, and
+    only the extensions in ``EXTENSIONS``.
+    """
+    # ``0xFF in data`` is a memchr; ``bytes in data`` costs a caught TypeError first (about 1 us).
+    search = 0xFF in data and any(head in data for head in _TIMESTAMP_HEADS)
+    hooked = search or (len(data) > _UNCOUNTED_BYTES and _may_overflow(data))
     try:
-        return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+        # Keys must be str or bytes here (randomized hashes, dicts built in C); a dict with any
+        # other key is a ValueError, and the value is decoded again with ``on_pairs``.
+        if not hooked:
+            return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook)
+        guard = _Guard(data, search)
+        value = msgpack.unpackb(
+            data, raw=False, ext_hook=_ext_hook, list_hook=guard.on_list, object_hook=guard.on_dict
+        )
     except DecodeError:
         raise
-    except TypeError:
-        # A dict key that was a tuple (serpent delivers those) comes back as a list, which cannot
-        # be a key: decode again with such keys turned back into tuples (slower, and rare).
+    except ValueError:
+        guard = _Guard(data, search)
         try:
-            return msgpack.unpackb(
-                data, raw=False, ext_hook=_ext_hook, strict_map_key=False, object_pairs_hook=_pairs_to_dict
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                ext_hook=_ext_hook,
+                strict_map_key=False,
+                list_hook=guard.on_list if hooked else None,
+                object_pairs_hook=guard.on_pairs,
             )
         except DecodeError:
             raise
         except Exception as exc:
             raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError ...
+    except Exception as exc:  # msgpack raises ExtraData, FormatError, StackError ...
         raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+    if type(value) is msgpack.Timestamp:
+        raise _refused_extension(-1)
+    return value
 
 
 def as_bytes(field: Any) -> bytes:
@@ -119,6 +305,9 @@ def as_bytes(field: Any) -> bytes:
 
 def _where_unsendable(value: Any, path: str) -> str | None:
     """``path[...]: type`` of the first part of ``value`` that :func:`pack` refuses, or None."""
+    if typed.known(value):
+        reason = typed.unsendable(value)
+        return f"{path}: {reason}" if reason else None
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return None
     if isinstance(value, (list, tuple, set, frozenset)):

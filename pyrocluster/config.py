@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -170,6 +171,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def local_address_towards(host: str) -> str:
+    """The local IP address that packets to ``host`` leave from."""
+    if is_loopback(host):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
+        return str(probe.getsockname()[0])
+
+
+def loopback_if_wildcard(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard is reached over loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 def check_bind(host: str, settings: Settings, insecure: bool) -> None:

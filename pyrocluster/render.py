@@ -13,6 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from pyrocluster import logs
 from pyrocluster.listed_jobs import DEFAULT_LIMIT, ended_text, list_jobs, runs_text
 
 # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
@@ -22,15 +23,21 @@ T = TypeVar("T")
 
 
 def error(message: str) -> None:
-    """One ``error:`` line per problem on stderr."""
+    """One ``error:`` line per problem on stderr (a JSON record each with ``--log-format json``)."""
     for line in str(message).splitlines() or [""]:
+        if logs.is_json():
+            logs.error_line(line)
+            continue
         err.print(f"[bold red]error:[/] {line}", markup=True) if err.is_terminal else print(
             f"error: {line}", file=sys.stderr, flush=True
         )
 
 
 def notice(message: str) -> None:
-    """A line on stderr that reports what is happening (not an error)."""
+    """A line on stderr that reports what is happening (not an error; a record with ``--log-format json``)."""
+    if logs.is_json():
+        logs.notice_line(message)
+        return
     print(message, file=sys.stderr, flush=True)
 
 
@@ -56,6 +63,7 @@ _STATE_COLOURS = {
     "ready": "green",
     "draining": "yellow",
     "unreachable": "red",
+    "incompatible": "magenta",
     "running": "yellow",
     "finished": "green",
     "cancelled": "red",
@@ -102,7 +110,7 @@ def _worker_row(w: dict[str, Any]) -> dict[str, str]:
         "address": w["address"],
         "services": ", ".join(w["services"]),
         "tags": ", ".join(w["tags"]) or "-",
-        "state": _state(w["state"]),
+        "state": _state(w["state"]) + (f" v{w.get('protocol', 0)}" if w["state"] == "incompatible" else ""),
         "slots": f"{w['busy']}/{w['slots']}",
         "done": str(w["done"]),
         "failed": str(w["failed"]),

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import Pyro5.errors
 
 from pyrocluster import config, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
-from pyrocluster.config import Settings
+from pyrocluster.config import Settings, local_address_towards
 from pyrocluster.defaults import (
     DEFAULT_CRAWL_CONCURRENCY,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SERVICES = ("compute", "crawl")
 """Services a worker can offer."""
+PROBE_TIMEOUT_S = 2.0
+"""Seconds the liveness round trip through our own daemon may take."""
 REPLY_GRACE_S = 0.3
 """Seconds a draining worker keeps serving after its last call, so replies reach the client."""
 
@@ -88,6 +91,10 @@ class Worker:
         self._crawl: Any = None
         self._ns: Any = None
         self.name_taken_by: str | None = None
+        self.registered = False
+        """True while the last look at the name server found our entries there."""
+        self.on_drain: list[Callable[[], None]] = []
+        """Called as the drain starts (the systemd ``STOPPING=1``)."""
 
     # -- start ------------------------------------------------------------------------------
 
@@ -102,14 +109,18 @@ class Worker:
             tasks.load_task_module(spec)
         self._ns = self._connect_waiting()
         self._claim_name()
+        # Bound to every interface, it registers the address it reaches the name server from.
+        advertise = local_address_towards(self.settings.ns_host) if self.options.host == "0.0.0.0" else None
         try:
-            self._daemon = SecureDaemon(self.settings, host=self.options.host, port=self.options.port)
+            self._daemon = SecureDaemon(self.settings, self.options.host, self.options.port, advertise)
         except OSError as exc:
             where = f"{self.options.host}:{self.options.port}"
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(f"cannot listen on {where}: the port is already in use") from None
             raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.state.address = bound_address(self._daemon)
+        if advertise:
+            self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
             self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
@@ -119,7 +130,7 @@ class Worker:
             compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
-            from pyrocluster.services.crawl import CrawlService
+            from pyrocluster.crawl.service import CrawlService
 
             self._crawl = CrawlService(self.options.crawl_concurrency, self.state)
             self._register_object("crawl", self._crawl)
@@ -165,6 +176,27 @@ class Worker:
         registry.register_worker(
             self._ns, self.name, self.uris, self._slot_counts(), self.options.tags, self.state.tasks
         )
+        self.registered = True
+
+    # -- health -----------------------------------------------------------------------------
+
+    def probe(self) -> str | None:
+        """A real round trip through the daemon: a fresh connection (accept loop, handshake, a
+        pool thread) and a ``ping`` of our control object. Raises when the daemon does not answer."""
+        proxy = make_proxy(self.uris[registry.CONTROL], self.settings, timeout_s=PROBE_TIMEOUT_S)
+        try:
+            proxy.ping()
+        finally:
+            proxy._pyroRelease()
+        return None
+
+    def readiness(self) -> str | None:
+        """None when the worker takes work (registered, not draining), else why not."""
+        if self.state.draining or self.state.stop_event.is_set():
+            return "draining"
+        if not self.registered:
+            return f"not registered with the name server at {self.settings.ns_address}"
+        return None
 
     def _live_holder(self, listing: dict[str, Any]) -> str | None:
         """Address of another live worker registered under our name, or None."""
@@ -226,18 +258,24 @@ class Worker:
                     self.name_taken_by = holder
                     self.state.stop_event.set()
                     return
+                self.registered = False
                 self._register()
                 log.info("re-registered with the name server at %s", self.settings.ns_address)
+            self.registered = True
         except Pyro5.errors.PyroError as exc:
             log.warning("name server at %s unreachable: %s", self.settings.ns_address, exc)
+            self.registered = False
             self._drop_ns()
         except Exception as exc:  # ClusterUnreachable and friends: try again next beat
             log.warning("heartbeat failed: %s", exc)
+            self.registered = False
             self._drop_ns()
 
     def drain(self) -> None:
         """Stop taking work, wait for what is held (up to the drain timeout), unregister."""
         self.state.draining = True
+        for hook in self.on_drain:
+            hook()
         log.info(
             "draining: finishing %d held batch(es) (up to %g s), taking no new work",
             self.state.active_calls,

@@ -17,7 +17,13 @@ every request path so that tests can assert what was (and was not) fetched::
     /big                    an HTML page of ``big_bytes`` bytes
     /hangup/<i>             a page served as if kept alive, then the server closes the connection
     /headers                the request headers, as text/plain
+    /status/<code>-once/<key>?retry_after=N   the same with a ``Retry-After: N`` header
+    /sitemap-index.xml.gz, /sitemap-orphans.xml.gz, /orphan/<i>.html   with ``orphans=N``: a gzip
+                            sitemap index (named in robots.txt) listing N pages linked from nowhere
     /text.txt, /base.html, /extract.html, /latin1.html   content-type, <base>, extract, charset cases
+
+``/`` and ``/page/<i>.html`` carry an ``ETag`` and ``Last-Modified`` and answer 304 to a matching
+``If-None-Match``; ``site.edit(path)`` changes a page (and its ETag).
 
 A second server on 127.0.0.2 plays the external host: ``site.external_url`` is linked from ``/``
 and ``/page/0.html`` and ``site.external_requests`` must stay empty in a scoped crawl.
@@ -26,6 +32,8 @@ and ``/page/0.html`` and ``site.external_requests`` must stay empty in a scoped 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import socket
 import threading
 import time
@@ -39,6 +47,10 @@ DEFAULT_ROBOTS = "User-agent: *\nDisallow: /private/\n"
 """robots.txt served unless told otherwise: everything but /private/ may be crawled."""
 PRIVATE_PAGES = 3
 """Number of pages under /private/."""
+ORPHANS_LASTMOD = "2001-01-01T00:00:00+00:00"
+"""``lastmod`` of every page in the orphans sitemap: older than any fetch."""
+LAST_MODIFIED = "Mon, 01 Jan 2001 00:00:00 GMT"
+"""``Last-Modified`` of every generated page."""
 IDLE_TIMEOUT_S = 5.0
 """A kept-alive connection idle this long is closed by the server, in seconds."""
 
@@ -92,10 +104,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         site = self.server.site
         if self.server.external:
-            site._log(self.path, external=True)
+            site._log(self.path, dict(self.headers.items()), external=True)
             self._send(200, "<html><head><title>External</title></head><body>out of scope</body></html>")
             return
-        site._log(self.path)
+        site._log(self.path, dict(self.headers.items()))
         try:
             site._route(self)
         except ValueError:  # a malformed number in the path
@@ -123,6 +135,14 @@ def _html(title: str, body: str, head: str = "") -> str:
     )
 
 
+def _sitemap(root: str, entries: str) -> bytes:
+    """A gzip sitemap file: ``root`` is ``urlset`` or ``sitemapindex``."""
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?><{root} xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+    )
+    return gzip.compress(f"{xml}{entries}</{root}>".encode())
+
+
 class SiteServer:
     """A generated site on 127.0.0.1 (and an external host on 127.0.0.2), recording every request."""
 
@@ -136,6 +156,7 @@ class SiteServer:
         slow_s: float = 60.0,
         padding: int = 0,
         root_links: Iterable[str] = (),
+        orphans: int = 0,
     ) -> None:
         if pages < 2:
             raise ValueError("pages must be at least 2")
@@ -146,6 +167,10 @@ class SiteServer:
         self.slow_s = slow_s
         self.padding = padding
         self.root_links = list(root_links)
+        self.orphans = orphans
+        self._edits: Counter[str] = Counter()
+        self._headers: list[tuple[str, dict[str, str]]] = []
+        self._external_times: list[float] = []
         self._lock = threading.Lock()
         self._requests: list[str] = []
         self._times: list[float] = []
@@ -230,6 +255,23 @@ class SiteServer:
         with self._lock:
             return list(self._external)
 
+    @property
+    def request_headers(self) -> list[tuple[str, dict[str, str]]]:
+        """``(path, headers)`` of every request to either host, in order."""
+        with self._lock:
+            return list(self._headers)
+
+    @property
+    def external_request_times(self) -> list[float]:
+        """``time.monotonic()`` of every request to the external host."""
+        with self._lock:
+            return list(self._external_times)
+
+    def edit(self, path: str) -> None:
+        """Change the page at ``path`` (``/`` or ``/page/<i>.html``): new body, new ETag."""
+        with self._lock:
+            self._edits[path] += 1
+
     def count(self, path: str) -> int:
         """How many times ``path`` was requested."""
         with self._lock:
@@ -241,6 +283,8 @@ class SiteServer:
             self._requests.clear()
             self._times.clear()
             self._external.clear()
+            self._external_times.clear()
+            self._headers.clear()
             self._once.clear()
             self.max_active = 0
 
@@ -283,11 +327,11 @@ class SiteServer:
     def _root_paths(self) -> list[str]:
         return [urlsplit(link).path or "/" for link in self.root_links if link.startswith("/")]
 
-    def _log(self, path: str, external: bool = False) -> None:
+    def _log(self, path: str, headers: dict[str, str], external: bool = False) -> None:
         with self._lock:
             (self._external if external else self._requests).append(path)
-            if not external:
-                self._times.append(time.monotonic())
+            (self._external_times if external else self._times).append(time.monotonic())
+            self._headers.append((path, headers))
 
     def _enter(self) -> None:
         with self._lock:
@@ -324,11 +368,11 @@ class SiteServer:
                 '<h1>Home</h1><a href="/page/0.html">first</a> <a href="page/1.html">second</a> '
                 f'<a href="/private/0.html">private</a> <a href="{self.external_url}">external</a> {extra}'
             )
-            h._send(200, _html("Home", body))
+            self._send_page(h, path, _html("Home", body))
         elif path.startswith("/page/") and path.endswith(".html"):
             number = path[len("/page/") : -len(".html")]
             if number.isdigit() and int(number) < self.pages:
-                h._send(200, self._page(int(number)))
+                self._send_page(h, path, self._page(int(number)))
             else:
                 h._send(404, _html("Not found", "no such page"))
         elif path.startswith("/private/") and path.endswith(".html"):
@@ -341,7 +385,19 @@ class SiteServer:
             if self.robots is None:
                 h._send(404, "not found", "text/plain")
             else:
-                h._send(self.robots_status, self.robots, "text/plain")
+                sitemap = f"\nSitemap: {self.url('/sitemap-index.xml.gz')}\n" if self.orphans else ""
+                h._send(self.robots_status, self.robots + sitemap, "text/plain")
+        elif path == "/sitemap-index.xml.gz" and self.orphans:
+            entry = f"<sitemap><loc>{self.url('/sitemap-orphans.xml.gz')}</loc></sitemap>"
+            h._send(200, _sitemap("sitemapindex", entry), "application/gzip")
+        elif path == "/sitemap-orphans.xml.gz" and self.orphans:
+            entries = "".join(
+                f"<url><loc>{self.url(f'/orphan/{i}.html')}</loc><lastmod>{ORPHANS_LASTMOD}</lastmod></url>"
+                for i in range(self.orphans)
+            )
+            h._send(200, _sitemap("urlset", entries), "application/gzip")
+        elif path.startswith("/orphan/") and path.endswith(".html") and self.orphans:
+            h._send(200, _html(f"Orphan {path[len('/orphan/') : -len('.html')]}", "linked from nowhere"))
         elif path.startswith("/redirect/"):
             n = int(path.rsplit("/", 1)[1])
             if n > 0:
@@ -356,7 +412,10 @@ class SiteServer:
             with self._lock:
                 self._once[key] += 1
                 first = self._once[key] == 1
-            if first:
+            retry_after = parse_qs(parts.query).get("retry_after")
+            if first and retry_after:
+                h._send(int(code), _html("Oops", "later"), Retry_After=retry_after[0])
+            elif first:
                 h._send(int(code), _html("Oops", "try again"))
             else:
                 h._send(200, _html(f"Recovered {key}", "fine now"))
@@ -402,6 +461,20 @@ class SiteServer:
             h._send(200, data, "text/html; charset=iso-8859-1")
         else:
             h._send(404, _html("Not found", "no such page"))
+
+    def _send_page(self, h: _Handler, path: str, body: str) -> None:
+        """A generated page with validators: 304 when the request's ``If-None-Match`` matches."""
+        edits = self._edits[path]
+        if edits:
+            body = body.replace("</body>", f"<p>edit {edits}</p></body>")
+        etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:16] + '"'
+        if h.headers.get("If-None-Match") == etag:
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h._send(200, body, ETag=etag, Last_Modified=LAST_MODIFIED)
 
     def _send_big(self, h: _Handler) -> None:
         head = b"<!doctype html><html><head><title>Big</title></head><body><p>"

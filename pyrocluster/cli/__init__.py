@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pyrocluster import __version__, render
-from pyrocluster.cli import cancel, core, dashboard, forget, results, scheduler
+from pyrocluster.cli import cancel, certs, core, dashboard, forget, results, scheduler
 from pyrocluster.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 
 NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -67,5 +67,6 @@ for command in (
     dashboard.dashboard,
     results.results,
     scheduler.scheduler,
+    certs.tls,
 ):
     main.add_command(command)

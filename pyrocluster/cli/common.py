@@ -9,9 +9,10 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from pyrocluster import render
 from pyrocluster.config import Settings
@@ -23,52 +24,108 @@ from pyrocluster.errors import (
     ResultsUnwritable,
 )
 
+if TYPE_CHECKING:
+    from pyrocluster.ops.supervise import Supervision
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RESULTS_UNWRITABLE = 74
 """The results file could not be written (disk full, permissions): sysexits' EX_IOERR."""
 
 
+SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (
+        ("--ns",),
+        {
+            "envvar": "PYROCLUSTER_NS",
+            "metavar": "HOST:PORT",
+            "help": "Name server address [default: 127.0.0.1:9090].",
+        },
+    ),
+    (
+        ("--secret-file",),
+        {
+            "envvar": "PYROCLUSTER_SECRET_FILE",
+            "type": click.Path(dir_okay=False),
+            "help": "File holding the cluster secret (or set PYROCLUSTER_SECRET).",
+        },
+    ),
+    (("--tls-cert",), {"envvar": "PYROCLUSTER_TLS_CERT", "help": "TLS certificate (PEM)."}),
+    (("--tls-key",), {"envvar": "PYROCLUSTER_TLS_KEY", "help": "TLS private key (PEM)."}),
+    (("--tls-ca",), {"envvar": "PYROCLUSTER_TLS_CA", "help": "CA that signs every peer (PEM)."}),
+    (
+        ("--serializer",),
+        {
+            "envvar": "PYROCLUSTER_SERIALIZER",
+            "type": click.Choice(["msgpack", "serpent"]),
+            "help": "Wire serializer [default: msgpack].",
+        },
+    ),
+    (
+        ("--log-format",),
+        {
+            "envvar": "PYROCLUSTER_LOG_FORMAT",
+            "type": click.Choice(["text", "json"]),
+            "default": "text",
+            "help": "Log lines on stderr: text, or one JSON object per line.",
+        },
+    ),
+    (
+        ("--debug",),
+        {"is_flag": True, "envvar": "PYROCLUSTER_DEBUG", "help": "Verbose logs and tracebacks."},
+    ),
+]
+"""The section-2 options every command takes, as ``click.option`` arguments: add one here and it
+is a flag of every command, a top-level key of the config file, and (unless it is in
+NOT_SETTINGS) an argument of ``Settings.from_sources``."""
+NOT_SETTINGS = ("log_format",)
+"""Shared options that set up the process rather than its connection settings."""
+
+SECRET_VARIABLES = {"secret_file": "PYROCLUSTER_SECRET"}
+"""A file-only option whose credential an environment variable can give directly: the variable
+beats the config file's key (environment over file), never the flag."""
+
+
+def _file_key(decls: tuple[str, ...]) -> str:
+    return next(d for d in decls if d.startswith("--"))[2:].replace("-", "_")
+
+
+def _section(ctx: click.Context) -> str:
+    """The top-level command being run (``worker``, ``submit``...), whose config table applies."""
+    while ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent
+    return ctx.info_name or ""
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """``--config``: the file's values become the command's defaults (flags and variables beat them)."""
+    if not path:
+        return
+    from pyrocluster.cli import configfile
+
+    root = ctx.find_root().command
+    commands = root.commands if isinstance(root, click.Group) else {}
+    shared = {_file_key(decls) for decls, _ in SHARED_OPTIONS}
+    ctx.default_map = {
+        **(ctx.default_map or {}),
+        **configfile.default_map(path, ctx, _section(ctx), shared, commands),
+    }
+
+
 def shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Attach the settings every command takes (section 2 of the spec)."""
-    options = [
+    """Attach the settings every command takes (section 2 of the spec), and ``--config``."""
+    options = [click.option(*decls, show_envvar=True, **attrs) for decls, attrs in SHARED_OPTIONS]
+    options.append(
         click.option(
-            "--ns",
-            envvar="PYROCLUSTER_NS",
+            "--config",
+            envvar="PYROCLUSTER_CONFIG",
             show_envvar=True,
-            metavar="HOST:PORT",
-            help="Name server address [default: 127.0.0.1:9090].",
-        ),
-        click.option(
-            "--secret-file",
-            envvar="PYROCLUSTER_SECRET_FILE",
-            show_envvar=True,
-            type=click.Path(dir_okay=False),
-            help="File holding the cluster secret (or set PYROCLUSTER_SECRET).",
-        ),
-        click.option(
-            "--tls-cert", envvar="PYROCLUSTER_TLS_CERT", show_envvar=True, help="TLS certificate (PEM)."
-        ),
-        click.option(
-            "--tls-key", envvar="PYROCLUSTER_TLS_KEY", show_envvar=True, help="TLS private key (PEM)."
-        ),
-        click.option(
-            "--tls-ca", envvar="PYROCLUSTER_TLS_CA", show_envvar=True, help="CA that signs every peer (PEM)."
-        ),
-        click.option(
-            "--serializer",
-            envvar="PYROCLUSTER_SERIALIZER",
-            show_envvar=True,
-            type=click.Choice(["msgpack", "serpent"]),
-            help="Wire serializer [default: msgpack].",
-        ),
-        click.option(
-            "--debug",
-            is_flag=True,
-            envvar="PYROCLUSTER_DEBUG",
-            show_envvar=True,
-            help="Verbose logs and tracebacks.",
-        ),
-    ]
+            is_eager=True,
+            expose_value=False,
+            callback=_load_config,
+            metavar="FILE",
+            help="TOML config file: shared keys at the top, this command's under its [table].",
+        )
+    )
     for option in reversed(options):
         func = option(func)
     return func
@@ -98,25 +155,67 @@ def listen_options(default_port: int | None, port_help: str) -> Callable[[Callab
     return attach
 
 
+def health_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--health-port`` and ``--health-host`` of a long-running command (``/livez``, ``/readyz``)."""
+    options = [
+        click.option(
+            "--health-port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="Serve GET /livez and /readyz on this port (0 picks one) [default: off].",
+        ),
+        click.option(
+            "--health-host", default="127.0.0.1", show_default=True, help="Address of the health port."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def supervision(
+    kw: dict[str, Any],
+    settings: Settings,
+    insecure: bool,
+    probe: Callable[[], str | None],
+    ready: Callable[[], str | None],
+) -> Supervision:
+    """The command's health endpoint (options removed from ``kw``, its port bound: exit 2 before
+    anything starts when it cannot be), liveness prober and notify; ``start()`` it once serving."""
+    from pyrocluster.config import check_bind
+    from pyrocluster.ops.supervise import Supervision
+
+    host, port = kw.pop("health_host"), kw.pop("health_port")
+    if port is not None:
+        try:
+            check_bind(host, settings, insecure)
+        except ValueError:
+            raise ConfigError(
+                f"--health-host {host}: refusing a non-loopback address without a cluster secret "
+                "(set --secret-file or PYROCLUSTER_SECRET, or pass --insecure)"
+            ) from None
+    return Supervision(probe, ready, host, port)
+
+
 def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
     """Settings from the shared options (removed from ``kw``); also sets up logging (INFO if asked)."""
     from pyrocluster import logs
 
+    shared = {_file_key(decls): kw.pop(_file_key(decls)) for decls, _ in SHARED_OPTIONS}
+    process = {key: shared.pop(key) for key in NOT_SETTINGS}
+    ctx = click.get_current_context(silent=True)
+    for key, variable in SECRET_VARIABLES.items():
+        from_file = ctx is not None and ctx.get_parameter_source(key) is ParameterSource.DEFAULT_MAP
+        if from_file and os.environ.get(variable):
+            shared[key] = None  # the variable's credential wins over the file's path
+    shared["debug"] = shared.get("debug") or None
     try:
-        settings = Settings.from_sources(
-            ns=kw.pop("ns"),
-            secret_file=kw.pop("secret_file"),
-            tls_cert=kw.pop("tls_cert"),
-            tls_key=kw.pop("tls_key"),
-            tls_ca=kw.pop("tls_ca"),
-            serializer=kw.pop("serializer"),
-            debug=kw.pop("debug") or None,
-        )
+        settings = Settings.from_sources(**shared)
     except OSError as exc:
         raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    logs.configure(settings.debug, info=info_logs)
+    logs.configure(settings.debug, info=info_logs, fmt=process["log_format"] or "text")
     return settings
 
 

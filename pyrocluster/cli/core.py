@@ -10,15 +10,17 @@ from typing import Any
 
 import click
 
-from pyrocluster import render
+from pyrocluster import logs, render
 from pyrocluster.cli.common import (
     EXIT_OK,
     cancel_on_signals,
     command,
+    health_options,
     listen_options,
     settings_from,
     shared_options,
     stop_on_signals,
+    supervision,
 )
 from pyrocluster.config import check_bind
 from pyrocluster.defaults import (
@@ -44,6 +46,7 @@ from pyrocluster.listed_jobs import ACTIVE, DEFAULT_LIMIT
     metavar="SECONDS",
     help="Forget a registered worker or job silent this long (killed without unregistering); 0: never.",
 )
+@health_options
 @shared_options
 @command
 def nameserver(
@@ -51,7 +54,7 @@ def nameserver(
 ) -> int:
     """Run the Pyro5 name server that workers and coordinators meet at."""
     from pyrocluster.nameserver.reaper import Reaper
-    from pyrocluster.nameserver.server import bound_address, serve_until, start_nameserver
+    from pyrocluster.nameserver.server import bound_address, ping_nameserver, serve_until, start_nameserver
 
     settings = settings_from(kw)
     if port is None:
@@ -60,16 +63,22 @@ def nameserver(
         check_bind(host, settings, insecure)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    sup = supervision(kw, settings, insecure, lambda: ping_nameserver(settings, address), lambda: None)
     daemon = start_nameserver(settings, host, port, storage)
+    address = bound_address(daemon)
     stop = threading.Event()
     stop_on_signals(stop)
     reaper = Reaper(settings, daemon.nameserver, forget_after)
     reaper.start()
-    render.line(f"pyrocluster nameserver ready at {bound_address(daemon)} (storage {storage})")
+    sup.start()
+    health = f", health at {sup.health_address}" if sup.health_address else ""
+    render.line(f"pyrocluster nameserver ready at {address} (storage {storage}){health}")
+    sup.ready()
     try:
-        serve_until(daemon, stop)
+        serve_until(daemon, stop, on_stop=sup.stopping)
     finally:
         reaper.stop()
+        sup.close()
     return EXIT_OK
 
 
@@ -135,6 +144,7 @@ def _split(value: str) -> list[str]:
     help="How long to wait for the name server to appear at start-up.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@health_options
 @shared_options
 @command
 def worker(
@@ -173,13 +183,20 @@ def worker(
         insecure=insecure,
     )
     wk = Worker(settings, options)
+    logs.bind(worker=wk.name)
     stop_on_signals(wk.state.stop_event)
+    sup = supervision(kw, settings, insecure, wk.probe, wk.readiness)
     wk.start()
+    sup.start()
+    wk.on_drain.append(sup.stopping)
+    health = f" health {sup.health_address}" if sup.health_address else ""
     render.line(
         f"pyrocluster worker {wk.name} ready at {wk.state.address} services {','.join(options.services)} "
-        f"slots {wk.slots_n} pool {pool} tasks {len(wk.state.tasks)}"
+        f"slots {wk.slots_n} pool {pool} tasks {len(wk.state.tasks)}{health}"
     )
+    sup.ready()
     wk.serve()
+    sup.close()
     render.line(f"pyrocluster worker {wk.name} stopped")
     return EXIT_OK
 

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from pyrocluster import render
-from pyrocluster.cli.common import EXIT_OK, command, settings_from, shared_options, stop_on_signals
+from pyrocluster.cli.common import (
+    EXIT_OK,
+    command,
+    health_options,
+    settings_from,
+    shared_options,
+    stop_on_signals,
+    supervision,
+)
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 
 
@@ -40,10 +48,18 @@ from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STAT
     metavar="SECONDS",
     help="How long each tick waits for a worker offering each needed service or tag.",
 )
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --health-host without a cluster secret.")
+@health_options
 @shared_options
 @command
 def scheduler(
-    schedules_file: str, name: str, state_path: str, drain_timeout: float, wait: float, **kw: Any
+    schedules_file: str,
+    name: str,
+    state_path: str,
+    drain_timeout: float,
+    wait: float,
+    insecure: bool,
+    **kw: Any,
 ) -> int:
     """Run jobs on a schedule (cron or every); several schedulers on one file fire each tick once."""
     from pyrocluster import config
@@ -63,11 +79,17 @@ def scheduler(
     service = Scheduler(settings, schedules, options)
     stop = threading.Event()
     stop_on_signals(stop)
+    sup = supervision(kw, settings, insecure, service.liveness, service.readiness)
     service.start()
+    sup.start()
+    health = f", health at {sup.health_address}" if sup.health_address else ""
     render.line(
         f"pyrocluster scheduler {service.name} ready: {len(schedules)} schedule(s) from {schedules_file}, "
-        f"name server {settings.ns_address}"
+        f"name server {settings.ns_address}{health}"
     )
+    sup.ready()
+    sup.stopping_when(stop)
     service.serve(stop)
+    sup.close()
     render.line(f"pyrocluster scheduler {service.name} stopped")
     return EXIT_OK

@@ -333,13 +333,14 @@ class Cluster:
         """Crawl from ``seeds``, yielding page records (ok, failed or skipped) as they arrive.
 
         Options: ``allow``, ``max_pages``, ``max_depth``, ``per_host_rate``, ``robots``, ``extract``,
-        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``. Closing the generator
-        stops the crawl.
+        ``max_bytes``, ``timeout``, ``user_agent``, ``retries``, ``tags``, and for incremental
+        crawls ``state`` (a SQLite file), ``revisit``, ``sitemaps``, ``headers``, ``cookies``
+        (values, not ``{env: NAME}``): docs/crawling.md. Closing the generator stops the crawl.
         """
         import queue
         import threading
 
-        from pyrocluster.coordinator.crawl import CrawlRun
+        from pyrocluster.crawl.run import CrawlRun
 
         run = CrawlRun(self, [seeds] if isinstance(seeds, str) else list(seeds), **options)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -378,6 +379,10 @@ class Cluster:
     def retried(self) -> int:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried
+
+    def waiting_by_service(self) -> dict[str, int]:
+        """Calls this coordinator holds that no worker has taken yet, per service."""
+        return self._dispatcher.waiting_by_service()
 
     def capacity(self, service: str) -> int:
         """Slots for ``service`` over the live workers known now."""

@@ -62,7 +62,7 @@ class Discovery:
             return False
         self._ns_ok = True
         self.failure = None
-        self._apply(entries)
+        self._apply(registry.compatible(entries))  # never work for a worker of another release
         return True
 
     def _loop(self) -> None:

@@ -117,6 +117,11 @@ class Dispatcher:
         """The multiplexed wire of this dispatcher's links, for other calls to workers (status)."""
         return self._shared_transport().wire
 
+    def waiting_by_service(self) -> dict[str, int]:
+        """Calls queued here, not yet on any worker, per service."""
+        with self._cond:
+            return self._room.counts()
+
     def unreachable(self) -> ClusterUnreachable | None:
         """Why the name server could not be reached or refused us at the latest look-up, if it did."""
         failure = self._discovery.failure

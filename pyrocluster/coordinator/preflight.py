@@ -30,7 +30,7 @@ def wait_for_workers(settings: Settings, needs: Iterable[Need], wait_s: float) -
     ns = registry.connect(settings)
     try:
         while True:
-            entries = registry.find_workers(ns)
+            entries = registry.compatible(registry.find_workers(ns))
             answers = call_each(settings, [(e.uris[CONTROL], "ping") for e in entries], PING_TIMEOUT_S)
             live = [e for e, (_, exc) in zip(entries, answers, strict=True) if exc is None]
             missing = [n for n in needs if not any(n[0] in e.uris and n[1] <= e.tags for e in live)]

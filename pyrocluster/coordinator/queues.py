@@ -82,6 +82,13 @@ class WaitingRoom:
         for queue in self._queues.values():
             yield from queue
 
+    def counts(self) -> dict[str, int]:
+        """Unsettled waiting calls per service (what an autoscaler reads as demand)."""
+        counts: dict[str, int] = {}
+        for req, queue in self._queues.items():
+            counts[req[0]] = counts.get(req[0], 0) + sum(1 for call in queue if not call.done)
+        return counts
+
     def clear(self) -> None:
         """Forget every waiting call."""
         self._queues.clear()

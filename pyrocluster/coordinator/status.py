@@ -24,22 +24,25 @@ INFO_TIMEOUT_S = 2.0
 
 def unreachable_worker(entry: WorkerEntry) -> dict[str, Any]:
     """The status entry of a registered worker that does not answer."""
-    return {
-        "name": entry.name,
-        "address": entry.address,
-        "services": entry.services,
-        "tags": sorted(entry.tags),
-        "state": "unreachable",
-        "slots": entry.slots.get("compute", 0),
-        "busy": 0,
-        "done": 0,
-        "failed": 0,
-        "mean_ms": 0.0,
-        "uptime_s": 0.0,
-        "cpu_percent": 0.0,
-        "rss_mb": 0.0,
-        "tasks": [],
-    }
+    return with_protocol(
+        entry,
+        {
+            "name": entry.name,
+            "address": entry.address,
+            "services": entry.services,
+            "tags": sorted(entry.tags),
+            "state": "unreachable",
+            "slots": entry.slots.get("compute", 0),
+            "busy": 0,
+            "done": 0,
+            "failed": 0,
+            "mean_ms": 0.0,
+            "uptime_s": 0.0,
+            "cpu_percent": 0.0,
+            "rss_mb": 0.0,
+            "tasks": [],
+        },
+    )
 
 
 def worker_info(entry: WorkerEntry, info: Any) -> dict[str, Any]:
@@ -49,6 +52,14 @@ def worker_info(entry: WorkerEntry, info: Any) -> dict[str, Any]:
     info = dict(info)
     info["address"] = entry.address
     info.setdefault("tasks", [])
+    return with_protocol(entry, info)
+
+
+def with_protocol(entry: WorkerEntry, info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with the worker's protocol version; ``incompatible`` state when it is not ours."""
+    info["protocol"] = entry.protocol
+    if entry.protocol != registry.PROTOCOL_VERSION:
+        info["state"] = "incompatible"
     return info
 
 

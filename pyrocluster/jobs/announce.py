@@ -13,7 +13,7 @@ from typing import Any
 import Pyro5.api
 
 from pyrocluster.auth import SecureDaemon, make_proxy
-from pyrocluster.config import Settings, is_loopback
+from pyrocluster.config import Settings, is_loopback, local_address_towards
 from pyrocluster.errors import ConfigError
 from pyrocluster.nameserver import finished, registry
 
@@ -60,7 +60,7 @@ class JobProgress:
 
 ENTRY_KEYS = (
     "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight",
-    "waiting", "eta_s", "priority",
+    "waiting", "eta_s", "priority", "calls_waiting",
 )  # fmt: skip
 
 
@@ -69,15 +69,6 @@ def status_entry(job_id: str, snap: dict[str, Any], state: str) -> dict[str, Any
     entry = {k: snap[k] for k in ENTRY_KEYS if k in snap}
     entry.update(state=state, id=job_id, failures_seen=snap.get("failures_seen", snap.get("failed", 0)))
     return entry
-
-
-def local_address_towards(host: str) -> str:
-    """The local IP address that packets to ``host`` leave from."""
-    if is_loopback(host):
-        return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
-        return str(probe.getsockname()[0])
 
 
 def started_at(job_id: str) -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import gc
 import json
-import math
 import mmap
 import os
 import stat
@@ -20,60 +18,25 @@ from typing import IO, Any
 
 import orjson
 
+from pyrocluster import codec
 from pyrocluster.errors import ConfigError
+from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
+from pyrocluster.jobs.values import BIG_RESULT_BYTES, spill
 
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
 
 
-def _default(value: Any) -> Any:
-    """JSON for the few plain values JSON lacks, so that an outcome is never lost to a TypeError."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    return repr(value)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as strings: strict JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
-
-
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-_ORJSON_STR_KEYS = orjson.OPT_APPEND_NEWLINE
-"""Tried first: the same bytes when every key is a string, and 40% cheaper than OPT_NON_STR_KEYS."""
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    """One compact JSON line (with its newline) as UTF-8.
-
-    orjson on the hot path (about 15x faster; it writes NaN and infinities as null); the standard
-    library for what orjson refuses: integers beyond 64 bits, lone surrogates.
-    """
-    try:
-        return bytes(orjson.dumps(record, default=_default, option=_ORJSON_OPTIONS))
-    except TypeError:
-        pass
-    try:
-        return (_ENCODER.encode(record) + "\n").encode("utf-8")
-    except ValueError:  # a lone surrogate (UnicodeEncodeError)
-        # The ASCII form escapes lone surrogates, which then round-trip as valid JSON.
-        return (_ASCII_ENCODER.encode(_finite(record)) + "\n").encode("ascii")
-
-
 RECORD_KEYS = ("id", "kind", "call", "args", "kwargs", "url", "depth")
 """What a record keeps about its task when its outcome cannot be written."""
+
+
+def _big(result: Any) -> bool:
+    """Whether a result's own JSON exceeds ``BIG_RESULT_BYTES`` (a long line may be long args)."""
+    try:
+        return len(encode_record({"result": result})) > BIG_RESULT_BYTES
+    except (TypeError, ValueError):
+        return False
 
 
 def encode_or_failure(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -207,6 +170,21 @@ class ResultsStore:
         self._size = good_end
         return ok
 
+    def _spilled(self, record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """A record whose result goes to a file of its own (``values.spill``) and its line; the
+        record keeps its value in memory. One whose file cannot be written is ``failed``."""
+        try:
+            return record, encode_or_failure(spill(record, self.path))[1]
+        except (OSError, codec.NotSendable) as exc:
+            failed = {k: v for k, v in record.items() if k != "result"}
+            failed["status"] = "failed"
+            failed["error"] = {
+                "type": "NotRecordable",
+                "message": f"the result cannot be kept: {exc}",
+                "traceback": "",
+            }
+            return encode_or_failure(failed)
+
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as a line and flush it; fsync at most every ``fsync_interval_s``."""
         self.append_many((record,))
@@ -217,16 +195,18 @@ class ResultsStore:
         sizes: list[int] = []
         written: list[dict[str, Any]] = []
         data = bytearray()
-        dumps, default = orjson.dumps, _default
+        dumps = orjson.dumps
         for record in records:
             key = record.get("id")
             if not isinstance(key, str):
                 raise ValueError("a results record needs a string 'id'")
             try:  # encode_record's hot path inline: this loop runs once per outcome
-                line = dumps(record, default=default, option=_ORJSON_STR_KEYS)
-            except TypeError:  # a key that is not a string, or what orjson cannot write at all
+                line = dumps(record, default=default, option=OPTIONS)
+            except TypeError:  # what orjson cannot write: encode_record's careful path
                 record, line = encode_or_failure(record)
-            written.append(record)
+            if len(line) > BIG_RESULT_BYTES and "result" in record and _big(record["result"]):
+                record, line = self._spilled(record)
+            written.append(record)  # with its value in memory, for what follows from it
             keys.append(key)
             sizes.append(len(line))
             # Copied at once and let go: the next line reuses its memory. Keeping thousands of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -15,11 +16,12 @@ from typing import Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
+from pyrocluster.jobs.values import load_result
 from pyrocluster.jobs.workflow import Workflow
 
 WINDOW = 20_000
@@ -36,6 +38,8 @@ INTERRUPT_GRACE_S = 3.0
 """Seconds a stopped job waits for its recorder to write what it was given."""
 CANCELLED_REASON = "the job was cancelled"
 """The ``reason`` of a ``cancelled`` record."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,6 +182,14 @@ class JobRunner:
 
     # -- progress ----------------------------------------------------------------------------
 
+    def _calls_waiting(self) -> dict[str, int]:
+        """Work no worker has taken yet, per service: calls queued at the coordinator (up to
+        WINDOW of them; a bigger job's rest is still in its file) and pages in the crawl frontier."""
+        waiting = self.cluster.waiting_by_service()
+        if self.crawl:
+            waiting["crawl"] = waiting.get("crawl", 0) + self.crawl.frontier.pending()
+        return waiting
+
     def snapshot(self) -> dict[str, Any]:
         """Counters for progress displays and the job's ``progress()``."""
         with self._lock:
@@ -201,6 +213,7 @@ class JobRunner:
                 "failed": self.failed,
                 "queued": self.crawl.frontier.pending() if self.crawl else 0,
                 "waiting": flow.waiting if flow else 0,
+                "calls_waiting": self._calls_waiting(),
                 "skipped": self.skipped,
                 "cancelled": self.cancelled,
                 "priority": self.spec.defaults.priority,
@@ -311,6 +324,14 @@ class JobRunner:
     def open(self) -> dict[str, dict[str, Any]]:
         """Open the results file (kept ``ok`` records with ``--resume``); OSError if it cannot be written."""
         kept = self._store.open(self.resume)
+        for task_id in [
+            k for k, r in kept.items() if isinstance(r.get("result"), dict) and "$file" in r["result"]
+        ]:
+            try:  # a result kept beside the file flows downstream like any other
+                kept[task_id]["result"] = load_result(kept[task_id], self.output)
+            except ValueError as exc:  # gone or changed: the task runs again
+                log.warning("--resume runs %s again: %s", task_id, exc)
+                del kept[task_id]
         if self.crawl is not None:
             restored = self.crawl.restore(kept.values())
             with self._lock:

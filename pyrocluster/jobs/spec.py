@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,9 +37,9 @@ from pyrocluster.jobs.yamlread import line_of, read_yaml
 
 PAGE_FIELDS = frozenset(
     {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
-    | {"truncated"}
+    | {"truncated", "changed", "text", "headers", "raw"}
 )
-"""Fields of a crawl page record; ``extract`` may not reuse them."""
+"""Fields of a crawl page record (and of the worker's answer); ``extract`` may not reuse them."""
 RESERVED_ID_PREFIX = "crawl:"
 """Task ids starting with this are kept for crawl records."""
 
@@ -86,10 +87,33 @@ def _check_allow(entry: str) -> str:
     return _host_port(str(parts.hostname), port)
 
 
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_secret(value: Any) -> Any:
+    """A header or cookie value: a one-line string, or ``{env: NAME}`` (read when the crawl starts)."""
+    if isinstance(value, str):
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("a header or cookie value must be one line")
+        return value
+    if isinstance(value, dict) and list(value) == ["env"] and isinstance(value["env"], str) and value["env"]:
+        return value
+    raise ValueError(f"expected a string or {{env: NAME}}, got {_describe(value)}")
+
+
+def secret_values(values: Mapping[str, Any]) -> dict[str, str]:
+    """``headers`` / ``cookies`` with every ``{env: NAME}`` read from the environment.
+
+    The values read are only ever sent to the crawl's allowed hosts: never written anywhere.
+    """
+    return {key: os.environ.get(v["env"], "") if isinstance(v, dict) else v for key, v in values.items()}
+
+
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[str, AfterValidator(_check_seed)]
 Allow = Annotated[str, AfterValidator(_check_allow)]
+Secret = Annotated[Any, AfterValidator(_check_secret)]
 
 
 class _Model(BaseModel):
@@ -162,6 +186,12 @@ class CrawlSpec(_Model):
     max_bytes: int = Field(default=DEFAULT_CRAWL_MAX_BYTES, gt=0)
     timeout: Seconds = DEFAULT_CRAWL_TIMEOUT_S
     user_agent: NonEmpty | None = None
+    state: NonEmpty | None = None
+    """SQLite file of the incremental crawl (relative to the current directory)."""
+    revisit: Literal["changed", "all", "new"] | None = None
+    sitemaps: bool = False
+    headers: dict[NonEmpty, Secret] = Field(default_factory=dict)
+    cookies: dict[NonEmpty, Secret] = Field(default_factory=dict)
 
 
 class JobSpec(_Model):
@@ -328,11 +358,25 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
                 loc = ("tasks", j) if j in unnamed else ("tasks", j, "id")
                 raise fail(loc, f"task id {task_id!r} clashes with item {k} of the map in tasks[{index}]")
     if spec.crawl is not None:
-        for field, selector in spec.crawl.extract.items():
-            if field in PAGE_FIELDS:
-                raise fail(("crawl", "extract", field), f"field {field!r} would replace a page record field")
-            if not _css_ok(selector):
-                raise fail(("crawl", "extract", field), f"{selector!r} is not a valid CSS selector")
+        _check_crawl(spec.crawl, fail)
+
+
+def _check_crawl(crawl: CrawlSpec, fail: Any) -> None:
+    """Extract fields, ``revisit`` without ``state``, header names, secrets whose variable is not set."""
+    if crawl.revisit is not None and crawl.state is None:
+        raise fail(("crawl", "revisit"), "'revisit' needs 'state' (the file that remembers earlier crawls)")
+    for name in crawl.headers:
+        if not _HEADER_NAME_RE.fullmatch(name) or name.lower() in ("host", "content-length", "connection"):
+            raise fail(("crawl", "headers", name), f"{name!r} is not a header name that may be sent")
+    for section in ("headers", "cookies"):
+        for key, value in getattr(crawl, section).items():
+            if isinstance(value, dict) and value["env"] not in os.environ:
+                raise fail(("crawl", section, key), f"environment variable {value['env']} is not set")
+    for field, selector in crawl.extract.items():
+        if field in PAGE_FIELDS:
+            raise fail(("crawl", "extract", field), f"field {field!r} would replace a page record field")
+        if not _css_ok(selector):
+            raise fail(("crawl", "extract", field), f"{selector!r} is not a valid CSS selector")
 
 
 def _css_ok(selector: str) -> bool:

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyrocluster import logs
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.crawl import CrawlRun
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
+from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
@@ -20,7 +21,7 @@ from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.collector import fewer_collections
 from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job
+from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster
 
@@ -102,6 +103,7 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
 ) -> JobSummary:
     spec = load_job(options.job_file)
+    logs.set_job(spec.name)
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:
@@ -116,6 +118,7 @@ def _submit(
         local = LocalCluster(options.local, worker_args, env=settings.child_env())
         settings = settings.with_ns(local.address)
     cluster = None
+    crawl = None
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
@@ -123,7 +126,6 @@ def _submit(
         if options.dry_run:
             return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
-        crawl = None
         if spec.crawl is not None:
             c = spec.crawl
             crawl = CrawlRun(
@@ -139,6 +141,11 @@ def _submit(
                 max_bytes=c.max_bytes,
                 timeout=c.timeout,
                 user_agent=c.user_agent,
+                state=c.state,
+                revisit=c.revisit,
+                sitemaps=c.sitemaps,
+                headers=secret_values(c.headers),
+                cookies=secret_values(c.cookies),
             )
         runner = JobRunner(spec, cluster, output, options.resume, crawl)
         try:
@@ -161,6 +168,8 @@ def _submit(
             runfile.mark(output, spec.name, finished=True)
         return summary
     finally:
+        if crawl is not None:
+            crawl.close()
         if cluster is not None:
             cluster.close()
         if local is not None:

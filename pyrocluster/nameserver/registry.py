@@ -2,7 +2,8 @@
 
 Workers register one object per service under ``pyrocluster.worker.<name>.<service>`` with
 metadata ``pyrocluster.service:<service>``, ``pyrocluster.worker:<name>``,
-``pyrocluster.tag:<tag>`` (one per tag) and ``pyrocluster.slots:<n>``; the compute object also
+``pyrocluster.tag:<tag>`` (one per tag), ``pyrocluster.slots:<n>`` and
+``pyrocluster.protocol:<version>`` (the worker protocol it speaks); the compute object also
 carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
 ``pyrocluster.job.<name>`` with ``pyrocluster.service:job``.
 """
@@ -10,6 +11,7 @@ carries ``pyrocluster.task:<name>`` for each task it offers. Jobs register under
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,9 @@ META_WORKER = "pyrocluster.worker:"
 META_TAG = "pyrocluster.tag:"
 META_SLOTS = "pyrocluster.slots:"
 META_TASK = "pyrocluster.task:"
+META_PROTOCOL = "pyrocluster.protocol:"
+PROTOCOL_VERSION = 2
+"""The worker protocol (docs/protocol.md) this release speaks; every registration announces it."""
 COMPUTE = "compute"
 """The service whose object carries the task catalog."""
 CONTROL = "control"
@@ -46,6 +51,8 @@ class WorkerEntry:
     tags: frozenset[str] = frozenset()
     tasks: frozenset[str] = frozenset()
     """The compute task names it offers (empty without a compute service)."""
+    protocol: int = 0
+    """The worker protocol version it announced (0: none, a release from before versions)."""
 
     @property
     def services(self) -> list[str]:
@@ -73,7 +80,12 @@ def service_metadata(
     worker: str, service: str, tags: Iterable[str], slots: int, tasks: Iterable[str] = ()
 ) -> set[str]:
     """Metadata for one registered object of a worker (``tasks`` only on the compute object)."""
-    meta = {META_SERVICE + service, META_WORKER + worker, f"{META_SLOTS}{slots}"}
+    meta = {
+        META_SERVICE + service,
+        META_WORKER + worker,
+        f"{META_SLOTS}{slots}",
+        f"{META_PROTOCOL}{PROTOCOL_VERSION}",
+    }
     meta.update(META_TAG + t for t in tags)
     meta.update(META_TASK + t for t in tasks)
     return meta
@@ -89,6 +101,7 @@ class _Object:
     slots: int
     tags: set[str]
     tasks: set[str]
+    protocol: int
 
 
 def _parse_object(value: Any) -> _Object | str | None:
@@ -99,7 +112,7 @@ def _parse_object(value: Any) -> _Object | str | None:
     if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
         return "metadata is not a set of strings"
     worker = service = None
-    slots, tags, names = 0, set(), set()
+    slots, protocol, tags, names = 0, 0, set(), set()
     for item in metadata:
         if not isinstance(item, str):
             return f"metadata item {item!r} is not a string"
@@ -116,9 +129,14 @@ def _parse_object(value: Any) -> _Object | str | None:
             if not (text.isascii() and text.isdigit()) or int(text) > 1_000_000:
                 return f"{item!r} is not a slot count"
             slots = int(text)
+        elif item.startswith(META_PROTOCOL):
+            text = item[len(META_PROTOCOL) :]
+            if not (text.isascii() and text.isdigit()) or len(text) > 6:
+                return f"{item!r} is not a protocol version"
+            protocol = int(text)
     if not worker or not service:
         return None
-    return _Object(worker, service, str(uri), slots, tags, names)
+    return _Object(worker, service, str(uri), slots, tags, names, protocol)
 
 
 def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
@@ -131,6 +149,7 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
     slots: dict[str, dict[str, int]] = {}
     tags: dict[str, set[str]] = {}
     catalogs: dict[str, set[str]] = {}
+    protocols: dict[str, int] = {}
     for name, value in listing.items():
         obj = _parse_object(value)
         if isinstance(obj, str):
@@ -141,13 +160,26 @@ def parse_listing(listing: Mapping[str, Any]) -> list[WorkerEntry]:
         uris.setdefault(obj.worker, {})[obj.service] = obj.uri
         slots.setdefault(obj.worker, {})[obj.service] = obj.slots
         tags.setdefault(obj.worker, set()).update(obj.tags)
+        protocols[obj.worker] = max(protocols.get(obj.worker, 0), obj.protocol)
         if obj.service == COMPUTE:
             catalogs.setdefault(obj.worker, set()).update(obj.tasks)
     return [
-        WorkerEntry(name, uris[name], slots[name], frozenset(tags[name]), frozenset(catalogs.get(name, ())))
+        WorkerEntry(
+            name,
+            uris[name],
+            slots[name],
+            frozenset(tags[name]),
+            frozenset(catalogs.get(name, ())),
+            protocols[name],
+        )
         for name in sorted(uris)
         if CONTROL in uris[name]
     ]
+
+
+def compatible(entries: Iterable[WorkerEntry]) -> list[WorkerEntry]:
+    """The workers that speak this release's protocol: a coordinator sends work to no other."""
+    return [entry for entry in entries if entry.protocol == PROTOCOL_VERSION]
 
 
 def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
@@ -160,6 +192,9 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         raise AuthenticationError(f"name server authentication failed: {exc}") from None
     except Pyro5.errors.CommunicationError as exc:
         proxy._pyroRelease()
+        if _certificate_refused(exc):  # waiting would not help: the certificates do not match
+            where = settings.ns_address
+            raise AuthenticationError(f"TLS with the name server at {where} refused: {exc}") from None
         hint = ""
         if not settings.tls_cert and "receiving" in str(exc):  # a TLS server hangs up on a plain hello
             hint = " (if it expects TLS, give --tls-cert, --tls-key and --tls-ca, or PYROCLUSTER_TLS_*)"
@@ -167,6 +202,20 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
             f"cannot reach the name server at {settings.ns_address}: {exc}{hint}"
         ) from None
     return proxy
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """True when either side of a TLS handshake refused the other's certificate (not a network fault)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(seen, ssl.SSLError) and any(
+            word in str(seen.reason or "").upper() for word in ("CERTIFICATE", "UNKNOWN_CA")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def find_workers(ns: Any) -> list[WorkerEntry]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 
 import Pyro5.errors
 
 from pyrocluster import config
 from pyrocluster.auth import SecureNameServerDaemon
-from pyrocluster.config import Settings
+from pyrocluster.config import Settings, loopback_if_wildcard, parse_address
 from pyrocluster.errors import ConfigError
 
 
@@ -44,10 +46,27 @@ def bound_address(daemon: object) -> str:
     return f"{host}:{port}"
 
 
-def serve_until(daemon: object, stop: threading.Event) -> None:
-    """Serve requests in a thread until ``stop`` is set, then shut the daemon down."""
+def serve_until(daemon: object, stop: threading.Event, on_stop: Callable[[], None] | None = None) -> None:
+    """Serve requests in a thread until ``stop`` is set (then ``on_stop()``), then shut the daemon down."""
     loop = threading.Thread(target=daemon.requestLoop, name="pyro-request-loop", daemon=True)  # type: ignore[attr-defined]
     loop.start()
     stop.wait()
+    if on_stop is not None:
+        on_stop()
     daemon.shutdown()  # type: ignore[attr-defined]
     loop.join(timeout=5)
+
+
+def ping_nameserver(settings: Settings, address: str) -> str | None:
+    """A real round trip through the name server at ``address`` (a fresh connection and a ``ping``);
+    raises when it does not answer. A wildcard address is reached over loopback."""
+    host, port = parse_address(address)
+    host = loopback_if_wildcard(host)
+    from pyrocluster.nameserver import registry
+
+    proxy = registry.connect(replace(settings, ns_host=host, ns_port=port), timeout_s=2.0)
+    try:
+        proxy.ping()
+    finally:
+        proxy._pyroRelease()
+    return None

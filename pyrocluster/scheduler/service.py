@@ -57,6 +57,8 @@ PRUNE_MARGIN_S = 600.0
 PRUNE_PER_ROUND = 20
 """Old claims removed per round at most (pruning stays in the background)."""
 CANCEL_GRACE_S = 15.0
+STUCK_ROUND_S = 10.0
+"""A loop that has not finished a round for this long is stuck (a round's calls time out in 2 s)."""
 """Seconds cancelled runs have to end after ``--drain-timeout``."""
 LOST = "lost"
 """Run status of a tick whose scheduler died while it ran."""
@@ -149,6 +151,10 @@ class Scheduler:
         self._wake = threading.Event()
         self._cancel = threading.Event()
         self._published = float("-inf")
+        self.last_round = clock()
+        """Clock time the last round ended (liveness: the loop goes round)."""
+        self.reached_ns = False
+        """Whether the last round reached the name server (readiness: it can lead or stand by)."""
 
     def start(self) -> None:
         """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
@@ -211,11 +217,24 @@ class Scheduler:
             for st in self.states:
                 self._step(ns, st, deciding)
             self._publish()
+            self.reached_ns = True
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
             log.warning("name server at %s: %s", self.settings.ns_address, exc)
+            self.reached_ns = False
             self._drop_connection()
             for st in self.states:
                 st.lease.interrupted()
+        finally:
+            self.last_round = self._clock()
+
+    def liveness(self) -> str | None:
+        """None while the loop goes round, else how long it has not."""
+        late = self._clock() - self.last_round
+        return f"no scheduling round for {late:.0f} s" if late > STUCK_ROUND_S else None
+
+    def readiness(self) -> str | None:
+        """None while it leads or stands by (its last round reached the name server), else why not."""
+        return None if self.reached_ns else f"name server at {self.settings.ns_address} unreachable"
 
     def _connected(self) -> Any:
         if self._ns is None:
@@ -273,7 +292,9 @@ class Scheduler:
             st.watermark = now.replace(microsecond=0)  # a new schedule starts now
         retention = timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
         st.pruned_to = st.watermark - 2 * retention
-        log.info("leading schedule %s (token %s)", st.schedule.name, st.lease.token)
+        log.info(
+            "leading schedule %s (token %s)", st.schedule.name, st.lease.token, extra=about(st.schedule.name)
+        )
         self._save_watermark(ns, st)
 
     def _decide(self, ns: Any, st: ScheduleState, tick: datetime, decision: str) -> bool:
@@ -313,7 +334,9 @@ class Scheduler:
         if st.last_fire == iso(tick):
             st.last_status = LOST
         log.warning(
-            "schedule %s tick %s: its scheduler %s died while it ran", st.schedule.name, iso(tick), claim.name
+            "schedule %s tick %s: its scheduler %s died while it ran",
+            *(st.schedule.name, iso(tick), claim.name),
+            extra=about(st.schedule.name),
         )
 
     def _save_watermark(self, ns: Any, st: ScheduleState) -> None:
@@ -346,11 +369,18 @@ class Scheduler:
             options = SubmitOptions(job_file=str(schedule.job_path), out=output, wait_s=self.options.wait_s)
             status = self._run_job(self.settings, options, self._cancel)
         except PyroClusterError as exc:
-            log.warning("schedule %s tick %s did not run: %s", schedule.name, iso(tick), exc)
+            log.warning(
+                "schedule %s tick %s did not run: %s",
+                schedule.name,
+                iso(tick),
+                exc,
+                extra=about(schedule.name),
+            )
         except Exception as exc:  # a run must never take the scheduler down
             log.warning(
-                "schedule %s tick %s failed: %s: %s", schedule.name, iso(tick), type(exc).__name__, exc
-            )
+                "schedule %s tick %s failed: %s: %s", schedule.name, iso(tick), type(exc).__name__, exc,
+                extra=about(schedule.name),
+            )  # fmt: skip
         self._finished.put(Finished(st, tick, status, decided_at))
         self._wake.set()
 
@@ -374,6 +404,7 @@ class Scheduler:
                 st.schedule.name,
                 iso(tick),
                 done.status,
+                extra=about(st.schedule.name),
             )
         else:
             if claim is not None:
@@ -440,8 +471,16 @@ class Scheduler:
             self._drop_connection()
         for st in self.states:
             for tick in list(st.running):
-                log.warning("schedule %s tick %s still running at exit", st.schedule.name, iso(tick))
+                log.warning(
+                    "schedule %s tick %s still running at exit", st.schedule.name, iso(tick),
+                    extra=about(st.schedule.name),
+                )  # fmt: skip
 
 
 def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def about(schedule: str) -> dict[str, str]:
+    """The ``extra`` of a log record about one schedule (its ``schedule`` field in JSON logs)."""
+    return {"schedule": schedule}

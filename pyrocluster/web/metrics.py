@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from pyrocluster.web.cache import View
 
-WORKER_STATES = ("ready", "draining", "unreachable")
+WORKER_STATES = ("ready", "draining", "unreachable", "incompatible")
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -60,6 +60,27 @@ def _histograms(view: View) -> Iterator[Metric]:
     yield outcomes
 
 
+DEMAND_SERVICES = ("compute", "crawl")
+"""Services ``pyrocluster_calls_waiting`` always shows (0 when nothing waits)."""
+
+
+def calls_waiting(jobs: list[dict[str, Any]]) -> GaugeMetricFamily:
+    """``pyrocluster_calls_waiting{service}``: work the running jobs hold that no worker has taken."""
+    totals = dict.fromkeys(DEMAND_SERVICES, 0)
+    for job in jobs:
+        if job.get("state", "running") == "running":
+            for service, n in (job.get("calls_waiting") or {}).items():
+                totals[service] = totals.get(service, 0) + int(n)
+    gauge = GaugeMetricFamily(
+        "pyrocluster_calls_waiting",
+        "Calls (and crawl pages) running jobs hold that no worker has taken yet: the demand to scale on.",
+        labels=["service"],
+    )
+    for service, n in sorted(totals.items()):
+        gauge.add_metric([service], n)
+    return gauge
+
+
 class ClusterCollector(Collector):
     """Turns the latest ``View`` into the SPEC 8 metric families on every scrape."""
 
@@ -107,6 +128,7 @@ class ClusterCollector(Collector):
             ):
                 jobs.add_metric([name, row["state"], st], n)
         yield jobs
+        yield calls_waiting(doc["jobs"])
         updated = GaugeMetricFamily(
             "pyrocluster_dashboard_updated_timestamp_seconds", "Unix time of the round these values are from."
         )

@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import uvicorn
 
-from pyrocluster.config import Settings
+from pyrocluster.config import Settings, loopback_if_wildcard
 from pyrocluster.errors import ConfigError
+from pyrocluster.ops.health import asgi_probes, http_probe
+from pyrocluster.ops.supervise import Supervision
 from pyrocluster.web.app import create_app
 from pyrocluster.web.auth import dashboard_token
 from pyrocluster.web.cache import StatusCache
@@ -47,7 +49,14 @@ def serve(
     cache = StatusCache(settings)
     cache.start()
     token = dashboard_token(settings.secret) if settings.secret else None
-    config = uvicorn.Config(create_app(cache, token), log_level="warning", access_log=False, lifespan="off")
+    sup = Supervision(
+        lambda: http_probe(loopback_if_wildcard(bound_host), bound_port),
+        lambda: None if cache.view().updated else "no status round has finished yet",
+        host,
+        None,
+    )
+    app = asgi_probes(create_app(cache, token), sup.prober.check, sup.readiness)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn in a thread of its own installs no signal handlers: ours (``stop``) decide when to end.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
@@ -56,9 +65,13 @@ def serve(
         pass
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     if server.started:
+        sup.start(probe_always=True)  # /livez answers from the prober
         ready(f"http://{shown}:{bound_port}/")
+        sup.ready()
         while thread.is_alive() and not stop.wait(0.2):
             pass
+    sup.stopping()
+    sup.close()
     server.should_exit = True
     thread.join(timeout=5)
     cache.stop()

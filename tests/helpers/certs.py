@@ -7,18 +7,12 @@ coordinator on loopback.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pyrocluster import pki
 
-VALIDITY = datetime.timedelta(days=1)
+VALIDITY_DAYS = 1
 """How long the generated certificates are valid (from five minutes ago)."""
 
 
@@ -43,87 +37,25 @@ class Member:
         return ["--tls-cert", self.cert, "--tls-key", self.key, "--tls-ca", self.ca]
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: Any) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
 class CertificateAuthority:
-    """A self-signed CA whose files live in ``directory``; ``issue(name)`` makes member certificates."""
+    """A CA (``pyrocluster.pki``) whose files live in ``directory``; ``issue(name)`` makes members."""
 
     def __init__(self, directory: Path, name: str = "pyrocluster test") -> None:
         self.directory = directory
         self.name = name
-        self._now = datetime.datetime.now(datetime.timezone.utc)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"{name} CA"))
-            .issuer_name(_name(f"{name} CA"))
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._now - datetime.timedelta(minutes=5))
-            .not_valid_after(self._now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        self._cert, self._key = pki.make_ca(f"{name} CA", days=VALIDITY_DAYS)
         self.ca_path = directory / f"{_slug(name)}-ca.pem"
-        self.ca_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.ca_path.write_bytes(pki.cert_pem(self._cert))
 
     def issue(self, common_name: str) -> Member:
         """A member certificate (server and client use, SAN IP:127.0.0.1) signed by this CA."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(_name(f"{self.name} CA"))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._now - datetime.timedelta(minutes=5))
-            .not_valid_after(self._now + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
+        cert, key = pki.issue(
+            self._cert, self._key, common_name, ["localhost"], ["127.0.0.1"], days=VALIDITY_DAYS
         )
         stem = self.directory / f"{_slug(self.name)}-{_slug(common_name)}"
         cert_path, key_path = Path(f"{stem}-cert.pem"), Path(f"{stem}-key.pem")
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key_path, key)
+        cert_path.write_bytes(pki.cert_pem(cert))
+        pki.write_private(key_path, pki.key_pem(key))
         return Member(str(cert_path), str(key_path), str(self.ca_path))
 
 

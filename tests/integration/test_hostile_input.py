@@ -55,7 +55,7 @@ ENV = {
 def crawl_service_works() -> bool:
     """The crawl service is part of the worker (and imports cleanly in this checkout)."""
     try:
-        importlib.import_module("pyrocluster.services.crawl")
+        importlib.import_module("pyrocluster.crawl.service")
     except Exception:
         return False
     return True

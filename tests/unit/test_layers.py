@@ -24,14 +24,22 @@ def _module_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_the_coordinator_imports_nothing_from_the_layers_above_it():
-    offending = {
+def _imports_from_above_the_coordinator(package: str) -> set[str]:
+    """``file: module`` for each module-level import of ``package`` from a layer above the coordinator."""
+    return {
         f"{path.name}: {name}"
-        for path in (PACKAGE / "coordinator").glob("*.py")
+        for path in (PACKAGE / package).glob("*.py")
         for name in _module_level_imports(path)
         if name.startswith(ABOVE_THE_COORDINATOR) or name == "pyrocluster.local"
     }
-    assert not offending
+
+
+def test_the_coordinator_imports_nothing_from_the_layers_above_it():
+    assert not _imports_from_above_the_coordinator("coordinator")
+
+
+def test_the_crawl_package_imports_nothing_from_the_layers_above_the_coordinator():
+    assert not _imports_from_above_the_coordinator("crawl")
 
 
 def test_the_outcome_kinds_live_in_the_protocol_module_only():

@@ -27,7 +27,7 @@ def test_each_call_encodes_as_pack_call_does(args: Any, kwargs: Any) -> None:
 
 
 def test_an_unsendable_call_fails_alone_naming_where() -> None:
-    out = codec.pack_calls([([1], {}), ([1, {"when": datetime(2020, 1, 1)}], {}), ([2], {"a": 1})])
-    assert out[0] == codec.pack_call([1], {}) and out[2] == codec.pack_call([2], {"a": 1})
+    out = codec.pack_calls([([1], {}), ([1, {"when": datetime(2020, 1, 1), "x": object()}], {}), ([2], {})])
+    assert out[0] == codec.pack_call([1], {}) and out[2] == codec.pack_call([2], {})
     assert isinstance(out[1], codec.NotSendable)
-    assert str(out[1]) == "args[1]['when']: datetime cannot be sent (plain values only)"
+    assert str(out[1]) == "args[1]['x']: object cannot be sent (plain values only)"

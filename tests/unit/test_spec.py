@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs import yamlread
 from pyrocluster.jobs.items import TaskItem, count_task_items, iter_task_items, required_tags, task_names
-from pyrocluster.jobs.spec import load_job
+from pyrocluster.jobs.spec import load_job, secret_values
 
 
 def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
@@ -172,6 +172,28 @@ def test_crawl_section_defaults(tmp_path: Path) -> None:
     assert (crawl.max_bytes, crawl.timeout, crawl.robots, crawl.user_agent) == (5_000_000, 30.0, True, None)
     assert crawl.max_depth >= 0 and crawl.max_pages > 0 and crawl.per_host_rate > 0
     assert crawl.extract == {"h1": "h1", "price": ".price"}
+
+
+def test_incremental_crawl_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_TEST_TOKEN", "secret")
+    path = write(
+        tmp_path,
+        """\
+        crawl:
+          seeds: [http://127.0.0.1:8000/]
+          state: site.sqlite
+          revisit: new
+          sitemaps: true
+          headers: {Authorization: {env: PYRO_TEST_TOKEN}, Accept-Language: en}
+          cookies: {session: {env: PYRO_TEST_TOKEN}}
+        """,
+    )
+    crawl = load_job(path).crawl
+    assert crawl is not None
+    assert (crawl.state, crawl.revisit, crawl.sitemaps) == ("site.sqlite", "new", True)
+    assert crawl.headers == {"Authorization": {"env": "PYRO_TEST_TOKEN"}, "Accept-Language": "en"}
+    assert secret_values(crawl.headers) == {"Authorization": "secret", "Accept-Language": "en"}
+    assert "secret" not in repr(crawl), "the job spec holds the variable's name, not its value"
 
 
 def test_crawl_allow_accepts_hosts_and_ports(tmp_path: Path) -> None:
@@ -450,6 +472,22 @@ def test_bad_allow_entry_names_its_index(tmp_path: Path, allow: str, index: int,
         ("extract: {h1: 5}", "crawl.extract.h1 (line 3)", "expected a string"),
         ("extract: {h1: 'div >> p'}", "crawl.extract.h1 (line 3)", "not a valid CSS selector"),
         ("extract: {title: h1}", "crawl.extract.title (line 3)", "page record field"),
+        ("extract: {changed: h1}", "crawl.extract.changed (line 3)", "page record field"),
+        ("state: ''", "crawl.state (line 3)", "must not be empty"),
+        ("revisit: changed", "crawl.revisit (line 3)", "needs 'state'"),
+        ("sitemaps: 1", "crawl.sitemaps (line 3)", "true or false"),
+        ("headers: {X-Token: 5}", "crawl.headers.X-Token (line 3)", "a string or {env: NAME}"),
+        (
+            "headers: {X-Token: {env: PYRO_TEST_UNSET_VAR}}",
+            "crawl.headers.X-Token (line 3)",
+            "PYRO_TEST_UNSET_VAR is not set",
+        ),
+        ("headers: {X-Token: {file: x}}", "crawl.headers.X-Token (line 3)", "a string or {env: NAME}"),
+        ("headers: {'bad name': x}", "crawl.headers.bad name (line 3)", "not a header name"),
+        ("headers: {Host: x}", "crawl.headers.Host (line 3)", "not a header name"),
+        ('headers: {X-A: "a\\nb"}', "crawl.headers.X-A (line 3)", "one line"),
+        ("cookies: {session: {env: PYRO_TEST_UNSET_VAR}}", "crawl.cookies.session (line 3)", "is not set"),
+        ("cookies: [a]", "crawl.cookies (line 3)", "expected a mapping"),
     ],
 )
 def test_bad_crawl_settings(tmp_path: Path, line: str, where: str, fragment: str) -> None:

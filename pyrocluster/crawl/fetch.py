@@ -7,10 +7,15 @@ for those it may (5xx, 408, 429, connection errors, timeouts), which the coordin
 With the option ``any_status`` an HTTP error status is a page record too (robots.txt needs the
 status itself). ``fetch_many`` runs a whole batch at once for one thread hand-off.
 
+Redirects are followed here (up to ``MAX_REDIRECTS``, http(s) only, the request's own
+``headers`` sent to the first origin only) unless ``follow_redirects`` is false: a crawl sends
+every hop through its frontier, so it asks for the 3xx itself, with ``keep_headers`` for its
+``Location`` (and ``ETag``, ``Last-Modified``, ``Retry-After``) in the record's ``headers``.
+
 Every fetch of a worker runs on the fetcher's one event loop (its own thread) over one pooled
-``httpx.AsyncClient`` (with ``asynchttp.LoopTransport``, sockets as asyncio protocols): no thread
+``httpx.AsyncClient`` (with ``transport.LoopTransport``, sockets as asyncio protocols): no thread
 per fetch, so no GIL contention between fetches. Parsing
-(``pageparse``) runs on the loop too, except for bodies over ``PARSE_ON_LOOP_MAX_BYTES``:
+(``parse``) runs on the loop too, except for bodies over ``PARSE_ON_LOOP_MAX_BYTES``:
 selectolax releases the GIL while it parses, so a big page is parsed in a thread, where it
 neither holds up the other fetches nor waits for them.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import threading
 import time
 import traceback
@@ -31,9 +37,11 @@ from typing import Any
 import httpx
 
 from pyrocluster import __version__
-from pyrocluster.asynchttp import LoopTransport
+from pyrocluster.crawl.parse import RECORD_KEYS, check_selector, fill_record, is_html
+from pyrocluster.crawl.policy import MAX_REDIRECTS
+from pyrocluster.crawl.transport import LoopTransport
+from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.defaults import DEFAULT_CRAWL_MAX_BYTES, DEFAULT_CRAWL_TIMEOUT_S
-from pyrocluster.pageparse import MAX_URL_CHARS, RECORD_KEYS, check_selector, fill_record, is_html
 from pyrocluster.protocol import ERROR, OK, TRANSIENT
 
 USER_AGENT = f"pyrocluster/{__version__} (+crawler)"
@@ -42,15 +50,22 @@ LARGEST_MAX_BYTES = 1_000_000_000
 """Largest ``max_bytes`` option accepted."""
 LARGEST_TIMEOUT_S = 3600.0
 """Largest ``timeout`` option accepted, in seconds."""
-MAX_REDIRECTS = 5
-"""Redirects followed before the fetch fails with ``TooManyRedirects``."""
+MAX_REQUEST_HEADERS = 50
+"""Most headers one fetch may add to its request."""
+KEPT_HEADERS = ("etag", "last-modified", "retry-after", "location")
+"""Response headers a record carries (option ``keep_headers``): validators, pauses, redirects."""
+_REFUSED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_EXTRACT_FIELDS = 100
 """Most CSS fields one fetch may extract."""
 PARSE_ON_LOOP_MAX_BYTES = 256 * 1024
 """Bodies up to this size are parsed on the event loop; bigger ones in a parser thread."""
 PARSER_THREADS = 2
 """Threads that parse big bodies (selectolax releases the GIL while parsing)."""
-OPTION_KEYS = frozenset({"max_bytes", "timeout", "extract", "user_agent", "body", "any_status"})
+OPTION_KEYS = frozenset(
+    {"max_bytes", "timeout", "extract", "user_agent", "body", "any_status"}
+    | {"follow_redirects", "keep_headers", "headers", "raw"}
+)
 """Options ``fetch`` understands; any other key is refused so that typos do not pass silently."""
 
 # HTTP statuses worth another attempt: the server said "later", not "never".
@@ -92,9 +107,12 @@ def check_options(options: Any) -> str | None:
     agent = options.get("user_agent", USER_AGENT)
     if not isinstance(agent, str) or not 0 < len(agent) <= 512 or any(c in agent for c in "\r\n\0"):
         return "user_agent must be a one-line string of at most 512 characters"
-    for flag in ("body", "any_status"):
+    for flag in ("body", "raw", "any_status", "follow_redirects", "keep_headers"):
         if not isinstance(options.get(flag, False), bool):
             return f"{flag} must be true or false"
+    problem = _check_headers(options.get("headers"))
+    if problem:
+        return problem
     extract = options.get("extract") or {}
     if not isinstance(extract, dict) or len(extract) > MAX_EXTRACT_FIELDS:
         return f"extract must be a dict of at most {MAX_EXTRACT_FIELDS} field -> CSS selector"
@@ -104,6 +122,20 @@ def check_options(options: Any) -> str | None:
         problem = check_selector(selector) if isinstance(selector, str) else "must be a string"
         if problem:
             return f"extract field {field!r}: {problem}"
+    return None
+
+
+def _check_headers(headers: Any) -> str | None:
+    """What is wrong with the ``headers`` option (name -> one-line string value), or None."""
+    if headers is None:
+        return None
+    if not isinstance(headers, dict) or len(headers) > MAX_REQUEST_HEADERS:
+        return f"headers must be a dict of at most {MAX_REQUEST_HEADERS} name -> value"
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name) or name.lower() in _REFUSED_HEADERS:
+            return f"header name {str(name)[:60]!r} is not allowed"
+        if not isinstance(value, str) or len(value) > 8192 or any(c in value for c in "\r\n\0"):
+            return f"header {name!r}: the value must be a one-line string of at most 8192 characters"
     return None
 
 
@@ -285,20 +317,27 @@ class PageFetcher:
         """One fetch with its redirects, each hop checked; raises httpx errors for the caller."""
         timeout_s = float(options.get("timeout", DEFAULT_CRAWL_TIMEOUT_S))
         max_bytes = options.get("max_bytes", DEFAULT_CRAWL_MAX_BYTES)
+        follow = options.get("follow_redirects", True)
         deadline = start + timeout_s
-        headers = {"User-Agent": options["user_agent"]} if "user_agent" in options else None
+        own: dict[str, str] = dict(options.get("headers") or {})
+        if "user_agent" in options:
+            own["User-Agent"] = options["user_agent"]
+        origin = (parsed.scheme, parsed.host, parsed.port)
         target = parsed
         redirects = 0
         while True:
             remaining = deadline - time.perf_counter()
-            request = self._client.build_request("GET", target, headers=headers, timeout=remaining)
+            # The request's own headers (a token, a cookie) go to the first origin only.
+            same_origin = (target.scheme, target.host, target.port) == origin
+            headers = own if same_origin else {k: v for k, v in own.items() if k == "User-Agent"}
+            request = self._client.build_request("GET", target, headers=headers or None, timeout=remaining)
             if remaining <= 0:
                 raise httpx.ReadTimeout(f"no complete answer within {timeout_s:g} s", request=request)
             response = await self._transport.handle_async_request(request)
             response.request = request
             try:
                 location = response.headers.get("location") if response.is_redirect else None
-                if location is None:
+                if location is None or not follow:
                     return await self._read(url, response, options, max_bytes, deadline, timeout_s)
             finally:
                 await response.aclose()
@@ -353,6 +392,10 @@ class PageFetcher:
             "elapsed_ms": 0.0,
             "truncated": truncated,
         }
+        if options.get("keep_headers"):
+            page["headers"] = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
+            if "location" in page["headers"]:  # absolute, as the next hop is requested
+                page["headers"]["location"] = str(response.request.url.join(page["headers"]["location"]))
         if size <= PARSE_ON_LOOP_MAX_BYTES:
             return OK, _finish(page, body, options)
         return OK, await self._loop.run_in_executor(self._parsers, _finish, page, body, options)
@@ -361,4 +404,6 @@ class PageFetcher:
 def _finish(page: dict[str, Any], body: bytes, options: dict[str, Any]) -> dict[str, Any]:
     """Digest and parse a body into its page record (hashlib and selectolax release the GIL)."""
     page["sha256"] = hashlib.sha256(body).hexdigest()
+    if options.get("raw"):
+        page["raw"] = body
     return fill_record(page, body, is_html(page["content_type"], body), options)

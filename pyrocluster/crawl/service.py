@@ -8,8 +8,8 @@ from typing import Any, Protocol
 import Pyro5.api
 
 from pyrocluster import codec
-from pyrocluster.pageparse import MAX_URL_CHARS
-from pyrocluster.pages import LARGEST_TIMEOUT_S, PageFetcher
+from pyrocluster.crawl.fetch import LARGEST_TIMEOUT_S, PageFetcher
+from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.protocol import ERROR, TRANSIENT
 
 MAX_BATCH = 10_000

@@ -6,13 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyrocluster.coordinator.frontier import (
-    MAX_CRAWL_DELAY_S,
-    SKIPPED_ROBOTS,
-    Frontier,
-    host_key,
-    normalize_url,
-)
+from pyrocluster.crawl.policy import HOP_SEEN, MAX_CRAWL_DELAY_S, MAX_PAUSE_S, SKIPPED_ROBOTS, Frontier
+from pyrocluster.crawl.urls import host_key, normalize_url
 
 
 class FakeClock:
@@ -310,13 +305,19 @@ def test_robots_for_our_agent_and_crawl_delay():
     clock = FakeClock()
     f = Frontier(["http://a.com/"], robots=True, per_host_rate=100, now=clock)
     f.needs_robots()
+    clock.advance(0.01)  # the robots.txt fetch took 1/100 s
     f.set_robots("a.com", text)
-    clock.advance(0.01)  # the robots.txt fetch took the first 1/100 s
+    assert f.next_ready() == []  # the delay counts from the robots.txt answer
+    assert f.next_ready_time() == pytest.approx(clock.t + 2.0)
+    clock.advance(2.0)
     assert f.next_ready() == [("http://a.com/", 0)]
     f.add_links("http://a.com/", 0, ["/no", "/yes", "/yes2"])
     assert [u for u, _, _ in f.pop_skipped()] == ["http://a.com/no"]
+    clock.advance(5.0)
+    assert f.next_ready() == [] and f.next_ready_time() is None  # one request at a time
+    f.mark_done("http://a.com/")
     assert f.next_ready() == []
-    assert f.next_ready_time() == pytest.approx(clock.t + 2.0)
+    assert f.next_ready_time() == pytest.approx(clock.t + 2.0)  # the delay counts from the answer
     clock.advance(2.0)
     assert f.next_ready() == [("http://a.com/yes", 1)]
 
@@ -326,7 +327,6 @@ def test_crawl_delay_is_capped():
     f = Frontier(["http://a.com/"], robots=True, now=clock)
     f.needs_robots()
     f.set_robots("a.com", "User-agent: *\nCrawl-delay: 100000\n")
-    f.next_ready()
     f.add_links("http://a.com/", 0, ["/x"])
     assert f.next_ready_time() == pytest.approx(clock.t + MAX_CRAWL_DELAY_S)
 
@@ -437,3 +437,71 @@ def test_crawl_of_any_graph_respects_every_bound(graph, max_pages, max_depth):
     assert all(d <= max_depth for _, d in handed)
     assert all(u.startswith("http://a.com/") for u in urls)
     assert f.is_finished()
+
+
+# ---- redirect hops and pauses --------------------------------------------------------------
+
+
+def test_a_redirect_hop_goes_through_scope_robots_rate_and_the_seen_set():
+    clock = FakeClock()
+    f = Frontier(["http://a.com/"], robots=True, per_host_rate=1, now=clock)
+    f.needs_robots()
+    f.set_robots("a.com", "User-agent: *\nDisallow: /private/\n")
+    clock.advance(1.0)  # the robots.txt request took the first second
+    assert f.next_ready() == [("http://a.com/", 0)]
+    assert f.add_hop("http://a.com/", "http://a.com/moved", 0) is None
+    assert f.next_ready() == []  # the hop waits for the host's rate like any request
+    clock.advance(1.0)
+    assert f.next_ready() == [("http://a.com/moved", 0)]
+    assert f.add_hop("http://a.com/moved", "http://b.com/", 0) == "not in allow"
+    f.add_links("http://a.com/", 0, ["/x"])
+    clock.advance(1.0)
+    assert f.next_ready() == [("http://a.com/x", 1)]
+    assert f.add_hop("http://a.com/x", "http://a.com/private/1", 1) == SKIPPED_ROBOTS
+    f.add_links("http://a.com/", 0, ["/y"])
+    clock.advance(1.0)
+    assert f.next_ready() == [("http://a.com/y", 1)]
+    assert f.add_hop("http://a.com/y", "http://a.com/moved", 1) == HOP_SEEN
+    assert f.handed_out == 3 and f.done == 3 and f.is_finished()  # three pages, each ended
+
+
+def test_a_hop_to_a_new_allowed_host_waits_for_its_robots_txt():
+    f = Frontier(["http://a.com/"], ["a.com", "b.com"], robots=True)
+    f.needs_robots()
+    f.set_robots("a.com", None)
+    f.next_ready()
+    assert f.add_hop("http://a.com/", "http://b.com/secret", 0) is None
+    assert f.next_ready() == []
+    assert f.needs_robots() == ["b.com"]
+    f.set_robots("b.com", "User-agent: *\nDisallow: /secret\n")
+    assert f.pop_skipped() == [("http://b.com/secret", 0, SKIPPED_ROBOTS)]
+
+
+def test_pause_holds_one_host_only_and_is_capped():
+    clock = FakeClock()
+    f = Frontier(["http://a.com/", "http://b.com/"], robots=False, now=clock)
+    assert sorted(f.next_ready()) == [("http://a.com/", 0), ("http://b.com/", 0)]
+    f.pause("http://a.com/", 2.0)
+    f.requeue("http://a.com/")
+    f.add_links("http://b.com/", 0, ["/2"])
+    assert f.next_ready() == [("http://b.com/2", 1)]
+    clock.advance(1.9)
+    assert f.next_ready() == []
+    clock.advance(0.11)
+    assert f.next_ready() == [("http://a.com/", 0)]
+    f.pause("http://a.com/", 1e9)
+    assert f.next_ready_time() is None or f.next_ready_time() <= clock.t + MAX_PAUSE_S
+
+
+def test_urls_answered_without_a_request_take_no_share_of_the_rate():
+    clock = FakeClock()
+    known = {"http://a.com/1", "http://a.com/2"}
+    f = Frontier(["http://a.com/"], robots=False, per_host_rate=1, now=clock, free=known.__contains__)
+    assert f.next_ready() == [("http://a.com/", 0)]
+    f.add_links("http://a.com/", 0, ["/1", "/2", "/3"])
+    assert f.next_ready() == [("http://a.com/1", 1), ("http://a.com/2", 1)]  # no rate, no wait
+    assert f.next_ready_time() == pytest.approx(clock.t + 1.0)  # /3 needs a request: it waits
+    for url in ("http://a.com/", "http://a.com/1", "http://a.com/2"):
+        f.mark_done(url)
+    clock.advance(1.0)
+    assert f.next_ready() == [("http://a.com/3", 1)]

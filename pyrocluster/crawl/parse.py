@@ -11,8 +11,8 @@ from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-MAX_URL_CHARS = 8192
-"""Longest URL accepted, in characters."""
+from pyrocluster.crawl.urls import MAX_URL_CHARS
+
 CHARSET_SNIFF_BYTES = 2048
 """How far into an HTML body to look for ``<meta charset>`` when the header names none."""
 RECORD_KEYS = frozenset(
@@ -28,6 +28,9 @@ RECORD_KEYS = frozenset(
         "elapsed_ms",
         "truncated",
         "text",
+        "headers",
+        "raw",
+        "changed",
     }
 )
 """Keys of the page record; extract fields may not reuse them."""

@@ -1,4 +1,4 @@
-"""Crawl frontier: URL normalisation, seen-set, depth, scope, robots.txt and per-host rate.
+"""Crawl frontier: seen-set, depth, scope, robots.txt and per-host rate.
 
 Pure logic: no sockets, no Pyro5, no httpx. The clock is injected (``now``) so that tests of
 the rate limit need no real waiting. The caller (the crawl runner) drives it::
@@ -10,6 +10,8 @@ the rate limit need no real waiting. The caller (the crawl runner) drives it::
             ...                                     # frontier.robots_unavailable(host, why) on 5xx
         for url, depth in frontier.next_ready(limit=free_slots):
             ...                                     # dispatch a fetch of url
+        on a redirect: frontier.add_hop(url, target, depth)   # None: queued; else why the page ends
+        on 429/503:   frontier.pause(url, retry_after_s); frontier.requeue(url)
         on a page:    frontier.add_links(url, depth, page["links"], final_url=page["final_url"])
                       frontier.mark_done(url)
         on a failure: frontier.mark_done(url)       # or frontier.requeue(url) to retry it later
@@ -24,95 +26,30 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from urllib.parse import urljoin, urlsplit
 
 from protego import Protego
-from url_normalize import url_normalize
 
-MAX_URL_CHARS = 8192
-"""Longest URL the frontier accepts, in characters."""
-NORMALIZE_CACHE_SIZE = 65536
-"""Normalised URLs remembered: a site's navigation links repeat on every page."""
+from pyrocluster.crawl.urls import host_key, key_of_normal, normalize_absolute, normalize_url
+
+MAX_REDIRECTS = 5
+"""Redirect hops one page may take before it fails with ``TooManyRedirects``."""
+MAX_PAUSE_S = 300.0
+"""Longest pause a ``Retry-After`` answer may put on a host, in seconds."""
 MAX_CRAWL_DELAY_S = 30.0
 """Longest robots.txt ``Crawl-delay`` honoured, in seconds (a longer one would stall the job)."""
 ROBOTS_AGENT = "pyrocluster"
 """User-agent token matched against robots.txt groups."""
 SKIPPED_ROBOTS = "disallowed by robots.txt"
 """``reason`` of a URL skipped because robots.txt disallows it."""
+SKIPPED_SCOPE = "not in allow"
+"""Rule named when a redirect hop leaves the hosts of ``allow``."""
+HOP_SEEN = "seen"
+"""``add_hop``'s answer when the hop's target is already crawled or queued on its own."""
 SKIPPED_ROBOTS_UNAVAILABLE = "robots.txt {why}: RFC 9309 disallows the whole host"
 """``reason`` of a URL skipped because its host's robots.txt answered 5xx or could not be reached."""
 
-_DEFAULT_PORTS = {"http": "80", "https": "443"}
 _UNKNOWN, _WANTED, _REQUESTED, _KNOWN = 0, 1, 2, 3  # robots.txt state of a host
 _NOT_QUEUED = (-1, -1)
-
-
-def normalize_url(url: str, base: str | None = None) -> str | None:
-    """Absolute, normalised form of ``url`` (resolved against ``base``), or None if not http(s).
-
-    Normalisation is done by ``url-normalize`` (RFC 3986 section 6: lowercase scheme and host,
-    IDNA host, default port dropped, ``.``/``..`` resolved, percent-encoding normalised,
-    empty path -> ``/``); we drop the fragment first. ``url-normalize`` was picked over
-    ``w3lib.url.canonicalize_url`` because the latter always sorts query arguments: that makes
-    two URLs equal that a server may treat differently, and changes the URL actually fetched.
-    Query order is kept here, so ``?a=1&b=2`` and ``?b=2&a=1`` are two URLs. One liberty it
-    takes: empty path segments collapse (``/a//b`` -> ``/a/b``).
-    """
-    if not isinstance(url, str):
-        return None
-    if base is not None:
-        if not isinstance(base, str) or len(url) > MAX_URL_CHARS:
-            return None
-        try:
-            url = urljoin(base, url.strip())
-        except ValueError:
-            return None
-    return _normalize_absolute(url)
-
-
-@lru_cache(maxsize=NORMALIZE_CACHE_SIZE)
-def _normalize_absolute(url: str) -> str | None:
-    url = url.strip().partition("#")[0]
-    if not url or len(url) > MAX_URL_CHARS:
-        return None
-    try:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
-            return None
-        port = parts.port  # ValueError when not a number in 0..65535
-        if port == 0:
-            return None
-        normal = url_normalize(url)
-    except Exception:  # url-normalize/idna raise several types on hostile input: all mean "malformed"
-        return None
-    if not normal or len(normal) > MAX_URL_CHARS:
-        return None
-    return normal
-
-
-def _key_of_normal(normal: str) -> str:
-    """host[:port] of a normalised URL (``scheme://netloc/...``), without userinfo."""
-    return normal.split("/", 3)[2].rpartition("@")[2]
-
-
-def host_key(url: str) -> str:
-    """``host[:port]`` of an http(s) URL or of a bare ``host[:port]``, as ``allow`` names hosts.
-
-    Lowercase, IDNA-encoded, port omitted when it is the scheme's default (for a bare entry,
-    80 and 443 are both dropped). Raises ValueError when ``url`` is neither.
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("not an http(s) URL or host[:port]")
-    text = url.strip()
-    bare = "://" not in text
-    normal = normalize_url(f"http://{text}/" if bare else text)
-    if normal is None:
-        raise ValueError(f"not an http(s) URL or host[:port]: {url!r}")
-    key = _key_of_normal(normal)
-    if bare and key.endswith(":443"):
-        key = key[: -len(":443")]
-    return key
 
 
 @dataclass
@@ -125,6 +62,8 @@ class _Host:
     rules: Protego | None = None
     blocked: str | None = None  # skip reason for every URL when robots.txt was unavailable
     next_at: float = float("-inf")  # earliest time the next request may start
+    busy: int = 0  # requests handed out and not yet answered
+    serial: bool = False  # a Crawl-delay: one request at a time, the delay counted from its answer
     interval: float = 0.0  # seconds between two requests (0: no limit)
 
 
@@ -142,11 +81,16 @@ class Frontier:
         *,
         now: Callable[[], float] = time.monotonic,
         agent: str = ROBOTS_AGENT,
+        track_queued: bool = False,
+        free: Callable[[str], bool] | None = None,
     ) -> None:
         """Queue the seeds at depth 0; ``allow`` defaults to the seeds' hosts.
 
         ``max_pages``/``max_depth`` None mean no limit; ``per_host_rate`` is in requests per
-        second per host (None or 0: no limit), with a burst of one.
+        second per host (None or 0: no limit), with a burst of one. ``track_queued`` keeps every
+        URL queued for ``pop_queued`` (a crawl that keeps its frontier in a state file).
+        ``free(url)`` true means the caller answers that URL without a request (a page kept
+        unchanged from an earlier crawl): it is handed out outside the host's rate.
         """
         if per_host_rate is not None and per_host_rate < 0:
             raise ValueError("per_host_rate must be positive")
@@ -164,6 +108,9 @@ class Frontier:
         self._hosts: dict[str, _Host] = {}
         self._robots_wanted: list[str] = []
         self._skipped: list[tuple[str, int, str]] = []
+        self._new: list[tuple[str, int]] | None = [] if track_queued else None
+        self._free = free
+        self._free_out: set[str] = set()  # handed out under the free rule: no request, no rate
         self.handed_out = 0
         """Pages handed out for fetching (and pages restored from a previous run)."""
         self.done = 0
@@ -177,7 +124,7 @@ class Frontier:
                 raise ValueError(f"seed is not an http(s) URL: {seed!r}")
             normal_seeds.append(normal)
         self.allow = (
-            {host_key(entry) for entry in allow} if allow else {_key_of_normal(s) for s in normal_seeds}
+            {host_key(entry) for entry in allow} if allow else {key_of_normal(s) for s in normal_seeds}
         )
         for normal in normal_seeds:
             self._offer(normal, 0, seed=True)
@@ -207,13 +154,59 @@ class Frontier:
             if not isinstance(link, str):
                 continue
             normal = (
-                _normalize_absolute(link) if link[:8].lower().startswith(("http://", "https://")) else None
+                normalize_absolute(link) if link[:8].lower().startswith(("http://", "https://")) else None
             )
             if normal is None:
                 normal = normalize_url(link, base)
             if normal is not None and self._offer(normal, child):
                 added += 1
         return added
+
+    def add_hop(self, from_url: str, target: str, depth: int) -> str | None:
+        """A handed-out URL answered a redirect to ``target`` (normalised): queue the hop as a request.
+
+        The hop goes through the same rules as a link (scope, robots.txt, rate, seen set) but
+        not ``max_depth``, and the page is still one toward ``max_pages``. Returns None when
+        queued (its robots.txt may still skip it: see ``pop_skipped``), ``HOP_SEEN`` when the
+        target is crawled on its own, else the rule that forbids it; then the page is done.
+        """
+        queued = self._in_flight.pop(from_url, None) is not None
+        if queued:
+            self._answered(from_url)
+        verdict = self._hop_verdict(target)
+        if verdict is not None:
+            self.done += queued
+            return verdict
+        if queued:
+            self.handed_out -= 1  # handed out again as its hop
+        self._seen.add(target)
+        key = key_of_normal(target)
+        host = self._host_for(key, target)
+        if self.robots and host.robots_state == _UNKNOWN:
+            host.robots_state = _WANTED
+            self._robots_wanted.append(key)
+        self._push(host, target, depth, -1)  # -1: a page under way goes before new ones
+        return None
+
+    def _hop_verdict(self, target: str) -> str | None:
+        if target in self._seen:
+            return HOP_SEEN
+        key = key_of_normal(target)
+        if key not in self.allow:
+            return SKIPPED_SCOPE
+        host = self._hosts.get(key)
+        known = self.robots and host is not None and host.robots_state == _KNOWN
+        if known and host is not None and not self._allowed(host, target):
+            return host.blocked or SKIPPED_ROBOTS
+        return None
+
+    def pause(self, url: str, seconds: float, now: float | None = None) -> None:
+        """No request to ``url``'s host for ``seconds`` (a ``Retry-After``; at most ``MAX_PAUSE_S``)."""
+        host = self._hosts.get(key_of_normal(url))
+        if host is None or not seconds > 0:
+            return
+        now = self._now() if now is None else now
+        host.next_at = max(host.next_at, now + min(float(seconds), MAX_PAUSE_S))
 
     def restore(self, url: str, depth: int, links: Iterable[str] = ()) -> None:
         """For ``--resume``: a page already fetched ok in an earlier run; counts toward max_pages."""
@@ -232,15 +225,13 @@ class Frontier:
         if url in self._seen:
             queued = self._queued.get(url)
             if queued is not None and depth < queued[0]:  # found by a shorter path: move it up
-                self._push(self._hosts[_key_of_normal(url)], url, depth, depth)
+                self._push(self._hosts[key_of_normal(url)], url, depth, depth)
             return False
-        key = _key_of_normal(url)
+        key = key_of_normal(url)
         if not seed and key not in self.allow:
             return False
         self._seen.add(url)
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+        host = self._host_for(key, url)
         if self.robots:
             if host.robots_state == _KNOWN and not self._allowed(host, url):
                 self._skip(url, depth, host)
@@ -251,7 +242,27 @@ class Frontier:
         self._push(host, url, depth, depth)
         return True
 
+    def _host_for(self, key: str, url: str) -> _Host:
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+        return host
+
+    def add(self, url: str, depth: int) -> bool:
+        """Queue one URL found outside a page (a sitemap, a saved frontier) if new and in scope."""
+        normal = normalize_url(url)
+        return normal is not None and self._offer(normal, depth)
+
+    def pop_queued(self) -> list[tuple[str, int]]:
+        """URLs queued since the last call, as ``(url, depth)`` (only with ``track_queued``)."""
+        new = self._new or []
+        if self._new:
+            self._new = []
+        return new
+
     def _push(self, host: _Host, url: str, depth: int, priority: int) -> None:
+        if self._new is not None and priority >= 0:
+            self._new.append((url, depth))
         self._seq += 1
         self._queued[url] = (depth, self._seq)
         heapq.heappush(host.queue, (priority, self._seq, url))
@@ -282,8 +293,10 @@ class Frontier:
     def set_robots(self, host: str, text: str | None) -> None:
         """Give a host's robots.txt; None (none there: a 4xx answer) allows everything.
 
-        Queued URLs it disallows move to the skipped list; a ``Crawl-delay`` slows the host
-        (up to ``MAX_CRAWL_DELAY_S``).
+        Queued URLs it disallows move to the skipped list. A ``Crawl-delay`` (up to
+        ``MAX_CRAWL_DELAY_S``) makes the host serial: one request at a time, the next starting no
+        sooner than the delay after the last answer (so no latency between here and the server
+        can bring two requests closer than the delay), counting from this robots.txt answer.
         """
         entry = self._host_entry(host)
         entry.robots_state = _KNOWN
@@ -297,6 +310,8 @@ class Frontier:
                 entry.rules, delay = None, None
             if delay:
                 entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
+                entry.serial = True
+                entry.next_at = max(entry.next_at, self._now() + entry.interval)
         if entry.rules is not None:
             self._skip_disallowed(entry)
 
@@ -370,6 +385,8 @@ class Frontier:
         return None
 
     def _dispatchable(self, host: _Host) -> bool:
+        if host.serial and host.busy:
+            return False
         return not (self.robots and host.robots_state != _KNOWN) and self._head(host) is not None
 
     def next_ready(self, now: float | None = None, limit: int | None = None) -> list[tuple[str, int]]:
@@ -384,14 +401,21 @@ class Frontier:
         while room > 0:
             progressed = False
             for host in self._hosts.values():
-                if host.next_at > now or not self._dispatchable(host):
+                if not self._dispatchable(host):
+                    continue
+                free = self._needs_no_request(host)
+                if host.next_at > now and not free:
                     continue
                 url = heapq.heappop(host.queue)[2]
                 depth = self._queued.pop(url)[0]
                 self._in_flight[url] = depth
                 self.handed_out += 1
-                if host.interval:
-                    host.next_at = max(now, host.next_at) + host.interval
+                if free:
+                    self._free_out.add(url)
+                else:
+                    host.busy += 1
+                    if host.interval:
+                        host.next_at = max(now, host.next_at) + host.interval
                 out.append((url, depth))
                 progressed = True
                 room -= 1
@@ -410,15 +434,35 @@ class Frontier:
         if self._budget() <= 0:
             return None
         now = self._now() if now is None else now
-        times = [max(now, host.next_at) for host in self._hosts.values() if self._dispatchable(host)]
+        times = [
+            now if self._needs_no_request(host) else max(now, host.next_at)
+            for host in self._hosts.values()
+            if self._dispatchable(host)
+        ]
         return min(times) if times else None
+
+    def _needs_no_request(self, host: _Host) -> bool:
+        """The host's next URL will be answered without a request (the ``free`` rule): no rate."""
+        head = self._head(host)
+        return self._free is not None and head is not None and self._free(head[2])
 
     def mark_done(self, url: str) -> bool:
         """A handed-out URL is finished (ok or failed for good); False if it was not in flight."""
         if self._in_flight.pop(url, None) is None:
             return False
+        self._answered(url)
         self.done += 1
         return True
+
+    def _answered(self, url: str) -> None:
+        """A request handed out for ``url`` has its answer: a serial host may start the next delay."""
+        if url in self._free_out:
+            self._free_out.discard(url)
+            return
+        host = self._hosts[key_of_normal(url)]
+        host.busy -= 1
+        if host.serial:
+            host.next_at = max(host.next_at, self._now() + host.interval)
 
     def requeue(self, url: str) -> bool:
         """Put a handed-out URL back at the head of its host's queue to retry it under the rate limit.
@@ -428,8 +472,9 @@ class Frontier:
         depth = self._in_flight.pop(url, None)
         if depth is None:
             return False
+        self._answered(url)
         self.handed_out -= 1
-        self._push(self._hosts[_key_of_normal(url)], url, depth, -1)  # -1: before every real depth
+        self._push(self._hosts[key_of_normal(url)], url, depth, -1)  # -1: before every real depth
         return True
 
     # ---- progress --------------------------------------------------------------------------

@@ -8,15 +8,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import msgpack
 import pytest
 from Pyro5.server import _get_exposed_members
 
-from pyrocluster.coordinator.frontier import Frontier
-from pyrocluster.pages import USER_AGENT, PageFetcher
+from pyrocluster.crawl.fetch import USER_AGENT, PageFetcher
+from pyrocluster.crawl.policy import Frontier
+from pyrocluster.crawl.service import CrawlService
 from pyrocluster.protocol import ERROR, OK, TRANSIENT
-from pyrocluster.services.crawl import CrawlService
 from tests.sites import SiteServer, wait_until
 
 BIG = 300_000
@@ -159,6 +160,40 @@ def test_redirect_to_another_scheme_is_not_followed(site, fetcher):
         # httpx cannot even parse "javascript:alert(1)" as a URL: InvalidURL, equally final
         assert kind == ERROR and error["type"] in {"RefusedScheme", "InvalidURL"}, (target, error)
     assert len(site.requests) == 3
+
+
+def test_a_redirect_is_returned_as_it_is_when_asked_with_its_validators(site, fetcher):
+    site.reset()
+    options = {"follow_redirects": False, "keep_headers": True}
+    page = ok_page(fetcher.fetch(site.url("/redirect/2"), options))
+    assert page["http_status"] == 302 and page["headers"] == {"location": site.url("/redirect/1")}
+    assert site.requests == ["/redirect/2"]
+    page = ok_page(fetcher.fetch(site.url("/page/1.html"), {"keep_headers": True}))
+    assert set(page["headers"]) == {"etag", "last-modified"}
+
+
+def test_a_requests_own_headers_go_to_its_first_origin_only(site, fetcher):
+    site.reset()
+    target = quote(site.external_url + "x")
+    options = {"headers": {"X-Token": "t0k3n", "Cookie": "s=1"}}
+    assert ok_page(fetcher.fetch(site.url(f"/redirect-to?url={target}"), options))["title"] == "External"
+    (first, sent), (_, followed) = site.request_headers
+    assert first.startswith("/redirect-to") and sent["X-Token"] == "t0k3n" and sent["Cookie"] == "s=1"
+    assert "X-Token" not in followed and "Cookie" not in followed
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ({"Host": "x"}, "not allowed"),
+        ({"X-A": "a\nb"}, "one-line"),
+        (["X-A"], "a dict"),
+        ({"X-A": 5}, "one-line"),
+    ],
+)
+def test_bad_request_headers_are_refused_before_any_request(site, fetcher, headers, fragment):
+    kind, error, _ = fetcher.fetch(site.url("/page/1.html"), {"headers": headers})
+    assert kind == ERROR and error["type"] == "InvalidOptions" and fragment in error["message"]
 
 
 # ---- failures ------------------------------------------------------------------------------

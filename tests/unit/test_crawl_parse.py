@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
 
-from pyrocluster.pageparse import extract_links, fill_record
+from pyrocluster.crawl.parse import extract_links, fill_record
 
 BASE = "http://h.com:81/dir/page.html"
 HREFS = st.lists(

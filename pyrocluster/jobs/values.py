@@ -1,0 +1,107 @@
+"""Results too big for a line of JSON live beside the results file, in ``<output>.values/``.
+
+A result whose line would exceed ``BIG_RESULT_BYTES`` is written to its own file (an array as
+``.npy``, a frame as Arrow IPC ``.arrow``, anything else as our msgpack encoding ``.msgpack``),
+and the record's ``result`` says where: ``{"$file": "<path relative to the results file>",
+"type": ..., "bytes": N, "sha256": "<hex>"}`` (SPEC 9). :func:`load_result` reads either form
+back. No format here can hold code: ``.npy`` files are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyrocluster import codec
+
+BIG_RESULT_BYTES = 1 << 20
+"""A record line longer than this (bytes) has its result written to a file of its own."""
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def values_dir(results_path: Path) -> Path:
+    """The folder beside a results file that holds its big results."""
+    return results_path.with_name(results_path.name + ".values")
+
+
+def _file_name(task_id: str, suffix: str) -> str:
+    safe = _SAFE.sub("_", task_id)[:120]
+    if safe != task_id:  # two ids that sanitize alike must not share a file
+        safe += "-" + hashlib.sha256(task_id.encode()).hexdigest()[:12]
+    return safe + suffix
+
+
+def _encoded(value: Any) -> tuple[str, str, bytes | None, Any]:
+    """``(type, suffix, bytes, writer)``: the bytes to write, or a writer for a numpy array."""
+    module = type(value).__module__.partition(".")[0]
+    if module == "numpy" and type(value).__name__ == "ndarray" and not value.dtype.hasobject:
+        return "ndarray", ".npy", None, value
+    if module == "pandas" and type(value).__name__ in ("DataFrame", "Series"):
+        from pyrocluster.typed import arrow_file
+
+        return type(value).__name__, ".arrow", arrow_file(value), None
+    return "msgpack", ".msgpack", codec.pack(value), None
+
+
+def spill(record: dict[str, Any], results_path: Path) -> dict[str, Any]:
+    """``record`` with its result written to a file and replaced by the reference to it."""
+    kind, suffix, data, array = _encoded(record["result"])
+    folder = values_dir(results_path)
+    folder.mkdir(exist_ok=True)
+    target = folder / _file_name(str(record["id"]), suffix)
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as out:
+        if array is not None:
+            sys.modules["numpy"].save(out, array, allow_pickle=False)
+        else:
+            out.write(data or b"")
+        out.flush()
+        os.fsync(out.fileno())
+    digest, size = _digest(partial)
+    os.replace(partial, target)
+    reference = {"$file": f"{folder.name}/{target.name}", "type": kind, "bytes": size, "sha256": digest}
+    return {**record, "result": reference}
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def load_result(record: dict[str, Any], results_path: str | os.PathLike[str]) -> Any:
+    """A record's result, read from its file when it was written beside the results file.
+
+    ValueError when the file is missing, outside the values folder, or not what was recorded.
+    """
+    result = record.get("result")
+    if not (isinstance(result, dict) and "$file" in result):
+        return result
+    base = Path(results_path).parent.resolve()
+    path = (base / str(result["$file"])).resolve()
+    if base not in path.parents:
+        raise ValueError(f"{result['$file']!r} is not beside the results file")
+    try:
+        digest, _ = _digest(path)
+    except OSError as exc:
+        raise ValueError(f"the result of {record.get('id')!r} is gone: {exc.strerror or exc}") from None
+    if digest != result.get("sha256"):
+        raise ValueError(f"{path} is not the result recorded for {record.get('id')!r} (sha256 differs)")
+    kind = result.get("type")
+    if kind == "ndarray":
+        import numpy
+
+        return numpy.load(path, allow_pickle=False)
+    data = path.read_bytes()
+    if kind in ("DataFrame", "Series"):
+        from pyrocluster.typed import read_arrow_file
+
+        return read_arrow_file(data, series=kind == "Series")
+    return codec.unpack(data)
