@@ -127,7 +127,7 @@ class Worker:
             gate = Gate(self.slots_n)
             self.state.busy_fn = gate.busy
             self.state.tasks = sorted(tasks.REGISTRY)
-            compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
+            compute = ComputeService(self.state, self._slots, gate, self.settings)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
             from pyrocluster.crawl.service import CrawlService

@@ -21,6 +21,8 @@ from pyrocluster.cli.common import (
     shared_options,
     stop_on_signals,
     supervision,
+    value_cap_option,
+    with_value_cap,
 )
 from pyrocluster.config import check_bind
 from pyrocluster.defaults import (
@@ -144,6 +146,7 @@ def _split(value: str) -> list[str]:
     help="How long to wait for the name server to appear at start-up.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@value_cap_option
 @health_options
 @shared_options
 @command
@@ -161,12 +164,13 @@ def worker(
     drain_timeout: float,
     wait_s: float,
     insecure: bool,
+    max_value_bytes: int | None,
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
     from pyrocluster.worker import Worker, WorkerOptions
 
-    settings = settings_from(kw, info_logs=True)
+    settings = with_value_cap(settings_from(kw, info_logs=True), max_value_bytes)
     options = WorkerOptions(
         name=name,
         host=host,
@@ -249,6 +253,7 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
     is_flag=True,
     help="Check everything submit checks (the file, every problem at once; the workers) and run nothing.",
 )
+@value_cap_option
 @shared_options
 @command
 def submit(
@@ -262,13 +267,14 @@ def submit(
     as_json: bool,
     quiet: bool,
     dry_run: bool,
+    max_value_bytes: int | None,
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
     from pyrocluster import config
     from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
 
-    settings = settings_from(kw)
+    settings = with_value_cap(settings_from(kw), max_value_bytes)
     check_task_files(task_modules, local)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyrocluster import codec
 from pyrocluster.protocol import CANCELLED, ERROR, NOT_RUN, TIMEOUT
@@ -27,6 +27,13 @@ Outcome = list[Any]
 
 OUTCOME_OVERHEAD_BYTES = 64
 """What one outcome costs in a reply besides its value's bytes (kind, elapsed, framing)."""
+
+
+class Budget(NamedTuple):
+    """What one reply may hold: its encoded values in all, and any one of them."""
+
+    reply_bytes: int
+    value_bytes: int
 
 
 def not_run() -> Outcome:
@@ -78,9 +85,9 @@ def run_encoded(name: str, payload: Any) -> Outcome:
     return encode(run_call(name, *arguments))
 
 
-def too_large(size: int, budget: int, elapsed_ms: float) -> Outcome:
-    """ERROR ResultTooLarge for a result that alone would not fit in a reply."""
-    message = f"result of {size} bytes is over the message cap (at most {budget} bytes fit in a reply)"
+def too_large(size: int, cap: int, elapsed_ms: float) -> Outcome:
+    """ERROR ResultTooLarge for a result over the worker's ``max_value_bytes``."""
+    message = f"result of {size} bytes is over max_value_bytes ({cap} bytes) of this worker"
     return encoded_failure(ERROR, "ResultTooLarge", message, elapsed_ms)
 
 
@@ -90,7 +97,7 @@ class BatchRun:
     def __init__(
         self,
         calls: list[Call],
-        budget_bytes: int,
+        budget: Budget,
         skip: Iterable[int] = (),
         on_start: Callable[[int, float], None] | None = None,
     ) -> None:
@@ -98,7 +105,7 @@ class BatchRun:
         self.outcomes: list[Outcome] = []
         self.stopped = False
         """True when a watcher ended the batch (overrun or cancel), not the slot."""
-        self._budget = budget_bytes
+        self._budget = budget
         self._used = 0
         self._skip = set(skip)
         self._on_start = on_start
@@ -111,17 +118,17 @@ class BatchRun:
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        calls, budget, on_start = self.calls, self._budget, self._on_start
+        calls, on_start = self.calls, self._on_start
+        budget, value_cap = self._budget
         with self._lock:
             i = self._next(0)
         while i < len(calls):
             if on_start is not None:
                 on_start(i, self._started)
             outcome = run_encoded(calls[i][0], calls[i][1])
+            if len(outcome[1]) > value_cap:
+                outcome = too_large(len(outcome[1]), value_cap, outcome[2])
             size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
-            if size > budget:
-                outcome = too_large(size, budget, outcome[2])
-                size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
             with self._lock:
                 if self._ended:
                     return

@@ -30,6 +30,7 @@ from pyrocluster import codec
 from pyrocluster.protocol import CANCELLED, CRASHED, NOT_RUN, TIMEOUT
 from pyrocluster.slots.batch import (
     BatchRun,
+    Budget,
     Call,
     Outcome,
     cancelled,
@@ -129,8 +130,8 @@ def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> Non
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        budget, skip, calls = codec.unpack(data)
-        run = BatchRun(calls, budget, skip, started)
+        reply_bytes, value_bytes, skip, calls = codec.unpack(data)
+        run = BatchRun(calls, Budget(reply_bytes, value_bytes), skip, started)
         run.run()
         timer.stop()
         conn.send_bytes(codec.pack([False, run.outcomes]))
@@ -181,7 +182,7 @@ class SlotProcess:
             self._killed_for = CANCELLED
             self.proc.kill()
 
-    def execute(self, calls: list[Call], budget: int, ticket: Ticket) -> list[Outcome]:
+    def execute(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch here; outcomes in call order. Replaces the process when it died or was killed."""
         if not self._wait_ready():
             self.proc.join(timeout=1)
@@ -194,7 +195,7 @@ class SlotProcess:
         skip = ticket.attach(self)
         reply = None
         try:
-            self.conn.send_bytes(codec.pack([budget, sorted(skip), calls]))
+            self.conn.send_bytes(codec.pack([*budget, sorted(skip), calls]))
             if self._wait_reply(calls, time.monotonic()):
                 reply = codec.unpack(self.conn.recv_bytes())
             elif self._killed_for is None:
@@ -275,7 +276,7 @@ class ProcessSlots:
         self._idle = [SlotProcess(ctx, list(task_modules)) for _ in range(n)]
         self._lock = threading.Lock()
 
-    def run(self, calls: list[Call], budget: int, ticket: Ticket) -> list[Outcome]:
+    def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch in a free slot process (the ticket holds a slot, so one is free)."""
         with self._lock:
             slot = self._idle.pop()
