@@ -65,8 +65,9 @@ class Settings:
 
     @property
     def wire_cap_bytes(self) -> int:
-        """Pyro5's message cap: room for one value of ``max_value_bytes`` (base64 in serpent)."""
-        return max(self.max_message_bytes, int(self.max_value_bytes * SERPENT_GROWTH) + ENVELOPE_BYTES)
+        """Pyro5's message cap: a message of small values plus one of ``max_value_bytes`` (base64
+        in serpent)."""
+        return self.max_message_bytes + int(self.max_value_bytes * SERPENT_GROWTH) + ENVELOPE_BYTES
 
     @property
     def ns_address(self) -> str:

@@ -66,8 +66,10 @@ def _numpy_array(v: Any) -> bytes:
         raise TypeError(f"ndarray of dtype {v.dtype}")
     fortran = v.flags.f_contiguous and not v.flags.c_contiguous
     header = _inner([v.dtype.str if v.dtype.fields is None else v.dtype.descr, list(v.shape), fortran])
-    data = v.tobytes(order="F" if fortran else "C")
-    return len(header).to_bytes(4, "little") + header + data
+    ordered = v.T if fortran else v  # a Fortran array's transpose is C-contiguous, same bytes
+    data = memoryview(ordered).cast("B") if ordered.flags.c_contiguous else v.tobytes(order="C")
+    # One copy of the array's bytes (join reads the buffer), where tobytes then + made two.
+    return b"".join((len(header).to_bytes(4, "little"), header, data))
 
 
 def _numpy_scalar(v: Any) -> bytes:

@@ -73,11 +73,12 @@ def _invalid(message: str) -> Outcome:
 
 
 def reply_budget(settings: Settings, serializer_id: int | None) -> Budget:
-    """Bytes of encoded values that fit in one reply under the message cap, and in one value."""
-    room = max(settings.wire_cap_bytes - REPLY_OVERHEAD_BYTES, OUTCOME_OVERHEAD_BYTES)
+    """What one reply may hold: small values under the message cap, and one value up to
+    ``max_value_bytes`` (``Settings.wire_cap_bytes`` has room for both)."""
+    room = max(settings.max_message_bytes - REPLY_OVERHEAD_BYTES, OUTCOME_OVERHEAD_BYTES)
     if serializer_id == Pyro5.serializers.SerpentSerializer.serializer_id:
         room = int(room / SERPENT_GROWTH)
-    return Budget(room, min(room, settings.max_value_bytes))
+    return Budget(room, settings.max_value_bytes)
 
 
 def too_large_arguments(size: int, cap: int) -> Outcome:

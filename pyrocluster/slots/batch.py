@@ -30,7 +30,8 @@ OUTCOME_OVERHEAD_BYTES = 64
 
 
 class Budget(NamedTuple):
-    """What one reply may hold: its encoded values in all, and any one of them."""
+    """What one reply may hold: small values up to ``reply_bytes`` in all, plus one value bigger
+    than that up to ``value_bytes`` (a reply never carries two big values)."""
 
     reply_bytes: int
     value_bytes: int
@@ -107,6 +108,7 @@ class BatchRun:
         """True when a watcher ended the batch (overrun or cancel), not the slot."""
         self._budget = budget
         self._used = 0
+        self._big_taken = False
         self._skip = set(skip)
         self._on_start = on_start
         self._lock = threading.Lock()
@@ -129,13 +131,17 @@ class BatchRun:
             if len(outcome[1]) > value_cap:
                 outcome = too_large(len(outcome[1]), value_cap, outcome[2])
             size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            big = size > budget
             with self._lock:
                 if self._ended:
                     return
-                if self._used + size > budget:
+                if self._big_taken if big else self._used + size > budget:
                     self._end_at(i, not_run(), stopped=False)  # the reply is full: the rest go back
                     return
-                self._used += size
+                if big:
+                    self._big_taken = True
+                else:
+                    self._used += size
                 self.outcomes.append(outcome)
                 i = self._next(i + 1)
 
