@@ -211,7 +211,7 @@ def status_view(
         schedules = [
             {
                 "name": s["name"],
-                "next": str(s.get("next_fire") or "-"),
+                "next": str(s.get("next_fire") or "-") + _in_zone(s),
                 "last": str(s.get("last_fire") or "-"),
                 "status": str(s.get("last_status") or "-"),
                 "leader": str(s.get("leader") or "-"),
@@ -220,6 +220,12 @@ def status_view(
         ]
         parts.append(_rows_table(f"Schedules ({len(schedules)})", narrow, list(schedules[0]), schedules))
     return Group(*parts)
+
+
+def _in_zone(schedule: dict[str, Any]) -> str:
+    """`` (03:00 Europe/Berlin)``: a zoned cron's next tick on its own wall clock, or ''."""
+    local, zone = schedule.get("next_fire_local"), schedule.get("timezone")
+    return f" ({str(local)[11:16]} {zone})" if local and zone else ""
 
 
 def _eta(seconds: float | None) -> str:

@@ -123,7 +123,12 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(self.options.pool, self.slots_n, self.options.task_modules)
+            self._slots = make_slots(  # a reply: small values, and one of up to max_value_bytes
+                self.options.pool,
+                self.slots_n,
+                self.options.task_modules,
+                self.settings.max_message_bytes + self.settings.max_value_bytes,
+            )
             gate = Gate(self.slots_n)
             self.state.busy_fn = gate.busy
             self.state.tasks = sorted(tasks.REGISTRY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -67,6 +68,8 @@ def scheduler(
     from pyrocluster.scheduler.spec import load_schedules
 
     settings = settings_from(kw)
+    if not settings.debug:  # our own INFO lines: leading or standing by, each tick's decision and end
+        logging.getLogger("pyrocluster.scheduler").setLevel(logging.INFO)
     schedules = load_schedules(schedules_file)  # exit 2 before anything starts
     config.apply(settings)
     options = SchedulerOptions(

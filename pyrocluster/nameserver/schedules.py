@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import Pyro5.errors
 
 from pyrocluster.nameserver.registry import META_SERVICE
 
@@ -35,11 +38,53 @@ def scheduler_name(instance: str) -> str:
     return f"{SCHEDULER_PREFIX}{instance}"
 
 
-def publish(ns: Any, instance: str, name: str, updated: float, schedules: list[dict[str, Any]]) -> None:
-    """(Re-)register a running scheduler's entry with what it shows of each schedule."""
+@dataclass(frozen=True)
+class Process:
+    """Where a scheduler runs: host, pid and the process start time (tells a reused pid apart)."""
+
+    host: str
+    pid: int
+    started: float
+
+
+def publish(
+    ns: Any, instance: str, name: str, at: Process, updated: float, schedules: list[dict[str, Any]]
+) -> None:
+    """(Re-)register a running scheduler's entry with where it runs and what it shows of each schedule."""
     meta = {META_SERVICE + "scheduler", f"name:{name}", f"updated:{updated:.3f}"}
+    meta |= {f"host:{at.host}", f"pid:{at.pid}", f"started:{at.started!r}"}
     meta |= {"schedule:" + json.dumps(s, sort_keys=True) for s in schedules}
     ns.register(scheduler_name(instance), DATA_URI, safe=False, metadata=meta)
+
+
+def published_at(ns: Any, instance: str) -> str | None:
+    """The ``updated`` stamp of a scheduler's entry, or None when it has none (it stopped or died)."""
+    try:
+        _, metadata = ns.lookup(scheduler_name(instance), return_metadata=True)
+    except Pyro5.errors.NamingError:
+        return None
+    return parse_meta(metadata).get("updated")
+
+
+def schedulers_named(
+    listing: Mapping[str, Any], name: str, now: float, stale_s: float = PUBLISH_STALE_S
+) -> list[Process]:
+    """Where the schedulers called ``name`` run, of a ``list(prefix=SCHEDULER_PREFIX, ...)``
+    (entries not refreshed within ``stale_s`` are a dead scheduler's and left out)."""
+    found = []
+    for _, metadata in listing.values():
+        m = parse_meta(metadata)
+        try:
+            updated, pid, started = (
+                float(m.get("updated", "")),
+                int(m.get("pid", "")),
+                float(m.get("started", "")),
+            )
+        except ValueError:
+            continue
+        if m.get("name") == name and now - updated <= stale_s:
+            found.append(Process(m.get("host", ""), pid, started))
+    return found
 
 
 def unpublish(ns: Any, instance: str) -> None:
@@ -75,4 +120,6 @@ def published_schedules(
             if shown.get("name") not in best or rank > best[shown["name"]][0]:
                 best[shown["name"]] = (rank, shown)
     keys = ("name", "next_fire", "last_fire", "last_status", "leader")
-    return [{k: best[n][1].get(k) for k in keys} for n in sorted(best)]
+    zoned = ("timezone", "next_fire_local")  # a cron read in a zone other than UTC only
+    views = [best[n][1] for n in sorted(best)]
+    return [{k: v.get(k) for k in keys} | {k: v[k] for k in zoned if k in v} for v in views]

@@ -6,10 +6,19 @@ bumps the token's ``beat`` every round. A standby takes over when the highest to
 hosts' clocks are ever compared -- by registering token ``n + 1`` with ``safe=True``: of
 several standbys exactly one wins. A leader that finds a higher token steps down.
 
-The token is a fencing token: every tick claim carries the token of the scheduler that made
-it. The lease only decides *who tries* to decide ticks; that a tick is decided once is the
-per-tick claim's job (see ``store``), so two schedulers that both believe they lead (a
-paused process, a partition) cost a refused claim, never a second run.
+A lease that vanished (a name server with memory storage restarted) is treated as a silent
+one: its holder, still alive, registers its token again within a round, and a standby takes
+the lease only after ``ttl_s`` without it. A new token is above every token seen and above the
+claims folder's fence (see ``ledger``), so tokens only grow, across name-server restarts too.
+
+The token is a fencing token: a claim is refused below the fence, and a leader whose last
+renewal is older than half the lease (:meth:`Leadership.fresh`: it may have been paused) looks
+at the lease again before it decides anything. The lease only decides *who tries* to decide
+ticks; that a tick is decided once is the per-tick claim's job, so two schedulers that both
+believe they lead cost a refused claim, never a second run.
+
+A lease that was released (its holder is draining) is taken at once, and the ticks since the
+standby last saw it held are not missed: the holder led them until it released.
 """
 
 from __future__ import annotations
@@ -63,48 +72,84 @@ class Leadership:
         """The display name of the current leader ('' when none is known)."""
         self.leading_since: datetime | None = None
         """When we last started to lead without a gap (ticks before it count as missed)."""
-        self.superseded = ""
-        """The instance we took the lease from, when it did not release it (it died or stalled)."""
+        self.retaken = False
+        """True after a round in which we registered our token again (the name server had forgotten it)."""
         self._watch = LeaseWatch(ttl_s)
         self._beats = 0
         self._renewed = 0.0
+        self._held_seen: tuple[float, datetime] | None = None
+        """(monotonic, wall) of the last round in which another scheduler held the lease."""
 
     @property
     def leading(self) -> bool:
         """True while we hold the highest token."""
         return self.token is not None
 
+    @property
+    def role(self) -> str:
+        """Our part, in words: ``leading (token 3)`` or ``standing by (leader b)``."""
+        if self.token is not None:
+            return f"leading (token {self.token})"
+        return f"standing by (leader {self.leader_name or 'unknown yet'})"
+
     def interrupted(self) -> None:
         """The name server could not be reached: watch afresh once it is back."""
         self._watch.reset()
+        self._held_seen = None
 
-    def step(self, ns: Any, now: float, wall: datetime) -> bool:
-        """One round at monotonic ``now`` and UTC ``wall``: True when we lead after it."""
+    def fresh(self, now: float) -> bool:
+        """True while we lead and renewed less than half a lease ago: no standby can have taken over."""
+        return self.token is not None and now - self._renewed < self.ttl_s / 2
+
+    def step(self, ns: Any, now: float, wall: datetime, floor: int = 0) -> bool:
+        """One round at monotonic ``now`` and UTC ``wall``: True when we lead after it.
+
+        ``floor`` is the highest token known elsewhere (the claims folder's fence).
+        """
         record, tokens = store.read_lease(ns, self.schedule)
         if record is not None:
             self.max_seen = max(self.max_seen, record.token)
+        self.retaken = False
         if self.token is not None:
-            if record is not None and record.token == self.token and record.by == self.instance:
+            ours = record is not None and record.token == self.token and record.by == self.instance
+            forgotten = record is None or record.token < self.token
+            self.retaken = not ours and forgotten
+            if ours or (
+                self.retaken and store.claim_token(ns, self.schedule, self.token, self.instance, self.name)
+            ):
                 if now - self._renewed > self.ttl_s:
                     self.leading_since = wall  # we may have looked dead meanwhile: a gap
                 self._beat(ns, now)
                 return True
-            self.token, self.leading_since = None, None  # superseded, or the name server forgot
-            self._watch.reset()
-        self.leader_name = record.name if record is not None and not record.released else ""
-        if record is not None and not record.released:
-            self._watch.observe((record.token, record.beat, record.by), now)
+            self.step_down()
+        held = record is not None and not record.released
+        self.leader_name = record.name if record is not None and held else ""
+        if held or (record is None and max(self.max_seen, floor) > 0):
+            # Held, or vanished from a name server that restarted: wait for a whole ttl of silence.
+            self._watch.observe((record.token, record.beat, record.by) if record else None, now)
             if not self._watch.expired(now):
+                if held:
+                    self._held_seen = (now, wall)
                 return False
-        token = self.max_seen + 1
+        token = max(self.max_seen, floor) + 1
         self.max_seen = token
         if not store.claim_token(ns, self.schedule, token, self.instance, self.name):
             return False
-        self.token, self.leading_since, self.leader_name = token, wall, self.name
-        self.superseded = record.by if record is not None and not record.released else ""
+        seen = self._held_seen
+        if record is not None and record.released and seen is not None and now - seen[0] <= self.ttl_s:
+            self.leading_since = seen[1]  # it led until it released, just now: nothing was missed
+        else:
+            self.leading_since = wall
+        self.token, self.leader_name, self._held_seen = token, self.name, None
         self._beat(ns, now)
         store.remove_tokens(ns, self.schedule, [t for t in tokens if t < token - KEEP_TOKENS])
         return True
+
+    def step_down(self) -> None:
+        """Stop leading without a word (superseded, or fenced off by a newer leader)."""
+        self.token, self.leading_since = None, None
+        self._watch.reset()
+        self._held_seen = None
 
     def _beat(self, ns: Any, now: float) -> None:
         assert self.token is not None
@@ -118,4 +163,4 @@ class Leadership:
             store.beat(
                 ns, self.schedule, self.token, self.instance, self.name, self._beats + 1, released=True
             )
-            self.token, self.leading_since = None, None
+            self.token, self.leading_since, self.leader_name = None, None, ""

@@ -2,7 +2,9 @@
 
 One thread (``serve``) does every name-server call, with one proxy; each fired tick runs in a
 thread of its own through :func:`pyrocluster.jobs.submit.submit_job`, exactly as ``submit``
-would run the job, and reports back through a queue.
+would run the job, and reports back through a queue. A leader counts the runs of the leaders
+before it as running (``overlap`` holds across a takeover) until their end is recorded, by
+their own scheduler or, once that one is known dead, as ``lost`` (see ``takeover``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
@@ -25,23 +27,25 @@ import Pyro5.errors
 
 from pyrocluster.config import Settings
 from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
-from pyrocluster.errors import ClusterUnreachable, ConfigError, PyroClusterError
-from pyrocluster.jobs.submit import SubmitOptions, submit_job
+from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
-from pyrocluster.nameserver.schedules import publish, unpublish
-from pyrocluster.scheduler import store
+from pyrocluster.nameserver import schedules as entries
+from pyrocluster.scheduler import claims, store
 from pyrocluster.scheduler.journal import StateFile, append_tick, tick_line
-from pyrocluster.scheduler.lease import Leadership
+from pyrocluster.scheduler.lease import LEASE_TTL_S, Leadership
+from pyrocluster.scheduler.ledger import Fenced, Ledger
+from pyrocluster.scheduler.runs import Finished, RunJob, TickRuns, about, run_tick_job
 from pyrocluster.scheduler.spec import Schedule
+from pyrocluster.scheduler.store import Claim, End
+from pyrocluster.scheduler.takeover import RunOwners, process_alive, process_started
 from pyrocluster.scheduler.ticks import (
     FIRE,
     QUEUE,
     Policy,
-    from_stamp,
     iso,
     iter_ticks,
+    local_time,
     plan,
-    stamp,
     ticks_between,
 )
 
@@ -62,17 +66,13 @@ STUCK_ROUND_S = 10.0
 """Seconds cancelled runs have to end after ``--drain-timeout``."""
 LOST = "lost"
 """Run status of a tick whose scheduler died while it ran."""
+CLAIMS_FOLDER = "claims"
+"""The claims folder's name, beside ``ticks.jsonl``."""
 
 
 def utc_now() -> datetime:
     """The wall clock, UTC."""
     return datetime.now(UTC)
-
-
-def run_tick_job(settings: Settings, options: SubmitOptions, cancel: threading.Event) -> str:
-    """Run one tick's job as ``submit`` would; its run status (``ok``, ``failed``, ``cancelled``)."""
-    summary = submit_job(settings, options, cancel)
-    return "cancelled" if summary.interrupted else ("failed" if summary.failed else "ok")
 
 
 @dataclass
@@ -96,29 +96,29 @@ class ScheduleState:
 
     schedule: Schedule
     lease: Leadership
+    ledger: Ledger
     watermark: datetime | None = None
     """Every tick at or before this instant is decided (by someone)."""
     queued: list[datetime] = field(default_factory=list)
     running: dict[datetime, threading.Thread] = field(default_factory=dict)
+    foreign: dict[datetime, Claim] = field(default_factory=dict)
+    """Runs of other schedulers with no recorded end, while we lead (they count for ``overlap``)."""
     last_fire: str = ""
     last_status: str = ""
     pruned_to: datetime | None = None
+    role: str = ""
+    """What we last said of our part in this schedule (leading, standing by)."""
+
+    @property
+    def busy(self) -> int:
+        """Runs of this schedule going on: ours and, while we lead, the other schedulers'."""
+        return len(self.running) + len(self.foreign)
 
     @property
     def policy(self) -> Policy:
         """The schedule's misfire and overlap rules."""
         s = self.schedule
         return Policy(misfire=s.misfire, catchup_s=s.catchup_s, overlap=s.overlap)
-
-
-@dataclass(frozen=True)
-class Finished:
-    """A run that ended: which tick, its status, when it was fired."""
-
-    state: ScheduleState
-    tick: datetime
-    status: str
-    decided_at: str
 
 
 class Scheduler:
@@ -132,7 +132,8 @@ class Scheduler:
         wall: Callable[[], datetime] = utc_now,
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[], Any] | None = None,
-        run_job: Callable[[Settings, SubmitOptions, threading.Event], str] = run_tick_job,
+        run_job: RunJob = run_tick_job,
+        alive: Callable[[int, float], bool] = process_alive,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -142,14 +143,20 @@ class Scheduler:
         self.instance = f"{self.name}.{secrets.token_hex(3)}"
         self._wall, self._clock = wall, clock
         self._connect = connect or (lambda: registry.connect(settings, timeout_s=2.0))
-        self._run_job = run_job
-        self.states = [ScheduleState(s, Leadership(s.name, self.instance, self.name)) for s in schedules]
+        self.states = [
+            ScheduleState(
+                s, Leadership(s.name, self.instance, self.name), Ledger(s.ticks_log().parent / CLAIMS_FOLDER)
+            )
+            for s in schedules
+        ]
+        self.process = entries.Process(socket.gethostname(), os.getpid(), process_started())
+        self._owners = RunOwners(self.process.host, alive)
         self._statefile = StateFile(Path(options.state_path))
         self._ns: Any = None
-        self._finished: queue.Queue[Finished] = queue.Queue()
         self._pending: list[Finished] = []
         self._wake = threading.Event()
-        self._cancel = threading.Event()
+        self._runs = TickRuns(settings, options.wait_s, run_job, self._wake)
+        self._finished = self._runs.finished
         self._published = float("-inf")
         self.last_round = clock()
         """Clock time the last round ended (liveness: the loop goes round)."""
@@ -157,8 +164,18 @@ class Scheduler:
         """Whether the last round reached the name server (readiness: it can lead or stand by)."""
 
     def start(self) -> None:
-        """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves."""
+        """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves.
+
+        ConfigError when a live scheduler already runs under our name.
+        """
         self._ns = self._connect()
+        listing = self._ns.list(prefix=entries.SCHEDULER_PREFIX, return_metadata=True)
+        for other in entries.schedulers_named(listing, self.name, time.time()):
+            if other.host != self.process.host or self._owners.alive(other.pid, other.started):
+                raise ConfigError(
+                    f"--name {self.name}: a scheduler of that name is running (host {other.host}, "
+                    f"pid {other.pid}); give each scheduler its own --name"
+                )
         known = self._statefile.load()
         for st in self.states:
             mark = known.get(st.schedule.name)
@@ -177,13 +194,12 @@ class Scheduler:
             if stop.is_set():
                 if drain_until is None:
                     drain_until = self._clock() + self.options.drain_timeout_s
-                    for st in self.states:
-                        st.queued.clear()  # never claimed: a standby decides them by the misfire rule
+                    self._hand_over()
                 if not self._busy():
                     break
                 if cancel_until is None and self._clock() >= drain_until:
                     log.warning("drain timeout: cancelling %d running tick(s)", self._running_count())
-                    self._cancel.set()
+                    self._runs.cancel.set()
                     cancel_until = self._clock() + CANCEL_GRACE_S
                 if cancel_until is not None and self._clock() >= cancel_until:
                     break
@@ -191,6 +207,23 @@ class Scheduler:
             self._wake.wait(self._sleep_s())
             self._wake.clear()
         self._shutdown()
+
+    def _hand_over(self) -> None:
+        """Draining: release every lease at once; decide nothing more (queued ticks go to the standby)."""
+        for st in self.states:
+            st.queued.clear()
+            st.foreign.clear()
+        try:
+            ns = self._connected()
+            for st in self.states:
+                st.lease.release(ns)
+        except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
+            log.warning("could not hand the leases over (they run out in %.0f s): %s", LEASE_TTL_S, exc)
+            for st in self.states:
+                st.lease.step_down()
+
+    def _state_of(self, schedule: str) -> ScheduleState:
+        return next(st for st in self.states if st.schedule.name == schedule)
 
     def _busy(self) -> bool:
         return self._running_count() > 0 or not self._finished.empty() or bool(self._pending)
@@ -251,71 +284,105 @@ class Scheduler:
     # -- one schedule --------------------------------------------------------------------
 
     def _step(self, ns: Any, st: ScheduleState, deciding: bool) -> None:
+        if not deciding:
+            return  # draining: the lease is handed over
         was_leading = st.lease.leading
-        leading = st.lease.step(ns, self._clock(), self._wall())
+        leading = st.lease.step(ns, self._clock(), self._wall(), st.ledger.fence())
+        now = self._wall()
+        if leading and not was_leading:
+            leading = self._take_over(ns, st, now)
+        elif leading and st.lease.retaken:
+            self._save_watermark(ns, st)  # the name server forgot it too: a standby starts from it
+        self._say_role(st)
         if not leading:
             st.queued.clear()
+            st.foreign.clear()
             return
-        now = self._wall()
-        if not was_leading:
-            self._take_over(ns, st, now)
-        if not deciding:
-            return
+        self._watch_foreign(ns, st)
         assert st.watermark is not None and st.lease.leading_since is not None
         after = max([st.watermark, *st.queued[-1:]])
         due = ticks_between(st.schedule.timing, after, now)
-        if not due and not (st.queued and not st.running):
+        if not due and not (st.queued and not st.busy):
             return
-        actions = plan(due, st.queued, now, st.lease.leading_since, len(st.running), st.policy)
+        actions = plan(due, st.queued, now, st.lease.leading_since, st.busy, st.policy)
         st.queued = [a.tick for a in actions if a.kind == QUEUE]
         for action in actions:
             if action.kind == QUEUE:
                 continue
             if not self._decide(ns, st, action.tick, "fired" if action.kind == FIRE else action.kind):
-                self._wake.set()  # somebody else decided it: look again at once
+                self._wake.set()  # somebody else decided it, or we lost the lease: look again at once
                 break
         self._prune(ns, st)
 
-    def _take_over(self, ns: Any, st: ScheduleState, now: datetime) -> None:
-        """We just became leader: start from the newest watermark anyone knows; record lost runs."""
+    def _take_over(self, ns: Any, st: ScheduleState, now: datetime) -> bool:
+        """We just became leader: raise the fence, start after the newest decision anyone recorded,
+        and take over the watch of the other schedulers' runs. False when a newer leader exists."""
+        if not st.lease.token or not st.ledger.raise_fence(st.lease.token):
+            st.lease.step_down()
+            return False
         mark = store.read_watermark(ns, st.schedule.name)
-        known = st.watermark
         if mark is not None and mark.tick:
             theirs = _parse_iso(mark.tick)
-            if known is None or theirs > known:
+            if st.watermark is None or theirs > st.watermark:
                 st.watermark, st.last_fire, st.last_status = theirs, mark.fire, mark.status
-            for entry in mark.running:
-                tick_stamp, _, by = entry.partition("|")
-                if by != self.instance:
-                    self._record_lost(ns, st, from_stamp(tick_stamp))
+        st.watermark = max((t for t in (st.watermark, st.ledger.newest()) if t is not None), default=None)
         if st.watermark is None:
             st.watermark = now.replace(microsecond=0)  # a new schedule starts now
+        st.foreign = {
+            t: c for t, c in claims.unended(ns, st.ledger, st.schedule.name).items() if c.by != self.instance
+        }
         retention = timedelta(seconds=st.schedule.catchup_s + PRUNE_MARGIN_S)
         st.pruned_to = st.watermark - 2 * retention
-        log.info(
-            "leading schedule %s (token %s)", st.schedule.name, st.lease.token, extra=about(st.schedule.name)
-        )
+        st.ledger.forget_before(st.pruned_to)
         self._save_watermark(ns, st)
+        return True
+
+    def _say_role(self, st: ScheduleState) -> None:
+        """Log our part in the schedule when it changes: leading, or standing by (and for whom)."""
+        if st.lease.role != st.role:
+            log.info("schedule %s: %s", st.schedule.name, st.lease.role, extra=about(st.schedule.name))
+            st.role = st.lease.role
+
+    def _watch_foreign(self, ns: Any, st: ScheduleState) -> None:
+        """Forget the other schedulers' runs that ended; record as lost those whose scheduler is dead."""
+        mono = self._clock()
+        for tick, claim in sorted(st.foreign.items()):
+            if claims.ended(ns, st.ledger, st.schedule.name, tick):
+                del st.foreign[tick]
+                continue
+            if not self._owners.local(claim):
+                self._owners.observe(claim.by, entries.published_at(ns, claim.by), mono)
+            if self._owners.dead(claim, mono):
+                self._record_end(ns, st, tick, claim, LOST)  # raises on a name-server error: retried
+                del st.foreign[tick]
+        self._owners.forget({c.by for s in self.states for c in s.foreign.values()})
+        if st.queued and not st.busy:
+            self._wake.set()
 
     def _decide(self, ns: Any, st: ScheduleState, tick: datetime, decision: str) -> bool:
         """Claim ``tick`` with ``decision``; fire or record it. False when it was already decided."""
+        if not st.lease.fresh(self._clock()) and not (
+            st.lease.step(ns, self._clock(), self._wall(), st.ledger.fence())
+            and st.lease.fresh(self._clock())
+        ):
+            return False  # our last renewal is old (were we paused?): decide nothing before a new round
         at = iso(self._wall())
-        claim = store.Claim(decision, self.instance, self.name, st.lease.token or 0, at)
-        held = store.try_claim(ns, st.schedule.name, tick, claim)
+        claim = Claim(decision, self.instance, self.name, st.lease.token or 0, at, *astuple(self.process))
+        try:
+            held = claims.claim_tick(ns, st.ledger, st.schedule.name, tick, claim)
+        except Fenced as exc:
+            log.warning("schedule %s: a newer leader exists (%s): standing by", st.schedule.name, exc)
+            st.lease.step_down()
+            return False
         st.watermark = max(st.watermark or tick, tick)
         if held is not None:
-            if held.by == st.lease.superseded and held.decision == "fired" and not held.status:
-                self._record_lost(ns, st, tick)
             self._save_watermark(ns, st)
             return False
+        log.info("schedule %s tick %s: %s", st.schedule.name, iso(tick), decision)
         if decision == "fired":
             st.last_fire, st.last_status = iso(tick), "running"
-            thread = threading.Thread(
-                target=self._run, args=(st, tick, at), name=f"tick-{st.schedule.name}", daemon=True
-            )
-            st.running[tick] = thread
             self._save_watermark(ns, st)
-            thread.start()
+            st.running[tick] = self._runs.start(st.schedule, tick, claim)
         else:
             append_tick(
                 st.schedule.ticks_log(), tick_line(st.schedule.name, iso(tick), decision, self.name, None, at)
@@ -323,26 +390,37 @@ class Scheduler:
             self._save_watermark(ns, st)
         return True
 
-    def _record_lost(self, ns: Any, st: ScheduleState, tick: datetime) -> None:
-        """A tick fired by a scheduler that died while it ran: record it once, as ``lost``."""
-        claim = store.read_claim(ns, st.schedule.name, tick)
-        if claim is None or claim.decision != "fired" or claim.status:
+    def _record_end(
+        self, ns: Any | None, st: ScheduleState, tick: datetime, claim: Claim, status: str
+    ) -> None:
+        """Record how a fired tick's run ended, once: the line is written only by whoever records it first."""
+        held = claims.end_run(ns, st.ledger, st.schedule.name, tick, End(status, self.instance))
+        if held is not None:
+            log.warning(
+                "schedule %s tick %s ended (%s) after %s was recorded",
+                st.schedule.name,
+                iso(tick),
+                status,
+                held.status,
+            )
             return
-        store.set_claim_status(ns, st.schedule.name, tick, claim, LOST)
-        line = tick_line(st.schedule.name, iso(tick), "fired", claim.name, LOST, claim.at)
+        line = tick_line(st.schedule.name, iso(tick), "fired", claim.name, status, claim.at)
         append_tick(st.schedule.ticks_log(), line)
+        log.info("schedule %s tick %s: run ended %s", st.schedule.name, iso(tick), status)
         if st.last_fire == iso(tick):
-            st.last_status = LOST
-        log.warning(
-            "schedule %s tick %s: its scheduler %s died while it ran",
-            *(st.schedule.name, iso(tick), claim.name),
-            extra=about(st.schedule.name),
-        )
+            st.last_status = status
+        if status == LOST:
+            log.warning(
+                "schedule %s tick %s: its scheduler %s died while it ran",
+                st.schedule.name,
+                iso(tick),
+                claim.name,
+                extra=about(st.schedule.name),
+            )
 
     def _save_watermark(self, ns: Any, st: ScheduleState) -> None:
         assert st.watermark is not None
-        running = tuple(f"{stamp(t)}|{self.instance}" for t in sorted(st.running))
-        mark = store.Watermark(iso(st.watermark), st.last_fire, st.last_status, self.name, running)
+        mark = store.Watermark(iso(st.watermark), st.last_fire, st.last_status, self.name)
         store.write_watermark(ns, st.schedule.name, mark)
         self._statefile.save(
             {st.schedule.name: {"tick": mark.tick, "fire": mark.fire, "status": mark.status}}
@@ -355,34 +433,10 @@ class Scheduler:
         old = [t for t in islice(iter_ticks(st.schedule.timing, st.pruned_to), PRUNE_PER_ROUND) if t <= limit]
         if old:
             store.remove_claims(ns, st.schedule.name, old)
+            st.ledger.forget(old)
             st.pruned_to = old[-1]
 
     # -- runs ----------------------------------------------------------------------------
-
-    def _run(self, st: ScheduleState, tick: datetime, decided_at: str) -> None:
-        """Run the job of one tick (in its own thread) as ``submit`` would."""
-        schedule = st.schedule
-        output = schedule.output_for(stamp(tick))
-        status = "error"
-        try:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            options = SubmitOptions(job_file=str(schedule.job_path), out=output, wait_s=self.options.wait_s)
-            status = self._run_job(self.settings, options, self._cancel)
-        except PyroClusterError as exc:
-            log.warning(
-                "schedule %s tick %s did not run: %s",
-                schedule.name,
-                iso(tick),
-                exc,
-                extra=about(schedule.name),
-            )
-        except Exception as exc:  # a run must never take the scheduler down
-            log.warning(
-                "schedule %s tick %s failed: %s: %s", schedule.name, iso(tick), type(exc).__name__, exc,
-                extra=about(schedule.name),
-            )  # fmt: skip
-        self._finished.put(Finished(st, tick, status, decided_at))
-        self._wake.set()
 
     def _collect_finished(self, ns: Any) -> None:
         while True:
@@ -394,28 +448,14 @@ class Scheduler:
             self._record_finished(ns, self._pending[0])
             self._pending.pop(0)
 
-    def _record_finished(self, ns: Any, done: Finished, offline: bool = False) -> None:
-        st, tick = done.state, done.tick
-        claim = None if offline else store.read_claim(ns, st.schedule.name, tick)
+    def _record_finished(self, ns: Any | None, done: Finished) -> None:
+        """Record the end of one of our runs (``ns`` None: the name server is gone at exit)."""
+        st, tick = self._state_of(done.schedule), done.tick
+        self._record_end(ns, st, tick, done.claim, done.status)
         st.running.pop(tick, None)
-        if claim is not None and claim.status == LOST:
-            log.warning(
-                "schedule %s tick %s ended (%s) after it was recorded lost",
-                st.schedule.name,
-                iso(tick),
-                done.status,
-                extra=about(st.schedule.name),
-            )
-        else:
-            if claim is not None:
-                store.set_claim_status(ns, st.schedule.name, tick, claim, done.status)
-            line = tick_line(st.schedule.name, iso(tick), "fired", self.name, done.status, done.decided_at)
-            append_tick(st.schedule.ticks_log(), line)
-        if st.last_fire == iso(tick):
-            st.last_status = done.status
-        if not offline:
+        if ns is not None and st.lease.leading:
             self._save_watermark(ns, st)
-        if st.queued and not st.running:
+        if st.queued and not st.busy:
             self._wake.set()
 
     # -- status and shutdown -------------------------------------------------------------
@@ -443,12 +483,13 @@ class Scheduler:
                 {
                     "name": st.schedule.name,
                     "next_fire": iso(st.schedule.timing.next_after(now)),
+                    **local_time(st.schedule.timing, st.schedule.timing.next_after(now)),
                     "last_fire": st.last_fire or None,
                     "last_status": st.last_status or None,
                     "leader": st.lease.leader_name or None,
                 }
             )
-        publish(ns, self.instance, self.name, time.time(), shown)
+        entries.publish(ns, self.instance, self.name, self.process, time.time(), shown)
         self._published = mono
 
     def _shutdown(self) -> None:
@@ -462,11 +503,11 @@ class Scheduler:
             self._pending.clear()
             for st in self.states:
                 st.lease.release(ns)
-            unpublish(ns, self.instance)
+            entries.unpublish(ns, self.instance)
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
             log.warning("could not hand over cleanly: %s", exc)
             for done in self._pending:
-                self._record_finished(None, done, offline=True)
+                self._record_finished(None, done)
         finally:
             self._drop_connection()
         for st in self.states:
@@ -479,8 +520,3 @@ class Scheduler:
 
 def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def about(schedule: str) -> dict[str, str]:
-    """The ``extra`` of a log record about one schedule (its ``schedule`` field in JSON logs)."""
-    return {"schedule": schedule}

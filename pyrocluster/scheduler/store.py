@@ -1,15 +1,17 @@
-"""The schedulers' records in the name server: tick claims, lease tokens, watermarks.
+"""The schedulers' records in the name server: tick claims, lease tokens, watermarks, published status.
 
 Every record is a name-server entry whose metadata is the data (its URI points nowhere):
 
 * ``pyrocluster.sched.<schedule>.tick.<stamp>`` -- the claim of one tick. Registered with
   ``safe=True``, which the name server refuses when the name exists (a compare-and-set under
-  its lock; with ``--storage sqlite`` on disk before the call returns). Whoever registers it
-  owns that tick's decision: this is what makes a tick fire at most once.
+  its lock; with ``--storage sqlite`` on disk before the call returns). A tick is decided by
+  the scheduler that wins both this and the claim file of :mod:`ledger`.
+* ``pyrocluster.sched.<schedule>.end.<stamp>`` -- how a fired tick's run ended, registered the
+  same way by whoever records it first (its scheduler, or a leader that found it dead).
 * ``pyrocluster.sched.<schedule>.lease.<token>`` -- a leadership token, claimed the same way;
   the highest token is the leader, which bumps ``beat`` in its metadata to show it is alive.
 * ``pyrocluster.sched.<schedule>.last`` -- the newest decided tick, the newest fired tick and
-  its run status (what ``status`` shows and where a new leader starts).
+  its run status (what ``status`` shows, and where a new leader starts); it only moves forward.
 
 Running schedulers' own entries (what ``status`` shows) are ``pyrocluster.nameserver.schedules``.
 
@@ -19,14 +21,14 @@ Functions take a name-server proxy (or Pyro5's plain ``NameServer`` object in un
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import Pyro5.errors
 
 from pyrocluster.nameserver.schedules import DATA_URI, parse_meta
-from pyrocluster.scheduler.ticks import stamp
+from pyrocluster.scheduler.ticks import from_stamp, stamp
 
 SCHED_PREFIX = "pyrocluster.sched."
 """Prefix of every per-schedule record (claims, tokens, watermark)."""
@@ -48,6 +50,11 @@ def token_name(schedule: str, token: int) -> str:
     return f"{SCHED_PREFIX}{schedule}.lease.{token:0{TOKEN_DIGITS}d}"
 
 
+def end_name(schedule: str, tick: datetime) -> str:
+    """The run-end entry of one fired tick."""
+    return f"{SCHED_PREFIX}{schedule}.end.{stamp(tick)}"
+
+
 def last_name(schedule: str) -> str:
     """The watermark entry of a schedule."""
     return f"{SCHED_PREFIX}{schedule}.last"
@@ -55,14 +62,69 @@ def last_name(schedule: str) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who decided a tick, what, and (once its run ended) the run status."""
+    """Who decided a tick, what, with which lease token, and where that scheduler runs."""
 
     decision: str
     by: str
     name: str
     token: int = 0
     at: str = ""
-    status: str = ""
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    """The start time of the process ``pid`` (tells a reused pid from the scheduler's)."""
+
+    def meta(self) -> set[str]:
+        """As name-server metadata."""
+        return _meta(
+            {
+                "decision": self.decision,
+                "by": self.by,
+                "name": self.name,
+                "token": self.token,
+                "at": self.at,
+                "host": self.host,
+                "pid": self.pid,
+                "started": repr(self.started),
+            }
+        )
+
+    @classmethod
+    def from_meta(cls, metadata: Iterable[str] | None) -> Claim:
+        """Read back what :meth:`meta` wrote."""
+        m = parse_meta(metadata)
+        return cls(
+            decision=m.get("decision", "unknown"),
+            by=m.get("by", ""),
+            name=m.get("name", ""),
+            token=_int(m.get("token")),
+            at=m.get("at", ""),
+            host=m.get("host", ""),
+            pid=_int(m.get("pid")),
+            started=_float(m.get("started")),
+        )
+
+
+@dataclass(frozen=True)
+class End:
+    """How a fired tick's run ended (``ok``, ``failed``, ``lost``...) and which scheduler recorded it."""
+
+    status: str
+    by: str
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
 
 
 def try_claim(ns: Any, schedule: str, tick: datetime, claim: Claim) -> Claim | None:
@@ -70,11 +132,8 @@ def try_claim(ns: Any, schedule: str, tick: datetime, claim: Claim) -> Claim | N
 
     A claim found with our own ``by`` is ours (an earlier attempt whose reply was lost): None.
     """
-    name = claim_name(schedule, tick)
-    meta = _meta({"decision": claim.decision, "by": claim.by, "name": claim.name, "token": claim.token})
-    meta |= _meta({"at": claim.at})
     try:
-        ns.register(name, DATA_URI, safe=True, metadata=meta)
+        ns.register(claim_name(schedule, tick), DATA_URI, safe=True, metadata=claim.meta())
         return None
     except Pyro5.errors.NamingError:
         pass
@@ -90,27 +149,48 @@ def read_claim(ns: Any, schedule: str, tick: datetime) -> Claim | None:
         _, metadata = ns.lookup(claim_name(schedule, tick), return_metadata=True)
     except Pyro5.errors.NamingError:
         return None
+    return Claim.from_meta(metadata)
+
+
+def try_end(ns: Any, schedule: str, tick: datetime, end: End) -> End | None:
+    """Record how ``tick``'s run ended unless someone did; None when this record is ours."""
+    try:
+        ns.register(end_name(schedule, tick), DATA_URI, safe=True, metadata=_meta(asdict(end)))
+        return None
+    except Pyro5.errors.NamingError:
+        pass
+    held = read_end(ns, schedule, tick) or End("unknown", "")
+    return None if held.by == end.by else held
+
+
+def read_end(ns: Any, schedule: str, tick: datetime) -> End | None:
+    """How ``tick``'s run ended, or None while nobody recorded it."""
+    try:
+        _, metadata = ns.lookup(end_name(schedule, tick), return_metadata=True)
+    except Pyro5.errors.NamingError:
+        return None
     m = parse_meta(metadata)
-    return Claim(
-        decision=m.get("decision", "unknown"),
-        by=m.get("by", ""),
-        name=m.get("name", ""),
-        token=int(m.get("token", "0") or 0),
-        at=m.get("at", ""),
-        status=m.get("status", ""),
-    )
+    return End(m.get("status", ""), m.get("by", ""))
 
 
-def set_claim_status(ns: Any, schedule: str, tick: datetime, claim: Claim, status: str) -> None:
-    """Record the run status of a fired tick in its claim (NamingError when it is gone)."""
-    meta = _meta({"decision": claim.decision, "by": claim.by, "name": claim.name, "token": claim.token})
-    ns.set_metadata(claim_name(schedule, tick), meta | _meta({"at": claim.at, "status": status}))
+def unended(ns: Any, schedule: str) -> dict[datetime, Claim]:
+    """Fired ticks whose run has no recorded end, with their claims."""
+    prefix = f"{SCHED_PREFIX}{schedule}.tick."
+    ended = {n.rsplit(".", 1)[1] for n in ns.list(prefix=f"{SCHED_PREFIX}{schedule}.end.")}
+    out: dict[datetime, Claim] = {}
+    for name, (_, metadata) in ns.list(prefix=prefix, return_metadata=True).items():
+        tick = name[len(prefix) :]
+        claim = Claim.from_meta(metadata)
+        if claim.decision == "fired" and tick not in ended:
+            out[from_stamp(tick)] = claim
+    return out
 
 
 def remove_claims(ns: Any, schedule: str, ticks: Iterable[datetime]) -> None:
-    """Forget old claims (pruning)."""
+    """Forget old claims and run ends (pruning)."""
     for tick in ticks:
         ns.remove(claim_name(schedule, tick))
+        ns.remove(end_name(schedule, tick))
 
 
 @dataclass(frozen=True)
@@ -172,8 +252,6 @@ class Watermark:
     fire: str = ""
     status: str = ""
     by: str = ""
-    running: tuple[str, ...] = field(default_factory=tuple)
-    """``stamp|instance`` of fired ticks whose run had not ended when this was written."""
 
 
 def read_watermark(ns: Any, schedule: str) -> Watermark | None:
@@ -183,14 +261,16 @@ def read_watermark(ns: Any, schedule: str) -> Watermark | None:
     except Pyro5.errors.NamingError:
         return None
     m = parse_meta(metadata)
-    running = tuple(
-        sorted(str(x)[len("running:") :] for x in metadata or () if str(x).startswith("running:"))
-    )
-    return Watermark(m.get("tick", ""), m.get("fire", ""), m.get("status", ""), m.get("by", ""), running)
+    return Watermark(m.get("tick", ""), m.get("fire", ""), m.get("status", ""), m.get("by", ""))
 
 
 def write_watermark(ns: Any, schedule: str, mark: Watermark) -> None:
-    """Create or replace the watermark entry."""
-    meta = _meta({"tick": mark.tick, "fire": mark.fire, "status": mark.status, "by": mark.by})
-    meta |= {f"running:{r}" for r in mark.running}
-    ns.register(last_name(schedule), DATA_URI, safe=False, metadata=meta)
+    """Create or replace the watermark entry, unless it already shows a newer tick.
+
+    The comparison keeps a stale writer (a leader that was paused) from moving it back; what a
+    lost race between the read and the write costs is only a refused claim later.
+    """
+    held = read_watermark(ns, schedule)
+    if held is not None and held.tick > mark.tick:
+        return
+    ns.register(last_name(schedule), DATA_URI, safe=False, metadata=_meta(asdict(mark)))

@@ -125,6 +125,15 @@ class Cron:
         raise ValueError(f"cron {self.expr!r} never fires after {moment}")  # pragma: no cover
 
 
+def local_time(timing: Timing, moment: datetime) -> dict[str, str]:
+    """``{"timezone", "next_fire_local"}`` of a cron read in a zone other than UTC (``moment`` shown
+    there, ISO 8601 with its offset); empty for UTC and ``every``."""
+    zone = getattr(timing, "zone", None)
+    if not isinstance(zone, ZoneInfo) or zone.key == "UTC":
+        return {}
+    return {"timezone": zone.key, "next_fire_local": moment.astimezone(zone).isoformat()}
+
+
 def ticks_between(
     timing: Timing, after: datetime, until: datetime, limit: int = MAX_DUE_TICKS
 ) -> list[datetime]:

@@ -14,10 +14,17 @@ from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
-from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, Budget, Outcome, cancelled, encoded_failure
+from pyrocluster.slots.batch import (
+    MAX_CALLS,
+    OUTCOME_OVERHEAD_BYTES,
+    Budget,
+    Outcome,
+    cancelled,
+    encoded_failure,
+)
 from pyrocluster.slots.gate import Gate, Ticket
 
-MAX_BATCH = 100_000
+MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 """Longest per-call timeout accepted, in seconds."""

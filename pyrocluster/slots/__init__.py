@@ -1,7 +1,8 @@
 """A worker's execution slots: each batch runs in one slot, a child process or a thread.
 
 ``batch`` runs one batch's calls under their own timeouts, ``gate`` admits batches to the slots
-across coordinators, ``process`` and ``threads`` are the two pools.
+across coordinators, ``process`` and ``threads`` are the two pools, and ``share`` is what a slot
+process shares with its worker (progress, cancel flags, the outcomes finished so far).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pyrocluster.slots.process import ProcessSlots
 from pyrocluster.slots.threads import ThreadSlots
 
 
-def make_slots(pool: str, n: int, task_modules: list[str]) -> ProcessSlots | ThreadSlots:
-    """Slots of the given kind (``process`` or ``thread``)."""
-    return (ProcessSlots if pool == "process" else ThreadSlots)(n, task_modules)
+def make_slots(pool: str, n: int, task_modules: list[str], reply_bytes: int) -> ProcessSlots | ThreadSlots:
+    """Slots of the given kind (``process`` or ``thread``) for replies of up to ``reply_bytes``."""
+    if pool == "process":
+        return ProcessSlots(n, task_modules, reply_bytes)
+    return ThreadSlots(n, task_modules)

@@ -3,7 +3,8 @@
 :class:`BatchRun` is shared by both pools: the slot (a thread of the worker, or the main thread of
 a slot process) calls :meth:`BatchRun.run`; a thread slot's watcher (the request thread) calls
 :meth:`BatchRun.watch`, which returns when the batch ends or when the call in progress passes its
-own deadline; a slot process's timer signal calls :meth:`BatchRun.overrun`. Outcomes leave here
+own deadline; a slot process's timer signal asks :meth:`BatchRun.in_progress`, and its hooks see each
+call start and each outcome as it is added. Outcomes leave here
 encoded, one value at a time (docs/protocol.md), so one result that cannot be sent or is too
 large fails that call alone.
 """
@@ -25,6 +26,8 @@ Call = list[Any]
 Outcome = list[Any]
 """``[kind, value, elapsed_ms]`` with value ``codec.pack``-ed bytes, or None (NOT_RUN, CANCELLED)."""
 
+MAX_CALLS = 100_000
+"""Most calls in one batch."""
 OUTCOME_OVERHEAD_BYTES = 64
 """What one outcome costs in a reply besides its value's bytes (kind, elapsed, framing)."""
 
@@ -51,6 +54,12 @@ def encoded_failure(kind: int, type_name: str, message: str, elapsed_ms: float =
     """An encoded failure outcome with no traceback."""
     outcome = failure(kind, type_name, message)
     return [kind, codec.pack(outcome[1]), elapsed_ms]
+
+
+def timeout_outcome(timeout_s: float, how: str = "") -> Outcome:
+    """TIMEOUT TaskTimeout for a call that overran ``timeout_s``; ELAPSED_MS is the timeout."""
+    message = f"task did not finish within its timeout of {timeout_s:g} s{how}"
+    return encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s)
 
 
 def encode(outcome: list[Any]) -> Outcome:
@@ -100,8 +109,11 @@ class BatchRun:
         calls: list[Call],
         budget: Budget,
         skip: Iterable[int] = (),
-        on_start: Callable[[int, float], None] | None = None,
+        on_start: Callable[[int, float], bool] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
+        """``on_start(i, at)`` runs before call ``i`` starts and may skip it (False: CANCELLED);
+        ``on_outcome`` sees each outcome as it is added, in call order."""
         self.calls = calls
         self.outcomes: list[Outcome] = []
         self.stopped = False
@@ -111,6 +123,7 @@ class BatchRun:
         self._big_taken = False
         self._skip = set(skip)
         self._on_start = on_start
+        self._on_outcome = on_outcome
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._ended = False
@@ -120,17 +133,18 @@ class BatchRun:
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        calls, on_start = self.calls, self._on_start
+        calls, on_start, on_outcome = self.calls, self._on_start, self._on_outcome
         budget, value_cap = self._budget
         with self._lock:
             i = self._next(0)
         while i < len(calls):
-            if on_start is not None:
-                on_start(i, self._started)
-            outcome = run_encoded(calls[i][0], calls[i][1])
-            if len(outcome[1]) > value_cap:
-                outcome = too_large(len(outcome[1]), value_cap, outcome[2])
-            size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            if on_start is None or on_start(i, self._started):
+                outcome = run_encoded(calls[i][0], calls[i][1])
+                if len(outcome[1]) > value_cap:
+                    outcome = too_large(len(outcome[1]), value_cap, outcome[2])
+                size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
+            else:
+                outcome, size = cancelled(), 0
             big = size > budget
             with self._lock:
                 if self._ended:
@@ -143,12 +157,16 @@ class BatchRun:
                 else:
                     self._used += size
                 self.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
                 i = self._next(i + 1)
 
     def _next(self, i: int) -> int:
         """Start call ``i`` or the next one not skipped; ``len(calls)`` when none is left (lock held)."""
         while i < len(self.calls) and i in self._skip:
             self.outcomes.append(cancelled())
+            if self._on_outcome is not None:
+                self._on_outcome(self.outcomes[-1])
             i += 1
         if i == len(self.calls):
             self._ended = True
@@ -174,18 +192,21 @@ class BatchRun:
                 self._cond.wait(None if math.isinf(left) else max(left, 0.001))
             return not self.stopped
 
-    def overrun(self, position: int) -> bool:
-        """End the batch at call ``position`` (TIMEOUT) if it is still in progress; True if it was.
+    def in_progress(self, position: int) -> bool:
+        """Call ``position`` has started and not finished.
 
         Takes no lock: call it with the lock held, or from a signal handler on the slot's own thread
         (a slot process), where every step of the bookkeeping leaves these checks telling a call in
         progress from one that has just finished.
         """
-        if self._ended or position != self._current or len(self.outcomes) != position:
+        return not self._ended and position == self._current and len(self.outcomes) == position
+
+    def overrun(self, position: int) -> bool:
+        """End the batch at call ``position`` (TIMEOUT) if it is still in progress; True if it was
+        (lock held)."""
+        if not self.in_progress(position):
             return False
-        timeout_s = float(self.calls[position][2])
-        message = f"task did not finish within its timeout of {timeout_s:g} s"
-        self._end_at(position, encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s))
+        self._end_at(position, timeout_outcome(float(self.calls[position][2])))
         return True
 
     def cancel(self, positions: Iterable[int]) -> None:
@@ -206,15 +227,22 @@ class BatchRun:
         self._cond.notify_all()
 
 
-def lost_outcomes(
-    n: int, current: int, current_outcome: Outcome, cancelled_positions: set[int]
+def ended_outcomes(
+    finished: list[Outcome],
+    n: int,
+    cancelled_positions: set[int],
+    current: int = -1,
+    current_outcome: Outcome | None = None,
 ) -> list[Outcome]:
-    """Outcomes of a batch whose slot process died before replying (killed or crashed).
+    """Outcomes of a batch of ``n`` calls in a slot process, from those it logged (``finished``).
 
-    The call in progress (``current``, -1 for none) gets ``current_outcome``; the others' results
-    are lost with the process, so they count as not run (sent again at no cost) unless cancelled.
+    The call in progress when the process ended (``current``, -1 for none) gets ``current_outcome``;
+    the others not finished never started: NOT_RUN (sent again at no cost), or CANCELLED.
     """
-    return [
-        cancelled() if j in cancelled_positions else current_outcome if j == current else not_run()
-        for j in range(n)
+    if len(finished) == n:
+        return finished
+    blame = current_outcome or not_run()
+    return finished + [
+        cancelled() if j in cancelled_positions else blame if j == current else not_run()
+        for j in range(len(finished), n)
     ]

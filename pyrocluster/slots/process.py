@@ -4,17 +4,20 @@ Children come from a ``forkserver`` (``spawn`` where there is none): a clean, si
 server that has imported this module forks each one, so a slot killed for an overrun or a
 cancel is replaced in tens of milliseconds, not the second a fresh interpreter takes.
 
-One message goes each way per batch. Inside the child, the main thread runs the calls one after
-another, each under a one-shot timer set to its own timeout: when one fires, its handler sends
-the finished outcomes, TIMEOUT for that call and NOT_RUN for the rest, and ends the process,
-which the parent replaces. The parent keeps a fallback deadline (the call's own timeout plus a
-grace) for a task that holds the interpreter lock in C code, where no handler can run: it reads
-the index and start time of the call in progress from shared memory (no message per call), so
-a kill (fallback or ``cancel``) or a crash fails only the call that was running.
+One message goes each way per batch; everything else goes through a :class:`SlotShare`: the
+child logs each outcome there as its call ends, and reads there whether a call was cancelled
+before starting it. Inside the child, the main thread runs the calls one after another, each
+under a one-shot timer set to its own timeout: when one fires, its handler marks the overrun and
+ends the process, which the parent replaces. The parent keeps a fallback deadline (the call's own
+timeout plus a grace) for a task that holds the interpreter lock in C code, where no handler can
+run. However the process ends (the timer, a fallback kill, a cancel of the running call, a
+crash), the calls that had finished keep their outcomes from the log, the one in progress gets
+the outcome of the end, and the rest never started.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import multiprocessing
 import os
@@ -27,26 +30,36 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pyrocluster import codec
-from pyrocluster.protocol import CANCELLED, CRASHED, NOT_RUN, TIMEOUT
+from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
 from pyrocluster.slots.batch import (
+    MAX_CALLS,
     BatchRun,
     Budget,
     Call,
     Outcome,
     cancelled,
     encoded_failure,
-    lost_outcomes,
-    not_run,
+    ended_outcomes,
+    timeout_outcome,
 )
 from pyrocluster.slots.gate import Ticket
+from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""
+DONE = b"done"
+"""A slot process's reply to a batch: every outcome is in the log."""
 STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
 FALLBACK_GRACE_S = 0.5
 """Seconds past a call's own timeout before the parent kills a slot whose timer could not act."""
+TIMER_SLACK_S = 0.01
+"""How far the real timer may be from the one the slot armed before it counts as changed by a task."""
+
+_raw_signal: Any = importlib.import_module("_signal")
+"""The C functions behind ``signal``: ``signal.getsignal`` takes ~8 us for a Python handler (it
+tries to make an enum of it), ``_signal.getsignal`` ~0.1 us, and the timer checks it before every call."""
 
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
@@ -67,18 +80,53 @@ class _CallTimer:
     It is armed again only when it would go off too late for a new call. Calls of equal timeouts
     start later and later, so a batch of quick calls arms it about once per timeout, not once
     per call: when it goes off early, :meth:`fired` arms it for the current call's deadline.
+
+    A task may change the signal's handler or the timer (``signal.alarm(0)``, its own handler, a
+    ``setitimer``). The handler is checked before each call (a lookup); the timer before each
+    batch (a system call, 0.3-5 us, too dear for every call of a batch of tiny ones). What a task
+    changed is put back, so the next batch runs as in a fresh slot; a call later in the same batch
+    as a task that stopped the timer is stopped by the worker's fallback kill instead (its finished
+    batch-mates keep their outcomes all the same). (Blocking SIGALRM in the main thread stops
+    nothing: the kernel hands it to another thread, and the handler still runs on the main thread.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Any) -> None:
         self.position = -1
+        self._handler = handler
         self._deadline = math.inf
+        self._fires_at = math.inf
+        self.restore()
+
+    def restore(self) -> None:
+        """Our handler installed, and the timer to be armed afresh."""
+        _raw_signal.signal(signal.SIGALRM, self._handler)
         self._fires_at = math.inf
 
     def start(self, position: int, deadline: float) -> None:
         """Call ``position`` of the batch started; it must end by ``deadline`` (monotonic)."""
         self.position, self._deadline = position, deadline
+        if _raw_signal.getsignal(signal.SIGALRM) is not self._handler:
+            self.restore()
         if deadline < self._fires_at:
             self._arm(deadline)
+
+    def check(self) -> None:
+        """Before a batch: put back the handler and the timer if a task changed them."""
+        if self._changed():
+            self.restore()
+
+    def _changed(self) -> bool:
+        """A task replaced the handler, or moved, stopped or repeated the timer the slot armed."""
+        if _raw_signal.getsignal(signal.SIGALRM) is not self._handler:
+            return True
+        now = time.monotonic()  # before reading the timer: a delay in between cannot look like a change
+        remaining, interval = _raw_signal.getitimer(signal.ITIMER_REAL)
+        if interval:
+            return True
+        if math.isinf(self._fires_at):
+            return False  # nothing armed: the call's own deadline is armed next anyway
+        expected = self._fires_at - now
+        return remaining > expected + TIMER_SLACK_S or (remaining == 0 and expected > TIMER_SLACK_S)
 
     def stop(self) -> None:
         """No call is in progress (an armed timer that goes off later does nothing)."""
@@ -99,56 +147,71 @@ class _CallTimer:
         signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 1e-6))
 
 
-def _child_main(conn: Connection, task_modules: list[str], progress: Any) -> None:
+def _send(conn: Connection, message: bytes) -> bool:
+    """Send to the worker; False when it closed the pipe (it stops this process: nothing to say)."""
+    try:
+        conn.send_bytes(message)
+    except OSError:
+        return False
+    return True
+
+
+def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> None:
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes.
 
-    The main thread's SIGALRM handler (see :class:`_CallTimer`) replies for a batch whose call
-    in progress overran and ends the process. The normal path wakes no other thread.
+    The main thread's SIGALRM handler (see :class:`_CallTimer`) marks an overrun of the call in
+    progress and ends the process. The normal path wakes no other thread.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
     for spec in task_modules:
         load_task_module(spec)
-    timer = _CallTimer()
     run: BatchRun | None = None
 
-    def started(position: int, at: float) -> None:
-        progress[1] = at  # the start first: a reader that sees the new index never sees an older start
-        progress[0] = position
-        assert run is not None
-        timer.start(position, at + float(run.calls[position][2]))
-
     def overran(_signum: int, _frame: Any) -> None:
-        if timer.fired() and run is not None and run.overrun(timer.position):
-            conn.send_bytes(codec.pack([True, run.outcomes]))
+        if timer.fired() and run is not None and run.in_progress(timer.position):
+            share.timed_out()
             os._exit(0)
 
-    signal.signal(signal.SIGALRM, overran)
-    conn.send_bytes(READY)
+    timer = _CallTimer(overran)
+
+    def starting(position: int, at: float) -> bool:
+        if not share.begin(position, at):
+            return False
+        assert run is not None
+        timer.start(position, at + float(run.calls[position][2]))
+        return True
+
+    if not _send(conn, READY):
+        return
     while True:
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        reply_bytes, value_bytes, skip, calls = codec.unpack(data)
-        run = BatchRun(calls, Budget(reply_bytes, value_bytes), skip, started)
+        reply_bytes, value_bytes, calls = codec.unpack(data)
+        timer.check()
+        share.restart()
+        run = BatchRun(calls, Budget(reply_bytes, value_bytes), on_start=starting, on_outcome=share.record)
         run.run()
         timer.stop()
-        conn.send_bytes(codec.pack([False, run.outcomes]))
+        if not _send(conn, DONE):
+            return
 
 
 class SlotProcess:
-    """One slot's child process, its pipe, and the shared ``[index, start]`` of the call it runs."""
+    """One slot's child process, its pipe, and the :class:`SlotShare` of the batch it runs."""
 
-    def __init__(self, ctx: Any, task_modules: list[str]) -> None:
+    def __init__(self, ctx: Any, task_modules: list[str], log_bytes: int) -> None:
         self._ctx = ctx
         self._modules = task_modules
+        self._log_bytes = log_bytes
         self._start()
 
     def _start(self) -> None:
-        self.progress = self._ctx.RawArray("d", [-1.0, 0.0])
+        self.share = SlotShare(self._ctx, MAX_CALLS, self._log_bytes)
         parent, child = self._ctx.Pipe()
-        args = (child, self._modules, self.progress)
+        args = (child, self._modules, self.share)
         self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
         self.proc.start()
         child.close()
@@ -167,48 +230,60 @@ class SlotProcess:
                 self._ready = False
         return self._ready
 
-    def _replace(self) -> None:
+    def _stop(self) -> None:
+        """End the process (killed if still alive) and forget it."""
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join()
         self.conn.close()
-        self._start()
+
+    def _kill(self, reason: int) -> None:
+        """Kill the process for ``reason`` (TIMEOUT or CANCELLED), once (the share's lock is held)."""
+        if self._killed_for is None:
+            self._killed_for = reason
+            self.proc.kill()
 
     def cancel(self, positions: Iterable[int]) -> None:
-        """Stop these calls of the running batch: kill the process if one is not finished yet."""
+        """Stop these calls of the running batch: those not started are skipped by the process; if
+        one is in progress, the process is killed (the finished ones keep their outcomes)."""
         positions = set(positions)
         self._cancelled |= positions
-        if positions and max(positions) >= self.progress[0]:
-            self._killed_for = CANCELLED
-            self.proc.kill()
+        if self._killed_for is None:
+            self.share.cancel(positions, lambda: self._kill(CANCELLED))
 
     def execute(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch here; outcomes in call order. Replaces the process when it died or was killed."""
         if not self._wait_ready():
             self.proc.join(timeout=1)
             message = f"the slot process did not start (exit code {self.proc.exitcode})"
-            self._replace()
-            return lost_outcomes(len(calls), 0, encoded_failure(CRASHED, "ProcessDied", message), set())
-        self.progress[0] = -1.0
+            self._stop()
+            self.share.close()
+            self._start()
+            crashed = encoded_failure(CRASHED, "ProcessDied", message)
+            return ended_outcomes([], len(calls), set(), 0, crashed)
+        share = self.share
+        share.reset()
         self._killed_for = None
         self._cancelled = set()
         skip = ticket.attach(self)
-        reply = None
+        self._cancelled |= skip
+        done = False
         try:
-            self.conn.send_bytes(codec.pack([*budget, sorted(skip), calls]))
-            if self._wait_reply(calls, time.monotonic()):
-                reply = codec.unpack(self.conn.recv_bytes())
-            elif self._killed_for is None:
-                self._killed_for = TIMEOUT
+            share.flag(skip)
+            self.conn.send_bytes(codec.pack([*budget, calls]))
+            done = self._wait_reply(calls) and self.conn.recv_bytes() == DONE
         except (EOFError, OSError):
             pass
         ticket.detach()
-        if reply is not None and not reply[0] and self._killed_for is None:
-            return list(reply[1])
-        return self._after_end(len(calls), reply, skip | self._cancelled)
+        if done and self._killed_for is None:
+            finished = share.finished()
+            share.recycle(self._cancelled)
+            return ended_outcomes(finished, len(calls), self._cancelled)
+        return self._after_end(calls)
 
-    def _wait_reply(self, calls: list[Call], sent_at: float) -> bool:
-        """Wait for the reply (True) until the call in progress is past its timeout plus the grace.
+    def _wait_reply(self, calls: list[Call]) -> bool:
+        """Wait for the reply (True) until the call in progress is past its timeout plus the grace
+        (False: the process is killed).
 
         Without a message per call, the parent wakes at the earliest moment any call could be
         past its deadline (a later call cannot start before now), and reads the progress again.
@@ -216,46 +291,51 @@ class SlotProcess:
         later = [math.inf] * (len(calls) + 1)  # later[i]: the shortest timeout from call i on
         for i in range(len(calls) - 1, -1, -1):
             later[i] = min(later[i + 1], float(calls[i][2]))
+        share = self.share
         while True:
-            position = int(self.progress[0])
-            started = self.progress[1] if position >= 0 else sent_at
-            now = time.monotonic()
-            left = started + float(calls[max(position, 0)][2]) + FALLBACK_GRACE_S - now
-            if left <= 0 and int(self.progress[0]) == position:
-                return False
-            wait_s = max(0.0, min(left, later[max(position, 0) + 1] + FALLBACK_GRACE_S))
+            position = share.running()
+            if position >= 0:
+                left = share.started_at() + float(calls[position][2]) + FALLBACK_GRACE_S - time.monotonic()
+                if left <= 0:
+                    if share.kill_if_running(position, lambda: self._kill(TIMEOUT)):
+                        return False
+                    continue
+                wait_s = min(left, later[position + 1] + FALLBACK_GRACE_S)
+            else:  # between calls: the next one cannot start before now
+                wait_s = later[share.logged_count()] + FALLBACK_GRACE_S
             if self._poller.poll(None if math.isinf(wait_s) else math.ceil(wait_s * 1000)):
                 return True
 
-    def _after_end(self, n: int, reply: Any, cancelled_positions: set[int]) -> list[Outcome]:
+    def _after_end(self, calls: list[Call]) -> list[Outcome]:
         """Replace the process, and the outcomes of a batch it could not finish normally."""
-        current, killed_for = int(self.progress[0]), self._killed_for
-        self.proc.join(timeout=0 if killed_for else 1)
+        share, killed_for = self.share, self._killed_for
+        self.proc.join(timeout=0 if killed_for else 1)  # a crashed process is exiting: its exit code
         code = self.proc.exitcode
-        self._replace()
-        if reply is not None:  # the timer's reply (an overrun), or a reply just before a kill
-            return [
-                cancelled() if o[0] == NOT_RUN and j in cancelled_positions else o
-                for j, o in enumerate(reply[1])
-            ]
-        if killed_for == TIMEOUT:
-            message = (
-                "task did not finish within its timeout (it held the interpreter; its process was killed)"
+        self._stop()  # dead now: the share holds everything it logged
+        current, finished, timed_out = share.running(), share.finished(), share.was_timed_out()
+        share.close()
+        self._start()
+        timeout_s = float(calls[current][2]) if current >= 0 else 0.0
+        if timed_out:
+            outcome = timeout_outcome(timeout_s)
+        elif killed_for == TIMEOUT:
+            outcome = timeout_outcome(
+                timeout_s, " (the slot's timer could not stop it; its process was killed)"
             )
-            outcome = encoded_failure(TIMEOUT, "TaskTimeout", message)
         elif killed_for == CANCELLED:
-            outcome = not_run()  # killed for a later call of the batch
+            outcome = cancelled()
         else:
             outcome = encoded_failure(CRASHED, "ProcessDied", f"the task's process died (exit code {code})")
-        return lost_outcomes(n, current, outcome, cancelled_positions)
+        return ended_outcomes(finished, len(calls), self._cancelled, current, outcome)
 
     def close(self) -> None:
-        """Stop the child process."""
+        """Stop the child process (one still loading its tasks ends without a word)."""
         self.conn.close()
         self.proc.join(timeout=2)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+        self.share.close()
 
 
 def slot_context() -> Any:
@@ -268,12 +348,13 @@ def slot_context() -> Any:
 
 
 class ProcessSlots:
-    """``n`` slot processes; a batch takes one for its whole run."""
+    """``n`` slot processes; a batch takes one for its whole run, with replies of up to
+    ``log_bytes`` of outcomes."""
 
-    def __init__(self, n: int, task_modules: list[str]) -> None:
+    def __init__(self, n: int, task_modules: list[str], log_bytes: int) -> None:
         self.total = n
         ctx = slot_context()
-        self._idle = [SlotProcess(ctx, list(task_modules)) for _ in range(n)]
+        self._idle = [SlotProcess(ctx, list(task_modules), log_bytes) for _ in range(n)]
         self._lock = threading.Lock()
 
     def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:

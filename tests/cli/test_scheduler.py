@@ -101,3 +101,22 @@ def test_sigterm_lets_a_running_tick_finish_or_cancels_it_after_the_drain_timeou
         # The run under way at SIGTERM is recorded with how it ended; others were skipped-overlap.
         assert fired and fired[-1]["run_status"] == status, lines
         assert all(x["decision"] in ("fired", "skipped-overlap") for x in lines), lines
+
+
+def test_a_second_scheduler_with_the_same_name_is_refused_with_exit_2(processes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ns_proc, ns = start_nameserver()
+    processes.add(ns_proc)
+    path = schedules(tmp_path, "    every: 1m\n")
+    first = processes.add(ManagedProcess(["scheduler", path, "--ns", ns, "--name", "twin"]))
+    first.wait_ready()
+    result = run_cli("scheduler", path, "--ns", ns, "--name", "twin", cwd=tmp_path)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --name twin: a scheduler of that name is running (host "), line
+    assert f"pid {first.pid}" in line, line
+    other = processes.add(ManagedProcess(["scheduler", path, "--ns", ns, "--name", "other"]))
+    other.wait_ready()
+    # Its role is said once: the first leads, the other stands by for it.
+    wait_for(lambda: "schedule s: standing by (leader twin)" in "\n".join(other.output), 10, what="role")
+    assert "schedule s: leading (token 1)" in "\n".join(first.output), list(first.output)

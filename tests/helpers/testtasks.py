@@ -1,6 +1,7 @@
 """User tasks for the integration tests (loaded with --tasks)."""
 
 import os
+import signal
 import time
 
 from pyrocluster import task
@@ -27,14 +28,16 @@ def whoami() -> int:
 
 
 @task
-def logged(key: str, path: str, seconds: float = 0.0) -> str:
-    """Append ``key`` to the file ``path`` (one write, so lines never interleave), sleep, return ``key``."""
+def logged(key: str, path: str, seconds: float = 0.0, hog_n: int = 0) -> str:
+    """Append ``key`` to the file ``path`` (one write, so lines never interleave), sleep, then sum
+    ``range(hog_n)`` in one C call (see :func:`hog`), return ``key``."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (key + "\n").encode())
     finally:
         os.close(fd)
     time.sleep(seconds)
+    sum(range(hog_n))
     return key
 
 
@@ -60,8 +63,13 @@ def die(code: int = 3) -> None:
 
 
 @task
-def hold(path: str, limit: float = 30.0) -> str:
-    """Wait until the file ``path`` exists (at most ``limit`` s): a task that ends when the test says."""
+def hold(path: str, limit: float = 30.0, started: str = "") -> str:
+    """Wait until the file ``path`` exists (at most ``limit`` s): a task that ends when the test says.
+
+    With ``started``, it first creates that file, so a test knows the call is running.
+    """
+    if started:
+        open(started, "w").close()
     deadline = time.monotonic() + limit
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -70,5 +78,36 @@ def hold(path: str, limit: float = 30.0) -> str:
 
 @task
 def hog(n: int) -> int:
-    """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time."""
+    """Sum ``range(n)`` in one C call, which holds the interpreter lock the whole time and never
+    lets a signal handler run (``re`` would not do: its matcher checks for signals)."""
     return sum(range(n))
+
+
+@task
+def side_effect(folder: str, seconds: float = 0.0) -> list:
+    """Sleep, then create one new file in ``folder`` holding ``start end``: one file per run of the task."""
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    name = f"{start:.6f}-{os.getpid()}-{os.urandom(4).hex()}.run"
+    with open(os.path.join(folder, name), "x") as f:
+        f.write(f"{start} {end}\n")
+    return [start, end]
+
+
+@task
+def tamper(how: str) -> str:
+    """Change the process's SIGALRM handling as some libraries do, and return normally.
+
+    ``alarm0``: ``signal.alarm(0)``; ``handler``: a handler of its own; ``itimer``: the real-time
+    timer pushed an hour away.
+    """
+    if how == "alarm0":
+        signal.alarm(0)
+    elif how == "handler":
+        signal.signal(signal.SIGALRM, lambda _signum, _frame: None)
+    elif how == "itimer":
+        signal.setitimer(signal.ITIMER_REAL, 3600)
+    else:
+        raise ValueError(f"unknown way to tamper: {how}")
+    return how

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import time
 from collections import Counter
@@ -54,7 +55,14 @@ def assert_each_tick_once(lines: list[dict], every_s: float) -> None:
     assert all(n == 1 for n in counts.values()), [t for t, n in counts.items() if n > 1]
     ticks = sorted(seconds(t) for t in counts)
     expected = [ticks[0] + every_s * k for k in range(round((ticks[-1] - ticks[0]) / every_s) + 1)]
-    assert ticks == expected, "a tick of the window is missing from ticks.jsonl"
+    report = "\n".join(json.dumps(x) for x in lines)
+    assert ticks == expected, f"a tick of the window is missing from ticks.jsonl:\n{report}"
+
+
+def runs_in_flight(cwd: Path) -> set[str]:
+    """Ticks whose run started (its results file exists) but whose line is not written yet."""
+    started = {p.name.split(".")[0] for p in (cwd / "runs" / "s").glob("*.results.jsonl")}
+    return started - {x["tick"].replace("-", "").replace(":", "") for x in ticks_of(cwd, "s")}
 
 
 def results_written_once(cwd: Path, lines: list[dict], tasks: int) -> None:
@@ -149,15 +157,18 @@ def test_nameserver_restart_with_sqlite_storage_fires_no_tick_twice(processes, t
     schedules = write_schedules(tmp_path, TICK_JOB, every="2s")
     first = start_scheduler(processes, ns, schedules, "a", "--state", str(tmp_path / "a.state.json"))
     wait_for(lambda: sum(x["decision"] == "fired" for x in ticks_of(tmp_path, "s")) >= 2, 15, what="ticks")
-    # The name server and the scheduler both die; the new scheduler has no state file of its own:
-    # what was decided before can only come back from the name server's sqlite file.
+    # The name server and the scheduler both die; the new scheduler has no state file of its own
+    # and, as on another host, no claims folder: what was decided before can only come back from
+    # the name server's sqlite file.
     for proc in (ns_proc, first):
         proc.proc.send_signal(signal.SIGKILL)
         proc.proc.wait()
+    shutil.rmtree(tmp_path / "runs" / "s" / "claims")
     processes.add(start_nameserver(storage, port=port)[0])
     before = len(ticks_of(tmp_path, "s"))
     start_scheduler(processes, ns, schedules, "b", "--state", str(tmp_path / "b.state.json"))
     wait_for(lambda: len(ticks_of(tmp_path, "s")) >= before + 4, 25, what="ticks after the restart")
+    wait_for(lambda: not runs_in_flight(tmp_path), 15, what="the runs under way recorded")
     lines = ticks_of(tmp_path, "s")
     assert_each_tick_once(lines, 2.0)
     results_written_once(tmp_path, lines, tasks=2)
@@ -184,9 +195,20 @@ def test_example_schedules_fire_and_show_in_status(processes, tmp_path, monkeypa
     shown = wait_for(lambda: (s := schedules()) and s["heartbeat"]["last_status"] == "ok" and s, 10, 0.5)
     assert set(shown) == {"heartbeat", "nightly-report"}, shown
     assert shown["heartbeat"]["leader"] == "example" and shown["heartbeat"]["last_fire"] == fired[0]["tick"]
-    assert shown["nightly-report"]["next_fire"].endswith(("T01:00:00Z", "T02:00:00Z")), shown  # 03:00 Berlin
+    nightly = shown["nightly-report"]
+    assert nightly["next_fire"].endswith(("T01:00:00Z", "T02:00:00Z")), shown  # 03:00 Berlin
+    assert nightly["timezone"] == "Europe/Berlin" and nightly["next_fire_local"][10:] in (
+        "T03:00:00+01:00",
+        "T03:00:00+02:00",
+    ), nightly
+    assert "timezone" not in shown["heartbeat"], shown  # every: no zone
     table = run_cli("status", "--ns", ns).stdout
-    assert "Schedules (2)" in table and "heartbeat" in table, table
+    assert "Schedules (2)" in table and "heartbeat" in table and "03:00 Europe/Berlin" in table, table
     sched.signal(signal.SIGINT)
     assert sched.proc.wait(timeout=30) == 0
-    assert "stopped" in "\n".join(sched.output)
+    output = "\n".join(sched.output)
+    assert "stopped" in output
+    # It says what it does: its part in each schedule, each tick's decision and each run's end.
+    assert "schedule heartbeat: leading (token 1)" in output, output
+    assert f"schedule heartbeat tick {fired[0]['tick']}: fired" in output, output
+    assert f"schedule heartbeat tick {fired[0]['tick']}: run ended ok" in output, output

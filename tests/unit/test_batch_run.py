@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyrocluster import codec, protocol
-from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, Budget, lost_outcomes, not_run
+from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, Budget, ended_outcomes, not_run
 
 ROOMY = Budget(10**6, 10**6)
 
@@ -75,13 +75,28 @@ def test_cancel_before_the_start_skips_and_after_the_end_changes_nothing():
     assert values(run)[1] == (protocol.OK, 4) and not run.stopped
 
 
-def test_lost_outcomes_blame_only_the_running_call():
+def test_an_ended_batch_keeps_the_finished_outcomes_and_blames_only_the_running_call():
+    ok = [protocol.OK, codec.pack(2), 1.0]
     crashed = [protocol.CRASHED, codec.pack({"type": "ProcessDied"}), 0.0]
-    outcomes = lost_outcomes(4, 1, crashed, cancelled_positions={3})
-    assert [o[0] for o in outcomes] == [
-        protocol.NOT_RUN,
-        protocol.CRASHED,
-        protocol.NOT_RUN,
-        protocol.CANCELLED,
-    ]
-    assert lost_outcomes(2, -1, crashed, set()) == [not_run(), not_run()]
+    outcomes = ended_outcomes([ok], 5, {3}, current=1, current_outcome=crashed)
+    assert outcomes == [ok, crashed, not_run(), [protocol.CANCELLED, None, 0.0], not_run()]
+    assert ended_outcomes([ok], 2, set()) == [ok, not_run()]
+
+
+def test_hooks_see_each_start_and_each_outcome_and_a_start_hook_may_skip_a_call():
+    seen: list[object] = []
+
+    def starting(i: int, _at: float) -> bool:
+        seen.append(("start", i))
+        return i != 1
+
+    run = BatchRun(
+        [call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)],
+        ROOMY,
+        skip=[2],
+        on_start=starting,
+        on_outcome=lambda o: seen.append(o[0]),
+    )
+    run.run()
+    assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.CANCELLED, None)]
+    assert seen == [("start", 0), protocol.OK, ("start", 1), protocol.CANCELLED, protocol.CANCELLED]

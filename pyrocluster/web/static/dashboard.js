@@ -65,7 +65,9 @@ function jobsPanel(doc, failures) {
 
 function schedulesPanel(doc) {
   const schedules = doc.schedules || [];
-  const rows = schedules.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.next_fire || "-")}</td>
+  // A cron read in another zone than UTC shows its next tick on its own wall clock too.
+  const inZone = (s) => (s.next_fire_local && s.timezone ? ` (${s.next_fire_local.slice(11, 16)} ${s.timezone})` : "");
+  const rows = schedules.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc((s.next_fire || "-") + inZone(s))}</td>
     <td>${esc(s.last_fire || "-")}</td><td>${esc(s.last_status || "-")}</td><td>${esc(s.leader || "-")}</td></tr>`);
   return `<section id="schedules"><h2>Schedules (${schedules.length})</h2><table><thead><tr><th>name</th>
     <th>next tick</th><th>last tick</th><th>last status</th><th>scheduler</th></tr></thead>

@@ -1,0 +1,228 @@
+"""What a worker shares with one of its slot processes: the progress of the batch in it, a cancel
+flag per call, and a log of the outcomes finished so far.
+
+The slot process appends each outcome to the log as its call ends (a copy into shared memory: no
+message, no system call), so the worker has every finished outcome however the process ends: the
+timer's exit after an overrun, a kill at the fallback deadline of a task that holds the
+interpreter lock in C, a kill for a cancel, a crash. The index of the call in progress and the
+cancel flags are read and written under one lock (a semaphore in shared memory, about 0.5 us a
+call): a call cancelled before it starts is skipped by the slot process, never started and then
+killed. The worker kills a slot process only while it holds that lock, so the process never dies
+holding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import reduction
+from typing import Any
+
+import msgpack
+
+from pyrocluster.slots.batch import Outcome
+
+INDEX, START, LOGGED, USED, TIMED_OUT = range(5)
+"""Fields of ``progress``: the call last started, its start (monotonic), outcomes logged, log bytes
+used, and 1.0 once the slot's timer ended the process for an overrun."""
+LOCK_WAIT_S = 1.0
+"""The slot process holds the lock for microseconds; a worker that waits this long for it goes on
+without it (the process died holding it, killed from outside)."""
+SKIPPED_BYTES = 16
+"""Log bytes of one skipped call's outcome, which the reply budget does not count."""
+KEEP_LOG_BYTES = 1 << 20
+"""Log memory kept after a batch; pages past it are given back (a batch of large results)."""
+
+
+_HEAD = struct.Struct(">BI")
+_ARRAY32 = 0xDD
+"""msgpack's type byte of an array with a 32-bit count."""
+
+
+def _outcome_packer() -> msgpack.Packer:
+    """A packer of outcomes ``[kind, bytes or None, float]``: plain msgpack, no hook needed."""
+    return msgpack.Packer(use_bin_type=True)
+
+
+def _anonymous_file(size: int) -> int:
+    """A file descriptor of ``size`` bytes of memory (a memfd, not bound by a small /dev/shm)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("pyrocluster-slot", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - platforms without memfd
+        fd, path = tempfile.mkstemp(prefix="pyrocluster-slot-")
+        os.unlink(path)
+    os.ftruncate(fd, size)  # sparse: pages are taken only when written
+    return fd
+
+
+class _Memory:
+    """A shared mapping of an anonymous file; it travels to a slot process as a duplicated fd."""
+
+    def __init__(self, size: int, fd: int = -1) -> None:
+        self.size = size
+        self.fd = _anonymous_file(size) if fd < 0 else fd
+        self.map = mmap.mmap(self.fd, size)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_memory, (self.size, reduction.DupFd(self.fd))
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+
+def _rebuild_memory(size: int, dup: Any) -> _Memory:
+    return _Memory(size, dup.detach())
+
+
+class SlotShare:
+    """The shared state of one slot process (made by the worker, handed to the process at its start).
+
+    Layout of the memory: ``max_calls`` cancel flags (one byte per call of the batch), the head of
+    the log (a msgpack array header the worker writes once it knows the count, so one ``unpackb``
+    reads the whole log), then the outcomes, msgpack-ed one after another: room for ``log_bytes``
+    of outcomes as the reply budget counts them (each at least 16 bytes more than its packed size),
+    and for skipped calls, which it does not count.
+    """
+
+    def __init__(self, ctx: Any, max_calls: int, log_bytes: int) -> None:
+        self.progress = ctx.RawArray("d", 5)
+        self._lock = ctx.Lock()
+        self._memory = _Memory(max_calls + _HEAD.size + log_bytes + max_calls * SKIPPED_BYTES)
+        self._head = max_calls
+        self._start = max_calls + _HEAD.size
+        self._used = self._start  # the slot process's write position in the log
+        self._writer = False  # the slot process's side is set up (by its first restart)
+        self.log_bytes = log_bytes
+
+    # -- the slot process -------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """A batch begins (in the slot process): its outcomes are logged from the start."""
+        self._used = self._start
+        self._logged = 0
+        if not self._writer:  # made here, in the slot process: a packer does not travel
+            self._writer = True
+            self._map = self._memory.map
+            self._pack: Callable[[Outcome], bytes] = _outcome_packer().pack
+
+    def begin(self, position: int, at: float) -> bool:
+        """Call ``position`` starts at ``at``; False (and it does not start) when it was cancelled."""
+        lock, progress = self._lock, self.progress
+        lock.acquire()
+        if self._map[position]:
+            lock.release()
+            return False
+        progress[START] = at  # the start first: a reader that sees the new index never sees an older start
+        progress[INDEX] = position
+        lock.release()
+        return True
+
+    def record(self, outcome: Outcome) -> None:
+        """Log the outcome of the next call (finished or skipped)."""
+        data = self._pack(outcome)
+        used = self._used
+        end = self._used = used + len(data)
+        self._map[used:end] = data
+        self._logged += 1
+        progress = self.progress
+        progress[USED] = end  # the bytes before the count: a counted outcome is always whole
+        progress[LOGGED] = self._logged
+
+    def timed_out(self) -> None:
+        """The call in progress overran and the timer ends the process."""
+        self.progress[TIMED_OUT] = 1.0
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Before a batch is sent: no call started, nothing logged (the process is idle). The log's
+        end is read only under a count above 0, and the overrun mark only of a process that ended."""
+        progress = self.progress
+        progress[LOGGED] = 0.0
+        progress[INDEX] = -1.0
+
+    def running(self) -> int:
+        """The index of the call in progress, -1 for none (started and not logged)."""
+        progress = self.progress
+        index = int(progress[INDEX])
+        return index if index >= 0 and int(progress[LOGGED]) == index else -1
+
+    def logged_count(self) -> int:
+        """How many outcomes the slot process has logged in this batch."""
+        return int(self.progress[LOGGED])
+
+    def started_at(self) -> float:
+        """When the call last started began (read after its index: never older than it)."""
+        return float(self.progress[START])
+
+    def was_timed_out(self) -> bool:
+        """The timer ended the process for an overrun."""
+        return self.progress[TIMED_OUT] == 1.0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        got = self._lock.acquire(timeout=LOCK_WAIT_S)
+        try:
+            yield
+        finally:
+            if got:
+                self._lock.release()
+
+    def flag(self, positions: Iterable[int]) -> None:
+        """Flag these calls cancelled: the slot process skips each when it comes to start it."""
+        flags = self._memory.map
+        for j in positions:
+            flags[j] = 1
+
+    def flag_off(self, positions: Iterable[int]) -> None:
+        """Clear these calls' cancel flags (after their batch)."""
+        flags = self._memory.map
+        for j in positions:
+            flags[j] = 0
+
+    def cancel(self, positions: set[int], kill: Callable[[], None]) -> None:
+        """Flag these calls cancelled; ``kill()`` the process when one of them is in progress."""
+        with self._locked():
+            self.flag(positions)
+            if self.running() in positions:
+                kill()
+
+    def kill_if_running(self, position: int, kill: Callable[[], None]) -> bool:
+        """``kill()`` the process if call ``position`` is still in progress; True if it was."""
+        with self._locked():
+            if self.running() != position:
+                return False
+            kill()
+            return True
+
+    def finished(self) -> list[Outcome]:
+        """The outcomes logged (read once the batch ended or the process is dead)."""
+        count, used = self.logged_count(), int(self.progress[USED])
+        if count == 0:
+            return []
+        log = self._memory.map
+        _HEAD.pack_into(log, self._head, _ARRAY32, count)
+        try:
+            outcomes: list[Outcome] = msgpack.unpackb(log[self._head : used], raw=False)
+        except msgpack.ExtraData as extra:  # killed between an outcome's bytes and its count
+            outcomes = extra.unpacked
+        return outcomes
+
+    def recycle(self, flagged: Iterable[int]) -> None:
+        """After a batch, in an idle process: clear its cancel flags, give back a large log's pages."""
+        if flagged:
+            self.flag_off(flagged)
+        used = int(self.progress[USED])
+        keep = self._start + KEEP_LOG_BYTES
+        if used > keep and hasattr(mmap, "MADV_REMOVE"):
+            keep -= keep % mmap.PAGESIZE
+            self._memory.map.madvise(mmap.MADV_REMOVE, keep, self._memory.size - keep)
+
+    def close(self) -> None:
+        """Unmap (the worker's side, once its process is gone)."""
+        self._memory.close()

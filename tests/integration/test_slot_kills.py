@@ -1,0 +1,166 @@
+"""Killing a call keeps its batch-mates (SPEC 5.8), on real worker processes: a task that holds the
+interpreter lock past its timeout, a task that tampers with the slot's timer signal, a cancel of a
+call not started yet, and a slot process stopped while it starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import Cluster, TaskTimeout, protocol
+from pyrocluster.local import start_nameserver, start_worker
+from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.rawworker import RawWorker, decoded
+
+FOREVER = 10**11
+"""``hog``'s ``n`` for a C call that would hold the interpreter lock for minutes."""
+HELD = "its process was killed"
+"""In the message of a TIMEOUT that the worker's fallback kill decided (the slot's timer could not act)."""
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[str]:
+    """A name server and one one-slot process worker ``solo``, shared by the module."""
+    procs = Processes()
+    try:
+        ns_proc, address = start_nameserver()
+        procs.add(ns_proc)
+        args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE]
+        procs.add(start_worker(address, [*args, "--pool", "process", "--concurrency", "1"]))
+        yield address
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def solo(ns: str) -> RawWorker:
+    """A raw client of ``solo``, idle, its slot process started."""
+    w = RawWorker(ns, "solo")
+    wait_for(lambda: w.load()["running"] == 0, 10, what="the slot is free")
+    w.run_batch([w.call("add", 0, 0)])
+    return w
+
+
+def kinds(reply: dict) -> list[int]:
+    return [o[0] for o in reply["outcomes"]]
+
+
+def runs(path: Path) -> list[str]:
+    """The lines ``logged`` wrote to ``path``: one per run of the call."""
+    return path.read_text().split() if path.exists() else []
+
+
+def pid(w: RawWorker) -> int:
+    return decoded(w.run_batch([w.call("whoami")])["outcomes"][0])[1]
+
+
+def test_a_gil_holding_overrun_keeps_the_finished_batch_mates_and_sends_back_the_rest(solo, tmp_path):
+    keys = ["a", "b", "hog", "c", "d"]
+    calls = [
+        solo.call(
+            "logged", k, str(tmp_path / k), 0, FOREVER if k == "hog" else 0, timeout=0.5 if k == "hog" else 30
+        )
+        for k in keys
+    ]
+    started = time.monotonic()
+    reply = solo.run_batch(calls)
+    elapsed = time.monotonic() - started
+    assert kinds(reply) == [protocol.OK, protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN, protocol.NOT_RUN], (
+        reply
+    )
+    assert [decoded(o)[1] for o in reply["outcomes"][:2]] == ["a", "b"]
+    error = decoded(reply["outcomes"][2])[1]
+    assert error["type"] == "TaskTimeout" and HELD in error["message"], "the slot's timer could not act"
+    assert 0.9 < elapsed < 8, elapsed
+    assert [runs(tmp_path / k) for k in keys] == [["a"], ["b"], ["hog"], [], []]
+    assert decoded(solo.run_batch([solo.call("add", 2, 2)])["outcomes"][0]) == (protocol.OK, 4)
+
+
+def test_through_a_coordinator_each_batch_mate_of_a_gil_holding_overrun_runs_exactly_once(ns, tmp_path):
+    gate, before = tmp_path / "gate", tmp_path / "started"
+    keys = [f"k{i}" for i in range(6)]
+    with Cluster(ns, retries=0) as cluster:
+        list(cluster.map("add", range(200), range(200)))  # batches of cheap calls grow large
+        warm = [cluster.submit("logged", f"w{i}", str(tmp_path / "warm")) for i in range(300)]
+        assert [f.result(30) for f in warm] == [f"w{i}" for i in range(300)]
+        blocker = cluster.submit("hold", str(gate), 30, str(before))
+        wait_for(before.exists, 10, what="the slot busy")
+        futures = {k: cluster.submit("logged", k, str(tmp_path / k)) for k in keys[:3]}
+        hog = cluster.options(timeout=0.5).submit("logged", "hog", str(tmp_path / "hog"), 0, FOREVER)
+        futures |= {k: cluster.submit("logged", k, str(tmp_path / k)) for k in keys[3:]}
+        gate.touch()  # the queued calls go out together, once the slot is free
+        blocker.result(30)
+        assert {k: f.result(30) for k, f in futures.items()} == {k: k for k in keys}
+        with pytest.raises(TaskTimeout):
+            hog.result(30)
+    assert {k: runs(tmp_path / k) for k in keys} == {k: [k] for k in keys}, "a batch-mate ran twice"
+    assert all(f.attempts == 1 for f in futures.values()), [f.attempts for f in futures.values()]
+    assert runs(tmp_path / "hog") == ["hog"]
+
+
+@pytest.mark.parametrize("how", ["alarm0", "handler", "itimer"])
+def test_a_task_that_tampers_with_the_timer_signal_leaves_the_next_batch_a_fresh_slot(solo, tmp_path, how):
+    first = pid(solo)
+    # a quick call arms the slot's timer for 1 s; the task then changes the signal's handling
+    reply = solo.run_batch([solo.call("add", 1, 1, timeout=1), solo.call("tamper", how)])
+    assert kinds(reply) == [protocol.OK, protocol.OK], reply
+    assert pid(solo) == first, "a task that returned normally does not cost its slot process"
+    calls = [
+        solo.call("logged", "a", str(tmp_path / "a")),
+        solo.call("hold", str(tmp_path / "never"), timeout=1.5),
+        solo.call("logged", "b", str(tmp_path / "b")),
+    ]
+    started = time.monotonic()
+    reply = solo.run_batch(calls)
+    elapsed = time.monotonic() - started
+    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN], reply
+    error = decoded(reply["outcomes"][1])[1]
+    assert error["type"] == "TaskTimeout" and HELD not in error["message"], "the slot's own timer acted"
+    assert "1.5 s" in error["message"] and elapsed < 5, elapsed
+    assert (runs(tmp_path / "a"), runs(tmp_path / "b")) == (["a"], [])
+
+
+def test_cancel_of_a_call_not_started_skips_it_and_the_running_call_finishes(solo, tmp_path):
+    first = pid(solo)
+    gate, started, marker = tmp_path / "gate", tmp_path / "started", tmp_path / "never"
+    calls = [
+        solo.call("hold", str(gate), 30, str(started)),
+        solo.call("add", 2, 3),
+        solo.call("logged", "x", str(marker)),
+    ]
+    bg: dict = {}
+    thread = threading.Thread(target=lambda: bg.update(reply=solo.run_batch(calls)), daemon=True)
+    thread.start()
+    wait_for(started.exists, 10, 0.02, what="the first call running")
+    assert solo.cancel([calls[2][0]]) == 1
+    gate.touch()
+    thread.join(30)
+    reply = bg["reply"]
+    assert kinds(reply) == [protocol.OK, protocol.OK, protocol.CANCELLED], reply
+    assert decoded(reply["outcomes"][1]) == (protocol.OK, 5)
+    assert not marker.exists(), "the cancelled call ran"
+    assert pid(solo) == first, "the slot process was killed for a call that had not started"
+
+
+def test_a_slot_process_stopped_while_it_loads_its_tasks_ends_without_a_traceback(tmp_path):
+    slow = tmp_path / "slowtasks.py"
+    slow.write_text("import time\n\ntime.sleep(1.0)  # a tasks module that takes a while to import\n")
+    script = textwrap.dedent(
+        f"""
+        from pyrocluster.slots.process import SlotProcess, slot_context
+
+        if __name__ == "__main__":
+            slot = SlotProcess(slot_context(), [{str(slow)!r}], 1 << 20)
+            slot.close()
+            print("closed")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "closed\n", "")
