@@ -67,7 +67,14 @@ def _numpy_array(v: Any) -> bytes:
     fortran = v.flags.f_contiguous and not v.flags.c_contiguous
     header = _inner([v.dtype.str if v.dtype.fields is None else v.dtype.descr, list(v.shape), fortran])
     ordered = v.T if fortran else v  # a Fortran array's transpose is C-contiguous, same bytes
-    data = memoryview(ordered).cast("B") if ordered.flags.c_contiguous else v.tobytes(order="C")
+    data: Any = None
+    if ordered.flags.c_contiguous:
+        try:
+            data = memoryview(ordered).cast("B")
+        except (TypeError, ValueError):  # dtypes the buffer protocol cannot describe (datetime64)
+            data = None
+    if data is None:
+        data = v.tobytes(order="F" if fortran else "C")
     # One copy of the array's bytes (join reads the buffer), where tobytes then + made two.
     return b"".join((len(header).to_bytes(4, "little"), header, data))
 

@@ -9,7 +9,9 @@ only its own buffer. Memory grows with the bytes received, not with the size a h
 
 from __future__ import annotations
 
+import collections
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import Pyro5.errors
@@ -26,17 +28,22 @@ WRITE_CHUNK = 256 * 1024
 """Most bytes handed to the socket in one send (a TLS send retried after WantWrite must repeat
 the same bytes: a fixed chunk keeps the retry identical)."""
 
+Buffer = bytes | bytearray | memoryview
+"""Anything a request piece may be."""
+
 _AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 """Nothing can move now: try again when the socket is ready."""
 
 
 class RequestWriter:
-    """One encoded request, written as the socket takes it."""
+    """One encoded request, in one or more pieces (a header, then its payload), written as the
+    socket takes it: the pieces are never joined, so a big request is not copied once more."""
 
-    __slots__ = ("_view", "_sent")
+    __slots__ = ("_views", "_sent")
 
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
+    def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        self._views = collections.deque(memoryview(p).cast("B") for p in pieces if len(p))
         self._sent = 0
 
     def write(self, sock: Any) -> bool:
@@ -44,14 +51,18 @@ class RequestWriter:
 
         ConnectionClosedError when the connection broke.
         """
-        view = self._view
-        while self._sent < len(view):
+        views = self._views
+        while views:
+            view = views[0]
             try:
                 self._sent += sock.send(view[self._sent : self._sent + WRITE_CHUNK])
             except _AGAIN:
                 return False
             except OSError as exc:
                 raise Pyro5.errors.ConnectionClosedError(f"sending: {exc}") from None
+            if self._sent == len(view):
+                views.popleft()
+                self._sent = 0
         return True
 
 
