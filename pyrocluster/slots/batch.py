@@ -176,6 +176,7 @@ class BatchRun:
         self._current = i
         self._started = time.monotonic()
         self._deadline = self._started + self.calls[i][2]
+        self._cond.notify_all()  # a watcher asleep on the previous call's deadline takes this one
         return i
 
     def watch(self) -> bool:

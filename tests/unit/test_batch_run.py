@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from pyrocluster import codec, protocol
 from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, Budget, ended_outcomes, not_run
 
@@ -100,3 +103,12 @@ def test_hooks_see_each_start_and_each_outcome_and_a_start_hook_may_skip_a_call(
     run.run()
     assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.CANCELLED, None)]
     assert seen == [("start", 0), protocol.OK, ("start", 1), protocol.CANCELLED, protocol.CANCELLED]
+
+
+def test_a_watcher_asleep_on_one_calls_deadline_sees_the_next_calls_shorter_one():
+    run = BatchRun([call("sleep", 0.3, timeout=5.0), call("sleep", 3.0, timeout=0.3)], ROOMY)
+    threading.Thread(target=run.run, daemon=True).start()
+    started = time.monotonic()
+    assert run.watch() is False  # the second call overran its 0.3 s
+    assert time.monotonic() - started < 3.0  # not the first call's 5 s deadline
+    assert [k for k, _ in values(run)] == [protocol.OK, protocol.TIMEOUT]
