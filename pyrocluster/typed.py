@@ -61,7 +61,9 @@ def _encode_time(v: dt.time) -> bytes:
     return _inner([v.hour, v.minute, v.second, v.microsecond, v.fold, _zone(v.tzinfo, None)])
 
 
-def _numpy_array(v: Any) -> bytes:
+def array_pieces(v: Any) -> list[Any]:
+    """The extension body of an array as buffers: its header, then its data (the array's own
+    buffer when the buffer protocol can describe it, else a copy)."""
     if v.dtype.hasobject:
         raise TypeError(f"ndarray of dtype {v.dtype}")
     fortran = v.flags.f_contiguous and not v.flags.c_contiguous
@@ -75,8 +77,17 @@ def _numpy_array(v: Any) -> bytes:
             data = None
     if data is None:
         data = v.tobytes(order="F" if fortran else "C")
-    # One copy of the array's bytes (join reads the buffer), where tobytes then + made two.
-    return b"".join((len(header).to_bytes(4, "little"), header, data))
+    return [len(header).to_bytes(4, "little") + header, data]
+
+
+def is_array(value: Any) -> bool:
+    """True for a numpy array (numpy already imported: a value of its type exists)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.ndarray)
+
+
+def _numpy_array(v: Any) -> bytes:
+    return b"".join(array_pieces(v))
 
 
 def _numpy_scalar(v: Any) -> bytes:
