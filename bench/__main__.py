@@ -22,6 +22,7 @@ WORKLOADS = {
     "w3inc": "bench.w3_incremental",
     "scale": "bench.scale",
     "sim": "bench.sim",
+    "startup": "bench.startup",
 }
 """Run in this order: the first four share the default two-worker cluster."""
 USES_DEFAULT_CLUSTER = {"w1", "latency", "memory", "flow"}

@@ -15,6 +15,7 @@ import functools
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -62,6 +63,38 @@ class FakeWorkers:
             daemon.shutdown()
 
 
+@dataclass
+class Bench:
+    """A real name server, ``n`` fake workers and a real dashboard process, for one benchmark."""
+
+    settings: Settings
+    ns_proc: ManagedProcess
+    ns: Any
+    workers: FakeWorkers
+    dash: ManagedProcess
+    url: str
+
+    @classmethod
+    def start(cls, workers: int) -> Bench:
+        """Start them all (no secret: loopback only)."""
+        settings = Settings()
+        config.apply(settings)
+        ns_proc, address = start_nameserver()
+        settings = settings.with_ns(address)
+        ns = registry.connect(settings)
+        fakes = FakeWorkers(settings, ns, workers)
+        dash = ManagedProcess(["dashboard", "--ns", address, "--port", "0"])
+        url = next(w for w in dash.wait_ready().split() if w.startswith("http://")).rstrip("/")
+        return cls(settings, ns_proc, ns, fakes, dash, url)
+
+    def stop(self) -> None:
+        """Stop the dashboard, the workers and the name server."""
+        self.dash.stop()
+        self.workers.close()
+        self.ns._pyroRelease()
+        self.ns_proc.stop()
+
+
 def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
@@ -73,15 +106,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=60, help="simulated minutes (one job each)")
     ap.add_argument("--minute-s", type=float, default=1.5, help="real seconds per simulated minute")
     args = ap.parse_args()
-    settings = Settings()
-    config.apply(settings)
-    ns_proc, address = start_nameserver()
-    settings = settings.with_ns(address)
-    ns = registry.connect(settings)
-    workers = FakeWorkers(settings, ns, args.workers)
-    dash = ManagedProcess(["dashboard", "--ns", address, "--port", "0"])
+    bench = Bench.start(args.workers)
+    settings, ns, dash, url = bench.settings, bench.ns, bench.dash, bench.url
     try:
-        url = next(w for w in dash.wait_ready().split() if w.startswith("http://")).rstrip("/")
         client = httpx.Client(timeout=5)
         while len(client.get(url + "/api/status").json()["workers"]) < args.workers:
             time.sleep(0.2)
@@ -115,10 +142,7 @@ def main() -> None:
         print(f"  finished jobs still listed: {len(kept)} (kept {finished.KEEP_FINISHED_S / 60:.0f} min)")
         print(f"  name-server records of finished jobs: {len(ns.list(prefix=finished.FINISHED_PREFIX))}")
     finally:
-        dash.stop()
-        workers.close()
-        ns._pyroRelease()
-        ns_proc.stop()
+        bench.stop()
 
 
 def fast_forward(settings: Settings, ns: Any, pid: int, minutes: int, minute_s: float, client: Any, url: str):

@@ -22,8 +22,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,8 +29,9 @@ from concurrent.futures import wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import REPO_ROOT, Context, PeakSampler, run_cli, starmap, worker_name
+from bench.common import Context, PeakSampler, run_cli, starmap, worker_name
 from bench.report import BASE, INFO, PYRO
+from bench.startup import import_cli
 
 NAME = "Scale"
 WAVE = 16
@@ -212,12 +211,7 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
 
 def import_floor(reps: int) -> list[float]:
     """Wall seconds of ``python -c 'import pyrocluster.cli'``: the start-up of any command."""
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import pyrocluster.cli"], cwd=REPO_ROOT, check=True)
-        out.append(time.perf_counter() - t0)
-    return out
+    return import_cli(reps)[0]
 
 
 def run(ctx: Context) -> None:

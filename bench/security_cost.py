@@ -1,11 +1,13 @@
 """What security costs: 20,000 ``add`` calls through ``Cluster.map`` with and without secret and TLS.
 
-Four local clusters (a name server and two workers each, default settings otherwise) run side by
-side: no security, the cluster secret, mutual TLS, and both. Rounds alternate between them so
-that drift on the machine hits every mode alike; each figure is the median of the rounds, and
-the ratio is against no security in the same run.
+Local clusters (a name server and two workers each, default settings otherwise) run side by
+side: no security, the cluster secret, mutual TLS, both, and the secret's cluster used with a
+submitter's role token instead of the secret (its handshake signs, and every call is checked
+against the role). Rounds alternate between them so that drift on the machine hits every mode
+alike; each figure is the median of the rounds, and the ratios are against no security and
+against the secret in the same run.
 
-    python -m bench.security_cost [--items 20000] [--rounds 3] [--workers 2]
+    python -m bench.security_cost [--items 20000] [--rounds 3] [--workers 2] [--modes secret,token]
 
 Needs the ``cryptography`` package (the ``test`` extra) to make the certificates.
 """
@@ -23,21 +25,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pyrocluster import tokens
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.local import LocalCluster
 from tests.helpers.certs import CertificateAuthority, Member
 
 SECRET = "bench-security-cost-secret"
+TOKEN = tokens.issue(SECRET.encode(), "bench", tokens.Role.SUBMITTER, time.time(), 86400)
 WARMUP_ITEMS = 2_000
 """Calls run before each timed map (connections, discovery, batch sizing)."""
-MODES = ("none", "secret", "tls", "secret+tls")
+MODES = ("none", "secret", "tls", "secret+tls", "token")
 
 
 def child_env(mode: str, member: Member) -> dict[str, str]:
     """The environment of one mode's name server and workers (nothing inherited by accident)."""
     env = {"PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": "", **{k: "" for k in member.env()}}
-    if "secret" in mode:
+    if "secret" in mode or mode == "token":  # the workers of the token mode hold the secret
         env["PYROCLUSTER_SECRET"] = SECRET
     if "tls" in mode:
         env.update(member.env())
@@ -47,6 +51,8 @@ def child_env(mode: str, member: Member) -> dict[str, str]:
 def client_settings(mode: str, member: Member, ns: str) -> Settings:
     """The coordinator's settings for one mode."""
     tls = {"tls_cert": member.cert, "tls_key": member.key, "tls_ca": member.ca} if "tls" in mode else {}
+    if mode == "token":
+        return Settings(token=TOKEN).with_ns(ns)
     return Settings(secret=SECRET.encode() if "secret" in mode else None, **tls).with_ns(ns)  # type: ignore[arg-type]
 
 
@@ -92,39 +98,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=20_000, help="add calls per timed map")
     parser.add_argument("--rounds", type=int, default=3, help="timed maps per mode (median reported)")
     parser.add_argument("--workers", type=int, default=2, help="workers per local cluster")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes to compare")
     opts = parser.parse_args(argv)
+    modes = [m for m in opts.modes.split(",") if m in MODES]
 
     with tempfile.TemporaryDirectory(prefix="bench-security-") as directory:
         member = CertificateAuthority(Path(directory), "bench").issue("bench member")
         clusters: dict[str, LocalCluster] = {}
         try:
-            for mode in MODES:
+            for mode in modes:
                 print(
                     f"starting a local cluster ({opts.workers} workers): {mode}", file=sys.stderr, flush=True
                 )
                 clusters[mode] = LocalCluster(opts.workers, env=child_env(mode, member))
-            rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+            rates: dict[str, list[float]] = {mode: [] for mode in modes}
             for round_no in range(opts.rounds):
-                for mode in MODES:
+                for mode in modes:
                     rate = measure(client_settings(mode, member, clusters[mode].address), opts.items)
                     rates[mode].append(rate)
                     print(
                         f"round {round_no + 1}: {mode:<10} {rate:10,.0f} tasks/s", file=sys.stderr, flush=True
                     )
-            lat = {mode: latencies(client_settings(mode, member, clusters[mode].address)) for mode in MODES}
+            lat = {mode: latencies(client_settings(mode, member, clusters[mode].address)) for mode in modes}
         finally:
             for local in clusters.values():
                 local.close()
 
-    base = statistics.median(rates["none"])
+    base = statistics.median(rates[modes[0]])
+    secret = statistics.median(rates["secret"]) if "secret" in rates else None
     cpus = os.cpu_count()
     print(f"{opts.items:,} add calls via Cluster.map, {opts.workers} local workers, {cpus} CPUs, "
           f"median of {opts.rounds} rounds")  # fmt: skip
-    print(f"{'mode':<12}{'tasks/s':>12}{'vs none':>10}{'connect+ping ms':>18}{'ping ms':>10}")
-    for mode in MODES:
+    heads = f"{'mode':<12}{'tasks/s':>12}{'vs ' + modes[0]:>12}{'vs secret':>11}"
+    print(f"{heads}{'connect+ping ms':>18}{'ping ms':>10}")
+    for mode in modes:
         median = statistics.median(rates[mode])
         connect_ms, ping_ms = lat[mode]
-        print(f"{mode:<12}{median:>12,.0f}{median / base:>10.2f}{connect_ms:>18.2f}{ping_ms:>10.3f}")
+        vs_secret = f"{median / secret:>11.2f}" if secret else f"{'-':>11}"
+        print(
+            f"{mode:<12}{median:>12,.0f}{median / base:>12.2f}{vs_secret}{connect_ms:>18.2f}{ping_ms:>10.3f}"
+        )
     return 0
 
 

@@ -48,6 +48,21 @@ def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, 
     return host, port
 
 
+def _given_or_read(
+    value: str | bytes | None, path: str | os.PathLike[str] | None, what: str, variable: str
+) -> str | bytes | None:
+    """A credential given, else read from ``path`` (or the file ``<variable>_FILE`` names), else
+    ``<variable>`` itself; ValueError for an empty file, OSError for one that cannot be read."""
+    if value is None and not path:
+        path = os.environ.get(f"{variable}_FILE") or None  # as the CLI's --secret-file/--token-file
+    if path:
+        text = Path(path).read_bytes().strip()
+        if not text:
+            raise ValueError(f"{what} file {path} is empty")
+        return text
+    return value if value is not None else os.environ.get(variable) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection settings shared by every command and by the Python API."""
@@ -55,6 +70,8 @@ class Settings:
     ns_host: str = DEFAULT_NS_HOST
     ns_port: int = DEFAULT_NS_PORT
     secret: bytes | None = None
+    token: str | None = None
+    """A role token (``tokens.py``), used when there is no secret."""
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -75,6 +92,11 @@ class Settings:
         return f"{self.ns_host}:{self.ns_port}"
 
     @property
+    def authenticated(self) -> bool:
+        """True when this process proves a credential (the secret or a token)."""
+        return self.secret is not None or self.token is not None
+
+    @property
     def tls(self) -> bool:
         """True when mutual TLS is configured."""
         return bool(self.tls_cert or self.tls_key or self.tls_ca)
@@ -90,6 +112,8 @@ class Settings:
         ns: str | None = None,
         secret: str | bytes | None = None,
         secret_file: str | os.PathLike[str] | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_ca: str | None = None,
@@ -100,18 +124,13 @@ class Settings:
         """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
         env = os.environ
         host, port = parse_address(ns or env.get("PYROCLUSTER_NS") or f"{DEFAULT_NS_HOST}:{DEFAULT_NS_PORT}")
-        if secret is None and not secret_file:
-            secret_file = env.get("PYROCLUSTER_SECRET_FILE") or None  # as the CLI's --secret-file
-        if secret_file:
-            secret = Path(secret_file).read_bytes().strip()
-            if not secret:
-                raise ValueError(f"secret file {secret_file} is empty")
-        elif secret is None:
-            secret = env.get("PYROCLUSTER_SECRET") or None
+        secret = _given_or_read(secret, secret_file, "secret", "PYROCLUSTER_SECRET")
         if isinstance(secret, str):
             secret = secret.encode()
         if secret is not None:
             secret = secret.strip() or None  # open(f).read() keeps the newline a secret file ends with
+        given_token = _given_or_read(token, token_file, "token", "PYROCLUSTER_TOKEN")
+        token = given_token.decode() if isinstance(given_token, bytes) else given_token
         serializer = serializer or env.get("PYROCLUSTER_SERIALIZER") or "msgpack"
         if serializer not in SAFE_SERIALIZERS:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
@@ -124,6 +143,7 @@ class Settings:
             ns_host=host,
             ns_port=port,
             secret=secret,
+            token=token.strip() if token else None,
             tls_cert=tls_cert or env.get("PYROCLUSTER_TLS_CERT") or None,
             tls_key=tls_key or env.get("PYROCLUSTER_TLS_KEY") or None,
             tls_ca=tls_ca or env.get("PYROCLUSTER_TLS_CA") or None,
@@ -138,6 +158,8 @@ class Settings:
         env = {"PYROCLUSTER_SERIALIZER": self.serializer}
         if self.secret:
             env["PYROCLUSTER_SECRET"] = self.secret.decode()
+        elif self.token:
+            env["PYROCLUSTER_TOKEN"] = self.token
         for name, value in (("CERT", self.tls_cert), ("KEY", self.tls_key), ("CA", self.tls_ca)):
             if value:
                 env[f"PYROCLUSTER_TLS_{name}"] = str(Path(value).resolve())
@@ -243,7 +265,7 @@ def loopback_if_wildcard(host: str) -> str:
 
 def check_bind(host: str, settings: Settings, insecure: bool) -> None:
     """Refuse a non-loopback bind without a cluster secret unless ``insecure``; ValueError says why."""
-    if not is_loopback(host) and settings.secret is None and not insecure:
+    if not is_loopback(host) and settings.secret is None and settings.token is None and not insecure:
         raise ValueError(
             f"refusing to listen on {host} without a cluster secret: anyone who can reach it could "
             "run tasks; set --secret-file or PYROCLUSTER_SECRET, or pass --insecure"

@@ -24,6 +24,10 @@ class AuthenticationError(ClusterUnreachable):
     """A handshake was refused: wrong or missing cluster secret, or a server that cannot prove it."""
 
 
+class RoleRefused(PyroClusterError):
+    """The credential's role does not allow the action; nothing happened (exit code 77)."""
+
+
 class WorkerUnavailable(PyroClusterError):
     """A call ran out of attempts, or found no live worker offering its service within ``wait``."""
 

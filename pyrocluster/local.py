@@ -135,8 +135,15 @@ def start_nameserver(
     extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None
 ) -> tuple[ManagedProcess, str]:
     """Start ``pyrocluster nameserver`` on loopback; return it and its ``HOST:PORT``."""
-    proc = ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
+    proc = nameserver_process(extra, port, env)
     return proc, ready_address(proc.wait_ready())
+
+
+def nameserver_process(
+    extra: list[str] | None = None, port: int = 0, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """Start ``pyrocluster nameserver`` on loopback without waiting for its ready line."""
+    return ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
 
 
 def start_worker(
@@ -150,22 +157,63 @@ def start_worker(
 
 
 class LocalCluster:
-    """A private name server and ``n`` workers on loopback, stopped on ``close()``."""
+    """A private name server and ``n`` workers on loopback, stopped on ``close()``.
+
+    With ``wait=False`` the constructor returns at once and a thread brings the processes up
+    (the name server, then the workers once its address is known) while the caller does its
+    own work (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then
+    waits for every ready line and raises what went wrong.
+    """
 
     def __init__(
-        self, workers: int = 2, worker_args: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        workers: int = 2,
+        worker_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> None:
         self.env = env
         self.worker_args = list(worker_args or [])
         self.workers: list[ManagedProcess] = []
-        self.nameserver, self.address = start_nameserver(env=env)
+        self.nameserver: ManagedProcess | None = None
+        self.address = ""
+        self._failure: BaseException | None = None
+        self._closing = threading.Lock()
+        self._closed = False
+        self._starter = threading.Thread(
+            target=self._start, args=(workers,), name="local-cluster", daemon=True
+        )
+        self._starter.start()
+        if wait:
+            self.wait_ready()
+
+    def _start(self, workers: int) -> None:
         try:
-            procs = [self.add_worker(wait=False) for _ in range(workers)]
+            with self._closing:
+                if self._closed:
+                    return
+                self.nameserver = nameserver_process(env=self.env)
+            self.address = ready_address(self.nameserver.wait_ready())
+            with self._closing:
+                if self._closed:
+                    return
+                procs = [self.add_worker(wait=False) for _ in range(workers)]
             for p in procs:
                 p.wait_ready()
-        except BaseException:
+        except BaseException as exc:  # handed to wait_ready()
+            self._failure = exc
+
+    def wait_ready(self) -> None:
+        """Block until the name server and every worker printed their ready lines; on failure
+        stop them all and raise (ClusterUnreachable with the process output)."""
+        try:
+            self._starter.join()
+        except BaseException:  # Ctrl-C while waiting: nothing started is left behind
             self.close()
             raise
+        if self._failure is not None:
+            self.close()
+            raise self._failure
 
     def add_worker(self, extra: list[str] | None = None, wait: bool = True) -> ManagedProcess:
         """Start one more worker."""
@@ -174,12 +222,22 @@ class LocalCluster:
         return proc
 
     def close(self) -> None:
-        """Stop every worker, then the name server."""
+        """Stop every worker, then the name server (those started so far, if still starting)."""
+        with self._closing:
+            self._closed = True
         stop_processes(self.workers)
-        self.nameserver.stop()
+        if self.nameserver is not None:
+            self.nameserver.stop()
 
     def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_local(workers: int, task_modules: list[str], env: dict[str, str] | None = None) -> LocalCluster:
+    """Begin starting ``submit --local``'s name server and ``workers`` workers (each loading
+    ``task_modules``); returns at once, ``wait_ready()`` waits for them."""
+    worker_args = [a for m in task_modules for a in ("--tasks", m)]
+    return LocalCluster(workers, worker_args, env=env, wait=False)

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+AUDIT_LOGGER = "pyrocluster.audit"
+"""Who did what (``roles.audit``): logged at INFO by every command, whatever its level."""
 QUIET_LIBRARIES = ("Pyro5", "httpx", "httpcore", "uvicorn")
 """Libraries whose own INFO lines (one per request) would drown ours; only with ``--debug``."""
 FORMATS = ("text", "json")
@@ -102,8 +104,11 @@ def configure(debug: bool, info: bool = False, fmt: str = "text") -> None:
             },
             "root": {"handlers": ["stderr"], "level": level},
             "loggers": {
-                name: {"level": "DEBUG" if debug else "CRITICAL" if name == "Pyro5" else "WARNING"}
-                for name in QUIET_LIBRARIES
+                **{
+                    name: {"level": "DEBUG" if debug else "CRITICAL" if name == "Pyro5" else "WARNING"}
+                    for name in QUIET_LIBRARIES
+                },
+                AUDIT_LOGGER: {"level": "INFO"},
             },
         }
     )

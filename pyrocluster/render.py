@@ -6,20 +6,39 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-from rich import box
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyrocluster import logs
 from pyrocluster.listed_jobs import DEFAULT_LIMIT, ended_text, list_jobs, runs_text
 
-# Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+
+    out: Console
+    err: Console
+
 T = TypeVar("T")
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    """The rich console of stdout or stderr, made (and rich imported) on first use: the daemons
+    and the plain-line paths never load rich."""
+    from rich.console import Console
+
+    if stderr:
+        return Console(stderr=True, highlight=False, soft_wrap=True)
+    # Piped output keeps whole rows (no 80-column squeeze) so scripts and logs can read it.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def __getattr__(name: str) -> Any:
+    """``render.out`` and ``render.err``: the consoles of stdout and stderr."""
+    if name in ("out", "err"):
+        return _console(name == "err")
+    raise AttributeError(name)
 
 
 def error(message: str) -> None:
@@ -28,7 +47,8 @@ def error(message: str) -> None:
         if logs.is_json():
             logs.error_line(line)
             continue
-        err.print(f"[bold red]error:[/] {line}", markup=True) if err.is_terminal else print(
+        console = _console(True)
+        console.print(f"[bold red]error:[/] {line}", markup=True) if console.is_terminal else print(
             f"error: {line}", file=sys.stderr, flush=True
         )
 
@@ -72,11 +92,14 @@ _STATE_COLOURS = {
 
 
 def _width(width: int | None) -> int:
-    return width if width is not None else out.width
+    return width if width is not None else _console(False).width
 
 
 def _table(title: str, narrow: bool, columns: Sequence[tuple[str, bool]]) -> Table:
     """A table whose cells fold instead of truncating; ``(name, right_aligned)`` per column."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(
         title=title,
         title_justify="left",
@@ -92,6 +115,8 @@ def _table(title: str, narrow: bool, columns: Sequence[tuple[str, bool]]) -> Tab
 
 def _keep_whole(table: Table, rows: Sequence[Sequence[str]], columns: Sequence[int]) -> None:
     """Never wrap or cut the given columns (names, addresses, states, numbers): the lists give way."""
+    from rich.text import Text
+
     for index in columns:
         longest = max(
             [len(str(table.columns[index].header))] + [len(Text.from_markup(r[index])) for r in rows]
@@ -191,6 +216,8 @@ def status_view(
 ) -> Group:
     """The name server, worker, job and schedule tables of ``pyrocluster status``; ``jobs`` and
     ``limit`` choose the jobs listed (:func:`pyrocluster.listed_jobs.list_jobs`)."""
+    from rich.console import Group
+
     narrow = _width(width) < NARROW_WIDTH
     ns = status["nameserver"]
     ns_table = _table("Name server", narrow, [("address", False), ("reachable", False)])
@@ -239,7 +266,10 @@ def job_progress(snap: dict[str, Any], width: int | None = None) -> Group:
 
     Wide: one line. Narrow (below ``NARROW_WIDTH``): the bar line, then the counters line.
     """
+    from rich.console import Group
     from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
 
     narrow = _width(width) < NARROW_WIDTH
     total = max(snap["total"], 1)
@@ -284,6 +314,9 @@ def job_summary(
     summary: dict[str, Any], failures: Sequence[tuple[str, str]] = (), table_too: bool = True
 ) -> Group:
     """The table printed when ``submit`` ends (unless not ``table_too``), and the first failed tasks."""
+    from rich.console import Group
+    from rich.table import Table
+
     table = Table(title=f"Job {summary['name']}", title_justify="left", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", overflow="fold")
@@ -312,7 +345,10 @@ SHOWN_RESULT_FAILURES = 20
 
 def results_view(data: dict[str, Any], show_failed: bool) -> Group:
     """``pyrocluster results``: the summary table, then the failures (with tracebacks if asked)."""
+    from rich.console import Group
     from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
 
     title = f"Results {data['file']}" + (f" (job {data['job']})" if data.get("job") else "")
     # The title is a line of its own: as a table title it would wrap at the narrow table's width.
@@ -360,7 +396,7 @@ def run_with_progress(run: Callable[[], T], snapshot: Callable[[], dict[str, Any
 
     result: list[T] = []
     worker = threading.Thread(target=lambda: result.append(run()), name="job", daemon=True)
-    with Live(job_progress(snapshot()), console=out, refresh_per_second=8) as live:
+    with Live(job_progress(snapshot()), console=_console(False), refresh_per_second=8) as live:
         worker.start()
         while worker.is_alive():
             worker.join(REFRESH_S)

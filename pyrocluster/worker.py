@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import Pyro5.errors
 
-from pyrocluster import config, tasks
+from pyrocluster import config, revocations, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings, local_address_towards
 from pyrocluster.defaults import (
@@ -86,6 +87,10 @@ class Worker:
             self.name, list(options.services), list(options.tags), self.slots_n, options.pool
         )
         self.uris: dict[str, str] = {}
+        self.instance = secrets.token_hex(4)
+        """Ends every object id of this process: a handshake captured on an earlier process under
+        the same name names objects this one does not hold, so its replay is refused."""
+        self._revocations: revocations.Watcher | None = None
         self._daemon: Any = None
         self._slots: Any = None
         self._crawl: Any = None
@@ -108,6 +113,7 @@ class Worker:
         for spec in self.options.task_modules:
             tasks.load_task_module(spec)
         self._ns = self._connect_waiting()
+        self._revocations = revocations.watch(self.settings)
         self._claim_name()
         # Bound to every interface, it registers the address it reaches the name server from.
         advertise = local_address_towards(self.settings.ns_host) if self.options.host == "0.0.0.0" else None
@@ -167,7 +173,7 @@ class Worker:
 
     def _register_object(self, service: str, obj: Any) -> None:
         self.uris[service] = str(
-            self._daemon.register(obj, objectId=registry.object_name(self.name, service))
+            self._daemon.register(obj, objectId=f"{registry.object_name(self.name, service)}.{self.instance}")
         )
 
     def _slot_counts(self) -> dict[str, int]:
@@ -307,6 +313,8 @@ class Worker:
             self._ns = None
 
     def _close(self) -> None:
+        if self._revocations is not None:
+            self._revocations.stop()
         self._drop_ns()
         if self._slots is not None:
             self._slots.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pyrocluster import render
-from pyrocluster.cli.common import EXIT_OK, command
+from pyrocluster.cli.common import EXIT_OK, command, debug_option
 
 
 @click.group()
@@ -19,8 +19,9 @@ def tls() -> None:
 @click.argument("directory", metavar="DIR")
 @click.option("--name", default="pyrocluster CA", show_default=True, help="The CA's common name.")
 @click.option("--days", type=click.IntRange(1, 36500), default=3650, show_default=True, help="Validity.")
+@debug_option
 @command
-def init(directory: str, name: str, days: int) -> int:
+def init(directory: str, name: str, days: int, debug: bool) -> int:
     """Make a cluster CA in DIR: ca.crt (give it to every host) and ca.key (mode 0600, keep it safe)."""
     from pyrocluster.pki import init_directory
 
@@ -39,8 +40,11 @@ def init(directory: str, name: str, days: int) -> int:
     "--ip", "ips", multiple=True, metavar="IP", help="IP address the certificate names (repeatable)."
 )
 @click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True, help="Validity.")
+@debug_option
 @command
-def issue(directory: str, name: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int) -> int:
+def issue(
+    directory: str, name: str, hosts: tuple[str, ...], ips: tuple[str, ...], days: int, debug: bool
+) -> int:
     """Write NAME.crt and NAME.key (mode 0600) signed by the CA in DIR, for a server and client alike.
 
     Without --host or --ip the certificate names NAME as its DNS name.

@@ -23,6 +23,7 @@ from pyrocluster.errors import (
     JobFileError,
     PyroClusterError,
     ResultsUnwritable,
+    RoleRefused,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RESULTS_UNWRITABLE = 74
 """The results file could not be written (disk full, permissions): sysexits' EX_IOERR."""
+EXIT_NOPERM = 77
+"""The credential's role does not allow the action: sysexits' EX_NOPERM."""
 
 
 SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -48,6 +51,14 @@ SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "envvar": "PYROCLUSTER_SECRET_FILE",
             "type": click.Path(dir_okay=False),
             "help": "File holding the cluster secret (or set PYROCLUSTER_SECRET).",
+        },
+    ),
+    (
+        ("--token-file",),
+        {
+            "envvar": "PYROCLUSTER_TOKEN_FILE",
+            "type": click.Path(dir_okay=False),
+            "help": "File holding a role token, used in place of the secret (or set PYROCLUSTER_TOKEN).",
         },
     ),
     (("--tls-cert",), {"envvar": "PYROCLUSTER_TLS_CERT", "help": "TLS certificate (PEM)."}),
@@ -78,10 +89,18 @@ SHARED_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 """The section-2 options every command takes, as ``click.option`` arguments: add one here and it
 is a flag of every command, a top-level key of the config file, and (unless it is in
 NOT_SETTINGS) an argument of ``Settings.from_sources``."""
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    envvar="PYROCLUSTER_DEBUG",
+    show_envvar=True,
+    help="Tracebacks of unexpected errors.",
+)
+"""``--debug`` alone, for the commands that talk to no cluster (``tls``)."""
 NOT_SETTINGS = ("log_format",)
 """Shared options that set up the process rather than its connection settings."""
 
-SECRET_VARIABLES = {"secret_file": "PYROCLUSTER_SECRET"}
+SECRET_VARIABLES = {"secret_file": "PYROCLUSTER_SECRET", "token_file": "PYROCLUSTER_TOKEN"}
 """A file-only option whose credential an environment variable can give directly: the variable
 beats the config file's key (environment over file), never the flag."""
 
@@ -250,11 +269,23 @@ def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:
     try:
         settings = Settings.from_sources(**shared)
     except OSError as exc:
-        raise ConfigError(f"--secret-file: {exc.strerror}: {exc.filename}") from None
+        token_file = shared.get("token_file")
+        flag = "--token-file" if exc.filename is not None and exc.filename == token_file else "--secret-file"
+        raise ConfigError(f"{flag}: {exc.strerror}: {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     logs.configure(settings.debug, info=info_logs, fmt=process["log_format"] or "text")
     return settings
+
+
+def require_secret(settings: Settings, action: str) -> None:
+    """Refuse (exit 77) to ``action`` with a role token only: servers need the secret to check tokens."""
+    if settings.secret is None and settings.token is not None:
+        from pyrocluster.auth import own_peer
+        from pyrocluster.roles import require_own
+        from pyrocluster.tokens import Role
+
+        require_own(own_peer(settings), Role.SECRET, action)
 
 
 def command(func: Callable[..., int | None]) -> Callable[..., None]:
@@ -277,6 +308,9 @@ def command(func: Callable[..., int | None]) -> Callable[..., None]:
         except ResultsUnwritable as exc:
             render.error(str(exc))
             code = EXIT_RESULTS_UNWRITABLE
+        except RoleRefused as exc:
+            render.error(str(exc))
+            code = EXIT_NOPERM
         except PyroClusterError as exc:
             render.error(str(exc))
             code = EXIT_FAILED

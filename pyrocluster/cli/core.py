@@ -17,6 +17,7 @@ from pyrocluster.cli.common import (
     command,
     health_options,
     listen_options,
+    require_secret,
     settings_from,
     shared_options,
     stop_on_signals,
@@ -59,6 +60,7 @@ def nameserver(
     from pyrocluster.nameserver.server import bound_address, ping_nameserver, serve_until, start_nameserver
 
     settings = settings_from(kw)
+    require_secret(settings, "run a name server")
     if port is None:
         port = settings.ns_port  # from --ns or PYROCLUSTER_NS, so one variable sets up every command
     try:
@@ -171,6 +173,7 @@ def worker(
     from pyrocluster.worker import Worker, WorkerOptions
 
     settings = with_value_cap(settings_from(kw, info_logs=True), max_value_bytes)
+    require_secret(settings, "run a worker")
     options = WorkerOptions(
         name=name,
         host=host,
@@ -271,14 +274,24 @@ def submit(
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
-    from pyrocluster import config
-    from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
+    from pyrocluster.local import start_local
 
     settings = with_value_cap(settings_from(kw), max_value_bytes)
     check_task_files(task_modules, local)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")
-    config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
+    # The --local processes come up while this one imports, loads and checks the job;
+    # submit_job stops them whatever happens.
+    started = start_local(local, list(task_modules), settings.child_env()) if local else None
+    try:
+        from pyrocluster import config
+        from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
+
+        config.apply(settings)  # before the first proxy: TLS needs Pyro5 set up
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
     options = SubmitOptions(
         job_file=job_file,
         out=out,
@@ -292,7 +305,8 @@ def submit(
     stop = threading.Event()
     cancel_on_signals(stop)
     progress = not (quiet or as_json) and render.out.is_terminal
-    summary = submit_job(settings, options, stop, render.run_with_progress if progress else run_plain)
+    show = render.run_with_progress if progress else run_plain
+    summary = submit_job(settings, options, stop, show, started)
     if dry_run:
         render.line(
             f"job {summary.name} is valid: {summary.total} task(s); live workers offer every task and "

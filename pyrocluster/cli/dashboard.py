@@ -12,6 +12,7 @@ from pyrocluster.cli.common import (
     EXIT_OK,
     command,
     listen_options,
+    require_secret,
     settings_from,
     shared_options,
     stop_on_signals,
@@ -33,6 +34,7 @@ def dashboard(host: str, port: int, insecure: bool, print_token: bool, **kw: Any
     from pyrocluster.web.auth import dashboard_token
 
     settings = settings_from(kw)
+    require_secret(settings, "run the dashboard")
     if print_token:
         if settings.secret is None:
             raise ConfigError(

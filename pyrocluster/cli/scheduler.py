@@ -13,6 +13,7 @@ from pyrocluster.cli.common import (
     EXIT_OK,
     command,
     health_options,
+    require_secret,
     settings_from,
     shared_options,
     stop_on_signals,
@@ -68,6 +69,7 @@ def scheduler(
     from pyrocluster.scheduler.spec import load_schedules
 
     settings = settings_from(kw)
+    require_secret(settings, "run a scheduler")
     if not settings.debug:  # our own INFO lines: leading or standing by, each tick's decision and end
         logging.getLogger("pyrocluster.scheduler").setLevel(logging.INFO)
     schedules = load_schedules(schedules_file)  # exit 2 before anything starts

@@ -14,6 +14,7 @@ from pyrocluster.coordinator.balancer import BatchSizer, cost_key
 from pyrocluster.coordinator.calls import Batch, Requirement
 from pyrocluster.coordinator.retry import Quarantine
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.protocol import HELD_PER_SLOT
 
 READY, SUSPECT, DRAINING, GONE = "ready", "suspect", "draining", "gone"
 """Worker states: takes work / set aside and re-probed / refuses work / forgotten."""
@@ -73,10 +74,14 @@ class WorkerRecord:
         return task in self.tasks and task not in self.missing
 
     def room(self, service: str, now: float) -> int:
-        """Batches this coordinator may still send it (never more than its slots in flight)."""
+        """Batches this coordinator may still send it: one per slot, and ``HELD_PER_SLOT`` per
+        compute slot while other coordinators hold work there (the worker queues what finds no
+        free slot and starts it in its fair order; alone, calls wait here, where a cancel or a
+        coordinator that exits takes them back at once)."""
         if self.state != READY or service not in self.in_flight or now < self.full_until:
             return 0
-        return self.entry.slots.get(service, 0) - self.in_flight[service]
+        per_slot = HELD_PER_SLOT if service == "compute" and self.others > 0 else 1
+        return per_slot * self.entry.slots.get(service, 0) - self.in_flight[service]
 
     def free_slots(self, service: str) -> int:
         """Its slots for ``service`` not held by anyone, as far as we know (may be negative)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
+from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
 from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
@@ -22,6 +23,8 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
 )
+from pyrocluster.roles import require_own
+from pyrocluster.tokens import Role
 
 if TYPE_CHECKING:
     from pyrocluster.local import LocalCluster
@@ -203,6 +206,7 @@ class Cluster:
         ns: str | None = None,
         *,
         secret: str | bytes | None = None,
+        token: str | None = None,
         timeout: float = DEFAULT_TASK_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
         probe_timeout: float = DEFAULT_PROBE_TIMEOUT_S,
@@ -212,13 +216,17 @@ class Cluster:
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
-            settings = Settings.from_sources(ns=ns, secret=secret, max_value_bytes=max_value_bytes)
+            settings = Settings.from_sources(
+                ns=ns, secret=secret, token=token, max_value_bytes=max_value_bytes
+            )
         else:
             settings = settings.with_ns(ns) if ns else settings
             if max_value_bytes is not None:
                 settings = replace(settings, max_value_bytes=config.check_value_cap(max_value_bytes))
         config.apply(settings)
         self.settings = settings
+        self.peer = own_peer(settings)
+        """Who this coordinator is to the workers (the secret, or its token's name and role)."""
         self.timeout = timeout
         self.retries = retries
         self._local: LocalCluster | None = None
@@ -293,7 +301,8 @@ class Cluster:
         )
 
     def submit_calls(self, calls: Iterable[Call]) -> None:
-        """Queue prepared calls; their futures are ``call.future``."""
+        """Queue prepared calls; their futures are ``call.future``. RoleRefused for a viewer."""
+        require_own(self.peer, Role.SUBMITTER, "submit tasks")
         self._dispatcher.submit(calls)
 
     def options(
@@ -333,7 +342,7 @@ class Cluster:
         if timeout is not None:
             opts.setdefault("timeout", timeout)
         call = self.make_call("crawl", "fetch", [url], opts, tags=tags, timeout=opts.get("timeout", 30.0))
-        self._dispatcher.submit((call,))
+        self.submit_calls((call,))
         return call.future.result()
 
     def crawl(self, seeds: Iterable[str] | str, **options: Any) -> Iterator[dict[str, Any]]:

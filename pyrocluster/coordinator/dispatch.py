@@ -338,7 +338,7 @@ class Dispatcher:
                     rec = balancer.choose(cands, service, now, self._turn)
                     if rec is None:
                         continue
-                    free_total = sum(max(0, c.room(service, now)) for c in cands)
+                    free_total = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
                     size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0

@@ -15,6 +15,7 @@ from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.nameserver import finished, registry
+from pyrocluster.nameserver.pauses import paused_schedules
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
 from pyrocluster.nameserver.schedules import SCHEDULER_PREFIX, published_schedules
 
@@ -125,6 +126,9 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
         if prune:
             finished.prune(ns)
         schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
+        paused = paused_schedules(ns)
+        for schedule in schedules:
+            schedule["paused"] = schedule["name"] in paused
         return Listing(
             registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
         )

@@ -1,16 +1,25 @@
-"""The exposed crawl service: validates a batch of fetch calls and runs them on the fetcher's event loop."""
+"""The exposed crawl service: validates a batch of fetch calls and runs them on the fetcher's event loop.
+
+The fetcher (httpx, the HTTP transport, the parser) is imported and started on the first fetch:
+a worker starts without them, and one that never crawls never loads them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Protocol
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
 
 import Pyro5.api
 
 from pyrocluster import codec
-from pyrocluster.crawl.fetch import LARGEST_TIMEOUT_S, PageFetcher
 from pyrocluster.crawl.urls import MAX_URL_CHARS
 from pyrocluster.protocol import ERROR, TRANSIENT
+from pyrocluster.roles import requires
+from pyrocluster.tokens import Role
+
+if TYPE_CHECKING:
+    from pyrocluster.crawl.fetch import PageFetcher
 
 MAX_BATCH = 10_000
 """Most fetch calls accepted in one batch."""
@@ -74,11 +83,11 @@ def check_call(call: Any) -> str | None:
     return None
 
 
-def _options(kwargs: dict[str, Any] | None, timeout_s: float | None) -> dict[str, Any]:
-    """The fetch options, with the call's timeout as a ceiling on the fetch's own."""
+def _options(kwargs: dict[str, Any] | None, timeout_s: float | None, largest_s: float) -> dict[str, Any]:
+    """The fetch options, with the call's timeout (at most ``largest_s``) as a ceiling on the fetch's own."""
     options = dict(kwargs or {})
     if timeout_s is not None:
-        ceiling = min(float(timeout_s), LARGEST_TIMEOUT_S)
+        ceiling = min(float(timeout_s), largest_s)
         own = options.get("timeout")
         if not isinstance(own, (int, float)) or isinstance(own, bool) or own > ceiling:
             options["timeout"] = ceiling
@@ -98,9 +107,23 @@ class CrawlService:
         self.concurrency = concurrency
         self._state = state
         # The fetcher's gate is the bound: every batch and single fetch of this worker shares it.
-        self._fetcher = PageFetcher(concurrency)
+        self._fetcher: PageFetcher | None = None
+        self._fetcher_lock = threading.Lock()
+        self._closed = False
+
+    def _page_fetcher(self) -> PageFetcher:
+        """The one fetcher, started by the first fetch (after ``close()``, a closed one)."""
+        with self._fetcher_lock:
+            if self._fetcher is None:
+                from pyrocluster.crawl.fetch import PageFetcher
+
+                self._fetcher = PageFetcher(self.concurrency)
+                if self._closed:
+                    self._fetcher.close()  # it then answers every fetch TRANSIENT, as a closed one does
+            return self._fetcher
 
     @Pyro5.api.expose
+    @requires(Role.SUBMITTER, "fetch pages")
     def run_batch(self, calls: Any) -> dict[str, Any]:
         """Run fetch calls at once: ``{"outcomes": [[kind, value, ms], ...]}`` or ``{"refused": why}``.
 
@@ -125,6 +148,7 @@ class CrawlService:
         return {"outcomes": outcomes}
 
     @Pyro5.api.expose
+    @requires(Role.SUBMITTER, "fetch pages")
     def fetch(self, url: Any, options: Any = None) -> list[Any]:
         """Fetch one page: ``[kind, value, elapsed_ms]``; a draining worker answers TRANSIENT ``Draining``."""
         if not self._state.accepting():
@@ -135,6 +159,9 @@ class CrawlService:
 
     def _run(self, calls: list[Any] | tuple[Any, ...]) -> list[list[Any]]:
         """Fetch a batch's valid calls at once on the event loop; a bad call fails alone."""
+        from pyrocluster.crawl.fetch import LARGEST_TIMEOUT_S
+
+        fetcher = self._page_fetcher()
         outcomes: list[list[Any] | None] = []
         requests: list[tuple[Any, dict[str, Any]]] = []
         for call in calls:
@@ -143,9 +170,9 @@ class CrawlService:
                 outcomes.append(_invalid(problem))
                 continue
             _, args, kwargs, timeout_s = call
-            requests.append((args[0], _options(kwargs, timeout_s)))
+            requests.append((args[0], _options(kwargs, timeout_s, LARGEST_TIMEOUT_S)))
             outcomes.append(None)
-        fetched = iter(self._fetcher.fetch_many(requests) if requests else ())
+        fetched = iter(fetcher.fetch_many(requests) if requests else ())
         return [outcome if outcome is not None else next(fetched) for outcome in outcomes]
 
     def _record(self, outcomes: list[list[Any]]) -> None:
@@ -154,4 +181,8 @@ class CrawlService:
 
     def close(self) -> None:
         """Stop the fetches still running (they answer TRANSIENT) and close the HTTP connections."""
-        self._fetcher.close()
+        with self._fetcher_lock:
+            self._closed = True
+            fetcher = self._fetcher
+        if fetcher is not None:
+            fetcher.close()

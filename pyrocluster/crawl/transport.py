@@ -16,6 +16,10 @@ assigned or released: with 16 connections that is hundreds of checks per request
 transport keeps *lanes*, each a one-connection httpcore pool, and gives a request a free lane
 (one that last served the same origin when there is one, so connections are reused): a request
 never shares a lane, and each pool's bookkeeping stays one request on one connection.
+
+The figure it buys: a worker's ``PageFetcher`` fetching and parsing the W3 site (1,000 small
+pages from nginx, 16 at once, batches of 50) spends 0.90-1.07 ms of CPU a page with this transport
+against 2.24-2.70 ms with ``httpx.AsyncHTTPTransport`` (same run, interleaved, load 10 on 2 cores).
 """
 
 from __future__ import annotations

@@ -12,10 +12,13 @@ from typing import Any
 
 import Pyro5.api
 
-from pyrocluster.auth import SecureDaemon, make_proxy
+from pyrocluster import revocations
+from pyrocluster.auth import SecureDaemon, make_proxy, own_peer
 from pyrocluster.config import Settings, is_loopback, local_address_towards
-from pyrocluster.errors import ConfigError
+from pyrocluster.errors import AuthenticationError, ConfigError, RoleRefused
 from pyrocluster.nameserver import finished, registry
+from pyrocluster.roles import REVOKED, SECRET_PEER, Peer, audit, check, refusal, require_own, requires
+from pyrocluster.tokens import Role
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +38,38 @@ class JobProgress:
         snapshot: Callable[[], dict[str, Any]],
         failures: Callable[[], list[dict[str, Any]]] | None = None,
         on_cancel: Callable[[], None] | None = None,
+        owner: Peer = SECRET_PEER,
     ) -> None:
         self._id = job_id
         self._snapshot = snapshot
         self._failures = failures
         self._on_cancel = on_cancel
+        self._owner = owner
+        """Who submitted the job: a submitter may cancel only its own jobs."""
 
     def cancel(self) -> bool:
         """Stop the job (``pyrocluster cancel``): it dispatches nothing more, stops its running tasks
-        and records the unfinished ones ``cancelled``. True when the job takes the request."""
+        and records the unfinished ones ``cancelled``. True when the job takes the request.
+
+        An operator (or the secret) may cancel any job; a submitter only the jobs submitted under
+        its own token's name.
+        """
+        peer = check(Role.SUBMITTER, "cancel jobs")
+        if peer.role < Role.OPERATOR and (not self._owner.is_token or peer.name != self._owner.name):
+            log.warning("refused: %s may not cancel %s's job %s", peer.describe(), self._owner.name, self._id)
+            raise PermissionError(refusal(peer, Role.OPERATOR, "cancel another's job"))
         if self._on_cancel is None:
             return False
+        audit(peer, "cancel", job=self._id)
         self._on_cancel()
         return True
 
+    @requires(Role.VIEWER, "read job progress")
     def progress(self) -> dict[str, Any]:
         """The job's counters now: its ``status`` entry."""
         return status_entry(self._id, self._snapshot(), "running")
 
+    @requires(Role.VIEWER, "read job failures")
     def failures(self) -> list[dict[str, Any]]:
         """The last failed tasks: id, call, worker, attempts, type, message, traceback."""
         return self._failures() if self._failures else []
@@ -60,7 +77,7 @@ class JobProgress:
 
 ENTRY_KEYS = (
     "name", "done", "total", "failed", "rate", "ok", "skipped", "cancelled", "retried", "in_flight",
-    "waiting", "eta_s", "priority", "calls_waiting",
+    "waiting", "eta_s", "priority", "calls_waiting", "graph",
 )  # fmt: skip
 
 
@@ -100,8 +117,10 @@ def jobs_to_cancel(running: Iterable[str], job: str, every: bool) -> list[str]:
 def cancel_job(settings: Settings, job: str, every: bool = False) -> list[str]:
     """Ask the running job ``job`` (an id, or a name as :func:`jobs_to_cancel` says) to stop.
 
-    Returns the ids that acknowledged. ClusterUnreachable when the name server cannot be reached.
+    Returns the ids that acknowledged. ClusterUnreachable when the name server cannot be reached;
+    RoleRefused beyond the role.
     """
+    require_own(own_peer(settings), Role.SUBMITTER, "cancel jobs")
     ns = registry.connect(settings)
     try:
         jobs = registry.find_jobs(ns)
@@ -113,6 +132,8 @@ def cancel_job(settings: Settings, job: str, every: bool = False) -> list[str]:
         try:
             if proxy.cancel():
                 acknowledged.append(registered)
+        except (RoleRefused, AuthenticationError):
+            raise
         except Exception as exc:  # a job that died without unregistering is not running
             log.debug("cancel of %s failed: %s", registered, exc)
         finally:
@@ -145,13 +166,19 @@ class Announcement:
     def __enter__(self) -> Announcement:
         try:
             host = local_address_towards(self._settings.ns_host)
-            if not is_loopback(host) and self._settings.secret is None:
+            if not is_loopback(host) and not self._settings.authenticated:
                 log.warning("not announcing the job: no cluster secret to protect a non-loopback listener")
                 return self
             self._daemon = SecureDaemon(self._settings, host=host, port=0)
             self._uri = str(
                 self._daemon.register(
-                    JobProgress(self._registered_as, self._snapshot, self._failures, self._on_cancel)
+                    JobProgress(
+                        self._registered_as,
+                        self._snapshot,
+                        self._failures,
+                        self._on_cancel,
+                        own_peer(self._settings),
+                    )
                 )
             )
         except Exception as exc:  # status is a convenience: the job runs without it
@@ -174,6 +201,8 @@ class Announcement:
                     ns = registry.connect(self._settings, timeout_s=2.0)
                 if registry.find_jobs(ns).get(self._registered_as) != self._uri:
                     registry.register_job(ns, self._registered_as, self._uri)
+                if self._settings.authenticated:  # the job's cancel checks tokens: keep up with revocations
+                    REVOKED.update(revocations.read_revocations(ns))
             except Exception as exc:  # name server away: try again on the next round
                 log.debug("job registration failed: %s", exc)
                 if ns is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import json
 import mmap
 import os
@@ -20,6 +19,7 @@ import orjson
 
 from pyrocluster import codec
 from pyrocluster.errors import ConfigError
+from pyrocluster.jobs.gc_thresholds import paused_collections
 from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
 from pyrocluster.jobs.values import BIG_RESULT_BYTES, spill
 
@@ -113,15 +113,8 @@ class ResultsStore:
             ) from None
         try:
             if resume:
-                # Reading builds one dict per line, none of them cyclic; pausing the cycle collector
-                # meanwhile halves the time of a million-line resume.
-                paused = gc.isenabled()
-                gc.disable()
-                try:
+                with paused_collections():
                     ok = self._read()
-                finally:
-                    if paused:
-                        gc.enable()
             else:
                 os.ftruncate(file.fileno(), 0)
         except BaseException:

@@ -12,17 +12,19 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.errors import error_record
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
 from pyrocluster.jobs.values import load_result
 from pyrocluster.jobs.workflow import Workflow
+
+if TYPE_CHECKING:
+    from pyrocluster.crawl.run import CrawlRun  # a crawl job's; imported by submit only for one
 
 WINDOW = 20_000
 """Calls of a job queued or in flight at once: bounds the coordinator's memory."""
@@ -191,8 +193,10 @@ class JobRunner:
         return waiting
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters for progress displays and the job's ``progress()``."""
-        with self._lock:
+        """Counters for progress displays and the job's ``progress()`` (with a workflow's graph)."""
+        drawn = self.workflow
+        graph = {"graph": drawn.view()} if drawn is not None and drawn.flow.graph.has_edges else {}
+        with self._lock:  # the graph is read first: the workflow's lock is never taken inside this one
             elapsed = max(1e-9, time.monotonic() - self._started)
             flow = self.workflow
             resumed = self.resumed + (flow.resumed if flow else 0)
@@ -223,6 +227,7 @@ class JobRunner:
                 "eta_s": left / rate if rate > 0 and not self.cancelled else None,
                 "per_worker": dict(self.per_worker),
                 "failures_seen": self.failures_seen,
+                **graph,
             }
 
     def recent_failures(self) -> list[dict[str, Any]]:

@@ -7,23 +7,28 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster import logs
+from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
-from pyrocluster.crawl.run import CrawlRun
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
-from pyrocluster.jobs.collector import fewer_collections
+from pyrocluster.jobs.gc_thresholds import fewer_collections
 from pyrocluster.jobs.items import called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
-from pyrocluster.local import LocalCluster
+from pyrocluster.local import LocalCluster, start_local
+from pyrocluster.roles import audit, require_own
+from pyrocluster.tokens import Role
+
+if TYPE_CHECKING:
+    from pyrocluster.crawl.run import CrawlRun
 
 
 @dataclass
@@ -86,14 +91,24 @@ def submit_job(
     options: SubmitOptions,
     stop: threading.Event,
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary] = run_plain,
+    local: LocalCluster | None = None,
 ) -> JobSummary:
     """Run the job end to end; raises JobFileError/ConfigError (exit 2), ClusterUnreachable (exit 3)
     or ResultsUnwritable (exit 74, after closing what was written).
 
     ``show(run, snapshot)`` runs the job, displaying progress from ``snapshot`` as it likes.
+    ``local`` is the ``--local`` cluster if the caller started it already (``local.start_local``;
+    it is started here otherwise): the job file is loaded and checked while it comes up, and it
+    is stopped when the job ends or fails, however early.
     """
-    with fewer_collections():
-        return _submit(settings, options, stop, show)
+    if local is None and options.local:
+        local = start_local(options.local, options.task_modules, settings.child_env())
+    try:
+        with fewer_collections():
+            return _submit(settings, options, stop, show, local)
+    finally:
+        if local is not None:
+            local.close()
 
 
 def _submit(
@@ -101,9 +116,14 @@ def _submit(
     options: SubmitOptions,
     stop: threading.Event,
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
+    local: LocalCluster | None,
 ) -> JobSummary:
     spec = load_job(options.job_file)
     logs.set_job(spec.name)
+    peer = own_peer(settings)
+    require_own(peer, Role.SUBMITTER, "submit jobs")
+    if not options.dry_run and (settings.secret is not None or settings.token is not None):
+        audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
     output = Path(options.out or spec.output)
     if not options.dry_run:
         try:
@@ -112,13 +132,11 @@ def _submit(
             why = exc.strerror or exc
             raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
     runfile.check_start(output, spec.name, options.resume, options.overwrite)
-    local = None
-    if options.local:
-        worker_args = [a for m in options.task_modules for a in ("--tasks", m)]
-        local = LocalCluster(options.local, worker_args, env=settings.child_env())
+    if local is not None:
+        local.wait_ready()
         settings = settings.with_ns(local.address)
     cluster = None
-    crawl = None
+    crawl: CrawlRun | None = None
     try:
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
         if spec.tasks:
@@ -127,6 +145,8 @@ def _submit(
             return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
         cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
         if spec.crawl is not None:
+            from pyrocluster.crawl.run import CrawlRun  # only a crawl job loads the frontier's libraries
+
             c = spec.crawl
             crawl = CrawlRun(
                 cluster,
@@ -172,5 +192,3 @@ def _submit(
             crawl.close()
         if cluster is not None:
             cluster.close()
-        if local is not None:
-            local.close()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
+from pyrocluster.jobs.graphview import graph_view
 from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, items_of
 from pyrocluster.jobs.results import encode_record
 from pyrocluster.jobs.spec import CallbackSpec, JobSpec
@@ -88,6 +89,8 @@ class Workflow:
         self._tracking = self._any_callback or graph.has_edges
         self._cancelled = False
         self._pending_records: list[dict[str, Any]] = []
+        self.counts: dict[str, Counter[str]] = {}
+        """Outcomes per task id (a map's items count under the map), for the dashboard's graph."""
         with self._cond:
             self._apply(self.flow.start())
 
@@ -157,6 +160,7 @@ class Workflow:
             self.resumed += len(records)
             self._outcomes(records)
             following, self._pending_records = self._pending_records, []
+            self._tally(following)
         if following:
             self._write(following)
 
@@ -167,6 +171,7 @@ class Workflow:
         with self._cond:
             self._outcomes([r for r in records if r.get("kind") == "compute"])
             out, self._pending_records = self._pending_records, []
+            self._tally(out)  # skipped downstream tasks: written by the caller, never recorded here
             return out
 
     def cancel(self) -> Iterator[TaskItem]:
@@ -215,8 +220,22 @@ class Workflow:
 
     # -- internals (under the lock) -------------------------------------------------------------
 
+    def view(self) -> dict[str, Any]:
+        """The workflow as the dashboard draws it (``graphview``)."""
+        with self._cond:
+            return graph_view(self.flow.graph, self.counts)
+
+    def _tally(self, records: list[dict[str, Any]]) -> None:
+        nodes = self.flow.graph.nodes
+        for record in records:
+            unit_id = record["id"]
+            node_id = unit_id if unit_id in nodes else unit_id.rpartition("-")[0]
+            if node_id in nodes:
+                self.counts.setdefault(node_id, Counter())[record["status"]] += 1
+
     def _outcomes(self, records: list[dict[str, Any]]) -> None:
         graph = self.flow.graph
+        self._tally(records)
         for record in records if self._any_callback else ():
             unit_id, status = record["id"], record["status"]
             cb_id = callback_id(unit_id, status)

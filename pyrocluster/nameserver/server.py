@@ -13,6 +13,7 @@ from pyrocluster import config
 from pyrocluster.auth import SecureNameServerDaemon
 from pyrocluster.config import Settings, loopback_if_wildcard, parse_address
 from pyrocluster.errors import ConfigError
+from pyrocluster.nameserver import guard
 
 
 def storage_url(storage: str) -> str:
@@ -31,13 +32,15 @@ def start_nameserver(
     config.apply(settings)
     url = storage_url(storage)
     try:
-        return SecureNameServerDaemon(settings, host=host, port=port, storage=url)
+        daemon = SecureNameServerDaemon(settings, host=host, port=port, storage=url)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(f"cannot listen on {host}:{port}: the port is already in use") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except (Pyro5.errors.PyroError, ValueError) as exc:
         raise ConfigError(f"cannot start the name server: {exc}") from None
+    guard.install(daemon)
+    return daemon
 
 
 def bound_address(daemon: object) -> str:

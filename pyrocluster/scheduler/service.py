@@ -30,6 +30,7 @@ from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STAT
 from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver import schedules as entries
+from pyrocluster.nameserver.pauses import paused_schedules
 from pyrocluster.scheduler import claims, store
 from pyrocluster.scheduler.journal import StateFile, append_tick, tick_line
 from pyrocluster.scheduler.lease import LEASE_TTL_S, Leadership
@@ -158,6 +159,8 @@ class Scheduler:
         self._runs = TickRuns(settings, options.wait_s, run_job, self._wake)
         self._finished = self._runs.finished
         self._published = float("-inf")
+        self._paused: set[str] = set()
+        """Schedules an operator paused (``pyrocluster schedule pause``), read every round."""
         self.last_round = clock()
         """Clock time the last round ended (liveness: the loop goes round)."""
         self.reached_ns = False
@@ -246,6 +249,7 @@ class Scheduler:
         """
         try:
             ns = self._connected()
+            self._paused = paused_schedules(ns)
             self._collect_finished(ns)
             for st in self.states:
                 self._step(ns, st, deciding)
@@ -298,6 +302,8 @@ class Scheduler:
             st.queued.clear()
             st.foreign.clear()
             return
+        if st.schedule.name in self._paused:
+            return  # a paused schedule's ticks wait for its misfire rule once it is resumed
         self._watch_foreign(ns, st)
         assert st.watermark is not None and st.lease.leading_since is not None
         after = max([st.watermark, *st.queued[-1:]])

@@ -11,6 +11,7 @@ import Pyro5.serializers
 
 from pyrocluster import codec, protocol, tasks
 from pyrocluster.config import SERPENT_GROWTH, Settings
+from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
@@ -23,6 +24,7 @@ from pyrocluster.slots.batch import (
     encoded_failure,
 )
 from pyrocluster.slots.gate import Gate, Ticket
+from pyrocluster.tokens import Role
 
 MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
@@ -109,10 +111,12 @@ class ComputeService:
         self._tickets: dict[str, dict[Ticket, list[str]]] = {}
         """Per coordinator, its batches here (queued or running) and their call ids."""
 
+    @requires(Role.VIEWER, "list tasks")
     def tasks(self) -> list[str]:
         """Names of the tasks this worker can run."""
         return sorted(tasks.REGISTRY)
 
+    @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
         """Run a batch in one slot (waiting for one if need be): ``{"outcomes", "load"}``, or
         ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request."""
@@ -190,6 +194,7 @@ class ComputeService:
                 if not held:
                     del self._tickets[sender]
 
+    @requires(Role.SUBMITTER, "cancel tasks")
     def cancel(self, sender: Any, call_ids: Any) -> int:
         """Stop ``sender``'s named calls, queued or running; how many unfinished ones were found."""
         problem = _id_problem(sender, "sender")
@@ -204,4 +209,7 @@ class ComputeService:
                 positions = {i for i, call_id in enumerate(ids) if call_id in wanted}
                 if positions:
                     found[ticket] = positions
-        return sum(ticket.cancel(positions) for ticket, positions in found.items())
+        # Waiting batches first: a slot freed by stopping a running call must not start one of
+        # them only to stop it again (a process slot would be killed twice).
+        order = sorted(found, key=Ticket.started)
+        return sum(ticket.cancel(found[ticket]) for ticket in order)

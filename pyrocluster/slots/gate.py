@@ -1,5 +1,7 @@
-"""Admission to a worker's slots across every coordinator: at most ``slots`` batches run, at most
-``slots`` wait (in :class:`pyrocluster.slots.admission.AdmissionOrder`), the rest are answered busy.
+"""Admission to a worker's slots across every coordinator: at most ``slots`` batches run, the
+rest wait in :class:`pyrocluster.slots.admission.AdmissionOrder` (fair by calls between senders).
+A sender may hold ``HELD_PER_SLOT * slots`` batches here, running or waiting; past that it alone
+is answered busy, so a sender with nothing here is never turned away because others fill the queue.
 
 A :class:`Ticket` is one batch on its way through: waiting, then running in a slot, then done; it
 is also where ``cancel`` finds the batch, whichever of those states it is in.
@@ -11,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Protocol
 
+from pyrocluster.protocol import HELD_PER_SLOT
 from pyrocluster.slots.admission import AdmissionOrder
 
 
@@ -25,29 +28,38 @@ class Gate:
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
+        self.per_sender = HELD_PER_SLOT * slots
+        """Batches one sender may hold here, running or waiting."""
         self._lock = threading.Lock()
         self._order: AdmissionOrder[Ticket] = AdmissionOrder()
         self._running = 0
+        self._held: dict[str, int] = {}
 
     def enter(self, ticket: Ticket) -> bool:
-        """Take a slot for ``ticket``, waiting in the queue if need be; False when the queue is full.
+        """Take a slot for ``ticket``, waiting in the queue if need be; False when its sender
+        already holds ``per_sender`` batches here.
 
         True also when the ticket was dropped while waiting (``ticket.dropped``): it holds no slot.
         """
+        sender = ticket.sender
         with self._lock:
-            if self._running < self.slots and not self._order:
+            held = self._held.get(sender, 0)
+            if held >= self.per_sender:
+                return False
+            self._held[sender] = held + 1
+            if self._running < self.slots:  # then nothing waits: this ticket starts at once
+                self._order.start_now(sender, ticket.size)
                 self._running += 1
                 return True
-            if len(self._order) >= self.slots:
-                return False
+            self._order.push(sender, ticket.priority, ticket.size, ticket)
             granted = ticket.granted = threading.Event()  # made only for a batch that waits
-            self._order.push(ticket.sender, ticket.priority, ticket)
         granted.wait()
         return True
 
-    def leave(self) -> None:
-        """A slot is free again: hand it to the next waiting ticket, if any."""
+    def leave(self, ticket: Ticket) -> None:
+        """``ticket``'s slot is free again: hand it to the next waiting ticket, if any."""
         with self._lock:
+            self._let_go(ticket.sender)
             nxt = self._order.pop()
             if nxt is None:
                 self._running -= 1
@@ -57,7 +69,17 @@ class Gate:
     def drop(self, ticket: Ticket) -> bool:
         """Take a waiting ticket out of the queue; False when it is not waiting (any more)."""
         with self._lock:
-            return self._order.remove(ticket)
+            if not self._order.remove(ticket):
+                return False
+            self._let_go(ticket.sender)
+            return True
+
+    def _let_go(self, sender: str) -> None:
+        left = self._held[sender] - 1
+        if left:
+            self._held[sender] = left
+        else:
+            del self._held[sender]
 
     def busy(self) -> int:
         """Slots in use (never more than ``slots``)."""
@@ -86,6 +108,11 @@ class Ticket:
         self._runner: Runner | None = None
         self._finished = False
         self._released = False
+
+    def started(self) -> bool:
+        """True once the batch has a slot (running or done); False while it waits."""
+        with self._lock:
+            return self._runner is not None or self._finished
 
     def attach(self, runner: Runner) -> set[int]:
         """The batch starts in ``runner``; returns the positions cancelled before that."""
@@ -119,4 +146,4 @@ class Ticket:
             if self._released:
                 return
             self._released = True
-        self._gate.leave()
+        self._gate.leave(self)

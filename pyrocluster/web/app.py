@@ -1,4 +1,5 @@
-"""The dashboard routes: the page, ``/api/status``, ``/api/dashboard`` (polled by the page), ``/metrics``."""
+"""The dashboard routes: the page, ``/api/status``, ``/api/dashboard`` (polled by the page),
+``/metrics``, and the operator actions (``actions.py``)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pyrocluster.web.auth import TokenGate
+from pyrocluster.config import Settings
+from pyrocluster.web.actions import NO_STORE, action_routes
+from pyrocluster.web.auth import TokenGate, Visitor
 from pyrocluster.web.cache import StatusCache
 from pyrocluster.web.metrics import make_registry
 
 STATIC = Path(__file__).parent / "static"
 """The page and its script and style, served from the package (no CDN)."""
-NO_STORE = {"Cache-Control": "no-store"}
 
 
-def create_app(cache: StatusCache, token: str | None) -> Any:
-    """The ASGI app over ``cache``; with ``token``, every request must present it."""
+def create_app(
+    cache: StatusCache, settings: Settings | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Any:
+    """The ASGI app over ``cache``; with a secret in ``settings``, every request must show a token."""
+    settings = settings or cache.settings
     registry = make_registry(cache.view)
     cache.render_metrics = lambda view: generate_latest(make_registry(lambda: view))
 
@@ -34,11 +39,16 @@ def create_app(cache: StatusCache, token: str | None) -> Any:
 
     async def api_dashboard(request: Request) -> Response:
         view = cache.view()
+        visitor: Visitor = request.state.visitor
         body = {
             "status": view.status,
             "failures": view.failures,
             "age_s": round(max(0.0, cache.clock() - view.updated), 2) if view.updated else None,
             "round_s": round(view.round_s, 3),
+            "role": visitor.peer.role.label,
+            "you": visitor.peer.name,
+            "throughput": view.throughput,
+            "durations": view.durations,
         }
         return JSONResponse(body, headers=NO_STORE)
 
@@ -53,7 +63,8 @@ def create_app(cache: StatusCache, token: str | None) -> Any:
             Route("/api/status", api_status),
             Route("/api/dashboard", api_dashboard),
             Route("/metrics", metrics),
+            *action_routes(settings),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
     )
-    return TokenGate(app, token)
+    return TokenGate(app, settings.secret, host, port)

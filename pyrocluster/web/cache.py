@@ -20,6 +20,7 @@ from typing import Any
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import status
 from pyrocluster.nameserver import finished, registry
+from pyrocluster.web.charts import Throughput, task_quantiles
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ class View:
     round_s: float = 0.0
     metrics: bytes = b""
     """``/metrics`` rendered once per round, so a scrape only sends bytes."""
+    throughput: dict[str, Any] = field(default_factory=dict)
+    """Tasks finished and failed per second over the last 15 minutes (``charts.Throughput``)."""
+    durations: list[dict[str, Any]] = field(default_factory=list)
+    """Each task's runs, p50 and p95 (``charts.task_quantiles``)."""
 
 
 class StatusCache:
@@ -66,6 +71,7 @@ class StatusCache:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=ASK_THREADS, thread_name_prefix="dashboard-ask")
         self.render_metrics: Callable[[View], bytes] | None = None
+        self._throughput = Throughput()
 
     def view(self) -> View:
         """The latest round (never blocks on the cluster)."""
@@ -118,11 +124,19 @@ class StatusCache:
         live_ids = {j["id"] for j in running if j} | {j.get("id") for j in listing.finished}
         self._failures = {k: v for k, v in self._failures.items() if k in live_ids}
         doc = status.status_document(self.settings, listing, [a[0] for a in answers], running, reachable)
+        now = self.clock()
+        workers = doc["workers"]
+        self._throughput.add(
+            now, sum(w.get("done", 0) for w in workers), sum(w.get("failed", 0) for w in workers)
+        )
+        task_stats = {info["name"]: stats for info, stats in answers if stats is not None}
         view = View(
             status=doc,
-            task_stats={info["name"]: stats for info, stats in answers if stats is not None},
+            task_stats=task_stats,
+            throughput=self._throughput.series(now),
+            durations=task_quantiles(task_stats.values()),
             failures={k: v[1] for k, v in self._failures.items()},
-            updated=self.clock(),
+            updated=now,
             round_s=time.monotonic() - started,
         )
         if self.render_metrics is not None:

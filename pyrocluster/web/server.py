@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import uvicorn
 
+from pyrocluster import revocations
 from pyrocluster.config import Settings, loopback_if_wildcard
 from pyrocluster.errors import ConfigError
 from pyrocluster.ops.health import asgi_probes, http_probe
 from pyrocluster.ops.supervise import Supervision
 from pyrocluster.web.app import create_app
-from pyrocluster.web.auth import dashboard_token
 from pyrocluster.web.cache import StatusCache
 
 SWITCH_INTERVAL_S = 0.001
@@ -48,14 +48,14 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     cache = StatusCache(settings)
     cache.start()
-    token = dashboard_token(settings.secret) if settings.secret else None
+    watcher = revocations.watch(settings)  # a revoked token is refused here within 5 s too
     sup = Supervision(
         lambda: http_probe(loopback_if_wildcard(bound_host), bound_port),
         lambda: None if cache.view().updated else "no status round has finished yet",
         host,
         None,
     )
-    app = asgi_probes(create_app(cache, token), sup.prober.check, sup.readiness)
+    app = asgi_probes(create_app(cache, settings, bound_host, bound_port), sup.prober.check, sup.readiness)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn in a thread of its own installs no signal handlers: ours (``stop``) decide when to end.
@@ -75,4 +75,6 @@ def serve(
     server.should_exit = True
     thread.join(timeout=5)
     cache.stop()
+    if watcher is not None:
+        watcher.stop()
     sock.close()

@@ -51,8 +51,10 @@ def test_debug_works_before_and_after_the_subcommand():
     quiet = run_cli("status", "--ns", "127.0.0.1:1")
     assert " DEBUG " not in quiet.stderr
     runner = CliRunner()
-    for name in main.commands:
-        assert "--debug" in runner.invoke(main, [name, "--help"]).output, name
+    for name, command in main.commands.items():
+        subcommands = getattr(command, "commands", None)  # a group (tls, token, schedule): each of its own
+        for path in [[name, sub] for sub in subcommands] if subcommands else [[name]]:
+            assert "--debug" in runner.invoke(main, [*path, "--help"]).output, path
 
 
 def test_click_usage_errors_say_error_like_ours():

@@ -296,7 +296,8 @@ def test_sigkill_at_random_points_then_resume_runs_each_node_and_callback_once(t
         finally:
             proc.kill()
             proc.communicate()
-        assert proc.returncode == (0 if round_ == 5 else -signal.SIGKILL), "killed before the end"
+        # A fast run may reach its end before the kill lands: then it is the final run.
+        assert proc.returncode in ((0,) if round_ == 5 else (0, -signal.SIGKILL)), proc.returncode
         wait_for(lambda: workers_idle(cluster), 30, what="calls under way on the workers finished")
         runs, callbacks = words(log), words(cblog)
         # Nothing recorded ok before this run ran again in it (tasks or callbacks).
@@ -306,6 +307,8 @@ def test_sigkill_at_random_points_then_resume_runs_each_node_and_callback_once(t
         # A callback that ran but was not recorded when submit died may run again (at-least-once).
         in_doubt |= {key for key in callbacks[seen_callbacks:] if f"{key}:on_success" not in ok_ids}
         seen_runs, seen_callbacks = len(runs), len(callbacks)
+        if proc.returncode == 0:
+            break
     nodes = {f"n{i}" for i in range(200)}
     records = records_of(out)
     assert records.keys() == nodes | {f"{key}:on_success" for key in nodes}

@@ -111,3 +111,16 @@ def tamper(how: str) -> str:
     else:
         raise ValueError(f"unknown way to tamper: {how}")
     return how
+
+
+@task
+def stamped(key: str, path: str, seconds: float) -> float:
+    """Sleep, then append ``key`` and the time to the file ``path`` (one write); return that time."""
+    time.sleep(seconds)
+    now = time.time()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{key} {now:.6f}\n".encode())
+    finally:
+        os.close(fd)
+    return now

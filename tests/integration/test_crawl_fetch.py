@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -481,3 +483,30 @@ def test_max_pages_bounds_a_real_crawl():
         records = crawl(frontier, fetcher, {})
         assert len([r for r in records.values() if r[0] == "ok"]) == 7
         assert len([p for p in site.requests if p != "/robots.txt"]) == 7
+
+
+def test_the_service_loads_the_http_client_on_its_first_fetch(site: SiteServer) -> None:
+    code = (
+        "import sys\n"
+        "from pyrocluster.crawl.service import CrawlService\n"
+        "class State:\n"
+        "    def accepting(self): return True\n"
+        "    def record(self, outcomes): pass\n"
+        "svc = CrawlService(2, State())\n"
+        "print('httpx' in sys.modules)\n"
+        f"print(svc.fetch({site.url('/')!r})[0])\n"
+        "print('httpx' in sys.modules)\n"
+        "svc.close()\n"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert lines == ["False", str(OK), "True"]
+
+
+def test_a_service_closed_before_any_fetch_answers_transient() -> None:
+    svc = CrawlService(2, FakeState())
+    svc.close()
+    kind, error, _ = svc.fetch("http://127.0.0.1:9/")
+    assert kind == TRANSIENT, error
+    svc.close()

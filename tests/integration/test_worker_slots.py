@@ -117,8 +117,9 @@ def test_two_coordinators_never_get_more_than_the_slots(cluster):
     sampler.join(10)
     assert len(intervals) == 6 * 2 * 2
     assert max_overlap(intervals) <= 2, "the worker ran more calls at once than its 2 slots"
-    assert samples and all(s["running"] <= 2 and s["busy"] <= 2 and s["queued"] <= 2 for s in samples)
-    assert all(load["running"] == 2 and load["queued"] == 2 for load in busy_answers), busy_answers
+    assert samples and all(s["running"] <= 2 and s["busy"] <= 2 and s["queued"] <= 4 for s in samples)
+    # each sender holds at most 3 batches, under its HELD_PER_SLOT * 2 = 4: never turned away
+    assert not busy_answers, busy_answers
 
 
 def fill_slots(bg: Background, w: RawWorker, gates: Path) -> None:
@@ -142,22 +143,28 @@ def logged_order(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def test_waiting_batches_start_by_priority_then_round_robin_and_a_full_queue_is_busy(cluster, tmp_path):
+def test_waiting_batches_start_by_priority_then_fewest_calls_and_only_a_full_sender_is_busy(
+    cluster, tmp_path
+):
     a, b = client(cluster, "three", "coord-a"), client(cluster, "three", "coord-b")
     log = tmp_path / "order.log"
     bg = Background()
     fill_slots(bg, a, tmp_path / "round1")
-    for key, w in (("a1", a), ("a2", a), ("b1", b)):
+    batches = [("a1", a, None), ("a2", a, None), ("b1", b, None)]
+    batches += [(f"x{i}", a, "blocker") for i in range(3)]  # the blockers' sender: 6 batches held
+    for key, w, sender in batches:
         queued = a.load()["queued"]
-        bg.send(key, w, [w.call("logged", key, str(log))])
+        bg.send(key, w, [w.call("logged", key, str(log))], sender)
         wait_for(lambda q=queued: a.load()["queued"] == q + 1, 10)
-    full = b.run_batch([b.call("logged", "never", str(log))])
-    assert full.get("busy") is True and full["load"] == {"slots": 3, "running": 3, "queued": 3}, full
+    assert protocol.HELD_PER_SLOT * 3 == 6
+    full = a.run_batch([a.call("logged", "never", str(log))], sender="blocker")
+    assert full.get("busy") is True and full["load"] == {"slots": 3, "running": 3, "queued": 6}, full
     release(tmp_path / "round1", first_only=True)
-    wait_for(lambda: len(logged_order(log)) == 3, 10, what="the queue drained through one slot")
+    wait_for(lambda: len(logged_order(log)) == 6, 10, what="the queue drained through one slot")
     release(tmp_path / "round1")
     bg.join()
-    assert logged_order(log) == ["a1", "b1", "a2"], "round robin between coordinators, FIFO within one"
+    # fewest calls started first (the blockers' sender had 3), ties by arrival
+    assert logged_order(log) == ["a1", "b1", "a2", "x0", "x1", "x2"]
 
     log.unlink()
     bg = Background()

@@ -19,6 +19,7 @@ from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.policy import TABLE, Happened
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.protocol import HELD_PER_SLOT
 
 BUILTIN = frozenset({"add", "echo", "sleep", "fail"})
 
@@ -386,6 +387,22 @@ def test_cancelling_a_job_finds_its_calls_wherever_they_are():
     rig.d.submit(calls)
     assert set(rig.d.calls_of(job)) == set(calls)
     assert len(rig.d.cancel(rig.d.calls_of(job))) == 3 and rig.d.calls_of(job) == []
+
+
+def test_calls_spread_over_free_slots_and_queue_at_shared_workers_up_to_two_batches_per_slot():
+    rig = Rig(entry("a", slots=2), entry("b", slots=2), max_batch=100)
+    for rec in rig.d.records.values():
+        rec.sizers["compute"].size = 100
+    first = [Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 2, False) for _ in range(40)]
+    rig.d.submit(first)
+    sent = rig.link("a").sent + rig.link("b").sent
+    assert sorted(len(b.calls) for b in sent) == [10, 10, 10, 10]  # four free slots, not 8 places
+    for name in "ab":  # another coordinator shows up on both: queue there, up to our allowance
+        rig.d.probe_answered(rig.link(name), {"slots": 2, "running": 2, "queued": 1})
+    more = [Call("compute", "add", [1, 2], {}, frozenset(), 10.0, 2, False) for _ in range(500)]
+    rig.d.submit(more)
+    assert [len(rig.link(w).sent) for w in "ab"] == [HELD_PER_SLOT * 2, HELD_PER_SLOT * 2]
+    assert rig.d.in_flight() == 40 + 4 * 100  # the last 100 wait here for a reply
 
 
 def overdue_now(rig: Rig) -> list[Any]:

@@ -42,12 +42,13 @@ def browser():
 
 
 def text_of(driver, css: str) -> str:
-    from selenium.common.exceptions import WebDriverException
-
-    try:
-        return " ".join(e.text for e in driver.find_elements("css selector", css))
-    except WebDriverException:  # redrawn between find and read
-        return ""
+    """The visible text of every element ``css`` matches, read in one step of the page: the page
+    redraws every second, and reading elements one call at a time could meet a redraw (then "")."""
+    script = (
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map((e) => e.innerText ?? e.textContent).join(' ');"  # SVG elements have no innerText
+    )
+    return str(driver.execute_script(script, css))
 
 
 def test_page_shows_workers_progress_failures_and_a_killed_worker(

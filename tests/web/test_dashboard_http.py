@@ -45,7 +45,7 @@ def test_metrics_match_status_and_carry_no_task_ids(tmp_path: Path, nameserver, 
 
     fams = wait_for(counters, 10, what="/metrics counters equal to status")
     assert {s.labels["state"]: s.value for s in fams["pyrocluster_workers"]} == {
-        "ready": 2, "draining": 0, "unreachable": 0
+        "ready": 2, "draining": 0, "unreachable": 0, "incompatible": 0
     }  # fmt: skip
     assert {s.labels["worker"]: s.value for s in fams["pyrocluster_worker_slots"]} == {
         w["name"]: 2 for w in status["workers"]

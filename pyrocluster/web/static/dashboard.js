@@ -4,6 +4,19 @@
 
 const POLL_MS = 1000;
 const openDetails = new Set();  // tracebacks the reader expanded, kept open across redraws
+const TOKEN_KEY = "pyrocluster_token";
+let role = "viewer";  // what /api/dashboard says the visitor may do
+
+// /?token=<role token> comes back as /#token=<token>: the fragment never reaches a server. The page
+// keeps it for this tab and sends it in the header of its actions (the cookie alone may not act).
+if (location.hash.startsWith("#token=")) {
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice(7)));
+  history.replaceState(null, "", location.pathname);
+}
+function canOperate() { return role === "operator" || role === "secret"; }
+function button(kind, name, action) {
+  return canOperate() ? `<button type="button" data-kind="${kind}" data-name="${esc(name)}" data-action="${action}">${action}</button>` : "";
+}
 
 function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -23,12 +36,13 @@ function workersPanel(doc) {
     <td class="num">${num(w.mean_ms, 1)}</td><td class="num">${num(w.cpu_percent)}</td>
     <td class="num">${num(w.rss_mb)} MB</td><td class="num">${duration(w.uptime_s)}</td>
     <td>${esc(w.services.join(","))}</td><td>${esc(w.tags.join(",") || "-")}</td>
-    <td class="tasks" title="${esc((w.tasks || []).join(", "))}">${(w.tasks || []).length} tasks</td></tr>`);
+    <td class="tasks" title="${esc((w.tasks || []).join(", "))}">${(w.tasks || []).length} tasks</td>
+    <td>${button("workers", w.name, w.state === "draining" ? "undrain" : "drain")}</td></tr>`);
   return `<section id="workers"><h2>Workers (${doc.workers.length})</h2>
     <table><thead><tr><th>name</th><th>address</th><th>state</th><th class="num">slots</th>
     <th class="num">done</th><th class="num">failed</th><th class="num">mean ms</th><th class="num">CPU %</th>
-    <th class="num">memory</th><th class="num">uptime</th><th>services</th><th>tags</th><th>offers</th></tr></thead>
-    <tbody>${rows.join("") || '<tr><td colspan="13" class="muted">no workers registered</td></tr>'}</tbody></table></section>`;
+    <th class="num">memory</th><th class="num">uptime</th><th>services</th><th>tags</th><th>offers</th><th></th></tr></thead>
+    <tbody>${rows.join("") || '<tr><td colspan="14" class="muted">no workers registered</td></tr>'}</tbody></table></section>`;
 }
 
 function failureList(job, failures) {
@@ -55,10 +69,11 @@ function jobsPanel(doc, failures) {
       <span class="state-${esc(j.state)}">${esc(j.state)}</span>
       <span class="progress-text">${j.done}/${j.total} done</span>
       <span>ok ${ok} · failed ${j.failed} · skipped ${j.skipped ?? 0} · cancelled ${j.cancelled ?? 0} · retried ${j.retried ?? 0}</span>
-      <span class="muted">${num(j.rate, 1)} tasks/s${eta}</span></div>
+      <span class="muted">${num(j.rate, 1)} tasks/s${eta}</span>
+      ${j.state === "running" ? button("jobs", j.id || j.name, "cancel") : ""}</div>
       <div class="bar" title="${num(pct(j.done), 1)}%"><span class="ok" style="width:${pct(ok)}%"></span>
       <span class="failed" style="width:${pct(j.failed)}%"></span><span class="skipped" style="width:${pct(j.skipped)}%"></span></div>
-      ${failureList(j, failures)}</div>`;
+      ${j.graph ? graphSvg(j.graph) : ""}${failureList(j, failures)}</div>`;
   });
   return `<section id="jobs"><h2>Jobs (${doc.jobs.length})</h2>${jobs.join("") || '<div class="muted">no running or recent jobs</div>'}</section>`;
 }
@@ -67,14 +82,78 @@ function schedulesPanel(doc) {
   const schedules = doc.schedules || [];
   // A cron read in another zone than UTC shows its next tick on its own wall clock too.
   const inZone = (s) => (s.next_fire_local && s.timezone ? ` (${s.next_fire_local.slice(11, 16)} ${s.timezone})` : "");
-  const rows = schedules.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc((s.next_fire || "-") + inZone(s))}</td>
-    <td>${esc(s.last_fire || "-")}</td><td>${esc(s.last_status || "-")}</td><td>${esc(s.leader || "-")}</td></tr>`);
-  return `<section id="schedules"><h2>Schedules (${schedules.length})</h2><table><thead><tr><th>name</th>
-    <th>next tick</th><th>last tick</th><th>last status</th><th>scheduler</th></tr></thead>
-    <tbody>${rows.join("") || '<tr><td colspan="5" class="muted">no scheduler running</td></tr>'}</tbody></table></section>`;
+  const rows = schedules.map((s) => `<tr data-schedule="${esc(s.name)}"><td>${esc(s.name)}</td>
+    <td class="state-${s.paused ? "paused" : "ready"}">${s.paused ? "paused" : "active"}</td><td>${esc((s.next_fire || "-") + inZone(s))}</td>
+    <td>${esc(s.last_fire || "-")}</td><td>${esc(s.last_status || "-")}</td><td>${esc(s.leader || "-")}</td>
+    <td>${button("schedules", s.name, s.paused ? "resume" : "pause")}</td></tr>`);
+  return `<section id="schedules"><h2>Schedules (${schedules.length})</h2><table><thead><tr><th>name</th><th>state</th>
+    <th>next tick</th><th>last tick</th><th>last status</th><th>scheduler</th><th></th></tr></thead>
+    <tbody>${rows.join("") || '<tr><td colspan="7" class="muted">no scheduler running</td></tr>'}</tbody></table></section>`;
 }
 
-const PANELS = [workersPanel, jobsPanel, schedulesPanel];
+// --- charts and the workflow graph: SVG drawn here, no library --------------------------------
+
+function polyline(values, width, height, top) {
+  const step = width / Math.max(1, values.length - 1);
+  return values.map((v, i) => `${(i * step).toFixed(1)},${(height - (height * v) / top).toFixed(1)}`).join(" ");
+}
+
+function throughputChart(series) {
+  if (!series || !series.rate) return "";
+  const w = 600, h = 120, top = Math.max(1, ...series.rate, ...series.failures);
+  const now = series.rate.length ? series.rate[series.rate.length - 1] : 0;
+  return `<figure class="chart" id="throughput-chart"><figcaption>tasks/s, last 15 minutes (now ${num(now, 1)}/s;
+    peak ${num(top, 1)}/s)</figcaption><svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img"
+    aria-label="throughput and failures"><line x1="0" y1="${h}" x2="${w}" y2="${h}" class="axis"/>
+    <polyline class="rate" fill="none" points="${polyline(series.rate, w, h, top)}"/>
+    <polyline class="failures" fill="none" points="${polyline(series.failures, w, h, top)}"/>
+    <text x="2" y="12" class="label">${num(top, 1)}/s</text><text x="2" y="${h - 3}" class="label">-15 min</text>
+    <text x="${w - 30}" y="${h - 3}" class="label">now</text></svg>
+    <span class="legend rate">■ finished</span> <span class="legend failures">■ failed</span></figure>`;
+}
+
+function durationChart(rows) {
+  if (!rows || !rows.length) return "";
+  const w = 600, barH = 14, top = Math.max(1, ...rows.map((r) => r.p95_ms));
+  const bars = rows.map((r, i) => {
+    const y = i * (barH + 6);
+    return `<g class="task" data-task="${esc(r.task)}"><text x="0" y="${y + 11}" class="label">${esc(r.task)}</text>
+      <rect x="160" y="${y}" width="${(380 * r.p95_ms) / top}" height="${barH}" class="p95"/>
+      <rect x="160" y="${y + 3}" width="${(380 * r.p50_ms) / top}" height="${barH - 6}" class="p50"/>
+      <text x="${w - 55}" y="${y + 11}" class="label">${num(r.p95_ms, 1)} ms</text></g>`;
+  });
+  const h = rows.length * (barH + 6);
+  return `<figure class="chart" id="durations-chart"><figcaption>task duration: p50 (dark) and p95, ms</figcaption>
+    <svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="task durations">${bars.join("")}</svg></figure>`;
+}
+
+function chartsPanel(doc, failures, data) {
+  return `<section id="charts"><h2>Throughput and durations</h2>${throughputChart(data.throughput)}${durationChart(data.durations)}</section>`;
+}
+
+function graphSvg(graph) {
+  // columns by layer, rows by order within the layer; a map is one node with its counts
+  const colW = 190, rowH = 54, boxW = 160, boxH = 40, byLayer = {}, at = {};
+  graph.nodes.forEach((n) => { (byLayer[n.layer] = byLayer[n.layer] || []).push(n); });
+  Object.values(byLayer).forEach((column) => column.forEach((n, i) => { at[n.id] = [n.layer * colW + 10, i * rowH + 10]; }));
+  const width = (Math.max(0, ...graph.nodes.map((n) => n.layer)) + 1) * colW + 10;
+  const height = Math.max(...Object.values(byLayer).map((c) => c.length)) * rowH + 10;
+  const edges = graph.edges.map(([a, b]) => {
+    const [x1, y1] = at[a], [x2, y2] = at[b];
+    return `<line x1="${x1 + boxW}" y1="${y1 + boxH / 2}" x2="${x2}" y2="${y2 + boxH / 2}" class="edge"/>`;
+  });
+  const nodes = graph.nodes.map((n) => {
+    const [x, y] = at[n.id], finished = n.ok + n.failed + n.skipped + n.cancelled;
+    const counts = n.map ? `${finished}/${n.total ?? "?"} · ok ${n.ok} · failed ${n.failed}` : n.state;
+    return `<g class="node state-${esc(n.state)}" data-node="${esc(n.id)}"><rect x="${x}" y="${y}" width="${boxW}" height="${boxH}" rx="6"/>
+      <text x="${x + 8}" y="${y + 16}" class="node-id">${esc(n.id)}${n.map ? " (map)" : ""}</text>
+      <text x="${x + 8}" y="${y + 32}" class="node-counts">${esc(counts)}</text></g>`;
+  });
+  return `<svg class="workflow" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img"
+    aria-label="workflow graph">${edges.join("")}${nodes.join("")}</svg>`;
+}
+
+const PANELS = [chartsPanel, workersPanel, jobsPanel, schedulesPanel];
 
 function draw(data) {
   const doc = data.status;
@@ -83,8 +162,32 @@ function draw(data) {
   ns.className = `pill ${doc.nameserver.reachable ? "ok" : "bad"}`;
   document.getElementById("freshness").textContent =
     data.age_s === null ? "waiting for the first round…" : `data ${num(data.age_s, 1)} s old`;
-  document.getElementById("panels").innerHTML = PANELS.map((panel) => panel(doc, data.failures || {})).join("");
+  role = data.role || "viewer";
+  document.getElementById("you").textContent = data.you ? `${data.you} (${role})` : "";
+  document.getElementById("panels").innerHTML = PANELS.map((panel) => panel(doc, data.failures || {}, data)).join("");
 }
+
+async function act(kind, name, action) {
+  const headers = {"X-Requested-By": "pyrocluster"};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const notice = document.getElementById("notice");
+  try {
+    const response = await fetch(`/api/${kind}/${encodeURIComponent(name)}/${action}`,
+      {method: "POST", headers, credentials: "same-origin", cache: "no-store"});
+    const body = await response.json().catch(() => ({}));
+    notice.textContent = response.ok ? `${action} ${name}: done` : `${action} ${name}: ${response.status} ${body.error || ""}`;
+    notice.className = response.ok ? "ok" : "bad";
+  } catch (err) {
+    notice.textContent = `${action} ${name}: dashboard unreachable`;
+    notice.className = "bad";
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const target = event.target.closest && event.target.closest("button[data-action]");
+  if (target) act(target.dataset.kind, target.dataset.name, target.dataset.action);
+});
 
 document.addEventListener("toggle", (event) => {
   const key = event.target.dataset && event.target.dataset.key;

@@ -1,4 +1,5 @@
-"""The cycle collector runs less often while jobs run, and exactly as before once the last one ends."""
+"""The cycle collector runs less often while jobs run (and not at all during a bulk read), and exactly
+as before once the last one ends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyrocluster.jobs.collector import YOUNG_THRESHOLD, fewer_collections
+from pyrocluster.jobs.gc_thresholds import YOUNG_THRESHOLD, fewer_collections, paused_collections
 
 
 @pytest.fixture
@@ -45,3 +46,17 @@ def test_a_collector_turned_off_with_threshold_zero_stays_off(thresholds: tuple[
     with fewer_collections():
         assert gc.get_threshold()[0] == 0
     assert gc.get_threshold()[0] == 0
+
+
+def test_paused_collections_turns_the_collector_off_and_back_as_it_was() -> None:
+    assert gc.isenabled()
+    with paused_collections():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_collections():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off: stays off
+    finally:
+        gc.enable()
