@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from pyrocluster import typed
+from pyrocluster import splice, typed
 
 _BIGINT = 0x31  # the ext code Pyro5's own msgpack serializer uses for ints beyond 64 bits
 
@@ -40,6 +40,13 @@ def _default(obj: Any) -> Any:
         return list(obj)
     if kind is int:
         return msgpack.ExtType(_BIGINT, str(obj).encode("ascii"))
+    if getattr(obj, "nbytes", 0) >= splice.SPLICE_BYTES and typed.is_array(obj):
+        try:
+            return msgpack.ExtType(typed.NDARRAY, splice.defer(typed.array_pieces(obj)))
+        except TypeError as exc:
+            raise NotSendable(
+                f"a value of {exc} cannot be sent (Python objects never travel: no pickle)"
+            ) from None
     try:
         ext = typed.encode(obj)
     except TypeError as exc:
@@ -88,10 +95,12 @@ def pack(obj: Any) -> bytes:
     if packer is None:
         packer = _packer()
     try:
-        return packer.pack(obj)
+        return splice.finish(packer.pack(obj))  # type: ignore[return-value]  # bytes-like
     except NotSendable:
+        splice.discard()
         raise
     except (TypeError, ValueError, OverflowError) as exc:
+        splice.discard()
         raise NotSendable(str(exc)) from None
 
 
@@ -350,10 +359,10 @@ def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
     for args, kwargs in calls:
         if type(args) is list and type(kwargs) is dict:
             try:
-                out.append(pack([args, kwargs]))
+                out.append(splice.finish(pack([args, kwargs])))  # type: ignore[arg-type]  # bytes-like
                 continue
             except Exception:  # noqa: S110 - pack_call below names what cannot be sent
-                pass
+                splice.discard()
         try:
             out.append(pack_call(args, kwargs))
         except NotSendable as exc:

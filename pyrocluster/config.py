@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,10 +12,23 @@ import Pyro5
 import Pyro5.serializers
 
 from pyrocluster import pyro5_hooks
-from pyrocluster.defaults import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_NS_HOST, DEFAULT_NS_PORT
+from pyrocluster.defaults import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_NS_HOST,
+    DEFAULT_NS_PORT,
+)
 
 SAFE_SERIALIZERS = ("msgpack", "serpent")
 """The only serializers any pyrocluster daemon speaks or accepts."""
+SERPENT_GROWTH = 4 / 3
+"""Serpent sends bytes as base64: a message in serpent is this much larger."""
+ENVELOPE_BYTES = 1024 * 1024
+"""What a message holding one big value costs besides it (the call or reply around it)."""
+MAX_VALUE_LIMIT_BYTES = 2 * 1024**3
+"""Largest ``max_value_bytes`` accepted (a Pyro5 message announces its size in 32 bits)."""
+MIN_VALUE_LIMIT_BYTES = 1024
+"""Smallest ``max_value_bytes`` accepted."""
 
 
 def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, int]:
@@ -64,6 +78,13 @@ class Settings:
     serializer: str = "msgpack"
     debug: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+
+    @property
+    def wire_cap_bytes(self) -> int:
+        """Pyro5's message cap: a message of small values plus one of ``max_value_bytes`` (base64
+        in serpent)."""
+        return self.max_message_bytes + int(self.max_value_bytes * SERPENT_GROWTH) + ENVELOPE_BYTES
 
     @property
     def ns_address(self) -> str:
@@ -98,6 +119,7 @@ class Settings:
         tls_ca: str | None = None,
         serializer: str | None = None,
         debug: bool | None = None,
+        max_value_bytes: int | None = None,
     ) -> Settings:
         """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
         env = os.environ
@@ -128,6 +150,7 @@ class Settings:
             serializer=serializer,
             debug=debug,
             max_message_bytes=int(max_mb) * 1024 * 1024 if max_mb else DEFAULT_MAX_MESSAGE_BYTES,
+            max_value_bytes=_value_cap(max_value_bytes, env.get("PYROCLUSTER_MAX_VALUE_BYTES")),
         )
 
     def child_env(self) -> dict[str, str]:
@@ -141,7 +164,38 @@ class Settings:
             if value:
                 env[f"PYROCLUSTER_TLS_{name}"] = str(Path(value).resolve())
         env["PYROCLUSTER_MAX_MESSAGE_MB"] = str(max(1, self.max_message_bytes // (1024 * 1024)))
+        env["PYROCLUSTER_MAX_VALUE_BYTES"] = str(self.max_value_bytes)
         return env
+
+
+def check_value_cap(size: int, what: str = "max_value_bytes") -> int:
+    """``size`` if it is a valid ``max_value_bytes``; ValueError naming ``what`` otherwise."""
+    low, high = MIN_VALUE_LIMIT_BYTES, MAX_VALUE_LIMIT_BYTES
+    if isinstance(size, bool) or not isinstance(size, int) or not low <= size <= high:
+        raise ValueError(f"{what}={size!r}: expected a whole number of bytes from {low} to {high}")
+    return size
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+"""Units a size may carry: ``300MiB``, ``1GiB``, ``8000000``."""
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes from ``text`` (a whole number, optionally with a unit); ValueError naming ``what``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in SIZE_UNITS:
+        raise ValueError(f"{what}={text!r}: expected a size in bytes such as 8388608, 300MiB or 1GiB")
+    return int(match.group(1)) * SIZE_UNITS[unit]
+
+
+def _value_cap(explicit: int | None, variable: str | None) -> int:
+    if explicit is not None:
+        return check_value_cap(explicit)
+    if variable is None:
+        return DEFAULT_MAX_VALUE_BYTES
+    what = "PYROCLUSTER_MAX_VALUE_BYTES"
+    return check_value_cap(parse_size(variable, what), what)
 
 
 def apply(settings: Settings) -> None:
@@ -162,7 +216,7 @@ def apply(settings: Settings) -> None:
     cfg.COMMTIMEOUT = 0.0
     cfg.MAX_RETRIES = 0
     cfg.DETAILED_TRACEBACK = False
-    cfg.MAX_MESSAGE_SIZE = settings.max_message_bytes
+    cfg.MAX_MESSAGE_SIZE = settings.wire_cap_bytes
     cfg.NS_HOST = settings.ns_host
     cfg.NS_PORT = settings.ns_port
     cfg.SSL = settings.tls

@@ -27,7 +27,9 @@ DISCOVERY_INTERVAL_S = 1.0
 DEFAULT_CRAWL_CONCURRENCY = 16
 """Concurrent fetches a worker's crawl service runs."""
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest Pyro5 message accepted, in bytes."""
+"""Largest Pyro5 message of small values, in bytes (batches are a quarter of it)."""
+DEFAULT_MAX_VALUE_BYTES = 1024**3
+"""Largest single argument or result (encoded) that crosses the wire, in bytes."""
 CONNECT_TIMEOUT_S = 5.0
 """Seconds for control-plane calls (name server, info, ping)."""
 

@@ -61,13 +61,33 @@ def _encode_time(v: dt.time) -> bytes:
     return _inner([v.hour, v.minute, v.second, v.microsecond, v.fold, _zone(v.tzinfo, None)])
 
 
-def _numpy_array(v: Any) -> bytes:
+def array_pieces(v: Any) -> list[Any]:
+    """The extension body of an array as buffers: its header, then its data (the array's own
+    buffer when the buffer protocol can describe it, else a copy)."""
     if v.dtype.hasobject:
         raise TypeError(f"ndarray of dtype {v.dtype}")
     fortran = v.flags.f_contiguous and not v.flags.c_contiguous
     header = _inner([v.dtype.str if v.dtype.fields is None else v.dtype.descr, list(v.shape), fortran])
-    data = v.tobytes(order="F" if fortran else "C")
-    return len(header).to_bytes(4, "little") + header + data
+    ordered = v.T if fortran else v  # a Fortran array's transpose is C-contiguous, same bytes
+    data: Any = None
+    if ordered.flags.c_contiguous:
+        try:
+            data = memoryview(ordered).cast("B")
+        except (TypeError, ValueError):  # dtypes the buffer protocol cannot describe (datetime64)
+            data = None
+    if data is None:
+        data = v.tobytes(order="F" if fortran else "C")
+    return [len(header).to_bytes(4, "little") + header, data]
+
+
+def is_array(value: Any) -> bool:
+    """True for a numpy array (numpy already imported: a value of its type exists)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.ndarray)
+
+
+def _numpy_array(v: Any) -> bytes:
+    return b"".join(array_pieces(v))
 
 
 def _numpy_scalar(v: Any) -> bytes:

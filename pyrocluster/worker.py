@@ -146,14 +146,17 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(
-                self.options.pool, self.slots_n, self.options.task_modules, self.settings.max_message_bytes
+            self._slots = make_slots(  # a reply: small values, and one of up to max_value_bytes
+                self.options.pool,
+                self.slots_n,
+                self.options.task_modules,
+                self.settings.max_message_bytes + self.settings.max_value_bytes,
             )
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources
             self.state.tasks = sorted(tasks.REGISTRY)
-            compute = ComputeService(self.state, self._slots, gate, self.settings.max_message_bytes)
+            compute = ComputeService(self.state, self._slots, gate, self.settings)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
             from pyrocluster.crawl.service import CrawlService

@@ -9,13 +9,14 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from pyrocluster import render
-from pyrocluster.config import Settings
+from pyrocluster.config import Settings, check_value_cap, parse_size
 from pyrocluster.errors import (
     ClusterUnreachable,
     ConfigError,
@@ -214,6 +215,43 @@ def supervision(
                 "(set --secret-file or PYROCLUSTER_SECRET, or pass --insecure)"
             ) from None
     return Supervision(probe, ready, host, port)
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: ``8388608``, ``300MiB``, ``1GiB`` (a config file may give a number)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            self.fail(f"{value!r} is not a size in bytes", param, ctx)
+        what = param.opts[0] if param is not None and param.opts else "size"
+        try:
+            return check_value_cap(parse_size(text, what), what)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def value_cap_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-value-bytes``: the largest single argument or result that crosses the wire."""
+    return click.option(
+        "--max-value-bytes",
+        type=ByteSize(),
+        envvar="PYROCLUSTER_MAX_VALUE_BYTES",
+        show_envvar=True,
+        default=None,
+        metavar="SIZE",
+        help="Largest single argument or result sent (e.g. 300MiB) [default: 1GiB].",
+    )(func)
+
+
+def with_value_cap(settings: Settings, max_value_bytes: int | None) -> Settings:
+    """``settings`` with ``--max-value-bytes`` when it was given."""
+    return settings if max_value_bytes is None else replace(settings, max_value_bytes=max_value_bytes)
 
 
 def settings_from(kw: dict[str, Any], info_logs: bool = False) -> Settings:

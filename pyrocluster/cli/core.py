@@ -22,6 +22,8 @@ from pyrocluster.cli.common import (
     shared_options,
     stop_on_signals,
     supervision,
+    value_cap_option,
+    with_value_cap,
 )
 from pyrocluster.config import check_bind
 from pyrocluster.defaults import (
@@ -154,6 +156,7 @@ def _split(value: str) -> list[str]:
     help="How long to wait for the name server to appear at start-up.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
+@value_cap_option
 @health_options
 @shared_options
 @command
@@ -173,13 +176,14 @@ def worker(
     drain_timeout: float,
     wait_s: float,
     insecure: bool,
+    max_value_bytes: int | None,
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
     from pyrocluster.resources import parse_spec
     from pyrocluster.worker import Worker, WorkerOptions
 
-    settings = settings_from(kw, info_logs=True)
+    settings = with_value_cap(settings_from(kw, info_logs=True), max_value_bytes)
     require_secret(settings, "run a worker")
     try:
         offered = parse_spec(resource_spec)
@@ -269,6 +273,7 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
     is_flag=True,
     help="Check everything submit checks (the file, every problem at once; the workers) and run nothing.",
 )
+@value_cap_option
 @shared_options
 @command
 def submit(
@@ -282,12 +287,13 @@ def submit(
     as_json: bool,
     quiet: bool,
     dry_run: bool,
+    max_value_bytes: int | None,
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
     from pyrocluster.local import start_local
 
-    settings = settings_from(kw)
+    settings = with_value_cap(settings_from(kw), max_value_bytes)
     check_task_files(task_modules, local)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")

@@ -285,7 +285,7 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
         call.payload = payload
         if len(payload) > max_bytes:
             call.done = True
-            why = f"arguments of {len(call.payload)} bytes, over the cap of {max_bytes}"
+            why = f"arguments of {len(call.payload)} bytes are over max_value_bytes ({max_bytes} bytes)"
             refused.append((call, None, TaskFailed(EndsAs.TOO_LARGE.value, why)))
             continue
         ready.append(call)

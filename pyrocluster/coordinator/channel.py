@@ -18,6 +18,7 @@ from Pyro5 import protocol, serializers
 
 from pyrocluster.auth import make_proxy
 from pyrocluster.config import Settings
+from pyrocluster.coordinator import bigmessages
 from pyrocluster.coordinator.frames import ReplyReader, RequestWriter
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
 
@@ -93,12 +94,16 @@ class Channel:
             self.release()
             raise Unsent(f"cannot connect: {type(exc).__name__}: {exc}") from None
 
-    def encode(self, method: str, args: tuple[Any, ...]) -> bytes:
-        """The request message for ``method(*args)`` (SerializeError when args cannot be encoded)."""
+    def encode(self, method: str, args: tuple[Any, ...]) -> bytes | list[Any]:
+        """The request message for ``method(*args)`` (SerializeError when args cannot be encoded):
+        its bytes, or its header and payload (msgpack: see ``bigmessages.py``)."""
         proxy = self.proxy
         serializer = serializers.serializers[proxy._pyroSerializer or Pyro5.config.SERIALIZER]
-        data = serializer.dumpsCall(proxy._pyroConnection.objectId, method, args, {})
         self.seq = (self.seq + 1) & 0xFFFF
+        object_id = proxy._pyroConnection.objectId
+        if isinstance(serializer, serializers.MsgpackSerializer):
+            return bigmessages.invoke_pieces(serializer, self.seq, object_id, method, args)
+        data = serializer.dumpsCall(object_id, method, args, {})
         return bytes(
             protocol.SendingMessage(protocol.MSG_INVOKE, 0, self.seq, serializer.serializer_id, data).data
         )
@@ -130,7 +135,7 @@ class Channel:
         if serializer is None:
             raise Undecodable(f"a reply in serializer {msg.serializer_id}, which is not accepted")
         try:
-            data = serializer.loads(msg.data)
+            data = bigmessages.loads(serializer, msg.data)
         except Exception as exc:  # whatever the decoder raises on bytes it cannot read
             raise Undecodable(f"the reply cannot be decoded: {type(exc).__name__}") from None
         if msg.flags & protocol.FLAGS_EXCEPTION:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
@@ -207,7 +207,8 @@ class Cluster:
     ``timeout`` is per attempt (seconds), ``retries`` the further attempts after a worker failure,
     ``probe_timeout`` the liveness-probe silence that counts as death, ``wait`` how long a call
     waits for any live worker offering its service, ``max_batch`` the most calls sent to a worker
-    in one request (1 turns batching off).
+    in one request (1 turns batching off), ``max_value_bytes`` the largest encoded arguments of
+    one call (default 1 GiB; a worker's own cap bounds its results).
     """
 
     def __init__(
@@ -221,12 +222,17 @@ class Cluster:
         probe_timeout: float = DEFAULT_PROBE_TIMEOUT_S,
         wait: float = DEFAULT_WAIT_S,
         max_batch: int = MAX_BATCH,
+        max_value_bytes: int | None = None,
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
-            settings = Settings.from_sources(ns=ns, secret=secret, token=token)
-        elif ns:
-            settings = settings.with_ns(ns)
+            settings = Settings.from_sources(
+                ns=ns, secret=secret, token=token, max_value_bytes=max_value_bytes
+            )
+        else:
+            settings = settings.with_ns(ns) if ns else settings
+            if max_value_bytes is not None:
+                settings = replace(settings, max_value_bytes=config.check_value_cap(max_value_bytes))
         config.apply(settings)
         self.settings = settings
         self.peer = own_peer(settings)
@@ -250,6 +256,9 @@ class Cluster:
         from pyrocluster.local import LocalCluster  # process management, loaded only for a local cluster
 
         settings = kwargs.pop("settings", None) or Settings.from_sources(secret=kwargs.pop("secret", None))
+        cap = kwargs.pop("max_value_bytes", None)
+        if cap is not None:  # the local workers take the same cap
+            settings = replace(settings, max_value_bytes=config.check_value_cap(cap))
         local = LocalCluster(workers, worker_args, env=settings.child_env())
         try:
             cluster = cls(settings=settings.with_ns(local.address), **kwargs)

@@ -71,9 +71,10 @@ class Dispatcher:
         self.max_batch = max_batch
         self.probe_timeout_s = probe_timeout_s
         self.wait_s = wait_s
-        self.max_call_bytes = settings.max_message_bytes // 2
-        """Largest encoded arguments of one call (room for the envelope and serpent's base64)."""
+        self.max_call_bytes = settings.max_value_bytes
+        """Largest encoded arguments of one call (the wire cap has room for serpent's base64)."""
         self.max_batch_bytes = settings.max_message_bytes // 4
+        """Most argument bytes of one batch: a call bigger than this travels alone."""
         self.batch_grace_s = overdue.BATCH_GRACE_S
         """What a batch's deadline allows beyond its calls' timeouts (``overdue.py``)."""
         self.sender_id = sender_name()
@@ -345,9 +346,13 @@ class Dispatcher:
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:
                         call = queue.popleft()
-                        if not call.done:
-                            calls.append(call)
-                            nbytes += len(call.payload)
+                        if call.done:
+                            continue
+                        if calls and nbytes + len(call.payload) > self.max_batch_bytes:
+                            queue.appendleft(call)  # a big call goes alone, in the next batch
+                            break
+                        calls.append(call)
+                        nbytes += len(call.payload)
                     if calls:
                         self._send(rec, Batch(req, calls))
                         room.served(req, now)

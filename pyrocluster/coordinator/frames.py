@@ -9,7 +9,9 @@ only its own buffer. Memory grows with the bytes received, not with the size a h
 
 from __future__ import annotations
 
+import collections
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import Pyro5.errors
@@ -19,21 +21,29 @@ HEADER_BYTES: int = protocol._header_size
 """Size of a Pyro5 message header."""
 READ_CHUNK = 1 << 20
 """Most bytes taken from the socket in one receive."""
+GROW_BYTES = 64 << 20
+"""The payload buffer grows by at most this much at a time, as its bytes arrive: a peer that
+announces a big reply and sends little holds little."""
 WRITE_CHUNK = 256 * 1024
 """Most bytes handed to the socket in one send (a TLS send retried after WantWrite must repeat
 the same bytes: a fixed chunk keeps the retry identical)."""
+
+Buffer = bytes | bytearray | memoryview
+"""Anything a request piece may be."""
 
 _AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 """Nothing can move now: try again when the socket is ready."""
 
 
 class RequestWriter:
-    """One encoded request, written as the socket takes it."""
+    """One encoded request, in one or more pieces (a header, then its payload), written as the
+    socket takes it: the pieces are never joined, so a big request is not copied once more."""
 
-    __slots__ = ("_view", "_sent")
+    __slots__ = ("_views", "_sent")
 
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
+    def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        self._views = collections.deque(memoryview(p).cast("B") for p in pieces if len(p))
         self._sent = 0
 
     def write(self, sock: Any) -> bool:
@@ -41,26 +51,31 @@ class RequestWriter:
 
         ConnectionClosedError when the connection broke.
         """
-        view = self._view
-        while self._sent < len(view):
+        views = self._views
+        while views:
+            view = views[0]
             try:
                 self._sent += sock.send(view[self._sent : self._sent + WRITE_CHUNK])
             except _AGAIN:
                 return False
             except OSError as exc:
                 raise Pyro5.errors.ConnectionClosedError(f"sending: {exc}") from None
+            if self._sent == len(view):
+                views.popleft()
+                self._sent = 0
         return True
 
 
 class ReplyReader:
     """One Pyro5 reply message, read as its bytes arrive."""
 
-    __slots__ = ("_header", "_message", "_payload", "_size")
+    __slots__ = ("_header", "_message", "_payload", "_got", "_size")
 
     def __init__(self) -> None:
         self._header = bytearray()
         self._message: protocol.ReceivingMessage | None = None
         self._payload = bytearray()
+        self._got = 0
         self._size = 0
 
     def read(self, sock: Any) -> protocol.ReceivingMessage | None:
@@ -74,23 +89,31 @@ class ReplyReader:
             if self._message is None:
                 want = HEADER_BYTES - len(self._header)
             else:
-                want = self._size - len(self._payload)
+                want = self._size - self._got
                 if want == 0:
                     return self._complete()
             try:
-                chunk = sock.recv(min(want, READ_CHUNK))
+                if self._message is None:
+                    chunk = sock.recv(want)
+                    got = len(chunk)
+                else:  # straight into the payload's place: no chunk to copy, no buffer regrown
+                    if len(self._payload) == self._got:
+                        self._payload.extend(bytes(min(want, GROW_BYTES)))
+                    room = memoryview(self._payload)[self._got : self._got + min(want, READ_CHUNK)]
+                    with room:
+                        got = sock.recv_into(room)
             except _AGAIN:
                 return None
             except OSError as exc:
                 raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
-            if not chunk:
+            if not got:
                 raise Pyro5.errors.ConnectionClosedError("receiving: not enough data")
             if self._message is None:
                 self._header += chunk
                 if len(self._header) == HEADER_BYTES:
                     self._start(bytes(self._header))
             else:
-                self._payload += chunk
+                self._got += got
 
     def _start(self, header: bytes) -> None:
         message = protocol.ReceivingMessage(header)  # ProtocolError: not Pyro5, or over the cap
@@ -102,6 +125,14 @@ class ReplyReader:
     def _complete(self) -> protocol.ReceivingMessage:
         message = self._message
         assert message is not None
-        message.add_payload(bytes(self._payload))  # our guard refuses compressed payloads here
-        self._message, self._header, self._payload, self._size = None, bytearray(), bytearray(), 0
+        # The bytearray itself, not a bytes copy of it: the decoder reads any buffer, and a big
+        # value decoded from it (an array) is a view of it (one copy of the value in memory).
+        message.add_payload(self._payload)  # our guard refuses compressed payloads here
+        self._message, self._header, self._payload, self._got, self._size = (
+            None,
+            bytearray(),
+            bytearray(),
+            0,
+            0,
+        )
         return message

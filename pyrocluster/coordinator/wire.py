@@ -158,7 +158,7 @@ class Wire:
     def _queue(
         self,
         channel: Channel,
-        data: bytes,
+        data: bytes | list[Any],
         deadline: float | None,
         fail: Callable[[Channel, BaseException], None],
         events: int,

@@ -10,11 +10,19 @@ import Pyro5.callcontext
 import Pyro5.serializers
 
 from pyrocluster import codec, protocol, resources, tasks
+from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.slots import ProcessSlots, ThreadSlots
-from pyrocluster.slots.batch import MAX_CALLS, OUTCOME_OVERHEAD_BYTES, Outcome, cancelled, encoded_failure
+from pyrocluster.slots.batch import (
+    MAX_CALLS,
+    OUTCOME_OVERHEAD_BYTES,
+    Budget,
+    Outcome,
+    cancelled,
+    encoded_failure,
+)
 from pyrocluster.slots.gate import Gate, Ticket
 from pyrocluster.tokens import Role
 
@@ -28,8 +36,6 @@ MAX_PRIORITY = 2**31
 """Largest priority magnitude accepted."""
 REPLY_OVERHEAD_BYTES = 64 * 1024
 """What a reply costs besides its outcomes (Pyro5 framing, ``load``), kept free under the cap."""
-SERPENT_GROWTH = 4 / 3
-"""Serpent sends bytes as base64: a reply in serpent is this much larger."""
 
 
 def _id_problem(value: Any, what: str) -> str | None:
@@ -122,12 +128,19 @@ def _unfit(ask: dict[str, float], totals: dict[str, float]) -> Outcome:
     return encoded_failure(protocol.ERROR, "ResourcesUnavailable", message)
 
 
-def reply_budget(max_message_bytes: int, serializer_id: int | None) -> int:
-    """Bytes of encoded values that fit in one reply under the message cap."""
-    room = max(max_message_bytes - REPLY_OVERHEAD_BYTES, OUTCOME_OVERHEAD_BYTES)
+def reply_budget(settings: Settings, serializer_id: int | None) -> Budget:
+    """What one reply may hold: small values under the message cap, and one value up to
+    ``max_value_bytes`` (``Settings.wire_cap_bytes`` has room for both)."""
+    room = max(settings.max_message_bytes - REPLY_OVERHEAD_BYTES, OUTCOME_OVERHEAD_BYTES)
     if serializer_id == Pyro5.serializers.SerpentSerializer.serializer_id:
         room = int(room / SERPENT_GROWTH)
-    return room
+    return Budget(room, settings.max_value_bytes)
+
+
+def too_large_arguments(size: int, cap: int) -> Outcome:
+    """ERROR ArgumentsTooLarge for arguments over this worker's ``max_value_bytes``."""
+    message = f"arguments of {size} bytes are over max_value_bytes ({cap} bytes) of this worker"
+    return encoded_failure(protocol.ERROR, "ArgumentsTooLarge", message)
 
 
 @Pyro5.api.expose
@@ -135,12 +148,12 @@ class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
 
     def __init__(
-        self, state: WorkerState, slots: ProcessSlots | ThreadSlots, gate: Gate, max_message_bytes: int
+        self, state: WorkerState, slots: ProcessSlots | ThreadSlots, gate: Gate, settings: Settings
     ) -> None:
         self._state = state
         self._slots = slots
         self._gate = gate
-        self._max_message_bytes = max_message_bytes
+        self._settings = settings
         self._lock = threading.Lock()
         self._tickets: dict[str, dict[Ticket, list[str]]] = {}
         """Per coordinator, its batches here (queued or running) and their call ids."""
@@ -195,6 +208,9 @@ class ComputeService:
             except codec.DecodeError as exc:
                 outcomes[place] = _invalid(f"payload: {exc}")
                 continue
+            if len(data) > self._settings.max_value_bytes:
+                outcomes[place] = too_large_arguments(len(data), self._settings.max_value_bytes)
+                continue
             places.append(place)
             ids.append(call_id)
             runnable.append([name, data, float(timeout_s)])
@@ -227,7 +243,7 @@ class ComputeService:
             if ticket.dropped:
                 return [cancelled() for _ in runnable]
             context = Pyro5.callcontext.current_context
-            budget = reply_budget(self._max_message_bytes, getattr(context, "serializer_id", None))
+            budget = reply_budget(self._settings, getattr(context, "serializer_id", None))
             return self._slots.run(runnable, budget, ticket)
         finally:
             self._state.leave()

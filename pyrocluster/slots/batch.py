@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyrocluster import codec
 from pyrocluster.protocol import CANCELLED, ERROR, NOT_RUN, TIMEOUT
@@ -30,6 +30,14 @@ MAX_CALLS = 100_000
 """Most calls in one batch."""
 OUTCOME_OVERHEAD_BYTES = 64
 """What one outcome costs in a reply besides its value's bytes (kind, elapsed, framing)."""
+
+
+class Budget(NamedTuple):
+    """What one reply may hold: small values up to ``reply_bytes`` in all, plus one value bigger
+    than that up to ``value_bytes`` (a reply never carries two big values)."""
+
+    reply_bytes: int
+    value_bytes: int
 
 
 def not_run() -> Outcome:
@@ -87,9 +95,9 @@ def run_encoded(name: str, payload: Any) -> Outcome:
     return encode(run_call(name, *arguments))
 
 
-def too_large(size: int, budget: int, elapsed_ms: float) -> Outcome:
-    """ERROR ResultTooLarge for a result that alone would not fit in a reply."""
-    message = f"result of {size} bytes is over the message cap (at most {budget} bytes fit in a reply)"
+def too_large(size: int, cap: int, elapsed_ms: float) -> Outcome:
+    """ERROR ResultTooLarge for a result over the worker's ``max_value_bytes``."""
+    message = f"result of {size} bytes is over max_value_bytes ({cap} bytes) of this worker"
     return encoded_failure(ERROR, "ResultTooLarge", message, elapsed_ms)
 
 
@@ -99,7 +107,7 @@ class BatchRun:
     def __init__(
         self,
         calls: list[Call],
-        budget_bytes: int,
+        budget: Budget,
         skip: Iterable[int] = (),
         on_start: Callable[[int, float], bool] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
@@ -110,8 +118,9 @@ class BatchRun:
         self.outcomes: list[Outcome] = []
         self.stopped = False
         """True when a watcher ended the batch (overrun or cancel), not the slot."""
-        self._budget = budget_bytes
+        self._budget = budget
         self._used = 0
+        self._big_taken = False
         self._skip = set(skip)
         self._on_start = on_start
         self._on_outcome = on_outcome
@@ -124,25 +133,29 @@ class BatchRun:
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        calls, budget, on_start, on_outcome = self.calls, self._budget, self._on_start, self._on_outcome
+        calls, on_start, on_outcome = self.calls, self._on_start, self._on_outcome
+        budget, value_cap = self._budget
         with self._lock:
             i = self._next(0)
         while i < len(calls):
             if on_start is None or on_start(i, self._started):
                 outcome = run_encoded(calls[i][0], calls[i][1])
+                if len(outcome[1]) > value_cap:
+                    outcome = too_large(len(outcome[1]), value_cap, outcome[2])
                 size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
-                if size > budget:
-                    outcome = too_large(size, budget, outcome[2])
-                    size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
             else:
                 outcome, size = cancelled(), 0
+            big = size > budget
             with self._lock:
                 if self._ended:
                     return
-                if self._used + size > budget:
+                if self._big_taken if big else self._used + size > budget:
                     self._end_at(i, not_run(), stopped=False)  # the reply is full: the rest go back
                     return
-                self._used += size
+                if big:
+                    self._big_taken = True
+                else:
+                    self._used += size
                 self.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
@@ -163,6 +176,7 @@ class BatchRun:
         self._current = i
         self._started = time.monotonic()
         self._deadline = self._started + self.calls[i][2]
+        self._cond.notify_all()  # a watcher asleep on the previous call's deadline takes this one
         return i
 
     def watch(self) -> bool:

@@ -35,6 +35,7 @@ from pyrocluster.slots import limits
 from pyrocluster.slots.batch import (
     MAX_CALLS,
     BatchRun,
+    Budget,
     Call,
     Outcome,
     cancelled,
@@ -189,12 +190,12 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        budget, calls, held = codec.unpack(data)
+        reply_bytes, value_bytes, calls, held = codec.unpack(data)
         timer.check()
         share.restart()
         restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
         record = limits.recorder(share.record, held)
-        run = BatchRun(calls, budget, on_start=starting, on_outcome=record)
+        run = BatchRun(calls, Budget(reply_bytes, value_bytes), on_start=starting, on_outcome=record)
         run.run()
         timer.stop()
         restore()
@@ -254,7 +255,7 @@ class SlotProcess:
         if self._killed_for is None:
             self.share.cancel(positions, lambda: self._kill(CANCELLED))
 
-    def execute(self, calls: list[Call], budget: int, ticket: Ticket) -> list[Outcome]:
+    def execute(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch here; outcomes in call order. Replaces the process when it died or was killed."""
         if not self._wait_ready():
             self.proc.join(timeout=1)
@@ -273,7 +274,7 @@ class SlotProcess:
         done = False
         try:
             share.flag(skip)
-            self.conn.send_bytes(codec.pack([min(budget, share.log_bytes), calls, ticket.limits()]))
+            self.conn.send_bytes(codec.pack([*budget, calls, ticket.limits()]))
             done = self._wait_reply(calls) and self.conn.recv_bytes() == DONE
         except (EOFError, OSError):
             pass
@@ -360,7 +361,7 @@ class ProcessSlots:
         self._idle = [SlotProcess(ctx, list(task_modules), log_bytes) for _ in range(n)]
         self._lock = threading.Lock()
 
-    def run(self, calls: list[Call], budget: int, ticket: Ticket) -> list[Outcome]:
+    def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch in a free slot process (the ticket holds a slot, so one is free)."""
         with self._lock:
             slot = self._idle.pop()

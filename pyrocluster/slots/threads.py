@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from pyrocluster.slots.batch import BatchRun, Call, Outcome
+from pyrocluster.slots.batch import BatchRun, Budget, Call, Outcome
 from pyrocluster.slots.gate import Ticket
 from pyrocluster.tasks import load_task_module
 
@@ -22,7 +22,7 @@ class ThreadSlots:
             load_task_module(spec)
         self.total = n
 
-    def run(self, calls: list[Call], budget: int, ticket: Ticket) -> list[Outcome]:
+    def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
         """Run a batch on a new slot thread; returns when it ends, overruns or is cancelled."""
         run = BatchRun(calls, budget)
         run.cancel(ticket.attach(run))

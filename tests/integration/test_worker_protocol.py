@@ -14,7 +14,7 @@ from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
 
-CAP_ENV = {"PYROCLUSTER_MAX_MESSAGE_MB": "1"}
+CAP_ENV = {"PYROCLUSTER_MAX_MESSAGE_MB": "1", "PYROCLUSTER_MAX_VALUE_BYTES": "1MiB"}
 """Both workers run under a 1 MB message cap, so that the cap tests need no large requests."""
 
 
@@ -167,7 +167,9 @@ def test_message_cap_result_too_large_alone_and_a_full_reply_sends_the_rest_back
     w = raw_worker(pool)
     reply = w.run_batch([w.call("add", 1, 1), w.call("blob", 2 * 1024 * 1024), w.call("add", 2, 2)])
     assert kinds(reply) == [protocol.OK, protocol.ERROR, protocol.OK], reply
-    assert decoded(reply["outcomes"][1])[1]["type"] == "ResultTooLarge"
+    too_large = decoded(reply["outcomes"][1])[1]
+    assert too_large["type"] == "ResultTooLarge"
+    assert "over max_value_bytes (1048576 bytes)" in too_large["message"], too_large
     # three results of 0.4 MB: two fit under the 1 MB cap, the third goes back unrun
     reply = w.run_batch([w.call("blob", 400_000) for _ in range(3)] + [w.call("add", 0, 0)])
     assert kinds(reply) == [protocol.OK, protocol.OK, protocol.NOT_RUN, protocol.NOT_RUN], reply

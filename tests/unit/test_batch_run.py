@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from pyrocluster import codec, protocol
-from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, ended_outcomes, not_run
+from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, Budget, ended_outcomes, not_run
+
+ROOMY = Budget(10**6, 10**6)
 
 
 def call(name: str, *args: object, timeout: float = 10.0) -> list[object]:
@@ -15,7 +20,7 @@ def values(run: BatchRun) -> list[tuple[int, object]]:
 
 
 def test_outcomes_are_encoded_one_call_at_a_time():
-    run = BatchRun([call("add", 1, 2), call("echo", {1: {2: 3}}), call("fail", "boom"), call("nope")], 10**6)
+    run = BatchRun([call("add", 1, 2), call("echo", {1: {2: 3}}), call("fail", "boom"), call("nope")], ROOMY)
     run.run()
     (ok, three), (ok2, keyed), (err, raised), (unknown, missing) = values(run)
     assert (ok, three, ok2, keyed) == (protocol.OK, 3, protocol.OK, {1: {2: 3}})
@@ -30,7 +35,7 @@ def test_bad_payloads_fail_their_call_alone():
         ["add", codec.pack([1, 2, 3]), 1.0],
         ["add", codec.pack([[1], {3: 4}]), 1.0],
     ]
-    run = BatchRun([*calls, call("add", 2, 2)], 10**6)
+    run = BatchRun([*calls, call("add", 2, 2)], ROOMY)
     run.run()
     kinds = [k for k, _ in values(run)]
     assert kinds == [protocol.ERROR, protocol.ERROR, protocol.ERROR, protocol.OK]
@@ -38,24 +43,34 @@ def test_bad_payloads_fail_their_call_alone():
 
 
 def test_skipped_calls_are_cancelled_without_running():
-    run = BatchRun([call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)], 10**6, skip=[1])
+    run = BatchRun([call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)], ROOMY, skip=[1])
     run.run()
     assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.OK, 4)]
 
 
 def test_a_result_over_the_budget_is_too_large_and_a_full_reply_sends_the_rest_back():
-    budget = 3 * (1000 + OUTCOME_OVERHEAD_BYTES)
+    budget = Budget(3 * (1000 + OUTCOME_OVERHEAD_BYTES), 5000)
     run = BatchRun([call("add", 0, 0), call("echo", "x" * 10_000), call("add", 1, 1)], budget)
     run.run()
     assert [k for k, _ in values(run)] == [protocol.OK, protocol.ERROR, protocol.OK]
     assert values(run)[1][1]["type"] == "ResultTooLarge"
+    assert "result of 10003 bytes is over max_value_bytes (5000 bytes)" in values(run)[1][1]["message"]
     run = BatchRun([call("echo", "y" * 1000) for _ in range(4)], budget)
     run.run()
     assert [k for k, _ in values(run)] == [protocol.OK, protocol.OK, protocol.NOT_RUN, protocol.NOT_RUN]
 
 
+def test_a_reply_takes_one_value_over_the_reply_budget_besides_small_ones():
+    budget = Budget(3 * (1000 + OUTCOME_OVERHEAD_BYTES), 50_000)
+    batch = [call("add", 0, 0), call("echo", "x" * 10_000), call("add", 1, 1), call("echo", "z" * 9_000)]
+    run = BatchRun(batch, budget)
+    run.run()
+    assert [k for k, _ in values(run)] == [protocol.OK, protocol.OK, protocol.OK, protocol.NOT_RUN]
+    assert values(run)[1][1] == "x" * 10_000
+
+
 def test_cancel_before_the_start_skips_and_after_the_end_changes_nothing():
-    run = BatchRun([call("add", 1, 1), call("add", 2, 2)], 10**6)
+    run = BatchRun([call("add", 1, 1), call("add", 2, 2)], ROOMY)
     run.cancel([0])
     run.run()
     assert values(run) == [(protocol.CANCELLED, None), (protocol.OK, 4)]
@@ -80,7 +95,7 @@ def test_hooks_see_each_start_and_each_outcome_and_a_start_hook_may_skip_a_call(
 
     run = BatchRun(
         [call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)],
-        10**6,
+        ROOMY,
         skip=[2],
         on_start=starting,
         on_outcome=lambda o: seen.append(o[0]),
@@ -88,3 +103,12 @@ def test_hooks_see_each_start_and_each_outcome_and_a_start_hook_may_skip_a_call(
     run.run()
     assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.CANCELLED, None)]
     assert seen == [("start", 0), protocol.OK, ("start", 1), protocol.CANCELLED, protocol.CANCELLED]
+
+
+def test_a_watcher_asleep_on_one_calls_deadline_sees_the_next_calls_shorter_one():
+    run = BatchRun([call("sleep", 0.3, timeout=5.0), call("sleep", 3.0, timeout=0.3)], ROOMY)
+    threading.Thread(target=run.run, daemon=True).start()
+    started = time.monotonic()
+    assert run.watch() is False  # the second call overran its 0.3 s
+    assert time.monotonic() - started < 3.0  # not the first call's 5 s deadline
+    assert [k for k, _ in values(run)] == [protocol.OK, protocol.TIMEOUT]

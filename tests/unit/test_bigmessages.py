@@ -1,0 +1,42 @@
+"""The coordinator's copy-free msgpack messages are byte for byte what Pyro5 would send and read."""
+
+from __future__ import annotations
+
+import socket
+
+from Pyro5 import protocol, serializers
+
+from pyrocluster import config
+from pyrocluster.config import Settings
+from pyrocluster.coordinator import bigmessages
+from pyrocluster.coordinator.frames import RequestWriter
+
+
+def test_a_request_in_pieces_is_pyro5s_message_and_is_written_whole():
+    config.apply(Settings())
+    serializer = serializers.serializers["msgpack"]
+    args = ({"from": "c", "calls": [["id", "echo", b"\x01" * 3_000_000, 5.0, 0]]},)
+    header, payload = bigmessages.invoke_pieces(serializer, 7, "obj", "run_batch", args)
+    pyro5 = protocol.SendingMessage(
+        protocol.MSG_INVOKE,
+        0,
+        7,
+        serializer.serializer_id,
+        serializer.dumpsCall("obj", "run_batch", args, {}),
+    )
+    assert bytes(header) + bytes(payload) == pyro5.data
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        writer, received = RequestWriter([header, payload]), bytearray()
+        while not writer.write(left):
+            received += right.recv(1 << 20)
+        while len(received) < len(pyro5.data):
+            received += right.recv(1 << 20)
+    assert received == pyro5.data
+
+
+def test_a_reply_decodes_from_its_receive_buffer_as_pyro5_would():
+    serializer = serializers.serializers["msgpack"]
+    data = serializer.dumps({"outcomes": [[0, b"x" * 100, 1.5]], "load": 0})
+    assert bigmessages.loads(serializer, bytearray(data)) == serializer.loads(data)
