@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from pyrocluster.cli import main
@@ -51,7 +52,9 @@ def test_debug_works_before_and_after_the_subcommand():
     quiet = run_cli("status", "--ns", "127.0.0.1:1")
     assert " DEBUG " not in quiet.stderr
     runner = CliRunner()
-    for name, command in main.commands.items():
+    ctx = click.Context(main)
+    for name in main.list_commands(ctx):  # commands load when asked for
+        command = main.get_command(ctx, name)
         subcommands = getattr(command, "commands", None)  # a group (tls, token, schedule): each of its own
         for path in [[name, sub] for sub in subcommands] if subcommands else [[name]]:
             assert "--debug" in runner.invoke(main, [*path, "--help"]).output, path

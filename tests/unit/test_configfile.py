@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import click
+
 from pyrocluster.cli import main
 from pyrocluster.cli.configfile import file_keys, key_lines
 
@@ -21,7 +23,9 @@ def test_key_lines_follow_tables_dotted_and_quoted_keys() -> None:
 
 
 def test_file_keys_are_the_long_options_with_underscores() -> None:
-    keys = file_keys(main.commands["worker"])
+    worker = main.get_command(click.Context(main), "worker")  # commands load when asked for
+    assert worker is not None
+    keys = file_keys(worker)
     assert {"drain_timeout", "tasks", "secret_file", "health_port", "log_format"} <= keys.keys()
     assert keys["tasks"].name == "task_modules"  # the key is the flag's name, not the parameter's
     assert "config" not in keys and "help" not in keys
