@@ -122,8 +122,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         return
     from pyrocluster.cli import configfile
 
-    root = ctx.find_root().command
-    commands = root.commands if isinstance(root, click.Group) else {}
+    root_ctx = ctx.find_root()
+    root = root_ctx.command
+    commands: dict[str, click.Command] = {}
+    if isinstance(root, click.Group):  # the commands with a table, loaded (they load on demand)
+        for name in configfile.SECTIONS:
+            command = root.get_command(root_ctx, name)
+            if command is not None:
+                commands[name] = command
     shared = {_file_key(decls) for decls, _ in SHARED_OPTIONS}
     ctx.default_map = {
         **(ctx.default_map or {}),
