@@ -100,3 +100,24 @@ def test_page_shows_workers_progress_failures_and_a_killed_worker(
     assert time.monotonic() - killed < 5
     assert "ready" in text_of(browser, '#workers tr[data-worker="alpha"]')
     assert browser.execute_script("return window.__noReload") == "still here"
+
+
+def test_finished_runs_of_one_job_are_one_row_with_their_count(nameserver, processes, browser):
+    from pyrocluster.config import Settings
+    from pyrocluster.nameserver import finished, registry
+
+    ns = registry.connect(Settings().with_ns(nameserver))
+    try:
+        for k in range(12):  # what a schedule firing every second leaves behind
+            entry = {"name": "tick", "state": "finished", "done": 2, "total": 2, "failed": 0, "rate": 9.0}
+            finished.register_finished(ns, f"tick@host-1-{1000 + k}", entry, [], now=time.time() - 12 + k)
+        report = {"name": "report", "state": "cancelled", "done": 0, "total": 3, "failed": 0, "rate": 0.0}
+        finished.register_finished(ns, "report@host-1-5", report, [])
+    finally:
+        ns._pyroRelease()
+    _, url = start_dashboard(processes, nameserver)
+    browser.get(url)
+    wait_for(lambda: "12 runs" in text_of(browser, "#jobs"), 15, what="the grouped runs on the page")
+    assert len(browser.find_elements("css selector", "#jobs .job")) == 2
+    text = text_of(browser, "#jobs")
+    assert "12 runs (12 finished)" in text and "report" in text and "Jobs (2)" in text

@@ -69,8 +69,26 @@ function failureList(job, failures) {
   return `<div class="failures">${items.join("")}${more}</div>`;
 }
 
+// As `status` lists them: running and lost jobs, then the latest finished run of each job name
+// with how many runs ended each way (a schedule firing every second stays one row).
+function listedJobs(jobs, limit = 10) {
+  const active = jobs.filter((j) => j.state === "running" || j.state === "lost");
+  const latest = new Map();
+  for (const j of jobs.filter((j) => !active.includes(j)).sort((a, b) => (b.ended || 0) - (a.ended || 0))) {
+    const seen = latest.get(j.name);
+    if (seen) seen.runs[j.state] = (seen.runs[j.state] || 0) + 1;
+    else latest.set(j.name, {...j, runs: {[j.state]: 1}});
+  }
+  return active.concat([...latest.values()].slice(0, limit));
+}
+
+function runsText(j) {
+  const runs = Object.entries(j.runs || {}), total = runs.reduce((n, [, k]) => n + k, 0);
+  return total > 1 ? ` · ${total} runs (${runs.map(([state, k]) => `${k} ${state}`).join(", ")})` : "";
+}
+
 function jobsPanel(doc, failures) {
-  const jobs = doc.jobs.map((j) => {
+  const jobs = listedJobs(doc.jobs).map((j) => {
     const total = Math.max(1, j.total || 0), pct = (n) => (100 * (n || 0)) / total;
     const ok = j.ok ?? (j.done - j.failed);
     const eta = j.state === "running" ? ` · ETA ${duration(j.eta_s)}` : "";
@@ -79,13 +97,13 @@ function jobsPanel(doc, failures) {
       <span class="state-${esc(j.state)}">${esc(j.state)}</span>
       <span class="progress-text">${j.done}/${j.total} done</span>
       <span>ok ${ok} · failed ${j.failed} · skipped ${j.skipped ?? 0} · cancelled ${j.cancelled ?? 0} · retried ${j.retried ?? 0}</span>
-      <span class="muted">${num(j.rate, 1)} tasks/s${eta}</span>
+      <span class="muted">${num(j.rate, 1)} tasks/s${eta}${esc(runsText(j))}</span>
       ${j.state === "running" ? button("jobs", j.id || j.name, "cancel") : ""}</div>
       <div class="bar" title="${num(pct(j.done), 1)}%"><span class="ok" style="width:${pct(ok)}%"></span>
       <span class="failed" style="width:${pct(j.failed)}%"></span><span class="skipped" style="width:${pct(j.skipped)}%"></span></div>
       ${j.graph ? graphSvg(j.graph) : ""}${failureList(j, failures)}</div>`;
   });
-  return `<section id="jobs"><h2>Jobs (${doc.jobs.length})</h2>${jobs.join("") || '<div class="muted">no running or recent jobs</div>'}</section>`;
+  return `<section id="jobs"><h2>Jobs (${jobs.length})</h2>${jobs.join("") || '<div class="muted">no running or recent jobs</div>'}</section>`;
 }
 
 function schedulesPanel(doc) {
