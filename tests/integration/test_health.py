@@ -204,8 +204,9 @@ def test_dashboard_probes_need_no_token_and_reveal_nothing(nameserver: str, proc
 
 
 def test_scheduler_is_ready_only_while_it_reaches_the_name_server(
-    processes: Processes, tmp_path: Path
+    processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the scheduler keeps runs/ in its current directory
     ns_proc, address = start_nameserver(env=CLEAN)
     processes.add(ns_proc)
     (tmp_path / "job.yaml").write_text("name: tick\ntasks:\n  - id: t\n    call: echo\n    args: [1]\n")
@@ -250,8 +251,13 @@ def test_a_bad_health_address_is_exit_2_before_anything_starts(nameserver: str) 
 
 
 def test_scheduler_and_dashboard_speak_the_notify_protocol(
-    nameserver: str, processes: Processes, notify_sockets: list[NotifySocket], tmp_path: Path
+    nameserver: str,
+    processes: Processes,
+    notify_sockets: list[NotifySocket],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the scheduler keeps runs/ in its current directory
     (tmp_path / "job.yaml").write_text("name: tick\ntasks:\n  - id: t\n    call: echo\n    args: [1]\n")
     (tmp_path / "schedules.yaml").write_text(
         "schedules:\n  - name: hourly\n    job: job.yaml\n    every: 1h\n"
