@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -183,6 +184,12 @@ _NOT_A_CONTAINER_HEAD = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or
 """Every byte but those a msgpack array or map starts with (fixmap, fixarray, array/map 16/32)."""
 
 
+def _may_hold_timestamp(data: bytes) -> bool:
+    """Whether a timestamp's header appears anywhere in ``data``."""
+    # ``0xFF in data`` is a memchr; ``bytes in data`` costs a caught TypeError first (about 1 us).
+    return 0xFF in data and any(head in data for head in _TIMESTAMP_HEADS)
+
+
 def _container_budget(data: bytes) -> int:
     return len(data) // BYTES_PER_CONTAINER + CONTAINER_ALLOWANCE
 
@@ -258,8 +265,7 @@ def unpack(data: bytes) -> Any:
     ``BYTES_PER_CONTAINER`` bytes, at most ``MAX_SHARED_HASH`` keys of one dict with one hash, and
     only the extensions in ``EXTENSIONS``.
     """
-    # ``0xFF in data`` is a memchr; ``bytes in data`` costs a caught TypeError first (about 1 us).
-    search = 0xFF in data and any(head in data for head in _TIMESTAMP_HEADS)
+    search = _may_hold_timestamp(data)
     hooked = search or (len(data) > _UNCOUNTED_BYTES and _may_overflow(data))
     try:
         # Keys must be str or bytes here (randomized hashes, dicts built in C); a dict with any
@@ -292,6 +298,37 @@ def unpack(data: bytes) -> Any:
     if type(value) is msgpack.Timestamp:
         raise _refused_extension(-1)
     return value
+
+
+_plain_unpackb = functools.partial(msgpack.unpackb, raw=False, ext_hook=_ext_hook)
+"""``unpackb`` of a value :func:`unpack` needs no hooks for (short, no 0xFF byte: no timestamp)."""
+
+
+def unpack_each(datas: list[bytes]) -> list[Any]:
+    """:func:`unpack` of each of ``datas``: its value, or the :class:`DecodeError` it raised.
+
+    A list of short values with no timestamp header among them (an ordinary batch of small
+    arguments or results) is decoded in one C-level pass, with no Python frame per value (about
+    0.15 us a value instead of 0.45 us); anything else, or a pass that fails, goes value by
+    value, so one bad value is one DecodeError and never its neighbours'.
+    """
+    if (
+        datas
+        and set(map(type, datas)) == {bytes}
+        and max(map(len, datas)) <= _UNCOUNTED_BYTES
+        and not _may_hold_timestamp(b"".join(datas))
+    ):
+        try:
+            return list(map(_plain_unpackb, datas))
+        except Exception:  # noqa: S110 - decoded one by one below, each failure its own
+            pass
+    out: list[Any] = []
+    for data in datas:
+        try:
+            out.append(unpack(data))
+        except DecodeError as exc:
+            out.append(exc)
+    return out
 
 
 def as_bytes(field: Any) -> bytes:
@@ -353,8 +390,22 @@ def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
 
     One packer and one loop for a whole submission (a job hands the dispatcher hundreds of calls
     at once); a list and a dict are packed as they are, anything else goes through ``pack_call``.
+    Calls that are all a list and a dict of plain values are packed in one C-level pass (no Python
+    frame per call); any failure there, or a value spliced in, packs them one by one instead.
     """
     pack = _packer().pack
+    calls = calls if isinstance(calls, list) else list(calls)
+    if calls:
+        args, kwargs = zip(*calls, strict=True)
+        if set(map(type, args)) == {list} and set(map(type, kwargs)) == {dict}:
+            try:
+                packed: list[bytes | NotSendable] = list(map(pack, map(list, calls)))
+            except Exception:  # noqa: S110 - packed one by one below, each failure its own
+                splice.discard()
+            else:
+                if not splice.deferred():
+                    return packed
+                splice.discard()  # a big array's marker: each call is finished on its own below
     out: list[bytes | NotSendable] = []
     for args, kwargs in calls:
         if type(args) is list and type(kwargs) is dict:

@@ -39,6 +39,11 @@ def defer(pieces: list[Any]) -> bytes:
     return marker
 
 
+def deferred() -> bool:
+    """Whether a body waits to be spliced in (the last pack deferred one)."""
+    return bool(getattr(_state, "pending", None))
+
+
 def discard() -> None:
     """Forget the bodies deferred by a pack that failed."""
     _pending().clear()

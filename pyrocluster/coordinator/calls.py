@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -219,6 +220,10 @@ class Batch:
         """The service the batch goes to."""
         return self.requirement[0]
 
+    def timeouts(self) -> list[float]:
+        """Each call's timeout, in seconds."""
+        return list(map(_TIMEOUT, self.calls))
+
     def sent_on(self, reader: Callable[[float], bool]) -> None:
         """The batch is on the wire: a lone call's future may read the reply with ``reader``."""
         if len(self.calls) == 1 and type(self.calls[0].waiter) is TaskFuture:
@@ -226,14 +231,22 @@ class Batch:
 
     def request(self, sender: str) -> dict[str, Any]:
         """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""
-        ask = self.requirement[4]
+        _, _, name, priority, ask = self.requirement  # every call of a batch shares them
+        n = len(self.calls)
+        columns = [
+            map(str, map(_ID, self.calls)),
+            itertools.repeat(name, n),
+            map(_PAYLOAD, self.calls),
+            map(_TIMEOUT, self.calls),
+            itertools.repeat(priority, n),
+        ]
         if ask:
-            wanted = dict(ask)
-            calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority, wanted] for c in self.calls]
-        else:
-            calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls]
-        return {"from": sender, "calls": calls}
+            columns.append(itertools.repeat(dict(ask), n))
+        return {"from": sender, "calls": list(map(list, zip(*columns, strict=True)))}
 
+
+_ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
+_ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
 
 Resolution = tuple[Call, Any, "BaseException | None"]
 """A call and its outcome, decided under the dispatcher's lock and settled after it."""
@@ -277,7 +290,12 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
     ready: list[Call] = []
     refused: list[Resolution] = []
     calls = calls if isinstance(calls, list) else list(calls)
-    for call, payload in zip(calls, codec.pack_calls([(c.args, c.kwargs) for c in calls]), strict=True):
+    payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
+    if payloads and set(map(type, payloads)) == {bytes} and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
+        for call, payload in zip(calls, payloads, strict=True):  # the common submission: all sendable
+            call.payload = payload  # type: ignore[assignment]
+        return calls, refused
+    for call, payload in zip(calls, payloads, strict=True):
         if isinstance(payload, codec.NotSendable):
             call.done = True
             refused.append((call, None, TaskFailed("NotSendable", str(payload))))

@@ -40,7 +40,7 @@ from pyrocluster.coordinator.policy import (
     decide,
     worker_action,
 )
-from pyrocluster.coordinator.queues import WaitingRoom
+from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.replies import Outcome, decode_reply, failure_text, shown
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import PROBE_INTERVAL_S
@@ -178,8 +178,7 @@ class Dispatcher:
             if len(ready) == 1 and not self._back and self._room.empty():
                 alone = self._send_alone(ready[0], now)
             if alone is None:
-                for call in ready:
-                    self._room.add(call, now)
+                self._room.add_all(ready, now)
                 self._dispatch_ready()
         if alone is not None and alone.push is not None:
             alone.push()  # written by this thread now that it holds no lock: no wake-up of the loop
@@ -342,17 +341,7 @@ class Dispatcher:
                         continue
                     free_total = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
                     size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
-                    calls: list[Call] = []
-                    nbytes = 0
-                    while queue and len(calls) < size and nbytes < self.max_batch_bytes:
-                        call = queue.popleft()
-                        if call.done:
-                            continue
-                        if calls and nbytes + len(call.payload) > self.max_batch_bytes:
-                            queue.appendleft(call)  # a big call goes alone, in the next batch
-                            break
-                        calls.append(call)
-                        nbytes += len(call.payload)
+                    calls = take(queue, size, self.max_batch_bytes)
                     if calls:
                         self._send(rec, Batch(req, calls))
                         room.served(req, now)
@@ -398,7 +387,7 @@ class Dispatcher:
         return expired
 
     def _span(self, batch: Batch) -> float:
-        return overdue.span((c.timeout_s for c in batch.calls), self.batch_grace_s)
+        return overdue.span(batch.timeouts(), self.batch_grace_s)
 
     def expire_overdue(self) -> list[Resolution]:
         """Take back, as ``TIMED_OUT``, every batch past its deadline (``overdue.py``): its worker

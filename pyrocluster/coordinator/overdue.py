@@ -25,7 +25,8 @@ QUEUE_SPANS = 4
 
 def span(timeouts: Iterable[float], grace_s: float = BATCH_GRACE_S) -> float:
     """Seconds a live worker may take to answer a batch whose calls have these timeouts."""
-    return sum(t + PER_CALL_GRACE_S for t in timeouts) + grace_s
+    timeouts = timeouts if isinstance(timeouts, (list, tuple)) else list(timeouts)
+    return sum(timeouts) + PER_CALL_GRACE_S * len(timeouts) + grace_s
 
 
 def extends(moved: int, others_hold_work: bool) -> bool:

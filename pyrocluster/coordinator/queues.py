@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections import deque
 from collections.abc import Iterator
 
 from pyrocluster.coordinator.calls import Call, Requirement
+
+_REQUIREMENT = operator.attrgetter("requirement")
+_DONE = operator.attrgetter("done")
+_PAYLOAD = operator.attrgetter("payload")
+
+
+def take(queue: deque[Call], size: int, max_bytes: int) -> list[Call]:
+    """The next batch from the head of ``queue``: up to ``size`` unsettled calls (settled ones are
+    dropped) whose payloads total under ``max_bytes``; a call that would take the total past it
+    stays first in line for the next batch, unless it is the batch's first (it goes alone)."""
+    calls = [queue.popleft() for _ in range(min(size, len(queue)))]
+    if not any(map(_DONE, calls)) and sum(map(len, map(_PAYLOAD, calls))) <= max_bytes:
+        return calls  # the common batch, checked in C-level passes (payloads are never empty)
+    queue.extendleft(reversed(calls))
+    calls = []
+    nbytes = 0
+    while queue and len(calls) < size and nbytes < max_bytes:
+        call = queue.popleft()
+        if call.done:
+            continue
+        if calls and nbytes + len(call.payload) > max_bytes:
+            queue.appendleft(call)  # a big call goes alone, in the next batch
+            break
+        calls.append(call)
+        nbytes += len(call.payload)
+    return calls
 
 
 class WaitingRoom:
@@ -24,7 +52,18 @@ class WaitingRoom:
 
     def add(self, call: Call, now: float, front: bool = False) -> None:
         """Queue a call (``front``: a re-queued call goes first)."""
-        req = call.requirement
+        queue = self._queue(call.requirement, now)
+        if front:
+            queue.appendleft(call)
+        else:
+            queue.append(call)
+
+    def add_all(self, calls: list[Call], now: float) -> None:
+        """Queue calls in order, as :meth:`add` of each (a run of one requirement at once)."""
+        for req, run in itertools.groupby(calls, key=_REQUIREMENT):
+            self._queue(req, now).extend(run)
+
+    def _queue(self, req: Requirement, now: float) -> deque[Call]:
         queue = self._queues.get(req)
         if queue is None:
             queue = self._queues[req] = deque()
@@ -34,10 +73,7 @@ class WaitingRoom:
                 level = self._levels[req[3]] = deque()
                 self._order = sorted(self._levels, reverse=True)
             level.appendleft(req)  # never served yet: its turn comes first
-        if front:
-            queue.appendleft(call)
-        else:
-            queue.append(call)
+        return queue
 
     def empty(self) -> bool:
         """True when no call waits."""

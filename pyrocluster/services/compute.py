@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -78,6 +79,37 @@ def check_call(call: Any) -> str | None:
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         return "priority must be an integer"
     return None
+
+
+def plain_batch(calls: Any, known: Any, max_payload: int) -> tuple[Any, ...] | None:
+    """``(ids, names, payloads, timeouts, priority)`` of a batch whose every call is a
+    well-formed 5-element call of a task in ``known`` with a bytes payload of at most
+    ``max_payload`` bytes (the common batch), checked a field at a time in C-level passes
+    (about 0.1 us a call instead of 1.5 us call by call); None for any other batch, which is
+    checked call by call so that each bad call fails alone."""
+    if not calls or set(map(type, calls)) != {list} or set(map(len, calls)) != {5}:
+        return None
+    ids, names, payloads, timeouts, priorities = zip(*calls, strict=True)
+    try:
+        plain = (
+            set(map(type, ids)) == {str}
+            and min(map(len, ids)) > 0
+            and max(map(len, ids)) <= MAX_ID_CHARS
+            and set(map(type, names)) == {str}
+            and set(names) <= known
+            and set(map(type, payloads)) == {bytes}
+            and max(map(len, payloads)) <= max_payload
+            and set(map(type, timeouts)) <= {float, int}
+            and not math.isnan(sum(timeouts))  # first: min and max are not reliable past a NaN
+            and min(timeouts) > 0
+            and max(timeouts) <= MAX_TIMEOUT_S
+            and set(map(type, priorities)) == {int}
+            and min(priorities) >= -MAX_PRIORITY
+            and max(priorities) <= MAX_PRIORITY
+        )
+    except (OverflowError, TypeError):  # an int too big for a float; a name that is no key
+        return None
+    return (ids, names, payloads, timeouts, max(priorities)) if plain else None
 
 
 def _invalid(message: str) -> Outcome:
@@ -177,6 +209,9 @@ class ComputeService:
             return {"error": problem or "'from' must be a string"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
+        plain = plain_batch(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        if plain is not None:
+            return self._run_plain(sender, plain)
         outcomes: list[Outcome | None] = [None] * len(calls)
         names: list[str] = []  # per call, for the counters: "other" for anything not registered
         places: list[int] = []
@@ -223,6 +258,16 @@ class ComputeService:
                 outcomes[place] = outcome
         self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
+
+    def _run_plain(self, sender: str, plain: tuple[Any, ...]) -> dict[str, Any]:
+        """``run_batch`` of a batch :func:`plain_batch` checked: every call runs."""
+        ids, names, payloads, timeouts, priority = plain
+        runnable = list(map(list, zip(names, payloads, map(float, timeouts), strict=True)))
+        ran = self._run(sender, list(ids), runnable, priority, None)
+        if ran is None:
+            return {"busy": True, "load": self._gate.load()}
+        self._state.finished(list(names), ran)
+        return {"outcomes": ran, "load": self._gate.load()}
 
     def _run(
         self,

@@ -46,7 +46,7 @@ class WorkerState:
     stop_event: threading.Event = field(default_factory=threading.Event)
     task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _unfolded: deque[tuple[list[str], list[tuple[int, float]]]] = field(default_factory=deque)
+    _unfolded: deque[tuple[list[str], tuple[int, ...], tuple[float, ...]]] = field(default_factory=deque)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _children_at: float = -CHILDREN_REFRESH_S
 
@@ -79,8 +79,12 @@ class WorkerState:
         Counting waits until someone reads the counters (or many batches wait), so a batch's
         reply does not wait on it: the worker's request thread only notes kinds and durations.
         """
-        log_failures(names, outcomes)
-        self._unfolded.append((names, [(o[0], o[2]) for o in outcomes]))
+        if not outcomes:
+            return
+        kinds, _, elapsed = zip(*outcomes, strict=True)
+        if kinds.count(OK) != len(kinds):
+            log_failures(names, outcomes)
+        self._unfolded.append((names, kinds, elapsed))
         if len(self._unfolded) >= FOLD_EVERY:
             self._fold()
 
@@ -88,13 +92,20 @@ class WorkerState:
         """Count the batches noted by :meth:`finished` since the last fold."""
         with self._lock:
             while self._unfolded:  # appends may race with this loop: deque ends are thread-safe
-                names, ended = self._unfolded.popleft()
-                kept = [(n, e) for n, e in zip(names, ended, strict=True) if e[0] not in UNCOUNTED]
-                ok = sum(1 for _, e in kept if e[0] == OK)
+                names, kinds, elapsed = self._unfolded.popleft()
+                if kinds.count(OK) == len(kinds) and names.count(names[0]) == len(names):
+                    self.done += len(kinds)  # the common batch: one task, every call ok
+                    self.total_ms += sum(elapsed)
+                    self.task_stats.add_ok(names[0], elapsed)
+                    continue
+                kept = [
+                    (n, k, ms) for n, k, ms in zip(names, kinds, elapsed, strict=True) if k not in UNCOUNTED
+                ]
+                ok = sum(1 for _, k, _ in kept if k == OK)
                 self.done += ok
                 self.failed += len(kept) - ok
-                self.total_ms += sum(e[1] for _, e in kept)
-                self.task_stats.add([n for n, _ in kept], [(k, None, ms) for _, (k, ms) in kept])
+                self.total_ms += sum(ms for _, _, ms in kept)
+                self.task_stats.add([n for n, _, _ in kept], [(k, None, ms) for _, k, ms in kept])
 
     def task_snapshot(self) -> dict[str, Any]:
         """Per-task counters and histograms, up to date."""

@@ -76,8 +76,15 @@ def decode_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | str:
     try:
         decoded = codec.unpack(payload)
     except codec.DecodeError as exc:
-        return f"arguments: {exc}"
+        decoded = exc
+    return arguments_of(decoded)
+
+
+def arguments_of(decoded: Any) -> tuple[list[Any], dict[str, Any]] | str:
+    """``(args, kwargs)`` from a decoded payload (or the DecodeError of one), or what is wrong."""
     if type(decoded) is not list or len(decoded) != 2:
+        if isinstance(decoded, codec.DecodeError):
+            return f"arguments: {decoded}"
         return "arguments must be encoded as [args, kwargs]"
     args, kwargs = decoded
     if type(args) is not list:
@@ -89,10 +96,32 @@ def decode_arguments(payload: Any) -> tuple[list[Any], dict[str, Any]] | str:
 
 def run_encoded(name: str, payload: Any) -> Outcome:
     """Decode one call's arguments, run it and encode its outcome; never raises."""
-    arguments = decode_arguments(payload)
+    return run_decoded(name, decode_arguments(payload))
+
+
+def run_decoded(name: str, arguments: tuple[list[Any], dict[str, Any]] | str) -> Outcome:
+    """Run one call on its decoded arguments (or fail it with what is wrong with them) and
+    encode its outcome; never raises."""
     if isinstance(arguments, str):
         return encoded_failure(ERROR, "InvalidCall", arguments)
     return encode(run_call(name, *arguments))
+
+
+BULK_DECODE_BYTES = 4096
+"""A batch whose payloads are all at most this long has them decoded together before its first
+call (``codec.unpack_each``: one C-level pass); a longer one is decoded as its call starts, so
+a big argument is never held decoded before its turn, and its decoding counts in its call."""
+
+
+def batch_arguments(calls: list[Call]) -> list[Any] | None:
+    """Every call's ``(args, kwargs)`` or what is wrong with them, decoded together; None when
+    the batch holds a payload too long for that (``BULK_DECODE_BYTES``) or one not bytes."""
+    payloads = [call[1] for call in calls]
+    if not payloads or max(map(len, payloads)) > BULK_DECODE_BYTES:
+        return None
+    if set(map(type, payloads)) != {bytes}:
+        return None
+    return [arguments_of(decoded) for decoded in codec.unpack_each(payloads)]
 
 
 def too_large(size: int, cap: int, elapsed_ms: float) -> Outcome:
@@ -127,6 +156,8 @@ class BatchRun:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._ended = False
+        self._watching = False
+        """A watcher waits on ``_cond`` (a thread slot's): only then is each call's start signalled."""
         self._current = -1
         self._started = 0.0
         self._deadline = math.inf
@@ -135,11 +166,14 @@ class BatchRun:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
         calls, on_start, on_outcome = self.calls, self._on_start, self._on_outcome
         budget, value_cap = self._budget
+        decoded = batch_arguments(calls)
         with self._lock:
             i = self._next(0)
         while i < len(calls):
             if on_start is None or on_start(i, self._started):
-                outcome = run_encoded(calls[i][0], calls[i][1])
+                call = calls[i]
+                arguments = decode_arguments(call[1]) if decoded is None else decoded[i]
+                outcome = run_decoded(call[0], arguments)
                 if len(outcome[1]) > value_cap:
                     outcome = too_large(len(outcome[1]), value_cap, outcome[2])
                 size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
@@ -176,7 +210,8 @@ class BatchRun:
         self._current = i
         self._started = time.monotonic()
         self._deadline = self._started + self.calls[i][2]
-        self._cond.notify_all()  # a watcher asleep on the previous call's deadline takes this one
+        if self._watching:  # a watcher asleep on the previous call's deadline takes this one
+            self._cond.notify_all()
         return i
 
     def watch(self) -> bool:
@@ -186,6 +221,7 @@ class BatchRun:
         call, NOT_RUN (or CANCELLED) for the rest.
         """
         with self._cond:
+            self._watching = True
             while not self._ended:
                 left = self._deadline - time.monotonic()
                 if left <= 0 and self.overrun(self._current):
