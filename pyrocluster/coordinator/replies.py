@@ -60,6 +60,7 @@ def _all_ok(outcomes: list[Any]) -> list[Outcome] | None:
         if (
             set(map(type, kinds)) != {int}
             or kinds.count(OK) != len(kinds)
+            or set(map(type, raws)) != {bytes}
             or not set(map(type, elapsed)) <= {int, float}
             or math.isnan(sum(elapsed))  # first: min and max are not reliable past a NaN
             or min(elapsed) < 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import itertools
 import json
 import mmap
+import operator
 import os
 import stat
 import tempfile
@@ -37,6 +40,28 @@ def _big(result: Any) -> bool:
         return len(encode_record({"result": result})) > BIG_RESULT_BYTES
     except (TypeError, ValueError):
         return False
+
+
+_ID = operator.itemgetter("id")
+_dump_line = functools.partial(orjson.dumps, default=default, option=OPTIONS)
+
+
+def _plain_lines(records: list[dict[str, Any]]) -> tuple[bytearray, list[int]] | None:
+    """The lines of records that orjson writes as they are, none of them long (the common
+    chunk), in one pass with no Python frame per record: the lines and their sizes. None when
+    any record needs :meth:`ResultsStore.append_many`'s careful path (an id that is not a
+    string, a value orjson refuses, a line long enough that its result may go to a file)."""
+    if not records or set(map(type, map(dict.get, records, itertools.repeat("id")))) != {str}:
+        return None
+    data = bytearray()
+    sizes: list[int] = []
+    try:
+        for line in map(_dump_line, records):
+            data += line  # copied at once and let go, as append_many does
+            sizes.append(len(line))
+    except TypeError:
+        return None
+    return (data, sizes) if max(sizes) <= BIG_RESULT_BYTES else None
 
 
 def encode_or_failure(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -184,6 +209,11 @@ class ResultsStore:
 
     def append_many(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write records as lines with one write; return them as written (see :func:`encode_or_failure`)."""
+        records = records if isinstance(records, list) else list(records)
+        plain = _plain_lines(records)
+        if plain is not None:
+            self._commit(plain[0], map(_ID, records), plain[1])
+            return records
         keys: list[str] = []
         sizes: list[int] = []
         written: list[dict[str, Any]] = []
@@ -205,6 +235,11 @@ class ResultsStore:
             # Copied at once and let go: the next line reuses its memory. Keeping thousands of
             # orjson's bytes alive until a join made every line cost three times as much.
             data += line
+        self._commit(data, keys, sizes)
+        return written
+
+    def _commit(self, data: bytearray, keys: Iterable[Any], sizes: Iterable[int]) -> None:
+        """Write the lines of ``data`` (one per key, of ``sizes`` bytes) and index them."""
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"{self.path} is not open")
@@ -212,16 +247,17 @@ class ResultsStore:
                 raise OSError(f"{self.path}: an earlier write failed")
             self._write(data)
             offsets, size = self._offsets, self._size
+            count = 0
             for key, n in zip(keys, sizes, strict=True):
                 offsets[key] = size
                 size += n
+                count += 1
             self._size = size
-            self._lines += len(sizes)
+            self._lines += count
             now = self._clock()
             if now - self._last_sync >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())
                 self._last_sync = now
-        return written
 
     def _write(self, data: bytes | bytearray) -> None:
         """Write all of ``data`` or, on failure, cut the file back to its last whole line and raise."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import operator
 import queue
 import threading
 import time
@@ -42,6 +44,7 @@ CANCELLED_REASON = "the job was cancelled"
 """The ``reason`` of a ``cancelled`` record."""
 
 log = logging.getLogger(__name__)
+_STATUS = operator.itemgetter("status")
 
 
 @dataclass
@@ -255,10 +258,15 @@ class JobRunner:
             self.write_error = f"cannot write the results file {self.output}: {exc.strerror or exc}"
             self._stop.set()
             return []
-        ok_by_worker: Counter[str] = Counter(r.get("worker") or "" for r in written if r["status"] == "ok")
+        if list(map(_STATUS, written)).count("ok") == len(written):  # the common chunk: all ok
+            ok_by_worker: Counter[Any] = Counter(map(dict.get, written, itertools.repeat("worker")))
+            others: list[dict[str, Any]] = []
+        else:
+            ok_by_worker = Counter(r.get("worker") for r in written if r["status"] == "ok")
+            others = [r for r in written if r["status"] != "ok"]
         ok = ok_by_worker.total()
-        others = [r for r in written if r["status"] != "ok"] if ok < len(written) else []
-        ok_by_worker.pop("", None)  # ok records without a worker (none today) count in ``ok`` only
+        for nobody in ("", None):  # ok records without a worker (none today) count in ``ok`` only
+            ok_by_worker.pop(nobody, None)
         with self._lock:
             self.ok += ok
             self.per_worker.update(ok_by_worker)
