@@ -26,6 +26,7 @@ from pyrocluster.defaults import (
     DEFAULT_NS_WAIT_S,
 )
 from pyrocluster.errors import AuthenticationError, ClusterUnreachable, ConfigError
+from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.server import bound_address
 from pyrocluster.resources import CPU, GPU, MEMORY
@@ -266,11 +267,12 @@ class Worker:
         ConfigError afterwards when another live worker took our name while we were unreachable.
         """
         loop = threading.Thread(target=self._daemon.requestLoop, name="pyro-request-loop", daemon=True)
-        loop.start()
         stop = self.state.stop_event
-        while not stop.wait(self.options.heartbeat_s):
-            self.heartbeat()
-        self.drain()
+        with fewer_collections():  # batches of thousands of acyclic calls: see gc_thresholds
+            loop.start()
+            while not stop.wait(self.options.heartbeat_s):
+                self.heartbeat()
+            self.drain()
         self._daemon.shutdown()
         loop.join(timeout=5)
         self._close()

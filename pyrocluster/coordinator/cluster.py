@@ -23,6 +23,7 @@ from pyrocluster.defaults import (
     DEFAULT_TASK_TIMEOUT_S,
     DEFAULT_WAIT_S,
 )
+from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.resources import frozen, parse_mapping
 from pyrocluster.roles import require_own
 from pyrocluster.tokens import Role
@@ -189,16 +190,17 @@ class Calls:
                 chunk_size = min(MAP_CHUNK, chunk_size * 2)
                 submit(calls)
 
-        refill()
-        while chunks:
-            group, calls = chunks.popleft()
-            group.wait()
-            queued -= len(calls)
+        with fewer_collections():  # thousands of acyclic calls alive: see gc_thresholds
             refill()
-            for call in calls:
-                if call.error is not None:
-                    raise call.error
-                yield call.value
+            while chunks:
+                group, calls = chunks.popleft()
+                group.wait()
+                queued -= len(calls)
+                refill()
+                for call in calls:
+                    if call.error is not None:
+                        raise call.error
+                    yield call.value
 
 
 class Cluster:

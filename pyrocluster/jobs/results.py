@@ -22,7 +22,7 @@ import orjson
 
 from pyrocluster import codec
 from pyrocluster.errors import ConfigError
-from pyrocluster.jobs.gc_thresholds import paused_collections
+from pyrocluster.gc_thresholds import paused_collections
 from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
 from pyrocluster.jobs.values import BIG_RESULT_BYTES, spill
 

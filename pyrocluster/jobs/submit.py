@@ -16,9 +16,9 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
+from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
-from pyrocluster.jobs.gc_thresholds import fewer_collections
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values

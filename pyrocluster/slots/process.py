@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pyrocluster import codec
+from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
 from pyrocluster.slots import limits
 from pyrocluster.slots.batch import (
@@ -185,22 +186,23 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
 
     if not _send(conn, READY):
         return
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        reply_bytes, value_bytes, calls, held = codec.unpack(data)
-        timer.check()
-        share.restart()
-        restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
-        record = limits.recorder(share.record, held)
-        run = BatchRun(calls, Budget(reply_bytes, value_bytes), on_start=starting, on_outcome=record)
-        run.run()
-        timer.stop()
-        restore()
-        if not _send(conn, DONE):
-            return
+    with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            reply_bytes, value_bytes, calls, held = codec.unpack(data)
+            timer.check()
+            share.restart()
+            restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
+            record = limits.recorder(share.record, held)
+            run = BatchRun(calls, Budget(reply_bytes, value_bytes), on_start=starting, on_outcome=record)
+            run.run()
+            timer.stop()
+            restore()
+            if not _send(conn, DONE):
+                return
 
 
 class SlotProcess:

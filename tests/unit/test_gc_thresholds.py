@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyrocluster.jobs.gc_thresholds import YOUNG_THRESHOLD, fewer_collections, paused_collections
+from pyrocluster.gc_thresholds import YOUNG_THRESHOLD, fewer_collections, paused_collections
 
 
 @pytest.fixture
