@@ -52,7 +52,7 @@ def discard() -> None:
 def finish(packed: bytes) -> bytes | bytearray:
     """``packed`` with every deferred body spliced in place of its marker (``packed`` itself when
     nothing was deferred)."""
-    pending = _pending()
+    pending = getattr(_state, "pending", None)  # looked up inline: this runs once per value
     if not pending:
         return packed
     spans: list[tuple[int, int, int, list[Any]]] = []  # (marker start, ext type, body size, pieces)

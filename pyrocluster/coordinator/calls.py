@@ -247,6 +247,7 @@ class Batch:
 
 _ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
 _ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
+_CALL, _WAITER = operator.itemgetter(0), operator.attrgetter("waiter")
 
 Resolution = tuple[Call, Any, "BaseException | None"]
 """A call and its outcome, decided under the dispatcher's lock and settled after it."""
@@ -254,17 +255,22 @@ Resolution = tuple[Call, Any, "BaseException | None"]
 
 def settle(resolutions: list[Resolution]) -> None:
     """Store outcomes and tell each waiter once about its calls, outside the dispatcher's lock."""
-    by_waiter: dict[int, tuple[Waiter, list[Call]]] = {}
     for call, value, error in resolutions:
         call.value = value
         call.error = error
+    calls = list(map(_CALL, resolutions))
+    if calls and len(set(map(id, map(_WAITER, calls)))) == 1:  # one waiter (a map's, a job's)
+        calls[0].waiter.settled(calls)
+        return
+    by_waiter: dict[int, tuple[Waiter, list[Call]]] = {}
+    for call in calls:
         entry = by_waiter.get(id(call.waiter))
         if entry is None:
             by_waiter[id(call.waiter)] = (call.waiter, [call])
         else:
             entry[1].append(call)
-    for waiter, calls in by_waiter.values():
-        waiter.settled(calls)
+    for waiter, group in by_waiter.values():
+        waiter.settled(group)
 
 
 def task_failed(value: Any) -> TaskFailed:
