@@ -12,6 +12,7 @@ large fails that call alone.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from pyrocluster.tasks import failure, run_call
 
 Call = list[Any]
 """``[name, payload, timeout_s]``: payload is ``codec.pack([args, kwargs])``."""
+_PAYLOAD = operator.itemgetter(1)
 Outcome = list[Any]
 """``[kind, value, elapsed_ms]`` with value ``codec.pack``-ed bytes, or None (NOT_RUN, CANCELLED)."""
 
@@ -116,12 +118,17 @@ a big argument is never held decoded before its turn, and its decoding counts in
 def batch_arguments(calls: list[Call]) -> list[Any] | None:
     """Every call's ``(args, kwargs)`` or what is wrong with them, decoded together; None when
     the batch holds a payload too long for that (``BULK_DECODE_BYTES``) or one not bytes."""
-    payloads = [call[1] for call in calls]
+    payloads = list(map(_PAYLOAD, calls))
     if not payloads or max(map(len, payloads)) > BULK_DECODE_BYTES:
         return None
     if set(map(type, payloads)) != {bytes}:
         return None
-    return [arguments_of(decoded) for decoded in codec.unpack_each(payloads)]
+    decoded = codec.unpack_each(payloads)
+    if set(map(type, decoded)) == {list} and set(map(len, decoded)) == {2}:
+        args, kwargs = zip(*decoded, strict=True)
+        if set(map(type, args)) == {list} and set(map(type, kwargs)) == {dict} and not any(kwargs):
+            return decoded  # the common batch: positional arguments only, each [args, {}]
+    return [arguments_of(value) for value in decoded]
 
 
 def too_large(size: int, cap: int, elapsed_ms: float) -> Outcome:
