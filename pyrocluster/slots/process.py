@@ -18,8 +18,10 @@ the outcome of the end, and the rest never started.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import multiprocessing
+import operator
 import os
 import select
 import signal
@@ -48,6 +50,7 @@ from pyrocluster.slots.gate import Ticket
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
+_TIMEOUT = operator.itemgetter(2)
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""
 DONE = b"done"
@@ -294,9 +297,9 @@ class SlotProcess:
         Without a message per call, the parent wakes at the earliest moment any call could be
         past its deadline (a later call cannot start before now), and reads the progress again.
         """
-        later = [math.inf] * (len(calls) + 1)  # later[i]: the shortest timeout from call i on
-        for i in range(len(calls) - 1, -1, -1):
-            later[i] = min(later[i + 1], float(calls[i][2]))
+        # later[i]: the shortest timeout from call i on (a running minimum from the end)
+        later = [*itertools.accumulate(map(float, map(_TIMEOUT, reversed(calls))), min)][::-1]
+        later.append(math.inf)
         share = self.share
         while True:
             position = share.running()
