@@ -149,6 +149,7 @@ class Calls:
 
         At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
         bounded memory. A failed call raises (TaskFailed, TaskTimeout or WorkerUnavailable) when reached.
+        While it runs, the process's cycle collector runs less often (``gc_thresholds``).
         """
         return self._starmap(task_name(name), iter(iterable))
 

@@ -163,20 +163,22 @@ def queued(sizes: list[int], done: list[bool]) -> deque[Call]:
     return calls
 
 
-def take_one_by_one(queue: deque[Call], size: int, max_bytes: int) -> list[Call]:
-    """The dispatcher's loop before ``take``."""
-    calls: list[Call] = []
-    nbytes = 0
-    while queue and len(calls) < size and nbytes < max_bytes:
-        call = queue.popleft()
-        if call.done:
-            continue
-        if calls and nbytes + len(call.payload) > max_bytes:
-            queue.appendleft(call)
+def by_the_rule(
+    calls: list[tuple[int, bool]], size: int, cap: int
+) -> tuple[list[int], list[tuple[int, bool]]]:
+    """``(sizes taken, what stays queued)`` by the rule: settled calls are dropped on the way; calls
+    are taken in order while fewer than ``size`` and under ``cap`` bytes so far, the first always,
+    a later one only if the total stays within ``cap`` (else it stays first in line)."""
+    taken: list[int] = []
+    at = 0
+    while at < len(calls) and len(taken) < size and sum(taken) < cap:
+        nbytes, settled = calls[at]
+        if not settled and taken and sum(taken) + nbytes > cap:
             break
-        calls.append(call)
-        nbytes += len(call.payload)
-    return calls
+        if not settled:
+            taken.append(nbytes)
+        at += 1
+    return taken, calls[at:]
 
 
 @given(
@@ -184,14 +186,12 @@ def take_one_by_one(queue: deque[Call], size: int, max_bytes: int) -> list[Call]
     st.integers(min_value=1, max_value=10),
     st.integers(min_value=1, max_value=120),
 )
-def test_take_takes_what_the_call_by_call_loop_took(
-    calls: list[tuple[int, bool]], size: int, cap: int
-) -> None:
-    sizes, done = [s for s, _ in calls], [d for _, d in calls]
-    a, b = queued(sizes, done), queued(sizes, done)
-    taken, expected = take(a, size, cap), take_one_by_one(b, size, cap)
-    assert [len(c.payload) for c in taken] == [len(c.payload) for c in expected]
-    assert [(len(c.payload), c.done) for c in a] == [(len(c.payload), c.done) for c in b]
+def test_take_takes_what_the_rule_says(calls: list[tuple[int, bool]], size: int, cap: int) -> None:
+    queue = queued([s for s, _ in calls], [d for _, d in calls])
+    taken = take(queue, size, cap)
+    assert ([len(c.payload) for c in taken], [(len(c.payload), c.done) for c in queue]) == by_the_rule(
+        calls, size, cap
+    )
 
 
 def test_add_all_queues_as_add_of_each() -> None:
