@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
+from pyrocluster.errors import CredentialLapsed, TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
 
 INLINE_WAIT_S = 0.05
@@ -122,8 +122,10 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         """
         start = time.monotonic()
         window = INLINE_WAIT_S if timeout is None else min(timeout, INLINE_WAIT_S)
-        while self.reader is not None and not self.done():
+        while not self.done():
             reader, self.reader = self.reader, None  # a retry sent from here sets a new one
+            if reader is None:  # none, or the wire thread settled the call meanwhile
+                break
             left = window - (time.monotonic() - start)
             if left <= 0 or not reader(left):
                 break
@@ -302,4 +304,6 @@ def ending(call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseExceptio
         return CancelledError()
     if ends_as is EndsAs.UNAVAILABLE:
         return gave_up(call, reason)
+    if ends_as is EndsAs.CREDENTIAL:
+        return CredentialLapsed(reason)
     return TaskFailed(ends_as.value, reason)
