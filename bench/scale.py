@@ -227,7 +227,11 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
 
         args = [(i, i) for i in range(items)]
         expected = [2 * i for i in range(items)]
-        list(starmap(cluster, "add", args[: 4 * count]))  # every link connected, batch sizes learnt
+        # A connection to every worker: calls that take real time spread one to each free slot
+        # (cheap ones ride in a few full batches and reach only a few workers). Without this the
+        # measured maps paid each worker's first contact, which the 2-worker reference had not.
+        list(starmap(cluster, "sleep", [(0.05,)] * count))
+        list(starmap(cluster, "add", args[: 4 * count]))  # batch sizes learnt
         point.listing_ms = listing_times(cluster)
         time.sleep(0.5)  # the warm-up's replies and probes settle
         groups["coordinator"] = threads_here(BENCH_THREADS)  # its threads and this one (submitting)
