@@ -130,7 +130,9 @@ def _wait_for_exit(parent: int) -> bool:
     try:
         if os.getppid() != parent:  # it exited before the pidfd was taken (its pid may be reused)
             return True
-        select.select([fd], [], [])
+        waiter = select.poll()  # no FD_SETSIZE limit, unlike select()
+        waiter.register(fd, select.POLLIN)
+        waiter.poll()
         return True
     finally:
         os.close(fd)
