@@ -31,7 +31,6 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httptools
 import httpx
@@ -208,11 +207,13 @@ class _Connection(asyncio.Protocol):
             if self.head_done and not self._body_framed:
                 self.done = True  # a body delimited by the close: complete
                 return
-            raise httpx.RemoteProtocolError("the server closed the connection before the response was complete")
+            raise httpx.RemoteProtocolError("the server closed the connection before the response ended")
         self._waiter = self._loop.create_future()
         await self._wait(self._waiter, timeout, httpx.ReadTimeout)
 
-    async def _wait(self, future: asyncio.Future[None], timeout: float | None, error: type[Exception]) -> None:
+    async def _wait(
+        self, future: asyncio.Future[None], timeout: float | None, error: type[Exception]
+    ) -> None:
         timer = None
         if timeout is not None:
             timer = self._loop.call_later(timeout, _expire, future, error)
@@ -303,15 +304,17 @@ class LoopTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._ssl_context if scheme == "https" else None
+        name = host if tls else None
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(loop, origin), host, port, ssl=tls, server_hostname=host if tls else None
+                    lambda: _Connection(loop, origin), host, port, ssl=tls, server_hostname=name
                 ),
                 timeout,
             )
         except asyncio.TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s", request=request) from exc
+            why = f"no connection to {host}:{port} within {timeout} s"
+            raise httpx.ConnectTimeout(why, request=request) from exc
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
         sock = connection._sock
@@ -371,9 +374,9 @@ class LoopTransport(httpx.AsyncBaseTransport):
                 connection.close()
                 # A kept-alive connection the server closed as the request went out: no byte of the
                 # answer came, so the request was not handled; send it again on a new connection.
-                if reused and isinstance(exc, httpx.TransportError) and not connection.status:
-                    if not isinstance(exc, httpx.TimeoutException):
-                        continue
+                stale = reused and not connection.status and isinstance(exc, httpx.TransportError)
+                if stale and not isinstance(exc, httpx.TimeoutException):
+                    continue
                 if isinstance(exc, httpx.TransportError):
                     exc.request = request
                 raise
