@@ -33,6 +33,9 @@ def _chunked(body: bytes, size: int = 7) -> bytes:
     return b"".join(parts) + b"0\r\n\r\n"
 
 
+ONCE_PER_CONNECTION = "/once-per-connection"
+"""Answered as ``/plain`` on a new connection; a second request on it gets the connection closed."""
+
 # path -> (bytes sent, close the connection after them)
 SCRIPT: dict[str, tuple[bytes, bool]] = {
     "/plain": (
@@ -101,6 +104,7 @@ class ScriptedServer:
 
     def _serve(self, conn: socket.socket) -> None:
         buffer = b""
+        served = 0
         with conn:
             while True:
                 while b"\r\n\r\n" not in buffer:
@@ -113,7 +117,11 @@ class ScriptedServer:
                     buffer += data
                 request, _, buffer = buffer.partition(b"\r\n\r\n")
                 self.requests.append(request)
+                served += 1
                 path = request.split(b" ")[1].decode().partition("?")[0]
+                if path == ONCE_PER_CONNECTION and served > 1:
+                    return  # a kept-alive connection closed just as a request arrives on it
+                path = "/plain" if path == ONCE_PER_CONNECTION else path
                 answer, close = SCRIPT[path]
                 conn.sendall(answer)
                 if close:
@@ -200,3 +208,10 @@ def test_a_304_has_no_body_and_keeps_the_connection(server, fetcher):
         assert page["http_status"] == 304 and page["bytes"] == 0 and page["headers"]["etag"] == '"v1"'
     page_of(fetcher.fetch(server.url("/plain")))
     assert server.connections_opened == 1
+
+
+def test_a_request_on_a_kept_alive_connection_the_server_drops_is_sent_again_on_a_new_one(server, fetcher):
+    for _ in range(3):  # each time: the kept-alive connection closes unanswered, a new one answers
+        assert page_of(fetcher.fetch(server.url(ONCE_PER_CONNECTION)))["title"] == "T"
+    assert server.connections_opened == 3
+    assert len(server.requests) == 5  # 1 + 2 x (dropped, sent again)
