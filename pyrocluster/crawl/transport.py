@@ -360,6 +360,7 @@ class LoopTransport(httpx.AsyncBaseTransport):
             body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
         head = _request_head(request, body)
         head_only = request.method == "HEAD"
+        idempotent = request.method in ("GET", "HEAD")
         while True:
             connection = self._take_idle(origin)
             reused = connection is not None
@@ -372,9 +373,10 @@ class LoopTransport(httpx.AsyncBaseTransport):
             except BaseException as exc:
                 self._busy.discard(connection)
                 connection.close()
-                # A kept-alive connection the server closed as the request went out: no byte of the
-                # answer came, so the request was not handled; send it again on a new connection.
-                stale = reused and not connection.status and isinstance(exc, httpx.TransportError)
+                # A kept-alive connection the server closed as the request went out: no answer (no
+                # status line) came, so it was not handled; a GET is sent again on a new connection.
+                stale = reused and idempotent and not connection.status
+                stale = stale and isinstance(exc, httpx.TransportError)
                 if stale and not isinstance(exc, httpx.TimeoutException):
                     continue
                 if isinstance(exc, httpx.TransportError):
