@@ -281,7 +281,7 @@ class LoopTransport(httpx.AsyncBaseTransport):
     requests run at once: the caller does.
     """
 
-    def __init__(self, limits: httpx.Limits, verify: bool = True) -> None:
+    def __init__(self, limits: httpx.Limits, verify: bool | ssl.SSLContext = True) -> None:
         self._ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
         self._expiry = limits.keepalive_expiry
         self._keep = max(0, limits.max_keepalive_connections or 0)

@@ -6,16 +6,21 @@ gzip, garbage), so the framing cases of HTTP/1.1 that a web server may choose ar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from pyrocluster import pki
 from pyrocluster.crawl.fetch import PageFetcher
+from pyrocluster.crawl.transport import LoopTransport
 from pyrocluster.protocol import OK, TRANSIENT
 
 PAGE = b"<html><head><title>T</title></head><body><a href='/next'>n</a></body></html>"
@@ -79,7 +84,8 @@ SCRIPT: dict[str, tuple[bytes, bool]] = {
 class ScriptedServer:
     """A loopback TCP server answering each request with the bytes of its path in ``SCRIPT``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.connections_opened = 0
@@ -90,7 +96,7 @@ class ScriptedServer:
         self._thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     def _accept(self) -> None:
         while not self._stop:
@@ -105,6 +111,12 @@ class ScriptedServer:
     def _serve(self, conn: socket.socket) -> None:
         buffer = b""
         served = 0
+        if self._tls is not None:
+            try:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused our certificate
+                conn.close()
+                return
         with conn:
             while True:
                 while b"\r\n\r\n" not in buffer:
@@ -215,3 +227,44 @@ def test_a_request_on_a_kept_alive_connection_the_server_drops_is_sent_again_on_
         assert page_of(fetcher.fetch(server.url(ONCE_PER_CONNECTION)))["title"] == "T"
     assert server.connections_opened == 3
     assert len(server.requests) == 5  # 1 + 2 x (dropped, sent again)
+
+
+def _tls_pair(tmp_path: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 from a new CA, and a client one trusting it."""
+    ca, ca_key = pki.make_ca("test CA")
+    cert, key = pki.issue(ca, ca_key, "site", ips=["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(pki.cert_pem(cert))
+    (tmp_path / "key.pem").write_bytes(pki.key_pem(key))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client = ssl.create_default_context(cadata=pki.cert_pem(ca).decode())
+    return server, client
+
+
+def test_https_pages_come_over_tls_on_a_kept_alive_connection(tmp_path):
+    server_ctx, client_ctx = _tls_pair(tmp_path)
+    site = ScriptedServer(tls=server_ctx)
+
+    async def fetch_twice() -> list[bytes]:
+        transport = LoopTransport(httpx.Limits(max_keepalive_connections=2), verify=client_ctx)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return [(await client.get(site.url("/chunked"))).content for _ in range(2)]
+
+    try:
+        assert asyncio.run(fetch_twice()) == [PAGE, PAGE]
+        assert site.connections_opened == 1
+    finally:
+        site.close()
+
+
+def test_a_certificate_the_fetcher_cannot_verify_is_refused(tmp_path):
+    server_ctx, _ = _tls_pair(tmp_path)
+    site = ScriptedServer(tls=server_ctx)
+    try:
+        with PageFetcher(concurrency=2) as fetcher:
+            kind, error, _ = fetcher.fetch(site.url("/plain"))
+        assert kind == TRANSIENT and error["type"] == "ConnectError"
+        assert "certificate" in error["message"].lower()
+        assert site.requests == []  # nothing was sent over the unverified connection
+    finally:
+        site.close()
