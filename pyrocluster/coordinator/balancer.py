@@ -89,6 +89,10 @@ def concurrent_size(queued: int, slots: int, limit: int = MAX_BATCH) -> int:
     (a quarter of the worker's slots) keeps several batches out per worker, so one answers while
     another is under way, and a slow page holds back only a few others' replies. ``limit`` is
     the dispatcher's largest batch (1 turns batching off).
+
+    The figure it buys (with the crawl's rounds of 4): the W3 crawl (3,000 pages from nginx, two
+    local workers) used 0.79-0.94 ms of CPU a page against 1.19-1.47 ms one page per batch, at
+    1,000-1,600 pages/s against 670-940 (same run, interleaved, load 10 on 2 cores).
     """
     return max(MIN_BATCH, min(queued, slots // CONCURRENT_BATCHES_PER_WORKER, limit))
 
