@@ -308,7 +308,7 @@ class Dispatcher(Failover):
         """The largest slot count among ``cands``, kept as long as that candidate list is."""
         known = self._ceilings.get(req)
         if known is None or known[0] is not cands:
-            known = self._ceilings[req] = (cands, balancer.ceiling(cands, req[0]))
+            known = self._ceilings[req] = (cands, balancer.most_slots(cands, req[0]))
         return known[1]
 
     def _dispatch_ready(self) -> None:
@@ -341,13 +341,17 @@ class Dispatcher(Failover):
                     )
                     if rec is None:
                         continue
-                    # Only calls spread over every free slot need the total (O(workers) to count).
-                    free_total = (
-                        0
-                        if cost.cheap
-                        else sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
-                    )
-                    size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
+                    if service in balancer.CONCURRENT_SERVICES:
+                        slots = rec.entry.slots.get(service, 0)
+                        size = balancer.concurrent_size(len(queue), slots, self.max_batch)
+                    else:
+                        # Only calls spread over every free slot need the total (O(workers) to count).
+                        free = (
+                            0
+                            if cost.cheap
+                            else sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
+                        )
+                        size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:

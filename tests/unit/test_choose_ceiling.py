@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pyrocluster.coordinator.balancer import ceiling, choose
+from pyrocluster.coordinator.balancer import choose, most_slots
 
 
 @dataclass
@@ -37,7 +37,7 @@ def test_the_scan_stops_at_the_first_wholly_free_worker_of_the_largest_size():
     for turn in range(5, 9):
         for w in workers:
             w.looked = 0
-        top = ceiling(workers, "compute")
+        top = most_slots(workers, "compute")
         assert top == 1
         chosen = choose(workers, "compute", 0.0, turn, None, top)
         assert chosen is workers[max(turn, 7)]  # ties still go round robin from the turn
@@ -51,7 +51,7 @@ def test_the_scan_stops_at_the_first_wholly_free_worker_of_the_largest_size():
 
 def test_a_bigger_worker_elsewhere_is_still_found():
     workers = [Counted(f"w{i}", 1, 1) for i in range(10)] + [Counted("big", 4, 4)]
-    assert choose(workers, "compute", 0.0, 0, None, ceiling(workers, "compute")).name == "big"
+    assert choose(workers, "compute", 0.0, 0, None, most_slots(workers, "compute")).name == "big"
 
 
 def test_same_choice_as_the_full_scan():
@@ -63,5 +63,5 @@ def test_same_choice_as_the_full_scan():
             workers.append(Counted(f"w{i}", capacity, rng.randint(-1, capacity)))
         turn = rng.randint(0, 20)
         full = choose(workers, "compute", 0.0, turn)
-        assert choose(workers, "compute", 0.0, turn, None, ceiling(workers, "compute")) is full
-    assert ceiling([], "compute") == 0
+        assert choose(workers, "compute", 0.0, turn, None, most_slots(workers, "compute")) is full
+    assert most_slots([], "compute") == 0
