@@ -238,7 +238,7 @@ class ResultsStore:
         self._commit(data, keys, sizes)
         return written
 
-    def _commit(self, data: bytearray, keys: Iterable[Any], sizes: Iterable[int]) -> None:
+    def _commit(self, data: bytearray, keys: Iterable[Any], sizes: list[int]) -> None:
         """Write the lines of ``data`` (one per key, of ``sizes`` bytes) and index them."""
         with self._lock:
             if self._file is None:
@@ -246,14 +246,10 @@ class ResultsStore:
             if self._broken:
                 raise OSError(f"{self.path}: an earlier write failed")
             self._write(data)
-            offsets, size = self._offsets, self._size
-            count = 0
-            for key, n in zip(keys, sizes, strict=True):
-                offsets[key] = size
-                size += n
-                count += 1
-            self._size = size
-            self._lines += count
+            starts = list(itertools.accumulate(sizes, initial=self._size))  # each line's offset, then the end
+            self._offsets.update(zip(keys, starts[:-1], strict=True))
+            self._size = starts[-1]
+            self._lines += len(sizes)
             now = self._clock()
             if now - self._last_sync >= self.fsync_interval_s:
                 os.fsync(self._file.fileno())
