@@ -14,6 +14,7 @@ from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
+from pyrocluster.valueref import ValueRef, ref_fields
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -47,7 +48,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error", "priority", "id", "payload", "resources",
+        "last_error", "value", "error", "priority", "id", "payload", "resources", "keep", "refs",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +90,17 @@ class Call:
         self.payload = b""
         """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
         self.resources = resources
+        self.keep = False
+        """Its result, when big, stays on its worker (the reply carries a ``ValueRef``)."""
+        self.refs: tuple[ValueRef, ...] = ()
+        """The references its arguments hold: its worker fetches their values before it runs."""
+
+    @property
+    def near(self) -> str | None:
+        """The worker that holds its biggest argument, where it would best run."""
+        if not self.refs:
+            return None
+        return max(self.refs, key=lambda ref: ref.size).holder
 
     @property
     def future(self) -> TaskFuture:
@@ -232,7 +244,14 @@ class Batch:
             calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority, wanted] for c in self.calls]
         else:
             calls = [[str(c.id), c.name, c.payload, c.timeout_s, c.priority] for c in self.calls]
-        return {"from": sender, "calls": calls}
+        request: dict[str, Any] = {"from": sender, "calls": calls}
+        keep = [str(c.id) for c in self.calls if c.keep]
+        if keep:
+            request["keep"] = keep
+        fetch = {str(c.id): [ref_fields(r) for r in c.refs] for c in self.calls if c.refs}
+        if fetch:
+            request["fetch"] = fetch
+        return request
 
 
 Resolution = tuple[Call, Any, "BaseException | None"]

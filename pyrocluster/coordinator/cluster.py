@@ -409,6 +409,11 @@ class Cluster:
         return self._dispatcher.cancel(self._dispatcher.calls_of(waiter), running=True)
 
     @property
+    def sender_id(self) -> str:
+        """How this coordinator names itself to workers (the owner of the values they keep for it)."""
+        return self._dispatcher.sender_id
+
+    @property
     def retried(self) -> int:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried

@@ -96,6 +96,10 @@ class Workflow:
         with self._cond:
             self._apply(self.flow.start())
 
+    def map_sources(self) -> frozenset[str]:
+        """The tasks whose result a dynamic map expands (the coordinator needs those values)."""
+        return frozenset(n.map_source for n in self.flow.graph.nodes.values() if n.map_source)
+
     @property
     def waiting(self) -> int:
         """Calls waiting for their dependencies."""
