@@ -182,6 +182,8 @@ class JobRunner:
         self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
         """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
         self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
+        self._spelled: dict[int, Any] = {}
+        """Kept results read back from their files (``--resume``): how their records spell them."""
         self.values = JobValues(cluster, output, self.settled)
         """Big results kept on the workers, written beside the results file, made again if lost."""
 
@@ -337,7 +339,9 @@ class JobRunner:
             k for k, r in kept.items() if isinstance(r.get("result"), dict) and "$file" in r["result"]
         ]:
             try:  # a result kept beside the file flows downstream like any other
+                reference = kept[task_id]["result"]
                 kept[task_id]["result"] = load_result(kept[task_id], self.output)
+                self._spelled[id(kept[task_id]["result"])] = reference
             except ValueError as exc:  # gone or changed: the task runs again
                 log.warning("--resume runs %s again: %s", task_id, exc)
                 del kept[task_id]
@@ -357,7 +361,7 @@ class JobRunner:
         self._started = time.monotonic()
         self._stop = stop
         self._recorder_thread.start()
-        self.workflow = Workflow(self.spec, kept, self._append, self._store.forget)
+        self.workflow = Workflow(self.spec, kept, self._append, self._store.forget, self._spelled)
         self.values.no_keep = self.workflow.map_sources()
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
