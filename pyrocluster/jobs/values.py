@@ -71,7 +71,7 @@ def spill(record: dict[str, Any], results_path: Path) -> dict[str, Any]:
     return {**record, "result": reference}
 
 
-class _NpyFromStream:
+class ValueFileWriter:
     """Turns the encoded bytes of a value (``codec.pack``), as they arrive, into the file
     :func:`spill` would write: an ``.npy`` for an array (its header rewritten, its body as is),
     ``.msgpack`` with the bytes unchanged for anything else (a frame too: rewriting its Arrow stream
@@ -142,7 +142,7 @@ def spill_stream(
     folder.mkdir(exist_ok=True)
     partial = folder / (_file_name(task_id, "") + ".partial")
     with open(partial, "wb") as out:
-        writer = _NpyFromStream(out)
+        writer = ValueFileWriter(out)
         stream(writer.feed)
         writer.end()
         out.flush()

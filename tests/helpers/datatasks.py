@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import os
 import time
-import decimal
 import uuid
 import zoneinfo
 from typing import Any
