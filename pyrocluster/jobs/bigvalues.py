@@ -90,6 +90,10 @@ class JobValues:
         """Values made again because their holder was gone."""
         self.remakes = _Remade(self)
         """The waiter of the producers run again."""
+        self.released: Callable[[str], bool] = lambda task_id: False
+        """Whether the workflow will hand a task's value to no further task (set by the runner)."""
+        self._users: Counter[str] = Counter()
+        """Reference id -> calls sent with it that have not finished."""
 
     # -- the runner's side ---------------------------------------------------------------------
 
@@ -97,7 +101,10 @@ class JobValues:
         """Mark ``call`` to keep a big result, and list the references its arguments hold."""
         call.keep = item.id not in self.no_keep
         if self.seen:
-            call.refs = tuple(refs_in(item.args) + refs_in(item.kwargs))
+            call.refs = refs = tuple(refs_in(item.args) + refs_in(item.kwargs))
+            if refs:
+                with self._lock:
+                    self._users.update(ref.id for ref in refs)
         return call
 
     def ready(self, calls: list[Call]) -> list[Call]:
@@ -113,7 +120,25 @@ class JobValues:
                 self._remake_for(call)
                 continue
             out.append(call)
+        done = [ref for call in out for ref in call.refs]
+        if done:
+            self._finished_with(done)
         return out
+
+    def _finished_with(self, refs: list[ValueRef]) -> None:
+        """Calls that received ``refs`` finished: free each value no call will need any more
+        (a leaf's, a map's and a callback's values wait for the job's end)."""
+        unused: dict[str, list[str]] = {}
+        with self._lock:
+            for ref in refs:
+                self._users[ref.id] -= 1
+                if self._users[ref.id] <= 0:
+                    del self._users[ref.id]
+                    if ref.source and self.released(ref.source):
+                        unused.setdefault(ref.uri, []).append(ref.id)
+        owner = self._cluster.sender_id
+        for uri, ids in unused.items():
+            valuefetch.free(uri, owner, ids, self._cluster.settings)
 
     def _written(self, call: Call, ref: ValueRef) -> bool:
         """Write a kept result beside the results file; False when its holder is gone (it is made
@@ -218,6 +243,8 @@ class JobValues:
         tag = item if isinstance(old.tag, TaskItem) else (old.tag[0], item)
         call = self.prepare(new_call(item, old.waiter, tag), item)
         call.keep = old.keep
+        with self._lock:  # the first attempt's users, counted again by ``prepare``
+            self._users.subtract(ref.id for ref in old.refs)
         return call
 
     def _give_up(self, calls: list[Call], why: str) -> None:

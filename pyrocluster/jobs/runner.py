@@ -363,6 +363,7 @@ class JobRunner:
         self._recorder_thread.start()
         self.workflow = Workflow(self.spec, kept, self._append, self._store.forget, self._spelled)
         self.values.no_keep = self.workflow.map_sources()
+        self.values.released = self.workflow.released
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)

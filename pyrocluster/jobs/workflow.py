@@ -116,6 +116,12 @@ class Workflow:
         """The tasks whose result a dynamic map expands (the coordinator needs those values)."""
         return frozenset(n.map_source for n in self.flow.graph.nodes.values() if n.map_source)
 
+    def released(self, key: str) -> bool:
+        """Whether the value of task ``key`` (a single call) was handed to every task that
+        receives it: no call made from now on will hold it."""
+        with self._cond:
+            return key in self.flow.graph.needed and key not in self.flow.values and not self._any_callback
+
     @property
     def waiting(self) -> int:
         """Calls waiting for their dependencies."""
