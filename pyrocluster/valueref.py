@@ -115,3 +115,16 @@ def refs_in(value: Any, found: list[ValueRef] | None = None) -> list[ValueRef]:
         for item in value.values():
             refs_in(item, out)
     return out
+
+
+def swapped(value: Any, new: dict[str, Any]) -> Any:
+    """``value`` with each reference whose id is in ``new`` replaced by its new value (the
+    containers on the way copied, everything else shared)."""
+    kind = type(value)
+    if kind is ValueRef:
+        return new.get(value.id, value)
+    if kind is list or kind is tuple:
+        return kind(swapped(item, new) for item in value)
+    if kind is dict:
+        return {key: swapped(item, new) for key, item in value.items()}
+    return value

@@ -30,7 +30,7 @@ from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import TaskFailed
 from pyrocluster.jobs.items import TaskItem
 from pyrocluster.jobs.values import spill_stream
-from pyrocluster.valueref import ValueRef, refs_in
+from pyrocluster.valueref import ValueRef, refs_in, swapped
 
 MAX_REMAKES = 3
 """Times one task's value is made again before its consumers fail."""
@@ -239,7 +239,7 @@ class JobValues:
         """``entry``'s call with the new values in place of the lost ones."""
         old = entry.call
         item = _item(old)
-        item = item._replace(args=_swapped(item.args, entry.new), kwargs=_swapped(item.kwargs, entry.new))
+        item = item._replace(args=swapped(item.args, entry.new), kwargs=swapped(item.kwargs, entry.new))
         tag = item if isinstance(old.tag, TaskItem) else (old.tag[0], item)
         call = self.prepare(new_call(item, old.waiter, tag), item)
         call.keep = old.keep
@@ -270,18 +270,6 @@ class JobValues:
             self._holders.clear()
         owner = self._cluster.sender_id
         return sum(valuefetch.free(uri, owner, None, self._cluster.settings) for uri in holders)
-
-
-def _swapped(value: Any, new: dict[str, Any]) -> Any:
-    """``value`` with each reference whose id is in ``new`` replaced by its new value."""
-    kind = type(value)
-    if kind is ValueRef:
-        return new.get(value.id, value)
-    if kind is list or kind is tuple:
-        return kind(_swapped(item, new) for item in value)
-    if kind is dict:
-        return {key: _swapped(item, new) for key, item in value.items()}
-    return value
 
 
 class _Remade:

@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pyrocluster import load_result
+from pyrocluster import Cluster, load_result
+from pyrocluster.valueref import ValueRef
 from tests.conftest import run_cli
 
 HELPERS = Path(__file__).parents[1] / "helpers"
@@ -130,3 +132,30 @@ def test_a_value_feeding_no_task_still_lands_in_the_results_file(tmp_path, names
     record = records_of(out)[1]["make"]
     assert record["result"]["type"] == "ndarray"
     assert load_result(record, out).sum() == float(3 * 131072 * (3 * 131072 - 1) // 2)
+
+
+@pytest.mark.timeout(120)
+def test_a_future_passes_its_big_value_worker_to_worker_and_a_lost_one_is_made_again(
+    tmp_path, nameserver, worker_factory
+):
+    procs = {
+        name: worker_factory(1, "--name", name, "--tags", name, "--pool", "thread", "--tasks", DATA_TASKS)[0]
+        for name in ("w1", "w2")
+    }
+    runs = str(tmp_path / "runs")
+    n = 4 * 131072
+    with Cluster(nameserver, wait=20) as cluster:
+        made = cluster.options(tags=["w1"]).submit("counted_array", 4, runs)
+        total = cluster.options(tags=["w2"]).submit("array_sum", made)
+        assert total.result(timeout=60) == float(n * (n - 1) // 2)
+        held = made.raw()
+        assert isinstance(held, ValueRef) and held.holder == "w1"  # the coordinator never had it
+        lost = cluster.submit("counted_array", 4, runs)
+        assert lost.exception(timeout=60) is None  # done; its value is still on its worker
+        holder = lost.raw().holder
+        os.kill(procs[holder].proc.pid, signal.SIGKILL)
+        survivor = "w2" if holder == "w1" else "w1"
+        again = cluster.options(tags=[survivor]).submit("array_sum", lost)
+        assert again.result(timeout=60) == float(n * (n - 1) // 2)  # its upstream ran again
+        assert np.array_equal(lost.result(timeout=60), np.arange(n, dtype=np.float64))
+    assert Path(runs).read_text().count("ran") == 4  # made, lost, made again for each of its two readers
