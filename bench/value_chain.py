@@ -7,9 +7,10 @@ on two local workers (thread pools, 2 slots each):
   holding its argument (no transfer at all);
 * ``job, apart``: the same job with the links tagged to alternate between the two workers, so every
   value goes worker to worker;
-* ``API, through coordinator``: the baseline, the chain as ``submit(...).result()`` calls, each
-  value sent back to the coordinator and out again (what a job did before values stayed on the
-  workers).
+* ``API, futures as arguments``: the chain as ``submit`` calls each given the previous future;
+* ``API, through coordinator``: the baseline, the chain as ``map`` calls of one item, each value
+  coming back to the coordinator in the reply and going out again (what a job did before values
+  stayed on the workers).
 
 Each is measured in a child process of its own: its peak RSS (goal for the jobs: <= 150 MB) and
 its wall time. Dask is not installed here, so no Dask figure is taken.
@@ -55,15 +56,23 @@ def measured(args: list[str], cwd: str) -> tuple[float, float, str]:
     return wall, peak_mb, done.stdout
 
 
-def api_chain(ns: str, links: int, mib: int) -> None:
-    """The baseline child: the chain through the Python API, every value through this process."""
+def api_chain(ns: str, links: int, mib: int, futures: bool) -> None:
+    """A child running the chain through the Python API: futures as arguments (the values go
+    worker to worker), or each value through this process (``map``: its results come in the reply)."""
     from pyrocluster import Cluster
 
     with Cluster(ns, wait=30, timeout=600) as cluster:
-        value = cluster.submit("make_array", mib).result(timeout=600)
-        for _ in range(1, links):
-            value = cluster.submit("next_array", value).result(timeout=600)
-    print("last", float(value[0]))
+        if futures:
+            future = cluster.submit("make_array", mib)
+            for _ in range(1, links):
+                future = cluster.submit("next_array", future)
+            first = float(future.result(timeout=600)[0])
+        else:
+            value = next(cluster.map("make_array", [mib]))
+            for _ in range(1, links):
+                value = next(cluster.map("next_array", [value]))
+            first = float(value[0])
+    print("last", first)
 
 
 def main(links: int, mib: int) -> None:
@@ -88,9 +97,10 @@ def main(links: int, mib: int) -> None:
                 for leftover in Path(tmp).glob("*.values"):
                     for f in leftover.iterdir():
                         f.unlink()
-            api = [sys.executable, "-m", "bench.value_chain", "--api", ns, str(links), str(mib)]
-            wall, peak, _ = measured(api, REPO_ROOT)
-            rows.append(("API, through coordinator", wall, peak))
+            for label, how in (("API, futures as arguments", "futures"), ("API, through coordinator", "map")):
+                api = [sys.executable, "-m", "bench.value_chain", "--api", ns, str(links), str(mib), how]
+                wall, peak, _ = measured(api, REPO_ROOT)
+                rows.append((label, wall, peak))
     finally:
         stop_processes([*workers, ns_proc])
     load = os.getloadavg()[0]
@@ -102,6 +112,6 @@ def main(links: int, mib: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--api"]:
-        api_chain(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        api_chain(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "futures")
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 10, int(sys.argv[2]) if len(sys.argv) > 2 else 100)

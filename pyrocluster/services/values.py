@@ -91,6 +91,8 @@ class ValueKeeper:
         if outcome[0] != OK or outcome[1] is None or len(outcome[1]) <= KEEP_BYTES:
             return outcome
         data = outcome[1]
+        if isinstance(data, memoryview):  # a view may be of a slot's buffer, reused by its next batch
+            data = bytes(data)
         value_id, digest = self.store.keep(data, owner)
         ref = ValueRef(value_id, self._holder, self._uri, len(data), digest)
         return [OK, codec.pack(ref), outcome[2]]
