@@ -25,6 +25,9 @@ CHUNK_BYTES = 8 << 20
 TIMEOUT_S = 60.0
 """Seconds one chunk may take before the holder counts as gone."""
 
+FREE_TIMEOUT_S = 5.0
+"""Seconds a holder may take to answer ``free`` (one that does not has lost its values anyway)."""
+
 Sink = Callable[[memoryview], None]
 
 
@@ -86,7 +89,7 @@ def free(uri: str, owner: str, value_ids: Iterable[str] | None, settings: Settin
     """Ask a holder to drop ``owner``'s values (those named, or all); how many it had, 0 when it
     cannot be reached (its values went with it)."""
     try:
-        with make_proxy(uri, settings, timeout_s=10.0) as proxy:
+        with make_proxy(uri, settings, timeout_s=FREE_TIMEOUT_S) as proxy:
             return int(proxy.free(owner, None if value_ids is None else list(value_ids)))
     except (Pyro5.errors.PyroError, OSError):
         return 0

@@ -319,7 +319,8 @@ class JobRunner:
                     end = True
                     break
                 if item and isinstance(item[0], Call):
-                    item = self.values.ready(item)  # type: ignore[arg-type]
+                    if not self._closing:  # kept values written, lost ones made again
+                        item = self.values.ready(item)  # type: ignore[arg-type]
                     settled += len(item)
                     if not self._closing:
                         records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
