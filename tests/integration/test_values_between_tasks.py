@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pyrocluster import Cluster, load_result
+from pyrocluster.auth import make_proxy
 from pyrocluster.valueref import ValueRef
 from tests.conftest import run_cli
 
@@ -159,3 +160,25 @@ def test_a_future_passes_its_big_value_worker_to_worker_and_a_lost_one_is_made_a
         assert again.result(timeout=60) == float(n * (n - 1) // 2)  # its upstream ran again
         assert np.array_equal(lost.result(timeout=60), np.arange(n, dtype=np.float64))
     assert Path(runs).read_text().count("ran") == 4  # made, lost, made again for each of its two readers
+
+
+def test_the_values_object_checks_its_arguments_and_a_freed_value_is_made_again(nameserver, worker_factory):
+    worker_factory(1, "--pool", "thread", "--tasks", DATA_TASKS)
+    with Cluster(nameserver, wait=20) as cluster:
+        made = cluster.submit("big_array", 2)
+        assert made.exception(timeout=60) is None
+        ref = made.raw()
+        assert isinstance(ref, ValueRef) and ref.size > 2 * 2**20
+        with make_proxy(ref.uri, cluster.settings, timeout_s=10) as values:
+            assert values.read("no-such-value", 0, 10) is None
+            assert values.read(ref.id, 0, 1) == b"\xc9"  # an array's extension, as codec.pack made it
+            for bad in ((ref.id, -1, 10), (ref.id, 0, 0), (ref.id, 0, 2**40), (7, 0, 10)):
+                with pytest.raises(ValueError):
+                    values.read(*bad)
+            with pytest.raises(ValueError):
+                values.free(["not", "a", "name"], None)
+            assert values.free("another-coordinator", None) == 0
+            assert values.free(cluster.sender_id, [ref.id]) == 1
+            assert values.usage()["values"] == 0
+        n = 2 * 131072
+        assert np.array_equal(made.result(timeout=60), np.arange(n, dtype=np.float64))  # ran again
