@@ -334,8 +334,12 @@ class Dispatcher(Failover):
                     )
                     if rec is None:
                         continue
-                    free_total = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
-                    size = rec.sizers[service].next_size(len(queue), free_total, cost, self._out[key])
+                    if service in balancer.CONCURRENT_SERVICES:
+                        slots = rec.entry.slots.get(service, 0)
+                        size = balancer.concurrent_size(len(queue), slots, self.max_batch)
+                    else:
+                        free = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
+                        size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
                     while queue and len(calls) < size and nbytes < self.max_batch_bytes:
