@@ -32,6 +32,8 @@ from pyrocluster.resources import CPU, GPU, MEMORY
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
 from pyrocluster.services.state import WorkerState
+from pyrocluster.services.values import ValueKeeper, ValuesService
+from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
 from pyrocluster.slots.gate import Gate
 
@@ -111,6 +113,7 @@ class Worker:
         self._daemon: Any = None
         self._slots: Any = None
         self._crawl: Any = None
+        self._values: ValueKeeper | None = None
         self._ns: Any = None
         self.name_taken_by: str | None = None
         self.registered = False
@@ -156,7 +159,12 @@ class Worker:
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources
             self.state.tasks = sorted(tasks.REGISTRY)
-            compute = ComputeService(self.state, self._slots, gate, self.settings)
+            # Big results kept for the calls that receive them: not in the name server, its URI
+            # travels in each reference.
+            store = ValueStore()
+            values_uri = self._register_object("values", ValuesService(store), listed=False)
+            self._values = ValueKeeper(store, self.settings, self.name, values_uri)
+            compute = ComputeService(self.state, self._slots, gate, self.settings, self._values)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
             from pyrocluster.crawl.service import CrawlService
@@ -189,10 +197,14 @@ class Worker:
                     said = True
                 time.sleep(min(0.25, left))
 
-    def _register_object(self, service: str, obj: Any) -> None:
-        self.uris[service] = str(
+    def _register_object(self, service: str, obj: Any, listed: bool = True) -> str:
+        """Serve ``obj``; a ``listed`` one is registered in the name server too. Its URI."""
+        uri = str(
             self._daemon.register(obj, objectId=f"{registry.object_name(self.name, service)}.{self.instance}")
         )
+        if listed:
+            self.uris[service] = uri
+        return uri
 
     def _slot_counts(self) -> dict[str, int]:
         return {
@@ -342,6 +354,8 @@ class Worker:
         self._drop_ns()
         if self._slots is not None:
             self._slots.close()
+        if self._values is not None:
+            self._values.close()
         if self._crawl is not None and hasattr(self._crawl, "close"):
             self._crawl.close()
         self._daemon.close()

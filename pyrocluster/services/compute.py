@@ -14,6 +14,7 @@ from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
+from pyrocluster.services.values import ValueKeeper
 from pyrocluster.slots import ProcessSlots, ThreadSlots
 from pyrocluster.slots.batch import (
     MAX_CALLS,
@@ -78,6 +79,14 @@ def check_call(call: Any) -> str | None:
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         return "priority must be an integer"
     return None
+
+
+def _big_value_fields(request: dict[Any, Any]) -> tuple[set[str], dict[str, Any]]:
+    """The call ids whose big results stay here (``keep``), and per call id the references its
+    arguments hold (``fetch``); malformed fields count as absent."""
+    keep, fetch = request.get("keep"), request.get("fetch")
+    ids = {k for k in keep if isinstance(k, str)} if isinstance(keep, list) else set()
+    return ids, fetch if isinstance(fetch, dict) else {}
 
 
 def _invalid(message: str) -> Outcome:
@@ -148,9 +157,16 @@ class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
 
     def __init__(
-        self, state: WorkerState, slots: ProcessSlots | ThreadSlots, gate: Gate, settings: Settings
+        self,
+        state: WorkerState,
+        slots: ProcessSlots | ThreadSlots,
+        gate: Gate,
+        settings: Settings,
+        values: ValueKeeper | None = None,
     ) -> None:
         self._state = state
+        self._values = values
+        """Keeps big results and fetches big arguments (the ``keep`` and ``fetch`` of a request)."""
         self._slots = slots
         self._gate = gate
         self._settings = settings
@@ -177,6 +193,7 @@ class ComputeService:
             return {"error": problem or "'from' must be a string"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
+        keep, fetch = _big_value_fields(request)
         outcomes: list[Outcome | None] = [None] * len(calls)
         names: list[str] = []  # per call, for the counters: "other" for anything not registered
         places: list[int] = []
@@ -204,10 +221,16 @@ class ComputeService:
                 continue
             names.append(name)
             try:
-                data = codec.as_bytes(payload)
+                data: bytes | bytearray = codec.as_bytes(payload)
             except codec.DecodeError as exc:
                 outcomes[place] = _invalid(f"payload: {exc}")
                 continue
+            if fetch and call_id in fetch and self._values is not None:
+                resolved = self._values.resolve(data, fetch[call_id])
+                if isinstance(resolved, list):
+                    outcomes[place] = resolved
+                    continue
+                data = resolved
             if len(data) > self._settings.max_value_bytes:
                 outcomes[place] = too_large_arguments(len(data), self._settings.max_value_bytes)
                 continue
@@ -219,7 +242,10 @@ class ComputeService:
             ran = self._run(sender, ids, runnable, priority, asks.held)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
+            kept = self._values if keep else None
             for place, outcome in zip(places, ran, strict=True):
+                if kept is not None and calls[place][0] in keep:
+                    outcome = kept.keep(sender, outcome)
                 outcomes[place] = outcome
         self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
