@@ -294,6 +294,11 @@ def unpack(data: bytes) -> Any:
     return value
 
 
+def as_buffer(field: Any) -> bytes | bytearray:
+    """:func:`as_bytes`, but a bytearray (an attachment's body) as it is: a big value is not copied."""
+    return field if type(field) is bytearray else as_bytes(field)
+
+
 def as_bytes(field: Any) -> bytes:
     """An encoded field as it arrives over Pyro5: bytes, or serpent's ``{"data", "encoding"}`` form.
 

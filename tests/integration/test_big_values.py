@@ -18,13 +18,17 @@ DATA_TASKS = str(HELPERS / "datatasks.py")
 EIGHT_MIB = 8 * 1024 * 1024
 
 
-@pytest.mark.timeout(240)
-def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", "thread")
+STATUS_BOUND_S = 1.0
+"""How long ``status`` may take while a big value moves (it answers in milliseconds when idle)."""
+
+
+def echo_watched(nameserver: str, mib: int) -> tuple[dict, list[float]]:
+    """Echo ``mib`` MiB from another process while this one asks ``status`` again and again: the
+    echo's report and how long each answer took."""
     with Cluster(nameserver, wait=20) as watcher:
         watcher.status()  # connections made before the big value moves
         echo = subprocess.Popen(
-            [sys.executable, str(HELPERS / "bigecho.py"), nameserver, "300"],
+            [sys.executable, str(HELPERS / "bigecho.py"), nameserver, str(mib)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -36,6 +40,7 @@ def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(namese
                 status = watcher.status()
                 answers.append(time.monotonic() - started)
                 assert status["nameserver"]["reachable"] and len(status["workers"]) == 1, status
+                assert status["workers"][0].get("state") != "unreachable", status
                 time.sleep(0.05)
             out, err = echo.communicate(timeout=10)
         finally:
@@ -43,12 +48,17 @@ def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(namese
                 echo.kill()
             echo.communicate(timeout=10)  # closes its pipes whatever happened
     assert echo.returncode == 0, err
-    report = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1]), answers
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_300_mib_array_comes_back_equal_while_status_keeps_answering(nameserver, worker_factory, pool):
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", pool)
+    report, answers = echo_watched(nameserver, 300)
     assert report["equal"] is True, report
-    assert answers, report  # status was asked while the value moved and always answered
-    # Not asserted: each answer within 1 s. On a loaded machine the worker holds the GIL for
-    # whole copies of the value (msgpack), so its info() can miss the 2 s status timeout;
-    # bench/big_values.py measures the worst answer.
+    assert answers, report  # status was asked while the value moved
+    assert max(answers) < STATUS_BOUND_S, (max(answers), report)
 
 
 def outcomes(futures: list) -> list:
