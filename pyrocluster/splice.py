@@ -6,6 +6,13 @@ at once. Here the packer writes a 20-byte marker in the body's place and the res
 once: the bytes before the marker, the extension's real header, the array's own buffer, the
 bytes after. For a 256 MiB array that is 256 MiB copied instead of 768 MiB, and a peak of one
 extra copy instead of three (``bench/big_values.py``). The output is the same msgpack (an ext 32).
+
+Decoding goes the other way (:func:`split`): msgpack hands an extension's body to its hook as a
+new ``bytes`` (a copy of the whole array, made holding the interpreter lock); here the big bodies
+are found first and the rest is decoded from a small copy with a marker in each body's place, so
+an array is decoded as a view of the buffer it was received into. Big bodies are copied with
+numpy where it is importable, which lets the interpreter lock go meanwhile (a worker copying
+300 MiB on a loaded machine answered its probes a second late).
 """
 
 from __future__ import annotations
@@ -44,6 +51,19 @@ def discard() -> None:
     _pending().clear()
 
 
+def _copy(view: memoryview, at: int, body: memoryview) -> None:
+    """``view[at : at + len(body)] = body``, without the interpreter lock for a big body."""
+    if len(body) >= SPLICE_BYTES:
+        try:
+            import numpy as np
+        except ImportError:
+            pass
+        else:
+            np.copyto(np.frombuffer(view, np.uint8, len(body), at), np.frombuffer(body, np.uint8))
+            return
+    view[at : at + len(body)] = body
+
+
 def finish(packed: bytes) -> bytes | bytearray:
     """``packed`` with every deferred body spliced in place of its marker (``packed`` itself when
     nothing was deferred)."""
@@ -72,8 +92,78 @@ def finish(packed: bytes) -> bytes | bytearray:
         dst += 6
         for piece in pieces:
             body = memoryview(piece).cast("B")
-            view[dst : dst + len(body)] = body
+            _copy(view, dst, body)
             dst += len(body)
         src = start + MARKER_BYTES
     view[dst:] = packed[src:]
     return out
+
+
+SCAN_ITEMS = 10_000
+"""Most msgpack items :func:`split` walks before it gives up (a value of many small items has no
+big body worth finding, and is decoded as usual)."""
+_FIXED_SIZE = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+_FIXED_SIZE |= {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xC7: (1, 1), 0xC8: (2, 1), _EXT32: (4, 1)}
+_SIZED |= {0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0)}
+"""Type byte: (bytes of its length field, bytes between that and the body)."""
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+"""Type byte: (bytes of its count, items per count)."""
+
+
+def _big_bodies(data: Any, codes: frozenset[int]) -> list[tuple[int, int, int]] | None:
+    """(start, header size, body size) of each ext 32 of one of ``codes`` with a body of at least
+    ``SPLICE_BYTES``, or None when ``data`` is not one msgpack value of at most ``SCAN_ITEMS`` items."""
+    spans = []
+    pos, left, items, end = 0, 1, 0, len(data)
+    while left:
+        if pos >= end or items >= SCAN_ITEMS:
+            return None
+        b = data[pos]
+        items += 1
+        left -= 1
+        if b <= 0x7F or b >= 0xE0:
+            pos += 1
+        elif b <= 0x8F:
+            left += 2 * (b & 0x0F)
+            pos += 1
+        elif b <= 0x9F:
+            left += b & 0x0F
+            pos += 1
+        elif b <= 0xBF:
+            pos += 1 + (b & 0x1F)
+        elif b in _FIXED_SIZE:
+            pos += _FIXED_SIZE[b]
+        elif b in _SIZED:
+            width, extra = _SIZED[b]
+            size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            head = 1 + width + extra
+            if b == _EXT32 and size >= SPLICE_BYTES and pos + head <= end and data[pos + 5] in codes:
+                spans.append((pos, head, size))
+            pos += head + size
+        elif b in _CONTAINERS:
+            width, per = _CONTAINERS[b]
+            left += per * int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width
+        else:  # 0xC1 is never used
+            return None
+    return spans if pos == end else None
+
+
+def split(data: Any, codes: frozenset[int]) -> tuple[bytearray, bytes, list[memoryview]] | None:
+    """``data`` with each big body of an extension in ``codes`` taken out: the rest (each body
+    replaced by an ext 8 of the same code holding a marker: a random token and the body's number),
+    the token, and the bodies as views of ``data``. None when there is no big body to take out."""
+    spans = _big_bodies(data, codes)
+    if not spans:
+        return None
+    token = os.urandom(16)
+    whole = memoryview(data).cast("B")
+    rest, bodies, src = bytearray(), [], 0
+    for number, (start, head, size) in enumerate(spans):
+        rest += whole[src:start]
+        rest += bytes([_EXT8, MARKER_BYTES, data[start + 5]]) + token + number.to_bytes(4, "big")
+        bodies.append(whole[start + head : start + head + size])
+        src = start + head + size
+    rest += whole[src:]
+    return rest, token, bodies
