@@ -99,3 +99,34 @@ def test_a_worker_refuses_values_over_its_own_cap_and_the_others_are_unaffected(
     assert isinstance(sent[1], TaskFailed) and sent[1].type == "ArgumentsTooLarge"
     assert sent[1].message.startswith("arguments of 94")
     assert "over max_value_bytes (8388608 bytes) of this worker" in sent[1].message
+
+
+def resident_bytes(pid: int) -> int:
+    """A live process's resident memory (/proc/PID/status): it grows as a big value arrives."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_while_a_big_argument_streams_to_it_fails_over(nameserver, worker_factory):
+    workers = worker_factory(2, "--services", "compute", "--pool", "thread")
+    value = np.random.default_rng(3).random(128 * 131072)  # 128 MiB
+    with Cluster(nameserver, wait=20) as cluster:
+        cluster.status()
+        before = {w.pid: resident_bytes(w.pid) for w in workers}
+        future = cluster.submit("echo", value)
+        killed = None
+        deadline = time.monotonic() + 60
+        while killed is None and time.monotonic() < deadline and not future.done():
+            for w in workers:
+                if resident_bytes(w.pid) - before[w.pid] > 32 * 1024 * 1024:  # the value is arriving
+                    w.kill()
+                    killed = w
+                    break
+            time.sleep(0.002)
+        back = future.result(timeout=90)
+    assert killed is not None and killed.proc.wait(timeout=10) != 0
+    assert np.array_equal(back, value)
