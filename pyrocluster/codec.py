@@ -251,7 +251,7 @@ class _Guard:
             raise DecodeError("a dict key that cannot be a key (a dict)") from None
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | bytearray) -> Any:
     """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception.
 
     Bounded (docs/protocol.md, "Decode bounds"): at most one list or dict per

@@ -165,7 +165,7 @@ def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytearray |
     bodies: dict[int, bytearray | int] = {}
     for place in places:
         body = attachments.receive(sock, min(cap, room))
-        room -= body if type(body) is int else len(body)
+        room -= body if isinstance(body, int) else len(body)
         bodies[place] = body
     return bodies
 
