@@ -21,6 +21,8 @@ import ssl
 import struct
 from typing import Any
 
+from pyrocluster import bigbuffers
+
 ATTACH_BYTES = 1 << 20
 """A value at least this big travels as an attachment rather than inside its message."""
 MAGIC = b"PCAT"
@@ -103,7 +105,7 @@ def _fill(sock: Any, view: memoryview, stall_s: float, what: str) -> None:
         got += n
 
 
-def receive(sock: Any, cap: int, stall_s: float = STALL_S) -> bytearray | int:
+def receive(sock: Any, cap: int, stall_s: float = STALL_S) -> bytes | bytearray | int:
     """Read one attachment from a blocking socket: its body, in one buffer of its announced size.
 
     A body over ``cap`` is read and dropped a chunk at a time (the stream stays in step); its size
@@ -121,30 +123,31 @@ def receive(sock: Any, cap: int, stall_s: float = STALL_S) -> bytearray | int:
                 raise AttachmentError(f"the stream ended {left} bytes before the end of an attachment")
             left -= n
         return size
-    body = bytearray(size)  # zero pages until written: the body is the only copy
-    _fill(sock, memoryview(body), stall_s, "an attachment")
+    body, view = bigbuffers.allocate(size)  # written once, by the receives: the only copy
+    with view:
+        _fill(sock, view, stall_s, "an attachment")
     return body
 
 
 class AttachmentReader:
     """One attachment's body read a piece at a time from a non-blocking socket (after its header)."""
 
-    __slots__ = ("body", "_got")
+    __slots__ = ("body", "_view", "_got")
 
     def __init__(self, size: int) -> None:
-        self.body = bytearray(size)
+        self.body, self._view = bigbuffers.allocate(size)
         self._got = 0
 
     def read(self, sock: Any) -> bool:
         """Take what the socket holds now: True once the body is whole (BlockingIOError and
         friends pass through; AttachmentError at end of stream)."""
-        view = memoryview(self.body)
-        with view:
-            while self._got < len(view):
-                n = sock.recv_into(view[self._got : self._got + CHUNK_BYTES])
-                if not n:
-                    raise AttachmentError(
-                        f"the stream ended after {self._got} of the {len(view)} bytes of an attachment"
-                    )
-                self._got += n
+        view = self._view
+        while self._got < len(view):
+            n = sock.recv_into(view[self._got : self._got + CHUNK_BYTES])
+            if not n:
+                raise AttachmentError(
+                    f"the stream ended after {self._got} of the {len(view)} bytes of an attachment"
+                )
+            self._got += n
+        view.release()
         return True

@@ -10,9 +10,8 @@ extra copy instead of three (``bench/big_values.py``). The output is the same ms
 Decoding goes the other way (:func:`split`): msgpack hands an extension's body to its hook as a
 new ``bytes`` (a copy of the whole array, made holding the interpreter lock); here the big bodies
 are found first and the rest is decoded from a small copy with a marker in each body's place, so
-an array is decoded as a view of the buffer it was received into. Big bodies are copied with
-numpy where it is importable, which lets the interpreter lock go meanwhile (a worker copying
-300 MiB on a loaded machine answered its probes a second late).
+an array is decoded as a view of the buffer it was received into. The value is joined by
+``bigbuffers.join``, which copies the big bodies without holding the interpreter lock.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any
+
+from pyrocluster import bigbuffers
 
 SPLICE_BYTES = 1 << 20
 """An extension body at least this big is spliced; a smaller one is packed as usual."""
@@ -51,19 +52,6 @@ def discard() -> None:
     _pending().clear()
 
 
-def _copy(view: memoryview, at: int, body: memoryview) -> None:
-    """``view[at : at + len(body)] = body``, without the interpreter lock for a big body."""
-    if len(body) >= SPLICE_BYTES:
-        try:
-            import numpy as np
-        except ImportError:
-            pass
-        else:
-            np.copyto(np.frombuffer(view, np.uint8, len(body), at), np.frombuffer(body, np.uint8))
-            return
-    view[at : at + len(body)] = body
-
-
 def finish(packed: bytes) -> bytes | bytearray:
     """``packed`` with every deferred body spliced in place of its marker (``packed`` itself when
     nothing was deferred)."""
@@ -79,24 +67,14 @@ def finish(packed: bytes) -> bytes | bytearray:
         spans.append((start, packed[start - 1], sum(memoryview(p).nbytes for p in pieces), pieces))
         at = start + len(marker)
     pending.clear()
-    extra = sum(size + 6 - 3 - MARKER_BYTES for _, _, size, _ in spans)
-    out = bytearray(len(packed) + extra)
-    view = memoryview(out)
+    whole = memoryview(packed)
+    out: list[Any] = []
     src = 0
-    dst = 0
-    for start, ext_type, size, pieces in spans:
-        head = start - 3
-        view[dst : dst + head - src] = packed[src:head]
-        dst += head - src
-        view[dst : dst + 6] = bytes([_EXT32]) + size.to_bytes(4, "big") + bytes([ext_type])
-        dst += 6
-        for piece in pieces:
-            body = memoryview(piece).cast("B")
-            _copy(view, dst, body)
-            dst += len(body)
+    for start, ext_type, size, body in spans:
+        out += [whole[src : start - 3], bytes([_EXT32]) + size.to_bytes(4, "big") + bytes([ext_type]), *body]
         src = start + MARKER_BYTES
-    view[dst:] = packed[src:]
-    return out
+    out.append(whole[src:])
+    return bigbuffers.join(out)
 
 
 SCAN_ITEMS = 10_000

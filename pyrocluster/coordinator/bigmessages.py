@@ -90,7 +90,7 @@ def detach(request: Any) -> tuple[Any, list[Any]]:
     return out, bodies
 
 
-def reattach(reply: Any, bodies: list[bytearray]) -> Any:
+def reattach(reply: Any, bodies: list[bytes | bytearray]) -> Any:
     """A ``run_batch`` reply with the outcome values sent before it put back in their places.
 
     ValueError when the reply does not name exactly the attachments that came.

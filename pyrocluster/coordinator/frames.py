@@ -83,7 +83,7 @@ class ReplyReader:
         self._got = 0
         self._size = 0
         self._attachment: attachments.AttachmentReader | None = None
-        self._attachments: list[bytearray] = []
+        self._attachments: list[bytes | bytearray] = []
         self._room = 0
         """Bytes the attachments of this reply may still take (set by the first one's header)."""
 

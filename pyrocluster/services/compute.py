@@ -143,7 +143,7 @@ def too_large_arguments(size: int, cap: int) -> Outcome:
     return encoded_failure(protocol.ERROR, "ArgumentsTooLarge", message)
 
 
-def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytearray | int]:
+def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytes | bytearray | int]:
     """The payloads sent after a ``run_batch`` request, by call place (a body over ``cap`` as its
     size, read and dropped). AttachmentError (the connection is then closed) when the request
     names them badly or the stream breaks."""
@@ -162,7 +162,7 @@ def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytearray |
     ):
         raise attachments.AttachmentError("'attached' must list distinct places of calls")
     room = Pyro5.config.MAX_MESSAGE_SIZE  # what the message itself could have carried
-    bodies: dict[int, bytearray | int] = {}
+    bodies: dict[int, bytes | bytearray | int] = {}
     for place in places:
         body = attachments.receive(sock, min(cap, room))
         room -= body if isinstance(body, int) else len(body)
@@ -219,7 +219,7 @@ class ComputeService:
             send_attached(sock, reply)
         return reply
 
-    def _run_batch(self, request: Any, bodies: dict[int, bytearray | int]) -> dict[str, Any]:
+    def _run_batch(self, request: Any, bodies: dict[int, bytes | bytearray | int]) -> dict[str, Any]:
         if not self._state.accepting():
             return {"refused": "draining", "load": self._gate.load()}
         if not isinstance(request, dict):

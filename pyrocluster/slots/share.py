@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from pyrocluster import bigbuffers
 from pyrocluster.slots.batch import Outcome
 
 INDEX, START, LOGGED, USED, TIMED_OUT = range(5)
@@ -101,9 +102,9 @@ class _BigValue:
             raise ValueError(f"unexpected extension {code} in a slot's log")
         return cls(*_REF.unpack(data))
 
-    def read(self, fd: int) -> bytearray:
-        body = bytearray(self.size)
-        with memoryview(body) as view:
+    def read(self, fd: int) -> bytes | bytearray:
+        body, view = bigbuffers.allocate(self.size)
+        with view:
             got = 0
             while got < self.size:
                 n = os.preadv(fd, [view[got:]], self.offset + got)
