@@ -18,8 +18,12 @@ DATA_TASKS = str(HELPERS / "datatasks.py")
 EIGHT_MIB = 8 * 1024 * 1024
 
 
-STATUS_BOUND_S = 1.0
-"""How long ``status`` may take while a big value moves (it answers in milliseconds when idle)."""
+STATUS_BOUND_S = 2.0
+"""How long ``status`` may take while a big value moves: it answers in milliseconds when idle and
+within 0.3 s at load 20 (bench/big_values.py measures it against the 1 s goal); the bound is the
+worker's own status timeout, generous for a test run beside others on 2 loaded cores. Before
+big values travelled beside their messages, the worker held the interpreter lock for seconds
+and showed ``unreachable``."""
 
 
 def echo_watched(nameserver: str, mib: int) -> tuple[dict, list[float]]:
