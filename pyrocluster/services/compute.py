@@ -9,7 +9,7 @@ import Pyro5.api
 import Pyro5.callcontext
 import Pyro5.serializers
 
-from pyrocluster import codec, protocol, resources, tasks
+from pyrocluster import attachments, codec, protocol, resources, tasks
 from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
@@ -152,6 +152,46 @@ def too_large_arguments(size: int, cap: int) -> Outcome:
     return encoded_failure(protocol.ERROR, "ArgumentsTooLarge", message)
 
 
+def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytes | bytearray | int]:
+    """The payloads sent after a ``run_batch`` request, by call place (a body over ``cap`` as its
+    size, read and dropped). AttachmentError (the connection is then closed) when the request
+    names them badly or the stream breaks."""
+    places = request.get("attached") if isinstance(request, dict) else None
+    if places is None:
+        return {}
+    if sock is None:
+        raise attachments.AttachmentError("attachments named, but the call came on no connection")
+    calls = request.get("calls")
+    if (
+        not isinstance(places, list)
+        or not isinstance(calls, (list, tuple))
+        or len(places) > MAX_BATCH
+        or len(set(places)) != len(places)
+        or not all(type(p) is int and 0 <= p < len(calls) for p in places)
+    ):
+        raise attachments.AttachmentError("'attached' must list distinct places of calls")
+    room = Pyro5.config.MAX_MESSAGE_SIZE  # what the message itself could have carried
+    bodies: dict[int, bytes | bytearray | int] = {}
+    for place in places:
+        body = attachments.receive(sock, min(cap, room))
+        room -= body if isinstance(body, int) else len(body)
+        bodies[place] = body
+    return bodies
+
+
+def send_attached(sock: Any, reply: dict[str, Any]) -> None:
+    """Send the reply's big outcome values ahead of it as attachments (``reply["attached"]``)."""
+    places = []
+    for place, outcome in enumerate(reply["outcomes"]):
+        value = outcome[1]
+        if isinstance(value, (bytes, bytearray)) and len(value) >= attachments.ATTACH_BYTES:
+            attachments.send(sock, value)
+            reply["outcomes"][place] = [outcome[0], None, outcome[2]]
+            places.append(place)
+    if places:
+        reply["attached"] = places
+
+
 @Pyro5.api.expose
 class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
@@ -182,7 +222,20 @@ class ComputeService:
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
         """Run a batch in one slot (waiting for one if need be): ``{"outcomes", "load"}``, or
-        ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request."""
+        ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request.
+
+        Big payloads sent after the request (``attached``) are read first, and big outcome
+        values go back the same way when the request asks (``attach``): docs/protocol.md,
+        "Attachments"."""
+        sock = getattr(Pyro5.callcontext.current_context.client, "sock", None)
+        bodies = receive_attached(sock, request, self._settings.max_value_bytes)
+        reply = self._run_batch(request, bodies)
+        bodies.clear()  # the arguments are done with before the results go out
+        if isinstance(request, dict) and request.get("attach") == 1 and "outcomes" in reply:
+            send_attached(sock, reply)
+        return reply
+
+    def _run_batch(self, request: Any, bodies: dict[int, bytes | bytearray | int]) -> dict[str, Any]:
         if not self._state.accepting():
             return {"refused": "draining", "load": self._gate.load()}
         if not isinstance(request, dict):
@@ -220,8 +273,12 @@ class ComputeService:
                 names.append(OTHER)
                 continue
             names.append(name)
+            attached = bodies.get(place)
+            if type(attached) is int:  # dropped unread: over this worker's cap
+                outcomes[place] = too_large_arguments(attached, self._settings.max_value_bytes)
+                continue
             try:
-                data: bytes | bytearray = codec.as_bytes(payload)
+                data: bytes | bytearray = codec.as_buffer(payload if attached is None else attached)
             except codec.DecodeError as exc:
                 outcomes[place] = _invalid(f"payload: {exc}")
                 continue
