@@ -65,8 +65,9 @@ def scheduler(
 ) -> int:
     """Run jobs on a schedule (cron or every); several schedulers on one file fire each tick once."""
     from pyrocluster import config
-    from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
+    from pyrocluster.scheduler.service import Scheduler
     from pyrocluster.scheduler.spec import load_schedules
+    from pyrocluster.scheduler.state import SchedulerOptions
 
     settings = settings_from(kw)
     require_secret(settings, "run a scheduler")
