@@ -132,18 +132,18 @@ def test_overlap_skip_records_skipped_ticks_and_runs_never_overlap(processes, tm
     processes.add(ns_proc)
     worker_args = ["--services", "compute", "--pool", "thread", "--concurrency", "2", "--drain-timeout", "0"]
     processes.add(start_worker(ns, worker_args))
-    job = "name: slow\ntasks:\n  - {id: nap, call: sleep, args: [5]}\n"
-    schedules = write_schedules(tmp_path, job, every="2s", overlap="skip")
+    job = "name: slow\ntasks:\n  - {id: nap, call: sleep, args: [2.5]}\n"
+    schedules = write_schedules(tmp_path, job, every="1s", overlap="skip")
     sched = start_scheduler(processes, ns, schedules, "only")
     wait_for(lambda: sum(x["decision"] == "fired" for x in ticks_of(tmp_path, "s")) >= 2, 25, what="two runs")
     sched.signal(signal.SIGTERM)
     assert sched.proc.wait(timeout=30) == 0
     lines = ticks_of(tmp_path, "s")
     report = "\n".join(json.dumps(x) for x in lines)
-    assert_each_tick_once(lines, 2.0)
+    assert_each_tick_once(lines, 1.0)
     fired = [seconds(x["decided_at"]) for x in lines if x["decision"] == "fired"]
-    # Each run takes 5 s: the next one may start only after it.
-    assert all(b - a >= 5 for a, b in zip(fired, fired[1:], strict=False)), report
+    # Each run takes 2.5 s, more than two ticks: the next one may start only after it.
+    assert all(b - a >= 2.5 for a, b in zip(fired, fired[1:], strict=False)), report
     assert sum(x["decision"] == "skipped-overlap" for x in lines) >= 2, report
 
 
@@ -155,7 +155,7 @@ def test_nameserver_restart_with_sqlite_storage_fires_no_tick_twice(processes, t
     processes.add(ns_proc)
     port = int(ns.rsplit(":", 1)[1])
     processes.add(start_worker(ns, ["--services", "compute", "--heartbeat", "1"]))
-    schedules = write_schedules(tmp_path, TICK_JOB, every="2s")
+    schedules = write_schedules(tmp_path, TICK_JOB, every="1s")
     first = start_scheduler(processes, ns, schedules, "a", "--state", str(tmp_path / "a.state.json"))
     wait_for(lambda: sum(x["decision"] == "fired" for x in ticks_of(tmp_path, "s")) >= 2, 15, what="ticks")
     # The name server and the scheduler both die; the new scheduler has no state file of its own
@@ -171,7 +171,7 @@ def test_nameserver_restart_with_sqlite_storage_fires_no_tick_twice(processes, t
     wait_for(lambda: len(ticks_of(tmp_path, "s")) >= before + 4, 25, what="ticks after the restart")
     wait_for(lambda: not runs_in_flight(tmp_path), 15, what="the runs under way recorded")
     lines = ticks_of(tmp_path, "s")
-    assert_each_tick_once(lines, 2.0)
+    assert_each_tick_once(lines, 1.0)
     results_written_once(tmp_path, lines, tasks=2)
     # After the restart only b decides (a run of a's cut short by the kill is recorded lost, as a's).
     assert {x["scheduler"] for x in lines[before:] if x["run_status"] != "lost"} == {"b"}
