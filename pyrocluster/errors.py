@@ -24,6 +24,10 @@ class AuthenticationError(ClusterUnreachable):
     """A handshake was refused: wrong or missing cluster secret, or a server that cannot prove it."""
 
 
+class CredentialLapsed(AuthenticationError):
+    """A worker refused our token as expired or revoked during the work (exit code 3)."""
+
+
 class RoleRefused(PyroClusterError):
     """The credential's role does not allow the action; nothing happened (exit code 77)."""
 

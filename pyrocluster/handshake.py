@@ -36,7 +36,7 @@ from typing import Any, TypeGuard
 import Pyro5.errors
 
 from pyrocluster import tokens
-from pyrocluster.roles import AUTH_REFUSAL_TAG, SECRET_PEER, Peer
+from pyrocluster.roles import AUTH_REFUSAL_TAG, SECRET_PEER, Peer, expired_reason
 from pyrocluster.tokens import Role, Token
 
 HANDSHAKE_VERSION = 1
@@ -165,7 +165,7 @@ def _token_peer(cluster: bytes, certificate: Any, message: bytes, signature: Any
     except tokens.TokenInvalid as exc:
         raise HandshakeRefused(f"invalid token: {exc}") from None
     if claims.expired(now):
-        raise HandshakeRefused(f"token {claims.name!r} expired")
+        raise HandshakeRefused(expired_reason(claims.name))
     if not tokens.verify_signature(claims, message, signature):
         raise HandshakeRefused(f"token {claims.name!r}: wrong signature (not its holder)")
     return Peer(claims.name, claims.role, claims.issued_ms, claims.expires)

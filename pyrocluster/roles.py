@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +31,18 @@ ROLE_REFUSAL_TAG = "pyrocluster role refused"
 """Prefix of a refusal for a role too weak for the call (the client exits 77)."""
 AUTH_REFUSAL_TAG = "pyrocluster authentication refused"
 """Prefix of a refusal for a missing, wrong, expired or revoked credential (the client exits 3)."""
+_LAPSED = re.compile(r"token .+ (expired|was revoked)\s*$")
+
+
+def expired_reason(name: str) -> str:
+    """Why a token is refused once past its expiry."""
+    return f"token {name!r} expired"
+
+
+def lapsed(refusal: str) -> bool:
+    """True when a daemon's refusal says our token expired or was revoked: every daemon of the
+    cluster refuses it alike, so the caller stops instead of trying another worker."""
+    return bool(_LAPSED.search(refusal))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +108,7 @@ def invalid_reason(peer: Peer, now: float) -> str | None:
     if not peer.is_token:
         return None
     if peer.expires and now >= peer.expires:
-        return f"token {peer.name!r} expired"
+        return expired_reason(peer.name)
     if REVOKED.refuses(peer):
         return f"token {peer.name!r} was revoked"
     return None

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
-from pyrocluster.errors import TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
+from pyrocluster.errors import CredentialLapsed, TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
 
 INLINE_WAIT_S = 0.05
@@ -302,4 +302,6 @@ def ending(call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseExceptio
         return CancelledError()
     if ends_as is EndsAs.UNAVAILABLE:
         return gave_up(call, reason)
+    if ends_as is EndsAs.CREDENTIAL:
+        return CredentialLapsed(reason)
     return TaskFailed(ends_as.value, reason)

@@ -33,6 +33,7 @@ from pyrocluster.coordinator.policy import Happened
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
+from pyrocluster.roles import lapsed
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def sender_name() -> str:
 
 def happened_of(exc: BaseException) -> Happened:
     """What a failed batch call means for its calls (subclasses first)."""
+    if isinstance(exc, (Unsent, Pyro5.errors.SecurityError)) and lapsed(str(exc)):
+        return Happened.CREDENTIAL_LAPSED
     if isinstance(exc, Unsent):
         return Happened.REFUSED
     if isinstance(exc, Undecodable):

@@ -52,6 +52,8 @@ class Happened(str, Enum):
     """The worker's reply was malformed, or the worker raised while handling the batch."""
     CANCELLED = "cancelled"
     """The call was stopped by a cancel."""
+    CREDENTIAL_LAPSED = "credential lapsed"
+    """The worker refused our token as expired or revoked: every worker will, so nothing is retried."""
 
 
 class WorkerAction(str, Enum):
@@ -76,6 +78,7 @@ class EndsAs(str, Enum):
     TOO_LARGE = "ArgumentsTooLarge"
     BAD_REPLY = "InvalidReply"
     CANCELLED = "cancelled"
+    CREDENTIAL = "AuthenticationError"
 
 
 class Rule(NamedTuple):
@@ -109,6 +112,7 @@ TABLE: dict[Happened, Rule] = {
     Happened.TOO_LARGE_ALONE: Rule(False, False, K, EndsAs.TOO_LARGE),
     Happened.BAD_REPLY: Rule(False, False, K, EndsAs.BAD_REPLY),
     Happened.CANCELLED: Rule(False, False, K, EndsAs.CANCELLED),
+    Happened.CREDENTIAL_LAPSED: Rule(False, False, K, EndsAs.CREDENTIAL),
 }
 """The failover table, one row per :class:`Happened`."""
 

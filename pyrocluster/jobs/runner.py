@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.errors import error_record
+from pyrocluster.errors import CredentialLapsed, error_record
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
@@ -61,6 +61,8 @@ class JobSummary:
     interrupted: bool = False
     write_error: str = ""
     """Why the results file could not be written (the job stopped), or empty."""
+    lapsed: str = ""
+    """Why the workers refused our token (expired or revoked: the job stopped), or empty."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """The first few failed ids with their error, for the human summary."""
 
@@ -177,6 +179,8 @@ class JobRunner:
         self._planned = count_task_items(spec)
         self.cancelled = 0
         self.write_error: str | None = None
+        self.lapsed: str | None = None
+        """Why the workers refused our token mid-job; those calls never ran and are not recorded."""
         self._stop = threading.Event()
         self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
         """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
@@ -312,7 +316,7 @@ class JobRunner:
                 if item and isinstance(item[0], Call):
                     settled += len(item)
                     if not self._closing:
-                        records += [compute_record(c.tag, c) for c in item]  # type: ignore[union-attr]
+                        records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
                 elif not self._closing:
                     records += item  # type: ignore[arg-type]
             if records:
@@ -323,6 +327,15 @@ class JobRunner:
                     self._room.notify_all()
             if end:
                 return
+
+    def _ran(self, calls: list[Call]) -> list[Call]:
+        """The calls to record: one refused for a lapsed token never ran, and stops the job."""
+        refused = [c for c in calls if isinstance(c.error, CredentialLapsed)]
+        if not refused:
+            return calls
+        self.lapsed = self.lapsed or str(refused[0].error)
+        self._stop.set()
+        return [c for c in calls if not isinstance(c.error, CredentialLapsed)]
 
     # -- running -----------------------------------------------------------------------------
 
@@ -358,7 +371,7 @@ class JobRunner:
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         self._drain(stop)
-        cancelled = stop.is_set() and self.write_error is None
+        cancelled = stop.is_set() and self.write_error is None and self.lapsed is None
         if cancelled:
             self._cancel(kept)
         elif stop.is_set():
@@ -458,6 +471,7 @@ class JobRunner:
             output=str(self.output),
             interrupted=interrupted,
             write_error=self.write_error or "",
+            lapsed=self.lapsed or "",
             failures=list(self.failures),
         )
 

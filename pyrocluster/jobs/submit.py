@@ -15,7 +15,7 @@ from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
-from pyrocluster.errors import ConfigError, JobFileError, ResultsUnwritable
+from pyrocluster.errors import ConfigError, CredentialLapsed, JobFileError, ResultsUnwritable
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.gc_thresholds import fewer_collections
@@ -211,6 +211,11 @@ def _submit(
             raise ResultsUnwritable(
                 f"{summary.write_error}; the {summary.ok + summary.failed} outcomes written before are kept "
                 "(finish with --resume)"
+            )
+        if summary.lapsed:
+            raise CredentialLapsed(
+                f"{summary.lapsed}; the {summary.ok + summary.failed} outcomes written before are kept "
+                "(finish with --resume and a valid credential)"
             )
         if not summary.interrupted:
             runfile.mark(output, spec.name, finished=True)

@@ -317,3 +317,48 @@ def test_a_handshake_replayed_to_a_restarted_worker_is_refused(secured: Secured)
     secured.processes.add(start_worker(secured.ns, args, env=SECRET_ENV))
     with pytest.raises(Pyro5.errors.CommunicationError):
         replay(hello, old.host, old.port)  # same name, same address, within the window
+
+
+def test_a_token_revoked_while_its_job_runs_ends_the_job_as_refused(
+    secured: Secured, tmp_path: Path, jobs: list[subprocess.Popen[str]]
+) -> None:
+    carol = secured.issue_here("carol", "submitter")
+    gate = tmp_path / "late.go"
+    job = job_file(
+        tmp_path,
+        "late",
+        f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n"
+        "  - {id: a, call: add, args: [1, 2], needs: [h]}\n",
+    )
+    env = token_env(carol)
+    jobs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", secured.ns, "--quiet"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+    )
+    wait_for(lambda: running_jobs(secured) == ["late"], 30, what="the job running")
+    assert secured.cli(None, "token", "revoke", "carol").returncode == 0
+    control = secured.uris()["control"]
+
+    def worker_refuses() -> bool:
+        try:
+            with auth.make_proxy(control, secured.settings(carol), timeout_s=5) as proxy:
+                proxy.info()
+        except auth.AuthenticationRefused:
+            return True
+        return False
+
+    wait_for(worker_refuses, REVOCATION_LIMIT_S + 5, what="the worker refuses the revoked token")
+    gate.write_text("go")
+    code = jobs[0].wait(timeout=60)
+    out, err = jobs[0].communicate()
+    assert code == 3, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "token 'carol' was revoked" in lines[0] and "--resume" in lines[0], err
+    records = [json.loads(line) for line in (tmp_path / "late.results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in records] == [("h", "ok")]  # 'a' never ran: --resume runs it
