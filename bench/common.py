@@ -81,7 +81,7 @@ class Context:
     started: float = field(default_factory=time.monotonic)
     _default_cluster: Any = None
     _raw_thread: Any = None
-    _raw_process: Any = None
+    _raw_processes: dict[bool, Any] = field(default_factory=dict)
     _pools: dict[int, Any] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
@@ -113,11 +113,12 @@ class Context:
             self._raw_thread = raw.serve_in_thread()
         return self._raw_thread[1]
 
-    def raw_process(self) -> str:
-        """URI of a raw Pyro5 daemon serving ``add`` in a process of its own."""
-        if self._raw_process is None:
+    def raw_process(self, hop: bool = False) -> str:
+        """URI of a raw Pyro5 daemon serving ``add`` in a process of its own; with ``hop``, its
+        ``add`` runs in a child process reached over a pipe (``python -m bench.raw --hop``)."""
+        if hop not in self._raw_processes:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.raw"],
+                [sys.executable, "-m", "bench.raw", *(["--hop"] if hop else [])],
                 cwd=REPO_ROOT,
                 stdout=subprocess.PIPE,
                 stdin=subprocess.PIPE,
@@ -128,8 +129,8 @@ class Context:
             if not uri.startswith("PYRO:"):
                 proc.kill()
                 raise RuntimeError(f"raw Pyro5 server did not start: {uri!r}")
-            self._raw_process = (proc, uri)
-        return self._raw_process[1]
+            self._raw_processes[hop] = (proc, uri)
+        return str(self._raw_processes[hop][1])
 
     def pool(self, processes: int = 2) -> Any:
         """A warm ``multiprocessing.Pool`` (spawn: this process has threads, so no fork)."""
@@ -156,15 +157,14 @@ class Context:
             thread.join(timeout=5)
             daemon.close()
             self._raw_thread = None
-        if self._raw_process is not None:
-            proc, _ = self._raw_process
+        for proc, _ in self._raw_processes.values():
             proc.stdin.close()  # it exits when its stdin closes
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            self._raw_process = None
+        self._raw_processes.clear()
 
 
 class LoadMonitor:

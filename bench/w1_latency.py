@@ -1,7 +1,9 @@
 """W1 latency: one ``cluster.submit("add", 1, 2).result()`` at a time, in microseconds per call.
 
 Baseline: one raw Pyro5 ``proxy.add(1, 2)`` at a time (daemon in a thread of this process, the
-target's baseline, and in a process of its own).
+target's baseline, and in a process of its own). A third row is the floor of the path: the raw
+daemon in a process whose ``add`` runs in a child process over a pipe (``bench.raw --hop``), the
+least a call pays while the worker's daemon stands between the coordinator and the slot process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def run(ctx: Context) -> None:
     cluster = ctx.default_cluster()
     p_thread = raw.proxy(ctx.raw_thread())
     p_proc = raw.proxy(ctx.raw_process())
+    p_hop = raw.proxy(ctx.raw_process(hop=True))
 
     def pyro() -> float:
         submit = cluster.submit
@@ -40,17 +43,27 @@ def run(ctx: Context) -> None:
 
     ctx.log(f"{NAME}: {calls} sequential calls, {ctx.sizes.reps} reps")
     s = round_robin(
-        {"submit": pyro, "raw-thread": lambda: sequential(p_thread), "raw-proc": lambda: sequential(p_proc)},
+        {
+            "submit": pyro,
+            "raw-thread": lambda: sequential(p_thread),
+            "raw-proc": lambda: sequential(p_proc),
+            "raw-hop": lambda: sequential(p_hop),
+        },
         ctx.sizes.reps,
         log=ctx.log,
     )
     p_thread._pyroRelease()
     p_proc._pyroRelease()
+    p_hop._pyroRelease()
     rep = ctx.report
     u = "us/call"
     pr = rep.add(NAME, 'cluster.submit("add", 1, 2).result(), one at a time', PYRO, u, s["submit"])
     base = rep.add(NAME, "raw Pyro5 proxy.add(1, 2), daemon in a thread", BASE, u, s["raw-thread"])
     other = rep.add(NAME, "raw Pyro5 proxy.add(1, 2), daemon in another process", BASE, u, s["raw-proc"])
+    hop = rep.add(
+        NAME, "raw Pyro5 proxy.add(1, 2), daemon in another process, add in its child over a pipe", BASE, u,
+        s["raw-hop"],
+    )  # fmt: skip
     rep.target(
         "W1 latency vs a raw sequential Pyro5 call (daemon in a thread)",
         "time ratio <= 1.5",
@@ -58,5 +71,6 @@ def run(ctx: Context) -> None:
         1.5,
         rep.ratio(pr, base),
         detail=f"best-of-n {rep.best_ratio(pr, base) or 0:.2f}x; vs the daemon in another process "
-        f"{rep.compare(pr, other)}",
+        f"{rep.compare(pr, other)}; vs the daemon with a pipe hop to a child (the path's floor) "
+        f"{rep.compare(pr, hop)}",
     )

@@ -122,8 +122,10 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         """
         start = time.monotonic()
         window = INLINE_WAIT_S if timeout is None else min(timeout, INLINE_WAIT_S)
-        while self.reader is not None and not self.done():
+        while not self.done():
             reader, self.reader = self.reader, None  # a retry sent from here sets a new one
+            if reader is None:  # none, or the wire thread settled the call meanwhile
+                break
             left = window - (time.monotonic() - start)
             if left <= 0 or not reader(left):
                 break

@@ -1,4 +1,6 @@
-"""Crawl frontier: seen-set, depth, scope, robots.txt and per-host rate.
+"""Crawl frontier: seen-set, depth, scope, and which URL goes next under robots.txt and per-host rate.
+
+Each host's own rules and rate live in :mod:`pyrocluster.crawl.hosts`.
 
 Pure logic: no sockets, no Pyro5, no httpx. The clock is injected (``now``) so that tests of
 the rate limit need no real waiting. The caller (the crawl runner) drives it::
@@ -25,46 +27,18 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
-from protego import Protego
-
+from pyrocluster.crawl.hosts import KNOWN, REQUESTED, ROBOTS_AGENT, UNKNOWN, WANTED, Host
 from pyrocluster.crawl.urls import host_key, key_of_normal, normalize_absolute, normalize_url
 
 MAX_REDIRECTS = 5
 """Redirect hops one page may take before it fails with ``TooManyRedirects``."""
-MAX_PAUSE_S = 300.0
-"""Longest pause a ``Retry-After`` answer may put on a host, in seconds."""
-MAX_CRAWL_DELAY_S = 30.0
-"""Longest robots.txt ``Crawl-delay`` honoured, in seconds (a longer one would stall the job)."""
-ROBOTS_AGENT = "pyrocluster"
-"""User-agent token matched against robots.txt groups."""
-SKIPPED_ROBOTS = "disallowed by robots.txt"
-"""``reason`` of a URL skipped because robots.txt disallows it."""
 SKIPPED_SCOPE = "not in allow"
 """Rule named when a redirect hop leaves the hosts of ``allow``."""
 HOP_SEEN = "seen"
 """``add_hop``'s answer when the hop's target is already crawled or queued on its own."""
-SKIPPED_ROBOTS_UNAVAILABLE = "robots.txt {why}: RFC 9309 disallows the whole host"
-"""``reason`` of a URL skipped because its host's robots.txt answered 5xx or could not be reached."""
 
-_UNKNOWN, _WANTED, _REQUESTED, _KNOWN = 0, 1, 2, 3  # robots.txt state of a host
 _NOT_QUEUED = (-1, -1)
-
-
-@dataclass
-class _Host:
-    """Per-host queue, robots.txt rules and rate-limit state."""
-
-    scheme: str
-    queue: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, url)
-    robots_state: int = _UNKNOWN
-    rules: Protego | None = None
-    blocked: str | None = None  # skip reason for every URL when robots.txt was unavailable
-    next_at: float = float("-inf")  # earliest time the next request may start
-    busy: int = 0  # requests handed out and not yet answered
-    serial: bool = False  # a Crawl-delay: one request at a time, the delay counted from its answer
-    interval: float = 0.0  # seconds between two requests (0: no limit)
 
 
 class Frontier:
@@ -105,7 +79,7 @@ class Frontier:
         # url -> (depth, seq) of its live heap entry; entries whose seq differs are stale
         self._queued: dict[str, tuple[int, int]] = {}
         self._in_flight: dict[str, int] = {}  # url -> depth, handed out and not yet done
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, Host] = {}
         self._robots_wanted: list[str] = []
         self._skipped: list[tuple[str, int, str]] = []
         self._new: list[tuple[str, int]] | None = [] if track_queued else None
@@ -182,8 +156,8 @@ class Frontier:
         self._seen.add(target)
         key = key_of_normal(target)
         host = self._host_for(key, target)
-        if self.robots and host.robots_state == _UNKNOWN:
-            host.robots_state = _WANTED
+        if self.robots and host.robots_state == UNKNOWN:
+            host.robots_state = WANTED
             self._robots_wanted.append(key)
         self._push(host, target, depth, -1)  # -1: a page under way goes before new ones
         return None
@@ -195,18 +169,17 @@ class Frontier:
         if key not in self.allow:
             return SKIPPED_SCOPE
         host = self._hosts.get(key)
-        known = self.robots and host is not None and host.robots_state == _KNOWN
-        if known and host is not None and not self._allowed(host, target):
-            return host.blocked or SKIPPED_ROBOTS
+        known = self.robots and host is not None and host.robots_state == KNOWN
+        if known and host is not None and not host.allows(target, self.agent):
+            return host.skip_reason()
         return None
 
     def pause(self, url: str, seconds: float, now: float | None = None) -> None:
-        """No request to ``url``'s host for ``seconds`` (a ``Retry-After``; at most ``MAX_PAUSE_S``)."""
+        """No request to ``url``'s host for ``seconds`` (a ``Retry-After``; at most ``hosts.MAX_PAUSE_S``)."""
         host = self._hosts.get(key_of_normal(url))
         if host is None or not seconds > 0:
             return
-        now = self._now() if now is None else now
-        host.next_at = max(host.next_at, now + min(float(seconds), MAX_PAUSE_S))
+        host.pause(seconds, self._now() if now is None else now)
 
     def restore(self, url: str, depth: int, links: Iterable[str] = ()) -> None:
         """For ``--resume``: a page already fetched ok in an earlier run; counts toward max_pages."""
@@ -233,19 +206,19 @@ class Frontier:
         self._seen.add(url)
         host = self._host_for(key, url)
         if self.robots:
-            if host.robots_state == _KNOWN and not self._allowed(host, url):
+            if host.robots_state == KNOWN and not host.allows(url, self.agent):
                 self._skip(url, depth, host)
                 return False
-            if host.robots_state == _UNKNOWN:
-                host.robots_state = _WANTED
+            if host.robots_state == UNKNOWN:
+                host.robots_state = WANTED
                 self._robots_wanted.append(key)
         self._push(host, url, depth, depth)
         return True
 
-    def _host_for(self, key: str, url: str) -> _Host:
+    def _host_for(self, key: str, url: str) -> Host:
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host(scheme=url.partition(":")[0], interval=self._interval)
+            host = self._hosts[key] = Host(scheme=url.partition(":")[0], interval=self._interval)
         return host
 
     def add(self, url: str, depth: int) -> bool:
@@ -260,7 +233,7 @@ class Frontier:
             self._new = []
         return new
 
-    def _push(self, host: _Host, url: str, depth: int, priority: int) -> None:
+    def _push(self, host: Host, url: str, depth: int, priority: int) -> None:
         if self._new is not None and priority >= 0:
             self._new.append((url, depth))
         self._seq += 1
@@ -280,9 +253,8 @@ class Frontier:
         wanted, self._robots_wanted = self._robots_wanted, []
         for key in wanted:
             host = self._hosts[key]
-            host.robots_state = _REQUESTED
-            if host.interval:
-                host.next_at = max(now, host.next_at) + host.interval
+            host.robots_state = REQUESTED
+            host.spend(now)
         return wanted
 
     def robots_url(self, host: str) -> str:
@@ -293,25 +265,11 @@ class Frontier:
     def set_robots(self, host: str, text: str | None) -> None:
         """Give a host's robots.txt; None (none there: a 4xx answer) allows everything.
 
-        Queued URLs it disallows move to the skipped list. A ``Crawl-delay`` (up to
-        ``MAX_CRAWL_DELAY_S``) makes the host serial: one request at a time, the next starting no
-        sooner than the delay after the last answer (so no latency between here and the server
-        can bring two requests closer than the delay), counting from this robots.txt answer.
+        Queued URLs it disallows move to the skipped list; a ``Crawl-delay`` makes the host
+        serial (:meth:`Host.set_robots`).
         """
         entry = self._host_entry(host)
-        entry.robots_state = _KNOWN
-        entry.rules = None
-        entry.blocked = None
-        if text:
-            try:
-                entry.rules = Protego.parse(text)
-                delay = entry.rules.crawl_delay(self.agent)
-            except Exception:  # an unparsable robots.txt is treated as none
-                entry.rules, delay = None, None
-            if delay:
-                entry.interval = max(entry.interval, min(float(delay), MAX_CRAWL_DELAY_S))
-                entry.serial = True
-                entry.next_at = max(entry.next_at, self._now() + entry.interval)
+        entry.set_robots(text, self.agent, self._now())
         if entry.rules is not None:
             self._skip_disallowed(entry)
 
@@ -321,19 +279,17 @@ class Frontier:
         ``why`` (e.g. ``"answered 503"``) goes into the skip reason of every URL of the host.
         """
         entry = self._host_entry(host)
-        entry.robots_state = _KNOWN
-        entry.rules = None
-        entry.blocked = SKIPPED_ROBOTS_UNAVAILABLE.format(why=why)
+        entry.robots_unavailable(why)
         self._skip_disallowed(entry)
 
-    def _host_entry(self, host: str) -> _Host:
+    def _host_entry(self, host: str) -> Host:
         key = host.lower()
         entry = self._hosts.get(key)
         if entry is None:
-            entry = self._hosts[key] = _Host(scheme="http", interval=self._interval)
+            entry = self._hosts[key] = Host(scheme="http", interval=self._interval)
         return entry
 
-    def _skip_disallowed(self, entry: _Host) -> None:
+    def _skip_disallowed(self, entry: Host) -> None:
         """Move the queued URLs of a host that its robots.txt disallows to the skipped list."""
         if not self.robots:
             return
@@ -342,7 +298,7 @@ class Frontier:
             depth, live_seq = self._queued.get(url, _NOT_QUEUED)
             if live_seq != seq:
                 continue  # stale entry
-            if self._allowed(entry, url):
+            if entry.allows(url, self.agent):
                 kept.append((priority, seq, url))
             else:
                 del self._queued[url]
@@ -350,19 +306,9 @@ class Frontier:
         heapq.heapify(kept)
         entry.queue = kept
 
-    def _allowed(self, host: _Host, url: str) -> bool:
-        if host.blocked is not None:
-            return False
-        if host.rules is None:
-            return True
-        try:
-            return bool(host.rules.can_fetch(url, self.agent))
-        except Exception:  # protego failing on an odd URL: do not let it stop the crawl
-            return True
-
-    def _skip(self, url: str, depth: int, host: _Host) -> None:
+    def _skip(self, url: str, depth: int, host: Host) -> None:
         self.skipped += 1
-        self._skipped.append((url, depth, host.blocked or SKIPPED_ROBOTS))
+        self._skipped.append((url, depth, host.skip_reason()))
 
     def pop_skipped(self) -> list[tuple[str, int, str]]:
         """URLs skipped since the last call, as ``(url, depth, reason)``; each reported once."""
@@ -374,7 +320,7 @@ class Frontier:
     def _budget(self) -> float:
         return float("inf") if self.max_pages is None else self.max_pages - self.handed_out
 
-    def _head(self, host: _Host) -> tuple[int, int, str] | None:
+    def _head(self, host: Host) -> tuple[int, int, str] | None:
         """The host's next live queue entry (dropping stale ones), or None."""
         queue = host.queue
         while queue:
@@ -384,10 +330,10 @@ class Frontier:
             heapq.heappop(queue)
         return None
 
-    def _dispatchable(self, host: _Host) -> bool:
+    def _dispatchable(self, host: Host) -> bool:
         if host.serial and host.busy:
             return False
-        return not (self.robots and host.robots_state != _KNOWN) and self._head(host) is not None
+        return not (self.robots and host.robots_state != KNOWN) and self._head(host) is not None
 
     def next_ready(self, now: float | None = None, limit: int | None = None) -> list[tuple[str, int]]:
         """URLs that may be fetched now, as ``(url, depth)``: shallowest first, hosts in turn.
@@ -414,8 +360,7 @@ class Frontier:
                     self._free_out.add(url)
                 else:
                     host.busy += 1
-                    if host.interval:
-                        host.next_at = max(now, host.next_at) + host.interval
+                    host.spend(now)
                 out.append((url, depth))
                 progressed = True
                 room -= 1
@@ -441,7 +386,7 @@ class Frontier:
         ]
         return min(times) if times else None
 
-    def _needs_no_request(self, host: _Host) -> bool:
+    def _needs_no_request(self, host: Host) -> bool:
         """The host's next URL will be answered without a request (the ``free`` rule): no rate."""
         head = self._head(host)
         return self._free is not None and head is not None and self._free(head[2])
@@ -459,10 +404,7 @@ class Frontier:
         if url in self._free_out:
             self._free_out.discard(url)
             return
-        host = self._hosts[key_of_normal(url)]
-        host.busy -= 1
-        if host.serial:
-            host.next_at = max(host.next_at, self._now() + host.interval)
+        self._hosts[key_of_normal(url)].answered(self._now())
 
     def requeue(self, url: str) -> bool:
         """Put a handed-out URL back at the head of its host's queue to retry it under the rate limit.

@@ -41,6 +41,8 @@ ROBOTS_MAX_BYTES = 500_000
 """Largest robots.txt read, in bytes."""
 ROBOTS_MAX_AGE_S = 86_400.0
 """A robots.txt kept in the state is used again for this long (RFC 9309 2.4: at most 24 hours)."""
+ROUND_PAGES = 4
+"""Pages handed out together once the workers are busy (fewer while they are idle, see ``_loop``)."""
 IDLE_WAIT_S = 0.5
 """Longest sleep of the crawl loop when nothing happens."""
 
@@ -196,9 +198,13 @@ class CrawlRun:
             for host in frontier.needs_robots():
                 calls.extend(self._robots_fetch(host))
             # Hand out no more than the workers can fetch now, so the per-host rate applies to
-            # requests, not to a queue in front of them.
-            room = min(MAX_IN_FLIGHT, max(1, self.cluster.capacity("crawl"))) - self.in_flight
-            if room > 0:
+            # requests, not to a queue in front of them; while they are busy, in rounds of a few
+            # pages, which the dispatcher sends to a worker as one batch (a round trip per page
+            # cost more CPU than fetching it).
+            full = min(MAX_IN_FLIGHT, max(1, self.cluster.capacity("crawl")))
+            room = full - self.in_flight
+            open_room = room >= min(ROUND_PAGES, max(1, full // 4))
+            if open_room:
                 for url, depth in frontier.next_ready(limit=room):
                     call = self._page_fetch(url, depth)
                     if call is not None:
@@ -211,7 +217,7 @@ class CrawlRun:
             self._flush(emit)
             if self.in_flight == 0 and frontier.is_finished():
                 return
-            wake_at = frontier.next_ready_time() if room > 0 else None  # full: only an outcome helps
+            wake_at = frontier.next_ready_time() if open_room else None  # full: only an outcome helps
             wait = IDLE_WAIT_S if wake_at is None else min(IDLE_WAIT_S, max(0.0, wake_at - time.monotonic()))
             try:
                 item = self._outcomes.get(timeout=wait)

@@ -1,25 +1,26 @@
-"""An ``httpx.AsyncClient`` transport whose sockets are plain asyncio protocols (no anyio per read).
+"""An ``httpx.AsyncClient`` transport that speaks HTTP/1.1 itself: asyncio protocols and llhttp.
 
-httpx's own async transport reaches the network through anyio, and httpcore asks every idle
-pooled connection "has the server closed you?" before each request; through anyio that
-question builds the socket's whole attribute table (a ``getpeername`` included) every time.
-With 16 pooled connections that alone cost more CPU than the rest of a fetch.
+Why it exists: the crawl's CPU per page is mostly HTTP client code. httpx's own async transport
+goes through httpcore (a connection pool that rescans every connection for every request, an
+anyio stream per read) and h11 (an HTTP/1.1 state machine in pure Python, several events per
+response); a worker fetching small pages spent about half its CPU there.
 
-Here each connection is an ``asyncio.Protocol``: bytes arrive by callback into a buffer, a read
-waits on one future with one timer for its timeout, and "has the server closed you?" is a flag
-the loop has already set. The HTTP/1.1 logic stays httpcore's (``AsyncConnectionPool`` with this
-module's network backend, through httpcore's public backend interface), and requests and
-responses stay httpx's (:class:`LoopTransport` is an ``httpx.AsyncBaseTransport``).
+Here each connection is an ``asyncio.Protocol``: bytes arrive by callback and go straight into
+``httptools`` (Python bindings of llhttp, Node's C parser), whose callbacks collect the status,
+the headers and the body. A request is one ``write`` of bytes built from the httpx request's
+headers. Idle keep-alive connections wait in a list per origin; one is reused only when nothing
+arrived on it and the kernel has no close from the peer for it. Requests and responses stay
+httpx's (:class:`LoopTransport` is an ``httpx.AsyncBaseTransport``), so the client builds
+requests, decodes ``Content-Encoding`` and raises httpx's exceptions as usual.
 
-httpcore's pool also rescans every connection for every waiting request each time one is
-assigned or released: with 16 connections that is hundreds of checks per request. So the
-transport keeps *lanes*, each a one-connection httpcore pool, and gives a request a free lane
-(one that last served the same origin when there is one, so connections are reused): a request
-never shares a lane, and each pool's bookkeeping stays one request on one connection.
+What it does not do, because the crawler does not need it: HTTP/2, proxies, ``Expect:
+100-continue`` uploads, protocol upgrades (a ``101`` is a protocol error).
 
 The figure it buys: a worker's ``PageFetcher`` fetching and parsing the W3 site (1,000 small
-pages from nginx, 16 at once, batches of 50) spends 0.90-1.07 ms of CPU a page with this transport
-against 2.24-2.70 ms with ``httpx.AsyncHTTPTransport`` (same run, interleaved, load 10 on 2 cores).
+pages from nginx, 16 at once, batches of 50) spends 0.39-0.53 ms of CPU a page with this
+transport against 0.83-0.86 ms with the httpcore-based one it replaced (same run, interleaved,
+load 13 on 2 cores), which itself had cut ``httpx.AsyncHTTPTransport``'s 2.2-2.7 ms to 0.9-1.1.
+In the W3 benchmark the worker's CPU per page went from 1.49 ms to 0.84 ms.
 """
 
 from __future__ import annotations
@@ -28,54 +29,47 @@ import asyncio
 import select
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+import time
+from collections.abc import AsyncIterator
 
-import httpcore
+import httptools
 import httpx
 
 READ_BUFFER_MAX = 1024 * 1024
-"""Bytes a connection buffers before it stops reading from the socket (until they are read)."""
+"""Bytes of body a connection buffers before it stops reading from the socket (until they are read)."""
 
-_HTTPCORE_TO_HTTPX: dict[type[Exception], type[httpx.TransportError]] = {
-    httpcore.ConnectTimeout: httpx.ConnectTimeout,
-    httpcore.ReadTimeout: httpx.ReadTimeout,
-    httpcore.WriteTimeout: httpx.WriteTimeout,
-    httpcore.PoolTimeout: httpx.PoolTimeout,
-    httpcore.ConnectError: httpx.ConnectError,
-    httpcore.ReadError: httpx.ReadError,
-    httpcore.WriteError: httpx.WriteError,
-    httpcore.ProxyError: httpx.ProxyError,
-    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
-    httpcore.LocalProtocolError: httpx.LocalProtocolError,
-    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
-    httpcore.NetworkError: httpx.NetworkError,
-    httpcore.TimeoutException: httpx.TimeoutException,
-    httpcore.ProtocolError: httpx.ProtocolError,
-}
+_Origin = tuple[str, str, int]
 
 
-def _as_httpx(exc: Exception, request: httpx.Request) -> Exception:
-    """The httpx exception for an httpcore one (the most specific class that matches)."""
-    for cls in type(exc).__mro__:
-        mapped = _HTTPCORE_TO_HTTPX.get(cls)
-        if mapped is not None:
-            return mapped(str(exc), request=request)
-    return exc
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection: sends a request, parses its response as the bytes arrive."""
 
-
-class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
-    """One TCP (or TLS) connection: a buffered protocol that httpcore reads and writes."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: _Origin) -> None:
+        self.origin = origin
+        self.idle_since = 0.0
         self._loop = loop
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[None] | None = None
-        self._eof = False
-        self._paused = False
-        self._write_ready: asyncio.Future[None] | None = None
         self._sock: socket.socket | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_ready: asyncio.Future[None] | None = None
+        self._error: Exception | None = None  # a response that cannot be parsed
+        self._unsolicited = False  # bytes arrived with no request waiting: never reuse
+        self._eof = False
+        self.paused = False
+        self._head_only = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.done = False  # the whole response arrived
+        self.keep_alive = False  # ... and the server keeps the connection open for another
+        self.body: list[bytes] = []
+        self._buffered = 0
+        self._body_framed = False  # Content-Length or chunked: an early close is an error
 
     # -- asyncio protocol callbacks (on the loop) --
 
@@ -85,10 +79,18 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
         self._sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) > READ_BUFFER_MAX and self._transport is not None:
-            self._transport.pause_reading()
-            self._paused = True
+        parser = self._parser
+        if parser is None or self.done:
+            self._unsolicited = True
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._error = httpx.RemoteProtocolError("the server switched protocols")
+        except httptools.HttpParserError as exc:
+            self._error = httpx.RemoteProtocolError(f"malformed HTTP response: {exc}")
+        if self._error is not None:
+            self._parser = None
         self._wake()
 
     def eof_received(self) -> bool:
@@ -110,12 +112,104 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
             self._write_ready.set_result(None)
         self._write_ready = None
 
+    # -- llhttp callbacks (inside feed_data) --
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200:
+            return  # an interim answer: the real one follows
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                self._body_framed = True
+        self.head_done = True
+        if self._head_only:  # no body follows an answer to HEAD, whatever its headers say
+            self.done = True  # (nor is the connection reused: llhttp would still wait for one)
+
+    def on_body(self, body: bytes) -> None:
+        if self._head_only:
+            return
+        self.body.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_BUFFER_MAX and self._transport is not None and not self.paused:
+            self._transport.pause_reading()
+            self.paused = True
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:  # forget the interim answer, wait for the real one
+            self.status, self.reason, self.headers = 0, b"", []
+            return
+        assert self._parser is not None
+        self.keep_alive = self._parser.should_keep_alive() and not self._head_only
+        self.done = True
+
+    # -- used by the transport --
+
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    # -- httpcore's stream interface --
+    def reusable(self) -> bool:
+        """Idle and healthy: nothing arrived since the last response, the peer has not closed."""
+        return (
+            not self._eof
+            and not self._unsolicited
+            and self._error is None
+            and self._transport is not None
+            and not self._transport.is_closing()
+            # the loop may not have run eof_received yet for a close that has already arrived
+            and not (self._sock is not None and _readable(self._sock))
+        )
+
+    async def send(self, head: bytes, body: bytes, head_only: bool, timeout: float | None) -> None:
+        """Send one request; its response is parsed from now on."""
+        if self._transport is None or self._transport.is_closing() or self._eof:
+            raise httpx.WriteError("the connection is closed")
+        self._reset()
+        self._head_only = head_only
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport.write(head + body if body else head)
+        if self._write_ready is not None:
+            await self._wait(asyncio.shield(self._write_ready), timeout, httpx.WriteTimeout)
+
+    async def wait_head(self, timeout: float | None) -> None:
+        """Wait until the status and headers arrived."""
+        while not self.head_done:
+            await self._more(timeout)
+
+    async def next_body(self, timeout: float | None) -> bytes:
+        """The next piece of the body, ``b""`` at its end."""
+        while not self.body:
+            if self.done:
+                return b""
+            await self._more(timeout)
+        part = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body.clear()
+        self._buffered = 0
+        if self.paused and self._transport is not None:
+            self.paused = False
+            self._transport.resume_reading()
+        return part
+
+    async def _more(self, timeout: float | None) -> None:
+        """Wait for more of the response; raise when it can not come."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            if self.head_done and not self._body_framed:
+                self.done = True  # a body delimited by the close: complete
+                return
+            raise httpx.RemoteProtocolError("the server closed the connection before the response ended")
+        self._waiter = self._loop.create_future()
+        await self._wait(self._waiter, timeout, httpx.ReadTimeout)
 
     async def _wait(
         self, future: asyncio.Future[None], timeout: float | None, error: type[Exception]
@@ -129,71 +223,11 @@ class _Connection(asyncio.Protocol, httpcore.AsyncNetworkStream):
             if timer is not None:
                 timer.cancel()
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        """Up to ``max_bytes`` bytes; ``b""`` once the peer closed; ReadTimeout after ``timeout`` s."""
-        if not self._buffer and not self._eof:
-            self._waiter = self._loop.create_future()
-            await self._wait(self._waiter, timeout, httpcore.ReadTimeout)
-        data = bytes(self._buffer[:max_bytes])
-        del self._buffer[:max_bytes]
-        if self._paused and len(self._buffer) <= READ_BUFFER_MAX // 2 and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        """Send ``buffer``; waits (up to ``timeout``) while the socket's send buffer is full."""
-        if not buffer:
-            return
-        if self._transport is None or self._transport.is_closing():
-            raise httpcore.WriteError("the connection is closed")
-        self._transport.write(buffer)
-        if self._write_ready is not None:
-            await self._wait(asyncio.shield(self._write_ready), timeout, httpcore.WriteTimeout)
-
-    async def aclose(self) -> None:
-        """Close the connection (at once, without waiting for the peer)."""
+    def close(self) -> None:
+        """Close at once, without waiting for the peer."""
+        self._eof = True
         if self._transport is not None:
             self._transport.abort()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        """Upgrade this connection to TLS (for https and proxies)."""
-        assert self._transport is not None
-        try:
-            upgraded = await asyncio.wait_for(
-                self._loop.start_tls(self._transport, self, ssl_context, server_hostname=server_hostname),
-                timeout,
-            )
-        except asyncio.TimeoutError as exc:
-            await self.aclose()
-            raise httpcore.ConnectTimeout(str(exc) or "TLS handshake timed out") from exc
-        except (OSError, ssl.SSLError) as exc:
-            await self.aclose()
-            raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(upgraded, asyncio.Transport)
-        self._transport = upgraded
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        """What httpcore asks: ``is_readable`` (the peer sent bytes or closed), socket details."""
-        if info == "is_readable":
-            # The socket is asked too: the loop may not have run eof_received yet for a close
-            # that has already arrived (a request queued before that event would reuse it).
-            return self._eof or bool(self._buffer) or (self._sock is not None and _readable(self._sock))
-        if info == "socket":
-            return self._sock
-        transport = self._transport
-        if transport is None:
-            return None
-        if info == "ssl_object":
-            return transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return transport.get_extra_info("peername")
-        return None
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -211,160 +245,171 @@ def _expire(future: asyncio.Future[None], error: type[Exception]) -> None:
         future.set_exception(error("timed out"))
 
 
-class LoopBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on the running asyncio loop, with :class:`_Connection` streams."""
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Open a TCP connection (ConnectTimeout / ConnectError on failure)."""
-        loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
-        try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(loop), host, port, local_addr=local), timeout
-            )
-        except asyncio.TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = connection.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-        return connection
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        """Not used by the crawler (only http(s) URLs are fetched)."""
-        raise httpcore.ConnectError("unix sockets are not supported")
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep on the loop."""
-        await asyncio.sleep(seconds)
-
-
 class _Body(httpx.AsyncByteStream):
-    """A response body from httpcore, its errors turned into httpx's."""
+    """A response body as it arrives; closing it returns the connection to the pool (or closes it)."""
 
-    def __init__(self, stream: Any, request: httpx.Request, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._request = request
-        self._release: Callable[[], None] | None = release
+    def __init__(self, transport: LoopTransport, connection: _Connection, timeout: float | None) -> None:
+        self._owner: LoopTransport | None = transport
+        self._connection = connection
+        self._timeout = timeout
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._stream:
-                yield part
-        except Exception as exc:
-            raise _as_httpx(exc, self._request) from exc
+        while True:
+            part = await self._connection.next_body(self._timeout)
+            if not part:
+                return
+            yield part
 
     async def aclose(self) -> None:
-        """Release the connection back to its lane (or close it), and the lane to the transport."""
-        try:
-            if hasattr(self._stream, "aclose"):
-                await self._stream.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
+        """Give the connection back when the response is complete, else close it."""
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.release(self._connection)
 
 
-class _Lane:
-    """A one-connection httpcore pool, and the origin it last served."""
-
-    __slots__ = ("pool", "origin")
-
-    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self.pool = pool
-        self.origin: tuple[bytes, bytes, int | None] | None = None
+def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
+    """The request's connect, read and write timeouts in seconds (None: no limit)."""
+    timeout = request.extensions.get("timeout") or {}
+    return timeout.get("connect"), timeout.get("read"), timeout.get("write")
 
 
 class LoopTransport(httpx.AsyncBaseTransport):
-    """An HTTP/1.1 transport for ``httpx.AsyncClient``: lanes of httpcore pools on :class:`LoopBackend`.
+    """An HTTP/1.1 transport for ``httpx.AsyncClient`` on the running asyncio loop.
 
-    ``limits.max_connections`` lanes are kept (the caller bounds concurrent requests to that; one
-    more request still gets a lane of its own), ``keepalive_expiry`` applies to each connection.
+    Keeps up to ``limits.max_keepalive_connections`` idle connections (the least recently used
+    is closed first), each for ``limits.keepalive_expiry`` seconds. It does not bound how many
+    requests run at once: the caller does.
     """
 
-    def __init__(self, limits: httpx.Limits, verify: bool = True) -> None:
+    def __init__(self, limits: httpx.Limits, verify: bool | ssl.SSLContext = True) -> None:
         self._ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
         self._expiry = limits.keepalive_expiry
-        self._backend = LoopBackend()
-        self._keep = max(1, limits.max_connections or 1)
-        self._lanes: list[_Lane] = []  # every lane
-        self._free: list[_Lane] = []  # lanes no request holds, most recently used last
+        self._keep = max(0, limits.max_keepalive_connections or 0)
+        self._idle: dict[_Origin, list[_Connection]] = {}  # most recently used last
+        self._idle_count = 0
+        self._busy: set[_Connection] = set()
 
-    def _take(self, origin: tuple[bytes, bytes, int | None]) -> _Lane:
-        """A free lane, preferring one whose connection already goes to ``origin``."""
-        for i in range(len(self._free) - 1, -1, -1):
-            if self._free[i].origin == origin:
-                return self._free.pop(i)
-        if len(self._lanes) < self._keep or not self._free:
-            lane = _Lane(
-                httpcore.AsyncConnectionPool(
-                    ssl_context=self._ssl_context,
-                    max_connections=1,
-                    max_keepalive_connections=1,
-                    keepalive_expiry=self._expiry,
-                    http1=True,
-                    http2=False,
-                    network_backend=self._backend,
-                )
+    def _take_idle(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            expired = self._expiry is not None and time.monotonic() - connection.idle_since > self._expiry
+            if not expired and connection.reusable():
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, origin: _Origin, timeout: float | None, request: httpx.Request) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._ssl_context if scheme == "https" else None
+        name = host if tls else None
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(loop, origin), host, port, ssl=tls, server_hostname=name
+                ),
+                timeout,
             )
-            self._lanes.append(lane)
-            return lane
-        return self._free.pop(0)  # the least recently used: its connection goes elsewhere now
+        except asyncio.TimeoutError as exc:
+            why = f"no connection to {host}:{port} within {timeout} s"
+            raise httpx.ConnectTimeout(why, request=request) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        sock = connection._sock
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
 
-    def _give_back(self, lane: _Lane) -> None:
-        if len(self._free) < self._keep:
-            self._free.append(lane)
-        else:  # a lane made past the limit: close it once it is idle
-            self._lanes.remove(lane)
-            asyncio.get_running_loop().create_task(lane.pool.aclose())
+    def release(self, connection: _Connection) -> None:
+        """A response was closed: keep its connection for the next request to its origin, or close it."""
+        self._busy.discard(connection)
+        if not (connection.done and connection.keep_alive) or connection.paused or self._keep == 0:
+            connection.close()
+            return
+        if not connection.reusable():
+            connection.close()
+            return
+        if self._idle_count >= self._keep:
+            self._close_oldest_idle()
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(connection.origin, []).append(connection)
+        self._idle_count += 1
+
+    def _close_oldest_idle(self) -> None:
+        oldest: list[_Connection] | None = None
+        for idle in self._idle.values():
+            if idle and (oldest is None or idle[0].idle_since < oldest[0].idle_since):
+                oldest = idle
+        if oldest:
+            oldest.pop(0).close()
+            self._idle_count -= 1
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request over a pooled connection; the body streams as it is read."""
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        origin = (core_request.url.scheme, core_request.url.host, core_request.url.port)
-        lane = self._take(origin)
-        lane.origin = origin
-        try:
-            response = await lane.pool.handle_async_request(core_request)
-        except BaseException as exc:
-            self._give_back(lane)
-            if isinstance(exc, Exception):
-                raise _as_httpx(exc, request) from exc
-            raise
+        """Send one request over a kept-alive connection (or a new one); the body streams as it is read."""
+        url = request.url
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"scheme {scheme!r} is not http or https", request=request)
+        port = url.port or (443 if scheme == "https" else 80)
+        origin = (scheme, url.host, port)
+        connect_s, read_s, write_s = _timeouts(request)
+        body = b""
+        if request.method not in ("GET", "HEAD"):
+            body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
+        head = _request_head(request, body)
+        head_only = request.method == "HEAD"
+        idempotent = request.method in ("GET", "HEAD")
+        while True:
+            connection = self._take_idle(origin)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(origin, connect_s, request)
+            self._busy.add(connection)
+            try:
+                await connection.send(head, body, head_only, write_s)
+                await connection.wait_head(read_s)
+            except BaseException as exc:
+                self._busy.discard(connection)
+                connection.close()
+                # A kept-alive connection the server closed as the request went out: no answer (no
+                # status line) came, so it was not handled; a GET is sent again on a new connection.
+                stale = reused and idempotent and not connection.status
+                stale = stale and isinstance(exc, httpx.TransportError)
+                if stale and not isinstance(exc, httpx.TimeoutException):
+                    continue
+                if isinstance(exc, httpx.TransportError):
+                    exc.request = request
+                raise
+            break
         return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_Body(response.stream, request, lambda: self._give_back(lane)),
-            extensions=response.extensions,
+            status_code=connection.status,
+            headers=connection.headers,
+            stream=_Body(self, connection, read_s),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason},
         )
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
-        for lane in self._lanes:
-            await lane.pool.aclose()
-        self._lanes.clear()
-        self._free.clear()
+        """Close every connection, idle or in use."""
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        for connection in self._busy:
+            connection.close()
+        self._idle.clear()
+        self._busy.clear()
+        self._idle_count = 0
+
+
+def _request_head(request: httpx.Request, body: bytes) -> bytes:
+    """The request line and headers, as sent."""
+    url = request.url
+    lines = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body is sent whole
+            lines += [name, b": ", value, b"\r\n"]
+    if body:
+        lines += [b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n"]
+    lines.append(b"\r\n")
+    return b"".join(lines)

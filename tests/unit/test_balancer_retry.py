@@ -10,6 +10,7 @@ from pyrocluster.coordinator.balancer import (
     BatchSizer,
     CallCost,
     choose,
+    concurrent_size,
     cost_key,
     hold,
     share,
@@ -57,6 +58,14 @@ def test_share_spreads_over_free_slots():
     assert share(10, 4) == 3
     assert share(1, 4) == 1
     assert share(5, 0) == 5
+
+
+def test_calls_run_at_once_on_a_worker_go_together_up_to_a_quarter_of_its_slots():
+    assert concurrent_size(10, 16) == 4  # not split over 16 free slots: 1 call per round trip
+    assert concurrent_size(3, 16) == 3
+    assert concurrent_size(1, 16) == 1
+    assert concurrent_size(10, 2) == 1  # a small worker: one at a time
+    assert concurrent_size(10, 16, limit=1) == 1  # batching turned off
 
 
 def test_batch_sizer_grows_for_fast_calls_and_shrinks_for_slow_ones():

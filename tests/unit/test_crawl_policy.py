@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyrocluster.crawl.policy import HOP_SEEN, MAX_CRAWL_DELAY_S, MAX_PAUSE_S, SKIPPED_ROBOTS, Frontier
+from pyrocluster.crawl.hosts import MAX_CRAWL_DELAY_S, MAX_PAUSE_S, SKIPPED_ROBOTS
+from pyrocluster.crawl.policy import HOP_SEEN, Frontier
 from pyrocluster.crawl.urls import host_key, normalize_url
 
 

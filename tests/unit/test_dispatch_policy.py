@@ -405,6 +405,28 @@ def test_calls_spread_over_free_slots_and_queue_at_shared_workers_up_to_two_batc
     assert rig.d.in_flight() == 40 + 4 * 100  # the last 100 wait here for a reply
 
 
+def crawler(name: str, slots: int) -> WorkerEntry:
+    uris = {"crawl": f"PYRO:w@127.0.0.1:1/{name}", "control": f"PYRO:k@127.0.0.1:1/{name}"}
+    return WorkerEntry(name, uris, {"crawl": slots}, frozenset(), frozenset())
+
+
+def fetches(n: int) -> list[Call]:
+    return [
+        Call("crawl", "fetch", [f"http://127.0.0.1/{i}"], {}, frozenset(), 10.0, 0, False) for i in range(n)
+    ]
+
+
+def test_fetches_go_to_a_worker_together_not_one_per_free_slot():
+    rig = Rig(crawler("a", 16), crawler("b", 16), max_batch=100)
+    rig.d.submit(fetches(10))
+    sent = rig.link("a").sent + rig.link("b").sent
+    assert sorted(len(b.calls) for b in sent) == [2, 4, 4]  # a quarter of a worker's slots at most
+    assert rig.link("a").sent and rig.link("b").sent  # still over both workers
+    off = Rig(crawler("a", 16), max_batch=1)  # batching turned off
+    off.d.submit(fetches(3))
+    assert [len(b.calls) for b in off.link("a").sent] == [1, 1, 1]
+
+
 def overdue_now(rig: Rig) -> list[Any]:
     with rig.d._cond:  # as the dispatch loop calls it
         return rig.d.expire_overdue()

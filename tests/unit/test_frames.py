@@ -12,7 +12,7 @@ from Pyro5 import protocol, serializers
 from pyrocluster import config
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.channel import Channel, Undecodable
-from pyrocluster.coordinator.frames import ReplyReader, RequestWriter
+from pyrocluster.coordinator.frames import JOIN_BYTES, ReplyReader, RequestWriter
 from pyrocluster.coordinator.links import happened_of
 from pyrocluster.coordinator.policy import Happened
 
@@ -104,3 +104,37 @@ def test_a_whole_reply_whose_payload_cannot_be_decoded_fails_its_batch_as_decode
     with pytest.raises(Undecodable) as failed:
         channel.result_of(message)
     assert happened_of(failed.value) is Happened.DECODE_FAILED
+
+
+class _Sends:
+    """A real socket that counts its sends (what goes out in one send is one segment)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sends: list[int] = []
+
+    def send(self, data: memoryview) -> int:
+        sent = self.sock.send(data)
+        self.sends.append(sent)
+        return sent
+
+
+def test_a_small_request_in_pieces_goes_out_in_one_send(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, theirs = pair
+    header, payload = b"H" * 40, b"p" * 200
+    counted = _Sends(ours)
+    assert RequestWriter([header, payload]).write(counted)
+    assert counted.sends == [240]
+    assert theirs.recv(1024) == header + payload
+
+
+def test_a_big_request_in_pieces_is_not_joined(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, theirs = pair
+    header, payload = b"H" * 40, bytes(JOIN_BYTES)
+    counted = _Sends(ours)
+    writer, got = RequestWriter([header, payload]), bytearray()
+    while not writer.write(counted):
+        got += theirs.recv(1 << 20)
+    while len(got) < 40 + JOIN_BYTES:
+        got += theirs.recv(1 << 20)
+    assert counted.sends[0] == 40 and bytes(got) == header + payload
