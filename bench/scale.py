@@ -10,7 +10,11 @@ the reference every ratio is taken against, a fresh coordinator (``Cluster``) in
 * the coordinator's threads (peak while the map and the submits run, minus the threads this
   process had before the coordinator was made) and this process's peak RSS;
 * the time from SIGKILL of the worker running a 2 s call to the coordinator no longer sending
-  it work (the call then runs again elsewhere).
+  it work (the call then runs again elsewhere);
+* what each worker costs, from the kernel's counters (``bench/costs.py``, the same on a loaded
+  machine): CPU and wake-ups per second of the idle workers, the name server and the idle
+  coordinator; the coordinator's and the workers' CPU per 1,000 tasks of the map and of the
+  submits; batches per map; one name-server listing of every worker (a discovery pass).
 
 Workers are added between points (never restarted), in waves so that interpreters starting at
 once on 2 cores do not trip the ready timeout.
@@ -18,6 +22,7 @@ once on 2 cores do not trip the ready timeout.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import Context, PeakSampler, run_cli, starmap, worker_name
+from bench.costs import Collections, Meter, Usage, processes, threads_here
 from bench.report import BASE, INFO, PYRO
 from bench.startup import import_cli
 
@@ -42,6 +48,10 @@ REFERENCE = 2
 THREADS_FLAT = 4
 """Most the coordinator's peak thread count may differ between points of the curve."""
 KILL_LIMIT_S = 30.0
+IDLE_S = 3.0
+"""Window over which the idle costs are counted."""
+BENCH_THREADS = {"load-monitor", "peak-sampler"}
+"""This process's threads that measure rather than coordinate (left out of the coordinator's CPU)."""
 
 
 @dataclass
@@ -61,6 +71,15 @@ class Point:
     rss_mb: float = 0.0
     kill_s: float | None = None
     worker_rss: list[float] = field(default_factory=list)
+    idle: dict[str, Usage] = field(default_factory=dict)
+    """Idle window: "workers", "nameserver", "coordinator"."""
+    map_use: dict[str, Usage] = field(default_factory=dict)
+    submit_use: dict[str, Usage] = field(default_factory=dict)
+    batches_per_map: float = 0.0
+    idle_threads: str = ""
+    map_gc: Collections | None = None
+    """The idle coordinator's busiest threads."""
+    listing_ms: list[float] = field(default_factory=list)
 
     @property
     def threads(self) -> int:
@@ -146,11 +165,44 @@ def kill_detection(cluster: Any, local: Any) -> float | None:
     return detected
 
 
+def thread_costs(meter: Meter, paths: list[str]) -> str:
+    """The threads of ``paths`` that used CPU or woke up, by name, busiest first."""
+    names = {f"/proc/{os.getpid()}/task/{t.native_id}": t.name for t in threading.enumerate()}
+    used = sorted(
+        ((meter.each[p], names.get(p, p.rsplit("/", 1)[-1])) for p in paths), key=lambda u: -u[0].cpu_s
+    )
+    return ", ".join(
+        f"{name} {u.per_s()[0]:.1f} ms/s {u.per_s()[1]:.0f}/s" for u, name in used if u.cpu_s or u.wakeups
+    )
+
+
+def listing_times(cluster: Any, reps: int = 5) -> list[float]:
+    """Milliseconds of one name-server listing of every worker (what a discovery pass asks)."""
+    from pyrocluster.nameserver import registry
+
+    ns = registry.connect(cluster.settings)
+    try:
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            registry.find_workers(ns)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+    finally:
+        ns._pyroRelease()
+
+
 def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Point:
     """Every figure at one worker count, with a coordinator of its own."""
+    from pyrocluster.coordinator import calls
     from pyrocluster.coordinator.cluster import Cluster
 
+    gc.collect()  # the previous point's calls and futures must not cost this one a full collection
     point = Point(count)
+    groups = {
+        "workers": processes([p.pid for p in local.workers]),
+        "nameserver": processes([local.nameserver.pid]),
+    }
     base = settled_threads()
     cluster = Cluster(local.address)
     try:
@@ -175,8 +227,20 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
 
         args = [(i, i) for i in range(items)]
         expected = [2 * i for i in range(items)]
-        list(starmap(cluster, "add", args[: 4 * count]))  # every link connected, batch sizes learnt
-        with PeakSampler(base) as peak:
+        # A connection to every worker: calls that take real time spread one to each free slot
+        # (cheap ones ride in a few full batches and reach only a few workers). Without this the
+        # measured maps paid each worker's first contact, which the 2-worker reference had not.
+        list(starmap(cluster, "sleep", [(0.05,)] * count))
+        list(starmap(cluster, "add", args[: 4 * count]))  # batch sizes learnt
+        point.listing_ms = listing_times(cluster)
+        time.sleep(0.5)  # the warm-up's replies and probes settle
+        groups["coordinator"] = threads_here(BENCH_THREADS)  # its threads and this one (submitting)
+        with Meter(groups) as idle:
+            time.sleep(IDLE_S)
+        point.idle = idle.usage
+        point.idle_threads = thread_costs(idle, groups["coordinator"])
+        first_batch = next(calls._batch_ids)
+        with PeakSampler(base) as peak, Meter(groups) as used, Collections() as collected:
             for r in range(reps + 1):
                 t0 = time.perf_counter()
                 results = list(starmap(cluster, "add", args))
@@ -186,12 +250,16 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
                 if r:
                     point.map_rates.append(rate)
         point.threads_map, point.rss_mb = peak.threads, peak.rss_mb
+        point.map_use = used.usage
+        point.map_gc = collected
+        point.batches_per_map = (next(calls._batch_ids) - first_batch - 1) / (reps + 1)
 
-        with PeakSampler(base) as peak:
+        with PeakSampler(base) as peak, Meter(groups) as used:
             t0 = time.perf_counter()
             futures = [cluster.submit("add", i, i) for i in range(items)]
             wait(futures)
             point.submit_rate = items / (time.perf_counter() - t0)
+        point.submit_use = used.usage
         if any(f.result() != 2 * i for i, f in enumerate(futures)):
             raise AssertionError(f"{NAME}: submits over {count} workers: wrong results")
         point.share = Counter(str(f.worker) for f in futures)
@@ -295,6 +363,7 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
             "ms",
             [] if p.kill_s is None else [p.kill_s * 1000],
         )
+    costs(ctx, points)
     rss = top.worker_rss
     rep.add(
         "Memory",
@@ -359,3 +428,72 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
         spread,
         detail=", ".join(f"{p.workers}: {p.threads}" for p in points),
     )
+
+
+def per_task_us(use: dict[str, Usage], name: str, tasks: int) -> float:
+    """CPU microseconds of group ``name`` per task over a window that ran ``tasks`` tasks."""
+    return use[name].cpu_s * 1e6 / tasks if name in use and tasks else 0.0
+
+
+def costs(ctx: Context, points: list[Point]) -> None:
+    """The per-worker cost rows (kernel counters, load-independent) and one note per point."""
+    rep = ctx.report
+    items = ctx.sizes.scale_items
+    reps = len(points[0].map_rates) + 1
+    for p in points:
+        cpu_ms, wake = p.idle["workers"].per_s(p.workers)
+        rep.add(
+            NAME,
+            f"idle worker CPU, {p.workers} workers (per worker)",
+            INFO,
+            "ms/s",
+            [cpu_ms],
+            note=f"{wake:.2f} wake-ups/s per worker",
+        )
+    for p in points:
+        cpu_ms, wake = p.idle["coordinator"].per_s()
+        rep.add(
+            NAME,
+            f"idle coordinator CPU, {p.workers} workers",
+            INFO,
+            "ms/s",
+            [cpu_ms],
+            note=f"{wake:.1f} wake-ups/s; name server {p.idle['nameserver'].per_s()[0]:.1f} ms/s",
+        )
+    for p in points:
+        rep.add(
+            NAME,
+            f"coordinator CPU per map task, {p.workers} workers",
+            INFO,
+            "us",
+            [per_task_us(p.map_use, "coordinator", items * reps)],
+            note=f"workers {per_task_us(p.map_use, 'workers', items * reps):.1f} us; "
+            f"{p.batches_per_map:.1f} batches a map; garbage collector {gc_share(p, items * reps)}",
+        )
+    for p in points:
+        rep.add(
+            NAME,
+            f"coordinator CPU per single submit, {p.workers} workers",
+            INFO,
+            "us",
+            [per_task_us(p.submit_use, "coordinator", items)],
+            note=f"workers {per_task_us(p.submit_use, 'workers', items):.1f} us",
+        )
+    for p in points:
+        rep.note(NAME, f"{p.workers} workers: idle coordinator threads: {p.idle_threads}")
+    for p in points:
+        rep.add(
+            NAME,
+            f"name-server listing of every worker (a discovery pass), {p.workers} workers",
+            INFO,
+            "ms",
+            p.listing_ms,
+        )
+
+
+def gc_share(p: Point, tasks: int) -> str:
+    """The collector's time per task during the maps, and what it walked."""
+    if p.map_gc is None or not tasks:
+        return "-"
+    per_task = p.map_gc.seconds * 1e6 / tasks
+    return f"{per_task:.1f} us ({p.map_gc.full} full, {p.map_gc.tracked:,} objects at start)"

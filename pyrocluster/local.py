@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -105,11 +106,37 @@ def stop_when_parent_dies(stop: threading.Event, interval_s: float = 1.0) -> Non
         return
 
     def watch() -> None:
+        if _wait_for_exit(int(parent)):
+            stop.set()
+            return
         while not stop.wait(interval_s):
             if os.getppid() != int(parent):
                 stop.set()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _wait_for_exit(parent: int) -> bool:
+    """Block until ``parent`` (our parent process) exits, waking only then (a pidfd): True once
+    it has; False where pidfds are missing or ``parent`` is not our parent (poll instead).
+
+    Polling once a second costs every idle worker of a local cluster a wake-up a second.
+    """
+    if not hasattr(os, "pidfd_open") or os.getppid() != parent:
+        return False
+    try:
+        fd = os.pidfd_open(parent)
+    except OSError:  # gone already, or a kernel without pidfds
+        return os.getppid() != parent
+    try:
+        if os.getppid() != parent:  # it exited before the pidfd was taken (its pid may be reused)
+            return True
+        waiter = select.poll()  # no FD_SETSIZE limit, unlike select()
+        waiter.register(fd, select.POLLIN)
+        waiter.poll()
+        return True
+    finally:
+        os.close(fd)
 
 
 def stop_processes(procs: list[ManagedProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:

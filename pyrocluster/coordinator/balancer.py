@@ -50,8 +50,19 @@ class Candidate(Protocol):
 C = TypeVar("C", bound=Candidate)
 
 
+class Sized(Protocol):
+    """A worker's slot counts."""
+
+    def slots(self, service: str) -> int: ...
+
+
 def choose(
-    candidates: Sequence[C], service: str, now: float, turn: int = 0, ask: Mapping[str, float] | None = None
+    candidates: Sequence[C],
+    service: str,
+    now: float,
+    turn: int = 0,
+    ask: Mapping[str, float] | None = None,
+    ceiling: int | None = None,
 ) -> C | None:
     """The candidate with the most free slots for ``service`` among those we may still send to.
 
@@ -60,11 +71,17 @@ def choose(
     many more such calls their free resources hold, free slots breaking ties. Ties go to the
     first from position ``turn`` (taken modulo the count): a caller that advances ``turn``
     spreads equal workers round robin. None when none has room.
+
+    ``ceiling`` is the most free slots any candidate can have (the largest slot count among
+    them): the scan stops at the first candidate that has that many free, since no later one can
+    beat it. The choice is the same; only its cost changes: O(1) rather than O(workers) while most
+    workers are idle (a lone ``submit`` on 128 one-slot workers scanned all 128, about 40 us).
     """
     best: C | None = None
     best_free: tuple[float, int] = (0.0, 0)
     n = len(candidates)
     start = turn % n if n else 0
+    stop_at = None if ask or ceiling is None else ceiling
     for i in range(n):
         cand = candidates[(start + i) % n]
         if cand.room(service, now) <= 0:
@@ -72,7 +89,14 @@ def choose(
         free = (cand.free_for(ask) if ask else 0.0, cand.free_slots(service))
         if best is None or free > best_free:
             best, best_free = cand, free
+            if stop_at is not None and free[1] >= stop_at:
+                break
     return best
+
+
+def most_slots(candidates: Sequence[Sized], service: str) -> int:
+    """The most free slots for ``service`` any of ``candidates`` can have: its largest slot count."""
+    return max((c.slots(service) for c in candidates), default=0)
 
 
 def share(queued: int, free_slots_total: int) -> int:

@@ -88,6 +88,10 @@ class WorkerRecord:
         per_slot = HELD_PER_SLOT if service == "compute" and self.others > 0 else 1
         return per_slot * self.entry.slots.get(service, 0) - self.in_flight[service]
 
+    def slots(self, service: str) -> int:
+        """Its slots for ``service`` (from its registration)."""
+        return self.entry.slots.get(service, 0)
+
     def free_slots(self, service: str) -> int:
         """Its slots for ``service`` not held by anyone, as far as we know (may be negative)."""
         held = self.in_flight.get(service, 0) + (self.others if service == "compute" else 0)

@@ -92,6 +92,8 @@ class Dispatcher(Failover):
         self._back: list[Call] = []
         """Calls to re-queue at the front of their queues (the next dispatch round puts them there)."""
         self._candidates: dict[Requirement, list[WorkerRecord]] = {}
+        self._ceilings: dict[Requirement, tuple[list[WorkerRecord], int]] = {}
+        """Per requirement: its candidate list and their largest slot count (``balancer.choose``)."""
         self._last_probe: dict[str, float] = {}
         self._discovery = Discovery(settings, self.update_workers)
         self._thread = threading.Thread(target=self._dispatch_loop, name="dispatch", daemon=True)
@@ -190,7 +192,7 @@ class Dispatcher(Failover):
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
             return None
-        rec = balancer.choose(cands, req[0], now, self._turn, asked(req))
+        rec = balancer.choose(cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands))
         if rec is None:
             return None
         batch = Batch(req, [call])
@@ -302,6 +304,13 @@ class Dispatcher(Failover):
             ]
         return cands
 
+    def _ceiling(self, req: Requirement, cands: list[WorkerRecord]) -> int:
+        """The largest slot count among ``cands``, kept as long as that candidate list is."""
+        known = self._ceilings.get(req)
+        if known is None or known[0] is not cands:
+            known = self._ceilings[req] = (cands, balancer.most_slots(cands, req[0]))
+        return known[1]
+
     def _dispatch_ready(self) -> None:
         """Send batches while some worker has room: by priority, then requirements in turn."""
         now = self._clock()
@@ -327,14 +336,21 @@ class Dispatcher(Failover):
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
                     if balancer.hold(cost, len(queue), self._out[key]):
                         continue  # cheap calls, enough batches out: a reply takes them
-                    rec = balancer.choose(cands, service, now, self._turn, asked(req))
+                    rec = balancer.choose(
+                        cands, service, now, self._turn, asked(req), self._ceiling(req, cands)
+                    )
                     if rec is None:
                         continue
                     if service in balancer.CONCURRENT_SERVICES:
                         slots = rec.entry.slots.get(service, 0)
                         size = balancer.concurrent_size(len(queue), slots, self.max_batch)
                     else:
-                        free = sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
+                        # Only calls spread over every free slot need the total (O(workers) to count).
+                        free = (
+                            0
+                            if cost.cheap
+                            else sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
+                        )
                         size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key])
                     calls: list[Call] = []
                     nbytes = 0
