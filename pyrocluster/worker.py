@@ -43,6 +43,10 @@ SERVICES = ("compute", "crawl")
 """Services a worker can offer."""
 PROBE_TIMEOUT_S = 2.0
 """Seconds the liveness round trip through our own daemon may take."""
+NS_RETRY_FIRST_S = 0.02
+NS_RETRY_MAX_S = 0.25
+"""Seconds between looks for a name server that is not up yet: short at first (``--local``
+starts its workers together with its name server), doubling up to the last."""
 REPLY_GRACE_S = 0.3
 """Seconds a draining worker keeps serving after its last call, so replies reach the client."""
 
@@ -175,9 +179,11 @@ class Worker:
         self._register()
 
     def _connect_waiting(self) -> Any:
-        """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once)."""
+        """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once), or
+        until the worker is told to stop."""
         deadline = time.monotonic() + self.options.ns_wait_s
         said = False
+        pause = NS_RETRY_FIRST_S
         while True:
             try:
                 return registry.connect(self.settings)
@@ -195,7 +201,11 @@ class Worker:
                         self.settings.ns_address,
                     )
                     said = True
-                time.sleep(min(0.25, left))
+                if self.state.stop_event.wait(min(pause, left)):  # a signal: stop waiting now
+                    raise ClusterUnreachable(
+                        f"stopped while waiting for the name server at {self.settings.ns_address}"
+                    ) from None
+                pause = min(pause * 2, NS_RETRY_MAX_S)
 
     def _register_object(self, service: str, obj: Any, listed: bool = True) -> str:
         """Serve ``obj``; a ``listed`` one is registered in the name server too. Its URI."""

@@ -371,6 +371,15 @@ def slot_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def start_forkserver() -> None:
+    """Start the fork server now: it loads this module while the worker imports, binds and
+    registers, instead of after (about 0.15 s of CPU off a worker's start)."""
+    if slot_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 class ProcessSlots:
     """``n`` slot processes; a batch takes one for its whole run, with replies of up to
     ``log_bytes`` of outcomes."""
