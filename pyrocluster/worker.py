@@ -31,6 +31,7 @@ from pyrocluster.nameserver.server import bound_address
 from pyrocluster.resources import CPU, GPU, MEMORY
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
+from pyrocluster.services.holders import RegisteredHolders
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
@@ -167,7 +168,8 @@ class Worker:
             # travels in each reference.
             store = ValueStore()
             values_uri = self._register_object("values", ValuesService(store), listed=False)
-            self._values = ValueKeeper(store, self.settings, self.name, values_uri)
+            holders = RegisteredHolders(self.settings)
+            self._values = ValueKeeper(store, self.settings, self.name, values_uri, holders)
             compute = ComputeService(self.state, self._slots, gate, self.settings, self._values)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:

@@ -20,6 +20,7 @@ from pyrocluster import codec, valuefetch, valueref
 from pyrocluster.config import Settings
 from pyrocluster.protocol import ERROR, OK
 from pyrocluster.roles import requires
+from pyrocluster.services.holders import RegisteredHolders
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots.batch import Outcome, encoded_failure
 from pyrocluster.tokens import Role
@@ -79,11 +80,14 @@ def parse_refs(raw: Any) -> list[ValueRef] | str:
 class ValueKeeper:
     """The compute service's side of big values: keep results, resolve arguments."""
 
-    def __init__(self, store: ValueStore, settings: Settings, holder: str, uri: str) -> None:
+    def __init__(
+        self, store: ValueStore, settings: Settings, holder: str, uri: str, holders: RegisteredHolders
+    ) -> None:
         self.store = store
         self._settings = settings
         self._holder = holder
         self._uri = uri
+        self._holders = holders
 
     def keep(self, owner: str, outcome: Outcome) -> Outcome:
         """``outcome`` with its value kept here and a reference in its place, when it is a result
@@ -141,6 +145,9 @@ class ValueKeeper:
         if own is not None:
             target[:] = own
             return
+        why_not = self._holders.why_not(ref)
+        if why_not is not None:
+            raise valuefetch.ValueGone(ref, why_not)
         valuefetch.fetch_into(ref, self._settings, target)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyrocluster import Cluster, load_result
+from pyrocluster import Cluster, codec, load_result
 from pyrocluster.auth import make_proxy
+from pyrocluster.config import Settings
 from pyrocluster.valueref import ValueRef
 from tests.conftest import run_cli
 
@@ -182,3 +184,35 @@ def test_the_values_object_checks_its_arguments_and_a_freed_value_is_made_again(
             assert values.usage()["values"] == 0
         n = 2 * 131072
         assert np.array_equal(made.result(timeout=60), np.arange(n, dtype=np.float64))  # ran again
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_fetches_only_from_a_registered_workers_values_object(nameserver, worker_factory):
+    """A reference a submitter forges never makes a worker connect where it points."""
+    worker_factory(1, "--pool", "thread", "--name", "vw1")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    settings = Settings().with_ns(nameserver)
+    with make_proxy(f"PYRO:Pyro.NameServer@{nameserver}", settings, timeout_s=5) as ns:
+        compute_uri = ns.lookup("pyrocluster.worker.vw1.compute")
+    forged = [
+        ValueRef("c" * 32, "vw1", f"PYRO:pyrocluster.worker.vw1.values.x@127.0.0.1:{port}", 10, "0" * 64),
+        ValueRef(
+            "d" * 32, "nobody", f"PYRO:pyrocluster.worker.nobody.values.x@127.0.0.1:{port}", 10, "0" * 64
+        ),
+        ValueRef("e" * 32, "vw1", f"PYRO:Pyro.NameServer@{nameserver}", 10, "0" * 64),
+    ]
+    calls = [[str(i), "echo", codec.pack_call([ref], {}), 5.0, 0] for i, ref in enumerate(forged)]
+    fetch = {str(i): [[r.id, r.holder, r.uri, r.size, r.sha256, r.source]] for i, r in enumerate(forged)}
+    with make_proxy(compute_uri, settings, timeout_s=30) as compute:
+        reply = compute.run_batch({"from": "forger", "calls": calls, "fetch": fetch})
+    errors = [codec.unpack(codec.as_bytes(outcome[1])) for outcome in reply["outcomes"]]
+    assert [e["type"] for e in errors] == ["ValueGone"] * 3, errors
+    assert "not registered at" in errors[0]["message"] and "not registered at" in errors[1]["message"]
+    assert "is not the values object of worker vw1" in errors[2]["message"]
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nothing ever connected to the forged address
+    listener.close()

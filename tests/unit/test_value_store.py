@@ -61,9 +61,16 @@ def test_a_reference_round_trips_and_bad_ones_are_refused():
         codec.unpack(bad)
 
 
+class AnyHolder:
+    """Every reference's address allowed (the name-server check has its own integration test)."""
+
+    def why_not(self, ref: ValueRef) -> None:
+        return None
+
+
 def test_arguments_get_the_kept_values_in_place_of_their_references():
     store = ValueStore()
-    keeper = ValueKeeper(store, Settings(), "w1", "PYRO:values@127.0.0.1:1")
+    keeper = ValueKeeper(store, Settings(), "w1", "PYRO:values@127.0.0.1:1", AnyHolder())  # type: ignore[arg-type]
     big = np.arange(300_000, dtype=np.float64)
     outcome = keeper.keep("job", [0, codec.pack(big), 1.0])
     ref = codec.unpack(outcome[1])
