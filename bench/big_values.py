@@ -93,6 +93,16 @@ def peak_mib(pid: int) -> float:
     return 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (slot processes are the forkserver's children)."""
+    found, todo = [], [pid]
+    while todo:
+        children = [int(p) for p in os.popen(f"pgrep -P {todo.pop()}").read().split()]
+        found += children
+        todo += children
+    return found
+
+
 def main(mib: int, pool: str) -> None:
     from pyrocluster import Cluster
     from pyrocluster.local import start_nameserver, start_worker, stop_processes
@@ -120,7 +130,7 @@ def main(mib: int, pool: str) -> None:
                 time.sleep(0.05)
             out, _ = child.communicate()
         echo = json.loads(out.strip().splitlines()[-1])
-        slots = [int(p) for p in os.popen(f"pgrep -P {worker.pid}").read().split()]
+        slots = descendants(worker.pid)
         worker_peak = peak_mib(worker.pid)
         slot_peaks = [peak_mib(p) for p in slots]
     finally:
@@ -132,9 +142,7 @@ def main(mib: int, pool: str) -> None:
     print(f"  plain TCP round trip    {tcp_s:8.2f} s ({2 * mib / tcp_s:7.0f} MiB/s both ways)")
     print(f"  pyrocluster echo        {echo['wall_s']:8.2f} s, ratio {ratio:.2f}x (goal >= 0.5x)")
     print(f"  coordinator peak RSS    {echo['peak_mib']:8.0f} MiB (before the echo {echo['before_mib']:.0f})")
-    print(
-        f"  worker peak RSS         {worker_peak:8.0f} MiB, slot processes {[round(p) for p in slot_peaks]}"
-    )
+    print(f"  worker peak RSS         {worker_peak:8.0f} MiB, children {[round(p) for p in slot_peaks]}")
     print(f"  status while it moves   {len(answers)} answers, slowest {slowest:.2f} s (goal < 1 s)")
 
 

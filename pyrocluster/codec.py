@@ -258,23 +258,46 @@ class _Guard:
             raise DecodeError("a dict key that cannot be a key (a dict)") from None
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | bytearray) -> Any:
     """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception.
 
     Bounded (docs/protocol.md, "Decode bounds"): at most one list or dict per
     ``BYTES_PER_CONTAINER`` bytes, at most ``MAX_SHARED_HASH`` keys of one dict with one hash, and
     only the extensions in ``EXTENSIONS``.
     """
+    if len(data) >= splice.SPLICE_BYTES:
+        found = splice.split(data, _VIEW_EXTENSIONS)
+        if found is not None:
+            return _unpack(found[0], _view_hook(*found))
+    return _unpack(data, _ext_hook)
+
+
+_VIEW_EXTENSIONS = frozenset({typed.NDARRAY})
+"""Extensions decoded as a view of the received buffer when big (an array over its body)."""
+
+
+def _view_hook(rest: Any, token: bytes, bodies: list[memoryview]) -> Callable[[int, bytes], Any]:
+    """The extension hook of a value whose big bodies ``splice.split`` took out."""
+
+    def hook(code: int, data: bytes) -> Any:
+        if len(data) == splice.MARKER_BYTES and data[:16] == token:
+            return EXTENSIONS[code][1](bodies[int.from_bytes(data[16:], "big")])  # type: ignore[arg-type]
+        return _ext_hook(code, data)
+
+    return hook
+
+
+def _unpack(data: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
     search = _may_hold_timestamp(data)
     hooked = search or (len(data) > _UNCOUNTED_BYTES and _may_overflow(data))
     try:
         # Keys must be str or bytes here (randomized hashes, dicts built in C); a dict with any
         # other key is a ValueError, and the value is decoded again with ``on_pairs``.
         if not hooked:
-            return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook)
+            return msgpack.unpackb(data, raw=False, ext_hook=ext_hook)
         guard = _Guard(data, search)
         value = msgpack.unpackb(
-            data, raw=False, ext_hook=_ext_hook, list_hook=guard.on_list, object_hook=guard.on_dict
+            data, raw=False, ext_hook=ext_hook, list_hook=guard.on_list, object_hook=guard.on_dict
         )
     except DecodeError:
         raise
@@ -284,7 +307,7 @@ def unpack(data: bytes) -> Any:
             value = msgpack.unpackb(
                 data,
                 raw=False,
-                ext_hook=_ext_hook,
+                ext_hook=ext_hook,
                 strict_map_key=False,
                 list_hook=guard.on_list if hooked else None,
                 object_pairs_hook=guard.on_pairs,
@@ -329,6 +352,11 @@ def unpack_each(datas: list[bytes]) -> list[Any]:
         except DecodeError as exc:
             out.append(exc)
     return out
+
+
+def as_buffer(field: Any) -> bytes | bytearray:
+    """:func:`as_bytes`, but a bytearray (an attachment's body) as it is: a big value is not copied."""
+    return field if type(field) is bytearray else as_bytes(field)
 
 
 def as_bytes(field: Any) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -173,6 +174,17 @@ def nameserver_process(
     return ManagedProcess(["nameserver", "--host", "127.0.0.1", "--port", str(port), *(extra or [])], env)
 
 
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free port of ``host`` and not listening: while it stays open no other
+    socket gets that port (an automatic bind skips it, a plain bind is refused), except one that
+    binds it with ``SO_REUSEADDR`` as Pyro5's servers do. So a name server started on that port
+    can be named to workers before it runs; close the reservation once it listens."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
 def start_worker(
     ns: str, extra: list[str] | None = None, env: dict[str, str] | None = None, wait: bool = True
 ) -> ManagedProcess:
@@ -187,8 +199,8 @@ class LocalCluster:
     """A private name server and ``n`` workers on loopback, stopped on ``close()``.
 
     With ``wait=False`` the constructor returns at once and a thread brings the processes up
-    (the name server, then the workers once its address is known) while the caller does its
-    own work (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then
+    (the name server and the workers together: the workers wait for it to listen) while the
+    caller does its own work (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then
     waits for every ready line and raises what went wrong.
     """
 
@@ -215,16 +227,18 @@ class LocalCluster:
             self.wait_ready()
 
     def _start(self, workers: int) -> None:
+        # The workers start with the name server, not after it: they import and set up while it
+        # does, and wait for it to listen (on a port reserved here, so it is known up front).
         try:
-            with self._closing:
-                if self._closed:
-                    return
-                self.nameserver = nameserver_process(env=self.env)
-            self.address = ready_address(self.nameserver.wait_ready())
-            with self._closing:
-                if self._closed:
-                    return
-                procs = [self.add_worker(wait=False) for _ in range(workers)]
+            with reserve_port() as reservation:
+                with self._closing:
+                    if self._closed:
+                        return
+                    port = reservation.getsockname()[1]
+                    self.nameserver = nameserver_process(port=port, env=self.env)
+                    self.address = f"127.0.0.1:{port}"
+                    procs = [self.add_worker(wait=False) for _ in range(workers)]
+                self.nameserver.wait_ready()  # it listens now: the reservation can go
             for p in procs:
                 p.wait_ready()
         except BaseException as exc:  # handed to wait_ready()

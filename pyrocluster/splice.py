@@ -6,6 +6,12 @@ at once. Here the packer writes a 20-byte marker in the body's place and the res
 once: the bytes before the marker, the extension's real header, the array's own buffer, the
 bytes after. For a 256 MiB array that is 256 MiB copied instead of 768 MiB, and a peak of one
 extra copy instead of three (``bench/big_values.py``). The output is the same msgpack (an ext 32).
+
+Decoding goes the other way (:func:`split`): msgpack hands an extension's body to its hook as a
+new ``bytes`` (a copy of the whole array, made holding the interpreter lock); here the big bodies
+are found first and the rest is decoded from a small copy with a marker in each body's place, so
+an array is decoded as a view of the buffer it was received into. The value is joined by
+``bigbuffers.join``, which copies the big bodies without holding the interpreter lock.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any
+
+from pyrocluster import bigbuffers
 
 SPLICE_BYTES = 1 << 20
 """An extension body at least this big is spliced; a smaller one is packed as usual."""
@@ -64,21 +72,81 @@ def finish(packed: bytes) -> bytes | bytearray:
         spans.append((start, packed[start - 1], sum(memoryview(p).nbytes for p in pieces), pieces))
         at = start + len(marker)
     pending.clear()
-    extra = sum(size + 6 - 3 - MARKER_BYTES for _, _, size, _ in spans)
-    out = bytearray(len(packed) + extra)
-    view = memoryview(out)
+    whole = memoryview(packed)
+    out: list[Any] = []
     src = 0
-    dst = 0
-    for start, ext_type, size, pieces in spans:
-        head = start - 3
-        view[dst : dst + head - src] = packed[src:head]
-        dst += head - src
-        view[dst : dst + 6] = bytes([_EXT32]) + size.to_bytes(4, "big") + bytes([ext_type])
-        dst += 6
-        for piece in pieces:
-            body = memoryview(piece).cast("B")
-            view[dst : dst + len(body)] = body
-            dst += len(body)
+    for start, ext_type, size, body in spans:
+        out += [whole[src : start - 3], bytes([_EXT32]) + size.to_bytes(4, "big") + bytes([ext_type]), *body]
         src = start + MARKER_BYTES
-    view[dst:] = packed[src:]
-    return out
+    out.append(whole[src:])
+    return bigbuffers.join(out)
+
+
+SCAN_ITEMS = 10_000
+"""Most msgpack items :func:`split` walks before it gives up (a value of many small items has no
+big body worth finding, and is decoded as usual)."""
+_FIXED_SIZE = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+_FIXED_SIZE |= {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xC7: (1, 1), 0xC8: (2, 1), _EXT32: (4, 1)}
+_SIZED |= {0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0)}
+"""Type byte: (bytes of its length field, bytes between that and the body)."""
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+"""Type byte: (bytes of its count, items per count)."""
+
+
+def _big_bodies(data: Any, codes: frozenset[int]) -> list[tuple[int, int, int]] | None:
+    """(start, header size, body size) of each ext 32 of one of ``codes`` with a body of at least
+    ``SPLICE_BYTES``, or None when ``data`` is not one msgpack value of at most ``SCAN_ITEMS`` items."""
+    spans = []
+    pos, left, items, end = 0, 1, 0, len(data)
+    while left:
+        if pos >= end or items >= SCAN_ITEMS:
+            return None
+        b = data[pos]
+        items += 1
+        left -= 1
+        if b <= 0x7F or b >= 0xE0:
+            pos += 1
+        elif b <= 0x8F:
+            left += 2 * (b & 0x0F)
+            pos += 1
+        elif b <= 0x9F:
+            left += b & 0x0F
+            pos += 1
+        elif b <= 0xBF:
+            pos += 1 + (b & 0x1F)
+        elif b in _FIXED_SIZE:
+            pos += _FIXED_SIZE[b]
+        elif b in _SIZED:
+            width, extra = _SIZED[b]
+            size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            head = 1 + width + extra
+            if b == _EXT32 and size >= SPLICE_BYTES and pos + head <= end and data[pos + 5] in codes:
+                spans.append((pos, head, size))
+            pos += head + size
+        elif b in _CONTAINERS:
+            width, per = _CONTAINERS[b]
+            left += per * int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width
+        else:  # 0xC1 is never used
+            return None
+    return spans if pos == end else None
+
+
+def split(data: Any, codes: frozenset[int]) -> tuple[bytearray, bytes, list[memoryview]] | None:
+    """``data`` with each big body of an extension in ``codes`` taken out: the rest (each body
+    replaced by an ext 8 of the same code holding a marker: a random token and the body's number),
+    the token, and the bodies as views of ``data``. None when there is no big body to take out."""
+    spans = _big_bodies(data, codes)
+    if not spans:
+        return None
+    token = os.urandom(16)
+    whole = memoryview(data).cast("B")
+    rest, bodies, src = bytearray(), [], 0
+    for number, (start, head, size) in enumerate(spans):
+        rest += whole[src:start]
+        rest += bytes([_EXT8, MARKER_BYTES, data[start + 5]]) + token + number.to_bytes(4, "big")
+        bodies.append(whole[start + head : start + head + size])
+        src = start + head + size
+    rest += whole[src:]
+    return rest, token, bodies

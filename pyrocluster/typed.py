@@ -19,6 +19,8 @@ from typing import Any
 
 import msgpack
 
+from pyrocluster import valueref
+
 DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID = 0x40, 0x41, 0x42, 0x43, 0x44, 0x45
 NDARRAY, NPSCALAR, DATAFRAME, SERIES = 0x50, 0x51, 0x60, 0x61
 
@@ -164,6 +166,8 @@ def encode(value: Any) -> msgpack.ExtType | None:
         return msgpack.ExtType(DECIMAL, str(value).encode("ascii"))
     if isinstance(value, uuid.UUID):
         return msgpack.ExtType(UUID, value.bytes)
+    if kind is valueref.ValueRef:
+        return value.ext()
     module = kind.__module__.partition(".")[0]
     if module == "numpy":
         np = sys.modules["numpy"]
@@ -280,7 +284,8 @@ def _uuid(data: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=data)
 
 
-def _dtype(np: Any, descr: Any) -> Any:
+def dtype_of(np: Any, descr: Any) -> Any:
+    """The numpy dtype an array header names; BadValue for one holding Python objects."""
     if isinstance(descr, list):  # a structured dtype: [[name, format], ...]
         if not all(isinstance(f, list) and len(f) in (2, 3) and isinstance(f[0], str) for f in descr):
             raise BadValue("a structured dtype that is not [name, format] pairs")
@@ -309,7 +314,7 @@ def _ndarray(data: bytes) -> Any:
         raise BadValue(f"not an array header: {type(exc).__name__}") from None
     if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and len(shape) <= 64):
         raise BadValue("an array shape that is not a list of counts")
-    dtype = _dtype(np, descr)
+    dtype = dtype_of(np, descr)
     body = memoryview(data)[4 + head_len :]
     count = 1
     for n in shape:
@@ -325,7 +330,7 @@ def _npscalar(data: bytes) -> Any:
         descr, raw = msgpack.unpackb(data, raw=False, max_array_len=2, max_str_len=4096)
     except Exception as exc:
         raise BadValue(f"not a numpy scalar: {type(exc).__name__}") from None
-    dtype = _dtype(np, descr)
+    dtype = dtype_of(np, descr)
     if not isinstance(raw, bytes) or len(raw) != dtype.itemsize:
         raise BadValue("numpy scalar bytes of the wrong size")
     return np.frombuffer(raw, dtype=dtype)[0]
@@ -358,6 +363,13 @@ def _series(data: bytes) -> Any:
     return series
 
 
+def _valueref(data: bytes) -> valueref.ValueRef:
+    try:
+        return valueref.decode(data)
+    except valueref.BadReference as exc:
+        raise BadValue(str(exc)) from None
+
+
 def _numpy() -> Any:
     try:
         import numpy
@@ -377,5 +389,6 @@ DECODERS: dict[int, tuple[str, Callable[[bytes], Any]]] = {
     NPSCALAR: ("numpy scalar", _npscalar),
     DATAFRAME: ("DataFrame", _frame),
     SERIES: ("Series", _series),
+    valueref.VALUEREF: ("value reference", _valueref),
 }
 """Extension code -> (name, decoder); each decoder raises only BadValue for bad bytes."""

@@ -32,7 +32,10 @@ from pyrocluster.nameserver.server import bound_address
 from pyrocluster.resources import CPU, GPU, MEMORY
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
+from pyrocluster.services.holders import RegisteredHolders
 from pyrocluster.services.state import WorkerState
+from pyrocluster.services.values import ValueKeeper, ValuesService
+from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
 from pyrocluster.slots.gate import Gate
 
@@ -42,6 +45,10 @@ SERVICES = ("compute", "crawl")
 """Services a worker can offer."""
 PROBE_TIMEOUT_S = 2.0
 """Seconds the liveness round trip through our own daemon may take."""
+NS_RETRY_FIRST_S = 0.02
+NS_RETRY_MAX_S = 0.25
+"""Seconds between looks for a name server that is not up yet: short at first (``--local``
+starts its workers together with its name server), doubling up to the last."""
 REPLY_GRACE_S = 0.3
 """Seconds a draining worker keeps serving after its last call, so replies reach the client."""
 
@@ -112,6 +119,7 @@ class Worker:
         self._daemon: Any = None
         self._slots: Any = None
         self._crawl: Any = None
+        self._values: ValueKeeper | None = None
         self._ns: Any = None
         self.name_taken_by: str | None = None
         self.registered = False
@@ -157,7 +165,13 @@ class Worker:
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources
             self.state.tasks = sorted(tasks.REGISTRY)
-            compute = ComputeService(self.state, self._slots, gate, self.settings)
+            # Big results kept for the calls that receive them: not in the name server, its URI
+            # travels in each reference.
+            store = ValueStore()
+            values_uri = self._register_object("values", ValuesService(store), listed=False)
+            holders = RegisteredHolders(self.settings)
+            self._values = ValueKeeper(store, self.settings, self.name, values_uri, holders)
+            compute = ComputeService(self.state, self._slots, gate, self.settings, self._values)
             self._register_object("compute", compute)
         if "crawl" in self.options.services:
             from pyrocluster.crawl.service import CrawlService
@@ -168,9 +182,11 @@ class Worker:
         self._register()
 
     def _connect_waiting(self) -> Any:
-        """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once)."""
+        """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once), or
+        until the worker is told to stop."""
         deadline = time.monotonic() + self.options.ns_wait_s
         said = False
+        pause = NS_RETRY_FIRST_S
         while True:
             try:
                 return registry.connect(self.settings)
@@ -188,12 +204,20 @@ class Worker:
                         self.settings.ns_address,
                     )
                     said = True
-                time.sleep(min(0.25, left))
+                if self.state.stop_event.wait(min(pause, left)):  # a signal: stop waiting now
+                    raise ClusterUnreachable(
+                        f"stopped while waiting for the name server at {self.settings.ns_address}"
+                    ) from None
+                pause = min(pause * 2, NS_RETRY_MAX_S)
 
-    def _register_object(self, service: str, obj: Any) -> None:
-        self.uris[service] = str(
+    def _register_object(self, service: str, obj: Any, listed: bool = True) -> str:
+        """Serve ``obj``; a ``listed`` one is registered in the name server too. Its URI."""
+        uri = str(
             self._daemon.register(obj, objectId=f"{registry.object_name(self.name, service)}.{self.instance}")
         )
+        if listed:
+            self.uris[service] = uri
+        return uri
 
     def _slot_counts(self) -> dict[str, int]:
         return {
@@ -344,6 +368,8 @@ class Worker:
         self._drop_ns()
         if self._slots is not None:
             self._slots.close()
+        if self._values is not None:
+            self._values.close()
         if self._crawl is not None and hasattr(self._crawl, "close"):
             self._crawl.close()
         self._daemon.close()

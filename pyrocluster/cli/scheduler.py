@@ -65,14 +65,16 @@ def scheduler(
 ) -> int:
     """Run jobs on a schedule (cron or every); several schedulers on one file fire each tick once."""
     from pyrocluster import config
-    from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
     from pyrocluster.scheduler.spec import load_schedules
+    from pyrocluster.scheduler.state import SchedulerOptions
 
     settings = settings_from(kw)
     require_secret(settings, "run a scheduler")
     if not settings.debug:  # our own INFO lines: leading or standing by, each tick's decision and end
         logging.getLogger("pyrocluster.scheduler").setLevel(logging.INFO)
     schedules = load_schedules(schedules_file)  # exit 2 before anything starts
+    from pyrocluster.scheduler.service import Scheduler  # the coordinator: after the file is valid
+
     config.apply(settings)
     options = SchedulerOptions(
         schedules_file=schedules_file,

@@ -99,6 +99,18 @@ def most_slots(candidates: Sequence[Sized], service: str) -> int:
     return max((c.slots(service) for c in candidates), default=0)
 
 
+def near(candidates: Sequence[C], holder: str | None, service: str, now: float) -> C | None:
+    """The worker that holds a call's big argument when it has a free slot: it runs the call
+    with no transfer. None otherwise (a soft preference: the freest worker takes the call and
+    fetches the value, rather than the call waiting for the holder)."""
+    if holder is None:
+        return None
+    for cand in candidates:
+        if cand.name == holder:
+            return cand if cand.room(service, now) > 0 and cand.free_slots(service) > 0 else None
+    return None
+
+
 def share(queued: int, free_slots_total: int) -> int:
     """Calls per batch that still spread ``queued`` calls over every free slot."""
     return max(1, math.ceil(queued / max(1, free_slots_total)))

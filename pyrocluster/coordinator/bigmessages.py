@@ -6,6 +6,11 @@ buffer copied first). For a message holding one big value each of those is a cop
 here the request is the packer's own buffer plus a separate header, written piece by piece, and
 the reply is decoded straight from the buffer it was received into. A 256 MiB echo: the
 coordinator's peak RSS falls by about three times the value (see ``bench/big_values.py``).
+
+A ``run_batch`` request goes further: a call's payload of ``attachments.ATTACH_BYTES`` or more is
+taken out of the message and sent after it as an attachment (docs/protocol.md, "Attachments"),
+and the request asks the worker to send big outcome values the same way, before its reply. So
+the worker's daemon never reads a big value as part of a message, and neither side packs one.
 """
 
 from __future__ import annotations
@@ -17,14 +22,21 @@ import msgpack
 from Pyro5 import protocol, serializers
 from Pyro5.callcontext import current_context
 
+from pyrocluster import attachments
+
 _HEADER = struct.Struct(protocol._header_format)
 
 
 def invoke_pieces(
     serializer: serializers.MsgpackSerializer, seq: int, object_id: str, method: str, args: tuple[Any, ...]
 ) -> list[Any]:
-    """The request ``object_id.method(*args)`` as [header, payload]: the same bytes as Pyro5's
-    ``SendingMessage`` of ``dumpsCall``, never joined."""
+    """The request ``object_id.method(*args)`` as [header, payload, attachments...]: the same
+    message as Pyro5's ``SendingMessage`` of ``dumpsCall`` (with big payloads of a ``run_batch``
+    taken out, see :func:`detach`), never joined."""
+    bodies: list[Any] = []
+    if method == "run_batch" and len(args) == 1:
+        request, bodies = detach(args[0])
+        args = (request,)
     packer = msgpack.Packer(use_bin_type=True, default=serializer.default, autoreset=False)
     packer.pack((object_id, method, args, {}))
     payload = packer.getbuffer()  # a view of the packer's buffer: no bytes copy
@@ -48,7 +60,60 @@ def invoke_pieces(
         0,
         protocol._magic_number,
     )
-    return [header, payload]
+    return [header, payload, *(piece for body in bodies for piece in attachments.pieces(body))]
+
+
+def detach(request: Any) -> tuple[Any, list[Any]]:
+    """A ``run_batch`` request with its big payloads taken out, and those payloads in order.
+
+    Each such call's payload becomes None and ``request["attached"]`` lists the calls' places;
+    ``request["attach"]`` asks the worker to send big outcome values as attachments too.
+    """
+    if not isinstance(request, dict) or not isinstance(request.get("calls"), list):
+        return request, []
+    calls = request["calls"]
+    places = [
+        i
+        for i, call in enumerate(calls)
+        if isinstance(call, list)
+        and len(call) > 2
+        and isinstance(call[2], (bytes, bytearray))
+        and len(call[2]) >= attachments.ATTACH_BYTES
+    ]
+    out = {**request, "calls": list(calls), "attach": 1}
+    bodies = []
+    for i in places:
+        bodies.append(calls[i][2])
+        out["calls"][i] = [*calls[i][:2], None, *calls[i][3:]]
+    if places:
+        out["attached"] = places
+    return out, bodies
+
+
+def reattach(reply: Any, bodies: list[bytes | bytearray]) -> Any:
+    """A ``run_batch`` reply with the outcome values sent before it put back in their places.
+
+    ValueError when the reply does not name exactly the attachments that came.
+    """
+    places = reply.get("attached") if isinstance(reply, dict) else None
+    if places is None and not bodies:
+        return reply
+    outcomes = reply.get("outcomes") if isinstance(reply, dict) else None
+    if (
+        not isinstance(places, list)
+        or not isinstance(outcomes, list)
+        or len(places) != len(bodies)
+        or len(set(places)) != len(places)
+    ):
+        raise ValueError(f"a reply naming {places!r:.80} for {len(bodies)} attachments")
+    for place, body in zip(places, bodies, strict=True):
+        if type(place) is not int or not 0 <= place < len(outcomes):
+            raise ValueError(f"an attachment for outcome {place!r:.40} of {len(outcomes)}")
+        outcome = outcomes[place]
+        if not isinstance(outcome, list) or len(outcome) != 3 or outcome[1] is not None:
+            raise ValueError(f"an attachment for outcome {place} that holds a value already")
+        outcome[1] = body
+    return reply
 
 
 def loads(serializer: Any, data: Any) -> Any:

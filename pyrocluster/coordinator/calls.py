@@ -8,13 +8,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrocluster import codec
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import CredentialLapsed, TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
+from pyrocluster.valueref import ValueRef, ref_fields
+
+if TYPE_CHECKING:
+    from pyrocluster.coordinator.keptresults import KeptResults
 
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
@@ -48,7 +52,7 @@ class Call:
     __slots__ = (
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
-        "last_error", "value", "error", "priority", "id", "payload", "resources",
+        "last_error", "value", "error", "priority", "id", "payload", "resources", "keep", "refs",
     )  # fmt: skip
 
     def __init__(
@@ -90,6 +94,17 @@ class Call:
         self.payload = b""
         """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
         self.resources = resources
+        self.keep = False
+        """Its result, when big, stays on its worker (the reply carries a ``ValueRef``)."""
+        self.refs: tuple[ValueRef, ...] = ()
+        """The references its arguments hold: its worker fetches their values before it runs."""
+
+    @property
+    def near(self) -> str | None:
+        """The worker that holds its biggest argument, where it would best run."""
+        if not self.refs:
+            return None
+        return max(self.refs, key=lambda ref: ref.size).holder
 
     @property
     def future(self) -> TaskFuture:
@@ -113,6 +128,11 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
         self.reader: Callable[[float], bool] | None = None
         """Set when the call went out alone: reads its reply on the calling thread (see result)."""
+        self.kept: KeptResults | None = None
+        """Set for a call whose big result stays on its worker: reads it when asked, makes it again."""
+        self.sources: dict[str, TaskFuture] = {}
+        """Reference id -> the future whose result it is, for the references among the arguments."""
+        self.remakes = 0
 
     def result(self, timeout: float | None = None) -> Any:
         """The call's result, as ``Future.result``.
@@ -132,7 +152,23 @@ class TaskFuture(Future):  # type: ignore[type-arg]
                 break
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - start))
-        return super().result(timeout)
+        value = super().result(timeout)
+        if type(value) is ValueRef and self.kept is not None:
+            value = self._read(value)
+        return value
+
+    def raw(self) -> Any:
+        """The result as the reply carried it (a kept one as its reference); for a done future."""
+        return super().result(0)
+
+    def _read(self, ref: ValueRef) -> Any:
+        """A kept result read from its holder, once (the future keeps the value)."""
+        assert self.kept is not None
+        value = self.kept.value(self.call, ref)
+        with self._condition:
+            if self._result is ref:
+                self._result = value
+            return self._result
 
     def cancel(self) -> bool:
         """The ``concurrent.futures`` meaning: True for a call that has not started (it never will).
@@ -154,8 +190,10 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         if isinstance(call.error, CancelledError):
             super().cancel()
         elif call.error is None:
+            if type(call.value) is ValueRef and self.kept is not None:
+                self.kept.taken(call.value)
             self.set_result(call.value)
-        else:
+        elif not (_lost(call) and self.kept is not None and self.kept.lost(self, call)):
             self.set_exception(call.error)
 
     @property
@@ -172,6 +210,17 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def elapsed_ms(self) -> float:
         """Run time of the recorded attempt on the worker, in milliseconds."""
         return self.call.elapsed_ms
+
+
+def _lost(call: Call) -> bool:
+    """A call that could not run because the holder of one of its arguments was gone."""
+    return bool(call.refs) and isinstance(call.error, TaskFailed) and call.error.type == "ValueGone"
+
+
+def copy_call(call: Call, args: list[Any], kwargs: dict[str, Any], waiter: Waiter | None) -> Call:
+    """A new call like ``call`` with these arguments and waiter (none: a future of its own)."""
+    return Call(call.service, call.name, args, kwargs, call.tags, call.timeout_s, call.retries,
+                call.retry_on_error, waiter, call.tag, call.priority, call.resources)  # fmt: skip
 
 
 class CallGroup:
@@ -244,12 +293,18 @@ class Batch:
         ]
         if ask:
             columns.append(itertools.repeat(dict(ask), n))
-        return {"from": sender, "calls": list(map(list, zip(*columns, strict=True)))}
+        request: dict[str, Any] = {"from": sender, "calls": list(map(list, zip(*columns, strict=True)))}
+        if any(map(_KEEP, self.calls)):
+            request["keep"] = [str(c.id) for c in self.calls if c.keep]
+        if any(map(_REFS, self.calls)):
+            request["fetch"] = {str(c.id): [ref_fields(r) for r in c.refs] for c in self.calls if c.refs}
+        return request
 
 
 _ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
 _ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
 _CALL, _WAITER = operator.itemgetter(0), operator.attrgetter("waiter")
+_KEEP, _REFS = operator.attrgetter("keep"), operator.attrgetter("refs")
 
 Resolution = tuple[Call, Any, "BaseException | None"]
 """A call and its outcome, decided under the dispatcher's lock and settled after it."""

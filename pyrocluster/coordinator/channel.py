@@ -138,11 +138,15 @@ class Channel:
             data = bigmessages.loads(serializer, msg.data)
         except Exception as exc:  # whatever the decoder raises on bytes it cannot read
             raise Undecodable(f"the reply cannot be decoded: {type(exc).__name__}") from None
+        bodies = getattr(msg, "attachments", [])
         if msg.flags & protocol.FLAGS_EXCEPTION:
-            if isinstance(data, BaseException):
+            if isinstance(data, BaseException) and not bodies:
                 raise data
             raise Undecodable("an exception reply that holds no exception")
-        return data
+        try:
+            return bigmessages.reattach(data, bodies)
+        except ValueError as exc:
+            raise Undecodable(f"the reply's attachments are out of place: {exc}") from None
 
     def sock(self) -> socket.socket | None:
         """The connection's socket, if connected."""

@@ -16,6 +16,7 @@ from pyrocluster.coordinator.calls import Ask, Call, CallGroup, TaskFuture, Wait
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.fanout import KeptChannels
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
+from pyrocluster.coordinator.keptresults import KeptResults
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
     DEFAULT_PROBE_TIMEOUT_S,
@@ -129,6 +130,8 @@ class Calls:
         value) makes this call wait for it, without a thread, and receive its result.
         """
         call = self._call(task_name(name), list(args), kwargs)
+        call.keep = True  # a big result stays on its worker until asked for or passed on
+        call.future.kept = self._cluster.kept
         upstreams = upstream_futures(call.args, call.kwargs)
         if upstreams:
             submit_after(call, upstreams, self._cluster.submit_calls)
@@ -244,6 +247,8 @@ class Cluster:
         self.retries = retries
         self._local: LocalCluster | None = None
         self._dispatcher = Dispatcher(settings, probe_timeout, wait, max(1, max_batch))
+        self.kept = KeptResults(self)
+        """The big results of ``submit`` calls kept on the workers."""
         self._status_channels = KeptChannels()
         """Connections of ``status()`` to the workers, kept between calls."""
         self._dispatcher.start()
@@ -412,6 +417,11 @@ class Cluster:
         return self._dispatcher.cancel(self._dispatcher.calls_of(waiter), running=True)
 
     @property
+    def sender_id(self) -> str:
+        """How this coordinator names itself to workers (the owner of the values they keep for it)."""
+        return self._dispatcher.sender_id
+
+    @property
     def retried(self) -> int:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried
@@ -436,6 +446,7 @@ class Cluster:
 
     def close(self) -> None:
         """Stop dispatching (unsettled calls fail) and stop the local cluster if we started one."""
+        self.kept.free()
         self._dispatcher.close()
         with self._status_channels.turn:
             self._status_channels.close()

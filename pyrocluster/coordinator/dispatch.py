@@ -191,7 +191,9 @@ class Dispatcher(Failover):
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
             return None
-        rec = balancer.choose(cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands))
+        rec = balancer.near(cands, call.near, req[0], now) or balancer.choose(
+            cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands)
+        )
         if rec is None:
             return None
         batch = Batch(req, [call])
@@ -335,7 +337,7 @@ class Dispatcher(Failover):
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
                     if balancer.hold(cost, len(queue), self._out[key]):
                         continue  # cheap calls, enough batches out: a reply takes them
-                    rec = balancer.choose(
+                    rec = balancer.near(cands, queue[0].near, service, now) or balancer.choose(
                         cands, service, now, self._turn, asked(req), self._ceiling(req, cands)
                     )
                     if rec is None:

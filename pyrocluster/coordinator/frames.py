@@ -4,7 +4,9 @@ The coordinator's reply loop serves every connection on one thread, so it never 
 peer: a request goes out as the socket takes it and a reply is read as its bytes arrive, its
 40-byte header first (checked by Pyro5's own ``ReceivingMessage``: tag, version, magic, the
 message cap) and then exactly the payload it announces. A peer that stops or drips bytes holds
-only its own buffer. Memory grows with the bytes received, not with the size a header claims.
+only its own buffer. Memory grows with the bytes received, not with the size a header claims,
+except for an attachment (``attachments.py``) before the reply, whose buffer is made at its
+announced size (capped, with the reply, by the message cap) so that it is the value's only copy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import Pyro5.errors
 from Pyro5 import protocol
+
+from pyrocluster import attachments
 
 HEADER_BYTES: int = protocol._header_size
 """Size of a Pyro5 message header."""
@@ -75,9 +79,10 @@ class RequestWriter:
 
 
 class ReplyReader:
-    """One Pyro5 reply message, read as its bytes arrive."""
+    """One Pyro5 reply message, read as its bytes arrive, with the attachments sent before it
+    (``message.attachments``: their bodies, in order)."""
 
-    __slots__ = ("_header", "_message", "_payload", "_got", "_size")
+    __slots__ = ("_header", "_message", "_payload", "_got", "_size", "_attachment", "_attachments", "_room")
 
     def __init__(self) -> None:
         self._header = bytearray()
@@ -85,15 +90,30 @@ class ReplyReader:
         self._payload = bytearray()
         self._got = 0
         self._size = 0
+        self._attachment: attachments.AttachmentReader | None = None
+        self._attachments: list[bytes | bytearray] = []
+        self._room = 0
+        """Bytes the attachments of this reply may still take (set by the first one's header)."""
 
     def read(self, sock: Any) -> protocol.ReceivingMessage | None:
         """Take what the socket holds now: the message once complete, else None (more is due).
 
         Reads until the socket has nothing more (a TLS socket's own buffer included, which a
         selector cannot see). ConnectionClosedError at end of stream or a broken connection,
-        ProtocolError for a header that is not a Pyro5 reply or announces more than the cap.
+        ProtocolError for a header that is not a Pyro5 reply or an attachment, or that announces
+        more than the cap.
         """
         while True:
+            if self._attachment is not None:
+                try:
+                    self._attachment.read(sock)
+                except _AGAIN:
+                    return None
+                except OSError as exc:
+                    raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
+                self._attachments.append(self._attachment.body)
+                self._attachment = None
+                continue
             if self._message is None:
                 want = HEADER_BYTES - len(self._header)
             else:
@@ -119,9 +139,24 @@ class ReplyReader:
             if self._message is None:
                 self._header += chunk
                 if len(self._header) == HEADER_BYTES:
-                    self._start(bytes(self._header))
+                    header, self._header = bytes(self._header), bytearray()
+                    if header.startswith(attachments.MAGIC):
+                        self._attach(header)
+                    else:
+                        self._start(header)
             else:
                 self._got += got
+
+    def _attach(self, header: bytes) -> None:
+        """An attachment comes before the reply: read its body into one buffer of its size."""
+        if not self._attachments and self._attachment is None:
+            self._room = protocol.config.MAX_MESSAGE_SIZE
+        try:
+            size = attachments.parse_header(header, self._room)
+        except attachments.AttachmentError as exc:
+            raise Pyro5.errors.ProtocolError(f"{exc} (what a reply may carry)") from None
+        self._room -= size
+        self._attachment = attachments.AttachmentReader(size)
 
     def _start(self, header: bytes) -> None:
         message = protocol.ReceivingMessage(header)  # ProtocolError: not Pyro5, or over the cap
@@ -136,6 +171,7 @@ class ReplyReader:
         # The bytearray itself, not a bytes copy of it: the decoder reads any buffer, and a big
         # value decoded from it (an array) is a view of it (one copy of the value in memory).
         message.add_payload(self._payload)  # our guard refuses compressed payloads here
+        message.attachments = self._attachments  # type: ignore[attr-defined]
         self._message, self._header, self._payload, self._got, self._size = (
             None,
             bytearray(),
@@ -143,4 +179,5 @@ class ReplyReader:
             0,
             0,
         )
+        self._attachments = []
         return message

@@ -15,6 +15,7 @@ from typing import Any
 
 from pyrocluster.coordinator.calls import Call, TaskFuture
 from pyrocluster.errors import UpstreamFailed
+from pyrocluster.valueref import ValueRef, refs_in
 
 _cascade = threading.local()
 
@@ -47,7 +48,9 @@ def upstream_futures(args: list[Any], kwargs: dict[str, Any]) -> list[TaskFuture
 
 
 def _result_of(value: Any) -> Any:
-    return value.result() if isinstance(value, TaskFuture) else value
+    """An argument's value: an upstream future's result, a kept one as its reference (the
+    call's worker fetches it from the holder)."""
+    return value.raw() if isinstance(value, TaskFuture) else value
 
 
 class _Pending:
@@ -82,8 +85,13 @@ class _Pending:
         call = self.call
         if call.future.cancelled():
             return
+        sources = {id(v): v for v in (*call.args, *call.kwargs.values()) if isinstance(v, TaskFuture)}
         call.args = [_result_of(value) for value in call.args]
         call.kwargs = {key: _result_of(value) for key, value in call.kwargs.items()}
+        refs = refs_in(call.args) + refs_in(call.kwargs)
+        if refs:
+            call.refs = tuple(refs)
+            call.future.sources = {f.raw().id: f for f in sources.values() if isinstance(f.raw(), ValueRef)}
         try:
             self.submit([call])
         except Exception as exc:  # the cluster closed meanwhile: the call fails, never hangs

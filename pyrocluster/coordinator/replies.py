@@ -103,7 +103,7 @@ def decode_outcome(outcome: Any) -> Outcome:
     if raw is None:
         return happened, None, elapsed
     try:
-        value = codec.unpack(codec.as_bytes(raw))
+        value = codec.unpack(codec.as_buffer(raw))
     except Exception as exc:  # DecodeError, or anything the decoder let through: this call fails
         return _undecodable(f"{type(exc).__name__}: {shown(str(exc))}", elapsed)
     return happened, value, elapsed

@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from pyrocluster.valueref import ValueRef
+
 OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME
 """The one line's options: datetimes go through :func:`default`, so every path spells them alike."""
 _PIECE = orjson.OPT_PASSTHROUGH_DATETIME
@@ -54,6 +56,8 @@ def default(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
+    if type(value) is ValueRef:  # a big value kept on a worker: where it was written
+        return value.json()
     module = type(value).__module__.partition(".")[0]
     if module == "numpy" and hasattr(value, "tolist"):  # an array or a numpy scalar
         return value.tolist()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import CredentialLapsed, error_record
+from pyrocluster.jobs.bigvalues import JobValues
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
@@ -188,6 +189,10 @@ class JobRunner:
         self._inbox: queue.SimpleQueue[list[Call] | list[dict[str, Any]] | None] = queue.SimpleQueue()
         """What the recorder writes: settled calls, or ready records (crawl pages, cancelled tasks)."""
         self._recorder_thread = threading.Thread(target=self._recorder, name="recorder", daemon=True)
+        self._spelled: dict[int, Any] = {}
+        """Kept results read back from their files (``--resume``): how their records spell them."""
+        self.values = JobValues(cluster, output, self.settled)
+        """Big results kept on the workers, written beside the results file, made again if lost."""
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -322,6 +327,8 @@ class JobRunner:
                     end = True
                     break
                 if item and isinstance(item[0], Call):
+                    if not self._closing:  # kept values written, lost ones made again
+                        item = self.values.ready(item)  # type: ignore[arg-type]
                     settled += len(item)
                     if not self._closing:
                         records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
@@ -354,7 +361,9 @@ class JobRunner:
             k for k, r in kept.items() if isinstance(r.get("result"), dict) and "$file" in r["result"]
         ]:
             try:  # a result kept beside the file flows downstream like any other
+                reference = kept[task_id]["result"]
                 kept[task_id]["result"] = load_result(kept[task_id], self.output)
+                self._spelled[id(kept[task_id]["result"])] = reference
             except ValueError as exc:  # gone or changed: the task runs again
                 log.warning("--resume runs %s again: %s", task_id, exc)
                 del kept[task_id]
@@ -374,7 +383,9 @@ class JobRunner:
         self._started = time.monotonic()
         self._stop = stop
         self._recorder_thread.start()
-        self.workflow = Workflow(self.spec, kept, self._append, self._store.forget)
+        self.workflow = Workflow(self.spec, kept, self._append, self._store.forget, self._spelled)
+        self.values.no_keep = self.workflow.map_sources()
+        self.values.released = self.workflow.released
         self._run_tasks(self.workflow.items(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
@@ -392,6 +403,7 @@ class JobRunner:
                 self._drain(stop)
         self._inbox.put(None)  # the recorder writes what came before, then ends
         self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
+        self.values.free()
         # Once stopped, outcomes still arriving are not written: the summary matches the file.
         self._closing = True
         return self._summary(cancelled)
@@ -402,6 +414,7 @@ class JobRunner:
         assert self.workflow is not None
         unfinished = self.workflow.cancel()  # first: cancelled outcomes skip nothing downstream
         self.cluster.cancel_calls(self)  # they settle at once; the recorder writes them
+        self.cluster.cancel_calls(self.values.remakes)
         self._grace()
         batch: list[dict[str, Any]] = []
         for item in unfinished:
@@ -417,15 +430,15 @@ class JobRunner:
         """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
         tagsets: dict[tuple[str, ...], frozenset[str]] = {}
         chunk: list[Call] = []
+        values = self.values
         for item in items:
             if item is not None:
                 tags = tagsets.get(item.tags)
                 if tags is None:
                     tags = tagsets[item.tags] = frozenset(item.tags)
-                chunk.append(
-                    Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                         item.retry_on_error, self, item, item.priority, item.resources)
-                )  # fmt: skip
+                call = Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
+                            item.retry_on_error, self, item, item.priority, item.resources)  # fmt: skip
+                chunk.append(values.prepare(call, item))
                 if len(chunk) < SUBMIT_CHUNK:
                     continue
             if chunk and not self._submit(chunk, stop):

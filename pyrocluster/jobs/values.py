@@ -13,13 +13,17 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from pyrocluster import codec
+from pyrocluster import codec, typed
 
 BIG_RESULT_BYTES = 1 << 20
 """A record line longer than this (bytes) has its result written to a file of its own."""
+_EXT32 = b"\xc9"
+"""How the encoding of a value of over 64 KiB that is an extension (an array) starts."""
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -65,6 +69,88 @@ def spill(record: dict[str, Any], results_path: Path) -> dict[str, Any]:
     os.replace(partial, target)
     reference = {"$file": f"{folder.name}/{target.name}", "type": kind, "bytes": size, "sha256": digest}
     return {**record, "result": reference}
+
+
+class ValueFileWriter:
+    """Turns the encoded bytes of a value (``codec.pack``), as they arrive, into the file
+    :func:`spill` would write: an ``.npy`` for an array (its header rewritten, its body as is),
+    ``.msgpack`` with the bytes unchanged for anything else (a frame too: rewriting its Arrow stream
+    as a file would need it whole)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._head = bytearray()
+        self.kind: str | None = None
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def feed(self, chunk: memoryview) -> None:
+        if self.kind is None:
+            self._head += chunk
+            self._start()
+            if self.kind is not None:
+                self._head = bytearray()
+            return
+        self._write(chunk)
+
+    def end(self) -> None:
+        """The value ended: one shorter than an array's header is written as it came."""
+        if self.kind is None:
+            self.kind = "msgpack"
+            self._write(memoryview(bytes(self._head)))
+
+    def _start(self) -> None:
+        """Decide the format once the value's header has arrived (more bytes may be needed)."""
+        head = self._head
+        if len(head) < 6 and head[:1] == _EXT32:
+            return
+        if head[:1] != _EXT32 or head[5] != typed.NDARRAY:
+            self.kind = "msgpack"
+            self._write(memoryview(bytes(head)))
+            return
+        if len(head) < 10:
+            return
+        header_len = int.from_bytes(head[6:10], "little")
+        if len(head) < 10 + header_len:
+            return
+        import msgpack
+        import numpy
+        from numpy.lib import format as npy
+
+        descr, shape, fortran = msgpack.unpackb(bytes(head[10 : 10 + header_len]), raw=False)
+        dtype = typed.dtype_of(numpy, descr)
+        header = BytesIO()
+        descr = npy.dtype_to_descr(dtype)
+        described = {"descr": descr, "fortran_order": bool(fortran), "shape": tuple(shape)}
+        npy.write_array_header_1_0(header, described)
+        self.kind = "ndarray"
+        self._write(memoryview(header.getvalue()))
+        self._write(memoryview(bytes(head[10 + header_len :])))
+
+    def _write(self, chunk: memoryview) -> None:
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        self._out.write(chunk)
+
+
+def spill_stream(
+    task_id: str, results_path: Path, stream: Callable[[Callable[[memoryview], None]], None]
+) -> dict[str, Any]:
+    """Write a value that arrives in chunks (``stream(sink)`` hands them over) beside the results
+    file, never holding it whole; the record's ``$file`` reference to it."""
+    folder = values_dir(results_path)
+    folder.mkdir(exist_ok=True)
+    partial = folder / (_file_name(task_id, "") + ".partial")
+    with open(partial, "wb") as out:
+        writer = ValueFileWriter(out)
+        stream(writer.feed)
+        writer.end()
+        out.flush()
+        os.fsync(out.fileno())
+    target = folder / _file_name(task_id, ".npy" if writer.kind == "ndarray" else ".msgpack")
+    os.replace(partial, target)
+    return {"$file": f"{folder.name}/{target.name}", "type": writer.kind, "bytes": writer.size,
+            "sha256": writer.sha.hexdigest()}  # fmt: skip
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -14,9 +14,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
+
 from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
 from pyrocluster.jobs.graphview import graph_view
 from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, items_of
+from pyrocluster.jobs.recordjson import OPTIONS, default
 from pyrocluster.jobs.results import encode_record
 from pyrocluster.jobs.spec import CallbackSpec, JobSpec
 
@@ -29,16 +32,26 @@ def _never(loc: Any, message: str) -> Exception:  # pragma: no cover - load_job 
     return AssertionError(f"{loc}: {message}")
 
 
-def same_call(record: dict[str, Any], item: TaskItem) -> bool:
+def same_call(record: dict[str, Any], item: TaskItem, spelled: dict[int, Any] | None = None) -> bool:
     """Whether a kept record was made by this very call: the same task with the same arguments.
 
     Compared as the results file writes them, so an unchanged call matches its own record whatever
     JSON did to its values (tuples, int keys); a job file edited under the same name runs again.
+    ``spelled`` maps the ``id()`` of a value read back from its ``.values/`` file to the file
+    reference its record holds: a big argument was written as that reference.
     """
     written = encode_record(
         {"call": record.get("call"), "args": record.get("args"), "kwargs": record.get("kwargs")}
     )
-    return written == encode_record({"call": item.call, "args": item.args, "kwargs": item.kwargs})
+    mine = {"call": item.call, "args": item.args, "kwargs": item.kwargs}
+    if spelled:
+        try:
+            return written == orjson.dumps(
+                mine, default=lambda v: spelled.get(id(v)) or default(v), option=OPTIONS
+            )
+        except TypeError:
+            return False
+    return written == encode_record(mine)
 
 
 def callback_item(
@@ -66,6 +79,7 @@ class Workflow:
         kept: dict[str, dict[str, Any]],
         write: Write,
         forget: Callable[[str], None] = lambda key: None,
+        spelled: dict[int, Any] | None = None,
     ) -> None:
         self.spec = spec
         self._write = write
@@ -73,6 +87,8 @@ class Workflow:
         self._forget = forget
         """Drops a stale line from the results file (at compaction)."""
         self.kept = kept
+        self._spelled = spelled
+        """``id()`` of a kept value read from its file -> its file reference (see ``same_call``)."""
         self.total = count_task_items(spec)
         """Records the job will have: grows as dynamic maps expand and callbacks fire."""
         self.resumed = 0
@@ -95,6 +111,16 @@ class Workflow:
         """Outcomes per task id (a map's items count under the map), for the dashboard's graph."""
         with self._cond:
             self._apply(self.flow.start())
+
+    def map_sources(self) -> frozenset[str]:
+        """The tasks whose result a dynamic map expands (the coordinator needs those values)."""
+        return frozenset(n.map_source for n in self.flow.graph.nodes.values() if n.map_source)
+
+    def released(self, key: str) -> bool:
+        """Whether the value of task ``key`` (a single call) was handed to every task that
+        receives it: no call made from now on will hold it."""
+        with self._cond:
+            return key in self.flow.graph.needed and key not in self.flow.values and not self._any_callback
 
     @property
     def waiting(self) -> int:
@@ -147,7 +173,7 @@ class Workflow:
         kept_now: list[dict[str, Any]] = []
         for item in itertools.chain((first,), items):
             record = self.kept.get(item.id)
-            if record is None or not same_call(record, item):
+            if record is None or not same_call(record, item, self._spelled):
                 yield item
                 continue
             kept_now.append(record)

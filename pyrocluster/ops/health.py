@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pyrocluster.ops import sdnotify
@@ -129,6 +128,9 @@ class HealthServer:
     """A tiny HTTP server answering GET ``/livez`` and ``/readyz`` (404 for everything else)."""
 
     def __init__(self, host: str, port: int, live: Check, ready: Check) -> None:
+        # Imported here: only a process asked for a health port pays for http.server and email.
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         class Handler(BaseHTTPRequestHandler):
             server_version = "pyrocluster"  # and no Python version: the probe tells nothing else
             sys_version = ""

@@ -17,8 +17,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import astuple
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from typing import Any
 import Pyro5.errors
 
 from pyrocluster.config import Settings
-from pyrocluster.defaults import DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_SCHEDULER_STATE, DEFAULT_SUBMIT_WAIT_S
 from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver import schedules as entries
@@ -37,22 +36,20 @@ from pyrocluster.scheduler.lease import LEASE_TTL_S, Leadership
 from pyrocluster.scheduler.ledger import Fenced, Ledger
 from pyrocluster.scheduler.runs import Finished, RunJob, TickRuns, about, run_tick_job
 from pyrocluster.scheduler.spec import Schedule
+from pyrocluster.scheduler.state import SchedulerOptions, ScheduleState, parse_iso, utc_now
 from pyrocluster.scheduler.store import Claim, End
 from pyrocluster.scheduler.takeover import RunOwners, process_alive, process_started
 from pyrocluster.scheduler.ticks import (
     FIRE,
     QUEUE,
-    Policy,
     iso,
     iter_ticks,
-    local_time,
     plan,
     ticks_between,
 )
 
 log = logging.getLogger(__name__)
 
-UTC = timezone.utc
 ROUND_S = 1.0
 """Seconds between lease rounds (renew or watch) when no tick is due sooner."""
 PUBLISH_S = 2.0
@@ -62,64 +59,13 @@ PRUNE_MARGIN_S = 600.0
 PRUNE_PER_ROUND = 20
 """Old claims removed per round at most (pruning stays in the background)."""
 CANCEL_GRACE_S = 15.0
+"""Seconds cancelled runs have to end after ``--drain-timeout``."""
 STUCK_ROUND_S = 10.0
 """A loop that has not finished a round for this long is stuck (a round's calls time out in 2 s)."""
-"""Seconds cancelled runs have to end after ``--drain-timeout``."""
 LOST = "lost"
 """Run status of a tick whose scheduler died while it ran."""
 CLAIMS_FOLDER = "claims"
 """The claims folder's name, beside ``ticks.jsonl``."""
-
-
-def utc_now() -> datetime:
-    """The wall clock, UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass
-class SchedulerOptions:
-    """What ``pyrocluster scheduler`` was told besides the shared settings."""
-
-    schedules_file: str
-    name: str = ""
-    state_path: str = DEFAULT_SCHEDULER_STATE
-    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
-    wait_s: float = DEFAULT_SUBMIT_WAIT_S
-
-    def resolved_name(self) -> str:
-        """The name, defaulting to ``<hostname>-<pid>``."""
-        return self.name or f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass
-class ScheduleState:
-    """What this scheduler holds for one schedule."""
-
-    schedule: Schedule
-    lease: Leadership
-    ledger: Ledger
-    watermark: datetime | None = None
-    """Every tick at or before this instant is decided (by someone)."""
-    queued: list[datetime] = field(default_factory=list)
-    running: dict[datetime, threading.Thread] = field(default_factory=dict)
-    foreign: dict[datetime, Claim] = field(default_factory=dict)
-    """Runs of other schedulers with no recorded end, while we lead (they count for ``overlap``)."""
-    last_fire: str = ""
-    last_status: str = ""
-    pruned_to: datetime | None = None
-    role: str = ""
-    """What we last said of our part in this schedule (leading, standing by)."""
-
-    @property
-    def busy(self) -> int:
-        """Runs of this schedule going on: ours and, while we lead, the other schedulers'."""
-        return len(self.running) + len(self.foreign)
-
-    @property
-    def policy(self) -> Policy:
-        """The schedule's misfire and overlap rules."""
-        s = self.schedule
-        return Policy(misfire=s.misfire, catchup_s=s.catchup_s, overlap=s.overlap)
 
 
 class Scheduler:
@@ -183,7 +129,7 @@ class Scheduler:
         for st in self.states:
             mark = known.get(st.schedule.name)
             if mark:
-                st.watermark = _parse_iso(mark["tick"])
+                st.watermark = parse_iso(mark["tick"])
                 st.last_fire, st.last_status = mark.get("fire", ""), mark.get("status", "")
         self._publish(force=True)
 
@@ -328,7 +274,7 @@ class Scheduler:
             return False
         mark = store.read_watermark(ns, st.schedule.name)
         if mark is not None and mark.tick:
-            theirs = _parse_iso(mark.tick)
+            theirs = parse_iso(mark.tick)
             if st.watermark is None or theirs > st.watermark:
                 st.watermark, st.last_fire, st.last_status = theirs, mark.fire, mark.status
         st.watermark = max((t for t in (st.watermark, st.ledger.newest()) if t is not None), default=None)
@@ -477,24 +423,13 @@ class Scheduler:
             if not st.lease.leading:
                 mark = store.read_watermark(ns, st.schedule.name)
                 if mark is not None and mark.tick:
-                    theirs = _parse_iso(mark.tick)
-                    if st.watermark is None or theirs >= st.watermark:
-                        st.watermark, st.last_fire, st.last_status = theirs, mark.fire, mark.status
+                    if st.adopt(mark):
                         self._statefile.save(
                             {st.schedule.name: {"tick": mark.tick, "fire": mark.fire, "status": mark.status}}
                         )
                 elif st.watermark is not None and mark is None:
                     self._save_watermark(ns, st)  # the name server forgot (memory storage restarted)
-            shown.append(
-                {
-                    "name": st.schedule.name,
-                    "next_fire": iso(st.schedule.timing.next_after(now)),
-                    **local_time(st.schedule.timing, st.schedule.timing.next_after(now)),
-                    "last_fire": st.last_fire or None,
-                    "last_status": st.last_status or None,
-                    "leader": st.lease.leader_name or None,
-                }
-            )
+            shown.append(st.status_row(now))
         entries.publish(ns, self.instance, self.name, self.process, time.time(), shown)
         self._published = mono
 
@@ -522,7 +457,3 @@ class Scheduler:
                     "schedule %s tick %s still running at exit", st.schedule.name, iso(tick),
                     extra=about(st.schedule.name),
                 )  # fmt: skip
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)

@@ -10,11 +10,12 @@ import Pyro5.api
 import Pyro5.callcontext
 import Pyro5.serializers
 
-from pyrocluster import codec, protocol, resources, tasks
+from pyrocluster import attachments, codec, protocol, resources, tasks
 from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
+from pyrocluster.services.values import ValueKeeper
 from pyrocluster.slots import ProcessSlots, ThreadSlots
 from pyrocluster.slots.batch import (
     MAX_CALLS,
@@ -112,6 +113,14 @@ def plain_batch(calls: Any, known: Any, max_payload: int) -> tuple[Any, ...] | N
     return (ids, names, payloads, timeouts, max(priorities)) if plain else None
 
 
+def _big_value_fields(request: dict[Any, Any]) -> tuple[set[str], dict[str, Any]]:
+    """The call ids whose big results stay here (``keep``), and per call id the references its
+    arguments hold (``fetch``); malformed fields count as absent."""
+    keep, fetch = request.get("keep"), request.get("fetch")
+    ids = {k for k in keep if isinstance(k, str)} if isinstance(keep, list) else set()
+    return ids, fetch if isinstance(fetch, dict) else {}
+
+
 def _invalid(message: str) -> Outcome:
     return encoded_failure(protocol.ERROR, "InvalidCall", message)
 
@@ -175,14 +184,61 @@ def too_large_arguments(size: int, cap: int) -> Outcome:
     return encoded_failure(protocol.ERROR, "ArgumentsTooLarge", message)
 
 
+def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytes | bytearray | int]:
+    """The payloads sent after a ``run_batch`` request, by call place (a body over ``cap`` as its
+    size, read and dropped). AttachmentError (the connection is then closed) when the request
+    names them badly or the stream breaks."""
+    places = request.get("attached") if isinstance(request, dict) else None
+    if places is None:
+        return {}
+    if sock is None:
+        raise attachments.AttachmentError("attachments named, but the call came on no connection")
+    calls = request.get("calls")
+    if (
+        not isinstance(places, list)
+        or not isinstance(calls, (list, tuple))
+        or len(places) > MAX_BATCH
+        or len(set(places)) != len(places)
+        or not all(type(p) is int and 0 <= p < len(calls) for p in places)
+    ):
+        raise attachments.AttachmentError("'attached' must list distinct places of calls")
+    room = Pyro5.config.MAX_MESSAGE_SIZE  # what the message itself could have carried
+    bodies: dict[int, bytes | bytearray | int] = {}
+    for place in places:
+        body = attachments.receive(sock, min(cap, room))
+        room -= body if isinstance(body, int) else len(body)
+        bodies[place] = body
+    return bodies
+
+
+def send_attached(sock: Any, reply: dict[str, Any]) -> None:
+    """Send the reply's big outcome values ahead of it as attachments (``reply["attached"]``)."""
+    places = []
+    for place, outcome in enumerate(reply["outcomes"]):
+        value = outcome[1]
+        if isinstance(value, (bytes, bytearray)) and len(value) >= attachments.ATTACH_BYTES:
+            attachments.send(sock, value)
+            reply["outcomes"][place] = [outcome[0], None, outcome[2]]
+            places.append(place)
+    if places:
+        reply["attached"] = places
+
+
 @Pyro5.api.expose
 class ComputeService:
     """Runs registered tasks for any number of coordinators, never more batches than its slots."""
 
     def __init__(
-        self, state: WorkerState, slots: ProcessSlots | ThreadSlots, gate: Gate, settings: Settings
+        self,
+        state: WorkerState,
+        slots: ProcessSlots | ThreadSlots,
+        gate: Gate,
+        settings: Settings,
+        values: ValueKeeper | None = None,
     ) -> None:
         self._state = state
+        self._values = values
+        """Keeps big results and fetches big arguments (the ``keep`` and ``fetch`` of a request)."""
         self._slots = slots
         self._gate = gate
         self._settings = settings
@@ -198,7 +254,20 @@ class ComputeService:
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
         """Run a batch in one slot (waiting for one if need be): ``{"outcomes", "load"}``, or
-        ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request."""
+        ``{"busy"|"refused", "load"}``, or ``{"error"}`` for a malformed request.
+
+        Big payloads sent after the request (``attached``) are read first, and big outcome
+        values go back the same way when the request asks (``attach``): docs/protocol.md,
+        "Attachments"."""
+        sock = getattr(Pyro5.callcontext.current_context.client, "sock", None)
+        bodies = receive_attached(sock, request, self._settings.max_value_bytes)
+        reply = self._run_batch(request, bodies)
+        bodies.clear()  # the arguments are done with before the results go out
+        if isinstance(request, dict) and request.get("attach") == 1 and "outcomes" in reply:
+            send_attached(sock, reply)
+        return reply
+
+    def _run_batch(self, request: Any, bodies: dict[int, bytes | bytearray | int]) -> dict[str, Any]:
         if not self._state.accepting():
             return {"refused": "draining", "load": self._gate.load()}
         if not isinstance(request, dict):
@@ -209,9 +278,11 @@ class ComputeService:
             return {"error": problem or "'from' must be a string"}
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
-        plain = plain_batch(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
-        if plain is not None:
-            return self._run_plain(sender, plain)
+        keep, fetch = _big_value_fields(request)
+        if not bodies and not keep and not fetch:  # no attached payload, nothing kept or fetched
+            plain = plain_batch(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+            if plain is not None:
+                return self._run_plain(sender, plain)
         outcomes: list[Outcome | None] = [None] * len(calls)
         names: list[str] = []  # per call, for the counters: "other" for anything not registered
         places: list[int] = []
@@ -238,11 +309,21 @@ class ComputeService:
                 names.append(OTHER)
                 continue
             names.append(name)
+            attached = bodies.get(place)
+            if type(attached) is int:  # dropped unread: over this worker's cap
+                outcomes[place] = too_large_arguments(attached, self._settings.max_value_bytes)
+                continue
             try:
-                data = codec.as_bytes(payload)
+                data: bytes | bytearray = codec.as_buffer(payload if attached is None else attached)
             except codec.DecodeError as exc:
                 outcomes[place] = _invalid(f"payload: {exc}")
                 continue
+            if fetch and call_id in fetch and self._values is not None:
+                resolved = self._values.resolve(data, fetch[call_id])
+                if isinstance(resolved, list):
+                    outcomes[place] = resolved
+                    continue
+                data = resolved
             if len(data) > self._settings.max_value_bytes:
                 outcomes[place] = too_large_arguments(len(data), self._settings.max_value_bytes)
                 continue
@@ -254,7 +335,10 @@ class ComputeService:
             ran = self._run(sender, ids, runnable, priority, asks.held)
             if ran is None:
                 return {"busy": True, "load": self._gate.load()}
+            kept = self._values if keep else None
             for place, outcome in zip(places, ran, strict=True):
+                if kept is not None and calls[place][0] in keep:
+                    outcome = kept.keep(sender, outcome)
                 outcomes[place] = outcome
         self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}

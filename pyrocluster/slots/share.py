@@ -24,6 +24,7 @@ from typing import Any
 
 import msgpack
 
+from pyrocluster import bigbuffers
 from pyrocluster.slots.batch import Outcome
 
 INDEX, START, LOGGED, USED, TIMED_OUT = range(5)
@@ -38,7 +39,13 @@ KEEP_LOG_BYTES = 1 << 20
 """Log memory kept after a batch; pages past it are given back (a batch of large results)."""
 
 
+BIG_VALUE_BYTES = 1 << 20
+"""An outcome value at least this big is written into the log without being packed first."""
+
 _HEAD = struct.Struct(">BI")
+_BIG_REF = 1
+"""The extension code of a big value's place in the memory (offset, size), in the log only."""
+_REF = struct.Struct(">QQ")
 _ARRAY32 = 0xDD
 """msgpack's type byte of an array with a 32-bit count."""
 
@@ -79,6 +86,34 @@ def _rebuild_memory(size: int, dup: Any) -> _Memory:
     return _Memory(size, dup.detach())
 
 
+class _BigValue:
+    """Where a big outcome value lies in the memory; read out with ``preadv``, which copies it
+    without holding the interpreter lock (a 300 MiB copy holds it for a second on a loaded
+    machine: the worker's other threads, its probes among them, would wait)."""
+
+    __slots__ = ("offset", "size")
+
+    def __init__(self, offset: int, size: int) -> None:
+        self.offset, self.size = offset, size
+
+    @classmethod
+    def of(cls, code: int, data: bytes) -> _BigValue:
+        if code != _BIG_REF or len(data) != _REF.size:
+            raise ValueError(f"unexpected extension {code} in a slot's log")
+        return cls(*_REF.unpack(data))
+
+    def read(self, fd: int) -> bytes | bytearray:
+        body, view = bigbuffers.allocate(self.size)
+        with view:
+            got = 0
+            while got < self.size:
+                n = os.preadv(fd, [view[got:]], self.offset + got)
+                if n <= 0:
+                    raise OSError(f"a slot's log ends {self.size - got} bytes into a value")
+                got += n
+        return body
+
+
 class SlotShare:
     """The shared state of one slot process (made by the worker, handed to the process at its start).
 
@@ -104,6 +139,7 @@ class SlotShare:
     def restart(self) -> None:
         """A batch begins (in the slot process): its outcomes are logged from the start."""
         self._used = self._start
+        self._top = self._memory.size  # big values are written downwards from here
         self._logged = 0
         if not self._writer:  # made here, in the slot process: a packer does not travel
             self._writer = True
@@ -124,6 +160,15 @@ class SlotShare:
 
     def record(self, outcome: Outcome) -> None:
         """Log the outcome of the next call (finished or skipped)."""
+        value = outcome[1]
+        if isinstance(value, (bytes, bytearray)) and len(value) >= BIG_VALUE_BYTES:
+            # The body goes below the big values logged before it, at the far end of the memory,
+            # and the log holds a reference: the worker reads it out without the interpreter lock.
+            top = self._top - len(value)
+            self._map[top : self._top] = value
+            self._top = top
+            ref = msgpack.ExtType(_BIG_REF, _REF.pack(top, len(value)))
+            outcome = [outcome[0], ref, outcome[2]]
         data = self._pack(outcome)
         used = self._used
         end = self._used = used + len(data)
@@ -207,10 +252,14 @@ class SlotShare:
             return []
         log = self._memory.map
         _HEAD.pack_into(log, self._head, _ARRAY32, count)
-        try:
-            outcomes: list[Outcome] = msgpack.unpackb(log[self._head : used], raw=False)
-        except msgpack.ExtraData as extra:  # killed between an outcome's bytes and its count
-            outcomes = extra.unpacked
+        with memoryview(log) as whole, whole[self._head : used] as part:
+            try:
+                outcomes: list[Outcome] = msgpack.unpackb(part, raw=False, ext_hook=_BigValue.of)
+            except msgpack.ExtraData as extra:  # killed between an outcome's bytes and its count
+                outcomes = extra.unpacked
+        for outcome in outcomes:
+            if type(outcome[1]) is _BigValue:
+                outcome[1] = outcome[1].read(self._memory.fd)
         return outcomes
 
     def recycle(self, flagged: Iterable[int]) -> None:

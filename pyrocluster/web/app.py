@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pyrocluster.config import Settings
+from pyrocluster.listed_jobs import list_jobs
 from pyrocluster.web.actions import NO_STORE, action_routes
 from pyrocluster.web.auth import TokenGate, Visitor
 from pyrocluster.web.cache import StatusCache
@@ -42,6 +43,7 @@ def create_app(
         visitor: Visitor = request.state.visitor
         body = {
             "status": view.status,
+            "jobs": list_jobs(view.status.get("jobs", [])),  # as ``status`` lists them; the page draws it
             "failures": view.failures,
             "age_s": round(max(0.0, cache.clock() - view.updated), 2) if view.updated else None,
             "round_s": round(view.round_s, 3),

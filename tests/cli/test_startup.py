@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 
 import psutil
+import pytest
 
-from pyrocluster.local import PARENT_ENV
-from tests.conftest import run_cli
+from pyrocluster.errors import ClusterUnreachable
+from pyrocluster.local import PARENT_ENV, LocalCluster, ManagedProcess, reserve_port, start_nameserver
+from tests.conftest import run_cli, wait_for
 
 HEAVY = ("Pyro5", "rich", "pydantic", "yaml", "httpx", "pyrocluster.config", "pyrocluster.coordinator")
 
@@ -67,3 +71,52 @@ def test_submit_local_still_refuses_a_bad_job_and_stops_what_it_started(tmp_path
     assert "error:" in err and "tasks[0]" in err and "retires" in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "job.results.jsonl").exists()
+
+
+def test_a_process_without_secret_token_or_health_port_loads_no_crypto_or_http_server() -> None:
+    modules = (
+        "pyrocluster.worker, pyrocluster.ops.supervise, pyrocluster.nameserver.server, pyrocluster.roles"
+    )
+    heavy = ("cryptography", "http.server")
+    code = f"import json, sys, {modules}; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_the_reserved_port_is_kept_from_others_until_the_nameserver_takes_it(processes) -> None:
+    with reserve_port() as reservation:
+        port = reservation.getsockname()[1]
+        plain = socket.socket()
+        with pytest.raises(OSError), plain:
+            plain.bind(("127.0.0.1", port))
+        ns_proc, address = start_nameserver(port=port)
+        processes.add(ns_proc)
+    assert address == f"127.0.0.1:{port}"
+
+
+def test_local_workers_started_with_a_nameserver_that_fails_stop_when_told(tmp_path) -> None:
+    # The workers start together with the name server and wait for it: when it cannot start,
+    # the cluster says why and its workers end at the SIGTERM (exit 3 if they were waiting by
+    # then), not at the SIGKILL that follows a wait they would not break.
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[nameserver]\nstorage = "{tmp_path}/missing/ns.sqlite"\n')
+    cluster = LocalCluster(2, ["--pool", "thread"], env={"PYROCLUSTER_CONFIG": str(config)}, wait=False)
+    with pytest.raises(ClusterUnreachable, match="nameserver .* did not become ready"):
+        cluster.wait_ready()
+    assert len(cluster.workers) == 2
+    assert all(w.proc.returncode in (3, -signal.SIGTERM) for w in cluster.workers), cluster.workers
+
+
+def test_a_worker_waiting_for_its_nameserver_stops_at_a_sigterm(processes) -> None:
+    with reserve_port() as reservation:  # nothing listens there
+        ns = f"127.0.0.1:{reservation.getsockname()[1]}"
+        worker = processes.add(
+            ManagedProcess(["worker", "--ns", ns, "--services", "compute", "--pool", "thread"])
+        )
+        wait_for(
+            lambda: any("waiting up to 30 s" in line for line in worker.output), 30, what="the worker waiting"
+        )
+        worker.signal(signal.SIGTERM)
+        assert worker.proc.wait(timeout=5) == 3
+    worker.stop()
+    assert "stopped while waiting for the name server" in "\n".join(worker.output)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
+import time
 import uuid
 import zoneinfo
 from typing import Any
@@ -79,3 +81,22 @@ def big_array(mib: int) -> Any:
 @task
 def array_sum(values: Any) -> float:
     return float(values.sum())
+
+
+@task
+def counted_array(mib: int, runs_file: str) -> Any:
+    """``big_array(mib)``, adding a line to ``runs_file`` each time it runs."""
+    with open(runs_file, "a") as out:
+        out.write("ran\n")
+    return np.arange(mib * 131072, dtype=np.float64)
+
+
+@task
+def wait_for_file(path: str, timeout_s: float = 60.0) -> str:
+    """Return once ``path`` exists (a task the test lets end); fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.05)
+    return path

@@ -18,13 +18,21 @@ DATA_TASKS = str(HELPERS / "datatasks.py")
 EIGHT_MIB = 8 * 1024 * 1024
 
 
-@pytest.mark.timeout(240)
-def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", "thread")
+STATUS_BOUND_S = 2.0
+"""How long ``status`` may take while a big value moves: it answers in milliseconds when idle and
+within 0.3 s at load 20 (bench/big_values.py measures it against the 1 s goal); the bound is the
+worker's own status timeout, generous for a test run beside others on 2 loaded cores. Before
+big values travelled beside their messages, the worker held the interpreter lock for seconds
+and showed ``unreachable``."""
+
+
+def echo_watched(nameserver: str, mib: int) -> tuple[dict, list[float]]:
+    """Echo ``mib`` MiB from another process while this one asks ``status`` again and again: the
+    echo's report and how long each answer took."""
     with Cluster(nameserver, wait=20) as watcher:
         watcher.status()  # connections made before the big value moves
         echo = subprocess.Popen(
-            [sys.executable, str(HELPERS / "bigecho.py"), nameserver, "300"],
+            [sys.executable, str(HELPERS / "bigecho.py"), nameserver, str(mib)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -36,6 +44,7 @@ def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(namese
                 status = watcher.status()
                 answers.append(time.monotonic() - started)
                 assert status["nameserver"]["reachable"] and len(status["workers"]) == 1, status
+                assert status["workers"][0].get("state") != "unreachable", status
                 time.sleep(0.05)
             out, err = echo.communicate(timeout=10)
         finally:
@@ -43,12 +52,17 @@ def test_a_300_mib_array_comes_back_equal_and_the_worker_stays_registered(namese
                 echo.kill()
             echo.communicate(timeout=10)  # closes its pipes whatever happened
     assert echo.returncode == 0, err
-    report = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1]), answers
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_300_mib_array_comes_back_equal_while_status_keeps_answering(nameserver, worker_factory, pool):
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", pool)
+    report, answers = echo_watched(nameserver, 300)
     assert report["equal"] is True, report
-    assert answers, report  # status was asked while the value moved and always answered
-    # Not asserted: each answer within 1 s. On a loaded machine the worker holds the GIL for
-    # whole copies of the value (msgpack), so its info() can miss the 2 s status timeout;
-    # bench/big_values.py measures the worst answer.
+    assert answers, report  # status was asked while the value moved
+    assert max(answers) < STATUS_BOUND_S, (max(answers), report)
 
 
 def outcomes(futures: list) -> list:
@@ -89,3 +103,34 @@ def test_a_worker_refuses_values_over_its_own_cap_and_the_others_are_unaffected(
     assert isinstance(sent[1], TaskFailed) and sent[1].type == "ArgumentsTooLarge"
     assert sent[1].message.startswith("arguments of 94")
     assert "over max_value_bytes (8388608 bytes) of this worker" in sent[1].message
+
+
+def resident_bytes(pid: int) -> int:
+    """A live process's resident memory (/proc/PID/status): it grows as a big value arrives."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_while_a_big_argument_streams_to_it_fails_over(nameserver, worker_factory):
+    workers = worker_factory(2, "--services", "compute", "--pool", "thread")
+    value = np.random.default_rng(3).random(128 * 131072)  # 128 MiB
+    with Cluster(nameserver, wait=20) as cluster:
+        cluster.status()
+        before = {w.pid: resident_bytes(w.pid) for w in workers}
+        future = cluster.submit("echo", value)
+        killed = None
+        deadline = time.monotonic() + 60
+        while killed is None and time.monotonic() < deadline and not future.done():
+            for w in workers:
+                if resident_bytes(w.pid) - before[w.pid] > 32 * 1024 * 1024:  # the value is arriving
+                    w.kill()
+                    killed = w
+                    break
+            time.sleep(0.002)
+        back = future.result(timeout=90)
+    assert killed is not None and killed.proc.wait(timeout=10) != 0
+    assert np.array_equal(back, value)

@@ -27,12 +27,17 @@ from tests.integration.test_scheduler import (
 )
 
 
-def side_effect_job(cwd: Path, nap: float, **fields: str) -> Path:
-    """A schedules file (``every: 2s``) whose job runs ``side_effect`` into ``cwd/side``."""
-    (cwd / "side").mkdir()
+def write_job(cwd: Path, nap: float) -> None:
+    """The job: one ``side_effect`` call of ``nap`` seconds into ``cwd/side`` (each run reads it anew)."""
     (cwd / "job.yaml").write_text(
         f"name: tick\ntasks:\n  - {{id: t, call: side_effect, args: [{str(cwd / 'side')!r}, {nap}]}}\n"
     )
+
+
+def side_effect_job(cwd: Path, nap: float, **fields: str) -> Path:
+    """A schedules file (``every: 2s``) whose job runs ``side_effect`` into ``cwd/side``."""
+    (cwd / "side").mkdir()
+    write_job(cwd, nap)
     extra = "".join(f"    {k}: {v}\n" for k, v in fields.items())
     path = cwd / "schedules.yaml"
     path.write_text(f"schedules:\n  - name: s\n    job: job.yaml\n    every: 2s\n{extra}")
@@ -119,6 +124,7 @@ def test_leader_stopped_6s_then_resumed_records_its_true_status_and_overlap_hold
     (paused,) = started_ticks(tmp_path)
     a.signal(signal.SIGSTOP)  # the leader stops in the middle of its 8 s run, for 6 s
     stopped = time.monotonic()
+    write_job(tmp_path, 0.5)  # the runs after it are short: stopping waits for the one under way
     try:
         wait_for(lambda: any(x["scheduler"] == "b" for x in ticks_of(tmp_path, "s")), 10, what="b decides")
         wait_for(lambda: time.monotonic() - stopped >= 6, 7, what="6 s of pause")
@@ -153,6 +159,7 @@ def test_draining_leader_hands_over_at_once_and_the_standby_fires_within_10s(
     a.signal(signal.SIGTERM)  # in the middle of its runs of 3 s
     termed = time.time()
     draining = started_ticks(tmp_path)
+    write_job(tmp_path, 0.5)  # the standby's runs are short: stopping it waits for the one under way
     first_b = wait_for(
         lambda: [x for x in ticks_of(tmp_path, "s") if x["scheduler"] == "b" and x["decision"] == "fired"],
         12,

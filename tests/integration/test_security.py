@@ -731,6 +731,15 @@ def test_tls_and_secret_both_hold(tls_cluster: str, pki: tuple[Member, Member]) 
         worker_info(uris["control"], wrong)
 
 
+def test_big_values_beside_their_messages_keep_tls_and_the_secret(
+    tls_cluster: str, pki: tuple[Member, Member]
+) -> None:
+    member, _ = pki
+    big = bytes(range(256)) * (12 << 10)  # 3 MiB: sent and returned as attachments
+    with Cluster(settings=tls_settings(tls_cluster, member, SECRET), wait=10) as cluster:
+        assert cluster.submit("echo", big).result(timeout=60) == big
+
+
 def test_marshal_over_tls_is_refused_too(tls_cluster: str, pki: tuple[Member, Member]) -> None:
     member, _ = pki
     settings = tls_settings(tls_cluster, member, SECRET)

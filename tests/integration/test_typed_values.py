@@ -99,10 +99,13 @@ def test_a_big_result_lives_beside_the_results_file_and_resume_feeds_it_downstre
     assert reference["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     expected = np.arange(5 * 131072, dtype=np.float64)
     assert same(load_result(records["make"], out), expected)
-    assert records["total"]["result"] == float(expected.sum())  # fed from memory on the first run
+    assert records["total"]["result"] == float(expected.sum())  # fed worker to worker on the first run
+    assert records["total"]["args"] == [reference]  # the record names the value it received
+    total = records["total"]
     (tmp_path / "flag").touch()
     again = run_cli("submit", str(job), "--ns", nameserver, "--resume", "--json", cwd=tmp_path)
     assert again.returncode == 0, again
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["make"]["result"] == reference  # kept, not run again
+    assert records["total"] == total  # an ok consumer of a big value is not run again either
     assert records["again"]["result"] == float(expected.sum())  # fed from the file on --resume

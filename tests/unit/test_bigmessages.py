@@ -15,14 +15,14 @@ from pyrocluster.coordinator.frames import RequestWriter
 def test_a_request_in_pieces_is_pyro5s_message_and_is_written_whole():
     config.apply(Settings())
     serializer = serializers.serializers["msgpack"]
-    args = ({"from": "c", "calls": [["id", "echo", b"\x01" * 3_000_000, 5.0, 0]]},)
-    header, payload = bigmessages.invoke_pieces(serializer, 7, "obj", "run_batch", args)
+    args = ({"from": "c", "calls": [["id", "echo", b"\x01" * 900_000, 5.0, 0]]},)
+    header, payload = bigmessages.invoke_pieces(serializer, 7, "obj", "submit", args)
     pyro5 = protocol.SendingMessage(
         protocol.MSG_INVOKE,
         0,
         7,
         serializer.serializer_id,
-        serializer.dumpsCall("obj", "run_batch", args, {}),
+        serializer.dumpsCall("obj", "submit", args, {}),
     )
     assert bytes(header) + bytes(payload) == pyro5.data
     left, right = socket.socketpair()

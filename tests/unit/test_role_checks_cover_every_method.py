@@ -11,6 +11,7 @@ from pyrocluster.jobs.announce import JobProgress
 from pyrocluster.nameserver.guard import GuardedNameServer
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
+from pyrocluster.services.values import ValuesService
 
 
 def exposed(cls: type) -> list[str]:
@@ -23,7 +24,7 @@ def exposed(cls: type) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "cls", [ComputeService, ControlService, CrawlService, JobProgress, GuardedNameServer]
+    "cls", [ComputeService, ControlService, CrawlService, JobProgress, GuardedNameServer, ValuesService]
 )
 def test_every_exposed_method_checks_the_role(cls: type) -> None:
     methods = exposed(cls)

@@ -18,8 +18,9 @@ from Pyro5.nameserver import NameServer
 from pyrocluster.config import Settings
 from pyrocluster.errors import ConfigError
 from pyrocluster.scheduler import store
-from pyrocluster.scheduler.service import Scheduler, SchedulerOptions
+from pyrocluster.scheduler.service import Scheduler
 from pyrocluster.scheduler.spec import load_schedules
+from pyrocluster.scheduler.state import SchedulerOptions
 
 START = datetime(2026, 12, 1, 3, 0, 0, 500000, tzinfo=timezone.utc)
 

@@ -37,3 +37,27 @@ def test_a_failed_pack_leaves_nothing_behind():
         codec.pack([np.arange(300_000.0), object()])
     assert codec.pack([1]) == b"\x91\x01"
     assert np.array_equal(codec.unpack(codec.pack([np.arange(300_000.0)]))[0], np.arange(300_000.0))
+
+
+def test_a_big_array_decodes_as_a_view_of_the_buffer_it_was_received_into():
+    array = np.arange(300_000.0)
+    received = bytearray(codec.pack([[array, {"k": array * 2}, "after"], {}]))
+    (first, second, after), kwargs = codec.unpack(received)
+    assert np.array_equal(first, array) and np.array_equal(second["k"], array * 2)
+    assert (after, kwargs) == ("after", {})
+    whole = np.frombuffer(received, np.uint8)
+    assert np.shares_memory(first, whole) and np.shares_memory(second["k"], whole)
+
+
+def test_a_big_array_body_that_lies_about_its_shape_is_still_refused():
+    body = bytearray(b"".join(typed.array_pieces(np.arange(300_000.0))))
+    body[-1:] = b""  # a byte short of its shape
+    packed = msgpack.packb([msgpack.ExtType(typed.NDARRAY, bytes(body))], use_bin_type=True)
+    with pytest.raises(codec.DecodeError, match="ndarray extension"):
+        codec.unpack(packed)
+
+
+def test_a_value_of_many_items_is_decoded_as_usual_and_equal():
+    value = [list(range(20_000)), np.arange(300_000.0)]
+    back = codec.unpack(codec.pack(value))
+    assert back[0] == value[0] and np.array_equal(back[1], value[1])

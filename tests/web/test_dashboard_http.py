@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pyrocluster.listed_jobs import list_jobs
 from pyrocluster.local import start_nameserver
 from pyrocluster.web.auth import dashboard_token
 from tests.conftest import run_cli, wait_for
@@ -89,6 +90,7 @@ def test_metrics_match_status_and_carry_no_task_ids(tmp_path: Path, nameserver, 
         return data if [f["id"] for f in failures] == ["secret-id-boom"] else None
 
     data = wait_for(restored, 10, what="the finished job's failure after a dashboard restart")
+    assert data["jobs"] == list_jobs(data["status"]["jobs"])  # listed as `status` lists them
     (failure,) = data["failures"][finished["id"]]
     assert failure["type"] == "RuntimeError" and "RuntimeError: boom" in failure["traceback"]
     assert {(w["name"], w["done"], w["failed"]) for w in data["status"]["workers"]} == {

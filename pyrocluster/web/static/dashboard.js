@@ -69,26 +69,17 @@ function failureList(job, failures) {
   return `<div class="failures">${items.join("")}${more}</div>`;
 }
 
-// As `status` lists them: running and lost jobs, then the latest finished run of each job name
-// with how many runs ended each way (a schedule firing every second stays one row).
-function listedJobs(jobs, limit = 10) {
-  const active = jobs.filter((j) => j.state === "running" || j.state === "lost");
-  const latest = new Map();
-  for (const j of jobs.filter((j) => !active.includes(j)).sort((a, b) => (b.ended || 0) - (a.ended || 0))) {
-    const seen = latest.get(j.name);
-    if (seen) seen.runs[j.state] = (seen.runs[j.state] || 0) + 1;
-    else latest.set(j.name, {...j, runs: {[j.state]: 1}});
-  }
-  return active.concat([...latest.values()].slice(0, limit));
-}
-
 function runsText(j) {
   const runs = Object.entries(j.runs || {}), total = runs.reduce((n, [, k]) => n + k, 0);
   return total > 1 ? ` · ${total} runs (${runs.map(([state, k]) => `${k} ${state}`).join(", ")})` : "";
 }
 
-function jobsPanel(doc, failures) {
-  const jobs = listedJobs(doc.jobs).map((j) => {
+// The server lists the jobs as `status` does (listed_jobs.py): running and lost ones, then the
+// latest finished run of each job name with its runs by state, and a last {more: N} row.
+function jobsPanel(doc, failures, data) {
+  const listed = data.jobs || [];
+  const more = listed.filter((j) => j.more).map((j) => `<div class="muted more">${j.more} more finished job(s)</div>`);
+  const jobs = listed.filter((j) => !j.more).map((j) => {
     const total = Math.max(1, j.total || 0), pct = (n) => (100 * (n || 0)) / total;
     const ok = j.ok ?? (j.done - j.failed);
     const eta = j.state === "running" ? ` · ETA ${duration(j.eta_s)}` : "";
@@ -103,7 +94,7 @@ function jobsPanel(doc, failures) {
       <span class="failed" style="width:${pct(j.failed)}%"></span><span class="skipped" style="width:${pct(j.skipped)}%"></span></div>
       ${j.graph ? graphSvg(j.graph) : ""}${failureList(j, failures)}</div>`;
   });
-  return `<section id="jobs"><h2>Jobs (${jobs.length})</h2>${jobs.join("") || '<div class="muted">no running or recent jobs</div>'}</section>`;
+  return `<section id="jobs"><h2>Jobs (${jobs.length})</h2>${jobs.join("") || '<div class="muted">no running or recent jobs</div>'}${more.join("")}</section>`;
 }
 
 function schedulesPanel(doc) {
