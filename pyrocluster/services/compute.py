@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from typing import Any
 
@@ -27,6 +28,7 @@ from pyrocluster.slots.batch import (
 )
 from pyrocluster.slots.gate import Gate, Ticket
 from pyrocluster.tokens import Role
+from pyrocluster.valueref import KEEP_BYTES
 
 MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
@@ -119,6 +121,9 @@ def _big_value_fields(request: dict[Any, Any]) -> tuple[set[str], dict[str, Any]
     keep, fetch = request.get("keep"), request.get("fetch")
     ids = {k for k in keep if isinstance(k, str)} if isinstance(keep, list) else set()
     return ids, fetch if isinstance(fetch, dict) else {}
+
+
+_VALUE = operator.itemgetter(1)
 
 
 def _invalid(message: str) -> Outcome:
@@ -279,10 +284,10 @@ class ComputeService:
         if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
             return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
         keep, fetch = _big_value_fields(request)
-        if not bodies and not keep and not fetch:  # no attached payload, nothing kept or fetched
+        if not bodies and not fetch:  # no attached payload, no value to fetch
             plain = plain_batch(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
             if plain is not None:
-                return self._run_plain(sender, plain)
+                return self._run_plain(sender, plain, keep)
         outcomes: list[Outcome | None] = [None] * len(calls)
         names: list[str] = []  # per call, for the counters: "other" for anything not registered
         places: list[int] = []
@@ -343,13 +348,17 @@ class ComputeService:
         self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
 
-    def _run_plain(self, sender: str, plain: tuple[Any, ...]) -> dict[str, Any]:
-        """``run_batch`` of a batch :func:`plain_batch` checked: every call runs."""
+    def _run_plain(self, sender: str, plain: tuple[Any, ...], keep: set[str]) -> dict[str, Any]:
+        """``run_batch`` of a batch :func:`plain_batch` checked: every call runs (the results of
+        those in ``keep`` over ``KEEP_BYTES`` stay here)."""
         ids, names, payloads, timeouts, priority = plain
         runnable = list(map(list, zip(names, payloads, map(float, timeouts), strict=True)))
         ran = self._run(sender, list(ids), runnable, priority, None)
         if ran is None:
             return {"busy": True, "load": self._gate.load()}
+        kept = self._values if keep else None
+        if kept is not None and max(map(len, filter(None, map(_VALUE, ran))), default=0) > KEEP_BYTES:
+            ran = [kept.keep(sender, o) if i in keep else o for i, o in zip(ids, ran, strict=True)]
         self._state.finished(list(names), ran)
         return {"outcomes": ran, "load": self._gate.load()}
 
