@@ -152,18 +152,18 @@ def run(ctx: Context) -> None:
     r_sub = rep.ratio(sub, bp)
     rep.target(
         "W1 Cluster.map vs raw Pyro5 BatchProxy (daemon in a thread)",
-        "throughput ratio >= 0.5",
+        "throughput ratio >= 0.75",
         ">=",
-        0.5,
+        0.75,
         r_map,
         detail=f"best-of-n {rep.best_ratio(m, bp) or 0:.2f}x; vs the daemon in another "
         f"process {rep.compare(m, bp_proc)}",
     )
     rep.target(
         "W1 submit (in process, results file) vs raw Pyro5 BatchProxy",
-        "throughput ratio >= 0.4",
+        "throughput ratio >= 0.5",
         ">=",
-        0.4,
+        0.5,
         r_sub,
         detail=f"best-of-n {rep.best_ratio(sub, bp) or 0:.2f}x; vs the daemon in another "
         f"process {rep.compare(sub, bp_proc)}",
