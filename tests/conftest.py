@@ -106,3 +106,20 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout_s:g} s")
         time.sleep(interval_s)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest tests first: ``slow`` ones, then those with processes, unit tests last.
+
+    With ``-n 2`` each test process takes the next test as it gets free; a long test picked up
+    near the end keeps one process busy while the other idles (a minute of tail on 2 cores).
+    Started first, the long ones overlap each other and the short ones fill in behind them. The
+    sort is stable, so each module's tests stay together (module-scoped fixtures start once).
+    """
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 2 if item.nodeid.startswith("tests/unit/") else 1
+
+    items.sort(key=rank)

@@ -251,6 +251,7 @@ def test_ctrl_c_cancels_keeps_results_exits_130_and_resume_finishes(tmp_path, na
     assert json.loads(result.stdout)["ok"] == 80 and len(read_lines(out)) == 80
 
 
+@pytest.mark.slow
 def test_running_job_is_listed_again_after_a_nameserver_restart(tmp_path, processes):
     from pyrocluster.local import start_nameserver, start_worker
 

@@ -55,6 +55,7 @@ def echo_watched(nameserver: str, mib: int) -> tuple[dict, list[float]]:
     return json.loads(out.strip().splitlines()[-1]), answers
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_300_mib_array_comes_back_equal_while_status_keeps_answering(nameserver, worker_factory, pool):

@@ -51,6 +51,7 @@ def check_cancelled_end(tmp_path: Path, nameserver: str, proc, since: float) -> 
     wait_for(lambda: busy_slots(nameserver) == 0, 2.5, what="slots free again within 2 s")
 
 
+@pytest.mark.slow
 def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory):
     unknown = run_cli("cancel", "nosuchjob", "--ns", nameserver)
     assert unknown.returncode == 2 and "no running job named 'nosuchjob'" in unknown.stderr, unknown

@@ -65,6 +65,7 @@ def test_second_crawl_asks_only_conditionally_and_finds_the_two_edited_pages(tmp
     assert ok[site.url("/page/5.html")]["result"]["links"]
 
 
+@pytest.mark.slow
 def test_a_crawl_killed_mid_way_continues_without_asking_twice(tmp_path, nameserver, crawlers):
     with SiteServer(pages=60) as site:
         job = crawl_job(tmp_path, [site.url("/")], state="site.sqlite", max_depth=100, per_host_rate=10)
@@ -150,6 +151,7 @@ def results_of(cwd: Path, tick: str) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.slow
 def test_the_nightly_crawl_example_asks_only_conditionally_from_its_second_run(
     processes, tmp_path, monkeypatch
 ):

@@ -75,6 +75,7 @@ def counts(done: list[list[float]], start: float, end: float) -> list[int]:
     return [sum(start <= t < end for t in times) for times in done]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("n", [3, 5])
 def test_every_coordinator_gets_its_share_of_a_one_slot_worker_in_every_window(

@@ -257,6 +257,7 @@ def run_add(secured: Secured) -> dict[str, Any]:
         return dict(compute.run_batch(request))
 
 
+@pytest.mark.slow
 def test_an_operator_drains_undrains_and_pauses_each_logged(secured: Secured, tmp_path: Path) -> None:
     operator = secured.issue_here("oncall", "operator")
     assert secured.cli(operator, "drain", WORKER).returncode == 0

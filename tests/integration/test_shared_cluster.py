@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pyrocluster import Cluster
 from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
 
@@ -65,6 +67,7 @@ def test_two_jobs_share_the_workers_fairly_and_never_oversubscribe(tmp_path, nam
     assert run_s <= 1.5 * ideal + 1.0, (run_s, wall)
 
 
+@pytest.mark.slow
 def test_a_high_priority_task_from_another_job_starts_at_the_next_free_slot(
     tmp_path, nameserver, worker_factory
 ):

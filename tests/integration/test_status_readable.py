@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
 
@@ -16,6 +18,7 @@ def jobs_json(ns: str, *args: str) -> list[dict]:
     return json.loads(run_cli("status", "--ns", ns, "--json", *args).stdout)["jobs"]
 
 
+@pytest.mark.slow
 def test_a_schedule_firing_every_second_is_one_row_with_its_runs(
     tmp_path, nameserver, worker_factory, processes, monkeypatch
 ):
@@ -42,10 +45,14 @@ def test_a_schedule_firing_every_second_is_one_row_with_its_runs(
     assert all(j["state"] == "running" for j in json.loads(running_only.stdout)["jobs"])
 
 
+@pytest.mark.slow
 def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
     tmp_path, nameserver, worker_factory
 ):
-    worker_factory(1, "--services", "compute", "--concurrency", "1", "--tasks", TASKS_FILE)
+    # It still runs the 60 s task at teardown: no drain, or stopping it would wait for that task.
+    worker_factory(
+        1, "--services", "compute", "--concurrency", "1", "--tasks", TASKS_FILE, "--drain-timeout", "0"
+    )
     (quiet,) = worker_factory(1, "--services", "compute", "--concurrency", "1", "--name", "quiet-worker")
     job = tmp_path / "long.yaml"
     job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
@@ -77,6 +84,7 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
         quiet.signal(signal.SIGCONT)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_and_a_killed_submit_are_forgotten_after_forget_after(
     tmp_path, processes, monkeypatch
 ):

@@ -244,6 +244,7 @@ def test_json_lines_read_as_yaml_reads_them(
     assert_same(run_of(*(lines * PAD)))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="[]{},:\" 0123456789.-+eE#&*!\\tnulfasx\t'", max_size=16))
 def test_any_line_reads_as_yaml_reads_it(line: str) -> None:

@@ -51,6 +51,7 @@ def text_of(driver, css: str) -> str:
     return str(driver.execute_script(script, css))
 
 
+@pytest.mark.slow
 def test_page_shows_workers_progress_failures_and_a_killed_worker(
     tmp_path, nameserver, worker_factory, processes, browser
 ):

@@ -39,7 +39,9 @@ class Cluster:
     def __init__(self, processes: Processes, tmp_path: Path) -> None:
         ns_proc, self.ns = start_nameserver(env=SECRET_ENV)
         processes.add(ns_proc)
+        # No drain when stopped: its tasks hold until a file appears, which ends no test here.
         args = ["--name", "w1", "--services", "compute", "--concurrency", "2", "--pool", "thread"]
+        args += ["--drain-timeout", "0"]
         processes.add(start_worker(self.ns, [*args, "--tasks", TASKS_FILE], env=SECRET_ENV))
         _, self.url = start_dashboard(processes, self.ns, env=SECRET_ENV)
         self.tmp_path = tmp_path
