@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+Place = Callable[[int], "memoryview | None"]
+"""Where a big joined value may be written instead of a new ``bytes``: a writable view of that
+many bytes, or None (a new ``bytes`` then). A slot process offers its shared log
+(``slots/share.py``), so a big result is written once, where the worker reads it."""
 
 _DATA_OFFSET = bytes.__basicsize__ - 1
 """Where a CPython ``bytes`` object's data starts, from its address (after its header)."""
@@ -43,15 +48,21 @@ def allocate(size: int) -> tuple[bytes | bytearray, memoryview]:
     return made, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
-def join(pieces: Sequence[Any]) -> bytes | bytearray:
-    """The pieces (buffers) one after another in one new buffer; with numpy, big pieces are
-    copied without the lock (numpy finds the address of any buffer, read-only ones included)."""
+def join(pieces: Sequence[Any], place: Place | None = None) -> bytes | bytearray | memoryview:
+    """The pieces (buffers) one after another in one new buffer (or in the view ``place`` gives
+    for their size); with numpy, big pieces are copied without the lock (numpy finds the address
+    of any buffer, read-only ones included)."""
     views = [memoryview(p).cast("B") for p in pieces]
     total = sum(len(v) for v in views)
     np = _numpy()
     if np is None or total < SMALL_BYTES or not _SOUND:
         return b"".join(views)
-    made, address = _new(total)
+    target = None if place is None else place(total)
+    made: bytes | memoryview
+    if target is None:
+        made, address = _new(total)
+    else:
+        made, address = target, np.frombuffer(target, np.uint8).ctypes.data
     for view in views:
         n = len(view)
         if n:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import mmap
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from pyrocluster import splice, typed
+from pyrocluster import bigbuffers, splice, typed
 
 _BIGINT = 0x31  # the ext code Pyro5's own msgpack serializer uses for ints beyond 64 bits
 
@@ -90,13 +91,16 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
-def pack(obj: Any) -> bytes:
-    """Encode a plain value; NotSendable names the first type that is not one."""
+def pack(obj: Any, place: bigbuffers.Place | None = None) -> bytes:
+    """Encode a plain value; NotSendable names the first type that is not one.
+
+    A value holding a big array may be written into the view ``place`` offers for its size
+    (``bigbuffers.join``): it is then returned as that view."""
     packer = getattr(_packers, "packer", None)  # looked up inline: this runs once per result
     if packer is None:
         packer = _packer()
     try:
-        return splice.finish(packer.pack(obj))  # type: ignore[return-value]  # bytes-like
+        return splice.finish(packer.pack(obj), place)  # type: ignore[return-value]  # bytes-like
     except NotSendable:
         splice.discard()
         raise
@@ -258,7 +262,7 @@ class _Guard:
             raise DecodeError("a dict key that cannot be a key (a dict)") from None
 
 
-def unpack(data: bytes | bytearray) -> Any:
+def unpack(data: bytes | bytearray | mmap.mmap) -> Any:
     """Decode what :func:`pack` encoded; DecodeError for anything else, never another exception.
 
     Bounded (docs/protocol.md, "Decode bounds"): at most one list or dict per
@@ -269,6 +273,8 @@ def unpack(data: bytes | bytearray) -> Any:
         found = splice.split(data, _VIEW_EXTENSIONS)
         if found is not None:
             return _unpack(found[0], _view_hook(*found))
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)  # a mapping (a slot's handed-off payload): the checks below scan bytes
     return _unpack(data, _ext_hook)
 
 

@@ -57,9 +57,9 @@ def discard() -> None:
     _pending().clear()
 
 
-def finish(packed: bytes) -> bytes | bytearray:
+def finish(packed: bytes, place: bigbuffers.Place | None = None) -> bytes | bytearray | memoryview:
     """``packed`` with every deferred body spliced in place of its marker (``packed`` itself when
-    nothing was deferred)."""
+    nothing was deferred), written where ``place`` offers (``bigbuffers.join``)."""
     pending = getattr(_state, "pending", None)  # looked up inline: this runs once per value
     if not pending:
         return packed
@@ -79,7 +79,7 @@ def finish(packed: bytes) -> bytes | bytearray:
         out += [whole[src : start - 3], bytes([_EXT32]) + size.to_bytes(4, "big") + bytes([ext_type]), *body]
         src = start + MARKER_BYTES
     out.append(whole[src:])
-    return bigbuffers.join(out)
+    return bigbuffers.join(out, place)
 
 
 SCAN_ITEMS = 10_000

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from pyrocluster import codec
+from pyrocluster import bigbuffers, codec
 from pyrocluster.protocol import CANCELLED, ERROR, NOT_RUN, TIMEOUT
 from pyrocluster.tasks import failure, run_call
 
@@ -64,11 +64,12 @@ def timeout_outcome(timeout_s: float, how: str = "") -> Outcome:
     return encoded_failure(TIMEOUT, "TaskTimeout", message, 1000 * timeout_s)
 
 
-def encode(outcome: list[Any]) -> Outcome:
-    """Encode a ``[kind, plain value, ms]`` outcome; a value that cannot be sent becomes ERROR NotSendable."""
+def encode(outcome: list[Any], place: bigbuffers.Place | None = None) -> Outcome:
+    """Encode a ``[kind, plain value, ms]`` outcome (a big one where ``place`` offers, see
+    ``codec.pack``); a value that cannot be sent becomes ERROR NotSendable."""
     kind, value, elapsed_ms = outcome
     try:
-        return [kind, codec.pack(value), elapsed_ms]
+        return [kind, codec.pack(value, place), elapsed_ms]
     except codec.NotSendable as exc:
         return encoded_failure(ERROR, "NotSendable", f"result cannot be sent: {exc}", elapsed_ms)
 
@@ -101,12 +102,14 @@ def run_encoded(name: str, payload: Any) -> Outcome:
     return run_decoded(name, decode_arguments(payload))
 
 
-def run_decoded(name: str, arguments: tuple[list[Any], dict[str, Any]] | str) -> Outcome:
+def run_decoded(
+    name: str, arguments: tuple[list[Any], dict[str, Any]] | str, place: bigbuffers.Place | None = None
+) -> Outcome:
     """Run one call on its decoded arguments (or fail it with what is wrong with them) and
-    encode its outcome; never raises."""
+    encode its outcome (a big value where ``place`` offers); never raises."""
     if isinstance(arguments, str):
         return encoded_failure(ERROR, "InvalidCall", arguments)
-    return encode(run_call(name, *arguments))
+    return encode(run_call(name, *arguments), place)
 
 
 BULK_DECODE_BYTES = 4096
@@ -147,9 +150,11 @@ class BatchRun:
         skip: Iterable[int] = (),
         on_start: Callable[[int, float], bool] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        place: bigbuffers.Place | None = None,
     ) -> None:
         """``on_start(i, at)`` runs before call ``i`` starts and may skip it (False: CANCELLED);
-        ``on_outcome`` sees each outcome as it is added, in call order."""
+        ``on_outcome`` sees each outcome as it is added, in call order; a big value is encoded
+        where ``place`` offers (a slot process's log)."""
         self.calls = calls
         self.outcomes: list[Outcome] = []
         self.stopped = False
@@ -160,6 +165,7 @@ class BatchRun:
         self._skip = set(skip)
         self._on_start = on_start
         self._on_outcome = on_outcome
+        self._place = place
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._ended = False
@@ -171,7 +177,7 @@ class BatchRun:
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        calls, on_start, on_outcome = self.calls, self._on_start, self._on_outcome
+        calls, on_start, on_outcome, place = self.calls, self._on_start, self._on_outcome, self._place
         budget, value_cap = self._budget
         decoded = batch_arguments(calls)
         with self._lock:
@@ -180,7 +186,7 @@ class BatchRun:
             if on_start is None or on_start(i, self._started):
                 call = calls[i]
                 arguments = decode_arguments(call[1]) if decoded is None else decoded[i]
-                outcome = run_decoded(call[0], arguments)
+                outcome = run_decoded(call[0], arguments, place)
                 if len(outcome[1]) > value_cap:
                     outcome = too_large(len(outcome[1]), value_cap, outcome[2])
                 size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES

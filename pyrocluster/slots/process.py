@@ -4,18 +4,16 @@ Children come from a ``forkserver`` (``spawn`` where there is none): a clean, si
 server that has imported this module forks each one, so a slot killed for an overrun or a
 cancel is replaced in tens of milliseconds, not the second a fresh interpreter takes.
 
-One message goes each way per batch (a big payload follows the batch's message as an attachment,
-``attachments.py``, written from the worker's buffer and read into one of the slot's, so neither
-side copies it while holding the interpreter lock); everything else goes through a
-:class:`SlotShare`: the
-child logs each outcome there as its call ends, and reads there whether a call was cancelled
-before starting it. Inside the child, the main thread runs the calls one after another, each
-under a one-shot timer set to its own timeout: when one fires, its handler marks the overrun and
-ends the process, which the parent replaces. The parent keeps a fallback deadline (the call's own
-timeout plus a grace) for a task that holds the interpreter lock in C code, where no handler can
-run. However the process ends (the timer, a fallback kill, a cancel of the running call, a
-crash), the calls that had finished keep their outcomes from the log, the one in progress gets
-the outcome of the end, and the rest never started.
+One message goes each way per batch (a big payload is handed over beside the batch's message as
+shared memory the slot maps, ``handoff.py``); everything else goes through a :class:`SlotShare`: the
+child logs each outcome there as its call ends (a big result is packed straight into it), and reads
+there whether a call was cancelled before starting it. Inside the child, the main thread runs the
+calls one after another, each under a one-shot timer set to its own timeout: when one fires, its
+handler marks the overrun and ends the process, which the parent replaces. The parent keeps a
+fallback deadline (the call's own timeout plus a grace) for a task that holds the interpreter lock
+in C code, where no handler can run. However the process ends (the timer, a fallback kill, a cancel
+of the running call, a crash), the calls that had finished keep their outcomes from the log, the one
+in progress gets the outcome of the end, and the rest never started.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from typing import Any
 from pyrocluster import attachments, codec
 from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
-from pyrocluster.slots import limits
+from pyrocluster.slots import handoff, limits
 from pyrocluster.slots.batch import (
     MAX_CALLS,
     BatchRun,
@@ -193,22 +191,25 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
 
     if not _send(conn, READY):
         return
-    raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for attachments
+    raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
             try:
                 data = conn.recv_bytes()
                 reply_bytes, value_bytes, calls, held, big = codec.unpack(data)
                 for place in big:
-                    calls[place][1] = attachments.receive(raw, cap=1 << 62)  # the worker checked the size
+                    calls[place][1] = handoff.receive(raw)
             except (EOFError, OSError):
                 return
             timer.check()
             share.restart()
             restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
             record = limits.recorder(share.record, held)
-            run = BatchRun(calls, Budget(reply_bytes, value_bytes), on_start=starting, on_outcome=record)
+            budget = Budget(reply_bytes, value_bytes)
+            run = BatchRun(calls, budget, on_start=starting, on_outcome=record, place=share.place)
             run.run()
+            for place in big:
+                calls[place][1] = None  # unmapped once the task holds no view of it
             timer.stop()
             restore()
             if not _send(conn, DONE):
@@ -233,7 +234,7 @@ class SlotProcess:
         child.close()
         self.conn: Connection = parent
         self._raw = socket.socket(fileno=os.dup(parent.fileno()))
-        """The pipe as a socket, for the attachments that follow a batch's message."""
+        """The pipe as a socket, for the payloads handed over beside a batch's message."""
         self._poller = select.poll()  # made once: Connection.poll builds a selector on every call
         self._poller.register(parent.fileno(), select.POLLIN)
         self._ready = False
@@ -293,7 +294,7 @@ class SlotProcess:
             sent = [[call[0], None, *call[2:]] if _big(call[1]) else call for call in calls] if big else calls
             self.conn.send_bytes(codec.pack([*budget, sent, ticket.limits(), big]))
             for place in big:
-                attachments.send(self._raw, calls[place][1])
+                handoff.send(self._raw, calls[place][1])
             done = self._wait_reply(calls) and self.conn.recv_bytes() == DONE
         except (EOFError, OSError):
             pass
@@ -363,7 +364,7 @@ class SlotProcess:
 
 
 def _big(payload: Any) -> bool:
-    """A payload sent after the batch's message rather than inside it."""
+    """A payload handed over beside the batch's message rather than inside it."""
     return isinstance(payload, (bytes, bytearray)) and len(payload) >= attachments.ATTACH_BYTES
 
 

@@ -24,6 +24,9 @@ within 0.3 s at load 20 (bench/big_values.py measures it against the 1 s goal); 
 worker's own status timeout, generous for a test run beside others on 2 loaded cores. Before
 big values travelled beside their messages, the worker held the interpreter lock for seconds
 and showed ``unreachable``."""
+STATUS_GOAL_S = 1.0
+"""SPEC 9's goal for ``status`` while a big value moves: held by nine answers in ten here (every
+one in the benchmark on a quiet machine)."""
 
 
 def echo_watched(nameserver: str, mib: int) -> tuple[dict, list[float]]:
@@ -64,6 +67,8 @@ def test_a_300_mib_array_comes_back_equal_while_status_keeps_answering(nameserve
     assert report["equal"] is True, report
     assert answers, report  # status was asked while the value moved
     assert max(answers) < STATUS_BOUND_S, (max(answers), report)
+    nine_in_ten = sorted(answers)[(9 * (len(answers) - 1)) // 10]
+    assert nine_in_ten < STATUS_GOAL_S, (nine_in_ten, answers, report)
 
 
 def outcomes(futures: list) -> list:

@@ -195,11 +195,17 @@ def test_a_viewer_sees_but_cannot_submit_run_or_register(secured: Secured, tmp_p
 
 def start_job(secured: Secured, token: str | None, tmp_path: Path, name: str) -> subprocess.Popen[str]:
     gate = tmp_path / f"{name}.go"
-    job = job_file(tmp_path, name, f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n")
+    return start_submit(
+        secured, token, job_file(tmp_path, name, f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n")
+    )
+
+
+def start_submit(secured: Secured, token: str | None, job: Path) -> subprocess.Popen[str]:
+    """``submit JOB --quiet`` in the background, with the token (or the secret), in the job's folder."""
     env = SECRET_ENV if token is None else token_env(token)
     return subprocess.Popen(
         [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", secured.ns, "--quiet"],
-        cwd=tmp_path,
+        cwd=job.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -331,17 +337,7 @@ def test_a_token_revoked_while_its_job_runs_ends_the_job_as_refused(
         f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n"
         "  - {id: a, call: add, args: [1, 2], needs: [h]}\n",
     )
-    env = token_env(carol)
-    jobs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "pyrocluster", "submit", str(job), "--ns", secured.ns, "--quiet"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
-        )
-    )
+    jobs.append(start_submit(secured, carol, job))
     wait_for(lambda: running_jobs(secured) == ["late"], 30, what="the job running")
     assert secured.cli(None, "token", "revoke", "carol").returncode == 0
     control = secured.uris()["control"]

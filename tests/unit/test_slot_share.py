@@ -61,3 +61,26 @@ def test_a_flagged_call_is_skipped_and_a_cancel_kills_only_for_the_call_running(
     s.restart()
     assert all(s.begin(i, 5.0) for i in range(5)), "flags of the last batch are cleared"
     s.close()
+
+
+def test_a_big_value_packed_into_the_place_offered_is_logged_where_it_lies():
+    import numpy as np
+
+    s = SlotShare(multiprocessing.get_context("spawn"), max_calls=10, log_bytes=8 << 20)
+    s.reset()
+    s.restart()
+    small, big = np.arange(10.0), np.arange(3 * 131072.0)  # the big one 3 MiB
+    assert s.place(4 << 20) is not None and s.place(64 << 20) is None, "room only for what fits"
+    packed = codec.pack(big, s.place)
+    assert isinstance(packed, memoryview), "packed straight into the log"
+    s.begin(0, 1.0)
+    s.record([protocol.OK, packed, 1.0])
+    s.begin(1, 2.0)
+    s.record(ok(small.tolist()))
+    s.begin(2, 3.0)
+    s.record([protocol.OK, codec.pack(big), 1.0])  # packed elsewhere: copied in below the first
+    outcomes = s.finished()
+    assert all(np.array_equal(codec.unpack(outcomes[i][1]), big) for i in (0, 2))
+    assert outcomes[1] == ok(small.tolist())
+    packed.release()  # the slot process's side never closes its map; this test plays both sides
+    s.close()
