@@ -329,9 +329,8 @@ class JobRunner:
                 if item and isinstance(item[0], Call):
                     if not self._closing:  # kept values written, lost ones made again
                         item = self.values.ready(item)  # type: ignore[arg-type]
-                    settled += len(item)
-                    if not self._closing:
                         records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
+                    settled += len(item)
                 elif not self._closing:
                     records += item  # type: ignore[arg-type]
             if records:
@@ -345,12 +344,11 @@ class JobRunner:
 
     def _ran(self, calls: list[Call]) -> list[Call]:
         """The calls to record: one refused for a lapsed token never ran, and stops the job."""
-        refused = [c for c in calls if isinstance(c.error, CredentialLapsed)]
-        if not refused:
-            return calls
-        self.lapsed = self.lapsed or str(refused[0].error)
-        self._stop.set()
-        return [c for c in calls if not isinstance(c.error, CredentialLapsed)]
+        ran = [c for c in calls if not isinstance(c.error, CredentialLapsed)]
+        if len(ran) < len(calls):
+            self.lapsed = self.lapsed or next(str(c.error) for c in calls if c not in ran)
+            self._stop.set()
+        return ran
 
     # -- running -----------------------------------------------------------------------------
 
