@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
 
@@ -27,40 +29,52 @@ def job_file(tmp_path: Path, n: int = 20) -> Path:
     return job
 
 
-def busy_slots(ns: str) -> int:
-    status = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
-    return sum(w["busy"] for w in status["workers"])
+@pytest.fixture
+def watcher(nameserver: str) -> Iterator[Cluster]:
+    """A coordinator that only reads the cluster's status: in-process, a poll takes milliseconds.
+
+    A `pyrocluster status` process takes 4-7 s on a loaded 2-core machine: polled through it,
+    the tasks could be most of TASK_S old before the test saw them run, and end before the cancel.
+    """
+    with Cluster(nameserver) as cluster:
+        yield cluster
+
+
+def busy_slots(watcher: Cluster) -> int:
+    return sum(w["busy"] for w in watcher.status()["workers"])
 
 
 def records(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def start_long_job(tmp_path: Path, nameserver: str, worker_factory) -> tuple[object, float]:
+def start_long_job(
+    tmp_path: Path, nameserver: str, worker_factory, watcher: Cluster
+) -> tuple[subprocess.Popen[str], float]:
     worker_factory(2, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
     proc = start_submit(job_file(tmp_path), nameserver, tmp_path, "--quiet")
-    wait_for(lambda: busy_slots(nameserver) == 4, 30, what="all four slots running a task")
+    wait_for(lambda: busy_slots(watcher) == 4, 30, interval_s=0.05, what="all four slots running a task")
     return proc, time.monotonic()
 
 
-def check_cancelled_end(tmp_path: Path, nameserver: str, proc, since: float) -> None:
+def check_cancelled_end(tmp_path: Path, watcher: Cluster, proc, since: float) -> None:
     assert proc.wait(timeout=15) == 130, proc.communicate()
     assert time.monotonic() - since < 5.0, "submit must exit within 5 s of the cancel"
     recs = records(tmp_path / "long.results.jsonl")
     assert len(recs) == 20 and all(r["status"] == "cancelled" for r in recs.values()), recs
-    wait_for(lambda: busy_slots(nameserver) == 0, 2.5, what="slots free again within 2 s")
+    wait_for(lambda: busy_slots(watcher) == 0, 2.5, interval_s=0.05, what="slots free again within 2 s")
 
 
 @pytest.mark.slow
-def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory):
+def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory, watcher):
     unknown = run_cli("cancel", "nosuchjob", "--ns", nameserver)
     assert unknown.returncode == 2 and "no running job named 'nosuchjob'" in unknown.stderr, unknown
-    proc, started = start_long_job(tmp_path, nameserver, worker_factory)
+    proc, started = start_long_job(tmp_path, nameserver, worker_factory, watcher)
     try:
         asked = time.monotonic()
         result = run_cli("cancel", "long", "--ns", nameserver)
         assert result.returncode == 0, result
-        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        check_cancelled_end(tmp_path, watcher, proc, asked)
         time.sleep(max(0.0, started + TASK_S + 1 - time.monotonic()))  # when the tasks would have ended
         assert not list((tmp_path / "marks").iterdir()), "a cancelled task ran to its end"
         status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
@@ -70,12 +84,12 @@ def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory
         proc.communicate()
 
 
-def test_ctrl_c_cancels_and_resume_finishes(tmp_path, nameserver, worker_factory):
-    proc, _ = start_long_job(tmp_path, nameserver, worker_factory)
+def test_ctrl_c_cancels_and_resume_finishes(tmp_path, nameserver, worker_factory, watcher):
+    proc, _ = start_long_job(tmp_path, nameserver, worker_factory, watcher)
     try:
         asked = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        check_cancelled_end(tmp_path, watcher, proc, asked)
         assert "cancelling" in proc.communicate()[1]
     finally:
         proc.kill()
