@@ -71,9 +71,9 @@ WorkerFactory = Callable[..., list[ManagedProcess]]
 
 
 @contextmanager
-def running_cluster(*workers: Sequence[str]) -> Iterator[str]:
+def running_cluster(*workers: Sequence[str], env: dict[str, str] | None = None) -> Iterator[str]:
     """A name server and one worker per argument list, started together and all stopped at the
-    end; the name server's address.
+    end (``env`` added to each one's environment); the name server's address.
 
     For module-scoped fixtures: tests that only submit calls or jobs and read what comes back
     share one cluster instead of paying a name server and workers each (about 2 s of start and
@@ -82,9 +82,9 @@ def running_cluster(*workers: Sequence[str]) -> Iterator[str]:
     """
     procs = Processes()
     try:
-        ns_proc, ns = start_nameserver()
+        ns_proc, ns = start_nameserver(env=env)
         procs.add(ns_proc)
-        started = [procs.add(start_worker(ns, list(args), wait=False)) for args in workers]
+        started = [procs.add(start_worker(ns, list(args), env=env, wait=False)) for args in workers]
         for proc in started:
             proc.wait_ready()
         yield ns
