@@ -122,7 +122,7 @@ def test_future_cancel_and_cluster_cancel(tmp_path, nameserver, worker_factory):
 
 
 def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
-    tmp_path, nameserver, worker_factory
+    tmp_path, nameserver, worker_factory, watcher
 ):
     worker_factory(1, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
     job = tmp_path / "twin.yaml"
@@ -134,10 +134,9 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
     try:
 
         def running() -> list[str]:
-            status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
-            return sorted(j["id"] for j in status["jobs"] if j["state"] == "running")
+            return sorted(j["id"] for j in watcher.status()["jobs"] if j["state"] == "running")
 
-        wait_for(lambda: len(running()) == 2, 30, what="both jobs running")
+        wait_for(lambda: len(running()) == 2, 30, interval_s=0.05, what="both jobs running")
         ids = running()
         shared = run_cli("cancel", "twin", "--ns", nameserver)
         assert shared.returncode == 2, shared
@@ -147,7 +146,7 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
         assert all(p.poll() is None for p in procs)  # nothing was cancelled
         one = run_cli("cancel", ids[0], "--ns", nameserver)
         assert one.returncode == 0 and one.stdout.strip() == f"job {ids[0]} is cancelling", one
-        wait_for(lambda: running() == [ids[1]], 15, what="only the other job left running")
+        wait_for(lambda: running() == [ids[1]], 15, interval_s=0.05, what="only the other job left running")
         both = run_cli("cancel", "twin", "--all", "--ns", nameserver)
         assert both.returncode == 0 and both.stdout.strip() == f"job {ids[1]} is cancelling", both
         assert [p.wait(timeout=15) for p in procs] == [130, 130]
@@ -155,3 +154,19 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
         for p in procs:
             p.kill()
             p.communicate()
+
+
+def test_a_cancel_right_before_close_still_stops_the_call_on_its_worker(
+    tmp_path, nameserver, worker_factory, watcher
+):
+    """`submit` cancels its job and exits at once: the cancel must reach the worker all the same."""
+    worker_factory(1, "--services", "compute", "--concurrency", "1", "--tasks", TASKS_FILE)
+    started = tmp_path / "started"
+    cluster = Cluster(nameserver)
+    try:
+        running = cluster.submit("hold", str(tmp_path / "never"), 60, str(started))
+        wait_for(started.exists, 30, interval_s=0.02, what="the call running")
+        assert cluster.cancel(running) is True
+    finally:
+        cluster.close()
+    wait_for(lambda: busy_slots(watcher) == 0, 10, interval_s=0.05, what="the slot free again")
