@@ -107,6 +107,14 @@ class JobValues:
                     self._users.update(ref.id for ref in refs)
         return call
 
+    def prepare_all(self, calls: list[Call]) -> list[Call]:
+        """``prepare`` the runner's calls (each tagged with its item), a chunk at once."""
+        if self.seen or self.no_keep:
+            return [self.prepare(call, call.tag) for call in calls]
+        for call in calls:  # the common chunk: every result may stay, no argument is a reference
+            call.keep = True
+        return calls
+
     def ready(self, calls: list[Call]) -> list[Call]:
         """The settled calls to record now; the others are being helped (see the module)."""
         out: list[Call] = []

@@ -20,6 +20,7 @@ from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import CredentialLapsed, error_record
 from pyrocluster.jobs.bigvalues import JobValues
+from pyrocluster.jobs.callcolumns import calls_of
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
@@ -92,22 +93,31 @@ class JobSummary:
         return 130 if self.interrupted else (1 if self.failed else 0)
 
 
-def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
-    """The results-file line of a finished compute call."""
-    error = call.error
-    if error is None:  # the common case as one literal: a dict built key by key costs twice as much
-        return {
-            "id": item.id,
-            "kind": item.kind,
-            "call": item.call,
-            "args": item.args,
-            "kwargs": item.kwargs,
+def compute_records(calls: list[Call]) -> list[dict[str, Any]]:
+    """The results-file lines of finished compute calls (each tagged with its item)."""
+    # An ok call's record as one literal inline: a dict built key by key, or a function call per
+    # record, costs up to twice as much on the thread that writes every outcome.
+    return [
+        {
+            "id": c.tag.id,
+            "kind": c.tag.kind,
+            "call": c.tag.call,
+            "args": c.tag.args,
+            "kwargs": c.tag.kwargs,
             "status": "ok",
-            "result": call.value,
-            "worker": call.worker,
-            "attempts": call.attempts,
-            "elapsed_ms": round(call.elapsed_ms, 3),
+            "result": c.value,
+            "worker": c.worker,
+            "attempts": c.attempts,
+            "elapsed_ms": round(c.elapsed_ms, 3),
         }
+        if c.error is None
+        else _ended_record(c.tag, c, c.error)
+        for c in calls
+    ]
+
+
+def _ended_record(item: TaskItem, call: Call, error: BaseException) -> dict[str, Any]:
+    """The results-file line of a compute call that failed or was cancelled."""
     record = _item_fields(item)
     if isinstance(error, CancelledError):
         record["status"] = "cancelled"
@@ -329,7 +339,7 @@ class JobRunner:
                 if item and isinstance(item[0], Call):
                     if not self._closing:  # kept values written, lost ones made again
                         item = self.values.ready(item)  # type: ignore[arg-type]
-                        records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
+                        records += compute_records(self._ran(item))  # type: ignore[arg-type]
                     settled += len(item)
                 elif not self._closing:
                     records += item  # type: ignore[arg-type]
@@ -384,7 +394,7 @@ class JobRunner:
         self.workflow = Workflow(self.spec, kept, self._append, self._store.forget, self._spelled)
         self.values.no_keep = self.workflow.map_sources()
         self.values.released = self.workflow.released
-        self._run_tasks(self.workflow.items(stop), stop)
+        self._run_tasks(self.workflow.chunks(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         self._drain(stop)
@@ -397,7 +407,7 @@ class JobRunner:
             summary = self._summary(False)
             callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
             if callback is not None:
-                self._run_tasks(iter((callback,)), stop)
+                self._run_tasks(iter(([callback],)), stop)
                 self._drain(stop)
         self._inbox.put(None)  # the recorder writes what came before, then ends
         self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
@@ -424,26 +434,20 @@ class JobRunner:
         if batch:
             self._inbox.put(batch)
 
-    def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
-        """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
-        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
-        chunk: list[Call] = []
-        values = self.values
-        for item in items:
-            if item is not None:
-                tags = tagsets.get(item.tags)
-                if tags is None:
-                    tags = tagsets[item.tags] = frozenset(item.tags)
-                call = Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                            item.retry_on_error, self, item, item.priority, item.resources)  # fmt: skip
-                chunk.append(values.prepare(call, item))
-                if len(chunk) < SUBMIT_CHUNK:
+    def _run_tasks(self, chunks: Iterator[list[TaskItem] | None], stop: threading.Event) -> None:
+        """Submit calls as the workflow hands them out, ``SUBMIT_CHUNK`` or more at a time (None: it
+        waits, send what we have)."""
+        pending: list[Call] = []
+        for chunk in chunks:
+            if chunk is not None:
+                pending += self.values.prepare_all(calls_of(chunk, self))
+                if len(pending) < SUBMIT_CHUNK:
                     continue
-            if chunk and not self._submit(chunk, stop):
+            if pending and not self._submit(pending, stop):
                 return
-            chunk = []
-        if chunk:
-            self._submit(chunk, stop)
+            pending = []
+        if pending:
+            self._submit(pending, stop)
 
     def _drain(self, stop: threading.Event) -> None:
         """Wait for the calls in flight to be recorded, or for ``stop``."""
