@@ -93,31 +93,22 @@ class JobSummary:
         return 130 if self.interrupted else (1 if self.failed else 0)
 
 
-def compute_records(calls: list[Call]) -> list[dict[str, Any]]:
-    """The results-file lines of finished compute calls (each tagged with its item)."""
-    # An ok call's record as one literal inline: a dict built key by key, or a function call per
-    # record, costs up to twice as much on the thread that writes every outcome.
-    return [
-        {
-            "id": c.tag.id,
-            "kind": c.tag.kind,
-            "call": c.tag.call,
-            "args": c.tag.args,
-            "kwargs": c.tag.kwargs,
+def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
+    """The results-file line of a finished compute call."""
+    error = call.error
+    if error is None:  # the common case as one literal: a dict built key by key costs twice as much
+        return {
+            "id": item.id,
+            "kind": item.kind,
+            "call": item.call,
+            "args": item.args,
+            "kwargs": item.kwargs,
             "status": "ok",
-            "result": c.value,
-            "worker": c.worker,
-            "attempts": c.attempts,
-            "elapsed_ms": round(c.elapsed_ms, 3),
+            "result": call.value,
+            "worker": call.worker,
+            "attempts": call.attempts,
+            "elapsed_ms": round(call.elapsed_ms, 3),
         }
-        if c.error is None
-        else _ended_record(c.tag, c, c.error)
-        for c in calls
-    ]
-
-
-def _ended_record(item: TaskItem, call: Call, error: BaseException) -> dict[str, Any]:
-    """The results-file line of a compute call that failed or was cancelled."""
     record = _item_fields(item)
     if isinstance(error, CancelledError):
         record["status"] = "cancelled"
@@ -339,7 +330,7 @@ class JobRunner:
                 if item and isinstance(item[0], Call):
                     if not self._closing:  # kept values written, lost ones made again
                         item = self.values.ready(item)  # type: ignore[arg-type]
-                        records += compute_records(self._ran(item))  # type: ignore[arg-type]
+                        records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
                     settled += len(item)
                 elif not self._closing:
                     records += item  # type: ignore[arg-type]
