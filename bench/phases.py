@@ -50,29 +50,29 @@ def main() -> None:
     from pyrocluster.local import LocalCluster
 
     times: dict[str, list[float]] = defaultdict(list)
+    """Wall seconds of each call of a phase."""
+    run_cpu: dict[str, list[float]] = defaultdict(list)
+    """Thread CPU seconds of each call of a thread's function, in the current run."""
+    cpu: dict[str, list[float]] = defaultdict(list)
+    """Thread CPU seconds per run."""
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(
+        name: str,
+        fn: Callable[..., Any],
+        into: dict[str, list[float]] = times,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Callable[..., Any]:
         def wrapper(*a: Any, **k: Any) -> Any:
-            start = time.perf_counter()
+            start = clock()
             try:
                 return fn(*a, **k)
             finally:
-                times[name].append(time.perf_counter() - start)
+                into[name].append(clock() - start)
 
         return wrapper
-
-    cpu: dict[str, list[float]] = defaultdict(list)
-    run_cpu: dict[str, float] = defaultdict(float)
 
     def thread_cpu(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*a: Any, **k: Any) -> Any:
-            start = time.thread_time()
-            try:
-                return fn(*a, **k)
-            finally:
-                run_cpu[name] += time.thread_time() - start
-
-        return wrapper
+        return timed(name, fn, run_cpu, time.thread_time)
 
     from pyrocluster.coordinator.wire import Wire
 
@@ -104,7 +104,7 @@ def main() -> None:
                 settings, submit_mod.SubmitOptions(job_file=str(job), out=str(out)), threading.Event()
             )
             wall = time.perf_counter() - start
-            run_cpu["the whole coordinator process"] = time.process_time() - start_cpu
+            run_cpu["the whole coordinator process"].append(time.process_time() - start_cpu)
             if summary.ok != args.items:
                 raise SystemExit(f"only {summary.ok} ok")
             if rep == 0:
@@ -112,7 +112,7 @@ def main() -> None:
                 continue
             total.append(wall)
             for name, spent in run_cpu.items():
-                cpu[name].append(spent)
+                cpu[name].append(sum(spent))
     shutil.rmtree(tmp, ignore_errors=True)
     med = statistics.median(total)
     print(f"submit_job of {args.items} add calls: median {med:.3f} s = {args.items / med:,.0f} tasks/s")
