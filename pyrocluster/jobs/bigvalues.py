@@ -17,6 +17,7 @@ At the job's end every holder is told to free the job's values (``free``).
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,8 @@ GONE = "ValueGone"
 """The error type of a call whose argument's holder could not give it."""
 
 log = logging.getLogger(__name__)
+_VALUE = operator.attrgetter("value")
+_REFS = operator.attrgetter("refs")
 
 
 def new_call(item: TaskItem, waiter: Any, tag: Any) -> Call:
@@ -117,6 +120,12 @@ class JobValues:
 
     def ready(self, calls: list[Call]) -> list[Call]:
         """The settled calls to record now; the others are being helped (see the module)."""
+        if (
+            not self._passed
+            and ValueRef not in set(map(type, map(_VALUE, calls)))
+            and not any(map(_REFS, calls))
+        ):
+            return calls  # the common chunk: no kept result to write, no reference to count down
         out: list[Call] = []
         for call in calls:
             if call.id in self._passed:
