@@ -284,6 +284,17 @@ class Batch:
         """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""
         _, _, name, priority, ask = self.requirement  # every call of a batch shares them
         n = len(self.calls)
+        if n == 1:  # a lone call: one row, no columns to zip
+            call = self.calls[0]
+            row = [str(call.id), name, call.payload, call.timeout_s, priority]
+            if ask:
+                row.append(dict(ask))
+            request = {"from": sender, "calls": [row]}
+            if call.keep:
+                request["keep"] = [row[0]]
+            if call.refs:
+                request["fetch"] = {row[0]: [ref_fields(r) for r in call.refs]}
+            return request
         columns = [
             map(str, map(_ID, self.calls)),
             itertools.repeat(name, n),
@@ -312,6 +323,11 @@ Resolution = tuple[Call, Any, "BaseException | None"]
 
 def settle(resolutions: list[Resolution]) -> None:
     """Store outcomes and tell each waiter once about its calls, outside the dispatcher's lock."""
+    if len(resolutions) == 1:  # a lone call's outcome
+        call, value, error = resolutions[0]
+        call.value, call.error = value, error
+        call.waiter.settled([call])
+        return
     for call, value, error in resolutions:
         call.value = value
         call.error = error
@@ -353,7 +369,13 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
     ready: list[Call] = []
     refused: list[Resolution] = []
     calls = calls if isinstance(calls, list) else list(calls)
-    payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
+    if len(calls) == 1:  # a lone submit: no columns to zip and check
+        payloads = codec.pack_calls([(calls[0].args, calls[0].kwargs)])
+        if type(payloads[0]) is bytes and len(payloads[0]) <= max_bytes:
+            calls[0].payload = payloads[0]
+            return calls, refused
+    else:
+        payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
     if payloads and set(map(type, payloads)) == {bytes} and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
         for call, payload in zip(calls, payloads, strict=True):  # the common submission: all sendable
             call.payload = payload  # type: ignore[assignment]
