@@ -250,11 +250,13 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
+    __slots__ = ("id", "requirement", "service", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
+        self.service = requirement[0]
+        """The service the batch goes to."""
         self.calls = calls
         self.sent_at = 0.0
         self.deadline = 0.0
@@ -265,11 +267,6 @@ class Batch:
         """True when the thread that sends it writes its request itself, once it holds no lock."""
         self.push: Callable[[], None] | None = None
         """Set by the link for such a batch: writes its request now (see ``Dispatcher.submit``)."""
-
-    @property
-    def service(self) -> str:
-        """The service the batch goes to."""
-        return self.requirement[0]
 
     def timeouts(self) -> list[float]:
         """Each call's timeout, in seconds."""

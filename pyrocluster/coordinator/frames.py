@@ -57,9 +57,9 @@ class RequestWriter:
 
     def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-        if len(pieces) > 1 and sum(len(p) for p in pieces) <= JOIN_BYTES:
+        if len(pieces) > 1 and sum(map(len, pieces)) <= JOIN_BYTES:
             pieces = [b"".join(pieces)]
-        self._views = collections.deque(memoryview(p).cast("B") for p in pieces if len(p))
+        self._views = collections.deque([memoryview(p).cast("B") for p in pieces if len(p)])
         self._sent = 0
 
     def write(self, sock: Any) -> bool:

@@ -358,10 +358,11 @@ class Wire:
             left = until - time.monotonic()
             if left <= 0:
                 break
-            ready = True  # a socket gone: the next step reports it
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
                 ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
+            except (OSError, ValueError):
+                ready = True  # a socket gone: the next step reports it
         with self._lock:
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = FREE
