@@ -282,16 +282,7 @@ class Batch:
         _, _, name, priority, ask = self.requirement  # every call of a batch shares them
         n = len(self.calls)
         if n == 1:  # a lone call: one row, no columns to zip
-            call = self.calls[0]
-            row = [str(call.id), name, call.payload, call.timeout_s, priority]
-            if ask:
-                row.append(dict(ask))
-            request = {"from": sender, "calls": [row]}
-            if call.keep:
-                request["keep"] = [row[0]]
-            if call.refs:
-                request["fetch"] = {row[0]: [ref_fields(r) for r in call.refs]}
-            return request
+            return _lone_request(self.calls[0], sender, name, priority, ask)
         columns = [
             map(str, map(_ID, self.calls)),
             itertools.repeat(name, n),
@@ -307,6 +298,20 @@ class Batch:
         if any(map(_REFS, self.calls)):
             request["fetch"] = {str(c.id): [ref_fields(r) for r in c.refs] for c in self.calls if c.refs}
         return request
+
+
+def _lone_request(call: Call, sender: str, name: str, priority: int, ask: Ask) -> dict[str, Any]:
+    """:meth:`Batch.request` of a batch of one call, row by row (the same request)."""
+    key = str(call.id)
+    row: list[Any] = [key, name, call.payload, call.timeout_s, priority]
+    if ask:
+        row.append(dict(ask))
+    request: dict[str, Any] = {"from": sender, "calls": [row]}
+    if call.keep:
+        request["keep"] = [key]
+    if call.refs:
+        request["fetch"] = {key: [ref_fields(r) for r in call.refs]}
+    return request
 
 
 _ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))

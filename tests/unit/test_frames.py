@@ -158,7 +158,9 @@ def test_replies_and_attachments_that_arrive_in_one_piece_are_each_read_whole(
     assert reader.read(ours) is None
 
 
-def test_a_reply_longer_than_the_first_receive_is_read_whole(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_a_reply_longer_than_the_first_receive_is_read_whole(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     ours, theirs = pair
     value = {"outcomes": [[0, b"v" * (3 * EAGER_BYTES), 1.0]]}
     wire_bytes = reply(value)
