@@ -8,10 +8,6 @@ import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import Pyro5
-import Pyro5.serializers
-
-from pyrocluster import pyro5_hooks
 from pyrocluster.defaults import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
@@ -202,8 +198,13 @@ def apply(settings: Settings) -> None:
     """Write ``settings`` into Pyro5's global configuration, ignoring ``PYRO_*`` variables.
 
     First checks that the installed Pyro5 still has every hook we override (``pyro5_hooks``):
-    a process never starts unguarded.
+    a process never starts unguarded. Pyro5 is imported here, not with this module: a command
+    reads its settings (and a worker starts its fork server) before it loads Pyro5.
     """
+    import Pyro5
+
+    from pyrocluster import pyro5_hooks
+
     pyro5_hooks.ensure()
     cfg = Pyro5.config
     cfg.reset(use_environment=False)
@@ -235,6 +236,8 @@ def apply(settings: Settings) -> None:
 
 def _drop_unsafe_serializers() -> None:
     """Remove marshal and json from Pyro5's tables so no daemon of ours decodes them."""
+    import Pyro5.serializers
+
     for name in list(Pyro5.serializers.serializers):
         if name not in SAFE_SERIALIZERS:
             del Pyro5.serializers.serializers[name]

@@ -181,7 +181,7 @@ def worker(
 ) -> int:
     """Run a worker offering compute and crawl services."""
     if pool == "process" and "compute" in _split(services):
-        from pyrocluster.slots.process import start_forkserver
+        from pyrocluster.slots.forkserver import start_forkserver
 
         start_forkserver()  # the slot processes' server loads while this one sets up
     from pyrocluster.resources import parse_spec
