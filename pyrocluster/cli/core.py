@@ -303,7 +303,7 @@ def submit(
         raise ConfigError("--resume and --overwrite: choose one")
     # The --local processes come up while this one imports, loads and checks the job;
     # submit_job stops them whatever happens.
-    started = start_local(local, list(task_modules), settings.child_env()) if local else None
+    started = start_local(local, list(task_modules), settings) if local else None
     try:
         from pyrocluster import config
         from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job
