@@ -202,10 +202,11 @@ def start_worker(
 class LocalCluster:
     """A private name server and ``n`` workers on loopback, stopped on ``close()``.
 
-    With ``wait=False`` the constructor returns at once and a thread brings the processes up
-    (the name server and the workers together: the workers wait for it to listen) while the
-    caller does its own work (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then
-    waits for every ready line and raises what went wrong.
+    The constructor starts the processes (the name server and the workers together: the workers
+    wait for it to listen, on a port reserved here so that it is known up front). With
+    ``wait=False`` it returns then, and a thread waits for them while the caller does its own work
+    (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then waits for every
+    ready line and raises what went wrong.
 
     Given ``settings``, the name server runs in threads of this process (``nameserver_threads``)
     instead of a process of its own (``nameserver``): ``submit --local`` saves an interpreter's
@@ -226,34 +227,35 @@ class LocalCluster:
         self.nameserver: ManagedProcess | None = None
         self.nameserver_threads: NameServerThreads | None = None
         self._settings = settings
-        self.address = ""
         self._failure: BaseException | None = None
         self._closing = threading.Lock()
         self._closed = False
+        reservation = reserve_port()
+        try:
+            # Started here, not by the thread: the caller's own work next (a job's imports and
+            # checks) would hold the interpreter lock the thread needs to start each process.
+            self.address = f"127.0.0.1:{reservation.getsockname()[1]}"
+            if settings is None:
+                self.nameserver = nameserver_process(port=reservation.getsockname()[1], env=env)
+            procs = [self.add_worker(wait=False) for _ in range(workers)]
+        except BaseException:
+            reservation.close()
+            self.close()
+            raise
         self._starter = threading.Thread(
-            target=self._start, args=(workers,), name="local-cluster", daemon=True
+            target=self._start, args=(reservation, procs), name="local-cluster", daemon=True
         )
         self._starter.start()
         if wait:
             self.wait_ready()
 
-    def _start(self, workers: int) -> None:
-        # The workers start with the name server, not after it: they import and set up while it
-        # does, and wait for it to listen (on a port reserved here, so it is known up front).
+    def _start(self, reservation: socket.socket, procs: list[ManagedProcess]) -> None:
         try:
-            with reserve_port() as reservation:
-                with self._closing:
-                    if self._closed:
-                        return
-                    port = reservation.getsockname()[1]
-                    self.address = f"127.0.0.1:{port}"
-                    if self._settings is None:
-                        self.nameserver = nameserver_process(port=port, env=self.env)
-                    procs = [self.add_worker(wait=False) for _ in range(workers)]
+            with reservation:  # closed once the name server listens on its port
                 if self.nameserver is not None:
-                    self.nameserver.wait_ready()  # it listens now: the reservation can go
+                    self.nameserver.wait_ready()
                 else:
-                    self._serve_nameserver(port)
+                    self._serve_nameserver(reservation.getsockname()[1])
             for p in procs:
                 p.wait_ready()
         except BaseException as exc:  # handed to wait_ready()
@@ -294,14 +296,15 @@ class LocalCluster:
         return proc
 
     def close(self) -> None:
-        """Stop every worker, then the name server (those started so far, if still starting)."""
-        with self._closing:
-            self._closed = True
+        """Stop every worker, then the name server (even while the thread still waits for them)."""
         stop_processes(self.workers)
         if self.nameserver is not None:
             self.nameserver.stop()
-        if self.nameserver_threads is not None:
-            self.nameserver_threads.close()
+        with self._closing:
+            self._closed = True
+            threads, self.nameserver_threads = self.nameserver_threads, None
+        if threads is not None:
+            threads.close()
 
     def __enter__(self) -> LocalCluster:
         return self
