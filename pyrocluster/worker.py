@@ -37,6 +37,7 @@ from pyrocluster.services.state import WorkerState
 from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
+from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
 from pyrocluster.slots.gate import Gate
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,17 @@ class WorkerOptions:
 
 
 class Worker:
-    """One worker process: ``start()`` binds and registers, ``serve()`` runs until stopped."""
+    """One worker process: ``start()`` binds and registers, ``serve()`` runs until stopped.
 
-    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+    ``early_slots`` are its process slots if the caller began making them already (``slots/early.py``).
+    """
+
+    def __init__(
+        self, settings: Settings, options: WorkerOptions, early_slots: EarlySlots | None = None
+    ) -> None:
         self.settings = settings
         self.options = options
+        self._early_slots = early_slots
         self.name = options.resolved_name()
         bad = [s for s in options.services if s not in SERVICES]
         if bad or not options.services:
@@ -155,12 +162,11 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(  # a reply: small values, and one of up to max_value_bytes
-                self.options.pool,
-                self.slots_n,
-                self.options.task_modules,
-                self.settings.max_message_bytes + self.settings.max_value_bytes,
-            )
+            if self._early_slots is not None:
+                self._slots = self._early_slots.result()
+            else:
+                modules, reply_bytes = self.options.task_modules, slot_reply_bytes(self.settings)
+                self._slots = make_slots(self.options.pool, self.slots_n, modules, reply_bytes)
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources
