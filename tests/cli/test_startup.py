@@ -148,9 +148,11 @@ def test_settings_load_pyro5_only_when_applied() -> None:
     code = """
 import pyrocluster.config as config
 before = "Pyro5" in sys.modules
-config.apply(config.Settings.from_sources())
+settings = config.Settings.from_sources()
+config.apply(settings)
 import Pyro5, Pyro5.serializers
-assert not before and Pyro5.config.SERIALIZER == "msgpack" and "marshal" not in Pyro5.serializers.serializers
+assert not before and Pyro5.config.SERIALIZER == settings.serializer
+assert "marshal" not in Pyro5.serializers.serializers
 """
     assert loaded_after(code, ("pyrocluster.pyro5_hooks",)) == ["pyrocluster.pyro5_hooks"]
 
@@ -202,3 +204,17 @@ def test_submit_local_with_only_a_role_token_still_fails_as_its_name_server_did(
     assert result.returncode == 3, result
     assert "nameserver" in result.stderr and "did not become ready" in result.stderr, result.stderr
     assert "may not run a name server (needs secret)" in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_slots_asked_for_early_are_handed_over_or_raise_what_making_them_raised() -> None:
+    from pyrocluster.slots.early import EarlySlots
+    from pyrocluster.slots.process import ProcessSlots
+
+    slots = EarlySlots(2, [], 1 << 20).result()
+    try:
+        assert isinstance(slots, ProcessSlots) and slots.total == 2
+    finally:
+        slots.close()
+    with pytest.raises(TypeError):  # the worker's start raises it where it made its slots before
+        EarlySlots(1, None, 1 << 20).result()  # type: ignore[arg-type]
