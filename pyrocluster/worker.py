@@ -82,17 +82,11 @@ class WorkerOptions:
 
 
 class Worker:
-    """One worker process: ``start()`` binds and registers, ``serve()`` runs until stopped.
+    """One worker process: ``start()`` binds and registers, ``serve()`` runs until stopped."""
 
-    ``early_slots`` are its process slots if the caller began making them already (``slots/early.py``).
-    """
-
-    def __init__(
-        self, settings: Settings, options: WorkerOptions, early_slots: EarlySlots | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
         self.settings = settings
         self.options = options
-        self._early_slots = early_slots
         self.name = options.resolved_name()
         bad = [s for s in options.services if s not in SERVICES]
         if bad or not options.services:
@@ -138,6 +132,18 @@ class Worker:
 
     def start(self) -> None:
         """Load tasks, check the name, bind the daemon and register; raises ConfigError/ClusterUnreachable."""
+        early = None
+        if "compute" in self.options.services and self.options.pool == "process":
+            # Asked for first: the wait for the fork server overlaps what follows (slots/early.py).
+            early = EarlySlots(self.slots_n, self.options.task_modules, slot_reply_bytes(self.settings))
+        try:
+            self._start(early)
+        except BaseException:
+            if early is not None and self._slots is None:
+                early.discard()
+            raise
+
+    def _start(self, early: EarlySlots | None) -> None:
         config.apply(self.settings)
         try:
             config.check_bind(self.options.host, self.settings, self.options.insecure)
@@ -162,8 +168,8 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            if self._early_slots is not None:
-                self._slots = self._early_slots.result()
+            if early is not None:
+                self._slots = early.result()
             else:
                 modules, reply_bytes = self.options.task_modules, slot_reply_bytes(self.settings)
                 self._slots = make_slots(self.options.pool, self.slots_n, modules, reply_bytes)

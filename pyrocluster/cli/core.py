@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -181,12 +180,12 @@ def worker(
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
-    early = pool == "process" and "compute" in _split(services)
-    if early:
+    if pool == "process" and "compute" in _split(services):
         from pyrocluster.slots.forkserver import start_forkserver
 
         start_forkserver()  # the slot processes' server loads while this one sets up
     from pyrocluster.resources import parse_spec
+    from pyrocluster.worker import Worker, WorkerOptions
 
     settings = with_value_cap(settings_from(kw, info_logs=True), max_value_bytes)
     require_secret(settings, "run a worker")
@@ -194,21 +193,13 @@ def worker(
         offered = parse_spec(resource_spec)
     except ValueError as exc:
         raise ConfigError(f"--resources: {exc}") from None
-    concurrency = concurrency or os.cpu_count() or 1
-    slots = None
-    if early:  # asked for now: the fork server's start overlaps this process's (slots/early.py)
-        from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
-
-        slots = EarlySlots(concurrency, list(task_modules), slot_reply_bytes(settings))
-    from pyrocluster.worker import Worker, WorkerOptions
-
     options = WorkerOptions(
         name=name,
         host=host,
         port=port,
         services=_split(services),
         task_modules=list(task_modules),
-        concurrency=concurrency,
+        concurrency=concurrency or 0,
         pool=pool,
         crawl_concurrency=crawl_concurrency,
         tags=_split(tags),
@@ -219,7 +210,7 @@ def worker(
         ns_wait_s=wait_s,
         insecure=insecure,
     )
-    wk = Worker(settings, options, slots)
+    wk = Worker(settings, options)
     logs.bind(worker=wk.name)
     stop_on_signals(wk.state.stop_event)
     sup = supervision(kw, settings, insecure, wk.probe, wk.readiness)

@@ -1,17 +1,20 @@
-"""Slot processes asked for as the worker starts, not when its start reaches them.
+"""Slot processes asked for as the worker's start begins, not when it reaches them.
 
 The fork server (``forkserver.py``) is a fresh interpreter that loads the slot module before it
-forks anything. A worker that asked for its slot processes once it had loaded its own modules,
+forks anything. A worker that asked for its slot processes once it had loaded its user tasks,
 reached the name server and bound its daemon then waited for the fork server, on the path to its
-ready line: about 0.1 s on a quiet 2-core machine in ``submit --local 2``. A thread started right
-after the fork server asks for them at once, so that wait overlaps the worker's own start-up;
-the worker takes them (or the error making them raised) where it used to make them.
+ready line (about 0.1 s in a one-worker profile on a quiet 2-core machine). A thread started as
+``Worker.start`` begins asks for them at once, so that wait overlaps the rest of the start; the
+worker takes them (or the error making them raised) where it used to make them.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING
+
+DISCARD_WAIT_S = 5.0
+"""Seconds a failed start waits for the slots to stop them (past that, they end with the worker)."""
 
 if TYPE_CHECKING:
     from pyrocluster.config import Settings
@@ -49,3 +52,10 @@ class EarlySlots:
             raise self._error
         assert self._slots is not None
         return self._slots
+
+    def discard(self) -> None:
+        """Stop the slots once made: the worker's start failed before it took them. Slots still
+        not made after ``DISCARD_WAIT_S`` end with the worker's process (they are daemonic)."""
+        self._thread.join(DISCARD_WAIT_S)
+        if not self._thread.is_alive() and self._slots is not None:
+            self._slots.close()
