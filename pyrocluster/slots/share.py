@@ -175,28 +175,30 @@ class SlotShare:
 
     def record(self, outcome: Outcome) -> None:
         """Log the outcome of the next call (finished or skipped)."""
-        value, placed = outcome[1], self._placed
-        if placed is not None and value is placed:  # packed in place: only its reference is logged
-            self._top -= len(placed)
-            self._placed = None
-            ref = msgpack.ExtType(_BIG_REF, _REF.pack(self._top, len(placed)))
-            outcome = [outcome[0], ref, outcome[2]]
-        elif isinstance(value, (bytes, bytearray)) and len(value) >= BIG_VALUE_BYTES:
-            # The body goes below the big values logged before it, at the far end of the memory,
-            # and the log holds a reference: the worker reads it out without the interpreter lock.
-            top = self._top - len(value)
-            self._map[top : self._top] = value
-            self._top = top
-            ref = msgpack.ExtType(_BIG_REF, _REF.pack(top, len(value)))
-            outcome = [outcome[0], ref, outcome[2]]
+        value = outcome[1]
+        if value is not None and len(value) >= BIG_VALUE_BYTES:
+            outcome = self._referenced(outcome)
         data = self._pack(outcome)
         used = self._used
         end = self._used = used + len(data)
         self._map[used:end] = data
-        self._logged += 1
+        logged = self._logged = self._logged + 1
         progress = self.progress
         progress[USED] = end  # the bytes before the count: a counted outcome is always whole
-        progress[LOGGED] = self._logged
+        progress[LOGGED] = logged
+
+    def _referenced(self, outcome: Outcome) -> Outcome:
+        """A big outcome with its value's body below the big values logged before it, at the far
+        end of the memory, and a reference in its place: the worker reads it out without the
+        interpreter lock. A value :meth:`place` offered room for is there already (no copy)."""
+        value, placed = outcome[1], self._placed
+        if placed is not None and value is placed:
+            self._placed = None
+        else:
+            top = self._top - len(value)
+            self._map[top : self._top] = value
+        self._top -= len(value)
+        return [outcome[0], msgpack.ExtType(_BIG_REF, _REF.pack(self._top, len(value))), outcome[2]]
 
     def timed_out(self) -> None:
         """The call in progress overran and the timer ends the process."""
