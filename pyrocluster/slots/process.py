@@ -52,6 +52,7 @@ from pyrocluster.slots.inline_batch import run_logged
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
+_PAYLOAD = operator.itemgetter(1)
 _TIMEOUT = operator.itemgetter(2)
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""
@@ -203,7 +204,7 @@ class SlotProcess:
         done = False
         try:
             share.flag(skip)
-            big = [i for i, call in enumerate(calls) if _big(call[1])]
+            big = _big_places(calls)
             sent = [[call[0], None, *call[2:]] if _big(call[1]) else call for call in calls] if big else calls
             self.conn.send_bytes(codec.pack([*budget, sent, ticket.limits(), big]))
             for place in big:
@@ -225,9 +226,7 @@ class SlotProcess:
         Without a message per call, the parent wakes at the earliest moment any call could be
         past its deadline (a later call cannot start before now), and reads the progress again.
         """
-        # later[i]: the shortest timeout from call i on (a running minimum from the end)
-        later = [*itertools.accumulate(map(float, map(_TIMEOUT, reversed(calls))), min)][::-1]
-        later.append(math.inf)
+        later = _shortest_from(list(map(float, map(_TIMEOUT, calls))))
         share = self.share
         while True:
             position = share.running()
@@ -279,6 +278,22 @@ class SlotProcess:
 def _big(payload: Any) -> bool:
     """A payload handed over beside the batch's message rather than inside it."""
     return isinstance(payload, (bytes, bytearray)) and len(payload) >= attachments.ATTACH_BYTES
+
+
+def _big_places(calls: list[Call]) -> list[int]:
+    """The places of the calls whose payload is handed over beside the batch's message (looked
+    for call by call only when one payload is that long: one C-level pass for the common batch)."""
+    if not calls or max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES:
+        return []
+    return [i for i, call in enumerate(calls) if _big(call[1])]
+
+
+def _shortest_from(timeouts: list[float]) -> list[float]:
+    """``later[i]``: the shortest of ``timeouts[i:]`` (inf past the end), a running minimum from
+    the end; two C-level passes when every call has the same timeout (the common batch)."""
+    if timeouts and min(timeouts) == max(timeouts):
+        return [timeouts[0]] * len(timeouts) + [math.inf]
+    return [*itertools.accumulate(reversed(timeouts), min)][::-1] + [math.inf]
 
 
 def slot_context() -> Any:

@@ -274,14 +274,21 @@ class SlotShare:
             return []
         log = self._memory.map
         _HEAD.pack_into(log, self._head, _ARRAY32, count)
+        big: list[_BigValue] = []  # only a log with a big value is gone through outcome by outcome
+
+        def referenced(code: int, data: bytes) -> _BigValue:
+            big.append(_BigValue.of(code, data))
+            return big[-1]
+
         with memoryview(log) as whole, whole[self._head : used] as part:
             try:
-                outcomes: list[Outcome] = msgpack.unpackb(part, raw=False, ext_hook=_BigValue.of)
+                outcomes: list[Outcome] = msgpack.unpackb(part, raw=False, ext_hook=referenced)
             except msgpack.ExtraData as extra:  # killed between an outcome's bytes and its count
                 outcomes = extra.unpacked
-        for outcome in outcomes:
-            if type(outcome[1]) is _BigValue:
-                outcome[1] = outcome[1].read(self._memory.fd)
+        if big:
+            for outcome in outcomes:
+                if type(outcome[1]) is _BigValue:
+                    outcome[1] = outcome[1].read(self._memory.fd)
         return outcomes
 
     def recycle(self, flagged: Iterable[int]) -> None:
