@@ -150,10 +150,13 @@ class SlotShare:
             self._writer = True
             self._map = self._memory.map
             self._pack: Callable[[Outcome], bytes] = _outcome_packer().pack
+            # the progress as a memoryview of doubles: a store is 28 ns, 73 through ctypes, and a
+            # call makes four (the same 8-byte stores, in the same order)
+            self._progress = memoryview(self.progress).cast("B").cast("d")
 
     def begin(self, position: int, at: float) -> bool:
         """Call ``position`` starts at ``at``; False (and it does not start) when it was cancelled."""
-        lock, progress = self._lock, self.progress
+        lock, progress = self._lock, self._progress
         lock.acquire()
         if self._map[position]:
             lock.release()
@@ -183,7 +186,7 @@ class SlotShare:
         end = self._used = used + len(data)
         self._map[used:end] = data
         logged = self._logged = self._logged + 1
-        progress = self.progress
+        progress = self._progress
         progress[USED] = end  # the bytes before the count: a counted outcome is always whole
         progress[LOGGED] = logged
 
