@@ -37,6 +37,7 @@ from pyrocluster.services.state import WorkerState
 from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
+from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
 from pyrocluster.slots.gate import Gate
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,18 @@ class Worker:
 
     def start(self) -> None:
         """Load tasks, check the name, bind the daemon and register; raises ConfigError/ClusterUnreachable."""
+        early = None
+        if "compute" in self.options.services and self.options.pool == "process":
+            # Asked for first: the wait for the fork server overlaps what follows (slots/early.py).
+            early = EarlySlots(self.slots_n, self.options.task_modules, slot_reply_bytes(self.settings))
+        try:
+            self._start(early)
+        except BaseException:
+            if early is not None and self._slots is None:
+                early.discard()
+            raise
+
+    def _start(self, early: EarlySlots | None) -> None:
         config.apply(self.settings)
         try:
             config.check_bind(self.options.host, self.settings, self.options.insecure)
@@ -155,12 +168,11 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(  # a reply: small values, and one of up to max_value_bytes
-                self.options.pool,
-                self.slots_n,
-                self.options.task_modules,
-                self.settings.max_message_bytes + self.settings.max_value_bytes,
-            )
+            if early is not None:
+                self._slots = early.result()
+            else:
+                modules, reply_bytes = self.options.task_modules, slot_reply_bytes(self.settings)
+                self._slots = make_slots(self.options.pool, self.slots_n, modules, reply_bytes)
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
             self.state.resources_fn = gate.resources

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
 import operator
 import os
 import select
@@ -30,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster import attachments, codec
 from pyrocluster.gc_thresholds import fewer_collections
@@ -47,10 +46,13 @@ from pyrocluster.slots.batch import (
     timeout_outcome,
 )
 from pyrocluster.slots.calltimer import CallTimer
-from pyrocluster.slots.gate import Ticket
+from pyrocluster.slots.forkserver import slot_context
 from pyrocluster.slots.inline_batch import run_logged
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
+
+if TYPE_CHECKING:  # the gate is the worker's: slot processes never load it
+    from pyrocluster.slots.gate import Ticket
 
 _PAYLOAD = operator.itemgetter(1)
 _TIMEOUT = operator.itemgetter(2)
@@ -294,24 +296,6 @@ def _shortest_from(timeouts: list[float]) -> list[float]:
     if timeouts and min(timeouts) == max(timeouts):
         return [timeouts[0]] * len(timeouts) + [math.inf]
     return [*itertools.accumulate(reversed(timeouts), min)][::-1] + [math.inf]
-
-
-def slot_context() -> Any:
-    """The multiprocessing context slot processes start from: forkserver where available."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def start_forkserver() -> None:
-    """Start the fork server now: it loads this module while the worker imports, binds and
-    registers, instead of after (about 0.15 s of CPU off a worker's start)."""
-    if slot_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 class ProcessSlots:
