@@ -79,6 +79,9 @@ class Settings:
     debug: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    direct: bool = True
+    """Lone calls go straight to a worker's slot process (``slots/direct.py``); off: every call
+    goes through the worker's compute object."""
 
     @property
     def wire_cap_bytes(self) -> int:

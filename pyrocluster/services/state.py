@@ -39,6 +39,8 @@ class WorkerState:
     done: int = 0
     failed: int = 0
     total_ms: float = 0.0
+    direct: int = 0
+    """Calls that came straight to a slot process (``slots/direct.py``), counted in ``done`` too."""
     active_calls: int = 0
     busy_fn: Any = None
     resources_fn: Any = None
@@ -73,14 +75,18 @@ class WorkerState:
             self.failed += len(outcomes) - ok
             self.total_ms += ms
 
-    def finished(self, names: list[str], outcomes: Sequence[Any]) -> None:
-        """A compute batch ended: ``names[i]`` ran as ``outcomes[i]``; log its failures now.
+    def finished(self, names: list[str], outcomes: Sequence[Any], direct: bool = False) -> None:
+        """A compute batch ended (or ``direct`` calls): ``names[i]`` ran as ``outcomes[i]``; log
+        its failures now.
 
         Counting waits until someone reads the counters (or many batches wait), so a batch's
         reply does not wait on it: the worker's request thread only notes kinds and durations.
         """
         if not outcomes:
             return
+        if direct:
+            with self._lock:
+                self.direct += len(outcomes)
         kinds, _, elapsed = zip(*outcomes, strict=True)
         if kinds.count(OK) != len(kinds):
             log_failures(names, outcomes)
@@ -160,6 +166,7 @@ class WorkerState:
                 "done": self.done,
                 "failed": self.failed,
                 "mean_ms": round(self.total_ms / finished, 3) if finished else 0.0,
+                "direct": self.direct,
                 "uptime_s": round(time.time() - self.started, 1),
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),

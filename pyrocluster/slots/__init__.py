@@ -7,12 +7,16 @@ process shares with its worker (progress, cancel flags, the outcomes finished so
 
 from __future__ import annotations
 
+from pyrocluster.slots.direct import DirectSpec
 from pyrocluster.slots.process import ProcessSlots
 from pyrocluster.slots.threads import ThreadSlots
 
 
-def make_slots(pool: str, n: int, task_modules: list[str], reply_bytes: int) -> ProcessSlots | ThreadSlots:
-    """Slots of the given kind (``process`` or ``thread``) for replies of up to ``reply_bytes``."""
+def make_slots(
+    pool: str, n: int, task_modules: list[str], reply_bytes: int, direct: DirectSpec | None = None
+) -> ProcessSlots | ThreadSlots:
+    """Slots of the given kind (``process`` or ``thread``) for replies of up to ``reply_bytes``;
+    process slots also serve direct calls with ``direct`` (``direct.py``)."""
     if pool == "process":
-        return ProcessSlots(n, task_modules, reply_bytes)
+        return ProcessSlots(n, task_modules, reply_bytes, direct)
     return ThreadSlots(n, task_modules)

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyrocluster import attachments, codec
 from pyrocluster.gc_thresholds import fewer_collections
@@ -48,9 +48,13 @@ from pyrocluster.slots.batch import (
     ended_outcomes,
     timeout_outcome,
 )
+from pyrocluster.slots.direct import DirectServer, DirectSpec
 from pyrocluster.slots.gate import Ticket
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
+
+if TYPE_CHECKING:
+    from pyrocluster.slots.lending import Lender
 
 _TIMEOUT = operator.itemgetter(2)
 READY = b"ready"
@@ -163,8 +167,11 @@ def _send(conn: Connection, message: bytes) -> bool:
     return True
 
 
-def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> None:
-    """Body of a slot process: load the user's tasks, then run batches until the pipe closes.
+def _child_main(
+    conn: Connection, task_modules: list[str], share: SlotShare, direct: DirectSpec | None = None
+) -> None:
+    """Body of a slot process: load the user's tasks, then run batches until the pipe closes
+    (and, with ``direct``, serve direct calls between them: ``direct.py``).
 
     The main thread's SIGALRM handler (see :class:`_CallTimer`) marks an overrun of the call in
     progress and ends the process. The normal path wakes no other thread.
@@ -182,6 +189,14 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
 
     timer = _CallTimer(overran)
 
+    def run_direct(calls: list[Call], budget: Budget) -> list[Outcome]:
+        nonlocal run
+        timer.check()
+        run = BatchRun(calls, budget, on_start=starting, on_outcome=share.record, place=share.place)
+        run.run()
+        timer.stop()
+        return run.outcomes
+
     def starting(position: int, at: float) -> bool:
         if not share.begin(position, at):
             return False
@@ -189,11 +204,14 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
         timer.start(position, at + float(run.calls[position][2]))
         return True
 
+    server = DirectServer(direct, share, conn, run_direct) if direct is not None else None
     if not _send(conn, READY):
         return
     raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
+            if server is not None:
+                server.serve()  # direct calls, until the pipe has a batch (or is closed)
             try:
                 data = conn.recv_bytes()
                 reply_bytes, value_bytes, calls, held, big = codec.unpack(data)
@@ -219,16 +237,27 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
 class SlotProcess:
     """One slot's child process, its pipe, and the :class:`SlotShare` of the batch it runs."""
 
-    def __init__(self, ctx: Any, task_modules: list[str], log_bytes: int) -> None:
+    def __init__(
+        self, ctx: Any, task_modules: list[str], log_bytes: int, direct: DirectSpec | None = None
+    ) -> None:
         self._ctx = ctx
         self._modules = task_modules
         self._log_bytes = log_bytes
+        self._direct = direct
+        self.pipe_lock = threading.Lock()
+        """Held by whoever talks with the process: a batch, or the worker's direct-call supervisor."""
+        self.revocations: tuple[bytes, float] | None = None
+        """The revocations each new process of this slot starts with (direct calls check them)."""
         self._start()
 
     def _start(self) -> None:
         self.share = SlotShare(self._ctx, MAX_CALLS, self._log_bytes)
+        if self.revocations is not None:
+            self.share.write_revocations(*self.revocations)
+        self.directs_seen = 0
+        """Direct calls whose end the worker has read from the pipe."""
         parent, child = self._ctx.Pipe()
-        args = (child, self._modules, self.share)
+        args = (child, self._modules, self.share, self._direct)
         self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
         self.proc.start()
         child.close()
@@ -340,17 +369,27 @@ class SlotProcess:
         share.close()
         self._start()
         timeout_s = float(calls[current][2]) if current >= 0 else 0.0
-        if timed_out:
-            outcome = timeout_outcome(timeout_s)
-        elif killed_for == TIMEOUT:
-            outcome = timeout_outcome(
-                timeout_s, " (the slot's timer could not stop it; its process was killed)"
-            )
-        elif killed_for == CANCELLED:
-            outcome = cancelled()
-        else:
-            outcome = encoded_failure(CRASHED, "ProcessDied", f"the task's process died (exit code {code})")
+        outcome = end_outcome(timed_out, killed_for, code, timeout_s)
         return ended_outcomes(finished, len(calls), self._cancelled, current, outcome)
+
+    def replace_after_direct(self, timeout_s: float) -> Outcome:
+        """Replace a process that ended while it ran a direct call; that call's outcome: its own
+        when it was logged, else that of the end (as :meth:`_after_end` gives a batch's)."""
+        killed_for = self._killed_for
+        self.proc.join(timeout=0 if killed_for else 1)
+        code = self.proc.exitcode
+        self._stop()
+        share = self.share
+        finished, timed_out = share.finished(), share.was_timed_out()
+        share.close()
+        self._start()
+        return finished[0] if finished else end_outcome(timed_out, killed_for, code, timeout_s)
+
+    def replace(self) -> None:
+        """Replace a process that ended while idle."""
+        self._stop()
+        self.share.close()
+        self._start()
 
     def close(self) -> None:
         """Stop the child process (one still loading its tasks ends without a word)."""
@@ -361,6 +400,18 @@ class SlotProcess:
             self.proc.kill()
             self.proc.join()
         self.share.close()
+
+
+def end_outcome(timed_out: bool, killed_for: int | None, code: int | None, timeout_s: float) -> Outcome:
+    """The outcome of the call in progress when a slot process ended: overrun (its timer, or the
+    worker's fallback kill), cancelled, or died."""
+    if timed_out:
+        return timeout_outcome(timeout_s)
+    if killed_for == TIMEOUT:
+        return timeout_outcome(timeout_s, " (the slot's timer could not stop it; its process was killed)")
+    if killed_for == CANCELLED:
+        return cancelled()
+    return encoded_failure(CRASHED, "ProcessDied", f"the task's process died (exit code {code})")
 
 
 def _big(payload: Any) -> bool:
@@ -390,14 +441,25 @@ class ProcessSlots:
     """``n`` slot processes; a batch takes one for its whole run, with replies of up to
     ``log_bytes`` of outcomes."""
 
-    def __init__(self, n: int, task_modules: list[str], log_bytes: int) -> None:
+    def __init__(
+        self, n: int, task_modules: list[str], log_bytes: int, direct: DirectSpec | None = None
+    ) -> None:
         self.total = n
         ctx = slot_context()
-        self._idle = [SlotProcess(ctx, list(task_modules), log_bytes) for _ in range(n)]
+        self._idle = [SlotProcess(ctx, list(task_modules), log_bytes, direct) for _ in range(n)]
         self._lock = threading.Lock()
+        self.lender: Lender | None = None
+        """Lends idle slots to direct calls and supervises those (None: no direct path)."""
+        if direct is not None:
+            from pyrocluster.slots.lending import Lender  # it builds on this module
+
+            self.lender = Lender(list(self._idle))
 
     def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
-        """Run a batch in a free slot process (the ticket holds a slot, so one is free)."""
+        """Run a batch in a free slot process (the ticket holds a slot, so one is free, or one
+        a direct call holds is given back when that call ends)."""
+        if self.lender is not None:
+            return self.lender.run(calls, budget, ticket)
         with self._lock:
             slot = self._idle.pop()
         try:
@@ -409,6 +471,9 @@ class ProcessSlots:
 
     def close(self) -> None:
         """Stop every slot process."""
+        if self.lender is not None:
+            self.lender.close()
+            return
         with self._lock:
             slots, self._idle = self._idle, []
         for slot in slots:
