@@ -209,6 +209,7 @@ class Worker:
 
         lender.on_ended = ended
         state.busy_fn = lambda: gate.busy() + lender.running()
+        state.fold_fn = lender.fold
         gate.on_waiting = lender.gate_waiting
         gate.direct = lambda: lender.ports
         self.on_drain.append(lambda: lender.draining(True))

@@ -43,6 +43,8 @@ class WorkerState:
     """Calls that came straight to a slot process (``slots/direct.py``), counted in ``done`` too."""
     active_calls: int = 0
     busy_fn: Any = None
+    fold_fn: Any = None
+    """Counts the direct calls that ended (``slots/lending.py``) before the counters are read."""
     resources_fn: Any = None
     """``{name: {"total", "used"}}`` of the compute resources (set with the compute service)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -115,6 +117,8 @@ class WorkerState:
 
     def task_snapshot(self) -> dict[str, Any]:
         """Per-task counters and histograms, up to date."""
+        if self.fold_fn is not None:
+            self.fold_fn()
         self._fold()
         return self.task_stats.snapshot()
 
@@ -152,6 +156,8 @@ class WorkerState:
     def info(self) -> dict[str, Any]:
         """The worker as ``status --json`` shows it."""
         cpu, rss = self._resources()
+        if self.fold_fn is not None:
+            self.fold_fn()
         self._fold()
         with self._lock:
             finished = self.done + self.failed

@@ -42,7 +42,10 @@ STARTED = b"s"
 """What a slot process says on its pipe when a direct call starts while the worker is not
 watching direct calls' deadlines (it then watches them until none runs)."""
 ENDED = b"D"
-"""The first byte of what it says when a direct call ended: ``[sender, task, kind, ms]`` follow."""
+"""What it says when a direct call ended in a slot the worker wants back, or when the records of
+ended direct calls (``[sender, task, kind, ms]`` each, in the share) fill half their room: the
+worker reads them (it also does before each batch, when asked for its counters, and whenever it
+wakes), so it is not woken for every call."""
 BUSY: dict[str, Any] = {"busy": True}
 """The answer to a call that does not run here (``run_batch`` takes it)."""
 DIRECT_SUFFIX = ".direct"
@@ -104,6 +107,7 @@ class DirectService:
         if not share.claim([sender, call_id, name], float(timeout_s), time.monotonic()):
             return BUSY
         if not share.watched():
+            share.told()
             self._tell(STARTED)
         share.restart()
         context = Pyro5.callcontext.current_context
@@ -171,8 +175,10 @@ class DirectServer:
             daemon.events(ready)
             ended, self._service.ended = self._service.ended, None
             if ended is not None:  # answered: the slot is lent again (or the worker's)
-                note = ENDED + msgpack.packb(ended)
-                share.unclaim(lambda: self._tell(note))  # noqa: B023 (called at once)
+                share.unclaim(msgpack.packb(ended), self._tell_ended)
+
+    def _tell_ended(self) -> None:
+        self._tell(ENDED)
 
     def close(self) -> None:
         """Stop listening."""

@@ -5,7 +5,8 @@ not draining; it is taken back (:meth:`SlotShare.hold`, atomic with the slot's o
 every batch. A batch that finds every idle slot running a direct call waits for the first of
 those calls to end (it was admitted first, as a batch admitted before it would be).
 
-One supervisor thread reads what idle slots say on their pipes (a direct call ended: counted in
+One supervisor thread reads what idle slots tell it (the records of ended direct calls, kept in
+the share and read in bulk: counted in
 the worker's counters and charged to its sender in the gate's fair order; a direct call started
 while nobody watched deadlines; the process is up), and while direct calls run it kills one past
 its timeout plus ``FALLBACK_GRACE_S`` (a task that holds the interpreter lock, whose timer cannot
@@ -34,7 +35,7 @@ from pyrocluster.slots.batch import Budget, Call, Outcome
 from pyrocluster.slots.direct import ENDED, STARTED
 from pyrocluster.slots.gate import Ticket
 from pyrocluster.slots.process import FALLBACK_GRACE_S, READY, SlotProcess
-from pyrocluster.slots.share import DIRECTS, PORT, START
+from pyrocluster.slots.share import PORT, START, TOLD
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ class Lender:
         slot = self._take()
         try:
             with slot.pipe_lock:
-                if slot.share.progress[DIRECTS] != slot.directs_seen or not slot._ready:
-                    self._read(slot)  # what it said of its direct calls comes before the batch
+                if slot.share.progress[TOLD] != slot.told_seen or not slot._ready:
+                    self._read(slot)  # what it said between batches comes before the batch's reply
+                self._fold(slot)
                 return slot.execute(calls, budget, ticket)
         finally:
             self._give_back(slot)
@@ -239,22 +241,39 @@ class Lender:
                         if slot in self._idle:
                             self._relend()
                 elif message == STARTED:
+                    slot.told_seen += 1
                     self._start_watching()
-                elif message[:1] == ENDED:
-                    slot.directs_seen += 1
-                    ended.append(msgpack.unpackb(message[1:]))
+                elif message == ENDED:
+                    slot.told_seen += 1
         except (EOFError, OSError):
             ended += self._died(slot)
-        if ended:
-            with self._cond:
-                self._cond.notify_all()
-            if self.on_ended is not None:
-                for sender, task, kind, elapsed_ms in ended:
-                    self.on_ended(sender, task, kind, elapsed_ms)
+        with self._cond:
+            self._cond.notify_all()  # a batch may wait for this slot
+        self._tell_ended(ended + slot.share.take_ended())
+
+    def _fold(self, slot: SlotProcess) -> None:
+        """Count the direct calls that ended in ``slot`` since the last look."""
+        self._tell_ended(slot.share.take_ended())
+
+    def fold(self) -> None:
+        """Count every direct call that ended (before the worker's counters are read)."""
+        with self._cond:
+            shares = [slot.share for slot in self._slots]
+        ended: list[list[Any]] = []
+        for share in shares:
+            with contextlib.suppress(ValueError):  # a share closed as its slot was replaced
+                ended += share.take_ended()
+        self._tell_ended(ended)
+
+    def _tell_ended(self, ended: list[list[Any]]) -> None:
+        if ended and self.on_ended is not None:
+            for sender, task, kind, elapsed_ms in ended:
+                self.on_ended(sender, task, kind, elapsed_ms)
 
     def _died(self, slot: SlotProcess) -> list[list[Any]]:
         """Replace a slot process that ended; the direct call it ran, if any, as ``ended``."""
         who = slot.share.direct_call()
+        self._fold(slot)
         if who is None:
             slot.replace()
             with self._cond:

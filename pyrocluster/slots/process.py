@@ -254,8 +254,8 @@ class SlotProcess:
         self.share = SlotShare(self._ctx, MAX_CALLS, self._log_bytes)
         if self.revocations is not None:
             self.share.write_revocations(*self.revocations)
-        self.directs_seen = 0
-        """Direct calls whose end the worker has read from the pipe."""
+        self.told_seen = 0
+        """Messages of the process between batches that the worker has read (``lending.py``)."""
         parent, child = self._ctx.Pipe()
         args = (child, self._modules, self.share, self._direct)
         self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)

@@ -31,17 +31,25 @@ import msgpack
 from pyrocluster import bigbuffers
 from pyrocluster.slots.batch import Outcome
 
-INDEX, START, LOGGED, USED, TIMED_OUT, MODE, WANTED, DEADLINE, PORT, WATCHING, DIRECTS, REVOKED_AT = range(12)
+INDEX, START, LOGGED, USED, TIMED_OUT, MODE, WANTED, DEADLINE, PORT, WATCHING, TOLD, REVOKED_AT, ENDED = (
+    range(13)
+)
 """Fields of ``progress``: the call last started, its start (monotonic), outcomes logged, log bytes
 used, and 1.0 once the slot's timer ended the process for an overrun; then the direct path's
 (``direct.py``): the slot's mode, 1.0 when the worker wants it back after its direct call, that
 call's deadline (monotonic), the slot's port, 1.0 while the worker watches direct calls' deadlines,
-direct calls ended so far, and the version of the revocations written for the slot."""
+messages the slot process sent on its pipe between batches, the version of the revocations
+written for the slot, and the bytes of the records of ended direct calls not read yet."""
 HELD, LENT, DIRECT = 0.0, 1.0, 2.0
 """Modes of a slot: the worker's (idle or running a batch), lent to direct calls, running one."""
 DIRECT_INFO_BYTES = 64 * 1024
-"""Room for the direct call in progress (sender, call id, task) and the revocations."""
+"""Room for the direct call in progress (sender, call id, task), the records of direct calls
+that ended, and the revocations."""
 _WHO_BYTES = 1024
+ENDED_BYTES = 16 * 1024
+"""Room for the records of ended direct calls; past half of it the slot asks the worker to read
+them (a message on its pipe), so the worker is not woken for every call."""
+_REVOKED_AT = _WHO_BYTES + ENDED_BYTES
 _LEN = struct.Struct(">I")
 LOCK_WAIT_S = 1.0
 """The slot process holds the lock for microseconds; a worker that waits this long for it goes on
@@ -138,7 +146,7 @@ class SlotShare:
     """
 
     def __init__(self, ctx: Any, max_calls: int, log_bytes: int) -> None:
-        self.progress = ctx.RawArray("d", 12)
+        self.progress = ctx.RawArray("d", 13)
         self._lock = ctx.Lock()
         self._info = _Memory(DIRECT_INFO_BYTES)
         """The direct call in progress (``[sender, call_id, task]``), then the revocations."""
@@ -333,20 +341,45 @@ class SlotShare:
         finally:
             lock.release()
 
-    def unclaim(self, note: Callable[[], None]) -> None:
-        """(The slot process) the direct call is over: lent again, or the worker's if it asked.
+    def unclaim(self, record: bytes, tell: Callable[[], None]) -> None:
+        """(The slot process) the direct call is over: its ``record`` (msgpack) kept for the
+        worker, and the slot lent again, or the worker's if it asked.
 
-        ``note()`` runs under the lock first (it tells the worker, so that the worker, which takes
-        the slot under the lock, finds the note before anything else the slot says)."""
+        ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
+        their room (the worker, which takes the slot under the lock, then finds the message before
+        a batch's reply)."""
         lock, progress = self._lock, self.progress
         lock.acquire()
         try:
-            note()
-            progress[DIRECTS] += 1
+            used = int(progress[ENDED])
+            end = used + len(record)
+            if end <= ENDED_BYTES:  # full: the worker has not read them; this one is not counted
+                self._info.map[_WHO_BYTES + used : _WHO_BYTES + end] = record
+                progress[ENDED] = end
+            half = ENDED_BYTES // 2
+            if progress[WANTED] or (end > half and used <= half):  # the worker waits, or room runs out
+                progress[TOLD] += 1
+                tell()
             progress[MODE] = HELD if progress[WANTED] else LENT
             progress[WANTED] = 0.0
         finally:
             lock.release()
+
+    def told(self) -> None:
+        """(The slot process) it sent the worker a message between batches."""
+        self.progress[TOLD] += 1
+
+    def take_ended(self) -> list[Any]:
+        """(The worker) the records of the direct calls ended since the last take."""
+        with self._locked():
+            used = int(self.progress[ENDED])
+            if not used:
+                return []
+            data = bytes(self._info.map[_WHO_BYTES : _WHO_BYTES + used])
+            self.progress[ENDED] = 0.0
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(data)
+        return list(unpacker)
 
     def watched(self) -> bool:
         """True while the worker watches the deadlines of direct calls (else tell it one started)."""
@@ -358,8 +391,8 @@ class SlotShare:
         if version == known:
             return known, None
         info = self._info.map
-        (size,) = _LEN.unpack_from(info, _WHO_BYTES)
-        start = _WHO_BYTES + _LEN.size
+        (size,) = _LEN.unpack_from(info, _REVOKED_AT)
+        start = _REVOKED_AT + _LEN.size
         return version, msgpack.unpackb(info[start : start + size])
 
     def lend(self, on: bool) -> None:
@@ -423,11 +456,11 @@ class SlotShare:
 
     def write_revocations(self, data: bytes, version: float) -> bool:
         """Write the revocations (msgpack) for the slot process; False when they do not fit."""
-        if len(data) > DIRECT_INFO_BYTES - _WHO_BYTES - _LEN.size:
+        if len(data) > DIRECT_INFO_BYTES - _REVOKED_AT - _LEN.size:
             return False
         with self._locked():
             info = self._info.map
-            _LEN.pack_into(info, _WHO_BYTES, len(data))
-            info[_WHO_BYTES + _LEN.size : _WHO_BYTES + _LEN.size + len(data)] = data
+            _LEN.pack_into(info, _REVOKED_AT, len(data))
+            info[_REVOKED_AT + _LEN.size : _REVOKED_AT + _LEN.size + len(data)] = data
             self.progress[REVOKED_AT] = version
         return True
