@@ -25,6 +25,7 @@ from pyrocluster.slots.direct import DIRECT_SUFFIX
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker
 from tests.helpers.roles import secret_env
+from tests.integration.test_tls_commands import CLEAN_ENV, make_pki, tls_flags
 
 FOREVER = 10**11
 """``hog``'s ``n`` for a C call that would hold the interpreter lock for minutes."""
@@ -213,3 +214,25 @@ def test_the_slot_port_refuses_a_wrong_secret_and_a_revoked_token(processes: Pro
         wait_for(refused, 10, what="the slot refuses the revoked token")
     finally:
         holder._pyroRelease()
+
+
+def test_lone_calls_reach_the_slot_under_mutual_tls(tmp_path: Path, processes: Processes) -> None:
+    pki = make_pki(tmp_path / "pki", "ns", "w1", "client")
+    ns_proc, ns = start_nameserver(tls_flags(pki, "ns"), env=CLEAN_ENV)
+    processes.add(ns_proc)
+    args = ["--name", "w1", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    processes.add(start_worker(ns, [*args, *tls_flags(pki, "w1")], env=CLEAN_ENV))
+    client = Settings(
+        tls_cert=str(pki / "client.crt"), tls_key=str(pki / "client.key"), tls_ca=str(pki / "ca.crt")
+    ).with_ns(ns)
+    with Cluster(settings=client) as cluster:
+
+        def direct() -> int:
+            return int(cluster.status()["workers"][0]["direct"])
+
+        before = direct()
+        for _ in range(20):
+            assert [cluster.submit("add", i, 1).result(10) for i in range(10)] == list(range(1, 11))
+            if direct() > before:
+                return
+    pytest.fail("no lone call went straight to the slot under TLS")
