@@ -120,7 +120,8 @@ class Lender:
             with slot.pipe_lock:
                 if slot.share.progress[TOLD] != slot.told_seen or not slot._ready:
                     self._read(slot)  # what it said between batches comes before the batch's reply
-                self._fold(slot)
+                else:
+                    self._fold(slot)  # its direct calls count before the batch's
                 return slot.execute(calls, budget, ticket)
         finally:
             self._give_back(slot)
