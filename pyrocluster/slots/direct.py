@@ -167,8 +167,13 @@ class DirectServer:
         while True:
             sockets = daemon.sockets
             ready = select.select([pipe, *sockets], [], [])[0]
-            if pipe in ready:
-                return
+            batch = pipe in ready
+            if batch:
+                # Requests that came with the batch are answered first: the worker took the
+                # slot before sending it, so they are told "busy" now, not after the batch.
+                ready.remove(pipe)
+                if not ready:
+                    return
             self._revoked_at, revoked = share.revocations(self._revoked_at)
             if revoked:
                 roles.REVOKED.update(revoked)
@@ -176,6 +181,8 @@ class DirectServer:
             ended, self._service.ended = self._service.ended, None
             if ended is not None:  # answered: the slot is lent again (or the worker's)
                 share.unclaim(msgpack.packb(ended), self._tell_ended)
+            if batch:
+                return
 
     def _tell_ended(self) -> None:
         self._tell(ENDED)
