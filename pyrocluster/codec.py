@@ -429,7 +429,7 @@ def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
     """
     pack = _packer().pack
     calls = calls if isinstance(calls, list) else list(calls)
-    if calls:
+    if len(calls) > 1:  # one call (a lone submit) costs less through the loop below
         args, kwargs = zip(*calls, strict=True)
         if set(map(type, args)) == {list} and set(map(type, kwargs)) == {dict}:
             try:

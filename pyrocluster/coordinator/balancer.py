@@ -29,6 +29,12 @@ CHEAP_CALL_S = 0.0002
 (a batch's round trip and the coordinator's work for it are each worth more than this)."""
 CHEAP_IN_FLIGHT = 2
 """Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy)."""
+GROWTH = 4
+"""Most a batch size grows in one step, so one lucky batch cannot make the next one huge."""
+CHEAP_GROWTH = 16
+"""The same for calls seen to run under ``CHEAP_CALL_S``: a fresh coordinator's batches of tiny
+calls reach ``MAX_BATCH`` in 3 round trips (1, 16, 256, 2048) rather than 6, the ramp every
+``submit`` of a job of tiny tasks pays, while a lucky first call of a long task still grows by 4."""
 CONCURRENT_SERVICES = frozenset({"crawl"})
 """Services whose worker runs all the calls of a batch at once (the crawl: one event loop)."""
 CONCURRENT_BATCHES_PER_WORKER = 4
@@ -134,10 +140,11 @@ def concurrent_size(queued: int, slots: int, limit: int = MAX_BATCH) -> int:
 
 
 def _grown(size: int, per_call_s: float, limit: int) -> int:
-    """The next batch size after learning ``per_call_s``: towards TARGET_BATCH_S, at most 4x a step."""
+    """The next batch size after learning ``per_call_s``: towards TARGET_BATCH_S, at most
+    ``GROWTH`` times a step (``CHEAP_GROWTH`` for cheap calls)."""
     ideal = TARGET_BATCH_S / max(per_call_s, 1e-7)
-    # Grow by at most 4x a step so one lucky batch cannot make the next one huge.
-    return int(max(MIN_BATCH, min(limit, ideal, size * 4)))
+    step = CHEAP_GROWTH if per_call_s < CHEAP_CALL_S else GROWTH
+    return int(max(MIN_BATCH, min(limit, ideal, size * step)))
 
 
 @dataclass

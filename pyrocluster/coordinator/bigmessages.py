@@ -80,13 +80,15 @@ def detach(request: Any) -> tuple[Any, list[Any]]:
         and isinstance(call[2], (bytes, bytearray))
         and len(call[2]) >= attachments.ATTACH_BYTES
     ]
-    out = {**request, "calls": list(calls), "attach": 1}
+    out = {**request, "attach": 1}
+    if not places:
+        return out, []
+    out["calls"] = list(calls)
     bodies = []
     for i in places:
         bodies.append(calls[i][2])
         out["calls"][i] = [*calls[i][:2], None, *calls[i][3:]]
-    if places:
-        out["attached"] = places
+    out["attached"] = places
     return out, bodies
 
 

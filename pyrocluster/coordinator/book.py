@@ -25,10 +25,10 @@ BUSY_BACKOFF_S = 0.05
 
 def parse_load(load: Any) -> tuple[int, int] | None:
     """``(slots, running + queued)`` from a worker's LOAD dict, or None when it is not one."""
-    if not isinstance(load, Mapping):
+    if type(load) is not dict and not isinstance(load, Mapping):  # a dict skips the ABC check
         return None
     try:
-        slots, running, queued = (int(load[k]) for k in ("slots", "running", "queued"))
+        slots, running, queued = int(load["slots"]), int(load["running"]), int(load["queued"])
     except (KeyError, TypeError, ValueError):
         return None
     return slots, max(0, running) + max(0, queued)
@@ -104,7 +104,7 @@ class WorkerRecord:
             self.others = max(0, parsed[1] - self.in_flight.get("compute", 0))
             self.full_until = 0.0
             used = load.get("used")  # absent: each running batch holds the default cpu 1
-            if isinstance(used, Mapping):
+            if type(used) is dict or isinstance(used, Mapping):
                 self.used = {str(k): float(v) for k, v in used.items() if isinstance(v, (int, float))}
             else:
                 self.used = {"cpu": float(load.get("running", 0))}

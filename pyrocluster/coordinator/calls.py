@@ -250,11 +250,13 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
+    __slots__ = ("id", "requirement", "service", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
+        self.service = requirement[0]
+        """The service the batch goes to."""
         self.calls = calls
         self.sent_at = 0.0
         self.deadline = 0.0
@@ -265,11 +267,6 @@ class Batch:
         """True when the thread that sends it writes its request itself, once it holds no lock."""
         self.push: Callable[[], None] | None = None
         """Set by the link for such a batch: writes its request now (see ``Dispatcher.submit``)."""
-
-    @property
-    def service(self) -> str:
-        """The service the batch goes to."""
-        return self.requirement[0]
 
     def timeouts(self) -> list[float]:
         """Each call's timeout, in seconds."""
@@ -284,6 +281,8 @@ class Batch:
         """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""
         _, _, name, priority, ask = self.requirement  # every call of a batch shares them
         n = len(self.calls)
+        if n == 1:  # a lone call: one row, no columns to zip
+            return _lone_request(self.calls[0], sender, name, priority, ask)
         columns = [
             map(str, map(_ID, self.calls)),
             itertools.repeat(name, n),
@@ -301,6 +300,20 @@ class Batch:
         return request
 
 
+def _lone_request(call: Call, sender: str, name: str, priority: int, ask: Ask) -> dict[str, Any]:
+    """:meth:`Batch.request` of a batch of one call, row by row (the same request)."""
+    key = str(call.id)
+    row: list[Any] = [key, name, call.payload, call.timeout_s, priority]
+    if ask:
+        row.append(dict(ask))
+    request: dict[str, Any] = {"from": sender, "calls": [row]}
+    if call.keep:
+        request["keep"] = [key]
+    if call.refs:
+        request["fetch"] = {key: [ref_fields(r) for r in call.refs]}
+    return request
+
+
 _ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
 _ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
 _CALL, _WAITER = operator.itemgetter(0), operator.attrgetter("waiter")
@@ -312,6 +325,11 @@ Resolution = tuple[Call, Any, "BaseException | None"]
 
 def settle(resolutions: list[Resolution]) -> None:
     """Store outcomes and tell each waiter once about its calls, outside the dispatcher's lock."""
+    if len(resolutions) == 1:  # a lone call's outcome
+        call, value, error = resolutions[0]
+        call.value, call.error = value, error
+        call.waiter.settled([call])
+        return
     for call, value, error in resolutions:
         call.value = value
         call.error = error
@@ -353,7 +371,13 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
     ready: list[Call] = []
     refused: list[Resolution] = []
     calls = calls if isinstance(calls, list) else list(calls)
-    payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
+    if len(calls) == 1:  # a lone submit: no columns to zip and check
+        payloads = codec.pack_calls([(calls[0].args, calls[0].kwargs)])
+        if type(payloads[0]) is bytes and len(payloads[0]) <= max_bytes:
+            calls[0].payload = payloads[0]
+            return calls, refused
+    else:
+        payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
     if payloads and set(map(type, payloads)) == {bytes} and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
         for call, payload in zip(calls, payloads, strict=True):  # the common submission: all sendable
             call.payload = payload  # type: ignore[assignment]

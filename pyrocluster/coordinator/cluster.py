@@ -131,13 +131,14 @@ class Calls:
         """
         call = self._call(task_name(name), list(args), kwargs)
         call.keep = True  # a big result stays on its worker until asked for or passed on
-        call.future.kept = self._cluster.kept
+        future = call.future
+        future.kept = self._cluster.kept
         upstreams = upstream_futures(call.args, call.kwargs)
         if upstreams:
             submit_after(call, upstreams, self._cluster.submit_calls)
         else:
             self._cluster.submit_calls((call,))
-        return call.future
+        return future
 
     def map(self, name: str, /, *iterables: Iterable[Any]) -> Iterator[Any]:
         """``name(item)`` per item (several iterables are zipped, as ``Executor.map``), results in order."""

@@ -314,8 +314,10 @@ class Dispatcher(Failover):
 
     def _dispatch_ready(self) -> None:
         """Send batches while some worker has room: by priority, then requirements in turn."""
-        now = self._clock()
         room = self._room
+        if not self._back and room.empty():  # nothing waits (a lone call's reply): nothing to send
+            return
+        now = self._clock()
         if self._back:  # re-queued calls go first, in their original order
             for call in reversed(self._back):
                 call.queued_at = now

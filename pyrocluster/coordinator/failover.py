@@ -139,10 +139,12 @@ class Failover:
         else:
             if live and rec is not None:
                 rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
-                worked_s = sum(o[2] for o in outcomes) / 1000.0
-                self._costs.setdefault(
-                    balancer.cost_key(batch.requirement), balancer.CallCost(limit=self.max_batch)
-                ).observe(len(batch.calls), worked_s)
+                worked_s = (outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)) / 1000.0
+                key = balancer.cost_key(batch.requirement)
+                cost = self._costs.get(key)
+                if cost is None:
+                    cost = self._costs[key] = balancer.CallCost(limit=self.max_batch)
+                cost.observe(len(batch.calls), worked_s)
             for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                 if call.done:
                     continue

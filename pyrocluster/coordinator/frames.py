@@ -31,6 +31,10 @@ announces a big reply and sends little holds little."""
 WRITE_CHUNK = 256 * 1024
 """Most bytes handed to the socket in one send (a TLS send retried after WantWrite must repeat
 the same bytes: a fixed chunk keeps the retry identical)."""
+EAGER_BYTES = 4096
+"""What the first receive of a message asks for: its header and, for an ordinary reply (tens to
+hundreds of bytes), all of its payload, in one system call rather than two. Bytes taken past the
+header are read before the socket's next ones (``_Ahead``)."""
 JOIN_BYTES = 64 * 1024
 """A request of pieces no larger than this in all is joined and sent at once: one TCP segment,
 so the worker's daemon reads the whole request on one wake-up (a header sent apart goes as a
@@ -53,9 +57,9 @@ class RequestWriter:
 
     def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-        if len(pieces) > 1 and sum(len(p) for p in pieces) <= JOIN_BYTES:
+        if len(pieces) > 1 and sum(map(len, pieces)) <= JOIN_BYTES:
             pieces = [b"".join(pieces)]
-        self._views = collections.deque(memoryview(p).cast("B") for p in pieces if len(p))
+        self._views = collections.deque([memoryview(p).cast("B") for p in pieces if len(p)])
         self._sent = 0
 
     def write(self, sock: Any) -> bool:
@@ -78,11 +82,39 @@ class RequestWriter:
         return True
 
 
+class _Ahead:
+    """A socket read through the bytes a receive took from it past what was asked for."""
+
+    __slots__ = ("data", "sock")
+
+    def __init__(self) -> None:
+        self.data = memoryview(b"")
+        self.sock: Any = None
+
+    def recv(self, n: int) -> bytes:
+        data = self.data
+        if not data:
+            return bytes(self.sock.recv(n))
+        self.data = data[n:]
+        return bytes(data[:n])
+
+    def recv_into(self, view: memoryview) -> int:
+        data = self.data
+        if not data:
+            return int(self.sock.recv_into(view))
+        n = min(len(view), len(data))
+        view[:n] = data[:n]
+        self.data = data[n:]
+        return n
+
+
 class ReplyReader:
     """One Pyro5 reply message, read as its bytes arrive, with the attachments sent before it
     (``message.attachments``: their bodies, in order)."""
 
-    __slots__ = ("_header", "_message", "_payload", "_got", "_size", "_attachment", "_attachments", "_room")
+    __slots__ = (
+        "_header", "_message", "_payload", "_got", "_size", "_attachment", "_attachments", "_room", "_source",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._header = bytearray()
@@ -94,6 +126,8 @@ class ReplyReader:
         self._attachments: list[bytes | bytearray] = []
         self._room = 0
         """Bytes the attachments of this reply may still take (set by the first one's header)."""
+        self._source = _Ahead()
+        """The socket, behind the bytes a message's first receive took past its header."""
 
     def read(self, sock: Any) -> protocol.ReceivingMessage | None:
         """Take what the socket holds now: the message once complete, else None (more is due).
@@ -103,10 +137,12 @@ class ReplyReader:
         ProtocolError for a header that is not a Pyro5 reply or an attachment, or that announces
         more than the cap.
         """
+        source = self._source
+        source.sock = sock
         while True:
             if self._attachment is not None:
                 try:
-                    self._attachment.read(sock)
+                    self._attachment.read(source)
                 except _AGAIN:
                     return None
                 except OSError as exc:
@@ -122,14 +158,20 @@ class ReplyReader:
                     return self._complete()
             try:
                 if self._message is None:
-                    chunk = sock.recv(want)
+                    if self._header or source.data:
+                        chunk = source.recv(want)
+                    else:  # a message starts: whatever of it has come, in one receive
+                        chunk = sock.recv(EAGER_BYTES)
+                        if len(chunk) > want:
+                            source.data = memoryview(chunk)[want:]
+                            chunk = chunk[:want]
                     got = len(chunk)
                 else:  # straight into the payload's place: no chunk to copy, no buffer regrown
                     if len(self._payload) == self._got:
                         self._payload.extend(bytes(min(want, GROW_BYTES)))
                     room = memoryview(self._payload)[self._got : self._got + min(want, READ_CHUNK)]
                     with room:
-                        got = sock.recv_into(room)
+                        got = source.recv_into(room)
             except _AGAIN:
                 return None
             except OSError as exc:

@@ -13,6 +13,7 @@ the dispatcher touches no socket, least of all under its lock.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -263,8 +264,8 @@ class WorkerLink:
         call_no = channel.call_no + 1  # the number wire.call gives this call
         self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
         if batch.by_sender:
-            batch.push = lambda: self._wire.push(channel, call_no)
-        batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
+            batch.push = functools.partial(self._wire.push, channel, call_no)
+        batch.sent_on(functools.partial(self._wire.receive_here, channel, call_no))
 
     def drop_unsent(self) -> None:
         """Nothing waits to be sent here: a batch is on the wire as soon as it is given."""

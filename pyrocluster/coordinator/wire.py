@@ -76,6 +76,8 @@ class Wire:
         self._pool = ThreadPoolExecutor(max_workers=pool_threads, thread_name_prefix=f"{name}-pool")
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        self._loop_id = self._thread.ident
+        """The loop thread's id: a callback running on it must not block on its own reads."""
 
     def call(
         self,
@@ -169,7 +171,7 @@ class Wire:
         if sock is None:
             fail(channel, Unsent("the connection was closed before sending"))
             return
-        on_loop = threading.current_thread() is self._thread
+        on_loop = threading.get_ident() == self._loop_id
         if on_loop:  # sent from a callback (under the dispatcher's lock): written when it returns
             events = READ
         with self._lock:
@@ -226,7 +228,8 @@ class Wire:
     ) -> None:
         """The call on ``channel`` is over (by its holder): report its reply or its failure."""
         with self._lock:
-            self._unregister(channel)
+            if channel.registered is not None:  # a caller reading its own reply let it go already
+                self._unregister(channel)
             channel.holder = FREE
             channel.writer = None
         result = None
@@ -329,7 +332,7 @@ class Wire:
         saves the hand-offs to and from the loop thread. When the reply is late, the call goes
         back to the loop; deadlines and cuts work the same either way.
         """
-        if threading.current_thread() is self._thread:  # a callback on the loop: the loop reads
+        if threading.get_ident() == self._loop_id:  # a callback on the loop: the loop reads
             return False
         until = time.monotonic() + wait_s
         while True:
@@ -355,10 +358,11 @@ class Wire:
             left = until - time.monotonic()
             if left <= 0:
                 break
-            ready = True  # a socket gone: the next step reports it
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
                 ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
+            except (OSError, ValueError):
+                ready = True  # a socket gone: the next step reports it
         with self._lock:
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = FREE
@@ -371,7 +375,7 @@ class Wire:
     def push(self, channel: Channel, call_no: int) -> None:
         """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
         lock: what the socket takes now; the loop writes the rest and reads the reply."""
-        if threading.current_thread() is self._thread:
+        if threading.get_ident() == self._loop_id:
             self._held.append((channel, call_no))  # written once the callback that sent it returns
             return
         self._write_held(channel, call_no, CALLER)

@@ -17,6 +17,7 @@ At the job's end every holder is told to free the job's values (``free``).
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,8 @@ GONE = "ValueGone"
 """The error type of a call whose argument's holder could not give it."""
 
 log = logging.getLogger(__name__)
+_VALUE = operator.attrgetter("value")
+_REFS = operator.attrgetter("refs")
 
 
 def new_call(item: TaskItem, waiter: Any, tag: Any) -> Call:
@@ -107,8 +110,22 @@ class JobValues:
                     self._users.update(ref.id for ref in refs)
         return call
 
+    def prepare_all(self, calls: list[Call]) -> list[Call]:
+        """``prepare`` the runner's calls (each tagged with its item), a chunk at once."""
+        if self.seen or self.no_keep:
+            return [self.prepare(call, call.tag) for call in calls]
+        for call in calls:  # the common chunk: every result may stay, no argument is a reference
+            call.keep = True
+        return calls
+
     def ready(self, calls: list[Call]) -> list[Call]:
         """The settled calls to record now; the others are being helped (see the module)."""
+        if (
+            not self._passed
+            and ValueRef not in set(map(type, map(_VALUE, calls)))
+            and not any(map(_REFS, calls))
+        ):
+            return calls  # the common chunk: no kept result to write, no reference to count down
         out: list[Call] = []
         for call in calls:
             if call.id in self._passed:

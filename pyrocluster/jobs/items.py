@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from pyrocluster.jobs.graph import RESULT_KEY, resolve
@@ -48,8 +50,15 @@ def asked(task: TaskSpec, defaults: Defaults) -> tuple[tuple[str, float], ...]:
     return frozen(task.resources if task.resources is not None else defaults.resources)
 
 
-def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None = None) -> Iterator[TaskItem]:
-    """The calls of one task lazily, maps expanded to ``<id>-<k>``; ``{$result: ID}`` taken from ``values``.
+CHUNK = 512
+"""Items of a map made (and handed out) together."""
+
+
+def item_chunks(
+    task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None = None
+) -> Iterator[list[TaskItem]]:
+    """The calls of one task lazily, in lists of at most ``CHUNK``, maps expanded to ``<id>-<k>``;
+    ``{$result: ID}`` taken from ``values``.
 
     A dynamic map's items are ``values`` of its source (see ``Flow.values_for``).
     """
@@ -58,19 +67,35 @@ def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None =
     kwargs = resolve(task.kwargs, values) if values else task.kwargs
     if task.map is None:
         args = resolve(task.args, values) if values else task.args
-        yield TaskItem(
-            task.id, task.call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask
-        )
+        yield [
+            TaskItem(
+                task.id, task.call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask
+            )
+        ]
         return
-    items = values[task.map[RESULT_KEY]] if values and task.dynamic else task.map
-    base, call, make = task.id, task.call, tuple.__new__
-    for k, item in enumerate(items):
-        args = item if isinstance(item, list) else [item]
-        # tuple.__new__ skips the named tuple's Python-level __new__: half the cost per item.
-        yield make(
-            TaskItem,
-            (f"{base}-{k}", call, args, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask),
-        )
+    entries = values[task.map[RESULT_KEY]] if values and task.dynamic else task.map
+    entries = entries if isinstance(entries, list) else list(entries)
+    fixed = (task.call, kwargs, tags, timeout_s, retries, on_error, priority, "compute", ask)
+    for start in range(0, len(entries), CHUNK):
+        yield map_items(task.id, entries[start : start + CHUNK], start, fixed)
+
+
+def map_items(base: str, entries: list[Any], start: int, fixed: tuple[Any, ...]) -> list[TaskItem]:
+    """The items ``<base>-<k>`` of a map's ``entries`` (the k-th is ``start + k``): each entry
+    its arguments (a list as it is, anything else as the only one); ``fixed`` the fields after
+    ``args`` (call, kwargs, tags, timeout, retries, retry_on_error, priority, kind, resources)."""
+    ids = [f"{base}-{k}" for k in range(start, start + len(entries))]
+    if set(map(type, entries)) != {list}:
+        entries = [entry if isinstance(entry, list) else [entry] for entry in entries]
+    call, *rest = fixed
+    rows = zip(ids, repeat(call), entries, *map(repeat, rest))
+    # tuple.__new__ skips the named tuple's Python-level __new__: half the cost per item.
+    return list(map(tuple.__new__, repeat(TaskItem), rows))
+
+
+def items_of(task: TaskSpec, defaults: Defaults, values: dict[str, Any] | None = None) -> Iterator[TaskItem]:
+    """The calls of one task lazily, one at a time (see :func:`item_chunks`)."""
+    return itertools.chain.from_iterable(item_chunks(task, defaults, values))
 
 
 def iter_task_items(spec: JobSpec) -> Iterator[TaskItem]:

@@ -20,6 +20,7 @@ from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import CredentialLapsed, error_record
 from pyrocluster.jobs.bigvalues import JobValues
+from pyrocluster.jobs.callcolumns import calls_of
 from pyrocluster.jobs.items import TaskItem, count_task_items
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
@@ -384,7 +385,7 @@ class JobRunner:
         self.workflow = Workflow(self.spec, kept, self._append, self._store.forget, self._spelled)
         self.values.no_keep = self.workflow.map_sources()
         self.values.released = self.workflow.released
-        self._run_tasks(self.workflow.items(stop), stop)
+        self._run_tasks(self.workflow.chunks(stop), stop)
         if self.crawl is not None and not stop.is_set():
             self.crawl.run(self._crawled, stop)
         self._drain(stop)
@@ -397,7 +398,7 @@ class JobRunner:
             summary = self._summary(False)
             callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
             if callback is not None:
-                self._run_tasks(iter((callback,)), stop)
+                self._run_tasks(iter(([callback],)), stop)
                 self._drain(stop)
         self._inbox.put(None)  # the recorder writes what came before, then ends
         self._recorder_thread.join(timeout=INTERRUPT_GRACE_S)
@@ -424,26 +425,20 @@ class JobRunner:
         if batch:
             self._inbox.put(batch)
 
-    def _run_tasks(self, items: Iterator[TaskItem | None], stop: threading.Event) -> None:
-        """Submit calls in chunks as the workflow hands them out (None: it waits, send what we have)."""
-        tagsets: dict[tuple[str, ...], frozenset[str]] = {}
-        chunk: list[Call] = []
-        values = self.values
-        for item in items:
-            if item is not None:
-                tags = tagsets.get(item.tags)
-                if tags is None:
-                    tags = tagsets[item.tags] = frozenset(item.tags)
-                call = Call("compute", item.call, item.args, item.kwargs, tags, item.timeout_s, item.retries,
-                            item.retry_on_error, self, item, item.priority, item.resources)  # fmt: skip
-                chunk.append(values.prepare(call, item))
-                if len(chunk) < SUBMIT_CHUNK:
+    def _run_tasks(self, chunks: Iterator[list[TaskItem] | None], stop: threading.Event) -> None:
+        """Submit calls as the workflow hands them out, ``SUBMIT_CHUNK`` or more at a time (None: it
+        waits, send what we have)."""
+        pending: list[Call] = []
+        for chunk in chunks:
+            if chunk is not None:
+                pending += self.values.prepare_all(calls_of(chunk, self))
+                if len(pending) < SUBMIT_CHUNK:
                     continue
-            if chunk and not self._submit(chunk, stop):
+            if pending and not self._submit(pending, stop):
                 return
-            chunk = []
-        if chunk:
-            self._submit(chunk, stop)
+            pending = []
+        if pending:
+            self._submit(pending, stop)
 
     def _drain(self, stop: threading.Event) -> None:
         """Wait for the calls in flight to be recorded, or for ``stop``."""

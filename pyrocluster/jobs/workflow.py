@@ -1,6 +1,6 @@
 """A job's tasks as a workflow: what to hand out next, what to record as skipped, which callbacks fire.
 
-The runner iterates :meth:`Workflow.items` for the calls to submit and reports every record it
+The runner iterates :meth:`Workflow.chunks` for the calls to submit and reports every record it
 wrote to :meth:`Workflow.recorded`, which returns the records that follow from them (skipped
 downstream tasks). Dependents and callbacks are handed out only after their upstream's record
 was written; waiting tasks cost memory, never a thread.
@@ -18,7 +18,7 @@ import orjson
 
 from pyrocluster.jobs.graph import Flow, Node, Step, build_graph, callback_id, should_fire, unit_ids
 from pyrocluster.jobs.graphview import graph_view
-from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, items_of
+from pyrocluster.jobs.items import TaskItem, callbacks_of, count_task_items, item_chunks, items_of
 from pyrocluster.jobs.recordjson import OPTIONS, default
 from pyrocluster.jobs.results import encode_record
 from pyrocluster.jobs.spec import CallbackSpec, JobSpec
@@ -127,8 +127,8 @@ class Workflow:
         """Calls waiting for their dependencies."""
         return self.flow.waiting_units
 
-    def items(self, stop: threading.Event) -> Iterator[TaskItem | None]:
-        """Every call to submit, as it becomes ready; ends when no task is left or on ``stop``.
+    def chunks(self, stop: threading.Event) -> Iterator[list[TaskItem] | None]:
+        """Every call to submit, in lists as they become ready; ends when no task is left or on ``stop``.
 
         Yields None before it blocks (without spinning) for outcomes in flight: submit what you hold.
         """
@@ -147,39 +147,44 @@ class Workflow:
                     values = self.flow.values_for(node)
                 else:
                     return
-            yield from callbacks
+            if callbacks:
+                yield callbacks
             if node is not None:
-                yield from self._node_items(node, values)
+                yield from self._node_chunks(node, values)
 
     def _has_work(self) -> bool:
         """Something to hand out, or nothing more to wait for (all done, or cancelled)."""
         return bool(self._ready or self._callbacks or self.flow.open_nodes == 0 or self._cancelled)
 
-    def _node_items(self, node: Node, values: dict[str, Any]) -> Iterator[TaskItem]:
+    def _node_chunks(self, node: Node, values: dict[str, Any]) -> Iterator[list[TaskItem]]:
         task = self.spec.tasks[node.index]
         if node.dynamic:
             with self._cond:
                 self.total += node.count or 0
             self._forget(node.id)  # a line an earlier run wrote for the map before it had items
-        items = items_of(task, self.spec.defaults, values)
-        first = next(items, None)
+        chunks = item_chunks(task, self.spec.defaults, values)
+        first = next(chunks, None)
         if first is None:
             return
-        self._like[node.id] = first
+        self._like[node.id] = first[0]
         if not self.kept:  # nothing to skip: hand the items straight through
             yield first
-            yield from items
+            yield from chunks
             return
         kept_now: list[dict[str, Any]] = []
-        for item in itertools.chain((first,), items):
-            record = self.kept.get(item.id)
-            if record is None or not same_call(record, item, self._spelled):
-                yield item
-                continue
-            kept_now.append(record)
-            if len(kept_now) >= KEPT_CHUNK:
-                self._take_kept(kept_now)
-                kept_now = []
+        for chunk in itertools.chain((first,), chunks):
+            run: list[TaskItem] = []
+            for item in chunk:
+                record = self.kept.get(item.id)
+                if record is None or not same_call(record, item, self._spelled):
+                    run.append(item)
+                    continue
+                kept_now.append(record)
+                if len(kept_now) >= KEPT_CHUNK:
+                    self._take_kept(kept_now)
+                    kept_now = []
+            if run:
+                yield run
         if kept_now:
             self._take_kept(kept_now)
 

@@ -102,6 +102,17 @@ def test_call_cost_learns_from_every_worker_and_tells_cheap_calls():
     assert not slow.cheap and slow.size == 1
 
 
+def test_cheap_calls_reach_full_batches_in_three_replies_others_grow_by_four():
+    cheap, sizes = CallCost(), []
+    for _ in range(4):
+        cheap.observe(cheap.size, cheap.size * 1e-6)  # 1 us per call: cheap
+        sizes.append(cheap.size)
+    assert sizes == [16, 256, MAX_BATCH, MAX_BATCH]
+    costly = CallCost()
+    costly.observe(1, 1e-3)  # 1 ms per call: not cheap, however quick a batch looked
+    assert costly.size == 4
+
+
 def test_a_worker_new_to_us_starts_at_the_batch_size_others_reached():
     cost = learnt(1e-6)
     fresh = BatchSizer()

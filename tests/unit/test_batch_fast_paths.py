@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrocluster import codec, protocol
-from pyrocluster.coordinator.calls import Call
+from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.replies import decode_outcome, decode_reply
 from pyrocluster.services.compute import check_call, plain_batch
@@ -219,3 +219,25 @@ def test_a_batch_of_ok_calls_counts_as_each_call_would() -> None:
     assert a["tasks"]["add"]["counts"] == b["tasks"]["add"]["counts"]
     assert a["tasks"]["add"]["histogram"] == b["tasks"]["add"]["histogram"]
     assert math.isclose(a["tasks"]["add"]["sum_s"], b["tasks"]["add"]["sum_s"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=2, max_size=4),
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from([(), (("cpu", 2.0),), (("gpu", 1.0), ("memory", 1024.0))]),
+)
+def test_a_lone_call_is_requested_as_its_row_of_a_bigger_batch(
+    keeps: list[bool], priority: int, ask: tuple[tuple[str, float], ...]
+) -> None:
+    calls = [Call("compute", "add", [i, 1], {}, frozenset(), 5.0, 0, False, priority=priority, resources=ask)
+             for i in range(len(keeps))]  # fmt: skip
+    for call, keep in zip(calls, keeps, strict=True):
+        call.keep = keep
+        call.payload = codec.pack([call.args, call.kwargs])
+    whole = Batch(calls[0].requirement, calls).request("me")
+    for i, call in enumerate(calls):
+        alone = Batch(call.requirement, [call]).request("me")
+        assert alone["from"] == "me" and alone["calls"] == [whole["calls"][i]]
+        assert alone.get("keep") == ([str(call.id)] if call.keep else None)
+        assert "fetch" not in alone

@@ -9,10 +9,10 @@ import Pyro5.errors
 import pytest
 from Pyro5 import protocol, serializers
 
-from pyrocluster import config
+from pyrocluster import attachments, config
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.channel import Channel, Undecodable
-from pyrocluster.coordinator.frames import JOIN_BYTES, ReplyReader, RequestWriter
+from pyrocluster.coordinator.frames import EAGER_BYTES, JOIN_BYTES, ReplyReader, RequestWriter
 from pyrocluster.coordinator.links import happened_of
 from pyrocluster.coordinator.policy import Happened
 
@@ -138,3 +138,35 @@ def test_a_big_request_in_pieces_is_not_joined(pair: tuple[socket.socket, socket
     while len(got) < 40 + JOIN_BYTES:
         got += theirs.recv(1 << 20)
     assert counted.sends[0] == 40 and bytes(got) == header + payload
+
+
+def test_replies_and_attachments_that_arrive_in_one_piece_are_each_read_whole(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A message's first receive takes more than its header (EAGER_BYTES): what it took past
+    the header is read before the socket, whatever message it belongs to."""
+    ours, theirs = pair
+    body = b"b" * 300
+    first = reply({"outcomes": [[0, None, 1.0]], "attached": [0]}, seq=1)
+    theirs.sendall(b"".join([attachments.header(len(body)), body, first, reply(7, seq=2)]))
+    reader = ReplyReader()
+    message = reader.read(ours)
+    assert message is not None and message.seq == 1
+    assert [bytes(b) for b in message.attachments] == [body]  # type: ignore[attr-defined]
+    second = reader.read(ours)  # all of it was taken from the socket with the first
+    assert second is not None and second.seq == 2 and MSGPACK.loads(second.data) == 7
+    assert reader.read(ours) is None
+
+
+def test_a_reply_longer_than_the_first_receive_is_read_whole(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    value = {"outcomes": [[0, b"v" * (3 * EAGER_BYTES), 1.0]]}
+    wire_bytes = reply(value)
+    theirs.sendall(wire_bytes[: EAGER_BYTES + 10])
+    reader = ReplyReader()
+    assert reader.read(ours) is None
+    theirs.sendall(wire_bytes[EAGER_BYTES + 10 :])
+    message = reader.read(ours)
+    assert message is not None and MSGPACK.loads(message.data) == value

@@ -29,13 +29,13 @@ def ok(item: TaskItem, result: Any) -> dict[str, Any]:
     return {"id": item.id, "kind": item.kind, "call": item.call, "status": "ok", "result": result}
 
 
-def take(items: Any) -> list[TaskItem]:
+def take(chunks: Any) -> list[TaskItem]:
     """The items handed out until the workflow says it waits (None) or ends."""
     out = []
-    for item in items:
-        if item is None:
+    for chunk in chunks:
+        if chunk is None:
             break
-        out.append(item)
+        out += chunk
     return out
 
 
@@ -48,7 +48,7 @@ def workflow(tmp_path: Path, kept: dict[str, dict[str, Any]] | None = None) -> t
 
 def test_items_follow_the_edges_values_flow_and_callbacks_come_after_the_record(tmp_path: Path) -> None:
     flow, written = workflow(tmp_path)
-    items = flow.items(threading.Event())
+    items = flow.chunks(threading.Event())
     assert flow.waiting == 4 and flow.total == 5
     (a,) = take(items)
     assert a.id == "a"
@@ -75,7 +75,7 @@ def test_items_follow_the_edges_values_flow_and_callbacks_come_after_the_record(
 
 def test_a_failure_records_skips_and_fires_on_failure_once(tmp_path: Path) -> None:
     flow, _ = workflow(tmp_path)
-    items = flow.items(threading.Event())
+    items = flow.chunks(threading.Event())
     (a,) = take(items)
     failed = {"id": "a", "kind": "compute", "call": "echo", "status": "failed", "error": {}}
     following = flow.recorded([failed])
@@ -100,7 +100,7 @@ def test_resume_feeds_kept_results_and_runs_only_missing_callbacks(tmp_path: Pat
         "m-0": {"id": "m-0", "call": "add", "args": [1, 1], "kwargs": {}, "status": "ok", "result": 2},
     }
     flow, written = workflow(tmp_path, kept)
-    items = flow.items(threading.Event())
+    items = flow.chunks(threading.Event())
     (m1,) = take(items)  # a, b and m-0 are not run again; a's callback has its line
     assert m1.id == "m-1" and flow.resumed == 4
     flow.recorded([ok(m1, 4)])
@@ -125,11 +125,11 @@ def test_a_task_nobody_waits_for_still_fires_its_callback(tmp_path: Path) -> Non
         "tasks:\n  - {id: solo, call: echo, args: [1], on_success: {call: note}}\n  - {id: x, call: echo}\n"
     )
     flow = Workflow(load_job(path), {}, [].extend)
-    items = flow.items(threading.Event())
+    items = flow.chunks(threading.Event())
     assert [i.id for i in take(items)] == ["solo", "x"]
     flow.recorded([ok(TaskItem("x", "echo", [], {}, (), 1.0, 0, False), None)])
     flow.recorded([ok(TaskItem("solo", "echo", [1], {}, (), 1.0, 0, False), 1)])
-    assert [i.id for i in items] == ["solo:on_success"]
+    assert [i.id for i in take(items)] == ["solo:on_success"]
 
 
 def test_cancel_stops_the_cascade_and_lists_every_call_dynamic_maps_included(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_cancel_stops_the_cascade_and_lists_every_call_dynamic_maps_included(tmp
         "  - {id: after, call: echo, needs: [dyn]}\n"
     )
     flow = Workflow(load_job(path), {}, [].extend)
-    items = flow.items(threading.Event())
+    items = flow.chunks(threading.Event())
     (src,) = take(items)
     unfinished = flow.cancel()
     cancelled = {"id": "src", "kind": "compute", "call": "echo", "status": "cancelled"}
