@@ -15,8 +15,7 @@ Writing into a ``bytes`` is only sound while no one else holds it (its hash is n
 
 from __future__ import annotations
 
-import ctypes
-import platform
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ many bytes, or None (a new ``bytes`` then). A slot process offers its shared log
 
 _DATA_OFFSET = bytes.__basicsize__ - 1
 """Where a CPython ``bytes`` object's data starts, from its address (after its header)."""
-_SOUND = platform.python_implementation() == "CPython"
+_SOUND = sys.implementation.name == "cpython"
 SMALL_BYTES = 1 << 16
 """Smaller buffers are made the ordinary way (zeroing them costs nothing worth avoiding)."""
 
@@ -44,6 +43,8 @@ def allocate(size: int) -> tuple[bytes | bytearray, memoryview]:
     if size < SMALL_BYTES or not _SOUND:
         buffer = bytearray(size)
         return buffer, memoryview(buffer)
+    import ctypes  # only for big buffers: a process that never makes one does not load it
+
     made, address = _new(size)
     return made, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
@@ -57,6 +58,8 @@ def join(pieces: Sequence[Any], place: Place | None = None) -> bytes | bytearray
     np = _numpy()
     if np is None or total < SMALL_BYTES or not _SOUND:
         return b"".join(views)
+    import ctypes
+
     target = None if place is None else place(total)
     made: bytes | memoryview
     if target is None:

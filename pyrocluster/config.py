@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import Pyro5
-import Pyro5.serializers
-
-from pyrocluster import pyro5_hooks
 from pyrocluster.defaults import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
@@ -204,43 +201,56 @@ def _value_cap(explicit: int | None, variable: str | None) -> int:
     return check_value_cap(parse_size(variable, what), what)
 
 
+_APPLYING = threading.Lock()
+"""Held while Pyro5's configuration is written: ``submit --local`` starts its name server in a
+thread while the main thread applies the same settings."""
+
+
 def apply(settings: Settings) -> None:
     """Write ``settings`` into Pyro5's global configuration, ignoring ``PYRO_*`` variables.
 
     First checks that the installed Pyro5 still has every hook we override (``pyro5_hooks``):
-    a process never starts unguarded.
+    a process never starts unguarded. Pyro5 is imported here, not with this module: a command
+    reads its settings (and a worker starts its fork server) before it loads Pyro5.
     """
-    pyro5_hooks.ensure()
-    cfg = Pyro5.config
-    cfg.reset(use_environment=False)
-    cfg.SERIALIZER = settings.serializer
-    cfg.SERVERTYPE = "thread"
-    cfg.THREADPOOL_SIZE = 512
-    cfg.THREADPOOL_SIZE_MIN = 8
-    cfg.SOCK_NODELAY = True
-    # How often a Pyro5 server's accept loop and housekeeper wake (streams, which we do not use):
-    # a shutdown wakes the accept loop itself, so idle servers need not poll. 0.5 s cost every
-    # idle worker 4 wake-ups a second, 512 a second on 128 workers (docs/scaling.md).
-    cfg.POLLTIMEOUT = 5.0
-    cfg.COMMTIMEOUT = 0.0
-    cfg.MAX_RETRIES = 0
-    cfg.DETAILED_TRACEBACK = False
-    cfg.MAX_MESSAGE_SIZE = settings.wire_cap_bytes
-    cfg.NS_HOST = settings.ns_host
-    cfg.NS_PORT = settings.ns_port
-    cfg.SSL = settings.tls
-    if settings.tls:
-        cfg.SSL_SERVERCERT = settings.tls_cert or ""
-        cfg.SSL_SERVERKEY = settings.tls_key or ""
-        cfg.SSL_CLIENTCERT = settings.tls_cert or ""
-        cfg.SSL_CLIENTKEY = settings.tls_key or ""
-        cfg.SSL_CACERTS = settings.tls_ca or ""
-        cfg.SSL_REQUIRECLIENTCERT = True
-    _drop_unsafe_serializers()
+    import Pyro5
+
+    from pyrocluster import pyro5_hooks
+
+    with _APPLYING:
+        pyro5_hooks.ensure()
+        cfg = Pyro5.config
+        cfg.reset(use_environment=False)
+        cfg.SERIALIZER = settings.serializer
+        cfg.SERVERTYPE = "thread"
+        cfg.THREADPOOL_SIZE = 512
+        cfg.THREADPOOL_SIZE_MIN = 8
+        cfg.SOCK_NODELAY = True
+        # How often a Pyro5 server's accept loop and housekeeper wake (streams, which we do not use):
+        # a shutdown wakes the accept loop itself, so idle servers need not poll. 0.5 s cost every
+        # idle worker 4 wake-ups a second, 512 a second on 128 workers (docs/scaling.md).
+        cfg.POLLTIMEOUT = 5.0
+        cfg.COMMTIMEOUT = 0.0
+        cfg.MAX_RETRIES = 0
+        cfg.DETAILED_TRACEBACK = False
+        cfg.MAX_MESSAGE_SIZE = settings.wire_cap_bytes
+        cfg.NS_HOST = settings.ns_host
+        cfg.NS_PORT = settings.ns_port
+        cfg.SSL = settings.tls
+        if settings.tls:
+            cfg.SSL_SERVERCERT = settings.tls_cert or ""
+            cfg.SSL_SERVERKEY = settings.tls_key or ""
+            cfg.SSL_CLIENTCERT = settings.tls_cert or ""
+            cfg.SSL_CLIENTKEY = settings.tls_key or ""
+            cfg.SSL_CACERTS = settings.tls_ca or ""
+            cfg.SSL_REQUIRECLIENTCERT = True
+        _drop_unsafe_serializers()
 
 
 def _drop_unsafe_serializers() -> None:
     """Remove marshal and json from Pyro5's tables so no daemon of ours decodes them."""
+    import Pyro5.serializers
+
     for name in list(Pyro5.serializers.serializers):
         if name not in SAFE_SERIALIZERS:
             del Pyro5.serializers.serializers[name]

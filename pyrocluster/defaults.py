@@ -43,6 +43,8 @@ DEFAULT_CRAWL_MAX_BYTES = 5_000_000
 """Bytes of a page body kept; the rest is cut off (``truncated: true``)."""
 DEFAULT_CRAWL_TIMEOUT_S = 30.0
 """Seconds one page fetch may take."""
+MAX_URL_CHARS = 8192
+"""Longest URL the crawl accepts, in characters."""
 
 DEFAULT_SCHEDULE_OUTPUT = "runs/{name}/{fire}.results.jsonl"
 """Where each tick of a schedule writes its results, relative to the scheduler's current directory."""

@@ -11,9 +11,13 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from pyrocluster.errors import ClusterUnreachable
+from pyrocluster.errors import ClusterUnreachable, ConfigError
+
+if TYPE_CHECKING:
+    from pyrocluster.config import Settings
+    from pyrocluster.nameserver.server import NameServerThreads
 
 PARENT_ENV = "PYROCLUSTER_PARENT_PID"
 """Set for the processes we start: they stop when that process is gone (no orphans after SIGKILL)."""
@@ -198,10 +202,15 @@ def start_worker(
 class LocalCluster:
     """A private name server and ``n`` workers on loopback, stopped on ``close()``.
 
-    With ``wait=False`` the constructor returns at once and a thread brings the processes up
-    (the name server and the workers together: the workers wait for it to listen) while the
-    caller does its own work (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then
-    waits for every ready line and raises what went wrong.
+    The constructor starts the processes (the name server and the workers together: the workers
+    wait for it to listen, on a port reserved here so that it is known up front). With
+    ``wait=False`` it returns then, and a thread waits for them while the caller does its own work
+    (``submit --local`` loads and checks its job meanwhile); ``wait_ready()`` then waits for every
+    ready line and raises what went wrong.
+
+    Given ``settings``, the name server runs in threads of this process (``nameserver_threads``)
+    instead of a process of its own (``nameserver``): ``submit --local`` saves an interpreter's
+    start and the command line's imports that way.
     """
 
     def __init__(
@@ -210,39 +219,63 @@ class LocalCluster:
         worker_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        settings: Settings | None = None,
     ) -> None:
         self.env = env
         self.worker_args = list(worker_args or [])
         self.workers: list[ManagedProcess] = []
         self.nameserver: ManagedProcess | None = None
-        self.address = ""
+        self.nameserver_threads: NameServerThreads | None = None
+        self._settings = settings
         self._failure: BaseException | None = None
         self._closing = threading.Lock()
         self._closed = False
+        reservation = reserve_port()
+        try:
+            # Started here, not by the thread: the caller's own work next (a job's imports and
+            # checks) would hold the interpreter lock the thread needs to start each process.
+            self.address = f"127.0.0.1:{reservation.getsockname()[1]}"
+            if settings is None:
+                self.nameserver = nameserver_process(port=reservation.getsockname()[1], env=env)
+            procs = [self.add_worker(wait=False) for _ in range(workers)]
+        except BaseException:
+            reservation.close()
+            self.close()
+            raise
         self._starter = threading.Thread(
-            target=self._start, args=(workers,), name="local-cluster", daemon=True
+            target=self._start, args=(reservation, procs), name="local-cluster", daemon=True
         )
         self._starter.start()
         if wait:
             self.wait_ready()
 
-    def _start(self, workers: int) -> None:
-        # The workers start with the name server, not after it: they import and set up while it
-        # does, and wait for it to listen (on a port reserved here, so it is known up front).
+    def _start(self, reservation: socket.socket, procs: list[ManagedProcess]) -> None:
         try:
-            with reserve_port() as reservation:
-                with self._closing:
-                    if self._closed:
-                        return
-                    port = reservation.getsockname()[1]
-                    self.nameserver = nameserver_process(port=port, env=self.env)
-                    self.address = f"127.0.0.1:{port}"
-                    procs = [self.add_worker(wait=False) for _ in range(workers)]
-                self.nameserver.wait_ready()  # it listens now: the reservation can go
+            with reservation:  # closed once the name server listens on its port
+                if self.nameserver is not None:
+                    self.nameserver.wait_ready()
+                else:
+                    self._serve_nameserver(reservation.getsockname()[1])
             for p in procs:
                 p.wait_ready()
         except BaseException as exc:  # handed to wait_ready()
             self._failure = exc
+
+    def _serve_nameserver(self, port: int) -> None:
+        """Serve the name server from threads of this process on ``port`` (stopped by ``close()``,
+        at once if that came first)."""
+        from pyrocluster.nameserver.server import NameServerThreads
+
+        assert self._settings is not None
+        try:
+            threads = NameServerThreads(self._settings, "127.0.0.1", port)
+        except ConfigError as exc:  # as when a name server process fails: unreachable, exit 3
+            raise ClusterUnreachable(f"the local name server did not start: {exc}") from None
+        with self._closing:
+            if not self._closed:
+                self.nameserver_threads = threads
+                return
+        threads.close()
 
     def wait_ready(self) -> None:
         """Block until the name server and every worker printed their ready lines; on failure
@@ -263,12 +296,15 @@ class LocalCluster:
         return proc
 
     def close(self) -> None:
-        """Stop every worker, then the name server (those started so far, if still starting)."""
-        with self._closing:
-            self._closed = True
+        """Stop every worker, then the name server (even while the thread still waits for them)."""
         stop_processes(self.workers)
         if self.nameserver is not None:
             self.nameserver.stop()
+        with self._closing:
+            self._closed = True
+            threads, self.nameserver_threads = self.nameserver_threads, None
+        if threads is not None:
+            threads.close()
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -277,8 +313,15 @@ class LocalCluster:
         self.close()
 
 
-def start_local(workers: int, task_modules: list[str], env: dict[str, str] | None = None) -> LocalCluster:
-    """Begin starting ``submit --local``'s name server and ``workers`` workers (each loading
-    ``task_modules``); returns at once, ``wait_ready()`` waits for them."""
+def start_local(workers: int, task_modules: list[str], settings: Settings) -> LocalCluster:
+    """Begin starting ``submit --local``'s ``workers`` workers (each loading ``task_modules``)
+    and its name server; returns at once, ``wait_ready()`` waits for them.
+
+    The name server runs in this process unless ``settings`` hold a role token without the
+    secret: a name server needs the secret, and its own process refuses to start as before.
+    """
     worker_args = [a for m in task_modules for a in ("--tasks", m)]
-    return LocalCluster(workers, worker_args, env=env, wait=False)
+    in_process = settings.secret is not None or settings.token is None
+    return LocalCluster(
+        workers, worker_args, env=settings.child_env(), wait=False, settings=settings if in_process else None
+    )

@@ -39,6 +39,7 @@ from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
 from pyrocluster.slots.direct import DIRECT_SUFFIX, DirectSpec
+from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
 from pyrocluster.slots.gate import Gate
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,20 @@ class Worker:
 
     def start(self) -> None:
         """Load tasks, check the name, bind the daemon and register; raises ConfigError/ClusterUnreachable."""
+        early = None
+        if "compute" in self.options.services and self.options.pool == "process":
+            # Asked for first: the wait for the fork server overlaps what follows (slots/early.py).
+            early = EarlySlots(
+                self.slots_n, self.options.task_modules, slot_reply_bytes(self.settings), self._direct_spec()
+            )
+        try:
+            self._start(early)
+        except BaseException:
+            if early is not None and self._slots is None:
+                early.discard()
+            raise
+
+    def _start(self, early: EarlySlots | None) -> None:
         config.apply(self.settings)
         try:
             config.check_bind(self.options.host, self.settings, self.options.insecure)
@@ -157,13 +172,11 @@ class Worker:
             self.state.address = f"{advertise}:{self.state.address.rpartition(':')[2]}"
         gate = None
         if "compute" in self.options.services:
-            self._slots = make_slots(  # a reply: small values, and one of up to max_value_bytes
-                self.options.pool,
-                self.slots_n,
-                self.options.task_modules,
-                self.settings.max_message_bytes + self.settings.max_value_bytes,
-                self._direct_spec(advertise),
-            )
+            if early is not None:
+                self._slots = early.result()
+            else:
+                modules, reply_bytes = self.options.task_modules, slot_reply_bytes(self.settings)
+                self._slots = make_slots(self.options.pool, self.slots_n, modules, reply_bytes)
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
             self._lend_slots(gate)
@@ -188,13 +201,20 @@ class Worker:
         self._register_object(registry.CONTROL, control)
         self._register()
 
-    def _direct_spec(self, advertise: str | None) -> DirectSpec | None:
+    def _direct_spec(self) -> DirectSpec | None:
         """How process slots serve direct calls (``slots/direct.py``); None without them: thread
-        slots, the setting off, or GPUs (a direct call would not get its empty device list)."""
+        slots, the setting off, GPUs (a direct call would not get its empty device list), or a
+        bind host the worker refuses (its start fails: no slot port opens meanwhile)."""
         if self.options.pool != "process" or not self.settings.direct or self.options.gpus:
             return None
+        try:
+            config.check_bind(self.options.host, self.settings, self.options.insecure)
+        except ValueError:
+            return None
+        host = self.options.host
+        advertise = local_address_towards(self.settings.ns_host) if host == "0.0.0.0" else None
         object_id = f"{registry.object_name(self.name, 'compute')}.{self.instance}{DIRECT_SUFFIX}"
-        return DirectSpec(self.settings, self.options.host, advertise, object_id)
+        return DirectSpec(self.settings, host, advertise, object_id)
 
     def _lend_slots(self, gate: Gate) -> None:
         """Wire the slots lent to direct calls to the gate, the counters and the revocations."""

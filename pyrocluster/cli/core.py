@@ -185,7 +185,7 @@ def worker(
 ) -> int:
     """Run a worker offering compute and crawl services."""
     if pool == "process" and "compute" in _split(services):
-        from pyrocluster.slots.process import start_forkserver
+        from pyrocluster.slots.forkserver import start_forkserver
 
         start_forkserver()  # the slot processes' server loads while this one sets up
     from pyrocluster.resources import parse_spec
@@ -309,7 +309,7 @@ def submit(
         raise ConfigError("--resume and --overwrite: choose one")
     # The --local processes come up while this one imports, loads and checks the job;
     # submit_job stops them whatever happens.
-    started = start_local(local, list(task_modules), settings.child_env()) if local else None
+    started = start_local(local, list(task_modules), settings) if local else None
     try:
         from pyrocluster import config
         from pyrocluster.jobs.submit import SubmitOptions, run_plain, submit_job

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import Pyro5.api
 
 from pyrocluster import codec
-from pyrocluster.crawl.urls import MAX_URL_CHARS
+from pyrocluster.defaults import MAX_URL_CHARS  # not crawl.urls: url-normalize waits for a crawl
 from pyrocluster.protocol import ERROR, TRANSIENT
 from pyrocluster.roles import requires
 from pyrocluster.tokens import Role

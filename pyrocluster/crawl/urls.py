@@ -7,8 +7,8 @@ from urllib.parse import urljoin, urlsplit
 
 from url_normalize import url_normalize
 
-MAX_URL_CHARS = 8192
-"""Longest URL the frontier accepts, in characters."""
+from pyrocluster.defaults import MAX_URL_CHARS
+
 NORMALIZE_CACHE_SIZE = 65536
 """Normalised URLs remembered: a site's navigation links repeat on every page."""
 

@@ -129,7 +129,7 @@ def submit_job(
     is stopped when the job ends or fails, however early.
     """
     if local is None and options.local:
-        local = start_local(options.local, options.task_modules, settings.child_env())
+        local = start_local(options.local, options.task_modules, settings)
     try:
         with fewer_collections():
             return _submit(settings, options, stop, show, local)

@@ -12,6 +12,7 @@ import Pyro5.errors
 from pyrocluster import config
 from pyrocluster.auth import SecureNameServerDaemon
 from pyrocluster.config import Settings, loopback_if_wildcard, parse_address
+from pyrocluster.defaults import DEFAULT_FORGET_AFTER_S
 from pyrocluster.errors import ConfigError
 from pyrocluster.nameserver import guard
 
@@ -58,6 +59,30 @@ def serve_until(daemon: object, stop: threading.Event, on_stop: Callable[[], Non
         on_stop()
     daemon.shutdown()  # type: ignore[attr-defined]
     loop.join(timeout=5)
+
+
+class NameServerThreads:
+    """A name server served by threads of this process, with its reaper (``submit --local``: no
+    interpreter to start and no command-line imports, about 0.15 s of CPU, off the start-up);
+    ``close()`` stops both. ConfigError when it cannot listen."""
+
+    def __init__(
+        self, settings: Settings, host: str, port: int, forget_after_s: float = DEFAULT_FORGET_AFTER_S
+    ) -> None:
+        from pyrocluster.nameserver.reaper import Reaper
+
+        self.daemon = start_nameserver(settings, host, port)
+        self.address = bound_address(self.daemon)
+        self._reaper = Reaper(settings, self.daemon.nameserver, forget_after_s)
+        self._loop = threading.Thread(target=self.daemon.requestLoop, name="nameserver", daemon=True)
+        self._loop.start()
+        self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper and the daemon (its socket is closed)."""
+        self._reaper.stop()
+        self.daemon.shutdown()
+        self._loop.join(timeout=5)
 
 
 def ping_nameserver(settings: Settings, address: str) -> str | None:

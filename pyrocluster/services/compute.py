@@ -17,7 +17,6 @@ from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.services.values import ValueKeeper
-from pyrocluster.slots import ProcessSlots, ThreadSlots
 from pyrocluster.slots.batch import (
     MAX_CALLS,
     OUTCOME_OVERHEAD_BYTES,
@@ -27,6 +26,8 @@ from pyrocluster.slots.batch import (
     encoded_failure,
 )
 from pyrocluster.slots.gate import Gate, Ticket
+from pyrocluster.slots.process import ProcessSlots
+from pyrocluster.slots.threads import ThreadSlots
 from pyrocluster.tokens import Role
 from pyrocluster.valueref import KEEP_BYTES
 

@@ -19,8 +19,6 @@ import resource
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import psutil
-
 from pyrocluster import codec
 from pyrocluster.protocol import ERROR
 from pyrocluster.slots.batch import Outcome, encoded_failure
@@ -38,6 +36,8 @@ def apply(limits: Mapping[str, Any]) -> Callable[[], None]:
         undo.append(lambda: _set_env(CUDA, before))
     memory = limits.get("memory")
     if memory:
+        import psutil  # here, not at the top: the slots' fork server loads this module
+
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         cap = int(psutil.Process().memory_info().vms) + int(memory)
         if hard != resource.RLIM_INFINITY:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-import multiprocessing
 import operator
 import os
 import select
@@ -49,11 +48,12 @@ from pyrocluster.slots.batch import (
     timeout_outcome,
 )
 from pyrocluster.slots.direct import DirectServer, DirectSpec
-from pyrocluster.slots.gate import Ticket
+from pyrocluster.slots.forkserver import slot_context
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the gate and the lender are the worker's: slot processes never load them
+    from pyrocluster.slots.gate import Ticket
     from pyrocluster.slots.lending import Lender
 
 _TIMEOUT = operator.itemgetter(2)
@@ -417,24 +417,6 @@ def end_outcome(timed_out: bool, killed_for: int | None, code: int | None, timeo
 def _big(payload: Any) -> bool:
     """A payload handed over beside the batch's message rather than inside it."""
     return isinstance(payload, (bytes, bytearray)) and len(payload) >= attachments.ATTACH_BYTES
-
-
-def slot_context() -> Any:
-    """The multiprocessing context slot processes start from: forkserver where available."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def start_forkserver() -> None:
-    """Start the fork server now: it loads this module while the worker imports, binds and
-    registers, instead of after (about 0.15 s of CPU off a worker's start)."""
-    if slot_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 class ProcessSlots:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.local import PARENT_ENV, LocalCluster, ManagedProcess, reserve_port, start_nameserver
 from tests.conftest import run_cli, wait_for
+from tests.helpers.roles import issue, secret_env, token_env
 
 HEAVY = ("Pyro5", "rich", "pydantic", "yaml", "httpx", "pyrocluster.config", "pyrocluster.coordinator")
 
@@ -120,3 +123,98 @@ def test_a_worker_waiting_for_its_nameserver_stops_at_a_sigterm(processes) -> No
         assert worker.proc.wait(timeout=5) == 3
     worker.stop()
     assert "stopped while waiting for the name server" in "\n".join(worker.output)
+
+
+def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter holds after running ``code``."""
+    probe = f"import json, sys\n{code}\nprint(json.dumps([m for m in {modules!r} if m in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return list(json.loads(out.stdout))
+
+
+def test_a_worker_starts_its_fork_server_before_loading_the_slot_code() -> None:
+    slot_code = ("pyrocluster.slots.process", "pyrocluster.codec", "msgpack", "Pyro5")
+    assert loaded_after("import pyrocluster.slots.forkserver", slot_code) == []
+
+
+def test_the_fork_server_preloads_only_what_slot_processes_need() -> None:
+    worker_only = ("psutil", "ctypes", "pyrocluster.slots.gate", "Pyro5", "url_normalize")
+    assert loaded_after("import pyrocluster.slots.process", worker_only) == []
+
+
+def test_settings_load_pyro5_only_when_applied() -> None:
+    code = """
+import pyrocluster.config as config
+before = "Pyro5" in sys.modules
+settings = config.Settings.from_sources()
+config.apply(settings)
+import Pyro5, Pyro5.serializers
+assert not before and Pyro5.config.SERIALIZER == settings.serializer
+assert "marshal" not in Pyro5.serializers.serializers
+"""
+    assert loaded_after(code, ("pyrocluster.pyro5_hooks",)) == ["pyrocluster.pyro5_hooks"]
+
+
+def test_a_worker_loads_url_normalize_only_when_it_crawls() -> None:
+    assert loaded_after("import pyrocluster.crawl.service", ("url_normalize", "idna")) == []
+
+
+def descendants_named(pid: int, word: str) -> list[str]:
+    """Command lines of ``pid``'s descendants that contain ``word``."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            cmdline = " ".join(child.cmdline())
+            if word in cmdline:
+                found.append(cmdline)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_submit_local_serves_its_name_server_itself_with_the_secret(tmp_path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("name: nap\ntasks:\n  - id: nap\n    call: sleep\n    args: [1.5]\n")
+    cmd = [sys.executable, "-m", "pyrocluster", "submit", str(job), "--local", "1", "--json"]
+    env = {**os.environ, **secret_env("s3cret-for-the-local-cluster")}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env
+    )
+    try:
+        # the worker registered and runs the task: the name server answered it, with the secret
+        wait_for(lambda: bool(descendants_named(proc.pid, " worker ")), 60, what="the local worker")
+        assert descendants_named(proc.pid, " nameserver ") == []
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["ok"] == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(120)
+def test_submit_local_with_only_a_role_token_still_fails_as_its_name_server_did(tmp_path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("tasks:\n  - call: add\n    args: [1, 2]\n")
+    env = token_env(issue("s3cret", "alice", "submitter"))
+    result = run_cli("submit", str(job), "--local", "1", env=env, cwd=tmp_path, timeout=90)
+    assert result.returncode == 3, result
+    assert "nameserver" in result.stderr and "did not become ready" in result.stderr, result.stderr
+    assert "may not run a name server (needs secret)" in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_slots_asked_for_early_are_handed_over_or_raise_what_making_them_raised() -> None:
+    from pyrocluster.slots.early import EarlySlots
+    from pyrocluster.slots.process import ProcessSlots
+
+    slots = EarlySlots(2, [], 1 << 20).result()
+    try:
+        assert isinstance(slots, ProcessSlots) and slots.total == 2
+    finally:
+        slots.close()
+    with pytest.raises(TypeError):  # the worker's start raises it where it made its slots before
+        EarlySlots(1, None, 1 << 20).result()  # type: ignore[arg-type]
