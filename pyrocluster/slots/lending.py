@@ -68,6 +68,8 @@ class Lender:
         self._ending: set[tuple[str, str]] = set()
         """Direct calls whose process ended, their outcome not decided yet."""
         self._parked: set[SlotProcess] = set()
+        self._polled: set[int] = set()
+        """The pipes the supervisor watches now."""
         """Slots whose pipe the supervisor left alone: a batch was reading it."""
         self._watching = False
         self._seen_running = 0.0
@@ -88,7 +90,7 @@ class Lender:
         on = self._lending()
         ports = []
         for slot in self._idle:
-            lent = on and slot._ready
+            lent = on and slot.share.progress[PORT] > 0  # its endpoint listens
             slot.share.lend(lent)
             if lent:
                 ports.append(int(slot.share.progress[PORT]))
@@ -143,7 +145,7 @@ class Lender:
             self._idle.append(slot)
             self._relend()
             self._cond.notify_all()
-            wake = slot in self._parked
+            wake = slot in self._parked or slot.conn.fileno() not in self._polled  # replaced
             self._parked.discard(slot)
         if wake:
             self._wake()
@@ -199,12 +201,16 @@ class Lender:
         while not self._closed:
             with self._cond:
                 by_fd = {slot.conn.fileno(): slot for slot in self._idle if slot not in self._parked}
+                self._polled = set(by_fd)
+                # A new slot process opens its endpoint once idle: look for its port meanwhile.
+                unlisted = any(slot.share.progress[PORT] == 0 for slot in self._idle)
+                self._relend()
             poller = select.poll()
             poller.register(self._wake_r, select.POLLIN)
             for fd in by_fd:
                 poller.register(fd, select.POLLIN)
             try:
-                events = poller.poll(WATCH_TICK_S * 1000 if self._watching else None)
+                events = poller.poll(WATCH_TICK_S * 1000 if self._watching or unlisted else None)
             except OSError:
                 events = []
             for fd, _ in events:
@@ -238,9 +244,6 @@ class Lender:
                 message = slot.conn.recv_bytes()
                 if message == READY:
                     slot._ready = True
-                    with self._cond:
-                        if slot in self._idle:
-                            self._relend()
                 elif message == STARTED:
                     slot.told_seen += 1
                     self._start_watching()

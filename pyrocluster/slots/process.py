@@ -47,12 +47,12 @@ from pyrocluster.slots.batch import (
     ended_outcomes,
     timeout_outcome,
 )
-from pyrocluster.slots.direct import DirectServer, DirectSpec
 from pyrocluster.slots.forkserver import slot_context
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
 if TYPE_CHECKING:  # the gate and the lender are the worker's: slot processes never load them
+    from pyrocluster.slots.direct import DirectSpec
     from pyrocluster.slots.gate import Ticket
     from pyrocluster.slots.lending import Lender
 
@@ -204,12 +204,14 @@ def _child_main(
         timer.start(position, at + float(run.calls[position][2]))
         return True
 
-    server = DirectServer(direct, share, conn, run_direct) if direct is not None else None
     if not _send(conn, READY):
         return
+    server: Any = None
     raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
+            if server is None and direct is not None and not conn.poll(0):
+                server = _direct_server(direct, share, conn, run_direct)
             if server is not None:
                 server.serve()  # direct calls, until the pipe has a batch (or is closed)
             try:
@@ -232,6 +234,15 @@ def _child_main(
             restore()
             if not _send(conn, DONE):
                 return
+
+
+def _direct_server(direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any) -> Any:
+    """The slot's endpoint for direct calls, made once the slot is idle after its start: it loads
+    Pyro5 and the worker's checks (80-170 ms), which neither the fork server nor a replaced slot's
+    first batch should wait for. The worker lends the slot once its port is in the share."""
+    from pyrocluster.slots.direct import DirectServer
+
+    return DirectServer(direct, share, conn, run_direct)
 
 
 class SlotProcess:
