@@ -451,7 +451,8 @@ class Cluster:
     # -- lifetime ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop dispatching (unsettled calls fail) and stop the local cluster if we started one."""
+        """Stop dispatching (unsettled calls fail; cancels already asked still reach their workers,
+        waited for up to 2 s) and stop the local cluster if we started one."""
         self.kept.free()
         self._dispatcher.close()
         with self._status_channels.turn:

@@ -45,6 +45,9 @@ CANCEL_RETRY_S = 5.0
 """How long a cancel is repeated for calls the worker does not know yet (still on their way)."""
 CANCEL_RETRY_INTERVAL_S = 0.05
 """Seconds between those repeats."""
+CANCEL_DELIVERY_S = 2.0
+"""How long closing waits for cancels still on their way (a job cancelled, then closed at once):
+dropped, they would leave the calls running on their workers to their end."""
 
 
 class LinkEvents(Protocol):
@@ -121,6 +124,8 @@ class Transport:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._lock = threading.Lock()
+        self._cancels = 0
+        self._no_cancels = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._closed = False
         self._prober = threading.Thread(target=self._probe_loop, name="prober", daemon=True)
@@ -147,6 +152,18 @@ class Transport:
         """Look at every link's probe schedule now."""
         self._wake.set()
 
+    def cancel_sent(self) -> None:
+        """A cancel is on its way: :meth:`close` waits for it (up to CANCEL_DELIVERY_S)."""
+        with self._lock:
+            self._cancels += 1
+
+    def cancel_ended(self) -> None:
+        """That cancel got its answer or failed for good."""
+        with self._lock:
+            self._cancels -= 1
+            if self._cancels == 0:
+                self._no_cancels.notify_all()
+
     def _probe_loop(self) -> None:
         """Start each due probe and timer (each a non-blocking call); sleep until the next is due."""
         while not self._closed:
@@ -170,7 +187,9 @@ class Transport:
             self._wake.clear()
 
     def close(self) -> None:
-        """Stop the prober and the wire."""
+        """Let the cancels on their way arrive (bounded), then stop the prober and the wire."""
+        with self._lock:
+            self._no_cancels.wait_for(lambda: self._cancels == 0, timeout=CANCEL_DELIVERY_S)
         self._closed = True
         self._wake.set()
         self._prober.join(timeout=2)
@@ -302,7 +321,9 @@ class WorkerLink:
                 self._transport.later(CANCEL_RETRY_INTERVAL_S, attempt)
                 return
             channel.release()
+            self._transport.cancel_ended()
 
+        self._transport.cancel_sent()
         attempt()
 
     # -- liveness ----------------------------------------------------------------------------

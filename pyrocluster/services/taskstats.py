@@ -73,20 +73,28 @@ class TaskStats:
                     self._sum_s[row] = self._sum_s.get(row, 0.0) + seconds
 
     def add_ok(self, name: str, elapsed_ms: Sequence[float]) -> None:
-        """Count calls of one task that all ended ok, as :meth:`add` would (bucketed in one sort)."""
-        seconds = sorted(map(operator.truediv, map(float, elapsed_ms), itertools.repeat(1000.0)))
+        """Count calls of one task that all ended ok, as :meth:`add` would: in one pass when they
+        all fall in the first bucket (a batch of quick calls), else bucketed in one sort."""
+        if not elapsed_ms:
+            return
+        seconds = None  # all in the first bucket (dividing keeps the order)
+        if max(map(float, elapsed_ms)) / 1000.0 > self.buckets[0]:
+            seconds = sorted(map(operator.truediv, map(float, elapsed_ms), itertools.repeat(1000.0)))
         with self._lock:
             row = self._row(str(name))
             counts = self._counts.setdefault(row, {})
-            counts["ok"] = counts.get("ok", 0) + len(seconds)
+            counts["ok"] = counts.get("ok", 0) + len(elapsed_ms)
             hist = self._hist.setdefault(row, [0] * (len(self.buckets) + 1))
+            self._sum_s[row] = self._sum_s.get(row, 0.0) + sum(map(float, elapsed_ms)) / 1000.0
+            if seconds is None:
+                hist[0] += len(elapsed_ms)
+                return
             below = 0
             for i, bound in enumerate(self.buckets):  # bucket i: the seconds in (bound[i-1], bound[i]]
                 upto = bisect_right(seconds, bound)
                 hist[i] += upto - below
                 below = upto
             hist[-1] += len(seconds) - below
-            self._sum_s[row] = self._sum_s.get(row, 0.0) + sum(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """``{"buckets": [...], "tasks": {name: {"counts", "histogram", "sum_s"}}}`` (plain values)."""

@@ -1,10 +1,10 @@
 """One batch's calls run one after another in one slot, each under its own timeout.
 
-:class:`BatchRun` is shared by both pools: the slot (a thread of the worker, or the main thread of
-a slot process) calls :meth:`BatchRun.run`; a thread slot's watcher (the request thread) calls
-:meth:`BatchRun.watch`, which returns when the batch ends or when the call in progress passes its
-own deadline; a slot process's timer signal asks :meth:`BatchRun.in_progress`, and its hooks see each
-call start and each outcome as it is added. Outcomes leave here
+The steps of a call shared by both pools (decoding its arguments, running it, encoding its
+outcome, the reply's budget) are here, and :class:`BatchRun`, a thread slot's batch: the slot
+thread calls :meth:`BatchRun.run`; its watcher (the request thread) calls :meth:`BatchRun.watch`,
+which returns when the batch ends or when the call in progress passes its own deadline. A slot
+process runs its batch in one flat loop instead (``inline_batch.py``). Outcomes leave here
 encoded, one value at a time (docs/protocol.md), so one result that cannot be sent or is too
 large fails that call alone.
 """
@@ -15,7 +15,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from pyrocluster import bigbuffers, codec
@@ -97,11 +97,6 @@ def arguments_of(decoded: Any) -> tuple[list[Any], dict[str, Any]] | str:
     return args, kwargs
 
 
-def run_encoded(name: str, payload: Any) -> Outcome:
-    """Decode one call's arguments, run it and encode its outcome; never raises."""
-    return run_decoded(name, decode_arguments(payload))
-
-
 def run_decoded(
     name: str, arguments: tuple[list[Any], dict[str, Any]] | str, place: bigbuffers.Place | None = None
 ) -> Outcome:
@@ -148,13 +143,8 @@ class BatchRun:
         calls: list[Call],
         budget: Budget,
         skip: Iterable[int] = (),
-        on_start: Callable[[int, float], bool] | None = None,
-        on_outcome: Callable[[Outcome], None] | None = None,
-        place: bigbuffers.Place | None = None,
     ) -> None:
-        """``on_start(i, at)`` runs before call ``i`` starts and may skip it (False: CANCELLED);
-        ``on_outcome`` sees each outcome as it is added, in call order; a big value is encoded
-        where ``place`` offers (a slot process's log)."""
+        """The calls at the positions in ``skip`` are CANCELLED without running."""
         self.calls = calls
         self.outcomes: list[Outcome] = []
         self.stopped = False
@@ -163,9 +153,6 @@ class BatchRun:
         self._used = 0
         self._big_taken = False
         self._skip = set(skip)
-        self._on_start = on_start
-        self._on_outcome = on_outcome
-        self._place = place
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._ended = False
@@ -177,21 +164,18 @@ class BatchRun:
 
     def run(self) -> None:
         """Run the calls in order (in the slot); returns early once a watcher stopped the batch."""
-        calls, on_start, on_outcome, place = self.calls, self._on_start, self._on_outcome, self._place
+        calls = self.calls
         budget, value_cap = self._budget
         decoded = batch_arguments(calls)
         with self._lock:
             i = self._next(0)
         while i < len(calls):
-            if on_start is None or on_start(i, self._started):
-                call = calls[i]
-                arguments = decode_arguments(call[1]) if decoded is None else decoded[i]
-                outcome = run_decoded(call[0], arguments, place)
-                if len(outcome[1]) > value_cap:
-                    outcome = too_large(len(outcome[1]), value_cap, outcome[2])
-                size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
-            else:
-                outcome, size = cancelled(), 0
+            call = calls[i]
+            arguments = decode_arguments(call[1]) if decoded is None else decoded[i]
+            outcome = run_decoded(call[0], arguments)
+            if len(outcome[1]) > value_cap:
+                outcome = too_large(len(outcome[1]), value_cap, outcome[2])
+            size = len(outcome[1]) + OUTCOME_OVERHEAD_BYTES
             big = size > budget
             with self._lock:
                 if self._ended:
@@ -204,16 +188,12 @@ class BatchRun:
                 else:
                     self._used += size
                 self.outcomes.append(outcome)
-                if on_outcome is not None:
-                    on_outcome(outcome)
                 i = self._next(i + 1)
 
     def _next(self, i: int) -> int:
         """Start call ``i`` or the next one not skipped; ``len(calls)`` when none is left (lock held)."""
         while i < len(self.calls) and i in self._skip:
             self.outcomes.append(cancelled())
-            if self._on_outcome is not None:
-                self._on_outcome(self.outcomes[-1])
             i += 1
         if i == len(self.calls):
             self._ended = True
@@ -243,12 +223,7 @@ class BatchRun:
             return not self.stopped
 
     def in_progress(self, position: int) -> bool:
-        """Call ``position`` has started and not finished.
-
-        Takes no lock: call it with the lock held, or from a signal handler on the slot's own thread
-        (a slot process), where every step of the bookkeeping leaves these checks telling a call in
-        progress from one that has just finished.
-        """
+        """Call ``position`` has started and not finished (lock held)."""
         return not self._ended and position == self._current and len(self.outcomes) == position
 
     def overrun(self, position: int) -> bool:

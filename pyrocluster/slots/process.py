@@ -18,7 +18,6 @@ in progress gets the outcome of the end, and the rest never started.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 import operator
@@ -38,7 +37,6 @@ from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
 from pyrocluster.slots import handoff, limits
 from pyrocluster.slots.batch import (
     MAX_CALLS,
-    BatchRun,
     Budget,
     Call,
     Outcome,
@@ -47,7 +45,9 @@ from pyrocluster.slots.batch import (
     ended_outcomes,
     timeout_outcome,
 )
+from pyrocluster.slots.calltimer import CallTimer
 from pyrocluster.slots.forkserver import slot_context
+from pyrocluster.slots.inline_batch import run_logged
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # the gate and the lender are the worker's: slot processes ne
     from pyrocluster.slots.gate import Ticket
     from pyrocluster.slots.lending import Lender
 
+_PAYLOAD = operator.itemgetter(1)
 _TIMEOUT = operator.itemgetter(2)
 READY = b"ready"
 """The first message of a slot process: its task modules are loaded."""
@@ -65,12 +66,6 @@ STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
 FALLBACK_GRACE_S = 0.5
 """Seconds past a call's own timeout before the parent kills a slot whose timer could not act."""
-TIMER_SLACK_S = 0.01
-"""How far the real timer may be from the one the slot armed before it counts as changed by a task."""
-
-_raw_signal: Any = importlib.import_module("_signal")
-"""The C functions behind ``signal``: ``signal.getsignal`` takes ~8 us for a Python handler (it
-tries to make an enum of it), ``_signal.getsignal`` ~0.1 us, and the timer checks it before every call."""
 
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
@@ -83,79 +78,6 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-class _CallTimer:
-    """One real-time timer (``setitimer``, SIGALRM) for the deadline of the call in progress.
-
-    It is armed again only when it would go off too late for a new call. Calls of equal timeouts
-    start later and later, so a batch of quick calls arms it about once per timeout, not once
-    per call: when it goes off early, :meth:`fired` arms it for the current call's deadline.
-
-    A task may change the signal's handler or the timer (``signal.alarm(0)``, its own handler, a
-    ``setitimer``). The handler is checked before each call (a lookup); the timer before each
-    batch (a system call, 0.3-5 us, too dear for every call of a batch of tiny ones). What a task
-    changed is put back, so the next batch runs as in a fresh slot; a call later in the same batch
-    as a task that stopped the timer is stopped by the worker's fallback kill instead (its finished
-    batch-mates keep their outcomes all the same). (Blocking SIGALRM in the main thread stops
-    nothing: the kernel hands it to another thread, and the handler still runs on the main thread.)
-    """
-
-    def __init__(self, handler: Any) -> None:
-        self.position = -1
-        self._handler = handler
-        self._deadline = math.inf
-        self._fires_at = math.inf
-        self.restore()
-
-    def restore(self) -> None:
-        """Our handler installed, and the timer to be armed afresh."""
-        _raw_signal.signal(signal.SIGALRM, self._handler)
-        self._fires_at = math.inf
-
-    def start(self, position: int, deadline: float) -> None:
-        """Call ``position`` of the batch started; it must end by ``deadline`` (monotonic)."""
-        self.position, self._deadline = position, deadline
-        if _raw_signal.getsignal(signal.SIGALRM) is not self._handler:
-            self.restore()
-        if deadline < self._fires_at:
-            self._arm(deadline)
-
-    def check(self) -> None:
-        """Before a batch: put back the handler and the timer if a task changed them."""
-        if self._changed():
-            self.restore()
-
-    def _changed(self) -> bool:
-        """A task replaced the handler, or moved, stopped or repeated the timer the slot armed."""
-        if _raw_signal.getsignal(signal.SIGALRM) is not self._handler:
-            return True
-        now = time.monotonic()  # before reading the timer: a delay in between cannot look like a change
-        remaining, interval = _raw_signal.getitimer(signal.ITIMER_REAL)
-        if interval:
-            return True
-        if math.isinf(self._fires_at):
-            return False  # nothing armed: the call's own deadline is armed next anyway
-        expected = self._fires_at - now
-        return remaining > expected + TIMER_SLACK_S or (remaining == 0 and expected > TIMER_SLACK_S)
-
-    def stop(self) -> None:
-        """No call is in progress (an armed timer that goes off later does nothing)."""
-        self.position, self._deadline = -1, math.inf
-
-    def fired(self) -> bool:
-        """The timer went off: True when the call in progress is past its deadline, else re-armed."""
-        self._fires_at = math.inf
-        if self.position < 0:
-            return False
-        if time.monotonic() >= self._deadline:
-            return True
-        self._arm(self._deadline)
-        return False
-
-    def _arm(self, at: float) -> None:
-        self._fires_at = at
-        signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 1e-6))
 
 
 def _send(conn: Connection, message: bytes) -> bool:
@@ -173,36 +95,32 @@ def _child_main(
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes
     (and, with ``direct``, serve direct calls between them: ``direct.py``).
 
-    The main thread's SIGALRM handler (see :class:`_CallTimer`) marks an overrun of the call in
-    progress and ends the process. The normal path wakes no other thread.
+    The main thread's SIGALRM handler (see :mod:`~pyrocluster.slots.calltimer`) marks an overrun of
+    the call in progress and ends the process. The normal path wakes no other thread.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
     for spec in task_modules:
         load_task_module(spec)
-    run: BatchRun | None = None
+    running: list[Call] = []  # the calls of the batch in progress
 
     def overran(_signum: int, _frame: Any) -> None:
-        if timer.fired() and run is not None and run.in_progress(timer.position):
+        position = share.running()
+        deadline = share.started_at() + running[position][2] if 0 <= position < len(running) else math.inf
+        if timer.fired(deadline):
             share.timed_out()
             os._exit(0)
 
-    timer = _CallTimer(overran)
+    timer = CallTimer(overran)
 
     def run_direct(calls: list[Call], budget: Budget) -> list[Outcome]:
-        nonlocal run
+        """A direct call (``direct.py``), logged in the share as a batch of one."""
+        nonlocal running
         timer.check()
-        run = BatchRun(calls, budget, on_start=starting, on_outcome=share.record, place=share.place)
-        run.run()
-        timer.stop()
-        return run.outcomes
-
-    def starting(position: int, at: float) -> bool:
-        if not share.begin(position, at):
-            return False
-        assert run is not None
-        timer.start(position, at + float(run.calls[position][2]))
-        return True
+        running = calls
+        run_logged(calls, budget, share, timer, {})
+        running = []
+        return share.finished()
 
     if not _send(conn, READY):
         return
@@ -224,13 +142,11 @@ def _child_main(
             timer.check()
             share.restart()
             restore = limits.apply(held)  # the batch's memory limit and CUDA_VISIBLE_DEVICES
-            record = limits.recorder(share.record, held)
-            budget = Budget(reply_bytes, value_bytes)
-            run = BatchRun(calls, budget, on_start=starting, on_outcome=record, place=share.place)
-            run.run()
+            running = calls
+            run_logged(calls, Budget(reply_bytes, value_bytes), share, timer, held)
+            running = []
             for place in big:
                 calls[place][1] = None  # unmapped once the task holds no view of it
-            timer.stop()
             restore()
             if not _send(conn, DONE):
                 return
@@ -330,7 +246,7 @@ class SlotProcess:
         done = False
         try:
             share.flag(skip)
-            big = [i for i, call in enumerate(calls) if _big(call[1])]
+            big = _big_places(calls)
             sent = [[call[0], None, *call[2:]] if _big(call[1]) else call for call in calls] if big else calls
             self.conn.send_bytes(codec.pack([*budget, sent, ticket.limits(), big]))
             for place in big:
@@ -352,9 +268,7 @@ class SlotProcess:
         Without a message per call, the parent wakes at the earliest moment any call could be
         past its deadline (a later call cannot start before now), and reads the progress again.
         """
-        # later[i]: the shortest timeout from call i on (a running minimum from the end)
-        later = [*itertools.accumulate(map(float, map(_TIMEOUT, reversed(calls))), min)][::-1]
-        later.append(math.inf)
+        later = _shortest_from(list(map(float, map(_TIMEOUT, calls))))
         share = self.share
         while True:
             position = share.running()
@@ -428,6 +342,22 @@ def end_outcome(timed_out: bool, killed_for: int | None, code: int | None, timeo
 def _big(payload: Any) -> bool:
     """A payload handed over beside the batch's message rather than inside it."""
     return isinstance(payload, (bytes, bytearray)) and len(payload) >= attachments.ATTACH_BYTES
+
+
+def _big_places(calls: list[Call]) -> list[int]:
+    """The places of the calls whose payload is handed over beside the batch's message (looked
+    for call by call only when one payload is that long: one C-level pass for the common batch)."""
+    if not calls or max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES:
+        return []
+    return [i for i, call in enumerate(calls) if _big(call[1])]
+
+
+def _shortest_from(timeouts: list[float]) -> list[float]:
+    """``later[i]``: the shortest of ``timeouts[i:]`` (inf past the end), a running minimum from
+    the end; two C-level passes when every call has the same timeout (the common batch)."""
+    if timeouts and min(timeouts) == max(timeouts):
+        return [timeouts[0]] * len(timeouts) + [math.inf]
+    return [*itertools.accumulate(reversed(timeouts), min)][::-1] + [math.inf]
 
 
 class ProcessSlots:

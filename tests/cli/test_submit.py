@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
+from tests.conftest import TASKS_FILE, run_cli, running_cluster, start_submit, wait_for
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -57,31 +58,37 @@ def test_missing_job_file_is_exit_2(tmp_path):
     assert result.stderr.startswith("error:") and "nope.yaml" in result.stderr
 
 
-def test_unknown_task_name_is_exit_2_checked_against_workers(tmp_path, nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "1")
+@pytest.fixture(scope="module")
+def compute_ns() -> Iterator[str]:
+    """Two two-slot workers of the built-in tasks, shared by the module's tests whose jobs are
+    refused or only read their own results file."""
+    worker = ["--services", "compute", "--concurrency", "2"]
+    with running_cluster(worker, worker) as ns:
+        yield ns
+
+
+def test_unknown_task_name_is_exit_2_checked_against_workers(tmp_path, compute_ns):
     job = write_job(tmp_path, "tasks:\n  - call: add\n    args: [1, 2]\n  - call: frobnicate\n")
-    result = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", compute_ns, cwd=tmp_path)
     assert result.returncode == 2, result
     assert "tasks[1].call (line 4)" in result.stderr and "unknown task 'frobnicate'" in result.stderr
     typo = write_job(tmp_path, "tasks:\n  - call: add\n    args: [1, 2]\n  - call: word_cuont\n")
-    result = run_cli("submit", str(typo), "--ns", nameserver, cwd=tmp_path)
+    result = run_cli("submit", str(typo), "--ns", compute_ns, cwd=tmp_path)
     assert result.returncode == 2, result
     assert "tasks[1].call (line 4)" in result.stderr and "did you mean 'word_count'?" in result.stderr, result
     assert not list(tmp_path.glob("*.jsonl"))
 
 
-def test_unreachable_cluster_and_missing_tag_are_exit_3(tmp_path, nameserver, worker_factory):
+def test_unreachable_cluster_and_missing_tag_are_exit_3(tmp_path, compute_ns):
     job = write_job(tmp_path, "tasks:\n  - call: add\n    args: [1, 2]\n    tags: [gpu]\n")
     result = run_cli("submit", str(job), "--ns", "127.0.0.1:1", cwd=tmp_path)
     assert result.returncode == 3 and "cannot reach the name server" in result.stderr
-    worker_factory(1, "--services", "compute", "--concurrency", "1")
-    result = run_cli("submit", str(job), "--ns", nameserver, "--wait", "1", cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", compute_ns, "--wait", "1", cwd=tmp_path)
     assert result.returncode == 3, result
     assert result.stderr.strip() == "error: no live worker offers compute with tags gpu (waited 1 s)"
 
 
-def test_5000_tasks_with_one_failure(tmp_path, nameserver, worker_factory):
-    worker_factory(2, "--services", "compute", "--concurrency", "2")
+def test_5000_tasks_with_one_failure(tmp_path, compute_ns):
     job = write_job(
         tmp_path,
         "name: big\ntasks:\n  - id: sum\n    call: add\n    map: ["
@@ -89,7 +96,7 @@ def test_5000_tasks_with_one_failure(tmp_path, nameserver, worker_factory):
         + "]\n  - id: bad\n    call: fail\n"
         "    args: [kaput]\n",
     )
-    result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", compute_ns, "--json", cwd=tmp_path)
     assert result.returncode == 1, result
     summary = json.loads(result.stdout)
     assert {k: summary[k] for k in ("name", "total", "ok", "failed", "skipped")} == {
@@ -146,17 +153,16 @@ def test_sigkill_submit_then_resume_reruns_no_ok_task(tmp_path, nameserver, work
     assert json.loads(result.stdout)["ok"] == 400
 
 
-def test_resume_repairs_a_torn_last_line(tmp_path, nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "2")
+def test_resume_repairs_a_torn_last_line(tmp_path, compute_ns):
     job = write_job(
         tmp_path, "name: torn\ntasks:\n  - id: a\n    call: add\n    map: [[1, 1], [2, 2], [3, 3]]\n"
     )
-    assert run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path).returncode == 0
+    assert run_cli("submit", str(job), "--ns", compute_ns, cwd=tmp_path).returncode == 0
     out = tmp_path / "torn.results.jsonl"
     text = out.read_text()
     last_start = text.rstrip("\n").rfind("\n") + 1
     out.write_text(text[: last_start + (len(text) - last_start) // 2])  # cut the last line in half
-    result = run_cli("submit", str(job), "--ns", nameserver, "--resume", cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", compute_ns, "--resume", cwd=tmp_path)
     assert result.returncode == 0, result
     records = read_lines(out)
     assert sorted(r["id"] for r in records) == ["a-0", "a-1", "a-2"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
 
@@ -27,40 +29,52 @@ def job_file(tmp_path: Path, n: int = 20) -> Path:
     return job
 
 
-def busy_slots(ns: str) -> int:
-    status = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
-    return sum(w["busy"] for w in status["workers"])
+@pytest.fixture
+def watcher(nameserver: str) -> Iterator[Cluster]:
+    """A coordinator that only reads the cluster's status: in-process, a poll takes milliseconds.
+
+    A `pyrocluster status` process takes 4-7 s on a loaded 2-core machine: polled through it,
+    the tasks could be most of TASK_S old before the test saw them run, and end before the cancel.
+    """
+    with Cluster(nameserver) as cluster:
+        yield cluster
+
+
+def busy_slots(watcher: Cluster) -> int:
+    return sum(w["busy"] for w in watcher.status()["workers"])
 
 
 def records(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def start_long_job(tmp_path: Path, nameserver: str, worker_factory) -> tuple[object, float]:
+def start_long_job(
+    tmp_path: Path, nameserver: str, worker_factory, watcher: Cluster
+) -> tuple[subprocess.Popen[str], float]:
     worker_factory(2, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
     proc = start_submit(job_file(tmp_path), nameserver, tmp_path, "--quiet")
-    wait_for(lambda: busy_slots(nameserver) == 4, 30, what="all four slots running a task")
+    wait_for(lambda: busy_slots(watcher) == 4, 30, interval_s=0.05, what="all four slots running a task")
     return proc, time.monotonic()
 
 
-def check_cancelled_end(tmp_path: Path, nameserver: str, proc, since: float) -> None:
+def check_cancelled_end(tmp_path: Path, watcher: Cluster, proc, since: float) -> None:
     assert proc.wait(timeout=15) == 130, proc.communicate()
     assert time.monotonic() - since < 5.0, "submit must exit within 5 s of the cancel"
     recs = records(tmp_path / "long.results.jsonl")
     assert len(recs) == 20 and all(r["status"] == "cancelled" for r in recs.values()), recs
-    wait_for(lambda: busy_slots(nameserver) == 0, 2.5, what="slots free again within 2 s")
+    wait_for(lambda: busy_slots(watcher) == 0, 2.5, interval_s=0.05, what="slots free again within 2 s")
 
 
 @pytest.mark.slow
-def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory):
+def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory, watcher):
     unknown = run_cli("cancel", "nosuchjob", "--ns", nameserver)
     assert unknown.returncode == 2 and "no running job named 'nosuchjob'" in unknown.stderr, unknown
-    proc, started = start_long_job(tmp_path, nameserver, worker_factory)
+    proc, started = start_long_job(tmp_path, nameserver, worker_factory, watcher)
     try:
         asked = time.monotonic()
         result = run_cli("cancel", "long", "--ns", nameserver)
         assert result.returncode == 0, result
-        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        check_cancelled_end(tmp_path, watcher, proc, asked)
         time.sleep(max(0.0, started + TASK_S + 1 - time.monotonic()))  # when the tasks would have ended
         assert not list((tmp_path / "marks").iterdir()), "a cancelled task ran to its end"
         status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
@@ -70,12 +84,12 @@ def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory
         proc.communicate()
 
 
-def test_ctrl_c_cancels_and_resume_finishes(tmp_path, nameserver, worker_factory):
-    proc, _ = start_long_job(tmp_path, nameserver, worker_factory)
+def test_ctrl_c_cancels_and_resume_finishes(tmp_path, nameserver, worker_factory, watcher):
+    proc, _ = start_long_job(tmp_path, nameserver, worker_factory, watcher)
     try:
         asked = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        check_cancelled_end(tmp_path, nameserver, proc, asked)
+        check_cancelled_end(tmp_path, watcher, proc, asked)
         assert "cancelling" in proc.communicate()[1]
     finally:
         proc.kill()
@@ -108,7 +122,7 @@ def test_future_cancel_and_cluster_cancel(tmp_path, nameserver, worker_factory):
 
 
 def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
-    tmp_path, nameserver, worker_factory
+    tmp_path, nameserver, worker_factory, watcher
 ):
     worker_factory(1, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
     job = tmp_path / "twin.yaml"
@@ -120,10 +134,9 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
     try:
 
         def running() -> list[str]:
-            status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)
-            return sorted(j["id"] for j in status["jobs"] if j["state"] == "running")
+            return sorted(j["id"] for j in watcher.status()["jobs"] if j["state"] == "running")
 
-        wait_for(lambda: len(running()) == 2, 30, what="both jobs running")
+        wait_for(lambda: len(running()) == 2, 30, interval_s=0.05, what="both jobs running")
         ids = running()
         shared = run_cli("cancel", "twin", "--ns", nameserver)
         assert shared.returncode == 2, shared
@@ -133,7 +146,7 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
         assert all(p.poll() is None for p in procs)  # nothing was cancelled
         one = run_cli("cancel", ids[0], "--ns", nameserver)
         assert one.returncode == 0 and one.stdout.strip() == f"job {ids[0]} is cancelling", one
-        wait_for(lambda: running() == [ids[1]], 15, what="only the other job left running")
+        wait_for(lambda: running() == [ids[1]], 15, interval_s=0.05, what="only the other job left running")
         both = run_cli("cancel", "twin", "--all", "--ns", nameserver)
         assert both.returncode == 0 and both.stdout.strip() == f"job {ids[1]} is cancelling", both
         assert [p.wait(timeout=15) for p in procs] == [130, 130]
@@ -141,3 +154,19 @@ def test_a_name_shared_by_two_running_jobs_is_refused_and_an_id_cancels_one(
         for p in procs:
             p.kill()
             p.communicate()
+
+
+def test_a_cancel_right_before_close_still_stops_the_call_on_its_worker(
+    tmp_path, nameserver, worker_factory, watcher
+):
+    """`submit` cancels its job and exits at once: the cancel must reach the worker all the same."""
+    worker_factory(1, "--services", "compute", "--concurrency", "1", "--tasks", TASKS_FILE)
+    started = tmp_path / "started"
+    cluster = Cluster(nameserver)
+    try:
+        running = cluster.submit("hold", str(tmp_path / "never"), 60, str(started))
+        wait_for(started.exists, 30, interval_s=0.02, what="the call running")
+        assert cluster.cancel(running) is True
+    finally:
+        cluster.close()
+    wait_for(lambda: busy_slots(watcher) == 0, 10, interval_s=0.05, what="the slot free again")

@@ -6,13 +6,16 @@ import json
 import signal
 import socket
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyrocluster import Cluster, TaskFailed
-from tests.conftest import run_cli, start_submit, wait_for
+from tests.conftest import run_cli, running_cluster, start_submit, wait_for
 from tests.sites import SiteServer
+
+CRAWLERS = ["--services", "crawl", "--crawl-concurrency", "8"]
 
 
 def crawl_job(tmp_path: Path, seeds: list[str], **crawl: object) -> Path:
@@ -29,13 +32,21 @@ def records(tmp_path: Path) -> list[dict]:
 
 @pytest.fixture
 def crawlers(worker_factory):
-    return worker_factory(2, "--services", "crawl", "--crawl-concurrency", "8")
+    return worker_factory(2, *CRAWLERS)
 
 
-def test_site_with_cycles_is_crawled_once_per_page_and_robots_are_honoured(tmp_path, nameserver, crawlers):
+@pytest.fixture(scope="module")
+def crawl_ns() -> Iterator[str]:
+    """Two crawlers shared by the module's tests that only crawl (each its own site, its own
+    port): the name server's address."""
+    with running_cluster(CRAWLERS, CRAWLERS) as ns:
+        yield ns
+
+
+def test_site_with_cycles_is_crawled_once_per_page_and_robots_are_honoured(tmp_path, crawl_ns):
     with SiteServer(pages=300) as site:
         job = crawl_job(tmp_path, [site.url("/")], max_pages=1000, max_depth=50, per_host_rate=1000)
-        result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
+        result = run_cli("submit", str(job), "--ns", crawl_ns, "--json", cwd=tmp_path)
         requested = Counter(site.requests)
         external = site.external_requests
     assert result.returncode == 0, result
@@ -58,8 +69,8 @@ def test_site_with_cycles_is_crawled_once_per_page_and_robots_are_honoured(tmp_p
     assert summary["ok"] == len(expected) and summary["skipped"] == 1 and summary["failed"] == 0
 
 
-def test_depth_and_max_pages_are_honoured(nameserver, crawlers):
-    with SiteServer(pages=300) as site, Cluster(nameserver) as cluster:
+def test_depth_and_max_pages_are_honoured(crawl_ns):
+    with SiteServer(pages=300) as site, Cluster(crawl_ns) as cluster:
         shallow = list(cluster.crawl([site.url("/")], max_depth=2, robots=False))
         assert {r["depth"] for r in shallow} <= {0, 1, 2}
         fetched = {r["url"].split(str(site.port), 1)[1] for r in shallow if r["status"] == "ok"}
@@ -70,12 +81,12 @@ def test_depth_and_max_pages_are_honoured(nameserver, crawlers):
         assert len([p for p in site.requests if p != "/robots.txt"]) == 25
 
 
-def test_failures_are_recorded_as_the_spec_says(tmp_path, nameserver, crawlers):
+def test_failures_are_recorded_as_the_spec_says(tmp_path, crawl_ns):
     with SiteServer(pages=5, big_bytes=300_000) as site:
         roots = ["/redirect/3", "/status/404", "/status/500-once/a", "/slow", "/big"]
         site_seeds = [site.url(p) for p in roots]
         job = crawl_job(tmp_path, site_seeds, max_depth=0, timeout=1, max_bytes=100_000, robots=False)
-        result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path, timeout=120)
+        result = run_cli("submit", str(job), "--ns", crawl_ns, "--json", cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result  # the 404 and the page that never answers fail
     by_path = {r["url"].split(str(site.port), 1)[1]: r for r in records(tmp_path)}
     redirect = by_path["/redirect/3"]
@@ -91,8 +102,8 @@ def test_failures_are_recorded_as_the_spec_says(tmp_path, nameserver, crawlers):
     assert big["status"] == "ok" and big["result"]["truncated"] is True and big["result"]["bytes"] == 100_000
 
 
-def test_per_host_rate_holds_across_workers(nameserver, crawlers):
-    with SiteServer(pages=120) as site, Cluster(nameserver) as cluster:
+def test_per_host_rate_holds_across_workers(crawl_ns):
+    with SiteServer(pages=120) as site, Cluster(crawl_ns) as cluster:
         pages = list(cluster.crawl([site.url("/")], max_pages=60, per_host_rate=20, robots=False))
         assert len(pages) == 60
         times = site.request_times
@@ -105,10 +116,10 @@ def max_in_one_second(times: list[float]) -> int:
     return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
 
 
-def test_retries_wait_for_the_per_host_rate_too(nameserver, crawlers):
+def test_retries_wait_for_the_per_host_rate_too(crawl_ns):
     # every page answers 503 once, then 200: each page costs two requests, both under the rate
     flaky = [f"/status/503-once/{i}" for i in range(14)]
-    with SiteServer(pages=5, root_links=flaky) as site, Cluster(nameserver) as cluster:
+    with SiteServer(pages=5, root_links=flaky) as site, Cluster(crawl_ns) as cluster:
         pages = list(cluster.crawl([site.url("/")], max_depth=1, per_host_rate=5, robots=False))
         times = site.request_times
         requested = Counter(site.requests)
@@ -118,8 +129,8 @@ def test_retries_wait_for_the_per_host_rate_too(nameserver, crawlers):
     assert max_in_one_second(times) <= 5 + 4, "retries went around per_host_rate 5 (burst 4)"
 
 
-def test_robots_txt_5xx_or_unreachable_disallows_the_host_and_4xx_allows_it(nameserver, crawlers):
-    with Cluster(nameserver) as cluster:
+def test_robots_txt_5xx_or_unreachable_disallows_the_host_and_4xx_allows_it(crawl_ns):
+    with Cluster(crawl_ns) as cluster:
         with SiteServer(pages=10, robots_status=503) as site:
             records = list(cluster.crawl([site.url("/")], max_depth=2, robots=True))
             assert site.requests == ["/robots.txt"]
@@ -160,11 +171,11 @@ def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worke
     assert all(r["status"] == "ok" for r in recs)
 
 
-def test_non_http_schemes_are_refused_and_never_read(tmp_path, nameserver, crawlers):
+def test_non_http_schemes_are_refused_and_never_read(tmp_path, crawl_ns):
     job = crawl_job(tmp_path, ["file:///etc/passwd"])
-    result = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", crawl_ns, cwd=tmp_path)
     assert result.returncode == 2 and "crawl.seeds[0]" in result.stderr
-    with Cluster(nameserver) as cluster:
+    with Cluster(crawl_ns) as cluster:
         with pytest.raises(TaskFailed) as refused:
             cluster.fetch("file:///etc/passwd")
         assert refused.value.type == "RefusedScheme"

@@ -11,11 +11,13 @@ import pytest
 
 from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, TaskTimeout, WorkerUnavailable
 from pyrocluster.local import start_nameserver, start_worker
-from tests.conftest import Processes, run_cli
+from tests.conftest import Processes, run_cli, running_cluster
 from tests.helpers.certs import CertificateAuthority
 
 SECRET = "first-contact-secret"
 NO_SECRET_ENV = {"PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": ""}
+PLAIN_ENV = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": "", **NO_SECRET_ENV}
+"""Neither a secret nor TLS, whatever the environment the tests run in says."""
 FAST_S = 2.0
 """The longest any of these mistakes may take to be answered."""
 
@@ -72,9 +74,16 @@ def test_the_secret_from_a_file_read_by_hand_or_from_the_environment_works(
         assert cluster.submit("add", 2, 2).result(timeout=30) == 4
 
 
-def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "1")
-    with Cluster(nameserver, wait=30) as cluster:
+@pytest.fixture(scope="module")
+def plain_ns() -> Iterator[str]:
+    """A name server and a one-slot worker without secret or TLS, shared by the module's tests
+    that only submit."""
+    with running_cluster(["--services", "compute", "--concurrency", "1"], env=PLAIN_ENV) as ns:
+        yield ns
+
+
+def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, plain_ns):
+    with Cluster(plain_ns, wait=30) as cluster:
         assert cluster.submit("add", 1, 1).result(timeout=30) == 2  # the catalog is known
         started = time.monotonic()
         with pytest.raises(
@@ -86,15 +95,12 @@ def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, name
         assert time.monotonic() - started < FAST_S
 
 
-def test_a_function_given_as_the_task_is_a_type_error_naming_task_and_tasks(
-    no_secret_env, nameserver, worker_factory
-):
-    worker_factory(1, "--services", "compute", "--concurrency", "1")
+def test_a_function_given_as_the_task_is_a_type_error_naming_task_and_tasks(no_secret_env, plain_ns):
 
     def inc(x: int) -> int:
         return x + 1
 
-    with Cluster(nameserver, wait=30) as cluster:
+    with Cluster(plain_ns, wait=30) as cluster:
         for attempt in (
             lambda: cluster.submit(inc, 1),  # type: ignore[arg-type]
             lambda: cluster.map(inc, [1]),  # type: ignore[arg-type]
@@ -127,7 +133,6 @@ def test_a_plain_client_of_a_tls_name_server_is_told_it_expects_tls(processes, t
     member = CertificateAuthority(tmp_path, "cluster").issue("member")
     proc, ns = start_nameserver(member.flags(), env=NO_SECRET_ENV)
     processes.add(proc)
-    plain = {"PYROCLUSTER_TLS_CERT": "", "PYROCLUSTER_TLS_KEY": "", "PYROCLUSTER_TLS_CA": "", **NO_SECRET_ENV}
-    result = run_cli("status", "--ns", ns, env=plain)
+    result = run_cli("status", "--ns", ns, env=PLAIN_ENV)
     assert result.returncode == 3, result
     assert "if it expects TLS, give --tls-cert, --tls-key and --tls-ca" in result.stderr, result

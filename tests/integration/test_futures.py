@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from pyrocluster import Cluster, TaskFailed, UpstreamFailed, WorkerUnavailable
+from tests.conftest import running_cluster
 
 
-def test_futures_as_arguments_across_three_levels_and_upstream_failure(nameserver, worker_factory):
-    worker_factory(2, "--services", "compute", "--concurrency", "2")
-    with Cluster(nameserver, wait=20) as cluster:
+@pytest.fixture(scope="module")
+def two_workers_ns() -> Iterator[str]:
+    """Two two-slot workers, shared by the module's tests that only submit and read results."""
+    worker = ["--services", "compute", "--concurrency", "2"]
+    with running_cluster(worker, worker) as ns:
+        yield ns
+
+
+def test_futures_as_arguments_across_three_levels_and_upstream_failure(two_workers_ns):
+    with Cluster(two_workers_ns, wait=20) as cluster:
         a = cluster.submit("add", 1, 2)
         b = cluster.submit("add", a, 10)  # positional
         c = cluster.submit("add", a, b=a)  # keyword, and the same future twice
@@ -33,9 +42,8 @@ def test_futures_as_arguments_across_three_levels_and_upstream_failure(nameserve
         assert waiting.cancel() and waiting.cancelled()  # never ran: cancel() keeps its meaning
 
 
-def test_a_call_on_a_finished_future_after_close_fails_at_once(nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "1")
-    cluster = Cluster(nameserver, wait=20)
+def test_a_call_on_a_finished_future_after_close_fails_at_once(two_workers_ns):
+    cluster = Cluster(two_workers_ns, wait=20)
     upstream = cluster.submit("add", 1, 2)
     assert upstream.result(timeout=30) == 3
     cluster.close()

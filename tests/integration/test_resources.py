@@ -7,13 +7,14 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyrocluster import Cluster, protocol
 from pyrocluster.errors import TaskFailed, WorkerUnavailable
-from tests.conftest import TASKS_FILE, run_cli, wait_for
+from tests.conftest import TASKS_FILE, run_cli, running_cluster, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
 
 pytestmark = pytest.mark.timeout(90)
@@ -37,55 +38,63 @@ def test_licence_calls_never_overlap_while_plain_calls_do(nameserver, worker_fac
     assert overlap(plain[0], plain[1]), plain
 
 
-def licence_workers(worker_factory) -> None:
-    worker_factory(
-        1, "--services", "compute", "--name", "lic", "--resources", "licence=2", "--tasks", TASKS_FILE
-    )
-    worker_factory(1, "--services", "compute", "--name", "plain", "--tasks", TASKS_FILE)
+LICENCE_WORKERS = (
+    ["--services", "compute", "--name", "lic", "--resources", "licence=2", "--tasks", TASKS_FILE],
+    ["--services", "compute", "--name", "plain", "--tasks", TASKS_FILE],
+)
+"""Two workers, only one of them with licences."""
 
 
-def test_calls_asking_a_licence_go_only_to_the_worker_that_has_it(nameserver, worker_factory):
-    licence_workers(worker_factory)
-    with Cluster(nameserver) as cluster:
+@pytest.fixture(scope="module")
+def licence_ns() -> Iterator[str]:
+    """LICENCE_WORKERS, shared by the module's tests that only submit to them."""
+    with running_cluster(*LICENCE_WORKERS) as ns:
+        yield ns
+
+
+@pytest.fixture(scope="module")
+def two_cpu_ns() -> Iterator[str]:
+    """One two-slot worker without GPUs or licences, shared by the module's tests that only submit."""
+    with running_cluster(["--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE]) as ns:
+        yield ns
+
+
+def test_calls_asking_a_licence_go_only_to_the_worker_that_has_it(licence_ns):
+    with Cluster(licence_ns) as cluster:
         futures = [cluster.options(resources={"licence": 1}).submit("interval", 0.05) for _ in range(8)]
         assert {f.result(timeout=30) and f.worker for f in futures} == {"lic"}
         spread = [cluster.submit("interval", 0.3) for _ in range(6)]
         assert {f.result(timeout=30) and f.worker for f in spread} == {"lic", "plain"}
 
 
-def test_a_job_asking_a_licence_runs_only_where_it_is(tmp_path, nameserver, worker_factory):
-    licence_workers(worker_factory)
+def test_a_job_asking_a_licence_runs_only_where_it_is(tmp_path, licence_ns):
     job = tmp_path / "lic.yaml"
     job.write_text(
         "name: lic\noutput: lic.jsonl\n"
         "tasks:\n  - id: t\n    call: interval\n    map: [0.05, 0.05, 0.05, 0.05, 0.05, 0.05]\n"
         "    resources: {licence: 1}\n"
     )
-    done = run_cli("submit", str(job), "--ns", nameserver, "--quiet", cwd=tmp_path)
+    done = run_cli("submit", str(job), "--ns", licence_ns, "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in (tmp_path / "lic.jsonl").read_text().splitlines()]
     assert len(records) == 6 and {r["worker"] for r in records} == {"lic"}
 
 
-def test_a_task_asking_a_gpu_no_worker_has_is_refused_before_anything_runs(
-    tmp_path, nameserver, worker_factory
-):
-    worker_factory(1, "--services", "compute", "--tasks", TASKS_FILE)
+def test_a_task_asking_a_gpu_no_worker_has_is_refused_before_anything_runs(tmp_path, two_cpu_ns):
     job = tmp_path / "gpu.yaml"
     job.write_text(
         "name: gpu\noutput: gpu.jsonl\n"
         "tasks:\n  - id: first\n    call: interval\n    args: [0]\n"
         "  - id: train\n    call: gpus_seen\n    resources:\n      gpu: 1\n"
     )
-    done = run_cli("submit", str(job), "--ns", nameserver, "--wait", "2", cwd=tmp_path)
+    done = run_cli("submit", str(job), "--ns", two_cpu_ns, "--wait", "2", cwd=tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "'train'" in done.stderr and "gpu" in done.stderr and "line 9" in done.stderr, done.stderr
     assert not (tmp_path / "gpu.jsonl").exists() or not (tmp_path / "gpu.jsonl").read_text().strip()
 
 
-def test_the_api_says_why_after_wait(nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--tasks", TASKS_FILE)
-    with Cluster(nameserver, wait=1) as cluster:
+def test_the_api_says_why_after_wait(two_cpu_ns):
+    with Cluster(two_cpu_ns, wait=1) as cluster:
         future = cluster.options(resources={"gpu": 1}).submit("gpus_seen")
         with pytest.raises(WorkerUnavailable, match="gpu"):
             future.result(timeout=30)
@@ -175,8 +184,7 @@ def test_status_shows_totals_and_used_while_a_call_holds_them(tmp_path, nameserv
     wait_for(lambda: resources()["licence"]["used"] == 0, 20, what="licence given back")
 
 
-def test_a_big_ask_starts_within_bounded_time_behind_a_stream_of_small_ones(nameserver, worker_factory):
-    worker_factory(1, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
+def test_a_big_ask_starts_within_bounded_time_behind_a_stream_of_small_ones(two_cpu_ns):
     stop = threading.Event()
 
     def stream(cluster: Cluster) -> None:
@@ -186,7 +194,7 @@ def test_a_big_ask_starts_within_bounded_time_behind_a_stream_of_small_ones(name
             for f in futures:
                 f.result(timeout=30)
 
-    with Cluster(nameserver) as smalls, Cluster(nameserver) as big:
+    with Cluster(two_cpu_ns) as smalls, Cluster(two_cpu_ns) as big:
         feeders = [threading.Thread(target=stream, args=(smalls,), daemon=True) for _ in range(2)]
         for t in feeders:
             t.start()

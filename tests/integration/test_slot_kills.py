@@ -57,6 +57,15 @@ def runs(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def second_overruns(w: RawWorker, calls: list) -> tuple[float, dict]:
+    """Run a batch of three whose second call overruns: the seconds it took and that call's error."""
+    started = time.monotonic()
+    reply = w.run_batch(calls)
+    elapsed = time.monotonic() - started
+    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN], reply
+    return elapsed, decoded(reply["outcomes"][1])[1]
+
+
 def pid(w: RawWorker) -> int:
     return decoded(w.run_batch([w.call("whoami")])["outcomes"][0])[1]
 
@@ -117,14 +126,25 @@ def test_a_task_that_tampers_with_the_timer_signal_leaves_the_next_batch_a_fresh
         solo.call("hold", str(tmp_path / "never"), timeout=1.5),
         solo.call("logged", "b", str(tmp_path / "b")),
     ]
-    started = time.monotonic()
-    reply = solo.run_batch(calls)
-    elapsed = time.monotonic() - started
-    assert kinds(reply) == [protocol.OK, protocol.TIMEOUT, protocol.NOT_RUN], reply
-    error = decoded(reply["outcomes"][1])[1]
+    elapsed, error = second_overruns(solo, calls)
     assert error["type"] == "TaskTimeout" and HELD not in error["message"], "the slot's own timer acted"
     assert "1.5 s" in error["message"] and elapsed < 5, elapsed
     assert (runs(tmp_path / "a"), runs(tmp_path / "b")) == (["a"], [])
+
+
+def test_a_call_after_a_task_that_took_the_timer_signal_in_the_same_batch_is_stopped_by_the_fallback(
+    solo, tmp_path
+):
+    calls = [
+        solo.call("tamper", "handler"),
+        solo.call("hold", str(tmp_path / "never"), timeout=0.5),
+        solo.call("logged", "b", str(tmp_path / "b")),
+    ]
+    elapsed, error = second_overruns(solo, calls)
+    assert error["type"] == "TaskTimeout" and HELD in error["message"], "the worker's fallback kill acted"
+    assert elapsed < 8, elapsed
+    assert runs(tmp_path / "b") == []
+    assert decoded(solo.run_batch([solo.call("add", 2, 2)])["outcomes"][0]) == (protocol.OK, 4)
 
 
 def test_cancel_of_a_call_not_started_skips_it_and_the_running_call_finishes(solo, tmp_path):

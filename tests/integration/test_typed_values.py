@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pyrocluster import Cluster, TaskFailed, load_result
-from tests.conftest import run_cli
+from tests.conftest import run_cli, running_cluster
 from tests.helpers.datatasks import same, samples
 
 DATA_TASKS = str(Path(__file__).parents[1] / "helpers" / "datatasks.py")
 FLOW_TASKS = str(Path(__file__).parents[1] / "helpers" / "flowtasks.py")
 
 
+DATA_WORKER = ["--services", "compute", "--concurrency", "2", "--tasks", DATA_TASKS, "--tasks", FLOW_TASKS]
+
+
 @pytest.fixture
 def data_worker(worker_factory):
-    worker_factory(
-        1, "--services", "compute", "--concurrency", "2", "--tasks", DATA_TASKS, "--tasks", FLOW_TASKS
-    )
+    worker_factory(1, *DATA_WORKER)
 
 
-def test_every_type_round_trips_through_submit_and_map(nameserver, data_worker):
+@pytest.fixture(scope="module")
+def data_ns() -> Iterator[str]:
+    """One data worker shared by the module's tests (each calls and reads back, its own files)."""
+    with running_cluster(DATA_WORKER) as ns:
+        yield ns
+
+
+def test_every_type_round_trips_through_submit_and_map(data_ns):
     values = samples()
-    with Cluster(nameserver, wait=20) as cluster:
+    with Cluster(data_ns, wait=20) as cluster:
         for name, value in values.items():
             back = cluster.submit("echo", value).result(timeout=30)
             assert same(value, back), (name, value, back)
@@ -37,8 +46,8 @@ def test_every_type_round_trips_through_submit_and_map(nameserver, data_worker):
         assert sorted(k for k in values if not same(values[k], made[k])) == []
 
 
-def test_an_object_array_fails_its_own_call_naming_the_place(nameserver, data_worker):
-    with Cluster(nameserver, wait=20) as cluster:
+def test_an_object_array_fails_its_own_call_naming_the_place(data_ns):
+    with Cluster(data_ns, wait=20) as cluster:
         ok = cluster.submit("echo", np.arange(3))
         bad = cluster.submit("echo", {"frame": np.array([object()])})
         with pytest.raises(TaskFailed) as caught:
@@ -52,9 +61,7 @@ def test_an_object_array_fails_its_own_call_naming_the_place(nameserver, data_wo
             next(results)
 
 
-def test_a_job_file_passes_typed_values_downstream_and_records_them_as_json(
-    tmp_path, nameserver, data_worker
-):
+def test_a_job_file_passes_typed_values_downstream_and_records_them_as_json(tmp_path, data_ns):
     job = tmp_path / "typed.yaml"
     job.write_text(
         "name: typed\ntasks:\n"
@@ -62,7 +69,7 @@ def test_a_job_file_passes_typed_values_downstream_and_records_them_as_json(
         "  - {id: check, call: check_samples, args: [{$result: make}]}\n"
         "  - {id: day, call: echo, args: [2026-12-01]}\n"
     )
-    result = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
+    result = run_cli("submit", str(job), "--ns", data_ns, "--json", cwd=tmp_path)
     assert result.returncode == 0, result
     records = {
         r["id"]: r for r in map(json.loads, (tmp_path / "typed.results.jsonl").read_text().splitlines())
@@ -77,9 +84,7 @@ def test_a_job_file_passes_typed_values_downstream_and_records_them_as_json(
     assert records["day"]["args"] == ["2026-12-01"] and records["day"]["result"] == "2026-12-01"
 
 
-def test_a_big_result_lives_beside_the_results_file_and_resume_feeds_it_downstream(
-    tmp_path, nameserver, data_worker
-):
+def test_a_big_result_lives_beside_the_results_file_and_resume_feeds_it_downstream(tmp_path, data_ns):
     job = tmp_path / "big.yaml"
     out = tmp_path / "big.results.jsonl"
     job.write_text(
@@ -89,7 +94,7 @@ def test_a_big_result_lives_beside_the_results_file_and_resume_feeds_it_downstre
         "  - {id: gate, call: needs_file, args: [" + json.dumps(str(tmp_path / "flag")) + "]}\n"
         "  - {id: again, call: array_sum, args: [{$result: make}], needs: [gate]}\n"
     )
-    first = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path)
+    first = run_cli("submit", str(job), "--ns", data_ns, "--json", cwd=tmp_path)
     assert first.returncode == 1, first  # gate fails until the flag exists
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     reference = records["make"]["result"]
@@ -103,7 +108,7 @@ def test_a_big_result_lives_beside_the_results_file_and_resume_feeds_it_downstre
     assert records["total"]["args"] == [reference]  # the record names the value it received
     total = records["total"]
     (tmp_path / "flag").touch()
-    again = run_cli("submit", str(job), "--ns", nameserver, "--resume", "--json", cwd=tmp_path)
+    again = run_cli("submit", str(job), "--ns", data_ns, "--resume", "--json", cwd=tmp_path)
     assert again.returncode == 0, again
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records["make"]["result"] == reference  # kept, not run again

@@ -12,6 +12,7 @@ import math
 from collections import deque
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from pyrocluster.coordinator.replies import decode_outcome, decode_reply
 from pyrocluster.services.compute import check_call, plain_batch
 from pyrocluster.services.taskstats import TaskStats
 from pyrocluster.slots.batch import BatchRun, Budget
+from pyrocluster.slots.process import _shortest_from
 
 plain = st.recursive(
     st.one_of(
@@ -210,8 +212,15 @@ def test_add_all_queues_as_add_of_each() -> None:
         assert [c.name for c in one.waiting(req) or ()] == [c.name for c in many.waiting(req) or ()]
 
 
-def test_a_batch_of_ok_calls_counts_as_each_call_would() -> None:
-    elapsed = [0.0, 0.5, 1.0, 1.0001, 5.0, 40.0, 999.0, 1000.0, 10**6, 3e5]
+@pytest.mark.parametrize(
+    "elapsed",
+    [
+        [0.0, 0.5, 1.0, 1.0001, 5.0, 40.0, 999.0, 1000.0, 10**6, 3e5],
+        [0.0, 0.001, 0.25, 1.0, 1],  # all in the first bucket (up to 1 ms)
+        [0.5, 1.0000000000000002],  # just past it
+    ],
+)
+def test_a_batch_of_ok_calls_counts_as_each_call_would(elapsed: list[float]) -> None:
     one, many = TaskStats(), TaskStats()
     one.add(["add"] * len(elapsed), [[protocol.OK, None, ms] for ms in elapsed])
     many.add_ok("add", elapsed)
@@ -219,6 +228,12 @@ def test_a_batch_of_ok_calls_counts_as_each_call_would() -> None:
     assert a["tasks"]["add"]["counts"] == b["tasks"]["add"]["counts"]
     assert a["tasks"]["add"]["histogram"] == b["tasks"]["add"]["histogram"]
     assert math.isclose(a["tasks"]["add"]["sum_s"], b["tasks"]["add"]["sum_s"])
+
+
+@given(st.lists(st.sampled_from([0.5, 1.0, 30.0]), max_size=8))
+def test_the_shortest_timeout_from_each_call_on_is_a_running_minimum(timeouts: list[float]) -> None:
+    expected = [min(timeouts[i:], default=math.inf) for i in range(len(timeouts) + 1)]
+    assert _shortest_from(timeouts) == expected
 
 
 @settings(max_examples=40, deadline=None)

@@ -86,25 +86,6 @@ def test_an_ended_batch_keeps_the_finished_outcomes_and_blames_only_the_running_
     assert ended_outcomes([ok], 2, set()) == [ok, not_run()]
 
 
-def test_hooks_see_each_start_and_each_outcome_and_a_start_hook_may_skip_a_call():
-    seen: list[object] = []
-
-    def starting(i: int, _at: float) -> bool:
-        seen.append(("start", i))
-        return i != 1
-
-    run = BatchRun(
-        [call("add", 1, 1), call("fail", "must not run"), call("add", 2, 2)],
-        ROOMY,
-        skip=[2],
-        on_start=starting,
-        on_outcome=lambda o: seen.append(o[0]),
-    )
-    run.run()
-    assert values(run) == [(protocol.OK, 2), (protocol.CANCELLED, None), (protocol.CANCELLED, None)]
-    assert seen == [("start", 0), protocol.OK, ("start", 1), protocol.CANCELLED, protocol.CANCELLED]
-
-
 def test_a_watcher_asleep_on_one_calls_deadline_sees_the_next_calls_shorter_one():
     run = BatchRun([call("sleep", 0.3, timeout=5.0), call("sleep", 3.0, timeout=0.3)], ROOMY)
     threading.Thread(target=run.run, daemon=True).start()
