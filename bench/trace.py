@@ -33,6 +33,19 @@ HOPS = [
     ("run_batch returns -> reply read by the caller (encode, loopback, wake)", "w1", "c3"),
     ("reply read -> result() returns (decode, apply, settle the future)", "c3", "c4"),
 ]
+DIRECT_HOPS = [
+    ("submit -> batch handed to the link (encode, choose a worker, book it)", "c0", "c1"),
+    ("link -> request written by the caller (pick the slot's channel, encode, send)", "c1", "c2"),
+    (
+        "written -> call started in the slot process (loopback, the slot wakes, decode, check, claim)",
+        "c2",
+        "b0",
+    ),
+    ("call started -> task ran", "b0", "s"),
+    ("task ran -> reply read by the caller (log the outcome, Pyro5 encode, loopback, wake)", "s", "c3"),
+    ("reply read -> result() returns (decode, apply, settle the future)", "c3", "c4"),
+]
+"""The hops of a lone call sent straight to a slot process (``coordinator/direct.py``)."""
 PROCESS_ONLY = {"p0", "b0", "x1", "p1"}
 
 
@@ -65,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.trace", description=__doc__)
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--pool", choices=["process", "thread"], default="process")
+    ap.add_argument("--no-direct", action="store_true", help="every call through the worker (run_batch)")
     args = ap.parse_args()
 
     from bench import raw
@@ -94,7 +108,9 @@ def main() -> None:
 
     link_cls.send, wire_cls.push, channel_cls.result_of = send, push, result_of
     tasks_file = str(Path(__file__).with_name("_trace_tasks.py"))
-    cluster = Cluster.local(workers=1, worker_args=["--pool", args.pool, "--tasks", tasks_file])
+    cluster = Cluster.local(
+        workers=1, worker_args=["--pool", args.pool, "--tasks", tasks_file], direct=not args.no_direct
+    )
     me = os.getpid()
     procs = [p for p in descendants(me) if p != me]
     roles = {p: role_of(p) for p in procs}
@@ -134,10 +150,17 @@ def main() -> None:
         assert raw_proc.stdin is not None
         raw_proc.stdin.close()
         raw_proc.wait()
+    direct = sum("w0" not in r for r in rows)
+    hops = DIRECT_HOPS if direct > len(rows) // 2 else HOPS
+    other = len(rows)
+    rows = [r for r in rows if ("w0" not in r) == (hops is DIRECT_HOPS)]
+    other -= len(rows)
+    path = "straight to the slot process" if hops is DIRECT_HOPS else "through the worker's run_batch"
+    print(f"{len(rows)} traced calls {path} ({other} by the other path left out), one worker")
+    print(f"--pool {args.pool}; median per hop (us):")
     total = statistics.median((r["c4"] - r["c0"]) * 1e6 for r in rows)
-    print(f"{len(rows)} traced calls, one worker --pool {args.pool}; median per hop (us):")
     acc = 0.0
-    for label, a, b in HOPS:
+    for label, a, b in hops:
         got = [(r[b] - r[a]) * 1e6 for r in rows if a in r and b in r]
         if not got:
             continue

@@ -76,6 +76,9 @@ class Settings:
     debug: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    direct: bool = True
+    """Lone calls go straight to a worker's slot process (``slots/direct.py``); off: every call
+    goes through the worker's compute object."""
 
     @property
     def wire_cap_bytes(self) -> int:
@@ -148,6 +151,7 @@ class Settings:
             debug=debug,
             max_message_bytes=int(max_mb) * 1024 * 1024 if max_mb else DEFAULT_MAX_MESSAGE_BYTES,
             max_value_bytes=_value_cap(max_value_bytes, env.get("PYROCLUSTER_MAX_VALUE_BYTES")),
+            direct=env.get("PYROCLUSTER_DIRECT", "1").lower() not in ("0", "false", "no", "off"),
         )
 
     def child_env(self) -> dict[str, str]:
@@ -162,6 +166,8 @@ class Settings:
                 env[f"PYROCLUSTER_TLS_{name}"] = str(Path(value).resolve())
         env["PYROCLUSTER_MAX_MESSAGE_MB"] = str(max(1, self.max_message_bytes // (1024 * 1024)))
         env["PYROCLUSTER_MAX_VALUE_BYTES"] = str(self.max_value_bytes)
+        if not self.direct:
+            env["PYROCLUSTER_DIRECT"] = "0"
         return env
 
 

@@ -81,12 +81,27 @@ class Revocations:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._revoked: dict[str, int] = {}
+        self._listeners: list[Callable[[dict[str, int]], None]] = []
+
+    def listen(self, listener: Callable[[dict[str, int]], None]) -> None:
+        """Call ``listener(every revocation)`` now and whenever one is added (a worker hands them
+        to its slot processes, which answer direct calls)."""
+        with self._lock:
+            self._listeners.append(listener)
+            known = dict(self._revoked)
+        listener(known)
 
     def update(self, revoked: Mapping[str, int]) -> None:
         """Add what the name server lists (nothing is forgotten while this process runs)."""
         with self._lock:
+            before = dict(self._revoked)
             for name, at_ms in revoked.items():
                 self._revoked[name] = max(at_ms, self._revoked.get(name, 0))
+            changed = self._revoked != before
+            known, listeners = dict(self._revoked), list(self._listeners)
+        if changed:
+            for listener in listeners:
+                listener(known)
 
     def known(self) -> dict[str, int]:
         """Every revocation this process knows."""

@@ -30,6 +30,7 @@ from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.nameserver import registry
 from pyrocluster.nameserver.server import bound_address
 from pyrocluster.resources import CPU, GPU, MEMORY
+from pyrocluster.roles import REVOKED
 from pyrocluster.services.compute import ComputeService
 from pyrocluster.services.control import ControlService
 from pyrocluster.services.holders import RegisteredHolders
@@ -37,6 +38,7 @@ from pyrocluster.services.state import WorkerState
 from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
+from pyrocluster.slots.direct import DIRECT_SUFFIX, DirectSpec
 from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
 from pyrocluster.slots.gate import Gate
 
@@ -135,7 +137,9 @@ class Worker:
         early = None
         if "compute" in self.options.services and self.options.pool == "process":
             # Asked for first: the wait for the fork server overlaps what follows (slots/early.py).
-            early = EarlySlots(self.slots_n, self.options.task_modules, slot_reply_bytes(self.settings))
+            early = EarlySlots(
+                self.slots_n, self.options.task_modules, slot_reply_bytes(self.settings), self._direct_spec()
+            )
         try:
             self._start(early)
         except BaseException:
@@ -175,6 +179,7 @@ class Worker:
                 self._slots = make_slots(self.options.pool, self.slots_n, modules, reply_bytes)
             gate = Gate(self.slots_n, self.resources, self.options.gpus)
             self.state.busy_fn = gate.busy
+            self._lend_slots(gate)
             self.state.resources_fn = gate.resources
             self.state.tasks = sorted(tasks.REGISTRY)
             # Big results kept for the calls that receive them: not in the name server, its URI
@@ -190,8 +195,45 @@ class Worker:
 
             self._crawl = CrawlService(self.options.crawl_concurrency, self.state)
             self._register_object("crawl", self._crawl)
-        self._register_object(registry.CONTROL, ControlService(self.state, gate.load if gate else None))
+        lender = getattr(self._slots, "lender", None)
+        on_drain = lender.draining if lender is not None else None
+        control = ControlService(self.state, gate.load if gate else None, on_drain)
+        self._register_object(registry.CONTROL, control)
         self._register()
+
+    def _direct_spec(self) -> DirectSpec | None:
+        """How process slots serve direct calls (``slots/direct.py``); None without them: thread
+        slots, the setting off, GPUs (a direct call would not get its empty device list), or a
+        bind host the worker refuses (its start fails: no slot port opens meanwhile)."""
+        if self.options.pool != "process" or not self.settings.direct or self.options.gpus:
+            return None
+        try:
+            config.check_bind(self.options.host, self.settings, self.options.insecure)
+        except ValueError:
+            return None
+        host = self.options.host
+        advertise = local_address_towards(self.settings.ns_host) if host == "0.0.0.0" else None
+        object_id = f"{registry.object_name(self.name, 'compute')}.{self.instance}{DIRECT_SUFFIX}"
+        return DirectSpec(self.settings, host, advertise, object_id)
+
+    def _lend_slots(self, gate: Gate) -> None:
+        """Wire the slots lent to direct calls to the gate, the counters and the revocations."""
+        lender = getattr(self._slots, "lender", None)
+        if lender is None:
+            return
+        state = self.state
+
+        def ended(sender: str, task: str, kind: int, elapsed_ms: float) -> None:
+            state.finished([task], [[kind, None, elapsed_ms]], direct=True)
+            gate.charge(sender, 1)
+
+        lender.on_ended = ended
+        state.busy_fn = lambda: gate.busy() + lender.running()
+        state.fold_fn = lender.fold
+        gate.on_waiting = lender.gate_waiting
+        gate.direct = lambda: lender.ports
+        self.on_drain.append(lambda: lender.draining(True))
+        REVOKED.listen(lender.publish_revocations)
 
     def _connect_waiting(self) -> Any:
         """The name server, waiting up to ``ns_wait_s`` for it to appear (saying so once), or
@@ -355,7 +397,10 @@ class Worker:
             self.options.drain_timeout_s,
         )
         deadline = time.monotonic() + self.options.drain_timeout_s
-        while self.state.active_calls > 0 and time.monotonic() < deadline:
+        lender = getattr(self._slots, "lender", None)
+        while (self.state.active_calls > 0 or (lender is not None and lender.running() > 0)) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         if self.state.active_calls > 0:
             log.info("drain timed out with %d batch(es) still running", self.state.active_calls)

@@ -255,6 +255,23 @@ def value_cap_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def direct_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--direct/--no-direct``: lone calls straight to a worker's slot process (on by default)."""
+    return click.option(
+        "--direct/--no-direct",
+        "direct",
+        envvar="PYROCLUSTER_DIRECT",
+        show_envvar=True,
+        default=None,
+        help="Send lone calls straight to a worker's slot process (worker: serve them) [default: on].",
+    )(func)
+
+
+def with_direct(settings: Settings, direct: bool | None) -> Settings:
+    """``settings`` with ``--direct/--no-direct`` when it was given."""
+    return settings if direct is None else replace(settings, direct=direct)
+
+
 def with_value_cap(settings: Settings, max_value_bytes: int | None) -> Settings:
     """``settings`` with ``--max-value-bytes`` when it was given."""
     return settings if max_value_bytes is None else replace(settings, max_value_bytes=max_value_bytes)

@@ -15,6 +15,7 @@ from pyrocluster.cli.common import (
     EXIT_OK,
     cancel_on_signals,
     command,
+    direct_option,
     health_options,
     listen_options,
     require_secret,
@@ -23,6 +24,7 @@ from pyrocluster.cli.common import (
     stop_on_signals,
     supervision,
     value_cap_option,
+    with_direct,
     with_value_cap,
 )
 from pyrocluster.config import check_bind
@@ -157,6 +159,7 @@ def _split(value: str) -> list[str]:
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a cluster secret.")
 @value_cap_option
+@direct_option
 @health_options
 @shared_options
 @command
@@ -177,6 +180,7 @@ def worker(
     wait_s: float,
     insecure: bool,
     max_value_bytes: int | None,
+    direct: bool | None,
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
@@ -187,7 +191,7 @@ def worker(
     from pyrocluster.resources import parse_spec
     from pyrocluster.worker import Worker, WorkerOptions
 
-    settings = with_value_cap(settings_from(kw, info_logs=True), max_value_bytes)
+    settings = with_direct(with_value_cap(settings_from(kw, info_logs=True), max_value_bytes), direct)
     require_secret(settings, "run a worker")
     try:
         offered = parse_spec(resource_spec)
@@ -278,6 +282,7 @@ def check_task_files(task_modules: tuple[str, ...], local: int | None) -> None:
     help="Check everything submit checks (the file, every problem at once; the workers) and run nothing.",
 )
 @value_cap_option
+@direct_option
 @shared_options
 @command
 def submit(
@@ -292,12 +297,13 @@ def submit(
     quiet: bool,
     dry_run: bool,
     max_value_bytes: int | None,
+    direct: bool | None,
     **kw: Any,
 ) -> int:
     """Run a job file on the cluster and write its results file."""
     from pyrocluster.local import start_local
 
-    settings = with_value_cap(settings_from(kw), max_value_bytes)
+    settings = with_direct(with_value_cap(settings_from(kw), max_value_bytes), direct)
     check_task_files(task_modules, local)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")

@@ -215,7 +215,9 @@ class Cluster:
     ``probe_timeout`` the liveness-probe silence that counts as death, ``wait`` how long a call
     waits for any live worker offering its service, ``max_batch`` the most calls sent to a worker
     in one request (1 turns batching off), ``max_value_bytes`` the largest encoded arguments of
-    one call (default 1 GiB; a worker's own cap bounds its results).
+    one call (default 1 GiB; a worker's own cap bounds its results), ``direct`` whether a lone
+    call goes straight to a worker's slot process when the worker lends one (default on, or
+    ``PYROCLUSTER_DIRECT``).
     """
 
     def __init__(
@@ -231,6 +233,7 @@ class Cluster:
         max_batch: int = MAX_BATCH,
         max_value_bytes: int | None = None,
         settings: Settings | None = None,
+        direct: bool | None = None,
     ) -> None:
         if settings is None:
             settings = Settings.from_sources(
@@ -240,6 +243,8 @@ class Cluster:
             settings = settings.with_ns(ns) if ns else settings
             if max_value_bytes is not None:
                 settings = replace(settings, max_value_bytes=config.check_value_cap(max_value_bytes))
+        if direct is not None:
+            settings = replace(settings, direct=direct)
         config.apply(settings)
         self.settings = settings
         self.peer = own_peer(settings)

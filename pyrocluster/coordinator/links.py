@@ -30,6 +30,7 @@ import Pyro5.errors
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
 from pyrocluster.coordinator.channel import Channel, Undecodable, Unsent
+from pyrocluster.coordinator.direct import DirectRoute
 from pyrocluster.coordinator.policy import Happened
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S, PROBE_INTERVAL_S
@@ -221,6 +222,11 @@ class WorkerLink:
         self._probing = False
         self._probe_at = 0.0
         self._stopped = False
+        self.direct: DirectRoute | None = None
+        """Lone calls straight to the worker's lent slots (``direct.py``), when settings allow."""
+        if settings.direct and "compute" in self.uris:
+            compute = (lambda: self._take("compute"), lambda ch: self._put_back("compute", ch))
+            self.direct = DirectRoute(self.uris["compute"], settings, self._wire, owner.sender_id, compute)
         self._transport.add(self)
 
     # -- sending -----------------------------------------------------------------------------
@@ -241,7 +247,21 @@ class WorkerLink:
         channel.release()
 
     def send(self, batch: Batch) -> None:
-        """Start the batch call: its request is queued on the wire, whose loop writes it."""
+        """Start the batch call: its request is queued on the wire, whose loop writes it (a lone
+        call to a slot the worker lends, when it lends one)."""
+        direct = self.direct
+        if direct is not None and direct.send(batch, self._direct_replied, self._direct_failed, self._send):
+            return
+        self._send(batch)
+
+    def _direct_replied(self, batch: Batch, reply: Any) -> None:
+        self._owner.batch_replied(self, batch, reply, time.monotonic() - batch.sent_at)
+
+    def _direct_failed(self, batch: Batch, exc: BaseException) -> None:
+        self._owner.batch_failed(self, batch, happened_of(exc), f"{type(exc).__name__}: {exc}")
+
+    def _send(self, batch: Batch) -> None:
+        """The ``run_batch`` call of a batch."""
         service = batch.service
         channel = self._take(service)
         request = batch.request(self._owner.sender_id)
@@ -250,6 +270,8 @@ class WorkerLink:
         def done(reply: Any, exc: BaseException | None) -> None:
             self._put_back(service, channel)
             if exc is None:
+                if self.direct is not None and isinstance(reply, dict):
+                    self.direct.learn(reply.get("load"))
                 self._owner.batch_replied(self, batch, reply, time.monotonic() - batch.sent_at)
             else:
                 self._owner.batch_failed(self, batch, happened_of(exc), f"{type(exc).__name__}: {exc}")
@@ -271,6 +293,8 @@ class WorkerLink:
         """Cut the connections of calls under way (the worker was set aside): they fail at once."""
         with self._lock:
             busy = list(self._busy)
+        if self.direct is not None:
+            busy += list(self.direct.busy)
         for channel in busy:
             self._wire.cut(channel)
 
@@ -326,6 +350,8 @@ class WorkerLink:
         self._probing = False
         self._probe_at = 0.0
         if exc is None:
+            if self.direct is not None:
+                self.direct.learn(load)
             self._owner.probe_answered(self, load)
         elif isinstance(exc, (Pyro5.errors.PyroError, Unsent)):
             self._probe_channel.release()
@@ -349,6 +375,8 @@ class WorkerLink:
                 chans.clear()
         for channel in idle:
             channel.release()
+        if self.direct is not None:
+            self.direct.stop()
         if not self._probing:
             self._probe_channel.release()
         if self._own_transport:

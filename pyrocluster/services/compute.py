@@ -418,4 +418,18 @@ class ComputeService:
         # Waiting batches first: a slot freed by stopping a running call must not start one of
         # them only to stop it again (a process slot would be killed twice).
         order = sorted(found, key=Ticket.started)
-        return sum(ticket.cancel(found[ticket]) for ticket in order)
+        stopped = sum(ticket.cancel(found[ticket]) for ticket in order)
+        lender = getattr(self._slots, "lender", None)
+        if lender is not None:  # direct calls run in slots, outside any batch
+            stopped += lender.cancel(sender, wanted)
+        return stopped
+
+    @requires(Role.SUBMITTER, "run tasks")
+    def direct_outcome(self, sender: Any, call_id: Any) -> dict[str, Any] | None:
+        """The reply ``run_batch`` would have given a direct call whose slot process ended while
+        it ran (``{"outcomes": [one]}``), or None when no slot ran it into its end."""
+        lender = getattr(self._slots, "lender", None)
+        if lender is None or not isinstance(sender, str) or not isinstance(call_id, str):
+            return None
+        outcome = lender.outcome_of(sender, call_id)
+        return None if outcome is None else {"outcomes": [outcome], "load": self._gate.load()}

@@ -19,9 +19,16 @@ log = logging.getLogger(__name__)
 class ControlService:
     """Liveness and introspection for viewers; ``drain``/``undrain`` for operators."""
 
-    def __init__(self, state: WorkerState, load: Callable[[], dict[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        load: Callable[[], dict[str, int]] | None = None,
+        on_drain: Callable[[bool], None] | None = None,
+    ) -> None:
         self._state = state
         self._load = load
+        self._on_drain = on_drain
+        """Told when ``drain``/``undrain`` change the state (the slots lent to direct calls)."""
 
     @requires(Role.VIEWER, "ping workers")
     def ping(self) -> str:
@@ -55,6 +62,8 @@ class ControlService:
         peer = check(Role.OPERATOR, "drain workers")
         changed = not self._state.draining
         self._state.draining = True
+        if self._on_drain is not None:
+            self._on_drain(True)
         audit(peer, "drain", worker=self._state.name)
         return changed
 
@@ -66,5 +75,7 @@ class ControlService:
             return False
         changed = self._state.draining
         self._state.draining = False
+        if self._on_drain is not None:
+            self._on_drain(False)
         audit(peer, "undrain", worker=self._state.name)
         return changed

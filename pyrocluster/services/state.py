@@ -39,8 +39,12 @@ class WorkerState:
     done: int = 0
     failed: int = 0
     total_ms: float = 0.0
+    direct: int = 0
+    """Calls that came straight to a slot process (``slots/direct.py``), counted in ``done`` too."""
     active_calls: int = 0
     busy_fn: Any = None
+    fold_fn: Any = None
+    """Counts the direct calls that ended (``slots/lending.py``) before the counters are read."""
     resources_fn: Any = None
     """``{name: {"total", "used"}}`` of the compute resources (set with the compute service)."""
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -73,14 +77,18 @@ class WorkerState:
             self.failed += len(outcomes) - ok
             self.total_ms += ms
 
-    def finished(self, names: list[str], outcomes: Sequence[Any]) -> None:
-        """A compute batch ended: ``names[i]`` ran as ``outcomes[i]``; log its failures now.
+    def finished(self, names: list[str], outcomes: Sequence[Any], direct: bool = False) -> None:
+        """A compute batch ended (or ``direct`` calls): ``names[i]`` ran as ``outcomes[i]``; log
+        its failures now.
 
         Counting waits until someone reads the counters (or many batches wait), so a batch's
         reply does not wait on it: the worker's request thread only notes kinds and durations.
         """
         if not outcomes:
             return
+        if direct:
+            with self._lock:
+                self.direct += len(outcomes)
         kinds, _, elapsed = zip(*outcomes, strict=True)
         if kinds.count(OK) != len(kinds):
             log_failures(names, outcomes)
@@ -109,6 +117,8 @@ class WorkerState:
 
     def task_snapshot(self) -> dict[str, Any]:
         """Per-task counters and histograms, up to date."""
+        if self.fold_fn is not None:
+            self.fold_fn()
         self._fold()
         return self.task_stats.snapshot()
 
@@ -146,6 +156,8 @@ class WorkerState:
     def info(self) -> dict[str, Any]:
         """The worker as ``status --json`` shows it."""
         cpu, rss = self._resources()
+        if self.fold_fn is not None:
+            self.fold_fn()
         self._fold()
         with self._lock:
             finished = self.done + self.failed
@@ -160,6 +172,7 @@ class WorkerState:
                 "done": self.done,
                 "failed": self.failed,
                 "mean_ms": round(self.total_ms / finished, 3) if finished else 0.0,
+                "direct": self.direct,
                 "uptime_s": round(time.time() - self.started, 1),
                 "cpu_percent": round(cpu, 1),
                 "rss_mb": round(rss, 1),

@@ -18,6 +18,7 @@ DISCARD_WAIT_S = 5.0
 
 if TYPE_CHECKING:
     from pyrocluster.config import Settings
+    from pyrocluster.slots.direct import DirectSpec
     from pyrocluster.slots.process import ProcessSlots
 
 
@@ -29,19 +30,21 @@ def slot_reply_bytes(settings: Settings) -> int:
 class EarlySlots:
     """``n`` process slots being made in a thread; :meth:`result` waits for them."""
 
-    def __init__(self, n: int, task_modules: list[str], reply_bytes: int) -> None:
+    def __init__(
+        self, n: int, task_modules: list[str], reply_bytes: int, direct: DirectSpec | None = None
+    ) -> None:
+        """``direct``: how the slots serve direct calls (``direct.py``), None for not at all."""
         self._slots: ProcessSlots | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._make, args=(n, task_modules, reply_bytes), name="early-slots", daemon=True
-        )
+        args = (n, task_modules, reply_bytes, direct)
+        self._thread = threading.Thread(target=self._make, args=args, name="early-slots", daemon=True)
         self._thread.start()
 
-    def _make(self, n: int, task_modules: list[str], reply_bytes: int) -> None:
+    def _make(self, n: int, task_modules: list[str], reply_bytes: int, direct: DirectSpec | None) -> None:
         try:
             from pyrocluster.slots.process import ProcessSlots
 
-            self._slots = ProcessSlots(n, task_modules, reply_bytes)
+            self._slots = ProcessSlots(n, task_modules, reply_bytes, direct)
         except BaseException as exc:  # raised by result(), where the worker would have raised it
             self._error = exc
 

@@ -15,7 +15,7 @@ is also where ``cancel`` finds the batch, whichever of those states it is in.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pyrocluster.protocol import HELD_PER_SLOT
@@ -53,6 +53,11 @@ class Gate:
         self._order: AdmissionOrder[Ticket] = AdmissionOrder()
         self._running = 0
         self._held: dict[str, int] = {}
+        self.on_waiting: Callable[[bool], None] | None = None
+        """Told (under the gate's lock) when batches start waiting here, and when none waits any more."""
+        self.direct: Callable[[], list[int]] | None = None
+        """The ports of the slots lent to direct calls now, for :meth:`load` (``lending.py``)."""
+        self._told_waiting = False
 
     def enter(self, ticket: Ticket) -> bool:
         """Take a slot for ``ticket``, waiting in the queue if need be; False when its sender
@@ -74,6 +79,7 @@ class Gate:
             ticket.since = self._patience.clock()
             self._order.push(sender, ticket.priority, ticket.size, ticket)
             self._start_waiting()
+            self._tell_waiting()
         granted.wait()
         return True
 
@@ -83,6 +89,7 @@ class Gate:
             self._let_go(ticket.sender)
             self._give_back(ticket)
             self._start_waiting()
+            self._tell_waiting()
 
     def drop(self, ticket: Ticket) -> bool:
         """Take a waiting ticket out of the queue; False when it is not waiting (any more)."""
@@ -91,7 +98,20 @@ class Gate:
                 return False
             self._let_go(ticket.sender)
             self._start_waiting()  # it may have held back smaller asks
+            self._tell_waiting()
             return True
+
+    def _tell_waiting(self) -> None:
+        """Tell ``on_waiting`` when whether batches wait here changed (lock held)."""
+        waiting = bool(self._order)
+        if waiting != self._told_waiting and self.on_waiting is not None:
+            self._told_waiting = waiting
+            self.on_waiting(waiting)
+
+    def charge(self, sender: str, calls: int) -> None:
+        """Count calls that ran outside the gate (direct calls) in ``sender``'s fair share."""
+        with self._lock:
+            self._order.start_now(sender, calls)
 
     def fits_totals(self, ask: Mapping[str, float]) -> bool:
         """True when ``ask`` could ever run here (it fits the totals)."""
@@ -153,6 +173,10 @@ class Gate:
             used = {name: amount for name, amount in self._used.items() if amount > 0}
             if used and used != {CPU: self._running}:
                 load["used"] = used
+            if self.direct is not None:
+                ports = self.direct()
+                if ports:
+                    load["direct"] = ports
             return load
 
     def resources(self) -> dict[str, dict[str, float]]:

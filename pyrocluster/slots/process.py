@@ -51,8 +51,10 @@ from pyrocluster.slots.inline_batch import run_logged
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
-if TYPE_CHECKING:  # the gate is the worker's: slot processes never load it
+if TYPE_CHECKING:  # the gate and the lender are the worker's: slot processes never load them
+    from pyrocluster.slots.direct import DirectSpec
     from pyrocluster.slots.gate import Ticket
+    from pyrocluster.slots.lending import Lender
 
 _PAYLOAD = operator.itemgetter(1)
 _TIMEOUT = operator.itemgetter(2)
@@ -87,8 +89,11 @@ def _send(conn: Connection, message: bytes) -> bool:
     return True
 
 
-def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> None:
-    """Body of a slot process: load the user's tasks, then run batches until the pipe closes.
+def _child_main(
+    conn: Connection, task_modules: list[str], share: SlotShare, direct: DirectSpec | None = None
+) -> None:
+    """Body of a slot process: load the user's tasks, then run batches until the pipe closes
+    (and, with ``direct``, serve direct calls between them: ``direct.py``).
 
     The main thread's SIGALRM handler (see :mod:`~pyrocluster.slots.calltimer`) marks an overrun of
     the call in progress and ends the process. The normal path wakes no other thread.
@@ -107,11 +112,26 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
             os._exit(0)
 
     timer = CallTimer(overran)
+
+    def run_direct(calls: list[Call], budget: Budget) -> list[Outcome]:
+        """A direct call (``direct.py``), logged in the share as a batch of one."""
+        nonlocal running
+        timer.check()
+        running = calls
+        run_logged(calls, budget, share, timer, {})
+        running = []
+        return share.finished()
+
     if not _send(conn, READY):
         return
+    server: Any = None
     raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
+            if server is None and direct is not None and not conn.poll(0):
+                server = _direct_server(direct, share, conn, run_direct)
+            if server is not None:
+                server.serve()  # direct calls, until the pipe has a batch (or is closed)
             try:
                 data = conn.recv_bytes()
                 reply_bytes, value_bytes, calls, held, big = codec.unpack(data)
@@ -132,19 +152,39 @@ def _child_main(conn: Connection, task_modules: list[str], share: SlotShare) -> 
                 return
 
 
+def _direct_server(direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any) -> Any:
+    """The slot's endpoint for direct calls, made once the slot is idle after its start: it loads
+    Pyro5 and the worker's checks (80-170 ms), which neither the fork server nor a replaced slot's
+    first batch should wait for. The worker lends the slot once its port is in the share."""
+    from pyrocluster.slots.direct import DirectServer
+
+    return DirectServer(direct, share, conn, run_direct)
+
+
 class SlotProcess:
     """One slot's child process, its pipe, and the :class:`SlotShare` of the batch it runs."""
 
-    def __init__(self, ctx: Any, task_modules: list[str], log_bytes: int) -> None:
+    def __init__(
+        self, ctx: Any, task_modules: list[str], log_bytes: int, direct: DirectSpec | None = None
+    ) -> None:
         self._ctx = ctx
         self._modules = task_modules
         self._log_bytes = log_bytes
+        self._direct = direct
+        self.pipe_lock = threading.Lock()
+        """Held by whoever talks with the process: a batch, or the worker's direct-call supervisor."""
+        self.revocations: tuple[bytes, float] | None = None
+        """The revocations each new process of this slot starts with (direct calls check them)."""
         self._start()
 
     def _start(self) -> None:
         self.share = SlotShare(self._ctx, MAX_CALLS, self._log_bytes)
+        if self.revocations is not None:
+            self.share.write_revocations(*self.revocations)
+        self.told_seen = 0
+        """Messages of the process between batches that the worker has read (``lending.py``)."""
         parent, child = self._ctx.Pipe()
-        args = (child, self._modules, self.share)
+        args = (child, self._modules, self.share, self._direct)
         self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
         self.proc.start()
         child.close()
@@ -254,17 +294,27 @@ class SlotProcess:
         share.close()
         self._start()
         timeout_s = float(calls[current][2]) if current >= 0 else 0.0
-        if timed_out:
-            outcome = timeout_outcome(timeout_s)
-        elif killed_for == TIMEOUT:
-            outcome = timeout_outcome(
-                timeout_s, " (the slot's timer could not stop it; its process was killed)"
-            )
-        elif killed_for == CANCELLED:
-            outcome = cancelled()
-        else:
-            outcome = encoded_failure(CRASHED, "ProcessDied", f"the task's process died (exit code {code})")
+        outcome = end_outcome(timed_out, killed_for, code, timeout_s)
         return ended_outcomes(finished, len(calls), self._cancelled, current, outcome)
+
+    def replace_after_direct(self, timeout_s: float) -> Outcome:
+        """Replace a process that ended while it ran a direct call; that call's outcome: its own
+        when it was logged, else that of the end (as :meth:`_after_end` gives a batch's)."""
+        killed_for = self._killed_for
+        self.proc.join(timeout=0 if killed_for else 1)
+        code = self.proc.exitcode
+        self._stop()
+        share = self.share
+        finished, timed_out = share.finished(), share.was_timed_out()
+        share.close()
+        self._start()
+        return finished[0] if finished else end_outcome(timed_out, killed_for, code, timeout_s)
+
+    def replace(self) -> None:
+        """Replace a process that ended while idle."""
+        self._stop()
+        self.share.close()
+        self._start()
 
     def close(self) -> None:
         """Stop the child process (one still loading its tasks ends without a word)."""
@@ -275,6 +325,18 @@ class SlotProcess:
             self.proc.kill()
             self.proc.join()
         self.share.close()
+
+
+def end_outcome(timed_out: bool, killed_for: int | None, code: int | None, timeout_s: float) -> Outcome:
+    """The outcome of the call in progress when a slot process ended: overrun (its timer, or the
+    worker's fallback kill), cancelled, or died."""
+    if timed_out:
+        return timeout_outcome(timeout_s)
+    if killed_for == TIMEOUT:
+        return timeout_outcome(timeout_s, " (the slot's timer could not stop it; its process was killed)")
+    if killed_for == CANCELLED:
+        return cancelled()
+    return encoded_failure(CRASHED, "ProcessDied", f"the task's process died (exit code {code})")
 
 
 def _big(payload: Any) -> bool:
@@ -302,14 +364,25 @@ class ProcessSlots:
     """``n`` slot processes; a batch takes one for its whole run, with replies of up to
     ``log_bytes`` of outcomes."""
 
-    def __init__(self, n: int, task_modules: list[str], log_bytes: int) -> None:
+    def __init__(
+        self, n: int, task_modules: list[str], log_bytes: int, direct: DirectSpec | None = None
+    ) -> None:
         self.total = n
         ctx = slot_context()
-        self._idle = [SlotProcess(ctx, list(task_modules), log_bytes) for _ in range(n)]
+        self._idle = [SlotProcess(ctx, list(task_modules), log_bytes, direct) for _ in range(n)]
         self._lock = threading.Lock()
+        self.lender: Lender | None = None
+        """Lends idle slots to direct calls and supervises those (None: no direct path)."""
+        if direct is not None:
+            from pyrocluster.slots.lending import Lender  # it builds on this module
+
+            self.lender = Lender(list(self._idle))
 
     def run(self, calls: list[Call], budget: Budget, ticket: Ticket) -> list[Outcome]:
-        """Run a batch in a free slot process (the ticket holds a slot, so one is free)."""
+        """Run a batch in a free slot process (the ticket holds a slot, so one is free, or one
+        a direct call holds is given back when that call ends)."""
+        if self.lender is not None:
+            return self.lender.run(calls, budget, ticket)
         with self._lock:
             slot = self._idle.pop()
         try:
@@ -321,6 +394,9 @@ class ProcessSlots:
 
     def close(self) -> None:
         """Stop every slot process."""
+        if self.lender is not None:
+            self.lender.close()
+            return
         with self._lock:
             slots, self._idle = self._idle, []
         for slot in slots:

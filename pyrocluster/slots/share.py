@@ -31,9 +31,26 @@ import msgpack
 from pyrocluster import bigbuffers
 from pyrocluster.slots.batch import Outcome
 
-INDEX, START, LOGGED, USED, TIMED_OUT = range(5)
+INDEX, START, LOGGED, USED, TIMED_OUT, MODE, WANTED, DEADLINE, PORT, WATCHING, TOLD, REVOKED_AT, ENDED = (
+    range(13)
+)
 """Fields of ``progress``: the call last started, its start (monotonic), outcomes logged, log bytes
-used, and 1.0 once the slot's timer ended the process for an overrun."""
+used, and 1.0 once the slot's timer ended the process for an overrun; then the direct path's
+(``direct.py``): the slot's mode, 1.0 when the worker wants it back after its direct call, that
+call's deadline (monotonic), the slot's port, 1.0 while the worker watches direct calls' deadlines,
+messages the slot process sent on its pipe between batches, the version of the revocations
+written for the slot, and the bytes of the records of ended direct calls not read yet."""
+HELD, LENT, DIRECT = 0.0, 1.0, 2.0
+"""Modes of a slot: the worker's (idle or running a batch), lent to direct calls, running one."""
+DIRECT_INFO_BYTES = 64 * 1024
+"""Room for the direct call in progress (sender, call id, task), the records of direct calls
+that ended, and the revocations."""
+_WHO_BYTES = 1024
+ENDED_BYTES = 16 * 1024
+"""Room for the records of ended direct calls; past half of it the slot asks the worker to read
+them (a message on its pipe), so the worker is not woken for every call."""
+_REVOKED_AT = _WHO_BYTES + ENDED_BYTES
+_LEN = struct.Struct(">I")
 LOCK_WAIT_S = 1.0
 """The slot process holds the lock for microseconds; a worker that waits this long for it goes on
 without it (the process died holding it, killed from outside)."""
@@ -129,8 +146,10 @@ class SlotShare:
     """
 
     def __init__(self, ctx: Any, max_calls: int, log_bytes: int) -> None:
-        self.progress = ctx.RawArray("d", 5)
+        self.progress = ctx.RawArray("d", 13)
         self._lock = ctx.Lock()
+        self._info = _Memory(DIRECT_INFO_BYTES)
+        """The direct call in progress (``[sender, call_id, task]``), then the revocations."""
         self._memory = _Memory(max_calls + _HEAD.size + log_bytes + max_calls * SKIPPED_BYTES)
         self._head = max_calls
         self._start = max_calls + _HEAD.size
@@ -307,3 +326,153 @@ class SlotShare:
     def close(self) -> None:
         """Unmap (the worker's side, once its process is gone)."""
         self._memory.close()
+        self._info.close()
+
+    # -- the direct path (``direct.py``): who runs the slot, and the call it runs ----------------
+
+    def claim(self, who: list[str], timeout_s: float, now: float) -> bool:
+        """(The slot process) take the lent slot for one direct call; False when it is not lent.
+
+        Also False for a ``who`` too long to record. Returns with the log reset for the call."""
+        data = msgpack.packb(who)
+        if len(data) > _WHO_BYTES - _LEN.size:
+            return False
+        lock, progress = self._lock, self.progress
+        lock.acquire()
+        try:
+            if progress[MODE] != LENT:
+                return False
+            info = self._info.map
+            _LEN.pack_into(info, 0, len(data))
+            info[_LEN.size : _LEN.size + len(data)] = data
+            progress[LOGGED] = 0.0
+            progress[INDEX] = -1.0
+            progress[DEADLINE] = now + timeout_s
+            progress[MODE] = DIRECT
+            return True
+        finally:
+            lock.release()
+
+    def unclaim(self, record: bytes, tell: Callable[[], None]) -> None:
+        """(The slot process) the direct call is over: its ``record`` (msgpack) kept for the
+        worker, and the slot lent again, or the worker's if it asked.
+
+        ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
+        their room (the worker, which takes the slot under the lock, then finds the message before
+        a batch's reply)."""
+        lock, progress = self._lock, self.progress
+        lock.acquire()
+        try:
+            used = int(progress[ENDED])
+            end = used + len(record)
+            if end <= ENDED_BYTES:  # full: the worker has not read them; this one is not counted
+                self._info.map[_WHO_BYTES + used : _WHO_BYTES + end] = record
+                progress[ENDED] = end
+            half = ENDED_BYTES // 2
+            if progress[WANTED] or (end > half and used <= half):  # the worker waits, or room runs out
+                progress[TOLD] += 1
+                tell()
+            progress[MODE] = HELD if progress[WANTED] else LENT
+            progress[WANTED] = 0.0
+        finally:
+            lock.release()
+
+    def told(self) -> None:
+        """(The slot process) it sent the worker a message between batches."""
+        self.progress[TOLD] += 1
+
+    def take_ended(self) -> list[Any]:
+        """(The worker) the records of the direct calls ended since the last take."""
+        with self._locked():
+            used = int(self.progress[ENDED])
+            if not used:
+                return []
+            data = bytes(self._info.map[_WHO_BYTES : _WHO_BYTES + used])
+            self.progress[ENDED] = 0.0
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(data)
+        return list(unpacker)
+
+    def watched(self) -> bool:
+        """True while the worker watches the deadlines of direct calls (else tell it one started)."""
+        return self.progress[WATCHING] == 1.0
+
+    def revocations(self, known: float) -> tuple[float, dict[str, int] | None]:
+        """The revocations' version, and the revocations when newer than ``known``."""
+        version = self.progress[REVOKED_AT]
+        if version == known:
+            return known, None
+        info = self._info.map
+        (size,) = _LEN.unpack_from(info, _REVOKED_AT)
+        start = _REVOKED_AT + _LEN.size
+        return version, msgpack.unpackb(info[start : start + size])
+
+    def lend(self, on: bool) -> None:
+        """(The worker) lend an idle slot to direct calls, or take it back (one running a direct
+        call comes back when that call ends)."""
+        with self._locked():
+            progress = self.progress
+            if progress[MODE] == DIRECT:
+                progress[WANTED] = 0.0 if on else 1.0
+            else:
+                progress[MODE] = LENT if on else HELD
+
+    def hold(self) -> bool:
+        """(The worker) take the slot for a batch; False (and wanted back) while a direct call runs."""
+        with self._locked():
+            progress = self.progress
+            if progress[MODE] == DIRECT:
+                progress[WANTED] = 1.0
+                return False
+            progress[MODE] = HELD
+            return True
+
+    def direct_call(self) -> list[str] | None:
+        """``[sender, call_id, task]`` of the direct call the slot runs, or None."""
+        if self.progress[MODE] != DIRECT:
+            return None
+        info = self._info.map
+        (size,) = _LEN.unpack_from(info, 0)
+        who: list[str] = msgpack.unpackb(info[_LEN.size : _LEN.size + size])
+        return who
+
+    def deadline(self) -> float:
+        """When the direct call in progress must end by (monotonic)."""
+        return float(self.progress[DEADLINE])
+
+    def kill_direct(self, sender: str, call_ids: set[str], kill: Callable[[], None]) -> bool:
+        """``kill()`` the process if it runs one of these direct calls of ``sender``; True if so."""
+        with self._locked():
+            who = self.direct_call()
+            if who is None or who[0] != sender or who[1] not in call_ids:
+                return False
+            kill()
+            return True
+
+    def kill_overdue(self, now: float, grace_s: float, kill: Callable[[], None]) -> bool:
+        """``kill()`` the process if its direct call is past its deadline plus ``grace_s``."""
+        with self._locked():
+            if self.progress[MODE] != DIRECT or now < self.progress[DEADLINE] + grace_s:
+                return False
+            kill()
+            return True
+
+    def watch(self, on: bool) -> bool:
+        """Mark whether the worker watches direct calls' deadlines; False (nothing changed) when
+        asked to stop while a direct call runs."""
+        with self._locked():
+            if not on and self.progress[MODE] == DIRECT:
+                return False
+            self.progress[WATCHING] = 1.0 if on else 0.0
+            return True
+
+    def write_revocations(self, data: bytes, version: float) -> bool:
+        """Write the revocations (msgpack) for the slot process; False when they do not fit."""
+        if len(data) > DIRECT_INFO_BYTES - _REVOKED_AT - _LEN.size:
+            return False
+        with self._locked():
+            info = self._info.map
+            _LEN.pack_into(info, _REVOKED_AT, len(data))
+            info[_REVOKED_AT + _LEN.size : _REVOKED_AT + _LEN.size + len(data)] = data
+            self.progress[REVOKED_AT] = version
+        return True

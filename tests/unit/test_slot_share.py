@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 
+import msgpack
+
 from pyrocluster import codec, protocol
 from pyrocluster.slots.batch import cancelled
 from pyrocluster.slots.share import LOGGED, SlotShare
@@ -83,4 +85,58 @@ def test_a_big_value_packed_into_the_place_offered_is_logged_where_it_lies():
     assert all(np.array_equal(codec.unpack(outcomes[i][1]), big) for i in (0, 2))
     assert outcomes[1] == ok(small.tolist())
     packed.release()  # the slot process's side never closes its map; this test plays both sides
+    s.close()
+
+
+def test_a_slot_runs_a_direct_call_only_while_lent_and_never_beside_a_batch():
+    s = share()
+    assert not s.claim(["coord", "1", "add"], 5.0, 100.0), "a slot not lent runs no direct call"
+    s.lend(True)
+    assert s.claim(["coord", "1", "add"], 5.0, 100.0)
+    assert s.direct_call() == ["coord", "1", "add"] and s.deadline() == 105.0
+    assert not s.claim(["other", "2", "add"], 5.0, 100.0), "one direct call at a time"
+    assert not s.hold(), "a batch does not take a slot running a direct call"
+    told: list[bool] = []
+    s.unclaim(b"\x90", lambda: told.append(True))
+    assert told, "the worker wanted the slot back: it is told"
+    assert s.direct_call() is None and s.hold(), "back to the worker, not lent again"
+    assert not s.claim(["coord", "3", "add"], 5.0, 100.0)
+    s.close()
+
+
+def test_direct_calls_are_killed_only_for_their_own_cancel_or_past_their_deadline():
+    s = share()
+    s.lend(True)
+    assert s.claim(["coord", "7", "hog"], 1.0, 100.0)
+    killed: list[str] = []
+    assert not s.kill_direct("other", {"7"}, lambda: killed.append("cancel"))
+    assert not s.kill_direct("coord", {"8"}, lambda: killed.append("cancel"))
+    assert not s.kill_overdue(101.4, 0.5, lambda: killed.append("late"))
+    assert killed == []
+    assert s.kill_overdue(101.6, 0.5, lambda: killed.append("late"))
+    assert s.kill_direct("coord", {"7"}, lambda: killed.append("cancel"))
+    assert killed == ["late", "cancel"]
+    s.close()
+
+
+def test_the_records_of_ended_direct_calls_are_read_once_in_bulk():
+    s = share()
+    told: list[bool] = []
+    records = [["coord", "add", protocol.OK, 0.01 * i] for i in range(3)]
+    for record in records:
+        s.lend(True)
+        assert s.claim(["coord", str(record[3]), "add"], 5.0, 0.0)
+        s.unclaim(msgpack.packb(record), lambda: told.append(True))
+    assert told == [], "a few records wake nobody"
+    assert s.take_ended() == records
+    assert s.take_ended() == []
+    s.close()
+
+
+def test_revocations_reach_the_slot_once_per_version():
+    s = share()
+    assert s.write_revocations(msgpack.packb({"t-sub": 5}), 1.0)
+    version, revoked = s.revocations(0.0)
+    assert version == 1.0 and revoked == {"t-sub": 5}
+    assert s.revocations(version) == (1.0, None)
     s.close()

@@ -1,0 +1,207 @@
+"""The direct path, in the coordinator: a lone call sent straight to a worker's slot process.
+
+A worker lists in its load the ports of the slots it lends to direct calls (``"direct"``, see
+``slots/lending.py``); a link learns them from every load it sees. A lone plain call (a batch of
+one: no resources asked, no big arguments, no references among them; a big result it would
+keep on the worker comes back in the reply) whose worker
+lends a slot goes there as the same ``run_batch`` request on a channel of its own (the slot's
+object id is the worker's compute object id and ``.direct``), which saves the worker's request
+thread and the pipe hops (BENCHMARKS.md, "W1 latency").
+
+Whatever does not run there goes the ordinary way, with no attempt counted: a ``busy`` answer
+(the slot was not lent any more), a refused or failed connect (a replaced slot's old port), a
+refusal. When the connection breaks under a call, the worker is asked for the outcome its
+supervisor gave it (``compute.direct_outcome``: TIMEOUT, CRASHED, CANCELLED, or the call's own
+outcome when it was logged); with none, the call ends as a broken ``run_batch`` would (``CLOSED``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import Pyro5.core
+import Pyro5.errors
+
+from pyrocluster import attachments
+from pyrocluster.config import Settings
+from pyrocluster.coordinator.calls import Batch
+from pyrocluster.coordinator.channel import Channel, Unsent
+from pyrocluster.coordinator.wire import Wire
+from pyrocluster.slots.direct import DIRECT_SUFFIX
+
+OUTCOME_ASK_S = 10.0
+"""Longest the ask for a broken direct call's outcome may take (the worker waits up to 5 s)."""
+
+Replied = Callable[[Batch, Any], None]
+Failed = Callable[[Batch, BaseException], None]
+Fallback = Callable[[Batch], None]
+
+
+def lone_plain(batch: Batch) -> bool:
+    """True for a batch the direct path may carry: one compute call, nothing but its arguments."""
+    if len(batch.calls) != 1 or batch.service != "compute" or batch.requirement[4]:
+        return False
+    call = batch.calls[0]
+    return not call.refs and len(call.payload) < attachments.ATTACH_BYTES
+
+
+class DirectRoute:
+    """One worker's lent slots as this coordinator knows them, and the channels to them."""
+
+    def __init__(
+        self,
+        compute_uri: str,
+        settings: Settings,
+        wire: Wire,
+        sender: str,
+        compute: tuple[Callable[[], Channel], Callable[[Channel], None]],
+    ) -> None:
+        """``compute``: take and put back a channel to the worker's compute object (the link's)."""
+        uri = Pyro5.core.URI(compute_uri)
+        self._object = f"{uri.object}{DIRECT_SUFFIX}"
+        self._host = uri.host
+        self._take_compute, self._put_compute = compute
+        self._settings = settings
+        self._wire = wire
+        self._sender = sender
+        self._lock = threading.Lock()
+        self._ports: list[int] = []
+        self._idle: dict[int, list[Channel]] = {}
+        self.busy: set[Channel] = set()
+        """Channels with a direct call out (cut with the link's others when the worker is set aside)."""
+        self._open: dict[int, int] = {}
+        """Channels per port: idle, busy, or connecting."""
+        self._connecting = False
+        self._stopped = False
+        self.sent = 0
+        """Calls sent here (they ran here, or went the ordinary way after)."""
+
+    def learn(self, load: Any) -> None:
+        """Take the lent ports from a worker's load (a reply's or a probe's)."""
+        if not isinstance(load, dict):
+            return
+        ports = load.get("direct")
+        fresh = [p for p in ports if type(p) is int and 0 < p < 65536] if isinstance(ports, list) else []
+        with self._lock:
+            self._ports = fresh
+            idle = []
+            for port in [p for p in self._idle if p not in fresh]:
+                dropped = self._idle.pop(port)
+                self._open[port] -= len(dropped)
+                idle += dropped
+        for channel in idle:
+            channel.release()
+
+    def _channel(self) -> tuple[int, Channel] | None:
+        """A connected channel to a lent slot; None when there is none (one is connected meanwhile,
+        off the call's path: the handshake costs more than the call)."""
+        with self._lock:
+            if not self._ports:
+                return None
+            port = next((p for p in self._ports if self._idle.get(p)), None)
+            if port is not None:
+                channel = self._idle[port].pop()
+                self.busy.add(channel)
+                return port, channel
+            if self._connecting:
+                return None
+            self._connecting = True
+            port = min(self._ports, key=lambda p: self._open.get(p, 0))
+            self._open[port] = self._open.get(port, 0) + 1
+        channel = Channel(f"PYRO:{self._object}@{self._host}:{port}", self._settings)
+        threading.Thread(
+            target=self._connect, args=(port, channel), name="direct-connect", daemon=True
+        ).start()
+        return None
+
+    def _connect(self, port: int, channel: Channel) -> None:
+        try:
+            channel.connect()
+        except Unsent:
+            self._put_back(port, channel, keep=False, lent=False)
+        else:
+            self._put_back(port, channel, keep=True, lent=True)
+        finally:
+            with self._lock:
+                self._connecting = False
+
+    def _put_back(self, port: int, channel: Channel, keep: bool, lent: bool) -> None:
+        """Keep the channel (or close it); without ``lent`` the port is not used until the
+        worker lists it again (not lent any more, or gone)."""
+        with self._lock:
+            self.busy.discard(channel)
+            if not lent and port in self._ports:
+                self._ports.remove(port)
+            if keep and not self._stopped:
+                self._idle.setdefault(port, []).append(channel)
+                return
+            self._open[port] = self._open.get(port, 1) - 1
+        channel.release()
+
+    def send(self, batch: Batch, replied: Replied, failed: Failed, fallback: Fallback) -> bool:
+        """Send a lone plain call to a lent slot; False (nothing sent) when none is known."""
+        if not lone_plain(batch):
+            return False
+        taken = self._channel()
+        if taken is None:
+            return False
+        port, channel = taken
+        self.sent += 1
+        request = batch.request(self._sender)
+        batch.sent_at = time.monotonic()
+
+        def done(reply: Any, exc: BaseException | None) -> None:
+            if exc is None and isinstance(reply, dict) and "outcomes" in reply:
+                self._put_back(port, channel, keep=True, lent=True)
+                replied(batch, reply)
+            elif exc is None or isinstance(exc, (Unsent, Pyro5.errors.SecurityError, PermissionError)):
+                # Nothing ran: not lent any more, a replaced slot's port, a refusal the worker
+                # gives the same way. The ordinary path decides.
+                self._put_back(port, channel, keep=exc is None, lent=False)
+                batch.by_sender = False  # its request is written by the wire, not by a sender
+                fallback(batch)
+            elif isinstance(exc, Pyro5.errors.CommunicationError) and not isinstance(
+                exc, Pyro5.errors.TimeoutError
+            ):
+                self._put_back(port, channel, keep=False, lent=False)
+                self._ask_outcome(batch, replied, failed, exc)
+            else:
+                self._put_back(port, channel, keep=False, lent=False)
+                failed(batch, exc)
+
+        call_no = channel.call_no + 1
+        self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
+        if batch.by_sender:
+            batch.push = lambda: self._wire.push(channel, call_no)
+        batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
+        return True
+
+    def _ask_outcome(self, batch: Batch, replied: Replied, failed: Failed, broke: BaseException) -> None:
+        """The slot's connection broke under the call: the worker says how it ended, if it knows
+        (its reply read by the thread that waits for the call, as the call's own would be)."""
+        channel = self._take_compute()
+        call_id = str(batch.calls[0].id)
+
+        def done(reply: Any, exc: BaseException | None) -> None:
+            self._put_compute(channel)
+            if exc is None and isinstance(reply, dict):
+                replied(batch, reply)
+            else:  # no outcome known (or no answer): as a broken run_batch
+                failed(batch, broke)
+
+        call_no = channel.call_no + 1
+        self._wire.call(channel, "direct_outcome", (self._sender, call_id), done, OUTCOME_ASK_S)
+        batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
+
+    def stop(self) -> None:
+        """Close the idle channels."""
+        with self._lock:
+            idle = [c for chans in self._idle.values() for c in chans]
+            self._idle.clear()
+            self._ports = []
+            self._stopped = True
+        for channel in idle:
+            channel.release()

@@ -1,0 +1,192 @@
+"""The direct path, in the slot process: a lone call from a coordinator, straight to the slot.
+
+A lone call through the worker costs two extra hops (the worker's request thread, then a pipe
+each way): about 245 us of the call's wall time and 290 us of the worker's CPU (BENCHMARKS.md,
+"W1 latency"). So each process slot also serves its own endpoint: a multiplexed Pyro5 daemon of
+the worker's own class (:class:`~pyrocluster.auth.SecureDaemon`: the same handshake, TLS and
+per-call role check, with the worker's revocations copied into the slot's share), selected on by
+the slot's main thread next to its pipe, which runs the call under the same timer as a batch's.
+
+The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
+speak to it unchanged. Only a plain lone call runs here, and only while the worker lends the
+slot (:meth:`SlotShare.claim`, atomic with the worker's :meth:`SlotShare.hold`); anything else
+is answered ``{"busy": True}`` at once, without running anything, and the coordinator sends it
+by ``run_batch``. The call's outcome is logged in the share as a batch's is, so if the process
+dies the worker gives it the outcome ``run_batch`` would have (``lending.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgpack
+import Pyro5.api
+import Pyro5.callcontext
+
+from pyrocluster import config, roles, tasks
+from pyrocluster.config import Settings
+from pyrocluster.roles import requires
+from pyrocluster.slots.batch import Budget, Call, Outcome
+from pyrocluster.slots.share import PORT, SlotShare
+from pyrocluster.tokens import Role
+
+STARTED = b"s"
+"""What a slot process says on its pipe when a direct call starts while the worker is not
+watching direct calls' deadlines (it then watches them until none runs)."""
+ENDED = b"D"
+"""What it says when a direct call ended in a slot the worker wants back, or when the records of
+ended direct calls (``[sender, task, kind, ms]`` each, in the share) fill half their room: the
+worker reads them (it also does before each batch, when asked for its counters, and whenever it
+wakes), so it is not woken for every call."""
+BUSY: dict[str, Any] = {"busy": True}
+"""The answer to a call that does not run here (``run_batch`` takes it)."""
+DIRECT_SUFFIX = ".direct"
+"""A slot's object id is its worker's compute object id and this (coordinators build its URI)."""
+REQUEST_KEYS = frozenset({"from", "calls", "keep", "attach"})
+"""A request with anything more (fetched arguments, attached arguments) is not a lone plain call.
+A call's result that would be kept on the worker (``keep``) comes back in the reply instead, as an
+attachment when big and the request allows (``attach``, as ``run_batch`` sends it)."""
+
+
+@dataclass(frozen=True)
+class DirectSpec:
+    """Where and how a slot process serves direct calls (handed to it at its start)."""
+
+    settings: Settings
+    host: str
+    advertise: str | None
+    object_id: str
+
+
+RunCalls = Callable[[list[Call], Budget], list[Outcome]]
+
+
+@Pyro5.api.expose
+class DirectService:
+    """``run_batch`` of one plain call, in the slot process; the slot's only object."""
+
+    def __init__(
+        self, share: SlotShare, settings: Settings, run_calls: RunCalls, tell: Callable[[bytes], None]
+    ) -> None:
+        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, reply_budget, send_attached
+
+        self._plain = plain_batch  # the worker's checks and reply budget, as run_batch uses them
+        self._budget = reply_budget
+        self._send_attached = send_attached
+        self._max_id = MAX_ID_CHARS
+        self._share = share
+        self._settings = settings
+        self._run_calls = run_calls
+        self._tell = tell
+        self.ended: list[Any] | None = None
+        """``[sender, task, kind, ms]`` of the direct call just answered, until the worker is told."""
+
+    @requires(Role.SUBMITTER, "run tasks")
+    def run_batch(self, request: Any) -> dict[str, Any]:
+        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``."""
+        if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
+            return BUSY
+        sender, calls = request.get("from"), request.get("calls")
+        if type(sender) is not str or not 0 < len(sender) <= self._max_id:
+            return BUSY
+        if type(calls) is not list or len(calls) != 1:
+            return BUSY
+        plain = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        if plain is None:
+            return BUSY
+        (call_id,), (name,), (payload,), (timeout_s,), _ = plain
+        share = self._share
+        if not share.claim([sender, call_id, name], float(timeout_s), time.monotonic()):
+            return BUSY
+        if not share.watched():
+            share.told()
+            self._tell(STARTED)
+        share.restart()
+        context = Pyro5.callcontext.current_context
+        budget = self._budget(self._settings, getattr(context, "serializer_id", None))
+        outcomes = self._run_calls([[name, payload, float(timeout_s)]], budget)
+        self.ended = [sender, name, outcomes[0][0], outcomes[0][2]]
+        reply = {"outcomes": outcomes}
+        if request.get("attach") == 1:
+            self._send_attached(getattr(context.client, "sock", None), reply)
+        return reply
+
+
+def _exit_with_worker(pipe: int) -> None:
+    """End this process as soon as the worker's end of the pipe closes (the worker died), even
+    mid-task: a coordinator's connection to it then breaks at once, as its connection to the
+    worker does, rather than when the slot next sees its parent gone (up to a second later)."""
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(pipe, 0)  # only a hang-up or an error: reads are the main thread's
+        while True:
+            for _fd, _event in poller.poll():
+                os._exit(0)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
+
+
+class DirectServer:
+    """The slot process's endpoint: its daemon, selected on next to the worker's pipe."""
+
+    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_calls: RunCalls) -> None:
+        from pyrocluster.auth import HANDSHAKE_TIMEOUT_S, SecureDaemon
+
+        config.apply(spec.settings)
+        # One thread: the calls run on it (the call timer needs the main thread). A client that
+        # stops mid-message holds it at most this long, as the worker's handshake timeout.
+        Pyro5.config.SERVERTYPE = "multiplex"
+        Pyro5.config.COMMTIMEOUT = HANDSHAKE_TIMEOUT_S
+        self._daemon = SecureDaemon(spec.settings, spec.host, 0, spec.advertise)
+        self._conn = conn
+        self._share = share
+        self._service = DirectService(share, spec.settings, run_calls, self._tell)
+        self._daemon.register(self._service, objectId=spec.object_id)
+        share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
+        self._revoked_at = 0.0
+        _exit_with_worker(conn.fileno())
+
+    def _tell(self, message: bytes) -> None:
+        """Tell the worker (a closed pipe: the worker is stopping this process anyway)."""
+        with contextlib.suppress(OSError):
+            self._conn.send_bytes(message)
+
+    def serve(self) -> None:
+        """Serve direct calls until the pipe has something to read (a batch, or its close)."""
+        pipe = self._conn.fileno()
+        daemon, share = self._daemon, self._share
+        while True:
+            sockets = daemon.sockets
+            ready = select.select([pipe, *sockets], [], [])[0]
+            batch = pipe in ready
+            if batch:
+                # Requests that came with the batch are answered first: the worker took the
+                # slot before sending it, so they are told "busy" now, not after the batch.
+                ready.remove(pipe)
+                if not ready:
+                    return
+            self._revoked_at, revoked = share.revocations(self._revoked_at)
+            if revoked:
+                roles.REVOKED.update(revoked)
+            daemon.events(ready)
+            ended, self._service.ended = self._service.ended, None
+            if ended is not None:  # answered: the slot is lent again (or the worker's)
+                share.unclaim(msgpack.packb(ended), self._tell_ended)
+            if batch:
+                return
+
+    def _tell_ended(self) -> None:
+        self._tell(ENDED)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._daemon.close()

@@ -1,0 +1,238 @@
+"""The direct path (a lone call straight to a worker's slot process) on real workers: it is taken,
+and a kill, an overrun, a cancel, a race between coordinators, a drain and bad credentials end as
+on the ``run_batch`` path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import Pyro5.core
+import Pyro5.errors
+import pytest
+
+from pyrocluster import Cluster, TaskTimeout, auth, codec, config, revocations, tokens
+from pyrocluster.config import Settings
+from pyrocluster.handshake import credential
+from pyrocluster.local import start_nameserver, start_worker
+from pyrocluster.slots.direct import DIRECT_SUFFIX
+from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.rawworker import RawWorker
+from tests.helpers.roles import secret_env
+from tests.integration.test_tls_commands import CLEAN_ENV, make_pki, tls_flags
+
+FOREVER = 10**11
+"""``hog``'s ``n`` for a C call that would hold the interpreter lock for minutes."""
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[str]:
+    """A name server and one one-slot process worker ``solo``, shared by the module."""
+    procs = Processes()
+    try:
+        ns_proc, address = start_nameserver()
+        procs.add(ns_proc)
+        args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+        procs.add(start_worker(address, args))
+        yield address
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def solo(ns: str) -> RawWorker:
+    """A raw client of ``solo``, once its slot is lent again (nothing of an earlier test runs)."""
+    w = RawWorker(ns, "solo")
+    wait_for(lambda: w.load().get("direct"), 15, what="the slot lent")
+    return w
+
+
+def direct_calls(w: RawWorker) -> int:
+    return int(w.info()["direct"])
+
+
+def went_direct(cluster: Cluster, w: RawWorker) -> int:
+    """Lone calls until one goes straight to the slot (the coordinator learns the ports from the
+    loads it sees); the slot process's pid."""
+    before = direct_calls(w)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pid = int(cluster.submit("whoami").result(10))
+        if direct_calls(w) > before:
+            return pid
+        time.sleep(0.05)
+    pytest.fail("no lone call went straight to the slot within 15 s")
+
+
+def slot_uri(w: RawWorker, port: int) -> str:
+    uri = Pyro5.core.URI(w.entry.uris["compute"])
+    return f"PYRO:{uri.object}{DIRECT_SUFFIX}@{uri.host}:{port}"
+
+
+def test_lone_calls_go_straight_to_the_slot_and_count_in_the_worker(solo: RawWorker) -> None:
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        before, done = direct_calls(solo), solo.info()["done"]
+        # more than the slot's records of ended calls hold before it asks the worker to read them
+        assert [cluster.submit("add", i, 1).result(10) for i in range(400)] == [i + 1 for i in range(400)]
+        assert cluster.submit("fail").exception(10) is not None  # a task's failure comes back as usual
+    info = solo.info()
+    assert info["direct"] >= before + 380, info  # a few may have gone the ordinary way
+    assert info["done"] >= done + 400 and info["failed"] >= 1, info
+
+
+def test_a_slot_killed_mid_call_fails_the_call_over_as_a_crash(solo: RawWorker, tmp_path: Path) -> None:
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address, retries=1) as cluster:
+        pid = went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the call running")
+        os.kill(pid, signal.SIGKILL)
+        gate.touch()  # the second attempt ends at once
+        assert future.result(20) == str(gate)
+        assert future.attempts == 2, "the crash cost an attempt, as on the run_batch path"
+        assert cluster.submit("whoami").result(10) != pid
+    with Cluster(solo.settings.ns_address, retries=0) as cluster:
+        pid = went_direct(cluster, solo)
+        started.unlink()
+        gate.unlink()
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the call running")
+        os.kill(pid, signal.SIGKILL)
+        error = future.exception(20)
+        assert error is not None and "died" in str(error), error
+
+
+def test_a_gil_holding_overrun_times_out_and_the_new_slot_is_reached_directly(solo: RawWorker) -> None:
+    with Cluster(solo.settings.ns_address, retries=0) as cluster:
+        pid = went_direct(cluster, solo)
+        port = solo.load()["direct"]
+        started = time.monotonic()
+        with pytest.raises(TaskTimeout, match="its process was killed"):
+            cluster.options(timeout=0.5).submit("hog", FOREVER).result(20)
+        assert time.monotonic() - started < 10
+        wait_for(lambda: solo.load().get("direct") not in (None, port), 15, what="a new port")
+        assert went_direct(cluster, solo) != pid, "the slot process was replaced"
+
+
+def test_a_running_direct_call_is_cancelled_by_killing_its_slot(solo: RawWorker, tmp_path: Path) -> None:
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address) as cluster:
+        pid = went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the call running")
+        assert cluster.cancel(future)
+        with pytest.raises(CancelledError):
+            future.result(5)
+        assert wait_for(lambda: cluster.submit("whoami").result(10) != pid, 15, what="a new slot process")
+    assert not gate.exists()
+
+
+def test_two_coordinators_racing_for_one_slot_run_every_call_once(solo: RawWorker, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    results: dict[str, list[Any]] = {}
+
+    def send(name: str) -> None:
+        with Cluster(solo.settings.ns_address) as cluster:
+            results[name] = [cluster.submit("logged", f"{name}{i}", str(log)).result(30) for i in range(40)]
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    expected = {name: [f"{name}{i}" for i in range(40)] for name in ("a", "b")}
+    assert results == expected
+    runs = log.read_text().split()
+    assert sorted(runs) == sorted(expected["a"] + expected["b"]), "a call ran twice or never"
+
+
+def test_a_draining_worker_lends_no_slot(processes: Processes, nameserver: str) -> None:
+    args = ["--name", "drainer", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    processes.add(start_worker(nameserver, args))
+    w = RawWorker(nameserver, "drainer")
+    port = wait_for(lambda: w.load().get("direct"), 15, what="the slot lent")[0]
+    with auth.make_proxy(w.entry.uris["control"], w.settings, timeout_s=10) as control:
+        assert control.drain()
+    assert "direct" not in w.load()
+    with auth.make_proxy(slot_uri(w, port), w.settings, timeout_s=10) as slot:
+        reply = slot.run_batch({"from": "test", "calls": [w.call("add", 1, 2)]})
+    assert reply == {"busy": True}, "a draining worker's slot runs nothing"
+    assert w.run_batch([w.call("add", 1, 2)])["refused"] == "draining"
+
+
+SECRET = "direct-secret-77a1"
+
+
+def test_the_slot_port_refuses_a_wrong_secret_and_a_revoked_token(processes: Processes) -> None:
+    env = secret_env(SECRET)
+    ns_proc, ns = start_nameserver(env=env)
+    processes.add(ns_proc)
+    args = ["--name", "guarded", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    processes.add(start_worker(ns, args, env=env))
+    good = Settings(secret=SECRET.encode()).with_ns(ns)
+    config.apply(good)
+    with auth.make_proxy(f"PYRO:Pyro.NameServer@{ns}", good, timeout_s=5) as nsp:
+        compute = str(nsp.lookup("pyrocluster.worker.guarded.compute"))
+        control = str(nsp.lookup("pyrocluster.worker.guarded.control"))
+
+    def load() -> dict[str, Any]:
+        with auth.make_proxy(control, good, timeout_s=5) as proxy:
+            return dict(proxy.load())
+
+    port = wait_for(lambda: load().get("direct"), 15, what="the slot lent")[0]
+    uri = Pyro5.core.URI(compute)
+    slot = f"PYRO:{uri.object}{DIRECT_SUFFIX}@{uri.host}:{port}"
+    request = {"from": "test", "calls": [["1", "add", codec.pack_call([1, 2], {}), 10.0, 0]]}
+
+    wrong = Settings(secret=b"not-the-secret").with_ns(ns)
+    with pytest.raises(auth.AuthenticationRefused), auth.make_proxy(slot, wrong, timeout_s=5) as proxy:
+        proxy.run_batch(request)
+
+    token = tokens.issue(SECRET.encode(), "t-sub", tokens.Role.SUBMITTER, time.time(), 3600)
+    with auth.make_proxy(f"PYRO:Pyro.NameServer@{ns}", good, timeout_s=5) as nsp:
+        revocations.record_token(nsp, credential(None, token).peer)  # type: ignore[union-attr]
+    holder = auth.make_proxy(slot, Settings(token=token).with_ns(ns), timeout_s=5)
+    try:
+        assert holder.run_batch(request)["outcomes"][0][0] == 0, "the token works before its revocation"
+        with auth.make_proxy(f"PYRO:Pyro.NameServer@{ns}", good, timeout_s=5) as nsp:
+            revocations.publish_revocation(nsp, "t-sub", int(time.time() * 1000))
+
+        def refused() -> bool:
+            try:
+                holder.run_batch(request)
+            except (Pyro5.errors.SecurityError, Pyro5.errors.CommunicationError) as exc:
+                return "revoked" in str(exc)
+            return False
+
+        wait_for(refused, 10, what="the slot refuses the revoked token")
+    finally:
+        holder._pyroRelease()
+
+
+def test_lone_calls_reach_the_slot_under_mutual_tls(tmp_path: Path, processes: Processes) -> None:
+    pki = make_pki(tmp_path / "pki", "ns", "w1", "client")
+    ns_proc, ns = start_nameserver(tls_flags(pki, "ns"), env=CLEAN_ENV)
+    processes.add(ns_proc)
+    args = ["--name", "w1", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    processes.add(start_worker(ns, [*args, *tls_flags(pki, "w1")], env=CLEAN_ENV))
+    client = Settings(
+        tls_cert=str(pki / "client.crt"), tls_key=str(pki / "client.key"), tls_ca=str(pki / "ca.crt")
+    ).with_ns(ns)
+    with Cluster(settings=client) as cluster:
+
+        def direct() -> int:
+            return int(cluster.status()["workers"][0]["direct"])
+
+        before = direct()
+        for _ in range(20):
+            assert [cluster.submit("add", i, 1).result(10) for i in range(10)] == list(range(1, 11))
+            if direct() > before:
+                return
+    pytest.fail("no lone call went straight to the slot under TLS")
