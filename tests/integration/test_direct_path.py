@@ -22,7 +22,7 @@ from pyrocluster.config import Settings
 from pyrocluster.handshake import credential
 from pyrocluster.local import start_nameserver, start_worker
 from pyrocluster.slots.direct import DIRECT_SUFFIX
-from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.conftest import TASKS_FILE, Processes, running_cluster, wait_for
 from tests.helpers.rawworker import RawWorker
 from tests.helpers.roles import secret_env
 from tests.integration.test_tls_commands import CLEAN_ENV, make_pki, tls_flags
@@ -34,15 +34,9 @@ FOREVER = 10**11
 @pytest.fixture(scope="module")
 def ns() -> Iterator[str]:
     """A name server and one one-slot process worker ``solo``, shared by the module."""
-    procs = Processes()
-    try:
-        ns_proc, address = start_nameserver()
-        procs.add(ns_proc)
-        args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
-        procs.add(start_worker(address, args))
+    args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    with running_cluster(args) as address:
         yield address
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture

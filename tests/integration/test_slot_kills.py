@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyrocluster import Cluster, TaskTimeout, protocol
-from pyrocluster.local import start_nameserver, start_worker
-from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.conftest import TASKS_FILE, running_cluster, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
 
 FOREVER = 10**11
@@ -28,15 +27,9 @@ HELD = "its process was killed"
 @pytest.fixture(scope="module")
 def ns() -> Iterator[str]:
     """A name server and one one-slot process worker ``solo``, shared by the module."""
-    procs = Processes()
-    try:
-        ns_proc, address = start_nameserver()
-        procs.add(ns_proc)
-        args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE]
-        procs.add(start_worker(address, [*args, "--pool", "process", "--concurrency", "1"]))
+    args = ["--name", "solo", "--services", "compute", "--tasks", TASKS_FILE]
+    with running_cluster([*args, "--pool", "process", "--concurrency", "1"]) as address:
         yield address
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture
