@@ -67,13 +67,20 @@ def _patch() -> None:
     cls.run_batch = run_batch  # type: ignore[method-assign,assignment]
     _stamped(process.ProcessSlots, "run", "p0", "p1", stamps)
     _stamped(process.SlotProcess, "_wait_reply", "x0", "x1", stamps)
-    run = batch.BatchRun.run
+    run = batch.BatchRun.run  # thread slots
 
     def batch_run(self: Any) -> None:
         _batch_started[0] = time.perf_counter()
         run(self)
 
     batch.BatchRun.run = batch_run  # type: ignore[method-assign]
+    run_logged = process.run_logged  # process slots: a batch, or a direct call
+
+    def logged_run(*args: Any, **kwargs: Any) -> Any:
+        _batch_started[0] = time.perf_counter()
+        return run_logged(*args, **kwargs)
+
+    process.run_logged = logged_run  # type: ignore[assignment]
 
 
 _patch()
