@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import Pyro5.callcontext
 import Pyro5.errors
 
+from pyrocluster.errors import RoleRefused
 from pyrocluster.tokens import Role
 
 log = logging.getLogger(__name__)
@@ -181,9 +182,7 @@ def requires(role: Role, action: str) -> Callable[[F], F]:
 
 def require_own(peer: Peer, role: Role, action: str) -> None:
     """Refuse, before contacting anyone, an action beyond this process's own credential (exit 77)."""
-    from pyrocluster.errors import RoleRefused
-
-    if peer.role < role:
+    if peer.rank < role:  # plain ints: on every submit
         raise RoleRefused(refusal(peer, role, action).partition(": ")[2])
 
 

@@ -101,11 +101,12 @@ class DirectRoute:
         with self._lock:
             if not self._ports:
                 return None
-            port = next((p for p in self._ports if self._idle.get(p)), None)
-            if port is not None:
-                channel = self._idle[port].pop()
-                self.busy.add(channel)
-                return port, channel
+            for port in self._ports:
+                idle = self._idle.get(port)
+                if idle:
+                    channel = idle.pop()
+                    self.busy.add(channel)
+                    return port, channel
             if self._connecting:
                 return None
             self._connecting = True
