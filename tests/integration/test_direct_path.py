@@ -239,14 +239,19 @@ def test_lone_calls_reach_the_slot_under_mutual_tls(tmp_path: Path, processes: P
     client = Settings(
         tls_cert=str(pki / "client.crt"), tls_key=str(pki / "client.key"), tls_ca=str(pki / "ca.crt")
     ).with_ns(ns)
-    with Cluster(settings=client) as cluster:
+    try:
+        with Cluster(settings=client) as cluster:
 
-        def direct() -> int:
-            return int(cluster.status()["workers"][0]["direct"])
+            def direct() -> int:
+                return int(cluster.status()["workers"][0]["direct"])
 
-        before = direct()
-        for _ in range(20):
-            assert [cluster.submit("add", i, 1).result(10) for i in range(10)] == list(range(1, 11))
-            if direct() > before:
-                return
-    pytest.fail("no lone call went straight to the slot under TLS")
+            before = direct()
+            for _ in range(20):
+                assert [cluster.submit("add", i, 1).result(10) for i in range(10)] == list(range(1, 11))
+                if direct() > before:
+                    return
+        pytest.fail("no lone call went straight to the slot under TLS")
+    finally:
+        # Pyro5's configuration is global to the process: leave it without TLS for later tests
+        # that make proxies without a Cluster (which would apply their own settings).
+        config.apply(Settings())
