@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import selectors
 import threading
 import time
 from collections.abc import Callable
@@ -153,6 +154,11 @@ class DirectServer:
         self._daemon.register(self._service, objectId=spec.object_id)
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
+        # The pipe waits in the daemon's own selector (an epoll, kept up to date by the daemon as
+        # clients come and go), with no data: one epoll_wait a request instead of a list of the
+        # daemon's sockets rebuilt and handed to select() (about 3 us a request).
+        self._select = self._daemon.transportServer.selector.select
+        self._daemon.transportServer.selector.register(conn.fileno(), selectors.EVENT_READ)
         _exit_with_worker(conn.fileno())
 
     def _tell(self, message: bytes) -> None:
@@ -163,17 +169,15 @@ class DirectServer:
     def serve(self) -> None:
         """Serve direct calls until the pipe has something to read (a batch, or its close)."""
         pipe = self._conn.fileno()
-        daemon, share = self._daemon, self._share
+        daemon, share, wait = self._daemon, self._share, self._select
         while True:
-            sockets = daemon.sockets
-            ready = select.select([pipe, *sockets], [], [])[0]
-            batch = pipe in ready
-            if batch:
-                # Requests that came with the batch are answered first: the worker took the
-                # slot before sending it, so they are told "busy" now, not after the batch.
-                ready.remove(pipe)
-                if not ready:
-                    return
+            events = wait()
+            ready = [key.fileobj for key, _mask in events if key.fd != pipe]
+            batch = len(ready) < len(events)
+            # Requests that came with a batch are answered first: the worker took the slot
+            # before sending it, so they are told "busy" now, not after the batch.
+            if batch and not ready:
+                return
             self._revoked_at, revoked = share.revocations(self._revoked_at)
             if revoked:
                 roles.REVOKED.update(revoked)
