@@ -81,6 +81,8 @@ class DirectService:
 
         self._plain = plain_batch  # the worker's checks and reply budget, as run_batch uses them
         self._budget = reply_budget
+        self._budgets: dict[int | None, Budget] = {}
+        """The reply budget by serializer id (settings do not change in a slot process)."""
         self._send_attached = send_attached
         self._max_id = MAX_ID_CHARS
         self._share = share
@@ -112,7 +114,10 @@ class DirectService:
             self._tell(STARTED)
         share.restart()
         context = Pyro5.callcontext.current_context
-        budget = self._budget(self._settings, getattr(context, "serializer_id", None))
+        serializer_id = getattr(context, "serializer_id", None)
+        budget = self._budgets.get(serializer_id)
+        if budget is None:
+            budget = self._budgets[serializer_id] = self._budget(self._settings, serializer_id)
         outcomes = self._run_calls([[name, payload, float(timeout_s)]], budget)
         self.ended = [sender, name, outcomes[0][0], outcomes[0][2]]
         reply = {"outcomes": outcomes}
