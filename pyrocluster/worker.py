@@ -228,7 +228,7 @@ class Worker:
             gate.charge(sender, 1)
 
         lender.on_ended = ended
-        state.busy_fn = lambda: gate.busy() + lender.running()
+        state.busy_fn = lender.in_use
         state.fold_fn = lender.fold
         gate.on_waiting = lender.gate_waiting
         gate.direct = lambda: lender.ports

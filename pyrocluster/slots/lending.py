@@ -68,9 +68,9 @@ class Lender:
         self._ending: set[tuple[str, str]] = set()
         """Direct calls whose process ended, their outcome not decided yet."""
         self._parked: set[SlotProcess] = set()
+        """Slots whose pipe the supervisor left alone: a batch was reading it."""
         self._polled: set[int] = set()
         """The pipes the supervisor watches now."""
-        """Slots whose pipe the supervisor left alone: a batch was reading it."""
         self._watching = False
         self._seen_running = 0.0
         self._closed = False
@@ -112,6 +112,13 @@ class Lender:
         """How many direct calls run now."""
         with self._cond:
             return sum(slot.share.direct_call() is not None for slot in self._idle)
+
+    def in_use(self) -> int:
+        """Slots in use now: taken by a batch or running a direct call. A batch the gate admitted
+        that still waits for a direct call to end holds no slot, so this never exceeds the slots."""
+        with self._cond:
+            lent_busy = sum(slot.share.direct_call() is not None for slot in self._idle)
+            return len(self._slots) - len(self._idle) + lent_busy
 
     # -- batches ----------------------------------------------------------------------------
 

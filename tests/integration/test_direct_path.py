@@ -128,6 +128,26 @@ def test_a_running_direct_call_is_cancelled_by_killing_its_slot(solo: RawWorker,
     assert not gate.exists()
 
 
+def test_a_batch_waiting_for_a_direct_call_is_not_counted_busy(solo: RawWorker, tmp_path: Path) -> None:
+    """The gate admits a batch while a direct call holds the only slot; the batch waits for the
+    slot, so the worker's ``busy`` stays at its one slot (SPEC: never more than ``slots``)."""
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the direct call running")
+        batch = threading.Thread(target=solo.run_batch, args=([solo.call("add", 1, 1)],), daemon=True)
+        batch.start()
+        try:
+            wait_for(lambda: solo.load()["running"] == 1, 10, what="the batch admitted")
+            info = solo.info()
+            assert info["busy"] <= info["slots"] == 1, info
+        finally:
+            gate.touch()
+            batch.join(20)
+        assert future.result(20) == str(gate)
+
+
 def test_two_coordinators_racing_for_one_slot_run_every_call_once(solo: RawWorker, tmp_path: Path) -> None:
     log = tmp_path / "runs"
     results: dict[str, list[Any]] = {}
