@@ -147,6 +147,8 @@ class HandshakeValidator:
     def _housekeeping(self) -> None:
         """Pyro5's periodic housekeeping, plus: cut off the connections whose handshake is late."""
         super()._housekeeping()  # type: ignore[misc]
+        if not self.pyrocluster_handshakes:  # the usual case, read without the lock: a handshake
+            return  # that begins meanwhile is checked at the next round, well before its deadline
         now = time.monotonic()
         with self.pyrocluster_handshakes_lock:
             late = [conn for conn, deadline in self.pyrocluster_handshakes.items() if deadline < now]

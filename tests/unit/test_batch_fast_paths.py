@@ -141,6 +141,11 @@ def test_the_worker_checks_a_plain_batch_at_once_and_any_other_call_by_call() ->
         assert plain_batch(batch, known, 1000) is None, change
     assert plain_batch([*good, [*wire_call(9), {"cpu": 1}]], known, 1000) is None  # resources
     assert plain_batch([*good, tuple(wire_call(9))], known, 1000) is None
+    assert plain_batch(good[:1], known, 1000) == (("0",), ("add",), (good[0][2],), (good[0][3],), 0)
+    for change in odd:  # a lone call (a direct call's) is checked field by field, as strictly
+        assert plain_batch([wire_call(9, **change)], known, 1000) is None, change
+    assert plain_batch([[*wire_call(9), {"cpu": 1}]], known, 1000) is None
+    assert plain_batch([tuple(wire_call(9))], known, 1000) is None
     for change in odd[:8]:  # what check_call itself refuses, it refuses alone
         assert check_call(wire_call(9, **change)) is not None, change
 
