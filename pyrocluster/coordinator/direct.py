@@ -113,21 +113,16 @@ class DirectRoute:
             port = min(self._ports, key=lambda p: self._open.get(p, 0))
             self._open[port] = self._open.get(port, 0) + 1
         channel = Channel(f"PYRO:{self._object}@{self._host}:{port}", self._settings)
-        threading.Thread(
-            target=self._connect, args=(port, channel), name="direct-connect", daemon=True
-        ).start()
-        return None
 
-    def _connect(self, port: int, channel: Channel) -> None:
-        try:
-            channel.connect()
-        except Unsent:
-            self._put_back(port, channel, keep=False, lent=False)
-        else:
-            self._put_back(port, channel, keep=True, lent=True)
-        finally:
-            with self._lock:
-                self._connecting = False
+        def connected(exc: BaseException | None) -> None:
+            try:
+                self._put_back(port, channel, keep=exc is None, lent=exc is None)
+            finally:
+                with self._lock:
+                    self._connecting = False
+
+        self._wire.connect_later(channel, connected)
+        return None
 
     def _put_back(self, port: int, channel: Channel, keep: bool, lent: bool) -> None:
         """Keep the channel (or close it); without ``lent`` the port is not used until the

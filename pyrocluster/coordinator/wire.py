@@ -117,6 +117,23 @@ class Wire:
         channel.connecting = True
         self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
 
+    def connect_later(self, channel: Channel, then: Callable[[BaseException | None], None]) -> None:
+        """Connect ``channel`` on a pool thread (the Pyro5 handshake blocks); ``then`` gets None
+        or the ``Unsent`` that stopped it. Never blocks."""
+
+        def connect() -> None:
+            try:
+                channel.connect()
+            except Unsent as exc:
+                then(exc)
+            else:
+                then(None)
+
+        try:
+            self._pool.submit(connect)
+        except RuntimeError:  # the pool is shut down: the wire is closing
+            then(Unsent("the coordinator is closing"))
+
     def cut(self, channel: Channel) -> None:
         """End the call under way on ``channel`` now (ConnectionClosedError); safe from any thread."""
         with self._lock:
