@@ -75,11 +75,15 @@ def load_task_module(spec: str) -> None:
 
 
 def error_info(exc: BaseException) -> dict[str, str]:
-    """An exception as the plain dict that travels back: type, message, traceback."""
+    """An exception a task raised, caught where its runner called it, as the plain dict that
+    travels back: type, message, and the traceback from the task's own frames (the runner's
+    frame is left out: it says nothing to the user, and its length would depend on where
+    pyrocluster is installed)."""
+    tb = exc.__traceback__
     return {
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else None)),
     }
 
 

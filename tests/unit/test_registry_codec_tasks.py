@@ -141,6 +141,7 @@ def test_run_call_reports_failures_without_raising():
     kind, error, _ = tasks.run_call("fail", ["boom"], {})
     assert kind == protocol.ERROR and error["type"] == "RuntimeError" and error["message"] == "boom"
     assert "Traceback" in error["traceback"]
+    assert "run_call" not in error["traceback"], "the runner's own frame is not the user's"
     assert tasks.run_call("sleep", [-1], {})[1]["type"] == "ValueError"
     assert tasks.run_call("count_primes", [0, 10**12], {})[1]["type"] == "ValueError"
 
