@@ -306,9 +306,7 @@ def test_lone_calls_waited_for_by_wait_as_completed_or_a_callback_all_end(solo: 
         assert lone.result(0) == 10
 
 
-def test_a_lone_call_cancelled_while_its_caller_waits_ends_cancelled(
-    solo: RawWorker, tmp_path: Path
-) -> None:
+def test_a_lone_call_cancelled_while_its_caller_waits_ends_cancelled(solo: RawWorker, tmp_path: Path) -> None:
     gate, started = tmp_path / "gate", tmp_path / "started"
     with Cluster(solo.settings.ns_address) as cluster:
         went_direct(cluster, solo)
