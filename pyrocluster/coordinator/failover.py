@@ -124,8 +124,9 @@ class Failover:
     ) -> None:
         rec = self._record_of(link)
         live = rec is not None and rec.retire(batch)
-        if rec is not None and isinstance(reply, dict):
-            rec.observe_load(reply.get("load"))
+        load = reply.get("load") if isinstance(reply, dict) else None
+        if rec is not None and load is not None:  # a direct call's reply carries none
+            rec.observe_load(load)
         name = rec.name if rec is not None else ""
         if isinstance(outcomes, Happened):  # a reply about the whole batch
             if live and rec is not None:
