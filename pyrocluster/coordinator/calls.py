@@ -11,6 +11,7 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrocluster import codec
+from pyrocluster.coordinator.balancer import cost_key
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.readhere import UNDONE, ReadHere
 from pyrocluster.coordinator.replies import text
@@ -237,13 +238,18 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "service", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
+    __slots__ = (
+        "id", "requirement", "service", "cost_key", "calls", "sent_at", "deadline", "moved",
+        "by_sender", "push",
+    )  # fmt: skip
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
         self.service = requirement[0]
         """The service the batch goes to."""
+        self.cost_key = cost_key(requirement)
+        """Its calls' ``(service, task)``: what they cost is learnt under it (``balancer.py``)."""
         self.calls = calls
         self.sent_at = 0.0
         self.deadline = 0.0

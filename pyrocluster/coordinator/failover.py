@@ -141,7 +141,7 @@ class Failover:
             if live and rec is not None:
                 rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
                 worked_s = (outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)) / 1000.0
-                key = balancer.cost_key(batch.requirement)
+                key = batch.cost_key
                 cost = self._costs.get(key)
                 if cost is None:
                     cost = self._costs[key] = balancer.CallCost(limit=self.max_batch)

@@ -56,6 +56,10 @@ class RequestWriter:
     __slots__ = ("_views", "_sent")
 
     def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
+        if type(data) is bytes:  # a small request, joined already
+            self._views = collections.deque((memoryview(data),))
+            self._sent = 0
+            return
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         if len(pieces) > 1 and sum(map(len, pieces)) <= JOIN_BYTES:
             pieces = [b"".join(pieces)]
@@ -139,6 +143,10 @@ class ReplyReader:
         """
         source = self._source
         source.sock = sock
+        if not (self._header or self._attachment or self._message or source.data):
+            whole = self._at_once(sock)  # a message starts: most replies come whole
+            if whole is not None:
+                return whole
         while True:
             if self._attachment is not None:
                 try:
@@ -188,6 +196,30 @@ class ReplyReader:
                         self._start(header)
             else:
                 self._got += got
+
+    def _at_once(self, sock: Any) -> protocol.ReceivingMessage | None:
+        """The first receive of a message (``EAGER_BYTES``): the reply when all of it came (the
+        common small reply, taken without the piecewise steps of :meth:`read`); else None, and
+        what came is read first by :meth:`read` (EAGAIN included: nothing came)."""
+        try:
+            chunk = sock.recv(EAGER_BYTES)
+        except _AGAIN:
+            return None
+        except OSError as exc:
+            raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
+        if not chunk:
+            raise Pyro5.errors.ConnectionClosedError("receiving: not enough data")
+        if len(chunk) < HEADER_BYTES or chunk.startswith(attachments.MAGIC):
+            self._source.data = memoryview(chunk)
+            return None
+        self._start(chunk[:HEADER_BYTES])
+        end = HEADER_BYTES + self._size
+        self._source.data = memoryview(chunk)[end if len(chunk) >= end else HEADER_BYTES :]
+        if len(chunk) < end:
+            return None
+        self._payload = bytearray(chunk[HEADER_BYTES:end])  # writable: values decoded from it may be views
+        self._got = self._size
+        return self._complete()
 
     def _attach(self, header: bytes) -> None:
         """An attachment comes before the reply: read its body into one buffer of its size."""
