@@ -143,10 +143,6 @@ class ReplyReader:
         """
         source = self._source
         source.sock = sock
-        if not (self._header or self._attachment or self._message or source.data):
-            whole = self._at_once(sock)  # a message starts: most replies come whole
-            if whole is not None:
-                return whole
         while True:
             if self._attachment is not None:
                 try:
@@ -170,9 +166,11 @@ class ReplyReader:
                         chunk = source.recv(want)
                     else:  # a message starts: whatever of it has come, in one receive
                         chunk = sock.recv(EAGER_BYTES)
-                        if len(chunk) > want:
-                            source.data = memoryview(chunk)[want:]
-                            chunk = chunk[:want]
+                        if chunk:  # most replies come whole
+                            whole = self._at_once(chunk)
+                            if whole is not None:
+                                return whole
+                            continue  # the rest is read from what came
                     got = len(chunk)
                 else:  # straight into the payload's place: no chunk to copy, no buffer regrown
                     if len(self._payload) == self._got:
@@ -197,18 +195,10 @@ class ReplyReader:
             else:
                 self._got += got
 
-    def _at_once(self, sock: Any) -> protocol.ReceivingMessage | None:
-        """The first receive of a message (``EAGER_BYTES``): the reply when all of it came (the
-        common small reply, taken without the piecewise steps of :meth:`read`); else None, and
-        what came is read first by :meth:`read` (EAGAIN included: nothing came)."""
-        try:
-            chunk = sock.recv(EAGER_BYTES)
-        except _AGAIN:
-            return None
-        except OSError as exc:
-            raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
-        if not chunk:
-            raise Pyro5.errors.ConnectionClosedError("receiving: not enough data")
+    def _at_once(self, chunk: bytes) -> protocol.ReceivingMessage | None:
+        """A message's first receive: the reply when all of it came (the common small reply,
+        taken without the piecewise steps of :meth:`read`); else None, and what came is read
+        before the socket's next bytes (``_Ahead``)."""
         if len(chunk) < HEADER_BYTES or chunk.startswith(attachments.MAGIC):
             self._source.data = memoryview(chunk)
             return None

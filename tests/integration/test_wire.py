@@ -253,6 +253,13 @@ def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def connected(wire: Wire, uri: str, settings: Settings) -> Channel:
+    """A channel that has carried a call (connected: the next request may be held)."""
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2
+    return channel
+
+
 def held_unread(wire: Wire, channel: Channel, method: str, out: queue.SimpleQueue[Any]) -> int:
     """Start ``method`` on ``channel``, written by this thread and left for it to read; its number."""
     wire.call(
@@ -265,9 +272,7 @@ def held_unread(wire: Wire, channel: Channel, method: str, out: queue.SimpleQueu
 def test_an_unread_call_is_read_by_its_caller_with_no_selector_change(
     wire: Wire, uri: str, settings: Settings
 ) -> None:
-    channel = Channel(uri, settings)
-    assert call(wire, channel, "add", 1, 1) == 2
-    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
     call_no = held_unread(wire, channel, "hold", out)
     assert channel.registered is None, "the loop does not watch a call its caller will read"
     RELEASE.set()
@@ -277,9 +282,7 @@ def test_an_unread_call_is_read_by_its_caller_with_no_selector_change(
 
 
 def test_an_unread_call_nobody_reads_is_read_by_the_loop(wire: Wire, uri: str, settings: Settings) -> None:
-    channel = Channel(uri, settings)
-    assert call(wire, channel, "add", 1, 1) == 2
-    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
     RELEASE.set()
     held_unread(wire, channel, "hold", out)
     assert out.get(timeout=20) == ("released", "test-wire")
@@ -288,9 +291,7 @@ def test_an_unread_call_nobody_reads_is_read_by_the_loop(wire: Wire, uri: str, s
 def test_watch_hands_an_unread_call_to_the_loop_and_a_cut_ends_one(
     wire: Wire, uri: str, settings: Settings
 ) -> None:
-    channel = Channel(uri, settings)
-    assert call(wire, channel, "add", 1, 1) == 2
-    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
     call_no = held_unread(wire, channel, "hold", out)
     wire.watch(channel, call_no)
     assert channel.registered is not None, "watched from now on"
