@@ -125,14 +125,14 @@ class LoneLane:
             try:
                 rec = self._record_of(link)
                 if rec is not None:
-                    if load is not None:  # a direct call's reply carries none
-                        rec.observe_load(load)
                     if rec.retire(batch):
                         rec.sizers[batch.service].observe(1, elapsed_s)
                         cost = self._costs.get(batch.cost_key)
                         if cost is None:
                             cost = self._costs[batch.cost_key] = balancer.CallCost(limit=self.max_batch)
                         cost.observe(1, elapsed_ms / 1000.0)
+                    if load is not None:  # after the retire: the load no longer holds this call
+                        rec.observe_load(load)  # (a direct call's reply carries none)
                 if not call.done:  # even a stale attempt's success settles the call
                     call.done = True
                     call.worker = rec.name if rec is not None else ""
