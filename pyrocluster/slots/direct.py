@@ -81,7 +81,7 @@ class DirectService:
 
         self._plain = plain_batch  # the worker's checks and reply budget, as run_batch uses them
         self._budget = reply_budget
-        self._budgets: dict[int | None, Budget] = {}
+        self._budgets: dict[int, Budget] = {}
         """The reply budget by serializer id (settings do not change in a slot process)."""
         self._send_attached = send_attached
         self._max_id = MAX_ID_CHARS
@@ -94,7 +94,13 @@ class DirectService:
 
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
-        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``."""
+        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
+        (through Pyro5's request handling: ``direct_requests.py`` answers the usual request)."""
+        context = Pyro5.callcontext.current_context
+        return self.answer(request, context.serializer_id, getattr(context.client, "sock", None))
+
+    def answer(self, request: Any, serializer_id: int, sock: Any) -> dict[str, Any]:
+        """:meth:`run_batch` of a peer that may run tasks, on the connection of ``sock``."""
         if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
             return BUSY
         sender, calls = request.get("from"), request.get("calls")
@@ -113,8 +119,6 @@ class DirectService:
             share.told()
             self._tell(STARTED)
         share.restart()
-        context = Pyro5.callcontext.current_context
-        serializer_id = getattr(context, "serializer_id", None)
         budget = self._budgets.get(serializer_id)
         if budget is None:
             budget = self._budgets[serializer_id] = self._budget(self._settings, serializer_id)
@@ -122,7 +126,7 @@ class DirectService:
         self.ended = [sender, name, outcomes[0][0], outcomes[0][2]]
         reply = {"outcomes": outcomes}
         if request.get("attach") == 1:
-            self._send_attached(getattr(context.client, "sock", None), reply)
+            self._send_attached(sock, reply)
         return reply
 
 
@@ -146,6 +150,7 @@ class DirectServer:
 
     def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_calls: RunCalls) -> None:
         from pyrocluster.auth import HANDSHAKE_TIMEOUT_S, SecureDaemon
+        from pyrocluster.slots.direct_requests import DirectRequests
 
         config.apply(spec.settings)
         # One thread: the calls run on it (the call timer needs the main thread). A client that
@@ -157,6 +162,10 @@ class DirectServer:
         self._share = share
         self._service = DirectService(share, spec.settings, run_calls, self._tell)
         self._daemon.register(self._service, objectId=spec.object_id)
+        role = DirectService.run_batch.pyrocluster_role  # type: ignore[attr-defined]
+        self._requests = DirectRequests(
+            self._daemon, spec.object_id, role, self._service.answer, HANDSHAKE_TIMEOUT_S
+        )
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
         # The pipe waits in the daemon's own selector (an epoll, kept up to date by the daemon as
@@ -174,22 +183,31 @@ class DirectServer:
     def serve(self) -> None:
         """Serve direct calls until the pipe has something to read (a batch, or its close)."""
         pipe = self._conn.fileno()
-        daemon, share, wait = self._daemon, self._share, self._select
+        daemon, share, wait, requests = self._daemon, self._share, self._select, self._requests
         while True:
-            events = wait()
+            events = wait(requests.timeout())
             ready = [key.fileobj for key, _mask in events if key.fd != pipe]
             batch = len(ready) < len(events)
             # Requests that came with a batch are answered first: the worker took the slot
             # before sending it, so they are told "busy" now, not after the batch.
             if batch and not ready:
+                requests.expire()
                 return
             self._revoked_at, revoked = share.revocations(self._revoked_at)
             if revoked:
                 roles.REVOKED.update(revoked)
-            daemon.events(ready)
+            others = []
+            for conn in ready:
+                if requests.takes(conn):
+                    requests.serve(conn)
+                else:
+                    others.append(conn)  # a connect, or a TLS connection: Pyro5's
+            if others:
+                daemon.events(others)
             ended, self._service.ended = self._service.ended, None
             if ended is not None:  # answered: the slot is lent again (or the worker's)
                 share.unclaim(msgpack.packb(ended), self._tell_ended)
+            requests.expire()  # after reading: a message whose end came during a batch is whole
             if batch:
                 return
 
