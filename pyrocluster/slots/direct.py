@@ -33,6 +33,7 @@ import Pyro5.api
 import Pyro5.callcontext
 
 from pyrocluster import config, roles, tasks
+from pyrocluster.attachments import ATTACH_BYTES
 from pyrocluster.config import Settings
 from pyrocluster.roles import requires
 from pyrocluster.slots.batch import Budget, Call, Outcome
@@ -67,7 +68,7 @@ class DirectSpec:
     object_id: str
 
 
-RunCalls = Callable[[list[Call], Budget], list[Outcome]]
+RunCall = Callable[[Call, Budget], Outcome]
 
 
 @Pyro5.api.expose
@@ -75,7 +76,7 @@ class DirectService:
     """``run_batch`` of one plain call, in the slot process; the slot's only object."""
 
     def __init__(
-        self, share: SlotShare, settings: Settings, run_calls: RunCalls, tell: Callable[[bytes], None]
+        self, share: SlotShare, settings: Settings, run_call: RunCall, tell: Callable[[bytes], None]
     ) -> None:
         from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, reply_budget, send_attached
 
@@ -87,7 +88,7 @@ class DirectService:
         self._max_id = MAX_ID_CHARS
         self._share = share
         self._settings = settings
-        self._run_calls = run_calls
+        self._run_call = run_call
         self._tell = tell
         self.ended: list[Any] | None = None
         """``[sender, task, kind, ms]`` of the direct call just answered, until the worker is told."""
@@ -122,10 +123,11 @@ class DirectService:
         budget = self._budgets.get(serializer_id)
         if budget is None:
             budget = self._budgets[serializer_id] = self._budget(self._settings, serializer_id)
-        outcomes = self._run_calls([[name, payload, float(timeout_s)]], budget)
-        self.ended = [sender, name, outcomes[0][0], outcomes[0][2]]
-        reply = {"outcomes": outcomes}
-        if request.get("attach") == 1:
+        outcome = self._run_call([name, payload, float(timeout_s)], budget)
+        self.ended = [sender, name, outcome[0], outcome[2]]
+        reply = {"outcomes": [outcome]}
+        value = outcome[1]
+        if value is not None and len(value) >= ATTACH_BYTES and request.get("attach") == 1:
             self._send_attached(sock, reply)
         return reply
 
@@ -148,7 +150,7 @@ def _exit_with_worker(pipe: int) -> None:
 class DirectServer:
     """The slot process's endpoint: its daemon, selected on next to the worker's pipe."""
 
-    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_calls: RunCalls) -> None:
+    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_call: RunCall) -> None:
         from pyrocluster.auth import HANDSHAKE_TIMEOUT_S, SecureDaemon
         from pyrocluster.slots.direct_requests import DirectRequests
 
@@ -160,7 +162,7 @@ class DirectServer:
         self._daemon = SecureDaemon(spec.settings, spec.host, 0, spec.advertise)
         self._conn = conn
         self._share = share
-        self._service = DirectService(share, spec.settings, run_calls, self._tell)
+        self._service = DirectService(share, spec.settings, run_call, self._tell)
         self._daemon.register(self._service, objectId=spec.object_id)
         role = DirectService.run_batch.pyrocluster_role  # type: ignore[attr-defined]
         self._requests = DirectRequests(

@@ -27,6 +27,7 @@ from pyrocluster.slots.batch import (
     OUTCOME_OVERHEAD_BYTES,
     Budget,
     Call,
+    Outcome,
     batch_arguments,
     cancelled,
     decode_arguments,
@@ -43,11 +44,12 @@ _NAME = operator.itemgetter(0)
 
 def run_logged(
     calls: list[Call], budget: Budget, share: SlotShare, timer: CallTimer, held: Mapping[str, Any]
-) -> None:
+) -> Outcome | None:
     """Run ``calls`` in order in this slot process, each started under ``share``'s lock (a call
     flagged cancelled is skipped), timed by ``timer`` and its outcome logged in ``share`` as it
     ends; the batch stops early when the reply (``budget``) is full (the rest are not run).
-    ``held`` is the batch's ask (``limits.recorder``)."""
+    ``held`` is the batch's ask (``limits.recorder``). Returns the last outcome logged, as logged
+    when ``held`` asks no memory (a direct call's, which then needs no read of the log)."""
     reply_bytes, value_cap = budget
     decoded = batch_arguments(calls)
     funcs = {name: REGISTRY.get(name) for name in set(map(_NAME, calls))}
@@ -55,10 +57,12 @@ def run_logged(
     begin, place, pack = share.begin, share.place, codec.pack
     monotonic, clock = time.monotonic, time.perf_counter
     used, big_taken = 0, False
+    outcome: Outcome | None = None
     for i, call in enumerate(calls):
         at = monotonic()
         if not begin(i, at):
-            record(cancelled())
+            outcome = cancelled()
+            record(outcome)
             continue
         deadline = at + call[2]
         if deadline < timer.fires_at:
@@ -87,10 +91,11 @@ def run_logged(
         size += OUTCOME_OVERHEAD_BYTES
         if size > reply_bytes:  # a big value: one per reply
             if big_taken:
-                return  # the reply is full: this call and the rest go back not run
+                return None  # the reply is full: this call and the rest go back not run
             big_taken = True
         else:
             used += size
             if used > reply_bytes:
-                return
+                return None
         record(outcome)
+    return outcome

@@ -113,14 +113,17 @@ def _child_main(
 
     timer = CallTimer(overran)
 
-    def run_direct(calls: list[Call], budget: Budget) -> list[Outcome]:
-        """A direct call (``direct.py``), logged in the share as a batch of one."""
+    def run_direct(call: Call, budget: Budget) -> Outcome:
+        """A direct call (``direct.py``), logged in the share as a batch of one; its outcome
+        (read back from the log only when its value was packed into the log's memory)."""
         nonlocal running
         timer.check()
-        running = calls
-        run_logged(calls, budget, share, timer, {})
+        running = [call]
+        outcome = run_logged(running, budget, share, timer, {})
         running = []
-        return share.finished()
+        if outcome is None or (outcome[1] is not None and type(outcome[1]) is not bytes):
+            return share.finished()[0]
+        return outcome
 
     if not _send(conn, READY):
         return
