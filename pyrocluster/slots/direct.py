@@ -36,7 +36,7 @@ from pyrocluster import config, roles, tasks
 from pyrocluster.attachments import ATTACH_BYTES
 from pyrocluster.config import Settings
 from pyrocluster.roles import requires
-from pyrocluster.slots.batch import Budget, Call, Outcome
+from pyrocluster.slots.batch import Call, Outcome
 from pyrocluster.slots.share import PORT, SlotShare
 from pyrocluster.tokens import Role
 
@@ -68,7 +68,8 @@ class DirectSpec:
     object_id: str
 
 
-RunCall = Callable[[Call, Budget], Outcome]
+RunCall = Callable[[Call, int, float], Outcome]
+"""``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
 
 
 @Pyro5.api.expose
@@ -78,12 +79,9 @@ class DirectService:
     def __init__(
         self, share: SlotShare, settings: Settings, run_call: RunCall, tell: Callable[[bytes], None]
     ) -> None:
-        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, reply_budget, send_attached
+        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, send_attached
 
-        self._plain = plain_batch  # the worker's checks and reply budget, as run_batch uses them
-        self._budget = reply_budget
-        self._budgets: dict[int, Budget] = {}
-        """The reply budget by serializer id (settings do not change in a slot process)."""
+        self._plain = plain_batch  # the worker's checks, as run_batch uses them
         self._send_attached = send_attached
         self._max_id = MAX_ID_CHARS
         self._share = share
@@ -98,9 +96,9 @@ class DirectService:
         """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
         (through Pyro5's request handling: ``direct_requests.py`` answers the usual request)."""
         context = Pyro5.callcontext.current_context
-        return self.answer(request, context.serializer_id, getattr(context.client, "sock", None))
+        return self.answer(request, getattr(context.client, "sock", None))
 
-    def answer(self, request: Any, serializer_id: int, sock: Any) -> dict[str, Any]:
+    def answer(self, request: Any, sock: Any) -> dict[str, Any]:
         """:meth:`run_batch` of a peer that may run tasks, on the connection of ``sock``."""
         if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
             return BUSY
@@ -113,17 +111,15 @@ class DirectService:
         if plain is None:
             return BUSY
         (call_id,), (name,), (payload,), (timeout_s,), _ = plain
-        share = self._share
-        if not share.claim([sender, call_id, name], float(timeout_s), time.monotonic()):
+        share, now = self._share, time.monotonic()
+        if not share.claim([sender, call_id, name], float(timeout_s), now):
             return BUSY
         if not share.watched():
             share.told()
             self._tell(STARTED)
-        share.restart()
-        budget = self._budgets.get(serializer_id)
-        if budget is None:
-            budget = self._budgets[serializer_id] = self._budget(self._settings, serializer_id)
-        outcome = self._run_call([name, payload, float(timeout_s)], budget)
+        # a lone call's reply holds its one value whatever its size up to the value cap, in any
+        # serializer (the reply budget of run_batch decides only between several values)
+        outcome = self._run_call([name, payload, float(timeout_s)], self._settings.max_value_bytes, now)
         self.ended = [sender, name, outcome[0], outcome[2]]
         reply = {"outcomes": [outcome]}
         value = outcome[1]

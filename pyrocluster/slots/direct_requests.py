@@ -62,8 +62,8 @@ _CORR_ID = Pyro5.protocol.FLAGS_CORR_ID
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
-Answer = Callable[[Any, int, socket.socket], dict[str, Any]]
-"""``answer(request, serializer_id, sock)``: the reply to a ``run_batch`` of a peer that passed."""
+Answer = Callable[[Any, socket.socket], dict[str, Any]]
+"""``answer(request, sock)``: the reply to a ``run_batch`` of a peer that passed."""
 
 
 def fresh_correlation_id() -> bytes:
@@ -221,7 +221,7 @@ class DirectRequests:
         self._consume(conn, state, size)
         sock = conn.sock
         try:
-            reply = self._answer(args[0], serializer_id, sock)
+            reply = self._answer(args[0], sock)
             data = _MSGPACK.dumps(reply)
             if len(data) > Pyro5.config.MAX_MESSAGE_SIZE:
                 raise Pyro5.errors.ProtocolError(

@@ -44,12 +44,11 @@ _NAME = operator.itemgetter(0)
 
 def run_logged(
     calls: list[Call], budget: Budget, share: SlotShare, timer: CallTimer, held: Mapping[str, Any]
-) -> Outcome | None:
+) -> None:
     """Run ``calls`` in order in this slot process, each started under ``share``'s lock (a call
     flagged cancelled is skipped), timed by ``timer`` and its outcome logged in ``share`` as it
     ends; the batch stops early when the reply (``budget``) is full (the rest are not run).
-    ``held`` is the batch's ask (``limits.recorder``). Returns the last outcome logged, as logged
-    when ``held`` asks no memory (a direct call's, which then needs no read of the log)."""
+    ``held`` is the batch's ask (``limits.recorder``)."""
     reply_bytes, value_cap = budget
     decoded = batch_arguments(calls)
     funcs = {name: REGISTRY.get(name) for name in set(map(_NAME, calls))}
@@ -57,12 +56,10 @@ def run_logged(
     begin, place, pack = share.begin, share.place, codec.pack
     monotonic, clock = time.monotonic, time.perf_counter
     used, big_taken = 0, False
-    outcome: Outcome | None = None
     for i, call in enumerate(calls):
         at = monotonic()
         if not begin(i, at):
-            outcome = cancelled()
-            record(outcome)
+            record(cancelled())
             continue
         deadline = at + call[2]
         if deadline < timer.fires_at:
@@ -91,11 +88,27 @@ def run_logged(
         size += OUTCOME_OVERHEAD_BYTES
         if size > reply_bytes:  # a big value: one per reply
             if big_taken:
-                return None  # the reply is full: this call and the rest go back not run
+                return  # the reply is full: this call and the rest go back not run
             big_taken = True
         else:
             used += size
             if used > reply_bytes:
-                return None
+                return
         record(outcome)
+
+
+def run_lone(call: Call, value_cap: int, share: SlotShare, timer: CallTimer, at: float) -> Outcome:
+    """A direct call (``direct.py``) already marked started at ``at`` by its claim
+    (:meth:`SlotShare.claim`): run and encode as a batch of one in :func:`run_logged` (its reply
+    holds its one value whatever its size up to ``value_cap``), timed by ``timer``, its outcome
+    logged in ``share`` and returned, without the batch's passes (about 10 us of a lone call)."""
+    name, payload, timeout_s = call
+    deadline = at + timeout_s
+    if deadline < timer.fires_at:
+        timer.arm(deadline)
+    outcome = run_decoded(name, decode_arguments(payload), share.place)
+    size = len(outcome[1])
+    if size > value_cap:
+        outcome = too_large(size, value_cap, outcome[2])
+    share.record(outcome)
     return outcome

@@ -47,7 +47,7 @@ from pyrocluster.slots.batch import (
 )
 from pyrocluster.slots.calltimer import CallTimer
 from pyrocluster.slots.forkserver import slot_context
-from pyrocluster.slots.inline_batch import run_logged
+from pyrocluster.slots.inline_batch import run_logged, run_lone
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
@@ -113,16 +113,14 @@ def _child_main(
 
     timer = CallTimer(overran)
 
-    def run_direct(call: Call, budget: Budget) -> Outcome:
-        """A direct call (``direct.py``), logged in the share as a batch of one; its outcome
-        (read back from the log only when its value was packed into the log's memory)."""
+    def run_direct(call: Call, value_cap: int, at: float) -> Outcome:
+        """A direct call (``direct.py``), claimed at ``at``, logged in the share as a batch of
+        one; its outcome."""
         nonlocal running
         timer.check()
         running = [call]
-        outcome = run_logged(running, budget, share, timer, {})
+        outcome = run_lone(call, value_cap, share, timer, at)
         running = []
-        if outcome is None or (outcome[1] is not None and type(outcome[1]) is not bytes):
-            return share.finished()[0]
         return outcome
 
     if not _send(conn, READY):

@@ -331,9 +331,12 @@ class SlotShare:
     # -- the direct path (``direct.py``): who runs the slot, and the call it runs ----------------
 
     def claim(self, who: list[str], timeout_s: float, now: float) -> bool:
-        """(The slot process) take the lent slot for one direct call; False when it is not lent.
+        """(The slot process) take the lent slot for one direct call, started at ``now``; False
+        when it is not lent.
 
-        Also False for a ``who`` too long to record. Returns with the log reset for the call."""
+        Also False for a ``who`` too long to record. Returns with the log reset for the call and
+        the call marked in progress, as :meth:`begin` marks a batch's first call (under the same
+        lock: a direct call has no cancel flag, a cancel kills its process)."""
         data = msgpack.packb(who)
         if len(data) > _WHO_BYTES - _LEN.size:
             return False
@@ -346,12 +349,14 @@ class SlotShare:
             _LEN.pack_into(info, 0, len(data))
             info[_LEN.size : _LEN.size + len(data)] = data
             progress[LOGGED] = 0.0
-            progress[INDEX] = -1.0
+            progress[START] = now
+            progress[INDEX] = 0.0
             progress[DEADLINE] = now + timeout_s
             progress[MODE] = DIRECT
-            return True
         finally:
             lock.release()
+        self.restart()
+        return True
 
     def unclaim(self, record: bytes, tell: Callable[[], None]) -> None:
         """(The slot process) the direct call is over: its ``record`` (msgpack) kept for the
