@@ -94,7 +94,12 @@ class DirectService:
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
         """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
-        (through Pyro5's request handling: ``direct_requests.py`` answers the usual request)."""
+        (through Pyro5's request handling: ``direct_requests.py`` answers the usual request).
+
+        Only on the slot's main thread, where its timer acts: a oneway call, which Pyro5 runs on a
+        thread of its own, runs nothing (and gets no answer)."""
+        if threading.current_thread() is not threading.main_thread():
+            return BUSY
         context = Pyro5.callcontext.current_context
         return self.answer(request, getattr(context.client, "sock", None))
 

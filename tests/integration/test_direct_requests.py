@@ -1,0 +1,113 @@
+"""A slot's direct connections after their handshake (``slots/direct_requests.py``), on a real
+worker: a client that stops mid-message holds nothing and is cut off at the bound, a frame that
+is not Pyro5 closes its connection with a log line, and whatever is not a lone ``run_batch``
+still gets Pyro5's own answer on the same connection."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import auth
+from pyrocluster.auth import HANDSHAKE_TIMEOUT_S
+from pyrocluster.local import ManagedProcess, start_worker
+from tests.conftest import TASKS_FILE, Processes, wait_for
+from tests.helpers.rawworker import RawWorker, decoded
+from tests.integration.test_direct_path import slot_uri
+
+
+def _worker(processes: Processes, nameserver: str, name: str) -> tuple[ManagedProcess, RawWorker, str]:
+    args = ["--name", name, "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    proc = processes.add(start_worker(nameserver, args))
+    w = RawWorker(nameserver, name)
+    port = wait_for(lambda: w.load().get("direct"), 15, what="the slot lent")[0]
+    return proc, w, slot_uri(w, port)
+
+
+def _connected(w: RawWorker, uri: str) -> tuple[auth.SecureProxy, socket.socket]:
+    """A proxy to the slot past its handshake, and its socket (non-blocking, for raw bytes)."""
+    proxy = auth.make_proxy(uri, w.settings, timeout_s=10)
+    proxy._pyroBind()
+    sock = proxy._pyroConnection.sock
+    return proxy, sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """True once the peer closed ``sock``; False while it is open and silent."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _add(w: RawWorker, proxy: auth.SecureProxy, a: int) -> int:
+    reply = proxy.run_batch({"from": "test", "calls": [w.call("add", a, 1)]})
+    return int(decoded(reply["outcomes"][0])[1])
+
+
+def test_a_client_silent_mid_message_holds_nothing_and_is_cut_off(
+    processes: Processes, nameserver: str
+) -> None:
+    _proc, w, uri = _worker(processes, nameserver, "halfway")
+    silent, sock = _connected(w, uri)
+    other = auth.make_proxy(uri, w.settings, timeout_s=30)
+    try:
+        sock.sendall(b"PYRO\x01\xf6\x04\x19\x00\x00")  # 10 bytes of a 40-byte header, then nothing
+        started = time.monotonic()
+        assert _add(w, other, 41) == 42
+        # Served while the silent client's message is still pending: the slot did not wait on it.
+        assert not _closed(sock), "the call was answered only after the silent client was cut off"
+        wait_for(lambda: _closed(sock), HANDSHAKE_TIMEOUT_S + 15, what="the silent client cut off")
+        assert time.monotonic() - started >= HANDSHAKE_TIMEOUT_S - 1, "cut off before its bound"
+        assert _add(w, other, 1) == 2, "the slot serves on"
+    finally:
+        silent._pyroRelease()
+        other._pyroRelease()
+
+
+def test_a_frame_that_is_not_pyro5_is_closed_with_a_log_line(processes: Processes, nameserver: str) -> None:
+    proc, w, uri = _worker(processes, nameserver, "garbled")
+    garbled, sock = _connected(w, uri)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 20)
+        wait_for(lambda: _closed(sock), 15, what="the connection closed")
+        wait_for(
+            lambda: any(
+                "closed the direct connection" in line and "not a Pyro5 message" in line
+                for line in proc.output
+            ),
+            15,
+            what="the log line",
+        )
+    finally:
+        garbled._pyroRelease()
+    with auth.make_proxy(uri, w.settings, timeout_s=30) as proxy:
+        assert _add(w, proxy, 2) == 3, "the slot serves on"
+
+
+def test_other_requests_get_pyro5s_answer_on_the_same_connection(
+    processes: Processes, nameserver: str, tmp_path: Path
+) -> None:
+    _proc, w, uri = _worker(processes, nameserver, "mixed")
+    started = tmp_path / "started"
+    with auth.make_proxy(uri, w.settings, timeout_s=30) as proxy:
+        assert _add(w, proxy, 1) == 2
+        with pytest.raises(AttributeError):
+            proxy.no_such_method()  # not run_batch: Pyro5's handling answers it
+        assert _add(w, proxy, 2) == 3
+        # A request too big to be read here goes to Pyro5 whole; not a plain call: busy.
+        padded = {"from": "test", "calls": [w.call("add", 1, 1)], "pad": b"x" * (3 << 20)}
+        assert proxy.run_batch(padded) == {"busy": True}
+        # A oneway call would run on a Pyro5 thread, away from the slot's timer: it runs nothing.
+        proxy._pyroOneway.add("run_batch")
+        proxy.run_batch({"from": "test", "calls": [w.call("hold", str(tmp_path / "gate"), 30, str(started))]})
+        proxy._pyroOneway.clear()
+        assert _add(w, proxy, 3) == 4, "the connection still answers in order"
+    w.info()
+    assert not started.exists(), "a oneway call ran a task"
