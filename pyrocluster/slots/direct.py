@@ -167,7 +167,7 @@ class DirectServer:
         self._daemon.register(self._service, objectId=spec.object_id)
         role = DirectService.run_batch.pyrocluster_role  # type: ignore[attr-defined]
         self._requests = DirectRequests(
-            self._daemon, spec.object_id, role, self._service.answer, HANDSHAKE_TIMEOUT_S
+            self._daemon, spec.object_id, role, self._service.answer, self._answered, HANDSHAKE_TIMEOUT_S
         )
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
@@ -199,20 +199,19 @@ class DirectServer:
             self._revoked_at, revoked = share.revocations(self._revoked_at)
             if revoked:
                 roles.REVOKED.update(revoked)
-            others = []
-            for conn in ready:
-                if requests.takes(conn):
-                    requests.serve(conn)
-                else:
-                    others.append(conn)  # a connect, or a TLS connection: Pyro5's
-            if others:
+            others = [conn for conn in ready if not requests.serve(conn)]
+            if others:  # a connect, or a TLS connection's request: Pyro5's
                 daemon.events(others)
-            ended, self._service.ended = self._service.ended, None
-            if ended is not None:  # answered: the slot is lent again (or the worker's)
-                share.unclaim(msgpack.packb(ended), self._tell_ended)
+                self._answered()
             requests.expire()  # after reading: a message whose end came during a batch is whole
             if batch:
                 return
+
+    def _answered(self) -> None:
+        """After a reply: the slot is lent again (or the worker's) if it ran a call for it."""
+        ended, self._service.ended = self._service.ended, None
+        if ended is not None:
+            self._share.unclaim(msgpack.packb(ended), self._tell_ended)
 
     def _tell_ended(self) -> None:
         self._tell(ENDED)

@@ -107,31 +107,38 @@ class DirectRequests:
     """Reads and answers the requests of a daemon's plain connections (the one ``object_id``'s
     ``run_batch``) and hands the rest to the daemon."""
 
-    def __init__(self, daemon: Any, object_id: str, role: int, answer: Answer, bound_s: float) -> None:
-        """``role``: what a peer needs for ``run_batch``; ``bound_s``: longest a message may take
-        to arrive whole."""
+    def __init__(
+        self,
+        daemon: Any,
+        object_id: str,
+        role: int,
+        answer: Answer,
+        answered: Callable[[], None],
+        bound_s: float,
+    ) -> None:
+        """``role``: what a peer needs for ``run_batch``; ``answered()`` runs after each reply is
+        sent (or failed); ``bound_s``: longest a message may take to arrive whole."""
         self._daemon = daemon
         self._server = daemon.transportServer
         self._object_id = object_id
         self._role = role
         self._answer = answer
+        self._answered = answered
         self._bound_s = bound_s
         self._pending: dict[Any, _Pending] = {}
         """The plain connections served here, by their Pyro5 connection."""
         self._partial: set[Any] = set()
         """Those holding part of a message."""
 
-    def takes(self, conn: Any) -> bool:
-        """True for a connection served here: an accepted plain one (not the listening socket,
-        not TLS)."""
-        if conn in self._pending:
-            return True
+    def _adopt(self, conn: Any) -> _Pending | None:
+        """Serve ``conn`` here from now on if it is an accepted plain connection (not the
+        listening socket, not TLS); its state, else None."""
         sock = getattr(conn, "sock", None)
         if sock is None or conn is self._server.sock or hasattr(sock, "getpeercert"):
-            return False
+            return None
         sock.setblocking(False)
-        self._pending[conn] = _Pending()
-        return True
+        state = self._pending[conn] = _Pending()
+        return state
 
     def timeout(self) -> float | None:
         """Seconds until the earliest deadline of a partial message, None without one."""
@@ -150,26 +157,29 @@ class DirectRequests:
             filled = self._pending[conn].filled
             self._close(conn, f"{filled} bytes of a message, not whole after {self._bound_s:g} s")
 
-    def serve(self, conn: Any) -> None:
-        """Read what ``conn`` sent, and answer each message that is whole."""
-        state = self._pending[conn]
-        buffer = state.buffer
+    def serve(self, conn: Any) -> bool:
+        """Read what ``conn`` sent, and answer each message that is whole; False (nothing done)
+        for a connection Pyro5 serves (a connect on the listening socket, a TLS connection)."""
+        state = self._pending.get(conn) or self._adopt(conn)
+        if state is None:
+            return False
         try:
-            with memoryview(buffer) as view:
+            with memoryview(state.buffer) as view:
                 got = conn.sock.recv_into(view[state.filled :])
         except BlockingIOError:
-            return
+            return True
         except OSError:
             self._close(conn, None)
-            return
+            return True
         if not got:
             self._close(conn, None)  # the client closed it
-            return
+            return True
         if not state.filled:
             state.since = time.monotonic()
         state.filled += got
         while self._message(conn, state):
             pass
+        return True
 
     def _message(self, conn: Any, state: _Pending) -> bool:
         """Answer the first message in the buffer if it is whole; True when another may follow."""
@@ -236,7 +246,9 @@ class DirectRequests:
         except Exception as exc:  # the reply could not be made or sent: the client sees the close
             self._close(conn, f"its reply failed ({type(exc).__name__}: {exc})")
             return False
-        return state.filled > 0 and conn in self._pending
+        finally:
+            self._answered()
+        return state.filled > 0
 
     def _passes(self, conn: Any) -> bool:
         """The peer may call ``run_batch`` now (as ``roles.check`` decides; Pyro5 refuses the rest)."""
@@ -263,6 +275,7 @@ class DirectRequests:
         self._consume(conn, state, min(size, state.filled))
         conn.sock.settimeout(Pyro5.config.COMMTIMEOUT or None)
         active = self._server.handleRequest(_Replayed(conn, data))
+        self._answered()
         if not active:
             self._close(conn, None)
             return False

@@ -340,7 +340,9 @@ class SlotShare:
         data = msgpack.packb(who)
         if len(data) > _WHO_BYTES - _LEN.size:
             return False
-        lock, progress = self._lock, self.progress
+        if not self._writer:
+            self.restart()  # the slot process's side set up (its progress view among it)
+        lock, progress = self._lock, self._progress
         lock.acquire()
         try:
             if progress[MODE] != LENT:
@@ -365,7 +367,7 @@ class SlotShare:
         ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
         their room (the worker, which takes the slot under the lock, then finds the message before
         a batch's reply)."""
-        lock, progress = self._lock, self.progress
+        lock, progress = self._lock, self._progress  # set up by the claim
         lock.acquire()
         try:
             used = int(progress[ENDED])
@@ -399,8 +401,9 @@ class SlotShare:
         return list(unpacker)
 
     def watched(self) -> bool:
-        """True while the worker watches the deadlines of direct calls (else tell it one started)."""
-        return self.progress[WATCHING] == 1.0
+        """(The slot process, after a claim) True while the worker watches the deadlines of
+        direct calls (else tell it one started)."""
+        return self._progress[WATCHING] == 1.0
 
     def revocations(self, known: float) -> tuple[float, dict[str, int] | None]:
         """The revocations' version, and the revocations when newer than ``known``."""
