@@ -68,6 +68,8 @@ class DirectSpec:
     object_id: str
 
 
+Plain = tuple[str, str, str, bytes, float, bool]
+"""A lone plain call's ``(sender, call_id, task, payload, timeout_s, attach)``."""
 RunCall = Callable[[Call, int, float], Outcome]
 """``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
 
@@ -105,30 +107,50 @@ class DirectService:
 
     def answer(self, request: Any, sock: Any) -> dict[str, Any]:
         """:meth:`run_batch` of a peer that may run tasks, on the connection of ``sock``."""
+        plain = self.plain(request)
+        return BUSY if plain is None else self.run(plain, sock)
+
+    def plain(self, request: Any) -> Plain | None:
+        """The lone plain call ``request`` asks for, None for any other request.
+
+        Every field's type is checked (``keep`` a list of strings, ``attach`` an int), so a plain
+        request holds no value that Pyro5's msgpack hooks would turn into an object: one decoded
+        without them is the same (``direct_requests.py``)."""
         if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
-            return BUSY
-        sender, calls = request.get("from"), request.get("calls")
+            return None
+        sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep", [])
         if type(sender) is not str or not 0 < len(sender) <= self._max_id:
-            return BUSY
+            return None
         if type(calls) is not list or len(calls) != 1:
-            return BUSY
-        plain = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
-        if plain is None:
-            return BUSY
-        (call_id,), (name,), (payload,), (timeout_s,), _ = plain
+            return None
+        if type(keep) is not list or not all(type(key) is str for key in keep):
+            return None
+        attach = request.get("attach", 0)
+        if type(attach) is not int:
+            return None
+        checked = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        if checked is None:
+            return None
+        (call_id,), (name,), (payload,), (timeout_s,), _ = checked
+        return sender, call_id, name, payload, float(timeout_s), attach == 1
+
+    def run(self, plain: Plain, sock: Any) -> dict[str, Any]:
+        """Run a plain call here if the slot is lent: the reply (big values sent ahead on ``sock``
+        when the request asked), else BUSY."""
+        sender, call_id, name, payload, timeout_s, attach = plain
         share, now = self._share, time.monotonic()
-        if not share.claim([sender, call_id, name], float(timeout_s), now):
+        if not share.claim([sender, call_id, name], timeout_s, now):
             return BUSY
         if not share.watched():
             share.told()
             self._tell(STARTED)
         # a lone call's reply holds its one value whatever its size up to the value cap, in any
         # serializer (the reply budget of run_batch decides only between several values)
-        outcome = self._run_call([name, payload, float(timeout_s)], self._settings.max_value_bytes, now)
+        outcome = self._run_call([name, payload, timeout_s], self._settings.max_value_bytes, now)
         self.ended = [sender, name, outcome[0], outcome[2]]
         reply = {"outcomes": [outcome]}
         value = outcome[1]
-        if value is not None and len(value) >= ATTACH_BYTES and request.get("attach") == 1:
+        if attach and value is not None and len(value) >= ATTACH_BYTES:
             self._send_attached(sock, reply)
         return reply
 
@@ -167,10 +189,11 @@ class DirectServer:
         self._daemon.register(self._service, objectId=spec.object_id)
         role = DirectService.run_batch.pyrocluster_role  # type: ignore[attr-defined]
         self._requests = DirectRequests(
-            self._daemon, spec.object_id, role, self._service.answer, self._answered, HANDSHAKE_TIMEOUT_S
+            self._daemon, spec.object_id, role, self._service, self._answered, HANDSHAKE_TIMEOUT_S
         )
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
+        self._pack = msgpack.Packer().pack  # packb would make a packer per call
         # The pipe waits in the daemon's own selector (an epoll, kept up to date by the daemon as
         # clients come and go), with no data: one epoll_wait a request instead of a list of the
         # daemon's sockets rebuilt and handed to select() (about 3 us a request).
@@ -211,7 +234,7 @@ class DirectServer:
         """After a reply: the slot is lent again (or the worker's) if it ran a call for it."""
         ended, self._service.ended = self._service.ended, None
         if ended is not None:
-            self._share.unclaim(msgpack.packb(ended), self._tell_ended)
+            self._share.unclaim(self._pack(ended), self._tell_ended)
 
     def _tell_ended(self) -> None:
         self._tell(ENDED)

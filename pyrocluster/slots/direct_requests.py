@@ -35,7 +35,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import Pyro5
@@ -62,8 +62,19 @@ _CORR_ID = Pyro5.protocol.FLAGS_CORR_ID
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
-Answer = Callable[[Any, socket.socket], dict[str, Any]]
-"""``answer(request, sock)``: the reply to a ``run_batch`` of a peer that passed."""
+_PACK = msgpack.Packer(use_bin_type=True, default=_MSGPACK.default).pack
+"""Pyro5's msgpack encoding (``MsgpackSerializer.dumps``), one packer kept (``packb`` makes one
+per call: 1.4 us of 2 for a reply)."""
+
+
+class Service(Protocol):
+    """What answers the lone calls here (``direct.DirectService``)."""
+
+    def plain(self, request: Any) -> Any:
+        """The lone plain call ``request`` asks for, None for any other request."""
+
+    def run(self, plain: Any, sock: socket.socket) -> dict[str, Any]:
+        """The reply to the plain call of a peer that may run tasks."""
 
 
 def fresh_correlation_id() -> bytes:
@@ -112,17 +123,18 @@ class DirectRequests:
         daemon: Any,
         object_id: str,
         role: int,
-        answer: Answer,
+        service: Service,
         answered: Callable[[], None],
         bound_s: float,
     ) -> None:
-        """``role``: what a peer needs for ``run_batch``; ``answered()`` runs after each reply is
-        sent (or failed); ``bound_s``: longest a message may take to arrive whole."""
+        """``role``: what a peer needs for ``run_batch``; ``service`` answers it; ``answered()``
+        runs after each reply is sent (or failed); ``bound_s``: longest a message may take to
+        arrive whole."""
         self._daemon = daemon
         self._server = daemon.transportServer
         self._object_id = object_id
         self._role = role
-        self._answer = answer
+        self._service = service
         self._answered = answered
         self._bound_s = bound_s
         self._pending: dict[Any, _Pending] = {}
@@ -212,11 +224,9 @@ class DirectRequests:
             return False
         if kind != _INVOKE or flags & ~_CORR_ID or notes_size or serializer_id != _MSGPACK.serializer_id:
             return self._to_pyro5(conn, state, size)
-        try:
+        try:  # without Pyro5's hooks, which only a request that is not a plain call needs
             with memoryview(buffer) as view, view[HEADER.size : size] as data:
-                object_id, method, args, kwargs = msgpack.unpackb(
-                    data, raw=False, object_hook=_MSGPACK.object_hook, ext_hook=_MSGPACK.ext_hook
-                )
+                object_id, method, args, kwargs = msgpack.unpackb(data, raw=False)
         except Exception:  # whatever the decoder raises on bytes it cannot read: Pyro5 answers it
             return self._to_pyro5(conn, state, size)
         if (
@@ -224,15 +234,19 @@ class DirectRequests:
             or method != "run_batch"
             or type(args) is not list
             or len(args) != 1
+            or type(kwargs) is not dict
             or kwargs
             or not self._passes(conn)
         ):
             return self._to_pyro5(conn, state, size)
+        plain = self._service.plain(args[0])
+        if plain is None:
+            return self._to_pyro5(conn, state, size)
         self._consume(conn, state, size)
         sock = conn.sock
         try:
-            reply = self._answer(args[0], sock)
-            data = _MSGPACK.dumps(reply)
+            reply = self._service.run(plain, sock)
+            data = _PACK(reply)
             if len(data) > Pyro5.config.MAX_MESSAGE_SIZE:
                 raise Pyro5.errors.ProtocolError(
                     f"message too large ({len(data)}, max={Pyro5.config.MAX_MESSAGE_SIZE})"

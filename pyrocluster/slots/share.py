@@ -337,11 +337,11 @@ class SlotShare:
         Also False for a ``who`` too long to record. Returns with the log reset for the call and
         the call marked in progress, as :meth:`begin` marks a batch's first call (under the same
         lock: a direct call has no cancel flag, a cancel kills its process)."""
-        data = msgpack.packb(who)
+        if not self._writer:
+            self.restart()  # the slot process's side set up (its packer and progress view)
+        data = self._pack(who)
         if len(data) > _WHO_BYTES - _LEN.size:
             return False
-        if not self._writer:
-            self.restart()  # the slot process's side set up (its progress view among it)
         lock, progress = self._lock, self._progress
         lock.acquire()
         try:
