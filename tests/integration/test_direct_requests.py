@@ -9,6 +9,7 @@ import socket
 import time
 from pathlib import Path
 
+import Pyro5.errors
 import pytest
 
 from pyrocluster import auth
@@ -101,6 +102,10 @@ def test_other_requests_get_pyro5s_answer_on_the_same_connection(
         with pytest.raises(AttributeError):
             proxy.no_such_method()  # not run_batch: Pyro5's handling answers it
         assert _add(w, proxy, 2) == 3
+        # A value Pyro5's msgpack hooks would make an object of: decoded by Pyro5, as before.
+        with pytest.raises(Pyro5.errors.SerializeError):
+            proxy.run_batch({"from": "test", "calls": [w.call("add", 1, 1)], "keep": [{"__class__": "x.Y"}]})
+        assert _add(w, proxy, 4) == 5
         # A request too big to be read here goes to Pyro5 whole; not a plain call: busy.
         padded = {"from": "test", "calls": [w.call("add", 1, 1)], "pad": b"x" * (3 << 20)}
         assert proxy.run_batch(padded) == {"busy": True}
