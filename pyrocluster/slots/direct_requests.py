@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import selectors
 import socket
 import struct
 import time
@@ -42,9 +43,10 @@ import Pyro5
 import Pyro5.errors
 import Pyro5.protocol
 import Pyro5.serializers
+from Pyro5 import socketutil
 
 from pyrocluster import roles
-from pyrocluster.auth import peer_address
+from pyrocluster.auth import MAX_HANDSHAKE_BYTES, peer_address
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +89,16 @@ def fresh_correlation_id() -> bytes:
 class _Pending:
     """What a connection has sent of its next message."""
 
-    __slots__ = ("buffer", "filled", "since")
+    __slots__ = ("buffer", "connecting", "filled", "since")
 
-    def __init__(self) -> None:
+    def __init__(self, since: float = 0.0) -> None:
         self.buffer = bytearray(BUFFER_BYTES)
         self.filled = 0
-        self.since = 0.0
-        """When the first byte of the message in the buffer came (monotonic); 0.0 for none."""
+        self.since = since
+        """When the first byte of the message in the buffer came, or the connection was accepted
+        while it has not passed its handshake (monotonic); 0.0 for none."""
+        self.connecting = since > 0.0
+        """True until the connection passed its handshake: nothing but that is read from it."""
 
 
 class _Replayed:
@@ -112,6 +117,13 @@ class _Replayed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Attributes land on the connection itself (the handshake keeps the peer there)."""
+        if name in ("_conn", "_data"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
 
 
 class DirectRequests:
@@ -143,14 +155,48 @@ class DirectRequests:
         """Those holding part of a message."""
 
     def _adopt(self, conn: Any) -> _Pending | None:
-        """Serve ``conn`` here from now on if it is an accepted plain connection (not the
-        listening socket, not TLS); its state, else None."""
+        """Serve ``conn`` here from now on if it is a plain connection (not TLS) that passed its
+        handshake; its state, else None (the listening socket too: see :meth:`serve`)."""
         sock = getattr(conn, "sock", None)
-        if sock is None or conn is self._server.sock or hasattr(sock, "getpeercert"):
+        if sock is None or hasattr(sock, "getpeercert"):
             return None
         sock.setblocking(False)
         state = self._pending[conn] = _Pending()
         return state
+
+    def _accept(self) -> None:
+        """Take a new plain connection; its handshake is read as its requests are, under the same
+        bound from the connect on (Pyro5 would wait for it with a socket timeout, serving nothing
+        else meanwhile)."""
+        try:
+            sock, _address = self._server.sock.accept()
+            sock.setblocking(False)
+        except OSError as exc:  # the client went away already, or no file descriptor left
+            log.warning("accepting a direct connection failed: %s", exc)
+            return
+        conn = socketutil.SocketConnection(sock)
+        self._pending[conn] = _Pending(since=time.monotonic())
+        self._partial.add(conn)
+        self._server.selector.register(conn, selectors.EVENT_READ, self._server)
+
+    def _handshake(self, conn: Any, state: _Pending, size: int) -> bool:
+        """Pyro5's handshake on the connect message of ``size`` bytes, whole in the buffer (the
+        secret, token and role checks of ``auth.py``, its reply); True when it passed and more
+        bytes wait."""
+        data = bytes(state.buffer[:size])
+        self._consume(conn, state, size)
+        conn.sock.settimeout(Pyro5.config.COMMTIMEOUT or None)  # for the reply
+        try:
+            passed = self._daemon._handshake(_Replayed(conn, data))
+        except Exception as exc:  # as Pyro5's accept loop: logged, the connection closed
+            self._close(conn, f"its handshake failed ({type(exc).__name__}: {exc})")
+            return False
+        if not passed:
+            self._close(conn, None)  # refused: the handshake logged why, the client was told
+            return False
+        conn.sock.setblocking(False)
+        state.connecting = False
+        return state.filled > 0
 
     def timeout(self) -> float | None:
         """Seconds until the earliest deadline of a partial message, None without one."""
@@ -172,9 +218,14 @@ class DirectRequests:
     def serve(self, conn: Any) -> bool:
         """Read what ``conn`` sent, and answer each message that is whole; False (nothing done)
         for a connection Pyro5 serves (a connect on the listening socket, a TLS connection)."""
-        state = self._pending.get(conn) or self._adopt(conn)
+        state = self._pending.get(conn)
         if state is None:
-            return False
+            if conn is self._server.sock and not hasattr(conn, "getpeercert"):
+                self._accept()
+                return True
+            state = self._adopt(conn)
+            if state is None:
+                return False
         try:
             with memoryview(state.buffer) as view:
                 got = conn.sock.recv_into(view[state.filled :])
@@ -186,7 +237,7 @@ class DirectRequests:
         if not got:
             self._close(conn, None)  # the client closed it
             return True
-        if not state.filled:
+        if not state.since:
             state.since = time.monotonic()
         state.filled += got
         while self._message(conn, state):
@@ -213,6 +264,14 @@ class DirectRequests:
             self._close(conn, f"a message of {body} bytes, over the most ({Pyro5.config.MAX_MESSAGE_SIZE})")
             return False
         size = HEADER.size + body
+        if state.connecting:
+            if size > MAX_HANDSHAKE_BYTES:
+                self._close(conn, f"a connect message of {body} bytes, over {MAX_HANDSHAKE_BYTES}")
+                return False
+            if filled < size:
+                self._partial.add(conn)
+                return False
+            return self._handshake(conn, state, size)
         if size > LEAN_MAX_BYTES:
             self._to_pyro5(conn, state, filled)  # it reads the rest, bounded by its socket timeout
             return False

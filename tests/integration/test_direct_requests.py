@@ -9,7 +9,10 @@ import socket
 import time
 from pathlib import Path
 
+import Pyro5.core
 import Pyro5.errors
+import Pyro5.protocol
+import Pyro5.serializers
 import pytest
 
 from pyrocluster import auth
@@ -52,22 +55,34 @@ def _add(w: RawWorker, proxy: auth.SecureProxy, a: int) -> int:
     return int(decoded(reply["outcomes"][0])[1])
 
 
-def test_a_client_silent_mid_message_holds_nothing_and_is_cut_off(
+def test_clients_silent_mid_message_hold_nothing_and_are_cut_off(
     processes: Processes, nameserver: str
 ) -> None:
+    """One connects and says nothing, one stops halfway through its handshake, one halfway
+    through a request after it: a call on another connection is answered meanwhile, and each is
+    cut off at the bound."""
     _proc, w, uri = _worker(processes, nameserver, "halfway")
+    address = (Pyro5.core.URI(uri).host, Pyro5.core.URI(uri).port)
+    half_header = b"PYRO\x01\xf6\x04\x19\x00\x00"  # 10 bytes of a 40-byte header
+    mute = socket.create_connection(address)
+    halfway = socket.create_connection(address)
+    halfway.sendall(half_header)
     silent, sock = _connected(w, uri)
     other = auth.make_proxy(uri, w.settings, timeout_s=30)
     try:
-        sock.sendall(b"PYRO\x01\xf6\x04\x19\x00\x00")  # 10 bytes of a 40-byte header, then nothing
+        sock.sendall(half_header)
         started = time.monotonic()
         assert _add(w, other, 41) == 42
-        # Served while the silent client's message is still pending: the slot did not wait on it.
-        assert not _closed(sock), "the call was answered only after the silent client was cut off"
-        wait_for(lambda: _closed(sock), HANDSHAKE_TIMEOUT_S + 15, what="the silent client cut off")
+        # Served while the silent clients' messages are still pending: the slot did not wait on them.
+        for s in (mute, halfway, sock):
+            assert not _closed(s), "the call was answered only after a silent client was cut off"
+        for s in (mute, halfway, sock):
+            wait_for(lambda s=s: _closed(s), HANDSHAKE_TIMEOUT_S + 15, what="the silent client cut off")
         assert time.monotonic() - started >= HANDSHAKE_TIMEOUT_S - 1, "cut off before its bound"
         assert _add(w, other, 1) == 2, "the slot serves on"
     finally:
+        for s in (mute, halfway):
+            s.close()
         silent._pyroRelease()
         other._pyroRelease()
 
@@ -116,3 +131,23 @@ def test_other_requests_get_pyro5s_answer_on_the_same_connection(
         assert _add(w, proxy, 3) == 4, "the connection still answers in order"
     w.info()
     assert not started.exists(), "a oneway call ran a task"
+
+
+def test_a_request_before_the_handshake_runs_nothing(
+    processes: Processes, nameserver: str, tmp_path: Path
+) -> None:
+    _proc, w, uri = _worker(processes, nameserver, "early")
+    ran = tmp_path / "ran"
+    parsed = Pyro5.core.URI(uri)
+    serializer = Pyro5.serializers.serializers["msgpack"]
+    request = {"from": "test", "calls": [w.call("logged", "x", str(ran))]}
+    body = serializer.dumpsCall(parsed.object, "run_batch", (request,), {})
+    message = Pyro5.protocol.SendingMessage(Pyro5.protocol.MSG_INVOKE, 0, 1, serializer.serializer_id, body)
+    with socket.create_connection((parsed.host, parsed.port), timeout=15) as raw:
+        raw.sendall(message.data)
+        reply = raw.recv(4096)
+        assert reply == b"" or reply[6] == Pyro5.protocol.MSG_CONNECTFAIL, reply
+        wait_for(lambda: _closed(raw), 15, what="the connection closed")
+    with auth.make_proxy(uri, w.settings, timeout_s=30) as proxy:
+        assert _add(w, proxy, 1) == 2
+    assert not ran.exists(), "a call ran without a handshake"
