@@ -6,6 +6,8 @@ each way): about 245 us of the call's wall time and 290 us of the worker's CPU (
 the worker's own class (:class:`~pyrocluster.auth.SecureDaemon`: the same handshake, TLS and
 per-call role check, with the worker's revocations copied into the slot's share), selected on by
 the slot's main thread next to its pipe, which runs the call under the same timer as a batch's.
+Its plain connections are read and answered by ``direct_requests.py`` (Pyro5's handshake, the
+same bytes on the wire, about half the slot's CPU per call of Pyro5's request handling).
 
 The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
 speak to it unchanged. Only a plain lone call runs here, and only while the worker lends the
@@ -178,8 +180,9 @@ class DirectServer:
         from pyrocluster.slots.direct_requests import DirectRequests
 
         config.apply(spec.settings)
-        # One thread: the calls run on it (the call timer needs the main thread). A client that
-        # stops mid-message holds it at most this long, as the worker's handshake timeout.
+        # One thread: the calls run on it (the call timer needs the main thread). A message must
+        # arrive whole within this bound (the worker's handshake timeout): ``direct_requests.py``
+        # for plain connections, the socket timeout for TLS ones.
         Pyro5.config.SERVERTYPE = "multiplex"
         Pyro5.config.COMMTIMEOUT = HANDSHAKE_TIMEOUT_S
         self._daemon = SecureDaemon(spec.settings, spec.host, 0, spec.advertise)

@@ -1,29 +1,32 @@
-"""A slot's authenticated direct connections, their lone calls read and answered without
-Pyro5's per-request machinery.
+"""A slot's plain direct connections read and answered here, without Pyro5's per-request
+machinery; Pyro5's handling for everything unusual.
 
-Pyro5's daemon still accepts each connection and runs its handshake (secret, token, TLS). After
-that, a request on a plain connection is read here: its bytes with one non-blocking
-``recv_into`` (Pyro5 reads a message in three ``recv`` calls, each after a ``poll`` because of
-the socket timeout), the Pyro5 header checked, the msgpack body decoded, the peer checked as
-``roles.requires`` does, and the reply written with one ``send`` in Pyro5's own framing (the
-request's sequence number, its correlation id or a fresh one in the uuid4 format Pyro5 makes,
+A connection's connect message is read here and handed whole to Pyro5's handshake (secret, token,
+role: ``auth.py``); nothing else is read before it passes. After it, a request is read with one
+non-blocking ``recv_into`` (Pyro5 reads a message in three ``recv`` calls, each after a ``poll``
+because of the socket timeout), its Pyro5 header checked, its msgpack body decoded, the peer
+checked as ``roles.requires`` does, and the reply written with one ``send`` in Pyro5's own framing
+(the request's sequence number, its correlation id or a fresh one in the uuid4 format Pyro5 makes,
 without a ``getrandom`` per request); no ``getpeername``, call context or housekeeping per
 request. The bytes on the wire are those Pyro5 sends.
 
 Anything else is handed to Pyro5's own request handling with the bytes read so far replayed to
 it, so it behaves exactly as before: another message type (a ping), flags (oneway, batch,
-compression), annotations, another serializer, another object or method, a body that is not
-msgpack, a peer whose role or token does not pass (Pyro5 then sends the refusal), a message
-bigger than ``LEAN_MAX_BYTES``. A frame that is not a Pyro5 message closes the connection with a
-log line. TLS connections keep Pyro5's handling (their bytes may wait decrypted in the TLS
-layer, where the slot's epoll cannot see them).
+compression), annotations, another serializer, another object or method, a request that is not
+one plain call (decoded again by Pyro5, with its msgpack hooks), a peer whose role or token does
+not pass (Pyro5 then sends the refusal), a message bigger than ``LEAN_MAX_BYTES``. A frame that is
+not a Pyro5 message closes the connection with a log line. TLS connections keep Pyro5's handling
+throughout (their bytes may wait decrypted in the TLS layer, where the slot's epoll cannot see
+them).
 
 A silent or half-dead client holds nothing: its partial message waits in its buffer while the
 slot serves the others and its pipe, and the connection is closed once the message is not whole
-``bound_s`` after its first byte came (the slot's epoll wakes for that deadline).
+``bound_s`` after its first byte came (after the connect, for the connect message); the slot's
+epoll wakes for that deadline.
 
-The figure it buys: slot-process CPU per lone direct call 200-230 -> ~100 us (``python -m
-bench.trace``, BENCHMARKS.md "W1 latency: the direct path").
+The figure it buys: slot-process CPU per lone direct call 203-260 -> 117-160 us under load 18-22,
+the raw Pyro5 daemon's 70-110 in the same runs (``python -m bench.trace``, BENCHMARKS.md "W1
+latency: the direct path").
 """
 
 from __future__ import annotations
