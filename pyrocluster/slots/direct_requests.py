@@ -156,6 +156,8 @@ class DirectRequests:
         """The plain connections served here, by their Pyro5 connection."""
         self._partial: set[Any] = set()
         """Those holding part of a message."""
+        if not hasattr(self._server.sock, "getpeercert"):
+            self._server.sock.setblocking(False)  # accepted here (TLS: by Pyro5, blocking)
 
     def _adopt(self, conn: Any) -> _Pending | None:
         """Serve ``conn`` here from now on if it is a plain connection (not TLS) that passed its
@@ -174,6 +176,8 @@ class DirectRequests:
         try:
             sock, _address = self._server.sock.accept()
             sock.setblocking(False)
+        except BlockingIOError:  # the client gave up before it was taken
+            return
         except OSError as exc:  # the client went away already, or no file descriptor left
             log.warning("accepting a direct connection failed: %s", exc)
             return
