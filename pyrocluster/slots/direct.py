@@ -190,7 +190,7 @@ class DirectServer:
         self._share = share
         self._service = DirectService(share, spec.settings, run_call, self._tell)
         self._daemon.register(self._service, objectId=spec.object_id)
-        role = DirectService.run_batch.pyrocluster_role  # type: ignore[attr-defined]
+        role = int(DirectService.run_batch.pyrocluster_role)  # type: ignore[attr-defined]
         self._requests = DirectRequests(
             self._daemon, spec.object_id, role, self._service, self._answered, HANDSHAKE_TIMEOUT_S
         )
