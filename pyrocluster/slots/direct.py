@@ -120,12 +120,12 @@ class DirectService:
         without them is the same (``direct_requests.py``)."""
         if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
             return None
-        sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep", [])
+        sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep")
         if type(sender) is not str or not 0 < len(sender) <= self._max_id:
             return None
         if type(calls) is not list or len(calls) != 1:
             return None
-        if type(keep) is not list or not all(type(key) is str for key in keep):
+        if keep is not None and (type(keep) is not list or not all(type(key) is str for key in keep)):
             return None
         attach = request.get("attach", 0)
         if type(attach) is not int:
