@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+import msgpack
+import Pyro5.callcontext
 import Pyro5.core
 import Pyro5.errors
 import Pyro5.protocol
@@ -18,6 +22,7 @@ import pytest
 from pyrocluster import auth
 from pyrocluster.auth import HANDSHAKE_TIMEOUT_S
 from pyrocluster.local import ManagedProcess, start_worker
+from pyrocluster.slots.direct_requests import HEADER
 from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.rawworker import RawWorker, decoded
 from tests.integration.test_direct_path import slot_uri
@@ -151,3 +156,54 @@ def test_a_request_before_the_handshake_runs_nothing(
     with auth.make_proxy(uri, w.settings, timeout_s=30) as proxy:
         assert _add(w, proxy, 1) == 2
     assert not ran.exists(), "a call ran without a handshake"
+
+
+def _exchange(sock: socket.socket, message: bytes) -> tuple[tuple[Any, ...], Any]:
+    """Send one raw message, read its reply: ``(header fields, decoded body)``."""
+    sock.setblocking(True)
+    sock.settimeout(30)
+    sock.sendall(message)
+    head = b""
+    while len(head) < HEADER.size:
+        head += sock.recv(HEADER.size - len(head))
+    fields = HEADER.unpack(head)
+    body = b""
+    while len(body) < fields[6] + fields[7]:
+        body += sock.recv(fields[6] + fields[7] - len(body))
+    return fields, msgpack.unpackb(body, raw=False)
+
+
+def test_a_reply_is_pyro5s_own_framing(processes: Processes, nameserver: str) -> None:
+    """The reply a slot writes itself: Pyro5's header, the request's sequence number, its
+    correlation id echoed (or a fresh uuid4 one), the serializer of the request, no annotations."""
+    _proc, w, uri = _worker(processes, nameserver, "framing")
+    proxy, sock = _connected(w, uri)
+    try:
+        serializer = Pyro5.serializers.serializers["msgpack"]
+        request = {"from": "test", "calls": [w.call("add", 2, 3)]}
+        body = serializer.dumpsCall(Pyro5.core.URI(uri).object, "run_batch", (request,), {})
+        for seq, corr in ((7, None), (8, uuid.uuid4())):
+            Pyro5.callcontext.current_context.correlation_id = corr
+            try:
+                message = Pyro5.protocol.SendingMessage(
+                    Pyro5.protocol.MSG_INVOKE, 0, seq, serializer.serializer_id, body
+                ).data
+            finally:
+                Pyro5.callcontext.current_context.correlation_id = None
+            fields, reply = _exchange(sock, message)
+            tag, version, kind, serializer_id, flags, got_seq, _size, notes, corr_id, _, magic = fields
+            assert (tag, version, magic) == (b"PYRO", Pyro5.protocol.PROTOCOL_VERSION, 0x4DC5)
+            assert (kind, serializer_id, flags, got_seq, notes) == (
+                Pyro5.protocol.MSG_RESULT,
+                serializer.serializer_id,
+                Pyro5.protocol.FLAGS_CORR_ID,
+                seq,
+                0,
+            )
+            if corr is None:
+                assert uuid.UUID(bytes=corr_id).version == 4
+            else:
+                assert corr_id == corr.bytes
+            assert decoded(reply["outcomes"][0]) == (0, 5)
+    finally:
+        proxy._pyroRelease()
