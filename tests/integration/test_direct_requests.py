@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +159,20 @@ def test_a_request_before_the_handshake_runs_nothing(
     assert not ran.exists(), "a call ran without a handshake"
 
 
-def _exchange(sock: socket.socket, message: bytes) -> tuple[tuple[Any, ...], Any]:
-    """Send one raw message, read its reply: ``(header fields, decoded body)``."""
+def _exchange(
+    sock: socket.socket, message: bytes, between: Callable[[], object] | None = None
+) -> tuple[tuple[Any, ...], Any]:
+    """Send one raw message, read its reply: ``(header fields, decoded body)``. With
+    ``between``, the message goes in three pieces (half its header, then part of its body, then
+    the rest), ``between()`` after each: a round trip through the slot, which has then read it."""
     sock.setblocking(True)
     sock.settimeout(30)
-    sock.sendall(message)
+    if between is None:
+        sock.sendall(message)
+    else:
+        for piece in (message[:20], message[20 : HEADER.size + 10], message[HEADER.size + 10 :]):
+            sock.sendall(piece)
+            between()
     head = b""
     while len(head) < HEADER.size:
         head += sock.recv(HEADER.size - len(head))
@@ -175,9 +185,11 @@ def _exchange(sock: socket.socket, message: bytes) -> tuple[tuple[Any, ...], Any
 
 def test_a_reply_is_pyro5s_own_framing(processes: Processes, nameserver: str) -> None:
     """The reply a slot writes itself: Pyro5's header, the request's sequence number, its
-    correlation id echoed (or a fresh uuid4 one), the serializer of the request, no annotations."""
+    correlation id echoed (or a fresh uuid4 one), the serializer of the request, no annotations;
+    the second request arrives in pieces read apart."""
     _proc, w, uri = _worker(processes, nameserver, "framing")
     proxy, sock = _connected(w, uri)
+    other = auth.make_proxy(uri, w.settings, timeout_s=30)
     try:
         serializer = Pyro5.serializers.serializers["msgpack"]
         request = {"from": "test", "calls": [w.call("add", 2, 3)]}
@@ -190,7 +202,7 @@ def test_a_reply_is_pyro5s_own_framing(processes: Processes, nameserver: str) ->
                 ).data
             finally:
                 Pyro5.callcontext.current_context.correlation_id = None
-            fields, reply = _exchange(sock, message)
+            fields, reply = _exchange(sock, message, None if corr is None else lambda: _add(w, other, 0))
             tag, version, kind, serializer_id, flags, got_seq, _size, notes, corr_id, _, magic = fields
             assert (tag, version, magic) == (b"PYRO", Pyro5.protocol.PROTOCOL_VERSION, 0x4DC5)
             assert (kind, serializer_id, flags, got_seq, notes) == (
@@ -207,3 +219,4 @@ def test_a_reply_is_pyro5s_own_framing(processes: Processes, nameserver: str) ->
             assert decoded(reply["outcomes"][0]) == (0, 5)
     finally:
         proxy._pyroRelease()
+        other._pyroRelease()
