@@ -1,25 +1,8 @@
-"""Multiplexed Pyro5 calls: every request written and every reply read, a piece at a time, by one loop.
+"""The wire's loop: the thread that writes every queued request and reads every watched reply,
+and the state each channel's call moves through (busy, who holds its socket, its deadline, a cut).
 
-A blocking Pyro5 proxy holds a thread for as long as its call runs, so a coordinator built on
-them needs a thread per call in flight (and one per worker to probe it). Here a call is split
-into its two halves on the proxy's own connection, whose socket is non-blocking once connected:
-
-* **send**: the caller's thread encodes the request and queues it on its channel; the loop
-  writes it as the socket takes it (``frames.RequestWriter``), so no caller writes to a socket
-  while holding a lock of its own. A caller that holds no lock may write its own request
-  (``hold_write`` then :meth:`Wire.push`, non-blocking: the loop takes what the socket did not).
-  A channel not yet connected is connected by a thread of a small pool (the Pyro5 handshake
-  blocks, bounded by the connect timeout);
-* **receive**: the loop waits on every socket with a call out (``selectors``) and reads each
-  reply as its bytes arrive (``frames.ReplyReader``): a peer that stops mid-reply or drips
-  bytes holds only its own buffer, never the loop, so every other reply and every deadline is
-  served meanwhile.
-
-A channel's socket is used by one thread at a time: the loop, or a caller that claimed it to
-read its own reply (:meth:`Wire.receive_here`). So the coordinator's thread count does not
-depend on the number of workers or of calls in flight: one loop thread plus at most
-``POOL_THREADS``. A call may carry a deadline; when it passes, the call fails with
-``Pyro5.errors.TimeoutError`` and its connection is closed.
+A caller's own part (writing its request, reading its reply on its thread, asking the loop to
+watch) is in ``caller.py``; the package docstring gives the whole picture.
 """
 
 from __future__ import annotations
@@ -29,8 +12,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import math
-import select
 import selectors
 import socket
 import threading
@@ -52,12 +33,13 @@ POOL_THREADS = 4
 LOOP_TICK_S = 0.05
 """Longest the loop (or a caller reading its own reply) sleeps without checking deadlines."""
 ADOPT_S = 0.01
-"""A call left for its caller to read (:meth:`Wire.push` with ``unread``) that the caller has not
+"""A call left for its caller to read (``Wire.push`` with ``unread``) that the caller has not
 come for in this long is watched by the loop from its next pass on (at most ``LOOP_TICK_S`` later)."""
 
 
-class Wire:
-    """The loop thread and the pool every channel of one coordinator shares."""
+class WireCore:
+    """The loop thread and the pool every channel of one coordinator shares (``Wire`` adds the
+    caller's part)."""
 
     def __init__(self, name: str = "wire", pool_threads: int = POOL_THREADS) -> None:
         self._selector = selectors.DefaultSelector()
@@ -350,71 +332,6 @@ class Wire:
                 channel.holder = LOOP
             self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
 
-    def receive_here(self, channel: Channel, call_no: int, wait_s: float) -> bool:
-        """Read call ``call_no``'s reply on this thread if it comes within ``wait_s``: True if read.
-
-        A caller about to block on the outcome of a call it has just sent moves the call on
-        itself (writes the request if the loop has not, reads the reply as it arrives), which
-        saves the hand-offs to and from the loop thread. When the reply is late, the call goes
-        back to the loop; deadlines and cuts work the same either way.
-        """
-        if threading.get_ident() == self._loop_id:  # a callback on the loop: the loop reads
-            return False
-        until = time.monotonic() + wait_s
-        while True:
-            with self._lock:
-                if not channel.busy or channel.call_no != call_no:
-                    return False  # it is over
-                sock = channel.registered
-                if sock is None and channel.unread == call_no:  # left for us: nobody watches it
-                    sock = channel.sock()
-                if sock is None:
-                    return False  # a pool thread is still connecting it, or its request is unsent
-                if channel.holder == FREE:
-                    channel.holder = CALLER
-                    channel.unread = 0
-                    self._unregister(channel)
-                    break
-            if channel.holder == CALLER or time.monotonic() >= until:
-                return False
-            time.sleep(0)  # the loop is moving it on (a step that never waits): let it finish
-        ready = channel.writer is not None  # a request to write: move on at once, else wait first
-        while True:
-            if channel.timed_out or channel.cut_no == call_no:
-                self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
-                return True
-            if ready and self._step(channel):
-                return True
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                poller = channel.poller(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
-                ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
-            except (OSError, ValueError):
-                ready = True  # a socket gone: the next step reports it
-        with self._lock:
-            if not (channel.timed_out or channel.cut_no == call_no):
-                channel.holder = FREE
-                if self._register(channel, sock, channel.wanted()):
-                    return False
-                channel.holder = CALLER
-        self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
-        return True
-
-    def push(self, channel: Channel, call_no: int, unread: bool = False) -> None:
-        """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
-        lock: what the socket takes now; the loop writes the rest and reads the reply.
-
-        With ``unread``, a request written whole is left for this thread to read the reply of
-        (:meth:`receive_here`) without the loop watching its socket meanwhile (no selector change
-        per call); the loop watches it once :meth:`watch` asks, or ``ADOPT_S`` after.
-        """
-        if threading.get_ident() == self._loop_id:
-            self._held.append((channel, call_no))  # written once the callback that sent it returns
-            return
-        self._write_held(channel, call_no, CALLER, unread)
-
     def _write_held(self, channel: Channel, call_no: int, holder: int, unread: bool = False) -> None:
         with self._lock:
             if not channel.busy or channel.call_no != call_no or channel.holder != FREE:
@@ -443,19 +360,6 @@ class Wire:
                 if self._register(channel, sock, channel.wanted()):
                     return
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
-
-    def watch(self, channel: Channel, call_no: int) -> None:
-        """Have the loop read call ``call_no``'s reply from now on (someone waits for it without
-        reading it: a callback, ``concurrent.futures.wait``). Safe from any thread."""
-        with self._lock:
-            if not channel.busy or channel.call_no != call_no:
-                return
-            if channel.unread != call_no:  # not written yet (it is then watched), or watched already
-                channel.watch_no = call_no
-                return
-            self._watch_unread(channel)
-        if not self._sees_new_sockets:
-            self._wake()
 
     def _watch_unread(self, channel: Channel) -> None:
         """Register an unread call's socket with the loop (under the lock)."""
