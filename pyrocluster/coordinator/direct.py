@@ -17,6 +17,7 @@ outcome when it was logged); with none, the call ends as a broken ``run_batch`` 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +29,8 @@ import Pyro5.errors
 from pyrocluster import attachments
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.calls import Batch
-from pyrocluster.coordinator.channel import Channel, Unsent
-from pyrocluster.coordinator.wire import Wire
+from pyrocluster.coordinator.channel import Channel, Done, Unsent
+from pyrocluster.coordinator.wire import Wire, lonecall
 from pyrocluster.slots.direct import DIRECT_SUFFIX
 
 OUTCOME_ASK_S = 10.0
@@ -168,8 +169,25 @@ class DirectRoute:
                 self._put_back(port, channel, keep=False, lent=False)
                 failed(batch, exc)
 
-        self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
-        batch.started_on(self._wire, channel)
+        if not (batch.by_sender and self._send_lone(batch, channel, request, done)):
+            self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
+            batch.started_on(self._wire, channel)
+        return True
+
+    def _send_lone(self, batch: Batch, channel: Channel, request: dict[str, Any], done: Done) -> bool:
+        """Start a call its sender writes as one function and its waiter reads as another
+        (``wire/lonecall.py``); False (nothing started) when its request does not fit that path."""
+        try:
+            data = channel.encode("run_batch", (request,))
+        except Exception:  # the ordinary way encodes it again and reports why it cannot
+            return False
+        if not isinstance(data, bytes) or not lonecall.fits(channel, data):
+            return False
+        wire = self._wire
+        call_no = lonecall.start(wire, channel, done)
+        reader = functools.partial(lonecall.read, wire, channel, call_no)
+        unread = batch.sent_on(reader, functools.partial(wire.watch, channel, call_no))
+        batch.push = functools.partial(lonecall.write, wire, channel, call_no, data, unread)
         return True
 
     def _ask_outcome(self, batch: Batch, replied: Replied, failed: Failed, broke: BaseException) -> None:

@@ -44,7 +44,7 @@ payload). Copying that much costs well under a microsecond a KiB."""
 Buffer = bytes | bytearray | memoryview
 """Anything a request piece may be."""
 
-_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 """Nothing can move now: try again when the socket is ready."""
 
 
@@ -76,7 +76,7 @@ class RequestWriter:
             view = views[0]
             try:
                 self._sent += sock.send(view[self._sent : self._sent + WRITE_CHUNK])
-            except _AGAIN:
+            except AGAIN:
                 return False
             except OSError as exc:
                 raise Pyro5.errors.ConnectionClosedError(f"sending: {exc}") from None
@@ -147,7 +147,7 @@ class ReplyReader:
             if self._attachment is not None:
                 try:
                     self._attachment.read(source)
-                except _AGAIN:
+                except AGAIN:
                     return None
                 except OSError as exc:
                     raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
@@ -167,7 +167,7 @@ class ReplyReader:
                     else:  # a message starts: whatever of it has come, in one receive
                         chunk = sock.recv(EAGER_BYTES)
                         if chunk:  # most replies come whole
-                            whole = self._at_once(chunk)
+                            whole = self.take_first(chunk)
                             if whole is not None:
                                 return whole
                             continue  # the rest is read from what came
@@ -178,7 +178,7 @@ class ReplyReader:
                     room = memoryview(self._payload)[self._got : self._got + min(want, READ_CHUNK)]
                     with room:
                         got = source.recv_into(room)
-            except _AGAIN:
+            except AGAIN:
                 return None
             except OSError as exc:
                 raise Pyro5.errors.ConnectionClosedError(f"receiving: {exc}") from None
@@ -195,7 +195,7 @@ class ReplyReader:
             else:
                 self._got += got
 
-    def _at_once(self, chunk: bytes) -> protocol.ReceivingMessage | None:
+    def take_first(self, chunk: bytes) -> protocol.ReceivingMessage | None:
         """A message's first receive: the reply when all of it came (the common small reply,
         taken without the piecewise steps of :meth:`read`); else None, and what came is read
         before the socket's next bytes (``_Ahead``)."""
