@@ -17,21 +17,19 @@ from typing import Any
 
 STEPS = [
     ("c0", "c1", "submit -> link.send (Call, future, encode args, choose, book: the lone lane)"),
-    ("c1", "w0", "link.send -> wire.call (lone check, pick the slot's channel, the request dict)"),
-    ("w0", "q0", "wire.call: encode the Pyro5 message (invoke_pieces)"),
-    ("q0", "q1", "wire._queue (lock, writer; no selector change for a lone call)"),
-    ("q1", "p0", "rest of wire.call, closures, sent_on"),
-    ("p0", "p1", "push: write the request (send syscall)"),
+    ("c1", "w0", "link.send -> the Pyro5 message (lone check, pick the slot's channel, the request dict)"),
+    ("w0", "w1", "encode the Pyro5 message (invoke_pieces)"),
+    ("w1", "p0", "start the call (lonecall.start, closures, sent_on; or wire.call's rest and _queue)"),
+    ("p0", "p1", "write the request (lonecall.write or push: the send syscall)"),
     ("p1", "s1", "return from submit"),
-    ("s1", "r0", "result() -> receive_here"),
-    ("r0", "e0", "receive_here: claim, poll, read the frames"),
-    ("e0", "d0", "_end (lock) -> result_of"),
+    ("s1", "r0", "result() -> the read (lonecall.read or receive_here)"),
+    ("r0", "d0", "the read: claim, poll, receive the reply (receive_here: and _end's lock)"),
     ("d0", "d1", "result_of: decode the Pyro5 reply"),
     ("d1", "b0", "-> batch_replied (put the slot's channel back)"),
     ("b0", "a0", "decode_reply (a lone success goes to the lone lane)"),
     ("a0", "a1", "_lone_ok (lock, retire, sizer, cost, settle the future)"),
     ("a1", "b1", "return from batch_replied"),
-    ("b1", "c4", "return through receive_here and result()"),
+    ("b1", "c4", "return through the read and result()"),
 ]
 
 
@@ -43,6 +41,7 @@ def main() -> None:
 
     from pyrocluster.coordinator import channel, dispatch, links, wire
     from pyrocluster.coordinator.cluster import Cluster
+    from pyrocluster.coordinator.wire import lonecall
 
     stamp = time.thread_time
     now: dict[str, float] = {}
@@ -62,11 +61,11 @@ def main() -> None:
         setattr(cls, attr, wrapped)
 
     around(links.WorkerLink, "send", "c1", None)
-    around(wire.Wire, "call", "w0", None)
-    around(wire.Wire, "_queue", "q0", "q1")
+    around(channel.Channel, "encode", "w0", "w1")
     around(wire.Wire, "push", "p0", "p1")
+    around(lonecall, "write", "p0", "p1")
     around(wire.Wire, "receive_here", "r0", None)
-    around(wire.Wire, "_end", "e0", None)
+    around(lonecall, "read", "r0", None)
     around(channel.Channel, "result_of", "d0", "d1")
     around(dispatch.Dispatcher, "batch_replied", "b0", "b1")
     around(dispatch.Dispatcher, "_lone_ok", "a0", "a1")

@@ -21,6 +21,7 @@ import pytest
 from pyrocluster import Cluster, TaskFailed, TaskTimeout, auth, codec, config, revocations, tokens
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import readhere
+from pyrocluster.coordinator.wire import lonecall
 from pyrocluster.handshake import credential
 from pyrocluster.local import start_nameserver, start_worker
 from pyrocluster.slots.direct import DIRECT_SUFFIX
@@ -287,13 +288,18 @@ def test_a_slot_killed_while_the_caller_reads_its_reply_fails_the_call_over(
     solo: RawWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readhere, "INLINE_WAIT_S", 60.0)  # the caller holds the socket throughout
+    reading: list[Any] = []
+    read = lonecall.read
+    monkeypatch.setattr(lonecall, "read", lambda *a: reading.append(a[1]) or read(*a))
     gate, started = tmp_path / "gate", tmp_path / "started"
     with Cluster(solo.settings.ns_address, retries=1) as cluster:
         pid = went_direct(cluster, solo)
+        reading.clear()
         future = cluster.submit("hold", str(gate), 30, str(started))
 
         def kill() -> None:
             wait_for(started.exists, 10, what="the call running")
+            wait_for(lambda: reading and reading[0].claimed, 10, what="the caller reading its reply")
             os.kill(pid, signal.SIGKILL)
             gate.touch()  # the second attempt ends at once
 
@@ -302,6 +308,31 @@ def test_a_slot_killed_while_the_caller_reads_its_reply_fails_the_call_over(
         assert future.result(20) == str(gate)
         killer.join(10)
         assert future.attempts == 2, "the crash cost an attempt"
+
+
+def test_a_direct_call_cut_under_its_reader_ends_once_and_its_connection_is_not_kept(
+    solo: RawWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readhere, "INLINE_WAIT_S", 60.0)  # the caller holds the socket throughout
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address, retries=1) as cluster:
+        went_direct(cluster, solo)
+        link = cluster._dispatcher.links["solo"]
+        assert link.direct is not None
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.append(future.result(30)), daemon=True)
+        reader.start()
+        wait_for(started.exists, 10, what="the call running")
+        (channel,) = link.direct.busy
+        wait_for(lambda: channel.claimed, 10, what="the caller reading its reply")
+        link.abort_calls()  # what setting the worker aside does: the connection is cut
+        gate.touch()
+        reader.join(30)
+        assert got == [str(gate)], "the call ends once, with its outcome"
+        assert not channel.connected, "the cut connection is closed"
+        assert all(channel not in idle for idle in link.direct._idle.values()), "and not kept"
+        went_direct(cluster, solo)  # the next lone calls reach the slot on a fresh connection
 
 
 def test_a_lone_call_nobody_waits_for_is_read_and_its_slot_freed(solo: RawWorker) -> None:

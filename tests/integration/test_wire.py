@@ -18,7 +18,7 @@ from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.channel import Channel, Unsent
 from pyrocluster.coordinator.frames import WRITE_CHUNK
-from pyrocluster.coordinator.wire import POOL_THREADS, Wire
+from pyrocluster.coordinator.wire import POOL_THREADS, Wire, lonecall
 from tests.helpers.certs import make_member
 from tests.helpers.relay import Relay
 
@@ -304,3 +304,78 @@ def test_watch_hands_an_unread_call_to_the_loop_and_a_cut_ends_one(
     assert isinstance(error, Pyro5.errors.CommunicationError), error
     RELEASE.set()
     assert call(wire, channel, "add", 2, 3) == 5, "it reconnects for the next call"
+
+
+def lone(wire: Wire, channel: Channel, method: str, out: queue.SimpleQueue[Any], *args: Any) -> int:
+    """Start ``method`` as a lone direct call (``wire/lonecall.py``): written by this thread and left
+    for it to read; its number."""
+    data = channel.encode(method, args)
+    assert isinstance(data, bytes) and lonecall.fits(channel, data)
+    call_no = lonecall.start(wire, channel, lambda r, e: out.put((e or r, threading.current_thread().name)))
+    lonecall.write(wire, channel, call_no, data, True)
+    return call_no
+
+
+def test_a_lone_call_is_written_and_read_by_its_caller_and_its_channel_serves_again(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    call_no = lone(wire, channel, "add", out, 2, 5)
+    assert channel.registered is None and channel.unread == call_no, "left for this thread, unwatched"
+    assert lonecall.read(wire, channel, call_no, 20.0) is True
+    assert out.get(timeout=1) == (7, threading.current_thread().name)
+    assert not channel.busy and channel.registered is None
+    call_no = lone(wire, channel, "fail", out)
+    assert lonecall.read(wire, channel, call_no, 20.0) is True
+    error, _ = out.get(timeout=1)
+    assert isinstance(error, ValueError) and "the peer raised" in str(error)
+    assert call(wire, channel, "add", 1, 2) == 3, "the loop carries its next call on the same channel"
+
+
+def test_a_lone_reply_after_the_inline_window_is_read_by_the_loop(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    call_no = lone(wire, channel, "hold", out)
+    assert lonecall.read(wire, channel, call_no, 0.05) is False, "no reply within the window"
+    assert channel.registered is not None, "handed back: the loop watches it"
+    RELEASE.set()
+    assert out.get(timeout=20) == ("released", "test-wire")
+    assert not channel.busy and lonecall.read(wire, channel, call_no, 0.05) is False, "over: nothing to read"
+
+
+def test_a_lone_reply_in_pieces_is_read_here_within_the_window_and_by_the_loop_after(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    host_port = uri.rpartition("@")[2]
+    relay = Relay("127.0.0.1", int(host_port.rpartition(":")[2]))
+    try:
+        channel, out = connected(wire, uri.replace(host_port, relay.address()), settings), queue.SimpleQueue()
+        relay.drip(0.001)  # a byte at a time: the first receive takes a piece of the reply
+        call_no = lone(wire, channel, "size", out, "x" * 300)
+        assert lonecall.read(wire, channel, call_no, 20.0) is True
+        assert out.get(timeout=1) == (300, threading.current_thread().name)
+        relay.drip(0.01)  # about 1 s for the reply: the window ends mid-reply
+        call_no = lone(wire, channel, "size", out, "y" * 30)
+        assert lonecall.read(wire, channel, call_no, 0.1) is False
+        assert out.get(timeout=20) == (30, "test-wire"), "the loop read the rest of what came"
+    finally:
+        relay.close()
+
+
+def test_a_lone_call_cut_while_its_caller_reads_ends_and_its_connection_is_not_reused(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    first = channel.sock()
+    call_no = lone(wire, channel, "hold", out)
+    cutter = threading.Thread(target=lambda: (wait_until(lambda: channel.claimed), wire.cut(channel)))
+    cutter.start()  # cut only once this thread holds the socket
+    assert lonecall.read(wire, channel, call_no, 20.0) is True
+    cutter.join(timeout=5)
+    error, _ = out.get(timeout=1)
+    assert isinstance(error, Pyro5.errors.CommunicationError), error
+    assert not channel.connected and first is not None and first.fileno() == -1, "closed, not kept"
+    RELEASE.set()
+    assert call(wire, channel, "add", 2, 3) == 5, "the next call connects afresh"
+    assert channel.sock() is not first
