@@ -114,18 +114,20 @@ def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
         return wire.receive_here(channel, call_no, wait_s)
     until = time.monotonic() + wait_s
     poller = channel.poller(sock, select.POLLIN)
+    ready = False
     while True:
-        if channel.timed_out or channel.cut_no == call_no:
+        if channel.timed_out or channel.cut_no == call_no:  # a cut asked before the reply is read wins
             wire._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
             return True
+        if ready:
+            break
         left = until - time.monotonic()
         if left <= 0:
             return wire._hand_back(channel, call_no, sock)
         try:
-            if poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)):
-                break
+            ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
         except (OSError, ValueError):
-            break  # a socket gone: the receive reports it
+            ready = True  # a socket gone: the receive reports it
     try:
         chunk = sock.recv(EAGER_BYTES)
     except AGAIN:  # nothing after all (TLS records that are not data): the ordinary steps
