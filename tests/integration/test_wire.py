@@ -1,4 +1,4 @@
-"""The multiplexed transport (coordinator/wire.py) against a real Pyro5 daemon on loopback."""
+"""The multiplexed transport (coordinator/wire/) against a real Pyro5 daemon on loopback."""
 
 from __future__ import annotations
 
@@ -379,3 +379,13 @@ def test_a_lone_call_cut_while_its_caller_reads_ends_and_its_connection_is_not_r
     RELEASE.set()
     assert call(wire, channel, "add", 2, 3) == 5, "the next call connects afresh"
     assert channel.sock() is not first
+
+
+def test_a_lone_call_sent_from_a_callback_on_the_loop_is_written_once_it_returns(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    first, second = connected(wire, uri, settings), connected(wire, uri, settings)
+    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    wire.call(first, "add", (1, 1), lambda r, e: lone(wire, second, "add", out, r, 10))
+    assert out.get(timeout=20) == (12, "test-wire"), "written after the callback, read by the loop"
+    assert not second.busy and call(wire, second, "add", 3, 3) == 6

@@ -348,12 +348,18 @@ class WireCore:
         except Exception as exc:  # the connection broke
             self._end(channel, None, exc)
             return
+        if written:
+            channel.writer = None  # under its holder: nobody else touches it
+        self._written(channel, call_no, sock, unread)
+
+    def _written(self, channel: Channel, call_no: int, sock: socket.socket, unread: bool) -> None:
+        """The thread holding call ``call_no`` wrote what the socket took of its request (the
+        rest, if any, in ``channel.writer``): leave a call written whole for its caller to read
+        (``unread``), else have the loop move it on; end it if it was cut meanwhile."""
         with self._lock:
-            if written:
-                channel.writer = None
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = FREE
-                if written and unread and channel.watch_no != call_no:
+                if unread and channel.writer is None and channel.watch_no != call_no:
                     channel.unread = call_no
                     self._unread.append((channel, call_no, time.monotonic()))
                     return

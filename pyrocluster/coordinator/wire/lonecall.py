@@ -80,18 +80,9 @@ def write(wire: Wire, channel: Channel, call_no: int, data: bytes, unread: bool)
     except OSError as exc:
         wire._end(channel, None, Pyro5.errors.ConnectionClosedError(f"sending: {exc}"))
         return
-    with wire._lock:
-        if sent < len(data):  # the loop writes the rest (the same bytes: a TLS retry needs them)
-            channel.writer = RequestWriter(data[sent:])
-        if not (channel.timed_out or channel.cut_no == call_no):
-            channel.holder = FREE
-            if unread and channel.writer is None and channel.watch_no != call_no:
-                channel.unread = call_no
-                wire._unread.append((channel, call_no, time.monotonic()))
-                return
-            if wire._register(channel, sock, channel.wanted()):
-                return
-    wire._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
+    if sent < len(data):  # the loop writes the rest (the same bytes: a TLS retry needs them)
+        channel.writer = RequestWriter(data[sent:])
+    wire._written(channel, call_no, sock, unread)
 
 
 def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
