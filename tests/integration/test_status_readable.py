@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 
 import pytest
 
-from pyrocluster import Cluster
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
-from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
+from tests.conftest import TASKS_FILE, run_cli, start_submit, status_now, wait_for
 
 TICK_JOB = "name: tick\ntasks:\n  - {id: a, call: add, args: [40, 2]}\n"
 
@@ -20,28 +18,21 @@ def jobs_json(ns: str, *args: str) -> list[dict]:
     return json.loads(run_cli("status", "--ns", ns, "--json", *args).stdout)["jobs"]
 
 
-@pytest.fixture
-def watcher(nameserver: str) -> Iterator[Cluster]:
-    """An in-process coordinator to poll ``status`` through (the document ``status --json`` prints):
-    a `status` process per poll takes seconds on a loaded machine, a poll here milliseconds."""
-    with Cluster(nameserver) as cluster:
-        yield cluster
-
-
-def job_states(watcher: Cluster) -> list[str]:
-    return [j["state"] for j in watcher.status()["jobs"]]
+def job_states(ns: str) -> list[str]:
+    """The jobs' states, polled in-process."""
+    return [j["state"] for j in (status_now(ns) or {"jobs": []})["jobs"]]
 
 
 @pytest.mark.slow
 def test_a_schedule_firing_every_second_is_one_row_with_its_runs(
-    tmp_path, nameserver, worker_factory, processes, monkeypatch, watcher
+    tmp_path, nameserver, worker_factory, processes, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # the scheduler writes runs/ in its current directory
     worker_factory(1, "--services", "compute", "--concurrency", "2")
     (tmp_path / "job.yaml").write_text(TICK_JOB)
     (tmp_path / "s.yaml").write_text("schedules:\n  - name: s\n    job: job.yaml\n    every: 1s\n")
     processes.add(ManagedProcess(["scheduler", str(tmp_path / "s.yaml"), "--ns", nameserver])).wait_ready()
-    wait_for(lambda: job_states(watcher).count("finished") >= 6, 40, what="six runs")
+    wait_for(lambda: job_states(nameserver).count("finished") >= 6, 40, what="six runs")
     every = jobs_json(nameserver)
     finished = [j for j in every if j["state"] == "finished"]
     assert all(j["id"].startswith("tick@") and j["ended"] for j in finished)  # JSON keeps every run
@@ -61,7 +52,7 @@ def test_a_schedule_firing_every_second_is_one_row_with_its_runs(
 
 @pytest.mark.slow
 def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
-    tmp_path, nameserver, worker_factory, watcher
+    tmp_path, nameserver, worker_factory
 ):
     # It still runs the 60 s task at teardown: no drain, or stopping it would wait for that task.
     worker_factory(
@@ -72,11 +63,11 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
     job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
     proc = start_submit(job, nameserver, tmp_path, "--quiet")
     try:
-        wait_for(lambda: job_states(watcher) == ["running"], 30, interval_s=0.05, what="the job running")
+        wait_for(lambda: job_states(nameserver) == ["running"], 30, interval_s=0.05, what="the job running")
         (job_id,) = [j["id"] for j in jobs_json(nameserver)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        wait_for(lambda: job_states(watcher) == ["lost"], 15, what="the job lost")
+        wait_for(lambda: job_states(nameserver) == ["lost"], 15, what="the job lost")
         assert jobs_json(nameserver)[0]["id"] == job_id
         table = run_cli("status", "--ns", nameserver).stdout
         (row,) = [line for line in table.splitlines() if job_id[:20] in line]
@@ -87,7 +78,9 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
     quiet.signal(signal.SIGSTOP)  # registered, silent: unreachable
     try:
         wait_for(
-            lambda: "unreachable" in [w["state"] for w in watcher.status()["workers"]], 15, what="unreachable"
+            lambda: "unreachable" in [w["state"] for w in status_now(nameserver)["workers"]],
+            15,
+            what="unreachable",
         )
         table = run_cli("status", "--ns", nameserver).stdout
         (row,) = [line for line in table.splitlines() if "quiet-worker" in line and "unreachable" in line]
@@ -108,26 +101,24 @@ def test_a_killed_worker_and_a_killed_submit_are_forgotten_after_forget_after(
     processes.add(start_worker(ns, ["--services", "compute", "--name", "alive"]))
     job = tmp_path / "long.yaml"
     job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
-    watcher = Cluster(ns)
     submit = start_submit(job, ns, tmp_path, "--quiet")
     try:
-        wait_for(lambda: job_states(watcher) == ["running"], 30, interval_s=0.05, what="the job running")
+        wait_for(lambda: job_states(ns) == ["running"], 30, interval_s=0.05, what="the job running")
         submit.send_signal(signal.SIGKILL)
         submit.wait(timeout=10)
-        doomed.signal(signal.SIGKILL)
-        wait_for(
-            lambda: [w["name"] for w in watcher.status()["workers"]] == ["alive"],
-            20,
-            what="the killed worker forgotten",
-        )
-        wait_for(lambda: job_states(watcher) == ["lost"], 20, what="the job recorded lost")
-        printed = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
-        assert [w["name"] for w in printed["workers"]] == ["alive"], printed
-        assert [j["state"] for j in printed["jobs"]] == ["lost"], printed
     finally:
         submit.kill()
         submit.communicate()
-        watcher.close()
+    doomed.signal(signal.SIGKILL)
+    wait_for(
+        lambda: [w["name"] for w in status_now(ns)["workers"]] == ["alive"],
+        20,
+        what="the killed worker forgotten",
+    )
+    wait_for(lambda: job_states(ns) == ["lost"], 20, what="the job recorded lost")
+    printed = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
+    assert [w["name"] for w in printed["workers"]] == ["alive"], printed
+    assert [j["state"] for j in printed["jobs"]] == ["lost"], printed
     refused = run_cli("forget", "alive", "--ns", ns)
     assert refused.returncode == 2 and "answers" in refused.stderr, refused
     unknown = run_cli("forget", "doomed", "--ns", ns)
