@@ -13,10 +13,10 @@ the dispatcher touches no socket, least of all under its lock.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Link", "LinkEvents", "LinkFactory", "Transport", "Unsent", "WorkerLink", "sender_name"]
 
+PROBE_TICK_S = 0.1
+"""The prober wakes on a grid of this step: a link's next look is rounded up to it. Every worker
+that held work was probed at its own moment, and its link looks again a probe interval after
+that moment, busy or idle; each distinct moment woke the prober, which scans every link. With
+1,000 links due at scattered moments that was 120-600 wake-ups and 60-210 ms of the prober's CPU
+a second (O(workers) wake-ups of O(workers) each); on the grid, 10 wake-ups and 6 ms (its
+thread's kernel counters, load 6-9). A probe comes less than a tick late.
+"""
 CANCEL_RETRY_S = 5.0
 """How long a cancel is repeated for calls the worker does not know yet (still on their way)."""
 CANCEL_RETRY_INTERVAL_S = 0.05
@@ -280,11 +288,8 @@ class WorkerLink:
         # and each call has its own timeout on the worker. A worker that stops answering is the
         # prober's business (abort_calls cuts the connection); one that answers probes but not
         # the batch meets the dispatcher's batch deadline (overdue.py).
-        call_no = channel.call_no + 1  # the number wire.call gives this call
         self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
-        if batch.by_sender:
-            batch.push = functools.partial(self._wire.push, channel, call_no)
-        batch.sent_on(functools.partial(self._wire.receive_here, channel, call_no))
+        batch.started_on(self._wire, channel)
 
     def drop_unsent(self) -> None:
         """Nothing waits to be sent here: a batch is on the wire as soon as it is given."""
@@ -340,7 +345,7 @@ class WorkerLink:
             self._transport.remove(self)
             return None
         if wait > 0:
-            self._probe_at = now + wait
+            self._probe_at = math.ceil((now + wait) / PROBE_TICK_S) * PROBE_TICK_S
             return self._probe_at
         self._probing = True
         self._wire.call(self._probe_channel, "load", (), self._probed, timeout_s=self._probe_timeout_s)
