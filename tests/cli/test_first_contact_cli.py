@@ -29,6 +29,7 @@ def test_ctrl_c_ends_status_watch_quietly(nameserver):
         out, err = proc.communicate(timeout=15)
     finally:
         proc.kill()
+        proc.communicate()  # closes the pipes: left open, their ResourceWarning fails the next test
     assert proc.returncode == 0 and err == "", err
 
 
