@@ -97,6 +97,41 @@ def test_unpack_each_is_unpack_of_each(datas: list[bytes]) -> None:
     assert same(codec.unpack_each(datas), [one(d) for d in datas])
 
 
+def _each(datas: list[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for data in datas:
+        try:
+            out.append(codec.unpack(data))
+        except codec.DecodeError as exc:
+            out.append(exc)
+    return out
+
+
+@pytest.mark.parametrize(
+    "datas",
+    [
+        [b"\x92\x01", b"\x02\x03"],  # together [1, 2] then 3: each alone is truncated, then 3
+        [b"\x01\x02", b"\x03"],  # two values in one
+        [b"\x01", b"", b"\x02"],  # none in one
+        [b"\x01", b"\x92\x01"],  # the last cut short
+        [b"\xdd\x7f\xff\xff\xff", b"\x01"],  # an array of 2**31 elements claimed in 5 bytes
+        [codec.pack(i) for i in range(3000)] + [b"\xc1"],  # a byte msgpack never uses, last
+    ],
+)
+def test_values_decoded_as_one_stream_are_each_values_own(datas: list[bytes]) -> None:
+    """A batch's short values decoded together end where each value's bytes do, or are decoded
+    one by one: a value never borrows its neighbour's bytes, a bad one fails alone."""
+    decoded = codec.unpack_each(datas)
+    assert same(decoded, _each(datas))
+    assert len(decoded) == len(datas)
+
+
+def test_a_long_batch_of_short_values_decodes_as_each() -> None:
+    datas = [codec.pack("x" * 100 + str(i)) for i in range(2000)]  # over the stream's bound together
+    datas[1000] = b"\x92\x01"
+    assert same(codec.unpack_each(datas), _each(datas))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.tuples(st.lists(plain, max_size=3), st.dictionaries(st.text(max_size=3), plain, max_size=2)))
