@@ -20,7 +20,7 @@ from pyrocluster import codec, protocol
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.replies import decode_outcome, decode_reply
-from pyrocluster.services.compute import check_call, plain_batch
+from pyrocluster.services.compute import _big_value_fields, check_call, plain_batch
 from pyrocluster.services.taskstats import TaskStats
 from pyrocluster.slots.batch import BatchRun, Budget
 from pyrocluster.slots.process import _shortest_from
@@ -296,3 +296,24 @@ def test_a_lone_call_is_requested_as_its_row_of_a_bigger_batch(
         assert alone["from"] == "me" and alone["calls"] == [whole["calls"][i]]
         assert alone.get("keep") == ([str(call.id)] if call.keep else None)
         assert "fetch" not in alone
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=2, max_size=6))
+def test_a_batch_asks_to_keep_exactly_its_kept_calls(keeps: list[bool]) -> None:
+    calls = [Call("compute", "add", [i, 1], {}, frozenset(), 5.0, 0, False) for i in range(len(keeps))]
+    for call, keep in zip(calls, keeps, strict=True):
+        call.keep = keep
+        call.payload = codec.pack([call.args, call.kwargs])
+    request = Batch(calls[0].requirement, calls).request("me")
+    kept = [str(c.id) for c in calls if c.keep]
+    assert request.get("keep", []) == kept
+    assert _big_value_fields(request)[0] == set(kept)
+
+
+@pytest.mark.parametrize(
+    ("keep", "ids"),
+    [(["a", "b"], {"a", "b"}), (["a", 1, None, "b"], {"a", "b"}), ([], set()), ("a", set()), (None, set())],
+)
+def test_the_worker_reads_the_kept_ids_it_can(keep: Any, ids: set[str]) -> None:
+    assert _big_value_fields({"keep": keep})[0] == ids
