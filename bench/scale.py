@@ -65,6 +65,9 @@ class Point:
     map_rates: list[float] = field(default_factory=list)
     submit_rate: float = 0.0
     share: Counter[str] = field(default_factory=Counter)
+    submit_batches: int = 0
+    """Batches the single submits went in: cheap calls ride in at most two at once, and each
+    goes to a worker that has had none, so the submits reach ``min(workers, batches)`` workers."""
     threads_idle: int = 0
     threads_map: int = 0
     threads_submit: int = 0
@@ -254,11 +257,13 @@ def measure(ctx: Context, local: Any, count: int, items: int, reps: int) -> Poin
         point.map_gc = collected
         point.batches_per_map = (next(calls._batch_ids) - first_batch - 1) / (reps + 1)
 
+        first_batch = next(calls._batch_ids)
         with PeakSampler(base) as peak, Meter(groups) as used:
             t0 = time.perf_counter()
             futures = [cluster.submit("add", i, i) for i in range(items)]
             wait(futures)
             point.submit_rate = items / (time.perf_counter() - t0)
+        point.submit_batches = next(calls._batch_ids) - first_batch - 1
         point.submit_use = used.usage
         if any(f.result() != 2 * i for i, f in enumerate(futures)):
             raise AssertionError(f"{NAME}: submits over {count} workers: wrong results")
@@ -378,7 +383,8 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
         rep.note(
             NAME,
             f"{p.workers} workers: status --json listed {p.listed}; submits reached {len(p.share)} of "
-            f"{p.workers} workers (per worker min {min(got)}, median {statistics.median(got):.0f}, "
+            f"{p.workers} workers in {p.submit_batches} batches (per worker min {min(got)}, "
+            f"median {statistics.median(got):.0f}, "
             f"max {max(got)}, fair share {ctx.sizes.scale_items / p.workers:.0f})",
         )
 
@@ -400,7 +406,8 @@ def report(ctx: Context, points: list[Point], floor: list[float]) -> None:
             1.0,
             statistics.median(at64.status_cli),
             also=len(at64.share) == 64 and at64.listed == 64,
-            detail=f"{len(at64.share)}/64 workers got a share of the {ctx.sizes.scale_items} submits",
+            detail=f"{len(at64.share)}/64 workers got a share of the {ctx.sizes.scale_items} submits "
+            f"({at64.submit_batches} batches)",
         )
     rep.target(
         f"map throughput, {top.workers} workers vs {REFERENCE}",

@@ -8,8 +8,9 @@ from typing import Any
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import channel
 from pyrocluster.coordinator.calls import Batch, Call
-from pyrocluster.coordinator.links import WorkerLink
+from pyrocluster.coordinator.links import PROBE_TICK_S, Transport, WorkerLink
 from pyrocluster.coordinator.policy import Happened
+from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import WorkerEntry
 
 
@@ -51,3 +52,33 @@ def test_a_failing_make_proxy_reports_the_batch_as_never_sent(monkeypatch):
         assert owner.failed == [Happened.REFUSED]
     finally:
         link.stop()
+
+
+class IdleOwner(Owner):
+    """Holds no work on any worker: each link only asks again in a probe interval."""
+
+    def probe_wait(self, link: Any, now: float) -> float | None:
+        return PROBE_INTERVAL_S
+
+
+def test_links_due_at_scattered_moments_share_the_probers_wake_ups():
+    # Every worker that held work was last probed at its own moment; idle or busy, each link then
+    # looks again a probe interval after its own moment. The prober wakes for each distinct time
+    # and scans every link, so scattered times cost O(workers) wake-ups a second of O(workers) each.
+    transport = Transport()
+    transport.close()  # its prober thread must not look at the links with the real clock meanwhile
+    uris = {"compute": "PYRO:c@127.0.0.1:1", "control": "PYRO:k@127.0.0.1:1"}
+    links = [
+        WorkerLink(WorkerEntry(f"w{i}", uris, {"compute": 1}), IdleOwner(), Settings(), 1.0, transport)
+        for i in range(200)
+    ]
+    try:
+        start = 5000.0
+        times = {link.next_probe(start + i / len(links)) for i, link in enumerate(links)}
+        assert len(times) <= round(PROBE_INTERVAL_S / PROBE_TICK_S) + 1, len(times)
+        for i, link in enumerate(links):  # never earlier than asked, and late by less than a tick
+            due = start + i / len(links) + PROBE_INTERVAL_S
+            assert due <= link.next_probe(start) < due + PROBE_TICK_S
+    finally:
+        for link in links:
+            link.stop()
