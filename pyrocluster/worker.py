@@ -231,7 +231,7 @@ class Worker:
         state.busy_fn = lender.in_use
         state.fold_fn = lender.fold
         gate.on_waiting = lender.gate_waiting
-        gate.direct = lambda: lender.ports
+        gate.direct = lender.occupancy
         self.on_drain.append(lambda: lender.draining(True))
         REVOKED.listen(lender.publish_revocations)
 

@@ -55,8 +55,9 @@ class Gate:
         self._held: dict[str, int] = {}
         self.on_waiting: Callable[[bool], None] | None = None
         """Told (under the gate's lock) when batches start waiting here, and when none waits any more."""
-        self.direct: Callable[[], list[int]] | None = None
-        """The ports of the slots lent to direct calls now, for :meth:`load` (``lending.py``)."""
+        self.direct: Callable[[], tuple[list[int], int, int]] | None = None
+        """For :meth:`load` with process slots that lend to direct calls: the ports free for one,
+        the slots batches hold and the direct calls running (``Lender.occupancy``)."""
         self._told_waiting = False
 
     def enter(self, ticket: Ticket) -> bool:
@@ -165,18 +166,24 @@ class Gate:
         return self._running
 
     def load(self) -> dict[str, Any]:
-        """``{"slots", "running", "queued"}``, counted in batches, across every coordinator, and
-        ``"used"``, the resources running batches hold, unless that is just ``cpu: running``
-        (every batch asking the default: the common reply stays as small as it was)."""
+        """``{"slots", "running", "queued"}`` across every coordinator, and ``"used"``, the
+        resources running batches hold, unless that is just ``cpu: running`` (every batch asking
+        the default: the common reply stays as small as it was). ``running`` counts the slots that
+        run a batch or a direct call; a batch admitted while a direct call holds its slot counts
+        as queued until the slot is its own."""
         with self._lock:
-            load: dict[str, Any] = {"slots": self.slots, "running": self._running, "queued": len(self._order)}
+            running, queued = self._running, len(self._order)
             used = {name: amount for name, amount in self._used.items() if amount > 0}
-            if used and used != {CPU: self._running}:
+            load: dict[str, Any] = {"slots": self.slots}
+            if used and used != {CPU: running}:
                 load["used"] = used
             if self.direct is not None:
-                ports = self.direct()
+                ports, in_slots, direct = self.direct()
+                queued += max(0, running - in_slots)
+                running = min(self.slots, in_slots + direct)
                 if ports:
                     load["direct"] = ports
+            load["running"], load["queued"] = running, queued
             return load
 
     def resources(self) -> dict[str, dict[str, float]]:

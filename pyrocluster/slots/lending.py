@@ -116,9 +116,22 @@ class Lender:
     def in_use(self) -> int:
         """Slots in use now: taken by a batch or running a direct call. A batch the gate admitted
         that still waits for a direct call to end holds no slot, so this never exceeds the slots."""
+        _, batches, direct = self.occupancy()
+        return batches + direct
+
+    def occupancy(self) -> tuple[list[int], int, int]:
+        """The ports of lent slots free for a direct call, the slots batches hold, and the direct
+        calls running: what the worker's load says, so that every coordinator sees a slot that
+        runs a direct call as taken."""
         with self._cond:
-            lent_busy = sum(slot.share.direct_call() is not None for slot in self._idle)
-            return len(self._slots) - len(self._idle) + lent_busy
+            lent = set(self.ports)
+            free, direct = [], 0
+            for slot in self._idle:
+                if slot.share.direct_call() is not None:
+                    direct += 1
+                elif (port := int(slot.share.progress[PORT])) in lent:
+                    free.append(port)
+            return free, len(self._slots) - len(self._idle), direct
 
     # -- batches ----------------------------------------------------------------------------
 

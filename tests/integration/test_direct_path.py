@@ -128,6 +128,24 @@ def test_a_running_direct_call_is_cancelled_by_killing_its_slot(solo: RawWorker,
     assert not gate.exists()
 
 
+def test_a_slot_running_a_direct_call_is_taken_in_the_load_every_coordinator_sees(
+    solo: RawWorker, tmp_path: Path
+) -> None:
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the direct call running")
+        try:
+            load = solo.load()
+            assert load["running"] == 1 and "direct" not in load, load
+        finally:
+            gate.touch()
+        assert future.result(20) == str(gate)
+    wait_for(lambda: solo.load().get("direct"), 10, what="the slot offered again")
+    assert solo.load()["running"] == 0
+
+
 def test_a_batch_waiting_for_a_direct_call_is_not_counted_busy(solo: RawWorker, tmp_path: Path) -> None:
     """The gate admits a batch while a direct call holds the only slot; the batch waits for the
     slot, so the worker's ``busy`` stays at its one slot (SPEC: never more than ``slots``)."""
@@ -139,7 +157,7 @@ def test_a_batch_waiting_for_a_direct_call_is_not_counted_busy(solo: RawWorker, 
         batch = threading.Thread(target=solo.run_batch, args=([solo.call("add", 1, 1)],), daemon=True)
         batch.start()
         try:
-            wait_for(lambda: solo.load()["running"] == 1, 10, what="the batch admitted")
+            wait_for(lambda: solo.load()["queued"] == 1, 10, what="the batch admitted, waiting for the slot")
             info = solo.info()
             assert info["busy"] <= info["slots"] == 1, info
         finally:
