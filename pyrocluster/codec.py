@@ -337,9 +337,10 @@ def _unpack_stream(joined: bytes, datas: list[bytes]) -> list[Any] | None:
 
     ``joined`` is at most ``_UNCOUNTED_BYTES`` long, so even a value spanning several of them
     is one that :func:`unpack` would decode without counting its containers; the unpacker's
-    limits are ``unpackb``'s for ``joined``. The figure it buys: 2,048 ``[args, kwargs]`` of
-    ``add`` (a slot process's batch) 0.28 us a value against 0.47 through ``unpackb`` each with
-    its keyword arguments, 2,048 small results (a reply) 0.14 against 0.31.
+    limits are ``unpackb``'s for ``joined``. The figure it buys (:func:`unpack_each`, in
+    process): 2,048 ``[args, kwargs]`` of ``add`` (a slot process's batch) 0.33 us a value
+    against 0.47 through ``unpackb`` each with its keyword arguments, 2,048 small results (a
+    reply) 0.17 against 0.31.
     """
     unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook, max_buffer_size=max(1, len(joined)))
     values: list[Any] = []

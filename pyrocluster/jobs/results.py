@@ -55,7 +55,7 @@ def _plain_lines(records: list[dict[str, Any]]) -> tuple[bytearray, list[int]] |
     sizes: list[int] = []
     try:
         # default and option passed by position: a partial holding them as keywords copied its
-        # dict on every call (0.62 -> 0.38 us a record here)
+        # dict on every call (0.62 -> 0.42 us a record here)
         for line in map(orjson.dumps, records, itertools.repeat(default), itertools.repeat(OPTIONS)):
             data += line  # copied at once and let go, as append_many does
             sizes.append(len(line))
