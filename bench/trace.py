@@ -95,8 +95,8 @@ def main() -> None:
         now["c1"] = time.perf_counter()
         orig_send(self, batch)
 
-    def push(self: Any, ch: Any, call_no: int) -> None:
-        orig_push(self, ch, call_no)
+    def push(self: Any, ch: Any, call_no: int, *more: Any) -> None:
+        orig_push(self, ch, call_no, *more)
         now["c2"] = time.perf_counter()
 
     def result_of(self: Any, msg: Any) -> Any:

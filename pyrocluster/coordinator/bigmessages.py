@@ -23,16 +23,18 @@ from Pyro5 import protocol, serializers
 from Pyro5.callcontext import current_context
 
 from pyrocluster import attachments
+from pyrocluster.coordinator.frames import JOIN_BYTES
 
 _HEADER = struct.Struct(protocol._header_format)
 
 
 def invoke_pieces(
     serializer: serializers.MsgpackSerializer, seq: int, object_id: str, method: str, args: tuple[Any, ...]
-) -> list[Any]:
+) -> bytes | list[Any]:
     """The request ``object_id.method(*args)`` as [header, payload, attachments...]: the same
     message as Pyro5's ``SendingMessage`` of ``dumpsCall`` (with big payloads of a ``run_batch``
-    taken out, see :func:`detach`), never joined."""
+    taken out, see :func:`detach`), never joined; a small one (``frames.JOIN_BYTES`` at most,
+    which the writer would join) as its bytes."""
     bodies: list[Any] = []
     if method == "run_batch" and len(args) == 1:
         request, bodies = detach(args[0])
@@ -60,6 +62,8 @@ def invoke_pieces(
         0,
         protocol._magic_number,
     )
+    if not bodies:
+        return header + payload if len(payload) <= JOIN_BYTES else [header, payload]
     return [header, payload, *(piece for body in bodies for piece in attachments.pieces(body))]
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pyrocluster.coordinator.balancer import BatchSizer, cost_key
+from pyrocluster.coordinator.balancer import BatchSizer
 from pyrocluster.coordinator.calls import Batch, Requirement
 from pyrocluster.coordinator.retry import Quarantine
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -130,21 +130,21 @@ class WorkerRecord:
         if self.batches.pop(batch.id, None) is None:
             return False
         self.in_flight[batch.service] -= 1
-        self.out[cost_key(batch.requirement)] -= 1
+        self.out[batch.cost_key] -= 1
         return True
 
     def add(self, batch: Batch) -> None:
         """Count a batch as sent."""
         self.batches[batch.id] = batch
         self.in_flight[batch.service] += 1
-        self.out[cost_key(batch.requirement)] += 1
+        self.out[batch.cost_key] += 1
 
     def clear(self) -> list[Batch]:
         """Forget every batch in flight (they were taken back); return them."""
         batches = list(self.batches.values())
         self.batches.clear()
         for batch in batches:
-            self.out[cost_key(batch.requirement)] -= 1
+            self.out[batch.cost_key] -= 1
         for service in self.in_flight:
             self.in_flight[service] = 0
         return batches

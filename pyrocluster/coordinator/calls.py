@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import threading
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrocluster import codec
+from pyrocluster.coordinator.balancer import cost_key
 from pyrocluster.coordinator.policy import EndsAs
+from pyrocluster.coordinator.readhere import UNDONE, ReadHere
 from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import CredentialLapsed, TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
 from pyrocluster.valueref import ValueRef, ref_fields
 
 if TYPE_CHECKING:
+    from pyrocluster.coordinator.channel import Channel
     from pyrocluster.coordinator.keptresults import KeptResults
-
-INLINE_WAIT_S = 0.05
-"""How long a thread waiting for a lone call's outcome reads the reply itself."""
+    from pyrocluster.coordinator.wire import Wire
 
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
@@ -118,7 +119,7 @@ class Call:
         return (self.service, self.tags, self.name, self.priority, self.resources)
 
 
-class TaskFuture(Future):  # type: ignore[type-arg]
+class TaskFuture(ReadHere):
     """A ``concurrent.futures.Future`` that also tells which worker ran the call and its attempts."""
 
     def __init__(self, call: Call) -> None:
@@ -126,8 +127,6 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         self.call = call
         self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
         """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
-        self.reader: Callable[[float], bool] | None = None
-        """Set when the call went out alone: reads its reply on the calling thread (see result)."""
         self.kept: KeptResults | None = None
         """Set for a call whose big result stays on its worker: reads it when asked, makes it again."""
         self.sources: dict[str, TaskFuture] = {}
@@ -138,20 +137,9 @@ class TaskFuture(Future):  # type: ignore[type-arg]
         """The call's result, as ``Future.result``.
 
         A call sent alone has its reply read by the thread that waits for it (one thread hand-off
-        less per call), retries sent from here included, for up to ``INLINE_WAIT_S``; after that
-        the loop thread reads.
+        less per call, ``readhere.py``), retries sent from here included, for up to
+        ``INLINE_WAIT_S``; after that the loop thread reads.
         """
-        start = time.monotonic()
-        window = INLINE_WAIT_S if timeout is None else min(timeout, INLINE_WAIT_S)
-        while not self.done():
-            reader, self.reader = self.reader, None  # a retry sent from here sets a new one
-            if reader is None:  # none, or the wire thread settled the call meanwhile
-                break
-            left = window - (time.monotonic() - start)
-            if left <= 0 or not reader(left):
-                break
-        if timeout is not None:
-            timeout = max(0.0, timeout - (time.monotonic() - start))
         value = super().result(timeout)
         if type(value) is ValueRef and self.kept is not None:
             value = self._read(value)
@@ -175,7 +163,7 @@ class TaskFuture(Future):  # type: ignore[type-arg]
 
         A call already sent to a worker is not stopped (False); ``Cluster.cancel`` stops those.
         """
-        if self.done():
+        if self._state not in UNDONE:
             return self.cancelled()
         if self.canceller is None:
             return super().cancel()
@@ -184,8 +172,8 @@ class TaskFuture(Future):  # type: ignore[type-arg]
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
-        self.reader = None
-        if self.done():
+        self.ended()
+        if self._state not in UNDONE:
             return
         if isinstance(call.error, CancelledError):
             super().cancel()
@@ -250,13 +238,18 @@ class CallGroup:
 class Batch:
     """Calls sent to one worker in one request."""
 
-    __slots__ = ("id", "requirement", "service", "calls", "sent_at", "deadline", "moved", "by_sender", "push")
+    __slots__ = (
+        "id", "requirement", "service", "cost_key", "calls", "sent_at", "deadline", "moved",
+        "by_sender", "push",
+    )  # fmt: skip
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
         self.id = next(_batch_ids)
         self.requirement = requirement
         self.service = requirement[0]
         """The service the batch goes to."""
+        self.cost_key = cost_key(requirement)
+        """Its calls' ``(service, task)``: what they cost is learnt under it (``balancer.py``)."""
         self.calls = calls
         self.sent_at = 0.0
         self.deadline = 0.0
@@ -272,10 +265,24 @@ class Batch:
         """Each call's timeout, in seconds."""
         return list(map(_TIMEOUT, self.calls))
 
-    def sent_on(self, reader: Callable[[float], bool]) -> None:
-        """The batch is on the wire: a lone call's future may read the reply with ``reader``."""
+    def started_on(self, wire: Wire, channel: Channel) -> None:
+        """Its ``run_batch`` call was just started on ``channel``: a lone call's future may read
+        the reply (``readhere.py``); a batch its sender writes gets its ``push``."""
+        call_no = channel.call_no  # the number wire.call gave this call
+        reader = functools.partial(wire.receive_here, channel, call_no)
+        if not self.by_sender:
+            self.sent_on(reader)
+            return
+        unread = self.sent_on(reader, functools.partial(wire.watch, channel, call_no))
+        self.push = functools.partial(wire.push, channel, call_no, unread)
+
+    def sent_on(self, reader: Callable[[float], bool], watcher: Callable[[], None] | None = None) -> bool:
+        """The batch is on the wire: a lone call's future may read the reply with ``reader`` (and
+        have the loop watch it with ``watcher``, when the loop does not yet). True when it may."""
         if len(self.calls) == 1 and type(self.calls[0].waiter) is TaskFuture:
-            self.calls[0].waiter.reader = reader
+            self.calls[0].waiter.sent(reader, watcher)
+            return True
+        return False
 
     def request(self, sender: str) -> dict[str, Any]:
         """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""

@@ -8,6 +8,7 @@ at a time (``frames.py``); :meth:`Channel.result_of` turns a whole reply into it
 from __future__ import annotations
 
 import contextlib
+import select
 import selectors
 import socket
 from collections.abc import Callable
@@ -62,6 +63,12 @@ class Channel:
         self.events = 0
         self.connecting = False
         """True while a pool thread connects it (the proxy is that thread's until it is done)."""
+        self.unread = 0
+        """The call number of a call left for its caller to read, unwatched (``Wire.push``)."""
+        self.watch_no = 0
+        """The call number someone asked the loop to watch before its request went out."""
+        self._polled: tuple[socket.socket | None, int, Any] = (None, 0, None)
+        """The socket, events and ``select.poll`` object a reading caller last waited with."""
 
     @property
     def claimed(self) -> bool:
@@ -122,6 +129,18 @@ class Channel:
                 return None
             self.writer = None
         return self.reader.read(sock)
+
+    def poller(self, sock: socket.socket, events: int) -> Any:
+        """A ``select.poll`` watching ``sock`` for ``events``, kept from call to call."""
+        polled, mask, poller = self._polled
+        if polled is not sock:
+            poller = select.poll()
+            poller.register(sock, events)
+            self._polled = (sock, events, poller)
+        elif mask != events:
+            poller.modify(sock, events)
+            self._polled = (sock, events, poller)
+        return poller
 
     def wanted(self) -> int:
         """The selector events its call waits for: the reply, and room for the rest of the request."""

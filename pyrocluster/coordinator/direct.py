@@ -168,11 +168,8 @@ class DirectRoute:
                 self._put_back(port, channel, keep=False, lent=False)
                 failed(batch, exc)
 
-        call_no = channel.call_no + 1
         self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
-        if batch.by_sender:
-            batch.push = lambda: self._wire.push(channel, call_no)
-        batch.sent_on(lambda wait_s: self._wire.receive_here(channel, call_no, wait_s))
+        batch.started_on(self._wire, channel)
         return True
 
     def _ask_outcome(self, batch: Batch, replied: Replied, failed: Failed, broke: BaseException) -> None:

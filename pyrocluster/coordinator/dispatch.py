@@ -191,9 +191,8 @@ class Dispatcher(Failover):
         cost = self._costs.get(key)
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
             return None
-        rec = balancer.near(cands, call.near, req[0], now) or balancer.choose(
-            cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands)
-        )
+        near = balancer.near(cands, call.near, req[0], now) if call.refs else None
+        rec = near or balancer.choose(cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands))
         if rec is None:
             return None
         batch = Batch(req, [call])

@@ -124,8 +124,9 @@ class Failover:
     ) -> None:
         rec = self._record_of(link)
         live = rec is not None and rec.retire(batch)
-        if rec is not None and isinstance(reply, dict):
-            rec.observe_load(reply.get("load"))
+        load = reply.get("load") if isinstance(reply, dict) else None
+        if rec is not None and load is not None:  # a direct call's reply carries none
+            rec.observe_load(load)
         name = rec.name if rec is not None else ""
         if isinstance(outcomes, Happened):  # a reply about the whole batch
             if live and rec is not None:
@@ -140,7 +141,7 @@ class Failover:
             if live and rec is not None:
                 rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
                 worked_s = (outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)) / 1000.0
-                key = balancer.cost_key(batch.requirement)
+                key = batch.cost_key
                 cost = self._costs.get(key)
                 if cost is None:
                     cost = self._costs[key] = balancer.CallCost(limit=self.max_batch)

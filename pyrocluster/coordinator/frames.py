@@ -56,6 +56,10 @@ class RequestWriter:
     __slots__ = ("_views", "_sent")
 
     def __init__(self, data: Buffer | Sequence[Buffer]) -> None:
+        if type(data) is bytes:  # a small request, joined already
+            self._views = collections.deque((memoryview(data),))
+            self._sent = 0
+            return
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         if len(pieces) > 1 and sum(map(len, pieces)) <= JOIN_BYTES:
             pieces = [b"".join(pieces)]
@@ -162,9 +166,11 @@ class ReplyReader:
                         chunk = source.recv(want)
                     else:  # a message starts: whatever of it has come, in one receive
                         chunk = sock.recv(EAGER_BYTES)
-                        if len(chunk) > want:
-                            source.data = memoryview(chunk)[want:]
-                            chunk = chunk[:want]
+                        if chunk:  # most replies come whole
+                            whole = self._at_once(chunk)
+                            if whole is not None:
+                                return whole
+                            continue  # the rest is read from what came
                     got = len(chunk)
                 else:  # straight into the payload's place: no chunk to copy, no buffer regrown
                     if len(self._payload) == self._got:
@@ -188,6 +194,22 @@ class ReplyReader:
                         self._start(header)
             else:
                 self._got += got
+
+    def _at_once(self, chunk: bytes) -> protocol.ReceivingMessage | None:
+        """A message's first receive: the reply when all of it came (the common small reply,
+        taken without the piecewise steps of :meth:`read`); else None, and what came is read
+        before the socket's next bytes (``_Ahead``)."""
+        if len(chunk) < HEADER_BYTES or chunk.startswith(attachments.MAGIC):
+            self._source.data = memoryview(chunk)
+            return None
+        self._start(chunk[:HEADER_BYTES])
+        end = HEADER_BYTES + self._size
+        self._source.data = memoryview(chunk)[end if len(chunk) >= end else HEADER_BYTES :]
+        if len(chunk) < end:
+            return None
+        self._payload = bytearray(chunk[HEADER_BYTES:end])  # writable: values decoded from it may be views
+        self._got = self._size
+        return self._complete()
 
     def _attach(self, header: bytes) -> None:
         """An attachment comes before the reply: read its body into one buffer of its size."""

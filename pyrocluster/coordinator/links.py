@@ -13,7 +13,6 @@ the dispatcher touches no socket, least of all under its lock.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import logging
@@ -289,11 +288,8 @@ class WorkerLink:
         # and each call has its own timeout on the worker. A worker that stops answering is the
         # prober's business (abort_calls cuts the connection); one that answers probes but not
         # the batch meets the dispatcher's batch deadline (overdue.py).
-        call_no = channel.call_no + 1  # the number wire.call gives this call
         self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
-        if batch.by_sender:
-            batch.push = functools.partial(self._wire.push, channel, call_no)
-        batch.sent_on(functools.partial(self._wire.receive_here, channel, call_no))
+        batch.started_on(self._wire, channel)
 
     def drop_unsent(self) -> None:
         """Nothing waits to be sent here: a batch is on the wire as soon as it is given."""

@@ -51,6 +51,9 @@ POOL_THREADS = 4
 """Threads that connect channels (the Pyro5 handshake blocks)."""
 LOOP_TICK_S = 0.05
 """Longest the loop (or a caller reading its own reply) sleeps without checking deadlines."""
+ADOPT_S = 0.01
+"""A call left for its caller to read (:meth:`Wire.push` with ``unread``) that the caller has not
+come for in this long is watched by the loop from its next pass on (at most ``LOOP_TICK_S`` later)."""
 
 
 class Wire:
@@ -66,6 +69,8 @@ class Wire:
         self._cuts: collections.deque[tuple[Channel, int]] = collections.deque()
         self._held: collections.deque[tuple[Channel, int]] = collections.deque()
         """Requests sent from callbacks on the loop thread, to write once they return."""
+        self._unread: collections.deque[tuple[Channel, int, float]] = collections.deque()
+        """Calls left for their callers to read, oldest first, with when they were written."""
         self._woken = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -90,8 +95,9 @@ class Wire:
     ) -> None:
         """Start ``method(*args)`` on ``channel``; ``done`` gets the outcome once. Never blocks.
 
-        With ``hold_write`` the loop is not woken to write the request: the caller writes it
-        with :meth:`push` as soon as it holds no lock (a thread wake-up less per call).
+        With ``hold_write`` the loop is not woken to write the request, nor watches the socket:
+        the caller writes it with :meth:`push` as soon as it holds no lock (a thread wake-up less
+        per call).
 
         The channel must not be busy. Unsent (nothing ran), Pyro5.errors.TimeoutError (the
         deadline passed), another CommunicationError (the connection broke), SerializeError,
@@ -112,7 +118,7 @@ class Wire:
             except Exception as exc:  # SerializeError and friends: nothing was sent
                 self._defer(channel, exc)
                 return
-            self._queue(channel, data, deadline, self._defer, READ if hold_write else READ | WRITE)
+            self._queue(channel, data, deadline, self._defer, 0 if hold_write else READ | WRITE)
             return
         channel.connecting = True
         self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
@@ -183,7 +189,7 @@ class Wire:
         events: int,
     ) -> None:
         """Hand the request to the loop, which writes it as the socket takes it (watching
-        ``events``: without EVENT_WRITE, only once :meth:`push` asks)."""
+        ``events``; none: not before :meth:`push` wrote it)."""
         sock = channel.sock()
         if sock is None:
             fail(channel, Unsent("the connection was closed before sending"))
@@ -194,7 +200,7 @@ class Wire:
         with self._lock:
             channel.writer = RequestWriter(data)
             channel.holder = FREE
-            registered = self._register(channel, sock, events)
+            registered = self._register(channel, sock, events) if events else True
             if registered and deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), channel.call_no, channel))
         if not registered:
@@ -249,6 +255,7 @@ class Wire:
                 self._unregister(channel)
             channel.holder = FREE
             channel.writer = None
+            channel.unread = 0
         result = None
         if msg is not None:
             try:
@@ -317,6 +324,8 @@ class Wire:
                 self._write_sent()
             while self._deferred:
                 self._deferred.popleft()()
+            if self._unread:
+                self._adopt(time.monotonic() - ADOPT_S)
             self._cut_asked()
             self._expire(time.monotonic())
             self._write_sent()
@@ -354,17 +363,21 @@ class Wire:
         until = time.monotonic() + wait_s
         while True:
             with self._lock:
+                if not channel.busy or channel.call_no != call_no:
+                    return False  # it is over
                 sock = channel.registered
-                if not channel.busy or channel.call_no != call_no or sock is None:
-                    return False  # it is over, or a pool thread is still connecting
+                if sock is None and channel.unread == call_no:  # left for us: nobody watches it
+                    sock = channel.sock()
+                if sock is None:
+                    return False  # a pool thread is still connecting it, or its request is unsent
                 if channel.holder == FREE:
                     channel.holder = CALLER
+                    channel.unread = 0
                     self._unregister(channel)
                     break
             if channel.holder == CALLER or time.monotonic() >= until:
                 return False
             time.sleep(0)  # the loop is moving it on (a step that never waits): let it finish
-        poller = select.poll()
         ready = channel.writer is not None  # a request to write: move on at once, else wait first
         while True:
             if channel.timed_out or channel.cut_no == call_no:
@@ -376,7 +389,7 @@ class Wire:
             if left <= 0:
                 break
             try:
-                poller.register(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
+                poller = channel.poller(sock, select.POLLIN | (select.POLLOUT if channel.writer else 0))
                 ready = bool(poller.poll(math.ceil(min(left, LOOP_TICK_S) * 1000)))
             except (OSError, ValueError):
                 ready = True  # a socket gone: the next step reports it
@@ -389,22 +402,30 @@ class Wire:
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
         return True
 
-    def push(self, channel: Channel, call_no: int) -> None:
+    def push(self, channel: Channel, call_no: int, unread: bool = False) -> None:
         """Write call ``call_no``'s held request (``hold_write``) from this thread, which holds no
-        lock: what the socket takes now; the loop writes the rest and reads the reply."""
+        lock: what the socket takes now; the loop writes the rest and reads the reply.
+
+        With ``unread``, a request written whole is left for this thread to read the reply of
+        (:meth:`receive_here`) without the loop watching its socket meanwhile (no selector change
+        per call); the loop watches it once :meth:`watch` asks, or ``ADOPT_S`` after.
+        """
         if threading.get_ident() == self._loop_id:
             self._held.append((channel, call_no))  # written once the callback that sent it returns
             return
-        self._write_held(channel, call_no, CALLER)
+        self._write_held(channel, call_no, CALLER, unread)
 
-    def _write_held(self, channel: Channel, call_no: int, holder: int) -> None:
+    def _write_held(self, channel: Channel, call_no: int, holder: int, unread: bool = False) -> None:
         with self._lock:
-            sock = channel.registered
-            if not channel.busy or channel.call_no != call_no or channel.holder != FREE or sock is None:
+            if not channel.busy or channel.call_no != call_no or channel.holder != FREE:
                 return  # over, or the loop (or a pool thread) has it
-            if channel.writer is None:
+            if channel.writer is None or channel.connecting:
                 return
-            channel.holder = holder  # still watched for the reply: no selector change for a write
+            sock = channel.sock()
+            channel.holder = holder  # the loop leaves a held channel alone
+        if sock is None:  # closed under us before a byte went out
+            self._end(channel, None, Unsent("the connection was closed before sending"))
+            return
         try:
             written = channel.writer.write(sock)
         except Exception as exc:  # the connection broke
@@ -415,9 +436,44 @@ class Wire:
                 channel.writer = None
             if not (channel.timed_out or channel.cut_no == call_no):
                 channel.holder = FREE
-                if self._register(channel, sock, channel.wanted()):  # the loop may have let it go
+                if written and unread and channel.watch_no != call_no:
+                    channel.unread = call_no
+                    self._unread.append((channel, call_no, time.monotonic()))
+                    return
+                if self._register(channel, sock, channel.wanted()):
                     return
         self._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
+
+    def watch(self, channel: Channel, call_no: int) -> None:
+        """Have the loop read call ``call_no``'s reply from now on (someone waits for it without
+        reading it: a callback, ``concurrent.futures.wait``). Safe from any thread."""
+        with self._lock:
+            if not channel.busy or channel.call_no != call_no:
+                return
+            if channel.unread != call_no:  # not written yet (it is then watched), or watched already
+                channel.watch_no = call_no
+                return
+            self._watch_unread(channel)
+        if not self._sees_new_sockets:
+            self._wake()
+
+    def _watch_unread(self, channel: Channel) -> None:
+        """Register an unread call's socket with the loop (under the lock)."""
+        channel.unread = 0
+        sock = channel.sock()
+        if sock is None or not self._register(channel, sock, READ):
+            self._cuts.append((channel, channel.call_no))  # closed under us: the loop ends it
+            channel.cut_no = channel.call_no
+            self._wake()
+
+    def _adopt(self, written_before: float) -> None:
+        """Watch the calls left for callers that have not come to read them (on the loop)."""
+        unread = self._unread
+        with self._lock:
+            while unread and unread[0][2] <= written_before:
+                channel, call_no, _ = unread.popleft()
+                if channel.busy and channel.unread == call_no == channel.call_no and channel.holder == FREE:
+                    self._watch_unread(channel)
 
     def _expire(self, now: float) -> None:
         while True:

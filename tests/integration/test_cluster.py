@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 
 from pyrocluster import Cluster, TaskFailed, WorkerUnavailable
-from pyrocluster.coordinator import calls
+from pyrocluster.coordinator import readhere
 from pyrocluster.tasks import count_primes
 from tests.conftest import TASKS_FILE, wait_for
 
@@ -140,7 +140,7 @@ def test_cpu_bound_work_spreads_over_both_workers(nameserver, worker_factory):
 def test_a_lone_call_whose_worker_is_killed_while_its_caller_reads_the_reply_runs_again(
     nameserver, worker_factory, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(calls, "INLINE_WAIT_S", 60.0)  # the caller reads every reply itself
+    monkeypatch.setattr(readhere, "INLINE_WAIT_S", 60.0)  # the caller reads every reply itself
     args = ("--concurrency", "1", "--tasks", TASKS_FILE, "--services", "compute")
     procs = {name: worker_factory(1, "--name", name, *args)[0] for name in ("wa", "wb")}
     release = tmp_path / "release"

@@ -4,6 +4,7 @@ on the ``run_batch`` path."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import threading
@@ -17,8 +18,9 @@ import Pyro5.core
 import Pyro5.errors
 import pytest
 
-from pyrocluster import Cluster, TaskTimeout, auth, codec, config, revocations, tokens
+from pyrocluster import Cluster, TaskFailed, TaskTimeout, auth, codec, config, revocations, tokens
 from pyrocluster.config import Settings
+from pyrocluster.coordinator import readhere
 from pyrocluster.handshake import credential
 from pyrocluster.local import start_nameserver, start_worker
 from pyrocluster.slots.direct import DIRECT_SUFFIX
@@ -273,3 +275,83 @@ def test_lone_calls_reach_the_slot_under_mutual_tls(tmp_path: Path, processes: P
         # Pyro5's configuration is global to the process: leave it without TLS for later tests
         # that make proxies without a Cluster (which would apply their own settings).
         config.apply(Settings())
+
+
+def test_a_slot_killed_while_the_caller_reads_its_reply_fails_the_call_over(
+    solo: RawWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readhere, "INLINE_WAIT_S", 60.0)  # the caller holds the socket throughout
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address, retries=1) as cluster:
+        pid = went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+
+        def kill() -> None:
+            wait_for(started.exists, 10, what="the call running")
+            os.kill(pid, signal.SIGKILL)
+            gate.touch()  # the second attempt ends at once
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        assert future.result(20) == str(gate)
+        killer.join(10)
+        assert future.attempts == 2, "the crash cost an attempt"
+
+
+def test_a_lone_call_nobody_waits_for_is_read_and_its_slot_freed(solo: RawWorker) -> None:
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        before = direct_calls(solo)
+        future = cluster.submit("add", 2, 3)
+        wait_for(lambda: cluster.in_flight() == 0, 10, what="the reply read with nobody asking")
+        assert future.result(5) == 5
+        assert direct_calls(solo) == before + 1, "it went straight to the slot"
+
+
+def test_lone_calls_waited_for_by_wait_as_completed_or_a_callback_all_end(solo: RawWorker) -> None:
+    with Cluster(solo.settings.ns_address, retries=0) as cluster:
+        went_direct(cluster, solo)
+        futures = [cluster.submit("add", i, 1) for i in range(40)]
+        done = concurrent.futures.as_completed(futures, timeout=30)
+        assert sorted(f.result(0) for f in done) == [i + 1 for i in range(40)]
+        hung = cluster.options(timeout=0.5).submit("hog", FOREVER)  # killed at its timeout
+        finished, _ = concurrent.futures.wait([hung], timeout=20)
+        assert finished == {hung} and isinstance(hung.exception(0), TaskTimeout)
+        called: list[Any] = []
+        lone = cluster.submit("add", 5, 5)
+        lone.add_done_callback(called.append)
+        wait_for(lambda: called == [lone], 10, what="the done callback")
+        assert lone.result(0) == 10
+
+
+def test_a_lone_call_cancelled_while_its_caller_waits_ends_cancelled(solo: RawWorker, tmp_path: Path) -> None:
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        future = cluster.submit("hold", str(gate), 30, str(started))
+        canceller = threading.Thread(
+            target=lambda: (wait_for(started.exists, 10, what="the call running"), cluster.cancel(future)),
+            daemon=True,
+        )
+        canceller.start()
+        with pytest.raises(CancelledError):
+            future.result(20)
+        canceller.join(10)
+        assert cluster.submit("add", 1, 1).result(10) == 2, "the slot serves again"
+    assert not gate.exists()
+
+
+def test_a_busy_answer_sends_the_call_by_run_batch(processes: Processes, nameserver: str) -> None:
+    """A slot answers ``busy`` to a call over the worker's value cap (it runs only plain calls):
+    the call then goes through the worker's ``run_batch``, whose answer is the call's outcome."""
+    args = ["--name", "capped", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "1"]
+    processes.add(start_worker(nameserver, [*args, "--max-value-bytes", "2048"]))
+    w = RawWorker(nameserver, "capped")
+    wait_for(lambda: w.load().get("direct"), 15, what="the slot lent")
+    with Cluster(nameserver) as cluster:
+        went_direct(cluster, w)
+        before = direct_calls(w)
+        with pytest.raises(TaskFailed, match="ArgumentsTooLarge|max_value_bytes"):
+            cluster.submit("echo", "x" * 8000).result(20)
+        assert direct_calls(w) == before, "the slot ran nothing"
+        assert cluster.submit("add", 1, 2).result(10) == 3

@@ -251,3 +251,56 @@ def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def connected(wire: Wire, uri: str, settings: Settings) -> Channel:
+    """A channel that has carried a call (connected: the next request may be held)."""
+    channel = Channel(uri, settings)
+    assert call(wire, channel, "add", 1, 1) == 2
+    return channel
+
+
+def held_unread(wire: Wire, channel: Channel, method: str, out: queue.SimpleQueue[Any]) -> int:
+    """Start ``method`` on ``channel``, written by this thread and left for it to read; its number."""
+    wire.call(
+        channel, method, (), lambda r, e: out.put((e or r, threading.current_thread().name)), hold_write=True
+    )
+    wire.push(channel, channel.call_no, unread=True)
+    return channel.call_no
+
+
+def test_an_unread_call_is_read_by_its_caller_with_no_selector_change(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    call_no = held_unread(wire, channel, "hold", out)
+    assert channel.registered is None, "the loop does not watch a call its caller will read"
+    RELEASE.set()
+    assert wire.receive_here(channel, call_no, 20.0) is True
+    assert out.get(timeout=1) == ("released", threading.current_thread().name)
+    assert channel.registered is None and call(wire, channel, "add", 2, 2) == 4
+
+
+def test_an_unread_call_nobody_reads_is_read_by_the_loop(wire: Wire, uri: str, settings: Settings) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    RELEASE.set()
+    held_unread(wire, channel, "hold", out)
+    assert out.get(timeout=20) == ("released", "test-wire")
+
+
+def test_watch_hands_an_unread_call_to_the_loop_and_a_cut_ends_one(
+    wire: Wire, uri: str, settings: Settings
+) -> None:
+    channel, out = connected(wire, uri, settings), queue.SimpleQueue()
+    call_no = held_unread(wire, channel, "hold", out)
+    wire.watch(channel, call_no)
+    assert channel.registered is not None, "watched from now on"
+    RELEASE.set()
+    assert out.get(timeout=20) == ("released", "test-wire")
+    RELEASE.clear()
+    held_unread(wire, channel, "hold", out)
+    wire.cut(channel)
+    error, _ = out.get(timeout=20)
+    assert isinstance(error, Pyro5.errors.CommunicationError), error
+    RELEASE.set()
+    assert call(wire, channel, "add", 2, 3) == 5, "it reconnects for the next call"

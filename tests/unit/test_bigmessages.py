@@ -40,3 +40,19 @@ def test_a_reply_decodes_from_its_receive_buffer_as_pyro5_would():
     serializer = serializers.serializers["msgpack"]
     data = serializer.dumps({"outcomes": [[0, b"x" * 100, 1.5]], "load": 0})
     assert bigmessages.loads(serializer, bytearray(data)) == serializer.loads(data)
+
+
+def test_a_small_request_is_pyro5s_message_in_one_piece():
+    config.apply(Settings())
+    serializer = serializers.serializers["msgpack"]
+    request = {"from": "c", "calls": [["7", "add", b"\x92\x92\x01\x02\x80", 60.0, 0]], "keep": ["7"]}
+    data = bigmessages.invoke_pieces(serializer, 9, "obj.direct", "run_batch", (request,))
+    sent = {**request, "attach": 1}  # a run_batch request asks for big results as attachments
+    pyro5 = protocol.SendingMessage(
+        protocol.MSG_INVOKE,
+        0,
+        9,
+        serializer.serializer_id,
+        serializer.dumpsCall("obj.direct", "run_batch", (sent,), {}),
+    )
+    assert type(data) is bytes and data == pyro5.data

@@ -14,11 +14,11 @@ def call() -> Call:
 class SettledWhileLooking(TaskFuture):
     """The wire thread settles the call just as the waiting thread looks at its reader."""
 
-    def done(self) -> bool:
-        if self.reader is not None and not super().done():
+    def _pending(self) -> bool:
+        if self.reader is not None and super()._pending():
             settle([(self.call, 3, None)])  # the wire read the reply first: the reader is gone
-            return False  # what the waiting thread saw a moment before
-        return super().done()
+            return True  # what the waiting thread saw a moment before
+        return super()._pending()
 
 
 def test_a_call_settled_by_the_wire_while_its_waiter_takes_the_reader_returns_its_result() -> None:
