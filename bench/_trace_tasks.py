@@ -74,13 +74,20 @@ def _patch() -> None:
         run(self)
 
     batch.BatchRun.run = batch_run  # type: ignore[method-assign]
-    run_logged = process.run_logged  # process slots: a batch, or a direct call
+    run_logged = process.run_logged  # process slots: a batch
 
     def logged_run(*args: Any, **kwargs: Any) -> Any:
         _batch_started[0] = time.perf_counter()
         return run_logged(*args, **kwargs)
 
     process.run_logged = logged_run  # type: ignore[assignment]
+    run_lone = process.run_lone  # process slots: a direct call
+
+    def lone_run(*args: Any, **kwargs: Any) -> Any:
+        _batch_started[0] = time.perf_counter()
+        return run_lone(*args, **kwargs)
+
+    process.run_lone = lone_run  # type: ignore[assignment]
 
 
 _patch()

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 STEPS = [
-    ("c0", "c1", "submit -> link.send (Call, future, encode args, choose, book the batch)"),
+    ("c0", "c1", "submit -> link.send (Call, future, encode args, choose, book: the lone lane)"),
     ("c1", "w0", "link.send -> wire.call (lone check, pick the slot's channel, the request dict)"),
     ("w0", "q0", "wire.call: encode the Pyro5 message (invoke_pieces)"),
     ("q0", "q1", "wire._queue (lock, writer; no selector change for a lone call)"),
@@ -28,9 +28,9 @@ STEPS = [
     ("e0", "d0", "_end (lock) -> result_of"),
     ("d0", "d1", "result_of: decode the Pyro5 reply"),
     ("d1", "b0", "-> batch_replied (put the slot's channel back)"),
-    ("b0", "a0", "decode_reply, take the dispatcher's lock"),
-    ("a0", "a1", "_apply_reply (retire, load, sizers, cost, outcome)"),
-    ("a1", "b1", "_dispatch_ready, settle the future"),
+    ("b0", "a0", "decode_reply (a lone success goes to the lone lane)"),
+    ("a0", "a1", "_lone_ok (lock, retire, sizer, cost, settle the future)"),
+    ("a1", "b1", "return from batch_replied"),
     ("b1", "c4", "return through receive_here and result()"),
 ]
 
@@ -69,7 +69,7 @@ def main() -> None:
     around(wire.Wire, "_end", "e0", None)
     around(channel.Channel, "result_of", "d0", "d1")
     around(dispatch.Dispatcher, "batch_replied", "b0", "b1")
-    around(dispatch.Dispatcher, "_apply_reply", "a0", "a1")
+    around(dispatch.Dispatcher, "_lone_ok", "a0", "a1")
     cluster = Cluster.local(workers=1, direct=True)
     rows: list[dict[str, float]] = []
     try:

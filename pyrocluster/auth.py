@@ -153,7 +153,7 @@ class HandshakeValidator:
         with self.pyrocluster_handshakes_lock:
             late = [conn for conn, deadline in self.pyrocluster_handshakes.items() if deadline < now]
         for conn in late:
-            log.warning("dropped %s: no handshake within %.0f s", _peer(conn), HANDSHAKE_TIMEOUT_S)
+            log.warning("dropped %s: no handshake within %.0f s", peer_address(conn), HANDSHAKE_TIMEOUT_S)
             # the plain socket's shutdown (not SSLSocket's): it wakes the blocked read in the
             # handshake thread without touching the TLS state that thread is using
             with contextlib.suppress(OSError, AttributeError):
@@ -178,7 +178,7 @@ class HandshakeValidator:
         except HandshakeRefused as exc:
             # asking a secret holder to sign is routine (it connects again at once), not a warning
             level = logging.DEBUG if exc.reason == SIGN_PLEASE else logging.WARNING
-            log.log(level, "refused a connection from %s: %s", _peer(conn), exc.reason)
+            log.log(level, "refused a connection from %s: %s", peer_address(conn), exc.reason)
             raise
         # Pyro5 hands calls the connection itself; the handshake sees it wrapped (_BoundedConnection)
         getattr(conn, "wrapped", conn).pyrocluster_peer = peer
@@ -210,7 +210,8 @@ class _BoundedConnection:
         return getattr(self._conn, name)
 
 
-def _peer(conn: Any) -> str:
+def peer_address(conn: Any) -> str:
+    """``host:port`` of a Pyro5 connection's peer, for log lines (``?`` when it is gone)."""
     try:
         host, port = conn.sock.getpeername()[:2]
         return f"{host}:{port}"

@@ -34,6 +34,7 @@ from pyrocluster.coordinator.calls import (
 from pyrocluster.coordinator.discovery import Discovery
 from pyrocluster.coordinator.failover import Failover
 from pyrocluster.coordinator.links import Link, LinkFactory, Transport, WorkerLink, sender_name
+from pyrocluster.coordinator.lonelane import LoneLane
 from pyrocluster.coordinator.policy import (
     Happened,
 )
@@ -49,7 +50,7 @@ WAIT_CHECK_S = 0.25
 """How often waiting calls are checked against ``wait``, in seconds."""
 
 
-class Dispatcher(Failover):
+class Dispatcher(LoneLane, Failover):
     """Owns the waiting calls, what it knows of each worker, and the discovery and dispatch threads."""
 
     def __init__(
@@ -160,6 +161,10 @@ class Dispatcher(Failover):
 
         A call whose arguments cannot be encoded, or are over the message cap, fails at once.
         """
+        calls = calls if isinstance(calls, list) else list(calls)
+        if len(calls) == 1:
+            self.submit_one(calls[0])  # lonelane.py: the short way for a call submitted alone
+            return
         ready, refused = encode(calls, self.max_call_bytes)
         if refused:
             settle(refused)
@@ -171,34 +176,8 @@ class Dispatcher(Failover):
                 if type(call.waiter) is TaskFuture:
                     call.waiter.canceller = self.cancel
                 call.queued_at = now
-            alone = None
-            if len(ready) == 1 and not self._back and self._room.empty():
-                alone = self._send_alone(ready[0], now)
-            if alone is None:
-                self._room.add_all(ready, now)
-                self._dispatch_ready()
-        if alone is not None and alone.push is not None:
-            alone.push()  # written by this thread now that it holds no lock: no wake-up of the loop
-
-    def _send_alone(self, call: Call, now: float) -> Batch | None:
-        """Send one call with nothing else waiting straight to the freest worker (the path of
-        ``submit().result()`` one at a time); None when it must wait like any other."""
-        req = call.requirement
-        cands = self._candidates_for(req)
-        if not cands:
-            return None
-        key = balancer.cost_key(req)
-        cost = self._costs.get(key)
-        if cost is not None and balancer.hold(cost, 1, self._out[key]):
-            return None
-        near = balancer.near(cands, call.near, req[0], now) if call.refs else None
-        rec = near or balancer.choose(cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands))
-        if rec is None:
-            return None
-        batch = Batch(req, [call])
-        batch.by_sender = True
-        self._send(rec, batch)
-        return batch
+            self._room.add_all(ready, now)
+            self._dispatch_ready()
 
     def cancel(self, calls: Iterable[Call], running: bool = True) -> list[Call]:
         """Cancel calls not yet settled; return those cancelled (each then settles ``CancelledError``).

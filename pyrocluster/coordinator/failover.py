@@ -40,6 +40,7 @@ class Failover:
     _costs: dict[tuple[str, str], balancer.CallCost]
     _last_probe: dict[str, float]
     _dispatch_ready: Callable[[], None]
+    _lone_ok: Callable[[Any, Batch, Any, Outcome, float], None]
 
     def _changed(self) -> None:
         """A worker's state or catalog changed: candidates are recomputed."""
@@ -103,6 +104,9 @@ class Failover:
     def batch_replied(self, link: Any, batch: Batch, reply: Any, elapsed_s: float) -> None:
         """A worker answered a batch: apply each outcome (decoded here, outside the lock)."""
         outcomes = decode_reply(reply, len(batch.calls))
+        if type(outcomes) is list and len(outcomes) == 1 and outcomes[0][0] is None:
+            self._lone_ok(link, batch, reply.get("load"), outcomes[0], elapsed_s)  # lonelane.py
+            return
         out: list[Resolution] = []
         with self._cond:
             try:

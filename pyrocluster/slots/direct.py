@@ -6,6 +6,8 @@ each way): about 245 us of the call's wall time and 290 us of the worker's CPU (
 the worker's own class (:class:`~pyrocluster.auth.SecureDaemon`: the same handshake, TLS and
 per-call role check, with the worker's revocations copied into the slot's share), selected on by
 the slot's main thread next to its pipe, which runs the call under the same timer as a batch's.
+Its plain connections are read and answered by ``direct_requests.py`` (Pyro5's handshake, the
+same bytes on the wire, about half the slot's CPU per call of Pyro5's request handling).
 
 The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
 speak to it unchanged. Only a plain lone call runs here, and only while the worker lends the
@@ -33,9 +35,10 @@ import Pyro5.api
 import Pyro5.callcontext
 
 from pyrocluster import config, roles, tasks
+from pyrocluster.attachments import ATTACH_BYTES
 from pyrocluster.config import Settings
 from pyrocluster.roles import requires
-from pyrocluster.slots.batch import Budget, Call, Outcome
+from pyrocluster.slots.batch import Call, Outcome
 from pyrocluster.slots.share import PORT, SlotShare
 from pyrocluster.tokens import Role
 
@@ -67,7 +70,10 @@ class DirectSpec:
     object_id: str
 
 
-RunCalls = Callable[[list[Call], Budget], list[Outcome]]
+Plain = tuple[str, str, str, bytes, float, bool]
+"""A lone plain call's ``(sender, call_id, task, payload, timeout_s, attach)``."""
+RunCall = Callable[[Call, int, float], Outcome]
+"""``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
 
 
 @Pyro5.api.expose
@@ -75,54 +81,79 @@ class DirectService:
     """``run_batch`` of one plain call, in the slot process; the slot's only object."""
 
     def __init__(
-        self, share: SlotShare, settings: Settings, run_calls: RunCalls, tell: Callable[[bytes], None]
+        self, share: SlotShare, settings: Settings, run_call: RunCall, tell: Callable[[bytes], None]
     ) -> None:
-        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, reply_budget, send_attached
+        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, send_attached
 
-        self._plain = plain_batch  # the worker's checks and reply budget, as run_batch uses them
-        self._budget = reply_budget
-        self._budgets: dict[int | None, Budget] = {}
-        """The reply budget by serializer id (settings do not change in a slot process)."""
+        self._plain = plain_batch  # the worker's checks, as run_batch uses them
         self._send_attached = send_attached
         self._max_id = MAX_ID_CHARS
         self._share = share
         self._settings = settings
-        self._run_calls = run_calls
+        self._run_call = run_call
         self._tell = tell
         self.ended: list[Any] | None = None
         """``[sender, task, kind, ms]`` of the direct call just answered, until the worker is told."""
 
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
-        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``."""
+        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
+        (through Pyro5's request handling: ``direct_requests.py`` answers the usual request).
+
+        Only on the slot's main thread, where its timer acts: a oneway call, which Pyro5 runs on a
+        thread of its own, runs nothing (and gets no answer)."""
+        if threading.current_thread() is not threading.main_thread():
+            return BUSY
+        context = Pyro5.callcontext.current_context
+        return self.answer(request, getattr(context.client, "sock", None))
+
+    def answer(self, request: Any, sock: Any) -> dict[str, Any]:
+        """:meth:`run_batch` of a peer that may run tasks, on the connection of ``sock``."""
+        plain = self.plain(request)
+        return BUSY if plain is None else self.run(plain, sock)
+
+    def plain(self, request: Any) -> Plain | None:
+        """The lone plain call ``request`` asks for, None for any other request.
+
+        Every field's type is checked (``keep`` a list of strings, ``attach`` an int), so a plain
+        request holds no value that Pyro5's msgpack hooks would turn into an object: one decoded
+        without them is the same (``direct_requests.py``)."""
         if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
-            return BUSY
-        sender, calls = request.get("from"), request.get("calls")
+            return None
+        sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep")
         if type(sender) is not str or not 0 < len(sender) <= self._max_id:
-            return BUSY
+            return None
         if type(calls) is not list or len(calls) != 1:
-            return BUSY
-        plain = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
-        if plain is None:
-            return BUSY
-        (call_id,), (name,), (payload,), (timeout_s,), _ = plain
-        share = self._share
-        if not share.claim([sender, call_id, name], float(timeout_s), time.monotonic()):
+            return None
+        if keep is not None and (type(keep) is not list or not all(type(key) is str for key in keep)):
+            return None
+        attach = request.get("attach", 0)
+        if type(attach) is not int:
+            return None
+        checked = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        if checked is None:
+            return None
+        (call_id,), (name,), (payload,), (timeout_s,), _ = checked
+        return sender, call_id, name, payload, float(timeout_s), attach == 1
+
+    def run(self, plain: Plain, sock: Any) -> dict[str, Any]:
+        """Run a plain call here if the slot is lent: the reply (big values sent ahead on ``sock``
+        when the request asked), else BUSY."""
+        sender, call_id, name, payload, timeout_s, attach = plain
+        share, now = self._share, time.monotonic()
+        if not share.claim([sender, call_id, name], timeout_s, now):
             return BUSY
         if not share.watched():
             share.told()
             self._tell(STARTED)
-        share.restart()
-        context = Pyro5.callcontext.current_context
-        serializer_id = getattr(context, "serializer_id", None)
-        budget = self._budgets.get(serializer_id)
-        if budget is None:
-            budget = self._budgets[serializer_id] = self._budget(self._settings, serializer_id)
-        outcomes = self._run_calls([[name, payload, float(timeout_s)]], budget)
-        self.ended = [sender, name, outcomes[0][0], outcomes[0][2]]
-        reply = {"outcomes": outcomes}
-        if request.get("attach") == 1:
-            self._send_attached(getattr(context.client, "sock", None), reply)
+        # a lone call's reply holds its one value whatever its size up to the value cap, in any
+        # serializer (the reply budget of run_batch decides only between several values)
+        outcome = self._run_call([name, payload, timeout_s], self._settings.max_value_bytes, now)
+        self.ended = [sender, name, outcome[0], outcome[2]]
+        reply = {"outcomes": [outcome]}
+        value = outcome[1]
+        if attach and value is not None and len(value) >= ATTACH_BYTES:
+            self._send_attached(sock, reply)
         return reply
 
 
@@ -144,21 +175,28 @@ def _exit_with_worker(pipe: int) -> None:
 class DirectServer:
     """The slot process's endpoint: its daemon, selected on next to the worker's pipe."""
 
-    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_calls: RunCalls) -> None:
+    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_call: RunCall) -> None:
         from pyrocluster.auth import HANDSHAKE_TIMEOUT_S, SecureDaemon
+        from pyrocluster.slots.direct_requests import DirectRequests
 
         config.apply(spec.settings)
-        # One thread: the calls run on it (the call timer needs the main thread). A client that
-        # stops mid-message holds it at most this long, as the worker's handshake timeout.
+        # One thread: the calls run on it (the call timer needs the main thread). A message must
+        # arrive whole within this bound (the worker's handshake timeout): ``direct_requests.py``
+        # for plain connections, the socket timeout for TLS ones.
         Pyro5.config.SERVERTYPE = "multiplex"
         Pyro5.config.COMMTIMEOUT = HANDSHAKE_TIMEOUT_S
         self._daemon = SecureDaemon(spec.settings, spec.host, 0, spec.advertise)
         self._conn = conn
         self._share = share
-        self._service = DirectService(share, spec.settings, run_calls, self._tell)
+        self._service = DirectService(share, spec.settings, run_call, self._tell)
         self._daemon.register(self._service, objectId=spec.object_id)
+        role = int(DirectService.run_batch.pyrocluster_role)  # type: ignore[attr-defined]
+        self._requests = DirectRequests(
+            self._daemon, spec.object_id, role, self._service, self._answered, HANDSHAKE_TIMEOUT_S
+        )
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
+        self._pack = msgpack.Packer().pack  # packb would make a packer per call
         # The pipe waits in the daemon's own selector (an epoll, kept up to date by the daemon as
         # clients come and go), with no data: one epoll_wait a request instead of a list of the
         # daemon's sockets rebuilt and handed to select() (about 3 us a request).
@@ -174,24 +212,32 @@ class DirectServer:
     def serve(self) -> None:
         """Serve direct calls until the pipe has something to read (a batch, or its close)."""
         pipe = self._conn.fileno()
-        daemon, share, wait = self._daemon, self._share, self._select
+        daemon, share, wait, requests = self._daemon, self._share, self._select, self._requests
         while True:
-            events = wait()
+            events = wait(requests.timeout())
             ready = [key.fileobj for key, _mask in events if key.fd != pipe]
             batch = len(ready) < len(events)
             # Requests that came with a batch are answered first: the worker took the slot
             # before sending it, so they are told "busy" now, not after the batch.
             if batch and not ready:
+                requests.expire()
                 return
             self._revoked_at, revoked = share.revocations(self._revoked_at)
             if revoked:
                 roles.REVOKED.update(revoked)
-            daemon.events(ready)
-            ended, self._service.ended = self._service.ended, None
-            if ended is not None:  # answered: the slot is lent again (or the worker's)
-                share.unclaim(msgpack.packb(ended), self._tell_ended)
+            others = [conn for conn in ready if not requests.serve(conn)]
+            if others:  # a connect, or a TLS connection's request: Pyro5's
+                daemon.events(others)
+                self._answered()
+            requests.expire()  # after reading: a message whose end came during a batch is whole
             if batch:
                 return
+
+    def _answered(self) -> None:
+        """After a reply: the slot is lent again (or the worker's) if it ran a call for it."""
+        ended, self._service.ended = self._service.ended, None
+        if ended is not None:
+            self._share.unclaim(self._pack(ended), self._tell_ended)
 
     def _tell_ended(self) -> None:
         self._tell(ENDED)

@@ -27,6 +27,7 @@ from pyrocluster.slots.batch import (
     OUTCOME_OVERHEAD_BYTES,
     Budget,
     Call,
+    Outcome,
     batch_arguments,
     cancelled,
     decode_arguments,
@@ -94,3 +95,20 @@ def run_logged(
             if used > reply_bytes:
                 return
         record(outcome)
+
+
+def run_lone(call: Call, value_cap: int, share: SlotShare, timer: CallTimer, at: float) -> Outcome:
+    """A direct call (``direct.py``) already marked started at ``at`` by its claim
+    (:meth:`SlotShare.claim`): run and encode as a batch of one in :func:`run_logged` (its reply
+    holds its one value whatever its size up to ``value_cap``), timed by ``timer``, its outcome
+    logged in ``share`` and returned, without the batch's passes (about 10 us of a lone call)."""
+    name, payload, timeout_s = call
+    deadline = at + timeout_s
+    if deadline < timer.fires_at:
+        timer.arm(deadline)
+    outcome = run_decoded(name, decode_arguments(payload), share.place)
+    size = len(outcome[1])
+    if size > value_cap:
+        outcome = too_large(size, value_cap, outcome[2])
+    share.record(outcome)
+    return outcome

@@ -47,7 +47,7 @@ from pyrocluster.slots.batch import (
 )
 from pyrocluster.slots.calltimer import CallTimer
 from pyrocluster.slots.forkserver import slot_context
-from pyrocluster.slots.inline_batch import run_logged
+from pyrocluster.slots.inline_batch import run_logged, run_lone
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
@@ -113,14 +113,15 @@ def _child_main(
 
     timer = CallTimer(overran)
 
-    def run_direct(calls: list[Call], budget: Budget) -> list[Outcome]:
-        """A direct call (``direct.py``), logged in the share as a batch of one."""
+    def run_direct(call: Call, value_cap: int, at: float) -> Outcome:
+        """A direct call (``direct.py``), claimed at ``at``, logged in the share as a batch of
+        one; its outcome."""
         nonlocal running
         timer.check()
-        running = calls
-        run_logged(calls, budget, share, timer, {})
+        running = [call]
+        outcome = run_lone(call, value_cap, share, timer, at)
         running = []
-        return share.finished()
+        return outcome
 
     if not _send(conn, READY):
         return

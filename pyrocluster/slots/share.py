@@ -331,13 +331,18 @@ class SlotShare:
     # -- the direct path (``direct.py``): who runs the slot, and the call it runs ----------------
 
     def claim(self, who: list[str], timeout_s: float, now: float) -> bool:
-        """(The slot process) take the lent slot for one direct call; False when it is not lent.
+        """(The slot process) take the lent slot for one direct call, started at ``now``; False
+        when it is not lent.
 
-        Also False for a ``who`` too long to record. Returns with the log reset for the call."""
-        data = msgpack.packb(who)
+        Also False for a ``who`` too long to record. Returns with the log reset for the call and
+        the call marked in progress, as :meth:`begin` marks a batch's first call (under the same
+        lock: a direct call has no cancel flag, a cancel kills its process)."""
+        if not self._writer:
+            self.restart()  # the slot process's side set up (its packer and progress view)
+        data = self._pack(who)
         if len(data) > _WHO_BYTES - _LEN.size:
             return False
-        lock, progress = self._lock, self.progress
+        lock, progress = self._lock, self._progress
         lock.acquire()
         try:
             if progress[MODE] != LENT:
@@ -346,12 +351,14 @@ class SlotShare:
             _LEN.pack_into(info, 0, len(data))
             info[_LEN.size : _LEN.size + len(data)] = data
             progress[LOGGED] = 0.0
-            progress[INDEX] = -1.0
+            progress[START] = now
+            progress[INDEX] = 0.0
             progress[DEADLINE] = now + timeout_s
             progress[MODE] = DIRECT
-            return True
         finally:
             lock.release()
+        self.restart()
+        return True
 
     def unclaim(self, record: bytes, tell: Callable[[], None]) -> None:
         """(The slot process) the direct call is over: its ``record`` (msgpack) kept for the
@@ -360,7 +367,7 @@ class SlotShare:
         ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
         their room (the worker, which takes the slot under the lock, then finds the message before
         a batch's reply)."""
-        lock, progress = self._lock, self.progress
+        lock, progress = self._lock, self._progress  # set up by the claim
         lock.acquire()
         try:
             used = int(progress[ENDED])
@@ -394,12 +401,15 @@ class SlotShare:
         return list(unpacker)
 
     def watched(self) -> bool:
-        """True while the worker watches the deadlines of direct calls (else tell it one started)."""
-        return self.progress[WATCHING] == 1.0
+        """(The slot process, after a claim) True while the worker watches the deadlines of
+        direct calls (else tell it one started)."""
+        return self._progress[WATCHING] == 1.0
 
     def revocations(self, known: float) -> tuple[float, dict[str, int] | None]:
-        """The revocations' version, and the revocations when newer than ``known``."""
-        version = self.progress[REVOKED_AT]
+        """(The slot process) the revocations' version, and the revocations when newer than
+        ``known`` (read before each request: through the progress view once it is set up, a
+        ctypes read costs about 1 us)."""
+        version = (self._progress if self._writer else self.progress)[REVOKED_AT]
         if version == known:
             return known, None
         info = self._info.map

@@ -204,7 +204,7 @@ def test_a_draining_worker_lends_no_slot(processes: Processes, nameserver: str) 
 SECRET = "direct-secret-77a1"
 
 
-def test_the_slot_port_refuses_a_wrong_secret_and_a_revoked_token(processes: Processes) -> None:
+def test_the_slot_port_refuses_a_wrong_secret_a_weak_role_and_a_revoked_token(processes: Processes) -> None:
     env = secret_env(SECRET)
     ns_proc, ns = start_nameserver(env=env)
     processes.add(ns_proc)
@@ -228,6 +228,12 @@ def test_the_slot_port_refuses_a_wrong_secret_and_a_revoked_token(processes: Pro
     wrong = Settings(secret=b"not-the-secret").with_ns(ns)
     with pytest.raises(auth.AuthenticationRefused), auth.make_proxy(slot, wrong, timeout_s=5) as proxy:
         proxy.run_batch(request)
+
+    viewer = tokens.issue(SECRET.encode(), "t-view", tokens.Role.VIEWER, time.time(), 3600)
+    with auth.make_proxy(slot, Settings(token=viewer).with_ns(ns), timeout_s=5) as proxy:
+        for _ in range(2):  # refused, and the connection stays (a role refusal is not a credential's)
+            with pytest.raises(PermissionError, match="may not run tasks"):
+                proxy.run_batch(request)
 
     token = tokens.issue(SECRET.encode(), "t-sub", tokens.Role.SUBMITTER, time.time(), 3600)
     with auth.make_proxy(f"PYRO:Pyro.NameServer@{ns}", good, timeout_s=5) as nsp:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import tests.helpers.testtasks  # noqa: F401 - registers ``unsendable`` among others
 from pyrocluster import codec, protocol
 from pyrocluster.slots.batch import OUTCOME_OVERHEAD_BYTES, BatchRun, Budget, ended_outcomes
-from pyrocluster.slots.inline_batch import run_logged
+from pyrocluster.slots.inline_batch import run_logged, run_lone
 from pyrocluster.slots.share import SlotShare
 
 
@@ -118,3 +118,22 @@ def test_the_timer_is_armed_again_only_for_an_earlier_deadline() -> None:
     *_, timer = run_both(calls, Budget(10**6, 10**6), set())
     assert len(timer.armed) == 2, "once for the first call, once for the shorter timeout"
     assert timer.armed[1] < timer.armed[0]
+
+
+def test_a_lone_direct_call_gives_what_a_batch_of_one_gives_and_is_logged() -> None:
+    """``run_lone`` (a direct call, claimed first) against the flat loop on a batch of one, for
+    every kind of call, with a value cap that fails the long ones."""
+    for cap in (10**6, 1_500):
+        for c in CALLS:
+            _expected, (batch_of_one,), _timer = run_both([c], Budget(500, cap), set())
+            share = SlotShare(multiprocessing.get_context("spawn"), max_calls=2, log_bytes=1 << 20)
+            try:
+                share.lend(True)
+                assert share.claim(["coord", "1", str(c[0])], c[2], 100.0)
+                timer = Timer()
+                outcome = run_lone(list(c), cap, share, timer, 100.0)  # type: ignore[arg-type]
+                assert comparable(outcome) == comparable(batch_of_one), c[0]
+                assert [comparable(o) for o in share.finished()] == [comparable(outcome)], "logged"
+                assert timer.armed == [100.0 + c[2]]
+            finally:
+                share.close()
