@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import mmap
 import threading
 from collections import Counter
@@ -329,6 +330,43 @@ def _unpack(data: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
     return value
 
 
+def _unpack_stream(joined: bytes, datas: list[bytes]) -> list[Any] | None:
+    """The values of ``datas`` (``joined`` is their concatenation) decoded by one streaming
+    unpacker, when each value ends exactly where its bytes do; None otherwise (a value spanning
+    two of them, one holding two values or none, or anything the decoder refuses).
+
+    ``joined`` is at most ``_UNCOUNTED_BYTES`` long, so even a value spanning several of them
+    is one that :func:`unpack` would decode without counting its containers; the unpacker's
+    limits are ``unpackb``'s for ``joined``. The figure it buys (:func:`unpack_each`, in
+    process): 2,048 ``[args, kwargs]`` of ``add`` (a slot process's batch) 0.33 us a value
+    against 0.47 through ``unpackb`` each with its keyword arguments, 2,048 small results (a
+    reply) 0.17 against 0.31.
+    """
+    unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook, max_buffer_size=max(1, len(joined)))
+    values: list[Any] = []
+    ends: list[int] = []
+    try:
+        unpacker.feed(joined)
+        for value in unpacker:
+            values.append(value)
+            ends.append(unpacker.tell())
+    except Exception:  # decoded one by one instead, each failure its own
+        return None
+    return values if ends == list(itertools.accumulate(map(len, datas))) else None
+
+
+def _unpack_map(datas: list[bytes]) -> list[Any] | None:
+    """The values of ``datas``, one ``unpackb`` each in a C-level ``map`` (about 0.15 us a value
+    less than through :func:`unpack`), when each is short enough to need no container count; None
+    when one is longer or any fails."""
+    if max(map(len, datas)) > _UNCOUNTED_BYTES:
+        return None
+    try:
+        return list(map(_plain_unpackb, datas))
+    except Exception:  # decoded one by one instead, each failure its own
+        return None
+
+
 _plain_unpackb = functools.partial(msgpack.unpackb, raw=False, ext_hook=_ext_hook)
 """``unpackb`` of a value :func:`unpack` needs no hooks for (short, no 0xFF byte: no timestamp)."""
 
@@ -337,20 +375,18 @@ def unpack_each(datas: list[bytes]) -> list[Any]:
     """:func:`unpack` of each of ``datas``: its value, or the :class:`DecodeError` it raised.
 
     A list of short values with no timestamp header among them (an ordinary batch of small
-    arguments or results) is decoded in one C-level pass, with no Python frame per value (about
-    0.15 us a value instead of 0.45 us); anything else, or a pass that fails, goes value by
-    value, so one bad value is one DecodeError and never its neighbours'.
+    arguments or results) is decoded with no Python frame per value: as one stream when they
+    are short together (:func:`_unpack_stream`), else one ``unpackb`` each in a C-level ``map``;
+    anything else, or a pass that fails, goes value by value, so one bad value is one
+    DecodeError and never its neighbours'.
     """
-    if (
-        datas
-        and set(map(type, datas)) == {bytes}
-        and max(map(len, datas)) <= _UNCOUNTED_BYTES
-        and not _may_hold_timestamp(b"".join(datas))
-    ):
-        try:
-            return list(map(_plain_unpackb, datas))
-        except Exception:  # noqa: S110 - decoded one by one below, each failure its own
-            pass
+    if datas and set(map(type, datas)) == {bytes}:
+        joined = b"".join(datas)
+        if not _may_hold_timestamp(joined):
+            short = len(joined) <= _UNCOUNTED_BYTES
+            values = _unpack_stream(joined, datas) if short else _unpack_map(datas)
+            if values is not None:
+                return values
     out: list[Any] = []
     for data in datas:
         try:

@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from pyrocluster import config
+from pyrocluster.config import Settings
+from pyrocluster.coordinator.status import cluster_status
+from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker, stop_processes
 
 HERE = Path(__file__).parent
@@ -36,6 +40,19 @@ def run_cli(
         stdin=subprocess.DEVNULL,
         cwd=cwd,
     )
+
+
+def status_now(ns: str) -> dict[str, Any] | None:
+    """The document ``status --json --ns NS`` prints, read in-process; None while the name server
+    cannot be reached. For polling: a ``status`` process takes 1-7 s to start on a loaded 2-core
+    machine, this a few milliseconds (a test still runs the command where its output is asserted).
+    """
+    settings = Settings.from_sources(ns=ns)
+    config.apply(settings)
+    try:
+        return cluster_status(settings)
+    except ClusterUnreachable:
+        return None
 
 
 class Processes:

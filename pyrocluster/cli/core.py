@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from pathlib import Path
@@ -406,7 +407,10 @@ def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw
         else:
             render.out.print(view(data))
         return EXIT_OK
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends: no error to report
+    # Ctrl-C (SIGINT) is how a watch ends, even when started with SIGINT ignored, as a shell
+    # without job control starts a background command; it ends quietly: no error to report.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
         _watch(settings, watch, as_json, as_document, view)
     return EXIT_OK
 

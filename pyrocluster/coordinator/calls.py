@@ -290,8 +290,9 @@ class Batch:
         n = len(self.calls)
         if n == 1:  # a lone call: one row, no columns to zip
             return _lone_request(self.calls[0], sender, name, priority, ask)
+        ids = list(map(str, map(_ID, self.calls)))
         columns = [
-            map(str, map(_ID, self.calls)),
+            ids,
             itertools.repeat(name, n),
             map(_PAYLOAD, self.calls),
             map(_TIMEOUT, self.calls),
@@ -300,8 +301,10 @@ class Batch:
         if ask:
             columns.append(itertools.repeat(dict(ask), n))
         request: dict[str, Any] = {"from": sender, "calls": list(map(list, zip(*columns, strict=True)))}
-        if any(map(_KEEP, self.calls)):
-            request["keep"] = [str(c.id) for c in self.calls if c.keep]
+        if any(map(_KEEP, self.calls)):  # a job's calls all are: its ids column then
+            request["keep"] = (
+                ids if all(map(_KEEP, self.calls)) else [str(c.id) for c in self.calls if c.keep]
+            )
         if any(map(_REFS, self.calls)):
             request["fetch"] = {str(c.id): [ref_fields(r) for r in c.refs] for c in self.calls if c.refs}
         return request

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import itertools
 import json
 import mmap
@@ -43,7 +42,6 @@ def _big(result: Any) -> bool:
 
 
 _ID = operator.itemgetter("id")
-_dump_line = functools.partial(orjson.dumps, default=default, option=OPTIONS)
 
 
 def _plain_lines(records: list[dict[str, Any]]) -> tuple[bytearray, list[int]] | None:
@@ -56,7 +54,9 @@ def _plain_lines(records: list[dict[str, Any]]) -> tuple[bytearray, list[int]] |
     data = bytearray()
     sizes: list[int] = []
     try:
-        for line in map(_dump_line, records):
+        # default and option passed by position: a partial holding them as keywords copied its
+        # dict on every call (0.62 -> 0.42 us a record here)
+        for line in map(orjson.dumps, records, itertools.repeat(default), itertools.repeat(OPTIONS)):
             data += line  # copied at once and let go, as append_many does
             sizes.append(len(line))
     except TypeError:

@@ -151,7 +151,12 @@ def _big_value_fields(request: dict[Any, Any]) -> tuple[set[str], dict[str, Any]
     """The call ids whose big results stay here (``keep``), and per call id the references its
     arguments hold (``fetch``); malformed fields count as absent."""
     keep, fetch = request.get("keep"), request.get("fetch")
-    ids = {k for k in keep if isinstance(k, str)} if isinstance(keep, list) else set()
+    if not isinstance(keep, list):
+        ids: set[str] = set()
+    elif set(map(type, keep)) == {str}:  # the usual list (every call of a job's batch): one C-level pass
+        ids = set(keep)
+    else:
+        ids = {k for k in keep if isinstance(k, str)}
     return ids, fetch if isinstance(fetch, dict) else {}
 
 

@@ -8,18 +8,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pyrocluster import Cluster
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).parents[2]
 
 
-def test_ctrl_c_ends_status_watch_quietly(nameserver):
+def ignore_sigint() -> None:
+    """What a shell without job control does to a command it starts in the background (``&``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", [None, ignore_sigint], ids=["foreground", "background"])
+def test_ctrl_c_ends_status_watch_quietly(nameserver, inherited):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyrocluster", "status", "--watch", "0.2", "--json", "--ns", nameserver],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=inherited,
     )
     try:
         assert proc.stdout is not None
@@ -29,6 +38,7 @@ def test_ctrl_c_ends_status_watch_quietly(nameserver):
         out, err = proc.communicate(timeout=15)
     finally:
         proc.kill()
+        proc.communicate()  # closes the pipes: left open, their ResourceWarning fails the next test
     assert proc.returncode == 0 and err == "", err
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TASKS_FILE, run_cli, running_cluster, start_submit, wait_for
+from tests.conftest import TASKS_FILE, run_cli, running_cluster, start_submit, status_now, wait_for
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -179,10 +179,10 @@ def test_status_shows_a_running_job_then_lists_it_finished(tmp_path, nameserver,
     try:
 
         def running_job():
-            jobs = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)["jobs"]
+            jobs = status_now(nameserver)["jobs"]
             return jobs and jobs[0]["done"] > 0 and jobs[0]
 
-        seen = wait_for(running_job, 30, interval_s=0.2)
+        seen = wait_for(running_job, 30, interval_s=0.05)
         assert seen["name"] == "slowjob" and seen["total"] == 60 and 0 < seen["done"] <= 60
         assert seen["state"] == "running"
         assert proc.wait(timeout=60) == 0
@@ -272,8 +272,8 @@ def test_running_job_is_listed_again_after_a_nameserver_restart(tmp_path, proces
     )
 
     def listed_jobs():
-        result = run_cli("status", "--ns", address, "--json")
-        return result.returncode == 0 and [j["name"] for j in json.loads(result.stdout)["jobs"]]
+        status = status_now(address)
+        return status is not None and [j["name"] for j in status["jobs"]]
 
     proc = start_submit(job, address, tmp_path, "--quiet")
     try:

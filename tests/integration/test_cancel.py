@@ -58,6 +58,8 @@ def start_long_job(
 
 
 def check_cancelled_end(tmp_path: Path, watcher: Cluster, proc, since: float) -> None:
+    """``submit`` exits 130 within 5 s of ``since`` (the moment its job took the cancel), every task
+    recorded cancelled, the slots free soon after."""
     assert proc.wait(timeout=15) == 130, proc.communicate()
     assert time.monotonic() - since < 5.0, "submit must exit within 5 s of the cancel"
     recs = records(tmp_path / "long.results.jsonl")
@@ -71,10 +73,12 @@ def test_cancel_command_stops_a_running_job(tmp_path, nameserver, worker_factory
     assert unknown.returncode == 2 and "no running job named 'nosuchjob'" in unknown.stderr, unknown
     proc, started = start_long_job(tmp_path, nameserver, worker_factory, watcher)
     try:
-        asked = time.monotonic()
         result = run_cli("cancel", "long", "--ns", nameserver)
+        # Exit 0 means the job acknowledged: the 5 s run from there, not from the start of a
+        # `cancel` process, which alone can take seconds to import on a loaded machine.
+        acknowledged = time.monotonic()
         assert result.returncode == 0, result
-        check_cancelled_end(tmp_path, watcher, proc, asked)
+        check_cancelled_end(tmp_path, watcher, proc, acknowledged)
         time.sleep(max(0.0, started + TASK_S + 1 - time.monotonic()))  # when the tasks would have ended
         assert not list((tmp_path / "marks").iterdir()), "a cancelled task ran to its end"
         status = json.loads(run_cli("status", "--ns", nameserver, "--json").stdout)

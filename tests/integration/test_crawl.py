@@ -30,11 +30,6 @@ def records(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "crawl.results.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def crawlers(worker_factory):
-    return worker_factory(2, *CRAWLERS)
-
-
 @pytest.fixture(scope="module")
 def crawl_ns() -> Iterator[str]:
     """Two crawlers shared by the module's tests that only crawl (each its own site, its own

@@ -9,13 +9,18 @@ import signal
 import pytest
 
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
-from tests.conftest import TASKS_FILE, run_cli, start_submit, wait_for
+from tests.conftest import TASKS_FILE, run_cli, start_submit, status_now, wait_for
 
 TICK_JOB = "name: tick\ntasks:\n  - {id: a, call: add, args: [40, 2]}\n"
 
 
 def jobs_json(ns: str, *args: str) -> list[dict]:
     return json.loads(run_cli("status", "--ns", ns, "--json", *args).stdout)["jobs"]
+
+
+def job_states(ns: str) -> list[str]:
+    """The jobs' states, polled in-process."""
+    return [j["state"] for j in (status_now(ns) or {"jobs": []})["jobs"]]
 
 
 @pytest.mark.slow
@@ -27,7 +32,7 @@ def test_a_schedule_firing_every_second_is_one_row_with_its_runs(
     (tmp_path / "job.yaml").write_text(TICK_JOB)
     (tmp_path / "s.yaml").write_text("schedules:\n  - name: s\n    job: job.yaml\n    every: 1s\n")
     processes.add(ManagedProcess(["scheduler", str(tmp_path / "s.yaml"), "--ns", nameserver])).wait_ready()
-    wait_for(lambda: sum(j["state"] == "finished" for j in jobs_json(nameserver)) >= 6, 40, what="six runs")
+    wait_for(lambda: job_states(nameserver).count("finished") >= 6, 40, what="six runs")
     every = jobs_json(nameserver)
     finished = [j for j in every if j["state"] == "finished"]
     assert all(j["id"].startswith("tick@") and j["ended"] for j in finished)  # JSON keeps every run
@@ -58,13 +63,11 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
     job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
     proc = start_submit(job, nameserver, tmp_path, "--quiet")
     try:
-        wait_for(
-            lambda: [j["state"] for j in jobs_json(nameserver)] == ["running"], 30, what="the job running"
-        )
+        wait_for(lambda: job_states(nameserver) == ["running"], 30, interval_s=0.05, what="the job running")
         (job_id,) = [j["id"] for j in jobs_json(nameserver)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        wait_for(lambda: [j["state"] for j in jobs_json(nameserver)] == ["lost"], 15, what="the job lost")
+        wait_for(lambda: job_states(nameserver) == ["lost"], 15, what="the job lost")
         assert jobs_json(nameserver)[0]["id"] == job_id
         table = run_cli("status", "--ns", nameserver).stdout
         (row,) = [line for line in table.splitlines() if job_id[:20] in line]
@@ -75,7 +78,9 @@ def test_a_killed_submit_shows_lost_and_an_unreachable_worker_shows_dashes(
     quiet.signal(signal.SIGSTOP)  # registered, silent: unreachable
     try:
         wait_for(
-            lambda: "unreachable" in run_cli("status", "--ns", nameserver).stdout, 15, what="unreachable"
+            lambda: "unreachable" in [w["state"] for w in status_now(nameserver)["workers"]],
+            15,
+            what="unreachable",
         )
         table = run_cli("status", "--ns", nameserver).stdout
         (row,) = [line for line in table.splitlines() if "quiet-worker" in line and "unreachable" in line]
@@ -98,19 +103,22 @@ def test_a_killed_worker_and_a_killed_submit_are_forgotten_after_forget_after(
     job.write_text(f'name: long\ntasks:\n  - {{id: t, call: write_after, args: ["{tmp_path}/never", 60]}}\n')
     submit = start_submit(job, ns, tmp_path, "--quiet")
     try:
-        wait_for(lambda: [j["state"] for j in jobs_json(ns)] == ["running"], 30, what="the job running")
+        wait_for(lambda: job_states(ns) == ["running"], 30, interval_s=0.05, what="the job running")
         submit.send_signal(signal.SIGKILL)
         submit.wait(timeout=10)
     finally:
         submit.kill()
         submit.communicate()
     doomed.signal(signal.SIGKILL)
-
-    def workers() -> list[str]:
-        return [w["name"] for w in json.loads(run_cli("status", "--ns", ns, "--json").stdout)["workers"]]
-
-    wait_for(lambda: workers() == ["alive"], 20, what="the killed worker forgotten")
-    wait_for(lambda: [j["state"] for j in jobs_json(ns)] == ["lost"], 20, what="the job recorded lost")
+    wait_for(
+        lambda: [w["name"] for w in status_now(ns)["workers"]] == ["alive"],
+        20,
+        what="the killed worker forgotten",
+    )
+    wait_for(lambda: job_states(ns) == ["lost"], 20, what="the job recorded lost")
+    printed = json.loads(run_cli("status", "--ns", ns, "--json").stdout)
+    assert [w["name"] for w in printed["workers"]] == ["alive"], printed
+    assert [j["state"] for j in printed["jobs"]] == ["lost"], printed
     refused = run_cli("forget", "alive", "--ns", ns)
     assert refused.returncode == 2 and "answers" in refused.stderr, refused
     unknown = run_cli("forget", "doomed", "--ns", ns)

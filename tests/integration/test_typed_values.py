@@ -21,11 +21,6 @@ FLOW_TASKS = str(Path(__file__).parents[1] / "helpers" / "flowtasks.py")
 DATA_WORKER = ["--services", "compute", "--concurrency", "2", "--tasks", DATA_TASKS, "--tasks", FLOW_TASKS]
 
 
-@pytest.fixture
-def data_worker(worker_factory):
-    worker_factory(1, *DATA_WORKER)
-
-
 @pytest.fixture(scope="module")
 def data_ns() -> Iterator[str]:
     """One data worker shared by the module's tests (each calls and reads back, its own files)."""

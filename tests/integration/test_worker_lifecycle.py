@@ -11,14 +11,13 @@ import pytest
 
 from pyrocluster import Cluster
 from pyrocluster.local import ready_address, start_nameserver, start_worker
-from tests.conftest import run_cli, wait_for
+from tests.conftest import run_cli, status_now, wait_for
 
 
 def listed_workers(ns: str) -> list[str]:
-    result = run_cli("status", "--ns", ns, "--json")
-    if result.returncode != 0:
-        return []
-    return [w["name"] for w in json.loads(result.stdout)["workers"]]
+    """The registered workers' names as ``status`` lists them (read in-process: polled)."""
+    status = status_now(ns)
+    return [] if status is None else [w["name"] for w in status["workers"]]
 
 
 def test_sigterm_finishes_held_tasks_then_unregisters_and_exits_0(nameserver, worker_factory):

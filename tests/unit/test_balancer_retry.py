@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyrocluster.coordinator.balancer import (
+    CHEAP_ENOUGH,
     CHEAP_IN_FLIGHT,
     MAX_BATCH,
     BatchSizer,
@@ -138,6 +139,18 @@ def test_cheap_calls_wait_for_a_reply_while_enough_batches_are_out():
     # A full batch goes whatever is out.
     full = sizer.next_size(queued=5000, free_slots_total=64, cost=cost, in_flight=CHEAP_IN_FLIGHT)
     assert full == MAX_BATCH
+
+
+def test_the_last_partial_batch_of_cheap_calls_does_not_wait_behind_full_ones():
+    cost = learnt(1e-6)
+    sizer = BatchSizer(size=MAX_BATCH, per_call_s=1e-6)
+    # A map's last 1,565 calls go to a free slot while two full batches are out ...
+    assert not hold(cost, queued=1565, in_flight=CHEAP_IN_FLIGHT)
+    assert sizer.next_size(queued=1565, free_slots_total=0, cost=cost, in_flight=CHEAP_IN_FLIGHT) == 1565
+    assert sizer.next_size(queued=CHEAP_ENOUGH, free_slots_total=0, cost=cost, in_flight=5) == CHEAP_ENOUGH
+    # ... a trickle under CHEAP_ENOUGH still rides along in the next batch.
+    assert hold(cost, queued=CHEAP_ENOUGH - 1, in_flight=CHEAP_IN_FLIGHT)
+    assert sizer.next_size(queued=CHEAP_ENOUGH - 1, free_slots_total=64, cost=cost, in_flight=2) == 0
 
 
 def test_cost_is_kept_per_task_and_only_cheap_calls_are_held():

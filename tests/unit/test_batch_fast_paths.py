@@ -20,7 +20,7 @@ from pyrocluster import codec, protocol
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.replies import decode_outcome, decode_reply
-from pyrocluster.services.compute import check_call, plain_batch
+from pyrocluster.services.compute import _big_value_fields, check_call, plain_batch
 from pyrocluster.services.taskstats import TaskStats
 from pyrocluster.slots.batch import BatchRun, Budget
 from pyrocluster.slots.process import _shortest_from
@@ -95,6 +95,41 @@ def test_unpack_each_is_unpack_of_each(datas: list[bytes]) -> None:
             return exc
 
     assert same(codec.unpack_each(datas), [one(d) for d in datas])
+
+
+def _each(datas: list[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for data in datas:
+        try:
+            out.append(codec.unpack(data))
+        except codec.DecodeError as exc:
+            out.append(exc)
+    return out
+
+
+@pytest.mark.parametrize(
+    "datas",
+    [
+        [b"\x92\x01", b"\x02\x03"],  # together [1, 2] then 3: each alone is truncated, then 3
+        [b"\x01\x02", b"\x03"],  # two values in one
+        [b"\x01", b"", b"\x02"],  # none in one
+        [b"\x01", b"\x92\x01"],  # the last cut short
+        [b"\xdd\x7f\xff\xff\xff", b"\x01"],  # an array of 2**31 elements claimed in 5 bytes
+        [codec.pack(i) for i in range(3000)] + [b"\xc1"],  # a byte msgpack never uses, last
+    ],
+)
+def test_values_decoded_as_one_stream_are_each_values_own(datas: list[bytes]) -> None:
+    """A batch's short values decoded together end where each value's bytes do, or are decoded
+    one by one: a value never borrows its neighbour's bytes, a bad one fails alone."""
+    decoded = codec.unpack_each(datas)
+    assert same(decoded, _each(datas))
+    assert len(decoded) == len(datas)
+
+
+def test_a_long_batch_of_short_values_decodes_as_each() -> None:
+    datas = [codec.pack("x" * 100 + str(i)) for i in range(2000)]  # over the stream's bound together
+    datas[1000] = b"\x92\x01"
+    assert same(codec.unpack_each(datas), _each(datas))
 
 
 @settings(max_examples=60, deadline=None)
@@ -261,3 +296,24 @@ def test_a_lone_call_is_requested_as_its_row_of_a_bigger_batch(
         assert alone["from"] == "me" and alone["calls"] == [whole["calls"][i]]
         assert alone.get("keep") == ([str(call.id)] if call.keep else None)
         assert "fetch" not in alone
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=2, max_size=6))
+def test_a_batch_asks_to_keep_exactly_its_kept_calls(keeps: list[bool]) -> None:
+    calls = [Call("compute", "add", [i, 1], {}, frozenset(), 5.0, 0, False) for i in range(len(keeps))]
+    for call, keep in zip(calls, keeps, strict=True):
+        call.keep = keep
+        call.payload = codec.pack([call.args, call.kwargs])
+    request = Batch(calls[0].requirement, calls).request("me")
+    kept = [str(c.id) for c in calls if c.keep]
+    assert request.get("keep", []) == kept
+    assert _big_value_fields(request)[0] == set(kept)
+
+
+@pytest.mark.parametrize(
+    ("keep", "ids"),
+    [(["a", "b"], {"a", "b"}), (["a", 1, None, "b"], {"a", "b"}), ([], set()), ("a", set()), (None, set())],
+)
+def test_the_worker_reads_the_kept_ids_it_can(keep: Any, ids: set[str]) -> None:
+    assert _big_value_fields({"keep": keep})[0] == ids

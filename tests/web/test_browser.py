@@ -51,6 +51,18 @@ def text_of(driver, css: str) -> str:
     return str(driver.execute_script(script, css))
 
 
+def click_first(driver, css: str) -> bool:
+    """Click the first element ``css`` matches, as a user does; False when there is none yet or a
+    redraw replaced it between finding and clicking (the page redraws every second)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        driver.find_elements("css selector", css)[0].click()
+    except (IndexError, StaleElementReferenceException):
+        return False
+    return True
+
+
 @pytest.mark.slow
 def test_page_shows_workers_progress_failures_and_a_killed_worker(
     tmp_path, nameserver, worker_factory, processes, browser
@@ -73,9 +85,7 @@ def test_page_shows_workers_progress_failures_and_a_killed_worker(
         first = wait_for(lambda: text_of(browser, "#jobs .progress-text"), 15, what="the job on the page")
         wait_for(lambda: text_of(browser, "#jobs .progress-text") not in ("", first), 10,
                  what="progress moving without reload")  # fmt: skip
-        summary = wait_for(lambda: browser.find_elements("css selector", "#jobs details summary"), 10,
-                           what="the failed task listed")  # fmt: skip
-        summary[0].click()
+        wait_for(lambda: click_first(browser, "#jobs details summary"), 10, what="the failed task listed")
         traceback = wait_for(lambda: text_of(browser, "#jobs details[open] pre.traceback"), 5,
                              what="the traceback expanded")  # fmt: skip
         assert "RuntimeError: boom in the dashboard test" in traceback
