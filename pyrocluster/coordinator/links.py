@@ -358,6 +358,11 @@ class WorkerLink:
             if self.direct is not None:
                 self.direct.learn(load)
             self._owner.probe_answered(self, load)
+        elif happened_of(exc) is Happened.CREDENTIAL_LAPSED:
+            # It answered: it refuses our token, revoked or expired since we connected. Its calls
+            # under way end there; the next batch sent ends with the refusal.
+            self._probe_channel.release()
+            self._owner.probe_answered(self, None)
         elif isinstance(exc, (Pyro5.errors.PyroError, Unsent)):
             self._probe_channel.release()
             self._owner.probe_failed(self, f"stopped answering its liveness probe ({type(exc).__name__})")

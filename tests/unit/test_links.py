@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import Pyro5.errors
+
 from pyrocluster.config import Settings
 from pyrocluster.coordinator import channel
 from pyrocluster.coordinator.calls import Batch, Call
-from pyrocluster.coordinator.links import PROBE_TICK_S, Transport, WorkerLink
+from pyrocluster.coordinator.links import PROBE_TICK_S, Transport, Unsent, WorkerLink
 from pyrocluster.coordinator.policy import Happened
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.nameserver.registry import WorkerEntry
@@ -82,3 +84,36 @@ def test_links_due_at_scattered_moments_share_the_probers_wake_ups():
     finally:
         for link in links:
             link.stop()
+
+
+class ProbedOwner(IdleOwner):
+    """Records what each probe's end told it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes: list[str] = []
+
+    def probe_answered(self, link: Any, load: Any) -> None:
+        self.probes.append("answered")
+
+    def probe_failed(self, link: Any, reason: str) -> None:
+        self.probes.append("failed")
+
+
+def test_a_probe_refused_because_our_token_lapsed_keeps_the_worker_and_its_calls():
+    # The worker answered: it refuses a token revoked (or expired) since we connected. Setting it
+    # aside would fail its calls under way over to workers that refuse them too, and a task that
+    # runs to its end there would be recorded as WorkerUnavailable instead of its result.
+    owner = ProbedOwner()
+    uris = {"compute": "PYRO:c@127.0.0.1:1", "control": "PYRO:k@127.0.0.1:1"}
+    transport = Transport()
+    link = WorkerLink(WorkerEntry("w", uris, {"compute": 1}), owner, Settings(), 1.0, transport)
+    try:
+        link._probed(None, Pyro5.errors.SecurityError("refused: token 'carol' was revoked"))
+        link._probed(None, Unsent("127.0.0.1:1 refused the connection: token 'carol' expired"))
+        assert owner.probes == ["answered", "answered"]
+        link._probed(None, Pyro5.errors.CommunicationError("connection lost"))
+        assert owner.probes[-1] == "failed"
+    finally:
+        link.stop()
+        transport.close()
