@@ -143,13 +143,8 @@ class Failover:
                         self._apply(call, outcomes, why, None, out, name)
         else:
             if live and rec is not None:
-                rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
-                worked_s = (outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)) / 1000.0
-                key = batch.cost_key
-                cost = self._costs.get(key)
-                if cost is None:
-                    cost = self._costs[key] = balancer.CallCost(limit=self.max_batch)
-                cost.observe(len(batch.calls), worked_s)
+                worked_ms = outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)
+                self._learn(rec, batch, elapsed_s, worked_ms)
             for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                 if call.done:
                     continue
@@ -166,6 +161,15 @@ class Failover:
                     self._changed()
                 call.elapsed_ms = elapsed_ms
                 self._apply(call, happened, failure_text(name, happened, value), value, out, name)
+
+    def _learn(self, rec: WorkerRecord, batch: Batch, elapsed_s: float, worked_ms: float) -> None:
+        """Learn from a batch that came back: its worker's batch size (the round trip) and its
+        task's cost (the time its calls ran)."""
+        rec.sizers[batch.service].observe(len(batch.calls), elapsed_s)
+        cost = self._costs.get(batch.cost_key)
+        if cost is None:
+            cost = self._costs[batch.cost_key] = balancer.CallCost(limit=self.max_batch)
+        cost.observe(len(batch.calls), worked_ms / 1000.0)
 
     def _fail_unsettled(self, link: Any, batch: Batch, out: list[Resolution]) -> None:
         """End every call of ``batch`` not yet settled with DecodeError, and retire the batch."""

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pyrocluster.coordinator import balancer, overdue
+from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import WorkerRecord
 from pyrocluster.coordinator.calls import (
     Batch,
@@ -44,7 +44,6 @@ from pyrocluster.coordinator.calls import (
     encode,
     settle,
 )
-from pyrocluster.coordinator.links import Link
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import Outcome
 from pyrocluster.errors import WorkerUnavailable
@@ -57,10 +56,7 @@ class LoneLane:
     :class:`~pyrocluster.coordinator.dispatch.Dispatcher`, which owns the state below)."""
 
     closed: bool
-    max_batch: int
     max_call_bytes: int
-    batch_grace_s: float
-    links: dict[str, Link]
     _clock: Callable[[], float]
     _cond: threading.Condition
     _back: list[Call]
@@ -73,6 +69,8 @@ class LoneLane:
     _dispatch_ready: Callable[[], None]
     _record_of: Callable[[Any], WorkerRecord | None]
     _fail_unsettled: Callable[[Any, Batch, list[Resolution]], None]
+    _learn: Callable[[WorkerRecord, Batch, float, float], None]
+    _send: Callable[[WorkerRecord, Batch], None]
     cancel: Callable[..., list[Call]]
 
     def submit_one(self, call: Call) -> None:
@@ -112,12 +110,7 @@ class LoneLane:
         if rec is None:
             return None
         batch.by_sender = True
-        call.attempts += 1
-        call.batch_id = batch.id
-        rec.add(batch)
-        batch.deadline = now + overdue.span((call.timeout_s,), self.batch_grace_s)
-        self._turn += 1  # equally free workers take turns
-        self.links[rec.name].send(batch)
+        self._send(rec, batch)
         return batch
 
     def _lone_ok(self, link: Any, batch: Batch, load: Any, outcome: Outcome, elapsed_s: float) -> None:
@@ -130,11 +123,7 @@ class LoneLane:
                 rec = self._record_of(link)
                 if rec is not None:
                     if rec.retire(batch):
-                        rec.sizers[batch.service].observe(1, elapsed_s)
-                        cost = self._costs.get(batch.cost_key)
-                        if cost is None:
-                            cost = self._costs[batch.cost_key] = balancer.CallCost(limit=self.max_batch)
-                        cost.observe(1, elapsed_ms / 1000.0)
+                        self._learn(rec, batch, elapsed_s, elapsed_ms)
                     if load is not None:  # after the retire: the load no longer holds this call
                         rec.observe_load(load)  # (a direct call's reply carries none)
                 if not call.done:  # even a stale attempt's success settles the call
