@@ -151,7 +151,7 @@ def wait_for(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the longest tests first: ``slow`` ones, then the rest, unit tests (short) last.
 
-    With ``-n 3`` (and ``--maxschedchunk 1``) each test process takes the next test as it gets
+    With ``-n 2`` (and ``--maxschedchunk 1``) each test process takes the next test as it gets
     free; a long test picked up near the end keeps one process busy while the others idle.
     Started first, the long ones overlap each other and the short ones fill in behind them. The
     sort is stable, so the rest of each module's tests stay together in their order.
