@@ -127,10 +127,11 @@ class Lender:
             lent = set(self.ports)
             free, direct = [], 0
             for slot in self._idle:
-                if slot.share.direct_call() is not None:
-                    direct += 1
-                elif (port := int(slot.share.progress[PORT])) in lent:
-                    free.append(port)
+                with contextlib.suppress(ValueError):  # a share closed as its slot was replaced
+                    if slot.share.direct_call() is not None:
+                        direct += 1
+                    elif (port := int(slot.share.progress[PORT])) in lent:
+                        free.append(port)
             return free, len(self._slots) - len(self._idle), direct
 
     # -- batches ----------------------------------------------------------------------------
