@@ -161,17 +161,25 @@ class Announcement:
         self._daemon: Any = None
         self._uri = ""
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._announcing = threading.Thread(target=self._announce, name="job-announce", daemon=True)
+        self._serving: threading.Thread | None = None
 
     def __enter__(self) -> Announcement:
+        # The listener (a Pyro5 daemon: its socket and thread pool) is made on the announcing
+        # thread, off the job's way; the job is registered there once it listens, as before.
+        self._announcing.start()
+        return self
+
+    def _announce(self) -> None:
+        """Listen for ``status`` and ``cancel``, then keep the job registered until it leaves."""
         try:
             host = local_address_towards(self._settings.ns_host)
             if not is_loopback(host) and not self._settings.authenticated:
                 log.warning("not announcing the job: no cluster secret to protect a non-loopback listener")
-                return self
-            self._daemon = SecureDaemon(self._settings, host=host, port=0)
+                return
+            daemon = SecureDaemon(self._settings, host=host, port=0)
             self._uri = str(
-                self._daemon.register(
+                daemon.register(
                     JobProgress(
                         self._registered_as,
                         self._snapshot,
@@ -183,14 +191,11 @@ class Announcement:
             )
         except Exception as exc:  # status is a convenience: the job runs without it
             log.warning("could not announce the job: %s", exc)
-            return self
-        self._threads = [
-            threading.Thread(target=self._daemon.requestLoop, name="job-announce", daemon=True),
-            threading.Thread(target=self._keep_registered, name="job-renew", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        return self
+            return
+        self._daemon = daemon
+        self._serving = threading.Thread(target=daemon.requestLoop, name="job-announce-loop", daemon=True)
+        self._serving.start()
+        self._keep_registered()
 
     def _keep_registered(self) -> None:
         """Register now, and again whenever the name server lost the entry (it restarted)."""
@@ -233,14 +238,15 @@ class Announcement:
         self._stop.set()
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._announcing.join(timeout=5)  # unregistered: status no longer asks the daemon
         if self._daemon is None:
             return
-        self._stop.set()
-        self._threads[1].join(timeout=5)  # unregistered: status no longer asks the daemon
         # Pyro5's shutdown sleeps a little; the job's result need not wait for it.
         threading.Thread(target=self._close_daemon, name="job-announce-close", daemon=True).start()
 
     def _close_daemon(self) -> None:
         self._daemon.shutdown()
-        self._threads[0].join(timeout=5)
+        if self._serving is not None:
+            self._serving.join(timeout=5)
         self._daemon.close()

@@ -13,13 +13,14 @@ from pyrocluster import logs
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.preflight import Need, wait_for_workers
+from pyrocluster.coordinator.preflight import Need, look_up_live, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, CredentialLapsed, JobFileError, ResultsUnwritable
 from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
+from pyrocluster.jobs.lookahead import ahead
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
@@ -156,6 +157,9 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
     local: LocalCluster | None,
 ) -> JobSummary:
+    # Without --local the cluster is there already: its workers are looked up while the file
+    # loads, and the look-up's outcome (an unreachable name server too) is read after the checks.
+    live = None if local is not None else ahead(lambda: look_up_live(settings), "preflight")
     spec = load_job(options.job_file)
     logs.set_job(spec.name)
     peer = own_peer(settings)
@@ -176,7 +180,8 @@ def _submit(
     cluster = None
     crawl: CrawlRun | None = None
     try:
-        entries = wait_for_workers(settings, needs_of(spec), options.wait_s)
+        first = live.result() if live is not None else None
+        entries = wait_for_workers(settings, needs_of(spec), options.wait_s, first)
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
             check_resources(spec, entries)

@@ -88,6 +88,24 @@ def test_unreachable_cluster_and_missing_tag_are_exit_3(tmp_path, compute_ns):
     assert result.stderr.strip() == "error: no live worker offers compute with tags gpu (waited 1 s)"
 
 
+def test_a_job_submitted_before_its_workers_waits_for_them(tmp_path, nameserver, worker_factory):
+    job = write_job(tmp_path, "name: early\ntasks:\n  - call: add\n    args: [1, 2]\n")
+    proc = start_submit(job, nameserver, tmp_path, "--wait", "60", "--json")
+    try:
+        # the name server is up, no worker yet: the first look-up finds none, and submit waits
+        wait_for(lambda: status_now(nameserver) is not None, 30, what="name server answering")
+        assert proc.poll() is None
+        worker_factory(1, "--services", "compute")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["ok"] == 1
+    assert [r["result"] for r in read_lines(tmp_path / "early.results.jsonl")] == [3]
+
+
 def test_5000_tasks_with_one_failure(tmp_path, compute_ns):
     job = write_job(
         tmp_path,

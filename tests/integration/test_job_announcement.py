@@ -45,3 +45,11 @@ def test_a_job_that_does_not_ask_leaves_as_its_block_ends(nameserver: str) -> No
         announcement.finish(dict(SNAPSHOT, name="tock"), cancelled=True)
     running, ended = listings(settings)
     assert not running and [e["state"] for e in ended if e["name"] == "tock"] == ["cancelled"]
+
+
+def test_a_job_that_ends_before_it_is_listed_still_leaves_listed_finished(nameserver: str) -> None:
+    settings = Settings.from_sources(ns=nameserver)
+    with Announcement(settings, "blink", lambda: dict(SNAPSHOT, name="blink")) as announcement:
+        announcement.finish(dict(SNAPSHOT, name="blink"))  # at once: its listener may not be up yet
+    running, ended = listings(settings)
+    assert not running and [e["state"] for e in ended if e["name"] == "blink"] == ["finished"]
