@@ -13,14 +13,14 @@ from pyrocluster import logs
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.preflight import Need, look_up_live, wait_for_workers
+from pyrocluster.coordinator.preflight import Need, wait_for_workers
 from pyrocluster.defaults import DEFAULT_WAIT_S
 from pyrocluster.errors import ConfigError, CredentialLapsed, JobFileError, ResultsUnwritable
 from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
+from pyrocluster.jobs.cluster_ahead import give_up, reach_ahead
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
-from pyrocluster.jobs.lookahead import ahead
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
@@ -120,6 +120,25 @@ def check_resources(spec: JobSpec, entries: list[WorkerEntry]) -> None:
         raise JobFileError.several(problems[:MAX_PROBLEMS])
 
 
+def _prepare(settings: Settings, options: SubmitOptions) -> tuple[JobSpec, Path]:
+    """Load and check the job file, the submitter's role and the results file's place."""
+    spec = load_job(options.job_file)
+    logs.set_job(spec.name)
+    peer = own_peer(settings)
+    require_own(peer, Role.SUBMITTER, "submit jobs")
+    if not options.dry_run and (settings.secret is not None or settings.token is not None):
+        audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
+    output = Path(options.out or spec.output)
+    if not options.dry_run:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
+    runfile.check_start(output, spec.name, options.resume, options.overwrite)
+    return spec, output
+
+
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:
     """Run without a progress display."""
     return run()
@@ -157,37 +176,31 @@ def _submit(
     show: Callable[[Callable[[], JobSummary], Callable[[], dict[str, Any]]], JobSummary],
     local: LocalCluster | None,
 ) -> JobSummary:
-    # Without --local the cluster is there already: its workers are looked up while the file
-    # loads, and the look-up's outcome (an unreachable name server too) is read after the checks.
-    live = None if local is not None else ahead(lambda: look_up_live(settings), "preflight")
-    spec = load_job(options.job_file)
-    logs.set_job(spec.name)
-    peer = own_peer(settings)
-    require_own(peer, Role.SUBMITTER, "submit jobs")
-    if not options.dry_run and (settings.secret is not None or settings.token is not None):
-        audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
-    output = Path(options.out or spec.output)
-    if not options.dry_run:
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
-    runfile.check_start(output, spec.name, options.resume, options.overwrite)
+    # Without --local the cluster is there already: it is reached while the file loads, and what
+    # that met (an unreachable name server too) is read after the job's own checks.
+    wait = max(options.wait_s, DEFAULT_WAIT_S)
+    reached = None if local is not None else reach_ahead(settings, wait, not options.dry_run)
+    try:
+        spec, output = _prepare(settings, options)
+    except BaseException:
+        if reached is not None:
+            give_up(reached)
+        raise
     if local is not None:
         local.wait_ready()
         settings = settings.with_ns(local.address)
-    cluster = None
+    cluster: Cluster | None = None
     crawl: CrawlRun | None = None
     try:
-        first = live.result() if live is not None else None
+        first, cluster = reached.result() if reached is not None else (None, None)
         entries = wait_for_workers(settings, needs_of(spec), options.wait_s, first)
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
             check_resources(spec, entries)
         if options.dry_run:
             return JobSummary(spec.name, count_task_items(spec), 0, 0, 0, 0, 0, 0.0, 0.0, str(output))
-        cluster = Cluster(settings=settings, wait=max(options.wait_s, DEFAULT_WAIT_S))
+        if cluster is None:
+            cluster = Cluster(settings=settings, wait=wait)
         if spec.crawl is not None:
             from pyrocluster.crawl.run import CrawlRun  # only a crawl job loads the frontier's libraries
 

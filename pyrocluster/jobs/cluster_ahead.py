@@ -1,0 +1,65 @@
+"""Reaching the cluster on a thread of its own while ``submit`` loads and checks the job file.
+
+The look-up of the live workers (a name-server connection, the listing, a ping to each worker)
+and the job's ``Cluster`` (its discovery's first listing) mostly wait on other processes; loading
+a big job file is CPU. Side by side they cost the longer of the two instead of their sum: about
+XX ms less per job of 20,000 calls on two local workers (``python -m bench.phases``, BENCHMARKS.md).
+
+The outcome, or the error it met, is read only where the job reaches that step, so what is
+reported first does not change: a job-file error still wins over an unreachable cluster. A
+``Cluster`` the job never takes (its file or its checks failed) is closed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+from pyrocluster.config import Settings
+from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.coordinator.preflight import look_up_live
+from pyrocluster.nameserver.registry import WorkerEntry
+
+T = TypeVar("T")
+
+Reached = tuple[list[WorkerEntry], Cluster | None]
+"""The live workers of a first look-up, and the job's cluster (None for a dry run)."""
+
+
+def ahead(work: Callable[[], T], name: str) -> Future[T]:
+    """Run ``work()`` on a daemon thread (a process that gives up on it does not wait for it);
+    the future's ``result()`` re-raises what it raised."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # kept for ``result()``, raised on the reader's thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def reach_ahead(settings: Settings, wait_s: float, with_cluster: bool) -> Future[Reached]:
+    """Look the live workers up, then (``with_cluster``) connect the job's ``Cluster``."""
+
+    def reach() -> Reached:
+        first = look_up_live(settings)
+        return first, Cluster(settings=settings, wait=wait_s) if with_cluster else None
+
+    return ahead(reach, "reach-cluster")
+
+
+def give_up(reached: Future[Reached]) -> None:
+    """The job stopped before taking what was reached: close its cluster, now or once it is made."""
+
+    def close(done: Future[Reached]) -> None:
+        if done.exception() is None:
+            cluster = done.result()[1]
+            if cluster is not None:
+                cluster.close()
+
+    reached.add_done_callback(close)
