@@ -172,15 +172,15 @@ class TaskFuture(ReadHere):
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
-        self.ended()
+        self.reader = self.watcher = None  # ended(): nothing is left to read or watch
         if self._state not in UNDONE:
             return
-        if isinstance(call.error, CancelledError):
-            super().cancel()
-        elif call.error is None:
+        if call.error is None:
             if type(call.value) is ValueRef and self.kept is not None:
                 self.kept.taken(call.value)
             self.set_result(call.value)
+        elif isinstance(call.error, CancelledError):
+            super().cancel()
         elif not (_lost(call) and self.kept is not None and self.kept.lost(self, call)):
             self.set_exception(call.error)
 
