@@ -397,8 +397,8 @@ def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Reso
 
 def encode_one(call: Call, max_bytes: int) -> Resolution | None:
     """:func:`encode` of a call submitted alone: None when its payload is set and it may be sent,
-    else its refusal (the call ended). No lists to build and pass over: 1-2 us of the ~6 us
-    ``encode([call])`` took in a hot loop."""
+    else its refusal (the call ended). No lists to build and pass over: 1.0 us against the
+    2.0 us of ``encode([call])`` in a hot loop."""
     payload = codec.pack_one(call.args, call.kwargs)
     if type(payload) is bytes and len(payload) <= max_bytes:
         call.payload = payload
