@@ -227,6 +227,11 @@ class Announcement:
         """Leave the job listed as finished (or cancelled), with this final snapshot, once it ends."""
         self._final = status_entry(self._registered_as, snapshot, "cancelled" if cancelled else "finished")
 
+    def leave(self) -> None:
+        """Start taking the job off the name server (listed as finished when ``finish`` was
+        called); the exit waits for it."""
+        self._stop.set()
+
     def __exit__(self, *exc: object) -> None:
         if self._daemon is None:
             return

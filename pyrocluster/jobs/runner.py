@@ -47,6 +47,7 @@ CANCELLED_REASON = "the job was cancelled"
 
 log = logging.getLogger(__name__)
 _STATUS = operator.itemgetter("status")
+_ERROR = operator.attrgetter("error")
 
 
 @dataclass
@@ -345,6 +346,8 @@ class JobRunner:
 
     def _ran(self, calls: list[Call]) -> list[Call]:
         """The calls to record: one refused for a lapsed token never ran, and stops the job."""
+        if not any(map(_ERROR, calls)):  # the common chunk: every call succeeded
+            return calls
         ran = [c for c in calls if not isinstance(c.error, CredentialLapsed)]
         if len(ran) < len(calls):
             self.lapsed = self.lapsed or next(str(c.error) for c in calls if c not in ran)

@@ -59,14 +59,28 @@ def needs_of(spec: JobSpec) -> set[Need]:
     return needs
 
 
+class _JobText:
+    """The job file's text, read only when a problem needs its line (a big ``map`` is long)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._text: str | None = None
+
+    def line_of(self, loc: tuple[Any, ...]) -> int | None:
+        """The 1-based line of ``loc`` in the file, or None (unreadable, or not found)."""
+        if self._text is None:
+            try:
+                self._text = Path(self._path).read_text(encoding="utf-8")
+            except OSError:
+                self._text = ""
+        return line_of(self._text, loc) if self._text else None
+
+
 def check_task_names(spec: JobSpec, offered: set[str]) -> None:
     """JobFileError for every task (or callback) whose ``call`` no live worker offers, each with the
     closest offered name and its line."""
-    try:
-        text = Path(spec.path).read_text(encoding="utf-8")
-    except OSError:
-        text = ""
     problems: list[JobFileError] = []
+    text = _JobText(spec.path)
     for where, name in called_tasks(spec):
         if name in offered:
             continue
@@ -74,7 +88,7 @@ def check_task_names(spec: JobSpec, offered: set[str]) -> None:
         known = ", ".join(sorted(offered)) or "none"
         hint = f"did you mean {close[0]!r}?" if close else f"the workers offer: {known}"
         loc = tuple(int(p) if p.isdigit() else p for p in where.replace("[", ".").replace("]", "").split("."))
-        line = line_of(text, loc) if text else None
+        line = text.line_of(loc)
         place = f"{where} (line {line})" if line is not None else where
         problems.append(
             JobFileError(spec.path, place, f"unknown task {name!r}: no live worker offers it ({hint})")
@@ -86,10 +100,7 @@ def check_task_names(spec: JobSpec, offered: set[str]) -> None:
 def check_resources(spec: JobSpec, entries: list[WorkerEntry]) -> None:
     """JobFileError for every task whose resource ask no live worker (offering it, with its tags)
     could ever fit, naming the task, the resource and the largest amount any such worker has."""
-    try:
-        text = Path(spec.path).read_text(encoding="utf-8")
-    except OSError:
-        text = ""
+    text = _JobText(spec.path)
     problems: list[JobFileError] = []
     for j, task in enumerate(spec.tasks):
         ask = full_ask(dict(asked(task, spec.defaults)))
@@ -100,7 +111,7 @@ def check_resources(spec: JobSpec, entries: list[WorkerEntry]) -> None:
             continue
         own = task.resources is not None
         loc: tuple[Any, ...] = ("tasks", j, "resources") if own else ("defaults", "resources")
-        line = line_of(text, loc) if text else None
+        line = text.line_of(loc)
         where = f"tasks[{j}].resources" if own else "defaults.resources"
         place = f"{where} (line {line})" if line is not None else where
         problems.append(JobFileError(spec.path, place, reason))
@@ -206,7 +217,8 @@ def _submit(
         ) as announcement:
             summary = show(lambda: runner.run(stop, kept), runner.snapshot)
             announcement.finish({**runner.snapshot(), "rate": summary.tasks_per_s}, summary.interrupted)
-        runner.close()
+            announcement.leave()  # its name-server calls go on while the results file is synced
+            runner.close()
         if summary.write_error:
             raise ResultsUnwritable(
                 f"{summary.write_error}; the {summary.ok + summary.failed} outcomes written before are kept "

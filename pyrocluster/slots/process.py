@@ -66,6 +66,10 @@ STARTUP_TIMEOUT_S = 60.0
 """Seconds a new slot process may take to load its task modules."""
 FALLBACK_GRACE_S = 0.5
 """Seconds past a call's own timeout before the parent kills a slot whose timer could not act."""
+START_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+"""Pauses between tries to start a slot process. A fork server that a signal to the worker's whole
+process group is ending refuses the connection while it still looks alive; once it is reaped,
+``multiprocessing`` starts a new one."""
 
 
 def _exit_with_parent(interval_s: float = 1.0) -> None:
@@ -184,10 +188,19 @@ class SlotProcess:
             self.share.write_revocations(*self.revocations)
         self.told_seen = 0
         """Messages of the process between batches that the worker has read (``lending.py``)."""
-        parent, child = self._ctx.Pipe()
-        args = (child, self._modules, self.share, self._direct)
-        self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
-        self.proc.start()
+        for pause in (*START_RETRIES_S, None):
+            parent, child = self._ctx.Pipe()  # a new pipe each try: a failed one may have reached a child
+            args = (child, self._modules, self.share, self._direct)
+            self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
+            try:
+                self.proc.start()
+                break
+            except (OSError, EOFError):
+                parent.close()
+                child.close()
+                if pause is None:
+                    raise
+                time.sleep(pause)
         child.close()
         self.conn: Connection = parent
         self._raw = socket.socket(fileno=os.dup(parent.fileno()))
@@ -210,7 +223,8 @@ class SlotProcess:
         """End the process (killed if still alive) and forget it."""
         if self.proc.is_alive():
             self.proc.kill()
-        self.proc.join()
+        if self.proc.pid is not None:  # one that never started has nothing to wait for
+            self.proc.join()
         self.conn.close()
         self._raw.close()
 
@@ -321,7 +335,8 @@ class SlotProcess:
         """Stop the child process (one still loading its tasks ends without a word)."""
         self.conn.close()
         self._raw.close()
-        self.proc.join(timeout=2)
+        if self.proc.pid is not None:
+            self.proc.join(timeout=2)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()

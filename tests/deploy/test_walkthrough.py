@@ -67,6 +67,12 @@ def blocks() -> list[Block]:
     return found
 
 
+def unit_file(name: str) -> Path:
+    """The unit file of ``name`` (an instance's is its template's)."""
+    template, _, instance = name.removesuffix(".service").partition("@")
+    return UNITS / (f"{template}@.service" if instance else f"{template}.service")
+
+
 class Walkthrough:
     """The hosts, their directories and their units, driven by the page's commands."""
 
@@ -130,14 +136,20 @@ class Walkthrough:
             key = (host, name)
             if verb in ("stop", "disable", "restart") and key in self.units:
                 proc = self.units.pop(key)
-                proc.signal(signal.SIGTERM)
-                assert proc.proc.wait(timeout=60) == 0, f"{name} on {host} did not stop cleanly"
+                if re.search(r"^KillMode=mixed$", unit_file(name).read_text(), re.M):
+                    proc.proc.send_signal(signal.SIGTERM)  # as systemd does: the main process only
+                else:
+                    proc.signal(signal.SIGTERM)  # systemd's default: the whole control group
+                code = proc.proc.wait(timeout=60)
+                proc._reader.join(5)  # the last lines it printed
+                tail = "\n".join(line for _, line in proc.lines[-40:])
+                assert code == 0, f"{name} on {host} did not stop cleanly (exit {code}):\n{tail}"
             if verb in ("enable", "start", "restart"):
                 self.units[key] = self.start_unit(host, name)
 
     def start_unit(self, host: str, name: str) -> HostProcess:
-        template, _, instance = name.removesuffix(".service").partition("@")
-        unit = UNITS / (f"{template}@.service" if instance else f"{template}.service")
+        instance = name.removesuffix(".service").partition("@")[2]
+        unit = unit_file(name)
         exec_start = re.search(r"^ExecStart=(.*)$", unit.read_text(), re.M)
         assert exec_start, unit
         argv = shlex.split(self.rewrite(host, exec_start.group(1).replace("%i", instance)))

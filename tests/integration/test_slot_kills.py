@@ -177,3 +177,53 @@ def test_a_slot_process_stopped_while_it_loads_its_tasks_ends_without_a_tracebac
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "closed\n", "")
+
+
+class Refusing:
+    """A slot context whose fork server refuses the first ``refusals`` starts, as one does while a
+    signal to the worker's whole process group ends it (it still looks alive, its socket is gone)."""
+
+    def __init__(self, refusals: int) -> None:
+        from pyrocluster.slots.process import slot_context
+
+        self.ctx = slot_context()
+        self.refusals = refusals
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.ctx, name)
+
+    def Process(self, *args: object, **kw: object) -> object:  # noqa: N802 (multiprocessing's name)
+        proc = self.ctx.Process(*args, **kw)
+        if self.refusals > 0:
+            self.refusals -= 1
+
+            def refuse() -> None:
+                raise ConnectionRefusedError(111, "Connection refused")
+
+            proc.start = refuse
+        return proc
+
+
+def test_a_slot_process_is_started_again_when_the_fork_server_refuses_a_start():
+    from pyrocluster.slots.process import READY, SlotProcess
+
+    slot = SlotProcess(Refusing(2), [], 1 << 20)
+    try:
+        assert slot.conn.poll(30) and slot.conn.recv_bytes() == READY
+        slot._ctx = Refusing(1)
+        slot.replace()  # as the worker replaces a slot process that died
+        assert slot.conn.poll(30) and slot.conn.recv_bytes() == READY
+    finally:
+        slot.close()
+
+
+def test_a_slot_whose_process_could_not_be_started_again_still_closes(monkeypatch):
+    from pyrocluster.slots import process
+
+    monkeypatch.setattr(process, "START_RETRIES_S", (0.0,), raising=False)
+    slot = process.SlotProcess(Refusing(0), [], 1 << 20)
+    slot._ctx = Refusing(2)
+    with pytest.raises(ConnectionRefusedError):
+        slot.replace()
+    slot.close()  # the worker's stop: no process to wait for, nothing raised
+    assert not slot.proc.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -32,6 +33,21 @@ def test_sigterm_finishes_held_tasks_then_unregisters_and_exits_0(nameserver, wo
         assert all(f.attempts == 1 for f in futures), "held tasks must finish, not be re-run"
     assert busy.proc.wait(timeout=30) == 0
     assert "busy" not in listed_workers(nameserver)
+
+
+def test_a_group_sigterm_mid_job_exits_0_and_loses_nothing(nameserver, worker_factory):
+    """A group SIGTERM (a unit without ``KillMode=mixed``, ``kill -- -PGID``) also ends the slot
+    processes and the fork server: the worker still exits 0, and the calls its slots ran are re-run
+    elsewhere."""
+    (doomed,) = worker_factory(1, "--concurrency", "2", "--services", "compute", "--name", "doomed")
+    worker_factory(1, "--concurrency", "2", "--services", "compute", "--name", "spare")
+    with Cluster(nameserver) as cluster:
+        futures = [cluster.submit("sleep", 0.02) for _ in range(200)]
+        wait_for(lambda: sum(f.done() for f in futures) >= 20, 30)
+        os.killpg(doomed.pid, signal.SIGTERM)
+        assert [f.result(timeout=60) for f in futures] == [0.02] * 200
+    assert doomed.proc.wait(timeout=30) == 0, "\n".join(doomed.output[-20:])
+    assert not [line for line in doomed.output if "uncaught" in line or "unexpected" in line]
 
 
 def test_draining_worker_refuses_new_work_which_goes_elsewhere(nameserver, worker_factory):
