@@ -18,7 +18,7 @@ from typing import Any
 STEPS = [
     ("c0", "c1", "submit -> link.send (Call, future, encode args, choose, book: the lone lane)"),
     ("c1", "w0", "link.send -> the Pyro5 message (lone check, pick the slot's channel, the request dict)"),
-    ("w0", "w1", "encode the Pyro5 message (invoke_pieces)"),
+    ("w0", "w1", "encode the Pyro5 message (invoke_small for a lone direct call, else invoke_pieces)"),
     ("w1", "p0", "start the call (lonecall.start, closures, sent_on; or wire.call's rest and _queue)"),
     ("p0", "p1", "write the request (lonecall.write or push: the send syscall)"),
     ("p1", "s1", "return from submit"),

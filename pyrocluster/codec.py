@@ -465,7 +465,7 @@ def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
     """
     pack = _packer().pack
     calls = calls if isinstance(calls, list) else list(calls)
-    if len(calls) > 1:  # one call (a lone submit) costs less through the loop below
+    if len(calls) > 1:  # one call costs less through pack_one
         args, kwargs = zip(*calls, strict=True)
         if set(map(type, args)) == {list} and set(map(type, kwargs)) == {dict}:
             try:
@@ -476,16 +476,18 @@ def pack_calls(calls: Iterable[tuple[Any, Any]]) -> list[bytes | NotSendable]:
                 if not splice.deferred():
                     return packed
                 splice.discard()  # a big array's marker: each call is finished on its own below
-    out: list[bytes | NotSendable] = []
-    for args, kwargs in calls:
-        if type(args) is list and type(kwargs) is dict:
-            try:
-                out.append(splice.finish(pack([args, kwargs])))  # type: ignore[arg-type]  # bytes-like
-                continue
-            except Exception:  # noqa: S110 - pack_call below names what cannot be sent
-                splice.discard()
+    return [pack_one(args, kwargs) for args, kwargs in calls]
+
+
+def pack_one(args: Any, kwargs: Any) -> bytes | NotSendable:
+    """:func:`pack_call` of one ``(args, kwargs)``: its bytes (bytes-like when a big array was
+    spliced in), or the NotSendable it raised."""
+    if type(args) is list and type(kwargs) is dict:
         try:
-            out.append(pack_call(args, kwargs))
-        except NotSendable as exc:
-            out.append(exc)
-    return out
+            return splice.finish(_packer().pack([args, kwargs]))  # type: ignore[return-value]  # bytes-like
+        except Exception:  # noqa: S110 - pack_call below names what cannot be sent
+            splice.discard()
+    try:
+        return pack_call(args, kwargs)
+    except NotSendable as exc:
+        return exc

@@ -16,6 +16,7 @@ the worker's daemon never reads a big value as part of a message, and neither si
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -42,29 +43,54 @@ def invoke_pieces(
     packer = msgpack.Packer(use_bin_type=True, default=serializer.default, autoreset=False)
     packer.pack((object_id, method, args, {}))
     payload = packer.getbuffer()  # a view of the packer's buffer: no bytes copy
+    header = _header(serializer, seq, len(payload))
+    if not bodies:
+        return header + payload if len(payload) <= JOIN_BYTES else [header, payload]
+    return [header, payload, *(piece for body in bodies for piece in attachments.pieces(body))]
+
+
+def invoke_small(
+    serializer: serializers.MsgpackSerializer, seq: int, object_id: str, method: str, args: tuple[Any, ...]
+) -> bytes:
+    """:func:`invoke_pieces` of a request with nothing to take out (a lone plain call's: its
+    payload is under ``ATTACH_BYTES``), as its bytes: the same message, packed by a packer kept
+    per thread, with no scan of the request's calls (4-5 us of the 9-10 us of
+    ``invoke_pieces`` for a lone call, in a hot loop)."""
+    if method == "run_batch" and len(args) == 1 and type(args[0]) is dict:
+        args = ({**args[0], "attach": 1},)  # as detach() makes it when nothing is big
+    kept = getattr(_kept, "packer", None)
+    if kept is None or kept[0] is not serializer:
+        kept = _kept.packer = (serializer, msgpack.Packer(use_bin_type=True, default=serializer.default))
+    payload = kept[1].pack((object_id, method, args, {}))  # a failed pack leaves the packer empty
+    return _header(serializer, seq, len(payload)) + payload
+
+
+_kept = threading.local()
+"""This thread's packer for :func:`invoke_small` (a Packer is not thread-safe) and its serializer."""
+
+
+def _header(serializer: serializers.MsgpackSerializer, seq: int, size: int) -> bytes:
+    """Pyro5's message header of an invoke request whose payload is ``size`` bytes."""
     flags, corr_id = 0, protocol._empty_correlation_id
     if current_context.correlation_id:
         flags, corr_id = protocol.FLAGS_CORR_ID, current_context.correlation_id.bytes
-    if len(payload) > protocol.config.MAX_MESSAGE_SIZE:
+    if size > protocol.config.MAX_MESSAGE_SIZE:
         raise protocol.errors.ProtocolError(
-            f"message too large ({len(payload)}, max={protocol.config.MAX_MESSAGE_SIZE})"
+            f"message too large ({size}, max={protocol.config.MAX_MESSAGE_SIZE})"
         )
-    header = _HEADER.pack(
+    return _HEADER.pack(
         b"PYRO",
         protocol.PROTOCOL_VERSION,
         protocol.MSG_INVOKE,
         serializer.serializer_id,
         flags,
         seq,
-        len(payload),
+        size,
         0,
         corr_id,
         0,
         protocol._magic_number,
     )
-    if not bodies:
-        return header + payload if len(payload) <= JOIN_BYTES else [header, payload]
-    return [header, payload, *(piece for body in bodies for piece in attachments.pieces(body))]
 
 
 def detach(request: Any) -> tuple[Any, list[Any]]:

@@ -101,14 +101,17 @@ class Channel:
             self.release()
             raise Unsent(f"cannot connect: {type(exc).__name__}: {exc}") from None
 
-    def encode(self, method: str, args: tuple[Any, ...]) -> bytes | list[Any]:
+    def encode(self, method: str, args: tuple[Any, ...], small: bool = False) -> bytes | list[Any]:
         """The request message for ``method(*args)`` (SerializeError when args cannot be encoded):
-        its bytes, or its header and payload (msgpack: see ``bigmessages.py``)."""
+        its bytes, or its header and payload (msgpack: see ``bigmessages.py``). ``small``: the
+        caller knows nothing in ``args`` is big enough to travel as an attachment."""
         proxy = self.proxy
         serializer = serializers.serializers[proxy._pyroSerializer or Pyro5.config.SERIALIZER]
         self.seq = (self.seq + 1) & 0xFFFF
         object_id = proxy._pyroConnection.objectId
         if isinstance(serializer, serializers.MsgpackSerializer):
+            if small:
+                return bigmessages.invoke_small(serializer, self.seq, object_id, method, args)
             return bigmessages.invoke_pieces(serializer, self.seq, object_id, method, args)
         data = serializer.dumpsCall(object_id, method, args, {})
         return bytes(

@@ -178,7 +178,7 @@ class DirectRoute:
         """Start a call its sender writes as one function and its waiter reads as another
         (``wire/lonecall.py``); False (nothing started) when its request does not fit that path."""
         try:
-            data = channel.encode("run_batch", (request,))
+            data = channel.encode("run_batch", (request,), small=True)  # lone_plain: nothing big
         except Exception:  # the ordinary way encodes it again and reports why it cannot
             return False
         if not isinstance(data, bytes) or not lonecall.fits(channel, data):

@@ -41,7 +41,7 @@ from pyrocluster.coordinator.calls import (
     Resolution,
     TaskFuture,
     asked,
-    encode,
+    encode_one,
     settle,
 )
 from pyrocluster.coordinator.queues import WaitingRoom
@@ -75,9 +75,9 @@ class LoneLane:
 
     def submit_one(self, call: Call) -> None:
         """``Dispatcher.submit`` of ``[call]``: sent at once when nothing waits and a worker has room."""
-        ready, refused = encode([call], self.max_call_bytes)
-        if refused:
-            settle(refused)  # cannot be sent: it ends at once, with the reason
+        refusal = encode_one(call, self.max_call_bytes)
+        if refusal is not None:
+            settle([refusal])  # cannot be sent: it ends at once, with the reason
             return
         now = self._clock()
         with self._cond:

@@ -21,15 +21,18 @@ from concurrent.futures import Future
 from concurrent.futures._base import PENDING, RUNNING
 from typing import Any
 
+from pyrocluster.coordinator.lazycondition import LazyConditionFuture
+
 INLINE_WAIT_S = 0.05
 """How long a thread waiting for a lone call's outcome reads the reply itself."""
 
 UNDONE = (PENDING, RUNNING)
 
 
-class ReadHere(Future):  # type: ignore[type-arg]
+class ReadHere(LazyConditionFuture):
     """A future whose reply the thread that waits for it may read itself (``reader``), whose call
-    the wire's loop watches once anyone else may wait for it (``watcher``)."""
+    the wire's loop watches once anyone else may wait for it (``watcher``); its Condition is
+    made only when something needs one (``lazycondition.py``)."""
 
     def __init__(self) -> None:
         super().__init__()

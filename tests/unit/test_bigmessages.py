@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import Pyro5.errors
+import pytest
 from Pyro5 import protocol, serializers
 
 from pyrocluster import config
@@ -56,3 +58,22 @@ def test_a_small_request_is_pyro5s_message_in_one_piece():
         serializer.dumpsCall("obj.direct", "run_batch", (sent,), {}),
     )
     assert type(data) is bytes and data == pyro5.data
+    small = bigmessages.invoke_small(serializer, 9, "obj.direct", "run_batch", (request,))
+    assert small == pyro5.data  # a lone direct call's request, by the kept packer: the same bytes
+
+
+def test_a_small_request_that_cannot_be_packed_leaves_the_kept_packer_clean():
+    config.apply(Settings())
+    serializer = serializers.serializers["msgpack"]
+    with pytest.raises(Pyro5.errors.SerializeError):  # what Channel.encode's callers expect
+        bigmessages.invoke_small(serializer, 1, "obj", "echo", ({"no": object()},))
+    data = bigmessages.invoke_small(serializer, 2, "obj", "echo", ("plain",))
+    assert data == bytes(
+        protocol.SendingMessage(
+            protocol.MSG_INVOKE,
+            0,
+            2,
+            serializer.serializer_id,
+            serializer.dumpsCall("obj", "echo", ("plain",), {}),
+        ).data
+    )
