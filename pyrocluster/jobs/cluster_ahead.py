@@ -2,9 +2,10 @@
 
 The look-up of the live workers (a name-server connection, the listing, a ping to each worker)
 and the job's ``Cluster`` (its discovery's first listing) mostly wait on other processes; loading
-a big job file is CPU. Side by side they cost the longer of the two instead of their sum. With the
-announcement's listener made off the job's way too, a 20,000-call job on two local workers spends
-36-63 ms outside its run instead of 69-91 (medians, load 5; BENCHMARKS.md, "W1 submit").
+a big job file is CPU. Side by side they cost the longer of the two instead of their sum: with the
+announcement's listener made off the job's way too, a 20,000-call job on two local workers starts
+its run after 39 ms instead of 49 (medians of six alternating rounds at load 4-7.7; BENCHMARKS.md,
+"W1 submit").
 
 The outcome, or the error it met, is read only where the job reaches that step, so what is
 reported first does not change: a job-file error still wins over an unreachable cluster. A
