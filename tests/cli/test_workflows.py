@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster.config import Settings
-from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker, stop_processes
-from tests.conftest import run_cli, start_submit, wait_for
+from tests.conftest import run_cli, start_submit, status_now, wait_for
 
 FLOW_TASKS = str(Path(__file__).parents[1] / "helpers" / "flowtasks.py")
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -259,7 +257,9 @@ def graph_job(log: Path, cblog: Path, n: int = 200, seed: int = 7) -> str:
 
 
 def workers_idle(ns: str) -> bool:
-    status = cluster_status(Settings.from_sources(ns=ns))
+    # status_now applies the settings first: a TLS test run before in this process leaves Pyro5 on TLS
+    status = status_now(ns)
+    assert status is not None, f"the name server at {ns} does not answer"
     return bool(status["workers"]) and all(w["busy"] == 0 for w in status["workers"])
 
 
