@@ -53,7 +53,7 @@ NS_RETRY_MAX_S = 0.25
 """Seconds between looks for a name server that is not up yet: short at first (``--local``
 starts its workers together with its name server), doubling up to the last."""
 REPLY_GRACE_S = 0.3
-"""Seconds a draining worker keeps serving after its last call, so replies reach the client."""
+"""Seconds a draining worker keeps serving after its last call ended, so replies reach the client."""
 
 
 @dataclass
@@ -398,13 +398,18 @@ class Worker:
         )
         deadline = time.monotonic() + self.options.drain_timeout_s
         lender = getattr(self._slots, "lender", None)
+        waited = False
         while (self.state.active_calls > 0 or (lender is not None and lender.running() > 0)) and (
             time.monotonic() < deadline
         ):
+            waited = True
             time.sleep(0.05)
         if self.state.active_calls > 0:
             log.info("drain timed out with %d batch(es) still running", self.state.active_calls)
-        time.sleep(REPLY_GRACE_S)
+        # The last replies go out for a moment after their calls end: none to wait for when the
+        # last call ended a grace ago (an idle worker stops at once).
+        last = time.monotonic() if waited else self.state.left_at
+        time.sleep(max(0.0, last + REPLY_GRACE_S - time.monotonic()))
         if self.name_taken_by:
             return  # the entries are the other worker's now
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -42,6 +43,8 @@ class WorkerState:
     direct: int = 0
     """Calls that came straight to a slot process (``slots/direct.py``), counted in ``done`` too."""
     active_calls: int = 0
+    left_at: float = -math.inf
+    """When the last batch call ended (monotonic): its reply is still on its way for a moment."""
     busy_fn: Any = None
     fold_fn: Any = None
     """Counts the direct calls that ended (``slots/lending.py``) before the counters are read."""
@@ -67,6 +70,7 @@ class WorkerState:
         """A batch call ended."""
         with self._lock:
             self.active_calls -= 1
+            self.left_at = time.monotonic()
 
     def record(self, outcomes: list[list[Any]]) -> None:
         """Count a batch's outcomes (each ``[kind, value, elapsed_ms]``)."""
