@@ -140,8 +140,7 @@ class Walkthrough:
                     proc.proc.send_signal(signal.SIGTERM)  # as systemd does: the main process only
                 else:
                     proc.signal(signal.SIGTERM)  # systemd's default: the whole control group
-                code = proc.proc.wait(timeout=60)
-                proc._reader.join(5)  # the last lines it printed
+                code = proc.wait(60)
                 tail = "\n".join(line for _, line in proc.lines[-40:])
                 assert code == 0, f"{name} on {host} did not stop cleanly (exit {code}):\n{tail}"
             if verb in ("enable", "start", "restart"):
