@@ -9,7 +9,9 @@ large cluster, while calls that take real time still spread over every free slot
   calls a batch goes out full-size rather than split over every free slot, and at most
   ``CHEAP_IN_FLIGHT`` batches are out at once: the others wait for a reply and ride along in the
   next batch. The coordinator's cost per batch then stays amortised however many workers there
-  are. Nothing waits when no batch is out, so one call at a time goes at once.
+  are. Nothing waits when no batch is out, so one call at a time goes at once;
+* a long queue of cheap calls still keeps at most :func:`most_in_flight` batches out, and those
+  batches go to the same few workers (:func:`first_look`): see there for why and what it buys.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ CHEAP_CALL_S = 0.0002
 (a batch's round trip and the coordinator's work for it are each worth more than this)."""
 CHEAP_IN_FLIGHT = 2
 """Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy),
-unless the queue fills a batch or holds ``CHEAP_ENOUGH`` calls."""
+unless the queue fills a batch or holds ``CHEAP_ENOUGH`` calls (then up to :func:`most_in_flight`)."""
+COORDINATOR_CALL_S = 5e-6
+"""The coordinator's own CPU per call of a batch (encoding it, sending, reading the reply,
+settling the future): 5.0-5.4 us a call in a ``map`` of ``add`` at 2 workers (bench/costs.py)."""
 CHEAP_ENOUGH = 256
 """Cheap calls that go out as a batch of their own even while ``CHEAP_IN_FLIGHT`` batches are out:
 enough to amortise a batch. A map's last, partial batch used to wait for a reply while slots sat
@@ -186,11 +191,51 @@ def cost_key(requirement: Sequence[object]) -> tuple[str, str]:
     return (str(requirement[0]), str(requirement[2]))
 
 
+def most_in_flight(cost: CallCost) -> int:
+    """Most batches of a cheap task out at once, however many calls wait.
+
+    A batch of cheap calls costs the coordinator about as much as it costs its worker, so the
+    coordinator, not the workers, sets the pace: ``CHEAP_IN_FLIGHT`` batches keep it busy, plus
+    one per ``COORDINATOR_CALL_S`` a call runs on its worker (the workers together then run calls
+    as fast as the coordinator sends them). More batches than that buy nothing; on workers that
+    share cores (the scale curve: 64 one-slot workers on 2 cores) they cost the coordinator and
+    every worker CPU, because a map's chunks of 1,024 calls went each to a worker of its own as
+    they came, 10-13 batches in flight instead of 2-3, and twice as many batches a map.
+    For ``add`` (~1-5 us a call) this is 3; at 150 us a call, 32.
+    """
+    per_call_s = cost.per_call_s or 0.0
+    return CHEAP_IN_FLIGHT + math.ceil(per_call_s / COORDINATOR_CALL_S)
+
+
+def _held(cost: CallCost, queued: int, in_flight: int, size: int) -> bool:
+    """Cheap calls wait for a reply: ``most_in_flight`` batches are out, or ``CHEAP_IN_FLIGHT``
+    are and the queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``."""
+    if not cost.cheap or in_flight < CHEAP_IN_FLIGHT:
+        return False
+    return queued < min(size, CHEAP_ENOUGH) or in_flight >= most_in_flight(cost)
+
+
 def hold(cost: CallCost, queued: int, in_flight: int) -> bool:
-    """True when cheap calls should wait for a reply: enough batches are out and the queue would
-    neither fill a batch nor make one of ``CHEAP_ENOUGH`` (checked before choosing a worker, so a
-    held call costs O(1))."""
-    return cost.cheap and in_flight >= CHEAP_IN_FLIGHT and queued < min(cost.size, CHEAP_ENOUGH)
+    """True when cheap calls should wait for a reply (:func:`_held`; checked before choosing a
+    worker, so a held call costs O(1))."""
+    return _held(cost, queued, in_flight, cost.size)
+
+
+def first_look(cost: CallCost | None, turn: int, home: int) -> int:
+    """Where :func:`choose` starts looking among equally free workers: ``home``, a place fixed for
+    this coordinator, for calls known to be cheap; ``turn`` (which advances per batch) otherwise.
+
+    Calls that take real time spread over every free worker in turn. Cheap calls gain nothing
+    from reaching more workers (the coordinator sets their pace, :func:`most_in_flight`), and a
+    worker that ran the last batch answers the next one sooner and with less CPU: its threads are
+    awake and its memory in cache, where a worker that idled since the last round must be woken.
+    So their few batches go to the first free workers from ``home``. Each coordinator has its own
+    ``home``, so several coordinators' cheap calls land on different workers.
+
+    The figure it buys, with :func:`most_in_flight`: 20,000 single ``submit``s on 64 one-slot
+    workers sharing 2 cores, workers' CPU 11-15.5 -> 8.5-9 us a call (see BENCHMARKS.md).
+    """
+    return home if cost is not None and cost.cheap else turn
 
 
 @dataclass
@@ -216,8 +261,7 @@ class BatchSizer:
         """Size of the next batch for ``queued`` waiting calls; 0: hold them for now.
 
         ``cost`` is the task's shared estimate and ``in_flight`` the batches of that task out
-        now. Cheap calls are held while ``CHEAP_IN_FLIGHT`` batches are out and the queue would
-        neither fill a batch nor make one of ``CHEAP_ENOUGH``; a reply will come and take them.
+        now. Cheap calls are held as :func:`hold` says; a reply will come and take them.
         """
         size = self.size
         if cost is not None and (self.per_call_s is None or cost.cheap):
@@ -225,7 +269,7 @@ class BatchSizer:
             # worker's batches taught (one worker's own batches are too few to learn from).
             size = min(self.limit, max(size, cost.size))
         if cost is not None and cost.cheap:
-            if in_flight >= CHEAP_IN_FLIGHT and queued < min(size, CHEAP_ENOUGH):
+            if _held(cost, queued, in_flight, size):
                 return 0
             return max(MIN_BATCH, min(size, queued))
         return max(MIN_BATCH, min(size, share(queued, free_slots_total), queued))

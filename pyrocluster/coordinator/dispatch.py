@@ -13,6 +13,7 @@ import difflib
 import logging
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
@@ -88,6 +89,8 @@ class Dispatcher(LoneLane, Failover):
         self._tasks_seen: set[str] = set()
         """Every compute task any worker has offered since this dispatcher started."""
         self._turn = 0
+        self._home = zlib.crc32(self.sender_id.encode())
+        """Where this coordinator's cheap calls look for a worker first (``balancer.first_look``)."""
         self._cond = threading.Condition()
         self._room = WaitingRoom()
         self._back: list[Call] = []
@@ -317,8 +320,9 @@ class Dispatcher(LoneLane, Failover):
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
                     if balancer.hold(cost, len(queue), self._out[key]):
                         continue  # cheap calls, enough batches out: a reply takes them
+                    start = balancer.first_look(cost, self._turn, self._home)
                     rec = balancer.near(cands, queue[0].near, service, now) or balancer.choose(
-                        cands, service, now, self._turn, asked(req), self._ceiling(req, cands)
+                        cands, service, now, start, asked(req), self._ceiling(req, cands)
                     )
                     if rec is None:
                         continue

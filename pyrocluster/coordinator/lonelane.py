@@ -62,6 +62,7 @@ class LoneLane:
     _back: list[Call]
     _room: WaitingRoom
     _turn: int
+    _home: int
     _costs: dict[tuple[str, str], balancer.CallCost]
     _out: Counter[tuple[str, str]]
     _candidates_for: Callable[[Requirement], list[WorkerRecord]]
@@ -106,7 +107,8 @@ class LoneLane:
         if cost is not None and balancer.hold(cost, 1, self._out[key]):
             return None
         near = balancer.near(cands, call.near, req[0], now) if call.refs else None
-        rec = near or balancer.choose(cands, req[0], now, self._turn, asked(req), self._ceiling(req, cands))
+        start = balancer.first_look(cost, self._turn, self._home)
+        rec = near or balancer.choose(cands, req[0], now, start, asked(req), self._ceiling(req, cands))
         if rec is None:
             return None
         batch.by_sender = True

@@ -13,7 +13,9 @@ from pyrocluster.coordinator.balancer import (
     choose,
     concurrent_size,
     cost_key,
+    first_look,
     hold,
+    most_in_flight,
     share,
 )
 from pyrocluster.coordinator.retry import BACKOFF_MAX_S, Quarantine, attempts_left
@@ -147,7 +149,7 @@ def test_the_last_partial_batch_of_cheap_calls_does_not_wait_behind_full_ones():
     # A map's last 1,565 calls go to a free slot while two full batches are out ...
     assert not hold(cost, queued=1565, in_flight=CHEAP_IN_FLIGHT)
     assert sizer.next_size(queued=1565, free_slots_total=0, cost=cost, in_flight=CHEAP_IN_FLIGHT) == 1565
-    assert sizer.next_size(queued=CHEAP_ENOUGH, free_slots_total=0, cost=cost, in_flight=5) == CHEAP_ENOUGH
+    assert sizer.next_size(queued=CHEAP_ENOUGH, free_slots_total=0, cost=cost, in_flight=2) == CHEAP_ENOUGH
     # ... a trickle under CHEAP_ENOUGH still rides along in the next batch.
     assert hold(cost, queued=CHEAP_ENOUGH - 1, in_flight=CHEAP_IN_FLIGHT)
     assert sizer.next_size(queued=CHEAP_ENOUGH - 1, free_slots_total=64, cost=cost, in_flight=2) == 0
@@ -160,6 +162,35 @@ def test_cost_is_kept_per_task_and_only_cheap_calls_are_held():
     assert not hold(learnt(1e-6), queued=10, in_flight=CHEAP_IN_FLIGHT - 1)
     assert not hold(learnt(0.05), queued=10, in_flight=100)  # long calls never wait for a reply
     assert not hold(CallCost(), queued=10, in_flight=100)  # nor calls of unknown cost
+
+
+def test_a_long_queue_of_cheap_calls_keeps_no_more_batches_out_than_keep_the_coordinator_busy():
+    tiny, cheapish = learnt(1e-6), learnt(150e-6)
+    assert most_in_flight(tiny) == CHEAP_IN_FLIGHT + 1
+    assert most_in_flight(cheapish) == CHEAP_IN_FLIGHT + 30  # its workers are slower than we are
+    sizer = BatchSizer(size=MAX_BATCH, per_call_s=1e-6)
+    for in_flight in range(CHEAP_IN_FLIGHT, most_in_flight(tiny)):  # a full queue goes ...
+        assert not hold(tiny, queued=20_000, in_flight=in_flight)
+        size = sizer.next_size(queued=20_000, free_slots_total=64, cost=tiny, in_flight=in_flight)
+        assert size == MAX_BATCH
+    out = most_in_flight(tiny)  # ... until enough batches are out, however many workers are free
+    assert hold(tiny, queued=20_000, in_flight=out)
+    assert sizer.next_size(queued=20_000, free_slots_total=64, cost=tiny, in_flight=out) == 0
+    assert not hold(cheapish, queued=20_000, in_flight=out)
+    assert not hold(learnt(0.05), queued=20_000, in_flight=1000)  # long calls: every free slot
+    assert not hold(CallCost(), queued=20_000, in_flight=1000)  # calls of unknown cost too
+
+
+def test_cheap_calls_look_for_a_worker_from_the_coordinators_own_place_others_in_turn():
+    home, workers = 7, [Fake(f"w{i}", 1) for i in range(16)]
+    for turn in range(20):  # cheap calls: the same first free worker from home, whatever the turn
+        assert first_look(learnt(1e-6), turn, home) == home
+        assert choose(workers, "compute", 0.0, first_look(learnt(1e-6), turn, home)) is workers[home]
+        # calls that take real time, or of unknown cost: equally free workers take turns
+        assert first_look(learnt(0.05), turn, home) == turn
+        assert first_look(CallCost(), turn, home) == turn == first_look(None, turn, home)
+    workers[home].free = 0  # it holds a batch: the next one from home
+    assert choose(workers, "compute", 0.0, first_look(learnt(1e-6), 3, home)) is workers[home + 1]
 
 
 def test_attempts_left_counts_further_attempts():

@@ -1,10 +1,10 @@
-"""Single submits of cheap calls over many one-slot workers: how many workers they reach is how
-many batches they make, whatever the replies carry.
+"""Where cheap calls go on many one-slot workers, and how many of their batches are out at once.
 
-Cheap calls ride in at most ``CHEAP_IN_FLIGHT`` batches at once (``balancer.hold``), so a burst
-of single submits makes about that many batches per round trip; equally free workers take turns,
-so each batch goes to a worker that has had none until every worker has had one. A direct reply
-carries no ``LOAD``: the turns must not depend on it.
+Cheap calls ride in at most ``CHEAP_IN_FLIGHT`` batches at once while the queue is short
+(``balancer.hold``), and in at most ``most_in_flight`` however long it is; their batches go to
+the same few workers, the first free ones from the coordinator's own place in the list
+(``balancer.first_look``), whose processes are awake. Calls that take real time take turns over
+every worker. A direct reply carries no ``LOAD``: none of this may depend on it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from typing import Any
 import pytest
 
 from pyrocluster import codec, protocol
-from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT
-from pyrocluster.coordinator.calls import Batch
+from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT, most_in_flight
+from pyrocluster.coordinator.calls import Batch, Call
 from tests.unit.test_dispatch_policy import Rig, entry
 
 WORKERS = 8
+LOADS = [None, {"slots": 1, "running": 0, "queued": 0}]
+LOAD_IDS = ["direct", "run_batch"]
 
 
-def cheap_ok(value: Any) -> list[Any]:
-    """An OK outcome that ran 1 us on its worker (a cheap call)."""
-    return [protocol.OK, codec.pack(value), 0.001]
+def outcome(value: Any, ms: float) -> list[Any]:
+    """An OK outcome that ran ``ms`` on its worker (0.001: a cheap call)."""
+    return [protocol.OK, codec.pack(value), ms]
 
 
 def new_batches(rig: Rig, seen: dict[str, int]) -> list[tuple[str, Batch]]:
@@ -36,29 +38,78 @@ def new_batches(rig: Rig, seen: dict[str, int]) -> list[tuple[str, Batch]]:
     return out
 
 
-@pytest.mark.parametrize("load", [None, {"slots": 1, "running": 0, "queued": 0}], ids=["direct", "run_batch"])
-def test_a_burst_of_cheap_single_submits_gives_each_batch_to_a_worker_that_had_none(load: Any) -> None:
-    rig = Rig(*(entry(f"w{i}") for i in range(WORKERS)), max_batch=2048)
+def submits(rig: Rig, load: Any, ms: float, count: int) -> list[str]:
+    """``count`` single submits of a call that runs ``ms``, a reply after every 7th; the workers
+    the batches went to, in order."""
     extra = {} if load is None else {"load": load}
     seen: dict[str, int] = {}
 
     def answer(name: str, batch: Batch) -> None:
-        rig.reply(name, batch, [cheap_ok(0) for _ in batch.calls], **extra)
+        rig.reply(name, batch, [outcome(0, ms) for _ in batch.calls], **extra)
 
-    for i in range(3):  # lone calls one at a time: the task is learnt to be cheap
+    for i in range(3):  # lone calls one at a time: the task's cost is learnt
         rig.call("add", i, i)
         ((name, batch),) = new_batches(rig, seen)
         answer(name, batch)
     out: list[tuple[str, Batch]] = []
     receivers: list[str] = []
-    for i in range(400):  # the submitting loop; a reply comes back after every 7 submits
+    for i in range(count):
         rig.call("add", i, i)
         if i % 7 == 6 and out:
             answer(*out.pop(0))
         fresh = new_batches(rig, seen)
         receivers += [name for name, _ in fresh]
         out += fresh
-        assert len(out) <= CHEAP_IN_FLIGHT  # the rest wait for a reply, and ride in the next batch
-    assert len(receivers) > WORKERS, receivers  # enough batches to reach every worker
+        if ms < 0.2:
+            assert len(out) <= CHEAP_IN_FLIGHT  # the rest wait for a reply, and ride in the next batch
+    return receivers
+
+
+@pytest.mark.parametrize("load", LOADS, ids=LOAD_IDS)
+def test_a_burst_of_cheap_single_submits_stays_on_the_same_few_workers(load: Any) -> None:
+    rig = Rig(*(entry(f"w{i}") for i in range(WORKERS)), max_batch=2048)
+    receivers = submits(rig, load, 0.001, 400)
+    assert len(receivers) > WORKERS, receivers  # enough batches to have reached every worker
+    assert len(set(receivers)) <= CHEAP_IN_FLIGHT + 1, receivers  # but they went to the same few
+
+
+@pytest.mark.parametrize("load", LOADS, ids=LOAD_IDS)
+def test_single_submits_of_calls_that_take_real_time_take_turns_over_every_worker(load: Any) -> None:
+    rig = Rig(*(entry(f"w{i}") for i in range(WORKERS)), max_batch=2048)
+    receivers = submits(rig, load, 50.0, 60)
     assert len(set(receivers[:WORKERS])) == WORKERS, receivers  # the first WORKERS batches: one each
     assert set(receivers) == set(rig.d.links)
+
+
+def chunk(n: int) -> list[Call]:
+    return [Call("compute", "add", [i, i], {}, frozenset(), 10.0, 2, False) for i in range(n)]
+
+
+def test_a_long_queue_of_cheap_calls_keeps_few_full_batches_out_on_many_idle_workers() -> None:
+    """A map's chunks of 1,024 used to go out as they came, each to a worker of its own: 10-13
+    batches of 1,024 in flight on 64 workers instead of 2-3 batches of 2,048."""
+    rig = Rig(*(entry(f"w{i:02}") for i in range(64)), max_batch=2048)
+    seen: dict[str, int] = {}
+    rig.call("add", 1, 1)  # learnt cheap: 1 us a call, full-size batches
+    ((name, batch),) = new_batches(rig, seen)
+    rig.reply(name, batch, [outcome(2, 0.001)])
+    cost = rig.d._costs[batch.cost_key]
+    for _ in range(3):  # as after a few full batches
+        cost.observe(2048, 0.002)
+    most = most_in_flight(cost)
+    out: list[tuple[str, Batch]] = []
+    for _ in range(20):  # a map's chunks, submitted while no reply comes
+        rig.d.submit(chunk(1024))
+        out += new_batches(rig, seen)
+        assert len(out) <= most
+    assert [len(b.calls) for _, b in out] == [1024] * most  # then the queue waits for a reply
+    assert rig.d.waiting_by_service() == {"compute": 20 * 1024 - sum(len(b.calls) for _, b in out)}
+    while out:  # each reply sends the next full batch, to the same few workers
+        name, batch = out.pop(0)
+        rig.reply(name, batch, [outcome(0, 0.001) for _ in batch.calls])
+        fresh = new_batches(rig, seen)
+        assert all(len(b.calls) == 2048 for _, b in fresh[:-1])
+        out += fresh
+        assert len(out) <= most
+    assert not rig.d.waiting_by_service()
+    assert len({n for n in seen if seen[n]}) <= most + 1
