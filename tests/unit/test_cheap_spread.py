@@ -113,3 +113,24 @@ def test_a_long_queue_of_cheap_calls_keeps_few_full_batches_out_on_many_idle_wor
         assert len(out) <= most
     assert not rig.d.waiting_by_service()
     assert len({n for n in seen if seen[n]}) <= most + 1
+
+
+def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> None:
+    rig = Rig(*(entry(f"w{i:02}") for i in range(16)), max_batch=2048)
+    seen: dict[str, int] = {}
+    rig.call("add", 1, 1)
+    ((name, batch),) = new_batches(rig, seen)
+    rig.reply(name, batch, [outcome(2, 0.001)])
+    cost = rig.d._costs[batch.cost_key]
+    for _ in range(3):
+        cost.observe(2048, 0.002)
+    rig.d.submit(chunk(20 * 1024))
+    out = new_batches(rig, seen)
+    stalled, _ = out.pop(0)  # its worker stops answering; the others' replies keep the rest moving
+    while out:
+        name, batch = out.pop(0)
+        assert name != stalled
+        rig.reply(name, batch, [outcome(0, 0.001) for _ in batch.calls])
+        out += new_batches(rig, seen)
+    assert not rig.d.waiting_by_service()  # every call but the stalled batch's ran elsewhere
+    assert rig.d.in_flight() == len(rig.link(stalled).sent[-1].calls)
