@@ -34,7 +34,8 @@ CHEAP_IN_FLIGHT = 2
 unless the queue fills a batch or holds ``CHEAP_ENOUGH`` calls (then up to :func:`most_in_flight`)."""
 COORDINATOR_CALL_S = 5e-6
 """The coordinator's own CPU per call of a batch (encoding it, sending, reading the reply,
-settling the future): 5.0-5.4 us a call in a ``map`` of ``add`` at 2 workers (bench/costs.py)."""
+settling the future): about 5 us (4.3-6.4 us a call in a ``map`` of ``add`` at 2 workers,
+``bench/costs.py``)."""
 CHEAP_ENOUGH = 256
 """Cheap calls that go out as a batch of their own even while ``CHEAP_IN_FLIGHT`` batches are out:
 enough to amortise a batch. A map's last, partial batch used to wait for a reply while slots sat
@@ -232,8 +233,10 @@ def first_look(cost: CallCost | None, turn: int, home: int) -> int:
     So their few batches go to the first free workers from ``home``. Each coordinator has its own
     ``home``, so several coordinators' cheap calls land on different workers.
 
-    The figure it buys, with :func:`most_in_flight`: 20,000 single ``submit``s on 64 one-slot
-    workers sharing 2 cores, workers' CPU 11-15.5 -> 8.5-9 us a call (see BENCHMARKS.md).
+    What it changes, with :func:`most_in_flight` (the scale curve, one-slot workers on 2 cores):
+    20,000 single ``submit``s of ``add`` reach 3-5 workers instead of 64-93, as on 2 workers;
+    the workers' CPU per submit at 128 workers, 9.5-22 us against 12-27 on the old rules under
+    load (BENCHMARKS.md, "The scale curve's map").
     """
     return home if cost is not None and cost.cheap else turn
 
