@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 from pyrocluster.config import Settings
 
-FIRST_BATCH_WAIT_S = 1.0
+FIRST_BATCH_WAIT_S = 0.3
 """Seconds a new slot process waits for its first batch before it opens its endpoint (80-170 ms of
 CPU). Opened at once, the four slot processes of a ``submit --local 2`` used about 0.4 s of CPU on
 the two cores (0.09 s now) while the workers registered, and the job's first batch waited for its
-slot's endpoint. Until the endpoint is open its worker runs lone calls by ``run_batch``."""
-OPEN_WHEN_IDLE_S = 0.25
-"""Seconds a slot's pipe stays idle after a batch before the slot opens its endpoint: a busy slot's
-next batch comes within milliseconds and does not wait for the endpoint to be built."""
+slot's endpoint; a slot now opens it after its first batch, or once this long without one. In
+that run the first batch comes about 0.1 s after the slots are ready, and the first task has run
+before the others open theirs. Kept short: a job sent to a worker that has just started (its
+first batch within this bound) finds its slots building their endpoints after that batch, as a
+replaced slot's next batch does. Until then its worker runs lone calls by ``run_batch``."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,4 @@ class DirectSpec:
     advertise: str | None
     object_id: str
     first_batch_wait_s: float = FIRST_BATCH_WAIT_S
-    """How long a new slot waits for its first batch before it opens its endpoint."""
-    open_when_idle_s: float = OPEN_WHEN_IDLE_S
-    """How long the slot's pipe stays idle after a batch before the slot opens its endpoint."""
+    """How long the new slot waits for a first batch before it opens its endpoint."""

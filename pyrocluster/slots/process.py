@@ -130,7 +130,7 @@ def _child_main(
     if not _send(conn, READY):
         return
     server: Any = None
-    idle_s = direct.first_batch_wait_s if direct is not None else 0.0  # before the endpoint opens
+    idle_s = direct.first_batch_wait_s if direct is not None else 0.0  # none after a first batch
     raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
@@ -154,17 +154,16 @@ def _child_main(
             for place in big:
                 calls[place][1] = None  # unmapped once the task holds no view of it
             restore()
-            if direct is not None:
-                idle_s = direct.open_when_idle_s
+            idle_s = 0.0
             if not _send(conn, DONE):
                 return
 
 
 def _direct_server(direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any) -> Any:
-    """The slot's endpoint for direct calls, made once the slot's pipe is idle: ``first_batch_wait_s``
-    without a first batch, ``open_when_idle_s`` after a batch (``direct_spec.py``). It loads Pyro5
-    and the worker's checks (80-170 ms), which neither the start-up nor a busy slot's next batch
-    should wait for. The worker lends the slot once its port is in the share."""
+    """The slot's endpoint for direct calls, made once the slot is idle after its first batch (or
+    after ``first_batch_wait_s`` without one: ``direct_spec.py``). It loads Pyro5 and the worker's
+    checks (80-170 ms), which neither the fork server nor a new slot's first batch should wait for.
+    The worker lends the slot once its port is in the share."""
     from pyrocluster.slots.direct import DirectServer
 
     return DirectServer(direct, share, conn, run_direct)
