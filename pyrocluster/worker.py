@@ -38,7 +38,8 @@ from pyrocluster.services.state import WorkerState
 from pyrocluster.services.values import ValueKeeper, ValuesService
 from pyrocluster.services.valuestore import ValueStore
 from pyrocluster.slots import make_slots
-from pyrocluster.slots.direct import DIRECT_SUFFIX, DirectSpec
+from pyrocluster.slots.direct import DIRECT_SUFFIX
+from pyrocluster.slots.direct_spec import DirectSpec
 from pyrocluster.slots.early import EarlySlots, slot_reply_bytes
 from pyrocluster.slots.gate import Gate
 

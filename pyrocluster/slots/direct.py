@@ -26,7 +26,6 @@ import selectors
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -39,6 +38,7 @@ from pyrocluster.attachments import ATTACH_BYTES
 from pyrocluster.config import Settings
 from pyrocluster.roles import requires
 from pyrocluster.slots.batch import Call, Outcome
+from pyrocluster.slots.direct_spec import DirectSpec
 from pyrocluster.slots.share import PORT, SlotShare
 from pyrocluster.tokens import Role
 
@@ -58,16 +58,6 @@ REQUEST_KEYS = frozenset({"from", "calls", "keep", "attach"})
 """A request with anything more (fetched arguments, attached arguments) is not a lone plain call.
 A call's result that would be kept on the worker (``keep``) comes back in the reply instead, as an
 attachment when big and the request allows (``attach``, as ``run_batch`` sends it)."""
-
-
-@dataclass(frozen=True)
-class DirectSpec:
-    """Where and how a slot process serves direct calls (handed to it at its start)."""
-
-    settings: Settings
-    host: str
-    advertise: str | None
-    object_id: str
 
 
 Plain = tuple[str, str, str, bytes, float, bool]

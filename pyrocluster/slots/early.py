@@ -18,7 +18,7 @@ DISCARD_WAIT_S = 5.0
 
 if TYPE_CHECKING:
     from pyrocluster.config import Settings
-    from pyrocluster.slots.direct import DirectSpec
+    from pyrocluster.slots.direct_spec import DirectSpec
     from pyrocluster.slots.process import ProcessSlots
 
 

@@ -52,7 +52,7 @@ from pyrocluster.slots.share import SlotShare
 from pyrocluster.tasks import load_task_module
 
 if TYPE_CHECKING:  # the gate and the lender are the worker's: slot processes never load them
-    from pyrocluster.slots.direct import DirectSpec
+    from pyrocluster.slots.direct_spec import DirectSpec
     from pyrocluster.slots.gate import Ticket
     from pyrocluster.slots.lending import Lender
 
@@ -130,10 +130,11 @@ def _child_main(
     if not _send(conn, READY):
         return
     server: Any = None
+    idle_s = direct.first_batch_wait_s if direct is not None else 0.0  # none after a first batch
     raw = socket.socket(fileno=os.dup(conn.fileno()))  # the same pipe, for handed-off payloads
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
-            if server is None and direct is not None and not conn.poll(0):
+            if server is None and direct is not None and not conn.poll(idle_s):
                 server = _direct_server(direct, share, conn, run_direct)
             if server is not None:
                 server.serve()  # direct calls, until the pipe has a batch (or is closed)
@@ -153,14 +154,16 @@ def _child_main(
             for place in big:
                 calls[place][1] = None  # unmapped once the task holds no view of it
             restore()
+            idle_s = 0.0
             if not _send(conn, DONE):
                 return
 
 
 def _direct_server(direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any) -> Any:
-    """The slot's endpoint for direct calls, made once the slot is idle after its start: it loads
-    Pyro5 and the worker's checks (80-170 ms), which neither the fork server nor a replaced slot's
-    first batch should wait for. The worker lends the slot once its port is in the share."""
+    """The slot's endpoint for direct calls, made once the slot is idle after its first batch (or
+    after ``first_batch_wait_s`` without one: ``direct_spec.py``). It loads Pyro5 and the worker's
+    checks (80-170 ms), which neither the fork server nor a new slot's first batch should wait for.
+    The worker lends the slot once its port is in the share."""
     from pyrocluster.slots.direct import DirectServer
 
     return DirectServer(direct, share, conn, run_direct)
