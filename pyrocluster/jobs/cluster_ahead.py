@@ -50,7 +50,11 @@ def reach_ahead(settings: Settings, wait_s: float, with_cluster: bool) -> Future
 
     def reach() -> Reached:
         first = look_up_live(settings)
-        return first, Cluster(settings=settings, wait=wait_s) if with_cluster else None
+        if not with_cluster:
+            return first, None
+        cluster = Cluster(settings=settings, wait=wait_s)
+        cluster.open_channels("compute")  # the first batches find their connections made
+        return first, cluster
 
     return ahead(reach, "reach-cluster")
 

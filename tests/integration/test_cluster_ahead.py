@@ -6,10 +6,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pyrocluster import config
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.cluster import Cluster
+from pyrocluster.coordinator.links import AHEAD_CHANNELS
+from pyrocluster.coordinator.preflight import look_up_live
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.submit import SubmitOptions, submit_job
 from tests.conftest import wait_for
@@ -42,3 +46,37 @@ def test_a_refused_job_closes_the_cluster_it_reached_meanwhile(
         submit_job(settings, options, threading.Event())
     wait_for(lambda: cluster_threads() <= before, 30, what="the reached cluster closed")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections of this process to a local port."""
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_the_reached_cluster_connects_to_its_workers_before_the_first_batch(
+    nameserver: str, worker_factory
+) -> None:
+    """``open_channels`` (what ``submit`` calls while it loads the job file) connects the compute
+    channels at once; the first batches use them instead of connecting, and closing drops them."""
+    worker_factory(2, "--services", "compute")
+    settings = Settings.from_sources(ns=nameserver)
+    wait_for(lambda: len(look_up_live(settings)) == 2, 30, what="2 live workers")
+    ports = [int(e.uris["compute"].rpartition(":")[2]) for e in look_up_live(settings)]
+    cluster = Cluster(settings=settings)
+    try:
+        assert all(connections_to(port) == 0 for port in ports)
+        cluster.open_channels("compute")
+        wait_for(
+            lambda: all(connections_to(port) == AHEAD_CHANNELS for port in ports),
+            30,
+            what=f"{AHEAD_CHANNELS} connections to each worker's compute service",
+        )
+        assert list(cluster.map("add", range(50), range(50))) == [2 * i for i in range(50)]
+        assert all(connections_to(port) == AHEAD_CHANNELS for port in ports)
+    finally:
+        cluster.close()
+    wait_for(lambda: all(connections_to(port) == 0 for port in ports), 30, what="connections closed")
