@@ -14,7 +14,8 @@ makes: Pyro5's protocol), and:
   ``send`` and leaves the call for its caller to read, unwatched, as ``Wire.push`` with
   ``unread`` does;
 * :func:`read`, on the thread waiting in ``result()``, claims the socket, polls, takes the
-  reply in one ``recv`` and hands its value to the call's ``done`` (the same settle step).
+  reply in one ``recv``, decodes it in one step when it is the plain whole reply it nearly always
+  is (``plainreply.py``), and hands its value to the call's ``done`` (the same settle step).
 
 Everything unusual goes to the wire's ordinary steps, which take the channel over in the state
 they expect: a send that took part of the bytes (the loop writes the rest), a reply that comes
@@ -41,6 +42,7 @@ from pyrocluster.coordinator.channel import CALLER, FREE, Channel, Done, Unsent
 from pyrocluster.coordinator.frames import AGAIN, EAGER_BYTES, WRITE_CHUNK, RequestWriter
 from pyrocluster.coordinator.wire.caller import Wire
 from pyrocluster.coordinator.wire.core import LOOP_TICK_S
+from pyrocluster.coordinator.wire.plainreply import NOT_PLAIN, plain_value
 
 
 def fits(channel: Channel, data: bytes) -> bool:
@@ -130,6 +132,12 @@ def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
         return True
     if not chunk:
         wire._end(channel, None, Pyro5.errors.ConnectionClosedError("receiving: not enough data"))
+        return True
+    value = plain_value(chunk, channel.seq)
+    if value is not NOT_PLAIN:
+        with wire._lock:
+            channel.holder = FREE
+        wire._finish(channel, value, None)
         return True
     try:
         msg = channel.reader.take_first(chunk)
