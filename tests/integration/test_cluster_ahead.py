@@ -4,6 +4,7 @@ was reached (its file or its checks failed) reports its own error and leaves no 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -11,6 +12,7 @@ import pytest
 
 from pyrocluster import config
 from pyrocluster.config import Settings
+from pyrocluster.coordinator.channel import Channel
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.coordinator.links import AHEAD_CHANNELS
 from pyrocluster.coordinator.preflight import look_up_live
@@ -58,26 +60,35 @@ def connections_to(port: int) -> int:
 
 
 def test_the_reached_cluster_connects_to_its_workers_before_the_first_batch(
-    nameserver: str, worker_factory
+    nameserver: str, worker_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``open_channels`` (what ``submit`` calls while it loads the job file) connects the compute
     channels at once; the first calls use them instead of connecting, and closing drops them."""
+    connected: Counter[str] = Counter()
+    real_connect = Channel.connect
+
+    def counted(channel: Channel) -> None:  # the real connect, counted per object URI
+        real_connect(channel)
+        connected[channel.uri] += 1
+
+    monkeypatch.setattr(Channel, "connect", counted)
     worker_factory(2, "--services", "compute")
     settings = Settings.from_sources(ns=nameserver)
     wait_for(lambda: len(look_up_live(settings)) == 2, 30, what="2 live workers")
-    ports = [int(e.uris["compute"].rpartition(":")[2]) for e in look_up_live(settings)]
+    computes = [e.uris["compute"] for e in look_up_live(settings)]
+    ports = {int(uri.rpartition(":")[2]) for uri in computes}
     cluster = Cluster(settings=settings)
     try:
-        assert all(connections_to(port) == 0 for port in ports)
+        assert all(connected[uri] == 0 for uri in computes)
         cluster.open_channels("compute")
         wait_for(
-            lambda: all(connections_to(port) == AHEAD_CHANNELS for port in ports),
+            lambda: all(connected[uri] == AHEAD_CHANNELS for uri in computes),
             30,
             what=f"{AHEAD_CHANNELS} connections to each worker's compute service",
         )
         for i in range(4):  # one call at a time: each takes a channel made ahead, none connects
             assert cluster.submit("add", i, i).result(timeout=30) == 2 * i
-        assert all(connections_to(port) == AHEAD_CHANNELS for port in ports)
+        assert all(connected[uri] == AHEAD_CHANNELS for uri in computes), connected
     finally:
         cluster.close()
     wait_for(lambda: all(connections_to(port) == 0 for port in ports), 30, what="connections closed")
