@@ -17,6 +17,7 @@ from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.fanout import KeptChannels
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
 from pyrocluster.coordinator.keptresults import KeptResults
+from pyrocluster.coordinator.links import AHEAD_CHANNELS, AHEAD_WORKERS
 from pyrocluster.coordinator.status import cluster_status
 from pyrocluster.defaults import (
     DEFAULT_PROBE_TIMEOUT_S,
@@ -431,6 +432,11 @@ class Cluster:
     def retried(self) -> int:
         """Calls re-queued after a failed attempt so far."""
         return self._dispatcher.retried
+
+    def open_channels(self, service: str = "compute") -> None:
+        """Connect to the workers found so far now, in the background, rather than at the first
+        batches (``submit`` does it while it loads the job file); never blocks."""
+        self._dispatcher.open_channels(service, AHEAD_CHANNELS, AHEAD_WORKERS)
 
     def waiting_by_service(self) -> dict[str, int]:
         """Calls this coordinator holds that no worker has taken yet, per service."""

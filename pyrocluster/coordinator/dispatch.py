@@ -117,6 +117,18 @@ class Dispatcher(LoneLane, Failover):
                 self._transport = Transport()
             return self._transport
 
+    def open_channels(self, service: str, per_worker: int, most: int) -> None:
+        """Connect ``per_worker`` channels of ``service`` to up to ``most`` of the workers known now,
+        on a thread of its own (never the wire's connect pool, which a batch's connect may need)."""
+        with self._cond:
+            links = list(self.links.values())[:most]
+
+        def connect() -> None:
+            for link in links:
+                link.open_ahead(service, per_worker)
+
+        threading.Thread(target=connect, name="open-channels", daemon=True).start()
+
     def wire(self) -> Wire:
         """The multiplexed wire of this dispatcher's links, for other calls to workers (status)."""
         return self._shared_transport().wire

@@ -49,6 +49,13 @@ that moment, busy or idle; each distinct moment woke the prober, which scans eve
 a second (O(workers) wake-ups of O(workers) each); on the grid, 10 wake-ups and 6 ms (its
 thread's kernel counters, load 6-9). A probe comes less than a tick late.
 """
+AHEAD_CHANNELS = 2
+"""Channels of a service a coordinator connects to each worker ahead of its first batches
+(``WorkerLink.open_ahead``): a job of cheap calls keeps two batches out per worker, one read while
+the other runs."""
+AHEAD_WORKERS = 8
+"""Most workers connected to ahead: a job of cheap calls uses a few workers at a time, and the
+others are connected when a batch first goes there, as before."""
 CANCEL_RETRY_S = 5.0
 """How long a cancel is repeated for calls the worker does not know yet (still on their way)."""
 CANCEL_RETRY_INTERVAL_S = 0.05
@@ -96,6 +103,8 @@ class Link(Protocol):
     def wake(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def open_ahead(self, service: str, count: int) -> None: ...
 
 
 LinkFactory = Callable[[WorkerEntry, LinkEvents], Link]
@@ -253,6 +262,23 @@ class WorkerLink:
                 self._idle[service].append(channel)
                 return
         channel.release()
+
+    def open_ahead(self, service: str, count: int) -> None:
+        """Connect channels of ``service`` until ``count`` are idle, before a batch needs them
+        (blocking: the caller's thread passes the handshakes). A fresh coordinator otherwise
+        connects at its first batches while their calls wait; one that cannot connect stops
+        here, and a batch then connects as it always did."""
+        if service not in self.uris:
+            return
+        with self._lock:
+            missing = count - len(self._idle[service])
+        for _ in range(missing):
+            channel = Channel(self.uris[service], self._settings)
+            try:
+                channel.connect()
+            except Unsent:
+                return
+            self._put_back(service, channel)  # idle, or released when the link stopped meanwhile
 
     def send(self, batch: Batch) -> None:
         """Start the batch call: its request is queued on the wire, whose loop writes it (a lone

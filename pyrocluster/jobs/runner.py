@@ -95,7 +95,7 @@ class JobSummary:
 
 
 def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
-    """The results-file line of a finished compute call."""
+    """The results-file line of a finished compute call (``elapsed_ms`` to the microsecond)."""
     error = call.error
     if error is None:  # the common case as one literal: a dict built key by key costs twice as much
         return {
@@ -108,7 +108,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
             "result": call.value,
             "worker": call.worker,
             "attempts": call.attempts,
-            "elapsed_ms": round(call.elapsed_ms, 3),
+            "elapsed_ms": round(call.elapsed_ms * 1000) / 1000,  # round(ms, 3) cost 3x: 0.3-0.6 us
         }
     record = _item_fields(item)
     if isinstance(error, CancelledError):
@@ -119,7 +119,7 @@ def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
         record["error"] = error_record(error)
     record["worker"] = call.worker
     record["attempts"] = call.attempts
-    record["elapsed_ms"] = round(call.elapsed_ms, 3)
+    record["elapsed_ms"] = round(call.elapsed_ms * 1000) / 1000
     return record
 
 

@@ -58,6 +58,9 @@ class FakeLink:
     def stop(self) -> None:
         self.stopped = True
 
+    def open_ahead(self, service: str, count: int) -> None:
+        pass
+
 
 def entry(name: str, slots: int = 1, tags: str = "", tasks: frozenset[str] = BUILTIN) -> WorkerEntry:
     uris = {"compute": f"PYRO:c@127.0.0.1:1/{name}", "control": f"PYRO:k@127.0.0.1:1/{name}"}
