@@ -119,9 +119,13 @@ class Dispatcher(LoneLane, Failover):
 
     def open_channels(self, service: str, per_worker: int, most: int) -> None:
         """Connect ``per_worker`` channels of ``service`` to up to ``most`` of the workers known now,
-        on a thread of its own (never the wire's connect pool, which a batch's connect may need)."""
+        on a thread of its own (never the wire's connect pool, which a batch's connect may need).
+        They are taken from where this coordinator's cheap calls look first (``balancer.first_look``),
+        so a job of cheap calls finds its workers connected however many there are."""
         with self._cond:
-            links = list(self.links.values())[:most]
+            links = list(self.links.values())
+            start = self._home % len(links) if links else 0
+            links = (links[start:] + links[:start])[:most]
 
         def connect() -> None:
             for link in links:

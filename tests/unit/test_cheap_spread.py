@@ -16,6 +16,7 @@ import pytest
 from pyrocluster import codec, protocol
 from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT, most_in_flight
 from pyrocluster.coordinator.calls import Batch, Call
+from tests.conftest import wait_for
 from tests.unit.test_dispatch_policy import Rig, entry
 
 WORKERS = 8
@@ -134,3 +135,21 @@ def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> No
         out += new_batches(rig, seen)
     assert not rig.d.waiting_by_service()  # every call but the stalled batch's ran elsewhere
     assert rig.d.in_flight() == len(rig.link(stalled).sent[-1].calls)
+
+
+def test_a_job_connects_ahead_to_the_workers_its_cheap_calls_will_use() -> None:
+    rig = Rig(*(entry(f"w{i:02}") for i in range(64)), max_batch=2048)
+    rig.d.open_channels("compute", 2, 4)
+
+    def opened_to_four() -> set[str]:
+        opened = {n for n in rig.d.links if rig.link(n).opened_ahead}
+        return opened if len(opened) == 4 else set()
+
+    opened = wait_for(opened_to_four, 10, interval_s=0.01, what="channels opened to 4 workers")
+    seen: dict[str, int] = {}
+    rig.call("add", 1, 1)
+    ((name, batch),) = new_batches(rig, seen)
+    rig.reply(name, batch, [outcome(2, 0.001)])  # learnt cheap
+    rig.d.submit(chunk(3 * 1024))
+    receivers = {n for n, _ in new_batches(rig, seen)}
+    assert receivers and receivers <= opened, (receivers, opened)

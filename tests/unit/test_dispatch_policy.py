@@ -39,6 +39,7 @@ class FakeLink:
         self.cancelled: list[list[str]] = []
         self.aborted = 0
         self.stopped = False
+        self.opened_ahead = 0
 
     def send(self, batch: Batch) -> None:
         self.sent.append(batch)
@@ -59,7 +60,7 @@ class FakeLink:
         self.stopped = True
 
     def open_ahead(self, service: str, count: int) -> None:
-        pass
+        self.opened_ahead = count
 
 
 def entry(name: str, slots: int = 1, tags: str = "", tasks: frozenset[str] = BUILTIN) -> WorkerEntry:
