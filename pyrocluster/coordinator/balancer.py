@@ -32,6 +32,10 @@ CHEAP_CALL_S = 0.0002
 CHEAP_IN_FLIGHT = 2
 """Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy),
 unless the queue fills a batch or holds ``CHEAP_ENOUGH`` calls (then up to :func:`most_in_flight`)."""
+REPLY_OVERDUE_S = 0.5
+"""A cheap task with batches out and no reply for this long has them stuck on stalled workers
+(a full batch of cheap calls comes back in 15-100 ms): :func:`most_in_flight` no longer holds its
+queue, so stalled workers slow only their own batches until their probes set them aside."""
 COORDINATOR_CALL_S = 5e-6
 """The coordinator's own CPU per call of a batch (encoding it, sending, reading the reply,
 settling the future): about 5 us (4.3-6.4 us a call in a ``map`` of ``add`` at 2 workers,
@@ -172,6 +176,9 @@ class CallCost:
     size: int = 1
     """The batch size that cost suggests (what a new worker's sizer starts from)."""
     limit: int = MAX_BATCH
+    heard_at: float = 0.0
+    """When a reply of this task last came, or its first batch went out with none out (the
+    dispatcher's clock): how long its batches out have gone unanswered (:func:`most_in_flight`)."""
 
     def observe(self, calls: int, worked_s: float) -> None:
         """Learn from a reply to a batch of ``calls`` that ran ``worked_s`` in all on its worker."""
@@ -208,18 +215,21 @@ def most_in_flight(cost: CallCost) -> int:
     return CHEAP_IN_FLIGHT + math.ceil(per_call_s / COORDINATOR_CALL_S)
 
 
-def _held(cost: CallCost, queued: int, in_flight: int, size: int) -> bool:
-    """Cheap calls wait for a reply: ``most_in_flight`` batches are out, or ``CHEAP_IN_FLIGHT``
-    are and the queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``."""
+def _held(cost: CallCost, queued: int, in_flight: int, size: int, now: float | None) -> bool:
+    """Cheap calls wait for a reply: ``most_in_flight`` batches are out and one came within
+    ``REPLY_OVERDUE_S`` before ``now`` (None: whenever), or ``CHEAP_IN_FLIGHT`` are out and the
+    queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``."""
     if not cost.cheap or in_flight < CHEAP_IN_FLIGHT:
         return False
-    return queued < min(size, CHEAP_ENOUGH) or in_flight >= most_in_flight(cost)
+    if queued < min(size, CHEAP_ENOUGH):
+        return True
+    return in_flight >= most_in_flight(cost) and (now is None or now - cost.heard_at < REPLY_OVERDUE_S)
 
 
-def hold(cost: CallCost, queued: int, in_flight: int) -> bool:
+def hold(cost: CallCost, queued: int, in_flight: int, now: float | None = None) -> bool:
     """True when cheap calls should wait for a reply (:func:`_held`; checked before choosing a
     worker, so a held call costs O(1))."""
-    return _held(cost, queued, in_flight, cost.size)
+    return _held(cost, queued, in_flight, cost.size, now)
 
 
 def first_look(cost: CallCost | None, turn: int, home: int) -> int:
@@ -259,7 +269,12 @@ class BatchSizer:
         self.size = _grown(self.size, self.per_call_s, self.limit)
 
     def next_size(
-        self, queued: int, free_slots_total: int, cost: CallCost | None = None, in_flight: int = 0
+        self,
+        queued: int,
+        free_slots_total: int,
+        cost: CallCost | None = None,
+        in_flight: int = 0,
+        now: float | None = None,
     ) -> int:
         """Size of the next batch for ``queued`` waiting calls; 0: hold them for now.
 
@@ -272,7 +287,7 @@ class BatchSizer:
             # worker's batches taught (one worker's own batches are too few to learn from).
             size = min(self.limit, max(size, cost.size))
         if cost is not None and cost.cheap:
-            if _held(cost, queued, in_flight, size):
+            if _held(cost, queued, in_flight, size, now):
                 return 0
             return max(MIN_BATCH, min(size, queued))
         return max(MIN_BATCH, min(size, share(queued, free_slots_total), queued))

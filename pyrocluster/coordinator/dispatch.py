@@ -334,7 +334,7 @@ class Dispatcher(LoneLane, Failover):
                     service = req[0]
                     key = balancer.cost_key(req)
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
-                    if balancer.hold(cost, len(queue), self._out[key]):
+                    if balancer.hold(cost, len(queue), self._out[key], now):
                         continue  # cheap calls, enough batches out: a reply takes them
                     start = balancer.first_look(cost, self._turn, self._home)
                     rec = balancer.near(cands, queue[0].near, service, now) or balancer.choose(
@@ -352,7 +352,7 @@ class Dispatcher(LoneLane, Failover):
                             if cost.cheap
                             else sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
                         )
-                        size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key])
+                        size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key], now)
                     calls = take(queue, size, self.max_batch_bytes)
                     if calls:
                         self._send(rec, Batch(req, calls))
@@ -363,8 +363,13 @@ class Dispatcher(LoneLane, Failover):
         for call in batch.calls:
             call.attempts += 1
             call.batch_id = batch.id
+        now = self._clock()
+        if not self._out[batch.cost_key]:  # none out: its replies are awaited from now
+            cost = self._costs.get(batch.cost_key)
+            if cost is not None:
+                cost.heard_at = now
         rec.add(batch)
-        batch.deadline = self._clock() + self._span(batch)
+        batch.deadline = now + self._span(batch)
         self._turn += 1  # equally free workers take turns
         self.links[rec.name].send(batch)
 

@@ -170,6 +170,7 @@ class Failover:
         if cost is None:
             cost = self._costs[batch.cost_key] = balancer.CallCost(limit=self.max_batch)
         cost.observe(len(batch.calls), worked_ms / 1000.0)
+        cost.heard_at = self._clock()
 
     def _fail_unsettled(self, link: Any, batch: Batch, out: list[Resolution]) -> None:
         """End every call of ``batch`` not yet settled with DecodeError, and retire the batch."""

@@ -104,7 +104,7 @@ class LoneLane:
         batch = Batch(req, [call])
         key = batch.cost_key
         cost = self._costs.get(key)
-        if cost is not None and balancer.hold(cost, 1, self._out[key]):
+        if cost is not None and balancer.hold(cost, 1, self._out[key], now):
             return None
         near = balancer.near(cands, call.near, req[0], now) if call.refs else None
         start = balancer.first_look(cost, self._turn, self._home)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyrocluster import codec, protocol
-from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT, most_in_flight
+from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT, REPLY_OVERDUE_S, most_in_flight
 from pyrocluster.coordinator.calls import Batch, Call
 from tests.conftest import wait_for
 from tests.unit.test_dispatch_policy import Rig, entry
@@ -135,6 +135,39 @@ def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> No
         out += new_batches(rig, seen)
     assert not rig.d.waiting_by_service()  # every call but the stalled batch's ran elsewhere
     assert rig.d.in_flight() == len(rig.link(stalled).sent[-1].calls)
+
+
+def test_when_every_cheap_batch_out_is_stuck_the_queue_goes_to_other_workers() -> None:
+    """Stalled workers holding all of ``most_in_flight`` batches used to hold a map's queue until
+    their probes set them aside (seconds): now only until ``REPLY_OVERDUE_S`` passes unanswered."""
+    rig = Rig(*(entry(f"w{i:02}") for i in range(16)), max_batch=2048)
+    seen: dict[str, int] = {}
+    rig.call("add", 1, 1)
+    ((name, batch),) = new_batches(rig, seen)
+    rig.reply(name, batch, [outcome(2, 0.001)])
+    cost = rig.d._costs[batch.cost_key]
+    for _ in range(3):
+        cost.observe(2048, 0.002)
+    rig.d.submit(chunk(20 * 1024))
+    stuck = new_batches(rig, seen)  # their workers stop answering
+    assert len(stuck) == most_in_flight(cost)
+
+    def dispatch_after(seconds: float) -> list[tuple[str, Batch]]:
+        rig.clock.now += seconds
+        with rig.d._cond:
+            rig.d._dispatch_ready()  # what the dispatcher's periodic check does
+        return new_batches(rig, seen)
+
+    assert dispatch_after(REPLY_OVERDUE_S / 2) == [], "a reply may yet come: the queue waits"
+    moved = dispatch_after(REPLY_OVERDUE_S)
+    assert moved, "no reply for REPLY_OVERDUE_S: the stuck batches hold only themselves"
+    assert not {n for n, _ in moved} & {n for n, _ in stuck}
+    while moved:  # the other workers answer and take the whole rest
+        name, batch = moved.pop(0)
+        rig.reply(name, batch, [outcome(0, 0.001) for _ in batch.calls])
+        moved += new_batches(rig, seen)
+    assert not rig.d.waiting_by_service()
+    assert rig.d.in_flight() == sum(len(b.calls) for _, b in stuck)
 
 
 def test_a_job_connects_ahead_to_the_workers_its_cheap_calls_will_use() -> None:
