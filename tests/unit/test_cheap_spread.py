@@ -116,7 +116,9 @@ def test_a_long_queue_of_cheap_calls_keeps_few_full_batches_out_on_many_idle_wor
     assert len({n for n in seen if seen[n]}) <= most + 1
 
 
-def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> None:
+def a_cheap_map_on_16_workers() -> tuple[Rig, dict[str, int], Any]:
+    """A rig of 16 one-slot workers where ``add`` is known cheap and a map of 20,480 calls was
+    just submitted: the rig, what each worker was sent so far (for :func:`new_batches`), the cost."""
     rig = Rig(*(entry(f"w{i:02}") for i in range(16)), max_batch=2048)
     seen: dict[str, int] = {}
     rig.call("add", 1, 1)
@@ -126,6 +128,11 @@ def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> No
     for _ in range(3):
         cost.observe(2048, 0.002)
     rig.d.submit(chunk(20 * 1024))
+    return rig, seen, cost
+
+
+def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> None:
+    rig, seen, _ = a_cheap_map_on_16_workers()
     out = new_batches(rig, seen)
     stalled, _ = out.pop(0)  # its worker stops answering; the others' replies keep the rest moving
     while out:
@@ -140,15 +147,7 @@ def test_a_worker_that_never_answers_a_cheap_batch_holds_only_that_batch() -> No
 def test_when_every_cheap_batch_out_is_stuck_the_queue_goes_to_other_workers() -> None:
     """Stalled workers holding all of ``most_in_flight`` batches used to hold a map's queue until
     their probes set them aside (seconds): now only until ``REPLY_OVERDUE_S`` passes unanswered."""
-    rig = Rig(*(entry(f"w{i:02}") for i in range(16)), max_batch=2048)
-    seen: dict[str, int] = {}
-    rig.call("add", 1, 1)
-    ((name, batch),) = new_batches(rig, seen)
-    rig.reply(name, batch, [outcome(2, 0.001)])
-    cost = rig.d._costs[batch.cost_key]
-    for _ in range(3):
-        cost.observe(2048, 0.002)
-    rig.d.submit(chunk(20 * 1024))
+    rig, seen, cost = a_cheap_map_on_16_workers()
     stuck = new_batches(rig, seen)  # their workers stop answering
     assert len(stuck) == most_in_flight(cost)
 
