@@ -316,6 +316,23 @@ def lone(wire: Wire, channel: Channel, method: str, out: queue.SimpleQueue[Any],
     return call_no
 
 
+def test_closing_the_wire_closes_the_connection_of_a_call_still_out(uri: str, settings: Settings) -> None:
+    """A call still out when its coordinator closed kept its socket open until the garbage
+    collector found it (an unclosed-socket warning in whatever ran then)."""
+    wire = Wire("test-wire")
+    try:
+        channel = connected(wire, uri, settings)
+        RELEASE.clear()
+        wire.call(channel, "hold", (), lambda r, e: None)
+        wait_until(lambda: channel.registered is not None)
+        sock = channel.sock()
+        assert sock is not None and sock.fileno() != -1
+    finally:
+        wire.close()
+    assert sock.fileno() == -1, "closed with the wire"
+    RELEASE.set()
+
+
 def test_a_lone_call_is_written_and_read_by_its_caller_and_its_channel_serves_again(
     wire: Wire, uri: str, settings: Settings
 ) -> None:

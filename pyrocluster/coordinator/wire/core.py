@@ -144,6 +144,10 @@ class WireCore:
         with self._lock:
             channel.connecting = False
             late = channel.timed_out or channel.cut_no == channel.call_no
+            closed = self._closed
+        if closed:  # connected while the coordinator closed: nothing will read it (no callback)
+            channel.release()
+            return
         if late:  # the deadline passed (or a cut came) while connecting: nothing was sent
             channel.release()
             why = "no reply within the deadline" if channel.timed_out else "the connection was cut"
@@ -311,6 +315,9 @@ class WireCore:
             self._cut_asked()
             self._expire(time.monotonic())
             self._write_sent()
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:  # a call still out at the close: its connection closes with it
+                key.data.release()
         self._selector.close()
 
     def _write_sent(self) -> None:
@@ -400,7 +407,8 @@ class WireCore:
             self._end(channel, None, Pyro5.errors.TimeoutError("no reply within the deadline"))
 
     def close(self) -> None:
-        """Stop the loop and the pool (calls still out get no callback)."""
+        """Stop the loop and the pool (calls still out get no callback; the loop closes their
+        connections as it ends, so none waits for the garbage collector)."""
         self._closed = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
