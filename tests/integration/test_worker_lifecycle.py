@@ -46,7 +46,7 @@ def test_a_group_sigterm_mid_job_exits_0_and_loses_nothing(nameserver, worker_fa
         wait_for(lambda: sum(f.done() for f in futures) >= 20, 30)
         os.killpg(doomed.pid, signal.SIGTERM)
         assert [f.result(timeout=60) for f in futures] == [0.02] * 200
-    assert doomed.proc.wait(timeout=30) == 0, "\n".join(doomed.output[-20:])
+    assert doomed.proc.wait(timeout=30) == 0, "\n".join(list(doomed.output)[-20:])
     assert not [line for line in doomed.output if "uncaught" in line or "unexpected" in line]
 
 
