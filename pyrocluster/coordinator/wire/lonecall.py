@@ -35,6 +35,7 @@ import math
 import select
 import threading
 import time
+from typing import Any
 
 import Pyro5.errors
 
@@ -133,27 +134,23 @@ def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
     if not chunk:
         wire._end(channel, None, Pyro5.errors.ConnectionClosedError("receiving: not enough data"))
         return True
-    value = plain_value(chunk, channel.seq)
-    if value is not NOT_PLAIN:
-        with wire._lock:
-            channel.holder = FREE
-        wire._finish(channel, value, None)
-        return True
-    try:
-        msg = channel.reader.take_first(chunk)
-    except Exception as exc:  # not a Pyro5 reply: out of step with the peer
-        wire._end(channel, None, exc)
-        return True
-    if msg is None:  # part of it came: read the rest the ordinary way (the reader keeps what came)
-        return wire._read_claimed(channel, call_no, sock, until, True)
+    result: Any = plain_value(chunk, channel.seq)
     failure: BaseException | None = None
-    try:
-        result = channel.result_of(msg)
-    except Pyro5.errors.ProtocolError as err:  # out of step with the peer: start afresh
-        wire._end(channel, None, err)
-        return True
-    except Exception as err:  # the peer raised, or sent what cannot be decoded
-        result, failure = None, err
+    if result is NOT_PLAIN:  # the ordinary steps, on the same bytes
+        try:
+            msg = channel.reader.take_first(chunk)
+        except Exception as exc:  # not a Pyro5 reply: out of step with the peer
+            wire._end(channel, None, exc)
+            return True
+        if msg is None:  # part of it came: read the rest the ordinary way (the reader keeps what came)
+            return wire._read_claimed(channel, call_no, sock, until, True)
+        try:
+            result = channel.result_of(msg)
+        except Pyro5.errors.ProtocolError as err:  # out of step with the peer: start afresh
+            wire._end(channel, None, err)
+            return True
+        except Exception as err:  # the peer raised, or sent what cannot be decoded
+            result, failure = None, err
     with wire._lock:
         channel.holder = FREE
     wire._finish(channel, result, failure)
