@@ -224,9 +224,9 @@ class Worker:
             return
         state = self.state
 
-        def ended(sender: str, task: str, kind: int, elapsed_ms: float) -> None:
-            state.finished([task], [[kind, None, elapsed_ms]], direct=True)
-            gate.charge(sender, 1)
+        def ended(sender: str, task: str, kinds: list[int], elapsed_ms: list[float]) -> None:
+            state.finished([task] * len(kinds), [[k, None, ms] for k, ms in zip(kinds, elapsed_ms)], direct=True)
+            gate.charge(sender, len(kinds))
 
         lender.on_ended = ended
         state.busy_fn = lender.in_use

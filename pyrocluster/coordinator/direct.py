@@ -1,23 +1,26 @@
-"""The direct path, in the coordinator: a lone call sent straight to a worker's slot process.
+"""The direct path, in the coordinator: a plain batch sent straight to a worker's slot process.
 
 A worker lists in its load the ports of the slots it lends to direct calls (``"direct"``, see
-``slots/lending.py``); a link learns them from every load it sees. A lone plain call (a batch of
-one: no resources asked, no big arguments, no references among them; a big result it would
-keep on the worker comes back in the reply) whose worker
-lends a slot goes there as the same ``run_batch`` request on a channel of its own (the slot's
-object id is the worker's compute object id and ``.direct``), which saves the worker's request
-thread and the pipe hops (BENCHMARKS.md, "W1 latency").
+``slots/lending.py``); a link learns them from every load it sees. A plain batch (compute calls
+of one task with one timeout, no resources asked, no big arguments, no references among them; a
+big result it would keep on the worker comes back in the reply: a lone call, or a batch of a
+``map`` or a job) whose worker lends a slot goes there as the same ``run_batch`` request on a
+channel of its own (the slot's object id is the worker's compute object id and ``.direct``),
+which saves the worker's request thread and the pipe hops (BENCHMARKS.md, "W1 latency" and
+"Batches on the direct path").
 
 Whatever does not run there goes the ordinary way, with no attempt counted: a ``busy`` answer
 (the slot was not lent any more), a refused or failed connect (a replaced slot's old port), a
-refusal. When the connection breaks under a call, the worker is asked for the outcome its
-supervisor gave it (``compute.direct_outcome``: TIMEOUT, CRASHED, CANCELLED, or the call's own
-outcome when it was logged); with none, the call ends as a broken ``run_batch`` would (``CLOSED``).
+refusal. When the connection breaks under a batch, the worker is asked for the outcomes its
+supervisor gave its calls (``compute.direct_outcome``: each finished call's own, TIMEOUT,
+CRASHED or CANCELLED for the one in progress, NOT_RUN or CANCELLED for the rest); with none, the
+calls end as under a broken ``run_batch`` (``CLOSED``).
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -41,12 +44,24 @@ Failed = Callable[[Batch, BaseException], None]
 Fallback = Callable[[Batch], None]
 
 
-def lone_plain(batch: Batch) -> bool:
-    """True for a batch the direct path may carry: one compute call, nothing but its arguments."""
-    if len(batch.calls) != 1 or batch.service != "compute" or batch.requirement[4]:
+_TIMEOUT, _REFS, _PAYLOAD = (operator.attrgetter(name) for name in ("timeout_s", "refs", "payload"))
+
+
+def plain(batch: Batch) -> bool:
+    """True for a batch the direct path may carry: compute calls with one timeout, nothing but
+    their arguments (a slot's supervision watches one timeout for all)."""
+    calls = batch.calls
+    if batch.service != "compute" or batch.requirement[4]:
         return False
-    call = batch.calls[0]
-    return not call.refs and len(call.payload) < attachments.ATTACH_BYTES
+    if len(calls) == 1:
+        return not calls[0].refs and len(calls[0].payload) < attachments.ATTACH_BYTES
+    timeouts = set(map(_TIMEOUT, calls))
+    return (
+        len(timeouts) == 1
+        and not any(map(_REFS, calls))
+        and max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES
+    )
+
 
 
 class DirectRoute:
@@ -139,14 +154,14 @@ class DirectRoute:
         channel.release()
 
     def send(self, batch: Batch, replied: Replied, failed: Failed, fallback: Fallback) -> bool:
-        """Send a lone plain call to a lent slot; False (nothing sent) when none is known."""
-        if not lone_plain(batch):
+        """Send a plain batch to a lent slot; False (nothing sent) when none is known."""
+        if not plain(batch):
             return False
         taken = self._channel()
         if taken is None:
             return False
         port, channel = taken
-        self.sent += 1
+        self.sent += len(batch.calls)
         request = batch.request(self._sender)
         batch.sent_at = time.monotonic()
 
@@ -169,7 +184,8 @@ class DirectRoute:
                 self._put_back(port, channel, keep=False, lent=False)
                 failed(batch, exc)
 
-        if not (batch.by_sender and self._send_lone(batch, channel, request, done)):
+        lone = len(batch.calls) == 1
+        if not (lone and batch.by_sender and self._send_lone(batch, channel, request, done)):
             self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
             batch.started_on(self._wire, channel)
         return True
@@ -178,7 +194,7 @@ class DirectRoute:
         """Start a call its sender writes as one function and its waiter reads as another
         (``wire/lonecall.py``); False (nothing started) when its request does not fit that path."""
         try:
-            data = channel.encode("run_batch", (request,), small=True)  # lone_plain: nothing big
+            data = channel.encode("run_batch", (request,), small=True)  # plain: nothing big
         except Exception:  # the ordinary way encodes it again and reports why it cannot
             return False
         if not isinstance(data, bytes) or not lonecall.fits(channel, data):
@@ -191,8 +207,8 @@ class DirectRoute:
         return True
 
     def _ask_outcome(self, batch: Batch, replied: Replied, failed: Failed, broke: BaseException) -> None:
-        """The slot's connection broke under the call: the worker says how it ended, if it knows
-        (its reply read by the thread that waits for the call, as the call's own would be)."""
+        """The slot's connection broke under the batch: the worker says how its calls ended, if it
+        knows (its reply read by the thread that waits for a lone call, as the call's own would be)."""
         channel = self._take_compute()
         call_id = str(batch.calls[0].id)
 

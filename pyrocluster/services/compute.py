@@ -456,10 +456,11 @@ class ComputeService:
 
     @requires(Role.SUBMITTER, "run tasks")
     def direct_outcome(self, sender: Any, call_id: Any) -> dict[str, Any] | None:
-        """The reply ``run_batch`` would have given a direct call whose slot process ended while
-        it ran (``{"outcomes": [one]}``), or None when no slot ran it into its end."""
+        """The reply ``run_batch`` would have given direct calls whose slot process ended while
+        it ran them (a lone call, or the batch whose first call is ``call_id``), or None when no
+        slot ran them into its end."""
         lender = getattr(self._slots, "lender", None)
         if lender is None or not isinstance(sender, str) or not isinstance(call_id, str):
             return None
-        outcome = lender.outcome_of(sender, call_id)
-        return None if outcome is None else {"outcomes": [outcome], "load": self._gate.load()}
+        outcomes = lender.outcome_of(sender, call_id)
+        return None if outcomes is None else {"outcomes": outcomes, "load": self._gate.load()}

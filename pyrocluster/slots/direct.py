@@ -1,4 +1,4 @@
-"""The direct path, in the slot process: a lone call from a coordinator, straight to the slot.
+"""The direct path, in the slot process: a coordinator's calls straight to the slot.
 
 A lone call through the worker costs two extra hops (the worker's request thread, then a pipe
 each way): about 245 us of the call's wall time and 290 us of the worker's CPU (BENCHMARKS.md,
@@ -10,16 +10,23 @@ Its plain connections are read and answered by ``direct_requests.py`` (Pyro5's h
 same bytes on the wire, about half the slot's CPU per call of Pyro5's request handling).
 
 The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
-speak to it unchanged. Only a plain lone call runs here, and only while the worker lends the
-slot (:meth:`SlotShare.claim`, atomic with the worker's :meth:`SlotShare.hold`); anything else
-is answered ``{"busy": True}`` at once, without running anything, and the coordinator sends it
-by ``run_batch``. The call's outcome is logged in the share as a batch's is, so if the process
-dies the worker gives it the outcome ``run_batch`` would have (``lending.py``).
+speak to it unchanged. Only a plain batch runs here (calls of one task with one timeout, no
+resources, no big or fetched arguments: a lone call, or a batch of cheap calls), and only while
+the worker lends the slot (:meth:`SlotShare.claim`, atomic with the worker's
+:meth:`SlotShare.hold`); anything else is answered ``{"busy": True}`` at once, without running
+anything, and the coordinator sends it by ``run_batch``. Each call's outcome is logged in the
+share as it ends, as a batch's from the pipe is, so if the process dies the worker gives the
+calls the outcomes ``run_batch`` would have (``lending.py``): the finished keep theirs.
+
+A batch here saves the worker the request's decoding, the pipe each way and the reply's encoding:
+a ``map`` of 20,000 ``add`` on two local workers used 12-13% less CPU and ran 13-31% faster
+(BENCHMARKS.md, "Batches on the direct path").
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import select
 import selectors
@@ -34,10 +41,9 @@ import Pyro5.api
 import Pyro5.callcontext
 
 from pyrocluster import config, roles, tasks
-from pyrocluster.attachments import ATTACH_BYTES
 from pyrocluster.config import Settings
 from pyrocluster.roles import requires
-from pyrocluster.slots.batch import Call, Outcome
+from pyrocluster.slots.batch import Budget, Call, Outcome
 from pyrocluster.slots.direct_spec import DirectSpec
 from pyrocluster.slots.share import PORT, SlotShare
 from pyrocluster.tokens import Role
@@ -55,39 +61,57 @@ BUSY: dict[str, Any] = {"busy": True}
 DIRECT_SUFFIX = ".direct"
 """A slot's object id is its worker's compute object id and this (coordinators build its URI)."""
 REQUEST_KEYS = frozenset({"from", "calls", "keep", "attach"})
-"""A request with anything more (fetched arguments, attached arguments) is not a lone plain call.
+"""A request with anything more (fetched arguments, attached arguments) is not a plain batch.
 A call's result that would be kept on the worker (``keep``) comes back in the reply instead, as an
 attachment when big and the request allows (``attach``, as ``run_batch`` sends it)."""
 
 
-Plain = tuple[str, str, str, bytes, float, bool]
-"""A lone plain call's ``(sender, call_id, task, payload, timeout_s, attach)``."""
+Plain = tuple[str, tuple[str, ...], str, tuple[bytes, ...], float, bool]
+"""A plain batch's ``(sender, call_ids, task, payloads, timeout_s, attach)``: one task, one timeout."""
 RunCall = Callable[[Call, int, float], Outcome]
 """``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
+RunBatch = Callable[[list[Call], Budget], list[Outcome]]
+"""``run_batch(calls, budget)``: run the claimed calls of a direct batch; their outcomes (logged)."""
+_KIND, _ELAPSED = operator.itemgetter(0), operator.itemgetter(2)
 
 
 @Pyro5.api.expose
 class DirectService:
-    """``run_batch`` of one plain call, in the slot process; the slot's only object."""
+    """``run_batch`` of a plain batch, in the slot process; the slot's only object."""
 
     def __init__(
-        self, share: SlotShare, settings: Settings, run_call: RunCall, tell: Callable[[bytes], None]
+        self,
+        share: SlotShare,
+        settings: Settings,
+        run: tuple[RunCall, RunBatch],
+        tell: Callable[[bytes], None],
     ) -> None:
-        from pyrocluster.services.compute import MAX_ID_CHARS, plain_batch, send_attached
+        from pyrocluster.services.compute import (
+            MAX_BATCH,
+            MAX_ID_CHARS,
+            plain_batch,
+            reply_budget,
+            send_attached,
+        )
 
         self._plain = plain_batch  # the worker's checks, as run_batch uses them
         self._send_attached = send_attached
+        self._budget = reply_budget
         self._max_id = MAX_ID_CHARS
+        self._max_calls = MAX_BATCH
         self._share = share
         self._settings = settings
-        self._run_call = run_call
+        self._run_call, self._run_batch = run
         self._tell = tell
         self.ended: list[Any] | None = None
-        """``[sender, task, kind, ms]`` of the direct call just answered, until the worker is told."""
+        """``[sender, task, kind, ms]`` of the direct call just answered (``[sender, task, kinds,
+        ms]`` of a batch: its calls' kinds as bytes, their ms as a list), until the worker is told."""
+        self.calls = 0
+        """How many calls that was."""
 
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
-        """Run a lone plain call here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
+        """Run a plain batch here if the slot is lent: ``{"outcomes"}``, else ``{"busy"}``
         (through Pyro5's request handling: ``direct_requests.py`` answers the usual request).
 
         Only on the slot's main thread, where its timer acts: a oneway call, which Pyro5 runs on a
@@ -95,15 +119,16 @@ class DirectService:
         if threading.current_thread() is not threading.main_thread():
             return BUSY
         context = Pyro5.callcontext.current_context
-        return self.answer(request, getattr(context.client, "sock", None))
+        return self.answer(request, getattr(context.client, "sock", None), context.serializer_id)
 
-    def answer(self, request: Any, sock: Any) -> dict[str, Any]:
+    def answer(self, request: Any, sock: Any, serializer_id: int | None = None) -> dict[str, Any]:
         """:meth:`run_batch` of a peer that may run tasks, on the connection of ``sock``."""
         plain = self.plain(request)
-        return BUSY if plain is None else self.run(plain, sock)
+        return BUSY if plain is None else self.run(plain, sock, serializer_id)
 
     def plain(self, request: Any) -> Plain | None:
-        """The lone plain call ``request`` asks for, None for any other request.
+        """The plain batch ``request`` asks for (every call of one task with one timeout, as
+        ``plain_batch`` checks them for ``run_batch``), None for any other request.
 
         Every field's type is checked (``keep`` a list of strings, ``attach`` an int), so a plain
         request holds no value that Pyro5's msgpack hooks would turn into an object: one decoded
@@ -113,7 +138,7 @@ class DirectService:
         sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep")
         if type(sender) is not str or not 0 < len(sender) <= self._max_id:
             return None
-        if type(calls) is not list or len(calls) != 1:
+        if type(calls) is not list or not 0 < len(calls) <= self._max_calls:
             return None
         if keep is not None and (type(keep) is not list or not all(type(key) is str for key in keep)):
             return None
@@ -123,27 +148,36 @@ class DirectService:
         checked = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
         if checked is None:
             return None
-        (call_id,), (name,), (payload,), (timeout_s,), _ = checked
-        return sender, call_id, name, payload, float(timeout_s), attach == 1
+        ids, names, payloads, timeouts, _ = checked
+        if len(calls) > 1 and not (names.count(names[0]) == len(names) and len(set(timeouts)) == 1):
+            return None  # the worker's deadline watch takes one timeout for all
+        return sender, ids, names[0], payloads, float(timeouts[0]), attach == 1
 
-    def run(self, plain: Plain, sock: Any) -> dict[str, Any]:
-        """Run a plain call here if the slot is lent: the reply (big values sent ahead on ``sock``
-        when the request asked), else BUSY."""
-        sender, call_id, name, payload, timeout_s, attach = plain
+    def run(self, plain: Plain, sock: Any, serializer_id: int | None = None) -> dict[str, Any]:
+        """Run a plain batch here if the slot is lent: the reply (big values sent ahead on
+        ``sock`` when the request asked), else BUSY."""
+        sender, ids, name, payloads, timeout_s, attach = plain
         share, now = self._share, time.monotonic()
-        if not share.claim([sender, call_id, name], timeout_s, now):
+        who = [sender, ids[0], name] if len(ids) == 1 else [sender, ids[0], name, list(ids)]
+        if not share.claim(who, timeout_s, now):
             return BUSY
         if not share.watched():
             share.told()
             self._tell(STARTED)
-        # a lone call's reply holds its one value whatever its size up to the value cap, in any
-        # serializer (the reply budget of run_batch decides only between several values)
-        outcome = self._run_call([name, payload, timeout_s], self._settings.max_value_bytes, now)
-        self.ended = [sender, name, outcome[0], outcome[2]]
-        reply = {"outcomes": [outcome]}
-        value = outcome[1]
-        if attach and value is not None and len(value) >= ATTACH_BYTES:
-            self._send_attached(sock, reply)
+        self.calls = len(ids)
+        if len(ids) == 1:
+            # a lone call's reply holds its one value whatever its size up to the value cap, in
+            # any serializer (the reply budget of run_batch decides only between several values)
+            outcome = self._run_call([name, payloads[0], timeout_s], self._settings.max_value_bytes, now)
+            self.ended = [sender, name, outcome[0], outcome[2]]
+            outcomes = [outcome]
+        else:
+            calls = [[name, payload, timeout_s] for payload in payloads]
+            outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
+            self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
+        reply = {"outcomes": outcomes}
+        if attach:
+            self._send_attached(sock, reply)  # the big values, if any
         return reply
 
 
@@ -165,7 +199,9 @@ def _exit_with_worker(pipe: int) -> None:
 class DirectServer:
     """The slot process's endpoint: its daemon, selected on next to the worker's pipe."""
 
-    def __init__(self, spec: DirectSpec, share: SlotShare, conn: Connection, run_call: RunCall) -> None:
+    def __init__(
+        self, spec: DirectSpec, share: SlotShare, conn: Connection, run_call: RunCall, run_batch: RunBatch
+    ) -> None:
         from pyrocluster.auth import HANDSHAKE_TIMEOUT_S, SecureDaemon
         from pyrocluster.slots.direct_requests import DirectRequests
 
@@ -178,7 +214,7 @@ class DirectServer:
         self._daemon = SecureDaemon(spec.settings, spec.host, 0, spec.advertise)
         self._conn = conn
         self._share = share
-        self._service = DirectService(share, spec.settings, run_call, self._tell)
+        self._service = DirectService(share, spec.settings, (run_call, run_batch), self._tell)
         self._daemon.register(self._service, objectId=spec.object_id)
         role = int(DirectService.run_batch.pyrocluster_role)  # type: ignore[attr-defined]
         self._requests = DirectRequests(
@@ -227,7 +263,7 @@ class DirectServer:
         """After a reply: the slot is lent again (or the worker's) if it ran a call for it."""
         ended, self._service.ended = self._service.ended, None
         if ended is not None:
-            self._share.unclaim(self._pack(ended), self._tell_ended)
+            self._share.unclaim(self._pack(ended), self._tell_ended, self._service.calls)
 
     def _tell_ended(self) -> None:
         self._tell(ENDED)

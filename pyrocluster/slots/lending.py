@@ -35,7 +35,7 @@ from pyrocluster.slots.batch import Budget, Call, Outcome
 from pyrocluster.slots.direct import ENDED, STARTED
 from pyrocluster.slots.gate import Ticket
 from pyrocluster.slots.process import FALLBACK_GRACE_S, READY, SlotProcess
-from pyrocluster.slots.share import PORT, START, TOLD
+from pyrocluster.slots.share import PORT, TOLD
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ KEPT_OUTCOMES = 1024
 OUTCOME_WAIT_S = 5.0
 """Longest an ask for an outcome waits for the end of the process that runs the call."""
 
-Ended = Callable[[str, str, int, float], None]
-"""Told ``(sender, task, kind, elapsed_ms)`` of each direct call that ended."""
+Ended = Callable[[str, str, list[int], list[float]], None]
+"""Told ``(sender, task, kinds, elapsed_ms)`` of direct calls of one task that ended."""
 
 
 class Lender:
@@ -64,9 +64,10 @@ class Lender:
         self.ports: list[int] = []
         """Ports of the slots lent now (the worker's load carries them)."""
         self.on_ended: Ended | None = None
-        self._outcomes: OrderedDict[tuple[str, str], Outcome] = OrderedDict()
+        self._outcomes: OrderedDict[tuple[str, str], list[Outcome]] = OrderedDict()
+        """The outcomes of direct calls whose process ended, by sender and (first) call id."""
         self._ending: set[tuple[str, str]] = set()
-        """Direct calls whose process ended, their outcome not decided yet."""
+        """Direct calls whose process ended, their outcomes not decided yet."""
         self._parked: set[SlotProcess] = set()
         """Slots whose pipe the supervisor left alone: a batch was reading it."""
         self._polled: set[int] = set()
@@ -174,17 +175,18 @@ class Lender:
     # -- cancel and outcomes ----------------------------------------------------------------
 
     def cancel(self, sender: str, call_ids: set[str]) -> int:
-        """Kill the slots that run these direct calls of ``sender``; how many were found."""
-        found = 0
+        """Stop these direct calls of ``sender`` (:meth:`SlotShare.kill_direct`); how many were
+        found."""
         with self._cond:
-            for slot in self._idle:
-                if slot.share.kill_direct(sender, call_ids, functools.partial(slot._kill, CANCELLED)):
-                    found += 1
-        return found
+            return sum(
+                slot.share.kill_direct(sender, call_ids, functools.partial(slot._kill, CANCELLED))
+                for slot in self._idle
+            )
 
-    def outcome_of(self, sender: str, call_id: str) -> Outcome | None:
-        """The outcome of a direct call whose process ended, once the supervisor has it; None
-        when no slot ran it into its end (it never started, or it finished and was answered)."""
+    def outcome_of(self, sender: str, call_id: str) -> list[Outcome] | None:
+        """The outcomes of the direct calls whose process ended under them (a lone call, or the
+        batch whose first call is ``call_id``), once the supervisor has them; None when no slot
+        ran them into its end (they never started, or they finished and were answered)."""
         until = time.monotonic() + OUTCOME_WAIT_S
         with self._cond:
             while True:
@@ -291,9 +293,14 @@ class Lender:
         self._tell_ended(ended)
 
     def _tell_ended(self, ended: list[list[Any]]) -> None:
+        """Count ended records: ``[sender, task, kind, ms]`` of a lone call, ``[sender, task,
+        kinds, ms]`` of a batch (the kinds as bytes, the ms as a list)."""
         if ended and self.on_ended is not None:
-            for sender, task, kind, elapsed_ms in ended:
-                self.on_ended(sender, task, kind, elapsed_ms)
+            for sender, task, kinds, elapsed_ms in ended:
+                if type(kinds) is bytes:
+                    self.on_ended(sender, task, list(kinds), elapsed_ms)
+                else:
+                    self.on_ended(sender, task, [kinds], [elapsed_ms])
 
     def _died(self, slot: SlotProcess) -> list[list[Any]]:
         """Replace a slot process that ended; the direct call it ran, if any, as ``ended``."""
@@ -304,18 +311,18 @@ class Lender:
             with self._cond:
                 self._relend()
             return []
-        sender, call_id, task = who
-        timeout_s = round(max(0.0, slot.share.deadline() - slot.share.progress[START]), 3)
+        sender, call_id, task = who[:3]
+        calls = len(who[3]) if len(who) > 3 else 1
         with self._cond:
             self._ending.add((sender, call_id))  # an ask waits for it while the share is replaced
-        outcome = slot.replace_after_direct(timeout_s)
+        outcomes = slot.replace_after_direct(calls)
         with self._cond:
             self._ending.discard((sender, call_id))
-            self._outcomes[(sender, call_id)] = outcome
+            self._outcomes[(sender, call_id)] = outcomes
             while len(self._outcomes) > KEPT_OUTCOMES:
                 self._outcomes.popitem(last=False)
             self._relend()
-        return [[sender, task, outcome[0], outcome[2]]]
+        return [[sender, task, bytes(o[0] for o in outcomes), [o[2] for o in outcomes]]]
 
     def _start_watching(self) -> None:
         self._watching = True

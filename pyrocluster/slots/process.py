@@ -127,6 +127,16 @@ def _child_main(
         running = []
         return outcome
 
+    def run_direct_batch(calls: list[Call], budget: Budget) -> list[Outcome]:
+        """A direct batch (``direct.py``), claimed: run as a batch from the pipe is, each call
+        logged in the share as it ends; its outcomes (those the reply had no room for, NOT_RUN)."""
+        nonlocal running
+        timer.check()
+        running = calls
+        run_logged(calls, budget, share, timer, {})
+        running = []
+        return ended_outcomes(share.finished(), len(calls), set())
+
     if not _send(conn, READY):
         return
     server: Any = None
@@ -135,7 +145,7 @@ def _child_main(
     with fewer_collections():  # a few acyclic containers per call: see gc_thresholds
         while True:
             if server is None and direct is not None and not conn.poll(idle_s):
-                server = _direct_server(direct, share, conn, run_direct)
+                server = _direct_server(direct, share, conn, run_direct, run_direct_batch)
             if server is not None:
                 server.serve()  # direct calls, until the pipe has a batch (or is closed)
             try:
@@ -159,14 +169,16 @@ def _child_main(
                 return
 
 
-def _direct_server(direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any) -> Any:
+def _direct_server(
+    direct: DirectSpec, share: SlotShare, conn: Connection, run_direct: Any, run_batch: Any
+) -> Any:
     """The slot's endpoint for direct calls, made once the slot is idle after its first batch (or
     after ``first_batch_wait_s`` without one: ``direct_spec.py``). It loads Pyro5 and the worker's
     checks (80-170 ms), which neither the fork server nor a new slot's first batch should wait for.
     The worker lends the slot once its port is in the share."""
     from pyrocluster.slots.direct import DirectServer
 
-    return DirectServer(direct, share, conn, run_direct)
+    return DirectServer(direct, share, conn, run_direct, run_batch)
 
 
 class SlotProcess:
@@ -315,18 +327,21 @@ class SlotProcess:
         outcome = end_outcome(timed_out, killed_for, code, timeout_s)
         return ended_outcomes(finished, len(calls), self._cancelled, current, outcome)
 
-    def replace_after_direct(self, timeout_s: float) -> Outcome:
-        """Replace a process that ended while it ran a direct call; that call's outcome: its own
-        when it was logged, else that of the end (as :meth:`_after_end` gives a batch's)."""
+    def replace_after_direct(self, calls: int) -> list[Outcome]:
+        """Replace a process that ended while it ran ``calls`` direct calls; their outcomes, as
+        :meth:`_after_end` gives a batch's: their own when logged, that of the end for the call
+        in progress, CANCELLED for those flagged, NOT_RUN for the rest."""
         killed_for = self._killed_for
         self.proc.join(timeout=0 if killed_for else 1)
         code = self.proc.exitcode
         self._stop()
         share = self.share
-        finished, timed_out = share.finished(), share.was_timed_out()
+        current, finished, timed_out = share.running(), share.finished(), share.was_timed_out()
+        flagged, timeout_s = share.flagged(calls), round(share.timeout_s(), 3)
         share.close()
         self._start()
-        return finished[0] if finished else end_outcome(timed_out, killed_for, code, timeout_s)
+        outcome = end_outcome(timed_out, killed_for, code, timeout_s)
+        return ended_outcomes(finished, calls, flagged, current, outcome)
 
     def replace(self) -> None:
         """Replace a process that ended while idle."""

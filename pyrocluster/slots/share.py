@@ -31,25 +31,27 @@ import msgpack
 from pyrocluster import bigbuffers
 from pyrocluster.slots.batch import Outcome
 
-INDEX, START, LOGGED, USED, TIMED_OUT, MODE, WANTED, DEADLINE, PORT, WATCHING, TOLD, REVOKED_AT, ENDED = (
+INDEX, START, LOGGED, USED, TIMED_OUT, MODE, WANTED, TIMEOUT_S, PORT, WATCHING, TOLD, REVOKED_AT, ENDED = (
     range(13)
 )
 """Fields of ``progress``: the call last started, its start (monotonic), outcomes logged, log bytes
 used, and 1.0 once the slot's timer ended the process for an overrun; then the direct path's
-(``direct.py``): the slot's mode, 1.0 when the worker wants it back after its direct call, that
-call's deadline (monotonic), the slot's port, 1.0 while the worker watches direct calls' deadlines,
+(``direct.py``): the slot's mode, 1.0 when the worker wants it back after its direct calls, the
+timeout of each of them (seconds), the slot's port, 1.0 while the worker watches direct calls' deadlines,
 messages the slot process sent on its pipe between batches, the version of the revocations
 written for the slot, and the bytes of the records of ended direct calls not read yet."""
 HELD, LENT, DIRECT = 0.0, 1.0, 2.0
 """Modes of a slot: the worker's (idle or running a batch), lent to direct calls, running one."""
-DIRECT_INFO_BYTES = 64 * 1024
-"""Room for the direct call in progress (sender, call id, task), the records of direct calls
-that ended, and the revocations."""
-_WHO_BYTES = 1024
-ENDED_BYTES = 16 * 1024
-"""Room for the records of ended direct calls; past half of it the slot asks the worker to read
-them (a message on its pipe), so the worker is not woken for every call."""
+_WHO_BYTES = 64 * 1024
+"""Room for the direct calls in progress: ``[sender, call_id, task]`` of a lone call, and the ids
+of a batch's calls after those of its first (``[sender, first_id, task, ids]``)."""
+ENDED_BYTES = 128 * 1024
+"""Room for the records of ended direct calls (a batch's is about 10 bytes a call); past half of it
+the slot asks the worker to read them (a message on its pipe), so the worker is not woken for
+every call."""
 _REVOKED_AT = _WHO_BYTES + ENDED_BYTES
+DIRECT_INFO_BYTES = _REVOKED_AT + 48 * 1024
+"""Room for the direct calls in progress, the records of those that ended, and the revocations."""
 _LEN = struct.Struct(">I")
 LOCK_WAIT_S = 1.0
 """The slot process holds the lock for microseconds; a worker that waits this long for it goes on
@@ -330,13 +332,13 @@ class SlotShare:
 
     # -- the direct path (``direct.py``): who runs the slot, and the call it runs ----------------
 
-    def claim(self, who: list[str], timeout_s: float, now: float) -> bool:
-        """(The slot process) take the lent slot for one direct call, started at ``now``; False
-        when it is not lent.
+    def claim(self, who: list[Any], timeout_s: float, now: float) -> bool:
+        """(The slot process) take the lent slot for direct calls (``who``: :data:`_WHO_BYTES`),
+        each of ``timeout_s``, the first started at ``now``; False when it is not lent.
 
-        Also False for a ``who`` too long to record. Returns with the log reset for the call and
-        the call marked in progress, as :meth:`begin` marks a batch's first call (under the same
-        lock: a direct call has no cancel flag, a cancel kills its process)."""
+        Also False for a ``who`` too long to record. Returns with the log reset and the first call
+        marked in progress, as :meth:`begin` marks a batch's first call (under the same lock: a
+        cancel flags a batch's calls, and kills the process when the call in progress is one)."""
         if not self._writer:
             self.restart()  # the slot process's side set up (its packer and progress view)
         data = self._pack(who)
@@ -353,16 +355,17 @@ class SlotShare:
             progress[LOGGED] = 0.0
             progress[START] = now
             progress[INDEX] = 0.0
-            progress[DEADLINE] = now + timeout_s
+            progress[TIMEOUT_S] = timeout_s
             progress[MODE] = DIRECT
         finally:
             lock.release()
         self.restart()
         return True
 
-    def unclaim(self, record: bytes, tell: Callable[[], None]) -> None:
-        """(The slot process) the direct call is over: its ``record`` (msgpack) kept for the
-        worker, and the slot lent again, or the worker's if it asked.
+    def unclaim(self, record: bytes, tell: Callable[[], None], calls: int = 1) -> None:
+        """(The slot process) the ``calls`` direct calls are over: their ``record`` (msgpack) kept
+        for the worker, their cancel flags cleared, and the slot lent again, or the worker's if it
+        asked (a cancel flags calls only while they are the slot's: under this lock).
 
         ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
         their room (the worker, which takes the slot under the lock, then finds the message before
@@ -375,6 +378,7 @@ class SlotShare:
             if end <= ENDED_BYTES:  # full: the worker has not read them; this one is not counted
                 self._info.map[_WHO_BYTES + used : _WHO_BYTES + end] = record
                 progress[ENDED] = end
+            self._memory.map[:calls] = bytes(calls)
             half = ENDED_BYTES // 2
             if progress[WANTED] or (end > half and used <= half):  # the worker waits, or room runs out
                 progress[TOLD] += 1
@@ -437,32 +441,53 @@ class SlotShare:
             progress[MODE] = HELD
             return True
 
-    def direct_call(self) -> list[str] | None:
-        """``[sender, call_id, task]`` of the direct call the slot runs, or None."""
+    def direct_call(self) -> list[Any] | None:
+        """``[sender, call_id, task]`` of the direct call the slot runs, ``[sender, first_id, task,
+        ids]`` of a batch, or None."""
         if self.progress[MODE] != DIRECT:
             return None
         info = self._info.map
         (size,) = _LEN.unpack_from(info, 0)
-        who: list[str] = msgpack.unpackb(info[_LEN.size : _LEN.size + size])
+        who: list[Any] = msgpack.unpackb(info[_LEN.size : _LEN.size + size])
         return who
+
+    def timeout_s(self) -> float:
+        """The timeout of each direct call the slot runs (seconds)."""
+        return float(self.progress[TIMEOUT_S])
 
     def deadline(self) -> float:
         """When the direct call in progress must end by (monotonic)."""
-        return float(self.progress[DEADLINE])
+        return float(self.progress[START] + self.progress[TIMEOUT_S])
 
-    def kill_direct(self, sender: str, call_ids: set[str], kill: Callable[[], None]) -> bool:
-        """``kill()`` the process if it runs one of these direct calls of ``sender``; True if so."""
+    def flagged(self, calls: int) -> set[int]:
+        """(The worker) the places among the first ``calls`` flagged cancelled."""
+        flags = self._memory.map[:calls]
+        return {i for i, flag in enumerate(flags) if flag} if any(flags) else set()
+
+    def kill_direct(self, sender: str, call_ids: set[str], kill: Callable[[], None]) -> int:
+        """Stop these direct calls of ``sender`` if the slot runs them: a lone call by ``kill()``;
+        a batch's calls flagged cancelled (each is skipped when its turn comes) and ``kill()``
+        when the one in progress is among them. How many were found."""
         with self._locked():
             who = self.direct_call()
-            if who is None or who[0] != sender or who[1] not in call_ids:
-                return False
-            kill()
-            return True
+            if who is None or who[0] != sender:
+                return 0
+            if len(who) == 3:
+                if who[1] not in call_ids:
+                    return 0
+                kill()
+                return 1
+            places = {i for i, call_id in enumerate(who[3]) if call_id in call_ids}
+            self.flag(places)
+            if self.running() in places:
+                kill()
+            return len(places)
 
     def kill_overdue(self, now: float, grace_s: float, kill: Callable[[], None]) -> bool:
-        """``kill()`` the process if its direct call is past its deadline plus ``grace_s``."""
+        """``kill()`` the process if the direct call in progress is past its deadline plus
+        ``grace_s`` (between a batch's calls, or once they all ended, none is)."""
         with self._locked():
-            if self.progress[MODE] != DIRECT or now < self.progress[DEADLINE] + grace_s:
+            if self.progress[MODE] != DIRECT or self.running() < 0 or now < self.deadline() + grace_s:
                 return False
             kill()
             return True
