@@ -225,8 +225,9 @@ class Worker:
         state = self.state
 
         def ended(sender: str, task: str, kinds: list[int], elapsed_ms: list[float]) -> None:
-            state.finished([task] * len(kinds), [[k, None, ms] for k, ms in zip(kinds, elapsed_ms)], direct=True)
-            gate.charge(sender, len(kinds))
+            outcomes = [[kind, None, ms] for kind, ms in zip(kinds, elapsed_ms, strict=False)]
+            state.finished([task] * len(outcomes), outcomes, direct=True)
+            gate.charge(sender, len(outcomes))
 
         lender.on_ended = ended
         state.busy_fn = lender.in_use

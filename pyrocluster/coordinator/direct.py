@@ -2,12 +2,12 @@
 
 A worker lists in its load the ports of the slots it lends to direct calls (``"direct"``, see
 ``slots/lending.py``); a link learns them from every load it sees. A plain batch (compute calls
-of one task with one timeout, no resources asked, no big arguments, no references among them; a
-big result it would keep on the worker comes back in the reply: a lone call, or a batch of a
-``map`` or a job) whose worker lends a slot goes there as the same ``run_batch`` request on a
-channel of its own (the slot's object id is the worker's compute object id and ``.direct``),
-which saves the worker's request thread and the pipe hops (BENCHMARKS.md, "W1 latency" and
-"Batches on the direct path").
+of one task with one timeout, no resources asked, no big arguments, no references among them:
+a lone call, whose big result it would keep on the worker comes back in the reply, or a batch
+of a ``map``, not a job's, whose big results stay on the worker) whose worker lends a slot goes
+there as the same ``run_batch`` request on a channel of its own (the slot's object id is the
+worker's compute object id and ``.direct``), which saves the worker's request thread and the
+pipe hops (BENCHMARKS.md, "W1 latency" and "Batches on the direct path").
 
 Whatever does not run there goes the ordinary way, with no attempt counted: a ``busy`` answer
 (the slot was not lent any more), a refused or failed connect (a replaced slot's old port), a
@@ -44,24 +44,27 @@ Failed = Callable[[Batch, BaseException], None]
 Fallback = Callable[[Batch], None]
 
 
-_TIMEOUT, _REFS, _PAYLOAD = (operator.attrgetter(name) for name in ("timeout_s", "refs", "payload"))
+_TIMEOUT, _REFS, _PAYLOAD, _KEEP = (
+    operator.attrgetter(name) for name in ("timeout_s", "refs", "payload", "keep")
+)
 
 
 def plain(batch: Batch) -> bool:
-    """True for a batch the direct path may carry: compute calls with one timeout, nothing but
-    their arguments (a slot's supervision watches one timeout for all)."""
+    """True for a batch the direct path may carry: compute calls with one timeout (a slot's
+    supervision watches one timeout for all), nothing but their arguments, and none whose big
+    result should stay on its worker (a job's calls: a slot keeps no value, their big results
+    would all come back), unless it is a lone call (its reply holds its one value)."""
     calls = batch.calls
     if batch.service != "compute" or batch.requirement[4]:
         return False
     if len(calls) == 1:
         return not calls[0].refs and len(calls[0].payload) < attachments.ATTACH_BYTES
-    timeouts = set(map(_TIMEOUT, calls))
     return (
-        len(timeouts) == 1
+        len(set(map(_TIMEOUT, calls))) == 1
+        and not any(map(_KEEP, calls))
         and not any(map(_REFS, calls))
         and max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES
     )
-
 
 
 class DirectRoute:

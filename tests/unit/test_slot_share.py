@@ -140,3 +140,36 @@ def test_revocations_reach_the_slot_once_per_version():
     assert version == 1.0 and revoked == {"t-sub": 5}
     assert s.revocations(version) == (1.0, None)
     s.close()
+
+
+def test_a_cancel_of_a_direct_batch_skips_its_calls_to_come_and_kills_only_for_the_one_running():
+    s = share()
+    s.lend(True)
+    assert s.claim(["coord", "a", "add", ["a", "b", "c", "d"]], 5.0, 100.0)
+    assert s.direct_call() == ["coord", "a", "add", ["a", "b", "c", "d"]]
+    s.record(ok(1))  # a done; b is next
+    assert s.begin(1, 101.0)
+    killed: list[str] = []
+    assert s.kill_direct("other", {"c"}, lambda: killed.append("x")) == 0
+    assert s.kill_direct("coord", {"c", "d", "zz"}, lambda: killed.append("x")) == 2
+    assert killed == [], "the call in progress is not among them: nothing is killed"
+    s.record(ok(2))
+    assert not s.begin(2, 102.0) and not s.begin(3, 102.0), "c and d are skipped when their turn comes"
+    assert s.flagged(4) == {2, 3}
+    assert s.kill_direct("coord", {"a"}, lambda: killed.append("x")) == 1 and killed == [], "a ended"
+    s.unclaim(b"\x90", lambda: None, calls=4)
+    assert s.flagged(4) == set(), "the flags go with the batch: the slot's next calls run"
+    s.close()
+
+
+def test_a_direct_batch_is_overdue_by_the_start_of_the_call_in_progress():
+    s = share()
+    s.lend(True)
+    assert s.claim(["coord", "a", "hog", ["a", "b"]], 1.0, 100.0)
+    killed: list[str] = []
+    s.record(ok(1))
+    assert not s.kill_overdue(110.0, 0.5, lambda: killed.append("late")), "between calls none runs"
+    assert s.begin(1, 109.0) and s.deadline() == 110.0
+    assert not s.kill_overdue(110.4, 0.5, lambda: killed.append("late"))
+    assert s.kill_overdue(110.6, 0.5, lambda: killed.append("late")) and killed == ["late"]
+    s.close()

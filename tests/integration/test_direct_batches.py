@@ -1,0 +1,128 @@
+"""Batches on the direct path (a coordinator's batch of cheap calls straight to a lent slot) on a
+real one-slot worker: they are taken and counted, and a kill, an overrun and a cancel in the
+middle of one end as on the ``run_batch`` path: the calls that finished keep their outcomes, the
+one in progress gets the end's, the rest run again at no cost or end cancelled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import pytest
+
+from pyrocluster import Cluster, TaskTimeout
+from pyrocluster.coordinator.calls import TaskFuture
+from tests.conftest import wait_for
+from tests.helpers.rawworker import RawWorker
+from tests.integration.test_direct_path import FOREVER, direct_calls, went_direct
+from tests.integration.test_direct_path import ns as ns  # noqa: F401 - the module's worker
+from tests.integration.test_direct_path import solo as solo  # noqa: F401
+
+
+def learn_cheap(cluster: Cluster, scratch: Path) -> None:
+    """Run ``logged`` until this coordinator knows it is cheap (its batches then go out whole)."""
+    list(cluster.starmap("logged", [(f"warm{i}", str(scratch)) for i in range(64)]))
+
+
+def submit_together(
+    cluster: Cluster, log: Path, calls: list[tuple], timeout: float = 30.0
+) -> list[TaskFuture]:
+    """``logged(*args)`` per item, queued at once: one batch."""
+    made = [cluster.make_call("compute", "logged", [*args], {}, timeout=timeout) for args in calls]
+    cluster.submit_calls(made)
+    return [call.future for call in made]
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_map_of_cheap_calls_goes_straight_to_the_slot_and_counts_in_the_worker(solo: RawWorker) -> None:
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        before, done = direct_calls(solo), solo.info()["done"]
+        # enough batches that their records of ended calls fill the slot's room more than once
+        n = 30_000
+        assert list(cluster.starmap("add", ((i, i) for i in range(n)))) == [2 * i for i in range(n)]
+    info = solo.info()
+    assert info["direct"] >= before + n // 2, ("most batches went straight to the slot", info)
+    assert info["done"] == done + n, ("every call counted once", info)
+
+
+def test_a_slot_killed_mid_batch_keeps_the_finished_and_runs_the_rest_again(
+    solo: RawWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    with Cluster(solo.settings.ns_address, retries=1) as cluster:
+        pid = went_direct(cluster, solo)
+        learn_cheap(cluster, tmp_path / "warm")
+        before = direct_calls(solo)
+        futures = submit_together(
+            cluster,
+            log,
+            [("k0", str(log)), ("k1", str(log)), ("k2", str(log), 1.5), ("k3", str(log)), ("k4", str(log))],
+        )
+        wait_for(lambda: "k2" in lines(log), 10, what="the batch's third call running")
+        assert direct_calls(solo) == before, "nothing of the batch counted before it ends"
+        os.kill(pid, signal.SIGKILL)
+        assert [f.result(30) for f in futures] == ["k0", "k1", "k2", "k3", "k4"]
+        assert [f.attempts for f in futures] == [1, 1, 2, 1, 1], "only the call in progress paid an attempt"
+    runs = lines(log)
+    assert sorted(runs) == ["k0", "k1", "k2", "k2", "k3", "k4"], (
+        "the finished kept their outcome, none ran twice"
+    )
+    assert runs[:3] == ["k0", "k1", "k2"], "the batch went straight to the slot, in order"
+    assert direct_calls(solo) >= before + 3, "the dead batch's calls were counted"
+
+
+def test_a_gil_holding_overrun_in_a_batch_times_out_alone(solo: RawWorker, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    with Cluster(solo.settings.ns_address, retries=0) as cluster:
+        pid = went_direct(cluster, solo)
+        learn_cheap(cluster, tmp_path / "warm")
+        before = direct_calls(solo)
+        started = time.monotonic()
+        futures = submit_together(
+            cluster,
+            log,
+            [("a", str(log)), ("b", str(log), 0.0, FOREVER), ("c", str(log))],
+            timeout=0.5,
+        )
+        assert futures[0].result(20) == "a"
+        with pytest.raises(TaskTimeout, match="its process was killed"):
+            futures[1].result(20)
+        assert futures[2].result(20) == "c", "the call after it ran again, elsewhere or in a new slot"
+        assert futures[2].attempts == 1
+        assert time.monotonic() - started < 10
+        assert direct_calls(solo) >= before + 2, "the batch went straight to the slot"
+        assert went_direct(cluster, solo) != pid, "the slot process was replaced"
+    assert sorted(lines(log)) == ["a", "b", "c"]
+
+
+def test_cancelling_a_batchs_calls_skips_those_to_come_and_kills_the_one_running(
+    solo: RawWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    with Cluster(solo.settings.ns_address) as cluster:
+        pid = went_direct(cluster, solo)
+        learn_cheap(cluster, tmp_path / "warm")
+        before = direct_calls(solo)
+        futures = submit_together(
+            cluster,
+            log,
+            [("k0", str(log)), ("k1", str(log), 30.0)] + [(f"k{i}", str(log)) for i in range(2, 6)],
+        )
+        wait_for(lambda: "k1" in lines(log), 10, what="the batch's second call running")
+        for future in reversed(futures[1:]):  # those to come first, then the one running
+            assert cluster.cancel(future)
+        assert futures[0].result(10) == "k0"
+        for future in futures[1:]:
+            with pytest.raises(CancelledError):
+                future.result(10)
+        wait_for(lambda: direct_calls(solo) >= before + 2, 10, what="the batch counted as direct calls")
+        assert wait_for(lambda: cluster.submit("whoami").result(10) != pid, 15, what="a new slot process")
+    wait_for(lambda: solo.load().get("direct"), 15, what="the slot lent again")
+    assert lines(log) == ["k0", "k1"], "the cancelled calls to come never ran"
