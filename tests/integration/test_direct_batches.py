@@ -27,13 +27,20 @@ def learn_cheap(cluster: Cluster, scratch: Path) -> None:
     list(cluster.starmap("logged", [(f"warm{i}", str(scratch)) for i in range(64)]))
 
 
-def submit_together(
-    cluster: Cluster, log: Path, calls: list[tuple], timeout: float = 30.0
-) -> list[TaskFuture]:
-    """``logged(*args)`` per item, queued at once: one batch."""
-    made = [cluster.make_call("compute", "logged", [*args], {}, timeout=timeout) for args in calls]
+def start_batch(
+    cluster: Cluster, solo: RawWorker, log: Path, calls: list[tuple], timeout: float = 30.0
+) -> tuple[int, int, list[TaskFuture]]:
+    """``logged(key, log, *rest)`` per ``(key, *rest)`` in ``calls``, queued at once (one batch)
+    once ``logged`` is known cheap; the slot's pid, the worker's direct calls before, the futures."""
+    pid = went_direct(cluster, solo)
+    learn_cheap(cluster, log.with_name("warm"))
+    before = direct_calls(solo)
+    made = [
+        cluster.make_call("compute", "logged", [key, str(log), *rest], {}, timeout=timeout)
+        for key, *rest in calls
+    ]
     cluster.submit_calls(made)
-    return [call.future for call in made]
+    return pid, before, [call.future for call in made]
 
 
 def lines(path: Path) -> list[str]:
@@ -57,13 +64,8 @@ def test_a_slot_killed_mid_batch_keeps_the_finished_and_runs_the_rest_again(
 ) -> None:
     log = tmp_path / "runs"
     with Cluster(solo.settings.ns_address, retries=1) as cluster:
-        pid = went_direct(cluster, solo)
-        learn_cheap(cluster, tmp_path / "warm")
-        before = direct_calls(solo)
-        futures = submit_together(
-            cluster,
-            log,
-            [("k0", str(log)), ("k1", str(log)), ("k2", str(log), 1.5), ("k3", str(log)), ("k4", str(log))],
+        pid, before, futures = start_batch(
+            cluster, solo, log, [("k0",), ("k1",), ("k2", 1.5), ("k3",), ("k4",)]
         )
         wait_for(lambda: "k2" in lines(log), 10, what="the batch's third call running")
         assert direct_calls(solo) == before, "nothing of the batch counted before it ends"
@@ -81,16 +83,10 @@ def test_a_slot_killed_mid_batch_keeps_the_finished_and_runs_the_rest_again(
 def test_a_gil_holding_overrun_in_a_batch_times_out_alone(solo: RawWorker, tmp_path: Path) -> None:
     log = tmp_path / "runs"
     with Cluster(solo.settings.ns_address, retries=0) as cluster:
-        pid = went_direct(cluster, solo)
-        learn_cheap(cluster, tmp_path / "warm")
-        before = direct_calls(solo)
-        started = time.monotonic()
-        futures = submit_together(
-            cluster,
-            log,
-            [("a", str(log)), ("b", str(log), 0.0, FOREVER), ("c", str(log))],
-            timeout=0.5,
+        pid, before, futures = start_batch(
+            cluster, solo, log, [("a",), ("b", 0.0, FOREVER), ("c",)], timeout=0.5
         )
+        started = time.monotonic()  # the batch was just queued
         assert futures[0].result(20) == "a"
         with pytest.raises(TaskTimeout, match="its process was killed"):
             futures[1].result(20)
@@ -107,14 +103,8 @@ def test_cancelling_a_batchs_calls_skips_those_to_come_and_kills_the_one_running
 ) -> None:
     log = tmp_path / "runs"
     with Cluster(solo.settings.ns_address) as cluster:
-        pid = went_direct(cluster, solo)
-        learn_cheap(cluster, tmp_path / "warm")
-        before = direct_calls(solo)
-        futures = submit_together(
-            cluster,
-            log,
-            [("k0", str(log)), ("k1", str(log), 30.0)] + [(f"k{i}", str(log)) for i in range(2, 6)],
-        )
+        calls = [("k0",), ("k1", 30.0)] + [(f"k{i}",) for i in range(2, 6)]
+        pid, before, futures = start_batch(cluster, solo, log, calls)
         wait_for(lambda: "k1" in lines(log), 10, what="the batch's second call running")
         for future in reversed(futures[1:]):  # those to come first, then the one running
             assert cluster.cancel(future)
