@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -116,3 +117,24 @@ def test_cancelling_a_batchs_calls_skips_those_to_come_and_kills_the_one_running
         assert wait_for(lambda: cluster.submit("whoami").result(10) != pid, 15, what="a new slot process")
     wait_for(lambda: solo.load().get("direct"), 15, what="the slot lent again")
     assert lines(log) == ["k0", "k1"], "the cancelled calls to come never ran"
+
+
+def test_two_coordinators_mapping_on_one_slot_run_every_call_once(solo: RawWorker, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    results: dict[str, list[str]] = {}
+    before = direct_calls(solo)
+
+    def run(name: str) -> None:
+        with Cluster(solo.settings.ns_address) as cluster:
+            went_direct(cluster, solo)
+            results[name] = list(cluster.starmap("logged", [(f"{name}{i}", str(log)) for i in range(3000)]))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    expected = {name: [f"{name}{i}" for i in range(3000)] for name in ("a", "b")}
+    assert results == expected
+    assert sorted(lines(log)) == sorted(expected["a"] + expected["b"]), "a call ran twice or never"
+    assert direct_calls(solo) >= before + 3000, "batches of both went straight to the slot"
