@@ -7,7 +7,7 @@ a lone call, whose big result it would keep on the worker comes back in the repl
 of a ``map``, not a job's, whose big results stay on the worker) whose worker lends a slot goes
 there as the same ``run_batch`` request on a channel of its own (the slot's object id is the
 worker's compute object id and ``.direct``), which saves the worker's request thread and the
-pipe hops (BENCHMARKS.md, "W1 latency" and "Batches on the direct path").
+pipe hops (BENCHMARKS.md, "W1 latency" and "The runs of 2026-12-07, 07:24, 07:34 and 07:52 UTC").
 
 Whatever does not run there goes the ordinary way, with no attempt counted: a ``busy`` answer
 (the slot was not lent any more), a refused or failed connect (a replaced slot's old port), a

@@ -19,8 +19,9 @@ share as it ends, as a batch's from the pipe is, so if the process dies the work
 calls the outcomes ``run_batch`` would have (``lending.py``): the finished keep theirs.
 
 A batch here saves the worker the request's decoding, the pipe each way and the reply's encoding:
-a ``map`` of 20,000 ``add`` on two local workers used 12-13% less CPU and ran 13-31% faster
-(BENCHMARKS.md, "Batches on the direct path").
+a ``map`` of 20,000 ``add`` on two local workers used 6-20% less CPU a call and ran 4-21% faster,
+alternating with the code before (BENCHMARKS.md, "The runs of 2026-12-07, 07:24, 07:34 and 07:52
+UTC").
 """
 
 from __future__ import annotations
