@@ -11,7 +11,7 @@ same bytes on the wire, about half the slot's CPU per call of Pyro5's request ha
 
 The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
 speak to it unchanged. Only a plain batch runs here (calls of one task with one timeout, no
-resources, no big or fetched arguments: a lone call, or a batch of cheap calls), and only while
+resources, no big or fetched arguments: a lone call, or a batch of a ``map``), and only while
 the worker lends the slot (:meth:`SlotShare.claim`, atomic with the worker's
 :meth:`SlotShare.hold`); anything else is answered ``{"busy": True}`` at once, without running
 anything, and the coordinator sends it by ``run_batch``. Each call's outcome is logged in the
