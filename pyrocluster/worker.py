@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import Pyro5.errors
 
-from pyrocluster import config, revocations, tasks
+from pyrocluster import config, protocol, revocations, tasks
 from pyrocluster.auth import SecureDaemon, make_proxy
 from pyrocluster.config import Settings, local_address_towards
 from pyrocluster.defaults import (
@@ -225,7 +225,9 @@ class Worker:
         state = self.state
 
         def ended(sender: str, task: str, kinds: list[int], elapsed_ms: list[float]) -> None:
-            outcomes = [[kind, None, ms] for kind, ms in zip(kinds, elapsed_ms, strict=False)]
+            # a batch's calls past its reply did not run here (they go again): not counted
+            ran = zip(kinds, elapsed_ms, strict=False)
+            outcomes = [[kind, None, ms] for kind, ms in ran if kind != protocol.NOT_RUN]
             state.finished([task] * len(outcomes), outcomes, direct=True)
             gate.charge(sender, len(outcomes))
 

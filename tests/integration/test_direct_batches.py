@@ -138,3 +138,19 @@ def test_two_coordinators_mapping_on_one_slot_run_every_call_once(solo: RawWorke
     assert results == expected
     assert sorted(lines(log)) == sorted(expected["a"] + expected["b"]), "a call ran twice or never"
     assert direct_calls(solo) >= before + 3000, "batches of both went straight to the slot"
+
+
+def test_big_results_of_a_batch_all_come_back_those_past_the_reply_sent_again(solo: RawWorker) -> None:
+    """A reply holds what the message cap allows; the calls past it come back NOT_RUN and go
+    again at no cost (as from a batch the worker runs)."""
+    size = 12 * 1024 * 1024
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        list(cluster.map("blob", [10] * 64))  # known cheap: the next calls go out as one batch
+        before = direct_calls(solo)
+        made = [cluster.make_call("compute", "blob", [size], {}) for _ in range(8)]
+        cluster.submit_calls(made)
+        assert [len(call.future.result(60)) for call in made] == [size] * 8
+        assert [call.future.attempts for call in made] == [1] * 8, "the calls past the reply cost no attempt"
+    # straight to the slot (the calls sent again may go either way), each call counted once
+    assert before < direct_calls(solo) <= before + 8
