@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -16,9 +15,9 @@ import pytest
 
 from pyrocluster import Cluster, TaskTimeout
 from pyrocluster.coordinator.calls import TaskFuture
-from tests.conftest import wait_for
+from tests.conftest import TASKS_FILE, wait_for
 from tests.helpers.rawworker import RawWorker
-from tests.integration.test_direct_path import FOREVER, direct_calls, went_direct
+from tests.integration.test_direct_path import FOREVER, direct_calls, side_by_side, went_direct
 from tests.integration.test_direct_path import ns as ns  # noqa: F401 - the module's worker
 from tests.integration.test_direct_path import solo as solo  # noqa: F401
 
@@ -129,11 +128,7 @@ def test_two_coordinators_mapping_on_one_slot_run_every_call_once(solo: RawWorke
             went_direct(cluster, solo)
             results[name] = list(cluster.starmap("logged", [(f"{name}{i}", str(log)) for i in range(3000)]))
 
-    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    side_by_side(run, "a", "b")
     expected = {name: [f"{name}{i}" for i in range(3000)] for name in ("a", "b")}
     assert results == expected
     assert sorted(lines(log)) == sorted(expected["a"] + expected["b"]), "a call ran twice or never"
@@ -154,3 +149,22 @@ def test_big_results_of_a_batch_all_come_back_those_past_the_reply_sent_again(so
         assert [call.future.attempts for call in made] == [1] * 8, "the calls past the reply cost no attempt"
     # straight to the slot (the calls sent again may go either way), each call counted once
     assert before < direct_calls(solo) <= before + 8
+
+
+def test_a_sigterm_mid_batch_lets_the_batch_finish_before_the_worker_exits(
+    worker_factory, nameserver: str, tmp_path: Path
+) -> None:
+    (proc,) = worker_factory(
+        1, "--concurrency", "1", "--services", "compute", "--tasks", TASKS_FILE, "--name", "leaving"
+    )
+    w = RawWorker(nameserver, "leaving")
+    wait_for(lambda: w.load().get("direct"), 15, what="the slot lent")
+    log = tmp_path / "runs"
+    with Cluster(nameserver, retries=0) as cluster:
+        _, _, futures = start_batch(cluster, w, log, [("k0",), ("k1", 1.0), ("k2",), ("k3",)])
+        wait_for(lambda: "k1" in lines(log), 10, what="the batch's second call running")
+        proc.signal(signal.SIGTERM)
+        assert [f.result(30) for f in futures] == ["k0", "k1", "k2", "k3"]
+        assert [f.attempts for f in futures] == [1] * 4, "the batch finished where it ran"
+    assert proc.proc.wait(timeout=30) == 0
+    assert sorted(lines(log)) == ["k0", "k1", "k2", "k3"]

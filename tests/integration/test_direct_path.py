@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ def went_direct(cluster: Cluster, w: RawWorker) -> int:
             return pid
         time.sleep(0.05)
     pytest.fail("no lone call went straight to the slot within 15 s")
+
+
+def side_by_side(run: Callable[[str], None], *names: str) -> None:
+    """``run(name)`` for each name, each on a thread of its own at once; all joined."""
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
 
 
 def slot_uri(w: RawWorker, port: int) -> str:
@@ -177,11 +186,7 @@ def test_two_coordinators_racing_for_one_slot_run_every_call_once(solo: RawWorke
         with Cluster(solo.settings.ns_address) as cluster:
             results[name] = [cluster.submit("logged", f"{name}{i}", str(log)).result(30) for i in range(40)]
 
-    threads = [threading.Thread(target=send, args=(name,)) for name in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    side_by_side(send, "a", "b")
     expected = {name: [f"{name}{i}" for i in range(40)] for name in ("a", "b")}
     assert results == expected
     runs = log.read_text().split()
