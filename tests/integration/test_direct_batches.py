@@ -119,9 +119,10 @@ def test_cancelling_a_batchs_calls_skips_those_to_come_and_kills_the_one_running
 
 
 def test_two_coordinators_mapping_on_one_slot_run_every_call_once(solo: RawWorker, tmp_path: Path) -> None:
+    """Each batch runs straight in the slot while the worker lends it, else through the worker
+    (while the other's batch waits at the gate, it lends nothing): every call runs once either way."""
     log = tmp_path / "runs"
     results: dict[str, list[str]] = {}
-    before = direct_calls(solo)
 
     def run(name: str) -> None:
         with Cluster(solo.settings.ns_address) as cluster:
@@ -132,7 +133,6 @@ def test_two_coordinators_mapping_on_one_slot_run_every_call_once(solo: RawWorke
     expected = {name: [f"{name}{i}" for i in range(3000)] for name in ("a", "b")}
     assert results == expected
     assert sorted(lines(log)) == sorted(expected["a"] + expected["b"]), "a call ran twice or never"
-    assert direct_calls(solo) >= before + 3000, "batches of both went straight to the slot"
 
 
 def test_big_results_of_a_batch_all_come_back_those_past_the_reply_sent_again(solo: RawWorker) -> None:

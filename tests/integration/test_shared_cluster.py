@@ -77,14 +77,17 @@ def test_a_high_priority_task_from_another_job_starts_at_the_next_free_slot(
     try:
         with Cluster(nameserver) as second:
             wait_for(lambda: (tmp_path / "bulk.results.jsonl").exists() and results(tmp_path, "bulk"), 30)
+            urgent = second.options(priority=10)
+            urgent.submit("interval", 0.0).result(timeout=30)  # connected: the next call goes at once
             submitted = time.time()
-            urgent_start = second.options(priority=10).submit("interval", 0.1).result(timeout=30)[1]
+            urgent_start = urgent.submit("interval", 0.1).result(timeout=30)[1]
         assert first.wait(timeout=60) == 0
     finally:
         first.kill()
         first.communicate()
-    # Waiting tasks: those not already on their way when the urgent one was submitted.
-    waiting = [r["result"][1] for r in results(tmp_path, "bulk") if r["result"][1] > submitted + 0.1]
+    # Waiting tasks: those not already on their way when the urgent one was submitted (one the
+    # worker's gate held may start as the urgent call is still on its way: 0.15 s under load).
+    waiting = [r["result"][1] for r in results(tmp_path, "bulk") if r["result"][1] > submitted + 0.15]
     assert waiting, "the first job had no waiting task left"
     assert urgent_start <= min(waiting) + 0.05, (urgent_start - submitted, sorted(waiting)[:3])
     assert urgent_start - submitted <= 0.5 + 0.5, "not at the next free slot"
