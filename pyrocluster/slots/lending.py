@@ -148,8 +148,11 @@ class Lender:
                     self._fold(slot)  # its direct calls count before the batch's
                 return slot.execute(calls, budget, ticket)
         finally:
-            self._give_back(slot)
+            # The ticket first: the gate's load counts a batch admitted but without a slot as
+            # queued, so a slot given back before its ticket showed one batch twice (running
+            # and queued). The next batch admitted meanwhile waits in _take for this slot.
             ticket.release()
+            self._give_back(slot)
 
     def _take(self) -> SlotProcess:
         with self._cond:
