@@ -225,11 +225,11 @@ class Worker:
         state = self.state
 
         def ended(sender: str, task: str, kinds: list[int], elapsed_ms: list[float]) -> None:
-            # a batch's calls past its reply did not run here (they go again): not counted
-            ran = zip(kinds, elapsed_ms, strict=False)
-            outcomes = [[kind, None, ms] for kind, ms in ran if kind != protocol.NOT_RUN]
-            state.finished([task] * len(outcomes), outcomes, direct=True)
-            gate.charge(sender, len(outcomes))
+            if protocol.NOT_RUN in kinds:  # a batch's calls past its reply go again: not counted
+                ran = [pair for pair in zip(kinds, elapsed_ms, strict=False) if pair[0] != protocol.NOT_RUN]
+                kinds, elapsed_ms = [kind for kind, _ in ran], [ms for _, ms in ran]
+            state.ran([task] * len(kinds), kinds, elapsed_ms, direct=True)
+            gate.charge(sender, len(kinds))
 
         lender.on_ended = ended
         state.busy_fn = lender.in_use

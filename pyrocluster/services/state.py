@@ -53,7 +53,7 @@ class WorkerState:
     stop_event: threading.Event = field(default_factory=threading.Event)
     task_stats: TaskStats = field(default_factory=TaskStats)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _unfolded: deque[tuple[list[str], tuple[int, ...], tuple[float, ...]]] = field(default_factory=deque)
+    _unfolded: deque[tuple[Sequence[str], Sequence[int], Sequence[float]]] = field(default_factory=deque)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _children_at: float = -CHILDREN_REFRESH_S
 
@@ -90,11 +90,27 @@ class WorkerState:
         """
         if not outcomes:
             return
+        kinds, _, elapsed = zip(*outcomes, strict=True)
+        self.ran(names, kinds, elapsed, direct, outcomes)
+
+    def ran(
+        self,
+        names: Sequence[str],
+        kinds: Sequence[int],
+        elapsed: Sequence[float],
+        direct: bool = False,
+        outcomes: Sequence[Any] | None = None,
+    ) -> None:
+        """:meth:`finished` of calls given as columns (a direct batch's record); ``outcomes``, the
+        rows whose failures are logged (made from the columns, with no value, when absent)."""
+        if not kinds:
+            return
         if direct:
             with self._lock:
-                self.direct += len(outcomes)
-        kinds, _, elapsed = zip(*outcomes, strict=True)
+                self.direct += len(kinds)
         if kinds.count(OK) != len(kinds):
+            if outcomes is None:
+                outcomes = [[kind, None, ms] for kind, ms in zip(kinds, elapsed, strict=True)]
             log_failures(names, outcomes)
         self._unfolded.append((names, kinds, elapsed))
         if len(self._unfolded) >= FOLD_EVERY:
