@@ -183,3 +183,25 @@ def test_the_nightly_crawl_example_asks_only_conditionally_from_its_second_run(
     assert all(r["result"]["changed"] for r in first if r["status"] == "ok")
     assert all(r["result"]["http_status"] == 304 for r in second if r["status"] == "ok")
     assert all(h.get("Authorization") == "Bearer t0k3n" for _, h in asked)
+
+
+def test_records_with_a_state_come_out_while_a_page_still_hangs(tmp_path, nameserver, crawlers):
+    # With a state file records wait for a commit that covers them (every few records or few ms),
+    # never for the crawl's end: the pages done come out while another fetch is still under way.
+    with SiteServer(pages=3, slow_s=60) as site, Cluster(nameserver) as cluster:
+        crawl = cluster.crawl(  # one request at a time (50 ms apart), so no page shares /slow's batch
+            [site.url("/slow"), site.url("/")],
+            state=str(tmp_path / "s.sqlite"),
+            max_depth=1,
+            robots=False,
+            per_host_rate=20,
+        )
+        try:
+            got = [next(crawl) for _ in range(3)]
+        finally:
+            crawl.close()  # stops the crawl, the hanging fetch with it
+        assert "/slow" in site.requests and "/slow" not in {path_of(site, r["url"]) for r in got}
+        assert all(r["status"] == "ok" for r in got)
+        with closing(sqlite3.connect(tmp_path / "s.sqlite")) as db:
+            kept = {path_of(site, url) for (url,) in db.execute("SELECT url FROM pages")}
+        assert {path_of(site, r["url"]) for r in got} <= kept  # each record in the state before it came out

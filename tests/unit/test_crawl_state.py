@@ -67,3 +67,51 @@ def test_the_file_is_wal_and_at_the_current_schema(tmp_path):
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_pages_written_at_the_commit_read_as_written_before_it(tmp_path):
+    # Page writes wait for the commit (one executemany a round): every read sees them all the same,
+    # in the order they were made, and a close without a commit keeps them.
+    path = tmp_path / "s.sqlite"
+    first = CrawlState(path)
+    for url in ("http://a.com/", "http://a.com/2"):
+        first.save_page(url, 0, record(url), sha256="old", etag='"1"')
+    first.finish()
+    first.close()
+    state = CrawlState(path)
+    assert state.stored("http://a.com/").sha256 == "old"
+    state.save_page("http://a.com/", 1, record("http://a.com/"), sha256="new", etag='"2"')
+    assert state.stored("http://a.com/") is None  # replaced by this run, not committed yet
+    assert state.stored("http://a.com/2").sha256 == "old"
+    state.save_page("http://a.com/2", 2, record("http://a.com/2"), sha256="old", fetched=False)  # a 304
+    assert sorted(state.done()) == [
+        ("http://a.com/", 1, record("http://a.com/")),
+        ("http://a.com/2", 2, record("http://a.com/2")),
+    ]
+    state.save_page("http://a.com/3", 1, record("http://a.com/3"), sha256="c")
+    assert state.page_count() == 3
+    state.save_page("http://a.com/4", 1, record("http://a.com/4"), sha256="d")
+    state.close()  # not finished, not committed since the last read: the pages stay all the same
+    again = CrawlState(path)
+    assert again.continuing and sorted(url for url, _, _ in again.done())[-1] == "http://a.com/4"
+    etags = dict(again._db.execute("SELECT url, etag FROM pages").fetchall())
+    again.close()
+    assert etags == {
+        "http://a.com/": '"2"',
+        "http://a.com/2": '"1"',
+        "http://a.com/3": None,
+        "http://a.com/4": None,
+    }
+
+
+def test_a_fresh_file_knows_no_page_and_a_later_run_knows_the_earlier_ones(tmp_path):
+    path = tmp_path / "s.sqlite"
+    state = CrawlState(path)
+    state.save_page("http://a.com/", 0, record("http://a.com/"), sha256="h")
+    state.commit()
+    assert state.stored("http://a.com/") is None  # only earlier runs' pages are "stored"
+    state.finish()
+    state.close()
+    later = CrawlState(path)
+    assert later.stored("http://a.com/").sha256 == "h"
+    later.close()
