@@ -112,10 +112,15 @@ class JobValues:
 
     def prepare_all(self, calls: list[Call]) -> list[Call]:
         """``prepare`` the runner's calls (each tagged with its item), a chunk at once."""
-        if self.seen or self.no_keep:
+        if self.seen:
             return [self.prepare(call, call.tag) for call in calls]
-        for call in calls:  # the common chunk: every result may stay, no argument is a reference
-            call.keep = True
+        no_keep = self.no_keep
+        if not no_keep:  # the common chunk: every result may stay, no argument is a reference
+            for call in calls:
+                call.keep = True
+            return calls
+        for call in calls:  # a dynamic map's source keeps nothing: its list is expanded here
+            call.keep = call.tag.id not in no_keep
         return calls
 
     def ready(self, calls: list[Call]) -> list[Call]:

@@ -9,6 +9,7 @@ was written; waiting tasks cost memory, never a thread.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from pyrocluster.jobs.spec import CallbackSpec, JobSpec
 Write = Callable[[list[dict[str, Any]]], None]
 KEPT_CHUNK = 1024
 """Kept (``--resume``) outcomes fed back to the graph together."""
+_ID, _STATUS = operator.itemgetter("id"), operator.itemgetter("status")
 
 
 def _never(loc: Any, message: str) -> Exception:  # pragma: no cover - load_job validated the graph
@@ -259,12 +261,15 @@ class Workflow:
             return graph_view(self.flow.graph, self.counts)
 
     def _tally(self, records: list[dict[str, Any]]) -> None:
+        """Count outcomes per task (a map's items under the map), a chunk's distinct pairs at once."""
         nodes = self.flow.graph.nodes
-        for record in records:
-            unit_id = record["id"]
-            node_id = unit_id if unit_id in nodes else unit_id.rpartition("-")[0]
+        pairs = Counter(
+            (unit_id if unit_id in nodes else unit_id.rpartition("-")[0], status)
+            for unit_id, status in zip(map(_ID, records), map(_STATUS, records), strict=True)
+        )
+        for (node_id, status), n in pairs.items():
             if node_id in nodes:
-                self.counts.setdefault(node_id, Counter())[record["status"]] += 1
+                self.counts.setdefault(node_id, Counter())[status] += n
 
     def _outcomes(self, records: list[dict[str, Any]]) -> None:
         graph = self.flow.graph

@@ -202,6 +202,16 @@ def test_refs_are_found_at_any_depth_and_resolved_without_touching_the_spec() ->
     assert args[2] == {"$result": "b-1"}
 
 
+def test_refs_next_to_long_runs_of_plain_values_are_found_and_plain_lists_hold_none() -> None:
+    numbers = list(range(20_000))
+    assert list(find_refs([numbers, [numbers]], ("args",))) == []
+    args = [numbers, [*numbers, [0, {"$result": "a"}]], ["x", 1.5, None, {"k": {"$result": "b"}}]]
+    assert [(ref["$result"], loc) for ref, loc in find_refs(args, ("args",))] == [
+        ("a", ("args", 1, 20_000, 1)),
+        ("b", ("args", 2, 3, "k")),
+    ]
+
+
 def test_callbacks_come_from_the_task_or_the_defaults_and_null_turns_them_off(tmp_path: Path) -> None:
     spec = load(
         tmp_path,
