@@ -120,10 +120,11 @@ class Listing:
 
 
 def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune: bool = False) -> Listing:
-    """One round of name-server lookups; ClusterUnreachable when it is down. ``prune`` drops expired jobs."""
+    """One round of name-server lookups; ClusterUnreachable when it is down. ``prune`` drops expired
+    jobs when no one did for ``finished.PRUNE_EVERY_S``."""
     ns = registry.connect(settings, timeout_s=timeout_s)
     try:
-        if prune:
+        if prune and finished.prune_due(ns, time.time()):
             finished.prune(ns)
         schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
         paused = paused_schedules(ns)

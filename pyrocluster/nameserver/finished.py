@@ -6,6 +6,10 @@ entry as JSON in the metadata, with the wall-clock time it ended) and ``pyroclus
 (its last failures with tracebacks), both under a placeholder URI nothing listens on. Readers
 ignore records older than ``KEEP_FINISHED_S``; jobs and the dashboard delete them (``prune``).
 The failures live apart so that ``status`` lists summaries without fetching tracebacks.
+
+Pruning lists every record with its metadata: 57 ms at 1,000 records (a job a second for 15
+minutes), which every job's end waited for. A job's end now prunes only when no job did in the
+last ``PRUNE_EVERY_S`` (a mark, ``PRUNED_MARK``, says when one last did): one look-up otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+
+import Pyro5.errors
 
 FINISHED_PREFIX = "pyrocluster.finished."
 FAILURES_PREFIX = "pyrocluster.failures."
@@ -23,6 +29,10 @@ PLACEHOLDER_URI = "PYRO:pyrocluster.finished@127.0.0.1:9"
 """Registrations need a URI; these are records, not objects, so the URI points at the discard port."""
 KEEP_FINISHED_S = 900.0
 """Seconds a finished job stays listed (the spec asks for at least 10 minutes)."""
+PRUNE_EVERY_S = 60.0
+"""A job's end prunes when no job's end did for this long (readers skip expired records anyway)."""
+PRUNED_MARK = FINISHED_PREFIX + "~pruned"
+"""When a job's end last pruned (``META_ENDED``); no status entry, so readers pass it over."""
 
 
 def register_finished(
@@ -44,7 +54,8 @@ def register_finished(
         safe=False,
         metadata={meta_ended, META_ENTRY + json.dumps(entry, separators=(",", ":"))},
     )
-    prune(ns, ended)
+    if prune_due(ns, ended):
+        prune(ns, ended)
 
 
 def _meta(metadata: Any, prefix: str) -> str | None:
@@ -103,6 +114,20 @@ def expired(listing: dict[str, Any], now: float, keep_s: float = KEEP_FINISHED_S
         if now - ended > keep_s:
             names.append(name)
     return names
+
+
+def prune_due(ns: Any, now: float) -> bool:
+    """True when no job's end pruned in the ``PRUNE_EVERY_S`` before ``now``; the mark then says
+    ``now`` (two jobs ending together may both prune: removing is idempotent)."""
+    try:
+        _uri, metadata = ns.lookup(PRUNED_MARK, return_metadata=True)
+        last = float(_meta(metadata, META_ENDED) or 0.0)
+    except (Pyro5.errors.NamingError, ValueError):
+        last = 0.0
+    if 0.0 <= now - last < PRUNE_EVERY_S:
+        return False
+    ns.register(PRUNED_MARK, PLACEHOLDER_URI, safe=False, metadata={f"{META_ENDED}{now:.3f}"})
+    return True
 
 
 def prune(ns: Any, now: float | None = None, keep_s: float = KEEP_FINISHED_S) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import Pyro5.errors
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,13 +40,18 @@ def test_error_of_reads_packed_and_plain_errors():
 
 
 class FakeNameServer:
-    """The three name-server calls finished.py makes, on a dict (the real one is tested over the wire)."""
+    """The name-server calls finished.py makes, on a dict (the real one is tested over the wire)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[str, set[str]]] = {}
 
     def register(self, name, uri, safe=False, metadata=None):
         self.entries[name] = (uri, set(metadata or ()))
+
+    def lookup(self, name, return_metadata=False):
+        if name not in self.entries:
+            raise Pyro5.errors.NamingError(f"unknown name: {name}")
+        return self.entries[name]
 
     def list(self, prefix="", return_metadata=False):
         return {k: v for k, v in self.entries.items() if k.startswith(prefix)}
@@ -66,8 +72,31 @@ def test_finished_jobs_listed_newest_first_then_pruned_after_the_keep_time():
     assert finished.finished_failures(ns, "a@h-1-1") == [fail]
     assert [e["name"] for e in finished.find_finished(ns, now=1000.0 + finished.KEEP_FINISHED_S + 1)] == ["b"]
     assert finished.prune(ns, now=1000.0 + finished.KEEP_FINISHED_S + 1) == 2
-    assert sorted(ns.entries) == ["pyrocluster.failures.b@h-1-2", "pyrocluster.finished.b@h-1-2"]
+    assert sorted(ns.entries) == [
+        "pyrocluster.failures.b@h-1-2",
+        "pyrocluster.finished.b@h-1-2",
+        finished.PRUNED_MARK,
+    ]
     assert finished.KEEP_FINISHED_S >= 600
+
+
+def test_a_jobs_end_prunes_at_most_once_a_minute_across_jobs():
+    # Pruning lists every record: a job's end does it only when no job's end did for PRUNE_EVERY_S.
+    ns = FakeNameServer()
+    finished.register_finished(ns, "old@h-1-1", {"name": "old"}, [], now=1000.0)  # prunes: no mark yet
+    finished.register_finished(ns, "gone@h-1-2", {"name": "gone"}, [], now=1001.0)  # not due
+    expiry = 1000.0 + finished.KEEP_FINISHED_S + 1
+    finished.register_finished(ns, "a@h-1-3", {"name": "a"}, [], now=expiry)  # due: "old" expired, pruned
+    assert "pyrocluster.finished.old@h-1-1" not in ns.entries
+    assert "pyrocluster.finished.gone@h-1-2" in ns.entries  # one second younger: kept
+    later = expiry + finished.PRUNE_EVERY_S - 1
+    finished.register_finished(ns, "b@h-1-4", {"name": "b"}, [], now=later)
+    assert "pyrocluster.finished.gone@h-1-2" in ns.entries  # expired, but no prune is due yet
+    assert [e["name"] for e in finished.find_finished(ns, now=later)] == ["b", "a"]  # readers skip both
+    finished.register_finished(ns, "c@h-1-5", {"name": "c"}, [], now=later + 1)
+    assert "pyrocluster.finished.gone@h-1-2" not in ns.entries
+    assert "pyrocluster.failures.gone@h-1-2" not in ns.entries
+    assert sorted(e["name"] for e in finished.find_finished(ns, now=later + 1)) == ["a", "b", "c"]
 
 
 def test_collector_sums_histograms_and_keeps_one_row_per_job_name():
