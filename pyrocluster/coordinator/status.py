@@ -124,8 +124,8 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
     jobs when no one did for ``finished.PRUNE_EVERY_S``."""
     ns = registry.connect(settings, timeout_s=timeout_s)
     try:
-        if prune and finished.prune_due(ns, time.time()):
-            finished.prune(ns)
+        if prune:
+            finished.prune_if_due(ns, time.time())
         schedules = published_schedules(ns.list(prefix=SCHEDULER_PREFIX, return_metadata=True), time.time())
         paused = paused_schedules(ns)
         for schedule in schedules:

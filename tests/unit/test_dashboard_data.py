@@ -99,6 +99,18 @@ def test_a_jobs_end_prunes_at_most_once_a_minute_across_jobs():
     assert sorted(e["name"] for e in finished.find_finished(ns, now=later + 1)) == ["a", "b", "c"]
 
 
+def test_a_reader_that_may_not_delete_leaves_the_records_to_the_jobs():
+    ns = FakeNameServer()
+    finished.register_finished(ns, "old@h-1-1", {"name": "old"}, [], now=1000.0)
+
+    def refused(*args, **kwargs):
+        raise PermissionError("viewer may not register names")
+
+    ns.register = refused  # a viewer's status or dashboard: the name server refuses its writes
+    assert finished.prune_if_due(ns, 1000.0 + finished.KEEP_FINISHED_S + 61) == 0
+    assert "pyrocluster.finished.old@h-1-1" in ns.entries
+
+
 def test_collector_sums_histograms_and_keeps_one_row_per_job_name():
     worker = {"name": "w1", "state": "ready", "slots": 2, "busy": 1, "done": 3, "failed": 1}
     gone = {**worker, "name": "w2", "state": "unreachable", "done": 0, "failed": 0}
