@@ -9,6 +9,7 @@ open the connections), so the threads used do not depend on the number of worker
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pyrocluster.config import Settings
@@ -55,12 +56,18 @@ class KeptChannels:
         self._by_uri = {}
 
 
+OnAnswer = Callable[[int, Answer], None]
+"""Told each answer as it comes: the target's index and the answer."""
+
+
 def call_each(
     settings: Settings,
     targets: list[tuple[str, str]],
     timeout_s: float,
     wire: Wire | None = None,
     kept: KeptChannels | None = None,
+    on_answer: OnAnswer | None = None,
+    enough: threading.Event | None = None,
 ) -> list[Answer]:
     """``method()`` on each ``(uri, method)`` at once; answers in order, each within ``timeout_s``.
 
@@ -68,13 +75,15 @@ def call_each(
     connections ``kept`` from the last round when given, else on new ones closed after. A
     connection attempt counts against the same ``timeout_s``; anything still out after twice
     that (connections queued behind silent peers) is answered with :class:`NoAnswer`.
+    ``on_answer`` hears each answer as it comes (on the wire's threads: it must not block); setting
+    ``enough`` ends the round early, the calls still out answered with :class:`NoAnswer`.
     """
     if not targets:
         return []
     if kept is None:
-        return _round(settings, targets, timeout_s, wire, None)
+        return _round(settings, targets, timeout_s, wire, None, on_answer, enough)
     with kept.turn:
-        return _round(settings, targets, timeout_s, wire, kept)
+        return _round(settings, targets, timeout_s, wire, kept, on_answer, enough)
 
 
 def _round(
@@ -83,11 +92,13 @@ def _round(
     timeout_s: float,
     wire: Wire | None,
     kept: KeptChannels | None,
+    on_answer: OnAnswer | None,
+    enough: threading.Event | None,
 ) -> list[Answer]:
     answers: list[Answer | None] = [None] * len(targets)
     lock = threading.Lock()
     remaining = [len(targets)]
-    all_in = threading.Event()
+    all_in = enough if enough is not None else threading.Event()  # every answer in, or the caller's
     own = wire is None
     on = Wire("fanout") if wire is None else wire
     uris = [uri for uri, _ in targets]
@@ -103,6 +114,8 @@ def _round(
                 remaining[0] -= 1
                 if remaining[0] == 0:
                     all_in.set()
+            if on_answer is not None:
+                on_answer(i, (result, exc))
 
         return done
 

@@ -22,13 +22,12 @@ from typing import TypeVar
 
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.coordinator.preflight import look_up_live
-from pyrocluster.nameserver.registry import WorkerEntry
+from pyrocluster.coordinator.preflight import LiveLookup, start_look_up
 
 T = TypeVar("T")
 
-Reached = tuple[list[WorkerEntry], Cluster | None]
-"""The live workers of a first look-up, and the job's cluster (None for a dry run)."""
+Reached = tuple[LiveLookup, Cluster | None]
+"""A first look-up of the live workers (its pings under way), and the job's cluster (None for a dry run)."""
 
 
 def ahead(work: Callable[[], T], name: str) -> Future[T]:
@@ -59,7 +58,7 @@ def reach_ahead(settings: Settings, wait_s: float, with_cluster: bool) -> Future
     def reach() -> Reached:
         made = ahead(connected, "reach-cluster") if with_cluster else None
         try:
-            first = look_up_live(settings)
+            first = start_look_up(settings)
         except BaseException:
             if made is not None:
                 made.add_done_callback(_close_made)

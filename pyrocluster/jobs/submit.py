@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +22,11 @@ from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.cluster_ahead import give_up, reach_ahead
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
 from pyrocluster.jobs.runner import JobRunner, JobSummary
-from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, load_job, secret_values
+from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, TaskSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
 from pyrocluster.local import LocalCluster, start_local
 from pyrocluster.nameserver.registry import WorkerEntry
-from pyrocluster.resources import full_ask, unfit_reason
+from pyrocluster.resources import full_ask, shortfall, unfit_reason
 from pyrocluster.roles import audit, require_own
 from pyrocluster.tokens import Role
 
@@ -98,18 +98,52 @@ def check_task_names(spec: JobSpec, offered: set[str]) -> None:
         raise JobFileError.several(problems[:MAX_PROBLEMS])
 
 
+Demand = tuple[str, frozenset[str], tuple[tuple[str, float], ...]]
+"""A task name, the tags its worker must carry, and its resource ask: what tasks share."""
+
+
+def _demands(spec: JobSpec) -> dict[Demand, list[tuple[int, TaskSpec]]]:
+    """The job's distinct demands, each with its tasks ``(index, task)`` in order."""
+    out: dict[Demand, list[tuple[int, TaskSpec]]] = {}
+    for j, task in enumerate(spec.tasks):
+        tags = frozenset(task.tags if task.tags is not None else spec.defaults.tags)
+        out.setdefault((task.call, tags, asked(task, spec.defaults)), []).append((j, task))
+    return out
+
+
+def _unfit(
+    demands: dict[Demand, list[tuple[int, TaskSpec]]], entries: list[WorkerEntry]
+) -> Iterator[tuple[int, TaskSpec, str]]:
+    """``(index, task, reason)`` of each task whose resource ask none of ``entries`` (offering it,
+    with its tags) could ever fit."""
+    for (call, tags, raw_ask), tasks in demands.items():
+        ask = full_ask(dict(raw_ask))
+        totals = [dict(e.resources) for e in entries if call in e.tasks and tags <= e.tags]
+        if not totals or shortfall(ask, totals) is None:
+            continue
+        for j, task in tasks:
+            yield j, task, unfit_reason(task.id, ask, totals) or ""
+
+
+def checks_pass(spec: JobSpec) -> Callable[[list[WorkerEntry]], bool]:
+    """Whether live workers are enough for the job's checks: each called task offered by one, each
+    resource ask fitting one (the look-up stops waiting for other workers' answers then)."""
+    names = {name for _, name in called_tasks(spec)}
+    demands = _demands(spec)
+
+    def enough(live: list[WorkerEntry]) -> bool:
+        offered = {name for e in live for name in e.tasks}
+        return names <= offered and next(_unfit(demands, live), None) is None
+
+    return enough
+
+
 def check_resources(spec: JobSpec, entries: list[WorkerEntry]) -> None:
     """JobFileError for every task whose resource ask no live worker (offering it, with its tags)
     could ever fit, naming the task, the resource and the largest amount any such worker has."""
     text = _JobText(spec.path)
     problems: list[JobFileError] = []
-    for j, task in enumerate(spec.tasks):
-        ask = full_ask(dict(asked(task, spec.defaults)))
-        tags = set(task.tags if task.tags is not None else spec.defaults.tags)
-        totals = [dict(e.resources) for e in entries if task.call in e.tasks and tags <= e.tags]
-        reason = unfit_reason(task.id, ask, totals) if totals else None
-        if reason is None:
-            continue
+    for j, task, reason in sorted(_unfit(_demands(spec), entries), key=lambda problem: problem[0]):
         own = task.resources is not None
         loc: tuple[Any, ...] = ("tasks", j, "resources") if own else ("defaults", "resources")
         line = text.line_of(loc)
@@ -193,7 +227,7 @@ def _submit(
     crawl: CrawlRun | None = None
     try:
         first, cluster = reached.result() if reached is not None else (None, None)
-        entries = wait_for_workers(settings, needs_of(spec), options.wait_s, first)
+        entries = wait_for_workers(settings, needs_of(spec), options.wait_s, first, checks_pass(spec))
         if spec.tasks:
             check_task_names(spec, {name for e in entries for name in e.tasks})
             check_resources(spec, entries)
