@@ -117,23 +117,34 @@ def _unfit(
     """``(index, task, reason)`` of each task whose resource ask none of ``entries`` (offering it,
     with its tags) could ever fit."""
     for (call, tags, raw_ask), tasks in demands.items():
-        ask = full_ask(dict(raw_ask))
-        totals = [dict(e.resources) for e in entries if call in e.tasks and tags <= e.tags]
+        ask, totals = full_ask(dict(raw_ask)), _totals(entries, call, tags)
         if not totals or shortfall(ask, totals) is None:
             continue
         for j, task in tasks:
             yield j, task, unfit_reason(task.id, ask, totals) or ""
 
 
+def _totals(entries: list[WorkerEntry], call: str, tags: frozenset[str]) -> list[dict[str, float]]:
+    """The resources of the workers among ``entries`` that offer task ``call`` and carry ``tags``."""
+    return [dict(e.resources) for e in entries if call in e.tasks and tags <= e.tags]
+
+
 def checks_pass(spec: JobSpec) -> Callable[[list[WorkerEntry]], bool]:
-    """Whether live workers are enough for the job's checks: each called task offered by one, each
-    resource ask fitting one (the look-up stops waiting for other workers' answers then)."""
+    """Whether live workers already pass every check the job's would make on all of them: each
+    called task offered by one, each demand met by one that offers the task, carries its tags and
+    fits its ask (the look-up stops waiting for other workers' answers then; a demand no one
+    answering meets waits for every answer, which decide as before)."""
     names = {name for _, name in called_tasks(spec)}
     demands = _demands(spec)
 
     def enough(live: list[WorkerEntry]) -> bool:
-        offered = {name for e in live for name in e.tasks}
-        return names <= offered and next(_unfit(demands, live), None) is None
+        if not names <= {name for e in live for name in e.tasks}:
+            return False
+        for call, tags, raw_ask in demands:
+            totals = _totals(live, call, tags)
+            if not totals or shortfall(full_ask(dict(raw_ask)), totals) is not None:
+                return False
+        return True
 
     return enough
 

@@ -10,7 +10,7 @@ import pytest
 
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.spec import JobSpec, load_job
-from pyrocluster.jobs.submit import check_resources, check_task_names
+from pyrocluster.jobs.submit import check_resources, check_task_names, checks_pass
 from pyrocluster.nameserver.registry import WorkerEntry
 
 JOB = """\
@@ -61,3 +61,27 @@ def test_checks_that_pass_do_not_read_the_file_again(tmp_path: Path) -> None:
     with pytest.raises(JobFileError) as info:  # a problem still names its place, without a line
         check_task_names(spec, {"add"})
     assert info.value.where == "tasks[1].call", str(info.value)
+
+
+def test_the_answers_so_far_are_enough_only_when_every_check_passes_on_them(tmp_path: Path) -> None:
+    # The look-up stops waiting for other workers once these pass: each called task offered, and
+    # each ask fitting a worker that offers its task. Anything less waits for every answer.
+    _, spec = spec_of(tmp_path)
+    enough = checks_pass(spec)
+    adder, small, big = (
+        entry({"add"}, {"cpu": 2}),
+        entry({"frobnicate"}, {"cpu": 2, "gpu": 1}),
+        entry({"frobnicate"}, {"cpu": 2, "gpu": 4}),
+    )
+    assert not enough([adder])  # frobnicate unknown so far
+    assert not enough([adder, small])  # offered, but too small: a bigger one may still answer
+    assert enough([adder, small, big]) and enough([big, adder])
+    tagged = spec_of(tmp_path, JOB + "    tags: [gpu-box]\n")[1]
+    assert not checks_pass(tagged)([adder, big])  # the worker that fits lacks the tag
+    assert checks_pass(tagged)([adder, entry_tagged({"frobnicate"}, {"cpu": 2, "gpu": 2}, {"gpu-box"})])
+
+
+def entry_tagged(tasks: set[str], resources: dict[str, float], tags: set[str]) -> WorkerEntry:
+    """A live worker offering ``tasks`` with these resource totals and tags."""
+    uris = {"compute": "PYRO:t@127.0.0.1:1"}
+    return WorkerEntry("t", uris, {"compute": 2}, frozenset(tags), frozenset(tasks), 2, resources)
