@@ -130,10 +130,10 @@ def _totals(entries: list[WorkerEntry], call: str, tags: frozenset[str]) -> list
 
 
 def checks_pass(spec: JobSpec) -> Callable[[list[WorkerEntry]], bool]:
-    """Whether live workers already pass every check the job's would make on all of them: each
+    """Whether the workers that answered so far already pass every check the job makes: each
     called task offered by one, each demand met by one that offers the task, carries its tags and
-    fits its ask (the look-up stops waiting for other workers' answers then; a demand no one
-    answering meets waits for every answer, which decide as before)."""
+    fits its ask. The look-up stops waiting for other workers' answers then; while a demand is
+    met by none of them, it waits for every answer, and the checks decide on those as before."""
     names = {name for _, name in called_tasks(spec)}
     demands = _demands(spec)
 
