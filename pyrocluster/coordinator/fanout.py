@@ -67,7 +67,7 @@ def call_each(
     wire: Wire | None = None,
     kept: KeptChannels | None = None,
     on_answer: OnAnswer | None = None,
-    enough: threading.Event | None = None,
+    over: threading.Event | None = None,
 ) -> list[Answer]:
     """``method()`` on each ``(uri, method)`` at once; answers in order, each within ``timeout_s``.
 
@@ -75,15 +75,16 @@ def call_each(
     connections ``kept`` from the last round when given, else on new ones closed after. A
     connection attempt counts against the same ``timeout_s``; anything still out after twice
     that (connections queued behind silent peers) is answered with :class:`NoAnswer`.
-    ``on_answer`` hears each answer as it comes (on the wire's threads: it must not block); setting
-    ``enough`` ends the round early, the calls still out answered with :class:`NoAnswer`.
+    ``on_answer`` hears each answer as it comes (on the wire's threads: it must not block). ``over``
+    is set here once every answer is in; a caller that sets it first ends the round early, the
+    calls still out answered with :class:`NoAnswer`.
     """
     if not targets:
         return []
     if kept is None:
-        return _round(settings, targets, timeout_s, wire, None, on_answer, enough)
+        return _round(settings, targets, timeout_s, wire, None, on_answer, over)
     with kept.turn:
-        return _round(settings, targets, timeout_s, wire, kept, on_answer, enough)
+        return _round(settings, targets, timeout_s, wire, kept, on_answer, over)
 
 
 def _round(
@@ -93,12 +94,12 @@ def _round(
     wire: Wire | None,
     kept: KeptChannels | None,
     on_answer: OnAnswer | None,
-    enough: threading.Event | None,
+    over: threading.Event | None,
 ) -> list[Answer]:
     answers: list[Answer | None] = [None] * len(targets)
     lock = threading.Lock()
     remaining = [len(targets)]
-    all_in = enough if enough is not None else threading.Event()  # every answer in, or the caller's
+    all_in = over if over is not None else threading.Event()
     own = wire is None
     on = Wire("fanout") if wire is None else wire
     uris = [uri for uri, _ in targets]

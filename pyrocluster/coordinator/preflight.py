@@ -48,8 +48,8 @@ class LiveLookup:
         self._live = [False] * len(entries)
         self._pending = len(entries)
         self._cond = threading.Condition()
-        self._enough = threading.Event()
-        """Set once a caller took its answer: the pings still out are dropped."""
+        self._over = threading.Event()
+        """Set once every answer is in, or once a caller took its answer (the pings still out are dropped)."""
         if entries:
             threading.Thread(target=self._ping, args=(settings,), name="look-up", daemon=True).start()
 
@@ -62,7 +62,7 @@ class LiveLookup:
 
         try:
             targets = [(e.uris[CONTROL], "ping") for e in self.entries]
-            call_each(settings, targets, PING_TIMEOUT_S, on_answer=answered, enough=self._enough)
+            call_each(settings, targets, PING_TIMEOUT_S, on_answer=answered, over=self._over)
         finally:  # the silent ones never answered: they are not live
             with self._cond:
                 self._pending = 0
@@ -77,7 +77,7 @@ class LiveLookup:
                 if not self._pending:
                     return live
                 if enough(live):
-                    self._enough.set()
+                    self._over.set()
                     return live
                 self._cond.wait()
 

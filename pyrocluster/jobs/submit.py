@@ -135,14 +135,14 @@ def checks_pass(spec: JobSpec) -> Callable[[list[WorkerEntry]], bool]:
     fits its ask. The look-up stops waiting for other workers' answers then; while a demand is
     met by none of them, it waits for every answer, and the checks decide on those as before."""
     names = {name for _, name in called_tasks(spec)}
-    demands = _demands(spec)
+    asks = [(call, tags, full_ask(dict(raw_ask))) for call, tags, raw_ask in _demands(spec)]
 
     def enough(live: list[WorkerEntry]) -> bool:
         if not names <= {name for e in live for name in e.tasks}:
             return False
-        for call, tags, raw_ask in demands:
+        for call, tags, ask in asks:
             totals = _totals(live, call, tags)
-            if not totals or shortfall(full_ask(dict(raw_ask)), totals) is not None:
+            if not totals or shortfall(ask, totals) is not None:
                 return False
         return True
 

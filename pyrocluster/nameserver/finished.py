@@ -8,8 +8,8 @@ ignore records older than ``KEEP_FINISHED_S``; jobs and the dashboard delete the
 The failures live apart so that ``status`` lists summaries without fetching tracebacks.
 
 Pruning lists every record with its metadata: 57 ms at 1,000 records (a job a second for 15
-minutes), which every job's end waited for. A job's end now prunes only when no job did in the
-last ``PRUNE_EVERY_S`` (a mark, ``PRUNED_MARK``, says when one last did): one look-up otherwise.
+minutes), and a job's end waits for it. So a job's end (or the dashboard) prunes only when none
+did in the last ``PRUNE_EVERY_S``, as a mark (``PRUNED_MARK``) says; otherwise it costs one look-up.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def expired(listing: dict[str, Any], now: float, keep_s: float = KEEP_FINISHED_S
     return names
 
 
-def prune_due(ns: Any, now: float) -> bool:
+def _prune_due(ns: Any, now: float) -> bool:
     """True when no job's end pruned in the ``PRUNE_EVERY_S`` before ``now``; the mark then says
     ``now`` (two jobs ending together may both prune: removing is idempotent)."""
     try:
@@ -130,10 +130,10 @@ def prune_due(ns: Any, now: float) -> bool:
 
 
 def prune_if_due(ns: Any, now: float) -> int:
-    """:func:`prune` when it is due (:func:`prune_due`); how many records went. A caller whose
+    """:func:`prune` when it is due (:func:`_prune_due`); how many records went. A caller whose
     role may not delete them (a viewer's ``status`` or dashboard) leaves them to the jobs."""
     try:
-        return prune(ns, now) if prune_due(ns, now) else 0
+        return prune(ns, now) if _prune_due(ns, now) else 0
     except PermissionError:
         return 0
 
