@@ -14,6 +14,7 @@ from pyrocluster.defaults import (
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_NS_HOST,
     DEFAULT_NS_PORT,
+    DEFAULT_REPLY_SPIN_S,
 )
 
 SAFE_SERIALIZERS = ("msgpack", "serpent")
@@ -21,6 +22,8 @@ SAFE_SERIALIZERS = ("msgpack", "serpent")
 SERPENT_GROWTH = 4 / 3
 """Serpent sends bytes as base64: a message in serpent is this much larger."""
 ENVELOPE_BYTES = 1024 * 1024
+MAX_REPLY_SPIN_US = 10_000
+"""The longest ``PYROCLUSTER_REPLY_SPIN_US`` (10 ms: past it, sleeping costs less than spinning)."""
 """What a message holding one big value costs besides it (the call or reply around it)."""
 MAX_VALUE_LIMIT_BYTES = 2 * 1024**3
 """Largest ``max_value_bytes`` accepted (a Pyro5 message announces its size in 32 bits)."""
@@ -79,6 +82,9 @@ class Settings:
     direct: bool = True
     """Lone calls go straight to a worker's slot process (``slots/direct.py``); off: every call
     goes through the worker's compute object."""
+    reply_spin_s: float = DEFAULT_REPLY_SPIN_S
+    """How long the thread waiting for a lone call's reply polls before it sleeps, when that call
+    is the only one out (``coordinator/wire/replyspin.py``); 0: it sleeps at once."""
 
     @property
     def wire_cap_bytes(self) -> int:
@@ -136,6 +142,12 @@ class Settings:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
         if debug is None:
             debug = env.get("PYROCLUSTER_DEBUG", "") not in ("", "0", "false", "no")
+        spin_us = env.get("PYROCLUSTER_REPLY_SPIN_US")
+        if spin_us is not None and not (spin_us.isdigit() and int(spin_us) <= MAX_REPLY_SPIN_US):
+            raise ValueError(
+                f"PYROCLUSTER_REPLY_SPIN_US={spin_us!r}: expected a whole number of microseconds "
+                f"from 0 to {MAX_REPLY_SPIN_US}"
+            )
         max_mb = env.get("PYROCLUSTER_MAX_MESSAGE_MB")
         if max_mb is not None and not (max_mb.isdigit() and 1 <= int(max_mb) <= 4096):
             raise ValueError(f"PYROCLUSTER_MAX_MESSAGE_MB={max_mb!r}: expected a whole number from 1 to 4096")
@@ -152,6 +164,7 @@ class Settings:
             max_message_bytes=int(max_mb) * 1024 * 1024 if max_mb else DEFAULT_MAX_MESSAGE_BYTES,
             max_value_bytes=_value_cap(max_value_bytes, env.get("PYROCLUSTER_MAX_VALUE_BYTES")),
             direct=env.get("PYROCLUSTER_DIRECT", "1").lower() not in ("0", "false", "no", "off"),
+            reply_spin_s=int(spin_us) / 1e6 if spin_us is not None else DEFAULT_REPLY_SPIN_S,
         )
 
     def child_env(self) -> dict[str, str]:

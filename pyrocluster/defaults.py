@@ -54,3 +54,5 @@ DEFAULT_SCHEDULER_STATE = "runs/scheduler.state.json"
 """The scheduler's local copy of each schedule's newest decided tick."""
 DEFAULT_FORGET_AFTER_S = 600.0
 """Seconds a registered worker or job may stay silent before the name server forgets it."""
+DEFAULT_REPLY_SPIN_S = 100e-6
+"""Seconds the thread waiting for a lone call's reply polls without sleeping first (``replyspin.py``)."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pyrocluster.coordinator.channel import Channel
     from pyrocluster.coordinator.keptresults import KeptResults
     from pyrocluster.coordinator.wire import Wire
+    from pyrocluster.coordinator.wire.replyspin import ReplySpin
 
 _batch_ids = itertools.count(1)
 _call_ids = itertools.count(1)
@@ -240,7 +241,7 @@ class Batch:
 
     __slots__ = (
         "id", "requirement", "service", "cost_key", "calls", "sent_at", "deadline", "moved",
-        "by_sender", "push",
+        "by_sender", "push", "awake",
     )  # fmt: skip
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
@@ -260,6 +261,9 @@ class Batch:
         """True when the thread that sends it writes its request itself, once it holds no lock."""
         self.push: Callable[[], None] | None = None
         """Set by the link for such a batch: writes its request now (see ``Dispatcher.submit``)."""
+        self.awake: ReplySpin | None = None
+        """Set for a lone call sent while nothing else was in flight: how its thread awaits the
+        reply (``wire/replyspin.py``)."""
 
     def timeouts(self) -> list[float]:
         """Each call's timeout, in seconds."""

@@ -93,7 +93,9 @@ class DirectRoute:
         """Channels with a direct call out (cut with the link's others when the worker is set aside)."""
         self._open: dict[int, int] = {}
         """Channels per port: idle, busy, or connecting."""
-        self._connecting = False
+        self._connecting: set[int] = set()
+        """Ports a channel is being connected to, one at a time each (a slot busy with a long call
+        answers a connect only after that call: its port must not hold back the others')."""
         self._stopped = False
         self.sent = 0
         """Calls sent here (they ran here, or went the ordinary way after)."""
@@ -126,10 +128,11 @@ class DirectRoute:
                     channel = idle.pop()
                     self.busy.add(channel)
                     return port, channel
-            if self._connecting:
+            free = [p for p in self._ports if p not in self._connecting]
+            if not free:
                 return None
-            self._connecting = True
-            port = min(self._ports, key=lambda p: self._open.get(p, 0))
+            port = min(free, key=lambda p: self._open.get(p, 0))
+            self._connecting.add(port)
             self._open[port] = self._open.get(port, 0) + 1
         channel = Channel(f"PYRO:{self._object}@{self._host}:{port}", self._settings)
 
@@ -138,7 +141,7 @@ class DirectRoute:
                 self._put_back(port, channel, keep=exc is None, lent=exc is None)
             finally:
                 with self._lock:
-                    self._connecting = False
+                    self._connecting.discard(port)
 
         self._wire.connect_later(channel, connected)
         return None
@@ -204,7 +207,7 @@ class DirectRoute:
             return False
         wire = self._wire
         call_no = lonecall.start(wire, channel, done)
-        reader = functools.partial(lonecall.read, wire, channel, call_no)
+        reader = functools.partial(lonecall.read, wire, channel, call_no, awake=batch.awake)
         unread = batch.sent_on(reader, functools.partial(wire.watch, channel, call_no))
         batch.push = functools.partial(lonecall.write, wire, channel, call_no, data, unread)
         return True

@@ -41,6 +41,7 @@ from pyrocluster.coordinator.policy import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.wire import Wire
+from pyrocluster.coordinator.wire.replyspin import ReplySpin
 from pyrocluster.errors import ClusterUnreachable, WorkerUnavailable
 from pyrocluster.nameserver.registry import WorkerEntry
 from pyrocluster.resources import unfit_reason
@@ -91,6 +92,8 @@ class Dispatcher(LoneLane, Failover):
         self._turn = 0
         self._home = zlib.crc32(self.sender_id.encode())
         """Where this coordinator's cheap calls look for a worker first (``balancer.first_look``)."""
+        self._awake = ReplySpin(settings.reply_spin_s)
+        """How a lone call's thread awaits its reply when it is the only call out (``lonelane.py``)."""
         self._cond = threading.Condition()
         self._room = WaitingRoom()
         self._back: list[Call] = []

@@ -46,6 +46,7 @@ from pyrocluster.coordinator.calls import (
 )
 from pyrocluster.coordinator.queues import WaitingRoom
 from pyrocluster.coordinator.replies import Outcome
+from pyrocluster.coordinator.wire.replyspin import ReplySpin
 from pyrocluster.errors import WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class LoneLane:
     _room: WaitingRoom
     _turn: int
     _home: int
+    _awake: ReplySpin
     _costs: dict[tuple[str, str], balancer.CallCost]
     _out: Counter[tuple[str, str]]
     _candidates_for: Callable[[Requirement], list[WorkerRecord]]
@@ -112,6 +114,8 @@ class LoneLane:
         if rec is None:
             return None
         batch.by_sender = True
+        if not any(self._out.values()):  # one call at a time: its reply is awaited awake
+            batch.awake = self._awake
         self._send(rec, batch)
         return batch
 

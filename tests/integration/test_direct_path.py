@@ -295,7 +295,7 @@ def test_a_slot_killed_while_the_caller_reads_its_reply_fails_the_call_over(
     monkeypatch.setattr(readhere, "INLINE_WAIT_S", 60.0)  # the caller holds the socket throughout
     reading: list[Any] = []
     read = lonecall.read
-    monkeypatch.setattr(lonecall, "read", lambda *a: reading.append(a[1]) or read(*a))
+    monkeypatch.setattr(lonecall, "read", lambda *a, **k: reading.append(a[1]) or read(*a, **k))
     gate, started = tmp_path / "gate", tmp_path / "started"
     with Cluster(solo.settings.ns_address, retries=1) as cluster:
         pid = went_direct(cluster, solo)

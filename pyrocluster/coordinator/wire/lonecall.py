@@ -44,6 +44,7 @@ from pyrocluster.coordinator.frames import AGAIN, EAGER_BYTES, WRITE_CHUNK, Requ
 from pyrocluster.coordinator.wire.caller import Wire
 from pyrocluster.coordinator.wire.core import LOOP_TICK_S
 from pyrocluster.coordinator.wire.plainreply import NOT_PLAIN, plain_value
+from pyrocluster.coordinator.wire.replyspin import ReplySpin, spin
 
 
 def fits(channel: Channel, data: bytes) -> bool:
@@ -90,10 +91,11 @@ def write(wire: Wire, channel: Channel, call_no: int, data: bytes, unread: bool)
     wire._written(channel, call_no, sock, unread)
 
 
-def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
+def read(wire: Wire, channel: Channel, call_no: int, wait_s: float, awake: ReplySpin | None = None) -> bool:
     """Read call ``call_no``'s reply on this thread if it comes within ``wait_s``: True once the
     call is over (its ``done`` called). A call not left unread for this thread goes through
-    ``Wire.receive_here``; a late reply goes back to the loop."""
+    ``Wire.receive_here``; a late reply goes back to the loop. With ``awake``, the wait first
+    polls without sleeping for as long as it says (``replyspin.py``)."""
     with wire._lock:
         sock = None
         if (
@@ -111,6 +113,13 @@ def read(wire: Wire, channel: Channel, call_no: int, wait_s: float) -> bool:
     until = time.monotonic() + wait_s
     poller = channel.poller(sock, select.POLLIN)
     ready = False
+    window = awake.window() if awake is not None else 0.0
+    if window:
+        try:
+            ready = spin(poller.poll, window)
+        except (OSError, ValueError):
+            ready = True  # a socket gone: the receive reports it
+        awake.caught(ready)  # type: ignore[union-attr]  # a window comes only from awake
     while True:
         if channel.timed_out or channel.cut_no == call_no:  # a cut asked before the reply is read wins
             wire._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
