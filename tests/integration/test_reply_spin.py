@@ -1,6 +1,9 @@
 """A lone call's reply awaited awake (``coordinator/wire/replyspin.py``) on a real worker: one call
 at a time spins and is caught, a call out beside another sleeps, a task slower than the window
-backs the spinning off, and a zero window turns it off; every result is right throughout."""
+backs the spinning off, and a zero window turns it off; every result is right throughout.
+
+Beside a long call in one slot, lone calls go straight to the worker's other slot: the connect to
+the busy slot (answered only after its call) must not hold back the one to the free slot."""
 
 from __future__ import annotations
 
@@ -58,7 +61,9 @@ def test_lone_calls_one_at_a_time_are_awaited_awake(ns: str) -> None:
         assert cluster.in_flight() == 0
 
 
-def test_a_call_out_beside_another_is_awaited_asleep(ns: str, tmp_path: Path) -> None:
+def test_beside_a_long_call_lone_calls_go_straight_to_the_free_slot_and_sleep(
+    ns: str, tmp_path: Path
+) -> None:
     gate, started = tmp_path / "gate", tmp_path / "started"
     duo = RawWorker(ns, "duo")
     with Cluster(ns) as cluster:
