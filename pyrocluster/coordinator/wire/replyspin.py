@@ -17,12 +17,13 @@ up to ``MAX_SKIP``; a reply caught while spinning ends the run. A task that take
 window therefore costs its callers one wasted window in ``MAX_SKIP`` calls.
 
 The cost: the spinning thread holds the CPU it waits on (the window at most: a lone ``add`` on
-this machine used 30-35 us more CPU on the calling thread) and takes the interpreter lock
+this machine used about 22 us more CPU on the calling thread) and takes the interpreter lock
 between polls, so other Python threads of the process run between its polls or after the window.
 
-The figure it buys: a lone ``add`` on two local workers 131-145 -> 106-116 us (a raw Pyro5 call
-in the same runs: 74-100 us); a bare request to a slot and its reply 94-105 -> 38-39 us
-(BENCHMARKS.md, "The lone call's reply awaited awake").
+The figure it buys: a lone ``add`` on two local workers 146-160 -> 108-117 us (``python -m
+bench.reply_spin``, nine alternating rounds; a raw Pyro5 call: 80-86 us in the full runs); a bare
+request to a slot and its reply 94-105 -> 38-39 us (BENCHMARKS.md, the runs of 11:35-12:15 UTC,
+"the lone call's reply awaited awake").
 """
 
 from __future__ import annotations
