@@ -22,9 +22,9 @@ SAFE_SERIALIZERS = ("msgpack", "serpent")
 SERPENT_GROWTH = 4 / 3
 """Serpent sends bytes as base64: a message in serpent is this much larger."""
 ENVELOPE_BYTES = 1024 * 1024
+"""What a message holding one big value costs besides it (the call or reply around it)."""
 MAX_REPLY_SPIN_US = 10_000
 """The longest ``PYROCLUSTER_REPLY_SPIN_US`` (10 ms: past it, sleeping costs less than spinning)."""
-"""What a message holding one big value costs besides it (the call or reply around it)."""
 MAX_VALUE_LIMIT_BYTES = 2 * 1024**3
 """Largest ``max_value_bytes`` accepted (a Pyro5 message announces its size in 32 bits)."""
 MIN_VALUE_LIMIT_BYTES = 1024
