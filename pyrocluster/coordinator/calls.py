@@ -128,6 +128,9 @@ class TaskFuture(ReadHere):
         self.call = call
         self.canceller: Callable[[list[Call], bool], list[Call]] | None = None
         """Set by the dispatcher that holds the call: cancels it (see ``Dispatcher.cancel``)."""
+        self.expediter: Callable[[Call], None] | None = None
+        """Set by the dispatcher while the call, submitted alone, waits in its queue: sends it alone
+        now that its caller blocks on it, if a worker has room (``LoneLane.expedite``)."""
         self.kept: KeptResults | None = None
         """Set for a call whose big result stays on its worker: reads it when asked, makes it again."""
         self.sources: dict[str, TaskFuture] = {}
@@ -145,6 +148,12 @@ class TaskFuture(ReadHere):
         if type(value) is ValueRef and self.kept is not None:
             value = self._read(value)
         return value
+
+    def _blocked(self) -> None:
+        """The caller blocks on the call: a call submitted alone that still waits is sent now."""
+        expedite, self.expediter = self.expediter, None
+        if expedite is not None and self._state in UNDONE:
+            expedite(self.call)
 
     def raw(self) -> Any:
         """The result as the reply carried it (a kept one as its reference); for a done future."""

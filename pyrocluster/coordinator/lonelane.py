@@ -51,6 +51,10 @@ from pyrocluster.errors import WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
+EXPEDITE_QUEUE = 16
+"""Longest queue a waiting call is taken out of when its caller blocks on it: a few threads each
+calling at once; a longer queue goes out in batches soon anyway, and its calls keep their turns."""
+
 
 class LoneLane:
     """The dispatcher's half for a call submitted alone (a base class of
@@ -86,19 +90,42 @@ class LoneLane:
         with self._cond:
             if self.closed:
                 raise WorkerUnavailable("the cluster is closed")
-            if type(call.waiter) is TaskFuture:
-                call.waiter.canceller = self.cancel
+            future = call.waiter if type(call.waiter) is TaskFuture else None
+            if future is not None:
+                future.canceller = self.cancel
             call.queued_at = now
             batch = self._send_alone(call, now) if not self._back and self._room.empty() else None
             if batch is None:
+                if future is not None:
+                    future.expediter = self.expedite
                 self._room.add_all([call], now)
                 self._dispatch_ready()
         if batch is not None and batch.push is not None:
             batch.push()  # written by this thread now that it holds no lock: no wake-up of the loop
 
-    def _send_alone(self, call: Call, now: float) -> Batch | None:
+    def expedite(self, call: Call) -> None:
+        """Its caller blocks on ``call``, submitted alone and waiting in a short queue (no worker
+        had room, or it was held to ride in its cheap task's next batch): sent alone now if a
+        worker has room and no call of a higher priority waits, read by the caller as any lone
+        call. A few threads calling one task at a time then each have a call out, instead of
+        waiting for another's reply and then for the loop thread to read theirs."""
+        with self._cond:
+            if self.closed or call.done or call.attempts or self._back:
+                return
+            if not self._room.take_out(call, EXPEDITE_QUEUE):
+                return
+            now = self._clock()
+            batch = self._send_alone(call, now, held=False)
+            if batch is None:
+                self._room.add(call, now, front=True)  # no room: it waits as before
+                return
+        if batch.push is not None:
+            batch.push()
+
+    def _send_alone(self, call: Call, now: float, held: bool = True) -> Batch | None:
         """Book one call with nothing else waiting on the freest worker and send it (the path of
-        ``submit().result()`` one at a time); None when it must wait like any other. Under the lock."""
+        ``submit().result()`` one at a time); None when it must wait like any other. Under the lock.
+        Without ``held``, a cheap task's rule that holds calls for its next batch does not apply."""
         req = call.requirement
         cands = self._candidates_for(req)
         if not cands:
@@ -106,7 +133,7 @@ class LoneLane:
         batch = Batch(req, [call])
         key = batch.cost_key
         cost = self._costs.get(key)
-        if cost is not None and balancer.hold(cost, 1, self._out[key], now):
+        if held and cost is not None and balancer.hold(cost, 1, self._out[key], now):
             return None
         near = balancer.near(cands, call.near, req[0], now) if call.refs else None
         start = balancer.first_look(cost, self._turn, self._home)

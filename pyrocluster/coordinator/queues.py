@@ -94,6 +94,21 @@ class WaitingRoom:
             self._drop(req)
         return None
 
+    def take_out(self, call: Call, most: int) -> bool:
+        """Take ``call`` out of its queue to send it now: True when it waited in a queue of at most
+        ``most`` calls and no call of a higher priority waits (it passes none that should go first)."""
+        req = call.requirement
+        queue = self._queues.get(req)
+        if queue is None or len(queue) > most or self._order[0] > req[3]:
+            return False
+        try:
+            queue.remove(call)
+        except ValueError:  # sent meanwhile
+            return False
+        if not queue:
+            self._drop(req)
+        return True
+
     def served(self, req: Requirement, now: float) -> None:
         """``req`` had a batch sent: it goes to the back of its priority's turn."""
         self.since[req] = now

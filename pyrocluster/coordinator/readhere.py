@@ -57,7 +57,9 @@ class ReadHere(LazyConditionFuture):
         """Read the reply on this thread (retries sent from here included) for up to
         ``INLINE_WAIT_S``, after which the loop thread reads; what is left of ``timeout``."""
         if self.reader is None:
-            return timeout
+            self._blocked()
+            if self.reader is None:
+                return timeout
         start = time.monotonic()
         window = INLINE_WAIT_S if timeout is None else min(timeout, INLINE_WAIT_S)
         while self._pending():
@@ -70,6 +72,10 @@ class ReadHere(LazyConditionFuture):
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - start))
         return timeout
+
+    def _blocked(self) -> None:
+        """The caller is about to block on a call that is not its own to read (yet): nothing here
+        (a task's future may have it sent now)."""
 
     def _watch(self) -> None:
         watcher, self.watcher = self.watcher, None

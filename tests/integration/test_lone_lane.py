@@ -86,3 +86,24 @@ def test_a_worker_killed_under_a_lone_call_fails_it_over_and_clears_the_books(
         assert future.worker != busy[0]["name"] and cluster.retried == 1
         assert cluster.in_flight() == 0
         assert cluster.submit("add", 1, 1).result(10) == 2
+
+
+def test_a_call_its_caller_blocks_on_is_not_held_behind_two_long_ones(
+    nameserver: str, worker_factory: Any, tmp_path: Path
+) -> None:
+    # Calls of a task known to be cheap wait to ride in its next batch while two are out. A caller
+    # blocked on one gets it sent alone to a free slot instead: here the two out never end until
+    # the test says, so before, the third call waited for them.
+    worker_factory(1, "--name", "trio", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "3")
+    opened, gate, started = tmp_path / "open", tmp_path / "gate", tmp_path / "started"
+    opened.touch()
+    with Cluster(nameserver) as cluster:
+        assert [cluster.submit("hold", str(opened)).result(10) for _ in range(20)] == [str(opened)] * 20
+        first = cluster.submit("hold", str(gate), 30, str(started))
+        wait_for(started.exists, 10, what="the first long call running")
+        second = cluster.submit("hold", str(gate), 30)
+        assert cluster.submit("hold", str(opened)).result(5) == str(opened)
+        assert not (first.done() or second.done())
+        gate.touch()
+        assert (first.result(20), second.result(20)) == (str(gate), str(gate))
+        assert cluster.in_flight() == 0

@@ -3,7 +3,11 @@ clock we move: what it books, what it learns, and when it leaves the call to the
 
 from __future__ import annotations
 
-from pyrocluster import protocol
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import pytest
+
+from pyrocluster import codec, protocol
 from pyrocluster.coordinator.policy import Happened
 from tests.unit.test_dispatch_policy import Rig, entry, err, ok
 
@@ -64,3 +68,49 @@ def test_a_lone_call_waits_behind_calls_already_queued_even_when_a_worker_is_fre
     assert rig.last("b").calls == [later] and not rig.last("b").by_sender
     rig.reply("a", rig.last("a"), [ok(None)])
     assert rig.last("a").calls == [waiting]
+
+
+def cheap_rig(slots: int = 4) -> Rig:
+    """A rig whose ``add`` is known to be cheap (0.01 ms a call), with two lone calls of it out."""
+    rig = Rig(entry("a", slots=slots), max_batch=64)
+    rig.call()
+    rig.reply("a", rig.last("a"), [[protocol.OK, codec.pack(3), 0.01]])
+    assert rig.d._costs[("compute", "add")].cheap
+    rig.call()
+    rig.call()
+    assert rig.d.in_flight() == 2
+    return rig
+
+
+def test_a_held_call_its_caller_blocks_on_goes_out_alone():
+    rig = cheap_rig()
+    held = rig.call()  # two cheap calls out: it waits to ride in the next batch
+    assert held.attempts == 0 and rig.d.in_flight() == 2
+    with pytest.raises(FutureTimeout):
+        held.future.result(0)  # its caller blocks on it: sent alone now (the fake link never answers)
+    batch = rig.last("a")
+    assert batch.calls == [held] and batch.by_sender and held.attempts == 1
+    assert rig.d.in_flight() == 3 and rig.d._room.empty()
+    rig.reply("a", batch, [ok(3)])
+    assert held.future.result(0) == 3
+
+
+def test_a_held_call_without_room_waits_first_in_line_and_is_sent_once():
+    rig = cheap_rig(slots=2)  # both slots taken
+    held, later = rig.call(), rig.call()
+    with pytest.raises(FutureTimeout):
+        held.future.result(0)
+    assert held.attempts == 0 and list(rig.d._room.calls()) == [held, later]  # still first
+    rig.reply("a", rig.d.links["a"].sent[1], [ok(3)])
+    assert held.attempts == 1 and held in rig.last("a").calls  # its turn came as before
+
+
+def test_a_blocked_caller_passes_no_call_of_a_higher_priority():
+    rig = cheap_rig(slots=2)
+    held = rig.call()
+    urgent = rig.call(priority=5)
+    rig.reply("a", rig.d.links["a"].sent[1], [ok(3)])  # room for one: the urgent call takes it
+    assert urgent.attempts == 1 and held.attempts == 0
+    with pytest.raises(FutureTimeout):
+        held.future.result(0)
+    assert held.attempts == 0, "a call of a higher priority was waiting when it blocked: no room left"
