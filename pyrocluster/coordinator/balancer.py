@@ -33,9 +33,10 @@ CHEAP_IN_FLIGHT = 2
 """Batches of cheap calls of one task in flight at once (enough to keep the coordinator busy),
 unless the queue fills a batch or holds ``CHEAP_ENOUGH`` calls (then up to :func:`most_in_flight`)."""
 REPLY_OVERDUE_S = 0.5
-"""A cheap task with batches out and no reply for this long has them stuck on stalled workers
-(a full batch of cheap calls comes back in 15-100 ms): :func:`most_in_flight` no longer holds its
-queue, so stalled workers slow only their own batches until their probes set them aside."""
+"""A cheap task with batches out and no reply for this long has them stuck on stalled workers or
+on calls far slower than usual (a full batch of cheap calls comes back in 15-100 ms): nothing holds
+its queue any more, so those batches slow only themselves until they end or their workers' probes
+set them aside."""
 COORDINATOR_CALL_S = 5e-6
 """The coordinator's own CPU per call of a batch (encoding it, sending, reading the reply,
 settling the future): about 5 us (4.3-6.4 us a call in a ``map`` of ``add`` at 2 workers,
@@ -216,14 +217,16 @@ def most_in_flight(cost: CallCost) -> int:
 
 
 def _held(cost: CallCost, queued: int, in_flight: int, size: int, now: float | None) -> bool:
-    """Cheap calls wait for a reply: ``most_in_flight`` batches are out and one came within
-    ``REPLY_OVERDUE_S`` before ``now`` (None: whenever), or ``CHEAP_IN_FLIGHT`` are out and the
-    queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``."""
+    """Cheap calls wait for a reply while one came within ``REPLY_OVERDUE_S`` before ``now``
+    (None: whenever) and ``most_in_flight`` batches are out, or ``CHEAP_IN_FLIGHT`` are out and
+    the queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``. Past that
+    silence the batches out are stuck (a stalled worker, a call far slower than its task's
+    usual): the rest, however few, go around them."""
     if not cost.cheap or in_flight < CHEAP_IN_FLIGHT:
         return False
-    if queued < min(size, CHEAP_ENOUGH):
-        return True
-    return in_flight >= most_in_flight(cost) and (now is None or now - cost.heard_at < REPLY_OVERDUE_S)
+    if now is not None and now - cost.heard_at >= REPLY_OVERDUE_S:
+        return False
+    return queued < min(size, CHEAP_ENOUGH) or in_flight >= most_in_flight(cost)
 
 
 def hold(cost: CallCost, queued: int, in_flight: int, now: float | None = None) -> bool:

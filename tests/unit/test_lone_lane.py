@@ -8,6 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import pytest
 
 from pyrocluster import codec, protocol
+from pyrocluster.coordinator.balancer import REPLY_OVERDUE_S
 from pyrocluster.coordinator.policy import Happened
 from tests.unit.test_dispatch_policy import Rig, entry, err, ok
 
@@ -114,3 +115,22 @@ def test_a_blocked_caller_passes_no_call_of_a_higher_priority():
     with pytest.raises(FutureTimeout):
         held.future.result(0)
     assert held.attempts == 0, "a call of a higher priority was waiting when it blocked: no room left"
+
+
+def test_a_trickle_held_behind_stuck_cheap_calls_goes_around_them_once_no_reply_came_for_long():
+    # Two cheap calls out that never answer (a stalled worker, or calls far slower than their
+    # task's usual) held the few calls behind them until one ended: now only for REPLY_OVERDUE_S.
+    rig = cheap_rig()
+    held = [rig.call(), rig.call()]
+    assert not any(c.attempts for c in held)
+
+    def dispatch_after(seconds: float) -> None:
+        rig.clock.now += seconds
+        with rig.d._cond:
+            rig.d._dispatch_ready()  # what the dispatcher's periodic check does
+
+    dispatch_after(REPLY_OVERDUE_S / 2)
+    assert not any(c.attempts for c in held), "a reply may yet come: they wait to ride along"
+    dispatch_after(REPLY_OVERDUE_S / 2)
+    assert all(c.attempts == 1 for c in held) and rig.last("a").calls == held
+    assert rig.d._room.empty()
