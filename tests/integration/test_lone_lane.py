@@ -4,6 +4,7 @@ be sent fails at once, and a worker killed under it fails it over with the books
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,15 +92,26 @@ def test_a_worker_killed_under_a_lone_call_fails_it_over_and_clears_the_books(
 TRIO = ["--name", "trio", "--services", "compute", "--tasks", TASKS_FILE, "--concurrency", "3"]
 
 
-def two_long_calls_out(cluster: Cluster, tmp_path: Path) -> tuple[Path, Path, list[Any]]:
-    """Two calls of ``hold``, a task known to be cheap by then, out and running until the test
-    creates ``gate``; ``opened``, a gate that lets a ``hold`` call end at once; their futures."""
+@contextlib.contextmanager
+def two_long_calls_out(
+    nameserver: str, worker_factory: Any, tmp_path: Path
+) -> Iterator[tuple[Cluster, Path]]:
+    """A cluster of one three-slot worker with two calls of ``hold``, a task known to be cheap by
+    then, out and running throughout the block; ``opened``, a gate that lets a ``hold`` call end at
+    once. After the block, the two end when their gate opens."""
+    worker_factory(1, *TRIO)
     opened, gate, started = tmp_path / "open", tmp_path / "gate", tmp_path / "started"
     opened.touch()
-    assert [cluster.submit("hold", str(opened)).result(10) for _ in range(20)] == [str(opened)] * 20
-    first = cluster.submit("hold", str(gate), 30, str(started))
-    wait_for(started.exists, 10, what="the first long call running")
-    return opened, gate, [first, cluster.submit("hold", str(gate), 30)]
+    with Cluster(nameserver) as cluster:
+        assert [cluster.submit("hold", str(opened)).result(10) for _ in range(20)] == [str(opened)] * 20
+        long_calls = [cluster.submit("hold", str(gate), 30, str(started))]
+        wait_for(started.exists, 10, what="the first long call running")
+        long_calls.append(cluster.submit("hold", str(gate), 30))
+        yield cluster, opened
+        assert not any(f.done() for f in long_calls), "the long calls ran throughout"
+        gate.touch()
+        assert [f.result(20) for f in long_calls] == [str(gate)] * 2
+        assert cluster.in_flight() == 0
 
 
 def test_a_call_its_caller_blocks_on_is_not_held_behind_two_long_ones(
@@ -108,14 +120,8 @@ def test_a_call_its_caller_blocks_on_is_not_held_behind_two_long_ones(
     # Calls of a task known to be cheap wait to ride in its next batch while two are out. A caller
     # blocked on one gets it sent alone to a free slot instead: here the two out never end until
     # the test says, so before, the third call waited for them.
-    worker_factory(1, *TRIO)
-    with Cluster(nameserver) as cluster:
-        opened, gate, long_calls = two_long_calls_out(cluster, tmp_path)
+    with two_long_calls_out(nameserver, worker_factory, tmp_path) as (cluster, opened):
         assert cluster.submit("hold", str(opened)).result(5) == str(opened)
-        assert not any(f.done() for f in long_calls)
-        gate.touch()
-        assert [f.result(20) for f in long_calls] == [str(gate)] * 2
-        assert cluster.in_flight() == 0
 
 
 def test_calls_nobody_waits_on_go_around_two_long_ones_once_no_reply_came_for_long(
@@ -123,12 +129,7 @@ def test_calls_nobody_waits_on_go_around_two_long_ones_once_no_reply_came_for_lo
 ) -> None:
     # The same two long calls held every call of the task submitted after them, however long they
     # ran: now only until REPLY_OVERDUE_S passes without a reply.
-    worker_factory(1, *TRIO)
-    with Cluster(nameserver) as cluster:
-        opened, gate, long_calls = two_long_calls_out(cluster, tmp_path)
+    with two_long_calls_out(nameserver, worker_factory, tmp_path) as (cluster, opened):
         later = [cluster.submit("hold", str(opened)) for _ in range(3)]
         wait_for(lambda: all(f.done() for f in later), 10, what="the later calls ending")
         assert [f.result(0) for f in later] == [str(opened)] * 3
-        assert not any(f.done() for f in long_calls)
-        gate.touch()
-        assert [f.result(20) for f in long_calls] == [str(gate)] * 2
