@@ -22,7 +22,7 @@ between polls, so other Python threads of the process run between its polls or a
 
 The figure it buys: a lone ``add`` on two local workers 146-160 -> 108-117 us (``python -m
 bench.reply_spin``, nine alternating rounds; a raw Pyro5 call: 80-86 us in the full runs); a bare
-request to a slot and its reply 94-105 -> 38-39 us (BENCHMARKS.md, the runs of 11:35-12:40 UTC,
+request to a slot and its reply 94-105 -> 38-39 us (BENCHMARKS.md, the runs of 11:35-13:15 UTC,
 "the lone call's reply awaited awake").
 """
 
