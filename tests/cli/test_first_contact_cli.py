@@ -122,3 +122,18 @@ def test_dry_run_checks_the_file_and_the_workers_and_runs_nothing(tmp_path, name
     assert typo.returncode == 2, typo
     lines = typo.stderr.strip().splitlines()
     assert len(lines) == 2 and "did you mean 'sha256'" in lines[0] and "did you mean 'add'" in lines[1], typo
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("PYROCLUSTER_REPLY_SPIN_US", "fast", "whole number of microseconds from 0 to 10000"),
+        ("PYROCLUSTER_REPLY_SPIN_US", "20000", "whole number of microseconds from 0 to 10000"),
+        ("PYROCLUSTER_MAX_MESSAGE_MB", "0", "whole number from 1 to 4096"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_line_naming_it_and_exit_2(variable, value, problem):
+    result = run_cli("status", "--ns", "127.0.0.1:1", env={variable: value})
+    assert result.returncode == 2, result
+    (message,) = result.stderr.splitlines()
+    assert message.startswith(f"error: {variable}={value!r}: ") and problem in message, message
