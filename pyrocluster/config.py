@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -142,15 +143,8 @@ class Settings:
             raise ValueError(f"serializer {serializer!r} is not allowed (use msgpack or serpent)")
         if debug is None:
             debug = env.get("PYROCLUSTER_DEBUG", "") not in ("", "0", "false", "no")
-        spin_us = env.get("PYROCLUSTER_REPLY_SPIN_US")
-        if spin_us is not None and not (spin_us.isdigit() and int(spin_us) <= MAX_REPLY_SPIN_US):
-            raise ValueError(
-                f"PYROCLUSTER_REPLY_SPIN_US={spin_us!r}: expected a whole number of microseconds "
-                f"from 0 to {MAX_REPLY_SPIN_US}"
-            )
-        max_mb = env.get("PYROCLUSTER_MAX_MESSAGE_MB")
-        if max_mb is not None and not (max_mb.isdigit() and 1 <= int(max_mb) <= 4096):
-            raise ValueError(f"PYROCLUSTER_MAX_MESSAGE_MB={max_mb!r}: expected a whole number from 1 to 4096")
+        spin_us = _whole_number(env, "PYROCLUSTER_REPLY_SPIN_US", 0, MAX_REPLY_SPIN_US, " of microseconds")
+        max_mb = _whole_number(env, "PYROCLUSTER_MAX_MESSAGE_MB", 1, 4096)
         return cls(
             ns_host=host,
             ns_port=port,
@@ -161,10 +155,10 @@ class Settings:
             tls_ca=tls_ca or env.get("PYROCLUSTER_TLS_CA") or None,
             serializer=serializer,
             debug=debug,
-            max_message_bytes=int(max_mb) * 1024 * 1024 if max_mb else DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes=max_mb * 1024 * 1024 if max_mb is not None else DEFAULT_MAX_MESSAGE_BYTES,
             max_value_bytes=_value_cap(max_value_bytes, env.get("PYROCLUSTER_MAX_VALUE_BYTES")),
             direct=env.get("PYROCLUSTER_DIRECT", "1").lower() not in ("0", "false", "no", "off"),
-            reply_spin_s=int(spin_us) / 1e6 if spin_us is not None else DEFAULT_REPLY_SPIN_S,
+            reply_spin_s=spin_us / 1e6 if spin_us is not None else DEFAULT_REPLY_SPIN_S,
         )
 
     def child_env(self) -> dict[str, str]:
@@ -182,6 +176,17 @@ class Settings:
         if not self.direct:
             env["PYROCLUSTER_DIRECT"] = "0"
         return env
+
+
+def _whole_number(env: Mapping[str, str], name: str, low: int, high: int, of: str = "") -> int | None:
+    """The whole number in environment variable ``name`` (None when unset); ValueError naming it
+    when it is not one from ``low`` to ``high``."""
+    text = env.get(name)
+    if text is None:
+        return None
+    if not (text.isdigit() and low <= int(text) <= high):
+        raise ValueError(f"{name}={text!r}: expected a whole number{of} from {low} to {high}")
+    return int(text)
 
 
 def check_value_cap(size: int, what: str = "max_value_bytes") -> int:

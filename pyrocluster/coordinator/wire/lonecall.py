@@ -113,13 +113,14 @@ def read(wire: Wire, channel: Channel, call_no: int, wait_s: float, awake: Reply
     until = time.monotonic() + wait_s
     poller = channel.poller(sock, select.POLLIN)
     ready = False
-    window = awake.window() if awake is not None else 0.0
-    if window:
-        try:
-            ready = spin(poller.poll, window)
-        except (OSError, ValueError):
-            ready = True  # a socket gone: the receive reports it
-        awake.caught(ready)  # type: ignore[union-attr]  # a window comes only from awake
+    if awake is not None:
+        window = awake.window()
+        if window:
+            try:
+                ready = spin(poller.poll, window)
+            except (OSError, ValueError):
+                ready = True  # a socket gone: the receive reports it
+            awake.caught(ready)
     while True:
         if channel.timed_out or channel.cut_no == call_no:  # a cut asked before the reply is read wins
             wire._end(channel, None, Pyro5.errors.ConnectionClosedError("the connection was cut"))
