@@ -30,15 +30,23 @@ _HEADER = struct.Struct(protocol._header_format)
 
 
 def invoke_pieces(
-    serializer: serializers.MsgpackSerializer, seq: int, object_id: str, method: str, args: tuple[Any, ...]
+    serializer: serializers.MsgpackSerializer,
+    seq: int,
+    object_id: str,
+    method: str,
+    args: tuple[Any, ...],
+    scan: bool = True,
 ) -> bytes | list[Any]:
     """The request ``object_id.method(*args)`` as [header, payload, attachments...]: the same
     message as Pyro5's ``SendingMessage`` of ``dumpsCall`` (with big payloads of a ``run_batch``
-    taken out, see :func:`detach`), never joined; a small one (``frames.JOIN_BYTES`` at most,
-    which the writer would join) as its bytes."""
+    taken out, see :func:`detach`; without ``scan`` the caller knows there is none), never
+    joined; a small one (``frames.JOIN_BYTES`` at most, which the writer would join) as its bytes."""
     bodies: list[Any] = []
     if method == "run_batch" and len(args) == 1:
-        request, bodies = detach(args[0])
+        if scan:
+            request, bodies = detach(args[0])
+        else:  # as detach() makes it when nothing is big
+            request = {**args[0], "attach": 1}
         args = (request,)
     packer = msgpack.Packer(use_bin_type=True, default=serializer.default, autoreset=False)
     packer.pack((object_id, method, args, {}))

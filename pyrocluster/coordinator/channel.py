@@ -101,10 +101,13 @@ class Channel:
             self.release()
             raise Unsent(f"cannot connect: {type(exc).__name__}: {exc}") from None
 
-    def encode(self, method: str, args: tuple[Any, ...], small: bool = False) -> bytes | list[Any]:
+    def encode(
+        self, method: str, args: tuple[Any, ...], small: bool = False, scan: bool = True
+    ) -> bytes | list[Any]:
         """The request message for ``method(*args)`` (SerializeError when args cannot be encoded):
-        its bytes, or its header and payload (msgpack: see ``bigmessages.py``). ``small``: the
-        caller knows nothing in ``args`` is big enough to travel as an attachment."""
+        its bytes, or its header and payload (msgpack: see ``bigmessages.py``). ``small``: a lone
+        call's request, nothing in it big enough to travel as an attachment; without ``scan``, a
+        batch's request of which the caller knows the same."""
         proxy = self.proxy
         serializer = serializers.serializers[proxy._pyroSerializer or Pyro5.config.SERIALIZER]
         self.seq = (self.seq + 1) & 0xFFFF
@@ -112,7 +115,7 @@ class Channel:
         if isinstance(serializer, serializers.MsgpackSerializer):
             if small:
                 return bigmessages.invoke_small(serializer, self.seq, object_id, method, args)
-            return bigmessages.invoke_pieces(serializer, self.seq, object_id, method, args)
+            return bigmessages.invoke_pieces(serializer, self.seq, object_id, method, args, scan)
         data = serializer.dumpsCall(object_id, method, args, {})
         return bytes(
             protocol.SendingMessage(protocol.MSG_INVOKE, 0, self.seq, serializer.serializer_id, data).data

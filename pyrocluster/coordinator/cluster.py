@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
@@ -37,6 +39,7 @@ MAP_WINDOW = 16384
 """Calls of a ``map`` in flight or queued at once: bounds memory for endless iterables."""
 MAP_CHUNK = 1024
 """Most calls of a ``map`` whose results are awaited together."""
+_ERROR, _VALUE = operator.attrgetter("error"), operator.attrgetter("value")
 
 
 def task_name(name: Any) -> str:
@@ -170,27 +173,16 @@ class Calls:
         def refill() -> None:
             nonlocal queued, chunk_size
             while queued < MAP_WINDOW:
-                args = [list(item) for item in itertools.islice(source, chunk_size)]
+                args = list(map(list, itertools.islice(source, chunk_size)))
                 if not args:
                     return
                 group = CallGroup(len(args))
-                calls = [
-                    Call(
-                        "compute",
-                        name,
-                        a,
-                        no_kwargs,
-                        tags,
-                        timeout_s,
-                        retries,
-                        on_error,
-                        group,
-                        None,
-                        priority,
-                        ask,
-                    )
-                    for a in args
-                ]
+                # one C-level map over the arguments, no Python frame per call but the Call's own
+                calls = list(
+                    map(Call, repeat("compute"), repeat(name), args, repeat(no_kwargs), repeat(tags),
+                        repeat(timeout_s), repeat(retries), repeat(on_error), repeat(group), repeat(None),
+                        repeat(priority), repeat(ask))
+                )  # fmt: skip
                 chunks.append((group, calls))
                 queued += len(calls)
                 chunk_size = min(MAP_CHUNK, chunk_size * 2)
@@ -203,6 +195,9 @@ class Calls:
                 group.wait()
                 queued -= len(calls)
                 refill()
+                if not any(map(_ERROR, calls)):  # the common chunk: every value, no check per call
+                    yield from map(_VALUE, calls)
+                    continue
                 for call in calls:
                     if call.error is not None:
                         raise call.error

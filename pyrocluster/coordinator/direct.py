@@ -192,7 +192,8 @@ class DirectRoute:
 
         lone = len(batch.calls) == 1
         if not (lone and batch.by_sender and self._send_lone(batch, channel, request, done)):
-            self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender)
+            # plain: no payload big enough to travel as an attachment, so no scan for one
+            self._wire.call(channel, "run_batch", (request,), done, hold_write=batch.by_sender, scan=False)
             batch.started_on(self._wire, channel)
         return True
 

@@ -8,6 +8,7 @@ as resolutions and settled outside it.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import TaskFailed
 
 log = logging.getLogger(__name__)
+
+_ELAPSED = operator.itemgetter(2)
+"""An outcome's ELAPSED_MS."""
 
 
 class Failover:
@@ -143,7 +147,7 @@ class Failover:
                         self._apply(call, outcomes, why, None, out, name)
         else:
             if live and rec is not None:
-                worked_ms = outcomes[0][2] if len(outcomes) == 1 else sum(o[2] for o in outcomes)
+                worked_ms = outcomes[0][2] if len(outcomes) == 1 else sum(map(_ELAPSED, outcomes))
                 self._learn(rec, batch, elapsed_s, worked_ms)
             for call, (happened, value, elapsed_ms) in zip(batch.calls, outcomes, strict=False):
                 if call.done:

@@ -18,7 +18,7 @@ def take(queue: deque[Call], size: int, max_bytes: int) -> list[Call]:
     """The next batch from the head of ``queue``: up to ``size`` unsettled calls (settled ones are
     dropped) whose payloads total under ``max_bytes``; a call that would take the total past it
     stays first in line for the next batch, unless it is the batch's first (it goes alone)."""
-    calls = [queue.popleft() for _ in range(min(size, len(queue)))]
+    calls = list(map(deque.popleft, itertools.repeat(queue, min(size, len(queue)))))  # a C-level loop
     if not any(map(_DONE, calls)) and sum(map(len, map(_PAYLOAD, calls))) <= max_bytes:
         return calls  # the common batch, checked in C-level passes (payloads are never empty)
     queue.extendleft(reversed(calls))

@@ -60,6 +60,19 @@ def test_a_small_request_is_pyro5s_message_in_one_piece():
     assert type(data) is bytes and data == pyro5.data
     small = bigmessages.invoke_small(serializer, 9, "obj.direct", "run_batch", (request,))
     assert small == pyro5.data  # a lone direct call's request, by the kept packer: the same bytes
+    unscanned = bigmessages.invoke_pieces(serializer, 9, "obj.direct", "run_batch", (request,), scan=False)
+    assert unscanned == pyro5.data  # a plain batch's, whose caller knows nothing is big: the same
+
+
+def test_a_batch_request_not_scanned_is_the_scanned_ones_message():
+    config.apply(Settings())
+    serializer = serializers.serializers["msgpack"]
+    calls = [[str(i), "add", bytes([0x92, 0x92, i % 100, i % 100, 0x80]), 60.0, 0] for i in range(3000)]
+    request = {"from": "c", "calls": calls}
+    scanned = bigmessages.invoke_pieces(serializer, 3, "obj.direct", "run_batch", (request,))
+    unscanned = bigmessages.invoke_pieces(serializer, 3, "obj.direct", "run_batch", (request,), scan=False)
+    assert type(scanned) is list and len(scanned) == 2  # header and payload, not joined
+    assert type(unscanned) is list and [bytes(p) for p in unscanned] == [bytes(p) for p in scanned]
 
 
 def test_a_small_request_that_cannot_be_packed_leaves_the_kept_packer_clean():

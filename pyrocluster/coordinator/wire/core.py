@@ -74,12 +74,14 @@ class WireCore:
         done: Done,
         timeout_s: float | None = None,
         hold_write: bool = False,
+        scan: bool = True,
     ) -> None:
         """Start ``method(*args)`` on ``channel``; ``done`` gets the outcome once. Never blocks.
 
         With ``hold_write`` the loop is not woken to write the request, nor watches the socket:
         the caller writes it with :meth:`push` as soon as it holds no lock (a thread wake-up less
-        per call).
+        per call). Without ``scan`` the caller knows nothing in ``args`` is big enough to travel as
+        an attachment (``Channel.encode`` looks for none).
 
         The channel must not be busy. Unsent (nothing ran), Pyro5.errors.TimeoutError (the
         deadline passed), another CommunicationError (the connection broke), SerializeError,
@@ -96,14 +98,14 @@ class WireCore:
             return
         if channel.connected:
             try:
-                data = channel.encode(method, args)
+                data = channel.encode(method, args, scan=scan)
             except Exception as exc:  # SerializeError and friends: nothing was sent
                 self._defer(channel, exc)
                 return
             self._queue(channel, data, deadline, self._defer, 0 if hold_write else READ | WRITE)
             return
         channel.connecting = True
-        self._pool.submit(self._connect_and_queue, channel, method, args, deadline)
+        self._pool.submit(self._connect_and_queue, channel, method, args, deadline, scan)
 
     def connect_later(self, channel: Channel, then: Callable[[BaseException | None], None]) -> None:
         """Connect ``channel`` on a pool thread (the Pyro5 handshake blocks); ``then`` gets None
@@ -132,11 +134,11 @@ class WireCore:
         self._wake()
 
     def _connect_and_queue(
-        self, channel: Channel, method: str, args: tuple[Any, ...], deadline: float | None
+        self, channel: Channel, method: str, args: tuple[Any, ...], deadline: float | None, scan: bool
     ) -> None:
         try:
             channel.connect()
-            data = channel.encode(method, args)
+            data = channel.encode(method, args, scan=scan)
         except Exception as exc:
             channel.connecting = False
             self._finish(channel, None, exc)
