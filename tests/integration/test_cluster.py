@@ -44,6 +44,20 @@ def test_map_spreads_over_both_workers_in_order_within_slots(nameserver, worker_
     assert sum(done.values()) >= 2200
 
 
+def test_a_map_yields_every_value_before_its_first_failure_then_raises_it(nameserver, worker_factory):
+    worker_factory(2, "--concurrency", "2", "--services", "compute")
+    items: list[tuple[object, object]] = [(i, i) for i in range(3000)]
+    items[2500] = (1, "x")  # a TypeError in a full chunk of 1,024 (the chunks double from 1)
+    got = []
+    with Cluster(nameserver) as cluster:
+        with pytest.raises(TaskFailed) as failed:
+            for value in cluster.starmap("add", items):
+                got.append(value)
+        assert failed.value.type == "TypeError"
+        assert list(cluster.starmap("add", [(1, 2)] * 5)) == [3] * 5  # the cluster maps on
+    assert got == [2 * i for i in range(2500)]
+
+
 def test_sigkill_mid_map_loses_nothing(nameserver, worker_factory):
     victim, _other = worker_factory(2, "--concurrency", "2", "--services", "compute")
     with Cluster(nameserver, probe_timeout=2) as cluster:
