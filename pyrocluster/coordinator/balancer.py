@@ -216,23 +216,39 @@ def most_in_flight(cost: CallCost) -> int:
     return CHEAP_IN_FLIGHT + math.ceil(per_call_s / COORDINATOR_CALL_S)
 
 
-def _held(cost: CallCost, queued: int, in_flight: int, size: int, now: float | None) -> bool:
+def counts_full(cost: CallCost | None, calls: int) -> bool:
+    """Whether a batch of ``calls`` counts against :func:`most_in_flight`: one of a task of
+    unknown cost, or as big as a batch :func:`_held` lets go (``CHEAP_ENOUGH`` calls, or the
+    size the task's cost suggests when that is smaller).
+
+    A ``map``'s first chunks (1, 2, 4 ... calls, so that its first results come at once) go as
+    batches of 1 and 2 calls: counted, they held its first full batches back, the slots idle
+    until a reply was read."""
+    return cost is None or calls >= min(cost.size, CHEAP_ENOUGH)
+
+
+def _held(
+    cost: CallCost, queued: int, in_flight: int, size: int, now: float | None, full: int | None = None
+) -> bool:
     """Cheap calls wait for a reply while one came within ``REPLY_OVERDUE_S`` before ``now``
-    (None: whenever) and ``most_in_flight`` batches are out, or ``CHEAP_IN_FLIGHT`` are out and
-    the queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``. Past that
-    silence the batches out are stuck (a stalled worker, a call far slower than its task's
+    (None: whenever) and ``most_in_flight`` batches that count (:func:`counts_full`: ``full`` of
+    the ``in_flight``; None: all of them) are out, or ``CHEAP_IN_FLIGHT`` batches are out and
+    the queue would neither fill a batch of ``size`` nor make one of ``CHEAP_ENOUGH``. Past
+    that silence the batches out are stuck (a stalled worker, a call far slower than its task's
     usual): the rest, however few, go around them."""
     if not cost.cheap or in_flight < CHEAP_IN_FLIGHT:
         return False
     if now is not None and now - cost.heard_at >= REPLY_OVERDUE_S:
         return False
-    return queued < min(size, CHEAP_ENOUGH) or in_flight >= most_in_flight(cost)
+    return queued < min(size, CHEAP_ENOUGH) or (in_flight if full is None else full) >= most_in_flight(cost)
 
 
-def hold(cost: CallCost, queued: int, in_flight: int, now: float | None = None) -> bool:
+def hold(
+    cost: CallCost, queued: int, in_flight: int, now: float | None = None, full: int | None = None
+) -> bool:
     """True when cheap calls should wait for a reply (:func:`_held`; checked before choosing a
     worker, so a held call costs O(1))."""
-    return _held(cost, queued, in_flight, cost.size, now)
+    return _held(cost, queued, in_flight, cost.size, now, full)
 
 
 def first_look(cost: CallCost | None, turn: int, home: int) -> int:
@@ -278,11 +294,13 @@ class BatchSizer:
         cost: CallCost | None = None,
         in_flight: int = 0,
         now: float | None = None,
+        full: int | None = None,
     ) -> int:
         """Size of the next batch for ``queued`` waiting calls; 0: hold them for now.
 
-        ``cost`` is the task's shared estimate and ``in_flight`` the batches of that task out
-        now. Cheap calls are held as :func:`hold` says; a reply will come and take them.
+        ``cost`` is the task's shared estimate, ``in_flight`` the batches of that task out now and
+        ``full`` how many of them count against the cap (:func:`counts_full`). Cheap calls are
+        held as :func:`hold` says; a reply will come and take them.
         """
         size = self.size
         if cost is not None and (self.per_call_s is None or cost.cheap):
@@ -290,7 +308,7 @@ class BatchSizer:
             # worker's batches taught (one worker's own batches are too few to learn from).
             size = min(self.limit, max(size, cost.size))
         if cost is not None and cost.cheap:
-            if _held(cost, queued, in_flight, size, now):
+            if _held(cost, queued, in_flight, size, now, full):
                 return 0
             return max(MIN_BATCH, min(size, queued))
         return max(MIN_BATCH, min(size, share(queued, free_slots_total), queued))

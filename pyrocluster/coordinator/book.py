@@ -38,11 +38,17 @@ class WorkerRecord:
     """One worker as the dispatcher sees it."""
 
     def __init__(
-        self, entry: WorkerEntry, max_batch: int, out: Counter[tuple[str, str]] | None = None
+        self,
+        entry: WorkerEntry,
+        max_batch: int,
+        out: Counter[tuple[str, str]] | None = None,
+        full: Counter[tuple[str, str]] | None = None,
     ) -> None:
         self.name = entry.name
         self.out: Counter[tuple[str, str]] = Counter() if out is None else out
         """Batches in flight per (service, task) over every worker of the dispatcher (shared)."""
+        self.full: Counter[tuple[str, str]] = Counter() if full is None else full
+        """Those that count against the cap of a cheap task's batches out (``Batch.full``; shared)."""
         self.entry = entry
         self.tags = entry.tags
         self.tasks = entry.tasks
@@ -130,21 +136,26 @@ class WorkerRecord:
         if self.batches.pop(batch.id, None) is None:
             return False
         self.in_flight[batch.service] -= 1
-        self.out[batch.cost_key] -= 1
+        self._count(batch, -1)
         return True
 
     def add(self, batch: Batch) -> None:
         """Count a batch as sent."""
         self.batches[batch.id] = batch
         self.in_flight[batch.service] += 1
-        self.out[batch.cost_key] += 1
+        self._count(batch, 1)
+
+    def _count(self, batch: Batch, step: int) -> None:
+        self.out[batch.cost_key] += step
+        if batch.full:
+            self.full[batch.cost_key] += step
 
     def clear(self) -> list[Batch]:
         """Forget every batch in flight (they were taken back); return them."""
         batches = list(self.batches.values())
         self.batches.clear()
         for batch in batches:
-            self.out[batch.cost_key] -= 1
+            self._count(batch, -1)
         for service in self.in_flight:
             self.in_flight[service] = 0
         return batches

@@ -250,7 +250,7 @@ class Batch:
 
     __slots__ = (
         "id", "requirement", "service", "cost_key", "calls", "sent_at", "deadline", "moved",
-        "by_sender", "push", "awake",
+        "by_sender", "push", "awake", "full",
     )  # fmt: skip
 
     def __init__(self, requirement: Requirement, calls: list[Call]) -> None:
@@ -273,6 +273,9 @@ class Batch:
         self.awake: ReplySpin | None = None
         """Set for a lone call sent while nothing else was in flight: how its thread awaits the
         reply (``wire/replyspin.py``)."""
+        self.full = True
+        """False for a batch of a cheap task too small to count against the cap of its batches
+        out (``balancer.counts_full``), set when it is sent."""
 
     def timeouts(self) -> list[float]:
         """Each call's timeout, in seconds."""

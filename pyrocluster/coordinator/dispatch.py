@@ -86,6 +86,7 @@ class Dispatcher(LoneLane, Failover):
         self._costs: dict[tuple[str, str], balancer.CallCost] = {}
         """What a call of each (service, task) costs on its worker."""
         self._out: Counter[tuple[str, str]] = Counter()
+        self._full: Counter[tuple[str, str]] = Counter()
         """Batches in flight per (service, task), kept by the records."""
         self._tasks_seen: set[str] = set()
         """Every compute task any worker has offered since this dispatcher started."""
@@ -265,7 +266,7 @@ class Dispatcher(LoneLane, Failover):
                     continue
                 if rec is not None:
                     self._forget(rec, "was replaced by a new registration", out)
-                self.records[entry.name] = WorkerRecord(entry, self.max_batch, self._out)
+                self.records[entry.name] = WorkerRecord(entry, self.max_batch, self._out, self._full)
                 self.links[entry.name] = self._make_link(entry, self)
             for name, rec in list(self.records.items()):
                 if name not in listed and rec.state in (SUSPECT, DRAINING) and not rec.busy():
@@ -337,7 +338,7 @@ class Dispatcher(LoneLane, Failover):
                     service = req[0]
                     key = balancer.cost_key(req)
                     cost = self._costs.setdefault(key, balancer.CallCost(limit=self.max_batch))
-                    if balancer.hold(cost, len(queue), self._out[key], now):
+                    if balancer.hold(cost, len(queue), self._out[key], now, self._full[key]):
                         continue  # cheap calls, enough batches out: a reply takes them
                     start = balancer.first_look(cost, self._turn, self._home)
                     rec = balancer.near(cands, queue[0].near, service, now) or balancer.choose(
@@ -355,7 +356,9 @@ class Dispatcher(LoneLane, Failover):
                             if cost.cheap
                             else sum(max(0, min(c.room(service, now), c.free_slots(service))) for c in cands)
                         )
-                        size = rec.sizers[service].next_size(len(queue), free, cost, self._out[key], now)
+                        size = rec.sizers[service].next_size(
+                            len(queue), free, cost, self._out[key], now, self._full[key]
+                        )
                     calls = take(queue, size, self.max_batch_bytes)
                     if calls:
                         self._send(rec, Batch(req, calls))
@@ -367,10 +370,10 @@ class Dispatcher(LoneLane, Failover):
             call.attempts += 1
             call.batch_id = batch.id
         now = self._clock()
-        if not self._out[batch.cost_key]:  # none out: its replies are awaited from now
-            cost = self._costs.get(batch.cost_key)
-            if cost is not None:
-                cost.heard_at = now
+        cost = self._costs.get(batch.cost_key)
+        if cost is not None and not self._out[batch.cost_key]:  # none out: replies awaited from now
+            cost.heard_at = now
+        batch.full = balancer.counts_full(cost, len(batch.calls))
         rec.add(batch)
         batch.deadline = now + self._span(batch)
         self._turn += 1  # equally free workers take turns

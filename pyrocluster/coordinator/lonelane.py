@@ -71,6 +71,7 @@ class LoneLane:
     _awake: ReplySpin
     _costs: dict[tuple[str, str], balancer.CallCost]
     _out: Counter[tuple[str, str]]
+    _full: Counter[tuple[str, str]]
     _candidates_for: Callable[[Requirement], list[WorkerRecord]]
     _ceiling: Callable[[Requirement, list[WorkerRecord]], int]
     _dispatch_ready: Callable[[], None]
@@ -133,7 +134,7 @@ class LoneLane:
         batch = Batch(req, [call])
         key = batch.cost_key
         cost = self._costs.get(key)
-        if held and cost is not None and balancer.hold(cost, 1, self._out[key], now):
+        if held and cost is not None and balancer.hold(cost, 1, self._out[key], now, self._full[key]):
             return None
         near = balancer.near(cands, call.near, req[0], now) if call.refs else None
         start = balancer.first_look(cost, self._turn, self._home)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyrocluster import codec, protocol
-from pyrocluster.coordinator.balancer import CHEAP_IN_FLIGHT, REPLY_OVERDUE_S, most_in_flight
+from pyrocluster.coordinator.balancer import CHEAP_ENOUGH, CHEAP_IN_FLIGHT, REPLY_OVERDUE_S, most_in_flight
 from pyrocluster.coordinator.calls import Batch, Call
 from tests.conftest import wait_for
 from tests.unit.test_dispatch_policy import Rig, entry
@@ -114,6 +114,28 @@ def test_a_long_queue_of_cheap_calls_keeps_few_full_batches_out_on_many_idle_wor
         assert len(out) <= most
     assert not rig.d.waiting_by_service()
     assert len({n for n in seen if seen[n]}) <= most + 1
+
+
+def test_a_maps_first_tiny_batches_do_not_hold_back_its_first_full_ones() -> None:
+    """A map submits chunks of 1, 2, 4 ... calls, so that its first results come at once. Its
+    batches of 1 and 2 calls used to count against ``most_in_flight``: after the third batch the
+    next full ones waited for a reply while the slots sat idle."""
+    rig = Rig(*(entry(f"w{i}", slots=2) for i in range(4)), max_batch=2048)
+    seen: dict[str, int] = {}
+    rig.call("add", 1, 1)
+    ((name, batch),) = new_batches(rig, seen)
+    rig.reply(name, batch, [outcome(2, 0.001)])
+    cost = rig.d._costs[batch.cost_key]
+    for _ in range(3):  # as a map before this one taught it
+        cost.observe(2048, 0.002)
+    sizes = []
+    for n in [2**k for k in range(11)] + [1024] * 4:  # the chunks of a map of 6,143 calls
+        rig.d.submit(chunk(n))
+        sizes += [len(b.calls) for _, b in new_batches(rig, seen)]
+    most = most_in_flight(cost)
+    assert sizes == [1, 2, 508, 512, 1024]  # up to ``most`` full batches out, not ``most`` batches
+    assert len([size for size in sizes if size >= CHEAP_ENOUGH]) == most
+    assert rig.d.waiting_by_service() == {"compute": 6143 - sum(sizes)}  # the rest wait for a reply
 
 
 def a_cheap_map_on_16_workers() -> tuple[Rig, dict[str, int], Any]:
