@@ -118,7 +118,12 @@ def test_two_coordinators_never_get_more_than_the_slots(cluster):
     sampler.join(10)
     assert len(intervals) == 6 * 2 * 2
     assert max_overlap(intervals) <= 2, "the worker ran more calls at once than its 2 slots"
-    over = [s for s in samples if not (s["running"] <= 2 and s["busy"] <= 2 and s["queued"] <= 4)]
+    # Six senders, one batch out each: 2 running and 4 queued, or, for a moment after a batch
+    # ends and before the next queued one starts, 1 running and 5 queued (its sender's next
+    # batch came first). Never more than the slots running.
+    over = [
+        s for s in samples if not (s["running"] <= 2 and s["busy"] <= 2 and s["running"] + s["queued"] <= 6)
+    ]
     assert samples and not over, over
     # each sender holds at most 3 batches, under its HELD_PER_SLOT * 2 = 4: never turned away
     assert not busy_answers, busy_answers
