@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from itertools import repeat
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import config
@@ -173,7 +172,7 @@ class Calls:
         def refill() -> None:
             nonlocal queued, chunk_size
             while queued < MAP_WINDOW:
-                args = list(map(list, itertools.islice(source, chunk_size)))
+                args = list(map(list, islice(source, chunk_size)))
                 if not args:
                     return
                 group = CallGroup(len(args))

@@ -86,8 +86,9 @@ class Dispatcher(LoneLane, Failover):
         self._costs: dict[tuple[str, str], balancer.CallCost] = {}
         """What a call of each (service, task) costs on its worker."""
         self._out: Counter[tuple[str, str]] = Counter()
-        self._full: Counter[tuple[str, str]] = Counter()
         """Batches in flight per (service, task), kept by the records."""
+        self._full: Counter[tuple[str, str]] = Counter()
+        """Those of them that count against a cheap task's cap (``balancer.counts_full``)."""
         self._tasks_seen: set[str] = set()
         """Every compute task any worker has offered since this dispatcher started."""
         self._turn = 0
