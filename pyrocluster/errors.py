@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from typing import TypeVar
+from typing import Any, TypeVar
 
 E = TypeVar("E", bound=Exception)
 
@@ -77,6 +77,8 @@ _REMOTE_TYPES: dict[str, type[Exception]] = {
 """Exception classes a remote error can also be an instance of, by the name that travels (not the
 Stop*Iteration ones, which would end a generator that reads a result)."""
 _BOTH: dict[type[Exception], type[TaskFailed]] = {}
+_GROUP: Any = getattr(builtins, "BaseExceptionGroup", ())
+"""Exception groups (Python 3.11 on): made with a message and a list of exceptions."""
 
 
 def register_error(cls: type[E]) -> type[E]:
@@ -97,15 +99,36 @@ def remote_error(type_name: str, message: str, traceback: str = "") -> TaskFaile
         return TaskFailed(type_name, message, traceback)
     both = _BOTH.get(remote)
     if both is None:
-        try:
-            both = type(f"TaskFailed[{type_name}]", (TaskFailed, remote), {"__module__": __name__})
-        except TypeError:  # a class whose instance layout cannot be combined with ours
-            both = TaskFailed
-        _BOTH[remote] = both
+        both = _BOTH[remote] = _combined(remote, type_name)
     try:
         return both(type_name, message, traceback)
-    except Exception:  # a class whose constructor needs more than a message (UnicodeDecodeError)
+    except Exception:  # a registered class whose own __new__ refuses TaskFailed's arguments
         return TaskFailed(type_name, message, traceback)
+
+
+def _combined(remote: type[Exception], type_name: str) -> type[TaskFailed]:
+    """A class that is both TaskFailed and ``remote``, made with TaskFailed's arguments alone: the
+    remote class's own ``__init__`` is not called (UnicodeDecodeError's takes five arguments),
+    and an exception group is made holding the plain TaskFailed as its one exception."""
+    members: dict[str, Any] = {"__module__": __name__, "__init__": _init_as_task_failed}
+    if issubclass(remote, _GROUP):
+        members["__new__"] = _new_group
+    try:
+        return type(f"TaskFailed[{type_name}]", (TaskFailed, remote), members)
+    except TypeError:  # a class whose instance layout cannot be combined with ours
+        return TaskFailed
+
+
+def _init_as_task_failed(self: TaskFailed, type: str, message: str, traceback: str = "") -> None:
+    Exception.__init__(self, f"{type}: {message}")
+    self.type = type
+    if not isinstance(self, _GROUP):  # a group's message is its own, set by __new__
+        self.message = message
+    self.traceback = traceback
+
+
+def _new_group(cls: type[Any], type: str, message: str, traceback: str = "") -> Any:
+    return _GROUP.__new__(cls, message, [TaskFailed(type, message, traceback)])
 
 
 def error_record(exc: BaseException) -> dict[str, str]:

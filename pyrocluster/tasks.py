@@ -109,7 +109,7 @@ def run_call(name: str, args: Any, kwargs: Any) -> list[Any]:
         return failure(ERROR, "TypeError", "args must be a list and kwargs a dict")
     try:
         value = func(*args, **kwargs)
-    except Exception as exc:
+    except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt fails that call alone
         return [ERROR, error_info(exc), (time.perf_counter() - start) * 1000.0]
     return [OK, value, (time.perf_counter() - start) * 1000.0]
 

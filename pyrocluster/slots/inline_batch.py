@@ -74,7 +74,7 @@ def run_logged(
             try:
                 value = func(*args, **kwargs)
                 kind = OK
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the task's error, not the slot's end
                 value, kind = error_info(exc), ERROR
             elapsed_ms = (clock() - started) * 1000.0
             try:

@@ -20,3 +20,16 @@ def lookup(mapping: dict[str, Any], key: str) -> Any:
 @task
 def raise_named(name: str, message: str) -> None:
     raise type(name, (Exception,), {})(message)
+
+
+@task
+def decode(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+@task
+def leave(path: str, how: str) -> None:
+    """Note the run in ``path``, then raise SystemExit or KeyboardInterrupt, as a script might."""
+    with open(path, "a") as f:
+        f.write("ran\n")
+    raise SystemExit(3) if how == "exit" else KeyboardInterrupt()

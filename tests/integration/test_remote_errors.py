@@ -39,6 +39,33 @@ def test_a_remote_builtin_exception_is_caught_by_its_own_type_and_by_task_failed
         assert "ZeroDivisionError: division by zero" in str(upstream.value)
 
 
+def test_a_unicode_error_keeps_its_type(nameserver, worker_factory):
+    worker_factory(1, "--services", "compute", "--concurrency", "1", "--tasks", ERROR_TASKS)
+    with Cluster(nameserver, wait=20) as cluster:
+        with pytest.raises(UnicodeDecodeError) as caught:
+            cluster.submit("decode", b"\xff").result(timeout=30)
+        assert isinstance(caught.value, ValueError) and isinstance(caught.value, TaskFailed)
+        assert caught.value.type == "UnicodeDecodeError" and "invalid start byte" in caught.value.message
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_task_raising_system_exit_or_keyboard_interrupt_fails_that_call_once(
+    nameserver, worker_factory, tmp_path, pool
+):
+    """The task's own SystemExit or KeyboardInterrupt is its error: not a dead slot process run
+    again on the next attempt (its side effects repeated), not a thread slot that never answers."""
+    worker_factory(1, "--services", "compute", "--concurrency", "1", "--pool", pool, "--tasks", ERROR_TASKS)
+    with Cluster(nameserver, wait=20, retries=3) as cluster:
+        for how, name in (("exit", "SystemExit"), ("interrupt", "KeyboardInterrupt")):
+            log = tmp_path / f"{how}.log"
+            future = cluster.options(timeout=20).submit("leave", str(log), how)
+            with pytest.raises(TaskFailed) as caught:
+                future.result(timeout=15)
+            assert type(caught.value) is TaskFailed and caught.value.type == name
+            assert future.attempts == 1 and log.read_text() == "ran\n"
+        assert cluster.submit("add", 1, 2).result(timeout=30) == 3  # the slot serves on
+
+
 def test_register_error_takes_only_exception_classes():
     with pytest.raises(TypeError, match="exception class"):
         register_error(int)  # type: ignore[type-var]
