@@ -100,8 +100,11 @@ class Frontier:
         self.allow = (
             {host_key(entry) for entry in allow} if allow else {key_of_normal(s) for s in normal_seeds}
         )
+        outside = [s for s in normal_seeds if key_of_normal(s) not in self.allow]
+        if outside:  # every request of a crawl goes to an allowed host, a seed's too
+            raise ValueError(f"seed {outside[0]!r} is not on an allowed host ({key_of_normal(outside[0])})")
         for normal in normal_seeds:
-            self._offer(normal, 0, seed=True)
+            self._offer(normal, 0)
 
     # ---- feeding ---------------------------------------------------------------------------
 
@@ -193,7 +196,7 @@ class Frontier:
             self.done += 1
         self.add_links(normal, depth, links)
 
-    def _offer(self, url: str, depth: int, seed: bool = False) -> bool:
+    def _offer(self, url: str, depth: int) -> bool:
         """Queue one normalised URL if it is new and in scope; True when queued."""
         if url in self._seen:
             queued = self._queued.get(url)
@@ -201,7 +204,7 @@ class Frontier:
                 self._push(self._hosts[key_of_normal(url)], url, depth, depth)
             return False
         key = key_of_normal(url)
-        if not seed and key not in self.allow:
+        if key not in self.allow:
             return False
         self._seen.add(url)
         host = self._host_for(key, url)

@@ -115,6 +115,13 @@ def test_seeds_start_at_depth_zero_and_invalid_seed_is_refused():
         Frontier(["ftp://a.com/"], robots=False)
 
 
+def test_a_seed_outside_allow_is_refused_not_fetched():
+    with pytest.raises(ValueError, match="not on an allowed host"):
+        Frontier(["http://a.com/", "http://b.com/"], allow=["a.com"], robots=False)
+    f = Frontier(["http://a.com/", "http://b.com/"], allow=["a.com", "b.com:80"], robots=False)
+    assert sorted(drain(f)) == [("http://a.com/", 0), ("http://b.com/", 0)]
+
+
 def test_no_url_is_handed_out_twice():
     f = Frontier(["http://a.com/"], robots=False)
     assert drain(f) == [("http://a.com/", 0)]

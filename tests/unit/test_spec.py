@@ -440,6 +440,28 @@ def test_crawl_prefix_is_reserved(tmp_path: Path) -> None:
 def test_bad_seed_names_its_index(tmp_path: Path, seeds: str, index: int, fragment: str) -> None:
     exc = error(tmp_path, f"crawl:\n  seeds: {seeds}\n")
     assert_error(exc, f"crawl.seeds[{index}] (line 2)", fragment)
+    assert len(exc.problems) == 1, str(exc)  # not also a missing 'allow' (it defaults to the seeds' hosts)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "allow", "index", "host"),
+    [
+        ("[http://127.0.0.1:18001/]", "[127.0.0.3:18003]", 0, "127.0.0.1:18001"),
+        ("[http://ok.com/, https://other.com/x]", "[ok.com]", 1, "other.com"),
+        ("[http://ok.com:8080/]", "[ok.com]", 0, "ok.com:8080"),
+    ],
+)
+def test_a_seed_outside_allow_is_refused(
+    tmp_path: Path, seeds: str, allow: str, index: int, host: str
+) -> None:
+    exc = error(tmp_path, f"crawl:\n  seeds: {seeds}\n  allow: {allow}\n")
+    assert_error(exc, f"crawl.seeds[{index}] (line 2)", f"its host {host} is not in crawl.allow")
+
+
+def test_a_seed_on_an_allowed_host_by_its_default_port_is_accepted(tmp_path: Path) -> None:
+    text = "crawl:\n  seeds: [http://OK.com:80/, https://ok.com/]\n  allow: [ok.com]\n"
+    spec = load_job(write(tmp_path, text))
+    assert spec.crawl is not None and spec.crawl.allow == ["ok.com"]
 
 
 @pytest.mark.parametrize(
