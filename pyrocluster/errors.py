@@ -33,7 +33,13 @@ class RoleRefused(PyroClusterError):
 
 
 class WorkerUnavailable(PyroClusterError):
-    """A call ran out of attempts, or found no live worker offering its service within ``wait``."""
+    """A call ran out of attempts, or found no live worker offering its service within ``wait``.
+
+    ``cause`` is the error its last attempt reported (``{"type", "message"}``: a crawl page's
+    site that refused the connection or timed out), or None (a worker lost, none found).
+    """
+
+    cause: dict[str, str] | None = None
 
 
 class TaskTimeout(PyroClusterError, TimeoutError):

@@ -445,7 +445,10 @@ def ending(call: Call, ends_as: EndsAs, reason: str, value: Any) -> BaseExceptio
     if ends_as is EndsAs.CANCELLED:
         return CancelledError()
     if ends_as is EndsAs.UNAVAILABLE:
-        return gave_up(call, reason)
+        error = gave_up(call, reason)
+        if isinstance(value, dict) and isinstance(value.get("type"), str):  # the attempt's own error
+            error.cause = {"type": value["type"], "message": text(value.get("message", ""))}
+        return error
     if ends_as is EndsAs.CREDENTIAL:
         return CredentialLapsed(reason)
     return TaskFailed(ends_as.value, reason)

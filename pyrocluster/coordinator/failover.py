@@ -63,13 +63,13 @@ class Failover:
     ) -> None:
         """The table's verdict for one call whose current attempt ended with ``happened``."""
         verdict = decide(happened, call.attempts, call.retries, call.retry_on_error)
+        call.last_error = reason
         if verdict.requeue:
             if verdict.costs_attempt:
                 self.retried += 1
             else:
                 call.attempts -= 1  # this attempt does not count: it is made again
             call.batch_id = 0
-            call.last_error = reason
             self._back.append(call)
             return
         call.done = True

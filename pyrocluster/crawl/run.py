@@ -33,7 +33,7 @@ from pyrocluster.crawl.revisit import REUSE, REVISIT_MODES, Plan, Stored, change
 from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, SitemapFinder
 from pyrocluster.crawl.state import CrawlState
 from pyrocluster.crawl.urls import key_of_normal, normalize_url
-from pyrocluster.errors import TaskFailed, error_record
+from pyrocluster.errors import TaskFailed, WorkerUnavailable, error_record
 
 MAX_IN_FLIGHT = 512
 """Pages being fetched at once by one crawl."""
@@ -300,7 +300,12 @@ class CrawlRun:
                 self._retry(key, page_url, hops, attempts)
                 return []
             error = error_record(call.error)
-            if attempts > call.attempts and not isinstance(call.error, TaskFailed):
+            cause = call.error.cause if isinstance(call.error, WorkerUnavailable) else None
+            if cause is not None:  # the site's own failure (refused, timed out), not a worker's
+                error = {"type": cause["type"], "message": cause["message"], "traceback": ""}
+                if attempts > 1:
+                    error["message"] = f"gave up after {attempts} attempts: {cause['message']}"
+            elif attempts > call.attempts and not isinstance(call.error, TaskFailed):
                 error["message"] = f"gave up after {attempts} attempts: {call.last_error}"
             self._failed(key, page_url, depth, error, call, attempts)
             return []

@@ -143,6 +143,20 @@ def test_robots_txt_5xx_or_unreachable_disallows_the_host_and_4xx_allows_it(craw
     assert "robots.txt could not be fetched" in records[0]["reason"], records[0]["reason"]
 
 
+def test_a_page_whose_site_refuses_the_connection_fails_with_the_sites_error(crawl_ns):
+    """The site was at fault, not the worker: the record names the connection's own error and
+    the attempts made, not an empty "worker unavailable"."""
+    with socket.socket() as closed:  # a port where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        seed = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+        with Cluster(crawl_ns) as cluster:
+            (record,) = list(cluster.crawl([seed], robots=False, retries=1))
+    assert record["status"] == "failed" and record["attempts"] == 2, record
+    assert record["error"]["type"] == "ConnectError", record
+    assert record["error"]["message"].startswith("gave up after 2 attempts: "), record
+    assert "Connect call failed" in record["error"]["message"] or "refused" in record["error"]["message"]
+
+
 def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worker_factory):
     victim, _ = worker_factory(2, "--services", "crawl", "--crawl-concurrency", "4")
     with SiteServer(pages=400) as site:
