@@ -156,6 +156,7 @@ class Calls:
 
         At most ``MAP_WINDOW`` calls are queued at once, so a huge or endless iterable runs in
         bounded memory. A failed call raises (TaskFailed, TaskTimeout or WorkerUnavailable) when reached.
+        Left early (closed, or a failed call raised), its calls no worker has taken never run.
         While it runs, the process's cycle collector runs less often (``gc_thresholds``).
         """
         return self._starmap(task_name(name), iter(iterable))
@@ -187,20 +188,24 @@ class Calls:
                 chunk_size = min(MAP_CHUNK, chunk_size * 2)
                 submit(calls)
 
-        with fewer_collections():  # thousands of acyclic calls alive: see gc_thresholds
-            refill()
-            while chunks:
-                group, calls = chunks.popleft()
-                group.wait()
-                queued -= len(calls)
+        try:
+            with fewer_collections():  # thousands of acyclic calls alive: see gc_thresholds
                 refill()
-                if not any(map(_ERROR, calls)):  # the common chunk: every value, no check per call
-                    yield from map(_VALUE, calls)
-                    continue
-                for call in calls:
-                    if call.error is not None:
-                        raise call.error
-                    yield call.value
+                while chunks:
+                    group, calls = chunks.popleft()
+                    group.wait()
+                    queued -= len(calls)
+                    refill()
+                    if not any(map(_ERROR, calls)):  # the common chunk: every value, no check per call
+                        yield from map(_VALUE, calls)
+                        continue
+                    for call in calls:
+                        if call.error is not None:
+                            raise call.error
+                        yield call.value
+        finally:  # closed early or raised: the calls no worker has taken never run (as Executor.map)
+            if chunks:
+                self._cluster.withdraw([call for _, calls in chunks for call in calls])
 
 
 class Cluster:
@@ -412,6 +417,10 @@ class Cluster:
         a thread-slot task abandoned. True when it was cancelled (its future raises ``CancelledError``),
         False when it had already ended."""
         return bool(self._dispatcher.cancel([future.call], running=True))
+
+    def withdraw(self, calls: list[Call]) -> None:
+        """Cancel those of ``calls`` still waiting here; the ones a worker has taken run on."""
+        self._dispatcher.cancel(calls, running=False)
 
     def cancel_calls(self, waiter: Waiter) -> list[Call]:
         """Cancel every unsettled call of ``waiter`` (a job), waiting or running; return them."""

@@ -58,6 +58,24 @@ def test_a_map_yields_every_value_before_its_first_failure_then_raises_it(namese
     assert got == [2 * i for i in range(2500)]
 
 
+@pytest.mark.parametrize("how", ["closed", "raised in the loop"])
+def test_a_map_left_early_runs_none_of_its_calls_no_worker_has_taken(nameserver, worker_factory, how):
+    """As ``Executor.map``: the rest of an abandoned map never runs, so the next call does not
+    wait behind 40 half-second sleeps on the one slot (those already on the worker finish)."""
+    worker_factory(1, "--concurrency", "1", "--services", "compute")
+    with Cluster(nameserver) as cluster:
+        if how == "closed":
+            results = cluster.map("sleep", [0.5] * 40)
+            assert next(results) == 0.5
+            results.close()
+        else:
+            with pytest.raises(KeyError):
+                for _ in cluster.map("sleep", [0.5] * 40):
+                    raise KeyError("stop here")
+        assert cluster.waiting_by_service().get("compute", 0) == 0
+        assert cluster.submit("add", 1, 2).result(timeout=5) == 3
+
+
 def test_sigkill_mid_map_loses_nothing(nameserver, worker_factory):
     victim, _other = worker_factory(2, "--concurrency", "2", "--services", "compute")
     with Cluster(nameserver, probe_timeout=2) as cluster:
