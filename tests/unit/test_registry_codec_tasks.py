@@ -48,6 +48,32 @@ def test_pack_call_names_where_an_unsendable_argument_sits():
     assert codec.unpack(codec.pack_call((1, {2: 3}), {"k": None})) == [[1, {2: 3}], {"k": None}]
 
 
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        ([1, nested(1100)], r"args\[1\]\[0\]\[0\].*: nested more than 1000 levels deep"),
+        (["ok", {"k": "a\udc80b"}], r"args\[1\]\['k'\]: a string with a lone surrogate at 1"),
+        ([[10**5000]], r"args\[0\]\[0\]: an int of more than \d+ digits"),
+    ],
+)
+def test_pack_call_names_the_place_of_a_value_msgpack_refuses_however_deep(args, where):
+    """The search for the place keeps its own stack: a value nested past Python's recursion limit
+    is a NotSendable naming it, not a RecursionError."""
+    with pytest.raises(codec.NotSendable, match=where):
+        codec.pack_call(args, {})
+    value, depth = codec.unpack(codec.pack_call([nested(1000)], {}))[0][0], 0
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == 1000  # as deep as msgpack goes is sent as it is
+
+
 @pytest.mark.parametrize(
     "data", [b"", b"\x91", b"\xc1", codec.pack([1]) + b"x", b"\xc7\x01\x05a", b"\xc7\x01\x31z"]
 )
