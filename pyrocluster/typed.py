@@ -26,7 +26,7 @@ NDARRAY, NPSCALAR, DATAFRAME, SERIES = 0x50, 0x51, 0x60, 0x61
 
 MAX_DECIMAL_CHARS = 1000
 """Longest decimal text accepted (a Decimal's exponent is unbounded; its text need not be)."""
-_DECIMAL = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|-?(Infinity|NaN|sNaN)")
+_DECIMAL = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|-?(Infinity|s?NaN\d*)")
 
 
 class BadValue(ValueError):
@@ -163,7 +163,10 @@ def encode(value: Any) -> msgpack.ExtType | None:
     if isinstance(value, dt.timedelta):
         return msgpack.ExtType(TIMEDELTA, _inner([value.days, value.seconds, value.microseconds]))
     if isinstance(value, decimal.Decimal):
-        return msgpack.ExtType(DECIMAL, str(value).encode("ascii"))
+        text = str(value)
+        if len(text) > MAX_DECIMAL_CHARS:  # refused here, not by the receiver after the trip
+            raise TypeError(f"a Decimal of {len(text)} characters (at most {MAX_DECIMAL_CHARS} are sent)")
+        return msgpack.ExtType(DECIMAL, text.encode("ascii"))
     if isinstance(value, uuid.UUID):
         return msgpack.ExtType(UUID, value.bytes)
     if kind is valueref.ValueRef:

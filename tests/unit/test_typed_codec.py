@@ -73,3 +73,20 @@ def test_subclasses_of_plain_types_go_as_their_plain_value():
     assert codec.unpack(codec.pack(value)) == [3, {"a": 1}, [1, 2], b"z", [1, [2]]]
     assert type(codec.unpack(codec.pack(dt.date(2026, 1, 1)))) is dt.date
     assert codec.unpack(codec.pack(decimal.Decimal("NaN"))).is_nan()
+
+
+@pytest.mark.parametrize("text", ["-NaN123", "sNaN7", "-sNaN", "-Infinity", "1E+999999", "-0.00"])
+def test_every_decimal_spelling_round_trips(text):
+    value = decimal.Decimal(text)
+    assert str(codec.unpack(codec.pack(value))) == text
+
+
+def test_a_decimal_too_long_for_the_receiver_is_refused_when_sent():
+    """Refused on the sender's side, naming the place, not by the worker after the trip."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 1100
+        long = decimal.Decimal(1) / 3
+    with pytest.raises(codec.NotSendable, match=r"args\[0\]\[1\]: a Decimal of 1102 characters"):
+        codec.pack_call([[1, long]], {})
+    longest = decimal.Decimal("-0." + "3" * 997)  # 1,000 characters: sent
+    assert codec.unpack(codec.pack(longest)) == longest
