@@ -3,6 +3,7 @@
 from pyrocluster.errors import (
     AuthenticationError,
     ClusterUnreachable,
+    ConfigError,
     PyroClusterError,
     TaskFailed,
     TaskTimeout,
@@ -13,8 +14,8 @@ from pyrocluster.errors import (
 from pyrocluster.tasks import task
 
 __all__ = [
-    "AuthenticationError", "Cluster", "ClusterUnreachable", "PyroClusterError", "TaskFailed", "TaskTimeout",
-    "UpstreamFailed", "WorkerUnavailable", "load_result", "register_error", "task",
+    "AuthenticationError", "Cluster", "ClusterUnreachable", "ConfigError", "PyroClusterError", "TaskFailed",
+    "TaskTimeout", "UpstreamFailed", "WorkerUnavailable", "load_result", "register_error", "task",
 ]  # fmt: skip
 __version__ = "0.1.0"
 

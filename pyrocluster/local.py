@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 PARENT_ENV = "PYROCLUSTER_PARENT_PID"
 """Set for the processes we start: they stop when that process is gone (no orphans after SIGKILL)."""
+CONFIG_EXIT = 2
+"""A command's exit status for a usage or configuration error (SPEC 3, ``cli.common.EXIT_USAGE``)."""
 READY_TIMEOUT_S = 30.0
 """Seconds a started process has to print its ready line."""
 STOP_TIMEOUT_S = 10.0
@@ -66,6 +68,9 @@ class ManagedProcess:
         """Block until the ready line; ClusterUnreachable with the process output if it never comes."""
         if not self._ready.wait(timeout_s) or not self.ready_line:
             self.kill()
+            problems = [line.removeprefix("error: ") for line in self.output if line.startswith("error: ")]
+            if self.proc.returncode == CONFIG_EXIT and problems:  # its options were wrong: say so alone
+                raise ConfigError("; ".join(problems))
             tail = "\n".join(self.output)
             raise ClusterUnreachable(f"`pyrocluster {' '.join(self.args)}` did not become ready:\n{tail}")
         return self.ready_line

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster import attachments, codec
+from pyrocluster.errors import ConfigError
 from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
 from pyrocluster.slots import handoff, limits
@@ -105,7 +106,10 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     _exit_with_parent()
     for spec in task_modules:
-        load_task_module(spec)
+        try:
+            load_task_module(spec)
+        except ConfigError:  # the worker loads the same modules and says why, once: no traceback here
+            raise SystemExit(2) from None
     running: list[Call] = []  # the calls of the batch in progress
 
     def overran(_signum: int, _frame: Any) -> None:

@@ -76,10 +76,21 @@ def test_worker_bad_arguments_are_exit_2(nameserver):
     assert result.stderr.strip() == "error: --services: unknown service 'paint' (choose from compute, crawl)"
     result = run_cli("worker", "--ns", nameserver, "--tasks", "./no/such/tasks.py")
     assert result.returncode == 2
-    assert "--tasks ./no/such/tasks.py: no such file" in result.stderr
+    # one line: the slot processes, started early, load the same file and leave the telling to it
+    assert result.stderr.strip() == "error: --tasks ./no/such/tasks.py: no such file", result.stderr
     result = run_cli("worker", "--ns", "not-an-address:port")
     assert result.returncode == 2
     assert "port that is not a number" in result.stderr
+
+
+def test_a_tasks_module_that_does_not_import_is_one_line_and_exit_2(nameserver, tmp_path):
+    broken = tmp_path / "broken_tasks.py"
+    broken.write_text("def half(:\n")
+    result = run_cli("worker", "--ns", nameserver, "--tasks", str(broken), "--concurrency", "2")
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"error: --tasks {broken}: cannot import: SyntaxError: invalid syntax ({broken.name}, line 1)"
+    ], result.stderr
 
 
 def test_status_json_lists_workers_with_spec_fields(nameserver, worker_factory):

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster import AuthenticationError, Cluster, ClusterUnreachable, TaskTimeout, WorkerUnavailable
+from pyrocluster import (
+    AuthenticationError,
+    Cluster,
+    ClusterUnreachable,
+    ConfigError,
+    TaskTimeout,
+    WorkerUnavailable,
+)
 from pyrocluster.local import start_nameserver, start_worker
 from tests.conftest import Processes, run_cli, running_cluster
 from tests.helpers.certs import CertificateAuthority
@@ -52,6 +59,15 @@ def test_no_name_server_there_is_cluster_unreachable_at_once(no_secret_env):
     with pytest.raises(ClusterUnreachable, match="cannot reach the name server"):
         Cluster(f"127.0.0.1:{free_port()}")
     assert time.monotonic() - started < FAST_S
+
+
+def test_a_local_cluster_given_a_tasks_file_that_is_not_there_is_a_config_error_naming_it(
+    no_secret_env, tmp_path
+):
+    missing = tmp_path / "my_tasks.py"
+    with pytest.raises(ConfigError) as caught:
+        Cluster.local(workers=1, worker_args=["--tasks", str(missing)])
+    assert str(caught.value) == f"--tasks {missing}: no such file"  # not "did not become ready" + tracebacks
 
 
 def test_a_wrong_or_missing_secret_is_an_authentication_error_at_once(no_secret_env, secured):
