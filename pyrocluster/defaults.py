@@ -56,3 +56,7 @@ DEFAULT_FORGET_AFTER_S = 600.0
 """Seconds a registered worker or job may stay silent before the name server forgets it."""
 DEFAULT_REPLY_SPIN_S = 100e-6
 """Seconds the thread waiting for a lone call's reply polls without sleeping first (``replyspin.py``)."""
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""Longest per-call timeout a worker accepts, in seconds."""
+MAX_PRIORITY = 2**31
+"""Largest priority magnitude a worker accepts."""

@@ -226,6 +226,8 @@ class LocalCluster:
         wait: bool = True,
         settings: Settings | None = None,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an integer of 0 or more, got {workers!r}")
         self.env = env
         self.worker_args = list(worker_args or [])
         self.workers: list[ManagedProcess] = []

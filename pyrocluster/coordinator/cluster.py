@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,8 @@ from pyrocluster import config
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
-from pyrocluster.coordinator.calls import Ask, Call, CallGroup, TaskFuture, Waiter
+from pyrocluster.coordinator.calloptions import CallOptions, retry_count, timeout_s
+from pyrocluster.coordinator.calls import Call, CallGroup, TaskFuture, Waiter
 from pyrocluster.coordinator.dispatch import Dispatcher
 from pyrocluster.coordinator.fanout import KeptChannels
 from pyrocluster.coordinator.futureargs import submit_after, upstream_futures
@@ -27,7 +28,6 @@ from pyrocluster.defaults import (
     DEFAULT_WAIT_S,
 )
 from pyrocluster.gc_thresholds import fewer_collections
-from pyrocluster.resources import frozen, parse_mapping
 from pyrocluster.roles import require_own
 from pyrocluster.tokens import Role
 
@@ -55,24 +55,6 @@ def task_name(name: Any) -> str:
     raise TypeError(f"a task name must be a string, not {type(name).__name__}")
 
 
-@dataclass(frozen=True)
-class CallOptions:
-    """Options of calls that are not task arguments: set with ``cluster.options(...)``."""
-
-    tags: frozenset[str] = frozenset()
-    """Only workers carrying every one of these tags run the calls."""
-    timeout: float | None = None
-    """Seconds per attempt (default: the cluster's ``timeout``)."""
-    retries: int | None = None
-    """Further attempts after a worker failure (default: the cluster's ``retries``)."""
-    priority: int = 0
-    """Higher runs first, here and across the coordinators sharing the workers."""
-    retry_on_error: bool = False
-    """Also retry a call whose task raised or overran its timeout (while retries remain)."""
-    resources: Ask = ()
-    """What each call asks of its worker, e.g. ``{"memory": "4GiB", "gpu": 1}`` (default ``cpu: 1``)."""
-
-
 class Calls:
     """A view of a cluster with fixed call options: ``submit``, ``map`` and ``starmap``.
 
@@ -94,19 +76,9 @@ class Calls:
         retry_on_error: bool | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> Calls:
-        """A view with some options changed (``resources``: ValueError when malformed)."""
-        o = self._options
-        return Calls(
-            self._cluster,
-            CallOptions(
-                frozenset(tags) if tags is not None else o.tags,
-                timeout if timeout is not None else o.timeout,
-                retries if retries is not None else o.retries,
-                priority if priority is not None else o.priority,
-                retry_on_error if retry_on_error is not None else o.retry_on_error,
-                frozen(parse_mapping(resources)) if resources is not None else o.resources,
-            ),
-        )
+        """A view with some options changed (TypeError or ValueError naming a malformed one)."""
+        changed = self._options.changed(tags, timeout, retries, priority, retry_on_error, resources)
+        return Calls(self._cluster, changed)
 
     def _settings(self) -> tuple[frozenset[str], float, int, bool, int]:
         """Tags, timeout, retries, retry_on_error and priority of the calls this view makes."""
@@ -249,8 +221,8 @@ class Cluster:
         self.settings = settings
         self.peer = own_peer(settings)
         """Who this coordinator is to the workers (the secret, or its token's name and role)."""
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout = timeout_s(timeout)
+        self.retries = retry_count(retries)
         self._local: LocalCluster | None = None
         self._dispatcher = Dispatcher(settings, probe_timeout, wait, max(1, max_batch))
         self.kept = KeptResults(self)

@@ -13,6 +13,7 @@ import Pyro5.serializers
 
 from pyrocluster import attachments, codec, protocol, resources, tasks
 from pyrocluster.config import SERPENT_GROWTH, Settings
+from pyrocluster.defaults import MAX_PRIORITY, MAX_TIMEOUT_S
 from pyrocluster.roles import requires
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
@@ -33,12 +34,8 @@ from pyrocluster.valueref import KEEP_BYTES
 
 MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
-MAX_TIMEOUT_S = 7 * 24 * 3600.0
-"""Longest per-call timeout accepted, in seconds."""
 MAX_ID_CHARS = 200
 """Longest coordinator or call id accepted."""
-MAX_PRIORITY = 2**31
-"""Largest priority magnitude accepted."""
 REPLY_OVERHEAD_BYTES = 64 * 1024
 """What a reply costs besides its outcomes (Pyro5 framing, ``load``), kept free under the cap."""
 

@@ -98,6 +98,18 @@ def plain_ns() -> Iterator[str]:
         yield ns
 
 
+def test_call_options_no_worker_would_take_are_refused_when_set(no_secret_env, plain_ns):
+    """Not a call that waits ``wait`` for a worker carrying the tags f, a, s and t."""
+    with pytest.raises(ValueError, match="retries must be 0 or more"):
+        Cluster(plain_ns, retries=-1)
+    with Cluster(plain_ns, wait=30) as cluster:
+        with pytest.raises(TypeError, match=r"tags=\['fast'\]"):
+            cluster.options(tags="fast")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout must be in"):
+            cluster.options(timeout=0)
+        assert cluster.options(tags=[], timeout=5, retries=0).submit("add", 1, 2).result(timeout=30) == 3
+
+
 def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, plain_ns):
     with Cluster(plain_ns, wait=30) as cluster:
         assert cluster.submit("add", 1, 1).result(timeout=30) == 2  # the catalog is known
