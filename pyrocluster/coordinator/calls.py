@@ -179,6 +179,10 @@ class TaskFuture(ReadHere):
             return super().cancel()
         return bool(self.canceller([self.call], False))
 
+    def running(self) -> bool:
+        """True while the call is on a worker (sent and not ended): ``cancel()`` is then False."""
+        return self._state in UNDONE and self.call.batch_id != 0
+
     def settled(self, calls: list[Call]) -> None:
         """Complete the future with its call's outcome."""
         call = calls[0]
