@@ -432,6 +432,12 @@ class Frontier:
         """URLs handed out and not yet marked done."""
         return len(self._in_flight)
 
+    def unfinished(self) -> list[tuple[str, int]]:
+        """``(url, depth)`` of the URLs handed out and not done, then of those waiting within
+        ``max_pages`` in the order they were queued: what a stopped crawl leaves undone."""
+        waiting = sorted(self._queued.items(), key=lambda item: item[1][1])[: self.pending()]
+        return [*self._in_flight.items(), *((url, depth) for url, (depth, _) in waiting)]
+
     def is_finished(self) -> bool:
         """Nothing in flight and nothing more to hand out."""
         return not self._in_flight and self.pending() == 0

@@ -146,7 +146,18 @@ class CrawlRun:
 
     def known(self) -> int:
         """Pages recorded, being fetched or waiting: the crawl's total so far."""
-        return self.emitted + self.in_flight + self.frontier.pending()
+        return self.emitted + self.frontier.in_flight() + self.frontier.pending()
+
+    def cancelled_records(self, reason: str) -> list[dict[str, Any]]:
+        """A ``cancelled`` record for each page a stopped crawl leaves undone (being fetched, or
+        waiting within ``max_pages``), so that its results file accounts for every page it knew."""
+        records: dict[str, dict[str, Any]] = {}
+        for url, depth in self.frontier.unfinished():
+            page_url = self._chains.get(url, (url, 0))[0]  # a redirect's hop stands for its page
+            record = self._record(page_url, depth, "cancelled", None, self._attempts.get(url, 0))
+            record["reason"] = reason
+            records.setdefault(page_url, record)
+        return list(records.values())
 
     def _new_fetch(self, tag: str, key: Any, depth: int, url: str, options: dict[str, Any]) -> Call:
         """A fetch call for :meth:`run` to submit (with the others of its round)."""

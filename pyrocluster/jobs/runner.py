@@ -427,6 +427,10 @@ class JobRunner:
                     batch = []
         if batch:
             self._inbox.put(batch)
+        if self.crawl is not None:  # its pages being fetched or waiting within max_pages
+            self.cluster.cancel_calls(self.crawl)
+            pages = self.crawl.cancelled_records(CANCELLED_REASON)
+            self._inbox.put([page for page in pages if not self._store.has(page["id"])])
 
     def _run_tasks(self, chunks: Iterator[list[TaskItem] | None], stop: threading.Event) -> None:
         """Submit calls as the workflow hands them out, ``SUBMIT_CHUNK`` or more at a time (None: it

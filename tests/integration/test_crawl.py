@@ -157,6 +157,35 @@ def test_a_page_whose_site_refuses_the_connection_fails_with_the_sites_error(cra
     assert "Connect call failed" in record["error"]["message"] or "refused" in record["error"]["message"]
 
 
+def test_ctrl_c_mid_crawl_records_every_page_it_knew_and_resume_finishes(tmp_path, crawl_ns):
+    """SPEC 6 for a crawl: each page fetched, being fetched or waiting has its line when the job
+    is stopped (``cancelled`` for the undone), and the summary's total is their sum."""
+    with SiteServer(pages=60) as site:
+        job = crawl_job(tmp_path, [site.url("/")], max_pages=40, max_depth=50, per_host_rate=4, robots=False)
+        out = tmp_path / "crawl.results.jsonl"
+        proc = start_submit(job, crawl_ns, tmp_path, "--json")
+        try:
+            wait_for(lambda: out.exists() and out.read_text().count("\n") >= 4, 60, interval_s=0.05)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 130, stderr
+        summary = json.loads(stdout)
+        recs = records(tmp_path)
+        by_status = Counter(r["status"] for r in recs)
+        assert by_status["cancelled"] > 0 and by_status["ok"] >= 4, by_status
+        assert summary["cancelled"] == by_status["cancelled"] and summary["ok"] == by_status["ok"], summary
+        assert summary["total"] == sum(summary[k] for k in ("ok", "failed", "skipped", "cancelled")), summary
+        assert len({r["id"] for r in recs}) == len(recs) <= 40
+        assert all(r["reason"] == "the job was cancelled" for r in recs if r["status"] == "cancelled")
+        result = run_cli("submit", str(job), "--ns", crawl_ns, "--resume", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result
+    finished = records(tmp_path)
+    assert {r["status"] for r in finished} == {"ok"} and len(finished) == 40
+
+
 def test_sigkill_one_crawler_mid_crawl_loses_no_page(tmp_path, nameserver, worker_factory):
     victim, _ = worker_factory(2, "--services", "crawl", "--crawl-concurrency", "4")
     with SiteServer(pages=400) as site:
