@@ -128,6 +128,8 @@ class CrawlRun:
         self._commit_due = 0.0  # when the state is committed next (monotonic), records waiting or not
         self.in_flight = 0
         self.emitted = 0
+        self.retried = 0
+        """Page fetches tried again by the crawl itself (its pages get no dispatcher retries)."""
         self._outcomes: queue.SimpleQueue[Call] = queue.SimpleQueue()
 
     def _with_secret(self) -> dict[str, Any]:
@@ -342,6 +344,7 @@ class CrawlRun:
         return []
 
     def _retry(self, key: str, page_url: str, hops: int, attempts: int) -> None:
+        self.retried += 1
         self._attempts[key] = attempts
         if hops:
             self._chains[key] = (page_url, hops)

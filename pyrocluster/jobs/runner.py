@@ -223,6 +223,7 @@ class JobRunner:
                 + (self.crawl.known() if self.crawl else 0)
             )
             left = total - done - self.cancelled
+            crawl = self.crawl  # its pages are retried by the crawl, not the dispatcher
             return {
                 "name": self.spec.name,
                 "total": total,
@@ -235,7 +236,7 @@ class JobRunner:
                 "skipped": self.skipped,
                 "cancelled": self.cancelled,
                 "priority": self.spec.defaults.priority,
-                "retried": self.cluster.retried - self._retried_base,
+                "retried": self.cluster.retried - self._retried_base + (crawl.retried if crawl else 0),
                 "in_flight": self._outstanding,
                 "rate": round(rate, 1),
                 "eta_s": left / rate if rate > 0 and not self.cancelled else None,

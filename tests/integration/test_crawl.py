@@ -93,6 +93,8 @@ def test_failures_are_recorded_as_the_spec_says(tmp_path, crawl_ns):
     assert flaky["status"] == "ok" and flaky["attempts"] == 2
     slow = by_path["/slow"]
     assert slow["status"] == "failed" and slow["attempts"] == 4  # 1 + 3 retries, each cut at the timeout
+    assert slow["error"]["type"] == "ReadTimeout" and slow["error"]["message"].startswith("gave up after 4")
+    assert json.loads(result.stdout)["retried"] == 1 + 3  # the crawl's own retries count too
     big = by_path["/big"]
     assert big["status"] == "ok" and big["result"]["truncated"] is True and big["result"]["bytes"] == 100_000
 
