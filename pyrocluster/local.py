@@ -23,6 +23,9 @@ PARENT_ENV = "PYROCLUSTER_PARENT_PID"
 """Set for the processes we start: they stop when that process is gone (no orphans after SIGKILL)."""
 CONFIG_EXIT = 2
 """A command's exit status for a usage or configuration error (SPEC 3, ``cli.common.EXIT_USAGE``)."""
+LOCAL_DRAIN_S = 1.0
+"""Seconds a private cluster's stopping worker waits for the tasks it holds: whoever closes the
+cluster reads no more results, so a long task is not run to its end (a worker's own default is 30 s)."""
 READY_TIMEOUT_S = 30.0
 """Seconds a started process has to print its ready line."""
 STOP_TIMEOUT_S = 10.0
@@ -297,8 +300,9 @@ class LocalCluster:
             raise self._failure
 
     def add_worker(self, extra: list[str] | None = None, wait: bool = True) -> ManagedProcess:
-        """Start one more worker."""
-        proc = start_worker(self.address, [*self.worker_args, *(extra or [])], self.env, wait=wait)
+        """Start one more worker (a drain timeout given in the arguments replaces ``LOCAL_DRAIN_S``)."""
+        args = ["--drain-timeout", f"{LOCAL_DRAIN_S:g}", *self.worker_args, *(extra or [])]
+        proc = start_worker(self.address, args, self.env, wait=wait)
         self.workers.append(proc)
         return proc
 

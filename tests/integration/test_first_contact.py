@@ -18,7 +18,7 @@ from pyrocluster import (
     WorkerUnavailable,
 )
 from pyrocluster.local import start_nameserver, start_worker
-from tests.conftest import Processes, run_cli, running_cluster
+from tests.conftest import Processes, run_cli, running_cluster, wait_for
 from tests.helpers.certs import CertificateAuthority
 
 SECRET = "first-contact-secret"
@@ -68,6 +68,21 @@ def test_a_local_cluster_given_a_tasks_file_that_is_not_there_is_a_config_error_
     with pytest.raises(ConfigError) as caught:
         Cluster.local(workers=1, worker_args=["--tasks", str(missing)])
     assert str(caught.value) == f"--tasks {missing}: no such file"  # not "did not become ready" + tracebacks
+
+
+def test_closing_a_local_cluster_with_a_long_task_running_stops_its_workers_at_once(no_secret_env):
+    """Nobody reads the result any more: the workers do not run the task to its end first."""
+    cluster = Cluster.local(workers=1, worker_args=["--concurrency", "1"])
+    local = cluster.local_cluster
+    assert local is not None
+    future = cluster.submit("sleep", 30)
+    wait_for(lambda: future.running(), 20, what="the task to start")
+    started = time.monotonic()
+    cluster.close()
+    assert time.monotonic() - started < 5, "close() waited for the task"
+    assert all(w.proc.poll() is not None for w in local.workers)
+    with pytest.raises(WorkerUnavailable):
+        future.result(timeout=5)
 
 
 def test_a_wrong_or_missing_secret_is_an_authentication_error_at_once(no_secret_env, secured):
