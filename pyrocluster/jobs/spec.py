@@ -6,6 +6,7 @@ import difflib
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ from pyrocluster.defaults import (
 )
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.graph import RESULT_KEY, build_graph
-from pyrocluster.jobs.yamlread import line_of, read_yaml
+from pyrocluster.jobs.yamlread import expanded_values, line_of, read_yaml
 from pyrocluster.resources import parse_mapping
 
 PAGE_FIELDS = frozenset(
@@ -417,6 +418,9 @@ def read_document(path: str | Path) -> tuple[str, Any]:
     """The text of a YAML file and what it holds; JobFileError (with the line) when it cannot be read."""
     shown = str(path)
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a FIFO would block, a device not end
+            raise JobFileError(shown, "", "is not a regular file (a pipe or a device): give a job file")
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise JobFileError(shown, "", "no such file") from None
@@ -427,7 +431,10 @@ def read_document(path: str | Path) -> tuple[str, Any]:
     except OSError as exc:
         raise JobFileError(shown, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        return text, read_yaml(text)
+        document = read_yaml(text)
+        if "&" in text and "*" in text:  # anchors and aliases: a value may be used many times over
+            expanded_values(document)
+        return text, document
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

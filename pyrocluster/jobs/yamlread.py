@@ -107,6 +107,46 @@ def read_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
 
 
+MAX_EXPANDED_VALUES = 10_000_000
+"""Most values a document may hold once its aliases are counted at each use: ten levels of ten
+aliases to the level above (the "billion laughs") read as a kilobyte and walk as 10**10 values."""
+
+
+def expanded_values(document: Any) -> int:
+    """How many values ``document`` holds, each shared one counted at each of its uses (by a walk
+    that measures each container once); YAMLError past ``MAX_EXPANDED_VALUES`` or for a value that
+    holds itself (a recursive alias)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[Any] = [document]
+    while stack:
+        value = stack[-1]
+        key = id(value)
+        if key in sizes:
+            stack.pop()
+            continue
+        parts = [p for p in _parts(value) if isinstance(p, (list, dict)) and id(p) not in sizes]
+        if key not in open_:
+            open_.add(key)
+            if any(id(p) in open_ for p in parts):
+                raise yaml.YAMLError("an alias refers to a value that holds it (a recursive alias)")
+            stack.extend(parts)
+            continue
+        size = 1 + sum(sizes.get(id(p), 1) for p in _parts(value))
+        if size > MAX_EXPANDED_VALUES:
+            raise yaml.YAMLError(f"its aliases expand it to more than {MAX_EXPANDED_VALUES:,} values")
+        sizes[key] = size
+        open_.discard(key)
+        stack.pop()
+    return sizes.get(id(document), 1)
+
+
+def _parts(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, list) else []
+
+
 def _splice(runs: Runs, event: Any, stack: list[list[Any]]) -> None:
     """Put a run's items where its placeholder is, or raise ``_Moved`` if it is not a block item."""
     items = runs.items.pop(event.start_mark.line, None)

@@ -558,3 +558,41 @@ def test_fast_reader_handles_yaml_features(text: str) -> None:
 def test_a_task_reused_by_alias_gets_an_id_per_entry(tmp_path: Path) -> None:
     spec = load_job(write(tmp_path, "tasks:\n  - &t {call: fib, args: [3]}\n  - *t\n"))
     assert [(item.id, item.args) for item in iter_task_items(spec)] == [("task-0", [3]), ("task-1", [3])]
+
+
+# ---------------------------------------------------------------------------------------------- hostile files
+
+
+def test_aliases_that_expand_a_small_file_past_ten_million_values_are_refused_at_once(tmp_path: Path) -> None:
+    """The "billion laughs": ten levels of ten aliases read as a kilobyte, and walked as 10**10 values."""
+    lines = ["name: laughs", "tasks:", '  - {id: t0, call: echo, args: [&x0 ["lol", "lol"]]}']
+    for level in range(1, 11):
+        uses = ", ".join([f"*x{level - 1}"] * 10)
+        lines.append(f"  - {{id: t{level}, call: echo, args: [&x{level} [{uses}]]}}")
+    exc = error(tmp_path, "\n".join(lines) + "\n")
+    assert "its aliases expand it to more than 10,000,000 values" in exc.message, str(exc)
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    exc = error(tmp_path, "tasks:\n  - &a {id: a, call: echo, args: [*a]}\n")
+    assert "recursive alias" in exc.message, str(exc)
+
+
+def test_aliases_and_merge_keys_of_an_ordinary_file_still_load(tmp_path: Path) -> None:
+    text = "defaults: &d {retries: 1}\ntasks:\n  - &t {id: a, call: add, args: &ab [1, 2]}\n"
+    text += "  - {<<: *t, id: b}\n  - {id: c, call: add, args: *ab}\n"
+    spec = load_job(write(tmp_path, text))
+    assert [(t.id, t.args) for t in spec.tasks] == [("a", [1, 2]), ("b", [1, 2]), ("c", [1, 2])]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_pipe_or_a_device_is_refused_before_it_is_read(tmp_path: Path, kind: str) -> None:
+    import os
+
+    path = tmp_path / "job.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    else:
+        path = Path("/dev/zero")  # reading it would never end
+    with pytest.raises(JobFileError, match="is not a regular file"):
+        load_job(path)
