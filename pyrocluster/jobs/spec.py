@@ -31,6 +31,8 @@ from pyrocluster.defaults import (
     DEFAULT_CRAWL_TIMEOUT_S,
     DEFAULT_RETRIES,
     DEFAULT_TASK_TIMEOUT_S,
+    MAX_PRIORITY,
+    MAX_TIMEOUT_S,
 )
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.graph import RESULT_KEY, build_graph
@@ -113,6 +115,9 @@ def secret_values(values: Mapping[str, Any]) -> dict[str, str]:
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+TaskSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
+"""A task's timeout: what a worker accepts (a longer one would fail every call at run time)."""
+Priority = Annotated[int, Field(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
 Seed = Annotated[str, AfterValidator(_check_seed)]
 Allow = Annotated[str, AfterValidator(_check_allow)]
 Secret = Annotated[Any, AfterValidator(_check_secret)]
@@ -151,10 +156,10 @@ class Defaults(_Model):
     """The ``defaults`` section: settings every task inherits unless it gives its own."""
 
     retries: int = Field(default=DEFAULT_RETRIES, ge=0)
-    timeout: Seconds = DEFAULT_TASK_TIMEOUT_S
+    timeout: TaskSeconds = DEFAULT_TASK_TIMEOUT_S
     retry_on_error: bool = False
     tags: list[NonEmpty] = Field(default_factory=list)
-    priority: int = 0
+    priority: Priority = 0
     resources: ResourcesSpec | None = None
     on_success: CallbackSpec | None = None
     on_failure: CallbackSpec | None = None
@@ -171,10 +176,10 @@ class TaskSpec(_Model):
     """A list (one call per item) or ``{$result: ID}`` (one call per item of an upstream's list)."""
     needs: list[NonEmpty] = Field(default_factory=list)
     tags: list[NonEmpty] | None = None
-    timeout: Seconds | None = None
+    timeout: TaskSeconds | None = None
     retries: Annotated[int, Field(ge=0)] | None = None
     retry_on_error: bool | None = None
-    priority: int | None = None
+    priority: Priority | None = None
     resources: ResourcesSpec | None = None
     on_success: CallbackSpec | None = None
     on_failure: CallbackSpec | None = None
@@ -282,6 +287,9 @@ def _message(err: dict[str, Any], sections: Mapping[tuple[str, ...], type[BaseMo
         return f"expected {_EXPECTED[kind]}, got {_describe(value)}"
     if kind == "greater_than_equal":
         return f"must be at least {ctx['ge']}, got {value!r}"
+    if kind == "less_than_equal":
+        most = ctx["le"]
+        return f"must be at most {int(most) if float(most).is_integer() else most}, got {value!r}"
     if kind == "greater_than":
         return f"must be greater than {ctx['gt']}, got {value!r}"
     if kind in _FIXED:
