@@ -25,6 +25,8 @@ from pyrocluster.gc_thresholds import paused_collections
 from pyrocluster.jobs.recordjson import OPTIONS, default, encode_record
 from pyrocluster.jobs.values import BIG_RESULT_BYTES, spill
 
+UNTERMINATED = "line not terminated"
+"""What a write cut short by the process's death leaves last."""
 DEFAULT_FSYNC_INTERVAL_S = 1.0
 """Seconds between ``os.fsync`` calls while appending (every line is flushed at once regardless)."""
 
@@ -161,7 +163,7 @@ class ResultsStore:
                     raise ValueError(f"{self.path}:{bad[0]}: {bad[1]}")
                 start, offset = offset, offset + len(line)
                 if not line.endswith(b"\n"):
-                    bad = (number, "line not terminated")
+                    bad = (number, UNTERMINATED)
                     continue
                 if not line.strip():
                     self._lines += 1
@@ -182,6 +184,8 @@ class ResultsStore:
                     ok[key] = record
                 else:
                     ok.pop(key, None)
+        if bad is not None and not self._lines and bad[1] != UNTERMINATED:
+            raise ValueError(f"{self.path}:{bad[0]}: {bad[1]}")  # one whole line, and not a record
         if good_end != offset:
             # A torn last line: the process died mid-write. Its task simply runs again.
             os.truncate(self.path, good_end)

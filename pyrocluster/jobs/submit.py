@@ -174,6 +174,8 @@ def _prepare(settings: Settings, options: SubmitOptions) -> tuple[JobSpec, Path]
     if not options.dry_run and (settings.secret is not None or settings.token is not None):
         audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
     output = Path(options.out or spec.output)
+    if output.exists() and output.samefile(spec.path):
+        raise ConfigError(f"the results file {output} is the job file itself: give another --out or 'output'")
     if not options.dry_run:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
@@ -275,6 +277,9 @@ def _submit(
             runfile.mark(output, spec.name, finished=False)
         except OSError as exc:
             raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # --resume of a file whose lines are not results records
+            why = f"cannot resume from {exc}: not a results file"
+            raise ConfigError(f"{why} (give another --out, or --overwrite to replace it)") from None
         with Announcement(
             settings, spec.name, runner.snapshot, runner.recent_failures, on_cancel=stop.set
         ) as announcement:

@@ -165,6 +165,26 @@ def test_rerun_replaces_a_finished_file_and_refuses_an_unfinished_one(tmp_path, 
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_a_results_file_that_is_not_one_or_is_the_job_file_is_exit_2_and_kept(
+    tmp_path, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--pool", "thread", "--concurrency", "1")
+    job = tmp_path / "job.yaml"
+    job.write_text("name: keep\ntasks:\n  - call: add\n    args: [1, 2]\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text('{"id": "a", "status": "ok"}\nnot a record at all\n{"id": "b"}\n')
+    before = notes.read_text()
+    result = run_cli("submit", str(job), "--ns", nameserver, "--resume", "--out", str(notes), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"error: cannot resume from {notes}:2: not JSON"), result.stderr
+    assert "unexpected" not in result.stderr and notes.read_text() == before
+    job_text = job.read_text()
+    for flags in ([], ["--overwrite"]):
+        result = run_cli("submit", str(job), "--ns", nameserver, "--out", str(job), *flags, cwd=tmp_path)
+        assert result.returncode == 2, result
+        assert "is the job file itself" in result.stderr and job.read_text() == job_text
+
+
 def test_quiet_hides_progress_but_not_the_failures(tmp_path, nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--pool", "thread", "--concurrency", "1")
     job = tmp_path / "job.yaml"

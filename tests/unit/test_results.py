@@ -286,3 +286,15 @@ def test_append_many_writes_what_encode_record_writes(tmp_path: Path) -> None:
     store.append_many(records)
     store.close()
     assert (tmp_path / "r.jsonl").read_bytes() == b"".join(encode_or_failure(r)[1] for r in records)
+
+
+def test_a_file_of_one_whole_line_that_is_no_record_is_refused_not_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"this is not json\n")  # someone's notes, not a results file: keep them
+    with pytest.raises(ValueError, match=r"r\.jsonl:1: not JSON"):
+        ResultsStore(path).open(resume=True)
+    assert path.read_bytes() == b"this is not json\n"
+    path.write_bytes(b'{"id":"a","kind":"comp')  # the first write cut short: repaired
+    store = ResultsStore(path)
+    assert store.open(resume=True) == {} and path.read_bytes() == b""
+    store.close()
