@@ -114,6 +114,15 @@ def secret_values(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _check_name(name: str) -> str:
+    if any(c in name for c in "/\\\0") or name in (".", ".."):  # it names <name>.results.jsonl here
+        raise ValueError(f"{name!r}: a job name may not hold '/', '\\' or NUL, nor be '.' or '..'")
+    return name
+
+
+JobName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_check_name)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 TaskSeconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
 """A task's timeout: what a worker accepts (a longer one would fail every call at run time)."""
@@ -215,7 +224,7 @@ class CrawlSpec(_Model):
 class JobSpec(_Model):
     """A validated job file; ``path`` is the file it came from."""
 
-    name: NonEmpty
+    name: JobName
     output: NonEmpty
     defaults: Defaults = Field(default_factory=Defaults)
     tasks: list[TaskSpec] = Field(default_factory=list)
@@ -320,8 +329,8 @@ def located_error(path: str, text: str, data: Any, loc: tuple[Any, ...], message
 def _prepare(data: dict[Any, Any], stem: str) -> set[int]:
     """Fill in the defaults that depend on the file or on other keys; return the tasks given no id."""
     data.setdefault("name", stem)
-    if isinstance(data["name"], str):
-        data.setdefault("output", f"{data['name']}.results.jsonl")
+    # (a name that is not a string is reported; the placeholder keeps 'output' from being reported too)
+    data.setdefault("output", f"{data['name'] if isinstance(data['name'], str) else stem}.results.jsonl")
     unnamed: set[int] = set()
     if isinstance(data.get("tasks"), list):
         # Copies: a task written once with an anchor and reused by alias still gets one id per entry.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,16 +176,36 @@ def _prepare(settings: Settings, options: SubmitOptions) -> tuple[JobSpec, Path]
     if not options.dry_run and (settings.secret is not None or settings.token is not None):
         audit(peer, "submit", job=spec.name)  # without a credential there is nobody to name
     output = Path(options.out or spec.output)
-    if output.exists() and output.samefile(spec.path):
-        raise ConfigError(f"the results file {output} is the job file itself: give another --out or 'output'")
-    if not options.dry_run:
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
-    runfile.check_start(output, spec.name, options.resume, options.overwrite)
+    if "\0" in str(output):
+        raise ConfigError(f"the results file {str(output)!r} has a NUL character in its name")
+    try:
+        if output.exists() and output.samefile(spec.path):
+            raise ConfigError(f"the results file {output} is the job file itself: give another --out")
+        if options.dry_run:
+            _writable(output)
+        else:
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)  # `output: runs/today/x.jsonl` just works
+            except OSError as exc:
+                why = exc.strerror or exc
+                raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
+        runfile.check_start(output, spec.name, options.resume, options.overwrite)
+    except OSError as exc:  # a name too long, a folder that is a file, ...
+        raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
     return spec, output
+
+
+def _writable(output: Path) -> None:
+    """For a dry run: OSError when ``output`` could not be written, creating and changing nothing
+    (an existing file is opened to append and closed; else its nearest existing folder is checked)."""
+    if output.exists():
+        with output.open("ab"):
+            return
+    folder = output.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"{folder} is not a folder this user may write in")
 
 
 def run_plain(run: Callable[[], JobSummary], snapshot: Callable[[], dict[str, Any]]) -> JobSummary:

@@ -185,6 +185,25 @@ def test_a_results_file_that_is_not_one_or_is_the_job_file_is_exit_2_and_kept(
         assert "is the job file itself" in result.stderr and job.read_text() == job_text
 
 
+def test_a_results_file_that_cannot_be_written_is_exit_2_in_a_dry_run_too(
+    tmp_path, nameserver, worker_factory
+):
+    worker_factory(1, "--services", "compute", "--pool", "thread", "--concurrency", "1")
+    job = tmp_path / "job.yaml"
+    job.write_text('name: out\noutput: "a\\0b.jsonl"\ntasks:\n  - call: add\n    args: [1, 2]\n')
+    result = run_cli("submit", str(job), "--ns", nameserver, "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2 and "has a NUL character in its name" in result.stderr, result
+    job.write_text("name: out\ntasks:\n  - call: add\n    args: [1, 2]\n")
+    for out in ("/proc/self/status", f"{job}/under-a-file.jsonl", "x" * 300 + ".jsonl"):
+        for dry in (["--dry-run"], []):
+            result = run_cli("submit", str(job), "--ns", nameserver, "--out", out, *dry, cwd=tmp_path)
+            assert result.returncode == 2, result
+            assert result.stderr.startswith("error: cannot "), result.stderr
+            assert "the results file" in result.stderr and len(result.stderr.splitlines()) == 1
+            assert "unexpected" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]  # a dry run made nothing
+
+
 def test_quiet_hides_progress_but_not_the_failures(tmp_path, nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--pool", "thread", "--concurrency", "1")
     job = tmp_path / "job.yaml"

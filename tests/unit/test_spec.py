@@ -599,3 +599,16 @@ def test_a_pipe_or_a_device_is_refused_before_it_is_read(tmp_path: Path, kind: s
         path = Path("/dev/zero")  # reading it would never end
     with pytest.raises(JobFileError, match="is not a regular file"):
         load_job(path)
+
+
+@pytest.mark.parametrize("name", ["'../x'", "a/b", "'..'", '"a\\\\b"', '"a\\0b"'])
+def test_a_job_name_that_would_put_its_results_file_elsewhere_is_refused(tmp_path: Path, name: str) -> None:
+    exc = error(tmp_path, f"name: {name}\ntasks:\n  - {{call: add}}\n")
+    assert_error(exc, "name (line 1)", "a job name may not hold")
+    assert len(exc.problems) == 1
+
+
+def test_a_name_that_is_not_a_string_is_one_problem_not_also_a_missing_output(tmp_path: Path) -> None:
+    exc = error(tmp_path, "name: 5\ntasks:\n  - {call: add}\n")
+    assert_error(exc, "name (line 1)", "expected a string")
+    assert len(exc.problems) == 1, str(exc)
