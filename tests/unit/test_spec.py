@@ -612,3 +612,9 @@ def test_a_name_that_is_not_a_string_is_one_problem_not_also_a_missing_output(tm
     exc = error(tmp_path, "name: 5\ntasks:\n  - {call: add}\n")
     assert_error(exc, "name (line 1)", "expected a string")
     assert len(exc.problems) == 1, str(exc)
+
+
+@pytest.mark.parametrize("task_id", ["job:on_success", "a:on_failure", "x-1:on_success"])
+def test_a_task_id_a_callback_record_would_replace_is_refused(tmp_path: Path, task_id: str) -> None:
+    exc = error(tmp_path, f"tasks:\n  - {{id: '{task_id}', call: add}}\non_success: {{call: echo}}\n")
+    assert_error(exc, "tasks[0].id (line 2)", "are callbacks")
