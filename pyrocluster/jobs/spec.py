@@ -370,7 +370,8 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
                 id_loc, f"task id {task.id!r}: ids starting {RESERVED_ID_PREFIX!r} are for crawl pages"
             )
         if task.id.endswith((":on_success", ":on_failure")):  # a callback's record would replace it
-            raise fail(id_loc, f"task id {task.id!r}: ids ending ':on_success' or ':on_failure' are callbacks")
+            why = "ids ending ':on_success' or ':on_failure' are callbacks"
+            raise fail(id_loc, f"task id {task.id!r}: {why}")
         if task.map is None:
             if task.id in singles:
                 raise fail(id_loc, f"duplicate task id {task.id!r} (also tasks[{singles[task.id]}])")
