@@ -35,15 +35,11 @@ from pyrocluster.defaults import (
     MAX_TIMEOUT_S,
 )
 from pyrocluster.errors import JobFileError
+from pyrocluster.jobs.crawlchecks import check_crawl
 from pyrocluster.jobs.graph import RESULT_KEY, build_graph
 from pyrocluster.jobs.yamlread import expanded_values, line_of, read_yaml
 from pyrocluster.resources import parse_mapping
 
-PAGE_FIELDS = frozenset(
-    {"url", "final_url", "http_status", "content_type", "title", "links", "bytes", "sha256", "elapsed_ms"}
-    | {"truncated", "changed", "text", "headers", "raw"}
-)
-"""Fields of a crawl page record (and of the worker's answer); ``extract`` may not reuse them."""
 RESERVED_ID_PREFIX = "crawl:"
 """Task ids starting with this are kept for crawl records."""
 
@@ -89,9 +85,6 @@ def _check_allow(entry: str) -> str:
     if not _host_ok(parts.hostname):
         raise ValueError(f"{entry!r} is not host[:port]")
     return _host_port(str(parts.hostname), port)
-
-
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _check_secret(value: Any) -> Any:
@@ -391,47 +384,7 @@ def _check(spec: JobSpec, unnamed: set[int], fail: Any) -> None:
                 loc = ("tasks", j) if j in unnamed else ("tasks", j, "id")
                 raise fail(loc, f"task id {task_id!r} clashes with item {k} of the map in tasks[{index}]")
     if spec.crawl is not None:
-        _check_crawl(spec.crawl, fail)
-
-
-def _check_crawl(crawl: CrawlSpec, fail: Any) -> None:
-    """Extract fields, ``revisit`` without ``state``, header names, secrets whose variable is not set."""
-    if crawl.revisit is not None and crawl.state is None:
-        raise fail(("crawl", "revisit"), "'revisit' needs 'state' (the file that remembers earlier crawls)")
-    from pyrocluster.crawl.urls import host_key  # url_normalize: 30 ms to import, for a crawl only
-
-    allowed = {host_key(entry) for entry in crawl.allow or ()}
-    for i, seed in enumerate(crawl.seeds):
-        try:
-            key = host_key(seed)
-        except ValueError as exc:
-            raise fail(("crawl", "seeds", i), str(exc)) from None
-        if key not in allowed:  # every request of a crawl goes to a host of allow, the seeds' too
-            raise fail(("crawl", "seeds", i), f"{seed!r}: its host {key} is not in crawl.allow")
-    for name in crawl.headers:
-        if not _HEADER_NAME_RE.fullmatch(name) or name.lower() in ("host", "content-length", "connection"):
-            raise fail(("crawl", "headers", name), f"{name!r} is not a header name that may be sent")
-    for section in ("headers", "cookies"):
-        for key, value in getattr(crawl, section).items():
-            if isinstance(value, dict) and value["env"] not in os.environ:
-                raise fail(("crawl", section, key), f"environment variable {value['env']} is not set")
-    for field, selector in crawl.extract.items():
-        if field in PAGE_FIELDS:
-            raise fail(("crawl", "extract", field), f"field {field!r} would replace a page record field")
-        if not _css_ok(selector):
-            raise fail(("crawl", "extract", field), f"{selector!r} is not a valid CSS selector")
-
-
-def _css_ok(selector: str) -> bool:
-    try:
-        from selectolax.lexbor import LexborHTMLParser
-    except ImportError:  # pragma: no cover - the crawl service reports it then
-        return True
-    try:
-        LexborHTMLParser("<p></p>").css_first(selector)
-    except Exception:  # selectolax raises its own error type, which differs across versions
-        return False
-    return True
+        check_crawl(spec.crawl, fail)
 
 
 def read_document(path: str | Path) -> tuple[str, Any]:
