@@ -70,7 +70,7 @@ def load_task_module(spec: str) -> None:
             _import_here(spec)
     except ConfigError:
         raise
-    except Exception as exc:  # any import-time failure of user code is reported, not raised
+    except (Exception, SystemExit) as exc:  # any import-time failure of user code is reported, not raised
         raise ConfigError(f"--tasks {spec}: cannot import: {type(exc).__name__}: {exc}") from None
 
 

@@ -6,6 +6,8 @@ import json
 import signal
 import socket
 
+import pytest
+
 from pyrocluster.local import ManagedProcess
 from tests.conftest import run_cli
 
@@ -83,14 +85,20 @@ def test_worker_bad_arguments_are_exit_2(nameserver):
     assert "port that is not a number" in result.stderr
 
 
-def test_a_tasks_module_that_does_not_import_is_one_line_and_exit_2(nameserver, tmp_path):
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("def half(:\n", "SyntaxError: invalid syntax (broken_tasks.py, line 1)"),
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+    ],
+)
+def test_a_tasks_module_that_does_not_import_is_one_line_and_exit_2(nameserver, tmp_path, source, why):
     broken = tmp_path / "broken_tasks.py"
-    broken.write_text("def half(:\n")
+    broken.write_text(source)
     result = run_cli("worker", "--ns", nameserver, "--tasks", str(broken), "--concurrency", "2")
     assert result.returncode == 2, result
-    assert result.stderr.strip().splitlines() == [
-        f"error: --tasks {broken}: cannot import: SyntaxError: invalid syntax ({broken.name}, line 1)"
-    ], result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: --tasks {broken}: cannot import: {why}"], result.stderr
 
 
 def test_status_json_lists_workers_with_spec_fields(nameserver, worker_factory):
