@@ -179,6 +179,8 @@ def _prepare(settings: Settings, options: SubmitOptions) -> tuple[JobSpec, Path]
     if "\0" in str(output):
         raise ConfigError(f"the results file {str(output)!r} has a NUL character in its name")
     try:
+        if output.is_dir():
+            raise ConfigError(f"the results file {output} is a directory: give a file's name (--out)")
         if output.exists() and output.samefile(spec.path):
             raise ConfigError(f"the results file {output} is the job file itself: give another --out")
         if options.dry_run:
