@@ -195,9 +195,12 @@ def test_a_results_file_that_cannot_be_written_is_exit_2_in_a_dry_run_too(
     assert result.returncode == 2 and "has a NUL character in its name" in result.stderr, result
     job.write_text("name: out\ntasks:\n  - call: add\n    args: [1, 2]\n")
     (tmp_path / "a-folder").mkdir()
-    result = run_cli("submit", str(job), "--ns", nameserver, "--out", "a-folder", cwd=tmp_path)
+    in_folder = tmp_path / "in-folder.yaml"
+    in_folder.write_text("name: out\noutput: a-folder\ntasks:\n  - call: add\n    args: [1, 2]\n")
+    result = run_cli("submit", str(in_folder), "--ns", nameserver, cwd=tmp_path)
     assert result.returncode == 2 and "a-folder is a directory" in result.stderr, result
     (tmp_path / "a-folder").rmdir()
+    in_folder.unlink()
     for out in ("/proc/self/status", f"{job}/under-a-file.jsonl", "x" * 300 + ".jsonl"):
         for dry in (["--dry-run"], []):
             result = run_cli("submit", str(job), "--ns", nameserver, "--out", out, *dry, cwd=tmp_path)
