@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -132,6 +133,22 @@ def start_submit(job: Path, ns: str, cwd: Path, *args: str) -> subprocess.Popen[
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def submit_interrupted(
+    job: Path, ns: str, cwd: Path, started: Callable[[], Any], *args: str, what: str = "the job under way"
+) -> tuple[int, str, str]:
+    """``submit JOB`` in the background, Ctrl-C (SIGINT) once ``started()`` holds: its exit code,
+    stdout and stderr (the process is killed if it outlives the test's waits)."""
+    proc = start_submit(job, ns, cwd, *args)
+    try:
+        wait_for(started, 60, interval_s=0.05, what=what)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, stdout, stderr
 
 
 def wait_for(

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TASKS_FILE, run_cli, running_cluster, start_submit, status_now, wait_for
+from tests.conftest import (
+    TASKS_FILE,
+    run_cli,
+    running_cluster,
+    start_submit,
+    status_now,
+    submit_interrupted,
+    wait_for,
+)
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -253,15 +261,10 @@ def test_ctrl_c_cancels_keeps_results_exits_130_and_resume_finishes(tmp_path, na
         "name: stopme\ntasks:\n  - id: nap\n    call: sleep\n    map: [" + ", ".join(["0.1"] * 80) + "]\n",
     )
     out = tmp_path / "stopme.results.jsonl"
-    proc = start_submit(job, nameserver, tmp_path, "--json")
-    try:
-        wait_for(lambda: out.exists() and out.read_text().count("\n") >= 5, 30, interval_s=0.05)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130, stderr
+    code, stdout, stderr = submit_interrupted(
+        job, nameserver, tmp_path, lambda: out.exists() and out.read_text().count("\n") >= 5, "--json"
+    )
+    assert code == 130, stderr
     assert "cancelling the job" in stderr and "cancelled" in stderr and "--resume" in stderr
     assert "error: cancelling" not in stderr  # a cancel the user asked for is no error
     summary = json.loads(stdout)

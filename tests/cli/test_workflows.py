@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker, stop_processes
-from tests.conftest import run_cli, start_submit, status_now, wait_for
+from tests.conftest import run_cli, start_submit, status_now, submit_interrupted, wait_for
 
 FLOW_TASKS = str(Path(__file__).parents[1] / "helpers" / "flowtasks.py")
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -224,15 +224,10 @@ def test_ctrl_c_records_waiting_tasks_cancelled_and_resume_finishes(tmp_path, cl
         "  - {id: fast, call: echo, args: [[1, 2]], needs: [slow]}\n"
         "  - {id: last, call: echo, args: [{$result: dyn}]}\n"
     )
-    proc = start_submit(job, cluster, tmp_path, "--json")
-    try:
-        wait_for(lambda: not workers_idle(cluster), 30, what="the slow task running")
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == 130, stderr
+    code, stdout, stderr = submit_interrupted(
+        job, cluster, tmp_path, lambda: not workers_idle(cluster), "--json", what="the slow task running"
+    )
+    assert code == 130, stderr
     records = records_of(tmp_path / "job.results.jsonl")
     assert {key: r["status"] for key, r in records.items()} == dict.fromkeys(
         ("slow", "dyn", "fast", "last"), "cancelled"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pyrocluster import Cluster, TaskFailed
-from tests.conftest import run_cli, running_cluster, start_submit, wait_for
+from tests.conftest import run_cli, running_cluster, start_submit, submit_interrupted, wait_for
 from tests.sites import SiteServer
 
 CRAWLERS = ["--services", "crawl", "--crawl-concurrency", "8"]
@@ -165,15 +165,10 @@ def test_ctrl_c_mid_crawl_records_every_page_it_knew_and_resume_finishes(tmp_pat
     with SiteServer(pages=60) as site:
         job = crawl_job(tmp_path, [site.url("/")], max_pages=40, max_depth=50, per_host_rate=4, robots=False)
         out = tmp_path / "crawl.results.jsonl"
-        proc = start_submit(job, crawl_ns, tmp_path, "--json")
-        try:
-            wait_for(lambda: out.exists() and out.read_text().count("\n") >= 4, 60, interval_s=0.05)
-            proc.send_signal(signal.SIGINT)
-            stdout, stderr = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-            proc.wait()
-        assert proc.returncode == 130, stderr
+        code, stdout, stderr = submit_interrupted(
+            job, crawl_ns, tmp_path, lambda: out.exists() and out.read_text().count("\n") >= 4, "--json"
+        )
+        assert code == 130, stderr
         summary = json.loads(stdout)
         recs = records(tmp_path)
         by_status = Counter(r["status"] for r in recs)
