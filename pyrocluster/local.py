@@ -97,9 +97,13 @@ class ManagedProcess:
         return code
 
     def kill(self) -> None:
-        """SIGKILL and reap."""
+        """SIGKILL it and what it started that is still in its process group (its slot processes,
+        also one stuck loading a tasks module), and reap it."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:  # it leads its own group (start_new_session)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
         self.proc.wait()
         self._close_output()
 

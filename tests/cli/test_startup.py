@@ -218,3 +218,27 @@ def test_slots_asked_for_early_are_handed_over_or_raise_what_making_them_raised(
         slots.close()
     with pytest.raises(TypeError):  # the worker's start raises it where it made its slots before
         EarlySlots(1, None, 1 << 20).result()  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_never_gets_ready_is_killed_with_the_processes_it_started(tmp_path) -> None:
+    """Its slot processes are stuck loading a tasks module that sleeps: they go with it (they
+    outlived it by the length of that sleep, reparented to init)."""
+    sleepy = tmp_path / "sleepy_tasks.py"
+    sleepy.write_text("import time\ntime.sleep(600)\n")
+    worker = ManagedProcess(["worker", "--ns", "127.0.0.1:1", "--wait", "60", "--tasks", str(sleepy)])
+    group = worker.pid  # it leads its own process group
+    wait_for(lambda: len(alive_in_group(group)) >= 3, 30, what="the worker's slot processes")
+    with pytest.raises(ClusterUnreachable, match="did not become ready"):
+        worker.wait_ready(timeout_s=0.5)
+    wait_for(lambda: not alive_in_group(group), 10, what="every process of the worker's group gone")
+
+
+def alive_in_group(group: int) -> list[psutil.Process]:
+    """The processes of a process group that are not zombies."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
