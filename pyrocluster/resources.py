@@ -133,10 +133,15 @@ def shortfall(ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -
 
 def unfit_reason(task: str, ask: Mapping[str, float], totals: Iterable[Mapping[str, float]]) -> str | None:
     """Why no worker of ``totals`` could ever run ``task`` asking ``ask``; None when one could."""
+    totals = list(totals)
     over = shortfall(ask, totals)
     if over is None:
         return None
     name, largest = over
+    if ask[name] <= largest:  # each alone fits some worker, not all of them one worker
+        short = [n for n in sorted(ask) if any(t.get(n, 0.0) < ask[n] for t in totals)]
+        both = " and ".join(f"{show(n, ask[n])} {n}" for n in short)
+        return f"task {task!r} asks {both} together, which no one live worker has (each lacks one of them)"
     return (
         f"task {task!r} asks {show(name, ask[name])} {name}, more than any live worker has "
         f"(the largest: {show(name, largest)})"

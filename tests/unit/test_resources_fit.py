@@ -70,12 +70,20 @@ def test_a_call_asks_one_cpu_unless_it_says_otherwise():
     assert full_ask({"cpu": 0, "gpu": 1}) == {"gpu": 1}
 
 
+GIB = 2**30
+LICENCE_OR_MEMORY = [{"cpu": 4, "licence": 1, "memory": 2 * GIB}, {"cpu": 2, "memory": 23 * GIB}]
+"""Each resource of a licence-and-4GiB ask is on some worker, the two together on none."""
+
+
 def test_fit_shortfall_and_ranking():
     totals = [{"cpu": 4, "memory": 8}, {"cpu": 16, "memory": 2}]
     assert fits({"cpu": 4, "memory": 8}, totals[0]) and not fits({"gpu": 1}, totals[0])
     assert shortfall({"cpu": 2, "memory": 4}, totals) is None
     assert shortfall({"cpu": 1, "gpu": 1}, totals) == ("gpu", 0.0)
     assert shortfall({"cpu": 8, "memory": 4}, totals) == ("cpu", 16.0)  # each alone fits somewhere
+    together = unfit_reason("t", {"cpu": 1, "licence": 1, "memory": 4 * GIB}, iter(LICENCE_OR_MEMORY))
+    assert together is not None and together.startswith("task 't' asks 1 licence and 4GiB memory together")
+    assert together.endswith("which no one live worker has (each lacks one of them)")
     reason = unfit_reason("train", {"gpu": 2}, [{"gpu": 1}])
     assert reason is not None and "'train'" in reason and "2 gpu" in reason and "largest: 1" in reason
     assert units_free({"cpu": 2, "licence": 1}, {"cpu": 8, "licence": 3}, {"cpu": 2}) == 3
