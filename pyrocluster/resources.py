@@ -60,6 +60,8 @@ def parse_amount(name: str, value: Any) -> float:
         raise ValueError(f"{name}: {value!r} is not an amount")
     if not 0 <= amount <= MAX_AMOUNT:
         raise ValueError(f"{name}: {value!r} is out of range (0 to {MAX_AMOUNT:g})")
+    if name == GPU and not amount.is_integer():  # a call holds whole devices, never a share of one
+        raise ValueError(f"{name}: {value!r} is not a whole number of devices")
     return amount
 
 

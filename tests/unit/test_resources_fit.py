@@ -210,3 +210,10 @@ def test_registration_metadata_carries_the_totals_and_a_malformed_amount_is_skip
     listing["pyrocluster.worker.w.compute"] = ("PYRO:a@h:1", bad)
     (entry,) = parse_listing(listing)
     assert "compute" not in entry.uris  # the malformed object is skipped, the worker's control stays
+
+
+@pytest.mark.parametrize("amount", [0.5, "1.5", 2.25])
+def test_a_share_of_a_gpu_is_refused_as_no_call_would_get_a_device(amount):
+    with pytest.raises(ValueError, match="is not a whole number of devices"):
+        parse_mapping({"gpu": amount})
+    assert parse_mapping({"gpu": 2.0, "cpu": 0.5}) == {"gpu": 2.0, "cpu": 0.5}
