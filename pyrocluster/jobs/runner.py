@@ -11,17 +11,23 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
-from pyrocluster.errors import CredentialLapsed, error_record
+from pyrocluster.errors import CredentialLapsed
 from pyrocluster.jobs.bigvalues import JobValues
 from pyrocluster.jobs.callcolumns import calls_of
 from pyrocluster.jobs.items import TaskItem, count_task_items
+from pyrocluster.jobs.records import (
+    CANCELLED_REASON,
+    cancelled_record,
+    compute_record,
+    failure_entry,
+    respelled,
+)
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
 from pyrocluster.jobs.values import load_result
@@ -38,12 +44,8 @@ SHOWN_FAILURES = 10
 """Failed tasks listed by name at the end of a job (all of them are in the results file)."""
 RECENT_FAILURES = 50
 """Failed tasks a running job keeps, with their tracebacks, for ``status`` and the dashboard."""
-TRACEBACK_CHARS = 4000
-"""Characters of a traceback kept per recent failure (its end, where the error is)."""
 INTERRUPT_GRACE_S = 3.0
 """Seconds a stopped job waits for its recorder to write what it was given."""
-CANCELLED_REASON = "the job was cancelled"
-"""The ``reason`` of a ``cancelled`` record."""
 
 log = logging.getLogger(__name__)
 _STATUS = operator.itemgetter("status")
@@ -92,66 +94,6 @@ class JobSummary:
     def exit_code(self) -> int:
         """130 when interrupted, 1 when a task failed, else 0."""
         return 130 if self.interrupted else (1 if self.failed else 0)
-
-
-def compute_record(item: TaskItem, call: Call) -> dict[str, Any]:
-    """The results-file line of a finished compute call (``elapsed_ms`` to the microsecond)."""
-    error = call.error
-    if error is None:  # the common case as one literal: a dict built key by key costs twice as much
-        return {
-            "id": item.id,
-            "kind": item.kind,
-            "call": item.call,
-            "args": item.args,
-            "kwargs": item.kwargs,
-            "status": "ok",
-            "result": call.value,
-            "worker": call.worker,
-            "attempts": call.attempts,
-            "elapsed_ms": round(call.elapsed_ms * 1000) / 1000,  # round(ms, 3) cost 3x: 0.3-0.6 us
-        }
-    record = _item_fields(item)
-    if isinstance(error, CancelledError):
-        record["status"] = "cancelled"
-        record["reason"] = CANCELLED_REASON
-    else:
-        record["status"] = "failed"
-        record["error"] = error_record(error)
-    record["worker"] = call.worker
-    record["attempts"] = call.attempts
-    record["elapsed_ms"] = round(call.elapsed_ms * 1000) / 1000
-    return record
-
-
-def cancelled_record(item: TaskItem) -> dict[str, Any]:
-    """The results-file line of a task that never got an outcome because the job was cancelled."""
-    return {
-        **_item_fields(item),
-        "status": "cancelled",
-        "reason": CANCELLED_REASON,
-        "worker": None,
-        "attempts": 0,
-        "elapsed_ms": 0.0,
-    }
-
-
-def _item_fields(item: TaskItem) -> dict[str, Any]:
-    """The first fields of every record: what was asked."""
-    return {"id": item.id, "kind": item.kind, "call": item.call, "args": item.args, "kwargs": item.kwargs}
-
-
-def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
-    """A failed record as the dashboard lists it: id, call, worker, attempts, type, message, traceback."""
-    err = record.get("error") or {}
-    return {
-        "id": record["id"],
-        "call": record.get("call") or record.get("url") or "",
-        "worker": record.get("worker") or "",
-        "attempts": record.get("attempts", 0),
-        "type": str(err.get("type", record.get("status", ""))),
-        "message": str(err.get("message", record.get("reason", "")))[:TRACEBACK_CHARS],
-        "traceback": str(err.get("traceback", ""))[-TRACEBACK_CHARS:],
-    }
 
 
 class JobRunner:
@@ -332,7 +274,8 @@ class JobRunner:
                 if item and isinstance(item[0], Call):
                     if not self._closing:  # kept values written, lost ones made again
                         item = self.values.ready(item)  # type: ignore[arg-type]
-                        records += [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
+                        made = [compute_record(c.tag, c) for c in self._ran(item)]  # type: ignore[arg-type, union-attr]
+                        records += respelled(made, self._spelled) if self._spelled else made
                     settled += len(item)
                 elif not self._closing:
                     records += item  # type: ignore[arg-type]

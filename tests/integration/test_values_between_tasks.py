@@ -81,6 +81,35 @@ def test_a_200_mib_array_goes_worker_to_worker_and_submit_stays_small(tmp_path, 
 
 
 @pytest.mark.timeout(120)
+def test_resume_passes_a_kept_value_on_and_its_consumers_record_names_the_file(
+    tmp_path, nameserver, worker_factory
+):
+    """The value read back from its file on --resume is written in the consumer's record as its
+    file reference (as the first run writes it), not whole: 4 MiB of base64 in one line."""
+    worker_factory(1, "--pool", "thread", "--tasks", DATA_TASKS)
+    flag = tmp_path / "flag"
+    job = tmp_path / "again.yaml"
+    job.write_text(
+        "name: again\ntasks:\n"
+        "  - {id: make, call: big_array, args: [4]}\n"
+        f"  - {{id: gate, call: wait_for_file, args: [{json.dumps(str(flag))}, 0.2]}}\n"
+        "  - {id: total, call: array_sum, args: [{$result: make}], needs: [gate]}\n"
+    )
+    first = run_cli("submit", str(job), "--ns", nameserver, "--json", cwd=tmp_path, timeout=90)
+    assert first.returncode == 1, first  # the gate timed out: total was skipped
+    flag.touch()
+    again = run_cli("submit", str(job), "--ns", nameserver, "--json", "--resume", cwd=tmp_path, timeout=90)
+    assert again.returncode == 0, again
+    lines, records = records_of(tmp_path / "again.results.jsonl")
+    reference = records["make"]["result"]
+    assert reference["$file"] == "again.results.jsonl.values/make.npy"
+    n = 4 * 131072
+    assert records["total"]["status"] == "ok" and records["total"]["result"] == float(n * (n - 1) // 2)
+    assert records["total"]["args"] == [reference]
+    assert max(len(line) for line in (tmp_path / "again.results.jsonl").read_text().splitlines()) < 4096
+
+
+@pytest.mark.timeout(120)
 def test_a_value_whose_holder_died_is_made_again_and_the_job_ends_ok(tmp_path, nameserver, worker_factory):
     workers = {
         name: worker_factory(1, "--name", name, "--pool", "thread", "--tasks", DATA_TASKS)[0]

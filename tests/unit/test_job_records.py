@@ -10,7 +10,7 @@ from pyrocluster.coordinator.calls import Call
 from pyrocluster.errors import TaskFailed
 from pyrocluster.jobs.items import TaskItem
 from pyrocluster.jobs.recordjson import encode_record
-from pyrocluster.jobs.runner import CANCELLED_REASON, compute_record
+from pyrocluster.jobs.records import CANCELLED_REASON, compute_record
 
 ITEM = TaskItem("m-3", "add", [3, 3], {}, (), 60.0, 3, False)
 
