@@ -18,6 +18,7 @@ in progress gets the outcome of the end, and the rest never started.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import operator
@@ -85,6 +86,16 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def end_group(pid: int) -> None:
+    """SIGKILL slot process ``pid`` with what its tasks started that is still in its group (a
+    task's child would otherwise outlive a timeout, a cancel or its worker)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # not its group's leader yet, or gone
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _send(conn: Connection, message: bytes) -> bool:
     """Send to the worker; False when it closed the pipe (it stops this process: nothing to say)."""
     try:
@@ -104,6 +115,7 @@ def _child_main(
     the call in progress and ends the process. The normal path wakes no other thread.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
+    os.setpgrp()  # a group of its own: ending it (``end_group``) ends the processes its tasks started
     _exit_with_parent()
     for spec in task_modules:
         try:
@@ -117,7 +129,7 @@ def _child_main(
         deadline = share.started_at() + running[position][2] if 0 <= position < len(running) else math.inf
         if timer.fired(deadline):
             share.timed_out()
-            os._exit(0)
+            end_group(os.getpid())
 
     timer = CallTimer(overran)
 
@@ -240,8 +252,8 @@ class SlotProcess:
 
     def _stop(self) -> None:
         """End the process (killed if still alive) and forget it."""
-        if self.proc.is_alive():
-            self.proc.kill()
+        if self.proc.is_alive() and self.proc.pid is not None:
+            end_group(self.proc.pid)
         if self.proc.pid is not None:  # one that never started has nothing to wait for
             self.proc.join()
         self.conn.close()
@@ -251,7 +263,8 @@ class SlotProcess:
         """Kill the process for ``reason`` (TIMEOUT or CANCELLED), once (the share's lock is held)."""
         if self._killed_for is None:
             self._killed_for = reason
-            self.proc.kill()
+            if self.proc.pid is not None:
+                end_group(self.proc.pid)
 
     def cancel(self, positions: Iterable[int]) -> None:
         """Stop these calls of the running batch: those not started are skipped by the process; if
@@ -359,8 +372,8 @@ class SlotProcess:
         self._raw.close()
         if self.proc.pid is not None:
             self.proc.join(timeout=2)
-        if self.proc.is_alive():
-            self.proc.kill()
+        if self.proc.is_alive() and self.proc.pid is not None:
+            end_group(self.proc.pid)
             self.proc.join()
         self.share.close()
 

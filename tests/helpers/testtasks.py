@@ -140,3 +140,15 @@ def allocate(megabytes: int) -> int:
     block = bytearray(megabytes * 1_000_000)
     block[::4096] = b"x" * len(block[::4096])
     return len(block)
+
+
+@task
+def spawn_and_wait(pid_file: str, seconds: float) -> int:
+    """Start a child process that would outlive us, note its pid in ``pid_file``, then wait."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    with open(pid_file, "w") as out:
+        out.write(str(child.pid))
+    time.sleep(seconds)
+    return child.pid

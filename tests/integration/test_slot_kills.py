@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,32 @@ def test_through_a_coordinator_each_batch_mate_of_a_gil_holding_overrun_runs_exa
     assert {k: runs(tmp_path / k) for k in keys} == {k: [k] for k in keys}, "a batch-mate ran twice"
     assert all(f.attempts == 1 for f in futures.values()), [f.attempts for f in futures.values()]
     assert runs(tmp_path / "hog") == ["hog"]
+
+
+@pytest.mark.parametrize("end", ["timeout", "cancel"])
+def test_a_task_stopped_in_its_slot_takes_the_processes_it_started_with_it(ns, tmp_path, end):
+    """A child a task started would otherwise live on under init after its slot process ended."""
+    pid_file = tmp_path / "child.pid"
+    with Cluster(ns, retries=0) as cluster:
+        future = cluster.options(timeout=2 if end == "timeout" else 60).submit(
+            "spawn_and_wait", str(pid_file), 30
+        )
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, what="the child started")
+        child = int(pid_file.read_text())
+        if end == "cancel":
+            assert cluster.cancel(future)
+        with pytest.raises(TaskTimeout if end == "timeout" else CancelledError):
+            future.result(30)
+    wait_for(lambda: not alive(child), 10, what=f"the task's child {child} gone")
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie left for init to reap does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.parametrize("how", ["alarm0", "handler", "itimer"])
