@@ -352,12 +352,7 @@ def stop_on_signals(stop: threading.Event) -> None:
     from pyrocluster.local import stop_when_parent_dies
 
     stop_when_parent_dies(stop)
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    _relay_signals(stop.set)
 
 
 def cancel_on_signals(stop: threading.Event) -> None:
@@ -367,11 +362,30 @@ def cancel_on_signals(stop: threading.Event) -> None:
 
     stop_when_parent_dies(stop)
 
-    def handler(signum: int, frame: Any) -> None:
+    def on_signal() -> None:
         if stop.is_set():
             os._exit(EXIT_INTERRUPTED)
         stop.set()
         render.notice("cancelling the job: stopping its running tasks (press Ctrl-C again to leave at once)")
+
+    _relay_signals(on_signal)
+
+
+def _relay_signals(on_signal: Callable[[], None]) -> None:
+    """SIGINT and SIGTERM call ``on_signal`` on a thread of its own: the handler only writes to a
+    pipe. A handler that set an Event itself deadlocked when a second signal came while the
+    first was inside ``Event.set`` (its lock is not reentrant), and so would one arriving while
+    the main thread held that lock."""
+    read_end, write_end = os.pipe()
+
+    def relay() -> None:
+        while os.read(read_end, 1):
+            on_signal()
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+
+    def handler(signum: int, frame: Any) -> None:
+        os.write(write_end, b"s")
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
