@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ class StateFile:
         self.path = path
 
     def load(self) -> dict[str, dict[str, str]]:
-        """``{schedule: {"tick", "fire", "status"}}``; empty when the file is missing or unreadable."""
+        """``{schedule: {"tick", "fire", "status"}}``; empty when the file is missing or unreadable,
+        and without an entry whose ``tick`` is not an ISO 8601 time (the name server's copy decides)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -57,9 +59,17 @@ class StateFile:
         schedules = data.get("schedules") if isinstance(data, dict) else None
         if not isinstance(schedules, dict):
             return {}
-        return {
-            str(k): v for k, v in schedules.items() if isinstance(v, dict) and isinstance(v.get("tick"), str)
-        }
+        return {str(k): v for k, v in schedules.items() if isinstance(v, dict) and _instant(v.get("tick"))}
+
+    def check(self) -> None:
+        """OSError when the file could not be written (its folder, its lock, a file beside it): a
+        scheduler that finds out at its first tick has claimed that tick and cannot record it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(self.path.suffix + ".lock"), "a"):
+            pass
+        probe = self.path.with_suffix(self.path.suffix + f".{os.getpid()}.tmp")
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
 
     def save(self, marks: dict[str, dict[str, str]]) -> None:
         """Merge ``marks`` into the file (per schedule, the later ``tick`` wins), atomically."""
@@ -73,3 +83,13 @@ class StateFile:
             tmp = self.path.with_suffix(self.path.suffix + f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"schedules": merged}, sort_keys=True), encoding="utf-8")
             os.replace(tmp, self.path)
+
+
+def _instant(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

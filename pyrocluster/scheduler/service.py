@@ -125,6 +125,12 @@ class Scheduler:
                     f"--name {self.name}: a scheduler of that name is running (host {other.host}, "
                     f"pid {other.pid}); give each scheduler its own --name"
                 )
+        try:
+            self._statefile.check()
+        except OSError as exc:
+            raise ConfigError(
+                f"--state {self._statefile.path}: cannot be written: {exc.strerror or exc}"
+            ) from None
         known = self._statefile.load()
         for st in self.states:
             mark = known.get(st.schedule.name)

@@ -34,7 +34,15 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected a duration such as 30s, 5m or 2h, got {describe_value(value)}")
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"a duration must be a finite number of seconds >= 0, got {value!r}")
+    if seconds > MAX_DURATION_S:  # dates that far out are past what a datetime holds
+        raise ValueError(f"a duration may be at most {MAX_DURATION_S // 86400:g}d, got {value!r}")
     return seconds
+
+
+MAX_DURATION_S = 3660 * 86400.0
+"""Ten years: the longest ``every`` or ``catchup``."""
+MIN_CATCHUP_S = 1.0
+"""A tick is decided a moment after it comes due: a shorter ``catchup`` would skip on-time ticks."""
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -108,6 +116,10 @@ def _timing(spec: ScheduleSpec, fail: Any, index: int) -> Timing:
     if (spec.cron is None) == (spec.every is None):
         both = spec.cron is not None
         raise fail(loc, "give either 'cron' or 'every', not both" if both else "give 'cron' or 'every'")
+    if spec.catchup < MIN_CATCHUP_S:
+        raise fail(
+            (*loc, "catchup"), f"must be at least 1s (ticks are decided a moment late), got {spec.catchup:g}s"
+        )
     zone = zone_of(spec.timezone)
     if zone is None:
         raise fail(

@@ -120,3 +120,18 @@ def test_a_second_scheduler_with_the_same_name_is_refused_with_exit_2(processes,
     # Its role is said once: the first leads, the other stands by for it.
     wait_for(lambda: "schedule s: standing by (leader twin)" in "\n".join(other.output), 10, what="role")
     assert "schedule s: leading (token 1)" in "\n".join(first.output), list(first.output)
+
+
+def test_a_state_file_that_cannot_be_written_is_exit_2_before_any_tick(processes, tmp_path, monkeypatch):
+    """Found out at the first tick, the tick was claimed and could not be run or recorded."""
+    monkeypatch.chdir(tmp_path)
+    ns_proc, ns = start_nameserver()
+    processes.add(ns_proc)
+    path = schedules(tmp_path, "    every: 1s\n")
+    (tmp_path / "a-file").write_text("")
+    for state in ("/proc/x.json", str(tmp_path / "a-file" / "s.json")):
+        result = run_cli("scheduler", path, "--ns", ns, "--name", "st", "--state", state, cwd=tmp_path)
+        assert result.returncode == 2, result
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: --state {state}: cannot be written"), line
+    assert not (tmp_path / "runs").exists()

@@ -93,6 +93,10 @@ def test_durations():
             "    every: 10s\n    output: runs/{name}.jsonl\n",
             "schedules[0].output (line 5): 'runs/{name}.jsonl' must contain {fire}",
         ),
+        ("    every: 3000000d\n", "schedules[0].every (line 4): a duration may be at most 3660d"),
+        ("    every: 99999999999999999999d\n", "schedules[0].every (line 4): a duration may be at most"),
+        ("    every: 10s\n    catchup: 100000000d\n", "schedules[0].catchup (line 5): a duration may be"),
+        ("    every: 10s\n    catchup: 0\n", "schedules[0].catchup (line 5): must be at least 1s"),
     ],
 )
 def test_invalid_schedules_name_key_path_and_line(tmp_path, body, expected):
@@ -146,3 +150,18 @@ def test_invalid_job_names_both_files(tmp_path):
 def test_invalid_file_shapes(tmp_path, text, expected):
     message = error_of(write(tmp_path, text))
     assert expected in message, message
+
+
+def test_a_state_file_keeps_only_entries_whose_tick_is_a_time_and_says_when_it_cannot_be_written(tmp_path):
+    from pyrocluster.scheduler.journal import StateFile
+
+    state = StateFile(tmp_path / "s.json")
+    (tmp_path / "s.json").write_text(
+        '{"schedules": {"a": {"tick": "notatime"}, "b": {"tick": "2026-12-07T10:00:00Z", "status": "ok"}}}'
+    )
+    assert state.load() == {"b": {"tick": "2026-12-07T10:00:00Z", "status": "ok"}}
+    state.check()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.json.lock"]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OSError):
+        StateFile(tmp_path / "a-file" / "s.json").check()
