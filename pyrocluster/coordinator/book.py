@@ -62,6 +62,8 @@ class WorkerRecord:
         self.sizers: dict[str, BatchSizer] = {s: BatchSizer(limit=max_batch) for s in entry.uris}
         self.others = 0
         """Compute batches other coordinators hold there (running or queued), from its last LOAD."""
+        self.load_seen = False
+        """Whether a LOAD of it came yet (it is probed at once for one: ``wants_probes``)."""
         self.used: dict[str, float] = {}
         """Its resources held by running batches of every coordinator, from its last LOAD."""
         self.full_until = 0.0
@@ -107,6 +109,7 @@ class WorkerRecord:
         """Learn what the worker holds across all coordinators (a reply's or a probe's LOAD)."""
         parsed = parse_load(load)
         if parsed is not None:
+            self.load_seen = True
             self.others = max(0, parsed[1] - self.in_flight.get("compute", 0))
             self.full_until = 0.0
             used = load.get("used")  # absent: each running batch holds the default cpu 1
@@ -128,8 +131,11 @@ class WorkerRecord:
         return bool(self.batches)
 
     def wants_probes(self) -> bool:
-        """Probe it while it holds our work, or others' work that keeps its slots from us."""
-        return self.busy() or self.others > 0
+        """Probe it while it holds our work, or others' work that keeps its slots from us, and once
+        as soon as it is known: whether others hold work there decides how much we may queue there
+        (``room``), so that a job of a higher priority queues at a busy worker from its first
+        batches and starts at its next free slot, not one round of other jobs' tasks later."""
+        return self.busy() or self.others > 0 or not self.load_seen
 
     def retire(self, batch: Batch) -> bool:
         """Remove a batch; False when it had already been taken back."""

@@ -91,3 +91,34 @@ def test_a_high_priority_task_from_another_job_starts_at_the_next_free_slot(
     assert waiting, "the first job had no waiting task left"
     assert urgent_start <= min(waiting) + 0.05, (urgent_start - submitted, sorted(waiting)[:3])
     assert urgent_start - submitted <= 0.5 + 0.5, "not at the next free slot"
+
+
+@pytest.mark.timeout(120)
+def test_a_new_job_of_a_higher_priority_takes_every_slot_that_frees_from_its_first_task(
+    tmp_path, nameserver, worker_factory
+):
+    """Its coordinator learns at once that other jobs hold the worker, so it queues its calls there
+    from the start: no round of the other jobs' tasks runs between its own (it lost one when it
+    sent only a slot's worth until its first reply)."""
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--tasks", TASKS_FILE)
+    bulk = [start_submit(interval_job(tmp_path, n, 16, 0.4), nameserver, tmp_path, "--quiet") for n in "ab"]
+    try:
+        wait_for(lambda: all((tmp_path / f"{n}.results.jsonl").exists() for n in "ab"), 30)
+        job = interval_job(tmp_path, "d", 8, 0.4, priority=5)
+        urgent = run_cli("submit", str(job), "--ns", nameserver, cwd=tmp_path)
+        assert urgent.returncode == 0, urgent
+        assert [p.wait(timeout=60) for p in bulk] == [0, 0]
+    finally:
+        for p in bulk:
+            p.kill()
+            p.communicate()
+    d_starts = sorted(r["result"][1] for r in results(tmp_path, "d"))
+    # Bulk tasks that started while urgent ones waited (after the first urgent one was under way,
+    # allowing a bulk task already on its way then), before the last urgent one started.
+    between = [
+        r["result"][1]
+        for n in "ab"
+        for r in results(tmp_path, n)
+        if d_starts[0] + 0.2 < r["result"][1] < d_starts[-1] - 0.05
+    ]
+    assert not between, (d_starts, sorted(between))
