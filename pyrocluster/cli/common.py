@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import signal
@@ -377,14 +378,18 @@ def _relay_signals(on_signal: Callable[[], None]) -> None:
     first was inside ``Event.set`` (its lock is not reentrant), and so would one arriving while
     the main thread held that lock."""
     read_end, write_end = os.pipe()
+    contexts: list[contextvars.Context] = []
+    """The signalled thread's context at each signal: ``on_signal`` runs in it (its log fields)."""
 
     def relay() -> None:
         while os.read(read_end, 1):
-            on_signal()
+            context = contexts.pop(0) if contexts else contextvars.copy_context()
+            context.run(on_signal)
 
     threading.Thread(target=relay, name="signals", daemon=True).start()
 
     def handler(signum: int, frame: Any) -> None:
+        contexts.append(contextvars.copy_context())
         os.write(write_end, b"s")
 
     signal.signal(signal.SIGINT, handler)
