@@ -6,6 +6,8 @@ import time
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 
+from pyrocluster.errors import TaskFailed, WorkerUnavailable, error_record
+
 PAUSING_STATUSES = (429, 503)
 """Statuses whose ``Retry-After`` pauses the host."""
 
@@ -37,3 +39,18 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     if when.tzinfo is None:  # an HTTP date is GMT
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def fetch_failure(error: BaseException, attempts: int, here: int, last_reason: str) -> dict[str, str]:
+    """The ``error`` of a page whose fetch failed for good after ``attempts`` in all (``here`` of
+    them by its last call, the rest the crawl's own retries): the site's own failure when the
+    worker reported one (a refused connection, a timeout), not the worker's giving up."""
+    record = error_record(error)
+    cause = error.cause if isinstance(error, WorkerUnavailable) else None
+    if cause is not None:
+        record = {"type": cause["type"], "message": cause["message"], "traceback": ""}
+        if attempts > 1:
+            record["message"] = f"gave up after {attempts} attempts: {cause['message']}"
+    elif attempts > here and not isinstance(error, TaskFailed):
+        record["message"] = f"gave up after {attempts} attempts: {last_reason}"
+    return record

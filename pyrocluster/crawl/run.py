@@ -27,13 +27,14 @@ from typing import Any
 
 from pyrocluster import codec
 from pyrocluster.coordinator.calls import Call
+from pyrocluster.crawl import answers
 from pyrocluster.crawl.answers import PAUSING_STATUSES, retry_after_s, retryable_status, status_text
 from pyrocluster.crawl.policy import HOP_SEEN, MAX_REDIRECTS, Frontier
 from pyrocluster.crawl.revisit import REUSE, REVISIT_MODES, Plan, Stored, changed, plan, unchanged_result
 from pyrocluster.crawl.sitemaps import MAX_SITEMAP_BYTES, SitemapFinder
 from pyrocluster.crawl.state import CrawlState
 from pyrocluster.crawl.urls import key_of_normal, normalize_url
-from pyrocluster.errors import TaskFailed, WorkerUnavailable, error_record
+from pyrocluster.errors import TaskFailed
 
 MAX_IN_FLIGHT = 512
 """Pages being fetched at once by one crawl."""
@@ -312,14 +313,7 @@ class CrawlRun:
             if self._retryable(call, attempts):
                 self._retry(key, page_url, hops, attempts)
                 return []
-            error = error_record(call.error)
-            cause = call.error.cause if isinstance(call.error, WorkerUnavailable) else None
-            if cause is not None:  # the site's own failure (refused, timed out), not a worker's
-                error = {"type": cause["type"], "message": cause["message"], "traceback": ""}
-                if attempts > 1:
-                    error["message"] = f"gave up after {attempts} attempts: {cause['message']}"
-            elif attempts > call.attempts and not isinstance(call.error, TaskFailed):
-                error["message"] = f"gave up after {attempts} attempts: {call.last_error}"
+            error = answers.fetch_failure(call.error, attempts, call.attempts, call.last_error)
             self._failed(key, page_url, depth, error, call, attempts)
             return []
         page = call.value
