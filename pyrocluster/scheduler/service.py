@@ -413,6 +413,14 @@ class Scheduler:
         st.running.pop(tick, None)
         if ns is not None and st.lease.leading:
             self._save_watermark(ns, st)
+        elif st.watermark is not None and st.last_fire == iso(tick):
+            # It ended after the lease was handed over (a drain): say how, or the standby and a
+            # restart here show it "running" until the next fire (a newer tick is never replaced).
+            if ns is not None:
+                self._save_watermark(ns, st)
+            else:
+                mark = {"tick": iso(st.watermark), "fire": st.last_fire, "status": st.last_status}
+                self._statefile.save({st.schedule.name: mark})
         if st.queued and not st.busy:
             self._wake.set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -95,12 +96,15 @@ def test_sigterm_lets_a_running_tick_finish_or_cancels_it_after_the_drain_timeou
     stopped = time.monotonic()
     assert proc.proc.wait(timeout=30) == 0
     assert time.monotonic() - stopped < 12  # the 20 s nap was cancelled after 3 s, not waited for
+    state = json.loads((tmp_path / "runs" / "scheduler.state.json").read_text())["schedules"]
     for name, status in (("short", "ok"), ("long", "cancelled")):
         lines = ticks_of(tmp_path, name)
         fired = [x for x in lines if x["decision"] == "fired"]
         # The run under way at SIGTERM is recorded with how it ended; others were skipped-overlap.
         assert fired and fired[-1]["run_status"] == status, lines
         assert all(x["decision"] in ("fired", "skipped-overlap") for x in lines), lines
+        # ... and so is this host's state: a restart shows how it ended, not "running".
+        assert state[name]["fire"] == fired[-1]["tick"] and state[name]["status"] == status, state
 
 
 def test_a_second_scheduler_with_the_same_name_is_refused_with_exit_2(processes, tmp_path, monkeypatch):
