@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from pyrocluster import logs, render
 from pyrocluster.cli.common import (
@@ -306,6 +307,8 @@ def submit(
 
     settings = with_direct(with_value_cap(settings_from(kw), max_value_bytes), direct)
     check_task_files(task_modules, local)
+    if local and click.get_current_context().get_parameter_source("ns") is ParameterSource.COMMANDLINE:
+        raise ConfigError("--ns and --local: --local runs the job on a private cluster; choose one")
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")
     # The --local processes come up while this one imports, loads and checks the job;

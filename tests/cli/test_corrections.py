@@ -71,6 +71,21 @@ def test_click_usage_errors_say_error_like_ours():
     assert bare.returncode == 0 and "Commands:" in bare.stdout and "error" not in bare.stderr, bare
 
 
+def test_submit_with_both_ns_and_local_is_a_usage_error_but_pyrocluster_ns_in_the_environment_is_not(
+    tmp_path,
+):
+    job = tmp_path / "job.yaml"
+    job.write_text("tasks:\n  - call: add\n    args: [1, 2]\n")
+    result = run_cli("submit", str(job), "--local", "1", "--ns", "127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert result.stderr.strip() == (
+        "error: --ns and --local: --local runs the job on a private cluster; choose one"
+    )
+    env = {"PYROCLUSTER_NS": "127.0.0.1:9"}  # set for other commands: --local still runs its own
+    result = run_cli("submit", str(job), "--local", "1", "--dry-run", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result
+
+
 def test_submit_tasks_needs_local_and_an_existing_file_before_anything_starts(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text("tasks:\n  - call: add\n    args: [1, 2]\n")
