@@ -197,7 +197,10 @@ class Transport:
                 except Exception:  # one timer's bug must not stop probing
                     log.exception("a link timer failed")
             for link in links:
-                at = link.next_probe(now)
+                try:
+                    at = link.next_probe(now)
+                except RuntimeError:  # the wire's pool is shut down (the interpreter exits): stop too
+                    return
                 if at is not None:
                     next_at = min(next_at, at)
             self._wake.wait(max(0.0, next_at - time.monotonic()))
