@@ -5,9 +5,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pyrocluster.scheduler.state import parse_iso
 
 
 def append_tick(path: Path, line: dict[str, Any]) -> None:
@@ -89,7 +90,7 @@ def _instant(text: Any) -> bool:
     if not isinstance(text, str):
         return False
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parse_iso(text)
     except ValueError:
         return False
     return True
