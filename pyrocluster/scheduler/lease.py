@@ -145,6 +145,14 @@ class Leadership:
         store.remove_tokens(ns, self.schedule, [t for t in tokens if t < token - KEEP_TOKENS])
         return True
 
+    def released(self, ns: Any) -> bool:
+        """True when the highest token we saw was handed over (its holder drains): take it now."""
+        return (
+            self.token is None
+            and self.max_seen > 0
+            and store.token_released(ns, self.schedule, self.max_seen)
+        )
+
     def step_down(self) -> None:
         """Stop leading without a word (superseded, or fenced off by a newer leader)."""
         self.token, self.leading_since = None, None

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 ROUND_S = 1.0
 """Seconds between lease rounds (renew or watch) when no tick is due sooner."""
+WATCH_S = 0.1
+"""Seconds between a standby's looks at its leases between rounds (one handed over is taken at once)."""
 PUBLISH_S = 2.0
 """Seconds between refreshes of what ``status`` shows."""
 PRUNE_MARGIN_S = 600.0
@@ -145,6 +147,8 @@ class Scheduler:
         """Lead and fire until ``stop``; then let running ticks finish (or cancel them) and hand over."""
         drain_until: float | None = None
         cancel_until: float | None = None
+        # A signal wakes the loop at once: the lease is handed over now, not at the next round.
+        threading.Thread(target=self._wake_on, args=(stop,), name="stop-wake", daemon=True).start()
         while True:
             if stop.is_set():
                 if drain_until is None:
@@ -159,9 +163,29 @@ class Scheduler:
                 if cancel_until is not None and self._clock() >= cancel_until:
                     break
             self.run_round(deciding=not stop.is_set())
-            self._wake.wait(self._sleep_s())
-            self._wake.clear()
+            self._between_rounds(self._sleep_s(), watch=not stop.is_set())
         self._shutdown()
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
+
+    def _between_rounds(self, wait_s: float, watch: bool) -> None:
+        """Wait ``wait_s`` for the next round, or less: woken (a run ended, a signal), or, when
+        ``watch``, a lease we stand by for was handed over (its leader drains): take it now."""
+        deadline = self._clock() + wait_s
+        while (left := deadline - self._clock()) > 0:
+            watching = watch and self.reached_ns and any(not st.lease.leading for st in self.states)
+            if self._wake.wait(min(left, WATCH_S) if watching else left):
+                break
+            try:
+                if watching and any(
+                    st.lease.released(self._ns) for st in self.states if not st.lease.leading
+                ):
+                    break
+            except (Pyro5.errors.PyroError, ClusterUnreachable, OSError):
+                break  # the round says what went wrong
+        self._wake.clear()
 
     def _hand_over(self) -> None:
         """Draining: release every lease at once; decide nothing more (queued ticks go to the standby)."""
@@ -249,20 +273,26 @@ class Scheduler:
             leading = self._take_over(ns, st, now)
         elif leading and st.lease.retaken:
             self._save_watermark(ns, st)  # the name server forgot it too: a standby starts from it
+        if st.schedule.name in self._paused:
+            st.paused_seen = now
         self._say_role(st)
         if not leading:
             st.queued.clear()
             st.foreign.clear()
             return
+        if ahead := st.ahead(now):
+            log.warning("%s", ahead, extra=about(st.schedule.name))
         if st.schedule.name in self._paused:
             return  # a paused schedule's ticks wait for its misfire rule once it is resumed
         self._watch_foreign(ns, st)
-        assert st.watermark is not None and st.lease.leading_since is not None
+        since = st.missed_before()
+        assert st.watermark is not None and since is not None
         after = max([st.watermark, *st.queued[-1:]])
         due = ticks_between(st.schedule.timing, after, now)
         if not due and not (st.queued and not st.busy):
             return
-        actions = plan(due, st.queued, now, st.lease.leading_since, st.busy, st.policy)
+        # Ticks that came due while nobody led, or while the schedule was paused, are missed.
+        actions = plan(due, st.queued, now, since, st.busy, st.policy)
         st.queued = [a.tick for a in actions if a.kind == QUEUE]
         for action in actions:
             if action.kind == QUEUE:

@@ -222,6 +222,15 @@ def read_lease(ns: Any, schedule: str) -> tuple[LeaseRecord | None, list[int]]:
     return record, tokens
 
 
+def token_released(ns: Any, schedule: str, token: int) -> bool:
+    """True when ``token`` was handed over by its holder (one lookup: cheap enough to poll)."""
+    try:
+        _, metadata = ns.lookup(token_name(schedule, token), return_metadata=True)
+    except Pyro5.errors.NamingError:
+        return False
+    return "released" in parse_meta(metadata)
+
+
 def claim_token(ns: Any, schedule: str, token: int, by: str, name: str) -> bool:
     """Try to take leadership token ``token``; True when it is ours now."""
     meta = _meta({"by": by, "name": name, "beat": 0})
