@@ -39,7 +39,7 @@ class ValueGone(Exception):
         self.ref = ref
 
 
-def _chunk_bytes(chunk: Any) -> bytes | None:
+def chunk_bytes(chunk: Any) -> bytes | None:
     """A chunk as bytes (serpent sends bytes as a base64 dict), or None for 'not here'."""
     if chunk is None or isinstance(chunk, bytes):
         return chunk
@@ -56,7 +56,7 @@ def stream(ref: ValueRef, settings: Settings, sink: Sink) -> None:
     try:
         with make_proxy(ref.uri, settings, timeout_s=TIMEOUT_S) as proxy:
             while offset < ref.size:
-                chunk = _chunk_bytes(proxy.read(ref.id, offset, min(CHUNK_BYTES, ref.size - offset)))
+                chunk = chunk_bytes(proxy.read(ref.id, offset, min(CHUNK_BYTES, ref.size - offset)))
                 if chunk is None:
                     raise ValueGone(ref, "the holder no longer has it")
                 if not chunk:

@@ -12,9 +12,11 @@ extension ``VALUEREF`` whose body is ``[id, holder, uri, size, sha256, source]``
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
+
+T = TypeVar("T")
 
 VALUEREF = 0x70
 """The msgpack extension code of a reference."""
@@ -104,17 +106,22 @@ def decode(data: bytes) -> ValueRef:
 
 def refs_in(value: Any, found: list[ValueRef] | None = None) -> list[ValueRef]:
     """Every reference inside ``value`` (lists, tuples and dict values, at any depth), in order."""
-    out: list[ValueRef] = [] if found is None else found
-    kind = type(value)
-    if kind is ValueRef:
-        out.append(value)
-    elif kind is list or kind is tuple:
+    return instances_in(value, ValueRef, [] if found is None else found)
+
+
+def instances_in(value: Any, kind: type[T], found: list[T]) -> list[T]:
+    """``found`` with every object of exactly type ``kind`` inside ``value`` (lists, tuples and
+    dict values, at any depth) appended, in order."""
+    of = type(value)
+    if of is kind:
+        found.append(value)
+    elif of is list or of is tuple:
         for item in value:
-            refs_in(item, out)
-    elif kind is dict:
+            instances_in(item, kind, found)
+    elif of is dict:
         for item in value.values():
-            refs_in(item, out)
-    return out
+            instances_in(item, kind, found)
+    return found
 
 
 def swapped(value: Any, new: dict[str, Any]) -> Any:

@@ -186,7 +186,8 @@ class Worker:
             # Big results kept for the calls that receive them: not in the name server, its URI
             # travels in each reference.
             store = ValueStore()
-            values_uri = self._register_object("values", ValuesService(store), listed=False)
+            values = ValuesService(store, self.settings.max_value_bytes)
+            values_uri = self._register_object("values", values, listed=False)
             holders = RegisteredHolders(self.settings)
             self._values = ValueKeeper(store, self.settings, self.name, values_uri, holders)
             compute = ComputeService(self.state, self._slots, gate, self.settings, self._values)

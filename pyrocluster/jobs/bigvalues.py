@@ -11,6 +11,10 @@ each settled call before it is recorded (on the recorder's thread):
   and the call is sent again with the new references. The same happens to a producer whose
   holder died before its value was written.
 
+On ``--resume`` a kept result still in its file beside the results file (``keptfiles.py``) is
+put on a worker, in chunks, when a call first receives it, and the call receives its reference
+like any other; a put value lost with its worker is put again from its file.
+
 At the job's end every holder is told to free the job's values (``free``).
 """
 
@@ -29,8 +33,11 @@ from pyrocluster import valuefetch
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.coordinator.cluster import Cluster
 from pyrocluster.errors import TaskFailed
+from pyrocluster.jobs import keptfiles
 from pyrocluster.jobs.items import TaskItem
-from pyrocluster.jobs.values import spill_stream
+from pyrocluster.jobs.keptfiles import KeptFile
+from pyrocluster.jobs.spec import JobSpec
+from pyrocluster.jobs.values import load_result, spill_stream
 from pyrocluster.valueref import ValueRef, refs_in, swapped
 
 MAX_REMAKES = 3
@@ -97,18 +104,77 @@ class JobValues:
         """Whether the workflow will hand a task's value to no further task (set by the runner)."""
         self._users: Counter[str] = Counter()
         """Reference id -> calls sent with it that have not finished."""
+        self._kept_files = False
+        """True once ``--resume`` left kept results in their files: arguments may hold them."""
+        self._put_lock = threading.Lock()
+        """Held while a kept file is put on a worker (one put per file)."""
+        self._puts: dict[KeptFile, Any] = {}
+        """Kept file -> the reference to its value put on a worker (or the value read whole)."""
+        self._put_from: dict[str, KeptFile] = {}
+        """Reference id -> the kept file it was put from (put again if lost)."""
+        self._spelled: dict[int, Any] = {}
+
+    def read_kept(self, kept: dict[str, dict[str, Any]], spec: JobSpec, spelled: dict[int, Any]) -> None:
+        """``--resume``: the kept records' results written beside the results file stay there until
+        a call receives them (``keptfiles.read_kept``)."""
+        self._spelled = spelled
+        if keptfiles.read_kept(kept, self._output, spec, spelled):
+            self._kept_files = self.seen = True
 
     # -- the runner's side ---------------------------------------------------------------------
 
     def prepare(self, call: Call, item: TaskItem) -> Call:
         """Mark ``call`` to keep a big result, and list the references its arguments hold."""
         call.keep = item.id not in self.no_keep
+        if self._kept_files:
+            item = self._put_files(call, item)
         if self.seen:
             call.refs = refs = tuple(refs_in(item.args) + refs_in(item.kwargs))
             if refs:
                 with self._lock:
                     self._users.update(ref.id for ref in refs)
         return call
+
+    def _put_files(self, call: Call, item: TaskItem) -> TaskItem:
+        """``item`` with each kept file among its arguments replaced by a reference to its value
+        put on a worker (``call`` and its tag changed alike)."""
+        files = keptfiles.files_in(item.args, keptfiles.files_in(item.kwargs))
+        if not files:
+            return item
+        new = {id(kept): self._put(kept, call) for kept in files}
+        old = item
+        args, kwargs = keptfiles.replaced(item.args, new), keptfiles.replaced(item.kwargs, new)
+        item = item._replace(args=args, kwargs=kwargs)
+        call.args, call.kwargs = item.args, item.kwargs
+        if call.tag is old:
+            call.tag = item
+        elif isinstance(call.tag, tuple):
+            call.tag = (call.tag[0], item)
+        return item
+
+    def _put(self, kept: KeptFile, call: Call, instead_of: str = "") -> Any:
+        """The reference to ``kept``'s value on a worker, put there the first time (again when
+        the reference ``instead_of`` was lost); the value read whole when no worker takes it."""
+        with self._put_lock:
+            done = self._puts.get(kept)
+            if done is not None and not (type(done) is ValueRef and done.id == instead_of):
+                return done
+            ref = keptfiles.put(kept, call, self._cluster.settings, self._cluster.sender_id)
+            if ref is None:
+                log.warning("the value of %s is sent from the coordinator", kept.task_id)
+                try:
+                    value = load_result({"id": kept.task_id, "result": kept.reference}, self._output)
+                except ValueError as exc:  # changed since the job started: the call cannot send it
+                    log.warning("the value of %s cannot be sent: %s", kept.task_id, exc)
+                    return kept
+                self._spelled[id(value)] = kept.reference
+                self._puts[kept] = value
+                return value
+            self._puts[kept] = ref
+        with self._lock:
+            self._holders.add(ref.uri)
+            self._put_from[ref.id] = kept
+        return ref
 
     def prepare_all(self, calls: list[Call]) -> list[Call]:
         """``prepare`` the runner's calls (each tagged with its item), a chunk at once."""
@@ -161,6 +227,11 @@ class JobValues:
         owner = self._cluster.sender_id
         for uri, ids in unused.items():
             valuefetch.free(uri, owner, ids, self._cluster.settings)
+        freed = {value_id for ids in unused.values() for value_id in ids}
+        if freed and self._kept_files:
+            with self._put_lock:  # a freed put value is put again if a call still receives it
+                for kept in [k for k, v in self._puts.items() if type(v) is ValueRef and v.id in freed]:
+                    del self._puts[kept]
 
     def _written(self, call: Call, ref: ValueRef) -> bool:
         """Write a kept result beside the results file; False when its holder is gone (it is made
@@ -207,12 +278,25 @@ class JobValues:
         message = call.error.message if isinstance(call.error, TaskFailed) else ""
         lost = [r for r in call.refs if r.id in message] or list(call.refs)
         starts: list[Call] = []
+        waiting = _Waiting(call, {ref.id for ref in lost})
+        with self._lock:
+            put = [(ref, self._put_from[ref.id]) for ref in lost if ref.id in self._put_from]
+        for ref, kept in put:  # put on a worker from its file (--resume): put again
+            if not self._count_remake(kept.task_id):
+                self._give_up([call], "it cannot be put again")
+                return
+            waiting.new[ref.id] = self._put(kept, call, instead_of=ref.id)
+            waiting.pending.discard(ref.id)
+        lost = [ref for ref in lost if ref.id in waiting.pending]
+        if not lost:
+            log.warning("a value %s needs is lost: it is put again from its file", _item(call).id)
+            self._cluster.submit_calls([self._again(waiting)])
+            return
         with self._lock:
             producers = [self._made.get(ref.id) for ref in lost]
         if any(p is None for p in producers) or not all(self._count_remake(p[0].id) for p in producers if p):
             self._give_up([call], "it cannot be made again")
             return
-        waiting = _Waiting(call, {ref.id for ref in lost})
         with self._lock:
             for ref, made in zip(lost, producers, strict=True):
                 assert made is not None

@@ -30,7 +30,6 @@ from pyrocluster.jobs.records import (
 )
 from pyrocluster.jobs.results import ResultsStore
 from pyrocluster.jobs.spec import JobSpec
-from pyrocluster.jobs.values import load_result
 from pyrocluster.jobs.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -303,16 +302,8 @@ class JobRunner:
     def open(self) -> dict[str, dict[str, Any]]:
         """Open the results file (kept ``ok`` records with ``--resume``); OSError if it cannot be written."""
         kept = self._store.open(self.resume)
-        for task_id in [
-            k for k, r in kept.items() if isinstance(r.get("result"), dict) and "$file" in r["result"]
-        ]:
-            try:  # a result kept beside the file flows downstream like any other
-                reference = kept[task_id]["result"]
-                kept[task_id]["result"] = load_result(kept[task_id], self.output)
-                self._spelled[id(kept[task_id]["result"])] = reference
-            except ValueError as exc:  # gone or changed: the task runs again
-                log.warning("--resume runs %s again: %s", task_id, exc)
-                del kept[task_id]
+        # A result kept beside the file flows downstream like any other, from its file to a worker.
+        self.values.read_kept(kept, self.spec, self._spelled)
         if self.crawl is not None:
             restored = self.crawl.restore(kept.values())
             with self._lock:

@@ -65,7 +65,7 @@ def spill(record: dict[str, Any], results_path: Path) -> dict[str, Any]:
             out.write(data or b"")
         out.flush()
         os.fsync(out.fileno())
-    digest, size = _digest(partial)
+    digest, size = file_digest(partial)
     os.replace(partial, target)
     reference = {"$file": f"{folder.name}/{target.name}", "type": kind, "bytes": size, "sha256": digest}
     return {**record, "result": reference}
@@ -153,7 +153,8 @@ def spill_stream(
             "sha256": writer.sha.hexdigest()}  # fmt: skip
 
 
-def _digest(path: Path) -> tuple[str, int]:
+def file_digest(path: Path) -> tuple[str, int]:
+    """A file's sha256 (hex) and size, read a chunk at a time."""
     sha, size = hashlib.sha256(), 0
     with open(path, "rb") as file:
         while chunk := file.read(1 << 20):
@@ -175,7 +176,7 @@ def load_result(record: dict[str, Any], results_path: str | os.PathLike[str]) ->
     if base not in path.parents:
         raise ValueError(f"{result['$file']!r} is not beside the results file")
     try:
-        digest, _ = _digest(path)
+        digest, _ = file_digest(path)
     except OSError as exc:
         raise ValueError(f"the result of {record.get('id')!r} is gone: {exc.strerror or exc}") from None
     if digest != result.get("sha256"):

@@ -18,6 +18,7 @@ import Pyro5.api
 
 from pyrocluster import codec, valuefetch, valueref
 from pyrocluster.config import Settings
+from pyrocluster.defaults import DEFAULT_MAX_VALUE_BYTES
 from pyrocluster.protocol import ERROR, OK
 from pyrocluster.roles import requires
 from pyrocluster.services.holders import RegisteredHolders
@@ -36,8 +37,10 @@ MAX_REFS = 1000
 class ValuesService:
     """The ``values`` object of a worker: reads and frees the values its store keeps."""
 
-    def __init__(self, store: ValueStore) -> None:
+    def __init__(self, store: ValueStore, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
         self._store = store
+        self._max_bytes = max_bytes
+        """Largest value put here (the worker's ``max_value_bytes``)."""
 
     @requires(Role.SUBMITTER, "read kept values")
     def read(self, value_id: Any, offset: Any, size: Any) -> bytes | None:
@@ -56,6 +59,32 @@ class ValuesService:
         ):
             raise ValueError("free(owner, value_ids): a string and a list of strings (or None)")
         return self._store.free(owner, value_ids)
+
+    @requires(Role.SUBMITTER, "put values")
+    def put_begin(self, owner: Any, size: Any) -> str:
+        """Start putting a value of ``size`` encoded bytes for coordinator ``owner``: the put's id."""
+        if not isinstance(owner, str) or len(owner) > valueref.MAX_FIELD_CHARS:
+            raise ValueError("owner must be a string")
+        if type(size) is not int or not 0 < size <= self._max_bytes:
+            raise ValueError(f"size must be from 1 to max_value_bytes ({self._max_bytes} bytes)")
+        return self._store.begin(owner, size)
+
+    @requires(Role.SUBMITTER, "put values")
+    def put_chunk(self, upload_id: Any, owner: Any, offset: Any, chunk: Any) -> int:
+        """The next chunk of a put, from ``offset``: the bytes received so far."""
+        if not (isinstance(upload_id, str) and isinstance(owner, str)) or type(offset) is not int:
+            raise ValueError("put_chunk(upload_id, owner, offset, chunk): two strings, an int, bytes")
+        data = valuefetch.chunk_bytes(chunk)
+        if not data or len(data) > MAX_READ_BYTES:
+            raise ValueError(f"a chunk is 1 to {MAX_READ_BYTES} bytes")
+        return self._store.add(upload_id, owner, offset, data)
+
+    @requires(Role.SUBMITTER, "put values")
+    def put_end(self, upload_id: Any, owner: Any, sha256: Any) -> str:
+        """Keep a put whose bytes all arrived and hash to ``sha256``: the kept value's id."""
+        if not (isinstance(upload_id, str) and isinstance(owner, str) and isinstance(sha256, str)):
+            raise ValueError("put_end(upload_id, owner, sha256): three strings")
+        return self._store.finish(upload_id, owner, sha256)[0]
 
     @requires(Role.VIEWER, "see kept values")
     def usage(self) -> dict[str, int]:

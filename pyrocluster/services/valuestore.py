@@ -5,6 +5,9 @@ store holds at most ``memory_bytes`` in all; beyond that the oldest ones go to f
 in the worker's temporary folder (spilled), read back in chunks. A value is freed when its job
 says so (``free``, at the job's end or when its last consumer ran), or once nobody read it for
 ``idle_s`` (a coordinator that died leaves nothing behind for ever). The clock is injected.
+
+A coordinator may also put a value here, a chunk at a time (``begin``, ``add``, ``finish``): how
+``submit --resume`` hands a value read back from its results file to the worker that needs it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,24 @@ MEMORY_BYTES = 1 << 30
 """Kept values held in memory at most, in all; older ones are spilled to disk."""
 IDLE_S = 6 * 3600.0
 """A value nobody read or freed for this long is dropped."""
+MAX_UPLOADS = 4
+"""Values being put at once (each holds a buffer of its full size)."""
+UPLOAD_IDLE_S = 120.0
+"""An unfinished put that received nothing for this long is dropped."""
+
+
+class PutRefused(ValueError):
+    """A put that does not fit the store's limits, or is not the one its id names."""
+
+
+@dataclass
+class _Upload:
+    """A value being put: its buffer and how much of it arrived."""
+
+    owner: str
+    buffer: bytearray
+    used_at: float
+    received: int = 0
 
 
 @dataclass
@@ -56,6 +77,7 @@ class ValueStore:
         self._lock = threading.Lock()
         self._values: OrderedDict[str, Kept] = OrderedDict()
         self._in_memory = 0
+        self._uploads: dict[str, _Upload] = {}
 
     def keep(self, data: bytes | bytearray | memoryview, owner: str) -> tuple[str, str]:
         """Keep ``data`` for coordinator ``owner``: its ``(id, sha256)``."""
@@ -70,6 +92,54 @@ class ValueStore:
         for kept in spill:
             self._spill(kept)
         return value_id, digest
+
+    # -- values put a chunk at a time ----------------------------------------------------------
+
+    def begin(self, owner: str, size: int) -> str:
+        """Start putting a value of ``size`` bytes for ``owner``: the id of the put."""
+        now = self._clock()
+        with self._lock:
+            for key in [k for k, u in self._uploads.items() if now - u.used_at > UPLOAD_IDLE_S]:
+                del self._uploads[key]
+            if len(self._uploads) >= MAX_UPLOADS:
+                raise PutRefused(f"{MAX_UPLOADS} values are being put here already")
+        upload_id = secrets.token_hex(16)
+        upload = _Upload(owner, bytearray(size), now)  # allocated outside the lock
+        with self._lock:
+            self._uploads[upload_id] = upload
+        return upload_id
+
+    def add(self, upload_id: str, owner: str, offset: int, chunk: bytes) -> int:
+        """Write the next ``chunk`` of a put (in order, from ``offset``): the bytes received."""
+        upload = self._upload(upload_id, owner)
+        with self._lock:
+            end = offset + len(chunk)
+            if offset != upload.received or end > len(upload.buffer):
+                raise PutRefused(f"a chunk at {offset} of {len(chunk)} bytes: {upload.received} received")
+            upload.received = end  # claimed before the copy: a second writer at this offset is refused
+            upload.used_at = self._clock()
+        memoryview(upload.buffer)[offset:end] = chunk
+        return end
+
+    def finish(self, upload_id: str, owner: str, sha256: str) -> tuple[str, str]:
+        """Keep a put whose every byte arrived and whose sha256 is ``sha256``: its ``(id, sha256)``."""
+        upload = self._upload(upload_id, owner)
+        with self._lock:
+            self._uploads.pop(upload_id, None)
+        if upload.received != len(upload.buffer):
+            raise PutRefused(f"{upload.received} of {len(upload.buffer)} bytes were put")
+        value_id, digest = self.keep(upload.buffer, owner)
+        if digest != sha256:
+            self.free(owner, [value_id])
+            raise PutRefused("the bytes put are not the value announced (sha256 differs)")
+        return value_id, digest
+
+    def _upload(self, upload_id: str, owner: str) -> _Upload:
+        with self._lock:
+            upload = self._uploads.get(upload_id)
+        if upload is None or upload.owner != owner:
+            raise PutRefused("no such value being put")
+        return upload
 
     def _over_bound(self) -> list[Kept]:
         """The oldest in-memory values to spill until the rest fit (lock held)."""
@@ -182,6 +252,7 @@ class ValueStore:
         """Forget everything: spilled files are removed, and the folder when this store made it."""
         with self._lock:
             dropped = [self._pop(k) for k in list(self._values)]
+            self._uploads.clear()
             folder = self._folder
         for kept in dropped:
             if kept.path is not None:
