@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from typing import Any
 
 from pyrocluster.coordinator.calls import Call
 from pyrocluster.errors import error_record
+from pyrocluster.jobs.graph import callback_id
 from pyrocluster.jobs.items import TaskItem
 
 TRACEBACK_CHARS = 4000
@@ -94,3 +96,28 @@ def failure_entry(record: dict[str, Any]) -> dict[str, Any]:
         "message": str(err.get("message", record.get("reason", "")))[:TRACEBACK_CHARS],
         "traceback": str(err.get("traceback", ""))[-TRACEBACK_CHARS:],
     }
+
+
+def contradicted(
+    callbacks: Iterable[str], statuses: Callable[[list[str]], dict[str, Any]], job_failed: bool | None
+) -> list[str]:
+    """The callback lines an earlier run wrote that the file's outcomes now contradict.
+
+    ``<id>:on_success`` stands only while task ``<id>``'s line is ``ok``, ``<id>:on_failure``
+    only while it is ``failed`` (a skipped or cancelled task fired neither); a callback of an id
+    with no line is left alone. ``job:on_success`` goes when the job ended with failures
+    (``job_failed``), ``job:on_failure`` when it ended without; None (it did not end): both stay.
+    ``statuses`` gives the status of the latest line of each id it is asked about.
+    """
+    tasks: dict[str, str] = {}
+    stale: list[str] = []
+    for key in callbacks:
+        unit, _, kind = key.rpartition(":")
+        if unit == "job":
+            if job_failed is not None and kind == ("on_success" if job_failed else "on_failure"):
+                stale.append(key)
+        else:
+            tasks[key] = unit
+    now = statuses(list(set(tasks.values())))
+    stale += [key for key, unit in tasks.items() if unit in now and callback_id(unit, now[unit]) != key]
+    return stale

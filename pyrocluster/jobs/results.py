@@ -118,6 +118,8 @@ class ResultsStore:
         self._last_sync = 0.0
         self._closed_lines: int | None = None
         self._broken = False
+        self.callbacks_read: set[str] = set()
+        """Ids of the callback lines ``open(resume=True)`` found (what an earlier run fired)."""
 
     def open(self, resume: bool) -> dict[str, dict[str, Any]]:
         """Open for appending; with ``resume``, repair a torn last line and return the ``ok`` records by id.
@@ -129,6 +131,7 @@ class ResultsStore:
             raise RuntimeError(f"{self.path} is already open")
         ok: dict[str, dict[str, Any]] = {}
         self._offsets, self._lines, self._size = {}, 0, 0
+        self.callbacks_read = set()
         file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,6 +187,8 @@ class ResultsStore:
                     ok[key] = record
                 else:
                     ok.pop(key, None)
+                if record.get("kind") == "callback":
+                    self.callbacks_read.add(key)
         if bad is not None and not self._lines and bad[1] != UNTERMINATED:
             raise ValueError(f"{self.path}:{bad[0]}: {bad[1]}")  # one whole line, and not a record
         if good_end != offset:
@@ -277,6 +282,20 @@ class ResultsStore:
         """True when the open file holds a line for ``key``."""
         with self._lock:
             return key in self._offsets
+
+    def statuses(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The ``status`` of the latest line of each of ``keys`` that the open file holds."""
+        out: dict[str, Any] = {}
+        with self._lock:
+            if self._file is None or not self._size:
+                return out
+            with open(self.path, "rb") as src, mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                for key in keys:
+                    start = self._offsets.get(key)
+                    if start is not None:
+                        record = orjson.loads(data[start : data.find(b"\n", start) + 1])
+                        out[key] = record.get("status")
+        return out
 
     def forget(self, key: str) -> None:
         """Drop ``key``'s line at compaction (a dynamic map's own line once it has items instead)."""

@@ -25,6 +25,7 @@ from pyrocluster.jobs.records import (
     CANCELLED_REASON,
     cancelled_record,
     compute_record,
+    contradicted,
     failure_entry,
     respelled,
 )
@@ -136,6 +137,8 @@ class JobRunner:
         """Kept results read back from their files (``--resume``): how their records spell them."""
         self.values = JobValues(cluster, output, self.settled)
         """Big results kept on the workers, written beside the results file, made again if lost."""
+        self._job_failed: bool | None = None
+        """How the job ended (with failures or not), once it ran to its end: its callback's side."""
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -334,7 +337,8 @@ class JobRunner:
             self._grace()
         if not stop.is_set():
             summary = self._summary(False)
-            callback = self.workflow.job_callback(summary.as_json(), summary.failed > 0)
+            self._job_failed = summary.failed > 0
+            callback = self.workflow.job_callback(summary.as_json(), self._job_failed)
             if callback is not None:
                 self._run_tasks(iter(([callback],)), stop)
                 self._drain(stop)
@@ -432,6 +436,13 @@ class JobRunner:
         )
 
     def close(self) -> int:
-        """Compact the results file to one line per id; return its line count."""
+        """Compact the results file to one line per id; return its line count.
+
+        Callback lines of an earlier run that this run's outcomes contradict (the task ran again
+        and ended otherwise, the job ended otherwise) are dropped: the file tells of one run.
+        """
         self._closing = True
+        with contextlib.suppress(OSError):  # cannot be read back: they stay, as before
+            for key in contradicted(self._store.callbacks_read, self._store.statuses, self._job_failed):
+                self._store.forget(key)
         return self._store.close(compact=True)

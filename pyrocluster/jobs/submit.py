@@ -23,6 +23,7 @@ from pyrocluster.jobs import runfile
 from pyrocluster.jobs.announce import Announcement
 from pyrocluster.jobs.cluster_ahead import give_up, reach_ahead
 from pyrocluster.jobs.items import asked, called_tasks, count_task_items, required_tags
+from pyrocluster.jobs.jobids import JobIds
 from pyrocluster.jobs.runner import JobRunner, JobSummary
 from pyrocluster.jobs.spec import MAX_PROBLEMS, JobSpec, TaskSpec, load_job, secret_values
 from pyrocluster.jobs.yamlread import line_of
@@ -191,7 +192,8 @@ def _prepare(settings: Settings, options: SubmitOptions) -> tuple[JobSpec, Path]
             except OSError as exc:
                 why = exc.strerror or exc
                 raise ConfigError(f"cannot create the folder of the results file {output}: {why}") from None
-        runfile.check_start(output, spec.name, options.resume, options.overwrite)
+        ids = JobIds(spec) if options.resume else None
+        runfile.check_start(output, spec.name, options.resume, options.overwrite, ids)
     except OSError as exc:  # a name too long, a folder that is a file, ...
         raise ConfigError(f"cannot write the results file {output}: {exc.strerror or exc}") from None
     return spec, output

@@ -363,3 +363,81 @@ tasks:
     assert records["base"]["result"] == 42 and records["base"]["args"] == [20, 22]
     assert records["after"]["result"] == 142  # fed the new result, not the stale one
     assert records["same"] == first["same"]  # unchanged: kept, not run again
+
+
+def test_resume_drops_the_callback_lines_a_new_outcome_contradicts(tmp_path, cluster):
+    flag, log = tmp_path / "flag", tmp_path / "calls.log"
+    text = f"""
+tasks:
+  - id: gate
+    call: needs_file
+    args: ["{flag}"]
+    on_success: {{call: mark, args: [gate-ok, "{log}"]}}
+    on_failure: {{call: mark, args: [gate-failed, "{log}"]}}
+  - id: after
+    call: echo
+    args: [{{$result: gate}}]
+    on_success: {{call: mark, args: [after-ok, "{log}"]}}
+on_success: {{call: mark, args: [job-ok, "{log}"]}}
+on_failure: {{call: mark, args: [job-failed, "{log}"]}}
+"""
+    out = tmp_path / "job.results.jsonl"
+    failed = {"gate", "gate:on_failure", "after", "job:on_failure"}
+    for args in ((), ("--resume",)):  # failing again: the failure callbacks ran once, their lines stay
+        code, summary, records = submit(tmp_path, cluster, text, *args)
+        assert code == 1 and records.keys() == failed and summary["total"] == len(lines_of(out)) == 4
+    flag.touch()
+    code, summary, records = submit(tmp_path, cluster, text, "--resume")
+    assert code == 0 and records["gate"]["status"] == "ok", summary
+    assert records.keys() == {"gate", "gate:on_success", "after", "after:on_success", "job:on_success"}
+    assert summary["total"] == len(lines_of(out)) == 5
+    # Edited to fail: the success lines go (after is skipped: it fired nothing), failure fires again.
+    edited = text.replace(f'args: ["{flag}"]', f'args: ["{flag}.gone"]')
+    code, summary, records = submit(tmp_path, cluster, edited, "--resume")
+    assert code == 1 and records.keys() == failed and records["after"]["status"] == "skipped"
+    assert summary["total"] == len(lines_of(out)) == 4
+    assert Counter(words(log)) == {
+        "gate-failed": 2,
+        "job-failed": 2,
+        "gate-ok": 1,
+        "after-ok": 1,
+        "job-ok": 1,
+    }
+
+
+def test_resume_without_its_run_file_refuses_another_jobs_results_and_keeps_its_own(tmp_path, cluster):
+    flag = tmp_path / "flag"
+    text = f"""
+name: mine
+tasks:
+  - {{id: src, call: echo, args: [[1, 2, 3]]}}
+  - {{id: inc, call: add, map: {{$result: src}}, kwargs: {{b: 1}}, on_success: {{call: echo}}}}
+  - {{id: gate, call: needs_file, args: ["{flag}"], on_failure: {{call: echo}}}}
+on_failure: {{call: echo}}
+"""
+    job, out, run_file = (
+        tmp_path / "mine.yaml",
+        tmp_path / "mine.results.jsonl",
+        tmp_path / "mine.results.jsonl.run.json",
+    )
+    job.write_text(text)
+    assert run_cli("submit", str(job), "--ns", cluster, "--quiet", cwd=tmp_path).returncode == 1
+    first = records_of(out)
+    assert {"inc-2:on_success", "gate:on_failure", "job:on_failure"} <= first.keys()
+    run_file.unlink()
+    before = out.read_text()
+    other = tmp_path / "other.yaml"  # shares the id src, and nothing else
+    other.write_text("name: other\ntasks:\n  - {id: src, call: echo, args: [[1, 2, 3]]}\n")
+    result = run_cli("submit", str(other), "--ns", cluster, "--resume", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2, result
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        f"{out} was not written by job 'other'" in line and "never writes" in line and "--overwrite" in line
+    )
+    assert out.read_text() == before and not run_file.exists()
+    flag.touch()
+    result = run_cli("submit", str(job), "--ns", cluster, "--resume", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result
+    records = records_of(out)
+    assert records["src"] == first["src"] and records["inc-2"] == first["inc-2"]  # kept, not run again
+    assert records["gate"]["status"] == "ok" and "gate:on_failure" not in records
