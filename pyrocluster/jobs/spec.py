@@ -7,7 +7,7 @@ import ipaddress
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ from pyrocluster.defaults import (
 from pyrocluster.errors import JobFileError
 from pyrocluster.jobs.crawlchecks import check_crawl
 from pyrocluster.jobs.graph import RESULT_KEY, build_graph
+from pyrocluster.jobs.nesting import Place, check_nesting, too_deep_to_read
 from pyrocluster.jobs.yamlread import expanded_values, line_of, read_yaml
 from pyrocluster.resources import parse_mapping
 
@@ -419,6 +420,8 @@ def read_document(path: str | Path) -> tuple[str, Any]:
         raise JobFileError(shown, where, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise JobFileError(shown, "", f"invalid YAML: {exc}") from None
+    except RecursionError:  # a JSON-style map item nested hundreds of levels deep (jsonruns)
+        raise too_deep_to_read(shown, text) from None
 
 
 MAX_PROBLEMS = 20
@@ -446,6 +449,23 @@ def describe_value(value: Any) -> str:
     return _describe(value)
 
 
+def _value_places(spec: JobSpec) -> Iterator[Place]:
+    """Every ``args``, ``kwargs`` and static ``map`` of the job (callbacks' too), with its key path."""
+    callbacks: list[tuple[tuple[Any, ...], CallbackSpec | None]]
+    callbacks = [(("defaults", k), getattr(spec.defaults, k)) for k in ("on_success", "on_failure")]
+    callbacks += [((k,), getattr(spec, k)) for k in ("on_success", "on_failure")]
+    for j, task in enumerate(spec.tasks):
+        yield ("tasks", j, "args"), task.args, False
+        yield ("tasks", j, "kwargs"), task.kwargs, False
+        if isinstance(task.map, list):
+            yield ("tasks", j, "map"), task.map, True
+        callbacks += [(("tasks", j, k), getattr(task, k)) for k in ("on_success", "on_failure")]
+    for loc, callback in callbacks:
+        if callback is not None:
+            yield (*loc, "args"), callback.args, False
+            yield (*loc, "kwargs"), callback.kwargs, False
+
+
 def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job file; every problem raises :class:`JobFileError` naming its place."""
     shown, file = str(path), Path(path)
@@ -461,6 +481,7 @@ def load_job(path: str | Path) -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise validation_error(shown, text, data, exc) from None
+    check_nesting(_value_places(spec), fail)
     _check(spec, unnamed, fail)
     build_graph(spec.tasks, fail)
     spec._path = shown
