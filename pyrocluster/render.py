@@ -195,10 +195,12 @@ def _rows_table(title: str, narrow: bool, columns: Sequence[str], rows: list[dic
 
 
 def _job_row(j: dict[str, Any]) -> dict[str, str]:
-    known = j.get("state") != "lost"  # a killed submit: nothing answers for its counts
+    # A lost job answers nothing: its counts are the ones it last published, if any (else "-").
+    lost = j.get("state") == "lost"
+    known = not lost or bool(j.get("total"))
 
     def count(key: str) -> str:
-        return str(j.get(key, 0)) if known else "-"
+        return str(j.get(key, 0)) if known and (key in j or not lost) else "-"
 
     return {
         "job": str(j.get("id") or j["name"]),
@@ -208,7 +210,7 @@ def _job_row(j: dict[str, Any]) -> dict[str, str]:
         "failed": count("failed"),
         "cancelled": count("cancelled"),
         "waiting": count("waiting"),
-        "rate": f"{j.get('rate', 0.0):.1f}/s" if known else "-",
+        "rate": f"{j.get('rate', 0.0):.1f}/s" if not lost else "-",
         "ended": ended_text(j),
         "runs": runs_text(j),
     }
@@ -232,11 +234,15 @@ def status_view(
     """The name server, worker, job and schedule tables of ``pyrocluster status``; ``jobs`` and
     ``limit`` choose the jobs listed (:func:`pyrocluster.listed_jobs.list_jobs`)."""
     from rich.console import Group
+    from rich.markup import escape
 
     narrow = _width(width) < NARROW_WIDTH
     ns = status["nameserver"]
-    ns_table = _table("Name server", narrow, [("address", False), ("reachable", False)])
-    ns_table.add_row(ns["address"], "[green]yes[/]" if ns["reachable"] else "[red]no[/]")
+    error = ns.get("error")  # it could not be read: not reachable, or it refused us
+    columns = [("address", False), ("reachable", False)] + ([("error", False)] if error else [])
+    ns_table = _table("Name server", narrow, columns)
+    reachable = "[green]yes[/]" if ns["reachable"] else "[red]no[/]"
+    ns_table.add_row(ns["address"], reachable, *([f"[red]{escape(str(error))}[/]"] if error else []))
     rows = _worker_rows(status)
     title = f"Workers ({len(rows)})"
     parts: list[Any] = [ns_table]

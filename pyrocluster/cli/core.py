@@ -401,9 +401,9 @@ def status(as_json: bool, watch: float | None, which_jobs: str, limit: int, **kw
     if watch is None:
         try:
             data = cluster_status(settings)
-        except ClusterUnreachable:
-            if as_json:
-                render.print_json(unreachable_status(settings))
+        except ClusterUnreachable as exc:
+            if as_json:  # reachable (it answered) but refused us, or not reachable; and why
+                render.print_json(unreachable_status(settings, exc))
             raise
         if as_json:
             render.print_json(as_document(data))
@@ -426,8 +426,8 @@ def _watch(settings: Any, every_s: float, as_json: bool, as_document: Any, view:
         while True:
             try:
                 data = cluster_status(settings)
-            except ClusterUnreachable:
-                data = unreachable_status(settings)
+            except ClusterUnreachable as exc:
+                data = unreachable_status(settings, exc)
             render.print_json(as_document(data))
             time.sleep(max(0.2, every_s))
     from rich.live import Live
@@ -436,7 +436,7 @@ def _watch(settings: Any, every_s: float, as_json: bool, as_document: Any, view:
         while True:
             try:
                 shown = view(cluster_status(settings))
-            except ClusterUnreachable:
-                shown = view(unreachable_status(settings))
+            except ClusterUnreachable as exc:
+                shown = view(unreachable_status(settings, exc))
             live.update(shown, refresh=True)
             time.sleep(max(0.2, every_s))

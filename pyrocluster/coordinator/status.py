@@ -13,7 +13,7 @@ from pyrocluster.config import Settings
 from pyrocluster.coordinator.fanout import KeptChannels, call_each
 from pyrocluster.coordinator.wire import Wire
 from pyrocluster.defaults import CONNECT_TIMEOUT_S
-from pyrocluster.errors import ClusterUnreachable
+from pyrocluster.errors import AuthenticationError, ClusterUnreachable
 from pyrocluster.nameserver import finished, registry
 from pyrocluster.nameserver.pauses import paused_schedules
 from pyrocluster.nameserver.registry import CONTROL, WorkerEntry
@@ -90,9 +90,14 @@ def ask_worker(
             proxy._pyroRelease()
 
 
-def lost_job(job_id: str) -> dict[str, Any]:
-    """The status entry of a job still registered that does not answer (its ``submit`` was killed)."""
+def lost_job(job_id: str, published: dict[str, int] | None = None) -> dict[str, Any]:
+    """The status entry of a job still registered that does not answer (its ``submit`` was killed,
+    or its token was revoked: it stopped, unable to remove its registration).
+
+    Its counts are the ones it last published in its registration (``published``), 0 if none.
+    """
     counts = dict.fromkeys(("done", "total", "failed", "cancelled"), 0)
+    counts.update(published or {})
     return {"id": job_id, "name": job_id.partition("@")[0], "state": "lost", **counts}
 
 
@@ -117,6 +122,8 @@ class Listing:
     finished: list[dict[str, Any]] = field(default_factory=list)
     schedules: list[dict[str, Any]] = field(default_factory=list)
     """What running schedulers publish of each schedule (section 7)."""
+    published: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each running job's counts as it last published them (id -> counts): a lost job's last known."""
 
 
 def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune: bool = False) -> Listing:
@@ -130,9 +137,10 @@ def list_cluster(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S, prune
         paused = paused_schedules(ns)
         for schedule in schedules:
             schedule["paused"] = schedule["name"] in paused
-        return Listing(
-            registry.find_workers(ns), registry.find_jobs(ns), finished.find_finished(ns), schedules
-        )
+        jobs, published = registry.find_announced(ns)
+        return Listing(registry.find_workers(ns), jobs, finished.find_finished(ns), schedules, published)
+    except AuthenticationError as exc:  # our token expired or was revoked since we connected
+        raise AuthenticationError(f"name server at {settings.ns_address} refused us: {exc}") from None
     except Pyro5.errors.PyroError as exc:
         raise ClusterUnreachable(f"name server at {settings.ns_address} failed: {exc}") from None
     finally:
@@ -148,9 +156,13 @@ def status_document(
 ) -> dict[str, Any]:
     """The ``status --json`` document from the answers gathered (``status`` and the dashboard share it).
 
-    ``running`` holds the answers of ``listing.jobs`` in order; a job that did not answer is ``lost``.
+    ``running`` holds the answers of ``listing.jobs`` in order; a job that did not answer is ``lost``,
+    with the counts it last published.
     """
-    jobs = [j if j is not None else lost_job(i) for i, j in zip(listing.jobs, running, strict=False)]
+    jobs = [
+        j if j is not None else lost_job(i, listing.published.get(i))
+        for i, j in zip(listing.jobs, running, strict=False)
+    ]
     return {
         "nameserver": {"address": settings.ns_address, "reachable": reachable},
         "workers": workers,
@@ -182,10 +194,21 @@ def cluster_status(
     return status_document(settings, listing, workers, running)
 
 
-def unreachable_status(settings: Settings) -> dict[str, Any]:
-    """The status document when the name server cannot be reached."""
+def unreachable_status(settings: Settings, error: ClusterUnreachable | None = None) -> dict[str, Any]:
+    """The status document when the name server cannot be reached or refused us (``error``).
+
+    ``reachable`` says whether it answered on the network: true when it refused our credential
+    (an ``AuthenticationError``: wrong secret, expired or revoked token, TLS certificate refused).
+    ``error``, when given, is the reason, as the command's error line says it.
+    """
+    nameserver: dict[str, Any] = {
+        "address": settings.ns_address,
+        "reachable": isinstance(error, AuthenticationError),
+    }
+    if error is not None:
+        nameserver["error"] = str(error)
     return {
-        "nameserver": {"address": settings.ns_address, "reachable": False},
+        "nameserver": nameserver,
         "workers": [],
         "jobs": [],
         "schedules": [],

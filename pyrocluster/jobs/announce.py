@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -88,6 +89,12 @@ def status_entry(job_id: str, snap: dict[str, Any], state: str) -> dict[str, Any
     return entry
 
 
+def counts_metadata(snap: dict[str, Any]) -> set[str]:
+    """A running job's registration metadata: its service and its counts now (``PUBLISHED_COUNTS``)."""
+    counts = {k: int(snap.get(k, 0)) for k in registry.PUBLISHED_COUNTS}
+    return {registry.META_SERVICE + "job", registry.META_COUNTS + json.dumps(counts, separators=(",", ":"))}
+
+
 def started_at(job_id: str) -> str:
     """When a job started, from its id (``name@host-pid-<epoch ms>``), as UTC text; "" if unknown."""
     stamp = job_id.rpartition("-")[2]
@@ -158,6 +165,8 @@ class Announcement:
         self._snapshot = snapshot
         self._failures = failures
         self._final: dict[str, Any] | None = None
+        self._published: set[str] = set()
+        """The registration metadata last published (its counts then)."""
         self._daemon: Any = None
         self._uri = ""
         self._stop = threading.Event()
@@ -198,14 +207,21 @@ class Announcement:
         self._keep_registered()
 
     def _keep_registered(self) -> None:
-        """Register now, and again whenever the name server lost the entry (it restarted)."""
+        """Register now, and again whenever the name server lost the entry (it restarted); keep the
+        counts in its metadata up to date (published when they changed, each round)."""
         ns: Any = None
+        name = registry.job_name(self._registered_as)
         while True:
             try:
                 if ns is None:
                     ns = registry.connect(self._settings, timeout_s=2.0)
+                meta = counts_metadata(self._snapshot())
                 if registry.find_jobs(ns).get(self._registered_as) != self._uri:
-                    registry.register_job(ns, self._registered_as, self._uri)
+                    registry.register_job(ns, self._registered_as, self._uri, meta)
+                    self._published = meta
+                elif meta != self._published:
+                    ns.set_metadata(name, meta)
+                    self._published = meta
                 if self._settings.authenticated:  # the job's cancel checks tokens: keep up with revocations
                     REVOKED.update(revocations.read_revocations(ns))
             except Exception as exc:  # name server away: try again on the next round

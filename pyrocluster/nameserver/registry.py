@@ -11,6 +11,7 @@ carries ``pyrocluster.task:<name>`` for each task it offers and
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections.abc import Iterable, Mapping
@@ -285,9 +286,52 @@ def unregister_worker(ns: Any, worker: str) -> None:
     ns.remove(prefix=f"{WORKER_PREFIX}{worker}.")
 
 
-def register_job(ns: Any, job: str, uri: str) -> None:
-    """Register a running job's progress object."""
-    ns.register(job_name(job), uri, safe=False, metadata={META_SERVICE + "job"})
+META_COUNTS = "pyrocluster.counts:"
+"""Metadata of a running job's registration: its counts (JSON) as it last published them."""
+PUBLISHED_COUNTS = ("done", "total", "failed", "cancelled")
+"""The counts a running job keeps in its registration, for ``status`` to show should it stop
+answering: a job whose token is revoked stops at the first refusal and can no longer remove its
+registration or record its end, so ``status`` lists it ``lost`` with these."""
+
+
+def published_counts(metadata: Any) -> dict[str, int] | None:
+    """The counts in a job's registration metadata; None when it has none (or they are malformed)."""
+    if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
+        return None
+    for item in metadata:
+        if isinstance(item, str) and item.startswith(META_COUNTS):
+            try:
+                counts = json.loads(item[len(META_COUNTS) :])
+            except ValueError:
+                return None
+            if not isinstance(counts, dict):
+                return None
+            return {
+                k: v
+                for k, v in counts.items()
+                if k in PUBLISHED_COUNTS and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            }
+    return None
+
+
+def find_announced(ns: Any) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Registered jobs (id -> URI) and the counts each last published (id -> counts), in one listing."""
+    uris: dict[str, str] = {}
+    published: dict[str, dict[str, int]] = {}
+    for name, value in ns.list(prefix=JOB_PREFIX, return_metadata=True).items():
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            continue
+        job = name[len(JOB_PREFIX) :]
+        uris[job] = str(value[0])
+        counts = published_counts(value[1])
+        if counts:
+            published[job] = counts
+    return uris, published
+
+
+def register_job(ns: Any, job: str, uri: str, metadata: set[str]) -> None:
+    """Register a running job's progress object, with ``metadata`` beside its service's."""
+    ns.register(job_name(job), uri, safe=False, metadata={META_SERVICE + "job", *metadata})
 
 
 def unregister_job(ns: Any, job: str) -> None:

@@ -77,6 +77,21 @@ class Secured:
         with auth.make_proxy(self.uris()["control"], self.settings(None), timeout_s=5) as proxy:
             return dict(proxy.info())
 
+    def revoke_until_refused(self, name: str, token: str) -> None:
+        """Revoke token ``name`` and wait until the worker refuses ``token``."""
+        assert self.cli(None, "token", "revoke", name).returncode == 0
+        control = self.uris()["control"]
+
+        def worker_refuses() -> bool:
+            try:
+                with auth.make_proxy(control, self.settings(token), timeout_s=5) as proxy:
+                    proxy.info()
+            except auth.AuthenticationRefused:
+                return True
+            return False
+
+        wait_for(worker_refuses, REVOCATION_LIMIT_S + 5, what="the worker refuses the revoked token")
+
 
 @pytest.fixture
 def secured(processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Secured:
@@ -339,18 +354,7 @@ def test_a_token_revoked_while_its_job_runs_ends_the_job_as_refused(
     )
     jobs.append(start_submit(secured, carol, job))
     wait_for(lambda: running_jobs(secured) == ["late"], 30, what="the job running")
-    assert secured.cli(None, "token", "revoke", "carol").returncode == 0
-    control = secured.uris()["control"]
-
-    def worker_refuses() -> bool:
-        try:
-            with auth.make_proxy(control, secured.settings(carol), timeout_s=5) as proxy:
-                proxy.info()
-        except auth.AuthenticationRefused:
-            return True
-        return False
-
-    wait_for(worker_refuses, REVOCATION_LIMIT_S + 5, what="the worker refuses the revoked token")
+    secured.revoke_until_refused("carol", carol)
     gate.write_text("go")
     code = jobs[0].wait(timeout=60)
     out, err = jobs[0].communicate()
