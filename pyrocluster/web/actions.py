@@ -3,7 +3,8 @@
 Each acts with the visitor's own credential (their role token, or the dashboard's settings
 without a secret), so the process that performs it checks the role and logs who asked; the role
 is also checked here first, so a request beyond it is refused before anything is contacted.
-200 with a JSON body when done, 403 beyond the role, 404 for an unknown name.
+200 with a JSON body when done, 403 beyond the role, 404 for an unknown name, 503 when the name
+server or the process that would act (a dead or frozen worker) does not answer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import anyio
+from Pyro5.errors import CommunicationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -26,6 +28,9 @@ from pyrocluster.tokens import Role
 from pyrocluster.web.auth import Visitor
 
 NO_STORE = {"Cache-Control": "no-store"}
+ACTION_THREADS = 8
+"""Actions run at once; more wait their turn, so actions stuck on a frozen worker (5 s each)
+never hold every thread of the pool that also serves the page and its static files."""
 
 
 def acting_settings(settings: Settings, visitor: Visitor) -> Settings:
@@ -72,6 +77,8 @@ ACTIONS: dict[tuple[str, str], tuple[Role, Callable[[Settings, str], dict[str, A
 def action_routes(settings: Settings) -> list[Route]:
     """The POST routes, acting on the cluster of ``settings``."""
 
+    limiter = anyio.CapacityLimiter(ACTION_THREADS)
+
     async def act(request: Request) -> Response:
         kind, name, action = (request.path_params[k] for k in ("kind", "name", "action"))
         entry = ACTIONS.get((kind, action))
@@ -86,14 +93,19 @@ def action_routes(settings: Settings) -> list[Route]:
             message = refusal(visitor.peer, role, what).partition(": ")[2]
             return JSONResponse({"error": message}, status_code=403, headers=NO_STORE)
         try:
-            body = await run_in_threadpool(perform, acting_settings(settings, visitor), name)
+            acting = acting_settings(settings, visitor)
+            body = await anyio.to_thread.run_sync(perform, acting, name, limiter=limiter)
         except RoleRefused as exc:
             return JSONResponse({"error": str(exc)}, status_code=403, headers=NO_STORE)
         except LookupError as exc:
             return JSONResponse({"error": str(exc.args[0])}, status_code=404, headers=NO_STORE)
         except ClusterUnreachable as exc:
             return JSONResponse({"error": str(exc)}, status_code=503, headers=NO_STORE)
+        except CommunicationError as exc:  # listed, but dead or frozen
+            error = f"{kind[:-1]} {name!r} did not answer: {exc}"
+            return JSONResponse({"error": error}, status_code=503, headers=NO_STORE)
         status = body.pop("status", 200)
         return JSONResponse({"action": action, kind[:-1]: name, **body}, status_code=status, headers=NO_STORE)
 
-    return [Route("/api/{kind}/{name}/{action}", act, methods=["POST"])]
+    # ``name:path``: a worker's name may hold a slash, which arrives decoded from its ``%2F``.
+    return [Route("/api/{kind}/{name:path}/{action}", act, methods=["POST"])]

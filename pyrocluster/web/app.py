@@ -22,6 +22,8 @@ from pyrocluster.web.metrics import make_registry
 
 STATIC = Path(__file__).parent / "static"
 """The page and its script and style, served from the package (no CDN)."""
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+"""The page acts on clicks: no other site may frame it and trick a visitor into them (clickjacking)."""
 
 
 def create_app(
@@ -33,7 +35,7 @@ def create_app(
     cache.render_metrics = lambda view: generate_latest(make_registry(lambda: view))
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers=NO_STORE)
+        return FileResponse(STATIC / "index.html", headers={**NO_STORE, **NO_FRAMING})
 
     async def api_status(request: Request) -> Response:
         return JSONResponse(cache.view().status, headers=NO_STORE)

@@ -140,6 +140,9 @@ class TokenGate:
         self.wildcard = host in ("0.0.0.0", "::")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":  # none served: refused (HTTP 403) before any app sees it
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -175,7 +178,8 @@ class TokenGate:
             # The page keeps a role token (from the fragment, which never reaches a server) to
             # send it in the header of its actions; the cookie serves its reads.
             fragment = "" if self.credentials.is_dashboard_token(query) else f"#token={query}"
-            target = request.url.path + fragment
+            # One leading slash: ``//host/`` would send the browser to another site.
+            target = "/" + request.url.path.lstrip("/") + fragment
             redirect = RedirectResponse(target, status_code=303)
             redirect.set_cookie(COOKIE, query, httponly=True, samesite="strict")
             return redirect

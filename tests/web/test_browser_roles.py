@@ -18,7 +18,7 @@ from tests.conftest import TASKS_FILE, Processes, wait_for
 from tests.helpers.roles import issue as issue_token
 from tests.helpers.roles import secret_env
 from tests.web.helpers import start_dashboard
-from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, text_of
+from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, click_first, text_of
 
 SECRET = "browser-roles-secret"
 SECRET_ENV = secret_env(SECRET)
@@ -157,3 +157,15 @@ def test_charts_and_graph_of_a_20000_task_workflow_render_within_2_s(cluster: Cl
     assert elapsed < RENDER_LIMIT_S, f"charts and graph took {elapsed:.2f} s"
     assert "20000" in text_of(browser, 'svg.workflow g[data-node="m"]').replace("/", " ").replace(",", "")
     assert (cluster.tmp_path / "dashboard-20000-tasks.png").stat().st_size > 10_000
+
+
+def test_an_action_the_dashboard_refuses_shows_why_on_the_page(cluster: Cluster, browser) -> None:
+    browser.get(f"{cluster.url}?token={issue('oncall', 'operator')}")
+    # A new tab shares the cookie (the operator's buttons show) but not the token the page keeps
+    # for the Authorization header, so the dashboard refuses the action in plain text.
+    browser.switch_to.new_window("tab")
+    browser.get(cluster.url)
+    wait_for(lambda: "drain" in buttons(browser), 20, what="the operator's buttons in the new tab")
+    wait_for(lambda: click_first(browser, 'button[data-action="drain"]'), 10, what="drain clicked")
+    wait_for(lambda: "drain w1: 403" in text_of(browser, "#notice"), 10, what="the refusal shown")
+    assert "Authorization header" in text_of(browser, "#notice")

@@ -186,6 +186,15 @@ function draw(data) {
   document.getElementById("panels").innerHTML = PANELS.map((panel) => panel(doc, data.failures || {}, data)).join("");
 }
 
+// Why the dashboard refused: the "error" of a JSON body, else the text (the token gate's refusals
+// are plain text), prefixed with the status unless the text starts with it.
+async function refusal(response) {
+  const text = (await response.text().catch(() => "")).trim();
+  let reason = text;
+  try { reason = JSON.parse(text).error ?? text; } catch (err) { /* plain text */ }
+  return reason.startsWith(String(response.status)) ? reason : `${response.status} ${reason}`.trim();
+}
+
 async function act(kind, name, action) {
   const headers = {"X-Requested-By": "pyrocluster"};
   const token = sessionStorage.getItem(TOKEN_KEY);
@@ -194,8 +203,7 @@ async function act(kind, name, action) {
   try {
     const response = await fetch(`/api/${kind}/${encodeURIComponent(name)}/${action}`,
       {method: "POST", headers, credentials: "same-origin", cache: "no-store"});
-    const body = await response.json().catch(() => ({}));
-    notice.textContent = response.ok ? `${action} ${name}: done` : `${action} ${name}: ${response.status} ${body.error || ""}`;
+    notice.textContent = `${action} ${name}: ${response.ok ? "done" : await refusal(response)}`;
     notice.className = response.ok ? "ok" : "bad";
   } catch (err) {
     notice.textContent = `${action} ${name}: dashboard unreachable`;
@@ -217,7 +225,7 @@ async function poll() {
   try {
     const response = await fetch("/api/dashboard", {credentials: "same-origin", cache: "no-store"});
     if (response.ok) draw(await response.json());
-    else document.getElementById("freshness").textContent = `dashboard answered ${response.status}`;
+    else document.getElementById("freshness").textContent = `dashboard answered ${await refusal(response)}`;
   } catch (err) {
     document.getElementById("freshness").textContent = "dashboard unreachable";
   }
