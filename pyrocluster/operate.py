@@ -11,8 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import Pyro5.errors
+
 from pyrocluster.auth import make_proxy, own_peer
 from pyrocluster.config import Settings
+from pyrocluster.errors import ClusterUnreachable
 from pyrocluster.nameserver import pauses, registry
 from pyrocluster.nameserver.schedules import SCHEDULER_PREFIX, published_schedules
 from pyrocluster.roles import require_own
@@ -36,6 +39,8 @@ def set_draining(settings: Settings, worker: str, draining: bool) -> bool:
     proxy = make_proxy(entry.uris[registry.CONTROL], settings, timeout_s=CONTROL_TIMEOUT_S)
     try:
         return bool(proxy.drain() if draining else proxy.undrain())
+    except Pyro5.errors.CommunicationError as exc:  # registered, but dead or frozen: exit 3
+        raise ClusterUnreachable(f"worker {worker!r} did not answer ({type(exc).__name__}: {exc})") from None
     finally:
         proxy._pyroRelease()
 
