@@ -186,6 +186,10 @@ def worker(
     **kw: Any,
 ) -> int:
     """Run a worker offering compute and crawl services."""
+    from pyrocluster.nameserver.registry import name_problem
+
+    if problem := name_problem(name):
+        raise ConfigError(f"--name {name!r}: {problem}")
     if pool == "process" and "compute" in _split(services):
         from pyrocluster.slots.forkserver import start_forkserver
 

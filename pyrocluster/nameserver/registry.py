@@ -72,6 +72,21 @@ class WorkerEntry:
         return uri.rpartition("@")[2]
 
 
+MAX_NAME_CHARS = 200
+"""Longest worker name (it is part of every URI of the worker's objects)."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a worker, or None: it goes into Pyro5 URIs
+    (``PYRO:<object>@<host:port>``), where whitespace ends the object and ``@`` starts the address."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"a worker name is at most {MAX_NAME_CHARS} characters"
+    bad = next((c for c in name if c.isspace() or c == "@" or not c.isprintable()), None)
+    if bad is not None:
+        return f"a worker name holds no whitespace, '@' or control characters (it has {bad!r})"
+    return None
+
+
 def object_name(worker: str, service: str) -> str:
     """The registered name of one of a worker's objects."""
     return f"{WORKER_PREFIX}{worker}.{service}"

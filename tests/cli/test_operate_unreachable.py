@@ -26,3 +26,12 @@ def test_an_action_on_a_worker_that_does_not_answer_is_exit_3_naming_it(
     assert result.returncode == 3, result
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "frozen-w" in lines[0] and "did not answer" in lines[0] and "unexpected" not in lines[0], lines
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["a b", "a@b", "tab\there", "x" * 201])
+def test_a_worker_name_that_cannot_be_part_of_a_uri_is_exit_2(name: str, nameserver: str) -> None:
+    result = run_cli("worker", "--ns", nameserver, "--name", name, "--pool", "thread", timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result
+    assert len(lines) == 1 and lines[0].startswith("error: --name"), result.stderr
