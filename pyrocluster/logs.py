@@ -31,6 +31,8 @@ CONTEXT_FIELDS = ("worker", "job", "task_id", "schedule")
 _bound: dict[str, str] = {}
 _job: contextvars.ContextVar[str] = contextvars.ContextVar("pyrocluster_job", default="")
 _format = "text"
+_configured: tuple[bool, bool, str] | None = None
+"""The arguments of the last :func:`configure` (None before it), for :func:`inherited`."""
 
 
 def bind(**fields: str) -> None:
@@ -71,7 +73,14 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        try:
+            return orjson.dumps(doc, default=str).decode()
+        except TypeError:  # a lone surrogate (a file name that is not UTF-8): written escaped
+            doc = {
+                k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+                for k, v in doc.items()
+            }
+            return orjson.dumps(doc, default=str).decode()
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -84,8 +93,9 @@ def configure(debug: bool, info: bool = False, fmt: str = "text") -> None:
     With ``fmt="json"`` every line this process writes to stderr is a JSON record: warnings and
     uncaught exceptions (of any thread) go through logging too.
     """
-    global _format
+    global _format, _configured
     _format = fmt if fmt in FORMATS else "text"
+    _configured = (debug, info, _format)
     level = "DEBUG" if debug else "INFO" if info else "WARNING"
     logging.config.dictConfig(
         {
@@ -116,6 +126,19 @@ def configure(debug: bool, info: bool = False, fmt: str = "text") -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_uncaught_in_thread
+
+
+def inherited() -> tuple[bool, bool, str, dict[str, str]] | None:
+    """This process's logging set-up and bound fields, for a child it starts (None: never set up)."""
+    return None if _configured is None else (*_configured, dict(_bound))
+
+
+def adopt(setup: tuple[bool, bool, str, dict[str, str]] | None) -> None:
+    """Log as the parent does (``inherited()``): a worker's slot processes write its format."""
+    if setup is not None:
+        debug, info, fmt, fields = setup
+        configure(debug, info, fmt)
+        bind(**fields)
 
 
 def _log_uncaught_in_thread(args: Any) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import ssl
 import threading
+from typing import Any
 
 import Pyro5.socketutil
 
@@ -50,21 +52,87 @@ def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """
     if not settings.tls_cert or not settings.tls_ca:
         raise ConfigError("mutual TLS needs --tls-cert and --tls-ca (and --tls-key unless the cert holds it)")
+    files = (
+        ("--tls-cert", settings.tls_cert),
+        ("--tls-key", settings.tls_key),
+        ("--tls-ca", settings.tls_ca),
+    )
+    for flag, path in files:
+        _check_file(flag, path)
     server = _ServerTLSContext(ssl.PROTOCOL_TLS_SERVER)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname = False
     for context in (server, client):
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_mode = ssl.CERT_REQUIRED
+        _load_chain(context, settings.tls_cert, settings.tls_key or None)
         try:
-            context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
             if os.path.isdir(settings.tls_ca):
                 context.load_verify_locations(capath=settings.tls_ca)
             else:
                 context.load_verify_locations(cafile=settings.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the TLS certificate, key or CA: {exc}") from exc
+            raise ConfigError(f"--tls-ca {settings.tls_ca}: cannot load the CA: {exc}") from None
     return server, client
+
+
+def _check_file(flag: str, path: str | None) -> None:
+    """ConfigError naming ``flag`` and ``path`` when the file cannot be read, or holds a certificate
+    (``--tls-cert``: its first; ``--tls-ca``: every one) that is expired or not yet valid: every
+    peer would refuse it, better not to start."""
+    if not path or (flag == "--tls-ca" and os.path.isdir(path)):
+        return
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if flag == "--tls-key" or b"-----BEGIN CERTIFICATE-----" not in data:
+        return  # not PEM certificates: the ssl module says what is wrong with it
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return
+    problems = [_out_of_date(cert) for cert in certificates[: 1 if flag == "--tls-cert" else None]]
+    if problems and all(problems):  # a CA bundle may keep an old CA beside the current one
+        raise ConfigError(f"{flag} {path}: {problems[0]}")
+
+
+def _out_of_date(cert: Any) -> str | None:
+    """Why ``cert`` is not valid now, or None."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    after, before = _utc(cert, "not_valid_after"), _utc(cert, "not_valid_before")
+    if after < now:
+        return f"the certificate expired on {_when(after)}"
+    if before > now:
+        return f"the certificate is not valid before {_when(before)} (is this host's clock right?)"
+    return None
+
+
+def _utc(cert: Any, field: str) -> datetime.datetime:
+    """``cert.<field>_utc`` (cryptography 42+), else the naive UTC ``cert.<field>`` of older ones."""
+    moment = getattr(cert, f"{field}_utc", None)
+    return moment or getattr(cert, field).replace(tzinfo=datetime.timezone.utc)
+
+
+def _when(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """``context.load_cert_chain``; ConfigError naming the files and what is wrong."""
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        if getattr(exc, "reason", "") == "KEY_VALUES_MISMATCH":
+            problem = f"the key in {key} does not belong to the certificate"
+        elif key is None:
+            problem = "no private key in the file (give --tls-key)"
+        else:
+            problem = f"cannot load the certificate and its key {key}: {exc}"
+        raise ConfigError(f"--tls-cert {cert}: {problem}") from None
 
 
 _tls_lock = threading.Lock()

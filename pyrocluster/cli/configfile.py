@@ -49,7 +49,8 @@ def file_keys(command: click.Command) -> dict[str, click.Option]:
     return keys
 
 
-_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_\-]+)\s*\]")
+_HEADER = re.compile(r"^\s*\[\[?([^\[\]]+)\]")
+"""A table header, ``[worker]``, ``[[worker]]`` or ``[ worker . extra ]``."""
 _KEY = re.compile(r"""^\s*("?)([A-Za-z0-9_\-.]+)\1\s*=""")
 
 
@@ -60,8 +61,10 @@ def key_lines(text: str) -> dict[tuple[str, str], int]:
     for number, line in enumerate(text.splitlines(), 1):
         header = _HEADER.match(line)
         if header:
-            table = header.group(1)
+            table = ".".join(part.strip().strip("\"'") for part in header.group(1).split("."))
             lines.setdefault((table, ""), number)
+            prefix, _, leaf = table.rpartition(".")  # the table is also a key of its parent
+            lines.setdefault((prefix, leaf), number)
             continue
         key = _KEY.match(line)
         if key:

@@ -240,9 +240,14 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         raise AuthenticationError(f"name server authentication failed: {exc}") from None
     except Pyro5.errors.CommunicationError as exc:
         proxy._pyroRelease()
+        where = settings.ns_address
         if _certificate_refused(exc):  # waiting would not help: the certificates do not match
-            where = settings.ns_address
             raise AuthenticationError(f"TLS with the name server at {where} refused: {exc}") from None
+        if settings.tls and _ssl_reason(exc) == "WRONG_VERSION_NUMBER":  # nor would it here
+            raise AuthenticationError(
+                f"the name server at {where} does not speak TLS: give it --tls-cert, --tls-key "
+                "and --tls-ca too, or leave them out here"
+            ) from None
         hint = ""
         if not settings.tls_cert and "receiving" in str(exc):  # a TLS server hangs up on a plain hello
             hint = " (if it expects TLS, give --tls-cert, --tls-key and --tls-ca, or PYROCLUSTER_TLS_*)"
@@ -254,16 +259,20 @@ def connect(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
 
 def _certificate_refused(exc: BaseException) -> bool:
     """True when either side of a TLS handshake refused the other's certificate (not a network fault)."""
+    reason = _ssl_reason(exc)
+    return any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA"))
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The reason (upper case) of the TLS error behind ``exc``; "" when there is none."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        if isinstance(seen, ssl.SSLError) and any(
-            word in str(seen.reason or "").upper() for word in ("CERTIFICATE", "UNKNOWN_CA")
-        ):
-            return True
+            return "CERTIFICATE_VERIFY_FAILED"
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or "").upper()
         seen = seen.__cause__ or seen.__context__
-    return False
+    return ""
 
 
 def find_workers(ns: Any) -> list[WorkerEntry]:

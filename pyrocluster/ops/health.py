@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +45,7 @@ class Prober:
         self.watchdog = watchdog is not None
         self.last_ok = time.monotonic()
         self.last_error = ""
+        self._warned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="liveness-probe", daemon=True)
 
@@ -62,13 +65,16 @@ class Prober:
                 reason = self._probe()
             except Exception as exc:  # the probe's failure is the finding, never the thread's end
                 reason = f"{type(exc).__name__}: {exc}"
+            self.last_error = reason or ""
             if reason is None:
                 self.last_ok = time.monotonic()
+                self._warned = False
                 if self.watchdog and not self._stop.is_set():
                     sdnotify.notify("WATCHDOG=1")
-            elif reason != self.last_error:
-                log.warning("liveness probe failed: %s", reason)
-            self.last_error = reason or ""
+            elif not self._warned and (failing := self.check()):
+                # once /livez fails, not at a lone miss: a stopping process misses its last probes
+                log.warning("liveness probe failing: %s", failing)
+                self._warned = True
 
     def check(self) -> str | None:
         """None while a round trip succeeded recently, else why not."""
@@ -136,29 +142,50 @@ class HealthServer:
             sys_version = ""
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                answer = probe_answer(self.path, live, ready)
-                status, body = answer or (404, {"status": "not found"})
-                data = json.dumps(body).encode()
+                self.answer(body=True)
+
+            def do_HEAD(self) -> None:  # noqa: N802 - as GET without the body (curl -I, some checkers)
+                self.answer(body=False)
+
+            def answer(self, body: bool) -> None:
+                status, doc = probe_answer(self.path, live, ready) or (404, {"status": "not found"})
+                data = json.dumps(doc).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
-                self.wfile.write(data)
+                if body:
+                    self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        # The family of the address asked for: ``::1`` listens as well as ``127.0.0.1`` does.
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][
+            0
+        ]
+
+        class Server(ThreadingHTTPServer):
+            address_family = family
+            allow_reuse_address = True
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                """A log record, never socketserver's bare traceback on stderr (it breaks JSON
+                logs); a prober that gave up before the answer is routine."""
+                routine = isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError))
+                level = logging.DEBUG if routine else logging.WARNING
+                log.log(level, "health request from %s failed", client_address[0], exc_info=True)
+
+        self._server = Server((host, port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
 
     @property
     def address(self) -> str:
         """``HOST:PORT`` it listens on."""
         host, port = self._server.socket.getsockname()[:2]
-        return f"{host}:{port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> HealthServer:
         """Serve in the background."""

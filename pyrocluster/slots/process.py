@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from pyrocluster import attachments, codec
+from pyrocluster import attachments, codec, logs
 from pyrocluster.errors import ConfigError
 from pyrocluster.gc_thresholds import fewer_collections
 from pyrocluster.protocol import CANCELLED, CRASHED, TIMEOUT
@@ -106,7 +106,11 @@ def _send(conn: Connection, message: bytes) -> bool:
 
 
 def _child_main(
-    conn: Connection, task_modules: list[str], share: SlotShare, direct: DirectSpec | None = None
+    conn: Connection,
+    task_modules: list[str],
+    share: SlotShare,
+    direct: DirectSpec | None = None,
+    log_setup: Any = None,
 ) -> None:
     """Body of a slot process: load the user's tasks, then run batches until the pipe closes
     (and, with ``direct``, serve direct calls between them: ``direct.py``).
@@ -116,6 +120,7 @@ def _child_main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (drain)
     os.setpgrp()  # a group of its own: ending it (``end_group``) ends the processes its tasks started
+    logs.adopt(log_setup)  # the tasks' log records in the worker's format (one JSON object a line)
     _exit_with_parent()
     for spec in task_modules:
         try:
@@ -221,7 +226,7 @@ class SlotProcess:
         """Messages of the process between batches that the worker has read (``lending.py``)."""
         for pause in (*START_RETRIES_S, None):
             parent, child = self._ctx.Pipe()  # a new pipe each try: a failed one may have reached a child
-            args = (child, self._modules, self.share, self._direct)
+            args = (child, self._modules, self.share, self._direct, logs.inherited())
             self.proc = self._ctx.Process(target=_child_main, args=args, daemon=True)
             try:
                 self.proc.start()

@@ -56,7 +56,8 @@ def serve(
         None,
     )
     app = asgi_probes(create_app(cache, settings, bound_host, bound_port), sup.prober.check, sup.readiness)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # log_config=None: uvicorn's records go through our handler (--log-format), not its own.
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn in a thread of its own installs no signal handlers: ours (``stop``) decide when to end.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
