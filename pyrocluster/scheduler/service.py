@@ -113,6 +113,8 @@ class Scheduler:
         """Clock time the last round ended (liveness: the loop goes round)."""
         self.reached_ns = False
         """Whether the last round reached the name server (readiness: it can lead or stand by)."""
+        self._ns_outage_logged = False
+        """Whether the name server's being out of reach was logged (once an outage)."""
 
     def start(self) -> None:
         """Connect to the name server (ClusterUnreachable when it is not there) and announce ourselves.
@@ -230,9 +232,14 @@ class Scheduler:
             for st in self.states:
                 self._step(ns, st, deciding)
             self._publish()
+            if self._ns_outage_logged:
+                log.warning("name server at %s reached again", self.settings.ns_address)
+                self._ns_outage_logged = False
             self.reached_ns = True
         except (Pyro5.errors.PyroError, ClusterUnreachable, OSError) as exc:
-            log.warning("name server at %s: %s", self.settings.ns_address, exc)
+            if not self._ns_outage_logged:  # once an outage, not every round (one a second) while it lasts
+                log.warning("name server at %s: %s (retrying every round)", self.settings.ns_address, exc)
+                self._ns_outage_logged = True
             self.reached_ns = False
             self._drop_connection()
             for st in self.states:

@@ -16,7 +16,7 @@ import pytest
 from Pyro5.nameserver import NameServer
 
 from pyrocluster.config import Settings
-from pyrocluster.errors import ConfigError
+from pyrocluster.errors import ClusterUnreachable, ConfigError
 from pyrocluster.scheduler import store
 from pyrocluster.scheduler.service import Scheduler
 from pyrocluster.scheduler.spec import load_schedules
@@ -309,3 +309,45 @@ def test_a_second_scheduler_of_a_live_name_is_refused_and_one_of_a_dead_process_
     scheduler(ns, schedules, "b", clocks, jobs, "b.json", alive)  # another name is welcome
     alive.dead.add(first.process.pid)  # SIGKILLed: its entry stays fresh for a while, its pid is gone
     scheduler(ns, schedules, "a", clocks, jobs, "a3.json", alive)
+
+
+def test_a_name_server_outage_is_logged_once_and_its_end_once(schedules, caplog):
+    clocks, reachable = Clocks(), [True]
+    ns = NameServer()
+
+    class Away:
+        """The name server, or a refused connection while it is away."""
+
+        def __getattr__(self, name: str):
+            if not reachable[0] and not name.startswith("_"):
+                raise ClusterUnreachable("cannot reach the name server at 127.0.0.1:9")
+            return getattr(ns, name)
+
+    def connect():
+        return Away()
+
+    options = SchedulerOptions("s.yaml", name="a", state_path="state.json")
+    s = Scheduler(
+        Settings.from_sources(ns="127.0.0.1:9"),
+        schedules,
+        options,
+        wall=lambda: clocks.now,
+        clock=lambda: clocks.mono,
+        connect=connect,
+        run_job=Jobs(),
+        alive=Alive(),
+    )
+    s.start()
+    caplog.set_level("INFO", logger="pyrocluster")
+    s.run_round()
+    reachable[0] = False
+    for _ in range(5):  # five seconds of rounds while it is away
+        clocks.advance(1)
+        s.run_round()
+    assert not s.reached_ns
+    reachable[0] = True
+    clocks.advance(1)
+    s.run_round()
+    said = [r.getMessage() for r in caplog.records if "name server at" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "cannot reach" in said[0] and said[1].endswith("reached again"), said
