@@ -61,7 +61,12 @@ def test_status_unreachable_is_exit_3():
     assert "Traceback" not in result.stderr
     result = run_cli("status", "--ns", f"127.0.0.1:{port}", "--json")
     assert result.returncode == 3
-    assert json.loads(result.stdout)["nameserver"] == {"address": f"127.0.0.1:{port}", "reachable": False}
+    shown = json.loads(result.stdout)["nameserver"]
+    assert {k: shown[k] for k in ("address", "reachable")} == {
+        "address": f"127.0.0.1:{port}",
+        "reachable": False,
+    }
+    assert shown["error"] == result.stderr.strip().removeprefix("error: "), (shown, result.stderr)
 
 
 def test_worker_unreachable_nameserver_is_exit_3():
