@@ -74,6 +74,10 @@ class TaskFailed(PyroClusterError):
         """The error as the results file records it."""
         return {"type": self.type, "message": self.message, "traceback": self.traceback}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled and copied as made (the combined classes have no importable name)."""
+        return (remote_error, (self.type, self.message, self.traceback), _state(self))
+
 
 _REMOTE_TYPES: dict[str, type[Exception]] = {
     name: cls
@@ -165,6 +169,11 @@ class JobFileError(PyroClusterError):
         return combined
 
 
+def _state(exc: BaseException) -> dict[str, Any]:
+    """The attributes set on ``exc`` after it was made (``__notes__`` and the like), for pickling."""
+    return {k: v for k, v in vars(exc).items() if k not in ("type", "message", "traceback")}
+
+
 class UpstreamFailed(PyroClusterError):
     """A call never ran because a future passed to it as an argument failed or was cancelled.
 
@@ -179,3 +188,7 @@ class UpstreamFailed(PyroClusterError):
         super().__init__(f"upstream call {upstream!r} failed: {reason}")
         self.upstream = upstream
         self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled and copied as made."""
+        return (UpstreamFailed, (self.upstream, self.cause), _state(self))

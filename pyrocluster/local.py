@@ -235,6 +235,10 @@ class LocalCluster:
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be an integer of 0 or more, got {workers!r}")
+        if isinstance(worker_args, (str, bytes)):  # would be split into single characters
+            raise TypeError(
+                f"worker_args must be a list of arguments, e.g. ['--concurrency', '1'], got {worker_args!r}"
+            )
         self.env = env
         self.worker_args = list(worker_args or [])
         self.workers: list[ManagedProcess] = []

@@ -82,9 +82,25 @@ def error_info(exc: BaseException) -> dict[str, str]:
     tb = exc.__traceback__
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else None)),
+        "message": _sendable(_message(exc)),
+        "traceback": _sendable(
+            "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else None))
+        ),
     }
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or what its ``__str__`` raised instead: the call still fails with its type."""
+    try:
+        return str(exc)
+    except Exception as failed:  # format_exception_only never raises, whatever ``failed`` is
+        return f"<str() raised {''.join(traceback.format_exception_only(failed)).strip()}>"
+
+
+def _sendable(text: str) -> str:
+    """``text`` with lone surrogates (a file name decoded with surrogateescape) as ``\\udcXX``
+    escapes: UTF-8 cannot carry them, and the error must travel."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def failure(kind: int, type_name: str, message: str) -> list[Any]:

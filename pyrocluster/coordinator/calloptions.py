@@ -46,7 +46,7 @@ class CallOptions:
             retry_count(retries) if retries is not None else self.retries,
             _priority(priority) if priority is not None else self.priority,
             _flag(retry_on_error) if retry_on_error is not None else self.retry_on_error,
-            frozen(parse_mapping(resources)) if resources is not None else self.resources,
+            _resources(resources) if resources is not None else self.resources,
         )
 
 
@@ -61,21 +61,23 @@ def tag_set(tags: Iterable[str]) -> frozenset[str]:
     return names
 
 
-def timeout_s(value: Any) -> float:
-    """A timeout in seconds: a number in (0, MAX_TIMEOUT_S]."""
+def timeout_s(value: Any, name: str = "timeout", *, zero: bool = False) -> float:
+    """A duration in seconds: a number in (0, MAX_TIMEOUT_S], or [0, MAX_TIMEOUT_S] with ``zero``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"timeout must be a number of seconds, got {value!r}")
-    if not 0 < value <= MAX_TIMEOUT_S:
-        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {value!r}")
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    above_low = value >= 0 if zero else value > 0
+    if not above_low or value > MAX_TIMEOUT_S:
+        low = "[0" if zero else "(0"
+        raise ValueError(f"{name} must be in {low}, {MAX_TIMEOUT_S:g}] seconds, got {value!r}")
     return float(value)
 
 
-def retry_count(value: Any) -> int:
-    """Further attempts: an int of 0 or more."""
+def retry_count(value: Any, name: str = "retries") -> int:
+    """Further attempts (or another count): an int of 0 or more."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"retries must be an integer, got {value!r}")
+        raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < 0:
-        raise ValueError(f"retries must be 0 or more, got {value}")
+        raise ValueError(f"{name} must be 0 or more, got {value}")
     return value
 
 
@@ -85,6 +87,14 @@ def _priority(value: Any) -> int:
     if abs(value) > MAX_PRIORITY:
         raise ValueError(f"priority must be within ±{MAX_PRIORITY}, got {value}")
     return value
+
+
+def _resources(value: Any) -> Ask:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"resources must be a mapping of resource name to amount, e.g. {{'gpu': 1}}, got {value!r}"
+        )
+    return frozen(parse_mapping(value))
 
 
 def _flag(value: Any) -> bool:

@@ -11,6 +11,7 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyrocluster import codec
+from pyrocluster.coordinator import callbacks
 from pyrocluster.coordinator.balancer import cost_key
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.readhere import UNDONE, ReadHere
@@ -178,6 +179,24 @@ class TaskFuture(ReadHere):
         if self.canceller is None:
             return super().cancel()
         return bool(self.canceller([self.call], False))
+
+    def follow(self, fn: Callable[[TaskFuture], object]) -> None:
+        """``add_done_callback`` for a call that waits for this one: ``fn`` runs where the outcome
+        is set (it only hands that call on), not on the callback thread behind users' callbacks."""
+        if self.watcher is not None:
+            self._watch()
+        with self._condition:
+            if self._state in UNDONE:
+                self.__dict__.setdefault("_followers", []).append(fn)
+                return
+        fn(self)
+
+    def _invoke_callbacks(self) -> None:
+        """Followers here; the user's done-callbacks on the callback thread (``callbacks.py``)."""
+        for fn in self.__dict__.pop("_followers", ()):
+            callbacks.call(fn, self)
+        if self._done_callbacks:
+            callbacks.run_later(self, self._done_callbacks)
 
     def running(self) -> bool:
         """True while the call is on a worker (sent and not ended): ``cancel()`` is then False."""

@@ -207,6 +207,10 @@ class Cluster:
         settings: Settings | None = None,
         direct: bool | None = None,
     ) -> None:
+        # checked before anything starts: a probe_timeout of 0 or NaN would set every worker aside
+        probe_timeout = timeout_s(probe_timeout, "probe_timeout")
+        wait = timeout_s(wait, "wait", zero=True)
+        max_batch = retry_count(max_batch, "max_batch")
         if settings is None:
             settings = Settings.from_sources(
                 ns=ns, secret=secret, token=token, max_value_bytes=max_value_bytes
@@ -388,7 +392,11 @@ class Cluster:
         """Stop a call, waiting or running: a process-slot task is killed (its slot process replaced),
         a thread-slot task abandoned. True when it was cancelled (its future raises ``CancelledError``),
         False when it had already ended."""
-        return bool(self._dispatcher.cancel([future.call], running=True))
+        if not isinstance(future, TaskFuture):
+            raise TypeError(f"cancel takes a future returned by submit, not {type(future).__name__}")
+        # the dispatcher that sent the call stops it, whichever Cluster object is asked
+        canceller = future.canceller or self._dispatcher.cancel
+        return bool(canceller([future.call], True))
 
     def withdraw(self, calls: list[Call]) -> None:
         """Cancel those of ``calls`` still waiting here; the ones a worker has taken run on."""
@@ -430,6 +438,11 @@ class Cluster:
         return cluster_status(self.settings, self._dispatcher.wire(), self._status_channels)
 
     # -- lifetime ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._dispatcher.closed
 
     def close(self) -> None:
         """Stop dispatching (unsettled calls fail; cancels already asked still reach their workers,

@@ -148,9 +148,14 @@ class Dispatcher(LoneLane, Failover):
             return self._room.counts()
 
     def unreachable(self) -> ClusterUnreachable | None:
-        """Why the name server could not be reached or refused us at the latest look-up, if it did."""
+        """Why the name server could not be reached or refused us at the latest look-up, if it did
+        (an address Pyro5 cannot use, e.g. ``http://host:port``, is not reachable either)."""
         failure = self._discovery.failure
-        return failure if isinstance(failure, ClusterUnreachable) else None
+        if failure is None or isinstance(failure, ClusterUnreachable):
+            return failure
+        return ClusterUnreachable(
+            f"cannot use the name server at {self.settings.ns_address}: {type(failure).__name__}: {failure}"
+        )
 
     def close(self) -> None:
         """Stop everything; calls not settled fail with WorkerUnavailable (each exactly once)."""

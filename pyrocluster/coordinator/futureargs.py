@@ -107,4 +107,4 @@ def submit_after(call: Call, upstreams: list[TaskFuture], submit: Callable[[list
     """
     pending = _Pending(call, len(upstreams), submit)
     for upstream in upstreams:
-        upstream.add_done_callback(pending.upstream_done)
+        upstream.follow(pending.upstream_done)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyrocluster import codec, valuefetch
 from pyrocluster.coordinator.calls import Call, copy_call
-from pyrocluster.errors import TaskFailed
+from pyrocluster.errors import TaskFailed, WorkerUnavailable
 from pyrocluster.valueref import ValueRef, refs_in, swapped
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ class KeptResults:
         try:
             valuefetch.fetch_into(ref, self._cluster.settings, memoryview(data))
         except valuefetch.ValueGone:
+            if self._cluster.closed:  # freed by close(), and nothing can run it again
+                raise WorkerUnavailable(
+                    f"{call.name!r} result of {ref.size} bytes was kept on its worker and freed when "
+                    "the cluster closed: read a big result before close()"
+                ) from None
             again = copy_call(call, call.args, call.kwargs, None)  # its value comes in the reply
             self._cluster.submit_calls([again])
             return again.future.result()

@@ -33,3 +33,21 @@ def leave(path: str, how: str) -> None:
     with open(path, "a") as f:
         f.write("ran\n")
     raise SystemExit(3) if how == "exit" else KeyboardInterrupt()
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` itself raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("no text for this one")
+
+
+@task
+def raise_unprintable() -> None:
+    raise Unprintable("hidden")
+
+
+@task
+def raise_surrogate() -> None:
+    """A message holding a lone surrogate (from a file name decoded with surrogateescape)."""
+    raise ValueError(b"caf\xe9.txt".decode("utf-8", "surrogateescape"))

@@ -175,7 +175,8 @@ def test_a_lone_call_whose_worker_is_killed_while_its_caller_reads_the_reply_run
         assert {f.result(timeout=30) and f.worker for f in warm} == {"wa", "wb"}
         future = cluster.submit("hold", str(release))
         settled_on: list[str] = []
-        future.add_done_callback(lambda _f: settled_on.append(threading.current_thread().name))
+        # a follower runs where the outcome is set (done-callbacks run on their own thread)
+        future.follow(lambda _f: settled_on.append(threading.current_thread().name))
         got: list[object] = []
         reader = threading.Thread(target=lambda: got.append(future.result(timeout=60)), name="reader")
         reader.start()

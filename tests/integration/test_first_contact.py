@@ -125,6 +125,39 @@ def test_call_options_no_worker_would_take_are_refused_when_set(no_secret_env, p
         assert cluster.options(tags=[], timeout=5, retries=0).submit("add", 1, 2).result(timeout=30) == 3
 
 
+@pytest.mark.parametrize(
+    ("given", "error", "words"),
+    [
+        ({"probe_timeout": 0}, ValueError, "probe_timeout must be in (0,"),
+        ({"probe_timeout": float("nan")}, TypeError, "probe_timeout must be a number"),
+        ({"wait": -1}, ValueError, "wait must be in [0,"),
+        ({"wait": float("nan")}, TypeError, "wait must be a number"),
+        ({"max_batch": "64"}, TypeError, "max_batch must be an integer"),
+    ],
+)
+def test_a_cluster_setting_that_cannot_work_is_refused_naming_it(
+    no_secret_env, plain_ns, given, error, words
+):
+    """Not a cluster that sets every worker aside (a probe_timeout of 0: a 2 s call failed after
+    four attempts, "stopped answering its liveness probe") or waits for ever (a NaN wait)."""
+    with pytest.raises(error) as caught:
+        Cluster(plain_ns, **given).close()
+    assert words in str(caught.value)
+    with Cluster(plain_ns, probe_timeout=0.5, wait=0) as cluster:  # the edges that do work
+        assert cluster.submit("sleep", 1.5).result(timeout=30) == 1.5
+
+
+@pytest.mark.parametrize("written", ["http://{ns}", "PYRO:Pyro.NameServer@{ns}"])
+def test_a_name_server_address_that_cannot_be_used_is_cluster_unreachable_at_once(
+    no_secret_env, plain_ns, written
+):
+    """Not a cluster that never learns a worker, each call failing after ``wait``."""
+    started = time.monotonic()
+    with pytest.raises(ClusterUnreachable, match="cannot use the name server at .*invalid port"):
+        Cluster(written.format(ns=plain_ns), wait=30).close()
+    assert time.monotonic() - started < FAST_S
+
+
 def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, plain_ns):
     with Cluster(plain_ns, wait=30) as cluster:
         assert cluster.submit("add", 1, 1).result(timeout=30) == 2  # the catalog is known

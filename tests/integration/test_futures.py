@@ -52,6 +52,45 @@ def test_a_call_on_a_finished_future_after_close_fails_at_once(two_workers_ns):
         dependent.result(timeout=5)
 
 
+def test_a_big_result_left_unread_until_after_close_says_it_was_freed(two_workers_ns):
+    """A result over 1 MiB waits on its worker and is freed at close: reading it afterwards says
+    so, not only "the cluster is closed" of a future that reported done without error."""
+    cluster = Cluster(two_workers_ns, wait=20)
+    small, big = cluster.submit("echo", "s"), cluster.submit("echo", "x" * (2 << 20))
+    assert big.exception(timeout=30) is None and small.exception(timeout=30) is None
+    cluster.close()
+    assert small.result(timeout=5) == "s"
+    with pytest.raises(
+        WorkerUnavailable, match=r"'echo' result of \d+ bytes was kept on its worker and freed"
+    ):
+        big.result(timeout=5)
+
+
+def test_a_done_callback_that_submits_and_waits_holds_up_nothing(two_workers_ns):
+    """Run where the outcome was set (the coordinator's loop), such a callback never saw its own
+    call come back, and its workers were set aside as silent meanwhile."""
+    with Cluster(two_workers_ns, wait=20) as cluster:
+        inner: list[object] = []
+        done = threading.Event()
+
+        def chain(future):
+            inner.append(cluster.submit("add", future.result(), 1).result(timeout=10))
+            done.set()
+
+        for _ in range(3):  # lone calls, read by the loop and by the waiting thread alike
+            done.clear()
+            first = cluster.submit("add", 1, 2)
+            first.add_done_callback(chain)
+            assert first.result(timeout=10) == 3
+            assert done.wait(10), "the callback's own call never came back"
+        assert inner == [4, 4, 4]
+        seen: list[int] = []
+        finished = cluster.submit("add", 2, 2)
+        finished.result(timeout=10)
+        finished.add_done_callback(lambda f: seen.append(threading.get_ident()))
+        assert seen == [threading.get_ident()]  # added when done: called at once, here
+
+
 @pytest.mark.slow
 def test_a_chain_of_10000_dependent_calls_holds_no_thread_per_waiting_call(nameserver, worker_factory):
     worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", "thread")

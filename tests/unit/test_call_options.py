@@ -6,13 +6,14 @@ import math
 
 import pytest
 
+from pyrocluster import Cluster
 from pyrocluster.coordinator.calloptions import CallOptions
 from pyrocluster.local import LocalCluster
 
 
 def changed(**given: object) -> CallOptions:
     options = {"tags": None, "timeout": None, "retries": None, "priority": None, "retry_on_error": None}
-    return CallOptions().changed(**{**options, **given}, resources=None)  # type: ignore[arg-type]
+    return CallOptions().changed(**{**options, "resources": None, **given})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,8 @@ def changed(**given: object) -> CallOptions:
         ({"priority": "high"}, TypeError, "priority must be an integer"),
         ({"priority": 2**40}, ValueError, "priority must be within"),
         ({"retry_on_error": "yes"}, TypeError, "retry_on_error must be True or False"),
+        ({"resources": "gpu"}, TypeError, "resources must be a mapping of resource name to amount"),
+        ({"resources": ["gpu"]}, TypeError, "resources must be a mapping of resource name to amount"),
     ],
 )
 def test_an_option_no_worker_would_take_is_refused_naming_it(given, error, words):
@@ -51,3 +54,11 @@ def test_good_options_change_only_what_is_given():
 def test_a_local_cluster_of_a_negative_or_odd_number_of_workers_is_refused_before_starting(workers):
     with pytest.raises(ValueError, match="workers must be an integer of 0 or more"):
         LocalCluster(workers)  # type: ignore[arg-type]
+
+
+def test_worker_args_given_as_one_string_are_refused_before_starting():
+    """Not split into characters (``Got unexpected extra arguments (- - c o n c ...)``)."""
+    with pytest.raises(
+        TypeError, match=r"worker_args must be a list of arguments, e.g. \['--concurrency', '1'\]"
+    ):
+        Cluster.local(workers=1, worker_args="--concurrency 1")  # type: ignore[arg-type]

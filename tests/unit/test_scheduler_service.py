@@ -323,21 +323,7 @@ def test_a_name_server_outage_is_logged_once_and_its_end_once(schedules, caplog)
                 raise ClusterUnreachable("cannot reach the name server at 127.0.0.1:9")
             return getattr(ns, name)
 
-    def connect():
-        return Away()
-
-    options = SchedulerOptions("s.yaml", name="a", state_path="state.json")
-    s = Scheduler(
-        Settings.from_sources(ns="127.0.0.1:9"),
-        schedules,
-        options,
-        wall=lambda: clocks.now,
-        clock=lambda: clocks.mono,
-        connect=connect,
-        run_job=Jobs(),
-        alive=Alive(),
-    )
-    s.start()
+    s = scheduler(Away(), schedules, "a", clocks, Jobs(), "state.json")
     caplog.set_level("INFO", logger="pyrocluster")
     s.run_round()
     reachable[0] = False
