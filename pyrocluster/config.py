@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -32,6 +33,14 @@ MIN_VALUE_LIMIT_BYTES = 1024
 """Smallest ``max_value_bytes`` accepted."""
 
 
+def _ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, int]:
     """Split ``HOST:PORT`` (or ``HOST``) into its parts; ValueError when malformed."""
     host, sep, port_text = text.strip().rpartition(":")
@@ -40,6 +49,8 @@ def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, 
     host = host.strip("[]")
     if not host:
         raise ValueError(f"{text!r} has no host (expected HOST:PORT)")
+    if any(c in host for c in "/@") or any(c.isspace() for c in host) or (":" in host and not _ipv6(host)):
+        raise ValueError(f"{text!r} is not HOST:PORT (a host name or an IP address, no scheme or URI)")
     try:
         port = int(port_text)
     except ValueError:
@@ -131,6 +142,9 @@ class Settings:
         """Build settings from explicit values, falling back to ``PYROCLUSTER_*`` variables."""
         env = os.environ
         host, port = parse_address(ns or env.get("PYROCLUSTER_NS") or f"{DEFAULT_NS_HOST}:{DEFAULT_NS_PORT}")
+        for name, given in (("secret", secret), ("token", token)):
+            if given is not None and not isinstance(given, (str, bytes)):
+                raise TypeError(f"{name} must be a string or bytes, got {type(given).__name__}")
         secret = _given_or_read(secret, secret_file, "secret", "PYROCLUSTER_SECRET")
         if isinstance(secret, str):
             secret = secret.encode()
@@ -276,8 +290,6 @@ def _drop_unsafe_serializers() -> None:
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    import ipaddress
-
     if host == "localhost":
         return True
     try:

@@ -148,14 +148,17 @@ def test_a_cluster_setting_that_cannot_work_is_refused_naming_it(
 
 
 @pytest.mark.parametrize("written", ["http://{ns}", "PYRO:Pyro.NameServer@{ns}"])
-def test_a_name_server_address_that_cannot_be_used_is_cluster_unreachable_at_once(
-    no_secret_env, plain_ns, written
-):
-    """Not a cluster that never learns a worker, each call failing after ``wait``."""
+def test_a_name_server_address_that_cannot_be_used_is_refused_at_once(no_secret_env, plain_ns, written):
+    """Not a cluster that never learns a worker, each call failing after ``wait``; the CLI says the
+    same, exit 2."""
     started = time.monotonic()
-    with pytest.raises(ClusterUnreachable, match="cannot use the name server at .*invalid port"):
-        Cluster(written.format(ns=plain_ns), wait=30).close()
+    address = written.format(ns=plain_ns)
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        Cluster(address, wait=30).close()
     assert time.monotonic() - started < FAST_S
+    result = run_cli("status", "--ns", address)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result
+    assert "HOST:PORT" in result.stderr, result
 
 
 def test_a_mistyped_task_fails_at_once_with_the_closest_name(no_secret_env, plain_ns):
@@ -212,3 +215,10 @@ def test_a_plain_client_of_a_tls_name_server_is_told_it_expects_tls(processes, t
     result = run_cli("status", "--ns", ns, env=PLAIN_ENV)
     assert result.returncode == 3, result
     assert "if it expects TLS, give --tls-cert, --tls-key and --tls-ca" in result.stderr, result
+
+
+@pytest.mark.parametrize("given", [{"secret": 123}, {"token": 4.5}, {"secret": ["s"]}])
+def test_a_credential_that_is_not_text_is_a_type_error_naming_it(given):
+    name = next(iter(given))
+    with pytest.raises(TypeError, match=f"{name} must be a string or bytes"):
+        Cluster("127.0.0.1:1", **given)
