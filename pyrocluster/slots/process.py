@@ -216,6 +216,8 @@ class SlotProcess:
         """Held by whoever talks with the process: a batch, or the worker's direct-call supervisor."""
         self.revocations: tuple[bytes, float] | None = None
         """The revocations each new process of this slot starts with (direct calls check them)."""
+        self._closed = False
+        """Set by :meth:`close`: a process that ends is not replaced any more."""
         self._start()
 
     def _start(self) -> None:
@@ -344,7 +346,8 @@ class SlotProcess:
         self._stop()  # dead now: the share holds everything it logged
         current, finished, timed_out = share.running(), share.finished(), share.was_timed_out()
         share.close()
-        self._start()
+        if not self._closed:
+            self._start()
         timeout_s = float(calls[current][2]) if current >= 0 else 0.0
         outcome = end_outcome(timed_out, killed_for, code, timeout_s)
         return ended_outcomes(finished, len(calls), self._cancelled, current, outcome)
@@ -361,7 +364,8 @@ class SlotProcess:
         current, finished, timed_out = share.running(), share.finished(), share.was_timed_out()
         flagged, timeout_s = share.flagged(calls), round(share.timeout_s(), 3)
         share.close()
-        self._start()
+        if not self._closed:
+            self._start()
         outcome = end_outcome(timed_out, killed_for, code, timeout_s)
         return ended_outcomes(finished, calls, flagged, current, outcome)
 
@@ -372,9 +376,22 @@ class SlotProcess:
         self._start()
 
     def close(self) -> None:
-        """Stop the child process (one still loading its tasks ends without a word)."""
+        """Stop the child process (one still loading its tasks ends without a word).
+
+        An idle one ends on its own once its pipe closes. One running a task is ended at once:
+        with its pipe closed nobody can read what the task returns, and waiting for it held a
+        stopping worker 2 s (its batch's thread then cleans up, and starts no new process).
+        """
+        self._closed = True
+        try:
+            running = self.share.running() >= 0
+        except ValueError:  # its share is closed: a batch's end is replacing the process
+            running = False
         self.conn.close()
         self._raw.close()
+        if running and self.proc.pid is not None:
+            end_group(self.proc.pid)
+            return
         if self.proc.pid is not None:
             self.proc.join(timeout=2)
         if self.proc.is_alive() and self.proc.pid is not None:
