@@ -363,8 +363,10 @@ class Cluster:
         import queue
         import threading
 
+        from pyrocluster.crawl.optiontypes import check_types
         from pyrocluster.crawl.run import CrawlRun
 
+        check_types(options)
         run = CrawlRun(self, [seeds] if isinstance(seeds, str) else list(seeds), **options)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()
         stop = threading.Event()

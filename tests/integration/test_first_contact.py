@@ -222,3 +222,11 @@ def test_a_credential_that_is_not_text_is_a_type_error_naming_it(given):
     name = next(iter(given))
     with pytest.raises(TypeError, match=f"{name} must be a string or bytes"):
         Cluster("127.0.0.1:1", **given)
+
+
+def test_a_crawl_option_of_the_wrong_type_is_refused_before_the_crawl_starts(no_secret_env, plain_ns):
+    with Cluster(plain_ns, wait=30) as cluster:
+        started = time.monotonic()
+        with pytest.raises(TypeError, match="crawl option max_pages must be an int, got str"):
+            next(cluster.crawl(["http://127.0.0.1:9/"], max_pages="x"))
+        assert time.monotonic() - started < FAST_S
