@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import Pyro5
 import pytest
 
 from pyrocluster import config
@@ -68,6 +69,16 @@ class Processes:
 
     def stop_all(self) -> None:
         stop_processes(list(reversed(self.started)), timeout_s=5)
+
+
+@pytest.fixture(autouse=True)
+def _plain_transport_after() -> Iterator[None]:
+    """A test that applied TLS in this process leaves Pyro5 speaking plain TCP again: a later test
+    on the same xdist worker that connects without applying settings of its own (a fixture's
+    look-up of the name server) otherwise met its plain name server with a TLS hello."""
+    yield
+    if Pyro5.config.SSL:
+        config.apply(Settings())
 
 
 @pytest.fixture
