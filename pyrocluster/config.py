@@ -33,9 +33,10 @@ MIN_VALUE_LIMIT_BYTES = 1024
 """Smallest ``max_value_bytes`` accepted."""
 
 
-def _ipv6(host: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True for an IPv4 or IPv6 address (no brackets, no port)."""
     try:
-        ipaddress.IPv6Address(host)
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True
@@ -49,7 +50,7 @@ def parse_address(text: str, default_port: int = DEFAULT_NS_PORT) -> tuple[str, 
     host = host.strip("[]")
     if not host:
         raise ValueError(f"{text!r} has no host (expected HOST:PORT)")
-    if any(c in host for c in "/@") or any(c.isspace() for c in host) or (":" in host and not _ipv6(host)):
+    if any(c in host for c in "/@") or any(c.isspace() for c in host) or (":" in host and not is_ip(host)):
         raise ValueError(f"{text!r} is not HOST:PORT (a host name or an IP address, no scheme or URI)")
     try:
         port = int(port_text)

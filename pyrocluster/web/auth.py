@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import ipaddress
 import socket
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from pyrocluster import tokens
+from pyrocluster.config import is_ip, is_loopback
 from pyrocluster.roles import SECRET_PEER, Peer, invalid_reason
 from pyrocluster.tokens import Role
 
@@ -94,19 +94,11 @@ def own_hosts(host: str, port: int) -> frozenset[str]:
     host = host.lower()
     names = {host}
     wildcard = host in ("0.0.0.0", "::")
-    if wildcard or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+    if wildcard or is_loopback(host):
         names |= {"localhost", "127.0.0.1", "::1"}
     if wildcard:
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
     return frozenset(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def host_allowed(header: str, allowed: frozenset[str], wildcard: bool) -> bool:
@@ -117,7 +109,7 @@ def host_allowed(header: str, allowed: frozenset[str], wildcard: bool) -> bool:
     if not wildcard:
         return False
     name = header.rpartition(":")[0].strip("[]")
-    return _is_ip(name) and header.rpartition(":")[2] == next(iter(allowed)).rpartition(":")[2]
+    return is_ip(name) and header.rpartition(":")[2] == next(iter(allowed)).rpartition(":")[2]
 
 
 def _unauthorized() -> Response:
