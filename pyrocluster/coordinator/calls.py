@@ -56,6 +56,7 @@ class Call:
         "service", "name", "args", "kwargs", "tags", "timeout_s", "retries", "retry_on_error",
         "waiter", "tag", "attempts", "done", "worker", "elapsed_ms", "batch_id", "queued_at",
         "last_error", "value", "error", "priority", "id", "payload", "resources", "keep", "refs",
+        "requirement",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +73,7 @@ class Call:
         tag: Any = None,
         priority: int = 0,
         resources: Ask = (),
+        payload: bytes = b"",
     ) -> None:
         self.service = service
         self.name = name
@@ -94,13 +96,16 @@ class Call:
         self.error: BaseException | None = None
         self.priority = priority
         self.id = next(_call_ids)
-        self.payload = b""
-        """``codec.pack([args, kwargs])``, set by the dispatcher at submission."""
+        self.payload = payload
+        """``codec.pack([args, kwargs])``: set by the dispatcher at submission, unless given."""
         self.resources = resources
         self.keep = False
         """Its result, when big, stays on its worker (the reply carries a ``ValueRef``)."""
         self.refs: tuple[ValueRef, ...] = ()
         """The references its arguments hold: its worker fetches their values before it runs."""
+        self.requirement: Requirement = (service, tags, name, priority, resources)
+        """The queue it waits in: service, tags, task name, priority and resources (built once:
+        queueing a batch reads it per call, in a C-level pass)."""
 
     @property
     def near(self) -> str | None:
@@ -114,11 +119,6 @@ class Call:
         """The future of a call made without a waiter of its own."""
         assert isinstance(self.waiter, TaskFuture)
         return self.waiter
-
-    @property
-    def requirement(self) -> Requirement:
-        """The queue it waits in: service, tags, task name, priority and resources."""
-        return (self.service, self.tags, self.name, self.priority, self.resources)
 
 
 class TaskFuture(ReadHere):
@@ -366,6 +366,7 @@ def _lone_request(call: Call, sender: str, name: str, priority: int, ask: Ask) -
 _ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
 _ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
 _CALL, _WAITER = operator.itemgetter(0), operator.attrgetter("waiter")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _KEEP, _REFS = operator.attrgetter("keep"), operator.attrgetter("refs")
 
 Resolution = tuple[Call, Any, "BaseException | None"]
@@ -382,17 +383,29 @@ def settle(resolutions: list[Resolution]) -> None:
     for call, value, error in resolutions:
         call.value = value
         call.error = error
-    calls = list(map(_CALL, resolutions))
-    if calls and len(set(map(id, map(_WAITER, calls)))) == 1:  # one waiter (a map's, a job's)
-        calls[0].waiter.settled(calls)
+    tell_waiters(list(map(_CALL, resolutions)))
+
+
+def tell_waiters(calls: list[Call]) -> None:
+    """Tell each waiter once about its calls, whose outcomes are stored (outside the lock)."""
+    if not calls:
         return
+    waiters = list(map(_WAITER, calls))
+    if waiters.count(waiters[0]) == len(waiters):  # one waiter (a job's, a map chunk's)
+        waiters[0].settled(calls)
+        return
+    if 8 * len(set(map(id, waiters))) <= len(calls):  # a few waiters, each with a run of calls
+        groups = itertools.groupby(zip(waiters, calls, strict=True), _FIRST)  # a batch of map chunks
+        runs = [(waiter, list(map(_SECOND, run))) for waiter, run in groups]
+    else:  # a future a call
+        runs = [(waiter, [call]) for waiter, call in zip(waiters, calls, strict=True)]
     by_waiter: dict[int, tuple[Waiter, list[Call]]] = {}
-    for call in calls:
-        entry = by_waiter.get(id(call.waiter))
+    for waiter, run in runs:
+        entry = by_waiter.get(id(waiter))
         if entry is None:
-            by_waiter[id(call.waiter)] = (call.waiter, [call])
+            by_waiter[id(waiter)] = (waiter, run)
         else:
-            entry[1].append(call)
+            entry[1].extend(run)
     for waiter, group in by_waiter.values():
         waiter.settled(group)
 
@@ -415,11 +428,14 @@ def gave_up(call: Call, reason: str) -> WorkerUnavailable:
 
 
 def encode(calls: Iterable[Call], max_bytes: int) -> tuple[list[Call], list[Resolution]]:
-    """Encode each call's ``[args, kwargs]`` (``call.payload``); the ones that cannot be sent, or
-    are over ``max_bytes``, end at once (``NotSendable`` naming the place, ``ArgumentsTooLarge``)."""
+    """Encode each call's ``[args, kwargs]`` (``call.payload``) unless every call holds its
+    payload already; the ones that cannot be sent, or are over ``max_bytes``, end at once
+    (``NotSendable`` naming the place, ``ArgumentsTooLarge``)."""
     ready: list[Call] = []
     refused: list[Resolution] = []
     calls = calls if isinstance(calls, list) else list(calls)
+    if all(map(_PAYLOAD, calls)) and max(map(len, map(_PAYLOAD, calls)), default=0) <= max_bytes:
+        return calls, refused  # encoded already, together (``Calls.starmap``), and none too big
     payloads = codec.pack_calls(list(zip(map(_ARGS, calls), map(_KWARGS, calls), strict=True)))
     if payloads and set(map(type, payloads)) == {bytes} and max(map(len, payloads)) <= max_bytes:  # type: ignore[arg-type]
         for call, payload in zip(calls, payloads, strict=True):  # the common submission: all sendable

@@ -9,7 +9,7 @@ from dataclasses import replace
 from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any
 
-from pyrocluster import config
+from pyrocluster import codec, config
 from pyrocluster.auth import own_peer
 from pyrocluster.config import Settings
 from pyrocluster.coordinator.balancer import MAX_BATCH
@@ -149,11 +149,12 @@ class Calls:
                 if not args:
                     return
                 group = CallGroup(len(args))
+                payloads = codec.pack_positional(args) or repeat(b"")  # none: the dispatcher packs them
                 # one C-level map over the arguments, no Python frame per call but the Call's own
                 calls = list(
                     map(Call, repeat("compute"), repeat(name), args, repeat(no_kwargs), repeat(tags),
                         repeat(timeout_s), repeat(retries), repeat(on_error), repeat(group), repeat(None),
-                        repeat(priority), repeat(ask))
+                        repeat(priority), repeat(ask), payloads)
                 )  # fmt: skip
                 chunks.append((group, calls))
                 queued += len(calls)

@@ -7,6 +7,7 @@ as resolutions and settled outside it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import threading
@@ -15,10 +16,10 @@ from typing import Any
 
 from pyrocluster.coordinator import balancer
 from pyrocluster.coordinator.book import DRAINING, GONE, READY, SUSPECT, WorkerRecord
-from pyrocluster.coordinator.calls import Batch, Call, Requirement, Resolution, ending, settle
+from pyrocluster.coordinator.calls import Batch, Call, Requirement, Resolution, ending, settle, tell_waiters
 from pyrocluster.coordinator.links import Link
 from pyrocluster.coordinator.policy import EndsAs, Happened, WorkerAction, decide, worker_action
-from pyrocluster.coordinator.replies import Outcome, decode_reply, failure_text, shown
+from pyrocluster.coordinator.replies import Outcome, decode_reply, failure_text, ok_columns, shown
 from pyrocluster.defaults import PROBE_INTERVAL_S
 from pyrocluster.errors import TaskFailed
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _ELAPSED = operator.itemgetter(2)
 """An outcome's ELAPSED_MS."""
+_DONE = operator.attrgetter("done")
 
 
 class Failover:
@@ -107,19 +109,58 @@ class Failover:
 
     def batch_replied(self, link: Any, batch: Batch, reply: Any, elapsed_s: float) -> None:
         """A worker answered a batch: apply each outcome (decoded here, outside the lock)."""
-        outcomes = decode_reply(reply, len(batch.calls))
+        columns = ok_columns(reply, len(batch.calls))  # the common reply: every call succeeded
+        outcomes = decode_reply(reply, len(batch.calls)) if columns is None else None
         if type(outcomes) is list and len(outcomes) == 1 and outcomes[0][0] is None:
             self._lone_ok(link, batch, reply.get("load"), outcomes[0], elapsed_s)  # lonelane.py
             return
         out: list[Resolution] = []
+        ended: list[Call] | None = None
         with self._cond:
             try:
-                self._apply_reply(link, batch, reply, outcomes, elapsed_s, out)
+                if columns is not None:
+                    ended = self._apply_ok(link, batch, reply, columns, elapsed_s)
+                    if ended is None:  # a call ended meanwhile: the reply call by call
+                        outcomes = list(zip(itertools.repeat(None), *columns))
+                if outcomes is not None:
+                    self._apply_reply(link, batch, reply, outcomes, elapsed_s, out)
             except Exception:  # a reply our bookkeeping cannot take: its calls fail, none hangs
                 log.exception("a reply could not be applied: its calls fail with DecodeError")
                 self._fail_unsettled(link, batch, out)
             self._dispatch_ready()
+        if ended is not None:
+            tell_waiters(ended)
         settle(out)
+
+    def _apply_ok(
+        self,
+        link: Any,
+        batch: Batch,
+        reply: dict[str, Any],
+        columns: tuple[list[Any], list[float]],
+        elapsed_s: float,
+    ) -> list[Call] | None:
+        """A reply whose every call succeeded, stored straight into the calls (no resolution a
+        call): the calls to tell their waiters about; None, having changed nothing, when one of
+        the calls ended meanwhile (then :meth:`_apply_reply` takes the reply call by call)."""
+        calls = batch.calls
+        if any(map(_DONE, calls)):
+            return None
+        rec = self._record_of(link)
+        name = ""
+        if rec is not None:
+            name = rec.name
+            load = reply.get("load")
+            if load is not None:  # a direct call's reply carries none
+                rec.observe_load(load)
+            if rec.retire(batch):
+                self._learn(rec, batch, elapsed_s, sum(columns[1]))
+        for call, value, elapsed_ms in zip(calls, *columns, strict=True):  # one Python pass a call
+            call.done = True
+            call.worker = name
+            call.elapsed_ms = elapsed_ms
+            call.value = value
+        return calls
 
     def _apply_reply(
         self,

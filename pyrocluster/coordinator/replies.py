@@ -50,11 +50,30 @@ def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
     return _all_ok(outcomes) or [decode_outcome(o) for o in outcomes]
 
 
+def ok_columns(reply: Any, n_calls: int) -> tuple[list[Any], list[float]] | None:
+    """The values and run times of a reply of several calls whose every call is ``[OK, bytes,
+    ms]`` with a value that decodes (the common reply), as two columns; None for any other reply,
+    which :func:`decode_reply` takes outcome by outcome."""
+    if n_calls < 2 or type(reply) is not dict or "refused" in reply or reply.get("busy") is True:
+        return None
+    outcomes = reply.get("outcomes")
+    if type(outcomes) is not list or len(outcomes) != n_calls:
+        return None
+    return _ok_columns(outcomes)
+
+
 def _all_ok(outcomes: list[Any]) -> list[Outcome] | None:
-    """The outcomes of a reply whose every call is ``[OK, bytes, ms]`` with a value that decodes
-    (the common reply), checked and decoded a field at a time in C-level passes; None for any
-    other, which :func:`decode_outcome` takes outcome by outcome, so one bad outcome fails its
-    call alone."""
+    """:func:`_ok_columns` as one decoded outcome per call."""
+    columns = _ok_columns(outcomes)
+    if columns is None:
+        return None
+    return list(zip(itertools.repeat(None), *columns))
+
+
+def _ok_columns(outcomes: list[Any]) -> tuple[list[Any], list[float]] | None:
+    """The values and times of outcomes that are all ``[OK, bytes, ms]`` with a value that
+    decodes, checked and decoded a field at a time in C-level passes; None for any other, which
+    :func:`decode_outcome` takes outcome by outcome, so one bad outcome fails its call alone."""
     if not outcomes or set(map(type, outcomes)) != {list} or set(map(len, outcomes)) != {3}:
         return None
     kinds, raws, elapsed = zip(*outcomes, strict=True)
@@ -74,7 +93,7 @@ def _all_ok(outcomes: list[Any]) -> list[Outcome] | None:
     values = codec.unpack_each(list(raws))
     if codec.DecodeError in set(map(type, values)):
         return None
-    return list(zip(itertools.repeat(None), values, map(float, elapsed)))
+    return values, list(map(float, elapsed))
 
 
 def _undecodable(why: str, elapsed_ms: float = 0.0) -> Outcome:

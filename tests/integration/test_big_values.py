@@ -88,6 +88,10 @@ def test_an_argument_over_max_value_bytes_fails_alone_naming_both_sizes(nameserv
     with Cluster(nameserver, wait=20, max_value_bytes=EIGHT_MIB) as cluster:
         first, refused, last = outcomes([cluster.submit("echo", x) for x in (1, big, 2)])
         assert np.array_equal(cluster.submit("echo", big[:1000]).result(timeout=30), big[:1000])
+        mapped = cluster.map("echo", [1, 2, big, 3])  # a map encodes its chunks itself
+        assert (next(mapped), next(mapped)) == (1, 2)
+        with pytest.raises(TaskFailed, match="ArgumentsTooLarge: arguments of 839"):
+            next(mapped)
     assert (first, last) == (1, 2)
     assert isinstance(refused, TaskFailed) and refused.type == "ArgumentsTooLarge"
     assert refused.message.startswith("arguments of 839") and "bytes are over" in refused.message
