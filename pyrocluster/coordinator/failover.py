@@ -151,10 +151,11 @@ class Failover:
         name = ""
         if rec is not None:
             name = rec.name
+            live = rec.retire(batch)  # first: the load tells others' calls from ours still out
             load = reply.get("load")
             if load is not None:  # a direct call's reply carries none
                 rec.observe_load(load)
-            if rec.retire(batch):
+            if live:
                 self._learn(rec, batch, elapsed_s, sum(columns[1]))
         for call, value, elapsed_ms in zip(calls, *columns, strict=True):  # one Python pass a call
             call.done = True

@@ -138,3 +138,17 @@ def test_each_waiter_is_told_once_of_its_calls_in_order_however_they_mix(runs: l
     tell_waiters(mixed)
     for k, waiter in enumerate(waiters):
         assert waiter.told == [[c for c in mixed if c.waiter is waiter]], k
+
+
+@pytest.mark.parametrize("all_ok", [True, False])
+def test_a_replys_load_counts_the_replied_batch_as_ours_no_longer(all_ok: bool):
+    # The worker's load says what it holds after this batch: one batch of another coordinator.
+    # Read while this batch still counted as ours out, the other's batch looked like ours and
+    # this coordinator sent as if the worker were its alone (a map took 60-80% of a shared slot).
+    rig = Rig(entry("a"), max_batch=8)
+    calls(rig, 2)
+    assert rig.d.records["a"].in_flight["compute"] == 1
+    load = {"slots": 1, "running": 1, "queued": 0}
+    rig.reply("a", rig.last("a"), [ok(1), ok(2) if all_ok else err(1)], load=load)
+    assert rig.d.records["a"].in_flight["compute"] == 0
+    assert rig.d.records["a"].others == 1
