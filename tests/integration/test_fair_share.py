@@ -107,7 +107,8 @@ def test_a_map_backlog_and_single_calls_get_equal_call_counts(worker_factory, co
     done = coordinators.run_for(WINDOW_S + 1.0)
     mapped, single = counts(done, ready + 0.5, ready + 0.5 + WINDOW_S)
     assert mapped + single >= 500, f"the worker hardly ran: {mapped}, {single}"
-    # Equal within 40 %: on a quiet machine within 2 %; before, counted by batch, 0.25 to 0.45.
-    # The margin is for a machine so loaded that the single-call coordinator cannot refill its
-    # calls as fast as the worker runs them (it then has none waiting for a moment).
-    assert min(mapped, single) / max(mapped, single) >= 0.6, (mapped, single)
+    # Equal within 10 %: on a quiet machine within 1 %, and within 2.1 % in eight runs beside the
+    # whole suite (so loaded that the worker ran half as many calls); before, counted by batch,
+    # 0.25 to 0.45, and 0.67 to 0.82 when a reply's load was read before its batch was retired
+    # (a 40 % margin let that pass four runs in six).
+    assert min(mapped, single) / max(mapped, single) >= 0.9, (mapped, single)
