@@ -215,6 +215,17 @@ def start_job(secured: Secured, token: str | None, tmp_path: Path, name: str) ->
     )
 
 
+def late_job(tmp_path: Path, first: str = "") -> tuple[Path, Path]:
+    """Job file ``late``: ``first`` tasks, then ``h`` held until its gate file is written and ``a``
+    after it; the gate and the job file."""
+    gate = tmp_path / "late.go"
+    tasks = (
+        f"{first}  - {{id: h, call: hold, args: ['{gate}', 60]}}\n"
+        "  - {id: a, call: add, args: [1, 2], needs: [h]}\n"
+    )
+    return gate, job_file(tmp_path, "late", tasks)
+
+
 def start_submit(secured: Secured, token: str | None, job: Path) -> subprocess.Popen[str]:
     """``submit JOB --quiet`` in the background, with the token (or the secret), in the job's folder."""
     env = SECRET_ENV if token is None else token_env(token)
@@ -345,13 +356,7 @@ def test_a_token_revoked_while_its_job_runs_ends_the_job_as_refused(
     secured: Secured, tmp_path: Path, jobs: list[subprocess.Popen[str]]
 ) -> None:
     carol = secured.issue_here("carol", "submitter")
-    gate = tmp_path / "late.go"
-    job = job_file(
-        tmp_path,
-        "late",
-        f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n"
-        "  - {id: a, call: add, args: [1, 2], needs: [h]}\n",
-    )
+    gate, job = late_job(tmp_path)
     jobs.append(start_submit(secured, carol, job))
     wait_for(lambda: running_jobs(secured) == ["late"], 30, what="the job running")
     secured.revoke_until_refused("carol", carol)

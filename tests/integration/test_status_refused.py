@@ -24,7 +24,7 @@ from tests.helpers.roles import secret_env, token_env
 from tests.integration.test_roles import (
     SECRET_ENV,
     Secured,
-    job_file,
+    late_job,
     only_error_line,
     start_submit,
 )
@@ -119,14 +119,7 @@ def test_a_job_whose_token_is_revoked_is_lost_with_its_last_published_counts(
     secured: Secured, tmp_path: Path
 ) -> None:
     carol = secured.issue_here("carol", "submitter")
-    gate = tmp_path / "late.go"
-    job = job_file(
-        tmp_path,
-        "late",
-        "  - {id: q, call: add, args: [1, 1]}\n"
-        f"  - {{id: h, call: hold, args: ['{gate}', 60]}}\n"
-        "  - {id: a, call: add, args: [1, 2], needs: [h]}\n",
-    )
+    gate, job = late_job(tmp_path, "  - {id: q, call: add, args: [1, 1]}\n")
     submit = start_submit(secured, carol, job)
     try:
         settings = secured.settings(None)

@@ -10,13 +10,29 @@ import time
 import httpx
 import pytest
 
-from pyrocluster.local import start_nameserver, start_worker
+from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from pyrocluster.web.auth import dashboard_token
 from tests.conftest import Processes, wait_for
 from tests.helpers.roles import secret_env
 from tests.web.helpers import get, start_dashboard
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def dashboard_over(
+    processes: Processes, env: dict[str, str], worker: str | None = None
+) -> tuple[ManagedProcess | None, ManagedProcess, str]:
+    """A name server, a thread-slot worker named ``worker`` (if any) and a dashboard, all with
+    ``env``: the worker's process, the dashboard's and the dashboard's URL."""
+    ns_proc, ns = start_nameserver(env=env)
+    processes.add(ns_proc)
+    proc = None
+    if worker is not None:
+        args = ["--name", worker, "--services", "compute", "--pool", "thread"]
+        proc = processes.add(start_worker(ns, args, env=env))
+    dash, url = start_dashboard(processes, ns, env=env)
+    return proc, dash, url
+
 
 SECRET = "dashboard-edges-secret"
 NO_SECRET_ENV = {"PYROCLUSTER_SECRET": "", "PYROCLUSTER_SECRET_FILE": ""}
@@ -30,11 +46,8 @@ PAGE_LIMIT_S = 2.0
 def test_actions_on_a_frozen_worker_are_json_503s_and_the_page_keeps_answering(
     processes: Processes,
 ) -> None:
-    ns_proc, ns = start_nameserver(env=NO_SECRET_ENV)
-    processes.add(ns_proc)
-    args = ["--name", "frozen", "--services", "compute", "--pool", "thread"]
-    worker = processes.add(start_worker(ns, args, env=NO_SECRET_ENV))
-    dash, url = start_dashboard(processes, ns, env=NO_SECRET_ENV)
+    worker, dash, url = dashboard_over(processes, NO_SECRET_ENV, "frozen")
+    assert worker is not None
     worker.signal(signal.SIGSTOP)  # registered, but answers nothing (stop() sends SIGCONT)
     response = httpx.post(f"{url}api/workers/frozen/drain", headers=ACT, timeout=30)
     assert response.status_code == 503, response.text
@@ -62,10 +75,7 @@ def test_actions_on_a_frozen_worker_are_json_503s_and_the_page_keeps_answering(
 
 
 def test_the_token_login_redirects_only_within_the_dashboard(processes: Processes) -> None:
-    env = secret_env(SECRET)
-    ns_proc, ns = start_nameserver(env=env)
-    processes.add(ns_proc)
-    _, url = start_dashboard(processes, ns, env=env)
+    _, _, url = dashboard_over(processes, secret_env(SECRET))
     token = dashboard_token(SECRET.encode())
     for path in ("//evil.example/", "/%2F%2Fevil.example/x", "///evil.example"):
         response = get(url, f"{path}?token={token}")
@@ -76,10 +86,7 @@ def test_the_token_login_redirects_only_within_the_dashboard(processes: Processe
 
 @pytest.mark.parametrize("secret", [SECRET, ""])
 def test_a_websocket_upgrade_is_refused_without_a_traceback(processes: Processes, secret: str) -> None:
-    env = secret_env(secret) if secret else NO_SECRET_ENV
-    ns_proc, ns = start_nameserver(env=env)
-    processes.add(ns_proc)
-    dash, url = start_dashboard(processes, ns, env=env)
+    _, dash, url = dashboard_over(processes, secret_env(secret) if secret else NO_SECRET_ENV)
     upgrade = {
         "Connection": "Upgrade",
         "Upgrade": "websocket",
@@ -97,9 +104,7 @@ def test_a_websocket_upgrade_is_refused_without_a_traceback(processes: Processes
 def test_the_page_may_not_be_framed_by_another_site(processes: Processes) -> None:
     # Without a secret the page acts for whoever sees it: framed by another site, a visitor could
     # be tricked into clicking its buttons (clickjacking).
-    ns_proc, ns = start_nameserver(env=NO_SECRET_ENV)
-    processes.add(ns_proc)
-    _, url = start_dashboard(processes, ns, env=NO_SECRET_ENV)
+    _, _, url = dashboard_over(processes, NO_SECRET_ENV)
     page = get(url, "/")
     assert page.status_code == 200
     assert page.headers.get("x-frame-options") == "DENY"
@@ -109,11 +114,7 @@ def test_the_page_may_not_be_framed_by_another_site(processes: Processes) -> Non
 def test_a_worker_whose_name_holds_a_slash_is_drained_by_its_url_encoded_name(
     processes: Processes,
 ) -> None:
-    ns_proc, ns = start_nameserver(env=NO_SECRET_ENV)
-    processes.add(ns_proc)
-    args = ["--name", "rack/1", "--services", "compute", "--pool", "thread"]
-    processes.add(start_worker(ns, args, env=NO_SECRET_ENV))
-    _, url = start_dashboard(processes, ns, env=NO_SECRET_ENV)
+    _, _, url = dashboard_over(processes, NO_SECRET_ENV, "rack/1")
     drained = httpx.post(f"{url}api/workers/rack%2F1/drain", headers=ACT, timeout=30)
     assert drained.status_code == 200, drained.text
     assert drained.json() == {"action": "drain", "worker": "rack/1", "changed": True}
