@@ -42,12 +42,25 @@ def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
         return Happened.DRAINING
     if reply.get("busy") is True:
         return Happened.BUSY
-    outcomes = reply.get("outcomes")
+    outcomes = reply.get("outcomes") if "kinds" not in reply else _rows(reply, n_calls)
     if not isinstance(outcomes, list) or len(outcomes) != n_calls:
         return Happened.BAD_REPLY
     if n_calls == 1:  # a lone call: its outcome on its own costs less than the column passes
         return [decode_outcome(outcomes[0])]
     return _all_ok(outcomes) or [decode_outcome(o) for o in outcomes]
+
+
+def _rows(reply: dict[str, Any], n_calls: int) -> list[list[Any]] | None:
+    """A reply in columns (the direct path's answer to a request in columns, docs/protocol.md)
+    as one ``[KIND, VALUE, ELAPSED_MS]`` per call; None when its columns are not ``n_calls`` long."""
+    kinds, values, elapsed = reply.get("kinds"), reply.get("values"), reply.get("elapsed")
+    try:
+        kinds = codec.as_bytes(kinds)
+    except codec.DecodeError:
+        return None
+    if type(values) is not list or type(elapsed) is not list or not len(kinds) == len(values) == len(elapsed):
+        return None
+    return list(map(list, zip(kinds, values, elapsed, strict=True))) if len(kinds) == n_calls else None
 
 
 def ok_columns(reply: Any, n_calls: int) -> tuple[list[Any], list[float]] | None:
@@ -56,6 +69,15 @@ def ok_columns(reply: Any, n_calls: int) -> tuple[list[Any], list[float]] | None
     which :func:`decode_reply` takes outcome by outcome."""
     if n_calls < 2 or type(reply) is not dict or "refused" in reply or reply.get("busy") is True:
         return None
+    if "kinds" in reply:  # a reply in columns: read as such, no row to take apart
+        kinds, values, elapsed = reply["kinds"], reply.get("values"), reply.get("elapsed")
+        if type(kinds) is not bytes or len(kinds) != n_calls or kinds.count(OK) != n_calls:
+            return None
+        if type(values) is not list or type(elapsed) is not list:
+            return None
+        if not len(values) == len(elapsed) == n_calls:
+            return None
+        return _ok_values(values, elapsed)
     outcomes = reply.get("outcomes")
     if type(outcomes) is not list or len(outcomes) != n_calls:
         return None
@@ -77,11 +99,17 @@ def _ok_columns(outcomes: list[Any]) -> tuple[list[Any], list[float]] | None:
     if not outcomes or set(map(type, outcomes)) != {list} or set(map(len, outcomes)) != {3}:
         return None
     kinds, raws, elapsed = zip(*outcomes, strict=True)
+    if set(map(type, kinds)) != {int} or kinds.count(OK) != len(kinds):
+        return None
+    return _ok_values(raws, elapsed)
+
+
+def _ok_values(raws: Any, elapsed: Any) -> tuple[list[Any], list[float]] | None:
+    """The decoded values and the times of calls that all succeeded: None unless every value is
+    bytes that decode and every time a number of milliseconds from 0 to ``MAX_ELAPSED_MS``."""
     try:
         if (
-            set(map(type, kinds)) != {int}
-            or kinds.count(OK) != len(kinds)
-            or set(map(type, raws)) != {bytes}
+            set(map(type, raws)) != {bytes}
             or not set(map(type, elapsed)) <= {int, float}
             or math.isnan(sum(elapsed))  # first: min and max are not reliable past a NaN
             or min(elapsed) < 0

@@ -121,6 +121,26 @@ def plain_batch(calls: Any, known: Any, max_payload: int) -> tuple[Any, ...] | N
     return (ids, names, payloads, timeouts, max(priority_values)) if plain else None
 
 
+def plain_columns(request: dict[str, Any], known: Any, max_payload: int) -> tuple[Any, ...] | None:
+    """``(ids, task, payloads, timeout_s)`` of a plain batch sent as columns (the direct path's
+    request, docs/protocol.md: one task, one timeout), checked as :func:`plain_batch` checks a
+    batch's rows; None for any request that is not one."""
+    ids, name, payloads = request.get("ids"), request.get("task"), request.get("payloads")
+    timeout_s: Any = request.get("timeout")
+    if type(ids) is not list or type(payloads) is not list or not 0 < len(ids) <= MAX_BATCH:
+        return None
+    if len(payloads) != len(ids) or type(name) is not str or name not in known:
+        return None
+    if type(timeout_s) not in (int, float) or not 0 < timeout_s <= MAX_TIMEOUT_S:  # False for a NaN
+        return None
+    if set(map(type, ids)) != {str} or set(map(type, payloads)) != {bytes}:
+        return None
+    id_lengths = set(map(len, ids))
+    if min(id_lengths) == 0 or max(id_lengths) > MAX_ID_CHARS or max(map(len, payloads)) > max_payload:
+        return None
+    return ids, name, payloads, float(timeout_s)
+
+
 def _plain_call(call: Any, known: Any, max_payload: int) -> tuple[Any, ...] | None:
     """:func:`plain_batch` of a lone call (a direct call's), its fields checked one by one:
     1 us where the column passes take 5."""

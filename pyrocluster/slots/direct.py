@@ -10,8 +10,12 @@ Its plain connections are read and answered by ``direct_requests.py`` (Pyro5's h
 same bytes on the wire, about half the slot's CPU per call of Pyro5's request handling).
 
 The request and the reply are ``run_batch``'s (docs/protocol.md), so a coordinator's channels
-speak to it unchanged. Only a plain batch runs here (calls of one task with one timeout, no
-resources, no big or fetched arguments: a lone call, or a batch of a ``map``), and only while
+speak to it unchanged; a batch may also come as columns (the task and the timeout once, the ids
+and payloads as two lists) and is then answered in columns (docs/protocol.md, "A batch as
+columns"): a ``map``'s batches, with no list a call to build, pack, read or take apart.
+
+Only a plain batch runs here (calls of one task with one timeout, no resources, no big or
+fetched arguments: a lone call, or a batch of a ``map``), and only while
 the worker lends the slot (:meth:`SlotShare.claim`, atomic with the worker's
 :meth:`SlotShare.hold`); anything else is answered ``{"busy": True}`` at once, without running
 anything, and the coordinator sends it by ``run_batch``. Each call's outcome is logged in the
@@ -65,15 +69,19 @@ REQUEST_KEYS = frozenset({"from", "calls", "keep", "attach"})
 """A request with anything more (fetched arguments, attached arguments) is not a plain batch.
 A call's result that would be kept on the worker (``keep``) comes back in the reply instead, as an
 attachment when big and the request allows (``attach``, as ``run_batch`` sends it)."""
+COLUMN_KEYS = frozenset({"from", "task", "ids", "payloads", "timeout", "attach"})
+"""A plain batch sent as columns (docs/protocol.md, "The direct path"), answered in columns
+unless it sends a big value as an attachment (``attach``): that reply is ``run_batch``'s."""
 
 
-Plain = tuple[str, tuple[str, ...], str, tuple[bytes, ...], float, bool]
-"""A plain batch's ``(sender, call_ids, task, payloads, timeout_s, attach)``: one task, one timeout."""
+Plain = tuple[str, "tuple[str, ...] | list[str]", str, "tuple[bytes, ...] | list[bytes]", float, bool, bool]
+"""A plain batch's ``(sender, call_ids, task, payloads, timeout_s, attach, columns)``: one task,
+one timeout; ``columns`` when it came as columns (its reply goes back so)."""
+_KIND, _VALUE, _ELAPSED = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
 RunCall = Callable[[Call, int, float], Outcome]
 """``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
 RunBatch = Callable[[list[Call], Budget], list[Outcome]]
 """``run_batch(calls, budget)``: run the claimed calls of a direct batch; their outcomes (logged)."""
-_KIND, _ELAPSED = operator.itemgetter(0), operator.itemgetter(2)
 
 
 @Pyro5.api.expose
@@ -87,15 +95,19 @@ class DirectService:
         run: tuple[RunCall, RunBatch],
         tell: Callable[[bytes], None],
     ) -> None:
+        from pyrocluster.attachments import ATTACH_BYTES
         from pyrocluster.services.compute import (
             MAX_BATCH,
             MAX_ID_CHARS,
             plain_batch,
+            plain_columns,
             reply_budget,
             send_attached,
         )
 
-        self._plain = plain_batch  # the worker's checks, as run_batch uses them
+        self._plain = plain_batch
+        self._plain_columns = plain_columns
+        self._attach_bytes = ATTACH_BYTES  # the worker's checks, as run_batch uses them
         self._send_attached = send_attached
         self._budget = reply_budget
         self._max_id = MAX_ID_CHARS
@@ -134,11 +146,13 @@ class DirectService:
         Every field's type is checked (``keep`` a list of strings, ``attach`` an int), so a plain
         request holds no value that Pyro5's msgpack hooks would turn into an object: one decoded
         without them is the same (``direct_requests.py``)."""
-        if type(request) is not dict or not request.keys() <= REQUEST_KEYS:
+        if type(request) is not dict:
             return None
-        sender, calls, keep = request.get("from"), request.get("calls"), request.get("keep")
-        if type(sender) is not str or not 0 < len(sender) <= self._max_id:
+        if "ids" in request:
+            return self._columns(request)
+        if not request.keys() <= REQUEST_KEYS or not self._sender_ok(request.get("from")):
             return None
+        sender, calls, keep = request["from"], request.get("calls"), request.get("keep")
         if type(calls) is not list or not 0 < len(calls) <= self._max_calls:
             return None
         if keep is not None and (type(keep) is not list or not all(type(key) is str for key in keep)):
@@ -152,12 +166,28 @@ class DirectService:
         ids, names, payloads, timeouts, _ = checked
         if len(calls) > 1 and not (names.count(names[0]) == len(names) and len(set(timeouts)) == 1):
             return None  # the worker's deadline watch takes one timeout for all
-        return sender, ids, names[0], payloads, float(timeouts[0]), attach == 1
+        return sender, ids, names[0], payloads, float(timeouts[0]), attach == 1, False
+
+    def _columns(self, request: dict[str, Any]) -> Plain | None:
+        """:meth:`plain` of a batch sent as columns (``plain_columns`` checks them)."""
+        if not request.keys() <= COLUMN_KEYS or not self._sender_ok(request.get("from")):
+            return None
+        attach = request.get("attach", 0)
+        if type(attach) is not int:
+            return None
+        checked = self._plain_columns(request, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        if checked is None:
+            return None
+        ids, name, payloads, timeout_s = checked
+        return request["from"], ids, name, payloads, timeout_s, attach == 1, True
+
+    def _sender_ok(self, sender: Any) -> bool:
+        return type(sender) is str and 0 < len(sender) <= self._max_id
 
     def run(self, plain: Plain, sock: Any, serializer_id: int | None = None) -> dict[str, Any]:
         """Run a plain batch here if the slot is lent: the reply (big values sent ahead on
-        ``sock`` when the request asked), else BUSY."""
-        sender, ids, name, payloads, timeout_s, attach = plain
+        ``sock`` when the request asked; columns for a request of columns), else BUSY."""
+        sender, ids, name, payloads, timeout_s, attach, columns = plain
         share, now = self._share, time.monotonic()
         who = [sender, ids[0], name] if len(ids) == 1 else [sender, ids[0], name, list(ids)]
         if not share.claim(who, timeout_s, now):
@@ -166,16 +196,20 @@ class DirectService:
             share.told()
             self._tell(STARTED)
         self.calls = len(ids)
-        if len(ids) == 1:
+        if len(ids) == 1 and not columns:
             # a lone call's reply holds its one value whatever its size up to the value cap, in
             # any serializer (the reply budget of run_batch decides only between several values)
             outcome = self._run_call([name, payloads[0], timeout_s], self._settings.max_value_bytes, now)
             self.ended = [sender, name, outcome[0], outcome[2]]
-            outcomes = [outcome]
-        else:
-            calls = [[name, payload, timeout_s] for payload in payloads]
-            outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
-            self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
+            return {"outcomes": [outcome]}
+        calls = [[name, payload, timeout_s] for payload in payloads]
+        outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
+        kinds, elapsed = bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))
+        self.ended = [sender, name, kinds, elapsed]
+        if columns:
+            values = list(map(_VALUE, outcomes))
+            if not attach or max(map(len, filter(None, values)), default=0) < self._attach_bytes:
+                return {"kinds": kinds, "values": values, "elapsed": elapsed}
         reply = {"outcomes": outcomes}
         if attach:
             self._send_attached(sock, reply)  # the big values, if any

@@ -49,7 +49,7 @@ def test_the_slot_takes_a_batch_of_one_task_and_one_timeout_and_nothing_else() -
     s = service()
     p = codec.pack([[1, 2], {}])
     taken = s.plain(request(["1", "add", p, 5.0, 0], ["2", "add", p, 5.0, 0]))
-    assert taken == ("coord", ("1", "2"), "add", (p, p), 5.0, False)
+    assert taken == ("coord", ("1", "2"), "add", (p, p), 5.0, False, False)
     assert s.plain(request(["1", "add", p, 5.0, 0], ["2", "add", p, 6.0, 0])) is None
     assert s.plain(request(["1", "add", p, 5.0, 0], ["2", "echo", p, 5.0, 0])) is None
     assert s.plain(request(["1", "add", p, 5.0, 0], ["2", "add", "x", 5.0, 0])) is None

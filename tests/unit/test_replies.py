@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pyrocluster import codec, protocol
 from pyrocluster.codec import DecodeError
 from pyrocluster.coordinator.policy import Happened
-from pyrocluster.coordinator.replies import decode_outcome, decode_reply, failure_text, shown
+from pyrocluster.coordinator.replies import decode_outcome, decode_reply, failure_text, ok_columns, shown
 
 
 def nested(depth: int) -> list[Any]:
@@ -97,3 +97,41 @@ def test_text_kept_about_hostile_values_is_bounded() -> None:
     assert len(shown(nested(1000))) <= 200 and len(shown(10**5000)) <= 200
     text = failure_text("w", Happened.TASK_RAISED, {"type": nested(1000), "message": 10**5000})
     assert len(text) < 500
+
+
+row_kinds = st.integers(min_value=0, max_value=255)
+rows = st.lists(st.tuples(row_kinds, values, elapsed).map(list), min_size=1, max_size=5)
+
+
+def in_columns(outcomes: list[list[Any]]) -> dict[str, Any]:
+    """The direct path's reply in columns of these outcomes (docs/protocol.md)."""
+    kinds, vals, times = zip(*outcomes, strict=True)
+    return {"kinds": bytes(kinds), "values": list(vals), "elapsed": list(times)}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows)
+@example([[protocol.OK, codec.pack(1), 1.0], [protocol.OK, codec.pack(2), 2.0]])
+@example([[protocol.OK, codec.pack(1), 1.0], [protocol.ERROR, codec.pack({"type": "E"}), 2.0]])
+@example([[protocol.OK, codec.pack(1), 1.0], [protocol.OK, b"\xc1", 2.0]])
+@example([[protocol.OK, codec.pack(1), math.nan], [protocol.OK, codec.pack(2), 2.0]])
+def test_a_reply_in_columns_decodes_as_the_same_reply_in_rows(outcomes: list[list[Any]]) -> None:
+    n = len(outcomes)
+    as_rows = {"outcomes": [list(o) for o in outcomes]}
+    assert repr(decode_reply(in_columns(outcomes), n)) == repr(decode_reply(as_rows, n))
+    assert repr(ok_columns(in_columns(outcomes), n)) == repr(ok_columns(as_rows, n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["kinds", "values", "elapsed", "outcomes"]), structures),
+    st.integers(min_value=1, max_value=3),
+)
+@example({"kinds": b"\x00\x00", "values": [codec.pack(1)], "elapsed": [1.0, 1.0]}, 2)
+@example({"kinds": b"\x00", "values": [codec.pack(1)], "elapsed": [1.0]}, 2)
+@example({"kinds": "\x00\x00", "values": [codec.pack(1)] * 2, "elapsed": [1.0, 1.0]}, 2)
+def test_any_reply_in_columns_decodes_to_a_row_or_one_outcome_per_call(reply: Any, n: int) -> None:
+    decoded = decode_reply(reply, n)
+    assert isinstance(decoded, Happened) or len(decoded) == n
+    columns = ok_columns(reply, n)
+    assert columns is None or len(columns[0]) == len(columns[1]) == n
