@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrocluster import Cluster, TaskTimeout
+from pyrocluster import Cluster, TaskFailed, TaskTimeout
 from pyrocluster.coordinator.calls import TaskFuture
 from tests.conftest import TASKS_FILE, wait_for
 from tests.helpers.rawworker import RawWorker
@@ -57,6 +57,27 @@ def test_a_map_of_cheap_calls_goes_straight_to_the_slot_and_counts_in_the_worker
     info = solo.info()
     assert info["direct"] >= before + n // 2, ("most batches went straight to the slot", info)
     assert info["done"] == done + n, ("every call counted once", info)
+
+
+def test_calls_failing_in_a_batch_fail_alone_and_the_others_keep_their_values(solo: RawWorker) -> None:
+    """The batch goes to the slot as columns and comes back so: a reply with failures in it is
+    read call by call, each failure its own call's, each value its own."""
+    with Cluster(solo.settings.ns_address) as cluster:
+        went_direct(cluster, solo)
+        list(cluster.starmap("add", [(i, i) for i in range(256)]))  # known cheap: one batch next
+        before = direct_calls(solo)
+        failing = {3, 10, 17, 24, 31, 38, 39}
+        args = [([i, "x"] if i % 2 else [i, {1: [i]}]) if i in failing else [i, i] for i in range(40)]
+        made = [cluster.make_call("compute", "add", a, {}) for a in args]
+        cluster.submit_calls(made)
+        for i, call in enumerate(made):
+            if i in failing:
+                with pytest.raises(TaskFailed, match="TypeError"):
+                    call.future.result(30)
+            else:
+                assert call.future.result(30) == 2 * i
+            assert call.future.attempts == 1
+    assert direct_calls(solo) >= before + 40, "the batch went straight to the slot"
 
 
 def test_a_slot_killed_mid_batch_keeps_the_finished_and_runs_the_rest_again(
