@@ -141,48 +141,36 @@ class DirectService:
 
     def plain(self, request: Any) -> Plain | None:
         """The plain batch ``request`` asks for (every call of one task with one timeout, as
-        ``plain_batch`` checks them for ``run_batch``), None for any other request.
+        ``plain_batch`` checks them for ``run_batch``, or as columns, as ``plain_columns`` checks
+        them), None for any other request.
 
         Every field's type is checked (``keep`` a list of strings, ``attach`` an int), so a plain
         request holds no value that Pyro5's msgpack hooks would turn into an object: one decoded
         without them is the same (``direct_requests.py``)."""
         if type(request) is not dict:
             return None
-        if "ids" in request:
-            return self._columns(request)
-        if not request.keys() <= REQUEST_KEYS or not self._sender_ok(request.get("from")):
+        columns = "ids" in request
+        if not request.keys() <= (COLUMN_KEYS if columns else REQUEST_KEYS):
             return None
-        sender, calls, keep = request["from"], request.get("calls"), request.get("keep")
+        sender, attach = request.get("from"), request.get("attach", 0)
+        if type(sender) is not str or not 0 < len(sender) <= self._max_id or type(attach) is not int:
+            return None
+        known, cap = tasks.REGISTRY.keys(), self._settings.max_value_bytes
+        if columns:
+            taken = self._plain_columns(request, known, cap)
+            return None if taken is None else (sender, *taken, attach == 1, True)
+        calls, keep = request.get("calls"), request.get("keep")
         if type(calls) is not list or not 0 < len(calls) <= self._max_calls:
             return None
         if keep is not None and (type(keep) is not list or not all(type(key) is str for key in keep)):
             return None
-        attach = request.get("attach", 0)
-        if type(attach) is not int:
-            return None
-        checked = self._plain(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
+        checked = self._plain(calls, known, cap)
         if checked is None:
             return None
         ids, names, payloads, timeouts, _ = checked
         if len(calls) > 1 and not (names.count(names[0]) == len(names) and len(set(timeouts)) == 1):
             return None  # the worker's deadline watch takes one timeout for all
         return sender, ids, names[0], payloads, float(timeouts[0]), attach == 1, False
-
-    def _columns(self, request: dict[str, Any]) -> Plain | None:
-        """:meth:`plain` of a batch sent as columns (``plain_columns`` checks them)."""
-        if not request.keys() <= COLUMN_KEYS or not self._sender_ok(request.get("from")):
-            return None
-        attach = request.get("attach", 0)
-        if type(attach) is not int:
-            return None
-        checked = self._plain_columns(request, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
-        if checked is None:
-            return None
-        ids, name, payloads, timeout_s = checked
-        return request["from"], ids, name, payloads, timeout_s, attach == 1, True
-
-    def _sender_ok(self, sender: Any) -> bool:
-        return type(sender) is str and 0 < len(sender) <= self._max_id
 
     def run(self, plain: Plain, sock: Any, serializer_id: int | None = None) -> dict[str, Any]:
         """Run a plain batch here if the slot is lent: the reply (big values sent ahead on
