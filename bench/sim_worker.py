@@ -5,11 +5,12 @@ one process. Each has a daemon of its own (its own port, as a real worker has) w
 object and a trivial ``compute`` service; all the daemons share one multiplexed event loop
 (Pyro5 ``combine``), so a process holds hundreds of workers in one thread. Each worker is
 registered in the real name server exactly as a real worker registers (``registry`` naming,
-slots, and ``pyrocluster.task:<name>`` metadata of protocol v2) and re-checks its registration
+slots, and ``pyrocluster.task:<name>`` metadata of this release's protocol) and re-checks its registration
 every heartbeat, like a real worker, so the name server carries the real churn.
 
-``compute.run_batch`` speaks the worker protocol v2 (docs/protocol.md: ``{"from", "calls"}`` with
-msgpack payloads, outcomes with packed values and ``load``) and, for the coordinator before v2,
+``compute.run_batch`` speaks the worker protocol (docs/protocol.md: ``{"from", "calls"}``, or the
+calls as columns, with msgpack payloads; outcomes with packed values and ``load``) and, for the
+coordinator before v2,
 the v1 list of ``[name, args, kwargs, timeout_s]``. It runs ``add`` and ``echo`` at once; any
 other task is ``UNKNOWN_TASK`` (v2) or an error (v1). Counters of every call kind go to a stats
 object whose URI is printed with the ready line; the process exits when its stdin closes.
@@ -33,6 +34,7 @@ from pyrocluster.auth import SecureDaemon
 from pyrocluster.config import Settings
 from pyrocluster.nameserver import registry
 from pyrocluster.protocol import ERROR, OK
+from pyrocluster.services.batchcolumns import column_rows, is_columns
 
 UNKNOWN_TASK = 6
 """Outcome kind of protocol v2 for a task the worker does not offer."""
@@ -123,7 +125,8 @@ class FakeCompute:
         self.counters.calls["run_batch"] += 1
         self.counters.workers_with_work.add(self.control.name)
         if isinstance(request, dict):
-            outcomes = [self._run_v2(c) for c in request.get("calls", [])]
+            calls = column_rows(request) if is_columns(request) else request.get("calls")
+            outcomes = [self._run_v2(c) for c in calls or []]
             reply: dict[str, Any] = {"outcomes": outcomes, "load": {"slots": 1, "running": 0, "queued": 0}}
         else:
             reply = {"outcomes": [self._run_v1(c) for c in request]}

@@ -107,27 +107,34 @@ def detach(request: Any) -> tuple[Any, list[Any]]:
     Each such call's payload becomes None and ``request["attached"]`` lists the calls' places;
     ``request["attach"]`` asks the worker to send big outcome values as attachments too.
     """
-    if not isinstance(request, dict) or not isinstance(request.get("calls"), list):
+    if not isinstance(request, dict):
         return request, []
-    calls = request["calls"]
-    places = [
-        i
-        for i, call in enumerate(calls)
-        if isinstance(call, list)
-        and len(call) > 2
-        and isinstance(call[2], (bytes, bytearray))
-        and len(call[2]) >= attachments.ATTACH_BYTES
-    ]
+    payloads, calls = request.get("payloads"), request.get("calls")
     out = {**request, "attach": 1}
-    if not places:
-        return out, []
-    out["calls"] = list(calls)
-    bodies = []
-    for i in places:
-        bodies.append(calls[i][2])
-        out["calls"][i] = [*calls[i][:2], None, *calls[i][3:]]
-    out["attached"] = places
+    if isinstance(payloads, list):  # the calls as columns, their payloads bytes (one C-level pass)
+        none_big = max(map(len, payloads), default=0) < attachments.ATTACH_BYTES
+        places = [] if none_big else [i for i, payload in enumerate(payloads) if _big(payload)]
+        bodies = [payloads[i] for i in places]
+        if places:
+            out["payloads"] = list(payloads)
+            for i in places:
+                out["payloads"][i] = None
+    elif isinstance(calls, list):
+        places = [i for i, c in enumerate(calls) if isinstance(c, list) and len(c) > 2 and _big(c[2])]
+        bodies = [calls[i][2] for i in places]
+        if places:
+            out["calls"] = list(calls)
+            for i in places:
+                out["calls"][i] = [*calls[i][:2], None, *calls[i][3:]]
+    else:
+        return request, []
+    if places:
+        out["attached"] = places
     return out, bodies
+
+
+def _big(payload: Any) -> bool:
+    return isinstance(payload, (bytes, bytearray)) and len(payload) >= attachments.ATTACH_BYTES
 
 
 def reattach(reply: Any, bodies: list[bytes | bytearray]) -> Any:

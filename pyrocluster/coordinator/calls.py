@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pyrocluster import codec
 from pyrocluster.coordinator import callbacks
 from pyrocluster.coordinator.balancer import cost_key
+from pyrocluster.coordinator.batchrequest import batch_request
 from pyrocluster.coordinator.policy import EndsAs
 from pyrocluster.coordinator.readhere import UNDONE, ReadHere
 from pyrocluster.coordinator.replies import text
 from pyrocluster.errors import CredentialLapsed, TaskFailed, TaskTimeout, WorkerUnavailable, remote_error
 from pyrocluster.resources import thawed
-from pyrocluster.valueref import ValueRef, ref_fields
+from pyrocluster.valueref import ValueRef
 
 if TYPE_CHECKING:
     from pyrocluster.coordinator.channel import Channel
@@ -324,50 +325,14 @@ class Batch:
         return False
 
     def request(self, sender: str) -> dict[str, Any]:
-        """The ``run_batch`` request of protocol v2 (a call that asks resources carries them)."""
-        _, _, name, priority, ask = self.requirement  # every call of a batch shares them
-        n = len(self.calls)
-        if n == 1:  # a lone call: one row, no columns to zip
-            return _lone_request(self.calls[0], sender, name, priority, ask)
-        ids = list(map(str, map(_ID, self.calls)))
-        columns = [
-            ids,
-            itertools.repeat(name, n),
-            map(_PAYLOAD, self.calls),
-            map(_TIMEOUT, self.calls),
-            itertools.repeat(priority, n),
-        ]
-        if ask:
-            columns.append(itertools.repeat(dict(ask), n))
-        request: dict[str, Any] = {"from": sender, "calls": list(map(list, zip(*columns, strict=True)))}
-        if any(map(_KEEP, self.calls)):  # a job's calls all are: its ids column then
-            request["keep"] = (
-                ids if all(map(_KEEP, self.calls)) else [str(c.id) for c in self.calls if c.keep]
-            )
-        if any(map(_REFS, self.calls)):
-            request["fetch"] = {str(c.id): [ref_fields(r) for r in c.refs] for c in self.calls if c.refs}
-        return request
+        """Its ``run_batch`` request (``batchrequest.py``: rows, or columns for several calls)."""
+        return batch_request(self.calls, self.requirement, sender)
 
 
-def _lone_request(call: Call, sender: str, name: str, priority: int, ask: Ask) -> dict[str, Any]:
-    """:meth:`Batch.request` of a batch of one call, row by row (the same request)."""
-    key = str(call.id)
-    row: list[Any] = [key, name, call.payload, call.timeout_s, priority]
-    if ask:
-        row.append(dict(ask))
-    request: dict[str, Any] = {"from": sender, "calls": [row]}
-    if call.keep:
-        request["keep"] = [key]
-    if call.refs:
-        request["fetch"] = {key: [ref_fields(r) for r in call.refs]}
-    return request
-
-
-_ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
+_PAYLOAD, _TIMEOUT = operator.attrgetter("payload"), operator.attrgetter("timeout_s")
 _ARGS, _KWARGS = operator.attrgetter("args"), operator.attrgetter("kwargs")
 _CALL, _WAITER = operator.itemgetter(0), operator.attrgetter("waiter")
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
-_KEEP, _REFS = operator.attrgetter("keep"), operator.attrgetter("refs")
 
 Resolution = tuple[Call, Any, "BaseException | None"]
 """A call and its outcome, decided under the dispatcher's lock and settled after it."""

@@ -5,10 +5,10 @@ A worker lists in its load the ports of the slots it lends to direct calls (``"d
 of one task with one timeout, no resources asked, no big arguments, no references among them:
 a lone call, whose big result it would keep on the worker comes back in the reply, or a batch
 of a ``map``, not a job's, whose big results stay on the worker) whose worker lends a slot goes
-there as a ``run_batch`` request (a batch of several calls as columns, :func:`columns_request`)
-on a channel of its own (the slot's object id is the
-worker's compute object id and ``.direct``), which saves the worker's request thread and the
-pipe hops (BENCHMARKS.md, "W1 latency" and "The runs of 2026-12-07, 07:24, 07:34 and 07:52 UTC").
+there as the same ``run_batch`` request (a batch of several calls as columns) on a channel of
+its own (the slot's object id is the worker's compute object id and ``.direct``), which saves
+the worker's request thread and the pipe hops (BENCHMARKS.md, "W1 latency" and "The runs of
+2026-12-07, 07:24, 07:34 and 07:52 UTC").
 
 Whatever does not run there goes the ordinary way, with no attempt counted: a ``busy`` answer
 (the slot was not lent any more), a refused or failed connect (a replaced slot's old port), a
@@ -45,8 +45,8 @@ Failed = Callable[[Batch, BaseException], None]
 Fallback = Callable[[Batch], None]
 
 
-_TIMEOUT, _REFS, _PAYLOAD, _KEEP, _ID = (
-    operator.attrgetter(name) for name in ("timeout_s", "refs", "payload", "keep", "id")
+_TIMEOUT, _REFS, _PAYLOAD, _KEEP = (
+    operator.attrgetter(name) for name in ("timeout_s", "refs", "payload", "keep")
 )
 
 
@@ -66,20 +66,6 @@ def plain(batch: Batch) -> bool:
         and not any(map(_REFS, calls))
         and max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES
     )
-
-
-def columns_request(batch: Batch, sender: str) -> dict[str, Any]:
-    """A plain batch of several calls as the direct path sends it: its calls as columns, the
-    task and the timeout once (docs/protocol.md, "The direct path"). Built, sent, read and checked
-    in 215 ns a call where ``run_batch``'s rows take 957 (2,048 ``add``, in process)."""
-    calls = batch.calls
-    return {
-        "from": sender,
-        "task": batch.requirement[2],
-        "ids": list(map(str, map(_ID, calls))),
-        "payloads": list(map(_PAYLOAD, calls)),
-        "timeout": calls[0].timeout_s,
-    }
 
 
 class DirectRoute:
@@ -184,7 +170,7 @@ class DirectRoute:
         port, channel = taken
         self.sent += len(batch.calls)
         lone = len(batch.calls) == 1
-        request = batch.request(self._sender) if lone else columns_request(batch, self._sender)
+        request = batch.request(self._sender)
         batch.sent_at = time.monotonic()
 
         def done(reply: Any, exc: BaseException | None) -> None:

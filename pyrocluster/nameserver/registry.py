@@ -37,7 +37,7 @@ META_SLOTS = "pyrocluster.slots:"
 META_TASK = "pyrocluster.task:"
 META_RESOURCE = "pyrocluster.resource:"
 META_PROTOCOL = "pyrocluster.protocol:"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The worker protocol (docs/protocol.md) this release speaks; every registration announces it."""
 COMPUTE = "compute"
 """The service whose object carries the task catalog."""

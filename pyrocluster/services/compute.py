@@ -1,4 +1,4 @@
-"""The exposed compute service: protocol v2 (docs/protocol.md) on top of the gate and the slots."""
+"""The exposed compute service: the worker protocol (docs/protocol.md) on top of the gate and the slots."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ from pyrocluster import attachments, codec, protocol, resources, tasks
 from pyrocluster.config import SERPENT_GROWTH, Settings
 from pyrocluster.defaults import MAX_PRIORITY, MAX_TIMEOUT_S
 from pyrocluster.roles import requires
+from pyrocluster.services.batchcolumns import (
+    MAX_ID_CHARS,
+    call_count,
+    column_rows,
+    columns_reply,
+    is_columns,
+    plain_columns,
+)
 from pyrocluster.services.state import WorkerState
 from pyrocluster.services.taskstats import OTHER
 from pyrocluster.services.values import ValueKeeper
@@ -34,8 +42,6 @@ from pyrocluster.valueref import KEEP_BYTES
 
 MAX_BATCH = MAX_CALLS
 """Most calls accepted in one batch."""
-MAX_ID_CHARS = 200
-"""Longest coordinator or call id accepted."""
 REPLY_OVERHEAD_BYTES = 64 * 1024
 """What a reply costs besides its outcomes (Pyro5 framing, ``load``), kept free under the cap."""
 
@@ -121,24 +127,11 @@ def plain_batch(calls: Any, known: Any, max_payload: int) -> tuple[Any, ...] | N
     return (ids, names, payloads, timeouts, max(priority_values)) if plain else None
 
 
-def plain_columns(request: dict[str, Any], known: Any, max_payload: int) -> tuple[Any, ...] | None:
-    """``(ids, task, payloads, timeout_s)`` of a plain batch sent as columns (the direct path's
-    request, docs/protocol.md: one task, one timeout), checked as :func:`plain_batch` checks a
-    batch's rows; None for any request that is not one."""
-    ids, name, payloads = request.get("ids"), request.get("task"), request.get("payloads")
-    timeout_s: Any = request.get("timeout")
-    if type(ids) is not list or type(payloads) is not list or not 0 < len(ids) <= MAX_BATCH:
-        return None
-    if len(payloads) != len(ids) or type(name) is not str or name not in known:
-        return None
-    if type(timeout_s) not in (int, float) or not 0 < timeout_s <= MAX_TIMEOUT_S:  # False for a NaN
-        return None
-    if set(map(type, ids)) != {str} or set(map(type, payloads)) != {bytes}:
-        return None
-    id_lengths = set(map(len, ids))
-    if min(id_lengths) == 0 or max(id_lengths) > MAX_ID_CHARS or max(map(len, payloads)) > max_payload:
-        return None
-    return ids, name, payloads, float(timeout_s)
+def _as_plain(
+    ids: list[str], name: str, payloads: list[bytes], timeout_s: float, priority: int
+) -> tuple[Any, ...]:
+    """``plain_columns``' checked batch as :func:`plain_batch` gives one."""
+    return ids, [name] * len(ids), payloads, [timeout_s] * len(ids), priority
 
 
 def _plain_call(call: Any, known: Any, max_payload: int) -> tuple[Any, ...] | None:
@@ -252,13 +245,13 @@ def receive_attached(sock: Any, request: Any, cap: int) -> dict[int, bytes | byt
         return {}
     if sock is None:
         raise attachments.AttachmentError("attachments named, but the call came on no connection")
-    calls = request.get("calls")
+    count = call_count(request)
     if (
         not isinstance(places, list)
-        or not isinstance(calls, (list, tuple))
+        or count is None
         or len(places) > MAX_BATCH
         or len(set(places)) != len(places)
-        or not all(type(p) is int and 0 <= p < len(calls) for p in places)
+        or not all(type(p) is int and 0 <= p < count for p in places)
     ):
         raise attachments.AttachmentError("'attached' must list distinct places of calls")
     room = Pyro5.config.MAX_MESSAGE_SIZE  # what the message itself could have carried
@@ -333,17 +326,28 @@ class ComputeService:
             return {"refused": "draining", "load": self._gate.load()}
         if not isinstance(request, dict):
             return {"error": "a request must be a dict with 'from' and 'calls'"}
-        sender, calls = request.get("from"), request.get("calls")
+        sender = request.get("from")
         problem = _id_problem(sender, "'from'")
         if problem or not isinstance(sender, str):
             return {"error": problem or "'from' must be a string"}
-        if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
-            return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
         keep, fetch = _big_value_fields(request)
-        if not bodies and not fetch:  # no attached payload, no value to fetch
-            plain = plain_batch(calls, tasks.REGISTRY.keys(), self._settings.max_value_bytes)
-            if plain is not None:
-                return self._run_plain(sender, plain, keep)
+        known, cap = tasks.REGISTRY.keys(), self._settings.max_value_bytes
+        if is_columns(request):
+            taken = None if bodies or fetch else plain_columns(request, known, cap)
+            if taken is not None:  # the common batch of a map or a job: one task, one timeout
+                return self._run_plain(sender, _as_plain(*taken), keep, columns=True)
+            calls = column_rows(request)  # any other: call by call, as rows
+            if calls is None or not 0 < len(calls) <= MAX_BATCH:
+                why = f"'ids' and 'payloads' must be two lists of 1 to {MAX_BATCH} calls, of one length"
+                return {"error": why}
+        else:
+            calls = request.get("calls")
+            if not isinstance(calls, (list, tuple)) or not 0 < len(calls) <= MAX_BATCH:
+                return {"error": f"'calls' must be a list of 1 to {MAX_BATCH} calls"}
+            if not bodies and not fetch:  # no attached payload, no value to fetch
+                plain = plain_batch(calls, known, cap)
+                if plain is not None:
+                    return self._run_plain(sender, plain, keep)
         outcomes: list[Outcome | None] = [None] * len(calls)
         names: list[str] = []  # per call, for the counters: "other" for anything not registered
         places: list[int] = []
@@ -404,9 +408,12 @@ class ComputeService:
         self._state.finished(names, outcomes)
         return {"outcomes": outcomes, "load": self._gate.load()}
 
-    def _run_plain(self, sender: str, plain: tuple[Any, ...], keep: set[str]) -> dict[str, Any]:
-        """``run_batch`` of a batch :func:`plain_batch` checked: every call runs (the results of
-        those in ``keep`` over ``KEEP_BYTES`` stay here)."""
+    def _run_plain(
+        self, sender: str, plain: tuple[Any, ...], keep: set[str], columns: bool = False
+    ) -> dict[str, Any]:
+        """``run_batch`` of a batch :func:`plain_batch` or ``plain_columns`` checked: every call
+        runs (the results of those in ``keep`` over ``KEEP_BYTES`` stay here); the reply in
+        columns for a request of columns (:func:`columns_reply`)."""
         ids, names, payloads, timeouts, priority = plain
         runnable = list(map(list, zip(names, payloads, map(float, timeouts), strict=True)))
         ran = self._run(sender, list(ids), runnable, priority, None)
@@ -416,7 +423,11 @@ class ComputeService:
         if kept is not None and max(map(len, filter(None, map(_VALUE, ran))), default=0) > KEEP_BYTES:
             ran = [kept.keep(sender, o) if i in keep else o for i, o in zip(ids, ran, strict=True)]
         self._state.finished(list(names), ran)
-        return {"outcomes": ran, "load": self._gate.load()}
+        reply = columns_reply(ran) if columns else None
+        if reply is None:
+            return {"outcomes": ran, "load": self._gate.load()}
+        reply["load"] = self._gate.load()
+        return reply
 
     def _run(
         self,

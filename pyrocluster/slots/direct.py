@@ -69,15 +69,15 @@ REQUEST_KEYS = frozenset({"from", "calls", "keep", "attach"})
 """A request with anything more (fetched arguments, attached arguments) is not a plain batch.
 A call's result that would be kept on the worker (``keep``) comes back in the reply instead, as an
 attachment when big and the request allows (``attach``, as ``run_batch`` sends it)."""
-COLUMN_KEYS = frozenset({"from", "task", "ids", "payloads", "timeout", "attach"})
-"""A plain batch sent as columns (docs/protocol.md, "The direct path"), answered in columns
-unless it sends a big value as an attachment (``attach``): that reply is ``run_batch``'s."""
+COLUMN_KEYS = frozenset({"from", "task", "ids", "payloads", "timeout", "priority", "attach"})
+"""A plain batch sent as columns (docs/protocol.md), answered in columns unless a value is big
+enough to go as an attachment: that reply is ``run_batch``'s rows."""
 
 
 Plain = tuple[str, "tuple[str, ...] | list[str]", str, "tuple[bytes, ...] | list[bytes]", float, bool, bool]
 """A plain batch's ``(sender, call_ids, task, payloads, timeout_s, attach, columns)``: one task,
 one timeout; ``columns`` when it came as columns (its reply goes back so)."""
-_KIND, _VALUE, _ELAPSED = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_KIND, _ELAPSED = operator.itemgetter(0), operator.itemgetter(2)
 RunCall = Callable[[Call, int, float], Outcome]
 """``run_call(call, value_cap, started_at)``: run a claimed direct call; its outcome (logged)."""
 RunBatch = Callable[[list[Call], Budget], list[Outcome]]
@@ -95,19 +95,18 @@ class DirectService:
         run: tuple[RunCall, RunBatch],
         tell: Callable[[bytes], None],
     ) -> None:
-        from pyrocluster.attachments import ATTACH_BYTES
+        from pyrocluster.services.batchcolumns import columns_reply, plain_columns
         from pyrocluster.services.compute import (
             MAX_BATCH,
             MAX_ID_CHARS,
             plain_batch,
-            plain_columns,
             reply_budget,
             send_attached,
         )
 
         self._plain = plain_batch
         self._plain_columns = plain_columns
-        self._attach_bytes = ATTACH_BYTES  # the worker's checks, as run_batch uses them
+        self._columns_reply = columns_reply
         self._send_attached = send_attached
         self._budget = reply_budget
         self._max_id = MAX_ID_CHARS
@@ -158,7 +157,7 @@ class DirectService:
         known, cap = tasks.REGISTRY.keys(), self._settings.max_value_bytes
         if columns:
             taken = self._plain_columns(request, known, cap)
-            return None if taken is None else (sender, *taken, attach == 1, True)
+            return None if taken is None else (sender, *taken[:4], attach == 1, True)
         calls, keep = request.get("calls"), request.get("keep")
         if type(calls) is not list or not 0 < len(calls) <= self._max_calls:
             return None
@@ -192,12 +191,11 @@ class DirectService:
             return {"outcomes": [outcome]}
         calls = [[name, payload, timeout_s] for payload in payloads]
         outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
-        kinds, elapsed = bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))
-        self.ended = [sender, name, kinds, elapsed]
-        if columns:
-            values = list(map(_VALUE, outcomes))
-            if not attach or max(map(len, filter(None, values)), default=0) < self._attach_bytes:
-                return {"kinds": kinds, "values": values, "elapsed": elapsed}
+        reply = self._columns_reply(outcomes) if columns else None
+        if reply is not None:
+            self.ended = [sender, name, reply["kinds"], reply["elapsed"]]
+            return reply
+        self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
         reply = {"outcomes": outcomes}
         if attach:
             self._send_attached(sock, reply)  # the big values, if any

@@ -40,6 +40,15 @@ class RawWorker:
         with self.proxy("compute") as proxy:
             return proxy.run_batch({"from": sender or self.sender, "calls": calls})
 
+    def run_columns(
+        self, name: Any, payloads: list[Any], timeout: Any = 30.0, priority: Any = 0, **extra: Any
+    ) -> dict[str, Any]:
+        """Send one batch of calls as columns (fresh ids, or ``extra``'s) and wait for its reply."""
+        ids = [str(next(self._ids)) for _ in payloads]
+        request = {"from": self.sender, "task": name, "ids": ids, "payloads": payloads, "timeout": timeout}
+        with self.proxy("compute") as proxy:
+            return proxy.run_batch({**request, "priority": priority, **extra})
+
     def cancel(self, call_ids: list[str], sender: str | None = None) -> int:
         """Cancel calls by id."""
         with self.proxy("compute", timeout_s=10) as proxy:
@@ -60,3 +69,11 @@ def decoded(outcome: list[Any]) -> tuple[int, Any]:
     """``(kind, value)`` of one outcome, its value decoded."""
     kind, value, _ms = outcome
     return kind, None if value is None else codec.unpack(codec.as_bytes(value))
+
+
+def outcomes_of(reply: dict[str, Any]) -> list[list[Any]]:
+    """A reply's outcomes, whether it came as rows or in columns."""
+    if "kinds" in reply:
+        kinds = codec.as_bytes(reply["kinds"])
+        return list(map(list, zip(kinds, reply["values"], reply["elapsed"], strict=True)))
+    return list(reply["outcomes"])

@@ -233,12 +233,30 @@ compute_call_lists: st.SearchStrategy[Any] = (
     | st.just([["c", "add", codec.pack([[1, 2], {}]), 1.0, 0]] * 100_001)
     | garbage
 )
+column_batches: st.SearchStrategy[Any] = st.builds(
+    lambda task_args, ids, bodies, timeout, priority: {
+        "from": SENDER,
+        "task": task_args[0],
+        "ids": ids,
+        "payloads": bodies,
+        "timeout": timeout,
+        "priority": priority,
+    },
+    per_task_args,
+    st.lists(st.text(max_size=10) | garbage, min_size=1, max_size=4) | garbage,
+    st.lists(payloads, min_size=1, max_size=4) | garbage,
+    timeouts,
+    st.integers(-5, 5) | garbage,
+)
+"""Requests of calls as columns: one task, one timeout and one priority, the ids and payloads as
+lists (of one length or not)."""
 batches: st.SearchStrategy[Any] = st.one_of(
     st.builds(lambda calls: {"from": SENDER, "calls": calls}, compute_call_lists),
     st.builds(lambda sender, calls: {"from": sender, "calls": calls}, garbage, compute_call_lists),
+    column_batches,
     garbage,
 )
-"""v2 requests: well formed, with a bad sender, or garbage."""
+"""Requests: well formed, with a bad sender, as columns, or garbage."""
 
 
 def _no_http(text: str) -> bool:
@@ -438,22 +456,33 @@ def check_reply(service: str, method: str, args: list[Any], reply: Any) -> None:
         assert isinstance(reply, dict), reply
         if "error" in reply:
             assert set(reply) == {"error"} and isinstance(reply["error"], str), reply
-            req = args[0]
-            well_formed = (
-                isinstance(req, dict)
-                and req.get("from") == SENDER
-                and isinstance(req.get("calls"), list)
-                and 0 < len(req["calls"]) <= 100_000
-            )
-            assert not well_formed, reply  # a fine request runs
-            return
+            count = calls_named(args[0])
+            assert not (isinstance(args[0], dict) and args[0].get("from") == SENDER and count), reply
+            return  # a fine request runs
         assert 0 <= reply["load"]["running"] <= reply["load"]["slots"], reply
         if "busy" in reply or "refused" in reply:
             return
-        assert set(reply) == {"outcomes", "load"}, reply
-        assert len(reply["outcomes"]) == len(args[0]["calls"]), reply
-        for outcome in reply["outcomes"]:
+        if "kinds" in reply:  # a request of columns checked the common way is answered in columns
+            assert set(reply) == {"kinds", "values", "elapsed", "load"} and "ids" in args[0], reply
+            outcomes = list(map(list, zip(reply["kinds"], reply["values"], reply["elapsed"], strict=True)))
+        else:
+            assert set(reply) == {"outcomes", "load"}, reply
+            outcomes = reply["outcomes"]
+        assert len(outcomes) == calls_named(args[0]), reply
+        for outcome in outcomes:
             check_compute_outcome(outcome)
+
+
+def calls_named(request: Any) -> int:
+    """How many calls a well-formed request names (as rows or as columns), else 0."""
+    if not isinstance(request, dict):
+        return 0
+    if "ids" in request:
+        ids, bodies = request["ids"], request.get("payloads")
+        good = isinstance(ids, list) and isinstance(bodies, list) and len(ids) == len(bodies)
+        return len(ids) if good and 0 < len(ids) <= 100_000 else 0
+    calls = request.get("calls")
+    return len(calls) if isinstance(calls, list) and 0 < len(calls) <= 100_000 else 0
 
 
 def decode_reply(reply: dict[str, Any]) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from pyrocluster import protocol
+from pyrocluster import codec, protocol
 from pyrocluster.local import ManagedProcess, start_nameserver, start_worker
 from tests.conftest import TASKS_FILE, Processes, wait_for
-from tests.helpers.rawworker import RawWorker, decoded
+from tests.helpers.rawworker import RawWorker, decoded, outcomes_of
 
 CAP_ENV = {"PYROCLUSTER_MAX_MESSAGE_MB": "1", "PYROCLUSTER_MAX_VALUE_BYTES": "1MiB"}
 """Both workers run under a 1 MB message cap, so that the cap tests need no large requests."""
@@ -160,6 +160,30 @@ def test_unknown_tasks_and_malformed_calls_fail_alone(raw_worker):
     assert "error" in w.run_batch([])  # the request itself is malformed
     with w.proxy("compute") as proxy:
         assert "error" in proxy.run_batch({"calls": [good]})
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_calls_as_columns_end_as_the_rows_they_stand_for(raw_worker, pool):
+    w = raw_worker(pool)
+    payloads = [codec.pack_call(list(a), {}) for a in [(1, 2), ("x", 1), ({1: [2]},), (3, 4)]]
+    payloads += [b"\xc1", b"\x90"]  # not msgpack; [] instead of [args, kwargs]
+    as_rows = w.run_batch([[f"r{i}", "add", p, 30.0, 0] for i, p in enumerate(payloads)])
+    as_columns = w.run_columns("add", payloads)
+    assert set(as_columns) == {"kinds", "values", "elapsed", "load"}, as_columns
+    got, want = outcomes_of(as_columns), as_rows["outcomes"]
+    assert [o[0] for o in got] == [o[0] for o in want] == [0, 1, 1, 0, 1, 1]
+    assert [decoded(o)[1] for o in got[::3]] == [3, 7]
+    assert [decoded(o)[1]["type"] for o in got if o[0]] == [decoded(o)[1]["type"] for o in want if o[0]]
+    # anything but the common batch is checked call by call, as its rows, and answered as rows
+    unknown = w.run_columns("no.such.task", payloads[:2])
+    assert kinds(unknown) == [protocol.UNKNOWN_TASK] * 2, unknown
+    bad = w.run_columns("add", payloads[:2], timeout=-1, priority="high")
+    assert [decoded(o)[1]["type"] for o in bad["outcomes"]] == ["InvalidCall"] * 2, bad
+    assert "error" in w.run_columns("add", payloads[:2], ids=["only-one"])
+    assert "error" in w.run_columns("add", [])
+    # a full reply sends the rest back in columns too
+    full = w.run_columns("blob", [codec.pack_call([400_000], {})] * 3)
+    assert [o[0] for o in outcomes_of(full)] == [protocol.OK, protocol.OK, protocol.NOT_RUN], full
 
 
 @pytest.mark.parametrize("pool", ["process", "thread"])

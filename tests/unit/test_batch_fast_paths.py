@@ -20,6 +20,7 @@ from pyrocluster import codec, protocol
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.coordinator.queues import WaitingRoom, take
 from pyrocluster.coordinator.replies import decode_outcome, decode_reply
+from pyrocluster.services.batchcolumns import column_rows
 from pyrocluster.services.compute import _big_value_fields, check_call, plain_batch
 from pyrocluster.services.taskstats import TaskStats
 from pyrocluster.slots.batch import BatchRun, Budget
@@ -290,10 +291,10 @@ def test_a_lone_call_is_requested_as_its_row_of_a_bigger_batch(
     for call, keep in zip(calls, keeps, strict=True):
         call.keep = keep
         call.payload = codec.pack([call.args, call.kwargs])
-    whole = Batch(calls[0].requirement, calls).request("me")
+    whole = Batch(calls[0].requirement, calls).request("me")  # as columns: one task, one timeout
     for i, call in enumerate(calls):
         alone = Batch(call.requirement, [call]).request("me")
-        assert alone["from"] == "me" and alone["calls"] == [whole["calls"][i]]
+        assert alone["from"] == "me" and alone["calls"] == [column_rows(whole)[i]]
         assert alone.get("keep") == ([str(call.id)] if call.keep else None)
         assert "fetch" not in alone
 
