@@ -143,6 +143,7 @@ def test_the_slot_takes_the_columns_of_a_plain_batch_as_it_takes_its_rows() -> N
         list(f) if isinstance(f, tuple) else f for f in as_rows[:-1]
     ]
     assert s.plain(good(priority=2)) is not None
+    assert s.plain(good(attach=1)) is not None, "the wire asks for big values as attachments"
 
 
 @pytest.mark.parametrize(
