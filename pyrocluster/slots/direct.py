@@ -188,14 +188,15 @@ class DirectService:
             # any serializer (the reply budget of run_batch decides only between several values)
             outcome = self._run_call([name, payloads[0], timeout_s], self._settings.max_value_bytes, now)
             self.ended = [sender, name, outcome[0], outcome[2]]
-            return {"outcomes": [outcome]}
-        calls = [[name, payload, timeout_s] for payload in payloads]
-        outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
-        reply = self._columns_reply(outcomes) if columns else None
-        if reply is not None:
-            self.ended = [sender, name, reply["kinds"], reply["elapsed"]]
-            return reply
-        self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
+            outcomes = [outcome]
+        else:
+            calls = [[name, payload, timeout_s] for payload in payloads]
+            outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
+            columned = self._columns_reply(outcomes) if columns else None
+            if columned is not None:
+                self.ended = [sender, name, columned["kinds"], columned["elapsed"]]
+                return columned
+            self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
         reply = {"outcomes": outcomes}
         if attach:
             self._send_attached(sock, reply)  # the big values, if any

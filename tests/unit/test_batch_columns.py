@@ -4,7 +4,10 @@ and at a slot), and that a big payload among them still travels as an attachment
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -12,12 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyrocluster import attachments, codec
-from pyrocluster.config import MIN_VALUE_LIMIT_BYTES
+from pyrocluster import attachments, codec, protocol
+from pyrocluster.config import MIN_VALUE_LIMIT_BYTES, Settings
 from pyrocluster.coordinator import bigmessages
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.services.batchcolumns import MAX_ID_CHARS, column_rows, columns_reply, plain_columns
 from pyrocluster.services.compute import plain_batch
+from pyrocluster.slots.direct import DirectService
+from pyrocluster.slots.share import SlotShare
 from pyrocluster.valueref import ValueRef
 from tests.unit.test_direct_batches import service
 
@@ -182,3 +187,41 @@ def test_a_payload_over_the_slots_value_cap_is_not_run_in_a_slot() -> None:
     s._settings = replace(s._settings, max_value_bytes=cap)
     assert s.plain(good(payloads=[P, b"x" * cap])) is not None
     assert s.plain(good(payloads=[P, b"x" * (cap + 1)])) is None
+
+
+def lent(outcome: list[Any]) -> Any:
+    """A slot's direct service, lent, whose every call ends as ``outcome``."""
+    share = SlotShare(multiprocessing.get_context("spawn"), max_calls=4, log_bytes=1 << 16)
+    share.lend(True)
+    run = (lambda call, cap, at: outcome, lambda calls, budget: [outcome] * len(calls))
+    return DirectService(share, Settings.from_sources(), run, lambda message: None)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"from": "c", "calls": [["1", "add", P, 5.0, 0]], "attach": 1},
+        {"from": "c", "calls": [["1", "add", P, 5.0, 0], ["2", "add", P, 5.0, 0]], "attach": 1},
+        {**good(), "attach": 1},
+    ],
+    ids=["a lone call", "a batch as rows", "a batch as columns"],
+)
+def test_a_big_value_goes_ahead_of_the_reply_as_an_attachment(request_: dict[str, Any]) -> None:
+    big = codec.pack("x" * attachments.ATTACH_BYTES)
+    s = lent([protocol.OK, big, 1.0])
+    plain = s.plain(request_)
+    assert plain is not None
+    n = len(plain[1])
+    left, right = socket.socketpair()
+    with left, right, concurrent.futures.ThreadPoolExecutor(1) as reader:
+        right.settimeout(10)
+        bodies = reader.submit(lambda: [attachments.receive(right, 1 << 30) for _ in range(n)])
+        reply = s.run(plain, left)
+        assert reply == {"outcomes": [[protocol.OK, None, 1.0]] * n, "attached": list(range(n))}
+        assert bodies.result(10) == [big] * n
+
+
+def test_a_batch_of_small_values_as_columns_is_answered_in_columns() -> None:
+    s = lent([protocol.OK, codec.pack(3), 1.0])
+    reply = s.run(s.plain({**good(), "attach": 1}), None)
+    assert reply == {"kinds": b"\x00\x00", "values": [codec.pack(3)] * 2, "elapsed": [1.0, 1.0]}
