@@ -98,6 +98,18 @@ def test_an_argument_over_max_value_bytes_fails_alone_naming_both_sizes(nameserv
     assert "over max_value_bytes (8388608 bytes)" in refused.message
 
 
+def test_big_arguments_among_a_maps_calls_travel_beside_their_batch_and_come_back(nameserver, worker_factory):
+    """A map's batches of one task and one timeout go as columns; the arguments of 1 MiB or more
+    among them go after the request as attachments, and each result comes back to its own call."""
+    worker_factory(1, "--services", "compute", "--concurrency", "2", "--pool", "thread")
+    values = [np.full(300_000, i, dtype=np.float64) if i % 3 == 0 else i for i in range(24)]
+    with Cluster(nameserver, wait=20) as cluster:
+        got = list(cluster.map("echo", values))
+    assert len(got) == len(values)
+    for i, (back, sent) in enumerate(zip(got, values, strict=True)):
+        assert np.array_equal(back, sent) if i % 3 == 0 else back == sent, i
+
+
 def test_a_worker_refuses_values_over_its_own_cap_and_the_others_are_unaffected(nameserver, worker_factory):
     worker_factory(
         1, "--services", "compute", "--pool", "thread", "--tasks", DATA_TASKS, "--max-value-bytes", "8MiB"

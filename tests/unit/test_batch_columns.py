@@ -20,7 +20,7 @@ from pyrocluster.config import MIN_VALUE_LIMIT_BYTES, Settings
 from pyrocluster.coordinator import bigmessages
 from pyrocluster.coordinator.calls import Batch, Call
 from pyrocluster.services.batchcolumns import MAX_ID_CHARS, column_rows, columns_reply, plain_columns
-from pyrocluster.services.compute import plain_batch
+from pyrocluster.services.compute import plain_batch, receive_attached
 from pyrocluster.slots.direct import DirectService
 from pyrocluster.slots.share import SlotShare
 from pyrocluster.valueref import ValueRef
@@ -225,3 +225,19 @@ def test_a_batch_of_small_values_as_columns_is_answered_in_columns() -> None:
     s = lent([protocol.OK, codec.pack(3), 1.0])
     reply = s.run(s.plain({**good(), "attach": 1}), None)
     assert reply == {"kinds": b"\x00\x00", "values": [codec.pack(3)] * 2, "elapsed": [1.0, 1.0]}
+
+
+def test_a_worker_reads_the_attachments_of_a_request_of_columns_by_their_places() -> None:
+    big = b"\x02" * attachments.ATTACH_BYTES
+    request, bodies = bigmessages.detach(
+        {"from": "c", "task": "echo", "ids": ["a", "b", "c"], "payloads": [big, P, big], "timeout": 5.0}
+    )
+    assert request["attached"] == [0, 2]
+    left, right = socket.socketpair()
+    with left, right, concurrent.futures.ThreadPoolExecutor(1) as writer:
+        right.settimeout(10)
+        sent = writer.submit(lambda: [attachments.send(left, body) for body in bodies])
+        assert receive_attached(right, request, 1 << 30) == {0: big, 2: big}
+        sent.result(10)
+        with pytest.raises(attachments.AttachmentError, match="distinct places"):
+            receive_attached(right, {**request, "attached": [3]}, 1 << 30)  # past its three ids
