@@ -58,7 +58,7 @@ STARTED = b"s"
 watching direct calls' deadlines (it then watches them until none runs)."""
 ENDED = b"D"
 """What it says when a direct call ended in a slot the worker wants back, or when the records of
-ended direct calls (``[sender, task, kind, ms]`` each, in the share) fill half their room: the
+ended direct calls (``[sender, task, kind, ms]`` each, in the share) pass ``ENDED_TELL_BYTES``: the
 worker reads them (it also does before each batch, when asked for its counters, and whenever it
 wakes), so it is not woken for every call."""
 BUSY: dict[str, Any] = {"busy": True}
@@ -115,11 +115,7 @@ class DirectService:
         self._settings = settings
         self._run_call, self._run_batch = run
         self._tell = tell
-        self.ended: list[Any] | None = None
-        """``[sender, task, kind, ms]`` of the direct call just answered (``[sender, task, kinds,
-        ms]`` of a batch: its calls' kinds as bytes, their ms as a list), until the worker is told."""
-        self.calls = 0
-        """How many calls that was."""
+        self._record = msgpack.Packer().pack  # packb would make a packer per call
 
     @requires(Role.SUBMITTER, "run tasks")
     def run_batch(self, request: Any) -> dict[str, Any]:
@@ -182,25 +178,34 @@ class DirectService:
         if not share.watched():
             share.told()
             self._tell(STARTED)
-        self.calls = len(ids)
         if len(ids) == 1 and not columns:
             # a lone call's reply holds its one value whatever its size up to the value cap, in
             # any serializer (the reply budget of run_batch decides only between several values)
             outcome = self._run_call([name, payloads[0], timeout_s], self._settings.max_value_bytes, now)
-            self.ended = [sender, name, outcome[0], outcome[2]]
+            self._ended([sender, name, outcome[0], outcome[2]], 1)
             outcomes = [outcome]
         else:
             calls = [[name, payload, timeout_s] for payload in payloads]
             outcomes = self._run_batch(calls, self._budget(self._settings, serializer_id))
             columned = self._columns_reply(outcomes) if columns else None
             if columned is not None:
-                self.ended = [sender, name, columned["kinds"], columned["elapsed"]]
+                self._ended([sender, name, columned["kinds"], columned["elapsed"]], len(ids))
                 return columned
-            self.ended = [sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))]
+            self._ended([sender, name, bytes(map(_KIND, outcomes)), list(map(_ELAPSED, outcomes))], len(ids))
         reply = {"outcomes": outcomes}
         if attach:
             self._send_attached(sock, reply)  # the big values, if any
         return reply
+
+    def _ended(self, record: list[Any], calls: int) -> None:
+        """The claimed calls are over: their ``record`` (``[sender, task, kind, ms]``, or ``[sender,
+        task, kinds, ms]`` of a batch: its calls' kinds as bytes, their ms as a list) kept for the
+        worker and the slot lent again (or the worker's), before the reply goes out, so that a
+        caller that reads the worker's counters once it has its reply finds these calls there."""
+        self._share.unclaim(self._record(record), self._tell_ended, calls)
+
+    def _tell_ended(self) -> None:
+        self._tell(ENDED)
 
 
 def _exit_with_worker(pipe: int) -> None:
@@ -240,11 +245,10 @@ class DirectServer:
         self._daemon.register(self._service, objectId=spec.object_id)
         role = int(DirectService.run_batch.pyrocluster_role)  # type: ignore[attr-defined]
         self._requests = DirectRequests(
-            self._daemon, spec.object_id, role, self._service, self._answered, HANDSHAKE_TIMEOUT_S
+            self._daemon, spec.object_id, role, self._service, HANDSHAKE_TIMEOUT_S
         )
         share.progress[PORT] = float(self._daemon.transportServer.sock.getsockname()[1])
         self._revoked_at = 0.0
-        self._pack = msgpack.Packer().pack  # packb would make a packer per call
         # The pipe waits in the daemon's own selector (an epoll, kept up to date by the daemon as
         # clients come and go), with no data: one epoll_wait a request instead of a list of the
         # daemon's sockets rebuilt and handed to select() (about 3 us a request).
@@ -276,19 +280,9 @@ class DirectServer:
             others = [conn for conn in ready if not requests.serve(conn)]
             if others:  # a connect, or a TLS connection's request: Pyro5's
                 daemon.events(others)
-                self._answered()
             requests.expire()  # after reading: a message whose end came during a batch is whole
             if batch:
                 return
-
-    def _answered(self) -> None:
-        """After a reply: the slot is lent again (or the worker's) if it ran a call for it."""
-        ended, self._service.ended = self._service.ended, None
-        if ended is not None:
-            self._share.unclaim(self._pack(ended), self._tell_ended, self._service.calls)
-
-    def _tell_ended(self) -> None:
-        self._tell(ENDED)
 
     def close(self) -> None:
         """Stop listening."""

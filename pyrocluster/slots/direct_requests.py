@@ -38,7 +38,6 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgpack
@@ -139,18 +138,15 @@ class DirectRequests:
         object_id: str,
         role: int,
         service: Service,
-        answered: Callable[[], None],
         bound_s: float,
     ) -> None:
-        """``role``: what a peer needs for ``run_batch``; ``service`` answers it; ``answered()``
-        runs after each reply is sent (or failed); ``bound_s``: longest a message may take to
-        arrive whole."""
+        """``role``: what a peer needs for ``run_batch``; ``service`` answers it; ``bound_s``:
+        longest a message may take to arrive whole."""
         self._daemon = daemon
         self._server = daemon.transportServer
         self._object_id = object_id
         self._role = role
         self._service = service
-        self._answered = answered
         self._bound_s = bound_s
         self._pending: dict[Any, _Pending] = {}
         """The plain connections served here, by their Pyro5 connection."""
@@ -326,8 +322,6 @@ class DirectRequests:
         except Exception as exc:  # the reply could not be made or sent: the client sees the close
             self._close(conn, f"its reply failed ({type(exc).__name__}: {exc})")
             return False
-        finally:
-            self._answered()
         return state.filled > 0
 
     def _passes(self, conn: Any) -> bool:
@@ -355,7 +349,6 @@ class DirectRequests:
         self._consume(conn, state, min(size, state.filled))
         conn.sock.settimeout(Pyro5.config.COMMTIMEOUT or None)
         active = self._server.handleRequest(_Replayed(conn, data))
-        self._answered()
         if not active:
             self._close(conn, None)
             return False

@@ -45,10 +45,14 @@ HELD, LENT, DIRECT = 0.0, 1.0, 2.0
 _WHO_BYTES = 64 * 1024
 """Room for the direct calls in progress: ``[sender, call_id, task]`` of a lone call, and the ids
 of a batch's calls after those of its first (``[sender, first_id, task, ids]``)."""
-ENDED_BYTES = 128 * 1024
-"""Room for the records of ended direct calls (a batch's is about 10 bytes a call); past half of it
-the slot asks the worker to read them (a message on its pipe), so the worker is not woken for
-every call."""
+ENDED_BYTES = 1024 * 1024
+"""Room for the records of ended direct calls (a batch's is about 10 bytes a call: a 2,048-call
+batch's 20 KiB). A record that finds it full is not counted, so it is far bigger than what the
+slot writes before it asks the worker to read them (``ENDED_TELL_BYTES``): a worker slow to wake
+under load has some 50 batches' time to do so."""
+ENDED_TELL_BYTES = 64 * 1024
+"""Past this much of records the slot asks the worker to read them (a message on its pipe), so
+the worker is not woken for every call."""
 _REVOKED_AT = _WHO_BYTES + ENDED_BYTES
 DIRECT_INFO_BYTES = _REVOKED_AT + 48 * 1024
 """Room for the direct calls in progress, the records of those that ended, and the revocations."""
@@ -367,9 +371,9 @@ class SlotShare:
         for the worker, their cancel flags cleared, and the slot lent again, or the worker's if it
         asked (a cancel flags calls only while they are the slot's: under this lock).
 
-        ``tell()`` runs under the lock when the worker wants the slot back or the records fill half
-        their room (the worker, which takes the slot under the lock, then finds the message before
-        a batch's reply)."""
+        ``tell()`` runs under the lock when the worker wants the slot back or the records pass
+        ``ENDED_TELL_BYTES`` (the worker, which takes the slot under the lock, then finds the
+        message before a batch's reply)."""
         lock, progress = self._lock, self._progress  # set up by the claim
         lock.acquire()
         try:
@@ -379,8 +383,8 @@ class SlotShare:
                 self._info.map[_WHO_BYTES + used : _WHO_BYTES + end] = record
                 progress[ENDED] = end
             self._memory.map[:calls] = bytes(calls)
-            half = ENDED_BYTES // 2
-            if progress[WANTED] or (end > half and used <= half):  # the worker waits, or room runs out
+            mark = ENDED_TELL_BYTES
+            if progress[WANTED] or (end > mark and used <= mark):  # the worker waits, or records pile up
                 progress[TOLD] += 1
                 tell()
             progress[MODE] = HELD if progress[WANTED] else LENT

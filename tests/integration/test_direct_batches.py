@@ -51,7 +51,8 @@ def test_a_map_of_cheap_calls_goes_straight_to_the_slot_and_counts_in_the_worker
     with Cluster(solo.settings.ns_address) as cluster:
         went_direct(cluster, solo)
         before, done = direct_calls(solo), solo.info()["done"]
-        # enough batches that their records of ended calls fill the slot's room more than once
+        # enough batches that their records of ended calls pass, more than once, the mark at which
+        # the slot asks the worker to read them
         n = 30_000
         assert list(cluster.starmap("add", ((i, i) for i in range(n)))) == [2 * i for i in range(n)]
     info = solo.info()

@@ -191,7 +191,7 @@ def test_a_payload_over_the_slots_value_cap_is_not_run_in_a_slot() -> None:
 
 def lent(outcome: list[Any]) -> Any:
     """A slot's direct service, lent, whose every call ends as ``outcome``."""
-    share = SlotShare(multiprocessing.get_context("spawn"), max_calls=4, log_bytes=1 << 16)
+    share = SlotShare(multiprocessing.get_context("spawn"), max_calls=2048, log_bytes=1 << 16)
     share.lend(True)
     run = (lambda call, cap, at: outcome, lambda calls, budget: [outcome] * len(calls))
     return DirectService(share, Settings.from_sources(), run, lambda message: None)
@@ -241,3 +241,20 @@ def test_a_worker_reads_the_attachments_of_a_request_of_columns_by_their_places(
         sent.result(10)
         with pytest.raises(attachments.AttachmentError, match="distinct places"):
             receive_attached(right, {**request, "attached": [3]}, 1 << 30)  # past its three ids
+
+
+def test_a_direct_batch_is_counted_before_its_reply_goes_out() -> None:
+    """A caller that reads the worker's counters once it has its reply finds its calls there."""
+    s = lent([protocol.OK, codec.pack(3), 1.0])
+    reply = s.run(s.plain(good()), None)
+    assert reply["kinds"] == b"\x00\x00"
+    assert s._share.take_ended() == [["coord", "add", b"\x00\x00", [1.0, 1.0]]]
+
+
+def test_the_records_of_forty_big_batches_all_wait_for_a_worker_slow_to_read_them() -> None:
+    s = lent([protocol.OK, codec.pack(3), 1.0])
+    ids = [str(i) for i in range(2048)]
+    for _ in range(40):  # about 800 KiB of records, and the worker reads none of them meanwhile
+        assert "kinds" in s.run(s.plain(good(ids=ids, payloads=[P] * 2048)), None)
+    records = s._share.take_ended()
+    assert len(records) == 40 and all(len(r[2]) == 2048 for r in records)
