@@ -111,8 +111,11 @@ def detach(request: Any) -> tuple[Any, list[Any]]:
         return request, []
     payloads, calls = request.get("payloads"), request.get("calls")
     out = {**request, "attach": 1}
-    if isinstance(payloads, list):  # the calls as columns, their payloads bytes (one C-level pass)
-        none_big = max(map(len, payloads), default=0) < attachments.ATTACH_BYTES
+    if isinstance(payloads, list):  # the calls as columns
+        try:  # their payloads bytes, as the coordinator packs them: one C-level pass
+            none_big = max(map(len, payloads), default=0) < attachments.ATTACH_BYTES
+        except TypeError:  # one without a length: looked at one by one
+            none_big = False
         places = [] if none_big else [i for i, payload in enumerate(payloads) if _big(payload)]
         bodies = [payloads[i] for i in places]
         if places:

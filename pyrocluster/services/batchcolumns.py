@@ -62,10 +62,9 @@ def column_rows(request: dict[str, Any]) -> list[list[Any]] | None:
     ids, payloads = request.get("ids"), request.get("payloads")
     if type(ids) is not list or type(payloads) is not list or len(ids) != len(payloads):
         return None
-    shared = [request.get("task"), request.get("timeout"), request.get("priority", 0)]
+    name, rest = request.get("task"), [request.get("timeout"), request.get("priority", 0)]
     if "resources" in request:
-        shared.append(request["resources"])
-    name, rest = shared[0], shared[1:]
+        rest.append(request["resources"])
     return [[call_id, name, payload, *rest] for call_id, payload in zip(ids, payloads, strict=True)]
 
 

@@ -130,6 +130,8 @@ def test_a_big_payload_among_columns_travels_as_an_attachment() -> None:
     assert out["payloads"] == [P, None, P] and request["payloads"][1] is big, "the caller's request unchanged"
     plain, none = bigmessages.detach({**request, "payloads": [P, P, P]})
     assert none == [] and "attached" not in plain and plain["payloads"] == [P, P, P]
+    odd, bodies = bigmessages.detach({**request, "payloads": [None, big, 7]})
+    assert bodies == [big] and odd["payloads"] == [None, None, 7] and odd["attached"] == [1]
 
 
 def good(**changes: Any) -> dict[str, Any]:
