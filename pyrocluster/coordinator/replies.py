@@ -51,16 +51,23 @@ def decode_reply(reply: Any, n_calls: int) -> Happened | list[Outcome]:
 
 
 def _rows(reply: dict[str, Any], n_calls: int) -> list[list[Any]] | None:
-    """A reply in columns (the direct path's answer to a request in columns, docs/protocol.md)
-    as one ``[KIND, VALUE, ELAPSED_MS]`` per call; None when its columns are not ``n_calls`` long."""
-    kinds, values, elapsed = reply.get("kinds"), reply.get("values"), reply.get("elapsed")
+    """A reply in columns as one ``[KIND, VALUE, ELAPSED_MS]`` per call; None when its columns
+    are not ``n_calls`` long (:func:`_columns`)."""
+    columns = _columns(reply, n_calls)
+    return None if columns is None else list(map(list, zip(*columns, strict=True)))
+
+
+def _columns(reply: dict[str, Any], n_calls: int) -> tuple[bytes, list[Any], list[Any]] | None:
+    """The kinds (as bytes), values and times of a reply in columns (the answer to a request in
+    columns, docs/protocol.md); None unless they are ``n_calls`` long each."""
+    values, elapsed = reply.get("values"), reply.get("elapsed")
     try:
-        kinds = codec.as_bytes(kinds)
+        kinds = codec.as_bytes(reply.get("kinds"))
     except codec.DecodeError:
         return None
-    if type(values) is not list or type(elapsed) is not list or not len(kinds) == len(values) == len(elapsed):
+    if type(values) is not list or type(elapsed) is not list:
         return None
-    return list(map(list, zip(kinds, values, elapsed, strict=True))) if len(kinds) == n_calls else None
+    return (kinds, values, elapsed) if len(kinds) == len(values) == len(elapsed) == n_calls else None
 
 
 def ok_columns(reply: Any, n_calls: int) -> tuple[list[Any], list[float]] | None:
@@ -70,14 +77,10 @@ def ok_columns(reply: Any, n_calls: int) -> tuple[list[Any], list[float]] | None
     if n_calls < 2 or type(reply) is not dict or "refused" in reply or reply.get("busy") is True:
         return None
     if "kinds" in reply:  # a reply in columns: read as such, no row to take apart
-        kinds, values, elapsed = reply["kinds"], reply.get("values"), reply.get("elapsed")
-        if type(kinds) is not bytes or len(kinds) != n_calls or kinds.count(OK) != n_calls:
+        columns = _columns(reply, n_calls)
+        if columns is None or columns[0].count(OK) != n_calls:
             return None
-        if type(values) is not list or type(elapsed) is not list:
-            return None
-        if not len(values) == len(elapsed) == n_calls:
-            return None
-        return _ok_values(values, elapsed)
+        return _ok_values(columns[1], columns[2])
     outcomes = reply.get("outcomes")
     if type(outcomes) is not list or len(outcomes) != n_calls:
         return None
