@@ -15,19 +15,20 @@ from pyrocluster.valueref import ref_fields
 if TYPE_CHECKING:
     from pyrocluster.coordinator.calls import Call, Requirement
 
-_ID, _PAYLOAD, _TIMEOUT = (operator.attrgetter(a) for a in ("id", "payload", "timeout_s"))
+_ID, _PAYLOAD = operator.attrgetter("id"), operator.attrgetter("payload")
 _KEEP, _REFS = operator.attrgetter("keep"), operator.attrgetter("refs")
 
 
-def batch_request(calls: list[Call], requirement: Requirement, sender: str) -> dict[str, Any]:
+def batch_request(
+    calls: list[Call], requirement: Requirement, timeouts: list[float], sender: str
+) -> dict[str, Any]:
     """The request of ``calls`` (every one of ``requirement``: one service, task, priority and
-    resource ask) from ``sender``."""
+    resource ask; ``timeouts`` theirs) from ``sender``."""
     service, _, name, priority, ask = requirement
     n = len(calls)
     if n == 1:
         return _lone_request(calls[0], sender, name, priority, ask)
     ids = list(map(str, map(_ID, calls)))
-    timeouts = list(map(_TIMEOUT, calls))
     request: dict[str, Any]
     if service == "compute" and timeouts.count(timeouts[0]) == n:
         request = {

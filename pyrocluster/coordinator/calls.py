@@ -273,7 +273,7 @@ class Batch:
     """Calls sent to one worker in one request."""
 
     __slots__ = (
-        "id", "requirement", "service", "cost_key", "calls", "sent_at", "deadline", "moved",
+        "id", "requirement", "service", "cost_key", "calls", "timeouts", "sent_at", "deadline", "moved",
         "by_sender", "push", "awake", "full",
     )  # fmt: skip
 
@@ -285,6 +285,8 @@ class Batch:
         self.cost_key = cost_key(requirement)
         """Its calls' ``(service, task)``: what they cost is learnt under it (``balancer.py``)."""
         self.calls = calls
+        self.timeouts: list[float] = list(map(_TIMEOUT, calls))
+        """Each call's timeout, in seconds (read to send it and to watch its deadline)."""
         self.sent_at = 0.0
         self.deadline = 0.0
         """When the dispatcher counts it overdue, on its own clock (``overdue.py``)."""
@@ -300,10 +302,6 @@ class Batch:
         self.full = True
         """False for a batch of a cheap task too small to count against the cap of its batches
         out (``balancer.counts_full``), set when it is sent."""
-
-    def timeouts(self) -> list[float]:
-        """Each call's timeout, in seconds."""
-        return list(map(_TIMEOUT, self.calls))
 
     def started_on(self, wire: Wire, channel: Channel) -> None:
         """Its ``run_batch`` call was just started on ``channel``: a lone call's future may read
@@ -326,7 +324,7 @@ class Batch:
 
     def request(self, sender: str) -> dict[str, Any]:
         """Its ``run_batch`` request (``batchrequest.py``: rows, or columns for several calls)."""
-        return batch_request(self.calls, self.requirement, sender)
+        return batch_request(self.calls, self.requirement, self.timeouts, sender)
 
 
 _PAYLOAD, _TIMEOUT = operator.attrgetter("payload"), operator.attrgetter("timeout_s")

@@ -45,9 +45,7 @@ Failed = Callable[[Batch, BaseException], None]
 Fallback = Callable[[Batch], None]
 
 
-_TIMEOUT, _REFS, _PAYLOAD, _KEEP = (
-    operator.attrgetter(name) for name in ("timeout_s", "refs", "payload", "keep")
-)
+_REFS, _PAYLOAD, _KEEP = (operator.attrgetter(name) for name in ("refs", "payload", "keep"))
 
 
 def plain(batch: Batch) -> bool:
@@ -61,7 +59,7 @@ def plain(batch: Batch) -> bool:
     if len(calls) == 1:
         return not calls[0].refs and len(calls[0].payload) < attachments.ATTACH_BYTES
     return (
-        len(set(map(_TIMEOUT, calls))) == 1
+        batch.timeouts.count(batch.timeouts[0]) == len(calls)
         and not any(map(_KEEP, calls))
         and not any(map(_REFS, calls))
         and max(map(len, map(_PAYLOAD, calls))) < attachments.ATTACH_BYTES

@@ -416,7 +416,7 @@ class Dispatcher(LoneLane, Failover):
         return expired
 
     def _span(self, batch: Batch) -> float:
-        return overdue.span(batch.timeouts(), self.batch_grace_s)
+        return overdue.span(batch.timeouts, self.batch_grace_s)
 
     def expire_overdue(self) -> list[Resolution]:
         """Take back, as ``TIMED_OUT``, every batch past its deadline (``overdue.py``): its worker
